@@ -1,0 +1,155 @@
+"""The SAE intervention at one hook point: per-row steering and monitoring for a batch.
+
+One forward hook is installed when an SAE is attached and removed on detach, which
+restores the model exactly. Before each forward pass the worker hands in a `BatchPlan`
+saying, row by row, which compiled steering applies and whether to capture activations.
+The hook itself does tensor work only (no host-device sync):
+- additive steering: one precomputed vector per distinct steering, gathered into a (B, D)
+  matrix when the batch changes, so the per-token cost is one add;
+- clamping: only the clamped features' encoder columns are computed (`Sae.clamp_delta`);
+- monitoring: selected features slice W_enc (`Sae.encode_selected`); top-k runs the full encoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from millm.engine.types import SteeringSpec
+
+
+@dataclass(frozen=True)
+class MonitorConfig:
+    enabled: bool = False
+    # Selected features to capture; None means the top-k features per token.
+    features: tuple[int, ...] | None = None
+    top_k: int = 8
+
+
+@dataclass
+class CompiledSteering:
+    spec: SteeringSpec
+    mode: Literal["add", "clamp"]
+    vector: torch.Tensor | None = None  # (D,) for add
+    idx: torch.Tensor | None = None  # (m,) for clamp
+    values: torch.Tensor | None = None  # (m,) for clamp
+
+
+@dataclass
+class BatchPlan:
+    """What the hook does in one forward pass. All row lists have length B."""
+
+    steering: list[CompiledSteering | None]
+    # (B, T) bool: positions that steering may touch (False for special tokens of rows that opted out).
+    steer_mask: torch.Tensor | None = None
+    monitor: bool = False
+    add_matrix: torch.Tensor | None = None  # (B, D), built by SaeIntervention.prepare
+    clamp_groups: list[tuple[torch.Tensor, CompiledSteering]] = field(default_factory=list)
+
+
+@dataclass
+class Capture:
+    """Activations captured in one forward pass: (B, T, k) values and feature indices."""
+
+    values: torch.Tensor
+    indices: torch.Tensor
+
+
+class SaeIntervention:
+    def __init__(self, *, sae: Any, hookpoint: Any, attach_fn: Any, device: torch.device, dtype: torch.dtype) -> None:
+        self.sae = sae
+        self.hookpoint = hookpoint
+        self.device = device
+        self.dtype = dtype
+        self.monitor_config = MonitorConfig()
+        self._plan: BatchPlan | None = None
+        self.captures: list[Capture] = []
+        self._compiled: dict[SteeringSpec, CompiledSteering] = {}
+        self._selected_idx: torch.Tensor | None = None
+        self._handle = attach_fn(hookpoint, self._hook)
+
+    def detach(self) -> None:
+        self._handle.remove()
+        self._plan = None
+
+    # ------------------------------------------------------------------ compile
+
+    def compile(self, spec: SteeringSpec) -> CompiledSteering:
+        """Precompute the tensors for a steering spec (cached per distinct spec)."""
+        hit = self._compiled.get(spec)
+        if hit is not None:
+            return hit
+        idx = torch.tensor([f.index for f in spec.features], dtype=torch.long, device=self.device)
+        vals = torch.tensor([f.strength for f in spec.features], dtype=torch.float32, device=self.device)
+        if spec.mode == "add":
+            vec = self.sae.steering_vector(idx, vals, normalize=spec.normalize)
+            compiled = CompiledSteering(spec, "add", vector=vec.to(self.device, self.dtype))
+        else:
+            compiled = CompiledSteering(spec, "clamp", idx=idx, values=vals)
+        if len(self._compiled) > 256:
+            self._compiled.clear()
+        self._compiled[spec] = compiled
+        return compiled
+
+    def set_monitor(self, config: MonitorConfig) -> None:
+        self.monitor_config = config
+        self._selected_idx = (
+            torch.tensor(config.features, dtype=torch.long, device=self.device) if config.features else None
+        )
+
+    # ------------------------------------------------------------------ per pass
+
+    def prepare(self, plan: BatchPlan) -> BatchPlan:
+        """Build the gathered add matrix and clamp row groups for a batch composition."""
+        adds = [c.vector if c is not None and c.mode == "add" else None for c in plan.steering]
+        if any(a is not None for a in adds):
+            zero = torch.zeros(self.hookpoint.d_hook, device=self.device, dtype=self.dtype)
+            plan.add_matrix = torch.stack([a if a is not None else zero for a in adds])
+        groups: dict[int, tuple[list[int], CompiledSteering]] = {}
+        for row, c in enumerate(plan.steering):
+            if c is not None and c.mode == "clamp":
+                groups.setdefault(id(c), ([], c))[0].append(row)
+        plan.clamp_groups = [(torch.tensor(rows, device=self.device), c) for rows, c in groups.values()]
+        return plan
+
+    def set_plan(self, plan: BatchPlan | None) -> None:
+        self._plan = plan
+        self.captures = []
+
+    @property
+    def active(self) -> bool:
+        p = self._plan
+        return p is not None and (p.add_matrix is not None or bool(p.clamp_groups) or p.monitor)
+
+    def _hook(self, h: torch.Tensor) -> torch.Tensor | None:
+        # h: (B, T, D)
+        plan = self._plan
+        if plan is None:
+            return None
+        if plan.add_matrix is None and not plan.clamp_groups and not plan.monitor:
+            return None
+        mask = plan.steer_mask
+        if plan.add_matrix is not None:
+            add = plan.add_matrix[:, None, :]
+            h = h + (add * mask[..., None].to(add.dtype) if mask is not None else add)
+        for rows, c in plan.clamp_groups:
+            sub = h.index_select(0, rows)
+            delta = self.sae.clamp_delta(sub, c.idx, c.values).to(h.dtype)
+            if mask is not None:
+                delta = delta * mask.index_select(0, rows)[..., None].to(h.dtype)
+            h = h.index_add(0, rows, delta)
+        if plan.monitor:
+            self._capture(h)
+        return h
+
+    def _capture(self, h: torch.Tensor) -> None:
+        cfg = self.monitor_config
+        if self._selected_idx is not None:
+            vals = self.sae.encode_selected(h, self._selected_idx)
+            idx = self._selected_idx.expand(*vals.shape)
+        else:
+            f = self.sae.encode(h)
+            vals, idx = torch.topk(f, min(cfg.top_k, f.shape[-1]), dim=-1)
+        self.captures.append(Capture(vals.float(), idx))

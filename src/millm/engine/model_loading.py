@@ -1,0 +1,188 @@
+"""Load a causal LM and its tokenizer from a local folder or a Hub repo id.
+
+Downloads go through huggingface_hub (HF_TOKEN, cache dir and revision honoured) and fetch
+only weights, config and tokenizer files, preferring safetensors. PyTorch `.bin` weights are
+read by transformers with `weights_only=True`. Remote code runs only when explicitly allowed.
+Device and dtype are chosen automatically unless overridden; Gemma-2 gets eager attention so
+its attention soft-capping (and therefore its activations) match what SAEs were trained on.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from millm.errors import InvalidRequest, ModelLoadError, ModelNotFound
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE_PATTERNS = [
+    "*.json",
+    "*.safetensors",
+    "*.model",
+    "*.tiktoken",
+    "*.txt",
+    "*.jinja",
+    "tokenizer*",
+]
+EAGER_ATTENTION_TYPES = {"gemma2"}
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass
+class LoadedModel:
+    model_id: str
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype  # dtype of the residual stream / activations
+    quantization: str
+    context_length: int
+    eos_ids: frozenset[int]
+    special_ids: frozenset[int]
+    bos_id: int | None
+    num_parameters: int
+    source: str
+    revision: str | None
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.model.get_output_embeddings().weight.shape[0])
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.config.get_text_config().hidden_size)
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidRequest("device 'cuda' was requested but CUDA is not available", param="device")
+    return torch.device(device)
+
+
+def pick_dtype(dtype: str, device: torch.device, quantization: str) -> torch.dtype:
+    if dtype != "auto":
+        return DTYPES[dtype]
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    # bitsandbytes keeps non-quantized modules (and so the residual stream) in half precision.
+    return torch.bfloat16 if quantization != "none" else torch.float32
+
+
+def bitsandbytes_available(device: torch.device) -> str | None:
+    """None when bitsandbytes can quantize on `device`, else the reason it cannot."""
+    if importlib.util.find_spec("bitsandbytes") is None:
+        return "bitsandbytes is not installed (pip install 'millm[quant]')"
+    if device.type not in ("cuda", "cpu"):
+        return f"bitsandbytes has no backend for device {device.type!r}"
+    return None
+
+
+def resolve_source(
+    source: str, *, revision: str | None = None, cache_dir: Path | None = None
+) -> tuple[Path, str | None]:
+    """A local folder as is, or a Hub repo id downloaded (weights, config, tokenizer only)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return path, None
+    if path.suffix or source.startswith((".", "/", "~")):
+        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        local = snapshot_download(
+            source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None, allow_patterns=MODEL_FILE_PATTERNS
+        )
+    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
+        raise ModelNotFound(f"model {source!r} (revision {revision or 'main'}) not found on the Hub", param="model") from e
+    except GatedRepoError as e:
+        raise ModelLoadError(f"model {source!r} is gated: accept its licence and set HF_TOKEN", param="model") from e
+    except HfHubHTTPError as e:
+        raise ModelLoadError(f"could not download {source!r}: {e}", param="model") from e
+    local_path = Path(local)
+    if not any(local_path.glob("*.safetensors")):
+        # No safetensors in the repo: fetch .bin weights, which transformers reads weights-only.
+        local_path = Path(
+            snapshot_download(source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None,
+                              allow_patterns=[*MODEL_FILE_PATTERNS, "*.bin"])
+        )
+    return local_path, revision
+
+
+def load_model(
+    source: str,
+    *,
+    model_id: str | None = None,
+    revision: str | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
+    quantization: str = "none",
+    trust_remote_code: bool = False,
+    cache_dir: Path | None = None,
+    max_context: int | None = None,
+) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+
+    dev = pick_device(device)
+    torch_dtype = pick_dtype(dtype, dev, quantization)
+    if quantization != "none":
+        reason = bitsandbytes_available(dev)
+        if reason:
+            raise InvalidRequest(f"{quantization} quantization is unavailable: {reason}", param="quantization")
+    path, rev = resolve_source(source, revision=revision, cache_dir=cache_dir)
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
+        if config.model_type in EAGER_ATTENTION_TYPES:
+            kwargs["attn_implementation"] = "eager"
+        if quantization == "8bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
+        elif quantization == "4bit":
+            kwargs["quantization_config"] = BitsAndBytesConfig(
+                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype
+            )
+        if quantization != "none":
+            kwargs["device_map"] = {"": dev.index if dev.type == "cuda" and dev.index is not None else dev.type}
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if quantization == "none":
+            model = model.to(dev)
+        model.eval()
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, RuntimeError, KeyError) as e:
+        raise ModelLoadError(f"could not load model {source!r}: {e}", param="model") from e
+
+    text_cfg = model.config.get_text_config()
+    ctx = int(getattr(text_cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 2048))
+    if max_context:
+        ctx = min(ctx, max_context)
+    eos: set[int] = set()
+    for candidate in (getattr(model.generation_config, "eos_token_id", None), tokenizer.eos_token_id):
+        if isinstance(candidate, int):
+            eos.add(candidate)
+        elif isinstance(candidate, (list, tuple)):
+            eos.update(int(c) for c in candidate)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return LoadedModel(
+        model_id=model_id or source,
+        model=model,
+        tokenizer=tokenizer,
+        device=dev,
+        dtype=torch_dtype,
+        quantization=quantization,
+        context_length=ctx,
+        eos_ids=frozenset(eos),
+        special_ids=frozenset(int(i) for i in tokenizer.all_special_ids),
+        bos_id=tokenizer.bos_token_id,
+        num_parameters=sum(p.numel() for p in model.parameters()),
+        source=source,
+        revision=rev,
+    )

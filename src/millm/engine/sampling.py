@@ -1,0 +1,97 @@
+"""Per-row logits processing and sampling for a decode batch.
+
+Each row keeps its own parameters and random generator, so batching never changes which
+token a seeded request draws. Nothing here allocates per-step Python objects per vocab entry.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from millm.engine.types import SamplingParams, TokenLogprob, TopLogprob
+
+
+class RowSampler:
+    """Sampling state of one sequence (one choice of one request)."""
+
+    def __init__(self, params: SamplingParams, *, vocab_size: int, device: torch.device, seed: int) -> None:
+        self.params = params
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+        self.needs_counts = params.frequency_penalty != 0.0 or params.presence_penalty != 0.0
+        self.counts = torch.zeros(vocab_size, device=device) if self.needs_counts else None
+        self.bias: torch.Tensor | None = None
+        if params.logit_bias:
+            self.bias = torch.zeros(vocab_size, device=device)
+            ids = torch.tensor([i for i, _ in params.logit_bias], device=device)
+            vals = torch.tensor([b for _, b in params.logit_bias], device=device)
+            self.bias[ids] = vals
+
+    def observe(self, token_id: int) -> None:
+        if self.counts is not None:
+            self.counts[token_id] += 1
+
+
+def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor:
+    """Apply logit bias and penalties. logits: (B, V) float32 -> (B, V)."""
+    if any(r.bias is not None or r.counts is not None for r in rows):
+        logits = logits.clone()
+        for i, r in enumerate(rows):
+            if r.bias is not None:
+                logits[i] += r.bias
+            if r.counts is not None:
+                p = r.params
+                logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
+    return logits
+
+
+def _filter(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
+    # logits: (V,)
+    if p.top_k > 0 and p.top_k < logits.shape[-1]:
+        kth = torch.topk(logits, p.top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if p.top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) >= p.top_p
+        drop[0] = False
+        logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+    return logits
+
+
+def sample(logits: torch.Tensor, rows: list[RowSampler]) -> list[int]:
+    """Choose one token per row. logits: (B, V) already processed."""
+    greedy = [r.params.greedy for r in rows]
+    out: list[int | None] = [None] * len(rows)
+    if any(greedy):
+        argmax = logits.argmax(dim=-1).tolist()
+        for i, g in enumerate(greedy):
+            if g:
+                out[i] = argmax[i]
+    for i, r in enumerate(rows):
+        if out[i] is None:
+            scaled = _filter(logits[i] / r.params.temperature, r.params)
+            probs = torch.softmax(scaled, dim=-1)
+            out[i] = int(torch.multinomial(probs, 1, generator=r.generator).item())
+    return [int(t) for t in out]  # type: ignore[arg-type]
+
+
+def token_logprobs(logits: torch.Tensor, chosen: list[int], rows: list[RowSampler]) -> list[TokenLogprob | None]:
+    """Log-probabilities (of the processed distribution) of each row's chosen token and its top alternatives."""
+    want = [r.params.logprobs for r in rows]
+    if all(w is None for w in want):
+        return [None] * len(rows)
+    logp = torch.log_softmax(logits.float(), dim=-1)
+    k = max(w or 0 for w in want)
+    top_vals, top_ids = (torch.topk(logp, k, dim=-1) if k > 0 else (None, None))
+    chosen_lp = logp[torch.arange(len(rows)), torch.tensor(chosen)].tolist()
+    tv = top_vals.tolist() if top_vals is not None else None
+    ti = top_ids.tolist() if top_ids is not None else None
+    result: list[TokenLogprob | None] = []
+    for i, w in enumerate(want):
+        if w is None:
+            result.append(None)
+            continue
+        top = tuple(TopLogprob(ti[i][j], tv[i][j]) for j in range(w)) if w and ti and tv else ()
+        result.append(TokenLogprob(chosen[i], chosen_lp[i], top))
+    return result

@@ -1,0 +1,125 @@
+"""Plain data passed between the services layer and the generation worker.
+
+Frozen dataclasses only; no torch tensors cross this boundary except inside
+compiled steering plans, which the worker builds itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int | None = None
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    # None: no logprobs; k >= 0: the chosen token's logprob plus the k most likely alternatives.
+    logprobs: int | None = None
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0 or self.top_k == 1
+
+
+@dataclass(frozen=True)
+class FeatureStrength:
+    index: int
+    strength: float
+
+
+@dataclass(frozen=True)
+class SteeringSpec:
+    """What to do to the residual stream at the SAE's hook point for one request.
+
+    mode "add": h += sum(strength * W_dec[index]) (unit-norm rows when `normalize`).
+    mode "clamp": features are set to `strength` with the reconstruction error kept.
+    """
+
+    features: tuple[FeatureStrength, ...]
+    mode: Literal["add", "clamp"] = "add"
+    normalize: bool = False
+    steer_special_tokens: bool = True
+
+    @property
+    def empty(self) -> bool:
+        return not self.features
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    request_id: str
+    prompt_ids: tuple[int, ...]
+    params: SamplingParams
+    n: int = 1
+    steering: SteeringSpec | None = None
+    # When set, the worker also returns logprobs of the prompt tokens (completions echo + logprobs).
+    prompt_logprobs: bool = False
+    model: str | None = None
+
+
+@dataclass(frozen=True)
+class TopLogprob:
+    token_id: int
+    logprob: float
+
+
+@dataclass(frozen=True)
+class TokenLogprob:
+    token_id: int
+    logprob: float
+    top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class GenerationEvent:
+    """One step's output for one choice.
+
+    `text` is the newly decodable text (may be empty while UTF-8 or a stop string is pending);
+    `tokens` the token logprobs produced in this event (empty when logprobs are off).
+    A final event has `finish_reason` set.
+    """
+
+    choice: int
+    text: str = ""
+    token_ids: tuple[int, ...] = ()
+    logprobs: tuple[TokenLogprob, ...] = ()
+    finish_reason: FinishReason | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class PromptInfo:
+    """Sent once per request, before any GenerationEvent."""
+
+    prompt_tokens: int
+    prompt_logprobs: tuple[TokenLogprob | None, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureActivation:
+    index: int
+    value: float
+
+
+@dataclass(frozen=True)
+class MonitorRecord:
+    """SAE activations at one token of one request (BOS left out)."""
+
+    request_id: str
+    choice: int
+    position: int
+    token_id: int
+    token: str
+    phase: Literal["prompt", "generated", "embedding"]
+    activations: tuple[FeatureActivation, ...] = field(default_factory=tuple)

@@ -1,0 +1,411 @@
+"""The generation worker: one thread that owns the model and runs continuous batching.
+
+Requests wait in a bounded queue. Between decode steps the worker admits waiting requests
+(prefilling each, then merging its KV rows into the batch), runs one batched decode step for
+every active sequence, samples per row, and drops finished or cancelled rows. Control work
+(loading a model, attaching an SAE, embeddings) runs on the same thread through `call()`:
+exclusive calls wait until the batch has drained, so the model never changes under a
+sequence. Results go out through each request's `sink` callable, on the worker thread.
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import os
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from millm.engine import kv
+from millm.engine.intervention import BatchPlan, SaeIntervention
+from millm.engine.model_loading import LoadedModel
+from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
+from millm.engine.text import IncrementalDetokenizer, StopMatcher
+from millm.engine.types import (
+    FeatureActivation,
+    GenerationEvent,
+    GenerationRequest,
+    MonitorRecord,
+    PromptInfo,
+    TokenLogprob,
+)
+from millm.errors import MillmError, ModelNotLoaded, QueueFull
+
+log = logging.getLogger(__name__)
+
+Sink = Callable[[Any], None]
+
+
+@dataclass
+class Handle:
+    """The caller's view of a submitted request."""
+
+    request: GenerationRequest
+    sink: Sink
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    submitted_at: float = field(default_factory=time.monotonic)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+
+@dataclass
+class _Row:
+    handle: Handle
+    choice: int
+    sampler: RowSampler
+    detok: IncrementalDetokenizer
+    stopper: StopMatcher
+    last_token: int
+    position: int
+    generated: int = 0
+    done: bool = False
+
+
+@dataclass
+class _Call:
+    fn: Callable[[Worker], Any]
+    future: Future
+    exclusive: bool
+
+
+class Worker:
+    def __init__(self, *, queue_size: int = 64, max_batch_size: int = 16) -> None:
+        self.queue_size = queue_size
+        self.max_batch_size = max_batch_size
+        self.loaded: LoadedModel | None = None
+        self.intervention: SaeIntervention | None = None
+        self.monitor_sink: Callable[[list[MonitorRecord]], None] | None = None
+        self._pending: collections.deque[Handle] = collections.deque()
+        self._calls: collections.deque[_Call] = collections.deque()
+        self._rows: list[_Row] = []
+        self._cache: Any = None
+        self._mask: torch.Tensor | None = None
+        self._plan: BatchPlan | None = None
+        self._cv = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="millm-worker", daemon=True)
+        self.steps = 0
+
+    # ------------------------------------------------------------------ public API (any thread)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cv:
+            self._stop = True
+            self._cv.notify_all()
+        self._thread.join(timeout=30)
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._pending)
+
+    @property
+    def active_sequences(self) -> int:
+        return len(self._rows)
+
+    def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
+        handle = Handle(request, sink)
+        with self._cv:
+            if len(self._pending) >= self.queue_size:
+                raise QueueFull(
+                    f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
+                )
+            self._pending.append(handle)
+            self._cv.notify_all()
+        return handle
+
+    def call(self, fn: Callable[[Worker], Any], *, exclusive: bool = True) -> Future:
+        """Run fn(worker) on the worker thread; exclusive calls wait for the batch to drain."""
+        fut: Future = Future()
+        with self._cv:
+            self._calls.append(_Call(fn, fut, exclusive))
+            self._cv.notify_all()
+        return fut
+
+    # ------------------------------------------------------------------ loop
+
+    def _run(self) -> None:
+        torch.set_grad_enabled(False)
+        while True:
+            with self._cv:
+                while not self._stop and not self._pending and not self._calls and not self._rows:
+                    self._cv.wait()
+                if self._stop:
+                    break
+            try:
+                self._run_calls()
+                if not self._exclusive_waiting():
+                    self._admit()
+                if self._rows:
+                    self._step()
+            except Exception:  # a bug: fail the batch rather than the thread
+                log.exception("generation step failed")
+                self._fail_all("internal error during generation")
+
+    def _exclusive_waiting(self) -> bool:
+        return any(c.exclusive for c in self._calls)
+
+    def _run_calls(self) -> None:
+        while True:
+            with self._cv:
+                if not self._calls or (self._calls[0].exclusive and self._rows):
+                    return
+                call = self._calls.popleft()
+            if not call.future.set_running_or_notify_cancel():
+                continue
+            try:
+                call.future.set_result(call.fn(self))
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                call.future.set_exception(e)
+
+    def _admit(self) -> None:
+        while True:
+            with self._cv:
+                if not self._pending:
+                    return
+                head = self._pending[0]
+                free = self.max_batch_size - len(self._rows)
+                if self._rows and head.request.n > free:
+                    return
+                self._pending.popleft()
+            if head.cancelled.is_set():
+                continue
+            try:
+                self._prefill(head)
+            except MillmError as e:
+                head.sink(e)
+            except Exception as e:  # noqa: BLE001
+                log.exception("prefill failed for %s", head.request.request_id)
+                head.sink(e)
+
+    # ------------------------------------------------------------------ prefill
+
+    def _steer_mask(self, ids: torch.Tensor, specs: list[Any]) -> torch.Tensor | None:
+        # ids: (B, T) -> (B, T) bool, False at special tokens of rows whose steering skips them.
+        assert self.loaded is not None
+        if not any(c is not None and not c.spec.steer_special_tokens for c in specs):
+            return None
+        special = torch.tensor(sorted(self.loaded.special_ids), device=ids.device)
+        is_special = torch.isin(ids, special)
+        opt_out = torch.tensor(
+            [c is not None and not c.spec.steer_special_tokens for c in specs], device=ids.device
+        )[:, None]
+        return ~(is_special & opt_out)
+
+    def _make_plan(self, specs: list[Any], ids: torch.Tensor) -> BatchPlan | None:
+        iv = self.intervention
+        if iv is None:
+            return None
+        monitor = iv.monitor_config.enabled and self.monitor_sink is not None
+        if all(s is None for s in specs) and not monitor:
+            return None
+        return iv.prepare(BatchPlan(steering=specs, steer_mask=self._steer_mask(ids, specs), monitor=monitor))
+
+    def forward(self, ids: torch.Tensor, *, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
+                plan: BatchPlan | None, logits_to_keep: int = 1, **kwargs: Any) -> Any:
+        """One model forward with the intervention plan installed. ids, mask, positions: (B, T)."""
+        assert self.loaded is not None
+        if self.intervention is not None:
+            self.intervention.set_plan(plan)
+        return self.loaded.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None,
+            logits_to_keep=logits_to_keep, **kwargs,
+        )
+
+    def _prefill(self, handle: Handle) -> None:
+        lm = self.loaded
+        if lm is None:
+            raise ModelNotLoaded("no model is loaded", retry_after=5.0)
+        req = handle.request
+        if req.model is not None and req.model != lm.model_id:
+            raise ModelNotLoaded(f"model {req.model!r} is no longer loaded (now {lm.model_id!r})", retry_after=1.0)
+        dev = lm.device
+        ids = torch.tensor([req.prompt_ids], device=dev)
+        mask = torch.ones_like(ids)
+        positions = torch.arange(ids.shape[1], device=dev)[None, :]
+        compiled = self.intervention.compile(req.steering) if self.intervention and req.steering and not req.steering.empty else None
+        plan = self._make_plan([compiled], ids)
+        cache = kv.new_cache()
+        out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
+                           logits_to_keep=0 if req.prompt_logprobs else 1)
+        self._emit_monitor(handle, ids, [0], start_position=0, phase="prompt")
+        logits = out.logits[:, -1, :].float()  # (1, V)
+        prompt_lp: tuple[TokenLogprob | None, ...] = ()
+        if req.prompt_logprobs:
+            prompt_lp = self._prompt_logprobs(out.logits[0].float(), req)
+        handle.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
+        base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
+        rows = [
+            _Row(
+                handle=handle,
+                choice=c,
+                sampler=RowSampler(req.params, vocab_size=logits.shape[-1], device=dev, seed=base_seed + c),
+                detok=IncrementalDetokenizer(lm.tokenizer),
+                stopper=StopMatcher(req.params.stop),
+                last_token=-1,
+                position=len(req.prompt_ids),
+            )
+            for c in range(req.n)
+        ]
+        self._sample_and_emit(logits.expand(req.n, -1), rows)
+        live = [r for r in rows if not r.done]
+        if not live:
+            return
+        cache, mask = kv.repeat_rows(cache, mask, req.n)
+        if len(live) < len(rows):
+            cache, mask = kv.select(cache, mask, [i for i, r in enumerate(rows) if not r.done])
+        self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
+        self._rows.extend(live)
+        self._plan = None
+
+    def _prompt_logprobs(self, logits: torch.Tensor, req: GenerationRequest) -> tuple[TokenLogprob | None, ...]:
+        # logits: (T, V); position t predicts token t+1.
+        from millm.engine.types import TopLogprob
+
+        logp = torch.log_softmax(logits, dim=-1)
+        k = req.params.logprobs or 0
+        out: list[TokenLogprob | None] = [None]
+        ids = list(req.prompt_ids)
+        for t in range(1, len(ids)):
+            row = logp[t - 1]
+            top = ()
+            if k:
+                v, i = torch.topk(row, k)
+                top = tuple(TopLogprob(int(a), float(b)) for a, b in zip(i.tolist(), v.tolist()))
+            out.append(TokenLogprob(ids[t], float(row[ids[t]]), top))
+        return tuple(out)
+
+    # ------------------------------------------------------------------ decode
+
+    def _step(self) -> None:
+        lm = self.loaded
+        assert lm is not None and self._mask is not None
+        self._drop_rows([r for r in self._rows if r.handle.cancelled.is_set()], "cancelled")
+        if not self._rows:
+            return
+        dev = lm.device
+        ids = torch.tensor([[r.last_token] for r in self._rows], device=dev)
+        positions = torch.tensor([[r.position] for r in self._rows], device=dev)
+        self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=dev)], 1)
+        if self._plan is None or len(self._plan.steering) != len(self._rows):
+            specs = [
+                self.intervention.compile(r.handle.request.steering)
+                if self.intervention and r.handle.request.steering and not r.handle.request.steering.empty
+                else None
+                for r in self._rows
+            ]
+            self._plan = self._make_plan(specs, ids)
+        elif self._plan is not None and self._plan.steer_mask is not None:
+            self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
+        out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
+        self.steps += 1
+        self._emit_monitor_batch(ids)
+        for r in self._rows:
+            r.position += 1
+        self._sample_and_emit(out.logits[:, -1, :].float(), self._rows)
+        finished = [r for r in self._rows if r.done]
+        if finished:
+            self._drop_rows(finished, None)
+
+    def _drop_rows(self, rows: list[_Row], reason: str | None) -> None:
+        if not rows:
+            return
+        gone = {id(r) for r in rows}
+        if reason is not None:
+            for r in rows:
+                r.done = True
+        keep = [i for i, r in enumerate(self._rows) if id(r) not in gone]
+        self._rows = [self._rows[i] for i in keep]
+        self._plan = None
+        if not self._rows:
+            self._cache, self._mask = None, None
+        else:
+            self._cache, self._mask = kv.select(self._cache, self._mask, keep)
+
+    def _sample_and_emit(self, logits: torch.Tensor, rows: list[_Row]) -> None:
+        lm = self.loaded
+        assert lm is not None
+        samplers = [r.sampler for r in rows]
+        logits = process_logits(logits, samplers)
+        chosen = sample(logits, samplers)
+        lps = token_logprobs(logits, chosen, samplers)
+        for r, tok, lp in zip(rows, chosen, lps, strict=True):
+            r.sampler.observe(tok)
+            r.last_token = tok
+            r.generated += 1
+            p = r.sampler.params
+            finish = None
+            if tok in lm.eos_ids and not p.ignore_eos:
+                text = r.detok.flush()
+                finish = "stop"
+                lp_out: tuple[TokenLogprob, ...] = ()
+            else:
+                text = r.detok.push(tok)
+                lp_out = (lp,) if lp is not None else ()
+            text, hit = r.stopper.feed(text)
+            if hit:
+                finish = "stop"
+            elif finish is None and (r.generated >= p.max_tokens or r.position + 1 >= lm.context_length):
+                finish = "length"
+                rest, hit = r.stopper.feed(r.detok.flush())
+                text += rest if hit else rest + r.stopper.flush()
+            elif finish == "stop":
+                text += r.stopper.flush()
+            if finish is not None:
+                r.done = True
+            r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out,
+                                          finish_reason=finish))
+
+    def _fail_all(self, message: str) -> None:
+        for r in self._rows:
+            r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message))
+        self._rows, self._cache, self._mask, self._plan = [], None, None, None
+
+    # ------------------------------------------------------------------ monitoring
+
+    def _emit_monitor(self, handle: Handle, ids: torch.Tensor, choices: list[int], *, start_position: int,
+                      phase: str) -> None:
+        iv, lm = self.intervention, self.loaded
+        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
+            return
+        cap = iv.captures[-1]
+        vals, idx = cap.values.tolist(), cap.indices.tolist()
+        toks = ids.tolist()
+        records = []
+        for b, choice in enumerate(choices):
+            for t, tok in enumerate(toks[b]):
+                if tok == lm.bos_id and start_position + t == 0:
+                    continue
+                records.append(MonitorRecord(
+                    request_id=handle.request.request_id, choice=choice, position=start_position + t, token_id=tok,
+                    token=lm.tokenizer.decode([tok]), phase=phase,  # type: ignore[arg-type]
+                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
+                ))
+        iv.captures = []
+        if records:
+            self.monitor_sink(records)
+
+    def _emit_monitor_batch(self, ids: torch.Tensor) -> None:
+        iv, lm = self.intervention, self.loaded
+        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
+            return
+        cap = iv.captures[-1]
+        vals, idx, toks = cap.values.tolist(), cap.indices.tolist(), ids.tolist()
+        records = []
+        for b, r in enumerate(self._rows):
+            tok = toks[b][0]
+            records.append(MonitorRecord(
+                request_id=r.handle.request.request_id, choice=r.choice, position=r.position, token_id=tok,
+                token=lm.tokenizer.decode([tok]), phase="generated",
+                activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][0], vals[b][0])),
+            ))
+        iv.captures = []
+        self.monitor_sink(records)
