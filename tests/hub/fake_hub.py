@@ -134,7 +134,9 @@ class FakeHub:
         return f"http://{host}:{port}"
 
     def start(self) -> FakeHub:
-        self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name="fake-hub", daemon=True
+        )
         self._thread.start()
         return self
 
