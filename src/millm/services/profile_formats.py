@@ -151,7 +151,8 @@ def parse_json(raw: bytes | str | dict[str, Any] | list[Any]) -> Any:
     if isinstance(raw, (dict, list)):
         return raw
     try:
-        return json.loads(raw)
+        # Files are UTF-8 (a BOM is tolerated); json.loads would also guess UTF-16/32.
+        return json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError as exc:
         raise InvalidRequest(f"invalid JSON: not UTF-8 text ({exc.reason})", code="invalid_json") from exc
     except json.JSONDecodeError as exc:
