@@ -489,6 +489,9 @@ def test_goodfire_errors(service: ProfileService) -> None:
     with pytest.raises(InvalidRequest) as info:
         service.import_document(goodfire_variant(), d_sae_resolver=lambda m, s: 4096)
     assert info.value.param == "edits[1].index_in_sae" and "65535 is out of range" in info.value.message
+    with pytest.raises(InvalidRequest) as info:
+        service.import_document(goodfire_variant(base_model="gpt2"))
+    assert info.value.param == "base_model" and "no known Goodfire SAE for 'gpt2'" in info.value.message
     bad = goodfire_variant()
     bad["edits"][1]["value"] = "strong"
     with pytest.raises(InvalidRequest) as info:

@@ -36,7 +36,7 @@ DSaeResolver = Callable[[str, str], int | None]
 FieldErrors = list[tuple[str, str]]
 MAX_LISTED_ERRORS = 50
 
-# Goodfire's open SAEs, keyed by the variant's base_model. d_sae of the 8B SAE follows
+# Goodfire's open SAEs (Hub repo, layer, d_sae), keyed by the variant's base_model. d_sae of the 8B SAE follows
 # from its checkpoint (2.15 GB fp32 = 2 · 4096 · 65536 weights); the 70B one is left to
 # the resolver.
 GOODFIRE_SAES: dict[str, tuple[str, int, int | None]] = {
@@ -95,15 +95,19 @@ def validation_errors(exc: ValidationError, prefix: str = "") -> FieldErrors:
     return errors
 
 
-def raise_if_errors(errors: FieldErrors, *, what: str = "profile") -> None:
+def invalid(errors: FieldErrors, *, what: str = "profile") -> InvalidRequest:
     """One InvalidRequest listing every error; `param` names the first bad field."""
-    if not errors:
-        return
+    assert errors
     lines = [f"{path}: {message}" if path else message for path, message in errors[:MAX_LISTED_ERRORS]]
     if len(errors) > MAX_LISTED_ERRORS:
         lines.append(f"... and {len(errors) - MAX_LISTED_ERRORS} more")
     head = f"invalid {what}: " if len(errors) == 1 else f"invalid {what} ({len(errors)} errors): "
-    raise InvalidRequest(head + "; ".join(lines), param=errors[0][0] or None, code="invalid_profile")
+    return InvalidRequest(head + "; ".join(lines), param=errors[0][0] or None, code="invalid_profile")
+
+
+def raise_if_errors(errors: FieldErrors, *, what: str = "profile") -> None:
+    if errors:
+        raise invalid(errors, what=what)
 
 
 def feature_errors(
@@ -322,25 +326,22 @@ def _read_goodfire(data: dict[str, Any], resolver: DSaeResolver | None) -> ReadR
     try:
         variant = GoodfireVariant.model_validate(data)
     except ValidationError as exc:
-        raise_if_errors(validation_errors(exc))
-        raise AssertionError("unreachable") from exc
+        raise invalid(validation_errors(exc)) from exc
     errors: FieldErrors = []
     if variant.scopes:
         errors.append(("scopes", "conditional (scoped) variants are not supported; remove the scopes"))
-    repo_id, layer, known_d_sae = GOODFIRE_SAES.get(variant.base_model, (None, None, None))
-    sae_id = repo_id or f"goodfire:{variant.base_model}"
-    d_sae = (resolver(variant.base_model, sae_id) if resolver is not None else None) or known_d_sae
-    if d_sae is None or layer is None:
-        errors.append((
-            "base_model",
-            f"no known Goodfire SAE for {variant.base_model!r}: attach the SAE first so its size is known"
-            if layer is not None
-            else f"no known Goodfire SAE for {variant.base_model!r}",
-        ))
+    known = GOODFIRE_SAES.get(variant.base_model)
+    if known is None:
+        errors.append(("base_model", f"no known Goodfire SAE for {variant.base_model!r}; known: {', '.join(GOODFIRE_SAES)}"))
+        raise invalid(errors)
+    sae_id, layer, d_sae = known
+    d_sae = (resolver(variant.base_model, sae_id) if resolver is not None else None) or d_sae
+    if d_sae is None:
+        errors.append(("base_model", f"the size of SAE '{sae_id}' is unknown: attach it first"))
     raise_if_errors(errors)
-    assert d_sae is not None and layer is not None
+    assert d_sae is not None
     features = [SteeringFeature(index=e.index_in_sae, strength=e.value, label=e.feature_label) for e in variant.edits]
-    sae = SaeRef(id=sae_id, hook_name=f"blocks.{layer}.hook_resid_post", layer=layer, d_sae=d_sae, repo_id=repo_id)
+    sae = SaeRef(id=sae_id, hook_name=f"blocks.{layer}.hook_resid_post", layer=layer, d_sae=d_sae, repo_id=sae_id)
     field_names = {"index": "index_in_sae", "strength": "value"}
     raise_if_errors(feature_errors(features, d_sae=d_sae, sae_id=sae_id, path=lambda i, n: f"edits[{i}].{field_names[n]}"))
     doc = ProfileDocument(

@@ -37,6 +37,7 @@ from millm.protocol.profiles import (
 from millm.services.profile_formats import (
     DSaeResolver,
     feature_errors,
+    invalid,
     numbered_name,
     raise_if_errors,
     read_documents,
@@ -87,8 +88,7 @@ class ProfileService:
             try:
                 merged = ProfileCreate.model_validate({**_fields(row), **changes})
             except ValidationError as exc:  # e.g. an explicit null for a required field
-                raise_if_errors(validation_errors(exc))
-                raise
+                raise invalid(validation_errors(exc)) from exc
             _check_features(merged.features, sae=merged.sae)
             row = repo.update_profile(session=session, name=name, expected_version=body.version, data=_data(merged))
             return self._public(session, row)
