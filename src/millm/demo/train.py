@@ -1,0 +1,204 @@
+"""Retrain the whole demo from scratch: `python -m millm.demo.train [--mini] [--out DIR] [--seed N]`.
+
+Contract: one seeded run generates the corpus, trains the tokenizer, the model and the SAE,
+labels every feature, measures the acceptance figures (`millm.demo.evaluate`) to pick and
+document the CAPS and topic strengths, and writes into `--out` (default: the package assets):
+`model/`, `sae/`, `labels.json`, `profiles.json`, `demo.json`; plus the training report
+(`demo-training.md`, `demo-loss.png`) into `--report-dir` (default: the repository's `docs/` when
+writing the package assets, else `<out>/report`). `--mini` runs the same code on a toy
+configuration in seconds (CI uses it so the pipeline cannot rot).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from millm.demo import DEMO_MODEL_ID, DEMO_SAE_ID, assets_dir
+from millm.demo.corpus import TOPIC_NAMES, generate_corpus
+from millm.demo.corpus_words import TOPICS
+from millm.demo.evaluate import choose_caps, choose_topic
+from millm.demo.labels import attribute_masks, build_labels, feature_statistics, ranked_features
+from millm.demo.model_training import ModelConfig, save_model, train_model
+from millm.demo.profiles import build_profiles
+from millm.demo.report import write_report
+from millm.demo.sae_training import SaeConfig, collect_activations, reconstruction_quality, save_sae, train_sae
+from millm.demo.tokenizer import EncodedCorpus, corpus_texts, encode_corpus, train_tokenizer
+
+log = logging.getLogger(__name__)
+
+THREADS = 2
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    name: str
+    n_docs: int
+    n_eval_docs: int
+    vocab_size: int
+    model: ModelConfig
+    sae: SaeConfig
+    layer: int
+    sae_train_tokens: int
+    sae_eval_tokens: int
+    caps_candidates: int = 4
+    caps_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+    topic_candidates: int = 2
+    topic_scales: tuple[float, ...] = (1.0, 2.0, 3.0)
+    topics: tuple[str, ...] = TOPIC_NAMES
+    eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
+
+
+FULL = PipelineConfig(
+    name="full", n_docs=24_000, n_eval_docs=1_500, vocab_size=4096, model=ModelConfig(), sae=SaeConfig(),
+    layer=2, sae_train_tokens=400_000, sae_eval_tokens=120_000,
+)
+MINI = PipelineConfig(
+    name="mini", n_docs=300, n_eval_docs=40, vocab_size=600,
+    model=ModelConfig(d_model=32, n_layers=2, n_heads=2, d_ff=64, context=64, batch_size=4, steps=6, warmup=2,
+                      eval_every=3),
+    sae=SaeConfig(d_sae=64, k=4, batch_size=256, epochs=2, dead_after_tokens=512),
+    layer=1, sae_train_tokens=3_000, sae_eval_tokens=1_000,
+    caps_candidates=1, caps_scales=(1.0,), topic_candidates=1, topic_scales=(1.0,), topics=("ocean",),
+    eval_tokens={"caps": 8, "topic": 8},
+)
+
+
+def _doc_starts(enc: EncodedCorpus) -> np.ndarray:
+    return np.flatnonzero(np.r_[True, enc.doc[1:] != enc.doc[:-1]])
+
+
+def run(cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    torch.set_num_threads(THREADS)
+    docs = generate_corpus(cfg.n_docs, seed)
+    eval_docs = generate_corpus(cfg.n_eval_docs, seed + 1000)
+    tokenizer = train_tokenizer(corpus_texts(docs), cfg.vocab_size)
+    enc, ev = encode_corpus(tokenizer, docs), encode_corpus(tokenizer, eval_docs)
+    log.info("corpus: %d docs, %d tokens, vocabulary %d", len(docs), len(enc.ids), len(tokenizer))
+
+    mres = train_model(ids=enc.ids, doc_starts=_doc_starts(enc), eval_ids=ev.ids, eval_starts=_doc_starts(ev),
+                       tokenizer=tokenizer, cfg=cfg.model, seed=seed)
+    model = mres.model
+    save_model(model, tokenizer, out / "model")
+
+    ctx, bos = cfg.model.context, tokenizer.bos_token_id
+    train_acts, _ = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=cfg.layer,
+                                        context=ctx, max_tokens=cfg.sae_train_tokens, bos_id=bos)
+    eval_acts, eval_index = collect_activations(model, ids=ev.ids, doc_starts=_doc_starts(ev), layer=cfg.layer,
+                                                context=ctx, max_tokens=cfg.sae_eval_tokens, bos_id=bos)
+    sres = train_sae(train_acts, cfg.sae, seed)
+    sae = sres.sae
+    quality = reconstruction_quality(sae, eval_acts)
+    log.info("SAE: FVE %.4f, L0 %.2f, dead %.3f", quality["fve"], quality["l0"], quality["dead_fraction"])
+    sae_cfg = save_sae(sae, out / "sae", model_name=DEMO_MODEL_ID, layer=cfg.layer, context=ctx)
+
+    stats = feature_statistics(sae, eval_acts, attribute_masks(ev, eval_index))
+    labels = build_labels(stats, tokenizer=tokenizer, enc=ev, index=eval_index)
+
+    caps = choose_caps(model, tokenizer, sae, layer=cfg.layer,
+                       candidates=ranked_features(stats, "caps", cfg.caps_candidates),
+                       scales=cfg.caps_scales, max_act=stats.max_act, max_new_tokens=cfg.eval_tokens["caps"])
+    log.info("CAPS feature %d strength %.1f: upper %.3f -> %.3f", caps.feature, caps.strength,
+             caps.baseline_upper, caps.steered_upper)
+    words = {t.name: list(t.words) for t in TOPICS}
+    topics = {}
+    for name in cfg.topics:
+        topics[name] = choose_topic(model, tokenizer, sae, topic=name, words=words[name], layer=cfg.layer,
+                                    candidates=ranked_features(stats, f"topic:{name}", cfg.topic_candidates),
+                                    scales=cfg.topic_scales, max_act=stats.max_act,
+                                    max_new_tokens=cfg.eval_tokens["topic"])
+        log.info("topic %s: feature %d strength %.1f, words %d -> %d", name, topics[name].feature,
+                 topics[name].strength, topics[name].baseline_count, topics[name].steered_count)
+
+    summary: dict[str, Any] = {
+        "training": {
+            "seed": seed, "config": cfg.name, "threads": THREADS, "n_docs": cfg.n_docs, "n_eval_docs": cfg.n_eval_docs,
+            "n_tokens": int(len(enc.ids)), "vocab_size": len(tokenizer),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "model_shape": f"d_model {cfg.model.d_model}, {cfg.model.n_layers} layers, {cfg.model.n_heads} heads, "
+                           f"d_ff {cfg.model.d_ff}, context {ctx}",
+            "steps": cfg.model.steps, "tokens_per_step": cfg.model.batch_size * ctx,
+            "final_loss": float(np.mean(mres.losses[-20:])), "held_out_loss": mres.eval_losses[-1][1],
+            "model_seconds": mres.seconds, "losses": [round(x, 5) for x in mres.losses],
+            "eval_losses": [[s, round(v, 5)] for s, v in mres.eval_losses],
+            "model_config": asdict(cfg.model), "sae_config": asdict(cfg.sae),
+        },
+        "sae": {
+            "architecture": sae_cfg["architecture"], "k": cfg.sae.k, "d_in": sae_cfg["d_in"],
+            "d_sae": sae_cfg["d_sae"], "hook_name": sae_cfg["metadata"]["hook_name"],
+            "n_train_tokens": len(train_acts), "n_eval_tokens": len(eval_acts), "seconds": sres.seconds, **quality,
+        },
+        "caps": asdict(caps),
+        "topics": {name: asdict(t) for name, t in topics.items()},
+    }
+    summary["training"]["total_seconds"] = time.perf_counter() - t0
+    demo = demo_manifest(summary, layer=cfg.layer, words=words)
+    (out / "labels.json").write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
+    (out / "profiles.json").write_text(json.dumps(build_profiles(demo, labels), indent=2) + "\n")
+    (out / "demo.json").write_text(json.dumps(demo, indent=2) + "\n")
+    write_report(summary, labels, report_dir)
+    log.info("done in %.0f s; assets in %s, report in %s", summary["training"]["total_seconds"], out, report_dir)
+    return demo
+
+
+def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[str]]) -> dict[str, Any]:
+    """`demo.json`: the documented features, strengths and the figures they were chosen with."""
+    caps, topics, tr, sae = summary["caps"], summary["topics"], summary["training"], summary["sae"]
+    return {
+        "model_id": DEMO_MODEL_ID,
+        "sae_id": DEMO_SAE_ID,
+        "hook_name": f"blocks.{layer}.hook_resid_post",
+        "layer": layer,
+        "d_sae": sae["d_sae"],
+        "caps_feature": caps["feature"],
+        "caps_strength": caps["strength"],
+        "topic_features": {name: t["feature"] for name, t in topics.items()},
+        "topic_strengths": {name: t["strength"] for name, t in topics.items()},
+        "topic_words": {name: words[name] for name in topics},
+        "measured": {
+            "caps_baseline_upper": round(caps["baseline_upper"], 4),
+            "caps_steered_upper": round(caps["steered_upper"], 4),
+            "caps_fires_on_generated": round(caps["fires_on_generated"], 4),
+            "topic_word_counts": {n: [t["baseline_count"], t["steered_count"]] for n, t in topics.items()},
+            "sae_fve": round(sae["fve"], 4),
+            "sae_l0": round(sae["l0"], 2),
+            "final_loss": round(tr["final_loss"], 4),
+            "held_out_loss": round(tr["held_out_loss"], 4),
+            "n_params": tr["n_params"],
+            "train_seconds": round(tr["total_seconds"]),
+            "seed": tr["seed"],
+            "config": tr["config"],
+        },
+    }
+
+
+def _default_report_dir(out: Path) -> Path:
+    docs = Path(__file__).resolve().parents[3] / "docs"
+    if out.resolve() == assets_dir().resolve() and docs.is_dir():
+        return docs
+    return out / "report"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m millm.demo.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--mini", action="store_true", help="toy configuration that runs in seconds")
+    parser.add_argument("--out", type=Path, default=assets_dir(), help="where to write the assets")
+    parser.add_argument("--report-dir", type=Path, default=None, help="where to write the training report")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    run(MINI if args.mini else FULL, out=args.out, report_dir=args.report_dir or _default_report_dir(args.out),
+        seed=args.seed)
+
+
+if __name__ == "__main__":
+    main()
