@@ -124,7 +124,8 @@ def feature_errors(
         if feature.index >= d_sae:
             errors.append((path(i, "index"), f"{feature.index} is out of range: SAE '{sae_id}' has d_sae {d_sae}"))
         if feature.index in seen:
-            errors.append((path(i, "index"), f"feature {feature.index} is already listed at position {seen[feature.index]}"))
+            where = seen[feature.index]
+            errors.append((path(i, "index"), f"feature {feature.index} is already listed at position {where}"))
         seen.setdefault(feature.index, i)
     return errors
 
@@ -194,7 +195,8 @@ def _read_millm(data: dict[str, Any], resolver: DSaeResolver | None) -> ReadResu
     if fmt not in (PROFILE_FORMAT, BUNDLE_FORMAT):
         raise_if_errors([("format", f"unknown format {fmt!r}; expected '{PROFILE_FORMAT}' or '{BUNDLE_FORMAT}'")])
     if version != FORMAT_VERSION:
-        raise_if_errors([("format_version", f"unsupported version {version!r}; this server reads version {FORMAT_VERSION}")])
+        message = f"unsupported version {version!r}; this server reads version {FORMAT_VERSION}"
+        raise_if_errors([("format_version", message)])
     if fmt == PROFILE_FORMAT:
         result = ReadResult("millm.profile")
         items: list[tuple[str, Any]] = [("", data)]
@@ -273,7 +275,8 @@ def _neuronpedia_document(
         errors.append((_join(prefix, "steerMethod"), f"{preset.steer_method!r} is not supported; only SIMPLE_ADDITIVE"))
     match = re.match(r"^(\d+)-(.+)$", first.layer)
     if match is None:
-        errors.append((_join(prefix, "features[0].layer"), "expected '<layer>-<SAE set>', e.g. '20-gemmascope-res-16k'"))
+        message = "expected '<layer>-<SAE set>', e.g. '20-gemmascope-res-16k'"
+        errors.append((_join(prefix, "features[0].layer"), message))
     if errors:
         return errors, None
     assert match is not None and mode is not None
@@ -332,7 +335,8 @@ def _read_goodfire(data: dict[str, Any], resolver: DSaeResolver | None) -> ReadR
         errors.append(("scopes", "conditional (scoped) variants are not supported; remove the scopes"))
     known = GOODFIRE_SAES.get(variant.base_model)
     if known is None:
-        errors.append(("base_model", f"no known Goodfire SAE for {variant.base_model!r}; known: {', '.join(GOODFIRE_SAES)}"))
+        known_models = ", ".join(GOODFIRE_SAES)
+        errors.append(("base_model", f"no known Goodfire SAE for {variant.base_model!r}; known: {known_models}"))
         raise invalid(errors)
     sae_id, layer, d_sae = known
     d_sae = (resolver(variant.base_model, sae_id) if resolver is not None else None) or d_sae
@@ -343,7 +347,9 @@ def _read_goodfire(data: dict[str, Any], resolver: DSaeResolver | None) -> ReadR
     features = [SteeringFeature(index=e.index_in_sae, strength=e.value, label=e.feature_label) for e in variant.edits]
     sae = SaeRef(id=sae_id, hook_name=f"blocks.{layer}.hook_resid_post", layer=layer, d_sae=d_sae, repo_id=sae_id)
     field_names = {"index": "index_in_sae", "strength": "value"}
-    raise_if_errors(feature_errors(features, d_sae=d_sae, sae_id=sae_id, path=lambda i, n: f"edits[{i}].{field_names[n]}"))
+    raise_if_errors(
+        feature_errors(features, d_sae=d_sae, sae_id=sae_id, path=lambda i, n: f"edits[{i}].{field_names[n]}")
+    )
     doc = ProfileDocument(
         name="goodfire-variant", description=f"Imported Goodfire variant for {variant.base_model}",
         model=variant.base_model, sae=sae, mode="add", features=features,

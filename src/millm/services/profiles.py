@@ -186,7 +186,9 @@ class ProfileService:
         `d_sae_resolver(model_id, sae_id)` gives the live SAE's d_sae where known.
         """
         if on_conflict not in ("error", "rename", "replace"):
-            raise InvalidRequest(f"on_conflict must be error, rename or replace, not {on_conflict!r}", param="on_conflict")
+            raise InvalidRequest(
+                f"on_conflict must be error, rename or replace, not {on_conflict!r}", param="on_conflict"
+            )
         read = read_documents(data, d_sae_resolver=d_sae_resolver)
         docs = read.documents
         if name is not None:
@@ -205,7 +207,7 @@ class ProfileService:
                 clashes = [doc.name for doc in docs if doc.name in taken]
                 if clashes:
                     raise Conflict(
-                        "profiles already exist: " + ", ".join(clashes) + " (import with on_conflict=rename or replace)",
+                        f"profiles already exist: {', '.join(clashes)} (import with on_conflict=rename or replace)",
                         param="name", code="profile_exists",
                     )
             for doc in docs:
@@ -218,7 +220,7 @@ class ProfileService:
                     continue
                 stored = doc.name
                 if stored in taken:
-                    stored = next(numbered_name(doc.name, n) for n in range(2, 10_000) if numbered_name(doc.name, n) not in taken)
+                    stored = _free_name(doc.name, taken)
                     renamed[doc.name] = stored
                 taken.add(stored)
                 rows.append(repo.create_profile(
@@ -324,6 +326,14 @@ def _check_name(name: str) -> None:
             "starting with a letter or digit)",
             param="name",
         ) from exc
+
+
+def _free_name(name: str, taken: set[str]) -> str:
+    """The first of name-2, name-3, ... not in `taken`."""
+    n = 2
+    while numbered_name(name, n) in taken:
+        n += 1
+    return numbered_name(name, n)
 
 
 def _check_unique_names(docs: list[ProfileDocument], paths: list[str], *, renaming: bool) -> None:

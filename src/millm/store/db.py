@@ -124,7 +124,9 @@ def _configure_sqlite(engine: Engine) -> None:
 # millm.store.tables never change what an old step does.
 
 _version_meta = MetaData()
-_schema_version = Table("schema_version", _version_meta, Column("version", Integer, primary_key=True, autoincrement=False))
+_schema_version = Table(
+    "schema_version", _version_meta, Column("version", Integer, primary_key=True, autoincrement=False)
+)
 
 
 def _v1_profiles(conn: Connection) -> None:
