@@ -200,7 +200,7 @@ class Worker:
         )[:, None]
         return ~(is_special & opt_out)
 
-    def _make_plan(self, specs: list[Any], ids: torch.Tensor) -> BatchPlan | None:
+    def make_plan(self, specs: list[Any], ids: torch.Tensor) -> BatchPlan | None:
         iv = self.intervention
         if iv is None:
             return None
@@ -232,11 +232,11 @@ class Worker:
         mask = torch.ones_like(ids)
         positions = torch.arange(ids.shape[1], device=dev)[None, :]
         compiled = self.intervention.compile(req.steering) if self.intervention and req.steering and not req.steering.empty else None
-        plan = self._make_plan([compiled], ids)
+        plan = self.make_plan([compiled], ids)
         cache = kv.new_cache()
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                            logits_to_keep=0 if req.prompt_logprobs else 1)
-        self._emit_monitor(handle, ids, [0], start_position=0, phase="prompt")
+        self.emit_monitor(req.request_id, ids, phase="prompt")
         logits = out.logits[:, -1, :].float()  # (1, V)
         prompt_lp: tuple[TokenLogprob | None, ...] = ()
         if req.prompt_logprobs:
@@ -302,7 +302,7 @@ class Worker:
                 else None
                 for r in self._rows
             ]
-            self._plan = self._make_plan(specs, ids)
+            self._plan = self.make_plan(specs, ids)
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
@@ -371,8 +371,9 @@ class Worker:
 
     # ------------------------------------------------------------------ monitoring
 
-    def _emit_monitor(self, handle: Handle, ids: torch.Tensor, choices: list[int], *, start_position: int,
-                      phase: str) -> None:
+    def emit_monitor(self, request_id: str, ids: torch.Tensor, *, choices: tuple[int, ...] = (0,),
+                     start_position: int = 0, phase: str = "prompt") -> None:
+        """Turn the last forward's captured activations for ids (B, T) into MonitorRecords."""
         iv, lm = self.intervention, self.loaded
         if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
             return
@@ -385,7 +386,7 @@ class Worker:
                 if tok == lm.bos_id and start_position + t == 0:
                     continue
                 records.append(MonitorRecord(
-                    request_id=handle.request.request_id, choice=choice, position=start_position + t, token_id=tok,
+                    request_id=request_id, choice=choice, position=start_position + t, token_id=tok,
                     token=lm.tokenizer.decode([tok]), phase=phase,  # type: ignore[arg-type]
                     activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
                 ))

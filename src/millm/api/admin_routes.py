@@ -1,0 +1,193 @@
+"""/api/status, /api/models, /api/saes and /api/steering; /health and /metrics."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from millm import __version__
+from millm.api.state import RuntimeDep
+from millm.errors import InvalidRequest
+from millm.protocol import admin as a
+from millm.protocol.openai import ErrorResponse
+from millm.services.runtime import Runtime
+from millm.services.saes import AttachedSae
+
+router = APIRouter(tags=["admin"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 503)}
+
+
+def model_out(rt: Runtime) -> a.LoadedModelOut | None:
+    lm = rt.worker.loaded
+    if lm is None:
+        return None
+    cfg = lm.model.config.get_text_config()
+    return a.LoadedModelOut(
+        id=rt.models.served_name() or lm.model_id, source=lm.source if not lm.source.startswith("/") else "local",
+        revision=lm.revision, device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."),
+        quantization=lm.quantization, parameters=lm.num_parameters, context_length=lm.context_length,
+        d_model=lm.d_model, num_layers=int(cfg.num_hidden_layers),
+    )
+
+
+def sae_out(att: AttachedSae | None) -> a.SaeOut | None:
+    if att is None:
+        return None
+    cfg = att.sae.cfg
+    return a.SaeOut(
+        id=att.sae_id, hook_name=att.hook_name, module=att.hookpoint.module_path, layer=att.hookpoint.layer,
+        d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, dtype=str(att.sae.dtype).removeprefix("torch."),
+        source_format=cfg.source_format, repo_id=att.source.get("repo_id"), path=att.source.get("path"),
+        labelled_features=len(att.labels),
+    )
+
+
+def steering_out(rt: Runtime) -> a.SteeringStateOut:
+    s = rt.steering.state
+    return a.SteeringStateOut(
+        enabled=s.enabled, mode=s.mode, normalize=s.normalize, steer_special_tokens=s.steer_special_tokens,
+        features=[a.SteeringFeatureOut(index=i, strength=v, label=s.labels.get(i) or rt.monitor.labels.get(i))
+                  for i, v in sorted(s.features.items())],
+        profile=s.profile,
+    )
+
+
+# ---------------------------------------------------------------------------- health, metrics, status
+
+
+@router.get("/health", responses={503: {"model": ErrorResponse}})
+async def health(rt: RuntimeDep) -> Any:
+    status = rt.status
+    if status != "ok":
+        return JSONResponse({"status": status, "error": rt.boot_error}, status_code=503, headers={"Retry-After": "5"})
+    return {"status": "ok"}
+
+
+@router.get("/metrics")
+async def metrics(rt: RuntimeDep) -> Response:
+    rt.metrics.queue_depth.set(rt.worker.queue_depth)
+    rt.metrics.active_sequences.set(rt.worker.active_sequences)
+    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/api/status", response_model=a.StatusOut)
+async def status(rt: RuntimeDep) -> a.StatusOut:
+    lm = rt.worker.loaded
+    return a.StatusOut(
+        version=__version__, uptime_s=round(time.time() - rt.started_at, 3), status=rt.status,  # type: ignore[arg-type]
+        loading=rt.models.loading, device=str(lm.device) if lm else None, memory=a.MemoryOut(**rt.memory()),
+        model=model_out(rt), sae=sae_out(rt.saes.attached), steering=steering_out(rt),
+        active_profile=rt.steering.state.profile, queue_depth=rt.worker.queue_depth,
+        active_sequences=rt.worker.active_sequences, max_batch_size=rt.worker.max_batch_size,
+    )
+
+
+# ---------------------------------------------------------------------------- models
+
+
+@router.get("/api/models/loaded", response_model=a.LoadedModelOut | None)
+async def loaded_model(rt: RuntimeDep) -> a.LoadedModelOut | None:
+    return model_out(rt)
+
+
+@router.post("/api/models/load", response_model=a.ModelLoadOut, responses=ERRORS)
+async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
+    result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
+                                  quantization=body.quantization, device=body.device, force=body.force)
+    out = model_out(rt)
+    assert out is not None
+    return a.ModelLoadOut(model=out, sae_detached=result.sae_message)
+
+
+@router.post("/api/models/unload", status_code=204, responses=ERRORS)
+async def unload_model(rt: RuntimeDep) -> Response:
+    await rt.models.unload()
+    rt.steering.clear()
+    return Response(status_code=204)
+
+
+# ---------------------------------------------------------------------------- SAEs
+
+
+@router.get("/api/saes/attached", response_model=a.SaeStatusOut)
+async def sae_status(rt: RuntimeDep) -> a.SaeStatusOut:
+    return a.SaeStatusOut(attached=sae_out(rt.saes.attached))
+
+
+@router.post("/api/saes/attach", response_model=a.SaeStatusOut, responses=ERRORS)
+async def attach_sae(body: a.SaeAttachIn, rt: RuntimeDep) -> a.SaeStatusOut:
+    att = await rt.saes.attach(body.source, sae_id=body.sae_id, layer=body.layer, revision=body.revision,
+                               hint={"format": body.format} if body.format else None)
+    state = rt.steering.state
+    if state.features and any(i >= att.sae.cfg.d_sae for i in state.features):
+        rt.steering.clear()
+    return a.SaeStatusOut(attached=sae_out(att))
+
+
+@router.post("/api/saes/detach", response_model=a.SaeStatusOut, responses=ERRORS)
+async def detach_sae(rt: RuntimeDep) -> a.SaeStatusOut:
+    await rt.saes.detach()
+    rt.steering.clear()
+    return a.SaeStatusOut(attached=None)
+
+
+@router.get("/api/saes/attached/labels", response_model=a.FeatureLabelsOut)
+async def sae_labels(rt: RuntimeDep) -> a.FeatureLabelsOut:
+    att = rt.saes.attached
+    labels = att.labels if att else {}
+    data = [a.FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"))
+            for i, v in sorted(labels.items())]
+    return a.FeatureLabelsOut(data=data, count=len(data))
+
+
+# ---------------------------------------------------------------------------- steering
+
+
+@router.get("/api/steering", response_model=a.SteeringStateOut)
+async def get_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    return steering_out(rt)
+
+
+@router.put("/api/steering", response_model=a.SteeringStateOut, responses=ERRORS)
+async def set_steering(body: a.SteeringSetIn, rt: RuntimeDep) -> a.SteeringStateOut:
+    indices = [f.index for f in body.features]
+    if len(set(indices)) != len(indices):
+        raise InvalidRequest("each feature index may appear once", param="features")
+    rt.steering.set(features=[(f.index, f.strength) for f in body.features], mode=body.mode,
+                    normalize=body.normalize, steer_special_tokens=body.steer_special_tokens)
+    return steering_out(rt)
+
+
+@router.patch("/api/steering", response_model=a.SteeringStateOut, responses=ERRORS)
+async def patch_steering(body: a.SteeringPatchIn, rt: RuntimeDep) -> a.SteeringStateOut:
+    rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode)
+    return steering_out(rt)
+
+
+@router.delete("/api/steering", response_model=a.SteeringStateOut)
+async def clear_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    rt.steering.clear()
+    await _deactivate_profile(rt)
+    return steering_out(rt)
+
+
+@router.post("/api/steering/enable", response_model=a.SteeringStateOut)
+async def enable_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    rt.steering.set_enabled(True)
+    return steering_out(rt)
+
+
+@router.post("/api/steering/disable", response_model=a.SteeringStateOut)
+async def disable_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    rt.steering.set_enabled(False)
+    return steering_out(rt)
+
+
+async def _deactivate_profile(rt: Runtime) -> None:
+    import asyncio
+
+    await asyncio.to_thread(rt.profiles.deactivate)

@@ -1,0 +1,92 @@
+"""The one place typed errors become HTTP responses: the OpenAI error envelope.
+
+`MillmError` subclasses carry status, type, param and code; request validation errors
+(FastAPI's 422) become 400s naming the first bad field as a dotted `param`; anything else is a
+500 that tells clients not to retry. SSE and WebSocket error frames use `error_body` too.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from millm.errors import MillmError
+from millm.protocol.openai import ErrorInfo, ErrorResponse
+
+log = logging.getLogger(__name__)
+
+
+def param_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
+    parts = [p for p in loc if p not in ("body", "query", "path")]
+    # pydantic adds the union member or a validator name to the location; drop type tags like 'str'.
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        elif isinstance(p, str) and (p in ("str", "int", "float", "bool", "list[str]", "list[int]",
+                                           "list[list[int]]", "function-after[_finite(), float]")
+                                     or p.startswith(("function-", "list[", "literal["))):
+            continue
+        else:
+            out += ("." if out else "") + str(p)
+    return out or None
+
+
+def error_body(exc: MillmError) -> dict[str, Any]:
+    return ErrorResponse(error=ErrorInfo(message=exc.message, type=exc.type, param=exc.param, code=exc.code)).model_dump()
+
+
+def millm_response(exc: MillmError) -> JSONResponse:
+    headers = {}
+    if exc.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if exc.status >= 500:
+        headers["x-should-retry"] = "true" if exc.retry_after is not None else "false"
+    return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    first = errors[0]
+    param = param_from_loc(first.get("loc", ()))
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "json_invalid":
+        return "the request body is not valid JSON", None
+    if first.get("type") == "extra_forbidden":
+        msg = "unknown field"
+    if first.get("type") == "missing":
+        msg = "field required"
+    return (f"{param}: {msg}" if param else msg), param
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(MillmError)
+    async def _millm(_: Request, exc: MillmError) -> JSONResponse:
+        if exc.status >= 500:
+            log.error("%s: %s", type(exc).__name__, exc.message)
+        return millm_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        message, param = validation_message(list(exc.errors()))
+        body = ErrorResponse(error=ErrorInfo(message=message, type="invalid_request_error", param=param,
+                                             code="invalid_value"))
+        return JSONResponse(body.model_dump(), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        body = ErrorResponse(error=ErrorInfo(message=str(exc.detail), type=kind, param=None,
+                                             code=str(exc.status_code)))
+        return JSONResponse(body.model_dump(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        body = ErrorResponse(error=ErrorInfo(message="internal server error", type="server_error", param=None,
+                                             code="internal_error"))
+        return JSONResponse(body.model_dump(), status_code=500, headers={"x-should-retry": "false"})

@@ -1,0 +1,104 @@
+"""/api/monitor/* (config, pause, history, stats, export) and the /ws/monitor WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter, Query, Response, WebSocket, WebSocketDisconnect
+
+from millm.api.state import RuntimeDep, WsRuntimeDep
+from millm.errors import NotFound
+from millm.protocol import monitor as m
+from millm.services.runtime import Runtime
+
+router = APIRouter(tags=["monitor"])
+
+
+def config_out(rt: Runtime) -> m.MonitorConfigOut:
+    c = rt.monitor.config
+    return m.MonitorConfigOut(enabled=c.enabled, paused=rt.monitor.paused,
+                              features=list(c.features) if c.features else None, top_k=c.top_k,
+                              history_requests=rt.monitor.max_requests,
+                              history_tokens_per_request=rt.monitor.max_tokens)
+
+
+@router.get("/api/monitor/config", response_model=m.MonitorConfigOut)
+async def get_config(rt: RuntimeDep) -> m.MonitorConfigOut:
+    return config_out(rt)
+
+
+@router.put("/api/monitor/config", response_model=m.MonitorConfigOut)
+async def set_config(body: m.MonitorConfigIn, rt: RuntimeDep) -> m.MonitorConfigOut:
+    rt.monitor.configure(enabled=body.enabled, features=body.features, top_k=body.top_k,
+                         features_given="features" in body.model_fields_set)
+    return config_out(rt)
+
+
+@router.post("/api/monitor/pause", response_model=m.MonitorConfigOut)
+async def pause(rt: RuntimeDep) -> m.MonitorConfigOut:
+    rt.monitor.set_paused(True)
+    return config_out(rt)
+
+
+@router.post("/api/monitor/resume", response_model=m.MonitorConfigOut)
+async def resume(rt: RuntimeDep) -> m.MonitorConfigOut:
+    rt.monitor.set_paused(False)
+    return config_out(rt)
+
+
+@router.get("/api/monitor/history", response_model=m.HistoryList)
+async def history(rt: RuntimeDep, request_id: str | None = None) -> m.HistoryList:
+    data = rt.monitor.history(request_id)
+    if request_id is not None and not data:
+        raise NotFound(f"no monitoring history for request {request_id!r}", param="request_id")
+    return m.HistoryList(data=data, count=len(data))
+
+
+@router.delete("/api/monitor/history", status_code=204)
+async def clear_history(rt: RuntimeDep) -> Response:
+    rt.monitor.clear()
+    return Response(status_code=204)
+
+
+@router.get("/api/monitor/stats", response_model=m.StatsOut)
+async def stats(rt: RuntimeDep) -> m.StatsOut:
+    return rt.monitor.stats()
+
+
+@router.get("/api/monitor/export")
+async def export(rt: RuntimeDep, format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
+                 request_id: str | None = None) -> Response:
+    if format == "csv":
+        return Response(rt.monitor.export_csv(request_id), media_type="text/csv",
+                        headers={"Content-Disposition": 'attachment; filename="activations.csv"'})
+    return Response(rt.monitor.export_jsonl(request_id), media_type="application/x-ndjson",
+                    headers={"Content-Disposition": 'attachment; filename="activations.jsonl"'})
+
+
+@router.websocket("/ws/monitor")
+async def monitor_ws(websocket: WebSocket, rt: WsRuntimeDep) -> None:
+    """Sends one JSON ActivationFrame per token while monitoring is enabled and not paused."""
+    await websocket.accept()
+    queue = rt.monitor.subscribe()
+    closed = asyncio.Event()
+
+    async def read_until_closed() -> None:
+        try:
+            while (await websocket.receive()).get("type") != "websocket.disconnect":
+                pass
+        finally:
+            closed.set()
+
+    reader = asyncio.create_task(read_until_closed())
+    try:
+        while not closed.is_set():
+            try:
+                frame: m.ActivationFrame = await asyncio.wait_for(queue.get(), timeout=0.5)
+            except TimeoutError:
+                continue
+            await websocket.send_text(frame.model_dump_json())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        rt.monitor.unsubscribe(queue)
+        reader.cancel()

@@ -1,0 +1,81 @@
+"""/v1/*: the OpenAI-compatible endpoints. SSE framing and headers only; the work is in services."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+from fastapi import APIRouter, Response
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse
+
+from millm.api.errors import error_body
+from millm.api.state import RuntimeDep
+from millm.errors import MillmError, ModelNotFound
+from millm.protocol import openai as p
+from millm.services.generation import Result
+
+router = APIRouter(prefix="/v1", tags=["openai"])
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": p.ErrorResponse} for code in (400, 404, 429, 500, 503)
+}
+STEERING_HEADER = "X-MiLLM-Steering"
+
+
+def steering_header(applied: p.AppliedSteering) -> str:
+    return json.dumps(applied.model_dump(exclude_none=True), separators=(",", ":"))
+
+
+async def _sse(chunks: AsyncIterator[BaseModel]) -> AsyncIterator[dict[str, str]]:
+    try:
+        async for chunk in chunks:
+            yield {"data": chunk.model_dump_json(exclude_none=False)}
+    except MillmError as e:
+        yield {"data": json.dumps(error_body(e))}
+        return
+    yield {"data": "[DONE]"}
+
+
+def _respond(result: Result, response: Response) -> Any:
+    header = steering_header(result.applied)
+    if result.stream:
+        return EventSourceResponse(_sse(result.value), sep="\n", ping=15, headers={STEERING_HEADER: header})
+    response.headers[STEERING_HEADER] = header
+    return result.value
+
+
+@router.get("/models", response_model=p.ModelList)
+async def list_models(rt: RuntimeDep) -> p.ModelList:
+    name = rt.models.served_name()
+    if name is None:
+        return p.ModelList(data=[])
+    created = int(rt.started_at)
+    cards = [p.ModelCard(id=name, created=created)]
+    cards += [p.ModelCard(id=f"{name}+{prof}", created=created, root=name, profile=prof)
+              for prof in rt.profile_names_for_model()]
+    return p.ModelList(data=cards)
+
+
+@router.get("/models/{model_id:path}", response_model=p.ModelCard, responses=ERRORS)
+async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
+    for card in (await list_models(rt)).data:
+        if card.id == model_id:
+            return card
+    raise ModelNotFound(f"the model {model_id!r} does not exist", param="model")
+
+
+@router.post("/chat/completions", response_model=p.ChatCompletion, responses=ERRORS)
+async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, response: Response) -> Any:
+    return _respond(await rt.generation.chat(body), response)
+
+
+@router.post("/completions", response_model=p.Completion, responses=ERRORS)
+async def completions(body: p.CompletionRequest, rt: RuntimeDep, response: Response) -> Any:
+    return _respond(await rt.generation.completion(body), response)
+
+
+@router.post("/embeddings", response_model=p.EmbeddingList, responses=ERRORS)
+async def embeddings(body: p.EmbeddingRequest, rt: RuntimeDep, response: Response) -> p.EmbeddingList:
+    result = await rt.embeddings.embed(body)
+    response.headers[STEERING_HEADER] = steering_header(result.millm.steering) if result.millm else ""
+    return result

@@ -1,0 +1,159 @@
+"""/api/profiles: CRUD, duplicate, activate/deactivate, save current steering, import/export, schema.
+
+Store calls are synchronous SQLAlchemy work and run in a thread. Edits take the version being
+edited (in the body, or as an `If-Match` ETag) so a stale edit is a 409, never a lost update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Body, Header, Query, Request, Response
+from pydantic import BaseModel, Field
+
+from millm.api.state import RuntimeDep
+from millm.errors import InvalidRequest
+from millm.protocol import profiles as pp
+from millm.protocol.openai import ErrorResponse
+from millm.services.runtime import Runtime, named_steering
+
+router = APIRouter(prefix="/api/profiles", tags=["profiles"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409)}
+
+
+class SaveSteeringIn(BaseModel):
+    name: pp.ProfileName
+    description: str = Field("", max_length=4000)
+
+
+def _etag(response: Response, profile: pp.ProfilePublic) -> pp.ProfilePublic:
+    response.headers["ETag"] = pp.etag_for(profile.version)
+    return profile
+
+
+def _sae_state(rt: Runtime) -> tuple[str | None, str | None, int | None]:
+    info = rt.saes.info()
+    lm = rt.worker.loaded
+    return (lm.model_id if lm else None, info.sae_id if info else None, info.d_sae if info else None)
+
+
+async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> None:
+    if profile.active:
+        rt.steering.activate(named_steering(profile))
+
+
+@router.get("", response_model=pp.ProfileList)
+async def list_profiles(rt: RuntimeDep, model: str | None = None) -> pp.ProfileList:
+    return await asyncio.to_thread(rt.profiles.list, model_id=model)
+
+
+@router.post("", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
+async def create_profile(body: pp.ProfileCreate, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    return _etag(response, await asyncio.to_thread(rt.profiles.create, body))
+
+
+@router.get("/schema", response_model=dict[str, Any])
+async def profile_schema() -> dict[str, Any]:
+    """JSON Schema of the profile export format (see docs/profile-format.md)."""
+    return pp.profile_format_schema()
+
+
+@router.get("/export", response_model=pp.ProfileBundle, responses=ERRORS)
+async def export_all(rt: RuntimeDep, names: list[str] | None = Query(None)) -> pp.ProfileBundle:
+    return await asyncio.to_thread(rt.profiles.export_all, names=names)
+
+
+@router.post("/import", response_model=pp.ImportResult, status_code=201, responses=ERRORS)
+async def import_profiles(request: Request, rt: RuntimeDep,
+                          on_conflict: str = Query("error", pattern="^(error|rename|replace)$"),
+                          name: str | None = None) -> pp.ImportResult:
+    """Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (raw JSON body)."""
+    raw = await request.body()
+    model_id, sae_id, d_sae = _sae_state(rt)
+
+    def resolver(model: str | None, sae: str | None) -> int | None:
+        return d_sae if sae is not None and sae == sae_id else None
+
+    return await asyncio.to_thread(rt.profiles.import_document, raw, on_conflict=on_conflict,  # type: ignore[arg-type]
+                                   name=name, d_sae_resolver=resolver)
+
+
+@router.post("/deactivate", status_code=204)
+async def deactivate(rt: RuntimeDep) -> Response:
+    await asyncio.to_thread(rt.profiles.deactivate)
+    rt.steering.deactivate()
+    return Response(status_code=204)
+
+
+@router.post("/from-steering", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
+async def save_current(body: SaveSteeringIn, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    """Save the current server-wide steering as a new profile."""
+    att, lm = rt.saes.attached, rt.worker.loaded
+    if att is None or lm is None:
+        raise InvalidRequest("attach an SAE and set steering before saving it as a profile", param="name")
+    s = rt.steering.state
+    create = pp.ProfileCreate(
+        name=body.name, description=body.description, model=lm.model_id,
+        sae=pp.SaeRef(id=att.sae_id, hook_name=att.hook_name, layer=att.hookpoint.layer, d_sae=att.sae.cfg.d_sae,
+                      repo_id=att.source.get("repo_id"), path=att.source.get("path"),
+                      revision=att.source.get("revision")),
+        mode=s.mode, normalize=s.normalize,
+        features=[pp.SteeringFeature(index=i, strength=v, label=s.labels.get(i) or rt.monitor.labels.get(i))
+                  for i, v in sorted(s.features.items())],
+    )
+    return _etag(response, await asyncio.to_thread(rt.profiles.create, create))
+
+
+@router.get("/{name}", response_model=pp.ProfilePublic, responses=ERRORS)
+async def get_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    return _etag(response, await asyncio.to_thread(rt.profiles.get, name))
+
+
+@router.put("/{name}", response_model=pp.ProfilePublic, responses=ERRORS)
+@router.patch("/{name}", response_model=pp.ProfilePublic, responses=ERRORS)
+async def update_profile(name: str, rt: RuntimeDep, response: Response,
+                         body: dict[str, Any] = Body(..., description="ProfileUpdate: fields to change + version"),
+                         if_match: str | None = Header(None)) -> pp.ProfilePublic:
+    if if_match is not None and "version" not in body:
+        version = pp.version_from_etag(if_match)
+        if version is None:
+            raise InvalidRequest(f"If-Match {if_match!r} is not an ETag of this API", param="If-Match")
+        body = {**body, "version": version}
+    update = pp.ProfileUpdate.model_validate(body)
+    profile = await asyncio.to_thread(rt.profiles.update, name, update)
+    await _apply_if_active(rt, profile)
+    return _etag(response, profile)
+
+
+@router.delete("/{name}", status_code=204, responses=ERRORS)
+async def delete_profile(name: str, rt: RuntimeDep, version: int | None = None,
+                         if_match: str | None = Header(None)) -> Response:
+    if version is None and if_match is not None:
+        version = pp.version_from_etag(if_match)
+    was_active = (await asyncio.to_thread(rt.profiles.get, name)).active
+    await asyncio.to_thread(rt.profiles.delete, name, version=version)
+    if was_active:
+        rt.steering.deactivate()
+    return Response(status_code=204)
+
+
+@router.post("/{name}/duplicate", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
+async def duplicate_profile(name: str, body: pp.ProfileDuplicate, rt: RuntimeDep,
+                            response: Response) -> pp.ProfilePublic:
+    profile = await asyncio.to_thread(rt.profiles.duplicate, name, new_name=body.name, description=body.description)
+    return _etag(response, profile)
+
+
+@router.post("/{name}/activate", response_model=pp.ProfilePublic, responses=ERRORS)
+async def activate_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    profile = await asyncio.to_thread(rt.profiles.get, name)
+    model_id, sae_id, d_sae = _sae_state(rt)
+    rt.profiles.validate_against(profile, model_id=model_id, sae_id=sae_id, d_sae=d_sae)
+    rt.steering.activate(named_steering(profile))
+    return _etag(response, await asyncio.to_thread(rt.profiles.activate, name))
+
+
+@router.get("/{name}/export", response_model=pp.ProfileDocument, responses=ERRORS)
+async def export_one(name: str, rt: RuntimeDep) -> pp.ProfileDocument:
+    return await asyncio.to_thread(rt.profiles.export_one, name)

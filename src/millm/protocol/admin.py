@@ -1,0 +1,165 @@
+"""Wire shapes of the management API (/api/*): status, models, SAEs and steering."""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class ModelLoadIn(_Strict):
+    model: str = Field(description="Local folder or Hub repo id.")
+    revision: str | None = None
+    model_id: str | None = Field(None, description="Name to serve it under (default: the model argument).")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
+    quantization: Literal["none", "8bit", "4bit"] | None = None
+    device: Literal["auto", "cpu", "cuda", "mps"] | None = None
+    force: bool = Field(False, description="Load even if the memory estimate says it will not fit.")
+
+
+class LoadedModelOut(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+    id: str
+    source: str
+    revision: str | None
+    device: str
+    dtype: str
+    quantization: str
+    parameters: int
+    context_length: int
+    d_model: int
+    num_layers: int
+
+
+class ModelLoadOut(BaseModel):
+    model: LoadedModelOut
+    sae_detached: str | None = Field(None, description="Why an attached SAE was detached, if it was.")
+
+
+# ---------------------------------------------------------------------------- SAEs
+
+
+class SaeAttachIn(_Strict):
+    source: str = Field(description="Local folder/file, or a Hub reference 'owner/repo[:path/in/repo]'.")
+    revision: str | None = None
+    sae_id: str | None = Field(None, description="Id to report the SAE under (default derived from the source).")
+    layer: int | None = Field(None, ge=0, description="Attach at this layer instead of the one in its config.")
+    format: str | None = Field(None, description="Force a loader (saelens, gemma_scope, sparsify, ...).")
+
+
+class SaeOut(BaseModel):
+    id: str
+    hook_name: str
+    module: str
+    layer: int
+    d_in: int
+    d_sae: int
+    architecture: str
+    dtype: str
+    source_format: str
+    repo_id: str | None = None
+    path: str | None = None
+    labelled_features: int = 0
+
+
+class SaeStatusOut(BaseModel):
+    attached: SaeOut | None
+
+
+class FeatureLabel(BaseModel):
+    index: int
+    label: str
+    score: float | None = None
+
+
+class FeatureLabelsOut(BaseModel):
+    data: list[FeatureLabel]
+    count: int
+
+
+# ---------------------------------------------------------------------------- steering
+
+
+class SteeringFeatureOut(BaseModel):
+    index: int
+    strength: float
+    label: str | None = None
+
+
+class SteeringStateOut(BaseModel):
+    enabled: bool
+    mode: Literal["add", "clamp"]
+    normalize: bool
+    steer_special_tokens: bool
+    features: list[SteeringFeatureOut]
+    profile: str | None = Field(None, description="The active profile, when the steering came from one.")
+
+
+class SteeringFeatureSet(_Strict):
+    index: int = Field(ge=0)
+    strength: float
+
+    @field_validator("strength")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("strength must be a finite number")
+        return v
+
+
+class SteeringSetIn(_Strict):
+    features: list[SteeringFeatureSet] = Field(default_factory=list)
+    mode: Literal["add", "clamp"] = "add"
+    normalize: bool = False
+    steer_special_tokens: bool = True
+
+
+class SteeringFeaturePatch(_Strict):
+    index: int = Field(ge=0)
+    strength: float | None = Field(description="New strength; null removes the feature.")
+
+    @field_validator("strength")
+    @classmethod
+    def _finite(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
+            raise ValueError("strength must be a finite number")
+        return v
+
+
+class SteeringPatchIn(_Strict):
+    features: list[SteeringFeaturePatch] = Field(default_factory=list)
+    mode: Literal["add", "clamp"] | None = None
+
+
+# ---------------------------------------------------------------------------- status
+
+
+class MemoryOut(BaseModel):
+    device: str
+    used_bytes: int
+    total_bytes: int
+
+
+class StatusOut(BaseModel):
+    version: str
+    uptime_s: float
+    status: Literal["ok", "loading", "no_model"]
+    loading: str | None = None
+    device: str | None
+    memory: MemoryOut
+    model: LoadedModelOut | None
+    sae: SaeOut | None
+    steering: SteeringStateOut
+    active_profile: str | None
+    queue_depth: int
+    active_sequences: int
+    max_batch_size: int

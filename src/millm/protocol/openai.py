@@ -1,0 +1,332 @@
+"""Wire shapes of the OpenAI-compatible API (/v1/*) and the error envelope.
+
+Requests accept unknown top-level fields (clients add many) and log them at debug level;
+the `steering` extension object is strict, so a typo inside it is a 400, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+log = logging.getLogger(__name__)
+
+
+class OpenAIBase(BaseModel):
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    @model_validator(mode="after")
+    def _log_extra(self) -> OpenAIBase:
+        if self.model_extra:
+            log.debug("ignoring unknown fields in %s: %s", type(self).__name__, sorted(self.model_extra))
+        return self
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+class ErrorInfo(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorInfo
+
+
+# ---------------------------------------------------------------------------- steering extension
+
+
+class SteeringFeatureIn(Strict):
+    index: int = Field(ge=0, description="SAE feature index (0 <= index < d_sae).")
+    strength: float = Field(description="Strength: added multiple of W_dec[index] (add) or the clamped value (clamp).")
+
+    @field_validator("strength")
+    @classmethod
+    def _finite(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("strength must be a finite number")
+        return v
+
+
+class SteeringIn(Strict):
+    """Per-request steering, sent as a top-level `steering` object (SDKs: extra_body)."""
+
+    profile: str | None = Field(None, description="Name of a saved profile to apply.")
+    features: list[SteeringFeatureIn] | None = Field(None, description="Features and strengths; [] disables steering.")
+    mode: Literal["add", "clamp"] | None = None
+    normalize: bool | None = Field(None, description="Use unit-norm decoder rows for add (as Neuronpedia).")
+    steer_special_tokens: bool | None = Field(None, description="Also steer BOS and other special-token positions.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SteeringIn:
+        if self.profile is not None and self.features is not None:
+            raise ValueError("give either 'profile' or 'features', not both")
+        return self
+
+
+class AppliedSteering(BaseModel):
+    """What steering was applied to a request, echoed in every response (`millm.steering`)."""
+
+    source: Literal["request", "profile", "model", "server", "none"]
+    profile: str | None = None
+    mode: Literal["add", "clamp"] | None = None
+    sae: str | None = None
+    hook_name: str | None = None
+    features: list[SteeringFeatureIn] = Field(default_factory=list)
+
+
+class MillmInfo(BaseModel):
+    steering: AppliedSteering
+
+
+# ---------------------------------------------------------------------------- sampling fields shared
+
+StopField = str | list[str] | None
+
+
+class SamplingFields(OpenAIBase):
+    model: str
+    temperature: float | None = Field(None, ge=0.0, le=2.0)
+    top_p: float | None = Field(None, gt=0.0, le=1.0)
+    top_k: int | None = Field(None, ge=-1, description="Extension: keep the k most likely tokens (-1 or 0: off).")
+    n: int = Field(1, ge=1, le=128)
+    stop: StopField = None
+    seed: int | None = None
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logit_bias: dict[str, float] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    user: str | None = None
+    ignore_eos: bool = False
+    steering: SteeringIn | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, v: StopField) -> StopField:
+        if isinstance(v, list) and len(v) > 4:
+            raise ValueError("at most 4 stop sequences")
+        return v
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, v: dict[str, float] | None) -> dict[str, float] | None:
+        for k, b in (v or {}).items():
+            if not k.lstrip("-").isdigit():
+                raise ValueError(f"logit_bias keys must be token ids, got {k!r}")
+            if not -100.0 <= b <= 100.0:
+                raise ValueError(f"logit_bias values must be in [-100, 100], got {b}")
+        return v
+
+    @property
+    def stop_list(self) -> list[str]:
+        if self.stop is None:
+            return []
+        return [self.stop] if isinstance(self.stop, str) else list(self.stop)
+
+
+class StreamOptions(OpenAIBase):
+    include_usage: bool = False
+
+
+# ---------------------------------------------------------------------------- chat
+
+
+class ContentPart(OpenAIBase):
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(OpenAIBase):
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[ContentPart] | None = None
+    name: str | None = None
+
+
+class ResponseFormat(OpenAIBase):
+    type: Literal["text", "json_object", "json_schema"]
+
+
+class ChatCompletionRequest(SamplingFields):
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
+    response_format: ResponseFormat | None = None
+
+    @model_validator(mode="after")
+    def _top_logprobs(self) -> ChatCompletionRequest:
+        if self.top_logprobs and not self.logprobs:
+            raise ValueError("top_logprobs requires logprobs: true")
+        return self
+
+
+class ChatLogprobTop(BaseModel):
+    token: str
+    logprob: float
+    bytes: list[int] | None
+
+
+class ChatLogprobContent(ChatLogprobTop):
+    top_logprobs: list[ChatLogprobTop]
+
+
+class ChatLogprobs(BaseModel):
+    content: list[ChatLogprobContent] | None
+    refusal: None = None
+
+
+class AssistantMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    refusal: None = None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: AssistantMessage
+    finish_reason: str | None
+    logprobs: ChatLogprobs | None = None
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+    system_fingerprint: str | None = None
+    millm: MillmInfo | None = None
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    logprobs: ChatLogprobs | None = None
+    finish_reason: str | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+    millm: MillmInfo | None = None
+
+
+# ---------------------------------------------------------------------------- completions
+
+PromptField = str | list[str] | list[int] | list[list[int]]
+
+
+class CompletionRequest(SamplingFields):
+    prompt: PromptField
+    max_tokens: int | None = Field(16, ge=0)
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0, le=5)
+    suffix: str | None = None
+    best_of: int | None = Field(None, ge=1, le=20)
+
+
+class CompletionLogprobs(BaseModel):
+    tokens: list[str]
+    token_logprobs: list[float | None]
+    top_logprobs: list[dict[str, float] | None]
+    text_offset: list[int]
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: CompletionLogprobs | None = None
+    finish_reason: str | None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+    system_fingerprint: str | None = None
+    millm: MillmInfo | None = None
+
+
+# ---------------------------------------------------------------------------- embeddings
+
+
+class EmbeddingRequest(OpenAIBase):
+    model: str
+    input: PromptField
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+    steering: SteeringIn | None = None
+
+
+class Embedding(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class EmbeddingUsage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: EmbeddingUsage
+    millm: MillmInfo | None = None
+
+
+# ---------------------------------------------------------------------------- models
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "millm"
+    root: str | None = Field(None, description="The underlying model of a profile's virtual model id.")
+    profile: str | None = Field(None, description="The profile a virtual model id applies.")
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+SamplingFields.model_rebuild()
+ChatCompletionRequest.model_rebuild()
+CompletionRequest.model_rebuild()
+

@@ -1,0 +1,79 @@
+"""Embeddings from a causal LM.
+
+For each input: the hidden states of the last layer as the model returns them (after the
+model's final norm, i.e. `hidden_states[-1]`), mean-pooled over all tokens, then
+L2-normalised. Steering and monitoring apply exactly as in generation. Returned as float
+lists or as base64 of little-endian float32 (what the OpenAI SDKs request by default).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+
+import numpy as np
+import torch
+
+from millm.engine.types import MonitorRecord, SteeringSpec
+from millm.engine.worker import Worker
+from millm.errors import InvalidRequest
+from millm.protocol import openai as p
+from millm.services import prompts
+from millm.services.generation import GenerationService
+
+
+def _embed_all(worker: Worker, inputs: list[list[int]], steering: SteeringSpec | None, rid: str) -> list[np.ndarray]:
+    lm = worker.loaded
+    assert lm is not None
+    iv = worker.intervention
+    out = []
+    for i, ids_list in enumerate(inputs):
+        ids = torch.tensor([ids_list], device=lm.device)
+        mask = torch.ones_like(ids)
+        pos = torch.arange(ids.shape[1], device=lm.device)[None, :]
+        compiled = iv.compile(steering) if iv is not None and steering is not None and not steering.empty else None
+        plan = worker.make_plan([compiled], ids)
+        res = worker.forward(ids, mask=mask, positions=pos, cache=None, plan=plan, output_hidden_states=True)
+        worker.emit_monitor(f"{rid}-{i}" if len(inputs) > 1 else rid, ids, phase="embedding")
+        hidden = res.hidden_states[-1][0].float()  # (T, D)
+        vec = torch.nn.functional.normalize(hidden.mean(dim=0), dim=0)
+        out.append(vec.cpu().numpy().astype("<f4"))
+    if iv is not None:
+        iv.set_plan(None)
+    return out
+
+
+class EmbeddingService:
+    def __init__(self, *, generation: GenerationService) -> None:
+        self.generation = generation
+
+    async def embed(self, req: p.EmbeddingRequest) -> p.EmbeddingList:
+        lm, profile = self.generation.resolve_model(req.model)
+        if req.dimensions is not None and req.dimensions != lm.d_model:
+            raise InvalidRequest(
+                f"dimensions is not supported: this model's embeddings have {lm.d_model} dimensions "
+                "and it was not trained for truncation", param="dimensions",
+            )
+        if isinstance(req.input, str) and req.input == "" or isinstance(req.input, list) and "" in req.input:
+            raise InvalidRequest("input must not be an empty string", param="input")
+        inputs = prompts.tokenize_prompts(lm.tokenizer, req.input, vocab_size=lm.vocab_size, param="input")
+        for i, ids in enumerate(inputs):
+            prompts.check_context(len(ids), lm.context_length + 1, param=f"input[{i}]" if len(inputs) > 1 else "input")
+        spec, applied = self.generation.steering.resolve(req.steering, model_profile=profile)
+        rid = f"embd-{time.time_ns():x}"
+        fut = self.generation.worker.call(lambda w: _embed_all(w, inputs, spec, rid), exclusive=False)
+        vectors = await asyncio.wrap_future(fut)
+        data = [
+            p.Embedding(index=i, embedding=base64.b64encode(v.tobytes()).decode() if req.encoding_format == "base64"
+                        else v.astype(float).tolist())
+            for i, v in enumerate(vectors)
+        ]
+        n_tokens = sum(len(i) for i in inputs)
+        self.generation.metrics.prompt_tokens.inc(n_tokens)
+        self.generation.metrics.requests.labels("embeddings", "ok").inc()
+        return p.EmbeddingList(data=data, model=req.model, usage=p.EmbeddingUsage(prompt_tokens=n_tokens,
+                               total_tokens=n_tokens), millm=p.MillmInfo(steering=applied))
+
+
+__all__ = ["EmbeddingService", "MonitorRecord"]

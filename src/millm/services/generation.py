@@ -1,0 +1,400 @@
+"""Chat and text completions: OpenAI requests in, protocol responses and chunks out.
+
+This layer resolves the model (including `<model>+<profile>` virtual ids) and steering,
+renders and tokenises the prompt, submits engine requests to the worker and turns worker
+events into response objects. Streaming methods first wait for the worker to accept and
+prefill the request, so a failure before the first token is an ordinary error response;
+after that, errors surface as exceptions from the chunk iterator. Leaving the iterator early
+(a client disconnect) cancels the request, which the worker drops within one decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator, Callable
+
+from millm.engine.model_loading import LoadedModel
+from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
+from millm.engine.worker import Handle, Worker
+from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
+from millm.protocol import openai as p
+from millm.services import prompts
+from millm.services.metrics import Metrics
+from millm.services.steering import SteeringService
+
+log = logging.getLogger("millm.requests")
+
+
+@dataclass
+class Result:
+    """A response body, or a chunk iterator when streaming, plus the steering receipt."""
+
+    value: Any
+    applied: p.AppliedSteering
+    stream: bool
+
+
+@dataclass
+class _Run:
+    """Engine requests submitted for one API request, and their merged event stream."""
+
+    handles: list[Handle]
+    queue: asyncio.Queue
+    n: int
+    prompt_tokens: list[int] = field(default_factory=list)
+    prompt_logprobs: list[Any] = field(default_factory=list)
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+
+    def cancel(self) -> None:
+        for h in self.handles:
+            h.cancel()
+
+
+class GenerationService:
+    def __init__(self, *, worker: Worker, steering: SteeringService, metrics: Metrics,
+                 profile_names: Callable[[], list[str]] = lambda: [], served_name: Callable[[], str | None]) -> None:
+        self.worker = worker
+        self.steering = steering
+        self.metrics = metrics
+        self.profile_names = profile_names
+        self.served_name = served_name
+
+    # ------------------------------------------------------------------ models
+
+    def resolve_model(self, model: str) -> tuple[LoadedModel, str | None]:
+        lm = self.worker.loaded
+        name = self.served_name()
+        if lm is None or name is None:
+            raise ModelNotLoaded("no model is loaded", retry_after=5.0)
+        if model == name:
+            return lm, None
+        base, sep, profile = model.rpartition("+")
+        if sep and base == name and profile in self.profile_names():
+            return lm, profile
+        raise ModelNotFound(f"the model {model!r} does not exist; loaded: {name!r}", param="model")
+
+    # ------------------------------------------------------------------ shared
+
+    def _params(self, req: p.SamplingFields, *, max_tokens: int, logprobs: int | None) -> SamplingParams:
+        temperature = 1.0 if req.temperature is None else req.temperature
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=temperature,
+            top_p=1.0 if req.top_p is None else req.top_p,
+            top_k=max(0, req.top_k or 0),
+            seed=req.seed,
+            frequency_penalty=req.frequency_penalty,
+            presence_penalty=req.presence_penalty,
+            logit_bias=tuple((int(k), float(v)) for k, v in (req.logit_bias or {}).items()),
+            stop=tuple(req.stop_list),
+            ignore_eos=req.ignore_eos,
+            logprobs=logprobs,
+        )
+
+    def _check_bias(self, req: p.SamplingFields, vocab: int) -> None:
+        for k in req.logit_bias or {}:
+            if not 0 <= int(k) < vocab:
+                raise InvalidRequest(f"logit_bias token id {k} is out of range [0, {vocab})", param="logit_bias")
+
+    def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
+                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str) -> _Run:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        run = _Run(handles=[], queue=queue, n=n)
+        try:
+            for i, ids in enumerate(prompts_ids):
+                request = GenerationRequest(
+                    request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
+                    prompt_ids=tuple(ids), params=params, n=n, steering=steering,
+                    prompt_logprobs=prompt_logprobs, model=lm.model_id,
+                )
+
+                def sink(event: Any, i: int = i) -> None:
+                    loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+
+                run.handles.append(self.worker.submit(request, sink))
+        except MillmError:
+            run.cancel()
+            raise
+        self.metrics.queue_depth.set(self.worker.queue_depth)
+        return run
+
+    async def _events(self, run: _Run, total_prompts: int) -> AsyncIterator[tuple[int, GenerationEvent]]:
+        """Yield (global choice index, event) until every choice finished. Raises on errors."""
+        finished = 0
+        want = total_prompts * run.n
+        infos = 0
+        try:
+            while finished < want:
+                i, ev = await run.queue.get()
+                if isinstance(ev, BaseException):
+                    raise ev
+                if isinstance(ev, PromptInfo):
+                    infos += 1
+                    continue
+                if ev.finish_reason == "error":
+                    raise InternalError(ev.error or "generation failed")
+                if run.first_token_at is None:
+                    run.first_token_at = time.monotonic()
+                run.completion_tokens += len(ev.token_ids)
+                if ev.finish_reason is not None:
+                    finished += 1
+                yield i * run.n + ev.choice, ev
+        finally:
+            if finished < want:
+                run.cancel()
+
+    async def _await_prefill(self, run: _Run, total_prompts: int) -> list[tuple[int, Any]]:
+        """Wait for every prompt's PromptInfo (the worker accepted it); return events seen meanwhile."""
+        held: list[tuple[int, Any]] = []
+        infos: dict[int, PromptInfo] = {}
+        try:
+            while len(infos) < total_prompts:
+                i, ev = await run.queue.get()
+                if isinstance(ev, BaseException):
+                    raise ev
+                if isinstance(ev, PromptInfo):
+                    infos[i] = ev
+                else:
+                    held.append((i, ev))
+        except BaseException:
+            run.cancel()
+            raise
+        while not run.queue.empty():
+            held.append(run.queue.get_nowait())
+        run.prompt_tokens = [infos[i].prompt_tokens for i in range(total_prompts)]
+        run.prompt_logprobs = [infos[i].prompt_logprobs for i in range(total_prompts)]
+        for item in held:
+            run.queue.put_nowait(item)
+        return held
+
+    def _log(self, rid: str, model: str, run: _Run, outcome: str, endpoint: str) -> None:
+        total = time.monotonic() - run.started
+        ttft = (run.first_token_at - run.started) if run.first_token_at else None
+        prompt_tokens = sum(run.prompt_tokens)
+        self.metrics.observe_request(endpoint=endpoint, outcome=outcome, seconds=total, ttft=ttft,
+                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
+        log.info(
+            "request done",
+            extra={"request_id": rid, "model": model, "prompt_tokens": prompt_tokens,
+                   "completion_tokens": run.completion_tokens,
+                   "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
+                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint},
+        )
+
+    # ------------------------------------------------------------------ chat
+
+    async def chat(self, req: p.ChatCompletionRequest) -> Result:
+        lm, profile = self.resolve_model(req.model)
+        if req.response_format is not None and req.response_format.type != "text":
+            raise InvalidRequest("response_format json_object/json_schema is not supported", param="response_format")
+        self._check_bias(req, lm.vocab_size)
+        spec, applied = self.steering.resolve(req.steering, model_profile=profile)
+        ids = prompts.render_chat(lm.tokenizer, req.messages)
+        prompts.check_context(len(ids), lm.context_length, param="messages")
+        requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
+        logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
+        run = self._submit(lm, [ids], n=req.n, params=self._params(req, max_tokens=max_tokens, logprobs=logprobs),
+                           steering=spec, prompt_logprobs=False, prefix=rid)
+        info = p.MillmInfo(steering=applied)
+        created = int(time.time())
+        try:
+            await self._await_prefill(run, 1)
+        except MillmError:
+            self._log(rid, req.model, run, "error", "chat")
+            raise
+        if req.stream:
+            return Result(self._chat_stream(req, lm, run, rid, created, info), applied, True)
+        return Result(await self._chat_full(req, lm, run, rid, created, info), applied, False)
+
+    def _chat_logprobs(self, lm: LoadedModel, ev: GenerationEvent) -> p.ChatLogprobs | None:
+        if not ev.logprobs:
+            return None
+        dec = lm.tokenizer.decode
+        content = []
+        for lp in ev.logprobs:
+            tok = dec([lp.token_id])
+            content.append(p.ChatLogprobContent(
+                token=tok, logprob=lp.logprob, bytes=list(tok.encode()),
+                top_logprobs=[p.ChatLogprobTop(token=dec([t.token_id]), logprob=t.logprob,
+                                               bytes=list(dec([t.token_id]).encode())) for t in lp.top],
+            ))
+        return p.ChatLogprobs(content=content)
+
+    async def _chat_full(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+                         info: p.MillmInfo) -> p.ChatCompletion:
+        texts = [""] * req.n
+        reasons: list[str | None] = [None] * req.n
+        lps: list[list[p.ChatLogprobContent]] = [[] for _ in range(req.n)]
+        outcome = "error"
+        try:
+            async for c, ev in self._events(run, 1):
+                texts[c] += ev.text
+                chunk_lp = self._chat_logprobs(lm, ev)
+                if chunk_lp and chunk_lp.content:
+                    lps[c].extend(chunk_lp.content)
+                if ev.finish_reason:
+                    reasons[c] = ev.finish_reason
+            outcome = "ok"
+        finally:
+            self._log(rid, req.model, run, outcome, "chat")
+        choices = [
+            p.ChatChoice(index=c, message=p.AssistantMessage(content=texts[c]), finish_reason=reasons[c],
+                         logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None)
+            for c in range(req.n)
+        ]
+        usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=run.completion_tokens,
+                        total_tokens=run.prompt_tokens[0] + run.completion_tokens)
+        return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
+
+    async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+                           info: p.MillmInfo) -> AsyncIterator[p.ChatCompletionChunk]:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+
+        def chunk(choices: list[p.ChatChunkChoice], **kw: Any) -> p.ChatCompletionChunk:
+            return p.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices, **kw)
+
+        outcome = "cancelled"
+        try:
+            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))
+                         for c in range(req.n)], millm=info)
+            async for c, ev in self._events(run, 1):
+                lp = self._chat_logprobs(lm, ev)
+                if ev.text or lp:
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=ev.text), logprobs=lp)])
+                if ev.finish_reason:
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=ev.finish_reason)])
+            if include_usage:
+                yield chunk([], usage=p.Usage(prompt_tokens=run.prompt_tokens[0],
+                                              completion_tokens=run.completion_tokens,
+                                              total_tokens=run.prompt_tokens[0] + run.completion_tokens))
+            outcome = "ok"
+        except MillmError:
+            outcome = "error"
+            raise
+        finally:
+            self._log(rid, req.model, run, outcome, "chat")
+
+    # ------------------------------------------------------------------ completions
+
+    async def completion(self, req: p.CompletionRequest) -> Result:
+        lm, profile = self.resolve_model(req.model)
+        if req.suffix:
+            raise InvalidRequest("suffix is not supported by this model", param="suffix")
+        if req.best_of is not None and req.best_of != req.n:
+            raise InvalidRequest("best_of other than n is not supported", param="best_of")
+        self._check_bias(req, lm.vocab_size)
+        spec, applied = self.steering.resolve(req.steering, model_profile=profile)
+        all_ids = prompts.tokenize_prompts(lm.tokenizer, req.prompt, vocab_size=lm.vocab_size, param="prompt")
+        longest = max(len(i) for i in all_ids)
+        prompts.check_context(longest, lm.context_length, param="prompt")
+        max_tokens = prompts.clamp_max_tokens(req.max_tokens, longest, lm.context_length)
+        rid = f"cmpl-{uuid.uuid4().hex[:24]}"
+        echo_lp = req.echo and req.logprobs is not None
+        if max_tokens == 0 and not req.echo:
+            raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
+        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs)
+        run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
+        created = int(time.time())
+        info = p.MillmInfo(steering=applied)
+        try:
+            await self._await_prefill(run, len(all_ids))
+        except MillmError:
+            self._log(rid, req.model, run, "error", "completions")
+            raise
+        if max_tokens == 0:
+            run.cancel()
+        if req.stream:
+            return Result(self._completion_stream(req, lm, run, rid, created, info, all_ids), applied, True)
+        return Result(await self._completion_full(req, lm, run, rid, created, info, all_ids, max_tokens == 0),
+                      applied, False)
+
+    def _lp_entries(self, lm: LoadedModel, lps: list[Any], offset: int) -> tuple[p.CompletionLogprobs, int]:
+        dec = lm.tokenizer.decode
+        out = p.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
+        for lp in lps:
+            tid = lp.token_id if lp is not None else None
+            tok = dec([tid]) if tid is not None else ""
+            out.tokens.append(tok)
+            out.token_logprobs.append(lp.logprob if lp is not None else None)
+            out.top_logprobs.append({dec([t.token_id]): t.logprob for t in lp.top} if lp is not None else None)
+            out.text_offset.append(offset)
+            offset += len(tok)
+        return out, offset
+
+    def _echo(self, lm: LoadedModel, ids: list[int]) -> str:
+        return lm.tokenizer.decode(ids, skip_special_tokens=True)
+
+    async def _completion_full(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+                               info: p.MillmInfo, all_ids: list[list[int]], echo_only: bool) -> p.Completion:
+        total = len(all_ids) * req.n
+        texts = [self._echo(lm, all_ids[c // req.n]) if req.echo else "" for c in range(total)]
+        reasons: list[str | None] = ["length"] * total if echo_only else [None] * total
+        token_lps: list[list[Any]] = [[] for _ in range(total)]
+        outcome = "error"
+        try:
+            if not echo_only:
+                async for c, ev in self._events(run, len(all_ids)):
+                    texts[c] += ev.text
+                    token_lps[c].extend(ev.logprobs)
+                    if ev.finish_reason:
+                        reasons[c] = ev.finish_reason
+            outcome = "ok"
+        finally:
+            self._log(rid, req.model, run, outcome, "completions")
+        choices = []
+        for c in range(total):
+            logprobs = None
+            if req.logprobs is not None:
+                prompt_part = list(run.prompt_logprobs[c // req.n]) if req.echo else []
+                entries = prompt_part + token_lps[c]
+                logprobs, _ = self._lp_entries(lm, entries, 0)
+                if req.echo:
+                    first_ids = all_ids[c // req.n]
+                    logprobs.tokens[0] = lm.tokenizer.decode([first_ids[0]])
+            choices.append(p.CompletionChoice(index=c, text=texts[c], logprobs=logprobs, finish_reason=reasons[c]))
+        prompt_tokens = sum(run.prompt_tokens)
+        usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
+                        total_tokens=prompt_tokens + run.completion_tokens)
+        return p.Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
+
+    async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str,
+                                 created: int, info: p.MillmInfo,
+                                 all_ids: list[list[int]]) -> AsyncIterator[p.Completion]:
+        include_usage = bool(req.stream_options and req.stream_options.include_usage)
+        outcome = "cancelled"
+        offsets = [0] * (len(all_ids) * req.n)
+
+        def chunk(choices: list[p.CompletionChoice], **kw: Any) -> p.Completion:
+            return p.Completion(id=rid, created=created, model=req.model, choices=choices, **kw)
+
+        try:
+            if req.echo:
+                for c in range(len(all_ids) * req.n):
+                    text = self._echo(lm, all_ids[c // req.n])
+                    offsets[c] = len(text)
+                    yield chunk([p.CompletionChoice(index=c, text=text, finish_reason=None)], millm=info)
+            async for c, ev in self._events(run, len(all_ids)):
+                logprobs = None
+                if req.logprobs is not None and ev.logprobs:
+                    logprobs, offsets[c] = self._lp_entries(lm, list(ev.logprobs), offsets[c])
+                yield chunk([p.CompletionChoice(index=c, text=ev.text, logprobs=logprobs,
+                                                finish_reason=ev.finish_reason)])
+            if include_usage:
+                pt = sum(run.prompt_tokens)
+                yield chunk([], usage=p.Usage(prompt_tokens=pt, completion_tokens=run.completion_tokens,
+                                              total_tokens=pt + run.completion_tokens))
+            outcome = "ok"
+        except MillmError:
+            outcome = "error"
+            raise
+        finally:
+            self._log(rid, req.model, run, outcome, "completions")

@@ -1,0 +1,156 @@
+"""All long-lived services, wired together from Settings; HTTP-agnostic.
+
+`Runtime.start()` starts the worker and, in the background, loads the configured model (or
+the bundled demo model with its SAE and profiles), then restores the active profile. Until
+that finishes `status` is "loading" and /health answers 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from millm import demo
+from millm.config import Settings
+from millm.engine.worker import Worker
+from millm.errors import MillmError, NotFound
+from millm.services.embeddings import EmbeddingService
+from millm.services.generation import GenerationService
+from millm.services.metrics import Metrics
+from millm.services.models import ModelService
+from millm.services.monitoring import MonitorService
+from millm.services.profiles import ProfileService
+from millm.services.saes import SaeService
+from millm.services.steering import NamedSteering, SteeringService
+from millm.engine.types import FeatureStrength
+from millm.store.db import Database, open_database
+
+log = logging.getLogger(__name__)
+
+
+def named_steering(profile: Any) -> NamedSteering:
+    return NamedSteering(
+        name=profile.name, model=profile.model, sae_id=profile.sae.id, d_sae=profile.sae.d_sae, mode=profile.mode,
+        normalize=profile.normalize,
+        features=tuple(FeatureStrength(f.index, f.strength) for f in profile.features),
+        labels=tuple(f.label for f in profile.features),
+    )
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.metrics = Metrics()
+        self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size)
+        self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
+        self.profiles = ProfileService(self.db.session_factory)
+        self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))
+        self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir)
+        self.models = ModelService(
+            worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
+            defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
+                      "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
+                      "max_context": settings.max_context, "revision": settings.model_revision},
+        )
+        self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile)
+        self.generation = GenerationService(
+            worker=self.worker, steering=self.steering, metrics=self.metrics,
+            profile_names=self.profile_names_for_model, served_name=self.models.served_name,
+        )
+        self.embeddings = EmbeddingService(generation=self.generation)
+        self.worker.monitor_sink = self.monitor.publish
+        self.boot_error: str | None = None
+        self._boot_task: asyncio.Task | None = None
+
+    # ------------------------------------------------------------------ profiles glue
+
+    def lookup_profile(self, name: str) -> NamedSteering:
+        return named_steering(self.profiles.get(name))
+
+    def profile_names_for_model(self) -> list[str]:
+        lm = self.worker.loaded
+        if lm is None:
+            return []
+        return [p.name for p in self.profiles.list(model_id=lm.model_id).data]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def status(self) -> str:
+        if self.models.loading is not None or (self._boot_task is not None and not self._boot_task.done()):
+            return "loading"
+        return "ok" if self.worker.loaded is not None else "no_model"
+
+    async def start(self) -> None:
+        self.monitor.bind_loop(asyncio.get_running_loop())
+        self.worker.start()
+        self._boot_task = asyncio.create_task(self._boot())
+
+    async def wait_ready(self) -> None:
+        if self._boot_task is not None:
+            await self._boot_task
+
+    async def stop(self) -> None:
+        if self._boot_task is not None and not self._boot_task.done():
+            self._boot_task.cancel()
+        await asyncio.to_thread(self.worker.stop)
+        self.db.close()
+
+    async def _boot(self) -> None:
+        s = self.settings
+        try:
+            if s.model:
+                await self.models.load(s.model)
+                if s.sae:
+                    await self.saes.attach(s.sae, layer=s.sae_layer)
+            else:
+                await self.load_demo()
+            if s.restore_state:
+                await asyncio.to_thread(self.restore_active_profile)
+        except MillmError as e:
+            self.boot_error = e.message
+            log.error("start-up load failed: %s", e.message)
+        except Exception as e:  # noqa: BLE001 - keep serving the API so the user can load another model
+            self.boot_error = str(e)
+            log.exception("start-up load failed")
+
+    async def load_demo(self) -> None:
+        assets = demo.assets_dir()
+        if not (assets / "model").is_dir():
+            raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
+        await self.models.load(str(assets / "model"), model_id=demo.DEMO_MODEL_ID)
+        await self.saes.attach(str(assets / "sae"), sae_id=demo.DEMO_SAE_ID)
+        bundle = assets / "profiles.json"
+        if bundle.is_file():
+            existing = {p.name for p in self.profiles.list().data}
+            import json
+
+            data = json.loads(bundle.read_text())
+            missing = [p for p in data.get("profiles", []) if p["name"] not in existing]
+            if missing:
+                await asyncio.to_thread(self.profiles.import_document, {**data, "profiles": missing})
+
+    def restore_active_profile(self) -> None:
+        active = self.profiles.get_active()
+        if active is None:
+            return
+        try:
+            self.steering.activate(named_steering(active))
+            log.info("restored active profile %s", active.name)
+        except MillmError as e:
+            log.warning("active profile %s was not restored: %s", active.name, e.message)
+
+    def memory(self) -> dict[str, Any]:
+        import psutil
+        import torch
+
+        lm = self.worker.loaded
+        if lm is not None and lm.device.type == "cuda":
+            free, total = torch.cuda.mem_get_info(lm.device)
+            return {"device": str(lm.device), "used_bytes": int(total - free), "total_bytes": int(total)}
+        vm = psutil.virtual_memory()
+        return {"device": "cpu", "used_bytes": int(vm.total - vm.available), "total_bytes": int(vm.total)}
+

@@ -1,0 +1,172 @@
+"""Attaching and detaching SAEs at runtime.
+
+An SAE source is a local folder or file, or a Hub reference `repo_id[:path]` (downloaded to
+the cache first, only the chosen folder). Loading and validation happen off the worker thread;
+the swap itself (resolving the hook point in the live model, checking d_in, casting the SAE
+to the residual stream's device and dtype, moving the intervention hook) runs as an exclusive
+worker call, so no sequence sees half an SAE. Detaching removes the hook, which restores the
+model's outputs exactly. One SAE is attached at a time; `AttachedSae` records are keyed by id
+so more can be admitted later.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from millm.engine import hookpoints
+from millm.engine.hookpoints import HookPoint
+from millm.engine.intervention import SaeIntervention
+from millm.engine.worker import Worker
+from millm.errors import InvalidRequest, NotFound, SaeError
+from millm.sae.base import Sae
+from millm.sae.loading import check_compatible, load_sae
+from millm.services.monitoring import MonitorService
+from millm.services.steering import SaeInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AttachedSae:
+    sae_id: str
+    sae: Sae
+    hookpoint: HookPoint
+    source: dict[str, Any]
+    labels: dict[int, dict[str, Any]]
+
+    @property
+    def hook_name(self) -> str:
+        return self.sae.cfg.hook_name or self.hookpoint.spec.tl_name
+
+
+def _labels(folder: Path) -> dict[int, dict[str, Any]]:
+    for candidate in (folder / "labels.json", folder.parent / "labels.json"):
+        if candidate.is_file():
+            raw = json.loads(candidate.read_text())
+            return {int(k): v for k, v in raw.items()}
+    return {}
+
+
+class SaeService:
+    def __init__(self, *, worker: Worker, monitor: MonitorService, cache_dir: Path | None = None) -> None:
+        self.worker = worker
+        self.monitor = monitor
+        self.cache_dir = cache_dir
+        self.attached: AttachedSae | None = None
+        self._lock = asyncio.Lock()
+
+    def info(self) -> SaeInfo | None:
+        a, lm = self.attached, self.worker.loaded
+        if a is None or lm is None:
+            return None
+        return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id)
+
+    def resolve_source(self, source: str, *, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
+        local = Path(source).expanduser()
+        if local.exists():
+            return local, {"path": local.name}
+        if source.startswith((".", "/", "~")):
+            raise NotFound(f"SAE path {source!r} does not exist", param="source")
+        repo_id, _, sub = source.partition(":")
+        if repo_id.count("/") != 1:
+            raise InvalidRequest(
+                f"SAE source {source!r} is neither a local path nor a Hub reference 'owner/repo[:path]'",
+                param="source",
+            )
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+
+        patterns = [f"{sub.strip('/')}/*", f"{sub.strip('/')}/**", sub.strip("/")] if sub else None
+        try:
+            root = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
+                                          cache_dir=str(self.cache_dir) if self.cache_dir else None))
+        except RepositoryNotFoundError as e:
+            raise NotFound(f"SAE repo {repo_id!r} not found on the Hub", param="source") from e
+        except HfHubHTTPError as e:
+            raise SaeError(f"could not download SAE {source!r}: {e}", param="source") from e
+        return (root / sub if sub else root), {"repo_id": repo_id, "path": sub or None, "revision": revision}
+
+    async def attach(self, source: str, *, sae_id: str | None = None, layer: int | None = None,
+                     revision: str | None = None, hint: dict[str, Any] | None = None) -> AttachedSae:
+        async with self._lock:
+            path, ref = await asyncio.to_thread(self.resolve_source, source, revision=revision)
+            sae = await asyncio.to_thread(load_sae, path, hint={**(hint or {}), **(
+                {"repo_id": ref["repo_id"], "subpath": ref.get("path")} if "repo_id" in ref else {})})
+            ident = sae_id or (f"{ref['repo_id']}:{ref['path']}" if ref.get("repo_id") and ref.get("path")
+                               else ref.get("repo_id") or path.name)
+            labels = await asyncio.to_thread(_labels, path if path.is_dir() else path.parent)
+
+            def swap(w: Worker) -> AttachedSae:
+                lm = w.loaded
+                if lm is None:
+                    raise InvalidRequest("load a model before attaching an SAE", param="source")
+                hp = hookpoints.resolve_hookpoint(lm.model, sae.cfg.hook_name, layer_override=layer)
+                check_compatible(sae, hp.d_hook, hook_name=hp.module_path, model_name=lm.model_id)
+                moved = sae.to(device=lm.device, dtype=lm.dtype)
+                if w.intervention is not None:
+                    w.intervention.detach()
+                w.intervention = SaeIntervention(sae=moved, hookpoint=hp, attach_fn=hookpoints.attach,
+                                                 device=lm.device, dtype=lm.dtype)
+                w.intervention.set_monitor(self.monitor.config)
+                return AttachedSae(ident, moved, hp, ref, labels)
+
+            self.attached = await asyncio.wrap_future(self.worker.call(swap))
+            self.monitor.labels = {i: str(v.get("label")) for i, v in labels.items() if v.get("label")}
+            log.info("attached SAE %s at %s", ident, self.attached.hookpoint.module_path)
+            return self.attached
+
+    async def detach(self) -> AttachedSae | None:
+        async with self._lock:
+            previous = self.attached
+
+            def remove(w: Worker) -> None:
+                if w.intervention is not None:
+                    w.intervention.detach()
+                    w.intervention = None
+
+            await asyncio.wrap_future(self.worker.call(remove))
+            self.attached = None
+            self.monitor.labels = {}
+            return previous
+
+    def reattach_after_model_change(self, w: Worker) -> str | None:
+        """On the worker thread, after a model swap: move the SAE hook to the new model, or drop it.
+
+        Returns a message when the SAE had to be detached."""
+        a = self.attached
+        if a is None or w.loaded is None:
+            return None
+        if w.intervention is not None:
+            w.intervention.detach()
+            w.intervention = None
+        try:
+            hp = hookpoints.resolve_hookpoint(w.loaded.model, a.sae.cfg.hook_name, layer_override=a.hookpoint.layer)
+            check_compatible(a.sae, hp.d_hook, hook_name=hp.module_path)
+        except SaeError as e:
+            self.attached = None
+            self.monitor.labels = {}
+            return f"SAE {a.sae_id!r} was detached: it does not fit {w.loaded.model_id!r} ({e.message})"
+        moved = a.sae.to(device=w.loaded.device, dtype=w.loaded.dtype)
+        w.intervention = SaeIntervention(sae=moved, hookpoint=hp, attach_fn=hookpoints.attach,
+                                         device=w.loaded.device, dtype=w.loaded.dtype)
+        w.intervention.set_monitor(self.monitor.config)
+        self.attached = AttachedSae(a.sae_id, moved, hp, a.source, a.labels)
+        return None
+
+    def apply_monitor_config(self, cfg: Any) -> None:
+        """Called by MonitorService when the config changes; validated against the attached SAE."""
+        a = self.attached
+        if cfg.features and a is not None:
+            bad = [i for i in cfg.features if not 0 <= i < a.sae.cfg.d_sae]
+            if bad:
+                raise InvalidRequest(f"feature {bad[0]} is out of range for d_sae={a.sae.cfg.d_sae}",
+                                     param="features")
+        iv = self.worker.intervention
+        if iv is not None:
+            self.worker.call(lambda w: w.intervention.set_monitor(cfg) if w.intervention else None,
+                             exclusive=False)

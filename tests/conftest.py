@@ -1,0 +1,95 @@
+"""Shared fixtures: a tiny offline Llama, a tiny SAE for it, and a real uvicorn server on loopback."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from millm.app import create_app
+from millm.config import Settings
+from tests.fixtures.tiny_model import build_tiny_llama
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_sae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.sae.builders import make_sae, write_saelens
+
+    sae = make_sae("standard", d_in=64, d_sae=256, seed=1, hook_name="blocks.1.hook_resid_post")
+    return write_saelens(sae, tmp_path_factory.mktemp("tiny-sae") / "sae", "blocks.1.hook_resid_post")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    app: object
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def runtime(self):  # noqa: ANN201 - millm.services.runtime.Runtime
+        return self.app.state.runtime  # type: ignore[attr-defined]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=30)
+
+
+def start_server(settings: Settings, *, wait_ready: bool = True) -> LiveServer:
+    app = create_app(settings)
+    config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            r = httpx.get(url + "/health", timeout=2)
+            if r.status_code == 200 or (not wait_ready and r.status_code == 503):
+                return LiveServer(url, app, server, thread)
+            if r.json().get("error"):
+                raise RuntimeError(f"server failed to start: {r.json()['error']}")
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("server did not become ready")
+
+
+def tiny_settings(tmp: Path, model: Path, sae: Path | None = None, **kw: object) -> Settings:
+    return Settings(model=str(model), sae=str(sae) if sae else None, port=free_port(), data_dir=tmp / "data",
+                    **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_sae_dir: Path) -> Iterator[LiveServer]:
+    tmp = tmp_path_factory.mktemp("server")
+    live = start_server(tiny_settings(tmp, tiny_model_dir, tiny_sae_dir, served_model_name="tiny",
+                                      queue_size=8, max_batch_size=8))
+    yield live
+    live.stop()
+
+
+@pytest.fixture()
+def client(server: LiveServer):  # noqa: ANN201 - openai.OpenAI
+    import openai
+
+    return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
