@@ -51,40 +51,56 @@ class FakeRepo:
     tokens: set[str] = field(default_factory=set)  # accepted tokens (private or gated repos)
     sha: str = ""
     branches: dict[str, str] = field(default_factory=dict)  # branch/tag -> sha
+    history: dict[str, dict[str, bytes]] = field(default_factory=dict)  # older commits: sha -> files
 
     def __post_init__(self) -> None:
         if not self.sha:
-            digest = hashlib.sha1(self.repo_id.encode())
-            for name in sorted(self.files):
-                digest.update(name.encode() + self.files[name])
-            self.sha = digest.hexdigest()
+            self.sha = self._commit_sha(self.files)
         self.branches.setdefault("main", self.sha)
+
+    def _commit_sha(self, files: dict[str, bytes]) -> str:
+        digest = hashlib.sha1(self.repo_id.encode())
+        for name in sorted(files):
+            digest.update(name.encode() + files[name])
+        return digest.hexdigest()
+
+    def push(self, files: dict[str, bytes | str], *, tag_previous: str | None = None) -> str:
+        """Make `files` the new main commit; the old one stays reachable by sha (and `tag_previous`)."""
+        self.history[self.sha] = self.files
+        if tag_previous:
+            self.branches[tag_previous] = self.sha
+        self.files = {k: v.encode() if isinstance(v, str) else v for k, v in files.items()}
+        self.sha = self.branches["main"] = self._commit_sha(self.files)
+        return self.sha
+
+    def files_at(self, sha: str) -> dict[str, bytes]:
+        return self.files if sha == self.sha else self.history[sha]
 
     def is_lfs(self, name: str) -> bool:
         return name.endswith(_LFS_SUFFIXES)
 
-    def etag(self, name: str) -> str:
-        data = self.files[name]
+    def etag(self, name: str, sha: str | None = None) -> str:
+        data = self.files_at(sha or self.sha)[name]
         return hashlib.sha256(data).hexdigest() if self.is_lfs(name) else _git_blob_sha(data)
 
     def resolve(self, rev: str) -> str | None:
         if rev in self.branches:
             return self.branches[rev]
-        return rev if rev == self.sha else None
+        return rev if rev == self.sha or rev in self.history else None
 
-    def sibling(self, name: str, blobs: bool) -> dict[str, Any]:
+    def sibling(self, name: str, blobs: bool, sha: str) -> dict[str, Any]:
         entry: dict[str, Any] = {"rfilename": name}
         if blobs:
-            data = self.files[name]
+            data = self.files_at(sha)[name]
             entry["size"] = len(data)
             entry["blobId"] = _git_blob_sha(data)
             if self.is_lfs(name):
-                entry["lfs"] = {"size": len(data), "sha256": self.etag(name), "pointerSize": 134}
+                entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
         return entry
 
-    def safetensors_summary(self) -> dict[str, Any] | None:
+    def safetensors_summary(self, sha: str) -> dict[str, Any] | None:
         counts: dict[str, int] = {}
-        for name, data in self.files.items():
+        for name, data in self.files_at(sha).items():
             if not name.endswith(".safetensors") or "/" in name:
                 continue
             try:
@@ -92,6 +108,8 @@ class FakeRepo:
                 header = json.loads(data[8 : 8 + n])
             except (struct.error, ValueError):
                 continue  # not a real safetensors file (random test bytes)
+            if not isinstance(header, dict):
+                continue
             for key, info in header.items():
                 if key == "__metadata__":
                     continue
@@ -290,7 +308,7 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 prefix = sub.rstrip("/") + "/" if sub else ""
                 entries = [
                     {"type": "file", "path": n, "size": len(d), "oid": _git_blob_sha(d)}
-                    for n, d in sorted(repo.files.items())
+                    for n, d in sorted(repo.files_at(sha).items())
                     if n.startswith(prefix)
                 ]
                 self._send(200, json.dumps(entries).encode(), {"Content-Type": "application/json"})
@@ -302,9 +320,9 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
                 "sha": sha,
                 "private": repo.private,
                 "gated": "auto" if repo.gated else False,
-                "siblings": [repo.sibling(n, blobs) for n in sorted(repo.files)],
+                "siblings": [repo.sibling(n, blobs, sha) for n in sorted(repo.files_at(sha))],
             }
-            summary = repo.safetensors_summary()
+            summary = repo.safetensors_summary(sha)
             if summary is not None:
                 info["safetensors"] = summary
             self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
@@ -317,13 +335,14 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             if sha is None:
                 self._error(404, "RevisionNotFound", f"Invalid rev id: {rev}")
                 return
-            if filename not in repo.files:
+            files = repo.files_at(sha)
+            if filename not in files:
                 self._error(404, "EntryNotFound", "Entry not found", {"X-Repo-Commit": sha})
                 return
-            data = repo.files[filename]
+            data = files[filename]
             headers = {
                 "X-Repo-Commit": sha,
-                "ETag": f'"{repo.etag(filename)}"',
+                "ETag": f'"{repo.etag(filename, sha)}"',
                 "Accept-Ranges": "bytes",
                 "Content-Type": "application/octet-stream",
             }

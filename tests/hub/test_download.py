@@ -156,3 +156,45 @@ def test_real_tiny_llama_round_trip(fake_hub: FakeHub, tmp_path: Path, tiny_llam
     folder = pull_model("org/tiny-llama", cache_dir=tmp_path, endpoint=fake_hub.endpoint)
     model = AutoModelForCausalLM.from_pretrained(folder)
     assert sum(p.numel() for p in model.parameters()) == n_params
+
+
+def test_gated_repo_is_forbidden(fake_hub: FakeHub, tmp_path: Path) -> None:
+    from millm.errors import Forbidden
+
+    _model_repo(fake_hub, "org/gated", size=100, gated=True, tokens={"granted"})
+    with pytest.raises(Forbidden):
+        pull_model("org/gated", cache_dir=tmp_path, endpoint=fake_hub.endpoint, token="not-granted")
+    with pytest.raises(Unauthorized):
+        pull_model("org/gated", cache_dir=tmp_path, endpoint=fake_hub.endpoint)
+    assert pull_model("org/gated", cache_dir=tmp_path, endpoint=fake_hub.endpoint, token="granted").is_dir()
+
+
+def test_unreachable_hub_is_download_error(tmp_path: Path) -> None:
+    from millm.errors import DownloadError
+
+    hub = FakeHub().start()
+    endpoint = hub.endpoint
+    hub.stop()
+    with pytest.raises(DownloadError):
+        pull_model("org/tiny", cache_dir=tmp_path, endpoint=endpoint)
+
+
+def test_progress_bar_counts_xet_bytes_once() -> None:
+    """huggingface_hub's Xet reporter drives our bar class with written and network bytes."""
+    from types import SimpleNamespace
+
+    from huggingface_hub.utils._xet_progress_reporting import XetDownloadProgressReporter
+
+    from millm.hub.download import _bar_class
+
+    counted: list[int] = []
+    reporter = XetDownloadProgressReporter(
+        reconstruction_desc="f", total=1000, log_level=0, tqdm_class=_bar_class(counted.append)
+    )
+    for done, transferred in ((400, 300), (1000, 700)):
+        reporter.update_progress(SimpleNamespace(
+            total_bytes_completed=done, total_transfer_bytes_completed=transferred, total_bytes=1000,
+            total_bytes_completion_rate=None, total_transfer_bytes_completion_rate=None,
+        ))  # fmt: skip
+    reporter.close()
+    assert sum(counted) == 1000

@@ -19,7 +19,6 @@ a per-process ``<etag>.<random>.incomplete`` file that no later process reuses;
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import threading
@@ -66,16 +65,25 @@ def snapshot_dir(cache_dir: Path, plan: DownloadPlan) -> Path:
 
 
 class _ProgressBar:
-    """The part of the tqdm interface huggingface_hub's http_get uses; forwards byte counts."""
+    """The part of the tqdm interface huggingface_hub uses; forwards written-byte counts to `sink`.
 
-    def __init__(self, *, sink: Callable[[int], None], total: int | None = None, initial: int = 0, **_: Any) -> None:
-        self._sink = sink
+    Subclassed per download (`_bar_class`) because huggingface_hub inspects the class: having
+    `update_transfer` makes its Xet reporter use one bar for both network and written bytes,
+    and only `update` (bytes written to the file) is counted, so nothing is counted twice.
+    """
+
+    sink: Callable[[int], None]
+
+    def __init__(self, *_: Any, total: int | None = None, initial: int = 0, **__: Any) -> None:
         self.total = total
         self.n = initial
 
     def update(self, n: int | float = 1) -> None:
         self.n += int(n)
-        self._sink(int(n))
+        type(self).sink(int(n))
+
+    def update_transfer(self, n: int | float = 1) -> None:
+        pass  # network bytes (Xet); written bytes arrive through `update`
 
     def close(self) -> None:
         pass
@@ -86,11 +94,21 @@ class _ProgressBar:
     def set_description(self, *_: Any, **__: Any) -> None:
         pass
 
+    def set_postfix_str(self, *_: Any, **__: Any) -> None:
+        pass
+
+    def set_transfer_postfix_str(self, *_: Any, **__: Any) -> None:
+        pass
+
     def __enter__(self) -> _ProgressBar:
         return self
 
     def __exit__(self, *exc: object) -> None:
         pass
+
+
+def _bar_class(sink: Callable[[int], None]) -> type[_ProgressBar]:
+    return type("SinkProgressBar", (_ProgressBar,), {"sink": staticmethod(sink)})
 
 
 def remove_stale_partials(cache_dir: Path, repo_id: str, *, older_than_s: float = 60.0) -> int:
@@ -150,7 +168,7 @@ def download_plan(
             progress.bytes_done += n
         emit()
 
-    bar = functools.partial(_ProgressBar, sink=sink)
+    bar = _bar_class(sink)
     emit()
     for remote in plan.files:
         if cancel.is_set():
@@ -165,7 +183,7 @@ def download_plan(
                 cache_dir=cache,
                 endpoint=client_endpoint,
                 token=token,
-                tqdm_class=bar,  # type: ignore[arg-type]
+                tqdm_class=bar,  # type: ignore[arg-type]  # duck-typed tqdm
             )
         except DownloadCancelled:
             raise
