@@ -82,7 +82,7 @@ def tiny_settings(tmp: Path, model: Path, sae: Path | None = None, **kw: object)
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path, tiny_sae_dir: Path) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("server")
-    live = start_server(tiny_settings(tmp, tiny_model_dir, tiny_sae_dir, served_model_name="tiny",
+    live = start_server(tiny_settings(tmp, tiny_model_dir, tiny_sae_dir, served_model_name="test-org/tiny",
                                       queue_size=8, max_batch_size=8))
     yield live
     live.stop()

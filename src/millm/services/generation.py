@@ -264,8 +264,9 @@ class GenerationService:
 
         outcome = "cancelled"
         try:
-            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))
-                         for c in range(req.n)], millm=info)
+            for c in range(req.n):
+                yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))],
+                            millm=info if c == 0 else None)
             async for c, ev in self._events(run, 1):
                 lp = self._chat_logprobs(lm, ev)
                 if ev.text or lp:
