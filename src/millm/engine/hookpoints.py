@@ -15,8 +15,8 @@ Contract:
   | mlp_out    | output of mlp                    | output of post_feedforward_layernorm | output of mlp |
   | attn_z     | input of self_attn.o_proj        | same                           | input of attn.c_proj |
 
-  A HookSpec with `module` set (parsed from an HF path) hooks that sub-module literally (its output; the
-  attention output projection: its input).
+  A HookSpec with `module` set (parsed from an HF path) hooks that sub-module literally: its output, or its
+  input for input sites (resid_pre, attn_z, module_input).
 - `attach(hookpoint, fn)` registers a hook that calls `fn(hidden)` on the hooked tensor ([B, T, d_hook]);
   `fn` returns a replacement tensor or None. Tuple outputs, tensor outputs, and positional or keyword
   `hidden_states` inputs are all handled here, so callers never see them. Returns a handle; `handle.remove()`
@@ -35,7 +35,7 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from millm.errors import SaeError
-from millm.sae.hooknames import HookSpec, parse_hook_name
+from millm.sae.hooknames import INPUT_SITES, HookSpec, parse_hook_name
 
 HookFn = Callable[[Tensor], Tensor | None]
 _INPUT_KWARGS = ("hidden_states", "input", "x", "hidden_state")
@@ -91,7 +91,9 @@ def _get(module: nn.Module, path: str) -> nn.Module | None:
 
 
 def _layout(layer: nn.Module) -> str:
-    has = lambda path: _get(layer, path) is not None  # noqa: E731
+    def has(path: str) -> bool:
+        return _get(layer, path) is not None
+
     if has("pre_feedforward_layernorm") and has("post_feedforward_layernorm"):
         return "gemma"
     if has("ln_2") and has("attn"):
@@ -150,7 +152,7 @@ def resolve_hookpoint(
     hidden = int(_text_config(model).hidden_size)
 
     if spec.module is not None:
-        sub, target = spec.module, ("input" if spec.site == "attn_z" else "output")
+        sub, target = spec.module, ("input" if spec.site in INPUT_SITES else "output")
     elif spec.site in ("resid_pre", "resid_post"):
         sub, target = "", ("input" if spec.site == "resid_pre" else "output")
     else:

@@ -9,9 +9,11 @@ Accepted spellings:
   `transformer.h.3`, `model.language_model.layers.3.mlp`, ... The part after the layer index is kept in
   `HookSpec.module` and hooked *literally* (its output), because that is what such SAEs were trained on.
   The site is a best guess for display: '' -> resid_post, mlp -> mlp_out, self_attn/attn -> attn_out,
-  post_feedforward_layernorm -> mlp_out, anything else -> 'module'. The one exception is the attention output
-  projection (`self_attn.o_proj`, `attn.c_proj`, optionally with a trailing `.input`, or `.hook_z`): its
-  input is hooked, site attn_z.
+  post_feedforward_layernorm -> mlp_out, anything else -> 'module'. A trailing `.output` is dropped and a
+  trailing `.input` selects the module's input (Gemma Scope 2 writes `model.layers.5.output`,
+  `model.layers.5.self_attn.o_proj.input`): the layer's input is resid_pre, the attention output
+  projection's input (`self_attn.o_proj`, `attn.c_proj`, with or without `.input`) is attn_z, any other
+  input is 'module_input'.
 Unknown names raise SaeError. This module imports only the standard library and millm.errors.
 """
 
@@ -22,7 +24,9 @@ from dataclasses import dataclass
 
 from millm.errors import SaeError
 
-SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_z", "module")
+SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_z", "module", "module_input")
+# sites whose tensor is a module's input rather than its output
+INPUT_SITES = ("resid_pre", "resid_mid", "attn_z", "module_input")
 
 _TL_SITES = {
     "hook_resid_pre": "resid_pre",
@@ -67,8 +71,9 @@ class HookSpec:
         """The TransformerLens spelling of the semantic site."""
         if self.site == "attn_z":
             return f"blocks.{self.layer}.attn.hook_z"
-        if self.site == "module":
-            return f"layers.{self.layer}.{self.module}"
+        if self.site in ("module", "module_input"):
+            suffix = ".input" if self.site == "module_input" else ""
+            return f"layers.{self.layer}.{self.module}{suffix}"
         return f"blocks.{self.layer}.hook_{self.site}"
 
     def with_layer(self, layer: int) -> HookSpec:
@@ -90,11 +95,13 @@ def parse_hook_name(name: str) -> HookSpec:
     m = _HF_RE.match(text)
     if m:
         layer, sub = int(m.group(1)), m.group(2) or ""
-        for suffix in (".input", ".hook_z"):
-            if sub.endswith(suffix) and sub.removesuffix(suffix) in _O_PROJ:
-                sub = sub.removesuffix(suffix)
+        is_input = sub == "input" or sub.endswith(".input")
+        if is_input or sub == "output" or sub.endswith(".output"):
+            sub = sub.rsplit(".", 1)[0] if "." in sub else ""
         if sub in _O_PROJ:
             return HookSpec(layer=layer, site="attn_z", module=sub)
+        if is_input:
+            return HookSpec(layer=layer, site="resid_pre" if sub == "" else "module_input", module=sub)
         return HookSpec(layer=layer, site=_HF_SITES.get(sub, "module"), module=sub)
     raise SaeError(
         f"cannot parse hook name {name!r}: expected a TransformerLens name like 'blocks.12.hook_resid_post' "

@@ -14,45 +14,71 @@ No network access happens here: downloading is someone else's job.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from types import ModuleType
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch import Tensor
 
 from millm.errors import NotFound, SaeError, SaeMismatch
 from millm.sae.base import Sae, SaeConfig, parse_dtype
-from millm.sae.formats import saelens
+from millm.sae.formats import dictionary_learning, gemma_scope, llama_scope, saelens, sparsify
 from millm.sae.formats.files import SaeHint
 from millm.sae.registry import build_sae
 
 log = logging.getLogger(__name__)
 
-# detection order matters only where layouts overlap; the most specific come first
-FORMATS: dict[str, ModuleType] = {
-    "saelens": saelens,
+
+class Format(NamedTuple):
+    detect: Callable[[Path], bool]
+    load: Callable[[Path, SaeHint], tuple[SaeConfig, dict[str, Tensor]]]
+    layout: str  # what the format expects on disk, for error messages
+
+
+# tried in this order; layouts do not overlap, the order only matters for odd folders holding several
+FORMATS: dict[str, Format] = {
+    "saelens": Format(saelens.detect, saelens.load, "cfg.json + sae_weights.safetensors"),
+    "gemma_scope": Format(gemma_scope.detect_npz, gemma_scope.load_npz, "params.npz (path layer_L/width_W/...)"),
+    "gemma_scope_2": Format(gemma_scope.detect_v2, gemma_scope.load_v2, "params.safetensors + config.json"),
+    "sparsify": Format(sparsify.detect, sparsify.load, "cfg.json + sae.safetensors (folder named like layers.N)"),
+    "dictionary_learning": Format(dictionary_learning.detect, dictionary_learning.load, "ae.pt + config.json"),
+    "llama_scope": Format(llama_scope.detect, llama_scope.load, "hyperparams.json + checkpoints/final.safetensors"),
+    "llama_scope_r1": Format(llama_scope.detect_r1, llama_scope.load_r1, "config.json + sae_weights.safetensors"),
 }
 # SAELens registry `conversion_func` -> our format name (None = SAELens format)
 CONVERSION_FUNCS: dict[str | None, str] = {
     None: "saelens",
     "sae_lens": "saelens",
+    "gemma_2": "gemma_scope",
+    "gemma_3": "gemma_scope_2",
+    "sparsify": "sparsify",
+    "dictionary_learning_1": "dictionary_learning",
+    "llama_scope": "llama_scope",
+    "llama_scope_r1_distill": "llama_scope_r1",
 }
-# what each format expects on disk, for error messages
-EXPECTED_LAYOUTS = {
-    "saelens": "cfg.json + sae_weights.safetensors",
-}
+
+
+def _detect(path: Path) -> str | None:
+    for name, fmt in FORMATS.items():
+        if fmt.detect(path):
+            return name
+    return None
 
 
 def detect_format(path: Path) -> str:
     """Name of the format whose files are at path (a folder, or a file inside one). Raises SaeError."""
+    name = _detect(path)
+    if name is not None:
+        return name
     folder = path.parent if path.is_file() else path
-    for name, module in FORMATS.items():
-        if module.detect(path) or (path.is_file() and module.detect(folder)):
-            return name
     found = sorted(p.name for p in folder.iterdir())[:20] if folder.is_dir() else []
-    layouts = "; ".join(f"{k}: {v}" for k, v in EXPECTED_LAYOUTS.items())
+    inside = [str(p.relative_to(folder)) for p in sorted(folder.glob("*/")) + sorted(folder.glob("*/*/"))
+              if p.is_dir() and _detect(p) is not None][:10]
+    if inside:
+        raise SaeError(f"{path} holds several SAEs; choose one of: {', '.join(inside)}")
+    layouts = "; ".join(f"{k}: {v.layout}" for k, v in FORMATS.items())
     raise SaeError(f"no known SAE format at {path} (found {found}); expected one of: {layouts}")
 
 
@@ -83,7 +109,7 @@ def load_sae(
         fmt = CONVERSION_FUNCS.get(fmt, fmt)
     if fmt not in FORMATS:
         raise SaeError(f"unsupported SAE format {h.format!r}; supported: {', '.join(FORMATS)}")
-    cfg, tensors = FORMATS[fmt].load(p, h)
+    cfg, tensors = FORMATS[fmt].load(p, h)  # tensors in SAELens orientation
     if overrides:
         unknown = set(overrides) - set(SaeConfig.__dataclass_fields__)
         if unknown:
@@ -124,4 +150,4 @@ def list_formats() -> list[str]:
     return list(FORMATS)
 
 
-__all__ = ["FORMATS", "NotFound", "SaeHint", "check_compatible", "detect_format", "list_formats", "load_sae"]
+__all__ = ["CONVERSION_FUNCS", "FORMATS", "SaeHint", "check_compatible", "detect_format", "list_formats", "load_sae"]

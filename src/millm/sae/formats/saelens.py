@@ -32,7 +32,8 @@ WEIGHTS_FILE = "sae_weights.safetensors"
 _LAYERNORM_MODELS = ("gpt2", "gpt-2", "pythia", "gpt-neo", "gpt-j", "opt-", "bloom", "tiny-stories", "solu", "gelu-")
 
 
-def detect(folder: Path) -> bool:
+def detect(path: Path) -> bool:
+    folder = path.parent if path.is_file() else path
     return (folder / CFG_FILE).is_file() and (folder / WEIGHTS_FILE).is_file()
 
 
