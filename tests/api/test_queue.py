@@ -1,0 +1,66 @@
+"""Queue bound (429 with Retry-After) and client disconnects, on a server with a one-slot batch."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+import pytest
+
+from tests.conftest import start_server, tiny_settings
+
+MODEL = "test-org/tiny"
+
+
+@pytest.fixture(scope="module")
+def small_server(tmp_path_factory, tiny_model_dir):
+    live = start_server(tiny_settings(tmp_path_factory.mktemp("q"), tiny_model_dir, served_model_name=MODEL,
+                                      queue_size=1, max_batch_size=1))
+    yield live
+    live.stop()
+
+
+def _long_request(url: str, results: list, max_tokens: int = 200) -> None:
+    r = httpx.post(url + "/v1/completions", timeout=120, json={
+        "model": MODEL, "prompt": "Hello", "max_tokens": max_tokens, "ignore_eos": True})
+    results.append(r)
+
+
+def test_full_queue_gets_429_with_retry_after(small_server):
+    results: list[httpx.Response] = []
+    threads = [threading.Thread(target=_long_request, args=(small_server.url, results)) for _ in range(5)]
+    for t in threads:
+        t.start()
+        time.sleep(0.05)
+    for t in threads:
+        t.join(120)
+    codes = sorted(r.status_code for r in results)
+    assert 200 in codes
+    rejected = [r for r in results if r.status_code == 429]
+    assert rejected, codes
+    assert rejected[0].headers["Retry-After"] == "1"
+    assert rejected[0].json()["error"]["code"] == "queue_full"
+    assert set(codes) <= {200, 429}
+
+
+def test_disconnect_mid_stream_frees_the_worker(small_server):
+    worker = small_server.runtime.worker
+    with httpx.stream("POST", small_server.url + "/v1/completions", timeout=60, json={
+            "model": MODEL, "prompt": "Hello", "max_tokens": 5000 // 20, "ignore_eos": True,
+            "stream": True}) as resp:
+        lines = resp.iter_lines()
+        for _ in range(3):
+            next(lines)
+        steps_at_close = worker.steps
+    # The worker drops the cancelled row within a step or two and is idle again.
+    deadline = time.monotonic() + 5
+    while worker.active_sequences and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.active_sequences == 0
+    assert worker.steps - steps_at_close < 200
+    start = time.monotonic()
+    r = httpx.post(small_server.url + "/v1/completions", timeout=30,
+                   json={"model": MODEL, "prompt": "Hi", "max_tokens": 3})
+    assert r.status_code == 200
+    assert time.monotonic() - start < 5
