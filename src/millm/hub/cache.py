@@ -190,7 +190,9 @@ def list_cache(
     return sorted(repos, key=lambda r: r.repo_id)
 
 
-def get_cached(repo_id: str, cache_dir: str | os.PathLike[str] | None = None, *, index: CacheIndex | None = None) -> CachedRepo:
+def get_cached(
+    repo_id: str, cache_dir: str | os.PathLike[str] | None = None, *, index: CacheIndex | None = None
+) -> CachedRepo:
     for repo in list_cache(cache_dir, index=index):
         if repo.repo_id == repo_id:
             return repo

@@ -220,7 +220,9 @@ def pull(
         plan, cache_dir=cache_dir, endpoint=client.endpoint, token=token, on_progress=progress_cb, cancel=cancel
     )
     if index is not None:
-        index.record_pull(kind=plan.kind, repo_id=plan.repo_id, revision=plan.revision, commit=plan.commit, path=plan.path)
+        index.record_pull(
+            kind=plan.kind, repo_id=plan.repo_id, revision=plan.revision, commit=plan.commit, path=plan.path
+        )
     return folder
 
 

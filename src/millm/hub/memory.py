@@ -146,7 +146,8 @@ def sae_size_bytes(folder: str | Path, dtype: str | None = None) -> int:
                 for member in archive.namelist():
                     with archive.open(member) as f:
                         major, _minor = np.lib.format.read_magic(f)
-                        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+                        fmt = np.lib.format
+                        read = fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0
                         shape, _, arr_dtype = read(f)  # header only
                     numel = int(np.prod(shape, dtype=np.int64)) if shape else 1
                     total += int(numel * (per or arr_dtype.itemsize))
@@ -244,6 +245,7 @@ def estimate_memory(
     sae_bytes: int = 0,
 ) -> MemoryEstimate:
     """Pure arithmetic: what loading these parameters with these settings would take."""
+    device = resolve_device(device)
     kind = device.split(":")[0]
     if quantization == "none":
         per = dtype_bytes(dtype, kind)
@@ -266,8 +268,18 @@ def estimate_memory(
     )  # fmt: skip
 
 
+def resolve_device(device: str) -> str:
+    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu' (as Settings.device describes)."""
+    if device != "auto":
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def available_memory(device: str) -> int:
     """Free bytes on `device`: CUDA free memory, else the host's available RAM."""
+    device = resolve_device(device)
     if device.startswith("cuda"):
         import torch
 
