@@ -161,3 +161,17 @@ def test_pre_hook_sees_keyword_hidden_states() -> None:
     with attached(hp, lambda h: h + 1):
         assert torch.equal(block(hidden_states=torch.zeros(1, 1, 4), scale=2.0), torch.full((1, 1, 4), 2.0))
         assert torch.equal(block(torch.zeros(1, 1, 4)), torch.ones(1, 1, 4))
+
+
+@pytest.mark.parametrize("family", ["gemma3", "llama"])
+def test_hf_module_paths_as_gemma_scope_2_writes_them(family: str) -> None:
+    model, x = tiny(family), ids()
+    z = resolve_hookpoint(model, "model.layers.1.self_attn.o_proj.input")
+    assert (z.target, z.d_hook, z.spec.site) == ("input", resolve_hookpoint(model, "blocks.1.attn.hook_z").d_hook, "attn_z")
+    torch.testing.assert_close(capture(model, "model.layers.1.output", x), capture(model, "blocks.1.hook_resid_post", x), rtol=0, atol=0)
+    torch.testing.assert_close(capture(model, "model.layers.1.input", x), capture(model, "blocks.1.hook_resid_pre", x), rtol=0, atol=0)
+    torch.testing.assert_close(capture(model, "model.layers.1.self_attn.o_proj.input", x),
+                               capture(model, "blocks.1.attn.hook_z", x), rtol=0, atol=0)
+    mid = capture(model, "blocks.1.hook_resid_mid", x)
+    norm = "pre_feedforward_layernorm" if family == "gemma3" else "post_attention_layernorm"
+    torch.testing.assert_close(capture(model, f"model.layers.1.{norm}.input", x), mid, rtol=0, atol=0)

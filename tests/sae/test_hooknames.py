@@ -25,6 +25,10 @@ from millm.sae.hooknames import HookSpec, parse_hook_name
         ("model.layers.7.self_attn.o_proj", HookSpec(7, "attn_z", "self_attn.o_proj")),
         ("model.layers.7.self_attn.o_proj.input", HookSpec(7, "attn_z", "self_attn.o_proj")),
         ("model.layers.7.pre_feedforward_layernorm", HookSpec(7, "module", "pre_feedforward_layernorm")),
+        ("model.layers.5.output", HookSpec(5, "resid_post", "")),
+        ("model.layers.5.input", HookSpec(5, "resid_pre", "")),
+        ("model.layers.5.post_feedforward_layernorm.output", HookSpec(5, "mlp_out", "post_feedforward_layernorm")),
+        ("model.layers.5.post_attention_layernorm.input", HookSpec(5, "module_input", "post_attention_layernorm")),
     ],
 )
 def test_parse(name: str, spec: HookSpec) -> None:
@@ -32,6 +36,7 @@ def test_parse(name: str, spec: HookSpec) -> None:
 
 
 def test_tl_name_round_trip() -> None:
+    assert parse_hook_name("layers.2.mlp.input").tl_name == "layers.2.mlp.input"
     for name in ("blocks.2.hook_resid_pre", "blocks.2.attn.hook_z", "blocks.9.hook_mlp_out"):
         assert parse_hook_name(name).tl_name == name
 

@@ -27,6 +27,7 @@ from millm.sae.base import Sae, SaeConfig, parse_dtype
 from millm.sae.formats import dictionary_learning, gemma_scope, llama_scope, saelens, sparsify
 from millm.sae.formats.files import SaeHint
 from millm.sae.registry import build_sae
+from millm.sae.registry_saelens import SUPPORTED_CONVERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -48,16 +49,7 @@ FORMATS: dict[str, Format] = {
     "llama_scope_r1": Format(llama_scope.detect_r1, llama_scope.load_r1, "config.json + sae_weights.safetensors"),
 }
 # SAELens registry `conversion_func` -> our format name (None = SAELens format)
-CONVERSION_FUNCS: dict[str | None, str] = {
-    None: "saelens",
-    "sae_lens": "saelens",
-    "gemma_2": "gemma_scope",
-    "gemma_3": "gemma_scope_2",
-    "sparsify": "sparsify",
-    "dictionary_learning_1": "dictionary_learning",
-    "llama_scope": "llama_scope",
-    "llama_scope_r1_distill": "llama_scope_r1",
-}
+CONVERSION_FUNCS = SUPPORTED_CONVERSIONS
 
 
 def _detect(path: Path) -> str | None:

@@ -79,7 +79,8 @@ def _flatten(raw: dict[str, Any]) -> dict[str, Any]:
     return flat
 
 
-def _center_input(flat: dict[str, Any]) -> bool:
+def center_input_from(flat: dict[str, Any]) -> bool:
+    """True when TransformerLens centred the residual stream this SAE was trained on."""
     kwargs = flat.get("model_from_pretrained_kwargs") or {}
     model = str(flat.get("model_name") or "").lower()
     return bool(kwargs.get("center_writing_weights")) and any(m in model for m in _LAYERNORM_MODELS)
@@ -112,7 +113,7 @@ def config_from_dict(raw: dict[str, Any], *, source_format: str, hint: SaeHint) 
         model_name=hint.model_name or flat.get("model_name"),
         apply_b_dec_to_input=bool(flat.get("apply_b_dec_to_input", False)),
         normalize_activations=str(flat.get("normalize_activations") or "none"),
-        center_input=_center_input(flat),
+        center_input=center_input_from(flat),
         k=flat.get("k"),
         rescale_acts_by_decoder_norm=bool(flat.get("rescale_acts_by_decoder_norm", False)),
         prepend_bos=bool(flat.get("prepend_bos", True)),
