@@ -1,0 +1,124 @@
+"""Steering through the openai SDK (extra_body) and the /api/steering, /api/saes endpoints."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+
+import httpx
+import openai
+import pytest
+
+MODEL = "test-org/tiny"
+MSG = [{"role": "user", "content": "Hello world"}]
+STEER_A = {"features": [{"index": 5, "strength": 8.0}]}
+STEER_B = {"features": [{"index": 77, "strength": -8.0}, {"index": 9, "strength": 3.0}], "mode": "add"}
+
+
+def complete(client, steering=None, **kw):
+    extra = {"ignore_eos": True}
+    if steering is not None:
+        extra["steering"] = steering
+    return client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=MSG, max_tokens=16, temperature=0, extra_body=extra, **kw)
+
+
+@pytest.fixture(autouse=True)
+def _clean(server):
+    httpx.delete(server.url + "/api/steering")
+    yield
+    httpx.delete(server.url + "/api/steering")
+    httpx.post(server.url + "/api/steering/enable")
+
+
+def test_request_steering_changes_output_and_is_reported(client):
+    plain = complete(client)
+    steered = complete(client, STEER_A)
+    assert steered.parse().choices[0].message.content != plain.parse().choices[0].message.content
+    receipt = json.loads(steered.headers["X-MiLLM-Steering"])
+    assert receipt["source"] == "request"
+    assert receipt["features"] == [{"index": 5, "strength": 8.0}]
+    assert steered.parse().model_extra["millm"]["steering"]["hook_name"] == "blocks.1.hook_resid_post"
+    assert json.loads(plain.headers["X-MiLLM-Steering"])["source"] == "none"
+
+
+def test_concurrent_requests_with_different_steering_do_not_leak(client):
+    solo_a = complete(client, STEER_A).parse().choices[0].message.content
+    solo_b = complete(client, STEER_B).parse().choices[0].message.content
+    solo_none = complete(client).parse().choices[0].message.content
+    assert len({solo_a, solo_b, solo_none}) == 3
+    with cf.ThreadPoolExecutor(6) as pool:
+        futs = [pool.submit(complete, client, s) for s in (STEER_A, STEER_B, None, STEER_A, STEER_B, None)]
+        outs = [f.result().parse().choices[0].message.content for f in futs]
+    assert outs == [solo_a, solo_b, solo_none] * 2
+
+
+def test_server_wide_steering_set_patch_disable_clear(client, server):
+    plain = complete(client).parse().choices[0].message.content
+    r = httpx.put(server.url + "/api/steering", json={"features": [{"index": 5, "strength": 8.0}]})
+    assert r.status_code == 200 and r.json()["features"][0]["index"] == 5
+    server_steered = complete(client)
+    assert json.loads(server_steered.headers["X-MiLLM-Steering"])["source"] == "server"
+    assert server_steered.parse().choices[0].message.content == complete(client, STEER_A).parse(
+    ).choices[0].message.content
+    # A request's own steering overrides the server-wide one; [] means none.
+    assert complete(client, {"features": []}).parse().choices[0].message.content == plain
+    r = httpx.patch(server.url + "/api/steering", json={"features": [{"index": 5, "strength": None},
+                                                                     {"index": 9, "strength": 2.0}]})
+    assert [f["index"] for f in r.json()["features"]] == [9]
+    httpx.post(server.url + "/api/steering/disable")
+    assert complete(client).parse().choices[0].message.content == plain
+    httpx.post(server.url + "/api/steering/enable")
+    assert complete(client).parse().choices[0].message.content != plain
+    assert httpx.delete(server.url + "/api/steering").json()["features"] == []
+    assert complete(client).parse().choices[0].message.content == plain
+
+
+def test_clamp_mode_through_the_api(client):
+    plain = complete(client).parse().choices[0].message.content
+    clamped = complete(client, {"features": [{"index": 5, "strength": 30.0}], "mode": "clamp"})
+    assert clamped.parse().choices[0].message.content != plain
+    assert json.loads(clamped.headers["X-MiLLM-Steering"])["mode"] == "clamp"
+
+
+def test_steering_bad_inputs(server):
+    r = httpx.put(server.url + "/api/steering", json={"features": [{"index": 10_000, "strength": 1.0}]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "features[0].index"
+    r = httpx.put(server.url + "/api/steering", json={"features": [{"index": 1, "strength": 1.0}], "typo": 1})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "typo"
+
+
+def test_embeddings_accept_steering(client):
+    a = client.embeddings.create(model=MODEL, input="hello", encoding_format="float")
+    b = client.embeddings.create(model=MODEL, input="hello", encoding_format="float",
+                                 extra_body={"steering": STEER_A})
+    assert a.data[0].embedding != b.data[0].embedding
+
+
+def test_sae_detach_attach_and_errors(client, server, tiny_sae_dir, tmp_path):
+    from tests.sae.builders import make_sae, write_saelens
+
+    plain = complete(client).parse().choices[0].message.content
+    assert httpx.post(server.url + "/api/saes/detach").json() == {"attached": None}
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, STEER_A)
+    assert e.value.body["code"] == "no_sae"
+    assert complete(client).parse().choices[0].message.content == plain
+    # Wrong width, missing folder, bad hook name: clear errors, server keeps working.
+    wrong = write_saelens(make_sae(d_in=32, d_sae=64, hook_name="blocks.1.hook_resid_post"), tmp_path / "w")
+    r = httpx.post(server.url + "/api/saes/attach", json={"source": str(wrong)})
+    assert r.status_code == 400 and "d_in=32" in r.json()["error"]["message"] and "64" in r.json()["error"]["message"]
+    r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tmp_path / "missing")})
+    assert r.status_code == 404
+    bad_hook = write_saelens(make_sae(d_in=64, d_sae=64, hook_name="blocks.99.hook_resid_post"), tmp_path / "b")
+    r = httpx.post(server.url + "/api/saes/attach", json={"source": str(bad_hook)})
+    assert r.status_code == 400 and "layer 99" in r.json()["error"]["message"]
+    r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
+    assert r.status_code == 200
+    out = r.json()["attached"]
+    assert (out["id"], out["d_sae"], out["layer"], out["module"]) == ("sae", 256, 1, "model.layers.1")
+    assert complete(client, STEER_A).parse().choices[0].message.content != plain
+    # Layer override at attach time.
+    r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae", "layer": 2})
+    assert r.json()["attached"]["module"] == "model.layers.2"
+    httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
