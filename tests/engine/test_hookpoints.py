@@ -33,10 +33,19 @@ CONFIGS: dict[str, PretrainedConfig] = {
     "qwen3": Qwen3Config(**COMMON, head_dim=HEAD_DIM),
     "gemma2": Gemma2Config(**COMMON, head_dim=HEAD_DIM),
     "gemma3": Gemma3TextConfig(**COMMON, head_dim=HEAD_DIM, sliding_window=4),
-    "gpt2": GPT2Config(vocab_size=101, n_embd=D, n_layer=N_LAYERS, n_head=HEADS, n_positions=64),
+    "gpt2": GPT2Config(vocab_size=101, n_embd=D, n_layer=N_LAYERS, n_head=HEADS, n_positions=64, bos_token_id=0, eos_token_id=0),
 }
 FAMILIES = list(CONFIGS)
 SITES = ["resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "attn_z"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():  # type: ignore[no-untyped-def]
+    """Tiny models: one intra-op thread is faster, and far faster on a shared, busy CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @cache
