@@ -196,6 +196,20 @@ class Sae(nn.Module, ABC):
         self.b_dec = self.b_dec / s
         self.cfg = replace(self.cfg, norm_scaling_factor=s)
 
+    def fold_decoder_norm(self) -> None:
+        """Make every W_dec row unit-norm and scale the encoder so reconstructions are unchanged and each
+        activation is multiplied by its old ||W_dec[i]|| -- the units Neuronpedia's dashboards use (it calls
+        SAELens' fold_W_dec_norm). Not possible for topk without rescale_acts_by_decoder_norm (the top-k set
+        would change)."""
+        n = self.W_dec.norm(dim=-1).clamp_min(1e-12)  # [d_sae]
+        self._fold_decoder_norm_params(n)
+        self.W_dec = self.W_dec / n[:, None]
+        self.W_enc = self.W_enc * n
+        self.b_enc = self.b_enc * n
+
+    def _fold_decoder_norm_params(self, n: Tensor) -> None:
+        """Scale architecture-specific tensors for `fold_decoder_norm` (n: [d_sae]); raise if impossible."""
+
     # ---------------------------------------------------------------- normalisation
 
     def normalize(self, x: Tensor) -> tuple[Tensor, NormStats]:

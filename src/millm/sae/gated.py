@@ -20,6 +20,9 @@ class GatedSae(Sae):
     b_mag: Tensor  # [d_sae]
     r_mag: Tensor  # [d_sae]
 
+    def _fold_decoder_norm_params(self, n: Tensor) -> None:
+        self.b_mag = self.b_mag * n  # gate: sign of (x W_enc + b_gate) * n is unchanged
+
     @property
     def b_gate(self) -> Tensor:
         return self.b_enc

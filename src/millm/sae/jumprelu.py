@@ -17,6 +17,9 @@ class JumpReluSae(Sae):
 
     threshold: Tensor  # [d_sae]
 
+    def _fold_decoder_norm_params(self, n: Tensor) -> None:
+        self.threshold = self.threshold * n
+
     @staticmethod
     def _jump(pre: Tensor, threshold: Tensor) -> Tensor:
         return torch.relu(pre) * (pre > threshold).to(pre.dtype)

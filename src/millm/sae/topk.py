@@ -8,6 +8,7 @@ features make the top k depends on all of them -- so it runs the full encode and
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -25,6 +26,13 @@ class TopKSae(Sae):
         k = self.cfg.k
         if k is None or not 0 < k <= self.cfg.d_sae:
             raise SaeError(f"topk SAE needs 0 < k <= d_sae={self.cfg.d_sae}, found k={k}")
+
+    def _fold_decoder_norm_params(self, n: Tensor) -> None:
+        if not self.cfg.rescale_acts_by_decoder_norm:
+            raise SaeError("cannot fold decoder norms into a topk SAE without rescale_acts_by_decoder_norm: "
+                           "scaling pre-activations would change which k features win")
+        # ranking already used pre * n; after folding the norms are 1 and pre carries n itself
+        self.cfg = replace(self.cfg, rescale_acts_by_decoder_norm=False)
 
     def _decoder_norms(self, idx: Tensor | None = None) -> Tensor:
         w = self.W_dec if idx is None else self.W_dec[idx]
