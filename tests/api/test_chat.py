@@ -119,8 +119,10 @@ def test_max_completion_tokens_wins_and_is_clamped(client, server):
     r = chat(client, max_tokens=3, max_completion_tokens=5, temperature=0, extra_body={"ignore_eos": True})
     assert r.usage.completion_tokens == 5
     ctx = server.runtime.worker.loaded.context_length
-    r = chat(client, max_tokens=10 * ctx, temperature=0, extra_body={"ignore_eos": True})
-    assert r.usage.prompt_tokens + r.usage.completion_tokens == ctx
+    r = client.completions.create(model=MODEL, prompt=[5] * (ctx - 6), max_tokens=10 * ctx, temperature=0,
+                                  extra_body={"ignore_eos": True})
+    assert (r.usage.prompt_tokens, r.usage.completion_tokens) == (ctx - 6, 6)
+    assert r.choices[0].finish_reason == "length"
 
 
 def test_unknown_top_level_fields_are_ignored(client):

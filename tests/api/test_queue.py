@@ -21,7 +21,7 @@ def small_server(tmp_path_factory, tiny_model_dir):
     live.stop()
 
 
-def _long_request(url: str, results: list, max_tokens: int = 200) -> None:
+def _long_request(url: str, results: list, max_tokens: int = 60) -> None:
     r = httpx.post(url + "/v1/completions", timeout=120, json={
         "model": MODEL, "prompt": "Hello", "max_tokens": max_tokens, "ignore_eos": True})
     results.append(r)
