@@ -11,6 +11,8 @@ sequence. Results go out through each request's `sink` callable, on the worker t
 from __future__ import annotations
 
 import collections
+import functools
+import inspect
 import logging
 import os
 import threading
@@ -39,6 +41,12 @@ from millm.errors import MillmError, ModelNotLoaded, QueueFull
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Any], None]
+
+
+@functools.lru_cache(maxsize=64)
+def _cache_kwarg(model_type: type) -> str:
+    # transformers renamed `past_key_values` to `cache` (5.2x); accept models from either side.
+    return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
 @dataclass
@@ -216,8 +224,8 @@ class Worker:
         if self.intervention is not None:
             self.intervention.set_plan(plan)
         return self.loaded.model(
-            input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=cache is not None,
-            logits_to_keep=logits_to_keep, **kwargs,
+            input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
+            logits_to_keep=logits_to_keep, **{_cache_kwarg(type(self.loaded.model)): cache}, **kwargs,
         )
 
     def _prefill(self, handle: Handle) -> None:
