@@ -166,6 +166,7 @@ def test_dtypes_and_to() -> None:
     assert out is sae and sae.W_enc.dtype == torch.float16 and sae.threshold.dtype == torch.float16
     assert sae.cfg.dtype == "float16"
     assert sae.encode(x).dtype == torch.float16
+    assert sae.to(torch.float32).cfg.dtype == "float32" and sae.W_dec.dtype == torch.float32
     assert not any(p.requires_grad for p in sae.buffers()) and not list(sae.parameters())
 
 

@@ -172,7 +172,10 @@ class Sae(nn.Module, ABC):
     def to(  # type: ignore[override]
         self, device: torch.device | str | None = None, dtype: torch.dtype | str | None = None
     ) -> Sae:
-        """Move and/or cast all tensors; keeps `cfg.dtype` in step. Returns self."""
+        """Move and/or cast all tensors; keeps `cfg.dtype` in step. Returns self. `sae.to(torch.float16)`
+        (a dtype in the device position) works too."""
+        if isinstance(device, torch.dtype):
+            device, dtype = None, device
         dt = parse_dtype(dtype) if dtype is not None else None
         super().to(device=device, dtype=dt)
         if dt is not None:
