@@ -146,6 +146,8 @@ def test_layer_override_and_errors() -> None:
         resolve_hookpoint(model, "encoder.block.1")
     with pytest.raises(SaeError, match="not found"):
         resolve_hookpoint(model, "model.layers.1.nonexistent")
+    with pytest.raises(SaeError, match="empty hook name"):
+        resolve_hookpoint(model, "")
 
 
 def test_find_layer_list_searches_and_skips_vision_towers() -> None:

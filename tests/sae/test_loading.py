@@ -53,6 +53,8 @@ def test_unknown_folder_lists_what_it_found(tmp_path: Path) -> None:
         load_sae(tmp_path)
     with pytest.raises(SaeError, match="unsupported SAE format"):
         load_sae(tmp_path, hint={"format": "mystery"})
+    with pytest.raises(SaeError, match="unknown SAE hint fields"):
+        load_sae(tmp_path, hint={"repo": "x"})
 
 
 def test_check_compatible_names_expected_and_found() -> None:

@@ -138,6 +138,8 @@ def resolve_hookpoint(
     model: nn.Module, hook: str | HookSpec, layer_override: int | None = None
 ) -> HookPoint:
     """Hook name (TransformerLens or HF path) or HookSpec -> HookPoint. Raises SaeError."""
+    if isinstance(hook, str) and not hook.strip():
+        raise SaeError("the SAE does not say where it reads (empty hook name); pass a hook name explicitly")
     spec = parse_hook_name(hook) if isinstance(hook, str) else hook
     if layer_override is not None:
         spec = spec.with_layer(layer_override)

@@ -79,6 +79,9 @@ def _as_hint(hint: SaeHint | Mapping[str, Any] | None) -> SaeHint:
         return SaeHint()
     if isinstance(hint, SaeHint):
         return hint
+    unknown = set(hint) - set(SaeHint.__dataclass_fields__)
+    if unknown:
+        raise SaeError(f"unknown SAE hint fields {sorted(unknown)}; known: {sorted(SaeHint.__dataclass_fields__)}")
     return SaeHint(**dict(hint))
 
 
