@@ -16,6 +16,7 @@ from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest
 from millm.protocol import profiles as pp
 from millm.protocol.openai import ErrorResponse
+from millm.services.profile_formats import DSaeResolver
 from millm.services.runtime import Runtime, named_steering
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -32,10 +33,14 @@ def _etag(response: Response, profile: pp.ProfilePublic) -> pp.ProfilePublic:
     return profile
 
 
-def _sae_state(rt: Runtime) -> tuple[str | None, str | None, int | None]:
-    info = rt.saes.info()
-    lm = rt.worker.loaded
-    return (lm.model_id if lm else None, info.sae_id if info else None, info.d_sae if info else None)
+def _live_d_sae(rt: Runtime) -> DSaeResolver:
+    """d_sae of the attached SAE for a profile naming the loaded model and that SAE, else None."""
+    info, models = rt.saes.info(), rt.model_names()
+
+    def resolve(model: str | None, sae: str | None) -> int | None:
+        return info.d_sae if info is not None and model in models and sae == info.sae_id else None
+
+    return resolve
 
 
 async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> None:
@@ -70,13 +75,8 @@ async def import_profiles(request: Request, rt: RuntimeDep,
                           name: str | None = None) -> pp.ImportResult:
     """Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (raw JSON body)."""
     raw = await request.body()
-    model_id, sae_id, d_sae = _sae_state(rt)
-
-    def resolver(model: str | None, sae: str | None) -> int | None:
-        return d_sae if sae is not None and sae == sae_id else None
-
     return await asyncio.to_thread(rt.profiles.import_document, raw, on_conflict=on_conflict,  # type: ignore[arg-type]
-                                   name=name, d_sae_resolver=resolver)
+                                   name=name, d_sae_resolver=_live_d_sae(rt))
 
 
 @router.post("/deactivate", status_code=204)
@@ -89,12 +89,12 @@ async def deactivate(rt: RuntimeDep) -> Response:
 @router.post("/from-steering", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
 async def save_current(body: SaveSteeringIn, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
     """Save the current server-wide steering as a new profile."""
-    att, lm = rt.saes.attached, rt.worker.loaded
-    if att is None or lm is None:
+    att, model = rt.saes.attached, rt.models.served_name()
+    if att is None or model is None:
         raise InvalidRequest("attach an SAE and set steering before saving it as a profile", param="name")
     s = rt.steering.state
     create = pp.ProfileCreate(
-        name=body.name, description=body.description, model=lm.model_id,
+        name=body.name, description=body.description, model=model,
         sae=pp.SaeRef(id=att.sae_id, hook_name=att.hook_name, layer=att.hookpoint.layer, d_sae=att.sae.cfg.d_sae,
                       repo_id=att.source.get("repo_id"), path=att.source.get("path"),
                       revision=att.source.get("revision")),
@@ -148,8 +148,11 @@ async def duplicate_profile(name: str, body: pp.ProfileDuplicate, rt: RuntimeDep
 @router.post("/{name}/activate", response_model=pp.ProfilePublic, responses=ERRORS)
 async def activate_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
     profile = await asyncio.to_thread(rt.profiles.get, name)
-    model_id, sae_id, d_sae = _sae_state(rt)
-    rt.profiles.validate_against(profile, model_id=model_id, sae_id=sae_id, d_sae=d_sae)
+    info, models = rt.saes.info(), rt.model_names()
+    # validate_against compares one model id: the one the profile names when it is one of ours.
+    model_id = profile.model if profile.model in models else (models[0] if models else None)
+    rt.profiles.validate_against(profile, model_id=model_id, sae_id=info.sae_id if info else None,
+                                 d_sae=info.d_sae if info else None)
     rt.steering.activate(named_steering(profile))
     return _etag(response, await asyncio.to_thread(rt.profiles.activate, name))
 

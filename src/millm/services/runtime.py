@@ -55,7 +55,8 @@ class Runtime:
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
                       "max_context": settings.max_context, "revision": settings.model_revision},
         )
-        self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile)
+        self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
+                                        model_names=self.model_names)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
             profile_names=self.profile_names_for_model, served_name=self.models.served_name,
@@ -70,11 +71,20 @@ class Runtime:
     def lookup_profile(self, name: str) -> NamedSteering:
         return named_steering(self.profiles.get(name))
 
-    def profile_names_for_model(self) -> list[str]:
+    def model_names(self) -> tuple[str, ...]:
+        """The ids a profile may name the loaded model by: its served name and its loaded id."""
         lm = self.worker.loaded
         if lm is None:
+            return ()
+        return tuple(dict.fromkeys(n for n in (self.models.served_name(), lm.model_id) if n))
+
+    def profile_names_for_model(self) -> list[str]:
+        """Profiles that fit the loaded model and attached SAE (offered as `<model>+<profile>`)."""
+        names, info = self.model_names(), self.saes.info()
+        if info is None:
             return []
-        return [p.name for p in self.profiles.list(model_id=lm.model_id).data]
+        return [p.name for p in self.profiles.list().data
+                if p.model in names and p.sae.id == info.sae_id and p.sae.d_sae == info.d_sae]
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -70,9 +70,12 @@ def _validate_features(features: list[tuple[int, float]], d_sae: int, param: str
 
 
 class SteeringService:
-    def __init__(self, *, sae_info: Callable[[], SaeInfo | None], lookup: ProfileLookup | None = None) -> None:
+    def __init__(self, *, sae_info: Callable[[], SaeInfo | None], lookup: ProfileLookup | None = None,
+                 model_names: Callable[[], tuple[str, ...]] | None = None) -> None:
         self._sae_info = sae_info
         self.lookup = lookup
+        # The ids a profile may name the loaded model by (the served name and the loaded id).
+        self._model_names = model_names
         self._state = ServerSteering()
         self._lock = threading.Lock()
 
@@ -152,9 +155,10 @@ class SteeringService:
 
     def check_compatible(self, profile: NamedSteering, *, param: str) -> None:
         info = self._require_sae(param)
-        if profile.model is not None and profile.model != info.model_id:
+        names = (self._model_names() if self._model_names is not None else ()) or (info.model_id,)
+        if profile.model is not None and profile.model not in names:
             raise InvalidRequest(
-                f"profile {profile.name!r} was made for model {profile.model!r}, but {info.model_id!r} is loaded",
+                f"profile {profile.name!r} was made for model {profile.model!r}, but {names[0]!r} is loaded",
                 param=param, code="profile_mismatch",
             )
         if profile.sae_id is not None and profile.sae_id != info.sae_id:
