@@ -75,7 +75,9 @@ class GenerationService:
         if model == name:
             return lm, None
         base, sep, profile = model.rpartition("+")
-        if sep and base == name and profile in self.profile_names():
+        # Any stored profile resolves here; one that does not fit the loaded model/SAE is then a
+        # 400 saying why (from steering.resolve), not a bare "model does not exist".
+        if sep and base == name and profile and self.steering.has_profile(profile):
             return lm, profile
         raise ModelNotFound(f"the model {model!r} does not exist; loaded: {name!r}", param="model")
 

@@ -173,6 +173,15 @@ class SteeringService:
             )
         _validate_features([(f.index, f.strength) for f in profile.features], info.d_sae, f"{param}.features")
 
+    def has_profile(self, name: str) -> bool:
+        if self.lookup is None:
+            return False
+        try:
+            self.lookup(name)
+        except NotFound:
+            return False
+        return True
+
     def _profile(self, name: str, param: str) -> NamedSteering:
         if self.lookup is None:
             raise InvalidRequest("profiles are not available on this server", param=param)
