@@ -10,13 +10,13 @@ import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest
 from millm.protocol import profiles as pp
 from millm.protocol.openai import ErrorResponse
-from millm.services.profile_formats import DSaeResolver
+from millm.services.profile_formats import DSaeResolver, invalid, validation_errors
 from millm.services.runtime import Runtime, named_steering
 
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
@@ -41,6 +41,13 @@ def _live_d_sae(rt: Runtime) -> DSaeResolver:
         return info.d_sae if info is not None and model in models and sae == info.sae_id else None
 
     return resolve
+
+
+def _version_from_if_match(if_match: str) -> int:
+    version = pp.version_from_etag(if_match)
+    if version is None:
+        raise InvalidRequest(f"If-Match {if_match!r} is not an ETag of this API", param="If-Match")
+    return version
 
 
 async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> None:
@@ -116,11 +123,11 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
                          body: dict[str, Any] = Body(..., description="ProfileUpdate: fields to change + version"),
                          if_match: str | None = Header(None)) -> pp.ProfilePublic:
     if if_match is not None and "version" not in body:
-        version = pp.version_from_etag(if_match)
-        if version is None:
-            raise InvalidRequest(f"If-Match {if_match!r} is not an ETag of this API", param="If-Match")
-        body = {**body, "version": version}
-    update = pp.ProfileUpdate.model_validate(body)
+        body = {**body, "version": _version_from_if_match(if_match)}
+    try:
+        update = pp.ProfileUpdate.model_validate(body)
+    except ValidationError as exc:
+        raise invalid(validation_errors(exc)) from exc
     profile = await asyncio.to_thread(rt.profiles.update, name, update)
     await _apply_if_active(rt, profile)
     return _etag(response, profile)
@@ -130,10 +137,8 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
 async def delete_profile(name: str, rt: RuntimeDep, version: int | None = None,
                          if_match: str | None = Header(None)) -> Response:
     if version is None and if_match is not None:
-        version = pp.version_from_etag(if_match)
-    was_active = (await asyncio.to_thread(rt.profiles.get, name)).active
-    await asyncio.to_thread(rt.profiles.delete, name, version=version)
-    if was_active:
+        version = _version_from_if_match(if_match)
+    if await asyncio.to_thread(rt.profiles.delete, name, version=version):
         rt.steering.deactivate()
     return Response(status_code=204)
 
