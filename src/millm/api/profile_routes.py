@@ -62,7 +62,8 @@ async def list_profiles(rt: RuntimeDep, model: str | None = None) -> pp.ProfileL
 
 @router.post("", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
 async def create_profile(body: pp.ProfileCreate, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
-    return _etag(response, await asyncio.to_thread(rt.profiles.create, body))
+    created = await asyncio.to_thread(rt.profiles.create, body, d_sae_resolver=_live_d_sae(rt))
+    return _etag(response, created)
 
 
 @router.get("/schema", response_model=dict[str, Any])
@@ -128,7 +129,7 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
         update = pp.ProfileUpdate.model_validate(body)
     except ValidationError as exc:
         raise invalid(validation_errors(exc)) from exc
-    profile = await asyncio.to_thread(rt.profiles.update, name, update)
+    profile = await asyncio.to_thread(rt.profiles.update, name, update, d_sae_resolver=_live_d_sae(rt))
     await _apply_if_active(rt, profile)
     return _etag(response, profile)
 

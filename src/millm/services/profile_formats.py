@@ -25,6 +25,7 @@ from millm.protocol.profiles import (
     PROFILE_FORMAT,
     GoodfireVariant,
     NeuronpediaFeaturePreset,
+    ProfileCreate,
     ProfileDocument,
     SaeRef,
     SteeringFeature,
@@ -131,7 +132,7 @@ def feature_errors(
 
 
 def check_document(
-    doc: ProfileDocument, *, prefix: str, d_sae_resolver: DSaeResolver | None, feature_path: Callable[[int, str], str]
+    doc: ProfileDocument | ProfileCreate, *, prefix: str, d_sae_resolver: DSaeResolver | None, feature_path: Callable[[int, str], str]
 ) -> FieldErrors:
     """Semantic checks beyond the schema: d_sae against the live SAE, index range, repeats."""
     errors: FieldErrors = []

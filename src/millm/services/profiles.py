@@ -36,6 +36,7 @@ from millm.protocol.profiles import (
 )
 from millm.services.profile_formats import (
     DSaeResolver,
+    check_document,
     feature_errors,
     invalid,
     numbered_name,
@@ -72,14 +73,18 @@ class ProfileService:
         with self._sessions.begin() as session:
             return self._public(session, repo.get_profile(session=session, name=name))
 
-    def create(self, body: ProfileCreate) -> ProfilePublic:
-        """Store a new profile (also how the current steering is saved as one)."""
-        _check_features(body.features, sae=body.sae)
+    def create(self, body: ProfileCreate, *, d_sae_resolver: DSaeResolver | None = None) -> ProfilePublic:
+        """Store a new profile (also how the current steering is saved as one).
+
+        `d_sae_resolver(model_id, sae_id)` gives the live SAE's d_sae where known, so a profile
+        naming the attached SAE with another size is refused on `sae.d_sae`.
+        """
+        _check_profile(body, d_sae_resolver)
         with self._sessions.begin() as session:
             row = repo.create_profile(session=session, data=_data(body))
             return self._public(session, row)
 
-    def update(self, name: str, body: ProfileUpdate) -> ProfilePublic:
+    def update(self, name: str, body: ProfileUpdate, *, d_sae_resolver: DSaeResolver | None = None) -> ProfilePublic:
         """Apply the fields set in `body` if the profile is still at `body.version`."""
         with self._sessions.begin() as session:
             row = repo.get_profile(session=session, name=name)
@@ -89,7 +94,7 @@ class ProfileService:
                 merged = ProfileCreate.model_validate({**_fields(row), **changes})
             except ValidationError as exc:  # e.g. an explicit null for a required field
                 raise invalid(validation_errors(exc)) from exc
-            _check_features(merged.features, sae=merged.sae)
+            _check_profile(merged, d_sae_resolver)
             row = repo.update_profile(session=session, name=name, expected_version=body.version, data=_data(merged))
             return self._public(session, row)
 
@@ -311,10 +316,10 @@ def _document(row: ProfileRow) -> ProfileDocument:
 # Checks
 
 
-def _check_features(features: list[SteeringFeature], *, sae: SaeRef) -> None:
-    raise_if_errors(
-        feature_errors(features, d_sae=sae.d_sae, sae_id=sae.id, path=lambda i, name: f"features[{i}].{name}")
-    )
+def _check_profile(profile: ProfileCreate, resolver: DSaeResolver | None) -> None:
+    raise_if_errors(check_document(
+        profile, prefix="", d_sae_resolver=resolver, feature_path=lambda i, name: f"features[{i}].{name}"
+    ))
 
 
 def _check_name(name: str) -> None:
