@@ -7,18 +7,20 @@ edited (in the body, or as an `If-Match` ETag) so a stale edit is a 409, never a
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError
 
 from millm.api.state import RuntimeDep
-from millm.errors import InvalidRequest
+from millm.errors import InvalidRequest, MillmError
 from millm.protocol import profiles as pp
 from millm.protocol.openai import ErrorResponse
 from millm.services.profile_formats import DSaeResolver, invalid, validation_errors
 from millm.services.runtime import Runtime, named_steering
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/profiles", tags=["profiles"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409)}
 
@@ -50,9 +52,18 @@ def _version_from_if_match(if_match: str) -> int:
     return version
 
 
-async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> None:
-    if profile.active:
+async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> pp.ProfilePublic:
+    """Re-apply an edited active profile; one edited to fit another model or SAE stops steering."""
+    if not profile.active:
+        return profile
+    try:
         rt.steering.activate(named_steering(profile))
+    except MillmError as exc:
+        log.warning("active profile %s no longer fits and was deactivated: %s", profile.name, exc.message)
+        await asyncio.to_thread(rt.profiles.deactivate)
+        rt.steering.deactivate()
+        return profile.model_copy(update={"active": False})
+    return profile
 
 
 @router.get("", response_model=pp.ProfileList)
@@ -130,8 +141,7 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
     except ValidationError as exc:
         raise invalid(validation_errors(exc)) from exc
     profile = await asyncio.to_thread(rt.profiles.update, name, update, d_sae_resolver=_live_d_sae(rt))
-    await _apply_if_active(rt, profile)
-    return _etag(response, profile)
+    return _etag(response, await _apply_if_active(rt, profile))
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS)
