@@ -5,19 +5,23 @@ only weights, config and tokenizer files, preferring safetensors. PyTorch `.bin`
 read by transformers with `weights_only=True`. Remote code runs only when explicitly allowed.
 Device and dtype are chosen automatically unless overridden; Gemma-2 gets eager attention so
 its attention soft-capping (and therefore its activations) match what SAEs were trained on.
+bitsandbytes 8-bit and 4-bit (nf4) quantization runs on CUDA and on the CPU; elsewhere, or without
+a working bitsandbytes, it is refused with an `InvalidRequest`. Files that cannot be read (a
+truncated or corrupt weights file, a bad config) raise `ModelLoadError`, never a bare exception.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from millm.errors import InvalidRequest, ModelLoadError, ModelNotFound
+from millm.errors import InvalidRequest, MillmError, ModelLoadError, ModelNotFound
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +73,12 @@ def pick_device(device: str) -> torch.device:
 
 def pick_dtype(dtype: str, device: torch.device, quantization: str) -> torch.dtype:
     if dtype != "auto":
+        if quantization != "none" and dtype == "float32":
+            raise InvalidRequest(
+                f"{quantization} quantization keeps the residual stream in float16/bfloat16; "
+                "use dtype auto, float16 or bfloat16 with it",
+                param="dtype",
+            )
         return DTYPES[dtype]
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
@@ -78,11 +88,51 @@ def pick_dtype(dtype: str, device: torch.device, quantization: str) -> torch.dty
 
 def bitsandbytes_available(device: torch.device) -> str | None:
     """None when bitsandbytes can quantize on `device`, else the reason it cannot."""
-    if importlib.util.find_spec("bitsandbytes") is None:
-        return "bitsandbytes is not installed (pip install 'millm[quant]')"
     if device.type not in ("cuda", "cpu"):
-        return f"bitsandbytes has no backend for device {device.type!r}"
+        return f"bitsandbytes has no backend for device {device.type!r}; use device cuda or cpu"
+    for package in ("bitsandbytes", "accelerate"):
+        if importlib.util.find_spec(package) is None:
+            return f"{package} is not installed (pip install 'millm[quant]')"
+    try:
+        import bitsandbytes  # noqa: F401 - a broken install (missing native library) fails here
+    except Exception as e:  # noqa: BLE001 - any import failure means "cannot run"
+        return f"bitsandbytes cannot be imported ({type(e).__name__}: {e})"
     return None
+
+
+class _OnceFilter(logging.Filter):
+    """Lets a log message through once; bitsandbytes' 8-bit matmul warns on every call."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+        self.seen = False
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith(self.prefix):
+            return True
+        if self.seen:
+            return False
+        self.seen = True
+        return True
+
+
+_BNB_8BIT_CAST = _OnceFilter("MatMul8bitLt: inputs will be cast")
+
+
+def _quiet_bitsandbytes() -> None:
+    # LLM.int8 quantizes bf16 inputs through fp16 and logs that for every matmul (every token).
+    logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if _BNB_8BIT_CAST not in logger.filters:
+        logger.addFilter(_BNB_8BIT_CAST)
+
+
+def _quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
+    from transformers import BitsAndBytesConfig
+
+    if quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
 
 
 def resolve_source(
@@ -97,9 +147,12 @@ def resolve_source(
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
+    # huggingface_hub reads HF_ENDPOINT once, at import; read it now like millm.hub does.
+    endpoint = os.environ.get("HF_ENDPOINT") or None
     try:
         local = snapshot_download(
-            source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None, allow_patterns=MODEL_FILE_PATTERNS
+            source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None,
+            allow_patterns=MODEL_FILE_PATTERNS, endpoint=endpoint,
         )
     except (RepositoryNotFoundError, RevisionNotFoundError) as e:
         raise ModelNotFound(f"model {source!r} (revision {revision or 'main'}) not found on the Hub", param="model") from e
@@ -112,7 +165,7 @@ def resolve_source(
         # No safetensors in the repo: fetch .bin weights, which transformers reads weights-only.
         local_path = Path(
             snapshot_download(source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None,
-                              allow_patterns=[*MODEL_FILE_PATTERNS, "*.bin"])
+                              allow_patterns=[*MODEL_FILE_PATTERNS, "*.bin"], endpoint=endpoint)
         )
     return local_path, revision
 
@@ -128,36 +181,46 @@ def load_model(
     trust_remote_code: bool = False,
     cache_dir: Path | None = None,
     max_context: int | None = None,
+    local_dir: Path | None = None,
 ) -> LoadedModel:
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
+    """Load `source` (a folder or Hub repo id); `local_dir`, when given, is where its files already are.
 
+    With bitsandbytes quantization only the Linear layers of the blocks are quantized; embeddings,
+    norms and so the residual stream stay in the 16-bit compute dtype (`LoadedModel.dtype`), which
+    is what SAEs are cast to.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    if quantization not in ("none", "8bit", "4bit"):
+        raise InvalidRequest(f"unknown quantization {quantization!r}; use none, 8bit or 4bit", param="quantization")
     dev = pick_device(device)
     torch_dtype = pick_dtype(dtype, dev, quantization)
     if quantization != "none":
         reason = bitsandbytes_available(dev)
         if reason:
             raise InvalidRequest(f"{quantization} quantization is unavailable: {reason}", param="quantization")
-    path, rev = resolve_source(source, revision=revision, cache_dir=cache_dir)
+        _quiet_bitsandbytes()
+    if local_dir is not None:
+        path, rev = Path(local_dir), revision
+    else:
+        path, rev = resolve_source(source, revision=revision, cache_dir=cache_dir)
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}
         if config.model_type in EAGER_ATTENTION_TYPES:
             kwargs["attn_implementation"] = "eager"
-        if quantization == "8bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
-        elif quantization == "4bit":
-            kwargs["quantization_config"] = BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch_dtype
-            )
         if quantization != "none":
+            kwargs["quantization_config"] = _quantization_config(quantization, torch_dtype)
             kwargs["device_map"] = {"": dev.index if dev.type == "cuda" and dev.index is not None else dev.type}
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         if quantization == "none":
             model = model.to(dev)
         model.eval()
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError, RuntimeError, KeyError) as e:
-        raise ModelLoadError(f"could not load model {source!r}: {e}", param="model") from e
+    except MillmError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a model that cannot be read is the caller's problem, not a crash
+        raise ModelLoadError(f"could not load model {source!r}: {_describe_load_error(e)}", param="model") from e
 
     text_cfg = model.config.get_text_config()
     ctx = int(getattr(text_cfg, "max_position_embeddings", 0) or getattr(tokenizer, "model_max_length", 2048))
@@ -171,18 +234,30 @@ def load_model(
             eos.update(int(c) for c in candidate)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
+    # The residual stream runs in the embeddings' dtype (the compute dtype when quantized).
+    residual_dtype = model.get_input_embeddings().weight.dtype
     return LoadedModel(
         model_id=model_id or source,
         model=model,
         tokenizer=tokenizer,
         device=dev,
-        dtype=torch_dtype,
+        dtype=residual_dtype if residual_dtype.is_floating_point else torch_dtype,
         quantization=quantization,
         context_length=ctx,
         eos_ids=frozenset(eos),
         special_ids=frozenset(int(i) for i in tokenizer.all_special_ids),
         bos_id=tokenizer.bos_token_id,
-        num_parameters=sum(p.numel() for p in model.parameters()),
+        num_parameters=int(model.num_parameters()),  # counts packed 4-bit weights at full size
         source=source,
         revision=rev,
     )
+
+
+def _describe_load_error(e: Exception) -> str:
+    """A message that says what is wrong with the files, not where transformers noticed it."""
+    text = str(e).strip() or type(e).__name__
+    if type(e).__name__ == "SafetensorError" or "deserializ" in text.lower():
+        return f"a weights file is corrupt or truncated ({text}); delete it from the cache and pull again"
+    if isinstance(e, torch.cuda.OutOfMemoryError):
+        return f"out of GPU memory while loading ({text.splitlines()[0]})"
+    return text.splitlines()[0] if len(text) > 500 else text
