@@ -4,6 +4,13 @@ A new model is loaded on a separate thread while the old one keeps serving; the 
 exclusive worker call, so sequences in flight finish on the model they started with and
 queued requests for the old model id get a clear 503 afterwards. A failed load (missing or
 corrupt files, not enough memory) leaves the previous model in place.
+
+Before loading, the source is resolved to a folder (a local folder, the cached snapshot of a
+Hub repo, else a pull into the cache) and the memory it needs (weights at the chosen precision,
+KV cache for one sequence at the configured context, the attached SAE, overhead) is compared
+with free memory; a load that would not fit is refused with `InsufficientMemory` unless forced
+(per request, or `force_load` for every load). Loading a cached repo marks it used in the cache
+index.
 """
 
 from __future__ import annotations
@@ -18,6 +25,10 @@ import torch
 
 from millm.engine.model_loading import LoadedModel, load_model
 from millm.engine.worker import Worker
+from millm.errors import InsufficientMemory, MillmError
+from millm.hub.cache import CacheIndex
+from millm.hub.memory import MemoryEstimate, check_fits
+from millm.services.hub import estimate_for, free_memory, resolve_model_source
 from millm.services.saes import SaeService
 
 log = logging.getLogger(__name__)
@@ -27,15 +38,20 @@ log = logging.getLogger(__name__)
 class SwapResult:
     model: LoadedModel | None
     sae_message: str | None = None
+    estimate: MemoryEstimate | None = None
+    available_bytes: int | None = None
 
 
 class ModelService:
     def __init__(self, *, worker: Worker, saes: SaeService, defaults: dict[str, Any],
-                 served_model_name: str | None = None) -> None:
+                 served_model_name: str | None = None, index: CacheIndex | None = None,
+                 force_load: bool = False) -> None:
         self.worker = worker
         self.saes = saes
         self.defaults = defaults
         self.served_model_name = served_model_name
+        self.index = index
+        self.force_load = force_load
         self.loading: str | None = None
         self._lock = asyncio.Lock()
 
@@ -49,13 +65,41 @@ class ModelService:
             return None
         return self.served_model_name or lm.model_id
 
-    async def load(self, source: str, **options: Any) -> SwapResult:
+    def _sae_numel(self) -> int:
+        att = self.saes.attached
+        if att is None:
+            return 0
+        return sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
+
+    def _check_memory(self, folder: Any, kwargs: dict[str, Any], force: bool) -> tuple[MemoryEstimate | None, int | None]:
+        """Blocking. Raises InsufficientMemory unless forced; an estimate that cannot be made is skipped."""
+        try:
+            est = estimate_for(folder, dtype=kwargs.get("dtype") or "auto",
+                               quantization=kwargs.get("quantization") or "none",
+                               device=kwargs.get("device") or "auto",
+                               max_context_cap=kwargs.get("max_context"), sae_numel=self._sae_numel())
+        except MillmError as e:  # e.g. only .bin weights: no headers to count; loading will tell
+            log.warning("no memory estimate before loading: %s", e.message)
+            return None, None
+        try:
+            free = check_fits(est, force=force, available=free_memory(est.device))
+        except InsufficientMemory as e:
+            hint = (" The current model stays loaded until the new one is ready; unload it first to free its "
+                    "memory." if self.worker.loaded is not None else "")
+            raise InsufficientMemory(e.message + hint, param="model") from None
+        if est.total_bytes > free:
+            log.warning("forced load: needs %s, %d bytes free", est.describe(), free)
+        return est, free
+
+    async def load(self, source: str, *, force: bool = False, **options: Any) -> SwapResult:
         async with self._lock:
             self.loading = source
             try:
-                options.pop("force", None)
                 kwargs = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
-                new = await asyncio.to_thread(load_model, source, **kwargs)
+                src = await asyncio.to_thread(resolve_model_source, source, revision=kwargs.get("revision"),
+                                              cache_dir=kwargs.get("cache_dir"), index=self.index)
+                est, free = await asyncio.to_thread(self._check_memory, src.folder, kwargs, force or self.force_load)
+                new = await asyncio.to_thread(load_model, source, local_dir=src.folder, **kwargs)
 
                 def swap(w: Worker) -> SwapResult:
                     old = w.loaded
@@ -65,10 +109,12 @@ class ModelService:
                     gc.collect()
                     if torch.cuda.is_available():
                         torch.cuda.empty_cache()
-                    return SwapResult(new, message)
+                    return SwapResult(new, message, est, free)
 
                 result = await asyncio.wrap_future(self.worker.call(swap))
-                log.info("model %s loaded (%s, %s)", new.model_id, new.device, new.dtype)
+                if src.repo_id is not None and self.index is not None:
+                    self.index.mark_used(src.repo_id)
+                log.info("model %s loaded (%s, %s, %s)", new.model_id, new.device, new.dtype, new.quantization)
                 return result
             finally:
                 self.loading = None

@@ -16,6 +16,7 @@ from millm import demo
 from millm.config import Settings
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
+from millm.hub.jobs import JobManager
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
 from millm.services.metrics import Metrics
@@ -49,8 +50,10 @@ class Runtime:
         self.profiles = ProfileService(self.db.session_factory)
         self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir)
+        self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
+            index=self.jobs.index, force_load=settings.force_load,
             defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
                       "max_context": settings.max_context, "revision": settings.model_revision},
@@ -97,6 +100,7 @@ class Runtime:
     async def start(self) -> None:
         self.monitor.bind_loop(asyncio.get_running_loop())
         self.worker.start()
+        await asyncio.to_thread(self.jobs.start)
         self._boot_task = asyncio.create_task(self._boot())
 
     async def wait_ready(self) -> None:
@@ -106,6 +110,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._boot_task is not None and not self._boot_task.done():
             self._boot_task.cancel()
+        await asyncio.to_thread(self.jobs.shutdown)
         await asyncio.to_thread(self.worker.stop)
         self.db.close()
 

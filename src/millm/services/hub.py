@@ -1,0 +1,224 @@
+"""The server's side of `millm.hub`: download jobs, the cache, memory estimates, model sources.
+
+- `resolve_model_source`: a model argument becomes a local folder: a folder as is, a Hub repo
+  id from the cache (no network), else pulled into the cache first (same file selection and
+  error messages as `millm pull`).
+- `estimate_for`: the memory a load would take, with the context capped like the loader caps it.
+- `HubService`: what the routes call: submit downloads (a SAELens release + sae_id is resolved
+  to a repo and folder first), read and cancel jobs, list and delete cached repos (refusing
+  repos in use or being downloaded), estimate a model by folder, cached repo or Hub repo.
+
+Results name repos by id, revision and folder inside the repo; the absolute paths computed
+here stay inside the services.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
+from millm.hub.cache import CacheIndex, CachedRepo, list_cache, local_path
+from millm.hub.files import select_weight_files
+from millm.hub.memory import (
+    MemoryEstimate,
+    available_memory,
+    dtype_bytes,
+    estimate_local,
+    estimate_remote,
+    max_context,
+    resolve_device,
+)
+
+if TYPE_CHECKING:  # the download stack (httpx2, Hub errors) loads only when something is pulled
+    from millm.hub.jobs import Job, JobManager
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------- model sources
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    folder: Path  # server-internal; never sent to clients
+    repo_id: str | None  # set when the model came from the Hub cache
+    origin: str  # "local", "cache" or "hub" (pulled just now)
+
+
+def looks_like_path(source: str) -> bool:
+    return source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+
+
+def _complete(folder: Path) -> bool:
+    """Whether a cached snapshot has config and every weight file (a cancelled pull or an estimate
+    leaves snapshots with only some files)."""
+    if not (folder / "config.json").is_file():
+        return False
+    names = [p.name for p in folder.iterdir()]
+    weights = select_weight_files(names)
+    if not weights:
+        return False
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        if index_name in weights:
+            try:
+                shards = set(json.loads((folder / index_name).read_text())["weight_map"].values())
+            except (ValueError, KeyError, TypeError):
+                return False
+            return all((folder / shard).is_file() for shard in shards)
+    return True
+
+
+def cached_model_folder(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:
+    """The complete cached snapshot of a model repo, or None."""
+    try:
+        folder = local_path(repo_id, revision, cache_dir=cache_dir)
+    except NotFound:
+        return None
+    return folder if _complete(folder) else None
+
+
+def resolve_model_source(
+    source: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    index: CacheIndex | None = None,
+) -> ModelSource:
+    """A local folder, else the cached snapshot of a Hub repo, else a pull of it. Blocking."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return ModelSource(path, None, "local")
+    if looks_like_path(source) or not source.strip():
+        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
+    folder = cached_model_folder(source, revision, cache_dir)
+    if folder is not None:
+        return ModelSource(folder, source, "cache")
+    from millm.hub.download import pull_model
+
+    log.info("model %s is not in the cache; pulling it", source)
+    folder = pull_model(source, revision, cache_dir, index=index)
+    return ModelSource(folder, source, "hub")
+
+
+# ---------------------------------------------------------------------------- estimates
+
+
+def _cap_context(est: MemoryEstimate, cap: int | None) -> MemoryEstimate:
+    """The estimate at min(model context, cap): the KV cache is linear in the context."""
+    if cap is None or cap >= est.context:
+        return est
+    return replace(est, context=cap, kv_cache_bytes=est.kv_cache_bytes // est.context * cap)
+
+
+def weight_bytes(dtype: str, quantization: str, device: str) -> float:
+    """Bytes per value of the residual stream / SAE for a load with these options."""
+    if quantization != "none":
+        return 2.0
+    return dtype_bytes(dtype, resolve_device(device).split(":")[0])
+
+
+def estimate_for(
+    folder: Path | None,
+    *,
+    repo_id: str | None = None,
+    revision: str | None = None,
+    dtype: str = "auto",
+    quantization: str = "none",
+    device: str = "auto",
+    context: int | None = None,
+    max_context_cap: int | None = None,
+    sae_numel: int = 0,
+) -> MemoryEstimate:
+    """Estimate a local folder, or (folder None) a Hub repo from its safetensors headers."""
+    sae_bytes = int(sae_numel * weight_bytes(dtype, quantization, device))
+    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, batch=1, sae_bytes=sae_bytes)
+    if folder is not None:
+        if context is None and max_context_cap is not None:
+            config = json.loads((folder / "config.json").read_text())
+            model_max = max_context(config)
+            context = min(model_max, max_context_cap) if model_max else max_context_cap
+        return estimate_local(folder, context=context, **options)
+    assert repo_id is not None
+    # estimate_remote fetches config.json; a scratch cache keeps that stub out of the real one.
+    with tempfile.TemporaryDirectory(prefix="millm-estimate-") as scratch:
+        est = estimate_remote(repo_id, revision, cache_dir=scratch, context=context, **options)
+    return est if context is not None else _cap_context(est, max_context_cap)
+
+
+def free_memory(device: str) -> int:
+    """Free bytes on `device`; InvalidRequest for a CUDA device this machine does not have."""
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise InvalidRequest(f"device {device!r} was requested but CUDA is not available", param="device")
+    if device.startswith("mps"):
+        return available_memory("cpu")  # unified memory
+    return available_memory(device)
+
+
+# ---------------------------------------------------------------------------- service
+
+
+@dataclass
+class HubService:
+    """Per-request facade over the one `JobManager`; `in_use` names repos the server holds loaded."""
+
+    jobs: JobManager
+    defaults: dict[str, Any]  # device, dtype, quantization, max_context
+    in_use: frozenset[str] = frozenset()
+    sae_numel: int = 0  # the attached SAE, counted in estimates (it is re-attached after a switch)
+
+    # -------------------------------------------------------------- downloads
+    def submit(self, *, kind: str, repo_id: str | None, revision: str | None = None, path: str | None = None,
+               release: str | None = None, sae_id: str | None = None) -> Job:
+        if release is not None:
+            from millm.sae.registry_saelens import resolve_pretrained
+
+            entry = resolve_pretrained(release, sae_id or "")
+            repo_id, path = entry.repo_id, entry.path
+        if not repo_id:
+            raise InvalidRequest("repo_id is required", param="repo_id")
+        return self.jobs.submit(kind, repo_id, revision, path)
+
+    # -------------------------------------------------------------- cache
+    def cached(self, kind: str | None = None) -> list[CachedRepo]:
+        return list_cache(self.jobs.cache_dir, index=self.jobs.index, kind=kind)
+
+    def delete(self, repo_id: str, revision: str | None = None) -> int:
+        if repo_id in self.in_use:
+            raise Conflict(f"'{repo_id}' is in use (the loaded model or the attached SAE); unload or detach it "
+                           "before deleting it from the cache.", param="repo_id", code="in_use")
+        return self.jobs.delete_cached(repo_id, revision)
+
+    # -------------------------------------------------------------- estimates
+    def estimate(self, model: str, *, revision: str | None = None, dtype: str | None = None,
+                 quantization: str | None = None, device: str | None = None,
+                 context: int | None = None) -> tuple[str, MemoryEstimate, int]:
+        """(origin, estimate, free bytes) for a local folder, a cached repo or a Hub repo."""
+        opts: dict[str, Any] = dict(
+            dtype=dtype or self.defaults.get("dtype", "auto"),
+            quantization=quantization or self.defaults.get("quantization", "none"),
+            device=device or self.defaults.get("device", "auto"),
+            context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
+        )
+        path = Path(model).expanduser()
+        if path.is_dir():
+            origin, est = "local", estimate_for(path, **opts)
+        elif looks_like_path(model):
+            raise ModelNotFound(f"model folder {model!r} does not exist", param="model")
+        else:
+            folder = cached_model_folder(model, revision, self.jobs.cache_dir)
+            if folder is not None:
+                origin, est = "cache", estimate_for(folder, **opts)
+            else:
+                origin = "hub"
+                est = estimate_for(None, repo_id=model, revision=revision, **opts)
+        return origin, est, free_memory(est.device)
