@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Response
@@ -10,15 +11,21 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from millm import __version__
+from millm.api.hub_routes import estimate_out
 from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest
 from millm.protocol import admin as a
 from millm.protocol.openai import ErrorResponse
+from millm.services.hub import looks_like_path
 from millm.services.runtime import Runtime
 from millm.services.saes import AttachedSae
 
 router = APIRouter(tags=["admin"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 503)}
+
+
+def looks_local(source: str) -> bool:
+    return looks_like_path(source) or Path(source).expanduser().is_dir()
 
 
 def model_out(rt: Runtime) -> a.LoadedModelOut | None:
@@ -27,7 +34,7 @@ def model_out(rt: Runtime) -> a.LoadedModelOut | None:
         return None
     cfg = lm.model.config.get_text_config()
     return a.LoadedModelOut(
-        id=rt.models.served_name() or lm.model_id, source=lm.source if not lm.source.startswith("/") else "local",
+        id=rt.models.served_name() or lm.model_id, source="local" if looks_local(lm.source) else lm.source,
         revision=lm.revision, device=str(lm.device), dtype=str(lm.dtype).removeprefix("torch."),
         quantization=lm.quantization, parameters=lm.num_parameters, context_length=lm.context_length,
         d_model=lm.d_model, num_layers=int(cfg.num_hidden_layers),
@@ -96,11 +103,18 @@ async def loaded_model(rt: RuntimeDep) -> a.LoadedModelOut | None:
 
 @router.post("/api/models/load", response_model=a.ModelLoadOut, responses=ERRORS)
 async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
+    """Load or switch to a model (local folder or Hub repo id; a repo not in the cache is pulled first).
+
+    The previous model keeps serving until the new one is ready; a failed load keeps it."""
     result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
                                   quantization=body.quantization, device=body.device, force=body.force)
+    if result.sae_message is not None:
+        rt.steering.clear()
     out = model_out(rt)
     assert out is not None
-    return a.ModelLoadOut(model=out, sae_detached=result.sae_message)
+    estimate = (estimate_out(result.estimate, result.available_bytes)
+                if result.estimate is not None and result.available_bytes is not None else None)
+    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, memory_estimate=estimate)
 
 
 @router.post("/api/models/unload", status_code=204, responses=ERRORS)

@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from millm.protocol.hub import MemoryEstimateOut
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
@@ -43,6 +45,9 @@ class LoadedModelOut(BaseModel):
 class ModelLoadOut(BaseModel):
     model: LoadedModelOut
     sae_detached: str | None = Field(None, description="Why an attached SAE was detached, if it was.")
+    memory_estimate: MemoryEstimateOut | None = Field(
+        None, description="The estimate checked before loading (null when the weights have no safetensors headers)."
+    )
 
 
 # ---------------------------------------------------------------------------- SAEs

@@ -1,0 +1,230 @@
+"""/api/downloads (jobs, SSE events), /ws/downloads, /api/cache and /api/models/estimate.
+
+HTTP framing only: the work is in `millm.services.hub` and `millm.hub.jobs`. Jobs and cache
+entries are named by repo id, revision and folder inside the repo, never by server path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated, Any, AsyncIterator
+
+from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect
+from sse_starlette import EventSourceResponse
+
+from millm.api.errors import error_body
+from millm.api.state import RuntimeDep, WsRuntimeDep
+from millm.errors import MillmError
+from millm.hub.cache import CachedRepo
+from millm.hub.events import JobEvent, Subscription
+from millm.hub.jobs import Job
+from millm.hub.memory import MemoryEstimate
+from millm.protocol import hub as h
+from millm.protocol.openai import ErrorResponse
+from millm.services.hub import HubService
+
+router = APIRouter(tags=["hub"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 502)}
+SSE_PING_S = 15
+
+
+def hub_service(rt: RuntimeDep) -> HubService:
+    """A HubService over the runtime's one JobManager, knowing which repos are loaded right now."""
+    in_use: set[str] = set()
+    lm = rt.worker.loaded
+    if lm is not None:
+        in_use.add(lm.source)
+    att = rt.saes.attached
+    sae_numel = 0
+    if att is not None:
+        if att.source.get("repo_id"):
+            in_use.add(str(att.source["repo_id"]))
+        sae_numel = sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
+    s = rt.settings
+    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel,
+                      defaults={"device": s.device, "dtype": s.dtype, "quantization": s.quantization,
+                                "max_context": s.max_context})
+
+
+HubDep = Annotated[HubService, Depends(hub_service)]
+
+
+# ---------------------------------------------------------------------------- shapes
+
+
+def job_out(job: Job | dict[str, Any]) -> h.JobOut:
+    d = job.to_dict() if isinstance(job, Job) else dict(job)
+    total, done = d["bytes_total"], d["bytes_done"]
+    progress = 1.0 if d["state"] == "completed" else (min(1.0, done / total) if total else 0.0)
+    return h.JobOut(
+        id=d["id"], kind=d["kind"], repo_id=d["repo_id"], name=d["repo_id"].rsplit("/", 1)[-1],
+        revision=d["revision"], path=d["path"], state=d["state"], commit=d["commit"], bytes_done=done,
+        bytes_total=total, files_done=d["files_done"], files_total=d["files_total"], progress=round(progress, 4),
+        current_file=d["current_file"], error=h.JobError(**d["error"]) if d["error"] else None,
+        attempts=d["attempts"], created_at=d["created_at"], updated_at=d["updated_at"],
+        finished_at=d["finished_at"],
+    )
+
+
+def event_out(event: JobEvent) -> h.DownloadEvent:
+    return h.DownloadEvent(type=event.type, job=job_out(event.job))  # type: ignore[arg-type]
+
+
+def cached_out(repo: CachedRepo, hub: HubService) -> h.CachedRepoOut:
+    return h.CachedRepoOut(**repo.to_dict(), in_use=repo.repo_id in hub.in_use,
+                           downloading=hub.jobs.is_busy(repo.repo_id))
+
+
+def estimate_out(est: MemoryEstimate, available: int) -> h.MemoryEstimateOut:
+    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, fits=est.total_bytes <= available,
+                               summary=est.describe())
+
+
+# ---------------------------------------------------------------------------- downloads
+
+
+@router.post("/api/downloads", status_code=202, response_model=h.JobOut, responses=ERRORS)
+async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
+    """Pull a model or an SAE into the cache as a background job; an identical running job is returned."""
+    job = await asyncio.to_thread(hub.submit, kind=body.kind, repo_id=body.repo_id, revision=body.revision,
+                                  path=body.path, release=body.release, sae_id=body.sae_id)
+    return job_out(job)
+
+
+@router.get("/api/downloads", response_model=h.JobList)
+async def list_downloads(rt: RuntimeDep, active: bool = False) -> h.JobList:
+    data = [job_out(j) for j in rt.jobs.list(active_only=active)]
+    return h.JobList(data=data, count=len(data))
+
+
+async def _sse_events(sub: Subscription, initial: list[Job]) -> AsyncIterator[dict[str, str]]:
+    try:
+        for job in initial:
+            yield {"event": "state", "data": h.DownloadEvent(type="state", job=job_out(job)).model_dump_json()}
+        async for event in sub:
+            yield {"event": event.type, "data": event_out(event).model_dump_json()}
+    finally:
+        sub.close()
+
+
+@router.get("/api/downloads/events", responses=ERRORS)
+async def download_events(rt: RuntimeDep) -> EventSourceResponse:
+    """SSE: the state of every active job first, then every job's 'state' and 'progress' events."""
+    sub = rt.jobs.subscribe_async()
+    return EventSourceResponse(_sse_events(sub, rt.jobs.list(active_only=True)), ping=SSE_PING_S)
+
+
+@router.get("/api/downloads/{job_id}", response_model=h.JobOut, responses=ERRORS)
+async def get_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+    return job_out(rt.jobs.get(job_id))
+
+
+@router.get("/api/downloads/{job_id}/events", responses=ERRORS)
+async def job_events(job_id: str, rt: RuntimeDep) -> EventSourceResponse:
+    """SSE for one job: its current state, then its events; the stream ends after a final state."""
+    sub = rt.jobs.subscribe_async(job_id)  # NotFound before the stream starts -> a 404
+    return EventSourceResponse(_sse_events(sub, []), ping=SSE_PING_S)
+
+
+@router.post("/api/downloads/{job_id}/cancel", response_model=h.JobOut, responses=ERRORS)
+async def cancel_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+    """Stop a job; the file being transferred is deleted, finished files stay in the cache."""
+    return job_out(rt.jobs.cancel(job_id))
+
+
+@router.post("/api/downloads/{job_id}/resume", response_model=h.JobOut, responses=ERRORS)
+async def resume_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+    """Run a failed or cancelled job again; files already complete are not fetched twice."""
+    return job_out(rt.jobs.resume(job_id))
+
+
+@router.delete("/api/downloads/{job_id}", status_code=204, responses=ERRORS)
+async def forget_download(job_id: str, rt: RuntimeDep) -> Response:
+    """Remove a finished job from the list (409 while it is queued or running)."""
+    rt.jobs.forget(job_id)
+    return Response(status_code=204)
+
+
+@router.websocket("/ws/downloads")
+async def downloads_ws(websocket: WebSocket, rt: WsRuntimeDep, job_id: str | None = None) -> None:
+    """One JSON DownloadEvent per message: active jobs' states first (or the one job's), then events.
+
+    For one job (``?job_id=``) the socket is closed after its final state."""
+    await websocket.accept()
+    try:
+        sub = rt.jobs.subscribe_async(job_id)
+    except MillmError as e:
+        await websocket.send_text(json.dumps(error_body(e)))
+        await websocket.close(code=1008)
+        return
+    closed = asyncio.Event()
+
+    async def read_until_closed() -> None:
+        try:
+            while (await websocket.receive()).get("type") != "websocket.disconnect":
+                pass
+        finally:
+            closed.set()
+
+    reader = asyncio.create_task(read_until_closed())
+    try:
+        if job_id is None:
+            for job in rt.jobs.list(active_only=True):
+                await websocket.send_text(h.DownloadEvent(type="state", job=job_out(job)).model_dump_json())
+        while not closed.is_set():
+            try:
+                event = await asyncio.wait_for(sub.aget(), timeout=0.5)
+            except TimeoutError:
+                continue
+            if event is None:  # the one job finished
+                await websocket.close()
+                break
+            await websocket.send_text(event_out(event).model_dump_json())
+    except (WebSocketDisconnect, RuntimeError):
+        pass
+    finally:
+        sub.close()
+        reader.cancel()
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+@router.get("/api/cache", response_model=h.CacheList)
+async def list_cache(hub: HubDep, kind: str | None = Query(None, pattern="^(model|sae)$")) -> h.CacheList:
+    """Cached models and SAEs: size, revisions, last use, SAE folders; by repo id, never by path."""
+    repos = await asyncio.to_thread(hub.cached, kind)
+    data = [cached_out(r, hub) for r in repos]
+    return h.CacheList(data=data, count=len(data), size_bytes=sum(r.size_bytes for r in repos))
+
+
+@router.delete("/api/cache/{repo_id:path}", response_model=h.CacheDeleteOut, responses=ERRORS)
+async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) -> h.CacheDeleteOut:
+    """Delete a cached repo (or one revision); refused while it is loaded or being downloaded."""
+    freed = await asyncio.to_thread(hub.delete, repo_id, revision)
+    return h.CacheDeleteOut(repo_id=repo_id, revision=revision, freed_bytes=freed)
+
+
+# ---------------------------------------------------------------------------- estimates
+
+
+@router.get("/api/models/estimate", response_model=h.ModelEstimateOut, responses=ERRORS)
+async def estimate_model(
+    hub: HubDep,
+    model: str,
+    revision: str | None = None,
+    dtype: str | None = Query(None, pattern="^(auto|float32|float16|bfloat16)$"),
+    quantization: str | None = Query(None, pattern="^(none|8bit|4bit)$"),
+    device: str | None = Query(None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$"),
+    context: int | None = Query(None, ge=1),
+) -> h.ModelEstimateOut:
+    """Memory a load would need (weights + KV cache for one sequence + attached SAE + overhead) vs free memory.
+
+    `model` is a local folder, a cached repo id, or a Hub repo id (read from its safetensors headers,
+    nothing downloaded). Defaults are the server's dtype, quantization, device and max context."""
+    origin, est, free = await asyncio.to_thread(hub.estimate, model, revision=revision, dtype=dtype,
+                                                quantization=quantization, device=device, context=context)
+    name = model if origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
+    return h.ModelEstimateOut(model=name, source=origin, estimate=estimate_out(est, free))  # type: ignore[arg-type]
+

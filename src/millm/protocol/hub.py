@@ -1,0 +1,152 @@
+"""Wire shapes of downloads (/api/downloads, /ws/downloads), the cache (/api/cache) and memory estimates.
+
+Every repo is named by its Hub id, revision and the folder inside the repo; no shape here has a
+field for a path on the server's disk.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+# ---------------------------------------------------------------------------- downloads
+
+
+class DownloadIn(_Strict):
+    """A pull: a model by repo id, or an SAE by repo id (+ folder) or by SAELens release + sae_id."""
+
+    kind: Literal["model", "sae"] = "model"
+    repo_id: str | None = Field(None, description="Hub repo id, 'namespace/name'.")
+    revision: str | None = Field(None, description="Branch, tag or commit (default: main).")
+    path: str | None = Field(None, description="SAE only: the folder (or file) inside the repo; none: the whole repo.")
+    release: str | None = Field(None, description="SAE only: a SAELens release (needs sae_lens installed).")
+    sae_id: str | None = Field(None, description="SAE only: the SAE id within the SAELens release.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DownloadIn:
+        if self.kind == "model":
+            if self.path or self.release or self.sae_id:
+                raise ValueError("path, release and sae_id are for SAE downloads (kind 'sae')")
+            if not self.repo_id:
+                raise ValueError("repo_id is required")
+        elif self.release or self.sae_id:
+            if not (self.release and self.sae_id):
+                raise ValueError("give both release and sae_id")
+            if self.repo_id or self.path:
+                raise ValueError("give either repo_id (+ path) or release + sae_id, not both")
+        elif not self.repo_id:
+            raise ValueError("give repo_id (+ path) or release + sae_id")
+        return self
+
+
+class JobError(BaseModel):
+    code: str | None
+    message: str
+    status: int
+    type: str
+    param: str | None = None
+
+
+class JobOut(BaseModel):
+    id: str
+    kind: Literal["model", "sae"]
+    repo_id: str
+    name: str = Field(description="The repo name without its namespace.")
+    revision: str
+    path: str = Field(description="SAE folder inside the repo; '' for models and whole-repo SAEs.")
+    state: Literal["queued", "running", "completed", "failed", "cancelled"]
+    commit: str | None
+    bytes_done: int
+    bytes_total: int
+    files_done: int
+    files_total: int
+    progress: float = Field(description="bytes_done / bytes_total, 0..1 (1 when finished).")
+    current_file: str | None = Field(description="Path inside the repo of the file being transferred.")
+    error: JobError | None
+    attempts: int
+    created_at: float
+    updated_at: float
+    finished_at: float | None
+
+
+class JobList(BaseModel):
+    data: list[JobOut]
+    count: int
+
+
+class DownloadEvent(BaseModel):
+    """One SSE `data:` or WebSocket message. 'state' on every state change, 'progress' while bytes move."""
+
+    type: Literal["state", "progress"]
+    job: JobOut
+
+
+# ---------------------------------------------------------------------------- cache
+
+
+class CachedRevisionOut(BaseModel):
+    commit: str
+    refs: list[str]
+    size_bytes: int
+    files: int
+
+
+class CachedRepoOut(BaseModel):
+    repo_id: str
+    name: str
+    kind: Literal["model", "sae"]
+    size_bytes: int
+    nb_files: int
+    refs: list[str]
+    revisions: list[CachedRevisionOut]
+    last_modified: float
+    last_used: float | None
+    sae_paths: list[str] = Field(description="SAE folders present in the repo ('' = the repo root).")
+    in_use: bool = Field(description="The loaded model or the attached SAE comes from this repo.")
+    downloading: bool = Field(description="A download job for this repo is queued or running.")
+
+
+class CacheList(BaseModel):
+    data: list[CachedRepoOut]
+    count: int
+    size_bytes: int
+
+
+class CacheDeleteOut(BaseModel):
+    repo_id: str
+    revision: str | None
+    freed_bytes: int
+
+
+# ---------------------------------------------------------------------------- memory estimates
+
+
+class MemoryEstimateOut(BaseModel):
+    """What a load needs (weights + KV cache + SAE + overhead) against free memory on the device."""
+
+    params: int
+    weights_bytes: int
+    kv_cache_bytes: int
+    sae_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    dtype: str
+    quantization: str
+    context: int
+    batch: int
+    device: str
+    available_bytes: int
+    fits: bool
+    summary: str
+
+
+class ModelEstimateOut(BaseModel):
+    model: str = Field(description="The model as asked (a repo id or the name of a local folder).")
+    source: Literal["local", "cache", "hub"] = Field(description="Where the parameter count was read.")
+    estimate: MemoryEstimateOut
