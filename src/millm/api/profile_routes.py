@@ -94,8 +94,12 @@ async def import_profiles(request: Request, rt: RuntimeDep,
                           name: str | None = None) -> pp.ImportResult:
     """Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (raw JSON body)."""
     raw = await request.body()
-    return await asyncio.to_thread(rt.profiles.import_document, raw, on_conflict=on_conflict,  # type: ignore[arg-type]
-                                   name=name, d_sae_resolver=_live_d_sae(rt))
+    result = await asyncio.to_thread(rt.profiles.import_document, raw,
+                                     on_conflict=on_conflict,  # type: ignore[arg-type]
+                                     name=name, d_sae_resolver=_live_d_sae(rt))
+    # on_conflict=replace may have overwritten the active profile: steer with the new content.
+    result.profiles = [await _apply_if_active(rt, profile) for profile in result.profiles]
+    return result
 
 
 @router.post("/deactivate", status_code=204)
