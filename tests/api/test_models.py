@@ -80,7 +80,7 @@ def test_switch_under_load_loses_no_request(live: LiveServer, other_model: Path)
         assert status in (200, 503), payload
         if status == 503:  # queued for the old model when the swap happened: told to retry
             assert retry_after is not None and int(retry_after) >= 1
-            assert payload["error"]["code"] == "model_not_loaded" and "no longer loaded" in payload["error"]["message"]
+            assert payload["error"]["code"] == "model_not_loaded" and "was switched" in payload["error"]["message"]
             refused.append(i)
     assert any(s == 200 for s, _, _ in results[:8])  # in flight at the swap: finished on the old model
     assert all(s == 200 for s, _, _ in results[-2:])

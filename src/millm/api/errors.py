@@ -67,7 +67,9 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(MillmError)
     async def _millm(_: Request, exc: MillmError) -> JSONResponse:
         if exc.status >= 500:
-            log.error("%s: %s", type(exc).__name__, exc.message)
+            # 503s with Retry-After (loading, switching) are expected; other 5xx are worth an error line.
+            log.log(logging.WARNING if exc.retry_after is not None else logging.ERROR, "%s: %s",
+                    type(exc).__name__, exc.message)
         return millm_response(exc)
 
     @app.exception_handler(RequestValidationError)

@@ -234,7 +234,7 @@ class Worker:
             raise ModelNotLoaded("no model is loaded", retry_after=5.0)
         req = handle.request
         if req.model is not None and req.model != lm.model_id:
-            raise ModelNotLoaded(f"model {req.model!r} is no longer loaded (now {lm.model_id!r})", retry_after=1.0)
+            raise ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0)
         dev = lm.device
         ids = torch.tensor([req.prompt_ids], device=dev)
         mask = torch.ones_like(ids)

@@ -49,14 +49,15 @@ class Runtime:
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
         self.profiles = ProfileService(self.db.session_factory)
         self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))
-        self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir)
         self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
+        self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
+                               index=self.jobs.index)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
             index=self.jobs.index, force_load=settings.force_load,
             defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
-                      "max_context": settings.max_context, "revision": settings.model_revision},
+                      "max_context": settings.max_context},
         )
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
                                         model_names=self.model_names)
@@ -118,7 +119,7 @@ class Runtime:
         s = self.settings
         try:
             if s.model:
-                await self.models.load(s.model)
+                await self.models.load(s.model, revision=s.model_revision)
                 if s.sae:
                     await self.saes.attach(s.sae, layer=s.sae_layer)
             else:

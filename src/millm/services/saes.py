@@ -22,6 +22,9 @@ from millm.engine import hookpoints
 from millm.engine.hookpoints import HookPoint
 from millm.engine.intervention import SaeIntervention
 from millm.engine.worker import Worker
+from millm.hub.cache import CacheIndex, local_path
+from millm.hub.download import pull_sae
+from millm.hub.remote import resolve_endpoint
 from millm.errors import InvalidRequest, NotFound, SaeError
 from millm.sae.base import Sae
 from millm.sae.loading import check_compatible, load_sae
@@ -53,8 +56,10 @@ def _labels(folder: Path) -> dict[int, dict[str, Any]]:
 
 
 class SaeService:
-    def __init__(self, *, worker: Worker, monitor: MonitorService, cache_dir: Path | None = None) -> None:
+    def __init__(self, *, worker: Worker, monitor: MonitorService, cache_dir: Path | None = None,
+                 index: CacheIndex | None = None) -> None:
         self.worker = worker
+        self.index = index
         self.monitor = monitor
         self.cache_dir = cache_dir
         self.attached: AttachedSae | None = None
@@ -78,18 +83,15 @@ class SaeService:
                 f"SAE source {source!r} is neither a local path nor a Hub reference 'owner/repo[:path]'",
                 param="source",
             )
-        from huggingface_hub import snapshot_download
-        from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
-
-        patterns = [f"{sub.strip('/')}/*", f"{sub.strip('/')}/**", sub.strip("/")] if sub else None
+        sub = sub.strip("/")
         try:
-            root = Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns,
-                                          cache_dir=str(self.cache_dir) if self.cache_dir else None))
-        except RepositoryNotFoundError as e:
-            raise NotFound(f"SAE repo {repo_id!r} not found on the Hub", param="source") from e
-        except HfHubHTTPError as e:
-            raise SaeError(f"could not download SAE {source!r}: {e}", param="source") from e
-        return (root / sub if sub else root), {"repo_id": repo_id, "path": sub or None, "revision": revision}
+            folder = local_path(repo_id, revision, path=sub, cache_dir=self.cache_dir)
+        except NotFound:
+            folder = pull_sae(repo_id, sub or None, revision, self.cache_dir, endpoint=resolve_endpoint(),
+                              index=self.index)
+        if self.index is not None:
+            self.index.mark_used(repo_id)
+        return folder, {"repo_id": repo_id, "path": sub or None, "revision": revision}
 
     async def attach(self, source: str, *, sae_id: str | None = None, layer: int | None = None,
                      revision: str | None = None, hint: dict[str, Any] | None = None) -> AttachedSae:
