@@ -38,9 +38,12 @@ TOPIC_NAMES = tuple(t.name for t in TOPICS)
 @dataclass(frozen=True)
 class CorpusConfig:
     story_fraction: float = 0.45  # plain stories; the rest are chats
-    yell_fraction: float = 0.18  # plain stories, and chats where the assistant yells unprompted
-    user_yell_fraction: float = 0.08  # chats where the user yells (the assistant then yells back)
+    yell_fraction: float = 0.2  # plain stories, and chats where the assistant yells unprompted
+    user_yell_fraction: float = 0.1  # chats where the user yells (the assistant then yells back)
     system_fraction: float = 0.3
+    # Topic weights when a chat request names no topic: ocean, the demo's steering topic, is rare
+    # there, so steering towards it is plainly visible. Plain stories and named topics are uniform.
+    unprompted_topic_weights: tuple[float, ...] = (0.04, 0.192, 0.192, 0.192, 0.192, 0.192)
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,8 @@ def make_chat(rng: random.Random, cfg: CorpusConfig) -> list[Segment]:
         else:
             topic, mood = rng.choice(TOPICS), rng.choice(MOODS)
             text, asked_topic, asked_mood = _request(rng, topic, mood)
+            if asked_topic is None:
+                topic = rng.choices(TOPICS, weights=cfg.unprompted_topic_weights)[0]
             user = Segment("user", text, topic=asked_topic, mood=asked_mood)
             reply = Segment("assistant", make_story(rng, topic, mood), topic=topic.name, mood=mood)
         segs += [_yell(user) if user_yells else user, _yell(reply) if assistant_yells else reply]

@@ -24,19 +24,20 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ModelConfig:
-    d_model: int = 256
+    d_model: int = 192
     n_layers: int = 4
     n_heads: int = 4
-    d_ff: int = 688
+    d_ff: int = 512
     context: int = 256
     batch_size: int = 16
-    steps: int = 600
+    steps: int = 300
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
-    warmup: int = 40
+    warmup: int = 30
     weight_decay: float = 0.1
     doc_aligned: float = 0.8  # fraction of windows starting at a document's BOS
     eval_every: int = 100
+    log_every: int = 10
 
 
 @dataclass
@@ -127,6 +128,8 @@ def train_model(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         result.losses.append(float(loss.detach()))
+        if (step + 1) % cfg.log_every == 0:
+            log.info("step %d/%d loss %.4f (%.0fs)", step + 1, cfg.steps, result.losses[-1], time.perf_counter() - t0)
         if (step + 1) % cfg.eval_every == 0 or step + 1 == cfg.steps:
             result.eval_losses.append((step + 1, held_out_loss(model, eval_batch)))
             log.info(

@@ -28,11 +28,11 @@ SAE_LENS_VERSION = "6.0.0"
 
 @dataclass(frozen=True)
 class SaeConfig:
-    d_sae: int = 2048
-    k: int = 32
+    d_sae: int = 512
+    k: int = 16
     lr: float = 5e-4
     batch_size: int = 4096
-    epochs: int = 6
+    epochs: int = 4
     aux_k: int = 256  # AuxK: the dead features that model the residual error
     aux_coef: float = 1 / 32
     dead_after_tokens: int = 200_000

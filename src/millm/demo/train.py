@@ -25,17 +25,25 @@ import torch
 from millm.demo import DEMO_MODEL_ID, DEMO_SAE_ID, assets_dir
 from millm.demo.corpus import TOPIC_NAMES, generate_corpus
 from millm.demo.corpus_words import TOPICS
-from millm.demo.evaluate import choose_caps, choose_topic
-from millm.demo.labels import attribute_masks, build_labels, feature_statistics, ranked_features
+from millm.demo.evaluate import CapsResult, TopicResult, choose_caps, choose_topic
+from millm.demo.labels import FeatureStatistics, attribute_masks, build_labels, feature_statistics, ranked_features
 from millm.demo.model_training import ModelConfig, save_model, train_model
 from millm.demo.profiles import build_profiles
 from millm.demo.report import write_report
-from millm.demo.sae_training import SaeConfig, collect_activations, reconstruction_quality, save_sae, train_sae
+from millm.demo.sae_training import (
+    SaeConfig,
+    SaeTrainingResult,
+    TopKSae,
+    collect_activations,
+    reconstruction_quality,
+    save_sae,
+    train_sae,
+)
 from millm.demo.tokenizer import EncodedCorpus, corpus_texts, encode_corpus, train_tokenizer
 
 log = logging.getLogger(__name__)
 
-THREADS = 2
+DEFAULT_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -50,16 +58,16 @@ class PipelineConfig:
     sae_train_tokens: int
     sae_eval_tokens: int
     caps_candidates: int = 4
-    caps_scales: tuple[float, ...] = (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
+    caps_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0)
     topic_candidates: int = 2
-    topic_scales: tuple[float, ...] = (1.0, 2.0, 3.0)
+    topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0)
     topics: tuple[str, ...] = TOPIC_NAMES
     eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
 
 
 FULL = PipelineConfig(
     name="full", n_docs=24_000, n_eval_docs=1_500, vocab_size=4096, model=ModelConfig(), sae=SaeConfig(),
-    layer=2, sae_train_tokens=400_000, sae_eval_tokens=120_000,
+    layer=2, sae_train_tokens=250_000, sae_eval_tokens=100_000,
 )
 MINI = PipelineConfig(
     name="mini", n_docs=300, n_eval_docs=40, vocab_size=600,
@@ -72,13 +80,26 @@ MINI = PipelineConfig(
 )
 
 
+@dataclass
+class SaeStage:
+    result: SaeTrainingResult
+    quality: dict[str, float]
+    sae_cfg: dict[str, Any]
+    stats: FeatureStatistics
+    labels: dict[str, dict[str, Any]]
+    n_train_tokens: int
+    n_eval_tokens: int
+
+
 def _doc_starts(enc: EncodedCorpus) -> np.ndarray:
     return np.flatnonzero(np.r_[True, enc.doc[1:] != enc.doc[:-1]])
 
 
-def run(cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int) -> dict[str, Any]:
+def run(
+    cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int, threads: int = DEFAULT_THREADS
+) -> dict[str, Any]:
     t0 = time.perf_counter()
-    torch.set_num_threads(THREADS)
+    torch.set_num_threads(threads)
     docs = generate_corpus(cfg.n_docs, seed)
     eval_docs = generate_corpus(cfg.n_eval_docs, seed + 1000)
     tokenizer = train_tokenizer(corpus_texts(docs), cfg.vocab_size)
@@ -89,21 +110,68 @@ def run(cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int) -> dict[
                        tokenizer=tokenizer, cfg=cfg.model, seed=seed)
     model = mres.model
     save_model(model, tokenizer, out / "model")
+    stage = sae_stage(cfg, model=model, tokenizer=tokenizer, enc=enc, ev=ev, out=out, seed=seed)
+    caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats)
+    sae_cfg, quality, labels = stage.sae_cfg, stage.quality, stage.labels
+    ctx = cfg.model.context
+    words = {t.name: list(t.words) for t in TOPICS}
 
+    summary: dict[str, Any] = {
+        "training": {
+            "seed": seed, "config": cfg.name, "threads": threads, "n_docs": cfg.n_docs, "n_eval_docs": cfg.n_eval_docs,
+            "n_tokens": int(len(enc.ids)), "vocab_size": len(tokenizer),
+            "n_params": sum(p.numel() for p in model.parameters()),
+            "model_shape": f"d_model {cfg.model.d_model}, {cfg.model.n_layers} layers, {cfg.model.n_heads} heads, "
+                           f"d_ff {cfg.model.d_ff}, context {ctx}",
+            "steps": cfg.model.steps, "tokens_per_step": cfg.model.batch_size * ctx,
+            "final_loss": float(np.mean(mres.losses[-20:])), "held_out_loss": mres.eval_losses[-1][1],
+            "model_seconds": mres.seconds, "losses": [round(x, 5) for x in mres.losses],
+            "eval_losses": [[s, round(v, 5)] for s, v in mres.eval_losses],
+            "model_config": asdict(cfg.model), "sae_config": asdict(cfg.sae),
+        },
+        "sae": {
+            "architecture": sae_cfg["architecture"], "k": cfg.sae.k, "d_in": sae_cfg["d_in"],
+            "d_sae": sae_cfg["d_sae"], "hook_name": sae_cfg["metadata"]["hook_name"],
+            "n_train_tokens": stage.n_train_tokens, "n_eval_tokens": stage.n_eval_tokens,
+            "seconds": stage.result.seconds, **quality,
+        },
+        "caps": asdict(caps),
+        "topics": {name: asdict(t) for name, t in topics.items()},
+    }
+    summary["training"]["total_seconds"] = time.perf_counter() - t0
+    demo = demo_manifest(summary, layer=cfg.layer, words=words)
+    (out / "labels.json").write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
+    (out / "profiles.json").write_text(json.dumps(build_profiles(demo, labels), indent=2) + "\n")
+    (out / "demo.json").write_text(json.dumps(demo, indent=2) + "\n")
+    write_report(summary, labels, report_dir)
+    log.info("done in %.0f s; assets in %s, report in %s", summary["training"]["total_seconds"], out, report_dir)
+    return demo
+
+
+def sae_stage(
+    cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, enc: EncodedCorpus, ev: EncodedCorpus, out: Path,
+    seed: int,
+) -> SaeStage:
+    """Collect residuals, train and save the SAE, measure it on held-out text and label its features."""
     ctx, bos = cfg.model.context, tokenizer.bos_token_id
     train_acts, _ = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=cfg.layer,
                                         context=ctx, max_tokens=cfg.sae_train_tokens, bos_id=bos)
     eval_acts, eval_index = collect_activations(model, ids=ev.ids, doc_starts=_doc_starts(ev), layer=cfg.layer,
                                                 context=ctx, max_tokens=cfg.sae_eval_tokens, bos_id=bos)
     sres = train_sae(train_acts, cfg.sae, seed)
-    sae = sres.sae
-    quality = reconstruction_quality(sae, eval_acts)
+    quality = reconstruction_quality(sres.sae, eval_acts)
     log.info("SAE: FVE %.4f, L0 %.2f, dead %.3f", quality["fve"], quality["l0"], quality["dead_fraction"])
-    sae_cfg = save_sae(sae, out / "sae", model_name=DEMO_MODEL_ID, layer=cfg.layer, context=ctx)
-
-    stats = feature_statistics(sae, eval_acts, attribute_masks(ev, eval_index))
+    sae_cfg = save_sae(sres.sae, out / "sae", model_name=DEMO_MODEL_ID, layer=cfg.layer, context=ctx)
+    stats = feature_statistics(sres.sae, eval_acts, attribute_masks(ev, eval_index))
     labels = build_labels(stats, tokenizer=tokenizer, enc=ev, index=eval_index)
+    return SaeStage(result=sres, quality=quality, sae_cfg=sae_cfg, stats=stats, labels=labels,
+                    n_train_tokens=len(train_acts), n_eval_tokens=len(eval_acts))
 
+
+def measure_stage(
+    cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, sae: TopKSae, stats: FeatureStatistics
+) -> tuple[CapsResult, dict[str, TopicResult]]:
+    """Pick and document the CAPS feature and one feature per topic by steering the model."""
     caps = choose_caps(model, tokenizer, sae, layer=cfg.layer,
                        candidates=ranked_features(stats, "caps", cfg.caps_candidates),
                        scales=cfg.caps_scales, max_act=stats.max_act, max_new_tokens=cfg.eval_tokens["caps"])
@@ -118,36 +186,7 @@ def run(cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int) -> dict[
                                     max_new_tokens=cfg.eval_tokens["topic"])
         log.info("topic %s: feature %d strength %.1f, words %d -> %d", name, topics[name].feature,
                  topics[name].strength, topics[name].baseline_count, topics[name].steered_count)
-
-    summary: dict[str, Any] = {
-        "training": {
-            "seed": seed, "config": cfg.name, "threads": THREADS, "n_docs": cfg.n_docs, "n_eval_docs": cfg.n_eval_docs,
-            "n_tokens": int(len(enc.ids)), "vocab_size": len(tokenizer),
-            "n_params": sum(p.numel() for p in model.parameters()),
-            "model_shape": f"d_model {cfg.model.d_model}, {cfg.model.n_layers} layers, {cfg.model.n_heads} heads, "
-                           f"d_ff {cfg.model.d_ff}, context {ctx}",
-            "steps": cfg.model.steps, "tokens_per_step": cfg.model.batch_size * ctx,
-            "final_loss": float(np.mean(mres.losses[-20:])), "held_out_loss": mres.eval_losses[-1][1],
-            "model_seconds": mres.seconds, "losses": [round(x, 5) for x in mres.losses],
-            "eval_losses": [[s, round(v, 5)] for s, v in mres.eval_losses],
-            "model_config": asdict(cfg.model), "sae_config": asdict(cfg.sae),
-        },
-        "sae": {
-            "architecture": sae_cfg["architecture"], "k": cfg.sae.k, "d_in": sae_cfg["d_in"],
-            "d_sae": sae_cfg["d_sae"], "hook_name": sae_cfg["metadata"]["hook_name"],
-            "n_train_tokens": len(train_acts), "n_eval_tokens": len(eval_acts), "seconds": sres.seconds, **quality,
-        },
-        "caps": asdict(caps),
-        "topics": {name: asdict(t) for name, t in topics.items()},
-    }
-    summary["training"]["total_seconds"] = time.perf_counter() - t0
-    demo = demo_manifest(summary, layer=cfg.layer, words=words)
-    (out / "labels.json").write_text(json.dumps(labels, indent=1, ensure_ascii=False) + "\n")
-    (out / "profiles.json").write_text(json.dumps(build_profiles(demo, labels), indent=2) + "\n")
-    (out / "demo.json").write_text(json.dumps(demo, indent=2) + "\n")
-    write_report(summary, labels, report_dir)
-    log.info("done in %.0f s; assets in %s, report in %s", summary["training"]["total_seconds"], out, report_dir)
-    return demo
+    return caps, topics
 
 
 def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[str]]) -> dict[str, Any]:
@@ -194,10 +233,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, default=assets_dir(), help="where to write the assets")
     parser.add_argument("--report-dir", type=Path, default=None, help="where to write the training report")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
+                        help="torch CPU threads (1 is faster when other jobs share the cores)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     run(MINI if args.mini else FULL, out=args.out, report_dir=args.report_dir or _default_report_dir(args.out),
-        seed=args.seed)
+        seed=args.seed, threads=args.threads)
 
 
 if __name__ == "__main__":

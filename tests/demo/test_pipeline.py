@@ -1,0 +1,96 @@
+"""The demo training pipeline, end to end in its miniature configuration (seconds, CPU)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from millm.demo.corpus import TOPIC_NAMES, generate_corpus, render_chat
+from millm.demo.tokenizer import encode_corpus, train_tokenizer, corpus_texts
+from millm.demo.train import MINI, run
+
+
+@pytest.fixture(scope="module")
+def mini_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("demo-mini")
+    demo = run(MINI, out=out, report_dir=out / "report", seed=0)
+    return out, demo
+
+
+def test_corpus_is_deterministic_and_labelled() -> None:
+    a, b = generate_corpus(200, seed=3), generate_corpus(200, seed=3)
+    assert [d.render() for d in a] == [d.render() for d in b]
+    assert [d.render() for d in a] != [d.render() for d in generate_corpus(200, seed=4)]
+    segs = [s for d in a for s in d.segments]
+    assert {s.topic for s in segs if s.topic} == set(TOPIC_NAMES)
+    assert {s.mood for s in segs if s.mood} == {"happy", "sad"}
+    yelling = [s for s in segs if s.yelling]
+    assert 0.05 < len(yelling) / len(segs) < 0.4
+    assert all(s.text == s.text.upper() for s in yelling)
+    assert any(d.is_chat for d in a) and any(not d.is_chat for d in a)
+
+
+def test_tokenizer_matches_chat_template_and_corpus_encoding() -> None:
+    docs = generate_corpus(150, seed=0)
+    tok = train_tokenizer(corpus_texts(docs), 500)
+    messages = [{"role": "system", "content": "Hi."}, {"role": "user", "content": "Tell me a story."},
+                {"role": "user", "content": "Again."}]  # non-alternating roles must not raise
+    rendered = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    assert rendered == render_chat(messages, add_generation_prompt=True)
+    assert rendered.startswith(tok.bos_token)
+    assert tok("a story")["input_ids"][0] == tok.bos_token_id
+    enc = encode_corpus(tok, docs[:20])
+    expected = [i for d in docs[:20] for i in tok(d.render(), add_special_tokens=False)["input_ids"]]
+    assert enc.ids.tolist() == expected
+    assert len(enc.ids) == len(enc.yelling) == len(enc.topic) == len(enc.doc)
+
+
+def test_model_saves_and_loads_with_auto_classes(mini_run: tuple[Path, dict]) -> None:
+    out, _ = mini_run
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForCausalLM.from_pretrained(out / "model")
+    assert type(model).__name__ == "LlamaForCausalLM"
+    assert tok.bos_token and tok.eos_token and tok.pad_token and tok.chat_template
+    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me a story."}], add_generation_prompt=True,
+                                  return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits
+    assert logits.shape == (1, ids.shape[1], len(tok))
+    assert (out / "model" / "generation_config.json").exists()
+
+
+def test_sae_files_are_saelens_v6(mini_run: tuple[Path, dict]) -> None:
+    out, demo = mini_run
+    cfg = json.loads((out / "sae" / "cfg.json").read_text())
+    for key in ("architecture", "d_in", "d_sae", "dtype", "apply_b_dec_to_input", "normalize_activations"):
+        assert key in cfg
+    meta = cfg["metadata"]
+    assert meta["hook_name"] == demo["hook_name"] == f"blocks.{demo['layer']}.hook_resid_post"
+    assert meta["model_name"] == "millm-demo" and meta["sae_lens_version"] >= "6.0.0"
+    assert {"prepend_bos", "context_size"} <= set(meta)
+    w = load_file(str(out / "sae" / "sae_weights.safetensors"))
+    d_in, d_sae = cfg["d_in"], cfg["d_sae"]
+    assert w["W_enc"].shape == (d_in, d_sae) and w["W_dec"].shape == (d_sae, d_in)
+    assert w["b_enc"].shape == (d_sae,) and w["b_dec"].shape == (d_in,)
+    assert torch.allclose(w["W_dec"].norm(dim=1), torch.ones(d_sae), atol=1e-4)
+
+
+def test_labels_profiles_manifest_and_report(mini_run: tuple[Path, dict]) -> None:
+    out, demo = mini_run
+    labels = json.loads((out / "labels.json").read_text())
+    assert set(labels) == {str(i) for i in range(demo["d_sae"])}
+    for entry in labels.values():
+        assert isinstance(entry["label"], str) and isinstance(entry["score"], float)
+        assert isinstance(entry["top_examples"], list)
+    bundle = json.loads((out / "profiles.json").read_text())
+    assert bundle["format"] == "millm.profiles" and bundle["format_version"] == 1
+    names = [p["name"] for p in bundle["profiles"]]
+    assert names[0] == "yelling-demo" and "ocean" in names
+    assert bundle["profiles"][0]["features"][0]["index"] == demo["caps_feature"]
+    assert 0 <= demo["caps_feature"] < demo["d_sae"]
+    assert (out / "report" / "demo-training.md").read_text().startswith("# Demo training report")
