@@ -484,11 +484,11 @@ def test_profiles_and_active_steering_survive_a_restart(tmp_path: Path, tiny_mod
         second.stop()
 
 
-def _wait_listening(url: str, proc: subprocess.Popen, timeout: float = 120) -> None:
+def _wait_listening(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     """Until the API answers; the profile API works while the model is still loading."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        assert proc.poll() is None, proc.stdout.read() if proc.stdout else "server exited"
+        assert proc.poll() is None, log.read_text()
         try:
             httpx.get(url + "/health", timeout=2)
             return
@@ -505,13 +505,14 @@ def test_sigkill_of_the_server_keeps_every_acknowledged_profile(tmp_path: Path, 
 
     data_dir, port = tmp_path / "data", free_port()
     url = f"http://127.0.0.1:{port}"
-    millm = Path(sys.executable).with_name("millm")
-    proc = subprocess.Popen(
-        [str(millm), "serve", "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--port", str(port),
-         "--data-dir", str(data_dir), "--served-model-name", MODEL, "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    millm, log = Path(sys.executable).with_name("millm"), tmp_path / "serve.log"
+    with log.open("w") as out:  # a file, not a pipe nobody drains
+        proc = subprocess.Popen(
+            [str(millm), "serve", "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--port", str(port),
+             "--data-dir", str(data_dir), "--served-model-name", MODEL, "--log-level", "warning"],
+            stdout=out, stderr=subprocess.STDOUT)
     try:
-        _wait_listening(url, proc)
+        _wait_listening(url, proc, log)
         acked: list[str] = []
         attempted: list[str] = []
         lock = threading.Lock()
