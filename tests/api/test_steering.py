@@ -122,3 +122,23 @@ def test_sae_detach_attach_and_errors(client, server, tiny_sae_dir, tmp_path):
     r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae", "layer": 2})
     assert r.json()["attached"]["module"] == "model.layers.2"
     httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
+
+
+def test_setting_steering_directly_ends_the_active_profile(server, tiny_sae_dir):
+    status = httpx.get(server.url + "/api/status").json()
+    sae = status["sae"]
+    body = {"name": "direct-override", "model": status["model"]["id"], "mode": "add",
+            "features": [{"index": 5, "strength": 8.0}],
+            "sae": {"id": sae["id"], "hook_name": sae["hook_name"], "layer": sae["layer"], "d_sae": sae["d_sae"]}}
+    assert httpx.post(server.url + "/api/profiles", json=body).status_code == 201
+    try:
+        assert httpx.post(server.url + "/api/profiles/direct-override/activate").json()["active"] is True
+        httpx.put(server.url + "/api/steering", json={"features": [{"index": 9, "strength": 1.0}]})
+        assert httpx.get(server.url + "/api/status").json()["active_profile"] is None
+        assert httpx.get(server.url + "/api/profiles/direct-override").json()["active"] is False
+        httpx.post(server.url + "/api/profiles/direct-override/activate")
+        httpx.post(server.url + "/api/saes/detach")
+        assert httpx.get(server.url + "/api/profiles/direct-override").json()["active"] is False
+    finally:
+        httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
+        httpx.delete(server.url + "/api/profiles/direct-override")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -109,7 +110,7 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
                                   quantization=body.quantization, device=body.device, force=body.force)
     if result.sae_message is not None:
-        rt.steering.clear()
+        await _clear_steering(rt)
     out = model_out(rt)
     assert out is not None
     estimate = (estimate_out(result.estimate, result.available_bytes)
@@ -120,7 +121,7 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
 @router.post("/api/models/unload", status_code=204, responses=ERRORS)
 async def unload_model(rt: RuntimeDep) -> Response:
     await rt.models.unload()
-    rt.steering.clear()
+    await _clear_steering(rt)
     return Response(status_code=204)
 
 
@@ -138,14 +139,14 @@ async def attach_sae(body: a.SaeAttachIn, rt: RuntimeDep) -> a.SaeStatusOut:
                                hint={"format": body.format} if body.format else None)
     state = rt.steering.state
     if state.features and any(i >= att.sae.cfg.d_sae for i in state.features):
-        rt.steering.clear()
+        await _clear_steering(rt)
     return a.SaeStatusOut(attached=sae_out(att))
 
 
 @router.post("/api/saes/detach", response_model=a.SaeStatusOut, responses=ERRORS)
 async def detach_sae(rt: RuntimeDep) -> a.SaeStatusOut:
     await rt.saes.detach()
-    rt.steering.clear()
+    await _clear_steering(rt)
     return a.SaeStatusOut(attached=None)
 
 
@@ -173,19 +174,20 @@ async def set_steering(body: a.SteeringSetIn, rt: RuntimeDep) -> a.SteeringState
         raise InvalidRequest("each feature index may appear once", param="features")
     rt.steering.set(features=[(f.index, f.strength) for f in body.features], mode=body.mode,
                     normalize=body.normalize, steer_special_tokens=body.steer_special_tokens)
+    await _forget_active_profile(rt)
     return steering_out(rt)
 
 
 @router.patch("/api/steering", response_model=a.SteeringStateOut, responses=ERRORS)
 async def patch_steering(body: a.SteeringPatchIn, rt: RuntimeDep) -> a.SteeringStateOut:
     rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode)
+    await _forget_active_profile(rt)
     return steering_out(rt)
 
 
 @router.delete("/api/steering", response_model=a.SteeringStateOut)
 async def clear_steering(rt: RuntimeDep) -> a.SteeringStateOut:
-    rt.steering.clear()
-    await _deactivate_profile(rt)
+    await _clear_steering(rt)
     return steering_out(rt)
 
 
@@ -201,7 +203,12 @@ async def disable_steering(rt: RuntimeDep) -> a.SteeringStateOut:
     return steering_out(rt)
 
 
-async def _deactivate_profile(rt: Runtime) -> None:
-    import asyncio
-
+async def _forget_active_profile(rt: Runtime) -> None:
+    """The server-wide steering no longer comes from a profile: stop recording one as active
+    (so it is neither shown as active nor restored at the next start)."""
     await asyncio.to_thread(rt.profiles.deactivate)
+
+
+async def _clear_steering(rt: Runtime) -> None:
+    rt.steering.clear()
+    await _forget_active_profile(rt)

@@ -58,11 +58,10 @@ class _Run:
 
 class GenerationService:
     def __init__(self, *, worker: Worker, steering: SteeringService, metrics: Metrics,
-                 profile_names: Callable[[], list[str]] = lambda: [], served_name: Callable[[], str | None]) -> None:
+                 served_name: Callable[[], str | None]) -> None:
         self.worker = worker
         self.steering = steering
         self.metrics = metrics
-        self.profile_names = profile_names
         self.served_name = served_name
 
     # ------------------------------------------------------------------ models

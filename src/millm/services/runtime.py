@@ -63,7 +63,7 @@ class Runtime:
                                         model_names=self.model_names)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
-            profile_names=self.profile_names_for_model, served_name=self.models.served_name,
+            served_name=self.models.served_name,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
         self.worker.monitor_sink = self.monitor.publish
