@@ -2,11 +2,14 @@
 
 Contract: every token the SAE saw carries known attributes from the corpus generator (inside an
 ALL CAPS text, topic, mood, chat role). `feature_statistics` measures, per feature and attribute,
-the correlation between the feature's activation and the attribute's indicator over all tokens,
-plus the mean activation on and off the attribute and the top-activating tokens. `build_labels`
-turns that into the shipped `labels.json`: `{"<index>": {"label", "score", "attribute",
-"top_examples"}}`, where `score` is the correlation with the best-matching attribute and
-`attribute` is its machine name (e.g. "caps", "topic:ocean") or null below `MIN_SCORE`.
+the share of the feature's total activation that falls on tokens with the attribute, the
+correlation between activation and the attribute's indicator, and the top-activating tokens.
+`build_labels` turns that into the shipped `labels.json`: `{"<index>": {"label", "score",
+"attribute", "correlation", "density", "top_examples"}}`. The attribute is the one with the
+largest activation share among those the feature prefers at least `MIN_LIFT` times over their base
+rate; `score` is that share (0..1: 0.9 means 90 % of the feature's activation is on, say, ocean
+tokens). Below `MIN_SCORE`, or with no such attribute, `attribute` is null and the label names the
+feature's most common top tokens.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from millm.demo.corpus import TOPIC_NAMES
 from millm.demo.sae_training import TopKSae
 from millm.demo.tokenizer import MOOD_NAMES, ROLE_CODES, EncodedCorpus
 
-MIN_SCORE = 0.2
+MIN_SCORE = 0.5
+MIN_LIFT = 2.0
 N_EXAMPLES = 5
 
 
@@ -48,6 +52,8 @@ def attribute_label(attribute: str) -> str:
 class FeatureStatistics:
     attributes: list[str]
     correlation: torch.Tensor  # (n_attr, d_sae)
+    share: torch.Tensor  # (n_attr, d_sae): fraction of the feature's activation mass on the attribute
+    base_rate: torch.Tensor  # (n_attr,): fraction of tokens with the attribute
     mean_on: torch.Tensor  # (n_attr, d_sae): mean activation on tokens with the attribute
     mean_off: torch.Tensor  # (n_attr, d_sae)
     density: torch.Tensor  # (d_sae,): fraction of tokens the feature fires on
@@ -91,6 +97,8 @@ def feature_statistics(
     return FeatureStatistics(
         attributes=names,
         correlation=corr.float(),
+        share=(s_am / s_a[None].clamp_min(1e-12)).float(),
+        base_rate=p[:, 0].float(),
         mean_on=(s_am / count.clamp_min(1)).float(),
         mean_off=((s_a[None] - s_am) / (n - count).clamp_min(1)).float(),
         density=(fires / n).float(),
@@ -119,10 +127,13 @@ def build_labels(
     labels: dict[str, dict[str, object]] = {}
     for f in range(stats.correlation.shape[1]):
         if stats.density[f] == 0:
-            labels[str(f)] = {"label": "dead (never fires)", "score": 0.0, "attribute": None, "top_examples": []}
+            labels[str(f)] = {"label": "dead (never fires)", "score": 0.0, "attribute": None, "correlation": 0.0,
+                              "density": 0.0, "top_examples": []}
             continue
-        best = int(stats.correlation[:, f].argmax())
-        score = float(stats.correlation[best, f])
+        share = stats.share[:, f]
+        eligible = share >= MIN_LIFT * stats.base_rate
+        best = int(torch.where(eligible, share, torch.full_like(share, -1.0)).argmax())
+        score = float(share[best]) if eligible[best] else 0.0
         examples = []
         for v, r in zip(stats.top_values[:, f].tolist(), stats.top_rows[:, f].tolist(), strict=True):
             if v <= 0:
@@ -140,6 +151,7 @@ def build_labels(
             "label": label,
             "score": round(score, 4),
             "attribute": attribute,
+            "correlation": round(float(stats.correlation[best, f]), 4),
             "density": round(float(stats.density[f]), 5),
             "top_examples": examples,
         }

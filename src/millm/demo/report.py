@@ -114,6 +114,8 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         f"- unsteered: \"{_md_escape(caps['baseline_text'][:200])}\"",
         f"- steered: \"{_md_escape(caps['steered_text'][:200])}\"",
         "",
+        f"Topics listed in `demo.json`: {', '.join(summary['documented_topics'])}.",
+        "",
         "| topic | feature | strength | topic words, no steering | steered | ratio |",
         "|---|---|---|---|---|---|",
     ]
@@ -128,13 +130,17 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         "",
         "## Top labelled features",
         "",
-        "| feature | label | score (correlation) | density | top example |",
-        "|---|---|---|---|---|",
+        "`score` is the share of the feature's activation on tokens with the attribute; see "
+        "[demo.md](demo.md#labels-labelspy).",
+        "",
+        "| feature | label | score | correlation | density | top example |",
+        "|---|---|---|---|---|---|",
     ]
     for idx, lab in _top_features(labels):
         example = lab["top_examples"][0]["text"] if lab["top_examples"] else ""
         lines.append(
-            f"| {idx} | {lab['label']} | {lab['score']:.3f} | {lab.get('density', 0):.4f} | {_md_escape(example)} |"
+            f"| {idx} | {lab['label']} | {lab['score']:.3f} | {lab.get('correlation', 0):.3f} "
+            f"| {lab.get('density', 0):.4f} | {_md_escape(example)} |"
         )
     return "\n".join(lines) + "\n"
 

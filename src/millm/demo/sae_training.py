@@ -28,14 +28,18 @@ SAE_LENS_VERSION = "6.0.0"
 
 @dataclass(frozen=True)
 class SaeConfig:
-    d_sae: int = 512
-    k: int = 16
+    d_sae: int = 1536
+    k: int = 32
     lr: float = 5e-4
     batch_size: int = 4096
     epochs: int = 4
     aux_k: int = 256  # AuxK: the dead features that model the residual error
     aux_coef: float = 1 / 32
     dead_after_tokens: int = 200_000
+    # Matryoshka prefixes: the first m features must also reconstruct the input on their own, for
+    # each m here (d_sae is always included). Early features then hold general directions (ALL
+    # CAPS, topic) instead of being absorbed into per-token features. Empty: a plain TopK SAE.
+    prefixes: tuple[int, ...] = (16, 64, 256)
 
 
 class TopKSae(nn.Module):
@@ -152,7 +156,13 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int) -> SaeTrainingResul
             f = torch.zeros_like(pre).scatter(-1, top.indices, top.values.relu())
             recon = sae.decode(f)
             err = x - recon
-            loss = err.pow(2).sum(-1).mean() / x.var(0).sum()
+            total_var = x.var(0).sum()
+            loss = err.pow(2).sum(-1).mean() / total_var
+            prefixes = [m for m in cfg.prefixes if m < cfg.d_sae]
+            for m in prefixes:
+                partial = f[:, :m] @ sae.W_dec[:m] + sae.b_dec
+                loss = loss + (x - partial).pow(2).sum(-1).mean() / total_var
+            loss = loss / (1 + len(prefixes))
             fired = (f > 0).any(0)
             since_fired = torch.where(fired, torch.zeros_like(since_fired), since_fired + len(x))
             dead = since_fired > cfg.dead_after_tokens
