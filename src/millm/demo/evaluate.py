@@ -7,21 +7,26 @@ the uppercase fraction of a greedy chat completion to "Tell me a story." with an
 CAPS feature, topic-word counts of sampled completions with and without a topic feature, and
 whether the CAPS feature fires (SAE encode of the steered residual) on the generated tokens.
 `choose_caps` / `choose_topic` sweep candidate features and strengths and pick what to document.
+`python -m millm.demo.evaluate [ASSETS]` re-measures the shipped files at their documented values.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import re
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
-from transformers import PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
-from millm.demo.sae_training import TopKSae
+from millm.demo.sae_training import TopKSae, load_sae
 
 log = logging.getLogger(__name__)
 
@@ -226,9 +231,9 @@ def choose_topic(
     model: nn.Module, tokenizer: PreTrainedTokenizerFast, sae: TopKSae, *, topic: str, words: Sequence[str],
     layer: int, candidates: Sequence[int], scales: Sequence[float], max_act: torch.Tensor, max_new_tokens: int = 64,
 ) -> TopicResult:
-    """The smallest strength (over candidates) whose topic-word count is at least `TOPIC_TARGET` times
-    the unsteered count (counted as at least 2) without degenerate repetition; if none gets there,
-    the highest count seen."""
+    """The candidate and strength with the most topic words among the runs that reach `TOPIC_TARGET`
+    times the unsteered count (counted as at least 2) without degenerate repetition (ties: the
+    smaller strength); if none gets there, the highest count seen."""
     base, _, _ = topic_counts(model, tokenizer, words=words, steer=None, max_new_tokens=max_new_tokens)
     sweep: list[dict[str, float]] = []
     runs: list[tuple[int, float, int, str, float]] = []
@@ -244,7 +249,53 @@ def choose_topic(
             log.info("topic %s candidate %d strength %.2f: %d words (baseline %d) %r",
                      topic, feature, strength, count, base, text[:60])
     passing = [r for r in runs if r[0] >= TOPIC_TARGET * max(2, base) and r[4] >= MIN_DISTINCT]
-    best = min(passing, key=lambda r: r[1]) if passing else max(runs, key=lambda r: (r[0], -r[1]))
+    best = max(passing or runs, key=lambda r: (r[0], -r[1]))
     count, strength, feature, text, _ = best
     return TopicResult(topic=topic, feature=feature, strength=strength, baseline_count=base, steered_count=count,
                        ratio=count / max(1, base), example=text, sweep=sweep)
+
+
+# ----------------------------------------------------------------------------- shipped files
+
+
+@torch.no_grad()
+def check_assets(assets: Path) -> dict[str, Any]:
+    """The acceptance figures of the files in `assets`, at the values `demo.json` documents."""
+    demo = json.loads((assets / "demo.json").read_text())
+    tokenizer = AutoTokenizer.from_pretrained(assets / "model")
+    model = AutoModelForCausalLM.from_pretrained(assets / "model").eval()
+    sae = load_sae(assets / "sae")
+    layer, caps = demo["layer"], demo["caps_feature"]
+    prompt = chat_prompt(tokenizer)
+    base, _ = complete(model, tokenizer, prompt=prompt)
+    steer = (layer, demo["caps_strength"] * sae.W_dec[caps])
+    steered, ids = complete(model, tokenizer, prompt=prompt, steer=steer)
+    fires, mean_act = monitor_feature(model, sae, layer=layer, ids=ids, n_prompt=prompt.shape[1], feature=caps,
+                                      steer=steer)
+    out: dict[str, Any] = {
+        "caps": {"baseline_upper": upper_fraction(base), "steered_upper": upper_fraction(steered),
+                 "fires_on_generated": fires, "mean_activation_generated": mean_act, "steered_text": steered},
+        "topics": {},
+    }
+    for topic, feature in demo["topic_features"].items():
+        words = demo["topic_words"][topic]
+        b, _, _ = topic_counts(model, tokenizer, words=words, steer=None)
+        s, _, text = topic_counts(model, tokenizer, words=words,
+                                  steer=(layer, demo["topic_strengths"][topic] * sae.W_dec[feature]))
+        out["topics"][topic] = {"baseline_count": b, "steered_count": s, "ratio": s / max(1, b), "example": text}
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from millm.demo import assets_dir
+
+    parser = argparse.ArgumentParser(prog="python -m millm.demo.evaluate", description=check_assets.__doc__)
+    parser.add_argument("assets", type=Path, nargs="?", default=assets_dir())
+    args = parser.parse_args(argv)
+    torch.set_num_threads(2)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    log.info("%s", json.dumps(check_assets(args.assets), indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -25,8 +25,8 @@ from millm.demo.corpus import TOPIC_NAMES
 from millm.demo.sae_training import TopKSae
 from millm.demo.tokenizer import MOOD_NAMES, ROLE_CODES, EncodedCorpus
 
-MIN_SCORE = 0.5
-MIN_LIFT = 2.0
+MIN_SCORE = 0.35
+MIN_LIFT = 2.5
 N_EXAMPLES = 5
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -238,3 +238,12 @@ def save_sae(sae: TopKSae, out_dir: Path, *, model_name: str, layer: int, contex
     save_file(tensors, str(out_dir / "sae_weights.safetensors"))
     (out_dir / "cfg.json").write_text(json.dumps(cfg, indent=2) + "\n")
     return cfg
+
+
+def load_sae(sae_dir: Path) -> TopKSae:
+    """Read back what `save_sae` wrote (TopK only; the server has its own general loader)."""
+    cfg = json.loads((sae_dir / "cfg.json").read_text())
+    assert cfg["architecture"] == "topk", cfg["architecture"]
+    sae = TopKSae(cfg["d_in"], cfg["d_sae"], cfg["k"])
+    sae.load_state_dict(load_file(str(sae_dir / "sae_weights.safetensors")))
+    return sae.eval()
