@@ -56,14 +56,14 @@ def write_loss_plot(losses: list[float], eval_losses: list[list[float]], path: P
 
 
 def _top_features(labels: dict[str, dict[str, Any]], n_per_attribute: int = 3) -> list[tuple[str, dict[str, Any]]]:
-    """The best few features per labelled attribute, best attributes first."""
+    """The few features most correlated with each labelled attribute."""
     by_attr: dict[str, list[tuple[str, dict[str, Any]]]] = {}
     for idx, lab in labels.items():
         if lab.get("attribute"):
             by_attr.setdefault(lab["attribute"], []).append((idx, lab))
     rows: list[tuple[str, dict[str, Any]]] = []
     for attr in sorted(by_attr):
-        rows += sorted(by_attr[attr], key=lambda r: -r[1]["score"])[:n_per_attribute]
+        rows += sorted(by_attr[attr], key=lambda r: -r[1].get("correlation", 0))[:n_per_attribute]
     return rows
 
 
