@@ -14,6 +14,7 @@ from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDis
 from sse_starlette import EventSourceResponse
 
 from millm.api.errors import error_body
+from millm.api.websockets import push_until_closed
 from millm.api.state import RuntimeDep, WsRuntimeDep
 from millm.errors import MillmError
 from millm.hub.cache import CachedRepo
@@ -158,34 +159,22 @@ async def downloads_ws(websocket: WebSocket, rt: WsRuntimeDep, job_id: str | Non
         await websocket.send_text(json.dumps(error_body(e)))
         await websocket.close(code=1008)
         return
-    closed = asyncio.Event()
+    async def send(event: object) -> bool:
+        if event is None:  # the one job finished
+            await websocket.close()
+            return False
+        await websocket.send_text(event_out(event).model_dump_json())  # type: ignore[arg-type]
+        return True
 
-    async def read_until_closed() -> None:
-        try:
-            while (await websocket.receive()).get("type") != "websocket.disconnect":
-                pass
-        finally:
-            closed.set()
-
-    reader = asyncio.create_task(read_until_closed())
     try:
         if job_id is None:
             for job in rt.jobs.list(active_only=True):
                 await websocket.send_text(h.DownloadEvent(type="state", job=job_out(job)).model_dump_json())
-        while not closed.is_set():
-            try:
-                event = await asyncio.wait_for(sub.aget(), timeout=0.5)
-            except TimeoutError:
-                continue
-            if event is None:  # the one job finished
-                await websocket.close()
-                break
-            await websocket.send_text(event_out(event).model_dump_json())
+        await push_until_closed(websocket, sub.aget, send)
     except (WebSocketDisconnect, RuntimeError):
         pass
     finally:
         sub.close()
-        reader.cancel()
 
 
 # ---------------------------------------------------------------------------- cache

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from fastapi import APIRouter, Query, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Query, Response, WebSocket
 
 from millm.api.state import RuntimeDep, WsRuntimeDep
+from millm.api.websockets import push_until_closed
 from millm.errors import NotFound
 from millm.protocol import monitor as m
 from millm.services.runtime import Runtime
@@ -80,25 +79,12 @@ async def monitor_ws(websocket: WebSocket, rt: WsRuntimeDep) -> None:
     """Sends one JSON ActivationFrame per token while monitoring is enabled and not paused."""
     await websocket.accept()
     queue = rt.monitor.subscribe()
-    closed = asyncio.Event()
 
-    async def read_until_closed() -> None:
-        try:
-            while (await websocket.receive()).get("type") != "websocket.disconnect":
-                pass
-        finally:
-            closed.set()
+    async def send(frame: m.ActivationFrame) -> bool:
+        await websocket.send_text(frame.model_dump_json())
+        return True
 
-    reader = asyncio.create_task(read_until_closed())
     try:
-        while not closed.is_set():
-            try:
-                frame: m.ActivationFrame = await asyncio.wait_for(queue.get(), timeout=0.5)
-            except TimeoutError:
-                continue
-            await websocket.send_text(frame.model_dump_json())
-    except (WebSocketDisconnect, RuntimeError):
-        pass
+        await push_until_closed(websocket, queue.get, send)
     finally:
         rt.monitor.unsubscribe(queue)
-        reader.cancel()

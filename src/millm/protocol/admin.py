@@ -7,6 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from millm.protocol.openai import SteeringFeatureIn
+
 from millm.protocol.hub import MemoryEstimateOut
 
 
@@ -109,20 +111,8 @@ class SteeringStateOut(BaseModel):
     profile: str | None = Field(None, description="The active profile, when the steering came from one.")
 
 
-class SteeringFeatureSet(_Strict):
-    index: int = Field(ge=0)
-    strength: float
-
-    @field_validator("strength")
-    @classmethod
-    def _finite(cls, v: float) -> float:
-        if not math.isfinite(v):
-            raise ValueError("strength must be a finite number")
-        return v
-
-
 class SteeringSetIn(_Strict):
-    features: list[SteeringFeatureSet] = Field(default_factory=list)
+    features: list[SteeringFeatureIn] = Field(default_factory=list)
     mode: Literal["add", "clamp"] = "add"
     normalize: bool = False
     steer_special_tokens: bool = True
