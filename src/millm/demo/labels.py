@@ -64,7 +64,7 @@ class FeatureStatistics:
 
 @torch.no_grad()
 def feature_statistics(
-    sae: TopKSae, acts: torch.Tensor, masks: dict[str, np.ndarray], batch_size: int = 8192
+    sae: TopKSae, acts: torch.Tensor, masks: dict[str, np.ndarray], *, batch_size: int = 8192
 ) -> FeatureStatistics:
     names = list(masks)
     m_all = torch.from_numpy(np.stack([masks[a] for a in names], axis=1)).float()  # (N, n_attr)
