@@ -25,6 +25,7 @@ import torch
 
 from millm.engine import kv
 from millm.engine.intervention import BatchPlan, SaeIntervention
+from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import LoadedModel
 from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
@@ -94,6 +95,9 @@ class Worker:
         self._rows: list[_Row] = []
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
+        self._padded = False  # whether any row of _mask has padding (checked when rows join or leave)
+        self._decoder: LlamaDecoder | None = None
+        self._decoder_model: Any = None
         self._plan: BatchPlan | None = None
         self._cv = threading.Condition()
         self._stop = False
@@ -150,10 +154,11 @@ class Worker:
                     break
             try:
                 self._run_calls()
-                if not self._exclusive_waiting():
-                    self._admit()
-                if self._rows:
-                    self._step()
+                with torch.inference_mode():
+                    if not self._exclusive_waiting():
+                        self._admit()
+                    if self._rows:
+                        self._step()
             except Exception:  # a bug: fail the batch rather than the thread
                 log.exception("generation step failed")
                 self._fail_all("internal error during generation")
@@ -271,6 +276,7 @@ class Worker:
         if len(live) < len(rows):
             cache, mask = kv.select(cache, mask, [i for i, r in enumerate(rows) if not r.done])
         self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
+        self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
 
@@ -313,15 +319,30 @@ class Worker:
             self._plan = self.make_plan(specs, ids)
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
-        out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
+        dec = self._lean_decoder(lm)
+        if dec is not None:
+            if self.intervention is not None:
+                self.intervention.set_plan(self._plan)
+            attn_mask = self._mask[:, None, None, :].bool() if self._padded else None  # (B, 1, 1, S)
+            logits = dec.step(ids, positions, mask=attn_mask, cache=self._cache)
+        else:
+            out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
+            logits = out.logits[:, -1, :]
         self.steps += 1
         self._emit_monitor_batch(ids)
         for r in self._rows:
             r.position += 1
-        self._sample_and_emit(out.logits[:, -1, :].float(), self._rows)
+        self._sample_and_emit(logits.float(), self._rows)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
+
+    def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
+        if self._decoder_model is not lm.model:
+            self._decoder_model = lm.model
+            self._decoder = LlamaDecoder.for_model(lm.model)
+            log.info("decode path: %s", "lean Llama step" if self._decoder else "transformers forward")
+        return self._decoder
 
     def _drop_rows(self, rows: list[_Row], reason: str | None) -> None:
         if not rows:
@@ -337,6 +358,7 @@ class Worker:
             self._cache, self._mask = None, None
         else:
             self._cache, self._mask = kv.select(self._cache, self._mask, keep)
+            self._padded = bool((self._mask == 0).any())
 
     def _sample_and_emit(self, logits: torch.Tensor, rows: list[_Row]) -> None:
         lm = self.loaded

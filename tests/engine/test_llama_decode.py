@@ -1,0 +1,93 @@
+"""The lean Llama decode step equals the transformers forward: logits, cache, hooks, padding."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from millm.engine import hookpoints, kv
+from millm.engine.llama_decode import LlamaDecoder
+from millm.engine.model_loading import load_model
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return load_model(str(tiny_model_dir))
+
+
+def _prefill(model, ids, mask):
+    cache = kv.new_cache()
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode():
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+    return cache
+
+
+def _batch():
+    # Two rows, the second left-padded by 3.
+    ids = torch.tensor([[5, 9, 30, 41, 77, 12], [2, 2, 2, 60, 61, 62]])
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [0, 0, 0, 1, 1, 1]])
+    return ids, mask
+
+
+def _hf_step(lm, cache, tok, mask, positions):
+    with torch.inference_mode():
+        return lm.model(input_ids=tok, attention_mask=mask, position_ids=positions, cache=cache,
+                        use_cache=True).logits[:, -1, :]
+
+
+def _lean_step(dec, cache, tok, mask, positions):
+    padded = None if bool(mask.all()) else mask[:, None, None, :].bool()
+    with torch.inference_mode():
+        return dec.step(tok, positions, mask=padded, cache=cache)
+
+
+def test_only_plain_llama_gets_a_decoder(lm):
+    assert LlamaDecoder.for_model(lm.model) is not None
+    assert LlamaDecoder.for_model(torch.nn.Linear(2, 2)) is None
+
+
+@pytest.mark.parametrize("padded", [False, True])
+def test_steps_match_the_transformers_forward(lm, padded):
+    ids, mask = _batch()
+    if not padded:
+        ids, mask = ids[:1], mask[:1]
+    dec = LlamaDecoder.for_model(lm.model)
+    c_hf, c_lean = _prefill(lm.model, ids, mask), _prefill(lm.model, ids, mask)
+    tok = torch.tensor([[3]] * ids.shape[0])
+    for step in range(5):
+        mask = torch.cat([mask, torch.ones(ids.shape[0], 1, dtype=mask.dtype)], 1)
+        positions = mask.sum(-1, keepdim=True) - 1
+        want = _hf_step(lm, c_hf, tok, mask, positions)
+        got = _lean_step(dec, c_lean, tok, mask, positions)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        tok = want.argmax(-1, keepdim=True)
+    for a, b in zip(c_hf.layers, c_lean.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys)
+        torch.testing.assert_close(a.values, b.values)
+
+
+@pytest.mark.parametrize("site", ["blocks.1.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out"])
+def test_hooks_see_and_replace_the_same_tensors(lm, site):
+    ids, mask = _batch()
+    dec = LlamaDecoder.for_model(lm.model)
+    hp = hookpoints.resolve_hookpoint(lm.model, site)
+    shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0))
+    seen: dict[str, list[torch.Tensor]] = {"hf": [], "lean": []}
+    where = ["hf"]
+
+    def hook(h):
+        seen[where[0]].append(h.clone())
+        return h + shift
+
+    c_hf, c_lean = _prefill(lm.model, ids, mask), _prefill(lm.model, ids, mask)
+    mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+    positions = mask.sum(-1, keepdim=True) - 1
+    tok = torch.tensor([[3], [4]])
+    with hookpoints.attached(hp, hook):
+        want = _hf_step(lm, c_hf, tok, mask, positions)
+        where[0] = "lean"
+        got = _lean_step(dec, c_lean, tok, mask, positions)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+    assert len(seen["hf"]) == len(seen["lean"]) == 1
+    torch.testing.assert_close(seen["lean"][0], seen["hf"][0], atol=1e-5, rtol=1e-5)
