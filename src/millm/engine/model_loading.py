@@ -237,7 +237,8 @@ def load_model(
     # The residual stream runs in the embeddings' dtype (the compute dtype when quantized).
     residual_dtype = model.get_input_embeddings().weight.dtype
     return LoadedModel(
-        model_id=model_id or source,
+        # A local folder is served under its name, never its absolute path.
+        model_id=model_id or (Path(source).expanduser().name if Path(source).expanduser().is_dir() else source),
         model=model,
         tokenizer=tokenizer,
         device=dev,
