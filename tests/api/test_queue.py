@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -64,3 +65,56 @@ def test_disconnect_mid_stream_frees_the_worker(small_server):
                    json={"model": MODEL, "prompt": "Hi", "max_tokens": 3})
     assert r.status_code == 200
     assert time.monotonic() - start < 5
+
+
+def test_error_after_the_stream_started_is_an_sse_error_event(small_server, monkeypatch):
+    import millm.engine.worker as worker_module
+
+    real = worker_module.sample
+    calls = [0]
+
+    def fails_after_two_tokens(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] > 2:
+            raise RuntimeError("simulated device failure")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "sample", fails_after_two_tokens)
+    with httpx.stream("POST", small_server.url + "/v1/completions", timeout=60, json={
+            "model": MODEL, "prompt": "Hello", "max_tokens": 50, "ignore_eos": True, "stream": True}) as resp:
+        assert resp.status_code == 200
+        lines = [ln for ln in resp.iter_lines() if ln]
+    monkeypatch.setattr(worker_module, "sample", real)
+    assert lines[0].startswith('data: {"id"')
+    errors = [ln for ln in lines if ln.startswith('data: {"error"')]
+    assert len(errors) == 1
+    assert errors[0] == lines[-1]  # the stream ends with it (no [DONE] after an error)
+    err = json.loads(errors[0][len("data: "):])["error"]
+    assert err["type"] == "server_error" and err["message"]
+    r = httpx.post(small_server.url + "/v1/completions", timeout=30, json={"model": MODEL, "prompt": "Hi",
+                                                                           "max_tokens": 2})
+    assert r.status_code == 200
+
+
+def test_health_is_503_while_the_model_loads(tmp_path, tiny_model_dir, monkeypatch):
+    import millm.services.models as models_module
+
+    real = models_module.load_model
+
+    def slow_load(*args, **kwargs):
+        time.sleep(1.5)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(models_module, "load_model", slow_load)
+    live = start_server(tiny_settings(tmp_path, tiny_model_dir, served_model_name=MODEL), wait_ready=False)
+    try:
+        r = httpx.get(live.url + "/health")
+        assert r.status_code == 503 and r.json()["status"] == "loading" and r.headers["Retry-After"]
+        r = httpx.post(live.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "model_not_loaded"
+        deadline = time.monotonic() + 30
+        while httpx.get(live.url + "/health").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(live.url + "/health").json() == {"status": "ok"}
+    finally:
+        live.stop()
