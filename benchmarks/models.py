@@ -1,0 +1,148 @@
+"""The benchmark models, built offline into a cache folder outside git (benchmarks/out/models).
+
+- `demo`: the bundled demo model and SAE when their assets exist; otherwise a random Llama of
+  the demo's shape (d_model 256, 4 layers, d_ff 688, vocabulary 4096) with a random TopK SAE
+  of the demo SAE's shape (8x, k 32) at `blocks.2.hook_resid_post`.
+- `350m`: a random ~370M-parameter Llama (24 layers, d_model 1024, d_ff 2816, 16 heads,
+  vocabulary 32000) with a random standard SAE, 8x wide, at `blocks.12.hook_resid_post`.
+
+Random models get a word-level tokenizer whose vocabulary covers every id (`w3 w4 ...`), so
+any prompt of n tokens is the text of n words and every generated id decodes. Nothing here
+touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+log = logging.getLogger(__name__)
+
+OUT = Path(__file__).resolve().parent / "out"
+SPECIALS = ("<s>", "</s>", "<pad>", "<unk>")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    d_model: int
+    n_layers: int
+    n_heads: int
+    d_ff: int
+    vocab: int
+    context: int
+    sae_arch: str
+    sae_width: int  # multiple of d_model
+    sae_layer: int
+    sae_k: int = 32
+
+
+SHAPES = {
+    "demo": ModelShape(d_model=256, n_layers=4, n_heads=4, d_ff=688, vocab=4096, context=256,
+                       sae_arch="topk", sae_width=8, sae_layer=2),
+    "350m": ModelShape(d_model=1024, n_layers=24, n_heads=16, d_ff=2816, vocab=32000, context=4096,
+                       sae_arch="standard", sae_width=8, sae_layer=12),
+}
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    name: str
+    model_dir: Path
+    sae_dir: Path
+    description: str
+
+
+def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer with ids 0..vocab-1: specials first, then `w<id>`."""
+    words = {tok: i for i, tok in enumerate(SPECIALS)}
+    words.update({f"w{i}": i for i in range(len(SPECIALS), vocab)})
+    tok = Tokenizer(models.WordLevel(words, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                                   unk_token="<unk>")
+    fast.chat_template = "{% for m in messages %}{{ m['content'] }} {% endfor %}"
+    return fast
+
+
+def prompt_text(n: int, *, seed: int = 0, vocab: int = 4096) -> str:
+    """n words of a word-level tokenizer's vocabulary: exactly n tokens for `word_tokenizer`."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(len(SPECIALS), vocab, (n,), generator=g).tolist()
+    return " ".join(f"w{i}" for i in ids)
+
+
+def build_random_llama(out_dir: Path, shape: ModelShape, *, seed: int = 0) -> Path:
+    """A random Llama of `shape` plus a word-level tokenizer, saved with save_pretrained."""
+    tokenizer = word_tokenizer(shape.vocab)
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=shape.vocab, hidden_size=shape.d_model, intermediate_size=shape.d_ff,
+        num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads, num_key_value_heads=shape.n_heads,
+        max_position_embeddings=shape.context, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+    )
+    model = LlamaForCausalLM(config)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_random_sae(out_dir: Path, shape: ModelShape, *, seed: int = 1) -> Path:
+    """A random SAE in SAELens v6 layout whose features fire on typical residual inputs."""
+    d_in, d_sae = shape.d_model, shape.d_model * shape.sae_width
+    g = torch.Generator().manual_seed(seed)
+    tensors = {
+        "W_enc": torch.randn(d_in, d_sae, generator=g) / d_in**0.5,
+        "W_dec": torch.randn(d_sae, d_in, generator=g) / d_sae**0.5,
+        "b_enc": 0.1 * torch.randn(d_sae, generator=g),
+        "b_dec": 0.1 * torch.randn(d_in, generator=g),
+    }
+    hook = f"blocks.{shape.sae_layer}.hook_resid_post"
+    cfg: dict[str, object] = {
+        "architecture": shape.sae_arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
+        "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
+        "metadata": {"model_name": "bench", "hook_name": hook, "hook_head_index": None, "context_size": 128,
+                     "prepend_bos": True, "sae_lens_version": "6.5.0"},
+    }
+    if shape.sae_arch == "topk":
+        cfg["k"] = shape.sae_k
+        cfg["rescale_acts_by_decoder_norm"] = False
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cfg.json").write_text(json.dumps(cfg, indent=1))
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out_dir / "sae_weights.safetensors"))
+    return out_dir
+
+
+def _cached(name: str, shape: ModelShape, root: Path) -> tuple[Path, Path]:
+    model_dir, sae_dir = root / name / "model", root / name / "sae"
+    if not (model_dir / "config.json").exists():
+        log.info("building the random %s model into %s", name, model_dir)
+        build_random_llama(model_dir, shape)
+    if not (sae_dir / "cfg.json").exists():
+        build_random_sae(sae_dir, shape)
+    return model_dir, sae_dir
+
+
+def get_model(name: str, *, root: Path = OUT / "models") -> BenchModel:
+    """The benchmark model `name` ("demo" or "350m"), built on first use."""
+    if name == "demo":
+        from millm.demo import assets_dir
+
+        assets = assets_dir()
+        if (assets / "model" / "config.json").exists() and (assets / "sae" / "cfg.json").exists():
+            return BenchModel("demo", assets / "model", assets / "sae", "bundled demo model and SAE")
+        model_dir, sae_dir = _cached("demo-shaped", SHAPES["demo"], root)
+        return BenchModel("demo", model_dir, sae_dir,
+                          "random Llama of the demo model's shape (demo assets not built); random TopK SAE")
+    if name == "350m":
+        model_dir, sae_dir = _cached("350m", SHAPES["350m"], root)
+        return BenchModel("350m", model_dir, sae_dir, "random Llama, 24 layers, d_model 1024; random 8x SAE")
+    raise ValueError(f"unknown benchmark model {name!r}; expected demo or 350m")

@@ -1,0 +1,178 @@
+"""The real HTTP server, as a client sees it: `millm serve` in a subprocess, streamed completions over httpx.
+
+Every request is a streamed /v1/completions call with a token-id prompt, greedy sampling and
+`ignore_eos`, so each one produces exactly `max_tokens` chunks (one per token). A request's
+TTFT is first chunk minus send time; its decode rate is (chunks - 1) / (last chunk - first chunk).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RequestTiming:
+    sent: float
+    first: float | None = None
+    last: float | None = None
+    chunks: int = 0
+    text: str = ""
+
+    @property
+    def ttft(self) -> float:
+        assert self.first is not None
+        return self.first - self.sent
+
+    @property
+    def latency(self) -> float:
+        assert self.last is not None
+        return self.last - self.sent
+
+    @property
+    def decode_rate(self) -> float:
+        """Tokens per second after the first token."""
+        assert self.first is not None and self.last is not None
+        return (self.chunks - 1) / (self.last - self.first) if self.chunks > 1 and self.last > self.first else 0.0
+
+
+@dataclass
+class Server:
+    """A `millm serve` subprocess on a free loopback port."""
+
+    model_dir: Path
+    sae_dir: Path | None
+    data_dir: Path
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None
+    max_batch_size: int = 16
+    proc: subprocess.Popen | None = None
+    port: int = 0
+    log_path: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 300.0) -> None:
+        self.launch()
+        self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process; `wait_ready` waits for /health."""
+        self.port = _free_port()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "millm", "serve", "--model", str(self.model_dir), "--port", str(self.port),
+               "--device", self.device, "--dtype", self.dtype, "--data-dir", str(self.data_dir),
+               "--max-batch-size", str(self.max_batch_size), "--queue-size", "256", "--log-level", "warning",
+               "--no-restore-state", "--served-model-name", "bench"]
+        if self.sae_dir is not None:
+            cmd += ["--sae", str(self.sae_dir)]
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}
+        if self.threads:
+            env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
+        self.log_path = self.data_dir / "server.log"
+        out = open(self.log_path, "w")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        assert self.proc is not None and self.log_path is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}; see {self.log_path}:\n"
+                                   + self.log_path.read_text()[-3000:])
+            try:
+                if httpx.get(self.url + "/health", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server did not become ready in {timeout:.0f} s; see {self.log_path}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        self.proc = None
+
+    # ------------------------------------------------------------------ admin calls
+
+    def monitor(self, *, enabled: bool, features: list[int] | None = None, top_k: int = 8) -> None:
+        body: dict[str, Any] = {"enabled": enabled, "top_k": top_k, "features": features or []}
+        r = httpx.put(self.url + "/api/monitor/config", json=body, timeout=30)
+        r.raise_for_status()
+        httpx.delete(self.url + "/api/monitor/history", timeout=30)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---------------------------------------------------------------------- requests
+
+
+def completion_body(prompt_ids: list[int], max_tokens: int, steering: dict[str, Any] | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"model": "bench", "prompt": prompt_ids, "max_tokens": max_tokens, "temperature": 0.0,
+                            "ignore_eos": True, "stream": True}
+    if steering is not None:
+        body["steering"] = steering
+    return body
+
+
+async def stream_one(client: httpx.AsyncClient, body: dict[str, Any]) -> RequestTiming:
+    timing = RequestTiming(sent=time.perf_counter())
+    async with client.stream("POST", "/v1/completions", json=body) as resp:
+        if resp.status_code != 200:
+            raise RuntimeError(f"HTTP {resp.status_code}: {(await resp.aread()).decode()[:500]}")
+        async for line in resp.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            chunk = json.loads(line[6:])
+            if not chunk.get("choices"):
+                continue
+            now = time.perf_counter()
+            if timing.first is None:
+                timing.first = now
+            timing.last = now
+            timing.chunks += 1
+            timing.text += chunk["choices"][0].get("text") or ""
+    return timing
+
+
+async def _many(url: str, bodies: list[dict[str, Any]]) -> tuple[list[RequestTiming], float]:
+    limits = httpx.Limits(max_connections=len(bodies) + 4, max_keepalive_connections=len(bodies) + 4)
+    async with httpx.AsyncClient(base_url=url, timeout=httpx.Timeout(3600.0), limits=limits) as client:
+        start = time.perf_counter()
+        timings = await asyncio.gather(*(stream_one(client, b) for b in bodies))
+        return list(timings), time.perf_counter() - start
+
+
+def run_requests(server: Server, bodies: list[dict[str, Any]]) -> tuple[list[RequestTiming], float]:
+    """Send all bodies at once; returns each request's timing and the wall time until the last finished."""
+    return asyncio.run(_many(server.url, bodies))
+
+
+def run_one(server: Server, body: dict[str, Any]) -> RequestTiming:
+    return run_requests(server, [body])[0][0]

@@ -1,0 +1,47 @@
+"""The benchmark suite runs end to end in `--smoke` mode on the tiny test model and writes its report.
+
+Speed is not asserted: CI machines are too noisy, and the smoke run is far too short to mean anything.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import run
+
+SECTIONS = (
+    "# Benchmarks",
+    "## CPU",
+    "### Targets",
+    "#### Decode: server vs raw generate, and steering / monitoring overhead",
+    "#### Concurrency",
+    "#### Prefill",
+    "#### Memory-bandwidth bound",
+    "#### Where a batch-1 decode step goes",
+)
+MODES = ("unsteered", "additive", "clamp 16", "monitor 16 selected", "monitor top-8")
+
+
+def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
+    out = tmp_path / "docs"
+    assert run.main(["--smoke", "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--out", str(out)]) == 0
+
+    md = (out / "benchmarks.md").read_text()
+    for section in SECTIONS:
+        assert section in md, section
+    for mode in MODES:
+        assert f"server, {mode} |" in md, mode
+    assert "raw `model.generate`" in md
+    assert (out / "benchmarks-cpu-concurrency.png").stat().st_size > 1000
+    assert (out / "benchmarks-cpu-overhead.png").stat().st_size > 1000
+
+    data = json.loads((out / "benchmarks-cpu.json").read_text())
+    m = data["models"]["custom"]
+    assert set(m["decode"]["modes"]) == set(MODES)
+    assert m["decode"]["raw"]["tokens"] == m["plan"]["max_tokens"]
+    assert all(v["tokens"] == m["plan"]["max_tokens"] for v in m["decode"]["modes"].values())
+    assert set(m["concurrency"]["levels"]) == {"1", "2"}
+    assert all(v["mismatches"] == 0 for v in m["concurrency"]["levels"].values())
+    assert {h["mode"] for h in m["hooks"]} >= set(MODES)
+    assert m["bound_tok_s"] > 0
