@@ -50,6 +50,17 @@ def _cache_kwarg(model_type: type) -> str:
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
+def intra_op_threads() -> int | None:
+    """Torch threads for the generation thread: every core but one, which is left to the event loop
+    (HTTP, SSE framing, detokenizing). None when OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the
+    user's choice stands. On a shared or small machine a parallel op whose threads are not all
+    scheduled waits for the missing one, which costs far more than the parallelism gains."""
+    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores - 1)
+
+
 @dataclass
 class Handle:
     """The caller's view of a submitted request."""
@@ -146,6 +157,10 @@ class Worker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        threads = intra_op_threads()
+        if threads is not None:
+            torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
+        log.info("generation thread: %d torch threads", torch.get_num_threads())
         while True:
             with self._cv:
                 while not self._stop and not self._pending and not self._calls and not self._rows:
