@@ -15,6 +15,17 @@ def lm(tiny_model_dir):
     return load_model(str(tiny_model_dir))
 
 
+@pytest.fixture(scope="module")
+def mha_model():
+    """A random Llama without grouped-query attention (the tiny test model has GQA)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=64)
+    return LlamaForCausalLM(cfg).eval()
+
+
 def _prefill(model, ids, mask):
     cache = kv.new_cache()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
@@ -30,9 +41,9 @@ def _batch():
     return ids, mask
 
 
-def _hf_step(lm, cache, tok, mask, positions):
+def _hf_step(model, cache, tok, mask, positions):
     with torch.inference_mode():
-        return lm.model(input_ids=tok, attention_mask=mask, position_ids=positions, cache=cache,
+        return model(input_ids=tok, attention_mask=mask, position_ids=positions, cache=cache,
                         use_cache=True).logits[:, -1, :]
 
 
@@ -47,18 +58,20 @@ def test_only_plain_llama_gets_a_decoder(lm):
     assert LlamaDecoder.for_model(torch.nn.Linear(2, 2)) is None
 
 
+@pytest.mark.parametrize("gqa", [True, False])
 @pytest.mark.parametrize("padded", [False, True])
-def test_steps_match_the_transformers_forward(lm, padded):
+def test_steps_match_the_transformers_forward(lm, mha_model, padded, gqa):
+    model = lm.model if gqa else mha_model
     ids, mask = _batch()
     if not padded:
         ids, mask = ids[:1], mask[:1]
-    dec = LlamaDecoder.for_model(lm.model)
-    c_hf, c_lean = _prefill(lm.model, ids, mask), _prefill(lm.model, ids, mask)
+    dec = LlamaDecoder.for_model(model)
+    c_hf, c_lean = _prefill(model, ids, mask), _prefill(model, ids, mask)
     tok = torch.tensor([[3]] * ids.shape[0])
     for step in range(5):
         mask = torch.cat([mask, torch.ones(ids.shape[0], 1, dtype=mask.dtype)], 1)
         positions = mask.sum(-1, keepdim=True) - 1
-        want = _hf_step(lm, c_hf, tok, mask, positions)
+        want = _hf_step(model, c_hf, tok, mask, positions)
         got = _lean_step(dec, c_lean, tok, mask, positions)
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
         tok = want.argmax(-1, keepdim=True)
@@ -85,7 +98,7 @@ def test_hooks_see_and_replace_the_same_tensors(lm, site):
     positions = mask.sum(-1, keepdim=True) - 1
     tok = torch.tensor([[3], [4]])
     with hookpoints.attached(hp, hook):
-        want = _hf_step(lm, c_hf, tok, mask, positions)
+        want = _hf_step(lm.model, c_hf, tok, mask, positions)
         where[0] = "lean"
         got = _lean_step(dec, c_lean, tok, mask, positions)
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

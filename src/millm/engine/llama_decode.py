@@ -35,20 +35,21 @@ except ImportError:  # pragma: no cover - older transformers
 
 
 def _rms_norm(x: Tensor, norm: nn.Module) -> Tensor:
-    # LlamaRMSNorm.forward, op for op. x: (B, T, D)
-    dtype = x.dtype
+    # LlamaRMSNorm.forward. x: (B, T, D). In float32 the fused op gives the same bits; in half precision
+    # HF rounds to the input dtype before scaling by the weight, so the ops are spelled out.
+    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
     h = x.to(torch.float32)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(dtype)
+    return norm.weight * h.to(x.dtype)
 
 
-def _rotate_half(x: Tensor) -> Tensor:
-    half = x.shape[-1] // 2
-    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-
-
-def _has_hooks(m: nn.Module) -> bool:
-    return bool(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks)
+def _rotary_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
+    """(B, T, Dh) cos/sin -> (B, 1, T, Dh) cos and sign-folded sin, so that for x (B, H, T, Dh)
+    x * cos + x.roll(Dh/2) * sin' equals HF's x * cos + rotate_half(x) * sin bit for bit
+    (rotate_half(x) * sin = cat(-x2 * s1, x1 * s2) = cat(x2, x1) * cat(-s1, s2))."""
+    half = sin.shape[-1] // 2
+    return cos.unsqueeze(1), torch.cat((-sin[..., :half], sin[..., half:]), dim=-1).unsqueeze(1)
 
 
 def _global_hooks() -> bool:
@@ -67,7 +68,13 @@ class LlamaDecoder:
         self.rotary = inner.rotary_emb
         self.lm_head = model.lm_head
         self.layers = list(inner.layers)
-        self.sub_modules = [[m for m in layer.modules() if m is not layer] for layer in self.layers]
+        # The hook dicts of every sub-module of each layer, to check cheaply whether any holds a hook
+        # (torch adds and removes hooks in these dicts in place).
+        self.sub_hooks = [
+            [d for m in layer.modules() if m is not layer
+             for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)]
+            for layer in self.layers
+        ]
         cfg = model.config
         self.n_heads = int(cfg.num_attention_heads)
         self.n_kv = int(cfg.num_key_value_heads)
@@ -102,22 +109,23 @@ class LlamaDecoder:
         token (None when no row is padded). Returns logits (B, V) in the model dtype."""
         h = self.embed(ids)  # (B, 1, D)
         pos_emb = self.rotary(h, position_ids=positions)
+        rot = _rotary_tables(*pos_emb)
         global_hooks = _global_hooks()
         for i, layer in enumerate(self.layers):
-            if global_hooks or any(_has_hooks(m) for m in self.sub_modules[i]):
+            if global_hooks or any(self.sub_hooks[i]):
                 h = layer(h, attention_mask=mask, position_ids=positions, position_embeddings=pos_emb,
                           use_cache=True, **{self.cache_kwarg: cache})
                 continue
             if layer._forward_pre_hooks:
                 h = _run_pre_hooks(layer, h)
-            out = self._layer(i, layer, h, pos_emb, mask, cache)
+            out = self._layer(i, layer, h, rot, mask, cache)
             if layer._forward_hooks:
                 out = _run_hooks(layer, h, out)
             h = out
         h = self.norm(h)
         return self.lm_head(h)[:, -1, :]
 
-    def _layer(self, i: int, layer: nn.Module, x: Tensor, pos_emb: tuple[Tensor, Tensor], mask: Tensor | None,
+    def _layer(self, i: int, layer: nn.Module, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
                cache: Any) -> Tensor:
         # LlamaDecoderLayer.forward for one query position. x: (B, 1, D)
         attn, mlp = layer.self_attn, layer.mlp
@@ -126,12 +134,17 @@ class LlamaDecoder:
         q = F.linear(hs, attn.q_proj.weight, attn.q_proj.bias).view(b, t, -1, self.head_dim).transpose(1, 2)
         k = F.linear(hs, attn.k_proj.weight, attn.k_proj.bias).view(b, t, -1, self.head_dim).transpose(1, 2)
         v = F.linear(hs, attn.v_proj.weight, attn.v_proj.bias).view(b, t, -1, self.head_dim).transpose(1, 2)
-        cos, sin = pos_emb[0].unsqueeze(1), pos_emb[1].unsqueeze(1)
-        q = q * cos + _rotate_half(q) * sin
-        k = k * cos + _rotate_half(k) * sin
+        cos, sin = rot
+        half = self.head_dim // 2
+        q = q * cos + q.roll(half, -1) * sin
+        k = k * cos + k.roll(half, -1) * sin
         k, v = cache.update(k, v, i)
-        o, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
-        o = F.linear(o.reshape(b, t, -1).contiguous(), attn.o_proj.weight, attn.o_proj.bias)
+        if self.n_kv == self.n_heads:  # what sdpa_attention_forward does for one query without GQA
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
+            o = o.transpose(1, 2)
+        else:
+            o, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
+        o = F.linear(o.reshape(b, t, -1), attn.o_proj.weight, attn.o_proj.bias)
         x = x + o
         hs = _rms_norm(x, layer.post_attention_layernorm)
         g = F.silu(F.linear(hs, mlp.gate_proj.weight, mlp.gate_proj.bias))
