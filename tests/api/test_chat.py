@@ -41,6 +41,7 @@ def test_streamed_chat_matches_non_streamed_and_frames_correctly(client, server)
         assert resp.headers["content-type"].startswith("text/event-stream")
         lines = [ln for ln in resp.iter_lines() if ln]
     assert all(ln.startswith("data: ") for ln in lines)
+    assert '"role"' in lines[0] and not any('"role"' in ln for ln in lines[1:-1])
     assert lines[-1] == "data: [DONE]"
     assert '"choices":[]' not in "".join(lines)
 

@@ -217,8 +217,13 @@ class ChatCompletion(BaseModel):
     millm: MillmInfo | None = None
 
 
+def _absent_when_none(value: object) -> bool:
+    return value is None
+
+
 class ChatDelta(BaseModel):
-    role: Literal["assistant"] | None = None
+    # Only the first delta of a choice carries the role; later ones leave the key out.
+    role: Literal["assistant"] | None = Field(None, exclude_if=_absent_when_none)
     content: str | None = None
 
 
@@ -236,7 +241,7 @@ class ChatCompletionChunk(BaseModel):
     model: str
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
-    millm: MillmInfo | None = None
+    millm: MillmInfo | None = Field(None, exclude_if=_absent_when_none)
 
 
 # ---------------------------------------------------------------------------- completions
