@@ -37,6 +37,7 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
+from millm.engine.weight_layout import choose_layout
 from millm.errors import MillmError, ModelNotLoaded, QueueFull
 
 log = logging.getLogger(__name__)
@@ -255,6 +256,7 @@ class Worker:
         req = handle.request
         if req.model is not None and req.model != lm.model_id:
             raise ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0)
+        self._lean_decoder(lm)
         dev = lm.device
         ids = torch.tensor([req.prompt_ids], device=dev)
         mask = torch.ones_like(ids)
@@ -353,8 +355,11 @@ class Worker:
             self._drop_rows(finished, None)
 
     def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
+        """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
         if self._decoder_model is not lm.model:
             self._decoder_model = lm.model
+            if lm.device.type == "cpu" and lm.quantization == "none":
+                choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model)
             log.info("decode path: %s", "lean Llama step" if self._decoder else "transformers forward")
         return self._decoder
