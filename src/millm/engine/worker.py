@@ -51,15 +51,23 @@ def _cache_kwarg(model_type: type) -> str:
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
-def intra_op_threads() -> int | None:
-    """Torch threads for the generation thread: every core but one, which is left to the event loop
-    (HTTP, SSE framing, detokenizing). None when OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the
-    user's choice stands. On a shared or small machine a parallel op whose threads are not all
-    scheduled waits for the missing one, which costs far more than the parallelism gains."""
+# A forward pass doing at least this many FLOPs (2 x parameters x tokens) is compute-bound enough to
+# use every core; smaller ones (one-token steps of small batches) stream weights, which a second
+# thread does not speed up here, and would only expose each parallel region to scheduling stalls.
+PARALLEL_FLOPS = 2e9
+
+
+def thread_counts() -> tuple[int, int] | None:
+    """Torch threads for the generation thread: (small forwards, large forwards). Small ones leave a core
+    to the event loop (HTTP, SSE framing, detokenizing); large ones use every core. None when
+    OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the user's choice stands. On a shared or small
+    machine, a parallel region whose threads are not all scheduled waits for the missing one: on the
+    2-core benchmark machine two threads made a 350M one-token step 7-10x slower while another
+    process held a core, and no faster when none did."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1)
+    return max(1, cores - 1), cores
 
 
 @dataclass
@@ -110,6 +118,10 @@ class Worker:
         self._padded = False  # whether any row of _mask has padding (checked when rows join or leave)
         self._decoder: LlamaDecoder | None = None
         self._decoder_model: Any = None
+        self._texts_model: Any = None
+        self._threads: tuple[int, int] | None = None
+        self._threads_now = 0
+        self._texts: dict[int, str] = {}
         self._plan: BatchPlan | None = None
         self._cv = threading.Condition()
         self._stop = False
@@ -158,10 +170,8 @@ class Worker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
-        threads = intra_op_threads()
-        if threads is not None:
-            torch.set_num_threads(threads)  # OpenMP: applies to this thread's parallel regions
-        log.info("generation thread: %d torch threads", torch.get_num_threads())
+        self._threads = thread_counts()
+        log.info("generation thread: torch threads %s", self._threads or torch.get_num_threads())
         while True:
             with self._cv:
                 while not self._stop and not self._pending and not self._calls and not self._rows:
@@ -257,6 +267,7 @@ class Worker:
         if req.model is not None and req.model != lm.model_id:
             raise ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0)
         self._lean_decoder(lm)
+        self._use_threads(lm, len(req.prompt_ids))
         dev = lm.device
         ids = torch.tensor([req.prompt_ids], device=dev)
         mask = torch.ones_like(ids)
@@ -337,6 +348,7 @@ class Worker:
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         dec = self._lean_decoder(lm)
+        self._use_threads(lm, len(self._rows))
         if dec is not None:
             if self.intervention is not None:
                 self.intervention.set_plan(self._plan)
@@ -346,13 +358,24 @@ class Worker:
             out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
-        self._emit_monitor_batch(ids)
+        self._emit_monitor_batch()
         for r in self._rows:
             r.position += 1
         self._sample_and_emit(logits.float(), self._rows)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
+
+    def _use_threads(self, lm: LoadedModel, tokens: int) -> None:
+        """All cores for a forward over `tokens` positions that is compute-bound, else all but one.
+        OpenMP thread counts are per thread, so this affects only the generation thread."""
+        if self._threads is None:
+            return
+        small, large = self._threads
+        n = large if 2 * lm.num_parameters * tokens >= PARALLEL_FLOPS else small
+        if n != self._threads_now:
+            torch.set_num_threads(n)
+            self._threads_now = n
 
     def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
@@ -437,25 +460,34 @@ class Worker:
                     continue
                 records.append(MonitorRecord(
                     request_id=request_id, choice=choice, position=start_position + t, token_id=tok,
-                    token=lm.tokenizer.decode([tok]), phase=phase,  # type: ignore[arg-type]
+                    token=self._token_text(lm, tok), phase=phase,  # type: ignore[arg-type]
                     activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
                 ))
         iv.captures = []
         if records:
             self.monitor_sink(records)
 
-    def _emit_monitor_batch(self, ids: torch.Tensor) -> None:
+    def _token_text(self, lm: LoadedModel, tok: int) -> str:
+        """tokenizer.decode([tok]), cached per model (monitor records name every token)."""
+        if self._texts_model is not lm.model:
+            self._texts_model, self._texts = lm.model, {}
+        text = self._texts.get(tok)
+        if text is None:
+            text = self._texts[tok] = lm.tokenizer.decode([tok])
+        return text
+
+    def _emit_monitor_batch(self) -> None:
         iv, lm = self.intervention, self.loaded
         if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
             return
         cap = iv.captures[-1]
-        vals, idx, toks = cap.values.tolist(), cap.indices.tolist(), ids.tolist()
+        vals, idx = cap.values.tolist(), cap.indices.tolist()
         records = []
         for b, r in enumerate(self._rows):
-            tok = toks[b][0]
+            tok = r.last_token  # the token this step read: ids[b, 0]
             records.append(MonitorRecord(
                 request_id=r.handle.request.request_id, choice=r.choice, position=r.position, token_id=tok,
-                token=lm.tokenizer.decode([tok]), phase="generated",
+                token=self._token_text(lm, tok), phase="generated",
                 activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][0], vals[b][0])),
             ))
         iv.captures = []
