@@ -109,7 +109,9 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
            f"{m['context']}, {m['dtype']}; SAE {m['sae']}. Prompt {m['plan']['prompt_len']} tokens, "
            f"{m['plan']['max_tokens']} new tokens, {m['plan']['repeats']} rounds. Section took {m['seconds']:.0f} s.", ""]
     out += ["#### Decode: server vs raw generate, and steering / monitoring overhead", ""]
-    rows = [["raw `model.generate`", _f(d["raw"]["ttft_ms"]), _f(d["raw"]["tok_s"]), "-", "-", "-"]]
+    threads = d["raw"].get("threads")
+    label = "raw `model.generate`" + (f" (threads, by round: {', '.join(map(str, threads))})" if threads else "")
+    rows = [[label, _f(d["raw"]["ttft_ms"]), _f(d["raw"]["tok_s"]), "-", "-", "-"]]
     for mode, s in d["modes"].items():
         h = _hook(m, mode)
         rows.append([f"server, {mode}", _f(s["ttft_ms"]), _f(s["tok_s"]),

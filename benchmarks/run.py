@@ -31,8 +31,6 @@ from typing import Any
 
 import torch
 
-from millm.engine.worker import intra_op_threads
-
 from benchmarks import hooks_bench, profile_bench, raw_bench, report
 from benchmarks.models import BenchModel, get_model
 from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
@@ -139,7 +137,7 @@ def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: 
 
 
 def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads: int | None,
-                work: Path) -> dict[str, Any]:
+                raw_threads: tuple[int, ...], work: Path) -> dict[str, Any]:
     from millm.engine.model_loading import load_model
     from millm.sae.loading import load_sae
 
@@ -159,9 +157,9 @@ def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads:
         # Warm-up: one request each way (allocator, first-call paths, HTTP connection setup).
         run_one(server, completion_body(prompt, plan.max_tokens, None))
         raw_bench.generate_timed(lm, prompt, min(plan.max_tokens, 8))
-        result["decode"] = _decode_rounds(server, lm, plan, prompt, feats)
+        result["decode"] = _decode_rounds(server, lm, plan, prompt, feats, raw_threads)
         result["concurrency"] = _concurrency(server, lm, plan, sae.cfg.d_sae)
-        result["prefill"] = _prefill(server, lm, plan)
+        result["prefill"] = _prefill(server, lm, plan, raw_threads)
     finally:
         server.stop()
 
@@ -195,17 +193,38 @@ def _describe(bm: BenchModel, lm: Any, sae: Any, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _decode_rounds(server: Server, lm: Any, plan: Plan, prompt: list[int], feats: list[int]) -> dict[str, Any]:
+def _with_threads(n: int, fn: Any, *args: Any) -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _raw_generate(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> tuple[RequestTiming, int]:
+    """Raw generate with each thread count; the faster run is the reference (and its thread count)."""
+    runs = [(_with_threads(n, raw_bench.generate_timed, lm, prompt, tokens), n) for n in raw_threads]
+    return max(runs, key=lambda r: r[0].decode_rate)
+
+
+def _decode_rounds(server: Server, lm: Any, plan: Plan, prompt: list[int], feats: list[int],
+                   raw_threads: tuple[int, ...]) -> dict[str, Any]:
     raw: list[RequestTiming] = []
+    raw_won: list[int] = []
     per_mode: dict[str, list[RequestTiming]] = {m: [] for m in SERVER_MODES}
     for rnd in range(plan.repeats):
         log.info("decode round %d/%d", rnd + 1, plan.repeats)
-        raw.append(raw_bench.generate_timed(lm, prompt, plan.max_tokens))
-        for mode in SERVER_MODES:
+        timing, n = _raw_generate(lm, prompt, plan.max_tokens, raw_threads)
+        raw.append(timing)
+        raw_won.append(n)
+        # Rotate the order each round, so no mode always runs right after another.
+        for i in range(len(SERVER_MODES)):
+            mode = SERVER_MODES[(i + rnd) % len(SERVER_MODES)]
             per_mode[mode].append(_run_mode(server, mode, prompt, plan.max_tokens, feats))
     base = per_mode["unsteered"]
     out: dict[str, Any] = {
-        "raw": _summary(raw),
+        "raw": _summary(raw) | {"threads": raw_won},
         "server_vs_raw": _median([s.decode_rate / r.decode_rate for s, r in zip(base, raw, strict=True)]),
         "modes": {},
         "same_text_as_raw": base[0].text == raw[0].text,
@@ -259,7 +278,7 @@ def _concurrency(server: Server, lm: Any, plan: Plan, d_sae: int) -> dict[str, A
     return out
 
 
-def _prefill(server: Server, lm: Any, plan: Plan) -> dict[str, Any]:
+def _prefill(server: Server, lm: Any, plan: Plan, raw_threads: tuple[int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for n in plan.prefill_lens:
         if n + 2 > lm.context_length:
@@ -269,7 +288,7 @@ def _prefill(server: Server, lm: Any, plan: Plan) -> dict[str, Any]:
         ttft, raw = [], []
         for rnd in range(plan.prefill_repeats):
             log.info("prefill %d (round %d/%d)", n, rnd + 1, plan.prefill_repeats)
-            raw.append(raw_bench.prefill_seconds(lm, prompt))
+            raw.append(min(_with_threads(t, raw_bench.prefill_seconds, lm, prompt) for t in raw_threads))
             ttft.append(run_one(server, completion_body(prompt, 1, None)).ttft)
         out[str(n)] = {"server_ttft_ms": _median(ttft) * 1e3, "server_tok_s": n / _median(ttft),
                        "raw_forward_ms": _median(raw) * 1e3, "raw_tok_s": n / _median(raw)}
@@ -292,7 +311,9 @@ def environment(device: str, threads: int | None, mode: str) -> dict[str, Any]:
         pass
     env: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "mode": mode, "device": device, "cpu": cpu,
-        "cores": os.cpu_count(), "torch_threads": threads or torch.get_num_threads(),
+        "cores": os.cpu_count(),
+        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (all cores for forwards of "
+                         ">= 2 GFLOP, else all but one); raw generate: faster of 1 thread and all cores",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src")),
     }
@@ -320,8 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
     ap.add_argument("--threads", type=int, default=None,
-                    help="torch threads for the server and raw generate (default: the worker's choice, "
-                    "all cores but one)")
+                    help="fix torch threads for the server and raw generate (default: the worker's own "
+                    "choice; raw generate takes the faster of 1 thread and all cores)")
     speed = ap.add_mutually_exclusive_group()
     speed.add_argument("--quick", action="store_true", help="fewer rounds and tokens (a few minutes on a GPU)")
     speed.add_argument("--smoke", action="store_true", help="seconds-long run that only checks the suite works")
@@ -332,23 +353,26 @@ def main(argv: list[str] | None = None) -> int:
 
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     dtype = args.dtype or ("bfloat16" if args.device == "cuda" else "float32")
-    # The server's worker picks its own thread count (intra_op_threads); raw generate gets the same.
-    threads = args.threads or intra_op_threads() or torch.get_num_threads()
-    torch.set_num_threads(threads)
+    # The server's worker picks its thread counts itself unless --threads fixes them. Raw generate runs
+    # with 1 thread and with all cores each round, and the faster run is the reference.
+    cores = os.cpu_count() or 1
+    raw_threads = (args.threads,) if args.threads else tuple(sorted({1, cores}))
+    torch.set_num_threads(args.threads or max(1, cores - 1))  # in-process hook cost and profile
     if args.model is not None:
         if args.sae is None:
             ap.error("--model needs --sae")
         models = [BenchModel("custom", args.model, args.sae, f"{args.model}")]
     else:
         models = [get_model(name.strip()) for name in args.models.split(",") if name.strip()]
-    env = environment(args.device, threads, mode)
+    env = environment(args.device, args.threads, mode)
     results: dict[str, Any] = {"environment": env, "models": {}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="millm-bench-") as tmp:
         for bm in models:
             log.info("=== %s (%s)", bm.name, bm.description)
             results["models"][bm.name] = bench_model(bm, PLANS[mode][bm.name], device=args.device, dtype=dtype,
-                                                     threads=threads, work=Path(tmp))
+                                                     threads=args.threads, raw_threads=raw_threads,
+                                                     work=Path(tmp))
     env["total_seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"benchmarks-{args.device}.json").write_text(json.dumps(results, indent=1, default=float))
