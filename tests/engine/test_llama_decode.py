@@ -104,3 +104,34 @@ def test_hooks_see_and_replace_the_same_tensors(lm, site):
     torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert len(seen["hf"]) == len(seen["lean"]) == 1
     torch.testing.assert_close(seen["lean"][0], seen["hf"][0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("input_major", [False, True])
+def test_fused_weights_are_the_modules_weights(monkeypatch, input_major):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from millm.engine import weight_layout
+
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(cfg).eval()
+    ids = torch.tensor([[3, 7, 11, 5]])
+    with torch.no_grad():
+        want = model(input_ids=ids).logits
+    if input_major:
+        monkeypatch.setattr(weight_layout, "MIN_GAIN", -1e9)
+        assert weight_layout.choose_layout(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    dec = LlamaDecoder.for_model(model)
+    assert dec is not None and dec.fresh()
+    a = model.model.layers[1].self_attn
+    fused = dec.qkv[1][0]
+    assert fused.shape == (a.q_proj.out_features + 2 * a.k_proj.out_features, 32)
+    assert a.q_proj.weight.data_ptr() == fused.data_ptr()  # a view, not a copy
+    for n, p in model.named_parameters():
+        assert torch.equal(p, before[n]), n
+    with torch.no_grad():
+        torch.testing.assert_close(model(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
+    model.to(torch.float64)  # replaces every parameter's data
+    assert not dec.fresh()

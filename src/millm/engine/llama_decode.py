@@ -16,6 +16,11 @@ Contract:
   global module hooks are registered. Embedding, final norm and LM head are called as modules.
 - `step` takes and returns tensors only, never syncs with the device, and reads the KV cache
   through `Cache.update`, so HF layers and lean layers can share one cache.
+- Fewer, larger ops: each layer's q/k/v and gate/up projections are fused into one weight, and
+  the HF modules' own weights are rebound to views of it (same values, no extra memory; F.linear
+  takes either layout), so one matrix product replaces three, and the rotary embedding runs once
+  over the query and key heads. cos/sin come from a table built once with HF's own rotary module
+  for static RoPE types (default, linear, llama3, yarn), else from the module every step.
 """
 
 from __future__ import annotations
@@ -81,6 +86,27 @@ class LlamaDecoder:
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         params = inspect.signature(type(self.layers[0]).forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        with torch.no_grad(), torch.inference_mode(False):
+            self.qkv = [_fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
+                        for layer in self.layers]
+            self.gate_up = [_fuse([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
+            self.rope_table = self._rope_table(int(getattr(cfg, "max_position_embeddings", 0) or 0))
+
+    def _rope_table(self, n: int) -> tuple[Tensor, Tensor] | None:
+        """cos and sign-folded sin for positions 0..n-1, (n, Dh) each, from HF's rotary module itself
+        (so each entry has the bits the module would compute for that position)."""
+        if not 0 < n <= ROPE_TABLE_MAX or getattr(self.rotary, "rope_type", None) not in _STATIC_ROPE:
+            return None
+        w = self.embed.weight
+        positions = torch.arange(n, device=w.device)[None]
+        cos, sin = _rotary_tables(*self.rotary(w[:1], position_ids=positions))
+        return cos[0, 0], sin[0, 0]
+
+    def fresh(self) -> bool:
+        """Whether the fused weights are still the modules' weights (a device move or reload replaces
+        them; then build a new decoder)."""
+        a = self.layers[0].self_attn
+        return a.q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr()
 
     @classmethod
     def for_model(cls, model: nn.Module) -> LlamaDecoder | None:
@@ -108,11 +134,18 @@ class LlamaDecoder:
         """One decode step. ids, positions: (B, 1); mask: (B, 1, 1, S) bool over the cache plus this
         token (None when no row is padded). Returns logits (B, V) in the model dtype."""
         h = self.embed(ids)  # (B, 1, D)
-        pos_emb = self.rotary(h, position_ids=positions)
-        rot = _rotary_tables(*pos_emb)
+        pos_emb: tuple[Tensor, Tensor] | None = None
+        if self.rope_table is not None:
+            cos_t, sin_t = self.rope_table
+            rot = cos_t[positions].unsqueeze(1), sin_t[positions].unsqueeze(1)  # (B, 1, 1, Dh)
+        else:
+            pos_emb = self.rotary(h, position_ids=positions)
+            rot = _rotary_tables(*pos_emb)
         global_hooks = _global_hooks()
         for i, layer in enumerate(self.layers):
             if global_hooks or any(self.sub_hooks[i]):
+                if pos_emb is None:
+                    pos_emb = self.rotary(h, position_ids=positions)
                 h = layer(h, attention_mask=mask, position_ids=positions, position_embeddings=pos_emb,
                           use_cache=True, **{self.cache_kwarg: cache})
                 continue
@@ -130,15 +163,15 @@ class LlamaDecoder:
         # LlamaDecoderLayer.forward for one query position. x: (B, 1, D)
         attn, mlp = layer.self_attn, layer.mlp
         b, t = x.shape[0], x.shape[1]
+        nq, nk = self.n_heads, self.n_kv
         hs = _rms_norm(x, layer.input_layernorm)
-        q = F.linear(hs, attn.q_proj.weight, attn.q_proj.bias).view(b, t, -1, self.head_dim).transpose(1, 2)
-        k = F.linear(hs, attn.k_proj.weight, attn.k_proj.bias).view(b, t, -1, self.head_dim).transpose(1, 2)
-        v = F.linear(hs, attn.v_proj.weight, attn.v_proj.bias).view(b, t, -1, self.head_dim).transpose(1, 2)
+        w, bias = self.qkv[i]
+        qkv = F.linear(hs, w, bias).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
         cos, sin = rot
-        half = self.head_dim // 2
-        q = q * cos + q.roll(half, -1) * sin
-        k = k * cos + k.roll(half, -1) * sin
-        k, v = cache.update(k, v, i)
+        qk = qkv[:, : nq + nk]
+        qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
+        q = qk[:, :nq]
+        k, v = cache.update(qk[:, nq:], qkv[:, nq + nk :], i)
         if self.n_kv == self.n_heads:  # what sdpa_attention_forward does for one query without GQA
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
             o = o.transpose(1, 2)
@@ -147,9 +180,40 @@ class LlamaDecoder:
         o = F.linear(o.reshape(b, t, -1), attn.o_proj.weight, attn.o_proj.bias)
         x = x + o
         hs = _rms_norm(x, layer.post_attention_layernorm)
-        g = F.silu(F.linear(hs, mlp.gate_proj.weight, mlp.gate_proj.bias))
-        u = F.linear(hs, mlp.up_proj.weight, mlp.up_proj.bias)
-        return x + F.linear(g * u, mlp.down_proj.weight, mlp.down_proj.bias)
+        w, bias = self.gate_up[i]
+        g, u = F.linear(hs, w, bias).chunk(2, dim=-1)
+        return x + F.linear(F.silu(g) * u, mlp.down_proj.weight, mlp.down_proj.bias)
+
+
+# ---------------------------------------------------------------------- fused weights
+
+_STATIC_ROPE = ("default", "linear", "llama3", "yarn")
+ROPE_TABLE_MAX = 16384  # positions; longer contexts compute cos/sin per step instead of holding a big table
+
+
+def _fuse(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
+    """One (sum N, K) weight (and bias) for Linear layers sharing their input; each layer's weight and bias
+    become views of it. Keeps the layout: a weight stored input-major (a transposed view, see
+    weight_layout) is fused input-major too."""
+    ws = [lin.weight for lin in linears]
+    if all(w.is_contiguous() for w in ws):
+        fused = torch.cat([w.detach() for w in ws], dim=0)  # (N, K)
+        views = list(fused.split([w.shape[0] for w in ws], dim=0))
+    else:
+        fused_t = torch.cat([w.detach().t() for w in ws], dim=1)  # (K, N)
+        fused = fused_t.t()
+        views = [v.t() for v in fused_t.split([w.shape[0] for w in ws], dim=1)]
+    for lin, view in zip(linears, views, strict=True):
+        lin.weight = nn.Parameter(view, requires_grad=False)
+    bias = None
+    if all(lin.bias is not None for lin in linears):
+        bias = torch.cat([lin.bias.detach() for lin in linears])
+        for lin, view in zip(linears, bias.split([lin.bias.shape[0] for lin in linears]), strict=True):
+            lin.bias = nn.Parameter(view, requires_grad=False)
+    elif any(lin.bias is not None for lin in linears):
+        bias = torch.cat([lin.bias.detach() if lin.bias is not None else lin.weight.new_zeros(lin.weight.shape[0])
+                          for lin in linears])
+    return fused, bias
 
 
 # ---------------------------------------------------------------------- hooks, as Module.__call__ runs them

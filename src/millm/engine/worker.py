@@ -379,7 +379,7 @@ class Worker:
 
     def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
-        if self._decoder_model is not lm.model:
+        if self._decoder_model is not lm.model or (self._decoder is not None and not self._decoder.fresh()):
             self._decoder_model = lm.model
             if lm.device.type == "cpu" and lm.quantization == "none":
                 choose_layout(lm.model)
