@@ -356,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     # The server's worker picks its thread counts itself unless --threads fixes them. Raw generate runs
     # with 1 thread and with all cores each round, and the faster run is the reference.
     cores = os.cpu_count() or 1
-    raw_threads = (args.threads,) if args.threads else tuple(sorted({1, cores}))
+    raw_threads = (args.threads,) if args.threads else tuple(sorted({1, cores})) if args.device == "cpu" else (cores,)
     torch.set_num_threads(args.threads or max(1, cores - 1))  # in-process hook cost and profile
     if args.model is not None:
         if args.sae is None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import pytest
 import torch
 
@@ -26,11 +28,16 @@ def mha_model():
     return LlamaForCausalLM(cfg).eval()
 
 
+def _cache_kw(model) -> str:
+    # transformers renamed past_key_values to cache (5.2x); the GPU image may be older.
+    return "cache" if "cache" in inspect.signature(type(model).forward).parameters else "past_key_values"
+
+
 def _prefill(model, ids, mask):
     cache = kv.new_cache()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
     with torch.inference_mode():
-        model(input_ids=ids, attention_mask=mask, position_ids=positions, cache=cache, use_cache=True)
+        model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, **{_cache_kw(model): cache})
     return cache
 
 
@@ -43,8 +50,8 @@ def _batch():
 
 def _hf_step(model, cache, tok, mask, positions):
     with torch.inference_mode():
-        return model(input_ids=tok, attention_mask=mask, position_ids=positions, cache=cache,
-                        use_cache=True).logits[:, -1, :]
+        return model(input_ids=tok, attention_mask=mask, position_ids=positions, use_cache=True,
+                     **{_cache_kw(model): cache}).logits[:, -1, :]
 
 
 def _lean_step(dec, cache, tok, mask, positions):
