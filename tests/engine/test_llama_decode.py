@@ -7,9 +7,10 @@ import inspect
 import pytest
 import torch
 
-from millm.engine import hookpoints, kv
+from millm.engine import hookpoints, kv, weight_layout
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
+from tests.engine.test_weight_layout import force_choice
 
 
 @pytest.fixture(scope="module")
@@ -65,14 +66,18 @@ def test_only_plain_llama_gets_a_decoder(lm):
     assert LlamaDecoder.for_model(torch.nn.Linear(2, 2)) is None
 
 
+KERNELS = ["stored"] + (["onednn"] if weight_layout.onednn_available() else [])
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("gqa", [True, False])
 @pytest.mark.parametrize("padded", [False, True])
-def test_steps_match_the_transformers_forward(lm, mha_model, padded, gqa):
+def test_steps_match_the_transformers_forward(lm, mha_model, padded, gqa, kernel):
     model = lm.model if gqa else mha_model
     ids, mask = _batch()
     if not padded:
         ids, mask = ids[:1], mask[:1]
-    dec = LlamaDecoder.for_model(model)
+    dec = LlamaDecoder.for_model(model, linear=weight_layout.linear_fn(kernel))
     c_hf, c_lean = _prefill(model, ids, mask), _prefill(model, ids, mask)
     tok = torch.tensor([[3]] * ids.shape[0])
     for step in range(5):
@@ -117,8 +122,6 @@ def test_hooks_see_and_replace_the_same_tensors(lm, site):
 def test_fused_weights_are_the_modules_weights(monkeypatch, input_major):
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from millm.engine import weight_layout
-
     torch.manual_seed(1)
     cfg = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=32)
@@ -127,8 +130,8 @@ def test_fused_weights_are_the_modules_weights(monkeypatch, input_major):
     with torch.no_grad():
         want = model(input_ids=ids).logits
     if input_major:
-        monkeypatch.setattr(weight_layout, "MIN_GAIN", -1e9)
-        assert weight_layout.choose_layout(model)
+        force_choice(monkeypatch, "input-major")
+        assert weight_layout.choose_layout(model) == "input-major"
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     dec = LlamaDecoder.for_model(model)
     assert dec is not None and dec.fresh()

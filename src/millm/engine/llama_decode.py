@@ -26,7 +26,7 @@ Contract:
 from __future__ import annotations
 
 import inspect
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
@@ -65,8 +65,9 @@ def _global_hooks() -> bool:
 class LlamaDecoder:
     """One-token decode steps for a LlamaForCausalLM, sharing its weights."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear) -> None:
         self.model = model
+        self.linear = linear
         inner = model.model
         self.embed = inner.embed_tokens
         self.norm = inner.norm
@@ -109,7 +110,8 @@ class LlamaDecoder:
         return a.q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr()
 
     @classmethod
-    def for_model(cls, model: nn.Module) -> LlamaDecoder | None:
+    def for_model(cls, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear,
+                  ) -> LlamaDecoder | None:
         if type(model).__name__ != "LlamaForCausalLM" or sdpa_attention_forward is None:
             return None
         cfg = model.config
@@ -126,7 +128,7 @@ class LlamaDecoder:
             linears = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
             if any(type(lin) is not nn.Linear for lin in linears):
                 return None  # quantized or otherwise wrapped projections
-        return cls(model)
+        return cls(model, linear=linear)
 
     # ------------------------------------------------------------------ step
 
@@ -156,7 +158,10 @@ class LlamaDecoder:
                 out = _run_hooks(layer, h, out)
             h = out
         h = self.norm(h)
-        return self.lm_head(h)[:, -1, :]
+        head = self.lm_head
+        if head._forward_hooks or head._forward_pre_hooks or type(head) is not nn.Linear:
+            return head(h)[:, -1, :]
+        return self.linear(h, head.weight, head.bias)[:, -1, :]
 
     def _layer(self, i: int, layer: nn.Module, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
                cache: Any) -> Tensor:
@@ -166,7 +171,7 @@ class LlamaDecoder:
         nq, nk = self.n_heads, self.n_kv
         hs = _rms_norm(x, layer.input_layernorm)
         w, bias = self.qkv[i]
-        qkv = F.linear(hs, w, bias).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
+        qkv = self.linear(hs, w, bias).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
         cos, sin = rot
         qk = qkv[:, : nq + nk]
         qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
@@ -177,12 +182,12 @@ class LlamaDecoder:
             o = o.transpose(1, 2)
         else:
             o, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)
-        o = F.linear(o.reshape(b, t, -1), attn.o_proj.weight, attn.o_proj.bias)
+        o = self.linear(o.reshape(b, t, -1), attn.o_proj.weight, attn.o_proj.bias)
         x = x + o
         hs = _rms_norm(x, layer.post_attention_layernorm)
         w, bias = self.gate_up[i]
-        g, u = F.linear(hs, w, bias).chunk(2, dim=-1)
-        return x + F.linear(F.silu(g) * u, mlp.down_proj.weight, mlp.down_proj.bias)
+        g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
+        return x + self.linear(F.silu(g) * u, mlp.down_proj.weight, mlp.down_proj.bias)
 
 
 # ---------------------------------------------------------------------- fused weights

@@ -1,16 +1,22 @@
-"""Linear weight layout for CPU decoding: input-major storage when matrix-vector products run faster so.
+"""The matrix-vector kernel for CPU decoding: which library computes x @ W^T, and in which weight layout.
 
 A one-token decode step multiplies a (B, 1, K) activation by every (N, K) weight, so on a CPU its
-time is the time to stream the weights. MKL's float32 kernels stream a weight stored (N, K) and
-one stored (K, N) at different speeds: on the 2-core AMD EPYC benchmark machine about 14 and 17
-GB/s, and the 350M benchmark model decodes 17% faster with (K, N) storage (prefill, a matrix-
-matrix product, is 2-7% slower). Which layout wins depends on the CPU and its BLAS, so
-`choose_layout` times both on the model's largest weights and switches only on a clear win.
+time is the time to stream the weights. How fast that streams depends on the CPU and the kernel.
+On the 2-core AMD EPYC benchmark machine, MKL (torch's `F.linear` on CPU) streams a weight stored
+(N, K) at about 13 GB/s and one stored (K, N) at about 16 GB/s for one row, and falls to 5-7 GB/s
+for 2 to 16 rows. oneDNN (`torch.ops.mkldnn._linear_pointwise`) on the same plain (N, K) weights
+streams 14-24 GB/s for one row and 8-18 GB/s for eight, so it makes batched decoding scale. Which
+wins depends on the machine, so `choose_layout` times the candidates on the model's largest
+weights, for one row and for eight, and switches away from the stored MKL path only on a clear win:
+- `stored`: MKL, weights as loaded;
+- `input-major`: MKL, each Linear weight rebound to a transposed view of a (K, N) copy: same shape,
+  same values, no extra memory once the old storage is freed; `F.linear` accepts either layout, so
+  every caller (HF modules, the lean decoder) uses it unchanged;
+- `onednn`: weights as loaded; the lean decoder (`engine/llama_decode.py`) calls `linear_fn(choice)`,
+  oneDNN on plain weights (no packed copy, no extra memory). Prefill still runs through the HF
+  modules and MKL, whose large-M products are fast.
 
-Switching rebinds each Linear weight to a transposed view of a (K, N) copy: same shape, same
-values, no extra memory once the old storage is freed. `F.linear` accepts either layout, so
-every caller (HF modules, the lean decoder) uses it unchanged. Weights shared with another
-parameter (a tied LM head) and quantized layers are left alone.
+Weights shared with another parameter (a tied LM head) and quantized layers are left alone.
 """
 
 from __future__ import annotations
@@ -18,14 +24,35 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from typing import Callable, Literal
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
+Choice = Literal["stored", "input-major", "onednn"]
+LinearFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
+
 SAMPLE_BYTES = 96 * 2**20  # time at least this much weight (more than a typical L3 cache)
 MIN_GAIN = 0.05
+ROWS = (1, 8)  # batch sizes timed: one request, and a batch of concurrent ones
+
+
+def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    if not w.is_contiguous():  # oneDNN takes plain (N, K) weights; anything else goes to MKL
+        return F.linear(x, w, b)
+    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+
+
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+
+
+def linear_fn(choice: Choice) -> LinearFn:
+    """The function the lean decoder calls for x @ W^T + b under a choice."""
+    return _onednn_linear if choice == "onednn" else F.linear
 
 
 def _candidates(model: nn.Module) -> list[nn.Linear]:
@@ -41,37 +68,48 @@ def _candidates(model: nn.Module) -> list[nn.Linear]:
     return out
 
 
-def _pass_seconds(weights: list[torch.Tensor]) -> float:
-    xs = {w.shape[1]: torch.randn(1, w.shape[1], dtype=w.dtype) for w in weights}
-    t = time.perf_counter()
-    for w in weights:
-        torch.nn.functional.linear(xs[w.shape[1]], w)
-    return time.perf_counter() - t
+def _pass_seconds(weights: list[Tensor], fn: LinearFn) -> float:
+    """Time of one pass over the weights for each of ROWS, summed."""
+    total = 0.0
+    for rows in ROWS:
+        xs = {w.shape[1]: torch.randn(rows, 1, w.shape[1], dtype=w.dtype) for w in weights}
+        t = time.perf_counter()
+        for w in weights:
+            fn(xs[w.shape[1]], w, None)
+        total += time.perf_counter() - t
+    return total
 
 
-def choose_layout(model: nn.Module, *, rounds: int = 3) -> bool:
-    """On CPU, store Linear weights input-major if that makes x @ W^T clearly faster. Returns whether it did."""
+def choose_layout(model: nn.Module, *, rounds: int = 3) -> Choice:
+    """On CPU, pick the fastest matrix-vector kernel (see the module doc) and lay the weights out for it."""
     linears = _candidates(model)
     if not linears or linears[0].weight.device.type != "cpu":
-        return False
+        return "stored"
     with torch.no_grad(), torch.inference_mode(False):
-        sample: list[torch.Tensor] = []
+        sample: list[Tensor] = []
         for lin in sorted(linears, key=lambda m: -m.weight.numel()):
             sample.append(lin.weight)
             if sum(w.numel() * w.element_size() for w in sample) >= SAMPLE_BYTES:
                 break
         transposed = [w.t().contiguous().t() for w in sample]
-        _pass_seconds(sample), _pass_seconds(transposed)
-        now, alt = [], []
+        runs: dict[Choice, tuple[list[Tensor], LinearFn]] = {
+            "stored": (sample, F.linear), "input-major": (transposed, F.linear),
+        }
+        if onednn_available() and sample[0].dtype == torch.float32:
+            runs["onednn"] = (sample, _onednn_linear)
+        times: dict[Choice, list[float]] = {c: [] for c in runs}
+        for ws, fn in runs.values():  # warm-up
+            _pass_seconds(ws, fn)
         for _ in range(rounds):
-            now.append(_pass_seconds(sample))
-            alt.append(_pass_seconds(transposed))
-        del transposed
-        t_now, t_alt = statistics.median(now), statistics.median(alt)
-        switch = t_alt < (1 - MIN_GAIN) * t_now
-        log.info("linear weights: %s layout (matrix-vector pass over %d weights: %.2f ms as stored, %.2f ms "
-                 "input-major)", "input-major" if switch else "stored", len(sample), t_now * 1e3, t_alt * 1e3)
-        if switch:
+            for c, (ws, fn) in runs.items():
+                times[c].append(_pass_seconds(ws, fn))
+        del transposed, runs
+        med = {c: statistics.median(t) for c, t in times.items()}
+        best = min(med, key=med.__getitem__)
+        choice: Choice = best if med[best] < (1 - MIN_GAIN) * med["stored"] else "stored"
+        log.info("linear kernel for decoding: %s (pass over %d weights at %s rows: %s)", choice, len(sample),
+                 "+".join(map(str, ROWS)), ", ".join(f"{c} {t * 1e3:.2f} ms" for c, t in med.items()))
+        if choice == "input-major":
             for lin in linears:
                 lin.weight = nn.Parameter(lin.weight.detach().t().contiguous().t(), requires_grad=False)
-    return switch
+    return choice

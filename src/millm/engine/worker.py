@@ -37,7 +37,7 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
-from millm.engine.weight_layout import choose_layout
+from millm.engine.weight_layout import Choice, choose_layout, linear_fn
 from millm.errors import MillmError, ModelNotLoaded, QueueFull
 
 log = logging.getLogger(__name__)
@@ -52,9 +52,13 @@ def _cache_kwarg(model_type: type) -> str:
 
 
 # A forward pass doing at least this many FLOPs (2 x parameters x tokens) is compute-bound enough to
-# use every core; smaller ones (one-token steps of small batches) stream weights, which a second
-# thread does not speed up here, and would only expose each parallel region to scheduling stalls.
+# use every core. So is a step of a model with at least PARALLEL_PARAMS parameters: its one-token
+# steps stream enough weight bytes that more cores stream them faster (oneDNN on the 2-core benchmark
+# machine: 350M model, 111 ms per step on one thread, 63 ms on two). Smaller ones (the demo model's
+# steps take 2-3 ms, mostly Python and small ops) keep a core free for the event loop, and would only
+# expose each short parallel region to scheduling stalls.
 PARALLEL_FLOPS = 2e9
+PARALLEL_PARAMS = 50_000_000
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -63,7 +67,7 @@ def thread_counts() -> tuple[int, int] | None:
     OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the user's choice stands. On a shared or small
     machine, a parallel region whose threads are not all scheduled waits for the missing one: on the
     2-core benchmark machine two threads made a 350M one-token step 7-10x slower while another
-    process held a core, and no faster when none did."""
+    process kept a core busy (set OMP_NUM_THREADS=1 when the server shares its cores)."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -372,7 +376,8 @@ class Worker:
         if self._threads is None:
             return
         small, large = self._threads
-        n = large if 2 * lm.num_parameters * tokens >= PARALLEL_FLOPS else small
+        heavy = lm.num_parameters >= PARALLEL_PARAMS or 2 * lm.num_parameters * tokens >= PARALLEL_FLOPS
+        n = large if heavy else small
         if n != self._threads_now:
             torch.set_num_threads(n)
             self._threads_now = n
@@ -381,9 +386,11 @@ class Worker:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
         if self._decoder_model is not lm.model or (self._decoder is not None and not self._decoder.fresh()):
             self._decoder_model = lm.model
+            kernel: Choice = "stored"
             if lm.device.type == "cpu" and lm.quantization == "none":
-                choose_layout(lm.model)
-            self._decoder = LlamaDecoder.for_model(lm.model)
+                self._use_threads(lm, 1)  # time the kernels as a one-token step will run them
+                kernel = choose_layout(lm.model)
+            self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
             log.info("decode path: %s", "lean Llama step" if self._decoder else "transformers forward")
         return self._decoder
 
