@@ -107,7 +107,9 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
     out = [f"### {name}: {m['description']}", "",
            f"{m['parameters'] / 1e6:.1f}M parameters, {m['layers']} layers, d_model {m['d_model']}, context "
            f"{m['context']}, {m['dtype']}; SAE {m['sae']}. Prompt {m['plan']['prompt_len']} tokens, "
-           f"{m['plan']['max_tokens']} new tokens, {m['plan']['repeats']} rounds. Section took {m['seconds']:.0f} s.", ""]
+           f"{m['plan']['max_tokens']} new tokens, {m['plan']['repeats']} rounds. Section took {m['seconds']:.0f} s."
+           + (" Server only: the in-process hook timing and profile are in the section without CUDA graphs."
+              if m.get("server_only") else ""), ""]
     out += ["#### Decode: server vs raw generate, and steering / monitoring overhead", ""]
     threads = d["raw"].get("threads")
     label = "raw `model.generate`" + (f" (threads, by round: {', '.join(map(str, threads))})" if threads else "")
@@ -149,7 +151,9 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
                     f"{bound:,.1f} tok/s", f"{d['modes']['unsteered']['tok_s']:,.1f} tok/s "
                     f"({_pct(d['modes']['unsteered']['tok_s'] / bound, 0)})",
                     f"{d['raw']['tok_s']:,.1f} tok/s ({_pct(d['raw']['tok_s'] / bound, 0)})"]])
-    p = m["profile"]
+    p = m.get("profile")
+    if p is None:  # a --server-only run
+        return out
     out += [f"#### Where a batch-1 decode step goes ({device}, torch profiler, {p['steps']} steps, "
             f"{p['wall_ms_per_step']:.2f} ms/step under the profiler)", ""]
     out += _table(["part", "ms per step", "share"],
@@ -162,6 +166,8 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
 def device_section(device: str, data: dict[str, Any], plots: list[str]) -> list[str]:
     env = data["environment"]
     title = "CPU" if device == "cpu" else f"GPU ({env.get('gpu', 'cuda')})"
+    if env.get("cuda_graphs"):
+        title += ", CUDA graphs on (`MILLM_CUDA_GRAPHS=1`)"
     out = [f"## {title}", ""]
     load = env.get("load_average")
     out += [f"Run {env['date']}, mode `{env['mode']}`, commit {env['commit']}{' (+ local changes)' if env.get('dirty') else ''}; "
@@ -238,7 +244,7 @@ def plots(out_dir: Path, device: str, data: dict[str, Any]) -> list[str]:
 def write(out_dir: Path) -> Path:
     """Rebuild benchmarks.md (and plots) from every benchmarks-<device>.json in out_dir."""
     lines = HEADER.splitlines() + [""]
-    for device in ("cpu", "cuda"):
+    for device in ("cpu", "cuda", "cuda-graphs"):
         path = out_dir / f"benchmarks-{device}.json"
         if not path.exists():
             continue

@@ -137,14 +137,16 @@ def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: 
 
 
 def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads: int | None,
-                raw_threads: tuple[int, ...], work: Path) -> dict[str, Any]:
+                raw_threads: tuple[int, ...], work: Path, cuda_graphs: bool = False,
+                server_only: bool = False) -> dict[str, Any]:
     from millm.engine.model_loading import load_model
     from millm.sae.loading import load_sae
 
     t_model = time.perf_counter()
     # The server boots while this process loads its own copy; bandwidth is measured once it is idle.
     server = Server(bm.model_dir, bm.sae_dir, work / f"server-{bm.name}", device=device, dtype=dtype,
-                    threads=threads, max_batch_size=max(plan.concurrency))
+                    threads=threads, max_batch_size=max(plan.concurrency),
+                    extra_env={"MILLM_CUDA_GRAPHS": "1"} if cuda_graphs else {})
     server.launch()
     try:
         lm = load_model(str(bm.model_dir), device=device, dtype=dtype)
@@ -162,6 +164,10 @@ def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads:
         result["prefill"] = _prefill(server, lm, plan, raw_threads)
     finally:
         server.stop()
+    if server_only:
+        result["server_only"] = True
+        result["seconds"] = time.perf_counter() - t_model
+        return result
 
     log.info("%s: hook cost (method a)", bm.name)
     hooks = hooks_bench.measure(lm, sae, prompt_ids=prompt, max_tokens=plan.hook_tokens, repeats=plan.hook_repeats)
@@ -312,7 +318,7 @@ def environment(device: str, threads: int | None, mode: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "mode": mode, "device": device, "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (all cores for forwards of "
+        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (all cores for models of 50M+ parameters and forwards of "
                          ">= 2 GFLOP, else all but one); raw generate: faster of 1 thread and all cores",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src")),
@@ -346,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     speed = ap.add_mutually_exclusive_group()
     speed.add_argument("--quick", action="store_true", help="fewer rounds and tokens (a few minutes on a GPU)")
     speed.add_argument("--smoke", action="store_true", help="seconds-long run that only checks the suite works")
+    ap.add_argument("--cuda-graphs", action="store_true",
+                    help="serve with MILLM_CUDA_GRAPHS=1; results go to benchmarks-cuda-graphs.json")
+    ap.add_argument("--server-only", action="store_true",
+                    help="skip the in-process hook timing and decode profile")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for benchmarks.md, its JSON and plots")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -364,7 +374,11 @@ def main(argv: list[str] | None = None) -> int:
         models = [BenchModel("custom", args.model, args.sae, f"{args.model}")]
     else:
         models = [get_model(name.strip()) for name in args.models.split(",") if name.strip()]
+    if args.cuda_graphs and args.device != "cuda":
+        ap.error("--cuda-graphs needs --device cuda")
+    label = args.device + ("-graphs" if args.cuda_graphs else "")
     env = environment(args.device, args.threads, mode)
+    env["cuda_graphs"] = args.cuda_graphs
     results: dict[str, Any] = {"environment": env, "models": {}}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="millm-bench-") as tmp:
@@ -372,10 +386,11 @@ def main(argv: list[str] | None = None) -> int:
             log.info("=== %s (%s)", bm.name, bm.description)
             results["models"][bm.name] = bench_model(bm, PLANS[mode][bm.name], device=args.device, dtype=dtype,
                                                      threads=args.threads, raw_threads=raw_threads,
-                                                     work=Path(tmp))
+                                                     work=Path(tmp), cuda_graphs=args.cuda_graphs,
+                                                     server_only=args.server_only)
     env["total_seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"benchmarks-{args.device}.json").write_text(json.dumps(results, indent=1, default=float))
+    (args.out / f"benchmarks-{label}.json").write_text(json.dumps(results, indent=1, default=float))
     path = report.write(args.out)
     log.info("report written to %s in %.0f s", path, env["total_seconds"])
     return 0

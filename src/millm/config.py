@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     )
     queue_size: int = Field(64, ge=1, description="Requests that may wait for a batch slot before 429.")
     max_batch_size: int = Field(16, ge=1, description="Sequences decoded together in one batch.")
+    cuda_graphs: bool = Field(
+        False, description="Replay decode steps of Llama models from CUDA graphs over a static KV cache (CUDA only)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log format: text or json (one object per line).")
     cors_origins: list[str] = Field(

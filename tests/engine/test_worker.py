@@ -1,4 +1,5 @@
-"""The continuous-batching worker: batched output equals solo output, with per-row steering."""
+"""The continuous-batching worker: batched output equals solo output, with per-row steering, over the growable
+KV cache and over the static slot cache of CUDA-graph mode."""
 
 from __future__ import annotations
 
@@ -17,9 +18,10 @@ PROMPTS = ["Hello world", "Once upon a time there was a little boat on the sea",
            "Numbers 0 1 2 3 4 5 and more text here", "café naïve", "Hello"]
 
 
-@pytest.fixture(scope="module")
-def worker(tiny_model_dir, tiny_sae_dir):
-    w = Worker(max_batch_size=8)
+@pytest.fixture(scope="module", params=[False, True], ids=["growable-cache", "slot-cache"])
+def worker(request, tiny_model_dir, tiny_sae_dir):
+    # slot-cache: the CUDA-graph mode's static cache, run without capture on CPU (engine/cuda_graphs.py)
+    w = Worker(max_batch_size=8, cuda_graphs=request.param)
     w.loaded = load_model(str(tiny_model_dir))
     sae = load_sae(tiny_sae_dir)
     hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)

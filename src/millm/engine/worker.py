@@ -24,6 +24,7 @@ from typing import Any, Callable
 import torch
 
 from millm.engine import kv
+from millm.engine.cuda_graphs import GraphDecoder
 from millm.engine.intervention import BatchPlan, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import LoadedModel
@@ -108,9 +109,10 @@ class _Call:
 
 
 class Worker:
-    def __init__(self, *, queue_size: int = 64, max_batch_size: int = 16) -> None:
+    def __init__(self, *, queue_size: int = 64, max_batch_size: int = 16, cuda_graphs: bool = False) -> None:
         self.queue_size = queue_size
         self.max_batch_size = max_batch_size
+        self.cuda_graphs = cuda_graphs  # decode over a static slot cache, replayed from CUDA graphs on CUDA
         self.loaded: LoadedModel | None = None
         self.intervention: SaeIntervention | None = None
         self.monitor_sink: Callable[[list[MonitorRecord]], None] | None = None
@@ -121,6 +123,7 @@ class Worker:
         self._mask: torch.Tensor | None = None
         self._padded = False  # whether any row of _mask has padding (checked when rows join or leave)
         self._decoder: LlamaDecoder | None = None
+        self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
         self._decoder_model: Any = None
         self._texts_model: Any = None
         self._threads: tuple[int, int] | None = None
@@ -307,8 +310,11 @@ class Worker:
         cache, mask = kv.repeat_rows(cache, mask, req.n)
         if len(live) < len(rows):
             cache, mask = kv.select(cache, mask, [i for i, r in enumerate(rows) if not r.done])
-        self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
-        self._padded = bool((self._mask == 0).any())
+        if self._graphs is not None:
+            self._graphs.join([(layer.keys, layer.values) for layer in cache.layers])
+        else:
+            self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
+            self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
 
@@ -333,14 +339,15 @@ class Worker:
 
     def _step(self) -> None:
         lm = self.loaded
-        assert lm is not None and self._mask is not None
+        assert lm is not None and (self._mask is not None or self._graphs is not None)
         self._drop_rows([r for r in self._rows if r.handle.cancelled.is_set()], "cancelled")
         if not self._rows:
             return
         dev = lm.device
         ids = torch.tensor([[r.last_token] for r in self._rows], device=dev)
         positions = torch.tensor([[r.position] for r in self._rows], device=dev)
-        self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=dev)], 1)
+        if self._mask is not None:
+            self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=dev)], 1)
         if self._plan is None or len(self._plan.steering) != len(self._rows):
             specs = [
                 self.intervention.compile(r.handle.request.steering)
@@ -353,7 +360,12 @@ class Worker:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         dec = self._lean_decoder(lm)
         self._use_threads(lm, len(self._rows))
-        if dec is not None:
+        if self._graphs is not None:
+            if self.intervention is not None:
+                self.intervention.set_plan(self._plan)
+            logits = self._graphs.step(ids, positions, max_position=max(r.position for r in self._rows),
+                                       intervention=self.intervention, plan=self._plan)
+        elif dec is not None:
             if self.intervention is not None:
                 self.intervention.set_plan(self._plan)
             attn_mask = self._mask[:, None, None, :].bool() if self._padded else None  # (B, 1, 1, S)
@@ -391,7 +403,17 @@ class Worker:
                 self._use_threads(lm, 1)  # time the kernels as a one-token step will run them
                 kernel = choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
+            self._graphs = None
+            if self.cuda_graphs and self._decoder is not None:
+                capture = lm.device.type == "cuda"
+                self._graphs = GraphDecoder(self._decoder, slots=self.max_batch_size,
+                                            context_length=lm.context_length, capture=capture)
+            elif self.cuda_graphs:
+                log.warning("CUDA graphs need the lean Llama decode step; %s decodes without them",
+                            type(lm.model).__name__)
             log.info("decode path: %s", "lean Llama step" if self._decoder else "transformers forward")
+            if self._graphs is not None and not self._graphs.capture:
+                log.warning("CUDA graphs need a CUDA device: decoding over the static cache without capture")
         return self._decoder
 
     def _drop_rows(self, rows: list[_Row], reason: str | None) -> None:
@@ -404,7 +426,9 @@ class Worker:
         keep = [i for i, r in enumerate(self._rows) if id(r) not in gone]
         self._rows = [self._rows[i] for i in keep]
         self._plan = None
-        if not self._rows:
+        if self._graphs is not None:
+            self._graphs.select(keep)
+        elif not self._rows:
             self._cache, self._mask = None, None
         else:
             self._cache, self._mask = kv.select(self._cache, self._mask, keep)
@@ -448,6 +472,8 @@ class Worker:
         for r in self._rows:
             r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message))
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
+        if self._graphs is not None:
+            self._graphs.clear()
 
     # ------------------------------------------------------------------ monitoring
 

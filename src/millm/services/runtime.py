@@ -45,7 +45,8 @@ class Runtime:
         self.settings = settings
         self.started_at = time.time()
         self.metrics = Metrics()
-        self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size)
+        self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
+                             cuda_graphs=settings.cuda_graphs)
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
         self.profiles = ProfileService(self.db.session_factory)
         self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))

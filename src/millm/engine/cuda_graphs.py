@@ -1,0 +1,237 @@
+"""CUDA graphs for the lean Llama decode step (setting `cuda_graphs`, off by default).
+
+A one-token step of a small model on a GPU is bound by kernel launches, not by the GPU: a few
+hundred small kernels launched one by one from Python. A CUDA graph records them once and
+replays them with one launch. Graphs need fixed tensor addresses and shapes, so in graph mode
+the batch lives in a `SlotCache` instead of the growable, left-padded cache of `engine/kv.py`:
+
+- per layer, keys and values in buffers of (slots, Hkv, capacity, Dh); row b of the batch is slot
+  b, and its token at position p is column p (no padding: every row starts at column 0);
+- a step writes each row's new key and value at its own position with a scatter, and attends over
+  the whole capacity with a mask `column <= position`, computed inside the graph from a static
+  position buffer;
+- a request joins by copying its prefilled cache into the next free slots; finished rows leave by
+  compacting the remaining slots to the front.
+
+`GraphDecoder.step` copies the step's token ids, positions and additive steering into static
+buffers and replays the graph captured for the batch-size bucket (1, 2, 4, ... up to the slot
+count; unused rows in a bucket attend to column 0 of a free slot) and the cache capacity. The
+capacity grows by doubling (new buffers, graphs recaptured). A graph is keyed on the hooks
+installed on the decoder layers too, so attaching or detaching an SAE recaptures it.
+
+Steering inside graphs: the SAE hook runs while the graph is captured, with a static plan whose
+add matrix is a view of a static (slots, D) buffer; each step copies the batch's per-row steering
+vectors (zeros for unsteered rows, special-token opt-out folded in) into that buffer, so any mix
+of additive steering replays the same graph. Steps that clamp features or monitor activations run
+the same step eagerly on the same static cache: their work depends on per-batch index tensors and
+they hand activations back to Python. With `capture=False` (CPU, or for tests) every step runs
+eagerly on the static cache.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from millm.engine.intervention import BatchPlan, SaeIntervention
+from millm.engine.llama_decode import LlamaDecoder
+
+log = logging.getLogger(__name__)
+
+MIN_CAPACITY = 256
+
+
+def _pow2(n: int) -> int:
+    return 1 << max(0, n - 1).bit_length()
+
+
+class SlotCache:
+    """Static per-layer key/value buffers, one slot per batch row. Implements the `Cache.update` call the
+    decoder (and HF decoder layers) make."""
+
+    def __init__(self, *, layers: int, slots: int, kv_heads: int, head_dim: int, capacity: int,
+                 dtype: torch.dtype, device: torch.device) -> None:
+        shape = (slots, kv_heads, capacity, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(layers)]
+        self.slots, self.capacity = slots, capacity
+        self._index: Tensor | None = None  # (Bg, Hkv, 1, Dh) write column per row, set for each step
+
+    def set_positions(self, positions: Tensor) -> None:
+        # positions: (Bg, 1) long
+        k = self.keys[0]
+        self._index = positions.view(-1, 1, 1, 1).expand(positions.shape[0], k.shape[1], 1, k.shape[3])
+
+    def update(self, key_states: Tensor, value_states: Tensor, layer_idx: int, *args: Any, **kwargs: Any
+               ) -> tuple[Tensor, Tensor]:
+        # key_states, value_states: (Bg, Hkv, 1, Dh)
+        assert self._index is not None
+        bg = key_states.shape[0]
+        k, v = self.keys[layer_idx][:bg], self.values[layer_idx][:bg]
+        k.scatter_(2, self._index, key_states)
+        v.scatter_(2, self._index, value_states)
+        return k, v
+
+    def resized(self, slots: int, capacity: int) -> SlotCache:
+        """A larger cache holding this one's contents."""
+        k0 = self.keys[0]
+        new = SlotCache(layers=len(self.keys), slots=slots, kv_heads=k0.shape[1], head_dim=k0.shape[3],
+                        capacity=capacity, dtype=k0.dtype, device=k0.device)
+        for old_bufs, new_bufs in ((self.keys, new.keys), (self.values, new.values)):
+            for old, buf in zip(old_bufs, new_bufs, strict=True):
+                buf[: self.slots, :, : self.capacity].copy_(old)
+        return new
+
+
+class GraphDecoder:
+    """Decode steps of a LlamaDecoder over a SlotCache, replayed from CUDA graphs when `capture`."""
+
+    def __init__(self, decoder: LlamaDecoder, *, slots: int, context_length: int, capture: bool) -> None:
+        self.dec = decoder
+        self.capture = capture
+        self.slots = slots
+        self.context_length = context_length
+        self.rows = 0
+        self.cache: SlotCache | None = None
+        w = decoder.embed.weight
+        self.device, self.dtype = w.device, w.dtype
+        self._graphs: dict[tuple[Any, ...], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        self._pool: Any = None
+        self._ids = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
+        self._pos = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
+        self._add: Tensor | None = None  # (slots, D) steering added by the SAE hook inside graphs
+        self._columns: Tensor | None = None  # (capacity,) 0..capacity-1
+        self.replays = 0  # steps served from a graph (for tests and logs)
+
+    # ------------------------------------------------------------------ batch composition
+
+    def join(self, layers: list[tuple[Tensor, Tensor]]) -> None:
+        """Append rows from a prefilled cache: per layer (keys, values) of (n, Hkv, S, Dh), unpadded."""
+        n, s = layers[0][0].shape[0], layers[0][0].shape[2]
+        self._ensure(self.rows + n, s + 1)
+        assert self.cache is not None
+        for i, (k, v) in enumerate(layers):
+            self.cache.keys[i][self.rows : self.rows + n, :, :s].copy_(k)
+            self.cache.values[i][self.rows : self.rows + n, :, :s].copy_(v)
+        self.rows += n
+
+    def select(self, keep: list[int]) -> None:
+        """Keep rows `keep` (ascending), compacted to the front slots."""
+        if keep != list(range(len(keep))):
+            assert self.cache is not None
+            idx = torch.tensor(keep, device=self.device)
+            for bufs in (self.cache.keys, self.cache.values):
+                for buf in bufs:
+                    buf[: len(keep)].copy_(buf.index_select(0, idx))
+        self.rows = len(keep)
+
+    def clear(self) -> None:
+        self.rows = 0
+
+    def _ensure(self, rows: int, length: int) -> None:
+        """Room for `rows` slots of `length` columns; growing drops the captured graphs."""
+        cache = self.cache
+        if cache is not None and rows <= cache.slots and length <= cache.capacity:
+            return
+        slots = max(rows, self.slots, cache.slots if cache else 0)
+        capacity = max(cache.capacity if cache else 0, min(self.context_length, max(MIN_CAPACITY, _pow2(length))))
+        capacity = max(capacity, length)
+        if cache is None:
+            d = self.dec
+            self.cache = SlotCache(layers=len(d.layers), slots=slots, kv_heads=d.n_kv, head_dim=d.head_dim,
+                                   capacity=capacity, dtype=self.dtype, device=self.device)
+        else:
+            self.cache = cache.resized(slots, capacity)
+        if slots > self._ids.shape[0]:
+            self._ids = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
+            self._pos = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
+            self._add = None
+        self._columns = torch.arange(capacity, device=self.device)
+        self._graphs.clear()
+        log.info("decode cache: %d slots x %d positions%s", slots, capacity, " (CUDA graphs)" if self.capture else "")
+
+    # ------------------------------------------------------------------ steps
+
+    def step(self, ids: Tensor, positions: Tensor, *, max_position: int, intervention: SaeIntervention | None,
+             plan: BatchPlan | None) -> Tensor:
+        """One decode step for the current rows. ids, positions: (B, 1) on the device; max_position: the
+        largest position, as a host int. The intervention's plan is already set. Returns logits (B, V)."""
+        b = ids.shape[0]
+        assert b == self.rows
+        self._ensure(b, max_position + 1)
+        graphable = self.capture and (plan is None or (not plan.clamp_groups and not plan.monitor))
+        bg = min(_pow2(b), self._ids.shape[0]) if graphable else b
+        self._ids[:b].copy_(ids)
+        self._pos[:b].copy_(positions)
+        if bg > b:
+            self._ids[b:bg].zero_()
+            self._pos[b:bg].zero_()
+        if not graphable:
+            return self._forward(b)
+        if intervention is not None:
+            self._fill_add(intervention, plan, b, bg)
+        graph, out = self._graph(bg, intervention)
+        graph.replay()
+        self.replays += 1
+        return out[:b]
+
+    def _forward(self, bg: int) -> Tensor:
+        assert self.cache is not None and self._columns is not None
+        pos = self._pos[:bg]
+        mask = (self._columns[None, :] <= pos)[:, None, None, :]  # (Bg, 1, 1, capacity)
+        self.cache.set_positions(pos)
+        return self.dec.step(self._ids[:bg], pos, mask=mask, cache=self.cache)
+
+    def _fill_add(self, iv: SaeIntervention, plan: BatchPlan | None, b: int, bg: int) -> None:
+        if self._add is None or self._add.shape[1] != iv.hookpoint.d_hook or self._add.dtype != iv.dtype:
+            self._add = torch.zeros((self._ids.shape[0], iv.hookpoint.d_hook), dtype=iv.dtype, device=self.device)
+            self._graphs.clear()
+        if plan is None or plan.add_matrix is None:
+            self._add[:bg].zero_()
+            return
+        m = plan.add_matrix
+        if plan.steer_mask is not None:
+            m = m * plan.steer_mask[:, -1:].to(m.dtype)
+        self._add[:b].copy_(m)
+        if bg > b:
+            self._add[b:bg].zero_()
+
+    def _hooks_key(self, iv: SaeIntervention | None) -> tuple[Any, ...]:
+        d = self.dec
+        return (id(iv),) + tuple(
+            (tuple(layer._forward_hooks), tuple(layer._forward_pre_hooks), any(d.sub_hooks[i]))
+            for i, layer in enumerate(d.layers)
+        ) + (tuple(d.lm_head._forward_hooks),)
+
+    def _graph(self, bg: int, iv: SaeIntervention | None) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        assert self.cache is not None
+        key = (bg, self.cache.capacity, self._hooks_key(iv))
+        hit = self._graphs.get(key)
+        if hit is not None:
+            return hit
+        saved = iv._plan if iv is not None else None
+        if iv is not None:
+            assert self._add is not None
+            iv.set_plan(BatchPlan(steering=[None] * bg, add_matrix=self._add[:bg]))
+        try:
+            # Warm up on a side stream (lazy cuBLAS/cuDNN set-up must not be captured), then capture. Both
+            # runs write this step's keys and values, which the replay writes again: the same values.
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                self._forward(bg)
+            torch.cuda.current_stream().wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool):
+                out = self._forward(bg)
+        finally:
+            if iv is not None:
+                iv.set_plan(saved)
+        log.info("captured a CUDA graph: batch %d, %d positions", bg, self.cache.capacity)
+        self._graphs[key] = (graph, out)
+        return graph, out

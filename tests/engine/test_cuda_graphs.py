@@ -1,0 +1,104 @@
+"""The static slot cache of CUDA-graph mode, run eagerly (the CPU half; tests/gpu has the replay half):
+joins and compaction keep each row's keys, and decoding over it gives the growable cache's tokens."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from millm.engine import hookpoints, kv
+from millm.engine.cuda_graphs import GraphDecoder, SlotCache
+from millm.engine.intervention import SaeIntervention
+from millm.engine.llama_decode import LlamaDecoder
+from millm.engine.model_loading import load_model
+from millm.engine.types import SamplingParams
+from millm.engine.worker import Worker
+from millm.sae.loading import load_sae
+from tests.engine.test_llama_decode import _cache_kw
+from tests.engine.test_worker import PROMPTS, requests, run
+
+
+@pytest.fixture(scope="module")
+def lm(tiny_model_dir):
+    return load_model(str(tiny_model_dir))
+
+
+def _prefill(model, ids):
+    cache = kv.new_cache()
+    with torch.inference_mode():
+        model(input_ids=ids, use_cache=True, **{_cache_kw(model): cache})
+    return cache
+
+
+def test_slot_cache_update_writes_each_row_at_its_position():
+    c = SlotCache(layers=1, slots=4, kv_heads=2, head_dim=3, capacity=8, dtype=torch.float32, device=torch.device("cpu"))
+    pos = torch.tensor([[0], [5], [2]])
+    c.set_positions(pos)
+    k, v = torch.randn(3, 2, 1, 3), torch.randn(3, 2, 1, 3)
+    ko, vo = c.update(k, v, 0)
+    assert ko.shape == (3, 2, 8, 3)
+    for b, p in enumerate([0, 5, 2]):
+        assert torch.equal(ko[b, :, p], k[b, :, 0]) and torch.equal(vo[b, :, p], v[b, :, 0])
+        others = [i for i in range(8) if i != p]
+        assert not ko[b, :, others].any()
+    assert not c.keys[0][3].any()  # the fourth slot is untouched
+
+
+def test_join_select_and_growth_keep_rows(lm):
+    dec = LlamaDecoder.for_model(lm.model)
+    g = GraphDecoder(dec, slots=2, context_length=4096, capture=False)
+    a = _prefill(lm.model, torch.tensor([[5, 6, 7]]))
+    b = _prefill(lm.model, torch.tensor([[9, 10, 11, 12, 13]] * 2))
+    g.join([(layer.keys, layer.values) for layer in a.layers])
+    g.join([(layer.keys, layer.values) for layer in b.layers])  # three rows: the slots grow past 2
+    assert g.rows == 3 and g.cache.slots >= 3
+    g._ensure(3, 300)  # capacity grows to a power of two, contents kept
+    assert g.cache.capacity == 512
+    torch.testing.assert_close(g.cache.keys[1][0, :, :3], a.layers[1].keys[0])
+    torch.testing.assert_close(g.cache.values[0][2, :, :5], b.layers[0].values[1])
+    g.select([2])  # drop the first two rows: row 2 moves to slot 0
+    assert g.rows == 1
+    torch.testing.assert_close(g.cache.keys[1][0, :, :5], b.layers[1].keys[1])
+
+
+def test_steps_over_the_slot_cache_match_the_growable_cache(lm):
+    # Two rows of different lengths: left-padded in the growable cache, unpadded slots here.
+    dec = LlamaDecoder.for_model(lm.model)
+    g = GraphDecoder(dec, slots=4, context_length=4096, capture=False)
+    prompts = [[5, 6, 7, 8, 9, 10], [11, 12, 13]]
+    cache = mask = None
+    for p in prompts:
+        c = _prefill(lm.model, torch.tensor([p]))
+        g.join([(layer.keys, layer.values) for layer in c.layers])
+        cache, mask = kv.merge(cache, mask, c, torch.ones(1, len(p), dtype=torch.long))
+    tok = torch.tensor([[3], [4]])
+    pos = torch.tensor([[6], [3]])
+    with torch.inference_mode():
+        for _ in range(6):
+            mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+            want = dec.step(tok, pos, mask=mask[:, None, None, :].bool(), cache=cache)
+            got = g.step(tok, pos, max_position=int(pos.max()), intervention=None, plan=None)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+            tok, pos = want.argmax(-1, keepdim=True), pos + 1
+
+
+def test_worker_in_slot_mode_matches_the_growable_mode(tiny_model_dir, tiny_sae_dir):
+    outs = []
+    for graphs in (False, True):
+        w = Worker(max_batch_size=4, cuda_graphs=graphs)
+        w.loaded = load_model(str(tiny_model_dir))
+        sae = load_sae(tiny_sae_dir)
+        hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
+        w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
+                                         device=w.loaded.device, dtype=w.loaded.dtype)
+        w.start()
+        try:
+            # Six requests through four slots: rows join and leave mid-flight.
+            outs.append(run(w, requests(w.loaded.tokenizer,
+                                        SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True))))
+            assert (w._graphs is not None) == graphs
+        finally:
+            w.stop()
+            w.intervention.detach()
+    assert outs[0] == outs[1]
+    assert len(outs[0]) == len(PROMPTS)
