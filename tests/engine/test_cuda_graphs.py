@@ -3,6 +3,8 @@ joins and compaction keep each row's keys, and decoding over it gives the growab
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -102,3 +104,43 @@ def test_worker_in_slot_mode_matches_the_growable_mode(tiny_model_dir, tiny_sae_
             w.intervention.detach()
     assert outs[0] == outs[1]
     assert len(outs[0]) == len(PROMPTS)
+
+
+class _EagerReplay:
+    """Stands in for a CUDA graph on CPU: replay reruns the recorded function into the same output tensor."""
+
+    def __init__(self, fn, out):
+        self.fn, self.out = fn, out
+
+    def replay(self):
+        self.out.copy_(self.fn())
+
+
+def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_sae_dir, monkeypatch):
+    # The graph path's logic (bucketed batch, static add buffer, replay into a static output) run eagerly:
+    # captures are replaced by reruns, so on CPU this checks everything but the CUDA recording itself.
+    monkeypatch.setattr(GraphDecoder, "_capture", lambda self, fn: (lambda out: (_EagerReplay(fn, out), out))(fn()))
+    outs = []
+    for graphs in (False, True):
+        w = Worker(max_batch_size=4, cuda_graphs=graphs)
+        w.loaded = load_model(str(tiny_model_dir))
+        sae = load_sae(tiny_sae_dir)
+        hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
+        w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
+                                         device=w.loaded.device, dtype=w.loaded.dtype)
+        w.start()
+        try:
+            if graphs:
+                w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(30)
+                w._graphs.capture = True
+            reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, max_tokens=4 + 3 * i))
+                    for i, r in enumerate(requests(w.loaded.tokenizer, SamplingParams(
+                        max_tokens=12, temperature=0.0, ignore_eos=True))) if i % 3 != 2]  # unsteered and additive
+            outs.append(run(w, reqs))
+            if graphs:
+                assert w._graphs.replays > 0
+                assert len(w._graphs._graphs) >= 2  # several batch-size buckets (rows leave as they finish)
+        finally:
+            w.stop()
+            w.intervention.detach()
+    assert outs[0] == outs[1]

@@ -31,7 +31,7 @@ eagerly on the static cache.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
@@ -98,7 +98,7 @@ class GraphDecoder:
         self.cache: SlotCache | None = None
         w = decoder.embed.weight
         self.device, self.dtype = w.device, w.dtype
-        self._graphs: dict[tuple[Any, ...], tuple[torch.cuda.CUDAGraph, Tensor]] = {}
+        self._graphs: dict[tuple[Any, ...], tuple[Any, Tensor]] = {}  # key -> (CUDA graph, its static output)
         self._pool: Any = None
         self._ids = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
         self._pos = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
@@ -206,32 +206,39 @@ class GraphDecoder:
             for i, layer in enumerate(d.layers)
         ) + (tuple(d.lm_head._forward_hooks),)
 
-    def _graph(self, bg: int, iv: SaeIntervention | None) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+    def _graph(self, bg: int, iv: SaeIntervention | None) -> tuple[Any, Tensor]:
         assert self.cache is not None
         key = (bg, self.cache.capacity, self._hooks_key(iv))
         hit = self._graphs.get(key)
-        if hit is not None:
-            return hit
-        saved = iv._plan if iv is not None else None
-        if iv is not None:
-            assert self._add is not None
-            iv.set_plan(BatchPlan(steering=[None] * bg, add_matrix=self._add[:bg]))
+        if hit is None:
+            hit = self._graphs[key] = self._capture(lambda: self._static_forward(bg, iv))
+            log.info("captured a CUDA graph: batch %d, %d positions", bg, self.cache.capacity)
+        return hit
+
+    def _static_forward(self, bg: int, iv: SaeIntervention | None) -> Tensor:
+        """`_forward` with the SAE hook reading its additive steering from the static buffer."""
+        if iv is None:
+            return self._forward(bg)
+        assert self._add is not None
+        saved = iv._plan
+        iv.set_plan(BatchPlan(steering=[None] * bg, add_matrix=self._add[:bg]))
         try:
-            # Warm up on a side stream (lazy cuBLAS/cuDNN set-up must not be captured), then capture. Both
-            # runs write this step's keys and values, which the replay writes again: the same values.
-            side = torch.cuda.Stream()
-            side.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(side):
-                self._forward(bg)
-            torch.cuda.current_stream().wait_stream(side)
-            if self._pool is None:
-                self._pool = torch.cuda.graph_pool_handle()
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph, pool=self._pool):
-                out = self._forward(bg)
+            return self._forward(bg)
         finally:
-            if iv is not None:
-                iv.set_plan(saved)
-        log.info("captured a CUDA graph: batch %d, %d positions", bg, self.cache.capacity)
-        self._graphs[key] = (graph, out)
+            iv.set_plan(saved)
+
+    def _capture(self, fn: Callable[[], Tensor]) -> tuple[Any, Tensor]:
+        """Record fn's kernels in a CUDA graph; returns the graph and fn's output (a static tensor)."""
+        # Warm up on a side stream (lazy cuBLAS/cuDNN set-up must not be captured), then capture. Both runs
+        # write this step's keys and values, which the replay writes again: the same values.
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            fn()
+        torch.cuda.current_stream().wait_stream(side)
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+            out = fn()
         return graph, out
