@@ -155,3 +155,40 @@ def _decode(worker: Worker, timer: _Timer, mode: HookMode, prompt_ids: list[int]
         total = time.perf_counter() - t
         timer.on = False
     return timer.seconds(), total, max(steps, 1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m benchmarks.hooks_bench`: only the hook cost (method a), printed, nothing written."""
+    import argparse
+    import os
+
+    from benchmarks.models import get_model
+    from benchmarks.run import PLANS, _prompt
+    from millm.engine.model_loading import load_model
+    from millm.sae.loading import load_sae
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.hooks_bench", description=main.__doc__)
+    ap.add_argument("--model", default="demo", choices=["demo", "350m"])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
+    ap.add_argument("--threads", type=int, default=None, help="default: cores - 1, as benchmarks.run")
+    ap.add_argument("--tokens", type=int, default=None, help="decode tokens per mode (default: the full plan's)")
+    ap.add_argument("--repeats", type=int, default=None, help="rounds after warm-up (default: the full plan's)")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads or max(1, (os.cpu_count() or 1) - 1))
+    bm = get_model(args.model)
+    plan = PLANS["full"][bm.name]
+    lm = load_model(str(bm.model_dir), device=args.device,
+                    dtype=args.dtype or ("bfloat16" if args.device == "cuda" else "float32"))
+    sae = load_sae(bm.sae_dir)
+    prompt = _prompt(lm.tokenizer, plan.prompt_len, seed=0)
+    results = measure(lm, sae, prompt_ids=prompt, max_tokens=args.tokens or plan.hook_tokens,
+                      repeats=args.repeats or plan.hook_repeats)
+    for r in results:
+        print(f"{r.mode:<26} hook {r.hook_ms_per_token * 1e3:7.1f} us  step {r.step_ms_per_token:6.3f} ms  "
+              f"{100 * r.share:5.2f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

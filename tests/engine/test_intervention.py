@@ -138,3 +138,68 @@ def test_detach_restores_outputs_bit_for_bit(lm, tiny_sae_dir):
     assert not torch.equal(lm.model(input_ids=IDS).logits, before)
     iv.detach()
     assert torch.equal(lm.model(input_ids=IDS).logits, before)
+
+
+def _hook_of(sae, lm):
+    """An intervention whose hook is called directly (not attached), and its hook function."""
+    hp = hookpoints.resolve_hookpoint(lm.model, sae.cfg.hook_name)
+    seen = {}
+    iv = SaeIntervention(sae=sae, hookpoint=hp, device=lm.device, dtype=lm.dtype,
+                         attach_fn=lambda point, fn: seen.setdefault("fn", fn) and None)
+    return iv, seen["fn"]
+
+
+@pytest.mark.parametrize("arch", ["topk", "standard"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_batched_clamps_equal_each_rows_own_clamp(lm, arch, masked):
+    from tests.sae.builders import make_sae
+
+    sae = make_sae(arch, d_in=64, d_sae=256, k=16, apply_b_dec_to_input=True, hook_name="blocks.1.hook_resid_post")
+    iv, hook = _hook_of(sae, lm)
+    a = iv.compile(SteeringSpec((FeatureStrength(3, 4.0), FeatureStrength(90, 0.0)), mode="clamp"))
+    b = iv.compile(SteeringSpec((FeatureStrength(17, 2.0),), mode="clamp"))
+    add = iv.compile(SteeringSpec((FeatureStrength(5, 1.5),)))
+    h = torch.randn(5, 3, 64, generator=torch.Generator().manual_seed(2))
+    mask = torch.rand(5, 3, generator=torch.Generator().manual_seed(3)) > 0.4 if masked else None
+    with torch.inference_mode():
+        for rows in ([a, b, None, a, add], [a, a, a, a, a], [b]):
+            hh = h[: len(rows)]
+            m = mask[: len(rows)] if mask is not None else None
+            iv.set_plan(iv.prepare(BatchPlan(steering=rows, steer_mask=m)))
+            out = hook(hh)
+            for r, c in enumerate(rows):
+                keep = m[r, :, None] if m is not None else torch.ones(3, 1, dtype=torch.bool)
+                if c is None:
+                    want = hh[r]
+                elif c.mode == "add":
+                    want = hh[r] + keep * c.vector
+                else:
+                    want = torch.where(keep, sae.clamp_full(hh[r], c.idx, c.values), hh[r])
+                torch.testing.assert_close(out[r], want, atol=1e-5, rtol=0)
+    assert iv.prepare(BatchPlan(steering=[a, a])).clamp_groups[0][0] is None  # whole batch: no gather
+
+
+@pytest.mark.parametrize("top_k", [4, 16, 40])
+def test_monitoring_a_topk_sae_equals_direct_encode(lm, top_k):
+    from tests.sae.builders import make_sae
+
+    sae = make_sae("topk", d_in=64, d_sae=256, k=16, apply_b_dec_to_input=True, hook_name="blocks.1.hook_resid_post")
+    iv, hook = _hook_of(sae, lm)
+    h = torch.randn(4, 2, 64, generator=torch.Generator().manual_seed(4))
+    plan = iv.prepare(BatchPlan(steering=[None] * 4, monitor=True))
+    with torch.inference_mode():
+        f = sae.encode(h)
+        iv.set_monitor(MonitorConfig(enabled=True, top_k=top_k))
+        iv.set_plan(plan)
+        assert hook(h) is h
+        cap = iv.captures[-1]
+        ref = torch.topk(f, top_k, dim=-1)
+        torch.testing.assert_close(cap.values, ref.values, atol=1e-5, rtol=0)
+        active = ref.values > 0
+        assert torch.equal(cap.indices[active], ref.indices[active])
+        iv.set_monitor(MonitorConfig(enabled=True, features=(3, 9, 200, 255)))
+        iv.set_plan(plan)
+        hook(h)
+        cap = iv.captures[-1]
+        torch.testing.assert_close(cap.values, f[..., [3, 9, 200, 255]], atol=1e-5, rtol=0)
+        assert cap.indices.shape == (4, 2, 4) and cap.indices[3, 1].tolist() == [3, 9, 200, 255]

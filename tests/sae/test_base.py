@@ -55,6 +55,24 @@ def test_clamp_delta_agrees_with_reference_path(arch: str, norm: str) -> None:
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_compiled_clamp_agrees_with_reference_path(arch: str, norm: str) -> None:
+    sae = _make(arch, norm)
+    x = _x(3, 4, 16)
+    idx = torch.tensor([5, 2, 40])
+    values = torch.tensor([4.0, 0.0, -1.5])
+    mask = torch.tensor([[True, False, True, True]] * 3)
+    with torch.inference_mode():
+        clamp = sae.compile_clamp(idx, values)
+        slow = sae.clamp_full(x, idx, values)
+        torch.testing.assert_close(sae.clamped(x, clamp), slow, rtol=0, atol=1e-5)
+        masked = sae.clamped(x, clamp, mask)
+        torch.testing.assert_close(masked, torch.where(mask[..., None], slow, x), rtol=0, atol=1e-5)
+        xb = x.to(torch.bfloat16)
+        assert sae.clamped(xb, clamp).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_clamp_with_per_token_values_and_scalar(arch: str) -> None:
     sae = make_sae(arch)
     x = _x(2, 3, 16)

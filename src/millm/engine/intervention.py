@@ -6,8 +6,11 @@ saying, row by row, which compiled steering applies and whether to capture activ
 The hook itself does tensor work only (no host-device sync):
 - additive steering: one precomputed vector per distinct steering, gathered into a (B, D)
   matrix when the batch changes, so the per-token cost is one add;
-- clamping: only the clamped features' encoder columns are computed (`Sae.clamp_delta`);
-- monitoring: selected features slice W_enc (`Sae.encode_selected`); top-k runs the full encoder.
+- clamping: only the clamped features' encoder columns are computed (`Sae.clamped`; a topk SAE needs the
+  whole encoder product, then only its k-th largest value), from decoder rows gathered at compile time;
+  rows that share one clamp are steered without gathering them out of the batch;
+- monitoring: selected features slice W_enc (`Sae.encode_selected`); top-k runs the full encoder
+  (`Sae.top_features`).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from millm.engine.types import SteeringSpec
+from millm.sae.base import CompiledClamp
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class CompiledSteering:
     vector: torch.Tensor | None = None  # (D,) for add
     idx: torch.Tensor | None = None  # (m,) for clamp
     values: torch.Tensor | None = None  # (m,) for clamp
+    clamp: CompiledClamp | None = None  # for clamp: idx, values and the decoder rows, in the SAE's terms
 
 
 @dataclass
@@ -46,7 +51,9 @@ class BatchPlan:
     steer_mask: torch.Tensor | None = None
     monitor: bool = False
     add_matrix: torch.Tensor | None = None  # (B, D), built by SaeIntervention.prepare
-    clamp_groups: list[tuple[torch.Tensor, CompiledSteering]] = field(default_factory=list)
+    add_rows: torch.Tensor | None = None  # (B, 1, D): add_matrix as the hook adds it
+    # Rows (a LongTensor, or None for the whole batch) that share one clamp.
+    clamp_groups: list[tuple[torch.Tensor | None, CompiledSteering]] = field(default_factory=list)
 
 
 @dataclass
@@ -68,6 +75,7 @@ class SaeIntervention:
         self.captures: list[Capture] = []
         self._compiled: dict[SteeringSpec, CompiledSteering] = {}
         self._selected_idx: torch.Tensor | None = None
+        sae.prepare_encoder()
         self._handle = attach_fn(hookpoint, self._hook)
 
     def detach(self) -> None:
@@ -87,7 +95,7 @@ class SaeIntervention:
             vec = self.sae.steering_vector(idx, vals, normalize=spec.normalize)
             compiled = CompiledSteering(spec, "add", vector=vec.to(self.device, self.dtype))
         else:
-            compiled = CompiledSteering(spec, "clamp", idx=idx, values=vals)
+            compiled = CompiledSteering(spec, "clamp", idx=idx, values=vals, clamp=self.sae.compile_clamp(idx, vals))
         if len(self._compiled) > 256:
             self._compiled.clear()
         self._compiled[spec] = compiled
@@ -107,11 +115,15 @@ class SaeIntervention:
         if any(a is not None for a in adds):
             zero = torch.zeros(self.hookpoint.d_hook, device=self.device, dtype=self.dtype)
             plan.add_matrix = torch.stack([a if a is not None else zero for a in adds])
+            plan.add_rows = plan.add_matrix[:, None, :]
         groups: dict[int, tuple[list[int], CompiledSteering]] = {}
         for row, c in enumerate(plan.steering):
             if c is not None and c.mode == "clamp":
                 groups.setdefault(id(c), ([], c))[0].append(row)
-        plan.clamp_groups = [(torch.tensor(rows, device=self.device), c) for rows, c in groups.values()]
+        batch = len(plan.steering)
+        plan.clamp_groups = [
+            (None if len(rows) == batch else torch.tensor(rows, device=self.device), c) for rows, c in groups.values()
+        ]
         return plan
 
     def set_plan(self, plan: BatchPlan | None) -> None:
@@ -130,16 +142,18 @@ class SaeIntervention:
             return None
         if plan.add_matrix is None and not plan.clamp_groups and not plan.monitor:
             return None
-        mask = plan.steer_mask
-        if plan.add_matrix is not None:
-            add = plan.add_matrix[:, None, :]
-            h = h + (add * mask[..., None].to(add.dtype) if mask is not None else add)
+        mask = plan.steer_mask  # (B, T) bool
+        add = plan.add_rows
+        if add is not None:
+            h = h + (add * mask[..., None] if mask is not None else add)
         for rows, c in plan.clamp_groups:
-            sub = h.index_select(0, rows)
-            delta = self.sae.clamp_delta(sub, c.idx, c.values).to(h.dtype)
-            if mask is not None:
-                delta = delta * mask.index_select(0, rows)[..., None].to(h.dtype)
-            h = h.index_add(0, rows, delta)
+            assert c.clamp is not None
+            if rows is None:
+                h = self.sae.clamped(h, c.clamp, mask)
+            else:
+                sub = self.sae.clamped(h.index_select(0, rows), c.clamp,
+                                       mask.index_select(0, rows) if mask is not None else None)
+                h = h.index_copy(0, rows, sub)
         if plan.monitor:
             self._capture(h)
         return h
@@ -148,8 +162,7 @@ class SaeIntervention:
         cfg = self.monitor_config
         if self._selected_idx is not None:
             vals = self.sae.encode_selected(h, self._selected_idx)
-            idx = self._selected_idx.expand(*vals.shape)
+            idx = self._selected_idx.expand(vals.shape)
         else:
-            f = self.sae.encode(h)
-            vals, idx = torch.topk(f, min(cfg.top_k, f.shape[-1]), dim=-1)
-        self.captures.append(Capture(vals.float(), idx))
+            vals, idx = self.sae.top_features(h, cfg.top_k)
+        self.captures.append(Capture(vals if vals.dtype == torch.float32 else vals.float(), idx))

@@ -103,6 +103,15 @@ class SaeConfig:
 
 
 @dataclass(frozen=True)
+class CompiledClamp:
+    """A clamp of features idx to values, prepared once for the per-token path (`Sae.clamped`)."""
+
+    idx: Tensor  # [m]
+    values: Tensor  # [m], SAE dtype
+    rows: Tensor  # [m, d_in]: W_dec[idx], with decoder_coefficients' per-feature scale folded in
+
+
+@dataclass(frozen=True)
 class NormStats:
     """Per-token statistics from `Sae.normalize`; `denormalize(y) = y * scale + shift`."""
 
@@ -213,11 +222,17 @@ class Sae(nn.Module, ABC):
     def _fold_decoder_norm_params(self, n: Tensor) -> None:
         """Scale architecture-specific tensors for `fold_decoder_norm` (n: [d_sae]); raise if impossible."""
 
+    def prepare_encoder(self) -> None:
+        """Precompute what the per-token encoder reuses (topk: its folded bias), so that the first forward pass
+        after attaching does no set-up work (none of it inside a CUDA-graph capture, say). Optional: the
+        maps prepare lazily otherwise."""
+
     # ---------------------------------------------------------------- normalisation
 
     def normalize(self, x: Tensor) -> tuple[Tensor, NormStats]:
         """x [..., d_in] (any dtype) -> (x_norm [..., d_in] in SAE dtype, stats)."""
-        x = x.to(self.dtype)
+        if x.dtype != self.dtype:
+            x = x.to(self.dtype)
         shift: Tensor | None = None
         scale: Tensor | None = None
         if self.cfg.center_input:
@@ -317,8 +332,35 @@ class Sae(nn.Module, ABC):
         x_norm, stats = self.normalize(x)
         f_sel = self.encode_selected_normalized(x_norm, idx)  # [..., m]
         coef = self.decoder_coefficients(_as_tensor(values, f_sel) - f_sel, idx)  # [..., m]
-        delta = coef @ self.W_dec[idx]  # [..., d_in]
+        delta = coef @ self.W_dec.index_select(0, idx)  # [..., d_in]
         return self._delta_to_activation_space(delta, stats).to(x.dtype)
+
+    def compile_clamp(self, idx: Tensor, values: Tensor | float) -> CompiledClamp:
+        """Prepare clamping features idx [m] to values ([m] or a scalar) for `clamped`: the decoder rows are
+        gathered (and scaled, for topk's rescale_acts_by_decoder_norm) once instead of on every token."""
+        vals = torch.as_tensor(values, dtype=self.dtype, device=self.device).expand(idx.shape).contiguous()
+        scale = self.decoder_coefficients(torch.ones(idx.shape, dtype=self.dtype, device=self.device), idx)
+        rows = self.W_dec.index_select(0, idx) * scale[:, None]  # [m, d_in]
+        return CompiledClamp(idx=idx, values=vals, rows=rows.contiguous())
+
+    def clamped(self, x: Tensor, clamp: CompiledClamp, mask: Tensor | None = None) -> Tensor:
+        """x [..., d_in] steered by a compiled clamp: x + clamp_delta(x, clamp.idx, clamp.values), the delta
+        multiplied by mask [...] (bool or float, 0 = leave the token alone) when given. Returns x's dtype.
+        Without a mask or per-token scale, and with x in the SAE dtype, the write-back is one fused addmm."""
+        x_norm, stats = self.normalize(x)
+        coef = clamp.values - self.encode_selected_normalized(x_norm, clamp.idx)  # [..., m]
+        if mask is None and stats.scale is None and x.dtype == self.dtype:
+            d = x.shape[-1]
+            return torch.addmm(x.reshape(-1, d), coef.reshape(-1, coef.shape[-1]), clamp.rows).view(x.shape)
+        delta = self._delta_to_activation_space(coef @ clamp.rows, stats)  # [..., d_in]
+        if delta.dtype != x.dtype:
+            delta = delta.to(x.dtype)
+        return x + (delta * mask[..., None] if mask is not None else delta)
+
+    def top_features(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
+        """x [..., d_in] -> (values, indices) of the n largest feature activations per token, each [..., n],
+        sorted descending (SAE dtype): torch.topk over `encode(x)`."""
+        return torch.topk(self.encode(x), min(n, self.cfg.d_sae), dim=-1)
 
     def clamp_full(self, x: Tensor, idx: Tensor, values: Tensor | float) -> Tensor:
         """Reference path for `clamp_delta`: full encode, set features idx to values, decode, add the

@@ -36,7 +36,7 @@ class GatedSae(Sae):
 
     def encode_selected_normalized(self, x_norm: Tensor, idx: Tensor) -> Tensor:
         # x_norm: [..., d_in], idx: [m] -> [..., m]
-        z = self._sae_in(x_norm) @ self.W_enc[:, idx]  # [..., m]
-        gate = (z + self.b_enc[idx]) > 0
-        mag = torch.relu(z * torch.exp(self.r_mag[idx]) + self.b_mag[idx])
+        z = self._sae_in(x_norm) @ self.W_enc.index_select(1, idx)  # [..., m]
+        gate = (z + self.b_enc.index_select(0, idx)) > 0
+        mag = torch.relu(z * torch.exp(self.r_mag.index_select(0, idx)) + self.b_mag.index_select(0, idx))
         return mag * gate.to(mag.dtype)

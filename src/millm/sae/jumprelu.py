@@ -31,5 +31,5 @@ class JumpReluSae(Sae):
 
     def encode_selected_normalized(self, x_norm: Tensor, idx: Tensor) -> Tensor:
         # x_norm: [..., d_in], idx: [m] -> [..., m]
-        pre = self._sae_in(x_norm) @ self.W_enc[:, idx] + self.b_enc[idx]
-        return self._jump(pre, self.threshold[idx])
+        pre = self._sae_in(x_norm) @ self.W_enc.index_select(1, idx) + self.b_enc.index_select(0, idx)
+        return self._jump(pre, self.threshold.index_select(0, idx))

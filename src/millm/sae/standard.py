@@ -19,4 +19,4 @@ class StandardSae(Sae):
 
     def encode_selected_normalized(self, x_norm: Tensor, idx: Tensor) -> Tensor:
         # x_norm: [..., d_in], idx: [m] -> [..., m]
-        return torch.relu(self._sae_in(x_norm) @ self.W_enc[:, idx] + self.b_enc[idx])
+        return torch.relu(self._sae_in(x_norm) @ self.W_enc.index_select(1, idx) + self.b_enc.index_select(0, idx))
