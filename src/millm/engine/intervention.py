@@ -51,7 +51,6 @@ class BatchPlan:
     steer_mask: torch.Tensor | None = None
     monitor: bool = False
     add_matrix: torch.Tensor | None = None  # (B, D), built by SaeIntervention.prepare
-    add_rows: torch.Tensor | None = None  # (B, 1, D): add_matrix as the hook adds it
     # Rows (a LongTensor, or None for the whole batch) that share one clamp.
     clamp_groups: list[tuple[torch.Tensor | None, CompiledSteering]] = field(default_factory=list)
 
@@ -115,7 +114,6 @@ class SaeIntervention:
         if any(a is not None for a in adds):
             zero = torch.zeros(self.hookpoint.d_hook, device=self.device, dtype=self.dtype)
             plan.add_matrix = torch.stack([a if a is not None else zero for a in adds])
-            plan.add_rows = plan.add_matrix[:, None, :]
         groups: dict[int, tuple[list[int], CompiledSteering]] = {}
         for row, c in enumerate(plan.steering):
             if c is not None and c.mode == "clamp":
@@ -143,8 +141,8 @@ class SaeIntervention:
         if plan.add_matrix is None and not plan.clamp_groups and not plan.monitor:
             return None
         mask = plan.steer_mask  # (B, T) bool
-        add = plan.add_rows
-        if add is not None:
+        if plan.add_matrix is not None:
+            add = plan.add_matrix.unsqueeze(1)  # (B, 1, D)
             h = h + (add * mask[..., None] if mask is not None else add)
         for rows, c in plan.clamp_groups:
             assert c.clamp is not None
