@@ -54,3 +54,15 @@ def test_stop_matcher_excludes_stop_and_holds_partial_prefixes():
 def test_earliest_stop_wins():
     m = StopMatcher(("cd", "b"))
     assert m.feed("abcd") == ("a", True)
+
+
+def test_backend_decode_matches_the_tokenizers_decode(tok):
+    from millm.engine.text import _decoder
+
+    assert type(tok).__name__ == "TokenizersBackend"  # the fast path below is the one in use
+    ids = tok("café naïve 日本語 🙂  spaced\ttab", add_special_tokens=False).input_ids
+    cases = [ids, ids[:3], [tok.bos_token_id, *ids, tok.eos_token_id], [], list(range(0, len(tok), 7))]
+    for skip in (True, False):
+        fast = _decoder(tok, skip)
+        for case in cases:
+            assert fast(case) == tok.decode(case, skip_special_tokens=skip, clean_up_tokenization_spaces=False)

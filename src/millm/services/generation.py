@@ -2,20 +2,29 @@
 
 This layer resolves the model (including `<model>+<profile>` virtual ids) and steering,
 renders and tokenises the prompt, submits engine requests to the worker and turns worker
-events into response objects. Streaming methods first wait for the worker to accept and
-prefill the request, so a failure before the first token is an ordinary error response;
-after that, errors surface as exceptions from the chunk iterator. Leaving the iterator early
-(a client disconnect) cancels the request, which the worker drops within one decode step.
+events into response objects. Worker events reach the event loop through one relay per loop,
+which wakes the loop once per burst (a decode step's events), not once per event. Streams
+yield each chunk's JSON text; a chunk that carries only one choice's text is spliced into a
+template dumped once per choice, rather than built and dumped as a model per token.
+
+Streaming methods first wait for the worker to accept and prefill the request, so a failure
+before the first token is an ordinary error response; after that, errors surface as
+exceptions from the chunk iterator. Leaving the iterator early (a client disconnect) cancels
+the request, which the worker drops within one decode step.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
+
+from pydantic import BaseModel
+from pydantic_core import to_json
 
 from millm.engine.model_loading import LoadedModel
 from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
@@ -31,11 +40,66 @@ log = logging.getLogger("millm.requests")
 
 @dataclass
 class Result:
-    """A response body, or a chunk iterator when streaming, plus the steering receipt."""
+    """A response body, or an iterator of chunk JSON texts when streaming, plus the steering receipt."""
 
     value: Any
     applied: p.AppliedSteering
     stream: bool
+
+
+class _Relay:
+    """Hands events from the worker thread to one event loop, one wake-up per burst.
+
+    `call_soon_threadsafe` writes to the loop's self-pipe (a syscall on the worker thread) and
+    wakes the loop. A decode step emits one event per active row, so instead of one wake-up per
+    event, the first event after a drain schedules a drain and later ones only join the list;
+    the drain then delivers all of them, in order, to their runs' queues.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue, Any]] = []
+        self._scheduled = False
+
+    def put(self, queue: asyncio.Queue, item: Any) -> None:
+        """Any thread: queue.put_nowait(item) on the loop, soon."""
+        with self._lock:
+            self._items.append((queue, item))
+            wake, self._scheduled = not self._scheduled, True
+        if wake:
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items, self._scheduled = self._items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+class _TextChunks:
+    """JSON of streamed chunks whose only per-token content is one choice's text.
+
+    `make(index, text)` builds such a chunk. It is built and dumped once per choice index with a
+    marker for the text; each token's chunk is then that dump with the text's JSON in the marker's
+    place. The text goes through pydantic's own serializer, so the bytes equal `model_dump_json()`.
+    """
+
+    MARK = "\x00millm-text\x00"
+    _MARK_JSON = to_json(MARK).decode()
+
+    def __init__(self, make: Callable[[int, str], BaseModel]) -> None:
+        self._make = make
+        self._parts: dict[int, tuple[str, str]] = {}
+
+    def __call__(self, index: int, text: str) -> str:
+        parts = self._parts.get(index)
+        if parts is None:
+            dumped = self._make(index, self.MARK).model_dump_json()
+            assert dumped.count(self._MARK_JSON) == 1
+            head, _, tail = dumped.partition(self._MARK_JSON)
+            parts = self._parts[index] = (head, tail)
+        return parts[0] + to_json(text).decode() + parts[1]
 
 
 @dataclass
@@ -63,6 +127,7 @@ class GenerationService:
         self.steering = steering
         self.metrics = metrics
         self.served_name = served_name
+        self._relay: _Relay | None = None
 
     # ------------------------------------------------------------------ models
 
@@ -106,6 +171,9 @@ class GenerationService:
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
                 steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str) -> _Run:
         loop = asyncio.get_running_loop()
+        if self._relay is None or self._relay.loop is not loop:
+            self._relay = _Relay(loop)
+        relay = self._relay
         queue: asyncio.Queue = asyncio.Queue()
         run = _Run(handles=[], queue=queue, n=n)
         try:
@@ -117,7 +185,7 @@ class GenerationService:
                 )
 
                 def sink(event: Any, i: int = i) -> None:
-                    loop.call_soon_threadsafe(queue.put_nowait, (i, event))
+                    relay.put(queue, (i, event))
 
                 run.handles.append(self.worker.submit(request, sink))
         except MillmError:
@@ -257,12 +325,16 @@ class GenerationService:
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
-                           info: p.MillmInfo) -> AsyncIterator[p.ChatCompletionChunk]:
+                           info: p.MillmInfo) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
-        def chunk(choices: list[p.ChatChunkChoice], **kw: Any) -> p.ChatCompletionChunk:
-            return p.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices, **kw)
+        def chunk(choices: list[p.ChatChunkChoice], **kw: Any) -> str:
+            return p.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices,
+                                         **kw).model_dump_json()
 
+        text_chunk = _TextChunks(lambda c, text: p.ChatCompletionChunk(
+            id=rid, created=created, model=req.model,
+            choices=[p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text))]))
         outcome = "cancelled"
         try:
             for c in range(req.n):
@@ -270,8 +342,10 @@ class GenerationService:
                             millm=info if c == 0 else None)
             async for c, ev in self._events(run, 1):
                 lp = self._chat_logprobs(lm, ev)
-                if ev.text or lp:
+                if lp:
                     yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=ev.text), logprobs=lp)])
+                elif ev.text:
+                    yield text_chunk(c, ev.text)
                 if ev.finish_reason:
                     yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=ev.finish_reason)])
             if include_usage:
@@ -370,13 +444,17 @@ class GenerationService:
 
     async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str,
                                  created: int, info: p.MillmInfo,
-                                 all_ids: list[list[int]]) -> AsyncIterator[p.Completion]:
+                                 all_ids: list[list[int]]) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         outcome = "cancelled"
         offsets = [0] * (len(all_ids) * req.n)
 
-        def chunk(choices: list[p.CompletionChoice], **kw: Any) -> p.Completion:
-            return p.Completion(id=rid, created=created, model=req.model, choices=choices, **kw)
+        def chunk(choices: list[p.CompletionChoice], **kw: Any) -> str:
+            return p.Completion(id=rid, created=created, model=req.model, choices=choices, **kw).model_dump_json()
+
+        text_chunk = _TextChunks(lambda c, text: p.Completion(
+            id=rid, created=created, model=req.model,
+            choices=[p.CompletionChoice(index=c, text=text, finish_reason=None)]))
 
         try:
             if req.echo:
@@ -388,6 +466,9 @@ class GenerationService:
                 logprobs = None
                 if req.logprobs is not None and ev.logprobs:
                     logprobs, offsets[c] = self._lp_entries(lm, list(ev.logprobs), offsets[c])
+                if logprobs is None and ev.finish_reason is None:
+                    yield text_chunk(c, ev.text)
+                    continue
                 yield chunk([p.CompletionChoice(index=c, text=ev.text, logprobs=logprobs,
                                                 finish_reason=ev.finish_reason)])
             if include_usage:

@@ -1,0 +1,94 @@
+"""Event hand-off from the worker thread to the event loop, and the streamed chunks' JSON."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from millm.protocol import openai as p
+from millm.services.generation import _Relay, _TextChunks
+
+
+def test_relay_delivers_a_burst_in_order_with_one_wake_up():
+    async def main() -> tuple[list[list[int]], int]:
+        loop = asyncio.get_running_loop()
+        wakes = [0]
+        real = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):
+            wakes[0] += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        relay = _Relay(loop)
+        queues: list[asyncio.Queue] = [asyncio.Queue() for _ in range(3)]
+
+        def step() -> None:  # one decode step's events, as the worker thread emits them
+            for tok in range(100):
+                for q in queues:
+                    relay.put(q, tok)
+
+        worker = threading.Thread(target=step)
+        worker.start()
+        worker.join()  # blocks the loop: the whole burst is queued before the drain runs
+        got = [[await q.get() for _ in range(100)] for q in queues]
+        assert all(q.empty() for q in queues)
+        return got, wakes[0]
+
+    got, wakes = asyncio.run(main())
+    assert got == [list(range(100))] * 3
+    assert wakes == 1
+
+
+def test_relay_wakes_again_after_a_drain():
+    async def main() -> list[int]:
+        relay = _Relay(asyncio.get_running_loop())
+        q: asyncio.Queue = asyncio.Queue()
+        out = []
+        for i in range(5):
+            t = threading.Thread(target=relay.put, args=(q, i))
+            t.start()
+            t.join()
+            out.append(await asyncio.wait_for(q.get(), 5))
+        return out
+
+    assert asyncio.run(main()) == [0, 1, 2, 3, 4]
+
+
+def test_relay_concurrent_producers_lose_nothing():
+    async def main() -> list[tuple[int, int]]:
+        relay = _Relay(asyncio.get_running_loop())
+        q: asyncio.Queue = asyncio.Queue()
+        threads = [threading.Thread(target=lambda k=k: [relay.put(q, (k, i)) for i in range(2000)]) for k in range(4)]
+        for t in threads:
+            t.start()
+        got = [await asyncio.wait_for(q.get(), 10) for _ in range(8000)]
+        for t in threads:
+            t.join()
+        return got
+
+    got = asyncio.run(main())
+    for k in range(4):
+        assert [i for kk, i in got if kk == k] == list(range(2000))  # each producer's order kept
+
+
+TEXTS = ["", "plain", ' "quoted" \\ back\\slash', "line\nbreak\r\ttab", "\x00\x01\x1f\x7f", "café 日本語 🙂",
+         "\u2028\u2029", "\ufffd", _TextChunks.MARK, "</script>"]
+
+
+@pytest.mark.parametrize("text", TEXTS)
+def test_text_chunks_are_the_models_own_json(text):
+    def completion(c: int, t: str) -> p.Completion:
+        return p.Completion(id="cmpl-1", created=7, model="m+prof", choices=[
+            p.CompletionChoice(index=c, text=t, finish_reason=None)])
+
+    def chat(c: int, t: str) -> p.ChatCompletionChunk:
+        return p.ChatCompletionChunk(id="chatcmpl-1", created=7, model="m", choices=[
+            p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=t))])
+
+    for make in (completion, chat):
+        chunks = _TextChunks(make)
+        for c in (0, 3, 0):
+            assert chunks(c, text) == make(c, text).model_dump_json()
