@@ -217,6 +217,8 @@ def plots(out_dir: Path, device: str, data: dict[str, Any]) -> list[str]:
     fig.savefig(out_dir / fname, dpi=110)
     plt.close(fig)
     names.append(fname)
+    if not all(m.get("hooks") for m in models.values()):  # a --server-only run: no hook timing to plot
+        return names
 
     fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 3.6), squeeze=False)
     for ax, (name, m) in zip(axes[0], models.items(), strict=True):

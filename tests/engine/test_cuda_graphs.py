@@ -1,4 +1,4 @@
-"""The static slot cache of CUDA-graph mode, run eagerly (the CPU half; tests/gpu has the replay half):
+"""The static slot cache of CUDA-graph mode, run eagerly on CPU (tests/gpu has the replay half):
 joins and compaction keep each row's keys, and decoding over it gives the growable cache's tokens."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from tests.engine.test_worker import PROMPTS, requests, run
 
 @pytest.fixture(scope="module")
 def lm(tiny_model_dir):
-    return load_model(str(tiny_model_dir))
+    return load_model(str(tiny_model_dir), device="cpu")
 
 
 def _prefill(model, ids):
@@ -88,7 +88,7 @@ def test_worker_in_slot_mode_matches_the_growable_mode(tiny_model_dir, tiny_sae_
     outs = []
     for graphs in (False, True):
         w = Worker(max_batch_size=4, cuda_graphs=graphs)
-        w.loaded = load_model(str(tiny_model_dir))
+        w.loaded = load_model(str(tiny_model_dir), device="cpu")  # the CPU half, also on a GPU machine
         sae = load_sae(tiny_sae_dir)
         hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
         w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
@@ -123,7 +123,7 @@ def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_s
     outs = []
     for graphs in (False, True):
         w = Worker(max_batch_size=4, cuda_graphs=graphs)
-        w.loaded = load_model(str(tiny_model_dir))
+        w.loaded = load_model(str(tiny_model_dir), device="cpu")  # the CPU half, also on a GPU machine
         sae = load_sae(tiny_sae_dir)
         hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
         w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
