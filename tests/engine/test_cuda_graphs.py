@@ -10,7 +10,7 @@ import torch
 
 from millm.engine import hookpoints, kv
 from millm.engine.cuda_graphs import GraphDecoder, SlotCache
-from millm.engine.intervention import SaeIntervention
+from millm.engine.intervention import MonitorConfig, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
 from millm.engine.types import SamplingParams
@@ -107,19 +107,26 @@ def test_worker_in_slot_mode_matches_the_growable_mode(tiny_model_dir, tiny_sae_
 
 
 class _EagerReplay:
-    """Stands in for a CUDA graph on CPU: replay reruns the recorded function into the same output tensor."""
+    """Stands in for a CUDA graph on CPU: replay reruns the recorded function into the same output tensors."""
 
-    def __init__(self, fn, out):
-        self.fn, self.out = fn, out
+    def __init__(self, fn, outs):
+        self.fn, self.outs = fn, outs
 
     def replay(self):
-        self.out.copy_(self.fn())
+        for out, new in zip(self.outs, self.fn(), strict=True):
+            if out.data_ptr() != new.data_ptr():  # (monitored indices may be a view of a static tensor)
+                out.copy_(new)
+
+
+def _eager_capture(self, fn):
+    outs = fn()
+    return _EagerReplay(fn, outs), outs
 
 
 def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_sae_dir, monkeypatch):
     # The graph path's logic (bucketed batch, static add buffer, replay into a static output) run eagerly:
     # captures are replaced by reruns, so on CPU this checks everything but the CUDA recording itself.
-    monkeypatch.setattr(GraphDecoder, "_capture", lambda self, fn: (lambda out: (_EagerReplay(fn, out), out))(fn()))
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
     outs = []
     for graphs in (False, True):
         w = Worker(max_batch_size=4, cuda_graphs=graphs)
@@ -144,3 +151,49 @@ def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_s
             w.stop()
             w.intervention.detach()
     assert outs[0] == outs[1]
+
+
+def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None):
+    w = Worker(max_batch_size=4, cuda_graphs=graphs)
+    w.loaded = load_model(str(model_dir), device="cpu")
+    sae = load_sae(sae_dir)
+    hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
+    w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
+                                     device=w.loaded.device, dtype=w.loaded.dtype)
+    records: list = []
+    if monitor is not None:
+        w.intervention.set_monitor(monitor)
+        w.monitor_sink = records.extend
+    w.start()
+    if graphs:
+        w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(30)
+        w._graphs.capture = True
+    return w, records
+
+
+@pytest.mark.parametrize("monitor", [None, MonitorConfig(enabled=True, features=(3, 9, 40)),
+                                     MonitorConfig(enabled=True, top_k=4)], ids=["clamp", "selected", "top-k"])
+def test_graph_steps_clamp_and_monitor_like_eager_steps(tiny_model_dir, tiny_sae_dir, monkeypatch, monitor):
+    # Clamps (per-row, fixed-shape) and monitoring inside the graph path, against the eager growable-cache path:
+    # the same tokens and the same activation records.
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    outs, recs = [], []
+    for graphs in (False, True):
+        w, records = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, monitor)
+        try:
+            reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, max_tokens=4 + 3 * i))
+                    for i, r in enumerate(requests(w.loaded.tokenizer, SamplingParams(
+                        max_tokens=12, temperature=0.0, ignore_eos=True)))]  # unsteered, additive and clamp rows
+            outs.append(run(w, reqs))
+            if graphs:
+                assert w._graphs.replays > 0
+        finally:
+            w.stop()
+            w.intervention.detach()
+        gen = sorted((r.request_id, r.choice, r.position, r.token_id,
+                      tuple((a.index, round(a.value, 4)) for a in r.activations))
+                     for r in records if r.phase == "generated")
+        recs.append(gen)
+    assert outs[0] == outs[1]
+    if monitor is not None:
+        assert recs[0] and recs[0] == recs[1]

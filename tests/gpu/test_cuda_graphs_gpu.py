@@ -69,3 +69,28 @@ def test_graph_replay_gives_the_eager_tokens(tiny_model_dir, tiny_sae_dir, clamp
     finally:
         w.stop()
         w.intervention.detach()
+
+
+def test_monitoring_inside_graphs_gives_the_eager_records(tiny_model_dir, tiny_sae_dir):
+    from millm.engine.intervention import MonitorConfig
+
+    recs, replays = [], []
+    for graphs in (False, True):
+        w = _worker(tiny_model_dir, tiny_sae_dir, graphs)
+        records: list = []
+        w.intervention.set_monitor(MonitorConfig(enabled=True, top_k=4))
+        w.monitor_sink = records.extend
+        try:
+            run(w, _requests(w.loaded.tokenizer, clamp=True))
+            replays.append(w._graphs.replays if w._graphs else 0)
+        finally:
+            w.stop()
+            w.intervention.detach()
+        recs.append(sorted((r.request_id, r.position, r.token_id, tuple(a.index for a in r.activations),
+                            tuple(round(a.value, 3) for a in r.activations))
+                           for r in records if r.phase == "generated"))
+    assert replays[0] == 0 and replays[1] > 0
+    assert recs[0] and len(recs[0]) == len(recs[1])
+    for a, b in zip(recs[0], recs[1], strict=True):
+        assert a[:4] == b[:4]
+        assert all(abs(x - y) < 1e-3 for x, y in zip(a[4], b[4], strict=True))

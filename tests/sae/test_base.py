@@ -73,6 +73,30 @@ def test_compiled_clamp_agrees_with_reference_path(arch: str, norm: str) -> None
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("norm", NORMS)
+def test_per_row_clamps_agree_with_each_rows_own_clamp(arch: str, norm: str) -> None:
+    # clamped_rows (the CUDA-graph form: fixed-shape per-row clamps, zero-padded) equals `clamped` row by row.
+    sae = _make(arch, norm)
+    x = _x(3, 2, 16)
+    clamps = [sae.compile_clamp(torch.tensor([5, 2, 40]), torch.tensor([4.0, 0.0, -1.5])), None,
+              sae.compile_clamp(torch.tensor([7]), torch.tensor([2.5]))]
+    width = 4
+    idx = torch.zeros(3, width, dtype=torch.long)
+    vals = torch.zeros(3, width)
+    rows = torch.zeros(3, width, 16)
+    for b, c in enumerate(clamps):
+        if c is not None:
+            m = c.idx.shape[0]
+            idx[b, :m], vals[b, :m], rows[b, :m] = c.idx, c.values, c.rows
+    on = torch.tensor([[1.0, 1.0], [1.0, 1.0], [0.0, 1.0]])
+    with torch.inference_mode():
+        got = sae.clamped_rows(x, idx, vals, rows, on)
+        for b, c in enumerate(clamps):
+            want = x[b] if c is None else sae.clamped(x[b : b + 1], c, on[b : b + 1])[0]
+            torch.testing.assert_close(got[b], want, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 def test_clamp_with_per_token_values_and_scalar(arch: str) -> None:
     sae = make_sae(arch)
     x = _x(2, 3, 16)

@@ -19,13 +19,17 @@ count; unused rows in a bucket attend to column 0 of a free slot) and the cache 
 capacity grows by doubling (new buffers, graphs recaptured). A graph is keyed on the hooks
 installed on the decoder layers too, so attaching or detaching an SAE recaptures it.
 
-Steering inside graphs: the SAE hook runs while the graph is captured, with a static plan whose
-add matrix is a view of a static (slots, D) buffer; each step copies the batch's per-row steering
-vectors (zeros for unsteered rows, special-token opt-out folded in) into that buffer, so any mix
-of additive steering replays the same graph. Steps that clamp features or monitor activations run
-the same step eagerly on the same static cache: their work depends on per-batch index tensors and
-they hand activations back to Python. With `capture=False` (CPU, or for tests) every step runs
-eagerly on the static cache.
+Steering and monitoring inside graphs: the SAE hook runs while the graph is captured, with a static
+plan that reads fixed-shape buffers, and each step copies the batch's state into them:
+- additive steering: a (slots, D) matrix, one vector per row (zeros for unsteered rows, the
+  special-token opt-out folded in);
+- clamps: per row up to F features (F a power of two, at least 8, keyed into the graph) as
+  (slots, F) indices and values and (slots, F, D) decoder rows, zero-padded, refilled only when
+  the batch's plan changes; `Sae.clamped_rows` encodes fully and gathers, so any mix of clamps
+  replays the same graph. Clamps of more than MAX_CLAMP_FEATURES features run eagerly;
+- monitoring: the captured activations are static outputs of the graph, handed to the
+  intervention's `captures` after each replay; a change of monitor settings recaptures.
+With `capture=False` (CPU, or for tests) every step runs eagerly on the static cache.
 """
 
 from __future__ import annotations
@@ -36,16 +40,25 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from millm.engine.intervention import BatchPlan, SaeIntervention
+from millm.engine.intervention import BatchPlan, Capture, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 
 log = logging.getLogger(__name__)
 
 MIN_CAPACITY = 256
+MAX_CLAMP_FEATURES = 256  # a step whose clamps name more features than this runs eagerly
 
 
 def _pow2(n: int) -> int:
     return 1 << max(0, n - 1).bit_length()
+
+
+def _clamp_width(plan: BatchPlan | None) -> int:
+    """F for the plan's clamps: the most features one row clamps, rounded up to a power of two (0: none)."""
+    if plan is None or not plan.clamp_groups:
+        return 0
+    m = max(c.clamp.idx.shape[0] if c.clamp is not None else 0 for _, c in plan.clamp_groups)
+    return max(8, _pow2(m)) if m else 0
 
 
 class SlotCache:
@@ -98,7 +111,9 @@ class GraphDecoder:
         self.cache: SlotCache | None = None
         w = decoder.embed.weight
         self.device, self.dtype = w.device, w.dtype
-        self._graphs: dict[tuple[Any, ...], tuple[Any, Tensor]] = {}  # key -> (CUDA graph, its static output)
+        self._graphs: dict[tuple[Any, ...], tuple[Any, tuple[Tensor, ...]]] = {}  # key -> (graph, static outputs)
+        self._clamp: tuple[Tensor, Tensor, Tensor, Tensor] | None = None  # static per-row clamps (clamp_dense)
+        self._clamp_plan: BatchPlan | None = None  # the plan _clamp was filled from
         self._pool: Any = None
         self._ids = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
         self._pos = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
@@ -158,11 +173,13 @@ class GraphDecoder:
     def step(self, ids: Tensor, positions: Tensor, *, max_position: int, intervention: SaeIntervention | None,
              plan: BatchPlan | None) -> Tensor:
         """One decode step for the current rows. ids, positions: (B, 1) on the device; max_position: the
-        largest position, as a host int. The intervention's plan is already set. Returns logits (B, V)."""
+        largest position, as a host int. The intervention's plan is already set; when it monitors, the
+        intervention's `captures` hold this step's activations afterwards. Returns logits (B, V)."""
         b = ids.shape[0]
         assert b == self.rows
         self._ensure(b, max_position + 1)
-        graphable = self.capture and (plan is None or (not plan.clamp_groups and not plan.monitor))
+        width = _clamp_width(plan)
+        graphable = self.capture and width <= MAX_CLAMP_FEATURES
         bg = min(_pow2(b), self._ids.shape[0]) if graphable else b
         self._ids[:b].copy_(ids)
         self._pos[:b].copy_(positions)
@@ -171,12 +188,17 @@ class GraphDecoder:
             self._pos[b:bg].zero_()
         if not graphable:
             return self._forward(b)
+        monitor = plan is not None and plan.monitor
         if intervention is not None:
             self._fill_add(intervention, plan, b, bg)
-        graph, out = self._graph(bg, intervention)
+            if width:
+                self._fill_clamps(intervention, plan, width, b, bg)
+        graph, outs = self._graph(bg, intervention, monitor, width)
         graph.replay()
         self.replays += 1
-        return out[:b]
+        if monitor and intervention is not None:
+            intervention.captures = [Capture(outs[1][:b], outs[2][:b])]
+        return outs[0][:b]
 
     def _forward(self, bg: int) -> Tensor:
         assert self.cache is not None and self._columns is not None
@@ -199,6 +221,39 @@ class GraphDecoder:
         if bg > b:
             self._add[b:bg].zero_()
 
+    def _fill_clamps(self, iv: SaeIntervention, plan: BatchPlan | None, width: int, b: int, bg: int) -> None:
+        """Each row's clamp into the static (slots, F) index / value and (slots, F, D) decoder-row buffers, when the
+        batch's plan changed; the special-token multiplier every step."""
+        assert plan is not None
+        slots = self._ids.shape[0]
+        bufs = self._clamp
+        if bufs is None or bufs[0].shape[1] != width or bufs[2].shape[2] != iv.hookpoint.d_hook:
+            rows_dtype = iv.sae.dtype
+            bufs = self._clamp = (
+                torch.zeros((slots, width), dtype=torch.long, device=self.device),
+                torch.zeros((slots, width), dtype=rows_dtype, device=self.device),
+                torch.zeros((slots, width, iv.hookpoint.d_hook), dtype=rows_dtype, device=self.device),
+                torch.ones((slots, 1), dtype=rows_dtype, device=self.device),
+            )
+            self._clamp_plan = None
+            self._graphs.clear()
+        idx, vals, rows, on = bufs
+        if plan is not self._clamp_plan:
+            idx[:bg].zero_()
+            vals[:bg].zero_()
+            rows[:bg].zero_()
+            for row, c in enumerate(plan.steering):
+                if c is not None and c.mode == "clamp" and c.clamp is not None:
+                    m = c.clamp.idx.shape[0]
+                    idx[row, :m].copy_(c.clamp.idx)
+                    vals[row, :m].copy_(c.clamp.values)
+                    rows[row, :m].copy_(c.clamp.rows)
+            self._clamp_plan = plan
+        if plan.steer_mask is not None:
+            on[:b].copy_(plan.steer_mask[:, -1:])
+        else:
+            on[:b].fill_(1)
+
     def _hooks_key(self, iv: SaeIntervention | None) -> tuple[Any, ...]:
         d = self.dec
         return (id(iv),) + tuple(
@@ -206,29 +261,41 @@ class GraphDecoder:
             for i, layer in enumerate(d.layers)
         ) + (tuple(d.lm_head._forward_hooks),)
 
-    def _graph(self, bg: int, iv: SaeIntervention | None) -> tuple[Any, Tensor]:
+    def _graph(self, bg: int, iv: SaeIntervention | None, monitor: bool, width: int) -> tuple[Any, tuple[Tensor, ...]]:
         assert self.cache is not None
-        key = (bg, self.cache.capacity, self._hooks_key(iv))
+        mon_key = (iv.monitor_config, id(iv._selected_idx)) if monitor and iv is not None else None
+        key = (bg, self.cache.capacity, self._hooks_key(iv), mon_key, width)
         hit = self._graphs.get(key)
         if hit is None:
-            hit = self._graphs[key] = self._capture(lambda: self._static_forward(bg, iv))
-            log.info("captured a CUDA graph: batch %d, %d positions", bg, self.cache.capacity)
+            hit = self._graphs[key] = self._capture(lambda: self._static_forward(bg, iv, monitor, width))
+            log.info("captured a CUDA graph: batch %d, %d positions%s%s", bg, self.cache.capacity,
+                     ", monitoring" if monitor else "", f", clamps of up to {width} features" if width else "")
         return hit
 
-    def _static_forward(self, bg: int, iv: SaeIntervention | None) -> Tensor:
-        """`_forward` with the SAE hook reading its additive steering from the static buffer."""
+    def _static_forward(self, bg: int, iv: SaeIntervention | None, monitor: bool, width: int) -> tuple[Tensor, ...]:
+        """`_forward` with the SAE hook reading its steering from the static buffers: (logits,), plus the captured
+        activation values and indices when monitoring."""
         if iv is None:
-            return self._forward(bg)
+            return (self._forward(bg),)
         assert self._add is not None
+        dense = None
+        if width:
+            assert self._clamp is not None
+            idx, vals, rows, on = self._clamp
+            dense = (idx[:bg], vals[:bg], rows[:bg], on[:bg])
         saved = iv._plan
-        iv.set_plan(BatchPlan(steering=[None] * bg, add_matrix=self._add[:bg]))
+        iv.set_plan(BatchPlan(steering=[None] * bg, add_matrix=self._add[:bg], monitor=monitor, clamp_dense=dense))
         try:
-            return self._forward(bg)
+            logits = self._forward(bg)
+            if not monitor:
+                return (logits,)
+            cap = iv.captures[-1]
+            return logits, cap.values, cap.indices
         finally:
             iv.set_plan(saved)
 
-    def _capture(self, fn: Callable[[], Tensor]) -> tuple[Any, Tensor]:
-        """Record fn's kernels in a CUDA graph; returns the graph and fn's output (a static tensor)."""
+    def _capture(self, fn: Callable[[], tuple[Tensor, ...]]) -> tuple[Any, tuple[Tensor, ...]]:
+        """Record fn's kernels in a CUDA graph; returns the graph and fn's outputs (static tensors)."""
         # Warm up on a side stream (lazy cuBLAS/cuDNN set-up must not be captured), then capture. Both runs
         # write this step's keys and values, which the replay writes again: the same values.
         side = torch.cuda.Stream()

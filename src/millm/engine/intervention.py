@@ -51,6 +51,9 @@ class BatchPlan:
     steer_mask: torch.Tensor | None = None
     monitor: bool = False
     add_matrix: torch.Tensor | None = None  # (B, D), built by SaeIntervention.prepare
+    # Per-row clamps as fixed-shape tensors (CUDA-graph mode): idx (B, F), values (B, F), decoder rows (B, F, D),
+    # on (B, T); see Sae.clamped_rows. Used instead of clamp_groups.
+    clamp_dense: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
     # Rows (a LongTensor, or None for the whole batch) that share one clamp.
     clamp_groups: list[tuple[torch.Tensor | None, CompiledSteering]] = field(default_factory=list)
 
@@ -131,19 +134,22 @@ class SaeIntervention:
     @property
     def active(self) -> bool:
         p = self._plan
-        return p is not None and (p.add_matrix is not None or bool(p.clamp_groups) or p.monitor)
+        return p is not None and (p.add_matrix is not None or bool(p.clamp_groups) or p.monitor
+                                  or p.clamp_dense is not None)
 
     def _hook(self, h: torch.Tensor) -> torch.Tensor | None:
         # h: (B, T, D)
         plan = self._plan
         if plan is None:
             return None
-        if plan.add_matrix is None and not plan.clamp_groups and not plan.monitor:
+        if plan.add_matrix is None and not plan.clamp_groups and not plan.monitor and plan.clamp_dense is None:
             return None
         mask = plan.steer_mask  # (B, T) bool
         if plan.add_matrix is not None:
             add = plan.add_matrix.unsqueeze(1)  # (B, 1, D)
             h = h + (add * mask[..., None] if mask is not None else add)
+        if plan.clamp_dense is not None:
+            h = self.sae.clamped_rows(h, *plan.clamp_dense)
         for rows, c in plan.clamp_groups:
             assert c.clamp is not None
             if rows is None:

@@ -357,6 +357,20 @@ class Sae(nn.Module, ABC):
             delta = delta.to(x.dtype)
         return x + (delta * mask[..., None] if mask is not None else delta)
 
+    def clamped_rows(self, x: Tensor, idx: Tensor, values: Tensor, rows: Tensor, on: Tensor | None = None) -> Tensor:
+        """x [B, T, d_in] with a different clamp per batch row: row b sets features idx[b] [F] to values[b] [F],
+        whose decoder rows are rows[b] [F, d_in] (`CompiledClamp.rows`; zero rows pad a short clamp). on [B, T]
+        (0 = leave the token alone) multiplies the delta. One full encode and a gather: the same work for any mix
+        of clamps, so a CUDA graph can replay it (`engine/cuda_graphs.py`); equals `clamped` row by row."""
+        x_norm, stats = self.normalize(x)
+        f = self.encode_normalized(x_norm)  # [B, T, d_sae]
+        act = f.gather(-1, idx[:, None, :].expand(-1, f.shape[1], -1))  # [B, T, F]
+        coef = values[:, None, :].to(act.dtype) - act
+        delta = self._delta_to_activation_space(torch.bmm(coef, rows.to(coef.dtype)), stats)  # [B, T, d_in]
+        if on is not None:
+            delta = delta * on[..., None].to(delta.dtype)
+        return x + delta.to(x.dtype)
+
     def top_features(self, x: Tensor, n: int) -> tuple[Tensor, Tensor]:
         """x [..., d_in] -> (values, indices) of the n largest feature activations per token, each [..., n],
         sorted descending (SAE dtype): torch.topk over `encode(x)`."""
