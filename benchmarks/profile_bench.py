@@ -1,4 +1,5 @@
-"""Where a decode step's time goes: the torch profiler over a few synchronous worker steps.
+"""Where a decode step's time goes: the torch profiler over a few synchronous worker steps, with the
+worker's own thread policy (engine/worker.py) as the server runs them.
 
 The wall time of the profiled steps is split into matrix products (reading the weights),
 attention, other tensor ops (norms, rotary, elementwise, cache writes) and the rest: Python,
@@ -15,11 +16,12 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from millm.engine.types import GenerationRequest, SamplingParams
-from millm.engine.worker import Worker
+from millm.engine.worker import Worker, thread_counts
 
 from benchmarks.raw_bench import sync
 
-_MATMUL = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mv", "aten::matmul", "aten::linear", "aten::baddbmm")
+_MATMUL = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mv", "aten::matmul", "aten::linear", "aten::baddbmm",
+           "mkldnn::_linear_pointwise")  # the oneDNN kernel the lean step may use on CPU (engine/weight_layout.py)
 _ATTENTION = ("scaled_dot_product", "flash_attention", "efficient_attention", "aten::_softmax")
 
 
@@ -43,6 +45,8 @@ def profile_decode(lm: Any, *, prompt_ids: list[int], steps: int, batch: int = 1
     """Profile `steps` decode steps of `batch` rows through the worker (no SAE attached)."""
     worker = Worker(max_batch_size=batch)
     worker.loaded = lm
+    worker._threads = thread_counts()  # the server's thread policy (set by the worker thread's loop otherwise)
+    threads_before = torch.get_num_threads()
     params = SamplingParams(max_tokens=steps + 2, temperature=0.0, ignore_eos=True)
     for b in range(batch):
         worker.submit(GenerationRequest(request_id=f"p{b}", prompt_ids=tuple(prompt_ids), params=params),
@@ -59,7 +63,9 @@ def profile_decode(lm: Any, *, prompt_ids: list[int], steps: int, batch: int = 1
                 worker._step()
             sync(dev)
             wall = time.perf_counter() - t
-    events = [e for e in prof.key_averages() if e.key.startswith("aten::") or "attention" in e.key]
+    torch.set_num_threads(threads_before)
+    events = [e for e in prof.key_averages()
+              if e.key.startswith(("aten::", "mkldnn::")) or "attention" in e.key]
     use_cuda = dev.type == "cuda"
 
     def self_ms(e: Any) -> float:
