@@ -124,6 +124,10 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
     if full:
         rows.append(["(reference) full SAE encode+decode in the hook", "-", "-", "-", "-", _pct(full["share"])])
     out += _table(["run", "TTFT ms", "decode tok/s", "vs raw / vs unsteered", "(b) slowdown", "(a) hook share"], rows)
+    short = {mode: s["incomplete"] for mode, s in d["modes"].items() if s.get("incomplete")}
+    if short:
+        out += ["**Streams that ended early (error events), left out of the ratios:** "
+                + ", ".join(f"{mode} {n}" for mode, n in short.items()) + ".", ""]
     out += [f"Server / raw decode rate, median of per-round ratios: **{d['server_vs_raw']:.2f}x**. "
             f"Hook time per token (a): " + ", ".join(f"{h['mode']} {h['hook_ms_per_token'] * 1e3:.1f} us"
                                                      for h in m.get("hooks", []) if h["mode"] != "unsteered")

@@ -81,6 +81,11 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def _ratios(num: list[RequestTiming], den: list[RequestTiming]) -> list[float]:
+    """Per-round decode-rate ratios, skipping rounds where either request produced no decode rate (it failed)."""
+    return [a.decode_rate / b.decode_rate for a, b in zip(num, den, strict=True) if a.decode_rate and b.decode_rate]
+
+
 def _pct(xs: list[float], q: float) -> float:
     if not xs:
         return float("nan")
@@ -231,19 +236,21 @@ def _decode_rounds(server: Server, lm: Any, plan: Plan, prompt: list[int], feats
     base = per_mode["unsteered"]
     out: dict[str, Any] = {
         "raw": _summary(raw) | {"threads": raw_won},
-        "server_vs_raw": _median([s.decode_rate / r.decode_rate for s, r in zip(base, raw, strict=True)]),
+        "server_vs_raw": _median(_ratios(base, raw)),
         "modes": {},
         "same_text_as_raw": base[0].text == raw[0].text,
     }
     for mode, timings in per_mode.items():
         out["modes"][mode] = _summary(timings) | {
-            "vs_unsteered": _median([t.decode_rate / b.decode_rate for t, b in zip(timings, base, strict=True)]),
+            "vs_unsteered": _median(_ratios(timings, base)),
         }
     return out
 
 
 def _summary(timings: list[RequestTiming]) -> dict[str, Any]:
+    most = max((t.chunks for t in timings), default=0)
     return {
+        "incomplete": sum(1 for t in timings if t.chunks < most),  # streams that ended early (an error event)
         "ttft_ms": _median([t.ttft * 1e3 for t in timings]),
         "tok_s": _median([t.decode_rate for t in timings]),
         "tok_s_all": [round(t.decode_rate, 2) for t in timings],

@@ -197,3 +197,22 @@ def test_graph_steps_clamp_and_monitor_like_eager_steps(tiny_model_dir, tiny_sae
     assert outs[0] == outs[1]
     if monitor is not None:
         assert recs[0] and recs[0] == recs[1]
+
+
+def test_a_failed_capture_falls_back_to_eager_steps(tiny_model_dir, tiny_sae_dir, monkeypatch):
+    def broken_capture(self, fn):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(GraphDecoder, "_capture", broken_capture)
+    outs = []
+    for graphs in (False, True):
+        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, None)
+        try:
+            outs.append(run(w, requests(w.loaded.tokenizer, SamplingParams(max_tokens=6, temperature=0.0,
+                                                                           ignore_eos=True))))
+            if graphs:
+                assert not w._graphs.capture and w._graphs.replays == 0
+        finally:
+            w.stop()
+            w.intervention.detach()
+    assert outs[0] == outs[1]

@@ -193,8 +193,15 @@ class GraphDecoder:
             self._fill_add(intervention, plan, b, bg)
             if width:
                 self._fill_clamps(intervention, plan, width, b, bg)
-        graph, outs = self._graph(bg, intervention, monitor, width)
-        graph.replay()
+        try:
+            graph, outs = self._graph(bg, intervention, monitor, width)
+            graph.replay()
+        except Exception as e:  # noqa: BLE001 - a kernel that cannot be captured: keep serving, eagerly
+            log.warning("CUDA graph capture or replay failed (%s: %s); decoding without CUDA graphs from now on",
+                        type(e).__name__, e)
+            self.capture = False
+            self._graphs.clear()
+            return self._forward(b)
         self.replays += 1
         if monitor and intervention is not None:
             intervention.captures = [Capture(outs[1][:b], outs[2][:b])]
