@@ -84,16 +84,30 @@ def test_steps_over_the_slot_cache_match_the_growable_cache(lm):
             tok, pos = want.argmax(-1, keepdim=True), pos + 1
 
 
+def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None = None, *, capture: bool = True):
+    """A started worker on CPU with the tiny SAE attached; in graph mode with `capture`, steps take the graph path
+    (with whatever `GraphDecoder._capture` the test installed). Returns it and the list monitor records go to."""
+    w = Worker(max_batch_size=4, cuda_graphs=graphs)
+    w.loaded = load_model(str(model_dir), device="cpu")  # the CPU half, also on a GPU machine
+    sae = load_sae(sae_dir)
+    hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
+    w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
+                                     device=w.loaded.device, dtype=w.loaded.dtype)
+    records: list = []
+    if monitor is not None:
+        w.intervention.set_monitor(monitor)
+        w.monitor_sink = records.extend
+    w.start()
+    if graphs and capture:
+        w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(30)
+        w._graphs.capture = True
+    return w, records
+
+
 def test_worker_in_slot_mode_matches_the_growable_mode(tiny_model_dir, tiny_sae_dir):
     outs = []
     for graphs in (False, True):
-        w = Worker(max_batch_size=4, cuda_graphs=graphs)
-        w.loaded = load_model(str(tiny_model_dir), device="cpu")  # the CPU half, also on a GPU machine
-        sae = load_sae(tiny_sae_dir)
-        hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
-        w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
-                                         device=w.loaded.device, dtype=w.loaded.dtype)
-        w.start()
+        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, capture=False)
         try:
             # Six requests through four slots: rows join and leave mid-flight.
             outs.append(run(w, requests(w.loaded.tokenizer,
@@ -129,17 +143,8 @@ def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_s
     monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
     outs = []
     for graphs in (False, True):
-        w = Worker(max_batch_size=4, cuda_graphs=graphs)
-        w.loaded = load_model(str(tiny_model_dir), device="cpu")  # the CPU half, also on a GPU machine
-        sae = load_sae(tiny_sae_dir)
-        hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
-        w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
-                                         device=w.loaded.device, dtype=w.loaded.dtype)
-        w.start()
+        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
         try:
-            if graphs:
-                w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(30)
-                w._graphs.capture = True
             reqs = [dataclasses.replace(r, params=dataclasses.replace(r.params, max_tokens=4 + 3 * i))
                     for i, r in enumerate(requests(w.loaded.tokenizer, SamplingParams(
                         max_tokens=12, temperature=0.0, ignore_eos=True))) if i % 3 != 2]  # unsteered and additive
@@ -151,24 +156,6 @@ def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_s
             w.stop()
             w.intervention.detach()
     assert outs[0] == outs[1]
-
-
-def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None):
-    w = Worker(max_batch_size=4, cuda_graphs=graphs)
-    w.loaded = load_model(str(model_dir), device="cpu")
-    sae = load_sae(sae_dir)
-    hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
-    w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
-                                     device=w.loaded.device, dtype=w.loaded.dtype)
-    records: list = []
-    if monitor is not None:
-        w.intervention.set_monitor(monitor)
-        w.monitor_sink = records.extend
-    w.start()
-    if graphs:
-        w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(30)
-        w._graphs.capture = True
-    return w, records
 
 
 @pytest.mark.parametrize("monitor", [None, MonitorConfig(enabled=True, features=(3, 9, 40)),
@@ -206,7 +193,7 @@ def test_a_failed_capture_falls_back_to_eager_steps(tiny_model_dir, tiny_sae_dir
     monkeypatch.setattr(GraphDecoder, "_capture", broken_capture)
     outs = []
     for graphs in (False, True):
-        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, None)
+        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
         try:
             outs.append(run(w, requests(w.loaded.tokenizer, SamplingParams(max_tokens=6, temperature=0.0,
                                                                            ignore_eos=True))))
