@@ -189,14 +189,14 @@ class GraphDecoder:
         if not graphable:
             return self._forward(b)
         monitor = plan is not None and plan.monitor
-        if intervention is not None:
-            self._fill_add(intervention, plan, b, bg)
-            if width:
-                self._fill_clamps(intervention, plan, width, b, bg)
         try:
+            if intervention is not None:
+                self._fill_add(intervention, plan, b, bg)
+                if width:
+                    self._fill_clamps(intervention, plan, width, b, bg)
             graph, outs = self._graph(bg, intervention, monitor, width)
             graph.replay()
-        except Exception as e:  # noqa: BLE001 - a kernel that cannot be captured: keep serving, eagerly
+        except Exception as e:  # noqa: BLE001 - e.g. a kernel that cannot be captured: keep serving, eagerly
             log.warning("CUDA graph capture or replay failed (%s: %s); decoding without CUDA graphs from now on",
                         type(e).__name__, e)
             self.capture = False
