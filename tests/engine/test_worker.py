@@ -123,3 +123,42 @@ def test_n_choices_share_a_prefill(worker):
     assert done.wait(60)
     per_choice = {c: [t for e in events if e.choice == c for t in e.token_ids] for c in range(3)}
     assert len({tuple(v) for v in per_choice.values()}) > 1
+
+
+def _held(worker: Worker, seconds: float = 0.3) -> None:
+    """Keep the worker busy in an exclusive call for a moment, so that requests submitted now wait together."""
+    gate = threading.Event()
+    worker.call(lambda wk: gate.wait(10))
+    threading.Timer(seconds, gate.set).start()
+
+
+def test_waiting_requests_are_prefilled_together_and_equal_solo(worker):
+    from millm.engine.intervention import MonitorConfig
+
+    tok = worker.loaded.tokenizer
+    params = SamplingParams(max_tokens=10, temperature=0.0, ignore_eos=True)
+    # Prompts of different lengths (left-padded together), mixed steering, and two sampled choices of one prompt.
+    reqs = requests(tok, params) + [GenerationRequest("n2", tuple(tok("Hello").input_ids),
+                                                      SamplingParams(max_tokens=6, temperature=1.0, seed=5), n=2)]
+    records: list = []
+    iv = worker.intervention
+    iv.set_monitor(MonitorConfig(enabled=True, top_k=4))
+    worker.monitor_sink = records.extend
+    try:
+        solo: dict[str, list[int]] = {}
+        for r in reqs:
+            solo.update(run(worker, [r]))
+        solo_prompt = sorted((m.request_id, m.position, m.token_id, tuple(a.index for a in m.activations))
+                             for m in records if m.phase == "prompt")
+        records.clear()
+        before = worker.prefills
+        _held(worker)
+        together = run(worker, reqs)
+        assert worker.prefills == before + 1  # one forward for all seven requests
+    finally:
+        iv.set_monitor(MonitorConfig())
+        worker.monitor_sink = None
+    assert together == solo
+    got_prompt = sorted((m.request_id, m.position, m.token_id, tuple(a.index for a in m.activations))
+                        for m in records if m.phase == "prompt")
+    assert got_prompt == solo_prompt  # padding left out, positions counted from each prompt's start

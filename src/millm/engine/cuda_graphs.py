@@ -123,14 +123,22 @@ class GraphDecoder:
 
     # ------------------------------------------------------------------ batch composition
 
-    def join(self, layers: list[tuple[Tensor, Tensor]]) -> None:
-        """Append rows from a prefilled cache: per layer (keys, values) of (n, Hkv, S, Dh), unpadded."""
+    def join(self, layers: list[tuple[Tensor, Tensor]], lengths: list[int] | None = None) -> None:
+        """Append rows from a prefilled cache: per layer (keys, values) of (n, Hkv, S, Dh), each row left-padded
+        to S (its last lengths[r] columns are real; None: no padding). Each row lands at columns 0..length-1."""
         n, s = layers[0][0].shape[0], layers[0][0].shape[2]
         self._ensure(self.rows + n, s + 1)
         assert self.cache is not None
-        for i, (k, v) in enumerate(layers):
-            self.cache.keys[i][self.rows : self.rows + n, :, :s].copy_(k)
-            self.cache.values[i][self.rows : self.rows + n, :, :s].copy_(v)
+        if lengths is None or all(length == s for length in lengths):
+            for i, (k, v) in enumerate(layers):
+                self.cache.keys[i][self.rows : self.rows + n, :, :s].copy_(k)
+                self.cache.values[i][self.rows : self.rows + n, :, :s].copy_(v)
+        else:
+            for r, length in enumerate(lengths):
+                slot = self.rows + r
+                for i, (k, v) in enumerate(layers):
+                    self.cache.keys[i][slot, :, :length].copy_(k[r, :, s - length :])
+                    self.cache.values[i][slot, :, :length].copy_(v[r, :, s - length :])
         self.rows += n
 
     def select(self, keep: list[int]) -> None:

@@ -61,6 +61,10 @@ def _cache_kwarg(model_type: type) -> str:
 PARALLEL_FLOPS = 2e9
 PARALLEL_PARAMS = 50_000_000
 
+# Waiting requests are prefilled together while their prompts, left-padded to the longest, stay within this
+# many positions in all.
+PREFILL_TOKENS = 4096
+
 
 def thread_counts() -> tuple[int, int] | None:
     """Torch threads for the generation thread: (small forwards, large forwards). Small ones leave a core
@@ -134,6 +138,7 @@ class Worker:
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="millm-worker", daemon=True)
         self.steps = 0
+        self.prefills = 0  # prefill forwards, each over one or more waiting requests
 
     # ------------------------------------------------------------------ public API (any thread)
 
@@ -214,23 +219,44 @@ class Worker:
 
     def _admit(self) -> None:
         while True:
-            with self._cv:
-                if not self._pending:
-                    return
-                head = self._pending[0]
-                free = self.max_batch_size - len(self._rows)
-                if self._rows and head.request.n > free:
-                    return
-                self._pending.popleft()
-            if head.cancelled.is_set():
-                continue
+            batch = self._take_pending()
+            if not batch:
+                return
             try:
-                self._prefill(head)
-            except MillmError as e:
-                head.sink(e)
-            except Exception as e:  # noqa: BLE001
-                log.exception("prefill failed for %s", head.request.request_id)
-                head.sink(e)
+                self._prefill(batch)
+            except Exception as e:  # noqa: BLE001 - MillmErrors are the caller's; anything else is logged too
+                if not isinstance(e, MillmError):
+                    log.exception("prefill failed for %s", ", ".join(h.request.request_id for h in batch))
+                for h in batch:
+                    h.sink(e)
+
+    def _take_pending(self) -> list[Handle]:
+        """The waiting requests to prefill together: in order, while their sequences fit the free batch slots
+        and the padded prompt batch stays within PREFILL_TOKENS (a request asking for prompt logprobs, which
+        keep every position's logits, goes alone). The first request is taken whenever no sequence is active."""
+        taken: list[Handle] = []
+        longest = 0
+        with self._cv:
+            free = self.max_batch_size - len(self._rows)
+            while self._pending:
+                head = self._pending[0]
+                if head.cancelled.is_set():
+                    self._pending.popleft()
+                    continue
+                req = head.request
+                first = not taken
+                if not first and (req.prompt_logprobs or taken[0].request.prompt_logprobs):
+                    break
+                length = max(longest, len(req.prompt_ids))
+                if not first and (req.n > free or length * (len(taken) + 1) > PREFILL_TOKENS):
+                    break
+                if first and self._rows and req.n > free:
+                    break
+                self._pending.popleft()
+                taken.append(head)
+                free -= req.n
+                longest = length
+        return taken
 
     # ------------------------------------------------------------------ prefill
 
@@ -266,52 +292,70 @@ class Worker:
             logits_to_keep=logits_to_keep, **{_cache_kwarg(type(self.loaded.model)): cache}, **kwargs,
         )
 
-    def _prefill(self, handle: Handle) -> None:
+    def _prefill(self, handles: list[Handle]) -> None:
+        """Prefill requests together (prompts left-padded to the longest), sample each one's first token, and add
+        their live sequences to the batch. Requests this model cannot serve get their error and are left out."""
         lm = self.loaded
         if lm is None:
             raise ModelNotLoaded("no model is loaded", retry_after=5.0)
-        req = handle.request
-        if req.model is not None and req.model != lm.model_id:
-            raise ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0)
+        ok = []
+        for h in handles:
+            if h.request.model is not None and h.request.model != lm.model_id:
+                h.sink(ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0))
+            else:
+                ok.append(h)
+        if not ok:
+            return
+        reqs = [h.request for h in ok]
         self._lean_decoder(lm)
-        self._use_threads(lm, len(req.prompt_ids))
+        longest = max(len(r.prompt_ids) for r in reqs)
+        self._use_threads(lm, longest * len(reqs))
         dev = lm.device
-        ids = torch.tensor([req.prompt_ids], device=dev)
-        mask = torch.ones_like(ids)
-        positions = torch.arange(ids.shape[1], device=dev)[None, :]
-        compiled = self.intervention.compile(req.steering) if self.intervention and req.steering and not req.steering.empty else None
-        plan = self.make_plan([compiled], ids)
+        pads = [longest - len(r.prompt_ids) for r in reqs]
+        pad_id = lm.tokenizer.pad_token_id or 0
+        ids = torch.tensor([[pad_id] * n + list(r.prompt_ids) for n, r in zip(pads, reqs, strict=True)], device=dev)
+        mask = torch.tensor([[0] * n + [1] * len(r.prompt_ids) for n, r in zip(pads, reqs, strict=True)], device=dev)
+        positions = (mask.cumsum(-1) - 1).clamp_min(0)
+        iv = self.intervention
+        specs = [iv.compile(r.steering) if iv and r.steering and not r.steering.empty else None for r in reqs]
+        plan = self.make_plan(specs, ids)
         cache = kv.new_cache()
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
-                           logits_to_keep=0 if req.prompt_logprobs else 1)
-        self.emit_monitor(req.request_id, ids, phase="prompt")
-        logits = out.logits[:, -1, :].float()  # (1, V)
-        prompt_lp: tuple[TokenLogprob | None, ...] = ()
-        if req.prompt_logprobs:
-            prompt_lp = self._prompt_logprobs(out.logits[0].float(), req)
-        handle.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
-        base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
-        rows = [
-            _Row(
-                handle=handle,
-                choice=c,
-                sampler=RowSampler(req.params, vocab_size=logits.shape[-1], device=dev, seed=base_seed + c),
-                detok=IncrementalDetokenizer(lm.tokenizer),
-                stopper=StopMatcher(req.params.stop),
-                last_token=-1,
-                position=len(req.prompt_ids),
-            )
-            for c in range(req.n)
-        ]
-        self._sample_and_emit(logits.expand(req.n, -1), rows)
-        live = [r for r in rows if not r.done]
+                           logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
+        self.prefills += 1
+        self._emit_prompt_monitor(reqs, ids, pads)
+        logits = out.logits[:, -1, :].float()  # (B, V)
+        keep: list[int] = []
+        live: list[_Row] = []
+        for b, (h, req) in enumerate(zip(ok, reqs, strict=True)):
+            prompt_lp: tuple[TokenLogprob | None, ...] = ()
+            if req.prompt_logprobs:
+                prompt_lp = self._prompt_logprobs(out.logits[b, pads[b]:].float(), req)
+            h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
+            base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
+            rows = [
+                _Row(
+                    handle=h,
+                    choice=c,
+                    sampler=RowSampler(req.params, vocab_size=logits.shape[-1], device=dev, seed=base_seed + c),
+                    detok=IncrementalDetokenizer(lm.tokenizer),
+                    stopper=StopMatcher(req.params.stop),
+                    last_token=-1,
+                    position=len(req.prompt_ids),
+                )
+                for c in range(req.n)
+            ]
+            self._sample_and_emit(logits[b : b + 1].expand(req.n, -1), rows)
+            for r in rows:
+                if not r.done:
+                    keep.append(b)
+                    live.append(r)
         if not live:
             return
-        cache, mask = kv.repeat_rows(cache, mask, req.n)
-        if len(live) < len(rows):
-            cache, mask = kv.select(cache, mask, [i for i, r in enumerate(rows) if not r.done])
+        if keep != list(range(len(reqs))):
+            cache, mask = kv.select(cache, mask, keep)  # repeats rows for n choices, drops finished ones
         if self._graphs is not None:
-            self._graphs.join([(layer.keys, layer.values) for layer in cache.layers])
+            self._graphs.join([(layer.keys, layer.values) for layer in cache.layers], lengths=mask.sum(-1).tolist())
         else:
             self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
             self._padded = bool((self._mask == 0).any())
@@ -494,6 +538,28 @@ class Worker:
                 records.append(MonitorRecord(
                     request_id=request_id, choice=choice, position=start_position + t, token_id=tok,
                     token=self._token_text(lm, tok), phase=phase,  # type: ignore[arg-type]
+                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
+                ))
+        iv.captures = []
+        if records:
+            self.monitor_sink(records)
+
+    def _emit_prompt_monitor(self, reqs: list[GenerationRequest], ids: torch.Tensor, pads: list[int]) -> None:
+        """MonitorRecords for a prefill of left-padded prompts ids (B, T): row b's tokens start at column pads[b]."""
+        iv, lm = self.intervention, self.loaded
+        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
+            return
+        cap = iv.captures[-1]
+        vals, idx, toks = cap.values.tolist(), cap.indices.tolist(), ids.tolist()
+        records = []
+        for b, req in enumerate(reqs):
+            for t in range(pads[b], len(toks[b])):
+                tok, position = toks[b][t], t - pads[b]
+                if tok == lm.bos_id and position == 0:
+                    continue
+                records.append(MonitorRecord(
+                    request_id=req.request_id, choice=0, position=position, token_id=tok,
+                    token=self._token_text(lm, tok), phase="prompt",
                     activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
                 ))
         iv.captures = []
