@@ -10,7 +10,7 @@ For each model: start `millm serve` (a subprocess) and load the same model in th
 Results go to docs/benchmarks-<device>.json; the report (docs/benchmarks.md and its plots) is
 rebuilt from every device's JSON, so a GPU run adds its section next to the CPU one.
 
-Modes: default (full, ~15-20 min on 2 CPU cores), `--quick` (a few minutes; meant for a GPU),
+Modes: default (full, ~7-9 min on 2 CPU cores), `--quick` (a few minutes; meant for a GPU),
 `--smoke` (seconds; CI, on whatever `--model/--sae` it is given).
 """
 
@@ -59,8 +59,8 @@ class Plan:
 
 PLANS: dict[str, dict[str, Plan]] = {
     "full": {
-        "demo": Plan(128, 9, (1, 4, 8, 16), 128, 3, 16, (64, 512, 2048), 5, 128, 5, 64),
-        "350m": Plan(32, 3, (1, 4, 8, 16), 64, 1, 8, (64, 512, 2048), 1, 16, 2, 8),
+        "demo": Plan(128, 9, (1, 4, 8, 16), 128, 5, 16, (64, 512, 2048), 5, 128, 5, 64),
+        "350m": Plan(32, 5, (1, 4, 8, 16), 64, 2, 8, (64, 512, 2048), 1, 16, 2, 8),
         "custom": Plan(64, 5, (1, 4, 8, 16), 64, 2, 8, (64, 512, 2048), 3, 64, 3, 32),
     },
     "quick": {
