@@ -21,6 +21,7 @@ import json
 import logging
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import tempfile
@@ -143,7 +144,7 @@ def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: 
 
 def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads: int | None,
                 raw_threads: tuple[int, ...], work: Path, cuda_graphs: bool = False,
-                server_only: bool = False) -> dict[str, Any]:
+                server_only: bool = False, logs: Path | None = None) -> dict[str, Any]:
     from millm.engine.model_loading import load_model
     from millm.sae.loading import load_sae
 
@@ -169,6 +170,9 @@ def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads:
         result["prefill"] = _prefill(server, lm, plan, raw_threads)
     finally:
         server.stop()
+        if logs is not None and server.log_path is not None and server.log_path.exists():
+            logs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(server.log_path, logs / f"server-{device}{'-graphs' if cuda_graphs else ''}-{bm.name}.log")
     if server_only:
         result["server_only"] = True
         result["seconds"] = time.perf_counter() - t_model
@@ -363,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="serve with MILLM_CUDA_GRAPHS=1; results go to benchmarks-cuda-graphs.json")
     ap.add_argument("--server-only", action="store_true",
                     help="skip the in-process hook timing and decode profile")
+    ap.add_argument("--logs", type=Path, default=ROOT / "benchmarks" / "out" / "logs",
+                    help="where each server's log is kept (default benchmarks/out/logs, outside git)")
     ap.add_argument("--out", type=Path, default=ROOT / "docs", help="folder for benchmarks.md, its JSON and plots")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -394,7 +400,7 @@ def main(argv: list[str] | None = None) -> int:
             results["models"][bm.name] = bench_model(bm, PLANS[mode][bm.name], device=args.device, dtype=dtype,
                                                      threads=args.threads, raw_threads=raw_threads,
                                                      work=Path(tmp), cuda_graphs=args.cuda_graphs,
-                                                     server_only=args.server_only)
+                                                     server_only=args.server_only, logs=args.logs)
     env["total_seconds"] = time.perf_counter() - t0
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"benchmarks-{label}.json").write_text(json.dumps(results, indent=1, default=float))

@@ -25,7 +25,10 @@ MODES = ("unsteered", "additive", "clamp 16", "monitor 16 selected", "monitor to
 
 def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
     out = tmp_path / "docs"
-    assert run.main(["--smoke", "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--out", str(out)]) == 0
+    logs = tmp_path / "logs"
+    assert run.main(["--smoke", "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--out", str(out),
+                     "--logs", str(logs)]) == 0
+    assert (logs / "server-cpu-custom.log").exists()  # kept for a look after the run
 
     md = (out / "benchmarks.md").read_text()
     for section in SECTIONS:
