@@ -162,3 +162,27 @@ def test_waiting_requests_are_prefilled_together_and_equal_solo(worker):
     got_prompt = sorted((m.request_id, m.position, m.token_id, tuple(a.index for a in m.activations))
                         for m in records if m.phase == "prompt")
     assert got_prompt == solo_prompt  # padding left out, positions counted from each prompt's start
+
+
+def test_a_request_whose_steering_fails_is_failed_alone(worker):
+    tok = worker.loaded.tokenizer
+    params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+    bad = GenerationRequest("bad", tuple(tok("Hello").input_ids), params,
+                            steering=SteeringSpec((FeatureStrength(10**6, 1.0),), mode="add"))  # no such feature
+    good = [GenerationRequest(f"g{i}", tuple(tok(p).input_ids), params) for i, p in enumerate(PROMPTS[:3])]
+    solo: dict[str, list[int]] = {}
+    for r in good:
+        solo.update(run(worker, [r]))
+    errors: list[Exception] = []
+    failed = threading.Event()
+
+    def bad_sink(ev):
+        if isinstance(ev, Exception):
+            errors.append(ev)
+            failed.set()
+
+    _held(worker)
+    worker.submit(bad, bad_sink)
+    together = run(worker, good)
+    assert failed.wait(10) and len(errors) == 1
+    assert together == solo

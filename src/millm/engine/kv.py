@@ -122,7 +122,8 @@ def merge(
 
 
 def select(cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> tuple[DynamicCache, torch.Tensor]:
-    """Keep only rows `keep` and trim leading columns that are padding in all of them."""
+    """Keep only rows `keep` (an index may repeat: the n choices of one prompt) and trim leading columns that are
+    padding in all of them."""
     idx = torch.tensor(keep, device=mask.device)
     mask = mask.index_select(0, idx)
     real = mask.any(dim=0).nonzero()
@@ -132,13 +133,3 @@ def select(cache: DynamicCache, mask: torch.Tensor, keep: list[int]) -> tuple[Dy
         layer.keys = layer.keys.index_select(0, idx.to(layer.keys.device))[:, :, start:]
         layer.values = layer.values.index_select(0, idx.to(layer.values.device))[:, :, start:]
     return cache, mask
-
-
-def repeat_rows(cache: DynamicCache, mask: torch.Tensor, n: int) -> tuple[DynamicCache, torch.Tensor]:
-    """Each row repeated n times in place (for n > 1 choices sharing one prefill)."""
-    if n == 1:
-        return cache, mask
-    for layer in _layers(cache):
-        layer.keys = layer.keys.repeat_interleave(n, dim=0)
-        layer.values = layer.values.repeat_interleave(n, dim=0)
-    return cache, mask.repeat_interleave(n, dim=0)

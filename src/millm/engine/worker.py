@@ -298,12 +298,21 @@ class Worker:
         lm = self.loaded
         if lm is None:
             raise ModelNotLoaded("no model is loaded", retry_after=5.0)
-        ok = []
+        iv = self.intervention
+        ok, specs = [], []
         for h in handles:
-            if h.request.model is not None and h.request.model != lm.model_id:
+            req = h.request
+            if req.model is not None and req.model != lm.model_id:
                 h.sink(ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0))
-            else:
-                ok.append(h)
+                continue
+            try:
+                specs.append(iv.compile(req.steering) if iv and req.steering and not req.steering.empty else None)
+            except Exception as e:  # noqa: BLE001 - this request's steering fails it alone
+                if not isinstance(e, MillmError):
+                    log.exception("steering failed for %s", req.request_id)
+                h.sink(e)
+                continue
+            ok.append(h)
         if not ok:
             return
         reqs = [h.request for h in ok]
@@ -316,8 +325,6 @@ class Worker:
         ids = torch.tensor([[pad_id] * n + list(r.prompt_ids) for n, r in zip(pads, reqs, strict=True)], device=dev)
         mask = torch.tensor([[0] * n + [1] * len(r.prompt_ids) for n, r in zip(pads, reqs, strict=True)], device=dev)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        iv = self.intervention
-        specs = [iv.compile(r.steering) if iv and r.steering and not r.steering.empty else None for r in reqs]
         plan = self.make_plan(specs, ids)
         cache = kv.new_cache()
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
