@@ -13,7 +13,7 @@ from millm.engine.cuda_graphs import GraphDecoder, SlotCache
 from millm.engine.intervention import MonitorConfig, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
-from millm.engine.types import SamplingParams
+from millm.engine.types import FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
 from millm.sae.loading import load_sae
 from tests.engine.test_llama_decode import _cache_kw
@@ -84,10 +84,11 @@ def test_steps_over_the_slot_cache_match_the_growable_cache(lm):
             tok, pos = want.argmax(-1, keepdim=True), pos + 1
 
 
-def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None = None, *, capture: bool = True):
+def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None = None, *, capture: bool = True,
+                  max_batch: int = 4):
     """A started worker on CPU with the tiny SAE attached; in graph mode with `capture`, steps take the graph path
     (with whatever `GraphDecoder._capture` the test installed). Returns it and the list monitor records go to."""
-    w = Worker(max_batch_size=4, cuda_graphs=graphs)
+    w = Worker(max_batch_size=max_batch, cuda_graphs=graphs)
     w.loaded = load_model(str(model_dir), device="cpu")  # the CPU half, also on a GPU machine
     sae = load_sae(sae_dir)
     hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
@@ -199,6 +200,30 @@ def test_a_failed_capture_falls_back_to_eager_steps(tiny_model_dir, tiny_sae_dir
                                                                            ignore_eos=True))))
             if graphs:
                 assert not w._graphs.capture and w._graphs.replays == 0
+        finally:
+            w.stop()
+            w.intervention.detach()
+    assert outs[0] == outs[1]
+
+
+def test_steering_buffers_follow_a_slot_count_that_grows(tiny_model_dir, tiny_sae_dir, monkeypatch):
+    # Two slots: a clamped request runs (the clamp buffers get two slots), then a clamped request with n=3 arrives
+    # alone and the slots grow to three. Steps stay on the graph path and match the growable cache.
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    outs = []
+    for graphs in (False, True):
+        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, max_batch=2)
+        try:
+            tok = w.loaded.tokenizer
+            steer = SteeringSpec((FeatureStrength(5, 3.0), FeatureStrength(9, -1.0)), mode="clamp")
+            one = GenerationRequest("one", tuple(tok("Hello world").input_ids),
+                                    SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True), steering=steer)
+            three = GenerationRequest("three", tuple(tok("The stars").input_ids),
+                                      SamplingParams(max_tokens=6, temperature=1.0, seed=3), n=3, steering=steer)
+            outs.append((run(w, [one]), run(w, [three])))
+            if graphs:
+                assert w._graphs.cache.slots == 3 and w._graphs.replays > 0
+                assert w._graphs.capture  # no step fell back to eager
         finally:
             w.stop()
             w.intervention.detach()

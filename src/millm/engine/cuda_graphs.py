@@ -171,7 +171,7 @@ class GraphDecoder:
         if slots > self._ids.shape[0]:
             self._ids = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
             self._pos = torch.zeros((slots, 1), dtype=torch.long, device=self.device)
-            self._add = None
+            self._add = self._clamp = None  # per-slot steering buffers: reallocated at the new slot count
         self._columns = torch.arange(capacity, device=self.device)
         self._graphs.clear()
         log.info("decode cache: %d slots x %d positions%s", slots, capacity, " (CUDA graphs)" if self.capture else "")
@@ -188,7 +188,8 @@ class GraphDecoder:
         self._ensure(b, max_position + 1)
         width = _clamp_width(plan)
         graphable = self.capture and width <= MAX_CLAMP_FEATURES
-        bg = min(_pow2(b), self._ids.shape[0]) if graphable else b
+        assert self.cache is not None
+        bg = min(_pow2(b), self.cache.slots) if graphable else b
         self._ids[:b].copy_(ids)
         self._pos[:b].copy_(positions)
         if bg > b:
