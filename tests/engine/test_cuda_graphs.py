@@ -4,6 +4,7 @@ joins and compaction keep each row's keys, and decoding over it gives the growab
 from __future__ import annotations
 
 import dataclasses
+import random
 
 import pytest
 import torch
@@ -228,3 +229,54 @@ def test_steering_buffers_follow_a_slot_count_that_grows(tiny_model_dir, tiny_sa
             w.stop()
             w.intervention.detach()
     assert outs[0] == outs[1]
+
+
+def _mixed_waves(seed: int) -> list[tuple[MonitorConfig, list[GenerationRequest]]]:
+    """Three waves of random requests: steering none / add (special tokens in or out) / clamp of 1 or 12
+    features, n of 1 or 2, prompts of 2-20 tokens, 2-14 new tokens; monitoring off, selected or top-k per wave."""
+    rng = random.Random(seed)
+    waves = []
+    for w in range(3):
+        mon = rng.choice([MonitorConfig(), MonitorConfig(enabled=True, features=(3, 40)),
+                          MonitorConfig(enabled=True, top_k=4)])
+        reqs = []
+        for i in range(rng.randint(1, 6)):
+            kind = rng.choice(["none", "add", "clamp", "clamp-12"])
+            steer = None
+            if kind == "add":
+                steer = SteeringSpec((FeatureStrength(rng.randrange(256), 4.0),), mode="add",
+                                     steer_special_tokens=rng.random() < 0.5)
+            elif kind == "clamp":
+                steer = SteeringSpec((FeatureStrength(rng.randrange(256), 3.0),), mode="clamp")
+            elif kind == "clamp-12":
+                steer = SteeringSpec(tuple(FeatureStrength(j, 2.0) for j in rng.sample(range(256), 12)), mode="clamp")
+            n = rng.choice([1, 1, 2])
+            params = SamplingParams(max_tokens=rng.randint(2, 14), temperature=0.0 if n == 1 else 1.0, seed=seed + i,
+                                    ignore_eos=True)
+            prompt = tuple(range(5 + i, 5 + i + rng.randint(2, 20)))
+            reqs.append(GenerationRequest(f"w{w}r{i}", prompt, params, steering=steer, n=n))
+        waves.append((mon, reqs))
+    return waves
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_request_mixes_on_the_graph_path_match_the_growable_cache(tiny_model_dir, tiny_sae_dir, monkeypatch,
+                                                                         seed):
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    results = []
+    for graphs in (False, True):
+        w, records = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
+        outs = []
+        try:
+            for mon, reqs in _mixed_waves(seed):
+                w.intervention.set_monitor(mon)
+                w.monitor_sink = records.extend if mon.enabled else None
+                outs.append(run(w, reqs))
+            if graphs:
+                assert w._graphs.capture and w._graphs.replays > 0
+        finally:
+            w.stop()
+            w.intervention.detach()
+        results.append((outs, sorted((r.request_id, r.choice, r.position, r.token_id,
+                                      tuple(a.index for a in r.activations)) for r in records)))
+    assert results[0] == results[1]
