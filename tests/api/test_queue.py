@@ -29,11 +29,13 @@ def _long_request(url: str, results: list, max_tokens: int = 60) -> None:
 
 
 def test_full_queue_gets_429_with_retry_after(small_server):
+    # Each request decodes 240 tokens (the tiny model's context is 256), far longer than the 5 ms between
+    # submissions, so while the first runs and the second waits, the rest find the one-place queue full.
     results: list[httpx.Response] = []
-    threads = [threading.Thread(target=_long_request, args=(small_server.url, results)) for _ in range(5)]
+    threads = [threading.Thread(target=_long_request, args=(small_server.url, results, 240)) for _ in range(5)]
     for t in threads:
         t.start()
-        time.sleep(0.05)
+        time.sleep(0.005)
     for t in threads:
         t.join(120)
     codes = sorted(r.status_code for r in results)
