@@ -23,7 +23,7 @@ sys.path[:0] = [str(ROOT / "src"), str(ROOT)]
 
 from millm import demo  # noqa: E402
 from millm.engine import hookpoints  # noqa: E402
-from millm.engine.intervention import BatchPlan, MonitorConfig, SaeIntervention  # noqa: E402
+from millm.engine.intervention import MonitorConfig, SaeIntervention  # noqa: E402
 from millm.engine.model_loading import load_model  # noqa: E402
 from millm.engine.types import FeatureStrength, GenerationEvent, GenerationRequest, SamplingParams, SteeringSpec  # noqa: E402
 from millm.engine.worker import Worker  # noqa: E402

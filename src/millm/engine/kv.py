@@ -68,7 +68,7 @@ class GrowableLayer(DynamicLayer):
             self.keys, self.values = key_states, value_states
             return key_states, value_states
         assert self._k is not None and self._v is not None and self._klen == self._vlen
-        n, end = key_states.shape[-2], self._klen + key_states.shape[-2]
+        end = self._klen + key_states.shape[-2]
         if end > self._k.shape[-2]:
             self._grow(end)
         self._k[:, :, self._klen : end] = key_states
