@@ -86,7 +86,9 @@ def test_stale_update_is_a_conflict_not_a_lost_update(service: ProfileService) -
     assert service.get("calm").description == "first"
 
 
-def test_concurrent_edits_one_wins_one_gets_409(service: ProfileService) -> None:
+def assert_concurrent_edits_one_wins(service: ProfileService) -> None:
+    """Four threads update version 1 of one profile at once: exactly one succeeds and the rest get a Conflict.
+    Shared with the PostgreSQL tests."""
     service.create(make_create("calm"))
     barrier = threading.Barrier(4)
     outcomes: list[str] = []
@@ -106,6 +108,10 @@ def test_concurrent_edits_one_wins_one_gets_409(service: ProfileService) -> None
         thread.join()
     assert sorted(outcomes) == ["conflict", "conflict", "conflict", "ok"]
     assert service.get("calm").version == 2
+
+
+def test_concurrent_edits_one_wins_one_gets_409(service: ProfileService) -> None:
+    assert_concurrent_edits_one_wins(service)
 
 
 def test_create_checks_indices_against_d_sae_and_repeats(service: ProfileService) -> None:

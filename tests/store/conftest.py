@@ -7,6 +7,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import create_engine
 
+from millm.store.db import Database, open_database
 from tests.store.postgres import postgres_server, skip_reason
 
 
@@ -31,3 +32,13 @@ def empty_postgres_url(postgres_url: str) -> str:
     finally:
         engine.dispose()
     return postgres_url
+
+
+@pytest.fixture
+def postgres_db(empty_postgres_url: str) -> Iterator[Database]:
+    """The profile store opened (and migrated) on an empty PostgreSQL database; closed after the test."""
+    db = open_database(url=empty_postgres_url)
+    try:
+        yield db
+    finally:
+        db.close()

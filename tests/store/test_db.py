@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, insert, select, text
+from sqlalchemy import Connection, inspect, insert, select, text
 
 from millm.errors import InternalError
 from millm.store import db as dbmod
@@ -37,20 +37,26 @@ def test_sqlite_connections_use_wal_full_sync_and_busy_timeout(tmp_path: Path) -
         db.close()
 
 
+def assert_tables_match_models(conn: Connection) -> None:
+    """The stored schema is the current version, every table's columns and nullability are the models', and
+    profile names are unique. Shared with the PostgreSQL tests."""
+    assert read_schema_version(conn) == SCHEMA_VERSION
+    inspector = inspect(conn)
+    for table in Base.metadata.sorted_tables:
+        stored = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
+        declared = {c.name: c.nullable for c in table.columns}
+        assert stored == declared, table.name
+    unique = inspector.get_unique_constraints("profiles") + [
+        i for i in inspector.get_indexes("profiles") if i["unique"]
+    ]
+    assert any(u["column_names"] == ["name"] for u in unique)
+
+
 def test_fresh_database_is_at_current_version_and_matches_tables(tmp_path: Path) -> None:
     db = open_database(data_dir=tmp_path)
     try:
         with db.engine.connect() as conn:
-            assert read_schema_version(conn) == SCHEMA_VERSION
-            inspector = inspect(conn)
-            for table in Base.metadata.sorted_tables:
-                stored = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
-                declared = {c.name: c.nullable for c in table.columns}
-                assert stored == declared, table.name
-            unique = inspector.get_unique_constraints("profiles") + [
-                i for i in inspector.get_indexes("profiles") if i["unique"]
-            ]
-            assert any(u["column_names"] == ["name"] for u in unique)
+            assert_tables_match_models(conn)
     finally:
         db.close()
 

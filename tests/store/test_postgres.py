@@ -7,7 +7,6 @@ PostgreSQL server binaries or psycopg are missing.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,38 +17,27 @@ from millm.errors import Conflict, InternalError, NotFound
 from millm.protocol.profiles import ProfileUpdate
 from millm.services.profiles import ProfileService
 from millm.store import profiles as repo
-from millm.store.db import SCHEMA_VERSION, create_db_engine, migrate, open_database, read_schema_version
-from millm.store.tables import Base, ProfileRow
-from tests.services.test_profiles import fill, make_create
+from millm.store.db import SCHEMA_VERSION, Database, create_db_engine, migrate, open_database, read_schema_version
+from millm.store.tables import ProfileRow
+from tests.services.test_profiles import assert_concurrent_edits_one_wins, fill, make_create
+from tests.store.test_db import assert_tables_match_models
 from tests.store.test_profiles import make_data
 
 
-def test_fresh_database_is_migrated_to_the_current_schema(empty_postgres_url: str) -> None:
-    db = open_database(url=empty_postgres_url)
+def test_fresh_database_is_migrated_to_the_current_schema(empty_postgres_url: str, postgres_db: Database) -> None:
+    assert postgres_db.engine.dialect.name == "postgresql"
+    with postgres_db.engine.connect() as conn:
+        assert_tables_match_models(conn)
+        inspector = inspect(conn)
+        types = {c["name"]: str(c["type"]) for c in inspector.get_columns("profiles")}
+        assert types["created_at"] == "TIMESTAMP" and types["features"] == "JSON"
+        stamps = [c for c in inspector.get_columns("profiles") if c["name"].endswith("_at")]
+        assert {c["name"]: c["type"].timezone for c in stamps} == {"created_at": True, "updated_at": True}
+    engine = create_db_engine(empty_postgres_url)
     try:
-        assert db.engine.dialect.name == "postgresql"
-        with db.engine.connect() as conn:
-            assert read_schema_version(conn) == SCHEMA_VERSION
-            inspector = inspect(conn)
-            for table in Base.metadata.sorted_tables:
-                stored = {c["name"]: c["nullable"] for c in inspector.get_columns(table.name)}
-                declared = {c.name: c.nullable for c in table.columns}
-                assert stored == declared, table.name
-            types = {c["name"]: str(c["type"]) for c in inspector.get_columns("profiles")}
-            assert types["created_at"] == "TIMESTAMP" and types["features"] == "JSON"
-            stamps = [c for c in inspector.get_columns("profiles") if c["name"].endswith("_at")]
-            assert {c["name"]: c["type"].timezone for c in stamps} == {"created_at": True, "updated_at": True}
-            unique = inspector.get_unique_constraints("profiles") + [
-                i for i in inspector.get_indexes("profiles") if i["unique"]
-            ]
-            assert any(u["column_names"] == ["name"] for u in unique)
-        engine = create_db_engine(empty_postgres_url)
-        try:
-            assert migrate(engine) == SCHEMA_VERSION  # reopening does not migrate again
-        finally:
-            engine.dispose()
+        assert migrate(engine) == SCHEMA_VERSION  # reopening does not migrate again
     finally:
-        db.close()
+        engine.dispose()
 
 
 def test_version_1_database_is_upgraded_and_newer_is_refused(empty_postgres_url: str) -> None:
@@ -74,157 +62,114 @@ def test_version_1_database_is_upgraded_and_newer_is_refused(empty_postgres_url:
     assert info.value.code == "schema_too_new"
 
 
-def test_repository_round_trip_keeps_json_and_timestamps(empty_postgres_url: str) -> None:
-    db = open_database(url=empty_postgres_url)
-    try:
-        with db.session_factory.begin() as session:
-            first = repo.create_profile(session=session, data=make_data("calm"))
-            second = repo.create_profile(session=session, data=make_data("ocean", features=[]))
-            assert (first.id, second.id) == (1, 2)  # SERIAL ids, as on SQLite
-        with db.session_factory.begin() as session:
-            row = repo.get_profile(session=session, name="calm")
-            assert repo.row_data(row) == make_data("calm")
-            assert row.created_at.utcoffset() is not None  # timestamptz comes back aware
-            assert [r.name for r in repo.list_profiles(session=session)] == ["calm", "ocean"]
-    finally:
-        db.close()
+def test_repository_round_trip_keeps_json_and_timestamps(postgres_db: Database) -> None:
+    with postgres_db.session_factory.begin() as session:
+        first = repo.create_profile(session=session, data=make_data("calm"))
+        second = repo.create_profile(session=session, data=make_data("ocean", features=[]))
+        assert (first.id, second.id) == (1, 2)  # SERIAL ids, as on SQLite
+    with postgres_db.session_factory.begin() as session:
+        row = repo.get_profile(session=session, name="calm")
+        assert repo.row_data(row) == make_data("calm")
+        assert row.created_at.utcoffset() is not None  # timestamptz comes back aware
+        assert [r.name for r in repo.list_profiles(session=session)] == ["calm", "ocean"]
 
 
-def test_service_crud_round_trip(empty_postgres_url: str) -> None:
-    db = open_database(url=empty_postgres_url)
-    try:
-        service = ProfileService(db.session_factory)
-        created = service.create(make_create())
-        assert (created.name, created.version, created.active) == ("yelling-demo", 1, False)
-        assert created.created_at.tzinfo is not None
-        assert service.get("yelling-demo") == created
+def test_service_crud_round_trip(postgres_db: Database) -> None:
+    service = ProfileService(postgres_db.session_factory)
+    created = service.create(make_create())
+    assert (created.name, created.version, created.active) == ("yelling-demo", 1, False)
+    assert created.created_at.tzinfo is not None
+    assert service.get("yelling-demo") == created
 
-        updated = service.update("yelling-demo", ProfileUpdate(version=1, description="louder", mode="clamp"))
-        assert (updated.version, updated.description, updated.mode) == (2, "louder", "clamp")
-        assert updated.features == created.features and updated.created_at == created.created_at
-        assert updated.updated_at >= created.updated_at
+    updated = service.update("yelling-demo", ProfileUpdate(version=1, description="louder", mode="clamp"))
+    assert (updated.version, updated.description, updated.mode) == (2, "louder", "clamp")
+    assert updated.features == created.features and updated.created_at == created.created_at
+    assert updated.updated_at >= created.updated_at
 
-        copy = service.duplicate("yelling-demo", new_name="yelling-copy")
-        assert [p.name for p in service.list().data] == ["yelling-copy", "yelling-demo"]
-        with pytest.raises(Conflict):
-            service.create(make_create("yelling-copy"))
-        assert service.delete("yelling-copy", version=copy.version) is False
-        assert service.delete("yelling-demo") is False
-        with pytest.raises(NotFound):
-            service.get("yelling-demo")
-        assert service.list().count == 0
-    finally:
-        db.close()
+    copy = service.duplicate("yelling-demo", new_name="yelling-copy")
+    assert [p.name for p in service.list().data] == ["yelling-copy", "yelling-demo"]
+    with pytest.raises(Conflict):
+        service.create(make_create("yelling-copy"))
+    assert service.delete("yelling-copy", version=copy.version) is False
+    assert service.delete("yelling-demo") is False
+    with pytest.raises(NotFound):
+        service.get("yelling-demo")
+    assert service.list().count == 0
 
 
-def test_stale_version_is_a_conflict(empty_postgres_url: str) -> None:
-    db = open_database(url=empty_postgres_url)
-    try:
-        service = ProfileService(db.session_factory)
-        service.create(make_create("calm"))
-        service.update("calm", ProfileUpdate(version=1, description="first"))
+def test_stale_version_is_a_conflict(postgres_db: Database) -> None:
+    service = ProfileService(postgres_db.session_factory)
+    service.create(make_create("calm"))
+    service.update("calm", ProfileUpdate(version=1, description="first"))
+    with pytest.raises(Conflict) as info:
+        service.update("calm", ProfileUpdate(version=1, description="second"))
+    assert info.value.status == 409 and info.value.param == "version"
+    with pytest.raises(Conflict):
+        service.delete("calm", version=1)
+    assert (service.get("calm").description, service.get("calm").version) == ("first", 2)
+
+    # The WHERE version = ? guard itself: this session read version 2, another writer
+    # commits version 3 before our UPDATE, and ours must match no row -> Conflict.
+    with postgres_db.session_factory() as session:
+        row = repo.get_profile(session=session, name="calm")
+        assert row.version == 2
+        with postgres_db.engine.begin() as other:
+            other.execute(text("UPDATE profiles SET version = 3, description = 'other' WHERE id = :id"),
+                          {"id": row.id})
         with pytest.raises(Conflict) as info:
-            service.update("calm", ProfileUpdate(version=1, description="second"))
-        assert info.value.status == 409 and info.value.param == "version"
-        with pytest.raises(Conflict):
-            service.delete("calm", version=1)
-        assert (service.get("calm").description, service.get("calm").version) == ("first", 2)
-
-        # The WHERE version = ? guard itself: this session read version 2, another writer
-        # commits version 3 before our UPDATE, and ours must match no row -> Conflict.
-        with db.session_factory() as session:
-            row = repo.get_profile(session=session, name="calm")
-            assert row.version == 2
-            with db.engine.begin() as other:
-                other.execute(text("UPDATE profiles SET version = 3, description = 'other' WHERE id = :id"),
-                              {"id": row.id})
-            with pytest.raises(Conflict) as info:
-                repo.update_profile(session=session, name="calm", expected_version=2, data=make_data("calm"))
-            assert info.value.code == "version_conflict"
-            session.rollback()
-        assert (service.get("calm").description, service.get("calm").version) == ("other", 3)
-    finally:
-        db.close()
+            repo.update_profile(session=session, name="calm", expected_version=2, data=make_data("calm"))
+        assert info.value.code == "version_conflict"
+        session.rollback()
+    assert (service.get("calm").description, service.get("calm").version) == ("other", 3)
 
 
-def test_concurrent_edits_one_wins_the_rest_conflict(empty_postgres_url: str) -> None:
-    db = open_database(url=empty_postgres_url)
+def test_concurrent_edits_one_wins_the_rest_conflict(postgres_db: Database) -> None:
+    assert_concurrent_edits_one_wins(ProfileService(postgres_db.session_factory))
+
+
+def test_active_profile_record(postgres_db: Database) -> None:
+    service = ProfileService(postgres_db.session_factory)
+    service.create(make_create("calm"))
+    service.create(make_create("ocean"))
+    assert service.get_active() is None
+    assert service.activate("calm").active
+    assert [p.active for p in service.list().data] == [True, False]
+    service.activate("ocean")
+    assert service.get_active().name == "ocean"  # type: ignore[union-attr]
+    service.deactivate()
+    assert service.get_active() is None
+    service.activate("calm")
+    service.update("calm", ProfileUpdate(version=1, name="still-calm"))
+    assert service.get_active().name == "still-calm"  # type: ignore[union-attr]
+    assert service.delete("still-calm") is True
+    assert service.get_active() is None
+
+
+def test_export_import_round_trip(postgres_db: Database, tmp_path: Path) -> None:
+    service = ProfileService(postgres_db.session_factory)
+    fill(service)
+    exported = service.export_all().model_dump_json()
+
+    # PostgreSQL -> SQLite gives the same bundle back (same values, timestamps, versions) ...
+    sqlite_db = open_database(data_dir=tmp_path)
     try:
-        service = ProfileService(db.session_factory)
-        service.create(make_create("calm"))
-        barrier = threading.Barrier(4)
-        outcomes: list[str] = []
-
-        def edit(i: int) -> None:
-            barrier.wait()
-            try:
-                service.update("calm", ProfileUpdate(version=1, description=f"edit {i}"))
-                outcomes.append("ok")
-            except Conflict:
-                outcomes.append("conflict")
-
-        threads = [threading.Thread(target=edit, args=(i,)) for i in range(4)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sorted(outcomes) == ["conflict", "conflict", "conflict", "ok"]
-        assert service.get("calm").version == 2
+        assert ProfileService(sqlite_db.session_factory).import_document(exported).source_format == "millm.profiles"
+        assert ProfileService(sqlite_db.session_factory).export_all().model_dump_json() == exported
     finally:
-        db.close()
+        sqlite_db.close()
 
-
-def test_active_profile_record(empty_postgres_url: str) -> None:
-    db = open_database(url=empty_postgres_url)
-    try:
-        service = ProfileService(db.session_factory)
-        service.create(make_create("calm"))
-        service.create(make_create("ocean"))
-        assert service.get_active() is None
-        assert service.activate("calm").active
-        assert [p.active for p in service.list().data] == [True, False]
-        service.activate("ocean")
-        assert service.get_active().name == "ocean"  # type: ignore[union-attr]
-        service.deactivate()
-        assert service.get_active() is None
-        service.activate("calm")
-        service.update("calm", ProfileUpdate(version=1, name="still-calm"))
-        assert service.get_active().name == "still-calm"  # type: ignore[union-attr]
-        assert service.delete("still-calm") is True
-        assert service.get_active() is None
-    finally:
-        db.close()
-
-
-def test_export_import_round_trip(empty_postgres_url: str, tmp_path: Path) -> None:
-    db = open_database(url=empty_postgres_url)
-    try:
-        service = ProfileService(db.session_factory)
-        fill(service)
-        exported = service.export_all().model_dump_json()
-
-        # PostgreSQL -> SQLite gives the same bundle back (same values, timestamps, versions) ...
-        sqlite_db = open_database(data_dir=tmp_path)
-        try:
-            assert ProfileService(sqlite_db.session_factory).import_document(exported).source_format == "millm.profiles"
-            assert ProfileService(sqlite_db.session_factory).export_all().model_dump_json() == exported
-        finally:
-            sqlite_db.close()
-
-        # ... and so does PostgreSQL -> (emptied) PostgreSQL, and replacing in place.
-        for name in ("empty", "ocean", "yelling-demo"):
-            service.delete(name)
-        result = service.import_document(exported.encode())
-        assert sorted(p.name for p in result.profiles) == ["empty", "ocean", "yelling-demo"]
-        assert service.export_all().model_dump_json() == exported
-        assert service.get("ocean").version == 2
-        replaced = service.import_document(exported, on_conflict="replace")
-        assert sorted(replaced.replaced) == ["empty", "ocean", "yelling-demo"]
-        assert service.get("ocean").version == 3
-        with pytest.raises(Conflict):
-            service.import_document(exported)
-    finally:
-        db.close()
+    # ... and so does PostgreSQL -> (emptied) PostgreSQL, and replacing in place.
+    for name in ("empty", "ocean", "yelling-demo"):
+        service.delete(name)
+    result = service.import_document(exported.encode())
+    assert sorted(p.name for p in result.profiles) == ["empty", "ocean", "yelling-demo"]
+    assert service.export_all().model_dump_json() == exported
+    assert service.get("ocean").version == 2
+    replaced = service.import_document(exported, on_conflict="replace")
+    assert sorted(replaced.replaced) == ["empty", "ocean", "yelling-demo"]
+    assert service.get("ocean").version == 3
+    with pytest.raises(Conflict):
+        service.import_document(exported)
 
 
 def test_reopening_keeps_the_data(empty_postgres_url: str) -> None:
