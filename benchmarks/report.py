@@ -216,11 +216,7 @@ def plots(out_dir: Path, device: str, data: dict[str, Any]) -> list[str]:
         ax.set_xlabel("concurrent requests (each its own steering)")
         ax.set_ylabel("tokens / s")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fname = f"benchmarks-{device}-concurrency.png"
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    names.append(fname)
+    names.append(_save(plt, fig, out_dir / f"benchmarks-{device}-concurrency.png"))
     if not all(m.get("hooks") for m in models.values()):  # a --server-only run: no hook timing to plot
         return names
 
@@ -239,12 +235,15 @@ def plots(out_dir: Path, device: str, data: dict[str, Any]) -> list[str]:
         ax.set_ylabel("% of decode time")
         ax.set_title(f"{name}: SAE overhead per mode")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fname = f"benchmarks-{device}-overhead.png"
-    fig.savefig(out_dir / fname, dpi=110)
-    plt.close(fig)
-    names.append(fname)
+    names.append(_save(plt, fig, out_dir / f"benchmarks-{device}-overhead.png"))
     return names
+
+
+def _save(plt: Any, fig: Any, path: Path) -> str:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
 
 
 def write(out_dir: Path) -> Path:
