@@ -330,7 +330,7 @@ class Worker:
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                            logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
         self.prefills += 1
-        self._emit_prompt_monitor(reqs, ids, pads)
+        self.emit_monitor([r.request_id for r in reqs], ids, phase="prompt", pads=pads)
         logits = out.logits[:, -1, :].float()  # (B, V)
         keep: list[int] = []
         live: list[_Row] = []
@@ -411,14 +411,12 @@ class Worker:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         dec = self._lean_decoder(lm)
         self._use_threads(lm, len(self._rows))
+        if (self._graphs is not None or dec is not None) and self.intervention is not None:
+            self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
         if self._graphs is not None:
-            if self.intervention is not None:
-                self.intervention.set_plan(self._plan)
             logits = self._graphs.step(ids, positions, max_position=max(r.position for r in self._rows),
                                        intervention=self.intervention, plan=self._plan)
         elif dec is not None:
-            if self.intervention is not None:
-                self.intervention.set_plan(self._plan)
             attn_mask = self._mask[:, None, None, :].bool() if self._padded else None  # (B, 1, 1, S)
             logits = dec.step(ids, positions, mask=attn_mask, cache=self._cache)
         else:
@@ -528,45 +526,25 @@ class Worker:
 
     # ------------------------------------------------------------------ monitoring
 
-    def emit_monitor(self, request_id: str, ids: torch.Tensor, *, choices: tuple[int, ...] = (0,),
-                     start_position: int = 0, phase: str = "prompt") -> None:
-        """Turn the last forward's captured activations for ids (B, T) into MonitorRecords."""
-        iv, lm = self.intervention, self.loaded
-        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
-            return
-        cap = iv.captures[-1]
-        vals, idx = cap.values.tolist(), cap.indices.tolist()
-        toks = ids.tolist()
-        records = []
-        for b, choice in enumerate(choices):
-            for t, tok in enumerate(toks[b]):
-                if tok == lm.bos_id and start_position + t == 0:
-                    continue
-                records.append(MonitorRecord(
-                    request_id=request_id, choice=choice, position=start_position + t, token_id=tok,
-                    token=self._token_text(lm, tok), phase=phase,  # type: ignore[arg-type]
-                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
-                ))
-        iv.captures = []
-        if records:
-            self.monitor_sink(records)
-
-    def _emit_prompt_monitor(self, reqs: list[GenerationRequest], ids: torch.Tensor, pads: list[int]) -> None:
-        """MonitorRecords for a prefill of left-padded prompts ids (B, T): row b's tokens start at column pads[b]."""
+    def emit_monitor(self, request_ids: list[str], ids: torch.Tensor, *, phase: str,
+                     pads: list[int] | None = None) -> None:
+        """Turn the last forward's captured activations for ids (B, T) into MonitorRecords, row b for request
+        request_ids[b]; a row left-padded by pads[b] columns starts its positions after the padding."""
         iv, lm = self.intervention, self.loaded
         if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
             return
         cap = iv.captures[-1]
         vals, idx, toks = cap.values.tolist(), cap.indices.tolist(), ids.tolist()
         records = []
-        for b, req in enumerate(reqs):
-            for t in range(pads[b], len(toks[b])):
-                tok, position = toks[b][t], t - pads[b]
+        for b, request_id in enumerate(request_ids):
+            pad = pads[b] if pads else 0
+            for t in range(pad, len(toks[b])):
+                tok, position = toks[b][t], t - pad
                 if tok == lm.bos_id and position == 0:
                     continue
                 records.append(MonitorRecord(
-                    request_id=req.request_id, choice=0, position=position, token_id=tok,
-                    token=self._token_text(lm, tok), phase="prompt",
+                    request_id=request_id, choice=0, position=position, token_id=tok,
+                    token=self._token_text(lm, tok), phase=phase,  # type: ignore[arg-type]
                     activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
                 ))
         iv.captures = []

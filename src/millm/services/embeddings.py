@@ -35,7 +35,7 @@ def _embed_all(worker: Worker, inputs: list[list[int]], steering: SteeringSpec |
         compiled = iv.compile(steering) if iv is not None and steering is not None and not steering.empty else None
         plan = worker.make_plan([compiled], ids)
         res = worker.forward(ids, mask=mask, positions=pos, cache=None, plan=plan, output_hidden_states=True)
-        worker.emit_monitor(f"{rid}-{i}" if len(inputs) > 1 else rid, ids, phase="embedding")
+        worker.emit_monitor([f"{rid}-{i}" if len(inputs) > 1 else rid], ids, phase="embedding")
         hidden = res.hidden_states[-1][0].float()  # (T, D)
         vec = torch.nn.functional.normalize(hidden.mean(dim=0), dim=0)
         out.append(vec.cpu().numpy().astype("<f4"))
