@@ -71,13 +71,6 @@ def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
     return fast
 
 
-def prompt_text(n: int, *, seed: int = 0, vocab: int = 4096) -> str:
-    """n words of a word-level tokenizer's vocabulary: exactly n tokens for `word_tokenizer`."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(len(SPECIALS), vocab, (n,), generator=g).tolist()
-    return " ".join(f"w{i}" for i in ids)
-
-
 def build_random_llama(out_dir: Path, shape: ModelShape, *, seed: int = 0) -> Path:
     """A random Llama of `shape` plus a word-level tokenizer, saved with save_pretrained."""
     tokenizer = word_tokenizer(shape.vocab)
