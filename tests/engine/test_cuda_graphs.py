@@ -9,16 +9,14 @@ import random
 import pytest
 import torch
 
-from millm.engine import hookpoints, kv
+from millm.engine import kv
 from millm.engine.cuda_graphs import GraphDecoder, SlotCache
-from millm.engine.intervention import MonitorConfig, SaeIntervention
+from millm.engine.intervention import MonitorConfig
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
 from millm.engine.types import FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
-from millm.engine.worker import Worker
-from millm.sae.loading import load_sae
 from tests.engine.test_llama_decode import _cache_kw
-from tests.engine.test_worker import PROMPTS, requests, run
+from tests.engine.test_worker import PROMPTS, requests, run, start_worker
 
 
 @pytest.fixture(scope="module")
@@ -89,17 +87,12 @@ def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | Non
                   max_batch: int = 4):
     """A started worker on CPU with the tiny SAE attached; in graph mode with `capture`, steps take the graph path
     (with whatever `GraphDecoder._capture` the test installed). Returns it and the list monitor records go to."""
-    w = Worker(max_batch_size=max_batch, cuda_graphs=graphs)
-    w.loaded = load_model(str(model_dir), device="cpu")  # the CPU half, also on a GPU machine
-    sae = load_sae(sae_dir)
-    hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
-    w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
-                                     device=w.loaded.device, dtype=w.loaded.dtype)
+    # on the CPU also on a GPU machine: this is the CPU half of the graph tests
+    w = start_worker(model_dir, sae_dir, max_batch_size=max_batch, cuda_graphs=graphs, device="cpu")
     records: list = []
     if monitor is not None:
         w.intervention.set_monitor(monitor)
         w.monitor_sink = records.extend
-    w.start()
     if graphs and capture:
         w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(30)
         w._graphs.capture = True

@@ -18,16 +18,24 @@ PROMPTS = ["Hello world", "Once upon a time there was a little boat on the sea",
            "Numbers 0 1 2 3 4 5 and more text here", "café naïve", "Hello"]
 
 
-@pytest.fixture(scope="module", params=[False, True], ids=["growable-cache", "slot-cache"])
-def worker(request, tiny_model_dir, tiny_sae_dir):
-    # slot-cache: the CUDA-graph mode's static cache, run without capture on CPU (engine/cuda_graphs.py)
-    w = Worker(max_batch_size=8, cuda_graphs=request.param)
-    w.loaded = load_model(str(tiny_model_dir))
-    sae = load_sae(tiny_sae_dir)
+def start_worker(model_dir, sae_dir, *, max_batch_size: int = 8, cuda_graphs: bool = False, device: str = "auto",
+                 dtype: str = "auto") -> Worker:
+    """A started worker serving the model in model_dir with the SAE in sae_dir attached (also used by the
+    CUDA-graph tests here and in tests/gpu)."""
+    w = Worker(max_batch_size=max_batch_size, cuda_graphs=cuda_graphs)
+    w.loaded = load_model(str(model_dir), device=device, dtype=dtype)
+    sae = load_sae(sae_dir).to(device=w.loaded.device, dtype=w.loaded.dtype)
     hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
     w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
                                      device=w.loaded.device, dtype=w.loaded.dtype)
     w.start()
+    return w
+
+
+@pytest.fixture(scope="module", params=[False, True], ids=["growable-cache", "slot-cache"])
+def worker(request, tiny_model_dir, tiny_sae_dir):
+    # slot-cache: the CUDA-graph mode's static cache, run without capture on CPU (engine/cuda_graphs.py)
+    w = start_worker(tiny_model_dir, tiny_sae_dir, cuda_graphs=request.param)
     yield w
     w.stop()
 

@@ -6,26 +6,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from millm.engine import hookpoints
-from millm.engine.intervention import SaeIntervention
-from millm.engine.model_loading import load_model
 from millm.engine.types import FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
-from millm.sae.loading import load_sae
-from tests.engine.test_worker import PROMPTS, run
+from tests.engine.test_worker import PROMPTS, run, start_worker
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _worker(model_dir, sae_dir, graphs: bool) -> Worker:
-    w = Worker(max_batch_size=4, cuda_graphs=graphs)
-    w.loaded = load_model(str(model_dir), device="cuda", dtype="float32")
-    sae = load_sae(sae_dir).to(device=w.loaded.device, dtype=w.loaded.dtype)
-    hp = hookpoints.resolve_hookpoint(w.loaded.model, sae.cfg.hook_name)
-    w.intervention = SaeIntervention(sae=sae, hookpoint=hp, attach_fn=hookpoints.attach,
-                                     device=w.loaded.device, dtype=w.loaded.dtype)
-    w.start()
-    return w
+    return start_worker(model_dir, sae_dir, max_batch_size=4, cuda_graphs=graphs, device="cuda", dtype="float32")
 
 
 def _requests(tok, clamp: bool) -> list[GenerationRequest]:
