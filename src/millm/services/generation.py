@@ -198,14 +198,12 @@ class GenerationService:
         """Yield (global choice index, event) until every choice finished. Raises on errors."""
         finished = 0
         want = total_prompts * run.n
-        infos = 0
         try:
             while finished < want:
                 i, ev = await run.queue.get()
                 if isinstance(ev, BaseException):
                     raise ev
                 if isinstance(ev, PromptInfo):
-                    infos += 1
                     continue
                 if ev.finish_reason == "error":
                     raise InternalError(ev.error or "generation failed")
