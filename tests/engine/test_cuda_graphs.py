@@ -8,6 +8,9 @@ import random
 
 import pytest
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from millm.engine import kv
 from millm.engine.cuda_graphs import GraphDecoder, SlotCache
@@ -115,21 +118,62 @@ def test_worker_in_slot_mode_matches_the_growable_mode(tiny_model_dir, tiny_sae_
     assert len(outs[0]) == len(PROMPTS)
 
 
-class _EagerReplay:
-    """Stands in for a CUDA graph on CPU: replay reruns the recorded function into the same output tensors."""
+class _Reads(TorchDispatchMode):
+    """Records the storages an eager run reads that it did not create: what a CUDA graph of the run would hold
+    raw pointers to."""
 
-    def __init__(self, fn, outs):
-        self.fn, self.outs = fn, outs
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: set[int] = set()  # data_ptr of storages created (or viewed) during the run
+        self.reads: dict[int, StorageWeakRef] = {}  # data_ptr -> storage, for storages from outside the run
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        for t in tree_leaves((args, kwargs)):
+            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in self.made:
+                self.reads.setdefault(t.untyped_storage().data_ptr(), StorageWeakRef(t.untyped_storage()))
+        out = func(*args, **(kwargs or {}))
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.made.add(t.untyped_storage().data_ptr())
+        return out
+
+
+def _run_reading(fn):
+    with _Reads() as reads:
+        outs = fn()
+    return outs, reads.reads
+
+
+class _EagerReplay:
+    """Stands in for a CUDA graph on CPU: replay reruns the recorded function into the same output tensors, and
+    checks what a real graph relies on: every storage the capture read from outside is still alive (a graph keeps
+    only its address), and the rerun reads exactly those storages (a graph cannot follow a Python attribute that
+    now names another tensor)."""
+
+    def __init__(self, fn, outs, reads):
+        self.fn, self.outs, self.reads = fn, outs, reads
+
+    def assert_reads_alive(self):
+        dead = [hex(ptr) for ptr, ref in self.reads.items() if ref.expired()]
+        assert not dead, f"a cached graph reads freed memory at {dead}"
 
     def replay(self):
-        for out, new in zip(self.outs, self.fn(), strict=True):
+        self.assert_reads_alive()
+        new_outs, reads = _run_reading(self.fn)
+        assert reads.keys() == self.reads.keys(), "the replay reads other memory than the capture did"
+        for out, new in zip(self.outs, new_outs, strict=True):
             if out.data_ptr() != new.data_ptr():  # (monitored indices may be a view of a static tensor)
                 out.copy_(new)
 
 
 def _eager_capture(self, fn):
-    outs = fn()
-    return _EagerReplay(fn, outs), outs
+    outs, reads = _run_reading(fn)
+    return _EagerReplay(fn, outs, reads), outs
+
+
+def _assert_cached_graphs_read_live_memory(w):
+    for graph, *_ in w._graphs._graphs.values():
+        graph.assert_reads_alive()
 
 
 def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_sae_dir, monkeypatch):
@@ -265,6 +309,8 @@ def test_random_request_mixes_on_the_graph_path_match_the_growable_cache(tiny_mo
                 w.intervention.set_monitor(mon)
                 w.monitor_sink = records.extend if mon.enabled else None
                 outs.append(run(w, reqs))
+                if graphs:
+                    _assert_cached_graphs_read_live_memory(w)
             if graphs:
                 assert w._graphs.capture and w._graphs.replays > 0
         finally:
@@ -272,4 +318,34 @@ def test_random_request_mixes_on_the_graph_path_match_the_growable_cache(tiny_mo
             w.intervention.detach()
         results.append((outs, sorted((r.request_id, r.choice, r.position, r.token_id,
                                       tuple(a.index for a in r.activations)) for r in records)))
+    assert results[0] == results[1]
+
+
+def test_graphs_cached_across_monitor_changes_read_live_memory(tiny_model_dir, tiny_sae_dir, monkeypatch):
+    # The benchmark's order: selected features, top-k, off, then the same selected features again. Each change
+    # gives the intervention a new index tensor; a graph captured with the old one must keep it (a graph holds only
+    # its address) or be dropped, and a replay must read the tensor its capture read.
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    selected = MonitorConfig(enabled=True, features=(3, 9, 40))
+    configs = [selected, MonitorConfig(enabled=True, top_k=4), MonitorConfig(), selected,
+               MonitorConfig(enabled=True, features=(7,)), selected]
+    results = []
+    for graphs in (False, True):
+        w, records = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
+        outs = []
+        try:
+            for cfg in configs:
+                w.call(lambda wk, cfg=cfg: wk.intervention.set_monitor(cfg), exclusive=False).result(30)
+                w.monitor_sink = records.extend if cfg.enabled else None
+                outs.append(run(w, requests(w.loaded.tokenizer, SamplingParams(max_tokens=5, temperature=0.0,
+                                                                               ignore_eos=True))[:2]))
+                if graphs:
+                    _assert_cached_graphs_read_live_memory(w)
+            if graphs:
+                assert w._graphs.capture and w._graphs.replays > 0
+        finally:
+            w.stop()
+            w.intervention.detach()
+        results.append((outs, sorted((r.request_id, r.position, r.token_id, tuple(a.index for a in r.activations))
+                                     for r in records)))
     assert results[0] == results[1]
