@@ -349,3 +349,54 @@ def test_graphs_cached_across_monitor_changes_read_live_memory(tiny_model_dir, t
         results.append((outs, sorted((r.request_id, r.position, r.token_id, tuple(a.index for a in r.activations))
                                      for r in records)))
     assert results[0] == results[1]
+
+
+BENCH_MODES = ("unsteered", "additive", "clamp", "monitor selected", "monitor top-8")
+
+
+def bench_sequence(w, records: list, *, rounds: int = 3, tokens: int = 24) -> list[tuple[str, list[int]]]:
+    """The decode rounds of `make bench` against a worker: one request at a time in every steering and monitoring
+    mode, the order rotated each round, the monitor settings changed between requests as the server changes them
+    (a call on the worker thread). Returns (mode, tokens) per request; monitor records go to `records`."""
+    d_sae = w.intervention.sae.cfg.d_sae
+    feats = [(i * 97 + 5) % d_sae for i in range(32)]
+    prompt = tuple(range(10, 74))
+    steer = {"additive": SteeringSpec(tuple(FeatureStrength(f, 4.0) for f in feats[:4]), mode="add"),
+             "clamp": SteeringSpec(tuple(FeatureStrength(f, 5.0) for f in feats[:16]), mode="clamp")}
+    monitor = {"monitor selected": MonitorConfig(enabled=True, features=tuple(feats[:16])),
+               "monitor top-8": MonitorConfig(enabled=True, top_k=8)}
+    out = []
+    for rnd in range(rounds):
+        for i in range(len(BENCH_MODES)):
+            mode = BENCH_MODES[(i + rnd) % len(BENCH_MODES)]
+            cfg = monitor.get(mode, MonitorConfig())
+            w.call(lambda wk, cfg=cfg: wk.intervention.set_monitor(cfg), exclusive=False).result(30)
+            w.monitor_sink = records.extend if cfg.enabled else None
+            req = GenerationRequest(f"{rnd}-{mode}", prompt, SamplingParams(max_tokens=tokens, temperature=0.0,
+                                                                             ignore_eos=True), steering=steer.get(mode))
+            out.append((mode, run(w, [req])[req.request_id]))
+    return out
+
+
+def test_the_bench_decode_rounds_on_the_graph_path_match_eager(monkeypatch):
+    # The demo model and its topk SAE, as `make bench` serves them.
+    from millm.demo import assets_dir
+
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    results = []
+    for graphs in (False, True):
+        w, _ = _graph_worker(assets_dir() / "model", assets_dir() / "sae", graphs, max_batch=16)
+        records: list = []
+        try:
+            outs = bench_sequence(w, records)
+            if graphs:
+                assert w._graphs.capture and w._graphs.replays > 0
+                _assert_cached_graphs_read_live_memory(w)
+        finally:
+            w.stop()
+            w.intervention.detach()
+        results.append((outs, [(r.request_id, r.position, tuple(a.index for a in r.activations)) for r in records]))
+    assert results[0] == results[1]
+    outs = dict((f"{m}{i}", t) for i, (m, t) in enumerate(results[0][0]))
+    assert outs["additive1"] != outs["unsteered0"] and outs["clamp2"] != outs["unsteered0"]  # steering took effect
+    assert results[0][1]  # monitoring produced records

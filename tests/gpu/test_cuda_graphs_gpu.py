@@ -83,3 +83,36 @@ def test_monitoring_inside_graphs_gives_the_eager_records(tiny_model_dir, tiny_s
     for a, b in zip(recs[0], recs[1], strict=True):
         assert a[:4] == b[:4]
         assert all(abs(x - y) < 1e-3 for x, y in zip(a[4], b[4], strict=True))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_bench_decode_rounds_replay_without_falling_back(dtype):
+    # `make bench --cuda-graphs` serves the demo model and topk SAE in bf16; its decode rounds change steering and
+    # monitor settings between requests. Graph replay must keep going (no fallback, no failed request) and give
+    # the tokens of the same slot-cache steps run eagerly.
+    from millm.demo import assets_dir
+    from tests.engine.test_cuda_graphs import bench_sequence
+
+    results, recs = [], []
+    for capture in (False, True):
+        w = start_worker(assets_dir() / "model", assets_dir() / "sae", max_batch_size=16, cuda_graphs=True,
+                         device="cuda", dtype=dtype)
+        records: list = []
+        try:
+            w.call(lambda wk: wk._lean_decoder(wk.loaded)).result(60)
+            w._graphs.capture = capture
+            outs = bench_sequence(w, records)
+            assert all(len(t) == 24 for _, t in outs)  # no request failed part-way
+            if capture:
+                assert w._graphs.capture and w._graphs.replays > 0  # no fallback to eager steps
+        finally:
+            w.stop()
+            w.intervention.detach()
+        results.append(outs)
+        recs.append([(r.request_id, r.position, tuple(a.index for a in r.activations)) for r in records])
+    if dtype == "float32":  # bf16 clamps round differently inside graphs (Sae.clamped_rows against Sae.clamped)
+        assert results[0] == results[1]
+        assert recs[0] == recs[1]
+    else:
+        same = [a == b for a, b in zip(results[0], results[1], strict=True)]
+        assert all(s for (mode, _), s in zip(results[0], same, strict=True) if mode != "clamp")
