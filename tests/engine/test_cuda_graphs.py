@@ -86,6 +86,42 @@ def test_steps_over_the_slot_cache_match_the_growable_cache(lm):
             tok, pos = want.argmax(-1, keepdim=True), pos + 1
 
 
+def test_graph_steps_follow_rows_joining_and_leaving(lm, monkeypatch):
+    # Stand-in graphs without an SAE: one row, then a second joins (the slots grow from one to two at the same
+    # capacity), then the first leaves, so the last steps reuse the batch-1 bucket captured before the growth.
+    # Each step gives the growable cache's logits, and no cached graph reads freed memory.
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    dec = LlamaDecoder.for_model(lm.model)
+    g = GraphDecoder(dec, slots=1, context_length=4096, capture=True)
+    cache = mask = None
+    tok, pos = torch.empty(0, 1, dtype=torch.long), torch.empty(0, 1, dtype=torch.long)
+
+    def steps(n):
+        nonlocal tok, pos, mask
+        with torch.inference_mode():
+            for _ in range(n):
+                mask = torch.cat([mask, torch.ones(len(tok), 1, dtype=mask.dtype)], 1)
+                want = dec.step(tok, pos, mask=mask[:, None, None, :].bool(), cache=cache)
+                got = g.step(tok, pos, max_position=int(pos.max()), intervention=None, plan=None)
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+                for graph, *_ in g._graphs.values():
+                    graph.assert_reads_alive()
+                tok, pos = want.argmax(-1, keepdim=True), pos + 1
+
+    for prompt, first in (([5, 6, 7, 8, 9, 10], 3), ([11, 12, 13], 4)):
+        c = _prefill(lm.model, torch.tensor([prompt]))
+        g.join([(layer.keys, layer.values) for layer in c.layers])
+        cache, mask = kv.merge(cache, mask, c, torch.ones(1, len(prompt), dtype=torch.long))
+        tok, pos = torch.cat([tok, torch.tensor([[first]])]), torch.cat([pos, torch.tensor([[len(prompt)]])])
+        steps(3)
+    assert g.cache.slots == 2
+    g.select([1])
+    cache, mask = kv.select(cache, mask, [1])
+    tok, pos = tok[1:], pos[1:]
+    steps(3)
+    assert g.replays == 9 and g.capture
+
+
 def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None = None, *, capture: bool = True,
                   max_batch: int = 4):
     """A started worker on CPU with the tiny SAE attached; in graph mode with `capture`, steps take the graph path
@@ -173,7 +209,8 @@ def _eager_capture(self, fn):
 
 def _assert_cached_graphs_read_live_memory(w):
     for graph, *_ in w._graphs._graphs.values():
-        graph.assert_reads_alive()
+        if isinstance(graph, _EagerReplay):  # (a real CUDA graph cannot be inspected this way)
+            graph.assert_reads_alive()
 
 
 def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_sae_dir, monkeypatch):
@@ -296,86 +333,81 @@ def _mixed_waves(seed: int) -> list[tuple[MonitorConfig, list[GenerationRequest]
     return waves
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_random_request_mixes_on_the_graph_path_match_the_growable_cache(tiny_model_dir, tiny_sae_dir, monkeypatch,
-                                                                         seed):
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+def run_waves(w, waves: list[tuple[MonitorConfig, list[GenerationRequest]]], records: list) -> list:
+    """Each wave's requests together, after its monitor settings are set on the worker thread as the server sets
+    them; monitor records go to `records`. Stand-in graphs are checked after every wave."""
+    outs = []
+    for cfg, reqs in waves:
+        w.call(lambda wk, cfg=cfg: wk.intervention.set_monitor(cfg), exclusive=False).result(30)
+        w.monitor_sink = records.extend if cfg.enabled else None
+        outs.append(run(w, reqs))
+        if w._graphs is not None:
+            _assert_cached_graphs_read_live_memory(w)
+    return outs
+
+
+def _graph_path_vs_growable_cache(model_dir, sae_dir, waves, *, max_batch: int = 4) -> list:
+    """run_waves on the growable cache, then on the graph path with stand-in replays: each side's outputs and
+    sorted monitor records."""
     results = []
     for graphs in (False, True):
-        w, records = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
-        outs = []
+        w, _ = _graph_worker(model_dir, sae_dir, graphs, max_batch=max_batch)
+        records: list = []
         try:
-            for mon, reqs in _mixed_waves(seed):
-                w.intervention.set_monitor(mon)
-                w.monitor_sink = records.extend if mon.enabled else None
-                outs.append(run(w, reqs))
-                if graphs:
-                    _assert_cached_graphs_read_live_memory(w)
+            outs = run_waves(w, waves, records)
             if graphs:
-                assert w._graphs.capture and w._graphs.replays > 0
+                assert w._graphs.capture and w._graphs.replays > 0  # no step fell back to eager
         finally:
             w.stop()
             w.intervention.detach()
         results.append((outs, sorted((r.request_id, r.choice, r.position, r.token_id,
                                       tuple(a.index for a in r.activations)) for r in records)))
-    assert results[0] == results[1]
+    return results
 
 
-def test_graphs_cached_across_monitor_changes_read_live_memory(tiny_model_dir, tiny_sae_dir, monkeypatch):
-    # The benchmark's order: selected features, top-k, off, then the same selected features again. Each change
-    # gives the intervention a new index tensor; a graph captured with the old one must keep it (a graph holds only
-    # its address) or be dropped, and a replay must read the tensor its capture read.
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_random_request_mixes_on_the_graph_path_match_the_growable_cache(tiny_model_dir, tiny_sae_dir, monkeypatch,
+                                                                         seed):
+    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    eager, graphs = _graph_path_vs_growable_cache(tiny_model_dir, tiny_sae_dir, _mixed_waves(seed))
+    assert eager == graphs
+
+
+def test_graphs_cached_across_monitor_changes_read_live_memory(lm, tiny_model_dir, tiny_sae_dir, monkeypatch):
+    # Selected features, top-k, off, then the same selected features again: each change gives the intervention a
+    # new index tensor; a graph captured with the old one must keep it alive (a graph holds only its address) or
+    # be dropped, and a replay must read the tensor its capture read.
     monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
     selected = MonitorConfig(enabled=True, features=(3, 9, 40))
     configs = [selected, MonitorConfig(enabled=True, top_k=4), MonitorConfig(), selected,
                MonitorConfig(enabled=True, features=(7,)), selected]
-    results = []
-    for graphs in (False, True):
-        w, records = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
-        outs = []
-        try:
-            for cfg in configs:
-                w.call(lambda wk, cfg=cfg: wk.intervention.set_monitor(cfg), exclusive=False).result(30)
-                w.monitor_sink = records.extend if cfg.enabled else None
-                outs.append(run(w, requests(w.loaded.tokenizer, SamplingParams(max_tokens=5, temperature=0.0,
-                                                                               ignore_eos=True))[:2]))
-                if graphs:
-                    _assert_cached_graphs_read_live_memory(w)
-            if graphs:
-                assert w._graphs.capture and w._graphs.replays > 0
-        finally:
-            w.stop()
-            w.intervention.detach()
-        results.append((outs, sorted((r.request_id, r.position, r.token_id, tuple(a.index for a in r.activations))
-                                     for r in records)))
-    assert results[0] == results[1]
+    params = SamplingParams(max_tokens=5, temperature=0.0, ignore_eos=True)
+    waves = [(cfg, [dataclasses.replace(r, request_id=f"{i}{r.request_id}") for r in requests(lm.tokenizer, params)[:2]])
+             for i, cfg in enumerate(configs)]
+    eager, graphs = _graph_path_vs_growable_cache(tiny_model_dir, tiny_sae_dir, waves)
+    assert eager == graphs
+    assert eager[1]
 
 
 BENCH_MODES = ("unsteered", "additive", "clamp", "monitor selected", "monitor top-8")
 
 
-def bench_sequence(w, records: list, *, rounds: int = 3, tokens: int = 24) -> list[tuple[str, list[int]]]:
-    """The decode rounds of `make bench` against a worker: one request at a time in every steering and monitoring
-    mode, the order rotated each round, the monitor settings changed between requests as the server changes them
-    (a call on the worker thread). Returns (mode, tokens) per request; monitor records go to `records`."""
-    d_sae = w.intervention.sae.cfg.d_sae
+def bench_waves(d_sae: int, *, rounds: int = 3, tokens: int = 24) -> list[tuple[MonitorConfig, list[GenerationRequest]]]:
+    """The decode rounds of `make bench`: one request at a time in every steering and monitoring mode, the order
+    rotated each round (request ids are round-mode)."""
     feats = [(i * 97 + 5) % d_sae for i in range(32)]
-    prompt = tuple(range(10, 74))
     steer = {"additive": SteeringSpec(tuple(FeatureStrength(f, 4.0) for f in feats[:4]), mode="add"),
              "clamp": SteeringSpec(tuple(FeatureStrength(f, 5.0) for f in feats[:16]), mode="clamp")}
     monitor = {"monitor selected": MonitorConfig(enabled=True, features=tuple(feats[:16])),
                "monitor top-8": MonitorConfig(enabled=True, top_k=8)}
-    out = []
+    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    waves = []
     for rnd in range(rounds):
         for i in range(len(BENCH_MODES)):
             mode = BENCH_MODES[(i + rnd) % len(BENCH_MODES)]
-            cfg = monitor.get(mode, MonitorConfig())
-            w.call(lambda wk, cfg=cfg: wk.intervention.set_monitor(cfg), exclusive=False).result(30)
-            w.monitor_sink = records.extend if cfg.enabled else None
-            req = GenerationRequest(f"{rnd}-{mode}", prompt, SamplingParams(max_tokens=tokens, temperature=0.0,
-                                                                             ignore_eos=True), steering=steer.get(mode))
-            out.append((mode, run(w, [req])[req.request_id]))
-    return out
+            req = GenerationRequest(f"{rnd}-{mode}", tuple(range(10, 74)), params, steering=steer.get(mode))
+            waves.append((monitor.get(mode, MonitorConfig()), [req]))
+    return waves
 
 
 def test_the_bench_decode_rounds_on_the_graph_path_match_eager(monkeypatch):
@@ -383,20 +415,9 @@ def test_the_bench_decode_rounds_on_the_graph_path_match_eager(monkeypatch):
     from millm.demo import assets_dir
 
     monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
-    results = []
-    for graphs in (False, True):
-        w, _ = _graph_worker(assets_dir() / "model", assets_dir() / "sae", graphs, max_batch=16)
-        records: list = []
-        try:
-            outs = bench_sequence(w, records)
-            if graphs:
-                assert w._graphs.capture and w._graphs.replays > 0
-                _assert_cached_graphs_read_live_memory(w)
-        finally:
-            w.stop()
-            w.intervention.detach()
-        results.append((outs, [(r.request_id, r.position, tuple(a.index for a in r.activations)) for r in records]))
-    assert results[0] == results[1]
-    outs = dict((f"{m}{i}", t) for i, (m, t) in enumerate(results[0][0]))
-    assert outs["additive1"] != outs["unsteered0"] and outs["clamp2"] != outs["unsteered0"]  # steering took effect
-    assert results[0][1]  # monitoring produced records
+    waves = bench_waves(1536)
+    eager, graphs = _graph_path_vs_growable_cache(assets_dir() / "model", assets_dir() / "sae", waves, max_batch=16)
+    assert eager == graphs
+    outs = {rid: toks for wave in eager[0] for rid, toks in wave.items()}
+    assert outs["0-additive"] != outs["0-unsteered"] and outs["0-clamp"] != outs["0-unsteered"]  # steering applied
+    assert eager[1]  # monitoring produced records
