@@ -41,13 +41,17 @@ def test_encode_selected_matches_full_encode(arch: str, norm: str) -> None:
     assert (full > 0).any(), "random SAE should have active features"
 
 
+def _clamp() -> tuple[torch.Tensor, torch.Tensor]:
+    """The clamp these tests share: three features, set to a positive value, zero and a negative value."""
+    return torch.tensor([5, 2, 40]), torch.tensor([4.0, 0.0, -1.5])
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("norm", NORMS)
 def test_clamp_delta_agrees_with_reference_path(arch: str, norm: str) -> None:
     sae = _make(arch, norm)
     x = _x(3, 4, 16)
-    idx = torch.tensor([5, 2, 40])
-    values = torch.tensor([4.0, 0.0, -1.5])
+    idx, values = _clamp()
     with torch.inference_mode():
         fast = x + sae.clamp_delta(x, idx, values)
         slow = sae.clamp_full(x, idx, values)
@@ -59,8 +63,7 @@ def test_clamp_delta_agrees_with_reference_path(arch: str, norm: str) -> None:
 def test_compiled_clamp_agrees_with_reference_path(arch: str, norm: str) -> None:
     sae = _make(arch, norm)
     x = _x(3, 4, 16)
-    idx = torch.tensor([5, 2, 40])
-    values = torch.tensor([4.0, 0.0, -1.5])
+    idx, values = _clamp()
     mask = torch.tensor([[True, False, True, True]] * 3)
     with torch.inference_mode():
         clamp = sae.compile_clamp(idx, values)
@@ -78,7 +81,7 @@ def test_per_row_clamps_agree_with_each_rows_own_clamp(arch: str, norm: str) -> 
     # clamped_rows (the CUDA-graph form: fixed-shape per-row clamps, zero-padded) equals `clamped` row by row.
     sae = _make(arch, norm)
     x = _x(3, 2, 16)
-    clamps = [sae.compile_clamp(torch.tensor([5, 2, 40]), torch.tensor([4.0, 0.0, -1.5])), None,
+    clamps = [sae.compile_clamp(*_clamp()), None,
               sae.compile_clamp(torch.tensor([7]), torch.tensor([2.5]))]
     width = 4
     idx = torch.zeros(3, width, dtype=torch.long)
