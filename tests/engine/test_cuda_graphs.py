@@ -104,8 +104,7 @@ def test_graph_steps_follow_rows_joining_and_leaving(lm, monkeypatch):
                 want = dec.step(tok, pos, mask=mask[:, None, None, :].bool(), cache=cache)
                 got = g.step(tok, pos, max_position=int(pos.max()), intervention=None, plan=None)
                 torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-                for graph, *_ in g._graphs.values():
-                    graph.assert_reads_alive()
+                _assert_cached_graphs_read_live_memory(g)
                 tok, pos = want.argmax(-1, keepdim=True), pos + 1
 
     for prompt, first in (([5, 6, 7, 8, 9, 10], 3), ([11, 12, 13], 4)):
@@ -207,8 +206,8 @@ def _eager_capture(self, fn):
     return _EagerReplay(fn, outs, reads), outs
 
 
-def _assert_cached_graphs_read_live_memory(w):
-    for graph, *_ in w._graphs._graphs.values():
+def _assert_cached_graphs_read_live_memory(g: GraphDecoder) -> None:
+    for graph, *_ in g._graphs.values():
         if isinstance(graph, _EagerReplay):  # (a real CUDA graph cannot be inspected this way)
             graph.assert_reads_alive()
 
@@ -342,7 +341,7 @@ def run_waves(w, waves: list[tuple[MonitorConfig, list[GenerationRequest]]], rec
         w.monitor_sink = records.extend if cfg.enabled else None
         outs.append(run(w, reqs))
         if w._graphs is not None:
-            _assert_cached_graphs_read_live_memory(w)
+            _assert_cached_graphs_read_live_memory(w._graphs)
     return outs
 
 
