@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from millm.engine import kv
-from millm.engine.cuda_graphs import GraphDecoder, SlotCache
+from millm.engine.cuda_graphs import GraphDecoder, GraphMismatch, SlotCache, _check_replay
 from millm.engine.intervention import MonitorConfig
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
@@ -90,7 +90,7 @@ def test_graph_steps_follow_rows_joining_and_leaving(lm, monkeypatch):
     # Stand-in graphs without an SAE: one row, then a second joins (the slots grow from one to two at the same
     # capacity), then the first leaves, so the last steps reuse the batch-1 bucket captured before the growth.
     # Each step gives the growable cache's logits, and no cached graph reads freed memory.
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     dec = LlamaDecoder.for_model(lm.model)
     g = GraphDecoder(dec, slots=1, context_length=4096, capture=True)
     cache = mask = None
@@ -124,7 +124,7 @@ def test_graph_steps_follow_rows_joining_and_leaving(lm, monkeypatch):
 def _graph_worker(model_dir, sae_dir, graphs: bool, monitor: MonitorConfig | None = None, *, capture: bool = True,
                   max_batch: int = 4):
     """A started worker on CPU with the tiny SAE attached; in graph mode with `capture`, steps take the graph path
-    (with whatever `GraphDecoder._capture` the test installed). Returns it and the list monitor records go to."""
+    (with whatever `GraphDecoder._record` the test installed). Returns it and the list monitor records go to."""
     # on the CPU also on a GPU machine: this is the CPU half of the graph tests
     w = start_worker(model_dir, sae_dir, max_batch_size=max_batch, cuda_graphs=graphs, device="cpu")
     records: list = []
@@ -201,7 +201,7 @@ class _EagerReplay:
                 out.copy_(new)
 
 
-def _eager_capture(self, fn):
+def _eager_record(self, fn):
     outs, reads = _run_reading(fn)
     return _EagerReplay(fn, outs, reads), outs
 
@@ -215,7 +215,7 @@ def _assert_cached_graphs_read_live_memory(g: GraphDecoder) -> None:
 def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_sae_dir, monkeypatch):
     # The graph path's logic (bucketed batch, static add buffer, replay into a static output) run eagerly:
     # captures are replaced by reruns, so on CPU this checks everything but the CUDA recording itself.
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     outs = []
     for graphs in (False, True):
         w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
@@ -238,7 +238,7 @@ def test_graph_steps_read_steering_from_the_static_buffer(tiny_model_dir, tiny_s
 def test_graph_steps_clamp_and_monitor_like_eager_steps(tiny_model_dir, tiny_sae_dir, monkeypatch, monitor):
     # Clamps (per-row, fixed-shape) and monitoring inside the graph path, against the eager growable-cache path:
     # the same tokens and the same activation records.
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     outs, recs = [], []
     for graphs in (False, True):
         w, records = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, monitor)
@@ -262,10 +262,10 @@ def test_graph_steps_clamp_and_monitor_like_eager_steps(tiny_model_dir, tiny_sae
 
 
 def test_a_failed_capture_falls_back_to_eager_steps(tiny_model_dir, tiny_sae_dir, monkeypatch):
-    def broken_capture(self, fn):
+    def broken_record(self, fn):
         raise RuntimeError("operation not permitted when stream is capturing")
 
-    monkeypatch.setattr(GraphDecoder, "_capture", broken_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", broken_record)
     outs = []
     for graphs in (False, True):
         w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
@@ -280,10 +280,53 @@ def test_a_failed_capture_falls_back_to_eager_steps(tiny_model_dir, tiny_sae_dir
     assert outs[0] == outs[1]
 
 
+class _StaleReplay(_EagerReplay):
+    """A graph whose replays leave its outputs as the capture left them (as a graph reading a stale buffer would):
+    right on the step it was captured, wrong on later ones."""
+
+    def replay(self):
+        pass
+
+
+def test_a_replay_that_disagrees_with_the_plain_run_falls_back_to_eager_steps(tiny_model_dir, tiny_sae_dir,
+                                                                             monkeypatch, caplog):
+    # The recording's outputs are zeros (a graph that computes nothing): the first replay disagrees with the warm-up
+    # run, so the step is served eagerly, a warning names the mismatch, and no request sees a wrong token.
+    def zero_record(self, fn):
+        outs = tuple(torch.zeros_like(t) for t in fn())
+        return _StaleReplay(fn, outs, {}), outs
+
+    monkeypatch.setattr(GraphDecoder, "_record", zero_record)
+    outs = []
+    for graphs in (False, True):
+        w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs)
+        try:
+            with caplog.at_level("WARNING", logger="millm.engine.cuda_graphs"):
+                outs.append(run(w, requests(w.loaded.tokenizer, SamplingParams(max_tokens=6, temperature=0.0,
+                                                                               ignore_eos=True))))
+            if graphs:
+                assert not w._graphs.capture and w._graphs.replays == 0 and not w._graphs._graphs
+        finally:
+            w.stop()
+            w.intervention.detach()
+    assert outs[0] == outs[1]
+    assert "GraphMismatch: output 0 of the replay is off by" in caplog.text
+
+
+def test_check_replay_compares_floating_outputs_within_rounding():
+    want = (torch.tensor([[10.0, -4.0, 2.0]]), torch.tensor([[3, 1]]))
+    _check_replay((want[0] + 5e-3, torch.tensor([[1, 3]])), want)  # rounding, and tied indices in another order
+    half = tuple(t.to(torch.bfloat16) if t.is_floating_point() else t for t in want)
+    _check_replay((half[0] + 0.1, half[1]), half)
+    for bad in (want[0] + 0.1, torch.full_like(want[0], float("nan"))):
+        with pytest.raises(GraphMismatch, match="output 0"):
+            _check_replay((bad, want[1]), want)
+
+
 def test_steering_buffers_follow_a_slot_count_that_grows(tiny_model_dir, tiny_sae_dir, monkeypatch):
     # Two slots: a clamped request runs (the clamp buffers get two slots), then a clamped request with n=3 arrives
     # alone and the slots grow to three. Steps stay on the graph path and match the growable cache.
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     outs = []
     for graphs in (False, True):
         w, _ = _graph_worker(tiny_model_dir, tiny_sae_dir, graphs, max_batch=2)
@@ -367,7 +410,7 @@ def _graph_path_vs_growable_cache(model_dir, sae_dir, waves, *, max_batch: int =
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_random_request_mixes_on_the_graph_path_match_the_growable_cache(tiny_model_dir, tiny_sae_dir, monkeypatch,
                                                                          seed):
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     eager, graphs = _graph_path_vs_growable_cache(tiny_model_dir, tiny_sae_dir, _mixed_waves(seed))
     assert eager == graphs
 
@@ -376,7 +419,7 @@ def test_graphs_cached_across_monitor_changes_read_live_memory(lm, tiny_model_di
     # Selected features, top-k, off, then the same selected features again: each change gives the intervention a
     # new index tensor; a graph captured with the old one must keep it alive (a graph holds only its address) or
     # be dropped, and a replay must read the tensor its capture read.
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     selected = MonitorConfig(enabled=True, features=(3, 9, 40))
     configs = [selected, MonitorConfig(enabled=True, top_k=4), MonitorConfig(), selected,
                MonitorConfig(enabled=True, features=(7,)), selected]
@@ -413,7 +456,7 @@ def test_the_bench_decode_rounds_on_the_graph_path_match_eager(monkeypatch):
     # The demo model and its topk SAE, as `make bench` serves them.
     from millm.demo import assets_dir
 
-    monkeypatch.setattr(GraphDecoder, "_capture", _eager_capture)
+    monkeypatch.setattr(GraphDecoder, "_record", _eager_record)
     waves = bench_waves(1536)
     eager, graphs = _graph_path_vs_growable_cache(assets_dir() / "model", assets_dir() / "sae", waves, max_batch=16)
     assert eager == graphs

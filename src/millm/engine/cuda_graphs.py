@@ -29,6 +29,9 @@ plan that reads fixed-shape buffers, and each step copies the batch's state into
   replays the same graph. Clamps of more than MAX_CLAMP_FEATURES features run eagerly;
 - monitoring: the captured activations are static outputs of the graph, handed to the
   intervention's `captures` after each replay; a change of monitor settings recaptures.
+Each new graph is checked once: its first replay must give the logits (and monitored activations) of a plain
+run of the same step, within rounding. A graph that fails to capture or disagrees is dropped with a warning,
+and decoding goes on eagerly over the same static cache.
 With `capture=False` (CPU, or for tests) every step runs eagerly on the static cache.
 """
 
@@ -311,17 +314,49 @@ class GraphDecoder:
             iv.set_plan(saved)
 
     def _capture(self, fn: Callable[[], tuple[Tensor, ...]]) -> tuple[Any, tuple[Tensor, ...]]:
-        """Record fn's kernels in a CUDA graph; returns the graph and fn's outputs (static tensors)."""
-        # Warm up on a side stream (lazy cuBLAS/cuDNN set-up must not be captured), then capture. Both runs
-        # write this step's keys and values, which the replay writes again: the same values.
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            fn()
-        torch.cuda.current_stream().wait_stream(side)
+        """Record fn's kernels in a CUDA graph; returns the graph and fn's outputs (static tensors). The graph's first
+        replay must give the outputs of a plain run of fn, or this raises `GraphMismatch`."""
+        # Warm up (on CUDA on a side stream: lazy cuBLAS/cuDNN set-up must not be captured), then record. The warm-up,
+        # the recording and the replays all write this step's keys and values: the same values each time.
+        if self.device.type == "cuda":
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                want = fn()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            want = fn()
+        graph, out = self._record(fn)
+        graph.replay()
+        _check_replay(out, want)
+        return graph, out
+
+    def _record(self, fn: Callable[[], tuple[Tensor, ...]]) -> tuple[Any, tuple[Tensor, ...]]:
+        """fn captured in a CUDA graph (not run), and its static outputs."""
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
+        # The outer context restores this thread's stream if the capture fails: torch.cuda.graph's exit leaves the
+        # capture stream current when ending the capture raises.
+        with torch.cuda.stream(torch.cuda.current_stream()), \
+                torch.cuda.graph(graph, pool=self._pool, capture_error_mode="thread_local"):
             out = fn()
         return graph, out
+
+
+class GraphMismatch(RuntimeError):
+    """A captured graph's replay disagrees with a plain run of the same step."""
+
+
+def _check_replay(got: tuple[Tensor, ...], want: tuple[Tensor, ...]) -> None:
+    """Each floating output of a graph's replay (logits, monitored activation values) within rounding of the plain
+    run's: a relative error of 1e-3 in fp32, 3e-2 in half precision, against the output's largest magnitude. Integer
+    outputs (top-k feature indices) may differ where activations tie, so are not compared."""
+    for i, (g, w) in enumerate(zip(got, want, strict=True)):
+        if not g.is_floating_point():
+            continue
+        tol = 1e-3 if g.dtype == torch.float32 else 3e-2
+        err = float((g.float() - w.float()).abs().max()) if g.numel() else 0.0
+        scale = float(w.float().abs().max()) if w.numel() else 0.0
+        if not err <= tol * (scale + 1.0):  # (not <=: a NaN fails too)
+            raise GraphMismatch(f"output {i} of the replay is off by {err:.3g} (largest value {scale:.3g})")
