@@ -124,6 +124,10 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
     if full:
         rows.append(["(reference) full SAE encode+decode in the hook", "-", "-", "-", "-", _pct(full["share"])])
     out += _table(["run", "TTFT ms", "decode tok/s", "vs raw / vs unsteered", "(b) slowdown", "(a) hook share"], rows)
+    warned = m.get("server_warnings")
+    if warned:
+        out += ["**The server logged warnings during this run:**", ""]
+        out += [f"- {w['count']}x `{w['message'][:300]}`" for w in warned] + [""]
     short = {mode: s["incomplete"] for mode, s in d["modes"].items() if s.get("incomplete")}
     if short:
         out += ["**Streams that ended early (error events), left out of the ratios:** "

@@ -173,6 +173,7 @@ def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads:
         if logs is not None and server.log_path is not None and server.log_path.exists():
             logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(server.log_path, logs / f"server-{device}{'-graphs' if cuda_graphs else ''}-{bm.name}.log")
+    result["server_warnings"] = server.warnings()
     if server_only:
         result["server_only"] = True
         result["seconds"] = time.perf_counter() - t_model

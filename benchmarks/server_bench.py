@@ -11,6 +11,7 @@ import http.client
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from typing import Any
 import httpx
 
 log = logging.getLogger(__name__)
+_LEVEL = re.compile(r" (WARNING|ERROR|CRITICAL) ")
 
 
 @dataclass
@@ -115,6 +117,19 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
         self.proc = None
+
+    def warnings(self) -> list[dict[str, Any]]:
+        """The distinct WARNING, ERROR and CRITICAL messages in the server's log so far (time stamps dropped), each
+        with its count, in order of first appearance."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        counts: dict[str, int] = {}
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            m = _LEVEL.search(line)
+            if m:
+                msg = line[m.start() + 1 :]
+                counts[msg] = counts.get(msg, 0) + 1
+        return [{"message": msg, "count": n} for msg, n in counts.items()]
 
     # ------------------------------------------------------------------ admin calls
 

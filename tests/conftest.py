@@ -24,10 +24,12 @@ def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_sae_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def tiny_sae_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     from tests.sae.builders import make_sae, write_saelens
 
-    sae = make_sae("standard", d_in=64, d_sae=256, seed=1, hook_name="blocks.1.hook_resid_post")
+    # trained on the tiny model, as far as its metadata says (a model served from a folder is named by the folder)
+    sae = make_sae("standard", d_in=64, d_sae=256, seed=1, hook_name="blocks.1.hook_resid_post",
+                   model_name=tiny_model_dir.name)
     return write_saelens(sae, tmp_path_factory.mktemp("tiny-sae") / "sae", "blocks.1.hook_resid_post")
 
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from benchmarks import run
 
 SECTIONS = (
@@ -23,7 +25,13 @@ SECTIONS = (
 MODES = ("unsteered", "additive", "clamp 16", "monitor 16 selected", "monitor top-8")
 
 
-def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
+@pytest.mark.parametrize("graphs", [False, True], ids=["plain", "graph-env-on-cpu"])
+def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path, graphs: bool,
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # With MILLM_CUDA_GRAPHS=1 on a CPU the server decodes over the static slot cache without capture and says so
+    # in a warning, which the report must carry; the plain run's server logs no warning at all.
+    if graphs:
+        monkeypatch.setenv("MILLM_CUDA_GRAPHS", "1")
     out = tmp_path / "docs"
     logs = tmp_path / "logs"
     assert run.main(["--smoke", "--model", str(tiny_model_dir), "--sae", str(tiny_sae_dir), "--out", str(out),
@@ -48,3 +56,11 @@ def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_
     assert all(v["mismatches"] == 0 for v in m["concurrency"]["levels"].values())
     assert {h["mode"] for h in m["hooks"]} >= set(MODES)
     assert m["bound_tok_s"] > 0
+    warned = [w["message"] for w in m["server_warnings"]]
+    if graphs:
+        assert any("CUDA graphs need a CUDA device" in w for w in warned), warned
+        assert "**The server logged warnings during this run:**" in md
+        assert "CUDA graphs need a CUDA device" in md
+    else:
+        assert warned == []
+        assert "logged warnings" not in md
