@@ -308,3 +308,12 @@ def test_estimate_matches_real_parameter_counts(live: LiveServer, hub: FakeHub, 
     bad = httpx.get(f"{live.url}/api/models/estimate", params={"model": str(tiny_model_dir), "device": "cuda:7"})
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "device"
     shutil.rmtree(live.runtime.jobs.cache_dir / "models--org--tiny-e", ignore_errors=True)
+
+
+def test_a_malformed_repo_id_is_refused_before_a_job_starts(live: LiveServer) -> None:
+    before = httpx.get(f"{live.url}/api/downloads").json()["count"]
+    for kind, repo_id in (("model", "a b"), ("model", "../x"), ("sae", "org/-bad"), ("model", "a/b/c")):
+        r = httpx.post(f"{live.url}/api/downloads", json={"kind": kind, "repo_id": repo_id})
+        assert r.status_code == 400, r.text
+        assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("repo_id", "invalid_repo_id")
+    assert httpx.get(f"{live.url}/api/downloads").json()["count"] == before

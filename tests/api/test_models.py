@@ -162,3 +162,53 @@ def test_quantization_choices_that_cannot_run_are_refused(live: LiveServer, tiny
     r = _load(live, model=str(tiny_model_dir), quantization="3bit")
     assert r.status_code == 400
     assert _chat(live, 6)[0] == 200
+
+
+@pytest.mark.parametrize("model, status, code", [
+    ("", 400, None),
+    ("   ", 400, None),
+    ("a b", 400, "invalid_repo_id"),
+    ("org/na me", 400, "invalid_repo_id"),
+    ("NOT-A-MODEL-FOLDER", 404, "model_not_found"),  # replaced by a folder without config.json
+])
+def test_a_source_that_is_not_a_model_is_a_client_error_naming_model(live: LiveServer, tmp_path: Path, model: str,
+                                                                     status: int, code: str | None) -> None:
+    # Loading or estimating a blank name, a malformed repo id or a folder that holds no model is the user's
+    # mistake: a 4xx naming `model`, never a 500, and the loaded model keeps serving.
+    if model == "NOT-A-MODEL-FOLDER":
+        model = str(tmp_path)
+        (tmp_path / "notes.txt").write_text("not a model")
+    current = live.runtime.worker.loaded.model_id
+    for r in (_load(live, model=model), httpx.get(f"{live.url}/api/models/estimate", params={"model": model})):
+        assert r.status_code == status, r.text
+        err = r.json()["error"]
+        assert err["param"] == "model" and err["code"] == code, err
+    assert live.runtime.worker.loaded.model_id == current
+    assert _chat(live, 6)[0] == 200
+
+
+def test_sae_sources_that_are_not_saes_are_client_errors_naming_source(live: LiveServer) -> None:
+    for source, code in (("", None), ("org/bad name", "invalid_repo_id"), ("org/bad name:layer_1", "invalid_repo_id")):
+        r = httpx.post(f"{live.url}/api/saes/attach", json={"source": source})
+        assert r.status_code == 400, r.text
+        assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("source", code)
+
+
+def test_the_demo_model_and_sae_load_by_their_names(live: LiveServer, tiny_model_dir: Path,
+                                                    tiny_sae_dir: Path) -> None:
+    # `millm-demo` and `millm-demo-sae` are the bundled assets, so the demo comes back after an unload or a switch
+    # by the names /v1/models and the demo profiles use.
+    est = httpx.get(f"{live.url}/api/models/estimate", params={"model": "millm-demo"})
+    assert est.status_code == 200, est.text
+    assert est.json()["source"] == "local" and est.json()["estimate"]["params"] == 2_181_888
+    try:
+        r = _load(live, model="millm-demo")
+        assert r.status_code == 200, r.text
+        assert r.json()["model"]["id"] == "test-org/tiny"  # the served name set at start-up still applies
+        assert live.runtime.worker.loaded.model_id == "millm-demo"
+        r = httpx.post(f"{live.url}/api/saes/attach", json={"source": "millm-demo-sae"})
+        assert r.status_code == 200, r.text
+        assert (r.json()["attached"]["id"], r.json()["attached"]["d_sae"]) == ("millm-demo-sae", 1536)
+    finally:
+        assert _load(live, model=str(tiny_model_dir)).status_code == 200
+        assert httpx.post(f"{live.url}/api/saes/attach", json={"source": str(tiny_sae_dir)}).status_code == 200

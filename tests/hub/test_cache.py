@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from millm.errors import NotFound
-from millm.hub.cache import CacheIndex, delete_cached, get_cached, list_cache, local_path
+from millm.errors import InvalidRequest, NotFound
+from millm.hub.cache import CacheIndex, check_repo_id, delete_cached, get_cached, list_cache, local_path
 from millm.hub.download import pull_model, pull_sae
 from tests.hub.fake_hub import FakeHub
 
@@ -64,3 +64,13 @@ def test_delete_revision_then_repo(fake_hub: FakeHub, tmp_path: Path) -> None:
     assert delete_cached("org/model", cache, index=index) > 0
     assert list_cache(cache) == [] and not (cache / "models--org--model").exists()
     assert index.get("org/model") == {}
+
+
+def test_check_repo_id_accepts_hub_ids_and_names_the_param_otherwise() -> None:
+    for ok in ("gpt2", "org/name", "EleutherAI/pythia-70m", "a.b_c-d/e.f"):
+        check_repo_id(ok, param="repo_id")
+    for bad in ("", "a b", "../x", "a/b/c", "org/-name", "org/na--me", "x" * 97):
+        with pytest.raises(InvalidRequest) as e:
+            check_repo_id(bad, param="model")
+        assert (e.value.param, e.value.code) == ("model", "invalid_repo_id")
+        assert f"'{bad}' is not a Hub repo id" in e.value.message

@@ -22,16 +22,27 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import constants, scan_cache_dir
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from huggingface_hub.errors import CacheNotFound
 from huggingface_hub.file_download import repo_folder_name
 
-from millm.errors import NotFound
+from millm.errors import InvalidRequest, NotFound
 from millm.hub.files import SAE_MARKERS, looks_like_sae
 
 
 def default_cache_dir(cache_dir: str | os.PathLike[str] | None = None) -> Path:
     """The cache folder to use: the argument, else huggingface_hub's default (HF_HUB_CACHE)."""
     return Path(cache_dir if cache_dir is not None else constants.HF_HUB_CACHE).expanduser().resolve()
+
+
+def check_repo_id(repo_id: str, *, param: str) -> None:
+    """Raise InvalidRequest (naming `param`) unless repo_id is a valid Hub repo id ('name' or 'namespace/name')."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise InvalidRequest(f"'{repo_id}' is not a Hub repo id (namespace/name): {e}", param=param,
+                             code="invalid_repo_id") from None
 
 
 def repo_storage(cache_dir: Path, repo_id: str) -> Path:

@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from millm.errors import Conflict, InvalidRequest, MillmError, NotFound
-from millm.hub.cache import CacheIndex, default_cache_dir, delete_cached
+from millm.hub.cache import CacheIndex, check_repo_id, default_cache_dir, delete_cached
 from millm.hub.download import DownloadCancelled, Progress, download_plan, remove_stale_partials
 from millm.hub.files import normalize_sae_path
 from millm.hub.events import TERMINAL_STATES, EventBroker, JobEvent, Subscription
@@ -149,8 +149,7 @@ class JobManager:
         """Start a download; an identical job still queued or running is returned instead."""
         if kind not in ("model", "sae"):
             raise InvalidRequest(f"Unknown download kind '{kind}'.", param="kind")
-        if not repo_id or repo_id.count("/") > 1 or repo_id.strip() != repo_id:
-            raise InvalidRequest(f"'{repo_id}' is not a Hub repo id (namespace/name).", param="repo_id")
+        check_repo_id(repo_id, param="repo_id")
         rev = revision or "main"
         folder = normalize_sae_path(path) if kind == "sae" else ""
         with self._lock:

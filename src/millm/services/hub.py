@@ -1,8 +1,9 @@
 """The server's side of `millm.hub`: download jobs, the cache, memory estimates, model sources.
 
-- `resolve_model_source`: a model argument becomes a local folder: a folder as is, a Hub repo
-  id from the cache (no network), else pulled into the cache first (same file selection and
-  error messages as `millm pull`).
+- `resolve_model_source`: a model argument becomes a local folder: a folder as is (the bundled
+  demo model by its name, `millm-demo`), a Hub repo id from the cache (no network), else pulled
+  into the cache first (same file selection and error messages as `millm pull`). `find_model`
+  is the part without the network.
 - `estimate_for`: the memory a load would take, with the context capped like the loader caps it.
 - `HubService`: what the routes call: submit downloads (a SAELens release + sae_id is resolved
   to a repo and folder first), read and cancel jobs, list and delete cached repos (refusing
@@ -22,7 +23,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
-from millm.hub.cache import CacheIndex, CachedRepo, list_cache, local_path
+from millm import demo
+from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, list_cache, local_path
 from millm.hub.files import select_weight_files
 from millm.hub.memory import (
     MemoryEstimate,
@@ -82,6 +84,27 @@ def cached_model_folder(repo_id: str, revision: str | None, cache_dir: str | Pat
     return folder if _complete(folder) else None
 
 
+def find_model(source: str, revision: str | None = None, cache_dir: str | Path | None = None) -> ModelSource | None:
+    """Where a model argument is without the network: a local model folder (the bundled demo model by its
+    name, `millm-demo`), or the complete cached snapshot of a Hub repo; None for a Hub repo id not in the cache.
+    Raises a 400 or 404 naming `model` for anything else (blank, a missing path, a folder with no config.json,
+    a malformed repo id)."""
+    if not source.strip():
+        raise InvalidRequest("model is empty: give a local folder or a Hub repo id", param="model")
+    if source == demo.DEMO_MODEL_ID:
+        return ModelSource(demo.assets_dir() / "model", None, "local")
+    path = Path(source).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelNotFound(f"{source!r} is a folder but not a model: it has no config.json", param="model")
+        return ModelSource(path, None, "local")
+    if looks_like_path(source):
+        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
+    check_repo_id(source, param="model")
+    folder = cached_model_folder(source, revision, cache_dir)
+    return ModelSource(folder, source, "cache") if folder is not None else None
+
+
 def resolve_model_source(
     source: str,
     *,
@@ -90,14 +113,9 @@ def resolve_model_source(
     index: CacheIndex | None = None,
 ) -> ModelSource:
     """A local folder, else the cached snapshot of a Hub repo, else a pull of it. Blocking."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return ModelSource(path, None, "local")
-    if looks_like_path(source) or not source.strip():
-        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
-    folder = cached_model_folder(source, revision, cache_dir)
-    if folder is not None:
-        return ModelSource(folder, source, "cache")
+    found = find_model(source, revision, cache_dir)
+    if found is not None:
+        return found
     from millm.hub.download import pull_model
 
     log.info("model %s is not in the cache; pulling it", source)
@@ -209,16 +227,10 @@ class HubService:
             device=device or self.defaults.get("device", "auto"),
             context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
         )
-        path = Path(model).expanduser()
-        if path.is_dir():
-            origin, est = "local", estimate_for(path, **opts)
-        elif looks_like_path(model):
-            raise ModelNotFound(f"model folder {model!r} does not exist", param="model")
+        found = find_model(model, revision, self.jobs.cache_dir)
+        if found is not None:
+            origin, est = found.origin, estimate_for(found.folder, **opts)
         else:
-            folder = cached_model_folder(model, revision, self.jobs.cache_dir)
-            if folder is not None:
-                origin, est = "cache", estimate_for(folder, **opts)
-            else:
-                origin = "hub"
-                est = estimate_for(None, repo_id=model, revision=revision, **opts)
+            origin = "hub"
+            est = estimate_for(None, repo_id=model, revision=revision, **opts)
         return origin, est, free_memory(est.device)

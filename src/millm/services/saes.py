@@ -18,11 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from millm import demo
 from millm.engine import hookpoints
 from millm.engine.hookpoints import HookPoint
 from millm.engine.intervention import SaeIntervention
 from millm.engine.worker import Worker
-from millm.hub.cache import CacheIndex, local_path
+from millm.hub.cache import CacheIndex, check_repo_id, local_path
 from millm.hub.download import pull_sae
 from millm.hub.remote import resolve_endpoint
 from millm.errors import InvalidRequest, NotFound, SaeError
@@ -72,6 +73,11 @@ class SaeService:
         return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id)
 
     def resolve_source(self, source: str, *, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
+        if not source.strip():
+            raise InvalidRequest("source is empty: give a local folder or file, or a Hub reference "
+                                 "'owner/repo[:path]'", param="source")
+        if source == demo.DEMO_SAE_ID:
+            return demo.assets_dir() / "sae", {"path": "sae", "id": demo.DEMO_SAE_ID}
         local = Path(source).expanduser()
         if local.exists():
             return local, {"path": local.name}
@@ -83,6 +89,7 @@ class SaeService:
                 f"SAE source {source!r} is neither a local path nor a Hub reference 'owner/repo[:path]'",
                 param="source",
             )
+        check_repo_id(repo_id, param="source")
         sub = sub.strip("/")
         try:
             folder = local_path(repo_id, revision, path=sub, cache_dir=self.cache_dir)
@@ -99,8 +106,9 @@ class SaeService:
             path, ref = await asyncio.to_thread(self.resolve_source, source, revision=revision)
             sae = await asyncio.to_thread(load_sae, path, hint={**(hint or {}), **(
                 {"repo_id": ref["repo_id"], "subpath": ref.get("path")} if "repo_id" in ref else {})})
-            ident = sae_id or (f"{ref['repo_id']}:{ref['path']}" if ref.get("repo_id") and ref.get("path")
-                               else ref.get("repo_id") or path.name)
+            ident = sae_id or ref.get("id") or (
+                f"{ref['repo_id']}:{ref['path']}" if ref.get("repo_id") and ref.get("path")
+                else ref.get("repo_id") or path.name)
             labels = await asyncio.to_thread(_labels, path if path.is_dir() else path.parent)
 
             def swap(w: Worker) -> AttachedSae:
