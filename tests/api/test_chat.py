@@ -69,6 +69,10 @@ def test_same_seed_same_output_and_different_seed_differs(client):
     outs = {chat(client, temperature=1.0, seed=s, max_tokens=20).choices[0].message.content for s in range(4)}
     assert a == b
     assert len(outs) > 1
+    # the ends of the 64-bit range work, with n > 1 too (choice i draws with seed + i)
+    for seed in (2**63 - 1, -(2**63)):
+        r = chat(client, temperature=1.0, seed=seed, n=3, max_tokens=4)
+        assert [c.index for c in r.choices] == [0, 1, 2]
 
 
 def test_stop_string_is_excluded(client):
@@ -129,3 +133,10 @@ def test_max_completion_tokens_wins_and_is_clamped(client, server):
 def test_unknown_top_level_fields_are_ignored(client):
     r = chat(client, extra_body={"not_a_real_field": {"x": 1}, "repeat_penalty": 1.1}, temperature=0)
     assert r.choices
+
+
+def test_tools_with_tool_choice_auto_or_none_get_a_text_answer(client):
+    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+    for choice in ("auto", "none"):
+        r = chat(client, temperature=0, max_tokens=4, tools=tools, tool_choice=choice)
+        assert r.choices[0].message.content and r.choices[0].message.tool_calls is None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -101,7 +101,7 @@ class SamplingFields(OpenAIBase):
     top_k: int | None = Field(None, ge=-1, description="Extension: keep the k most likely tokens (-1 or 0: off).")
     n: int = Field(1, ge=1, le=128)
     stop: StopField = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1, description="A 64-bit signed integer.")
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
@@ -164,12 +164,23 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
+    # Tool calling is not offered: `tools` with tool_choice "auto" or "none" get a text answer (the model may
+    # still describe a call in text), while a choice that demands a call is refused.
+    tool_choice: str | dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _top_logprobs(self) -> ChatCompletionRequest:
         if self.top_logprobs and not self.logprobs:
             raise ValueError("top_logprobs requires logprobs: true")
         return self
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _tool_choice(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+        if v is not None and v not in ("auto", "none"):
+            raise ValueError("tool calls are not supported: this server answers in text, so tool_choice can only "
+                             "be 'auto' or 'none'")
+        return v
 
 
 class ChatLogprobTop(BaseModel):
