@@ -88,6 +88,24 @@ def test_steering_bad_inputs(server):
     assert r.status_code == 400 and r.json()["error"]["param"] == "typo"
 
 
+@pytest.mark.parametrize("mode", ["add", "clamp"])
+def test_steering_that_overflows_the_activations_is_a_400_naming_steering(client, server, mode):
+    # 1e300 is a finite strength, but it drives the residual stream to inf, so the logits are NaN: the request fails
+    # with a 400 naming `steering` (before, sampling raised and the client got a 500), streamed or not.
+    steer = {"features": [{"index": 5, "strength": 1e300}], "mode": mode}
+    with pytest.raises(openai.BadRequestError) as e:
+        complete(client, steer)
+    assert (e.value.body["param"], e.value.body["code"]) == ("steering", "non_finite_logits")
+    assert "too strong for float32" in e.value.body["message"]
+    body = {"model": MODEL, "messages": MSG, "max_tokens": 4, "stream": True, "steering": steer}
+    with httpx.stream("POST", server.url + "/v1/chat/completions", json=body, timeout=30) as r:
+        text = r.read().decode()
+    assert r.status_code == 200  # the role chunk went out first, so the error is an event in the stream
+    errors = [json.loads(line[6:])["error"] for line in text.splitlines() if line.startswith('data: {"error"')]
+    assert [(e["param"], e["code"]) for e in errors] == [("steering", "non_finite_logits")], text
+    assert complete(client, STEER_A).parse().choices[0].message.content  # the server goes on serving
+
+
 def test_embeddings_accept_steering(client):
     a = client.embeddings.create(model=MODEL, input="hello", encoding_format="float")
     b = client.embeddings.create(model=MODEL, input="hello", encoding_format="float",

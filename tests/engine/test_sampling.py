@@ -57,3 +57,25 @@ def test_logprobs_of_chosen_and_top():
     assert abs(lp.logprob - torch.log(torch.tensor(0.5)).item()) < 1e-4
     assert [t.token_id for t in lp.top][0] == 0 and len(lp.top) == 2
     assert token_logprobs(logits, [0], [row(temperature=0.0)]) == [None]
+
+
+def test_rows_with_nan_or_infinite_logits_draw_nothing_and_the_others_still_draw():
+    inf, nan = float("inf"), float("nan")
+    logits = torch.tensor([[0.0, 2.0, 1.0], [0.0, nan, 1.0], [0.0, inf, 1.0], [-inf, -inf, -inf], [0.0, 1.0, -inf]])
+    for temperature in (0.0, 1.0):
+        rows = [RowSampler(SamplingParams(max_tokens=1, temperature=temperature, top_p=0.9), vocab_size=3,
+                           device=torch.device("cpu"), seed=i) for i in range(5)]
+        out = sample(process_logits(logits, rows), rows)
+        assert out[1:4] == [None, None, None]
+        assert out[0] in (1, 2) and out[4] in (0, 1)
+        if temperature == 0.0:
+            assert (out[0], out[4]) == (1, 1)
+
+
+def test_a_temperature_too_small_for_float32_is_greedy():
+    logits = torch.tensor([[0.0, 2.0, 1.0, 1.9]])
+    for t in (1e-300, 1e-30, 9e-6):
+        rows = [RowSampler(SamplingParams(max_tokens=1, temperature=t, top_p=0.5), vocab_size=4,
+                           device=torch.device("cpu"), seed=0)]
+        assert rows[0].params.greedy and sample(logits, rows) == [1]
+    assert not SamplingParams(max_tokens=1, temperature=1e-5).greedy

@@ -40,7 +40,9 @@ def worker(request, tiny_model_dir, tiny_sae_dir):
     w.stop()
 
 
-def run(worker: Worker, reqs: list[GenerationRequest]) -> dict[str, list[int]]:
+def run(worker: Worker, reqs: list[GenerationRequest], finals: dict[str, GenerationEvent] | None = None
+        ) -> dict[str, list[int]]:
+    """Each request's generated token ids; `finals`, when given, receives each request's last event."""
     out: dict[str, list[int]] = {r.request_id: [] for r in reqs}
     left = [sum(r.n for r in reqs)]
     done = threading.Event()
@@ -53,6 +55,8 @@ def run(worker: Worker, reqs: list[GenerationRequest]) -> dict[str, list[int]]:
             if isinstance(ev, GenerationEvent):
                 out[rid].extend(ev.token_ids)
                 if ev.finish_reason:
+                    if finals is not None:
+                        finals[rid] = ev
                     with lock:
                         left[0] -= 1
                         if not left[0]:
@@ -194,3 +198,35 @@ def test_a_request_whose_steering_fails_is_failed_alone(worker):
     together = run(worker, good)
     assert failed.wait(10) and len(errors) == 1
     assert together == solo
+
+
+def test_a_row_whose_logits_overflow_fails_alone(tiny_model_dir, tiny_sae_dir):
+    # In one batch: a request steered so hard that its activations overflow (NaN logits) ends with a typed error
+    # naming its steering, while the rows beside it decode exactly as they do alone. A model whose own logits are
+    # NaN fails its unsteered requests with an internal error that says so.
+    from millm.errors import InternalError, InvalidRequest
+
+    w = start_worker(tiny_model_dir, tiny_sae_dir, device="cpu")
+    try:
+        params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+        reqs = requests(w.loaded.tokenizer, params)[:3]
+        solo = run(w, reqs)
+        bad = GenerationRequest("bad", reqs[0].prompt_ids, params,
+                                steering=SteeringSpec((FeatureStrength(5, 1e300),)))
+        finals: dict[str, GenerationEvent] = {}
+        out = run(w, [reqs[0], bad, *reqs[1:]], finals)
+        assert out["bad"] == [] and {k: v for k, v in out.items() if k != "bad"} == solo
+        assert finals["bad"].finish_reason == "error"
+        f = finals["bad"].failure
+        assert isinstance(f, InvalidRequest) and (f.param, f.code) == ("steering", "non_finite_logits")
+        assert all(finals[r.request_id].finish_reason == "length" for r in reqs)
+
+        w.call(lambda wk: wk.loaded.model.lm_head.weight.data[3].fill_(float("nan"))).result(30)
+        finals.clear()
+        out = run(w, reqs[:1], finals)
+        f = finals["r0"].failure
+        assert out["r0"] == [] and isinstance(f, InternalError) and f.code == "non_finite_logits"
+        assert "float32" in f.message
+    finally:
+        w.stop()
+        w.intervention.detach()

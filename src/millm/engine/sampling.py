@@ -59,21 +59,28 @@ def _filter(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
     return logits
 
 
-def sample(logits: torch.Tensor, rows: list[RowSampler]) -> list[int]:
-    """Choose one token per row. logits: (B, V) already processed."""
+def sample(logits: torch.Tensor, rows: list[RowSampler]) -> list[int | None]:
+    """Choose one token per row. logits: (B, V) already processed. None for a row nothing can be drawn from: its
+    logits hold a NaN or +inf, or no finite value (a residual stream overflowed, e.g. under extreme steering)."""
     greedy = [r.params.greedy for r in rows]
-    out: list[int | None] = [None] * len(rows)
+    usable = torch.isfinite(logits.amax(dim=-1))  # a NaN or +inf anywhere makes the row's max non-finite
     if any(greedy):
-        argmax = logits.argmax(dim=-1).tolist()
-        for i, g in enumerate(greedy):
-            if g:
-                out[i] = argmax[i]
+        argmax, ok = torch.stack([logits.argmax(dim=-1), usable.long()]).tolist()  # one transfer for both
+    else:
+        argmax, ok = [], usable.tolist()
+    out: list[int | None] = [None] * len(rows)
     for i, r in enumerate(rows):
-        if out[i] is None:
-            scaled = _filter(logits[i] / r.params.temperature, r.params)
-            probs = torch.softmax(scaled, dim=-1)
-            out[i] = int(torch.multinomial(probs, 1, generator=r.generator).item())
-    return [int(t) for t in out]  # type: ignore[arg-type]
+        if not ok[i]:
+            continue
+        if greedy[i]:
+            out[i] = int(argmax[i])
+            continue
+        row = logits[i]
+        # Shifted by the row's max before dividing, so a tiny temperature cannot overflow to inf (same softmax).
+        scaled = _filter((row - row.max()) / r.params.temperature, r.params)
+        probs = torch.softmax(scaled, dim=-1)
+        out[i] = int(torch.multinomial(probs, 1, generator=r.generator).item())
+    return out
 
 
 def token_logprobs(logits: torch.Tensor, chosen: list[int], rows: list[RowSampler]) -> list[TokenLogprob | None]:

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from millm.errors import MillmError
+
 FinishReason = Literal["stop", "length", "cancelled", "error"]
+GREEDY_BELOW = 1e-5  # temperature
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,8 @@ class SamplingParams:
 
     @property
     def greedy(self) -> bool:
-        return self.temperature == 0.0 or self.top_k == 1
+        # As vLLM: a temperature under 1e-5 is greedy (dividing float32 logits by it would overflow).
+        return self.temperature < GREEDY_BELOW or self.top_k == 1
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class GenerationEvent:
     logprobs: tuple[TokenLogprob, ...] = ()
     finish_reason: FinishReason | None = None
     error: str | None = None
+    failure: MillmError | None = None  # with finish_reason "error": the typed error to report, when there is one
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from millm.engine.types import (
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
-from millm.errors import MillmError, ModelNotLoaded, QueueFull
+from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, QueueFull
 
 log = logging.getLogger(__name__)
 
@@ -488,9 +488,15 @@ class Worker:
         assert lm is not None
         samplers = [r.sampler for r in rows]
         logits = process_logits(logits, samplers)
-        chosen = sample(logits, samplers)
+        drawn = sample(logits, samplers)
+        for r, tok in zip(rows, drawn, strict=True):
+            if tok is None:
+                self._fail_row(r, lm.dtype)
+        chosen = [0 if tok is None else tok for tok in drawn]
         lps = token_logprobs(logits, chosen, samplers)
         for r, tok, lp in zip(rows, chosen, lps, strict=True):
+            if r.done:
+                continue
             r.sampler.observe(tok)
             r.last_token = tok
             r.generated += 1
@@ -516,6 +522,23 @@ class Worker:
                 r.done = True
             r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out,
                                           finish_reason=finish))
+
+    def _fail_row(self, r: _Row, dtype: torch.dtype) -> None:
+        """End a row whose logits hold no usable distribution (NaN or inf): the request's steering when it has any,
+        else the model in this dtype."""
+        spec = r.handle.request.steering
+        where = f"at generated token {r.generated + 1}"
+        if spec is not None and not spec.empty:
+            failure: MillmError = InvalidRequest(
+                f"the steered model's logits became NaN or infinite {where}: the steering is too strong for "
+                f"{str(dtype).removeprefix('torch.')} activations; lower the strengths", param="steering",
+                code="non_finite_logits")
+        else:
+            failure = InternalError(f"the model's logits became NaN or infinite {where} in "
+                                    f"{str(dtype).removeprefix('torch.')}; try another dtype",
+                                    code="non_finite_logits")
+        r.done = True
+        r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
 
     def _fail_all(self, message: str) -> None:
         for r in self._rows:

@@ -206,7 +206,7 @@ class GenerationService:
                 if isinstance(ev, PromptInfo):
                     continue
                 if ev.finish_reason == "error":
-                    raise InternalError(ev.error or "generation failed")
+                    raise ev.failure or InternalError(ev.error or "generation failed")
                 if run.first_token_at is None:
                     run.first_token_at = time.monotonic()
                 run.completion_tokens += len(ev.token_ids)
