@@ -83,8 +83,11 @@ def test_pause_stops_recording_and_bad_config_is_400(server, client):
     httpx.post(server.url + "/api/monitor/resume")
     client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     assert httpx.get(server.url + "/api/monitor/history").json()["count"] == 1
-    r = httpx.put(server.url + "/api/monitor/config", json={"features": [999999]})
+    r = httpx.put(server.url + "/api/monitor/config", json={"features": [3, 999999]})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "features[1]"
+    r = httpx.put(server.url + "/api/monitor/config", json={"features": [3, 4, 3]})
     assert r.status_code == 400 and r.json()["error"]["param"] == "features"
+    assert "appear once" in r.json()["error"]["message"]
     r = httpx.put(server.url + "/api/monitor/config", json={"top_k": 0})
     assert r.status_code == 400 and r.json()["error"]["param"] == "top_k"
 

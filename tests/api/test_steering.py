@@ -126,11 +126,16 @@ def test_sae_detach_attach_and_errors(client, server, tiny_sae_dir, tmp_path):
     wrong = write_saelens(make_sae(d_in=32, d_sae=64, hook_name="blocks.1.hook_resid_post"), tmp_path / "w")
     r = httpx.post(server.url + "/api/saes/attach", json={"source": str(wrong)})
     assert r.status_code == 400 and "d_in=32" in r.json()["error"]["message"] and "64" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "source"
     r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tmp_path / "missing")})
     assert r.status_code == 404
     bad_hook = write_saelens(make_sae(d_in=64, d_sae=64, hook_name="blocks.99.hook_resid_post"), tmp_path / "b")
     r = httpx.post(server.url + "/api/saes/attach", json={"source": str(bad_hook)})
     assert r.status_code == 400 and "layer 99" in r.json()["error"]["message"]
+    assert r.json()["error"]["param"] == "source"
+    for extra, param in (({"layer": 99}, "layer"), ({"format": "nope"}, "format")):
+        r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), **extra})
+        assert (r.status_code, r.json()["error"]["param"]) == (400, param), r.text
     r = httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
     assert r.status_code == 200
     out = r.json()["attached"]

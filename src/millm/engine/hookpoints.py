@@ -147,7 +147,7 @@ def resolve_hookpoint(
     if not 0 <= spec.layer < len(layers):
         raise SaeError(
             f"hook {spec.tl_name!r} needs layer {spec.layer}, but the model has {len(layers)} layers "
-            f"(0..{len(layers) - 1})"
+            f"(0..{len(layers) - 1})", param="layer" if layer_override is not None else None
         )
     layer = layers[spec.layer]
     layer_path = f"{list_path}.{spec.layer}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class MonitorConfigIn(BaseModel):
@@ -13,6 +13,13 @@ class MonitorConfigIn(BaseModel):
     enabled: bool | None = None
     features: list[int] | None = Field(None, description="Feature indices to capture; null or [] = top-k per token.")
     top_k: int | None = Field(None, ge=1, le=256, description="Features per token in top-k mode.")
+
+    @field_validator("features")
+    @classmethod
+    def _distinct(cls, v: list[int] | None) -> list[int] | None:
+        if v and len(set(v)) != len(v):
+            raise ValueError("each feature index may appear once")
+        return v
 
 
 class MonitorConfigOut(BaseModel):

@@ -103,7 +103,8 @@ def load_sae(
     if fmt not in FORMATS:
         fmt = CONVERSION_FUNCS.get(fmt, fmt)
     if fmt not in FORMATS:
-        raise SaeError(f"unsupported SAE format {h.format!r}; supported: {', '.join(FORMATS)}")
+        raise SaeError(f"unsupported SAE format {h.format!r}; supported: {', '.join(FORMATS)}",
+                       param="format" if h.format else None)
     cfg, tensors = FORMATS[fmt].load(p, h)  # tensors in SAELens orientation
     if overrides:
         unknown = set(overrides) - set(SaeConfig.__dataclass_fields__)

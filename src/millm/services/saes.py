@@ -102,6 +102,16 @@ class SaeService:
 
     async def attach(self, source: str, *, sae_id: str | None = None, layer: int | None = None,
                      revision: str | None = None, hint: dict[str, Any] | None = None) -> AttachedSae:
+        """Load the SAE and attach it in place of the current one. An SAE that cannot be read or does not fit the
+        model is a SaeError naming `source` (or `layer` / `format`, when the override is the cause)."""
+        try:
+            return await self._attach(source, sae_id=sae_id, layer=layer, revision=revision, hint=hint)
+        except SaeError as e:
+            e.param = e.param or "source"
+            raise
+
+    async def _attach(self, source: str, *, sae_id: str | None, layer: int | None, revision: str | None,
+                      hint: dict[str, Any] | None) -> AttachedSae:
         async with self._lock:
             path, ref = await asyncio.to_thread(self.resolve_source, source, revision=revision)
             sae = await asyncio.to_thread(load_sae, path, hint={**(hint or {}), **(
@@ -172,10 +182,10 @@ class SaeService:
         """Called by MonitorService when the config changes; validated against the attached SAE."""
         a = self.attached
         if cfg.features and a is not None:
-            bad = [i for i in cfg.features if not 0 <= i < a.sae.cfg.d_sae]
+            bad = [(n, i) for n, i in enumerate(cfg.features) if not 0 <= i < a.sae.cfg.d_sae]
             if bad:
-                raise InvalidRequest(f"feature {bad[0]} is out of range for d_sae={a.sae.cfg.d_sae}",
-                                     param="features")
+                raise InvalidRequest(f"feature {bad[0][1]} is out of range for d_sae={a.sae.cfg.d_sae}",
+                                     param=f"features[{bad[0][0]}]")
         iv = self.worker.intervention
         if iv is not None:
             self.worker.call(lambda w: w.intervention.set_monitor(cfg) if w.intervention else None,
