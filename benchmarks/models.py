@@ -57,6 +57,7 @@ class BenchModel:
     model_dir: Path
     sae_dir: Path
     description: str
+    serve_as: str | None = None  # the `--model` argument for the server when not the folder (a name it knows)
 
 
 def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
@@ -88,7 +89,7 @@ def build_random_llama(out_dir: Path, shape: ModelShape, *, seed: int = 0) -> Pa
     return out_dir
 
 
-def build_random_sae(out_dir: Path, shape: ModelShape, *, seed: int = 1) -> Path:
+def build_random_sae(out_dir: Path, shape: ModelShape, *, seed: int = 1, model_name: str = "bench") -> Path:
     """A random SAE in SAELens v6 layout whose features fire on typical residual inputs."""
     d_in, d_sae = shape.d_model, shape.d_model * shape.sae_width
     g = torch.Generator().manual_seed(seed)
@@ -102,7 +103,7 @@ def build_random_sae(out_dir: Path, shape: ModelShape, *, seed: int = 1) -> Path
     cfg: dict[str, object] = {
         "architecture": shape.sae_arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
         "apply_b_dec_to_input": False, "normalize_activations": "none", "reshape_activations": "none",
-        "metadata": {"model_name": "bench", "hook_name": hook, "hook_head_index": None, "context_size": 128,
+        "metadata": {"model_name": model_name, "hook_name": hook, "hook_head_index": None, "context_size": 128,
                      "prepend_bos": True, "sae_lens_version": "6.5.0"},
     }
     if shape.sae_arch == "topk":
@@ -119,8 +120,16 @@ def _cached(name: str, shape: ModelShape, root: Path) -> tuple[Path, Path]:
     if not (model_dir / "config.json").exists():
         log.info("building the random %s model into %s", name, model_dir)
         build_random_llama(model_dir, shape)
-    if not (sae_dir / "cfg.json").exists():
-        build_random_sae(sae_dir, shape)
+    # The SAE names the model as the server will (a local folder is served under its folder name), so the
+    # server's "SAE was trained on another model" warning stays for real mismatches.
+    cfg_path = sae_dir / "cfg.json"
+    if not cfg_path.exists():
+        build_random_sae(sae_dir, shape, model_name=model_dir.name)
+    else:
+        cfg = json.loads(cfg_path.read_text())
+        if cfg["metadata"].get("model_name") != model_dir.name:
+            cfg["metadata"]["model_name"] = model_dir.name
+            cfg_path.write_text(json.dumps(cfg, indent=1))
     return model_dir, sae_dir
 
 
@@ -131,7 +140,8 @@ def get_model(name: str, *, root: Path = OUT / "models") -> BenchModel:
 
         assets = assets_dir()
         if (assets / "model" / "config.json").exists() and (assets / "sae" / "cfg.json").exists():
-            return BenchModel("demo", assets / "model", assets / "sae", "bundled demo model and SAE")
+            return BenchModel("demo", assets / "model", assets / "sae", "bundled demo model and SAE",
+                              serve_as="millm-demo")
         model_dir, sae_dir = _cached("demo-shaped", SHAPES["demo"], root)
         return BenchModel("demo", model_dir, sae_dir,
                           "random Llama of the demo model's shape (demo assets not built); random TopK SAE")

@@ -152,7 +152,7 @@ def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads:
     # The server boots while this process loads its own copy; bandwidth is measured once it is idle.
     server = Server(bm.model_dir, bm.sae_dir, work / f"server-{bm.name}", device=device, dtype=dtype,
                     threads=threads, max_batch_size=max(plan.concurrency),
-                    extra_env={"MILLM_CUDA_GRAPHS": "1"} if cuda_graphs else {})
+                    extra_env={"MILLM_CUDA_GRAPHS": "1"} if cuda_graphs else {}, model_arg=bm.serve_as)
     server.launch()
     try:
         lm = load_model(str(bm.model_dir), device=device, dtype=dtype)

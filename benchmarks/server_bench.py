@@ -67,6 +67,7 @@ class Server:
     port: int = 0
     log_path: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    model_arg: str | None = None  # what `--model` names (default: model_dir)
 
     @property
     def url(self) -> str:
@@ -80,7 +81,8 @@ class Server:
         """Start the process; `wait_ready` waits for /health."""
         self.port = _free_port()
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "millm", "serve", "--model", str(self.model_dir), "--port", str(self.port),
+        cmd = [sys.executable, "-m", "millm", "serve", "--model", self.model_arg or str(self.model_dir),
+               "--port", str(self.port),
                "--device", self.device, "--dtype", self.dtype, "--data-dir", str(self.data_dir),
                "--max-batch-size", str(self.max_batch_size), "--queue-size", "256", "--log-level", "warning",
                "--no-restore-state", "--served-model-name", "bench"]
