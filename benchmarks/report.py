@@ -26,8 +26,9 @@ How it measures:
   = c x tokens / wall time until the last finishes. Every checked request's text is compared
   with the same request run alone.
 - Memory-bandwidth bound: bytes one decode step must read (every weight once; one row of an
-  untied input embedding) / the best read bandwidth measured on the device (a sum and a
-  matrix-vector product over 512 MiB, 1 thread and all cores).
+  untied input embedding) / the read bandwidth measured on the device: the median of 7 reads of
+  512 MiB, by a sum and by a matrix-vector product, with 1 thread and with all cores; the best
+  of those medians.
 """
 
 
