@@ -316,4 +316,12 @@ def test_a_malformed_repo_id_is_refused_before_a_job_starts(live: LiveServer) ->
         r = httpx.post(f"{live.url}/api/downloads", json={"kind": kind, "repo_id": repo_id})
         assert r.status_code == 400, r.text
         assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("repo_id", "invalid_repo_id")
+    r = httpx.post(f"{live.url}/api/downloads", json={"kind": "model", "repo_id": "org/x", "revision": "../../x"})
+    assert (r.status_code, r.json()["error"]["param"], r.json()["error"]["code"]) == (400, "revision",
+                                                                                        "invalid_revision")
     assert httpx.get(f"{live.url}/api/downloads").json()["count"] == before
+    for r in (httpx.post(f"{live.url}/api/models/load", json={"model": "org/x", "revision": "a..b"}),
+              httpx.get(f"{live.url}/api/models/estimate", params={"model": "org/x", "revision": "/etc"}),
+              httpx.post(f"{live.url}/api/saes/attach", json={"source": "org/x:layer_0", "revision": "x y"}),
+              httpx.delete(f"{live.url}/api/cache/org/x", params={"revision": "../x"})):
+        assert (r.status_code, r.json()["error"]["param"]) == (400, "revision"), r.text

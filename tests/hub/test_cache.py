@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from millm.errors import InvalidRequest, NotFound
-from millm.hub.cache import CacheIndex, check_repo_id, delete_cached, get_cached, list_cache, local_path
+from millm.hub.cache import CacheIndex, check_repo_id, check_revision, delete_cached, get_cached, list_cache, local_path
 from millm.hub.download import pull_model, pull_sae
 from tests.hub.fake_hub import FakeHub
 
@@ -74,3 +74,12 @@ def test_check_repo_id_accepts_hub_ids_and_names_the_param_otherwise() -> None:
             check_repo_id(bad, param="model")
         assert (e.value.param, e.value.code) == ("model", "invalid_repo_id")
         assert f"'{bad}' is not a Hub repo id" in e.value.message
+
+
+def test_check_revision_accepts_hub_refs_and_refuses_what_could_leave_refs() -> None:
+    for ok in (None, "", "main", "v1.0", "refs/pr/1", "feature/x", "a" * 40):
+        check_revision(ok)
+    for bad in ("../../x", "a..b", "/x", "x/", "a//b", "a b", "x:y", "a\\b", "x.lock", "a~1", "a^", "a@{0}"):
+        with pytest.raises(InvalidRequest) as e:
+            check_revision(bad)
+        assert (e.value.param, e.value.code) == ("revision", "invalid_revision")

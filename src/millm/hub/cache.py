@@ -45,6 +45,20 @@ def check_repo_id(repo_id: str, *, param: str) -> None:
                              code="invalid_repo_id") from None
 
 
+def check_revision(revision: str | None, *, param: str = "revision") -> None:
+    """Raise InvalidRequest unless revision (None or "": main) could name a Hub branch, tag or commit: git's ref rules
+    refuse '..', a leading or trailing '/', '//', spaces, control characters and ~^:?*[\\ (the cache keeps refs as
+    files under refs/, so a revision must not be able to leave that folder)."""
+    if not revision:  # None or "": main
+        return
+    bad = (".." in revision or revision.startswith("/") or revision.endswith(("/", ".lock"))
+           or "//" in revision or "@{" in revision
+           or any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 or ch in "~^:?*[\\" for ch in revision))
+    if bad:
+        raise InvalidRequest(f"{revision!r} is not a branch, tag or commit name", param=param,
+                             code="invalid_revision")
+
+
 def repo_storage(cache_dir: Path, repo_id: str) -> Path:
     """``<cache>/models--org--name``: where huggingface_hub keeps one repo."""
     return cache_dir / repo_folder_name(repo_id=repo_id, repo_type="model")

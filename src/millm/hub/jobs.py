@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from millm.errors import Conflict, InvalidRequest, MillmError, NotFound
-from millm.hub.cache import CacheIndex, check_repo_id, default_cache_dir, delete_cached
+from millm.hub.cache import CacheIndex, check_repo_id, check_revision, default_cache_dir, delete_cached
 from millm.hub.download import DownloadCancelled, Progress, download_plan, remove_stale_partials
 from millm.hub.files import normalize_sae_path
 from millm.hub.events import TERMINAL_STATES, EventBroker, JobEvent, Subscription
@@ -150,6 +150,7 @@ class JobManager:
         if kind not in ("model", "sae"):
             raise InvalidRequest(f"Unknown download kind '{kind}'.", param="kind")
         check_repo_id(repo_id, param="repo_id")
+        check_revision(revision)
         rev = revision or "main"
         folder = normalize_sae_path(path) if kind == "sae" else ""
         with self._lock:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm import demo
-from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, list_cache, local_path
+from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
 from millm.hub.files import select_weight_files
 from millm.hub.memory import (
     MemoryEstimate,
@@ -101,6 +101,7 @@ def find_model(source: str, revision: str | None = None, cache_dir: str | Path |
     if looks_like_path(source):
         raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
     check_repo_id(source, param="model")
+    check_revision(revision)
     folder = cached_model_folder(source, revision, cache_dir)
     return ModelSource(folder, source, "cache") if folder is not None else None
 
@@ -211,6 +212,7 @@ class HubService:
         return list_cache(self.jobs.cache_dir, index=self.jobs.index, kind=kind)
 
     def delete(self, repo_id: str, revision: str | None = None) -> int:
+        check_revision(revision)
         if repo_id in self.in_use:
             raise Conflict(f"'{repo_id}' is in use (the loaded model or the attached SAE); unload or detach it "
                            "before deleting it from the cache.", param="repo_id", code="in_use")

@@ -23,7 +23,7 @@ from millm.engine import hookpoints
 from millm.engine.hookpoints import HookPoint
 from millm.engine.intervention import SaeIntervention
 from millm.engine.worker import Worker
-from millm.hub.cache import CacheIndex, check_repo_id, local_path
+from millm.hub.cache import CacheIndex, check_repo_id, check_revision, local_path
 from millm.hub.download import pull_sae
 from millm.hub.remote import resolve_endpoint
 from millm.errors import InvalidRequest, NotFound, SaeError
@@ -90,6 +90,7 @@ class SaeService:
                 param="source",
             )
         check_repo_id(repo_id, param="source")
+        check_revision(revision)
         sub = sub.strip("/")
         try:
             folder = local_path(repo_id, revision, path=sub, cache_dir=self.cache_dir)
