@@ -72,3 +72,28 @@ def test_invalid_json_is_400(server):
 def test_server_keeps_working_after_errors(client):
     r = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], max_tokens=3)
     assert r.choices[0].message.content is not None
+
+
+def test_openapi_documents_the_400_envelope_and_no_422(server):
+    # Validation errors are 400s with the OpenAI envelope, so the schema must not promise FastAPI's 422 body, and
+    # every operation that validates input documents the 400 it can send.
+    schema = httpx.get(server.url + "/openapi.json", timeout=10).json()
+    ops = [(path, method, op) for path, item in schema["paths"].items() for method, op in item.items()]
+    assert not [(p, m) for p, m, op in ops if "422" in op["responses"]]
+    assert "HTTPValidationError" not in schema["components"]["schemas"]
+    takes_input = [(p, m, op) for p, m, op in ops if op.get("parameters") or op.get("requestBody")]
+    assert len(takes_input) > 30
+    for path, method, op in takes_input:
+        ref = op["responses"]["400"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref == "#/components/schemas/ErrorResponse", (path, method)
+    # the non-JSON answers say what they are
+    assert set(schema["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
+    export = schema["paths"]["/api/monitor/export"]["get"]["responses"]["200"]["content"]
+    assert set(export) == {"application/x-ndjson", "text/csv"}
+    for path in ("/v1/chat/completions", "/v1/completions"):
+        assert set(schema["paths"][path]["post"]["responses"]["200"]["content"]) == {"application/json",
+                                                                                       "text/event-stream"}
+    assert httpx.get(server.url + "/metrics", timeout=10).headers["content-type"].startswith("text/plain")
+    # and what a bad request gets is that shape
+    r = httpx.put(server.url + "/api/monitor/config", json={"top_k": 0}, timeout=10)
+    assert r.status_code == 400 and set(r.json()) == {"error"} and r.json()["error"]["param"] == "top_k"

@@ -75,7 +75,8 @@ async def health(rt: RuntimeDep) -> Any:
     return {"status": "ok"}
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=Response, responses={200: {
+    "description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(rt: RuntimeDep) -> Response:
     rt.metrics.queue_depth.set(rt.worker.queue_depth)
     rt.metrics.active_sequences.set(rt.worker.active_sequences)

@@ -63,7 +63,38 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return (f"{param}: {msg}" if param else msg), param
 
 
+def _openapi_with_400s(app: FastAPI) -> None:
+    """Make /openapi.json say what the API sends: request validation errors are 400s with the OpenAI envelope
+    (`_validation` below), so FastAPI's default 422 / HTTPValidationError responses are replaced by a 400."""
+    default = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = default()
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        if "ErrorResponse" not in components:  # (routes that declare their errors put it there)
+            js = ErrorResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            for name, sub in js.pop("$defs", {}).items():
+                components.setdefault(name, sub)
+            components["ErrorResponse"] = js
+        error = {"description": "Bad input: the OpenAI error envelope, with `param` naming the field",
+                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+        for operations in schema.get("paths", {}).values():
+            for op in operations.values():
+                responses = op.get("responses", {})
+                if responses.pop("422", None) is not None:
+                    responses.setdefault("400", error)
+        components.pop("HTTPValidationError", None)
+        components.pop("ValidationError", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install(app: FastAPI) -> None:
+    _openapi_with_400s(app)
+
     @app.exception_handler(MillmError)
     async def _millm(_: Request, exc: MillmError) -> JSONResponse:
         if exc.status >= 500:

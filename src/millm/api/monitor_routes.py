@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Query, Response, WebSocket
 
 from millm.api.state import RuntimeDep, WsRuntimeDep
 from millm.api.websockets import push_until_closed
 from millm.errors import NotFound
 from millm.protocol import monitor as m
+from millm.protocol.openai import ErrorResponse
 from millm.services.runtime import Runtime
 
 router = APIRouter(tags=["monitor"])
+ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404)}
 
 
 def config_out(rt: Runtime) -> m.MonitorConfigOut:
@@ -26,7 +30,7 @@ async def get_config(rt: RuntimeDep) -> m.MonitorConfigOut:
     return config_out(rt)
 
 
-@router.put("/api/monitor/config", response_model=m.MonitorConfigOut)
+@router.put("/api/monitor/config", response_model=m.MonitorConfigOut, responses=ERRORS)
 async def set_config(body: m.MonitorConfigIn, rt: RuntimeDep) -> m.MonitorConfigOut:
     rt.monitor.configure(enabled=body.enabled, features=body.features, top_k=body.top_k,
                          features_given="features" in body.model_fields_set)
@@ -45,7 +49,7 @@ async def resume(rt: RuntimeDep) -> m.MonitorConfigOut:
     return config_out(rt)
 
 
-@router.get("/api/monitor/history", response_model=m.HistoryList)
+@router.get("/api/monitor/history", response_model=m.HistoryList, responses=ERRORS)
 async def history(rt: RuntimeDep, request_id: str | None = None) -> m.HistoryList:
     data = rt.monitor.history(request_id)
     if request_id is not None and not data:
@@ -59,12 +63,14 @@ async def clear_history(rt: RuntimeDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/api/monitor/stats", response_model=m.StatsOut)
+@router.get("/api/monitor/stats", response_model=m.StatsOut, responses=ERRORS)
 async def stats(rt: RuntimeDep) -> m.StatsOut:
     return rt.monitor.stats()
 
 
-@router.get("/api/monitor/export")
+@router.get("/api/monitor/export", response_class=Response, responses={**ERRORS, 200: {
+    "description": "One JSON object per line (jsonl) or a CSV table, one row per token and feature",
+    "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}}})
 async def export(rt: RuntimeDep, format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
                  request_id: str | None = None) -> Response:
     if format == "csv":

@@ -19,6 +19,9 @@ router = APIRouter(prefix="/v1", tags=["openai"])
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": p.ErrorResponse} for code in (400, 404, 429, 500, 503)
 }
+STREAMED: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+    "description": "The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`",
+    "content": {"text/event-stream": {}}}}
 STEERING_HEADER = "X-MiLLM-Steering"
 
 
@@ -80,12 +83,12 @@ async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
     raise ModelNotFound(f"the model {model_id!r} does not exist", param="model")
 
 
-@router.post("/chat/completions", response_model=p.ChatCompletion, responses=ERRORS)
+@router.post("/chat/completions", response_model=p.ChatCompletion, responses=STREAMED)
 async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, response: Response) -> Any:
     return _respond(await rt.generation.chat(body), response)
 
 
-@router.post("/completions", response_model=p.Completion, responses=ERRORS)
+@router.post("/completions", response_model=p.Completion, responses=STREAMED)
 async def completions(body: p.CompletionRequest, rt: RuntimeDep, response: Response) -> Any:
     return _respond(await rt.generation.completion(body), response)
 
