@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -170,6 +171,7 @@ def test_quantization_choices_that_cannot_run_are_refused(live: LiveServer, tiny
     ("a b", 400, "invalid_repo_id"),
     ("org/na me", 400, "invalid_repo_id"),
     ("NOT-A-MODEL-FOLDER", 404, "model_not_found"),  # replaced by a folder without config.json
+    ("~no-such-user-here/model", 404, "not_found"),  # expanduser raises for an unknown user
 ])
 def test_a_source_that_is_not_a_model_is_a_client_error_naming_model(live: LiveServer, tmp_path: Path, model: str,
                                                                      status: int, code: str | None) -> None:
@@ -192,6 +194,10 @@ def test_sae_sources_that_are_not_saes_are_client_errors_naming_source(live: Liv
         r = httpx.post(f"{live.url}/api/saes/attach", json={"source": source})
         assert r.status_code == 400, r.text
         assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("source", code)
+    for source in ("~no-such-user-here/sae", "~\udbfd"):  # (the second is a lone surrogate: it cannot be a path)
+        r = httpx.post(f"{live.url}/api/saes/attach", content=json.dumps({"source": source}),
+                       headers={"Content-Type": "application/json"})
+        assert r.status_code in (400, 404) and r.json()["error"]["param"] == "source", r.text
 
 
 def test_the_demo_model_and_sae_load_by_their_names(live: LiveServer, tiny_model_dir: Path,

@@ -164,6 +164,10 @@ def test_crud_round_trip_with_versions_and_etags(server) -> None:
     ({k: v for k, v in profile_body("ok").items() if k != "sae"}, "sae"),
     # Same model and SAE id as the live SAE, but a d_sae that does not match it.
     (profile_body("ok", ((300, 1.0),), d_sae=512), "sae.d_sae"),
+    # Integers past what the database stores (these were 500s: found by tests/api/test_fuzz.py).
+    (profile_body("ok", d_sae=10**24), "sae.d_sae"),
+    ({**profile_body("ok"), "sae": {**profile_body("ok")["sae"], "layer": 2**31}}, "sae.layer"),
+    (profile_body("ok", ((2**40, 1.0),)), "features[0].index"),
 ])
 def test_create_rejects_bad_input_naming_the_field(server, body: dict[str, Any] | str, param: str) -> None:
     httpx.post(server.url + "/api/profiles", json=profile_body("keep"))
@@ -182,8 +186,11 @@ def test_update_and_duplicate_reject_bad_input_naming_the_field(server) -> None:
                         ({"version": 1, "features": [{"index": 1, "strength": "big"}]}, "features[0].strength"),
                         ({"version": 1, "sae": None}, "sae"),
                         ({"version": 1, "colour": "red"}, "colour"),
-                        ({"description": "no version"}, "version")):
+                        ({"description": "no version"}, "version"),
+                        ({"version": 2**64, "description": "x"}, "version")):
         assert error(httpx.patch(url + "/keep", json=body), 400)["param"] == param, body
+    assert error(httpx.delete(url + "/keep", params={"version": 2**64}), 400)["param"] == "version"
+    assert error(httpx.delete(url + "/keep", headers={"If-Match": f'"{2**64}"'}), 400)
     assert error(httpx.post(url + "/keep/duplicate", json={"name": "a+b"}), 400)["param"] == "name"
     assert httpx.get(url + "/keep").json() == before
     assert names(server.url) == ["keep"]
@@ -428,6 +435,7 @@ def _doc(name: str = "imp", **changes: Any) -> dict[str, Any]:
      '"hook_name": "h", "layer": 1, "d_sae": 8}, "features": [{"index": 1, "strength": NaN}]}',
      400, "features[0].strength", "finite"),
     (json.dumps(_doc(format_version=2)), 400, "format_version", "unsupported"),
+    (json.dumps(_doc(version=2**64)), 400, "version", "2"),
     (json.dumps({"format": "millm.profiles", "format_version": 1,
                  "profiles": [_doc("fine"), _doc("fine")]}), 400, "profiles[1].name", "duplicate"),
     (json.dumps({"format": "millm.profiles", "format_version": 1,

@@ -149,7 +149,7 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
 
 
 @router.delete("/{name}", status_code=204, responses=ERRORS)
-async def delete_profile(name: str, rt: RuntimeDep, version: int | None = None,
+async def delete_profile(name: str, rt: RuntimeDep, version: int | None = Query(None, ge=1, le=pp.MAX_VERSION),
                          if_match: str | None = Header(None)) -> Response:
     if version is None and if_match is not None:
         version = _version_from_if_match(if_match)

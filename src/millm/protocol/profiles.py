@@ -29,6 +29,8 @@ PROFILE_FORMAT = "millm.profile"
 BUNDLE_FORMAT = "millm.profiles"
 SCHEMA_ID = "urn:millm:schema:profile-format:1"
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
+MAX_INT = 2**31 - 1  # feature indices, layers and SAE widths: far past any real SAE, and within a database integer
+MAX_VERSION = 2**63 - 1  # a profile version, as the database stores it
 MAX_FEATURES = 4096
 
 SteeringMode = Literal["add", "clamp"]
@@ -56,7 +58,7 @@ class _Strict(BaseModel):
 class SteeringFeature(_Strict):
     """One steered SAE feature."""
 
-    index: int = Field(ge=0, description="Feature index in the SAE, 0 ≤ index < d_sae.")
+    index: int = Field(ge=0, le=MAX_INT, description="Feature index in the SAE, 0 ≤ index < d_sae.")
     strength: float = Field(
         allow_inf_nan=False,
         description="Coefficient on the feature's decoder direction (mode add) or its pinned activation (mode clamp).",
@@ -69,8 +71,8 @@ class SaeRef(_Strict):
 
     id: str = Field(min_length=1, max_length=512, description="The SAE's id as miLLM reports it.")
     hook_name: str = Field(min_length=1, max_length=256, description="Hook point, e.g. blocks.3.hook_resid_post.")
-    layer: int = Field(ge=0, description="Layer the SAE reads and steers.")
-    d_sae: int = Field(ge=1, description="Number of SAE features.")
+    layer: int = Field(ge=0, le=MAX_INT, description="Layer the SAE reads and steers.")
+    d_sae: int = Field(ge=1, le=MAX_INT, description="Number of SAE features.")
     repo_id: str | None = Field(None, description="Hub repo the SAE was loaded from.")
     path: str | None = Field(None, description="Folder or file inside repo_id.")
     revision: str | None = Field(None, description="Hub revision of repo_id.")
@@ -99,7 +101,7 @@ class ProfileCreate(_ProfileFields):
 class ProfileUpdate(_Strict):
     """Body of PATCH /api/profiles/{name}: fields left out keep their value."""
 
-    version: int = Field(ge=1, description="The version being edited; a stale version is refused with 409.")
+    version: int = Field(ge=1, le=MAX_VERSION, description="The version being edited; a stale version is refused with 409.")
     name: ProfileName | None = None
     description: str | None = Field(None, max_length=4000)
     model: str | None = Field(None, min_length=1, max_length=512)
@@ -145,7 +147,7 @@ class ProfileDocument(_ProfileFields, _DocumentHeader):
 
     created_at: Timestamp | None = None
     updated_at: Timestamp | None = None
-    version: int | None = Field(None, ge=1)
+    version: int | None = Field(None, ge=1, le=MAX_VERSION)
 
 
 class ProfileBundle(_Strict):
@@ -176,7 +178,7 @@ class _Lenient(BaseModel):
 class NeuronpediaFeature(_Lenient):
     model_id: str = Field(alias="modelId", min_length=1)
     layer: str = Field(min_length=1, description='Neuronpedia source id, e.g. "20-gemmascope-res-16k".')
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, le=MAX_INT)
     strength: float = Field(allow_inf_nan=False)
     explanation: str | None = None
 
@@ -190,7 +192,7 @@ class NeuronpediaFeaturePreset(_Lenient):
 class GoodfireEdit(_Lenient):
     feature_id: str | None = None
     feature_label: str | None = None
-    index_in_sae: int = Field(ge=0)
+    index_in_sae: int = Field(ge=0, le=MAX_INT)
     value: float = Field(allow_inf_nan=False)
 
 
@@ -212,7 +214,7 @@ def etag_for(version: int) -> str:
 def version_from_etag(etag: str) -> int | None:
     """The version in an If-Match value written by `etag_for`; None when it is not one."""
     value = etag.strip().removeprefix("W/")
-    if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit():
+    if len(value) >= 2 and value[0] == value[-1] == '"' and value[1:-1].isdigit() and int(value[1:-1]) <= MAX_VERSION:
         return int(value[1:-1])
     return None
 

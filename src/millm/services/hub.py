@@ -22,8 +22,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm import demo
+from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
 from millm.hub.files import select_weight_files
 from millm.hub.memory import (
@@ -50,6 +50,17 @@ class ModelSource:
     folder: Path  # server-internal; never sent to clients
     repo_id: str | None  # set when the model came from the Hub cache
     origin: str  # "local", "cache" or "hub" (pulled just now)
+
+
+def user_path(source: str, *, param: str) -> Path:
+    """A path as the user typed it, with a leading ~ expanded. An unknown ~user (expanduser raises) is a 404 naming
+    `param`, and text the file system cannot encode a 400, instead of a 500."""
+    try:
+        return Path(source).expanduser()
+    except RuntimeError:
+        raise NotFound(f"{source!r}: no such user, so no home folder to look in", param=param) from None
+    except UnicodeError:
+        raise InvalidRequest(f"{source!r} cannot be a file name here (it does not encode)", param=param) from None
 
 
 def looks_like_path(source: str) -> bool:
@@ -93,7 +104,7 @@ def find_model(source: str, revision: str | None = None, cache_dir: str | Path |
         raise InvalidRequest("model is empty: give a local folder or a Hub repo id", param="model")
     if source == demo.DEMO_MODEL_ID:
         return ModelSource(demo.assets_dir() / "model", None, "local")
-    path = Path(source).expanduser()
+    path = user_path(source, param="model")
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"{source!r} is a folder but not a model: it has no config.json", param="model")

@@ -29,6 +29,7 @@ from millm.hub.remote import resolve_endpoint
 from millm.errors import InvalidRequest, NotFound, SaeError
 from millm.sae.base import Sae
 from millm.sae.loading import check_compatible, load_sae
+from millm.services.hub import user_path
 from millm.services.monitoring import MonitorService
 from millm.services.steering import SaeInfo
 
@@ -78,7 +79,7 @@ class SaeService:
                                  "'owner/repo[:path]'", param="source")
         if source == demo.DEMO_SAE_ID:
             return demo.assets_dir() / "sae", {"path": "sae", "id": demo.DEMO_SAE_ID}
-        local = Path(source).expanduser()
+        local = user_path(source, param="source")
         if local.exists():
             return local, {"path": local.name}
         if source.startswith((".", "/", "~")):
