@@ -39,12 +39,26 @@ def test_the_fuzzed_routes_cover_the_api() -> None:
             "PUT /api/monitor/config", "POST /api/profiles/import", "POST /api/saes/attach"} <= labels
 
 
+@pytest.fixture(autouse=True)
+def _no_hub(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A generated name can be a valid Hub repo id (`COM1`), which the estimate looks up on the Hub: here the Hub is
+    # a closed port, so the lookup fails at once, as a documented 502 download_failed (the Hub is not reachable),
+    # which is the one 5xx this test lets through.
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+
+
+def _hub_unreachable(response) -> bool:  # noqa: ANN001
+    return response.status_code == 502 and response.json()["error"]["code"] == "download_failed"
+
+
 @pytest.mark.parametrize("operation", OPERATIONS, ids=[op.label for op in OPERATIONS])
 def test_every_operation_answers_as_documented_and_never_with_a_5xx(operation, server) -> None:  # noqa: ANN001
     @given(case=operation.as_strategy())
     @settings(max_examples=12, deadline=None, derandomize=True, database=None,
               suppress_health_check=list(HealthCheck))
     def check(case) -> None:  # noqa: ANN001
-        case.call_and_validate(base_url=server.url, timeout=60, checks=CHECKS)
+        response = case.call(base_url=server.url, timeout=60)
+        case.validate_response(response, checks=CHECKS, excluded_checks=(
+            [not_a_server_error] if _hub_unreachable(response) else None))
 
     check()

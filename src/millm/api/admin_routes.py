@@ -23,6 +23,8 @@ from millm.services.saes import AttachedSae
 
 router = APIRouter(tags=["admin"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 503)}
+# Loads and attaches may pull from the Hub first: its refusals and failures pass through (401, 403, 502).
+HUB_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **{code: {"model": ErrorResponse} for code in (401, 403, 502)}}
 
 
 def looks_local(source: str) -> bool:
@@ -103,7 +105,7 @@ async def loaded_model(rt: RuntimeDep) -> a.LoadedModelOut | None:
     return model_out(rt)
 
 
-@router.post("/api/models/load", response_model=a.ModelLoadOut, responses=ERRORS)
+@router.post("/api/models/load", response_model=a.ModelLoadOut, responses=HUB_ERRORS)
 async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     """Load or switch to a model (local folder or Hub repo id; a repo not in the cache is pulled first).
 
@@ -134,7 +136,7 @@ async def sae_status(rt: RuntimeDep) -> a.SaeStatusOut:
     return a.SaeStatusOut(attached=sae_out(rt.saes.attached))
 
 
-@router.post("/api/saes/attach", response_model=a.SaeStatusOut, responses=ERRORS)
+@router.post("/api/saes/attach", response_model=a.SaeStatusOut, responses=HUB_ERRORS)
 async def attach_sae(body: a.SaeAttachIn, rt: RuntimeDep) -> a.SaeStatusOut:
     att = await rt.saes.attach(body.source, sae_id=body.sae_id, layer=body.layer, revision=body.revision,
                                hint={"format": body.format} if body.format else None)
