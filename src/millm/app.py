@@ -8,7 +8,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from millm import __version__
+from millm import __version__, webui
 from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes
 from millm.config import Settings
 from millm.services.runtime import Runtime
@@ -35,4 +35,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes):
         openapi.describe_operations(module.router)
         app.include_router(module.router)
+    webui.install(app, settings.ui_dir)
     return app
