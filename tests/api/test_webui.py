@@ -4,6 +4,7 @@ path is still the 404 envelope, never index.html). Without a build, `/` says how
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -96,3 +97,22 @@ def test_without_a_build_pages_say_how_to_build_it(tmp_path: Path, tiny_model_di
         assert httpx.get(server.url + "/api/nope").json()["error"]["type"] == "not_found_error"
     finally:
         server.stop()
+
+
+def _urls(page: str) -> list[str]:
+    return re.findall(r"""(?:src|href|url)\s*[=:]\s*['"]([^'"]+)['"]""", page)
+
+
+@pytest.mark.parametrize("page", ["/docs", "/redoc"])
+def test_api_docs_load_everything_from_this_server(live: LiveServer, page: str) -> None:
+    r = httpx.get(live.url + page)
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    urls = _urls(r.text)
+    assert any(u.endswith(".js") for u in urls), urls
+    assert "http://" not in r.text and "https://" not in r.text and "//cdn" not in r.text, "no CDN, no external URL"
+    for url in urls:
+        assert url.startswith("/"), url
+        asset = httpx.get(live.url + url)
+        assert asset.status_code == 200, url
+        if url.endswith(".js"):
+            assert len(asset.content) > 100_000 and "javascript" in asset.headers["content-type"]
