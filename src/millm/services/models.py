@@ -11,6 +11,9 @@ KV cache for one sequence at the configured context, the attached SAE, overhead)
 with free memory; a load that would not fit is refused with `InsufficientMemory` unless forced
 (per request, or `force_load` for every load). Loading a cached repo marks it used in the cache
 index.
+
+The bundled demo model, loaded by its name `millm-demo`, brings its SAE (`millm-demo-sae`) back
+too when no SAE is attached after the swap, so its profiles work again.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from typing import Any
 
 import torch
 
+from millm import demo
 from millm.engine.model_loading import LoadedModel, load_model
 from millm.engine.worker import Worker
 from millm.errors import InsufficientMemory, MillmError
@@ -37,7 +41,8 @@ log = logging.getLogger(__name__)
 @dataclass
 class SwapResult:
     model: LoadedModel | None
-    sae_message: str | None = None
+    sae_message: str | None = None  # the SAE had to be detached (it does not fit the new model)
+    sae_attached: str | None = None  # the demo SAE, attached with the demo model
     estimate: MemoryEstimate | None = None
     available_bytes: int | None = None
 
@@ -112,6 +117,9 @@ class ModelService:
                     return SwapResult(new, message, est, free)
 
                 result = await asyncio.wrap_future(self.worker.call(swap))
+                if source == demo.DEMO_MODEL_ID and self.saes.attached is None:
+                    await self.saes.attach(str(demo.assets_dir() / "sae"), sae_id=demo.DEMO_SAE_ID)
+                    result.sae_attached = demo.DEMO_SAE_ID
                 if src.repo_id is not None and self.index is not None:
                     self.index.mark_used(src.repo_id)
                 log.info("model %s loaded (%s, %s, %s)", new.model_id, new.device, new.dtype, new.quantization)

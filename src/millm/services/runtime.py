@@ -119,7 +119,7 @@ class Runtime:
     async def _boot(self) -> None:
         s = self.settings
         try:
-            if s.model:
+            if s.model and s.model != demo.DEMO_MODEL_ID:
                 await self.models.load(s.model, revision=s.model_revision)
                 if s.sae:
                     await self.saes.attach(s.sae, layer=s.sae_layer)
@@ -138,8 +138,7 @@ class Runtime:
         assets = demo.assets_dir()
         if not (assets / "model").is_dir():
             raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
-        await self.models.load(str(assets / "model"), model_id=demo.DEMO_MODEL_ID)
-        await self.saes.attach(str(assets / "sae"), sae_id=demo.DEMO_SAE_ID)
+        await self.models.load(demo.DEMO_MODEL_ID, revision=None)  # attaches the demo SAE too
         bundle = assets / "profiles.json"
         if bundle.is_file():
             existing = {p.name for p in self.profiles.list().data}
