@@ -76,7 +76,7 @@ def serve(model_arg: str | None, **options: Any) -> None:
     logs.configure(settings.log_level, settings.log_format)
     app = create_app(settings)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            log_level=settings.log_level, timeout_graceful_shutdown=5)
+                            log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=False)
     server = uvicorn.Server(config)
     app.state.request_shutdown = lambda: setattr(server, "should_exit", True)  # POST /api/shutdown
     server.run()

@@ -8,7 +8,7 @@ from typing import AsyncIterator
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from millm import __version__
+from millm import __version__, logs
 from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, profile_routes, server_routes
 from millm.config import Settings
 from millm.services.runtime import Runtime
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible inference with SAE feature steering and monitoring.")
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "ETag", "Retry-After"])
+    app.add_middleware(logs.AccessLog)  # outermost: every request gets one structured access record
     errors.install(app)
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, server_routes):
         app.include_router(module.router)

@@ -159,12 +159,11 @@ def steer_clear(ctx: click.Context) -> None:
 
 def _load_if_needed(server: Server, model: str) -> str:
     """Load MODEL unless it is what the server serves; returns the served name."""
-    status = server.call("GET", "/api/status")
-    current = (status.get("model") or {}).get("id")
-    if model != current:
-        click.echo(f"loading {model} ...", err=True)
-        current = server.call("POST", "/api/models/load", json={"model": model}, timeout=None)["model"]["id"]
-    return str(current)
+    loaded = server.call("GET", "/api/status").get("model") or {}
+    if model in (loaded.get("id"), loaded.get("source")):
+        return str(loaded["id"])
+    click.echo(f"loading {model} ...", err=True)
+    return str(server.call("POST", "/api/models/load", json={"model": model}, timeout=None)["model"]["id"])
 
 
 def _steering_body(profile: str | None, steer_values: tuple[str, ...], mode: str | None) -> dict[str, Any] | None:
@@ -241,6 +240,10 @@ def chat(**options: Any) -> None:
     chat_session(None, **options)
 
 
+def stdin_is_terminal() -> bool:
+    return sys.stdin.isatty()
+
+
 def chat_session(model: str | None, prompt: str | None, profile: str | None, steer_values: tuple[str, ...],
                  mode: str | None, system: str | None, temperature: float | None, max_tokens: int,
                  url: str | None) -> None:
@@ -267,10 +270,10 @@ def chat_session(model: str | None, prompt: str | None, profile: str | None, ste
             messages.pop()
             raise
 
-    if prompt is None and not sys.stdin.isatty():
+    if prompt is None and not stdin_is_terminal():
         prompt = sys.stdin.read().strip() or None
     if prompt is not None:
-        ask(prompt, show_steering=False)
+        ask(prompt, show_steering=steering is not None)
         return
     click.echo(f"Chatting with {name}. {CHAT_HELP}", err=True)
     first = True

@@ -13,7 +13,7 @@ with free memory; a load that would not fit is refused with `InsufficientMemory`
 index.
 
 The bundled demo model, loaded by its name `millm-demo`, brings its SAE (`millm-demo-sae`) back
-too when no SAE is attached after the swap, so its profiles work again.
+too when no SAE is attached after the swap, and `on_demo_loaded` restores its profiles, so they work again.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import torch
 
@@ -50,8 +50,9 @@ class SwapResult:
 class ModelService:
     def __init__(self, *, worker: Worker, saes: SaeService, defaults: dict[str, Any],
                  served_model_name: str | None = None, index: CacheIndex | None = None,
-                 force_load: bool = False) -> None:
+                 force_load: bool = False, on_demo_loaded: Callable[[], Awaitable[None]] | None = None) -> None:
         self.worker = worker
+        self.on_demo_loaded = on_demo_loaded  # e.g. import the demo profiles
         self.saes = saes
         self.defaults = defaults
         self.served_model_name = served_model_name
@@ -120,6 +121,8 @@ class ModelService:
                 if source == demo.DEMO_MODEL_ID and self.saes.attached is None:
                     await self.saes.attach(str(demo.assets_dir() / "sae"), sae_id=demo.DEMO_SAE_ID)
                     result.sae_attached = demo.DEMO_SAE_ID
+                if source == demo.DEMO_MODEL_ID and self.on_demo_loaded is not None:
+                    await self.on_demo_loaded()
                 if src.repo_id is not None and self.index is not None:
                     self.index.mark_used(src.repo_id)
                 log.info("model %s loaded (%s, %s, %s)", new.model_id, new.device, new.dtype, new.quantization)

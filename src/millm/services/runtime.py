@@ -55,7 +55,7 @@ class Runtime:
                                index=self.jobs.index)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
-            index=self.jobs.index, force_load=settings.force_load,
+            index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
             defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
                       "max_context": settings.max_context},
@@ -138,8 +138,11 @@ class Runtime:
         assets = demo.assets_dir()
         if not (assets / "model").is_dir():
             raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
-        await self.models.load(demo.DEMO_MODEL_ID, revision=None)  # attaches the demo SAE too
-        bundle = assets / "profiles.json"
+        await self.models.load(demo.DEMO_MODEL_ID, revision=None)  # attaches the demo SAE, imports its profiles
+
+    async def import_demo_profiles(self) -> None:
+        """Add the demo profiles that are missing from the store (deleted ones come back)."""
+        bundle = demo.assets_dir() / "profiles.json"
         if bundle.is_file():
             existing = {p.name for p in self.profiles.list().data}
             import json
