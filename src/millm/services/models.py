@@ -42,9 +42,9 @@ log = logging.getLogger(__name__)
 class SwapResult:
     model: LoadedModel | None
     sae_message: str | None = None  # the SAE had to be detached (it does not fit the new model)
-    sae_attached: str | None = None  # the demo SAE, attached with the demo model
     estimate: MemoryEstimate | None = None
     available_bytes: int | None = None
+    sae_attached: str | None = None  # the demo SAE, attached with the demo model
 
 
 class ModelService:
