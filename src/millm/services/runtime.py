@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from millm import demo
-from millm.config import Settings
+from millm.config import Settings, data_dir_origin
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
 from millm.hub.jobs import JobManager
@@ -44,6 +44,8 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
+        log.info("data folder: %s (%s)", settings.data_dir.expanduser().resolve(), data_dir_origin(settings),
+                 extra={"data_dir": str(settings.data_dir.expanduser().resolve())})
         self.metrics = Metrics()
         self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
                              cuda_graphs=settings.cuda_graphs)
