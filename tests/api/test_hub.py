@@ -110,6 +110,9 @@ def test_pull_model_streams_progress_then_lists_and_loads_from_cache(
     assert job["files_done"] == job["files_total"] == 6 and job["bytes_done"] == job["bytes_total"] > 700_000
     mine = [e for e in events if e["job"]["id"] == job["id"]]
     assert mine[-1]["event"] == "state" and mine[-1]["job"]["state"] == "completed"
+    metrics = httpx.get(f"{live.url}/metrics").text
+    assert 'millm_download_jobs{kind="model",state="completed"}' in metrics
+    assert 'millm_download_bytes{kind="model",state="completed"}' in metrics
     moving = [e["job"] for e in mine if e["type"] == "progress" and 0 < e["job"]["bytes_done"] < e["job"]["bytes_total"]]
     assert len(moving) >= 2 and all(0 < m["progress"] < 1 for m in moving)
     assert not hub.gets("README.md")

@@ -116,6 +116,7 @@ class _Run:
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
     steering: str = "none"  # what was applied, for the request log (`logs.steering_summary`)
+    steering_source: str = "none"  # AppliedSteering.source, for metrics
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -248,7 +249,8 @@ class GenerationService:
         ttft = (run.first_token_at - run.started) if run.first_token_at else None
         prompt_tokens = sum(run.prompt_tokens)
         self.metrics.observe_request(endpoint=endpoint, outcome=outcome, seconds=total, ttft=ttft,
-                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
+                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
+                                     model=self.served_name() or model, steering_source=run.steering_source)
         log.info(
             "request done",
             extra={"request_id": rid, "model": model, "prompt_tokens": prompt_tokens,
@@ -274,7 +276,7 @@ class GenerationService:
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         run = self._submit(lm, [ids], n=req.n, params=self._params(req, max_tokens=max_tokens, logprobs=logprobs),
                            steering=spec, prompt_logprobs=False, prefix=rid)
-        run.steering = steering_summary(applied.model_dump())
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
         try:
@@ -381,7 +383,7 @@ class GenerationService:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs)
         run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
-        run.steering = steering_summary(applied.model_dump())
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         created = int(time.time())
         info = p.MillmInfo(steering=applied)
         try:

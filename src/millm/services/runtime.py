@@ -46,7 +46,7 @@ class Runtime:
         self.started_at = time.time()
         log.info("data folder: %s (%s)", settings.data_dir.expanduser().resolve(), data_dir_origin(settings),
                  extra={"data_dir": str(settings.data_dir.expanduser().resolve())})
-        self.metrics = Metrics()
+        self.metrics = Metrics(jobs=lambda: self.jobs.list())
         self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
                              cuda_graphs=settings.cuda_graphs)
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
