@@ -9,8 +9,9 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
-from millm import __version__, webui
-from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes
+from millm import __version__, logs, webui
+from millm.api import (admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes,
+                       server_routes)
 from millm.config import Settings
 from millm.services.runtime import Runtime
 
@@ -34,8 +35,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          static_url="/docs/static")
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "ETag", "Retry-After"])
+    app.add_middleware(logs.AccessLog)  # outermost: every request gets one structured access record
     errors.install(app)
-    for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes):
+    for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, server_routes):
         openapi.describe_operations(module.router)
         app.include_router(module.router)
     webui.install(app, settings.ui_dir)

@@ -139,7 +139,8 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     assert out is not None
     estimate = (estimate_out(result.estimate, result.available_bytes)
                 if result.estimate is not None and result.available_bytes is not None else None)
-    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, memory_estimate=estimate)
+    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, sae_attached=result.sae_attached,
+                          memory_estimate=estimate)
 
 
 @router.post("/api/models/unload", operation_id="unloadModel", tags=["models"], status_code=204, responses=ERRORS)

@@ -50,6 +50,9 @@ class LoadedModelOut(BaseModel):
 class ModelLoadOut(BaseModel):
     model: LoadedModelOut
     sae_detached: str | None = Field(None, description="Why an attached SAE was detached, if it was.")
+    sae_attached: str | None = Field(
+        None, description="The SAE attached along with the model: the demo SAE when millm-demo is loaded by name."
+    )
     memory_estimate: MemoryEstimateOut | None = Field(
         None, description="The estimate checked before loading (null when the weights have no safetensors headers)."
     )

@@ -70,8 +70,10 @@ class EmbeddingService:
             for i, v in enumerate(vectors)
         ]
         n_tokens = sum(len(i) for i in inputs)
-        self.generation.metrics.prompt_tokens.inc(n_tokens)
-        self.generation.metrics.requests.labels("embeddings", "ok").inc()
+        model = self.generation.served_name() or req.model
+        self.generation.metrics.prompt_tokens.labels(model).inc(n_tokens)
+        self.generation.metrics.requests.labels("embeddings", model, "ok").inc()
+        self.generation.metrics.steered.labels(model, applied.source).inc()
         return p.EmbeddingList(data=data, model=req.model, usage=p.EmbeddingUsage(prompt_tokens=n_tokens,
                                total_tokens=n_tokens), millm=p.MillmInfo(steering=applied))
 

@@ -30,6 +30,7 @@ from millm.engine.model_loading import LoadedModel
 from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
 from millm.engine.worker import Handle, Worker
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
+from millm.logs import steering_summary
 from millm.protocol import openai as p
 from millm.services import prompts
 from millm.services.metrics import Metrics
@@ -114,6 +115,8 @@ class _Run:
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    steering: str = "none"  # what was applied, for the request log (`logs.steering_summary`)
+    steering_source: str = "none"  # AppliedSteering.source, for metrics
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -246,13 +249,15 @@ class GenerationService:
         ttft = (run.first_token_at - run.started) if run.first_token_at else None
         prompt_tokens = sum(run.prompt_tokens)
         self.metrics.observe_request(endpoint=endpoint, outcome=outcome, seconds=total, ttft=ttft,
-                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
+                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
+                                     model=self.served_name() or model, steering_source=run.steering_source)
         log.info(
             "request done",
             extra={"request_id": rid, "model": model, "prompt_tokens": prompt_tokens,
                    "completion_tokens": run.completion_tokens,
                    "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
-                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint},
+                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint,
+                   "steering": run.steering},
         )
 
     # ------------------------------------------------------------------ chat
@@ -271,6 +276,7 @@ class GenerationService:
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         run = self._submit(lm, [ids], n=req.n, params=self._params(req, max_tokens=max_tokens, logprobs=logprobs),
                            steering=spec, prompt_logprobs=False, prefix=rid)
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
         try:
@@ -377,6 +383,7 @@ class GenerationService:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs)
         run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         created = int(time.time())
         info = p.MillmInfo(steering=applied)
         try:

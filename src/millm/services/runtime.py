@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from millm import demo
-from millm.config import Settings
+from millm.config import Settings, data_dir_origin
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
 from millm.hub.jobs import JobManager
@@ -44,7 +44,9 @@ class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
-        self.metrics = Metrics()
+        log.info("data folder: %s (%s)", settings.data_dir.expanduser().resolve(), data_dir_origin(settings),
+                 extra={"data_dir": str(settings.data_dir.expanduser().resolve())})
+        self.metrics = Metrics(jobs=lambda: self.jobs.list())
         self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
                              cuda_graphs=settings.cuda_graphs)
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
@@ -55,7 +57,7 @@ class Runtime:
                                index=self.jobs.index)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
-            index=self.jobs.index, force_load=settings.force_load,
+            index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
             defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
                       "max_context": settings.max_context},
@@ -119,7 +121,7 @@ class Runtime:
     async def _boot(self) -> None:
         s = self.settings
         try:
-            if s.model:
+            if s.model and s.model != demo.DEMO_MODEL_ID:
                 await self.models.load(s.model, revision=s.model_revision)
                 if s.sae:
                     await self.saes.attach(s.sae, layer=s.sae_layer)
@@ -138,9 +140,11 @@ class Runtime:
         assets = demo.assets_dir()
         if not (assets / "model").is_dir():
             raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
-        await self.models.load(str(assets / "model"), model_id=demo.DEMO_MODEL_ID)
-        await self.saes.attach(str(assets / "sae"), sae_id=demo.DEMO_SAE_ID)
-        bundle = assets / "profiles.json"
+        await self.models.load(demo.DEMO_MODEL_ID, revision=None)  # attaches the demo SAE, imports its profiles
+
+    async def import_demo_profiles(self) -> None:
+        """Add the demo profiles that are missing from the store (deleted ones come back)."""
+        bundle = demo.assets_dir() / "profiles.json"
         if bundle.is_file():
             existing = {p.name for p in self.profiles.list().data}
             import json
