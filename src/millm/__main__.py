@@ -62,10 +62,11 @@ def serve(**options: Any) -> None:
 
 
 def _register_subcommands() -> None:
-    from millm import cli_hub, cli_profiles
+    from millm import cli_hub, cli_mcp, cli_profiles
 
     cli_hub.register(main)
     main.add_command(cli_profiles.profile)
+    main.add_command(cli_mcp.mcp)
 
 
 _register_subcommands()

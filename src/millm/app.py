@@ -11,6 +11,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from millm import __version__
 from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, profile_routes
 from millm.config import Settings
+from millm.mcp_server import mount as mount_mcp
 from millm.services.runtime import Runtime
 
 
@@ -23,7 +24,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         await runtime.start()
         try:
-            yield
+            async with mcp_sessions.run():
+                yield
         finally:
             await runtime.stop()
 
@@ -34,4 +36,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.install(app)
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes):
         app.include_router(module.router)
+    mcp_sessions = mount_mcp(app, host=settings.host)  # POST /mcp: the MCP server (millm.mcp_server)
     return app
