@@ -283,3 +283,52 @@ def test_search_ranks_whole_words_and_label_scores() -> None:
     assert [x["index"] for x in search_labels(labels, "all caps (yelling)")] == [3, 2]
     assert [x["index"] for x in search_labels(labels, "ocean 4")] == [4]
     assert search_labels(labels, "  ") == []
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_handshake_era_clients_work_too(live, transport) -> None:
+    """Hosts that still use the initialize handshake (protocol 2025-xx) get the same tools."""
+    target = live.url + "/mcp" if transport == "http" else stdio_params(live.url)
+
+    async def go() -> None:
+        async with Client(target, mode="legacy") as c:
+            assert c.protocol_version.startswith("2025-")
+            assert {t.name for t in (await c.list_tools()).tools} == TOOLS
+            assert (await call(c, "get_status"))["sae"]["id"] == demo.DEMO_SAE_ID
+
+    run(go())
+
+
+def test_http_transport_rejects_a_foreign_origin(live) -> None:
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": "clear_steering", "arguments": {}}}
+    r = httpx.post(live.url + "/mcp", json=body, headers={"Origin": "http://evil.example",
+                                                          "Accept": "application/json, text/event-stream"})
+    assert r.status_code == 403
+
+
+def test_the_api_key_guards_the_mcp_endpoint(tmp_path) -> None:
+    if "api_key" not in Settings.model_fields:
+        pytest.skip("this build has no MILLM_API_KEY support yet")
+    server = start_server(Settings(port=free_port(), data_dir=tmp_path, api_key="s3cret"))  # type: ignore[call-arg]
+    try:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+        accept = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
+        assert httpx.post(server.url + "/mcp", json=body, headers=accept).status_code == 401
+
+        async def go() -> None:
+            import httpx2
+
+            authed = httpx2.AsyncClient(headers={"Authorization": "Bearer s3cret"})
+            from mcp.client.streamable_http import streamable_http_client
+
+            async with Client(streamable_http_client(server.url + "/mcp", http_client=authed)) as c:
+                assert (await call(c, "get_status"))["status"] == "ok"
+            async with Client(stdio_params(server.url, MILLM_API_KEY="s3cret")) as c:
+                assert (await call(c, "get_status"))["status"] == "ok"
+            async with Client(stdio_params(server.url)) as c:  # no MILLM_API_KEY: the server's refusal, as said
+                assert "key" in (await error(c, "get_status", {})).lower()
+
+        run(go())
+    finally:
+        server.stop()
