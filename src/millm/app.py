@@ -13,6 +13,7 @@ from millm import __version__, logs, webui
 from millm.api import (admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes,
                        server_routes)
 from millm.config import Settings
+from millm.mcp_server import mount as mount_mcp
 from millm.services.runtime import Runtime
 
 
@@ -25,7 +26,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.runtime = runtime
         await runtime.start()
         try:
-            yield
+            async with mcp_sessions.run():
+                yield
         finally:
             await runtime.stop()
 
@@ -40,5 +42,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, server_routes):
         openapi.describe_operations(module.router)
         app.include_router(module.router)
-    webui.install(app, settings.ui_dir)
+    mcp_sessions = mount_mcp(app, host=settings.host)  # POST /mcp: the MCP server (millm.mcp_server)
+    webui.install(app, settings.ui_dir)  # last: its fallback to index.html must not shadow the routes above
     return app
