@@ -41,6 +41,13 @@ class ContextTooLong(InvalidRequest):
     default_code = "context_length_exceeded"
 
 
+class PayloadTooLarge(InvalidRequest):
+    """The request body is over the configured size limit (413)."""
+
+    status = 413
+    default_code = "request_too_large"
+
+
 class Unauthorized(MillmError):
     """Missing or wrong credentials, here or at the Hub (401)."""
 
