@@ -125,8 +125,14 @@ def install(app: FastAPI) -> None:
         if exc.status_code == 413 and request.scope.get(limits.SCOPE_KEY) is not None:
             return millm_response(limits.too_large(request.scope[limits.SCOPE_KEY]))
         if exc.status_code == 400 and message == "There was an error parsing the body":
-            # FastAPI's words for a body json.loads could not even decode: not UTF-8 text
-            message, code = "the request body is not valid JSON: it is not UTF-8 text", "invalid_json"
+            # FastAPI's words for a body json.loads raised on with anything but a JSONDecodeError
+            code = "invalid_json"
+            if isinstance(exc.__cause__, UnicodeDecodeError):
+                message = "the request body is not valid JSON: it is not UTF-8 text"
+            elif isinstance(exc.__cause__, RecursionError):
+                message = "the request body is not valid JSON here: arrays or objects are nested too deeply"
+            else:
+                message = "the request body could not be parsed as JSON"
         body = ErrorResponse(error=ErrorInfo(message=message, type=kind, param=None, code=code))
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 

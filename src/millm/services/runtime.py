@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from millm import demo
@@ -26,6 +27,7 @@ from millm.services.profiles import ProfileService
 from millm.services.saes import SaeService
 from millm.services.steering import NamedSteering, SteeringService
 from millm.engine.types import FeatureStrength
+from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.store.db import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,16 @@ def named_steering(profile: Any) -> NamedSteering:
     )
 
 
+def allowed_roots(settings: Settings) -> LocalRoots:
+    """The local folders clients may load models and SAEs from (see millm.services.local_paths)."""
+    from huggingface_hub import constants
+
+    own = [settings.model, settings.sae.partition(":")[0] if settings.sae else None]
+    return LocalRoots.of(settings.cache_dir or constants.HF_HUB_CACHE, settings.data_dir, demo.assets_dir(),
+                         *[o for o in own if o and looks_like_path(o) or o and Path(o).expanduser().exists()],
+                         *settings.allowed_paths)
+
+
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -51,11 +63,12 @@ class Runtime:
         self.profiles = ProfileService(self.db.session_factory)
         self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))
         self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
+        self.roots = allowed_roots(settings)
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
-                               index=self.jobs.index)
+                               index=self.jobs.index, roots=self.roots)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
-            index=self.jobs.index, force_load=settings.force_load,
+            index=self.jobs.index, force_load=settings.force_load, roots=self.roots,
             defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
                       "max_context": settings.max_context},
@@ -120,9 +133,9 @@ class Runtime:
         s = self.settings
         try:
             if s.model:
-                await self.models.load(s.model, revision=s.model_revision)
+                await self.models.load(s.model, revision=s.model_revision, trusted=True)
                 if s.sae:
-                    await self.saes.attach(s.sae, layer=s.sae_layer)
+                    await self.saes.attach(s.sae, layer=s.sae_layer, trusted=True)
             else:
                 await self.load_demo()
             if s.restore_state:
@@ -138,8 +151,8 @@ class Runtime:
         assets = demo.assets_dir()
         if not (assets / "model").is_dir():
             raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
-        await self.models.load(str(assets / "model"), model_id=demo.DEMO_MODEL_ID)
-        await self.saes.attach(str(assets / "sae"), sae_id=demo.DEMO_SAE_ID)
+        await self.models.load(str(assets / "model"), model_id=demo.DEMO_MODEL_ID, trusted=True)
+        await self.saes.attach(str(assets / "sae"), sae_id=demo.DEMO_SAE_ID, trusted=True)
         bundle = assets / "profiles.json"
         if bundle.is_file():
             existing = {p.name for p in self.profiles.list().data}
