@@ -17,7 +17,7 @@ from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest
 from millm.protocol import admin as a
 from millm.protocol.openai import ErrorResponse
-from millm.services.hub import looks_like_path
+from millm.services.local_paths import looks_like_path
 from millm.services.runtime import Runtime
 from millm.services.saes import AttachedSae
 
@@ -28,7 +28,10 @@ HUB_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **{code: {"model": Erro
 
 
 def looks_local(source: str) -> bool:
-    return looks_like_path(source) or Path(source).expanduser().is_dir()
+    try:
+        return looks_like_path(source) or Path(source).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def model_out(rt: Runtime) -> a.LoadedModelOut | None:

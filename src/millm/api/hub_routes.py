@@ -65,7 +65,7 @@ def hub_service(rt: RuntimeDep) -> HubService:
             in_use.add(str(att.source["repo_id"]))
         sae_numel = sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
     s = rt.settings
-    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel,
+    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel, roots=rt.roots,
                       defaults={"device": s.device, "dtype": s.dtype, "quantization": s.quantization,
                                 "max_context": s.max_context})
 

@@ -57,7 +57,9 @@ class EmbeddingService:
             )
         if isinstance(req.input, str) and req.input == "" or isinstance(req.input, list) and "" in req.input:
             raise InvalidRequest("input must not be an empty string", param="input")
-        inputs = prompts.tokenize_prompts(lm.tokenizer, req.input, vocab_size=lm.vocab_size, param="input")
+        inputs = await prompts.off_loop(prompts.text_size(req.input), prompts.tokenize_prompts, lm.tokenizer,
+                                        req.input, vocab_size=lm.vocab_size, param="input",
+                                        context_length=lm.context_length + 1)
         for i, ids in enumerate(inputs):
             prompts.check_context(len(ids), lm.context_length + 1, param=f"input[{i}]" if len(inputs) > 1 else "input")
         spec, applied = self.generation.steering.resolve(req.steering, model_profile=profile)

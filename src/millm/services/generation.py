@@ -268,7 +268,8 @@ class GenerationService:
             raise InvalidRequest("response_format json_object/json_schema is not supported", param="response_format")
         self._check_bias(req, lm.vocab_size)
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        ids = prompts.render_chat(lm.tokenizer, req.messages)
+        ids = await prompts.off_loop(prompts.text_size(req.messages), prompts.render_chat, lm.tokenizer, req.messages,
+                                     context_length=lm.context_length)
         prompts.check_context(len(ids), lm.context_length, param="messages")
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
@@ -373,7 +374,9 @@ class GenerationService:
             raise InvalidRequest("best_of other than n is not supported", param="best_of")
         self._check_bias(req, lm.vocab_size)
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        all_ids = prompts.tokenize_prompts(lm.tokenizer, req.prompt, vocab_size=lm.vocab_size, param="prompt")
+        all_ids = await prompts.off_loop(prompts.text_size(req.prompt), prompts.tokenize_prompts, lm.tokenizer,
+                                         req.prompt, vocab_size=lm.vocab_size, param="prompt",
+                                         context_length=lm.context_length)
         longest = max(len(i) for i in all_ids)
         prompts.check_context(longest, lm.context_length, param="prompt")
         max_tokens = prompts.clamp_max_tokens(req.max_tokens, longest, lm.context_length)
