@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from millm import __version__
-from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, profile_routes
+from millm.api import admin_routes, compare_routes, errors, hub_routes, monitor_routes, openai_routes, profile_routes
 from millm.config import Settings
 from millm.services.runtime import Runtime
 
@@ -32,6 +32,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "ETag", "Retry-After"])
     errors.install(app)
-    for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes):
+    for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, compare_routes):
         app.include_router(module.router)
     return app

@@ -169,7 +169,9 @@ class GenerationService:
                 raise InvalidRequest(f"logit_bias token id {k} is out of range [0, {vocab})", param="logit_bias")
 
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
-                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str) -> _Run:
+                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
+                steerings: list[SteeringSpec | None] | None = None) -> _Run:
+        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = _Relay(loop)
@@ -180,7 +182,8 @@ class GenerationService:
             for i, ids in enumerate(prompts_ids):
                 request = GenerationRequest(
                     request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
-                    prompt_ids=tuple(ids), params=params, n=n, steering=steering,
+                    prompt_ids=tuple(ids), params=params, n=n,
+                    steering=steerings[i] if steerings is not None else steering,
                     prompt_logprobs=prompt_logprobs, model=lm.model_id,
                 )
 

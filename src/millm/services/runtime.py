@@ -17,6 +17,7 @@ from millm.config import Settings
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
 from millm.hub.jobs import JobManager
+from millm.services.compare import CompareService
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
 from millm.services.metrics import Metrics
@@ -67,6 +68,7 @@ class Runtime:
             served_name=self.models.served_name,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
+        self.compare = CompareService(generation=self.generation)
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
