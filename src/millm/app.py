@@ -30,7 +30,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app = FastAPI(title="miLLM", version=__version__, lifespan=lifespan,
                   description="OpenAI-compatible inference with SAE feature steering and monitoring.")
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                       allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "ETag", "Retry-After"])
+                       allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "X-MiLLM-Steering-Hash", "ETag", "Retry-After"])
     errors.install(app)
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, compare_routes):
         app.include_router(module.router)

@@ -73,6 +73,7 @@ class CompareService:
         if model is None:
             raise ModelNotLoaded("no model is loaded", retry_after=5.0)
         lm, profile = gen.resolve_model(model)
+        version = gen.steering.version
         variants = self._variant_steering(req, profile)
         if req.messages is not None:
             ids = prompts.render_chat(lm.tokenizer, req.messages)
@@ -96,6 +97,7 @@ class CompareService:
         rid = f"cmp-{uuid.uuid4().hex[:24]}"
         run = gen._submit(lm, [ids] * len(variants), n=1, params=params, steering=None, prompt_logprobs=False,
                           prefix=rid, steerings=[v.spec for v in variants])
+        run.steering_version = version
         try:
             await gen._await_prefill(run, len(variants))
         except MillmError:
@@ -117,6 +119,7 @@ class CompareService:
                         continue
                     v.finish_reason = ev.finish_reason
                     v.events.append(ev)
+                    v.receipt = gen.final_receipt(v.receipt, run, choices=[i])
                     finished.add(i)
                     if 0 in finished:  # a done frame says where it departs from variant 0: wait for that one
                         for j in sorted(finished - sent):

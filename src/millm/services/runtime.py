@@ -62,7 +62,8 @@ class Runtime:
                       "max_context": settings.max_context},
         )
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
-                                        model_names=self.model_names)
+                                        model_names=self.model_names, max_scale=settings.steering_max_scale,
+                                        labels=lambda: self.monitor.labels)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
             served_name=self.models.served_name,
