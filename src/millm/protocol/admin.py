@@ -109,6 +109,8 @@ class SteeringStateOut(BaseModel):
     steer_special_tokens: bool
     features: list[SteeringFeatureOut]
     profile: str | None = Field(None, description="The active profile, when the steering came from one.")
+    scale: float = Field(1.0, description="Intensity dial multiplying every strength (a request's steering.scale "
+                         "overrides it).")
 
 
 class SteeringSetIn(_Strict):
@@ -116,6 +118,7 @@ class SteeringSetIn(_Strict):
     mode: Literal["add", "clamp"] = "add"
     normalize: bool = False
     steer_special_tokens: bool = True
+    scale: float = Field(1.0, ge=0, allow_inf_nan=False, description="Intensity dial, 0 to MILLM_STEERING_MAX_SCALE.")
 
 
 class SteeringFeaturePatch(_Strict):
@@ -133,6 +136,7 @@ class SteeringFeaturePatch(_Strict):
 class SteeringPatchIn(_Strict):
     features: list[SteeringFeaturePatch] = Field(default_factory=list)
     mode: Literal["add", "clamp"] | None = None
+    scale: float | None = Field(None, ge=0, allow_inf_nan=False, description="Intensity dial.")
 
 
 # ---------------------------------------------------------------------------- status

@@ -38,6 +38,7 @@ def named_steering(profile: Any) -> NamedSteering:
         normalize=profile.normalize,
         features=tuple(FeatureStrength(f.index, f.strength) for f in profile.features),
         labels=tuple(f.label for f in profile.features),
+        scale=profile.scale, scale_min=profile.scale_min, scale_max=profile.scale_max,
     )
 
 
