@@ -92,6 +92,9 @@ class Settings(BaseSettings):
         description="Origins allowed by CORS (JSON list in the environment; '*' for any). Empty: the UI's own "
         "origin and http(s)://localhost, 127.0.0.1 and [::1] on any port.",
     )
+    steering_max_scale: float = Field(
+        10.0, gt=0, description="Largest steering.scale (intensity dial) a request may ask for, unless a profile "
+        "sets its own range.")
     restore_state: bool = Field(True, description="Restore the active profile at start-up.")
     force_load: bool = Field(False, description="Load models even when the memory estimate says they do not fit.")
     ui_dir: Path | None = Field(

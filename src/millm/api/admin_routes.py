@@ -65,7 +65,7 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
         enabled=s.enabled, mode=s.mode, normalize=s.normalize, steer_special_tokens=s.steer_special_tokens,
         features=[a.SteeringFeatureOut(index=i, strength=v, label=s.labels.get(i) or rt.monitor.labels.get(i))
                   for i, v in sorted(s.features.items())],
-        profile=s.profile,
+        profile=s.profile, scale=s.scale,
     )
 
 
@@ -241,7 +241,7 @@ async def set_steering(body: a.SteeringSetIn, rt: RuntimeDep) -> a.SteeringState
     if len(set(indices)) != len(indices):
         raise InvalidRequest("each feature index may appear once", param="features")
     rt.steering.set(features=[(f.index, f.strength) for f in body.features], mode=body.mode,
-                    normalize=body.normalize, steer_special_tokens=body.steer_special_tokens)
+                    normalize=body.normalize, steer_special_tokens=body.steer_special_tokens, scale=body.scale)
     await _forget_active_profile(rt)
     return steering_out(rt)
 
@@ -252,7 +252,7 @@ async def patch_steering(body: a.SteeringPatchIn, rt: RuntimeDep) -> a.SteeringS
     """Update the steering.
 
     Change some features' strengths (`strength: null` removes one) or the mode, keeping the rest."""
-    rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode)
+    rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode, scale=body.scale)
     await _forget_active_profile(rt)
     return steering_out(rt)
 
