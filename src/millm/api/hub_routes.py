@@ -296,7 +296,7 @@ async def estimate_model(
             responses=ERRORS)
 async def list_repo_saes(
     hub: HubDep,
-    repo: str = Query(description="Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).", max_length=200),
+    repo_id: str = Query(description="Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).", max_length=200),
     revision: str | None = Query(None, description="Branch, tag or commit (default: main).", max_length=200),
 ) -> h.RepoSaeList:
     """List a Hub repo's SAEs.
@@ -305,7 +305,7 @@ async def list_repo_saes(
     layouts) with its layer, site, width, L0 and size parsed from its path, and d_in, hook, architecture and
     Neuronpedia id from its config where the format has one; nothing is downloaded into the cache. Pick one and
     pull it with `POST /api/downloads` (`kind: sae`, `repo_id`, `path`) or attach its `source`."""
-    listing = await asyncio.to_thread(hub.repo_saes, repo, revision)
+    listing = await asyncio.to_thread(hub.repo_saes, repo_id, revision)
     data = [h.RepoSaeOut(path=s.path, source=f"{listing.repo_id}:{s.path}" if s.path else listing.repo_id,
                          format=s.format, layer=s.layer, site=s.site, hook_name=s.hook_name, width=s.width,
                          d_in=s.d_in, l0=s.l0, l0_label=s.l0_label, architecture=s.architecture,

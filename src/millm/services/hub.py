@@ -321,7 +321,7 @@ class HubService:
         """The SAEs a Hub repo holds (see millm.hub.sae_listing), their configs read where the format has one
         (at most MAX_CONFIGS, small files only, fetched in parallel into a scratch folder and remembered per
         commit). Blocking: it talks to the Hub."""
-        check_repo_id(repo_id, param="repo")
+        check_repo_id(repo_id, param="repo_id")
         check_revision(revision)
         client = self.jobs.hub_client()
         commit, files = client.repo_files(repo_id, revision)
