@@ -139,3 +139,9 @@ def test_every_error_response_is_the_json_envelope(schema: dict[str, Any]) -> No
                 content = response["content"]
                 assert list(content) == ["application/json"], (method, path, status)
                 assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_every_parameter_is_described(schema: dict[str, Any]) -> None:
+    for method, path, op in operations(schema):
+        for param in op.get("parameters", []):
+            assert param.get("description"), f"{method} {path}: {param['in']} parameter {param['name']}"
