@@ -153,8 +153,24 @@ class ChatMessage(OpenAIBase):
     name: str | None = None
 
 
+class JsonSchemaFormat(OpenAIBase):
+    name: str = Field(max_length=64, description="A name for the schema (as OpenAI: a-z, A-Z, 0-9, _ and -).")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON schema the output follows.")
+    strict: bool | None = Field(None, description="Accepted; the output always follows the schema here.")
+
+
 class ResponseFormat(OpenAIBase):
+    """Structured outputs, enforced by constrained decoding: `json_object` (any JSON object) or `json_schema`."""
+
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
 
 
 class ChatCompletionRequest(SamplingFields):
@@ -267,6 +283,7 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=5)
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1, le=20)
+    response_format: ResponseFormat | None = Field(None, description="Extension: structured outputs, as on chat.")
 
 
 class CompletionLogprobs(BaseModel):

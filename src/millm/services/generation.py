@@ -26,12 +26,13 @@ from typing import Any, AsyncIterator, Callable
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from millm.engine.grammar import Constraint
 from millm.engine.model_loading import LoadedModel
 from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
 from millm.engine.worker import Handle, Worker
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
 from millm.protocol import openai as p
-from millm.services import prompts
+from millm.services import prompts, structured
 from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
 
@@ -147,7 +148,8 @@ class GenerationService:
 
     # ------------------------------------------------------------------ shared
 
-    def _params(self, req: p.SamplingFields, *, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    def _params(self, req: p.SamplingFields, *, max_tokens: int, logprobs: int | None,
+                constraint: Constraint | None = None) -> SamplingParams:
         temperature = 1.0 if req.temperature is None else req.temperature
         return SamplingParams(
             max_tokens=max_tokens,
@@ -161,6 +163,7 @@ class GenerationService:
             stop=tuple(req.stop_list),
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
+            constraint=constraint,
         )
 
     def _check_bias(self, req: p.SamplingFields, vocab: int) -> None:
@@ -259,8 +262,7 @@ class GenerationService:
 
     async def chat(self, req: p.ChatCompletionRequest) -> Result:
         lm, profile = self.resolve_model(req.model)
-        if req.response_format is not None and req.response_format.type != "text":
-            raise InvalidRequest("response_format json_object/json_schema is not supported", param="response_format")
+        constraint = structured.response_constraint(lm, req.response_format)
         self._check_bias(req, lm.vocab_size)
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
         ids = prompts.render_chat(lm.tokenizer, req.messages)
@@ -269,7 +271,8 @@ class GenerationService:
         max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        run = self._submit(lm, [ids], n=req.n, params=self._params(req, max_tokens=max_tokens, logprobs=logprobs),
+        params = self._params(req, max_tokens=max_tokens, logprobs=logprobs, constraint=constraint)
+        run = self._submit(lm, [ids], n=req.n, params=params,
                            steering=spec, prompt_logprobs=False, prefix=rid)
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
@@ -365,6 +368,7 @@ class GenerationService:
             raise InvalidRequest("suffix is not supported by this model", param="suffix")
         if req.best_of is not None and req.best_of != req.n:
             raise InvalidRequest("best_of other than n is not supported", param="best_of")
+        constraint = structured.response_constraint(lm, req.response_format)
         self._check_bias(req, lm.vocab_size)
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
         all_ids = prompts.tokenize_prompts(lm.tokenizer, req.prompt, vocab_size=lm.vocab_size, param="prompt")
@@ -375,7 +379,7 @@ class GenerationService:
         echo_lp = req.echo and req.logprobs is not None
         if max_tokens == 0 and not req.echo:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
-        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs)
+        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs, constraint=constraint)
         run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
         created = int(time.time())
         info = p.MillmInfo(steering=applied)
