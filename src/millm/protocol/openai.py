@@ -147,10 +147,35 @@ class ContentPart(OpenAIBase):
     text: str | None = None
 
 
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str = Field(description="The call's arguments as a JSON object text.")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(OpenAIBase):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant turn's tool calls, sent back.")
+    tool_call_id: str | None = Field(None, description="On a tool message: the call it answers.")
+
+
+class FunctionDef(OpenAIBase):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.\-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(OpenAIBase):
+    type: Literal["function"]
+    function: FunctionDef
 
 
 class JsonSchemaFormat(OpenAIBase):
@@ -180,9 +205,11 @@ class ChatCompletionRequest(SamplingFields):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    # Tool calling is not offered: `tools` with tool_choice "auto" or "none" get a text answer (the model may
-    # still describe a call in text), while a choice that demands a call is refused.
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="'none', 'auto' (the default with tools), 'required' or {'type': 'function', "
+                          "'function': {'name': ...}}; required and named calls are enforced by a grammar.")
+    parallel_tool_calls: bool = True
 
     @model_validator(mode="after")
     def _top_logprobs(self) -> ChatCompletionRequest:
@@ -193,10 +220,18 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("tool_choice")
     @classmethod
     def _tool_choice(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        if v is not None and v not in ("auto", "none"):
-            raise ValueError("tool calls are not supported: this server answers in text, so tool_choice can only "
-                             "be 'auto' or 'none'")
+        if v is None or v in ("auto", "none", "required"):
+            return v
+        fn = v.get("function") if isinstance(v, dict) else None
+        if not (isinstance(v, dict) and v.get("type") == "function" and isinstance(fn, dict)
+                and isinstance(fn.get("name"), str)):
+            raise ValueError("tool_choice must be 'none', 'auto', 'required' or "
+                             "{'type': 'function', 'function': {'name': ...}}")
         return v
+
+    @property
+    def named_tool(self) -> str | None:
+        return self.tool_choice["function"]["name"] if isinstance(self.tool_choice, dict) else None
 
 
 class ChatLogprobTop(BaseModel):
@@ -218,6 +253,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
+    tool_calls: list[ToolCall] | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ChatChoice(BaseModel):
@@ -252,6 +288,21 @@ class ChatDelta(BaseModel):
     # Only the first delta of a choice carries the role; later ones leave the key out.
     role: Literal["assistant"] | None = Field(None, exclude_if=_absent_when_none)
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(None, exclude_if=_absent_when_none)
+
+
+class ToolCallFunctionDelta(BaseModel):
+    name: str | None = Field(None, exclude_if=_absent_when_none)
+    arguments: str = ""
+
+
+class ToolCallDelta(BaseModel):
+    """A streamed tool call: the first delta of a call has id, type and name; later ones append arguments."""
+
+    index: int
+    id: str | None = Field(None, exclude_if=_absent_when_none)
+    type: Literal["function"] | None = Field(None, exclude_if=_absent_when_none)
+    function: ToolCallFunctionDelta
 
 
 class ChatChunkChoice(BaseModel):
@@ -361,5 +412,6 @@ class ModelList(BaseModel):
 
 SamplingFields.model_rebuild()
 ChatCompletionRequest.model_rebuild()
+ChatDelta.model_rebuild()
 CompletionRequest.model_rebuild()
 

@@ -32,7 +32,7 @@ from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, S
 from millm.engine.worker import Handle, Worker
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
 from millm.protocol import openai as p
-from millm.services import prompts, structured
+from millm.services import prompts, structured, tools
 from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
 
@@ -263,9 +263,15 @@ class GenerationService:
     async def chat(self, req: p.ChatCompletionRequest) -> Result:
         lm, profile = self.resolve_model(req.model)
         constraint = structured.response_constraint(lm, req.response_format)
+        plan = tools.plan_for(lm, req)
+        if plan is not None and plan.constraint is not None:
+            constraint = plan.constraint  # a required or named call is the whole reply
         self._check_bias(req, lm.vocab_size)
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        ids = prompts.render_chat(lm.tokenizer, req.messages)
+        ids = prompts.render_chat(lm.tokenizer, req.messages, tools=plan.template_tools if plan else None)
+        if plan is not None and ids == prompts.render_chat(lm.tokenizer, req.messages):
+            raise InvalidRequest("this model's chat template does not render tools, so it cannot take them",
+                                 param="tools", code="tools_unsupported")
         prompts.check_context(len(ids), lm.context_length, param="messages")
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
         max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
@@ -282,8 +288,8 @@ class GenerationService:
             self._log(rid, req.model, run, "error", "chat")
             raise
         if req.stream:
-            return Result(self._chat_stream(req, lm, run, rid, created, info), applied, True)
-        return Result(await self._chat_full(req, lm, run, rid, created, info), applied, False)
+            return Result(self._chat_stream(req, lm, run, rid, created, info, plan), applied, True)
+        return Result(await self._chat_full(req, lm, run, rid, created, info, plan), applied, False)
 
     def _chat_logprobs(self, lm: LoadedModel, ev: GenerationEvent) -> p.ChatLogprobs | None:
         if not ev.logprobs:
@@ -300,7 +306,7 @@ class GenerationService:
         return p.ChatLogprobs(content=content)
 
     async def _chat_full(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
-                         info: p.MillmInfo) -> p.ChatCompletion:
+                         info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> p.ChatCompletion:
         texts = [""] * req.n
         reasons: list[str | None] = [None] * req.n
         lps: list[list[p.ChatLogprobContent]] = [[] for _ in range(req.n)]
@@ -316,17 +322,22 @@ class GenerationService:
             outcome = "ok"
         finally:
             self._log(rid, req.model, run, outcome, "chat")
-        choices = [
-            p.ChatChoice(index=c, message=p.AssistantMessage(content=texts[c]), finish_reason=reasons[c],
-                         logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None)
-            for c in range(req.n)
-        ]
+        choices = []
+        for c in range(req.n):
+            message = p.AssistantMessage(content=texts[c])
+            if plan is not None:
+                content, calls = plan.fmt.parse(texts[c])
+                if calls:
+                    message = p.AssistantMessage(content=content or None, tool_calls=plan.to_openai(calls))
+                    reasons[c] = "tool_calls"
+            choices.append(p.ChatChoice(index=c, message=message, finish_reason=reasons[c],
+                                        logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None))
         usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=run.completion_tokens,
                         total_tokens=run.prompt_tokens[0] + run.completion_tokens)
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
-                           info: p.MillmInfo) -> AsyncIterator[str]:
+                           info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         def chunk(choices: list[p.ChatChunkChoice], **kw: Any) -> str:
@@ -341,14 +352,30 @@ class GenerationService:
             for c in range(req.n):
                 yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))],
                             millm=info if c == 0 else None)
+            splitters = [tools.StreamSplitter(plan.fmt) for _ in range(req.n)] if plan is not None else None
             async for c, ev in self._events(run, 1):
                 lp = self._chat_logprobs(lm, ev)
+                text = splitters[c].push(ev.text) if splitters is not None else ev.text
                 if lp:
-                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=ev.text), logprobs=lp)])
-                elif ev.text:
-                    yield text_chunk(c, ev.text)
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text), logprobs=lp)])
+                elif text:
+                    yield text_chunk(c, text)
                 if ev.finish_reason:
-                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=ev.finish_reason)])
+                    reason: str = ev.finish_reason
+                    if splitters is not None and plan is not None:
+                        rest, calls = splitters[c].finish()
+                        if rest:
+                            yield text_chunk(c, rest)
+                        for k, call in enumerate(plan.to_openai(calls)):
+                            delta = p.ToolCallDelta(index=k, id=call.id, type="function",
+                                                    function=p.ToolCallFunctionDelta(name=call.function.name))
+                            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[delta]))])
+                            args = p.ToolCallDelta(index=k, function=p.ToolCallFunctionDelta(
+                                arguments=call.function.arguments))
+                            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[args]))])
+                        if calls:
+                            reason = "tool_calls"
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=reason)])
             if include_usage:
                 yield chunk([], usage=p.Usage(prompt_tokens=run.prompt_tokens[0],
                                               completion_tokens=run.completion_tokens,

@@ -9,6 +9,7 @@ merged) and rendered again; only if that also fails is it a 400.
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -18,7 +19,7 @@ from millm.protocol.openai import ChatMessage, PromptField
 log = logging.getLogger(__name__)
 
 
-def message_text(messages: list[ChatMessage]) -> list[dict[str, str]]:
+def message_text(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """Flatten content parts to text; anything but text parts is a 400 naming the part."""
     out = []
     for i, m in enumerate(messages):
@@ -37,13 +38,31 @@ def message_text(messages: list[ChatMessage]) -> list[dict[str, str]]:
                 pieces.append(part.text)
             text = "".join(pieces)
         role = "system" if m.role == "developer" else m.role
-        out.append({"role": role, "content": text})
+        entry: dict[str, Any] = {"role": role, "content": text}
+        if m.tool_calls:
+            entry["tool_calls"] = [_template_call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(m.tool_calls)]
+        if m.role == "tool":
+            entry["tool_call_id"] = m.tool_call_id
+            if m.name:
+                entry["name"] = m.name
+        out.append(entry)
     return out
 
 
-def _normalised(conv: list[dict[str, str]]) -> list[dict[str, str]]:
+def _template_call(call: Any, param: str) -> dict[str, Any]:
+    """An OpenAI tool call as chat templates read it: arguments as a mapping (templates apply tojson to it)."""
+    try:
+        args = json.loads(call.function.arguments) if call.function.arguments.strip() else {}
+    except ValueError:
+        raise InvalidRequest("tool call arguments must be a JSON object text", param=f"{param}.function.arguments")
+    if not isinstance(args, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object text", param=f"{param}.function.arguments")
+    return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": args}}
+
+
+def _normalised(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
     system = "\n\n".join(m["content"] for m in conv if m["role"] == "system")
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in conv:
         if m["role"] == "system":
             continue
@@ -59,15 +78,17 @@ def _normalised(conv: list[dict[str, str]]) -> list[dict[str, str]]:
     return turns
 
 
-def render_chat(tokenizer: Any, messages: list[ChatMessage]) -> list[int]:
+def render_chat(tokenizer: Any, messages: list[ChatMessage], *, tools: list[dict[str, Any]] | None = None) -> list[int]:
+    """Token ids of the conversation in the model's chat template (tools, when given, rendered by it too)."""
     conv = message_text(messages)
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
     if getattr(tokenizer, "chat_template", None) is None:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in conv) + "assistant:"
         return list(tokenizer(text).input_ids)
     last_error: Exception | None = None
     for attempt in (conv, _normalised(conv)):
         try:
-            text = tokenizer.apply_chat_template(attempt, tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(attempt, tokenize=False, add_generation_prompt=True, **extra)
             return list(tokenizer(text, add_special_tokens=False).input_ids)
         except Exception as e:  # noqa: BLE001 - jinja raises anything, including TemplateError
             log.debug("chat template failed (%s); retrying with a normalised conversation", e)
