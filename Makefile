@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: install serve test bench demo-train
+.PHONY: install serve test bench demo-train openapi
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,3 +28,7 @@ bench: install
 
 demo-train: install
 	$(PY) -m millm.demo.train $(ARGS)
+
+# frontend/openapi.json and frontend/frames.schema.json, from the app and its pydantic models (no server started)
+openapi: install
+	$(PY) -m millm.schema_dump
