@@ -27,6 +27,10 @@ class RowSampler:
             ids = torch.tensor([i for i, _ in params.logit_bias], device=device)
             vals = torch.tensor([b for _, b in params.logit_bias], device=device)
             self.bias[ids] = vals
+        if params.allowed_token_ids:
+            keep = torch.full((vocab_size,), float("-inf"), device=device)
+            keep[torch.tensor(params.allowed_token_ids, device=device)] = 0.0
+            self.bias = keep if self.bias is None else self.bias + keep
         # The row's parse state under its grammar (structured outputs); None for free rows.
         self.matcher = params.constraint.matcher() if params.constraint is not None else None
 

@@ -34,6 +34,8 @@ class SamplingParams:
     logprobs: int | None = None
     # Constrained decoding (structured outputs, enforced tool calls): each row follows this grammar.
     constraint: Constraint | None = None
+    # When not empty: only these token ids can be drawn (and logprobs are over them).
+    allowed_token_ids: tuple[int, ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -75,6 +77,8 @@ class GenerationRequest:
     # When set, the worker also returns logprobs of the prompt tokens (completions echo + logprobs).
     prompt_logprobs: bool = False
     model: str | None = None
+    # With prompt_logprobs: how many alternatives per prompt token (default: params.logprobs).
+    prompt_top_logprobs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -374,7 +374,7 @@ class Worker:
         from millm.engine.types import TopLogprob
 
         logp = torch.log_softmax(logits, dim=-1)
-        k = req.params.logprobs or 0
+        k = req.prompt_top_logprobs if req.prompt_top_logprobs is not None else (req.params.logprobs or 0)
         out: list[TokenLogprob | None] = [None]
         ids = list(req.prompt_ids)
         for t in range(1, len(ids)):

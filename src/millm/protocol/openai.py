@@ -111,6 +111,9 @@ class SamplingFields(OpenAIBase):
     user: str | None = None
     ignore_eos: bool = False
     steering: SteeringIn | None = None
+    allowed_token_ids: list[int] | None = Field(
+        None, min_length=1, description="Extension (as vLLM): sample only among these token ids; with logprobs, "
+                                        "their probabilities renormalised over the set (a classifier's scores).")
 
     @field_validator("stop")
     @classmethod
@@ -201,8 +204,15 @@ class ResponseFormat(OpenAIBase):
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0, description="0 only with prompt_logprobs: score, generate nothing.")
+    max_completion_tokens: int | None = Field(None, ge=0)
+    prompt_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Extension: the logprob of every rendered prompt token (and this many "
+                                       "alternatives), in `prompt_logprobs`; with max_tokens 0 the request only scores.")
+    add_generation_prompt: bool = Field(True, description="Extension: end the rendering with the assistant turn's "
+                                                          "opening (as transformers' apply_chat_template).")
+    continue_final_message: bool = Field(False, description="Extension: render the last (assistant) message open, "
+                                                            "so its text is scored or continued, not closed.")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
@@ -279,6 +289,9 @@ class ChatCompletion(BaseModel):
     usage: Usage
     system_fingerprint: str | None = None
     millm: MillmInfo | None = None
+    prompt_logprobs: list[ChatLogprobContent | None] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="With prompt_logprobs: one entry per prompt token (null for the first).")
 
 
 def _absent_when_none(value: object) -> bool:

@@ -164,15 +164,20 @@ class GenerationService:
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
             constraint=constraint,
+            allowed_token_ids=tuple(req.allowed_token_ids or ()),
         )
 
     def _check_bias(self, req: p.SamplingFields, vocab: int) -> None:
         for k in req.logit_bias or {}:
             if not 0 <= int(k) < vocab:
                 raise InvalidRequest(f"logit_bias token id {k} is out of range [0, {vocab})", param="logit_bias")
+        for i, t in enumerate(req.allowed_token_ids or ()):
+            if not 0 <= t < vocab:
+                raise InvalidRequest(f"token id {t} is out of range [0, {vocab})", param=f"allowed_token_ids[{i}]")
 
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
-                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str) -> _Run:
+                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
+                prompt_top_logprobs: int | None = None) -> _Run:
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = _Relay(loop)
@@ -184,7 +189,7 @@ class GenerationService:
                 request = GenerationRequest(
                     request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
                     prompt_ids=tuple(ids), params=params, n=n, steering=steering,
-                    prompt_logprobs=prompt_logprobs, model=lm.model_id,
+                    prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
                 )
 
                 def sink(event: Any, i: int = i) -> None:
@@ -268,18 +273,26 @@ class GenerationService:
             constraint = plan.constraint  # a required or named call is the whole reply
         self._check_bias(req, lm.vocab_size)
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        ids = prompts.render_chat(lm.tokenizer, req.messages, tools=plan.template_tools if plan else None)
+        ids = prompts.render_chat(lm.tokenizer, req.messages, tools=plan.template_tools if plan else None,
+                                  add_generation_prompt=req.add_generation_prompt,
+                                  continue_final_message=req.continue_final_message)
         if plan is not None and ids == prompts.render_chat(lm.tokenizer, req.messages):
             raise InvalidRequest("this model's chat template does not render tools, so it cannot take them",
                                  param="tools", code="tools_unsupported")
         prompts.check_context(len(ids), lm.context_length, param="messages")
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        if requested == 0 and req.prompt_logprobs is None:
+            raise InvalidRequest("max_tokens must be at least 1 unless prompt_logprobs is set",
+                                 param="max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
+        if requested == 0 and req.stream:
+            raise InvalidRequest("a scoring request (max_tokens 0) cannot be streamed", param="stream")
         max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        params = self._params(req, max_tokens=max_tokens, logprobs=logprobs, constraint=constraint)
-        run = self._submit(lm, [ids], n=req.n, params=params,
-                           steering=spec, prompt_logprobs=False, prefix=rid)
+        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=logprobs, constraint=constraint)
+        run = self._submit(lm, [ids], n=req.n, params=params, steering=spec,
+                           prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
+                           prompt_top_logprobs=req.prompt_logprobs)
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
         try:
@@ -287,9 +300,35 @@ class GenerationService:
         except MillmError:
             self._log(rid, req.model, run, "error", "chat")
             raise
+        if max_tokens == 0:
+            run.cancel()
+            return Result(self._chat_scored(req, lm, run, rid, created, info), applied, False)
         if req.stream:
             return Result(self._chat_stream(req, lm, run, rid, created, info, plan), applied, True)
-        return Result(await self._chat_full(req, lm, run, rid, created, info, plan), applied, False)
+        result = await self._chat_full(req, lm, run, rid, created, info, plan)
+        if req.prompt_logprobs is not None:
+            result.prompt_logprobs = self._chat_prompt_logprobs(lm, run)
+        return Result(result, applied, False)
+
+    def _chat_prompt_logprobs(self, lm: LoadedModel, run: _Run) -> list[p.ChatLogprobContent | None]:
+        out: list[p.ChatLogprobContent | None] = [None]
+        for lp in list(run.prompt_logprobs[0])[1:]:
+            tok = lm.tokenizer.decode([lp.token_id])
+            out.append(p.ChatLogprobContent(
+                token=tok, logprob=lp.logprob, bytes=list(tok.encode()),
+                top_logprobs=[p.ChatLogprobTop(token=(t := lm.tokenizer.decode([a.token_id])), logprob=a.logprob,
+                                               bytes=list(t.encode())) for a in lp.top]))
+        return out
+
+    def _chat_scored(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+                     info: p.MillmInfo) -> p.ChatCompletion:
+        """A scoring request (max_tokens 0): the prompt's logprobs, no generated tokens."""
+        self._log(rid, req.model, run, "ok", "chat")
+        choices = [p.ChatChoice(index=c, message=p.AssistantMessage(content=""), finish_reason="length",
+                                logprobs=p.ChatLogprobs(content=[]) if req.logprobs else None) for c in range(req.n)]
+        usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=0, total_tokens=run.prompt_tokens[0])
+        return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info,
+                                prompt_logprobs=self._chat_prompt_logprobs(lm, run))
 
     def _chat_logprobs(self, lm: LoadedModel, ev: GenerationEvent) -> p.ChatLogprobs | None:
         if not ev.logprobs:

@@ -78,17 +78,25 @@ def _normalised(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return turns
 
 
-def render_chat(tokenizer: Any, messages: list[ChatMessage], *, tools: list[dict[str, Any]] | None = None) -> list[int]:
-    """Token ids of the conversation in the model's chat template (tools, when given, rendered by it too)."""
+def render_chat(tokenizer: Any, messages: list[ChatMessage], *, tools: list[dict[str, Any]] | None = None,
+                add_generation_prompt: bool = True, continue_final_message: bool = False) -> list[int]:
+    """Token ids of the conversation in the model's chat template (tools, when given, rendered by it too).
+    The rendered text carries the template's own BOS, so it is tokenised without adding special tokens."""
     conv = message_text(messages)
     extra: dict[str, Any] = {"tools": tools} if tools else {}
+    if continue_final_message:
+        if conv[-1]["role"] != "assistant":
+            raise InvalidRequest("continue_final_message needs an assistant message last", param="messages")
+        extra["continue_final_message"] = True
+        add_generation_prompt = False
     if getattr(tokenizer, "chat_template", None) is None:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in conv) + "assistant:"
         return list(tokenizer(text).input_ids)
     last_error: Exception | None = None
     for attempt in (conv, _normalised(conv)):
         try:
-            text = tokenizer.apply_chat_template(attempt, tokenize=False, add_generation_prompt=True, **extra)
+            text = tokenizer.apply_chat_template(attempt, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                 **extra)
             return list(tokenizer(text, add_special_tokens=False).input_ids)
         except Exception as e:  # noqa: BLE001 - jinja raises anything, including TemplateError
             log.debug("chat template failed (%s); retrying with a normalised conversation", e)
