@@ -386,6 +386,11 @@ class EmbeddingRequest(OpenAIBase):
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
     steering: SteeringIn | None = None
+    pooling: Literal["mean", "last", "cls"] = Field(
+        "mean", description="Extension: how token states become one vector: their mean, the last token's (what a "
+                            "causal LM has read the whole input at), or the first token's (cls; BOS where the "
+                            "tokenizer adds one).")
+    normalize: bool = Field(True, description="Extension: L2-normalise each vector (false: the raw pooled state).")
 
 
 class Embedding(BaseModel):
