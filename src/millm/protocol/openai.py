@@ -63,7 +63,8 @@ class SteeringIn(Strict):
 
     profile: str | None = Field(None, description="Name of a saved profile to apply.")
     features: list[SteeringFeatureIn] | None = Field(None, description="Features and strengths; [] disables steering.")
-    mode: Literal["add", "clamp"] | None = None
+    mode: Literal["add", "clamp"] | None = Field(
+        None, description="add (default): h += strength x decoder row; clamp: pin the feature's activation.")
     normalize: bool | None = Field(None, description="Use unit-norm decoder rows for add (as Neuronpedia).")
     steer_special_tokens: bool | None = Field(None, description="Also steer BOS and other special-token positions.")
 
