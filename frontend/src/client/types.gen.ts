@@ -164,12 +164,16 @@ export type CachedRepoOut = {
     revisions: Array<CachedRevisionOut>;
     /**
      * Last Modified
+     *
+     * Newest file change in the repo's cache folder (ISO 8601, UTC).
      */
-    last_modified: number;
+    last_modified: string;
     /**
      * Last Used
+     *
+     * Last load or attach by miLLM, else the newest file access.
      */
-    last_used: number | null;
+    last_used: string | null;
     /**
      * Sae Paths
      *
@@ -616,6 +620,8 @@ export type ContentPart = {
 export type DownloadIn = {
     /**
      * Kind
+     *
+     * What is pulled: a model or an SAE.
      */
     kind?: 'model' | 'sae';
     /**
@@ -787,6 +793,8 @@ export type FeatureLabelsOut = {
     data: Array<FeatureLabel>;
     /**
      * Count
+     *
+     * How many labels matched (data holds at most `limit` of them).
      */
     count: number;
 };
@@ -998,16 +1006,22 @@ export type JobOut = {
     attempts: number;
     /**
      * Created At
+     *
+     * When the job was submitted (ISO 8601, UTC).
      */
-    created_at: number;
+    created_at: string;
     /**
      * Updated At
+     *
+     * Its last change of state or progress (ISO 8601, UTC).
      */
-    updated_at: number;
+    updated_at: string;
     /**
      * Finished At
+     *
+     * When it completed, failed or was cancelled.
      */
-    finished_at: number | null;
+    finished_at: string | null;
 };
 
 /**
@@ -1219,11 +1233,13 @@ export type ModelLoadIn = {
     /**
      * Model
      *
-     * Local folder or Hub repo id.
+     * Local folder, `millm-demo`, or Hub repo id `owner/name`.
      */
     model: string;
     /**
      * Revision
+     *
+     * Hub branch, tag or commit (default: main).
      */
     revision?: string | null;
     /**
@@ -1234,14 +1250,20 @@ export type ModelLoadIn = {
     model_id?: string | null;
     /**
      * Dtype
+     *
+     * Weights' precision (default: the server's --dtype; auto: the checkpoint's own).
      */
     dtype?: 'auto' | 'float32' | 'float16' | 'bfloat16' | null;
     /**
      * Quantization
+     *
+     * bitsandbytes 8-bit or 4-bit weights (CUDA only; default: the server's --quantization).
      */
     quantization?: 'none' | '8bit' | '4bit' | null;
     /**
      * Device
+     *
+     * Where to load it (default: the server's --device).
      */
     device?: 'auto' | 'cpu' | 'cuda' | 'mps' | null;
     /**
@@ -1275,6 +1297,8 @@ export type ModelLoadOut = {
 export type MonitorConfigIn = {
     /**
      * Enabled
+     *
+     * Capture activations (null keeps the current setting).
      */
     enabled?: boolean | null;
     /**
@@ -1357,6 +1381,8 @@ export type ProfileCreate = {
     name: string;
     /**
      * Description
+     *
+     * Free text shown with the profile.
      */
     description?: string;
     /**
@@ -1365,6 +1391,9 @@ export type ProfileCreate = {
      * Model id the profile was made for.
      */
     model: string;
+    /**
+     * The SAE its feature indices refer to.
+     */
     sae: SaeRef;
     /**
      * Mode
@@ -1380,6 +1409,8 @@ export type ProfileCreate = {
     normalize?: boolean;
     /**
      * Features
+     *
+     * The steered features, each index at most once.
      */
     features?: Array<SteeringFeature>;
 };
@@ -1406,6 +1437,8 @@ export type ProfileDocument = {
     name: string;
     /**
      * Description
+     *
+     * Free text shown with the profile.
      */
     description?: string;
     /**
@@ -1414,6 +1447,9 @@ export type ProfileDocument = {
      * Model id the profile was made for.
      */
     model: string;
+    /**
+     * The SAE its feature indices refer to.
+     */
     sae: SaeRef;
     /**
      * Mode
@@ -1429,6 +1465,8 @@ export type ProfileDocument = {
     normalize?: boolean;
     /**
      * Features
+     *
+     * The steered features, each index at most once.
      */
     features?: Array<SteeringFeature>;
     /**
@@ -1493,6 +1531,8 @@ export type ProfilePublic = {
     name: string;
     /**
      * Description
+     *
+     * Free text shown with the profile.
      */
     description?: string;
     /**
@@ -1501,6 +1541,9 @@ export type ProfilePublic = {
      * Model id the profile was made for.
      */
     model: string;
+    /**
+     * The SAE its feature indices refer to.
+     */
     sae: SaeRef;
     /**
      * Mode
@@ -1516,6 +1559,8 @@ export type ProfilePublic = {
     normalize?: boolean;
     /**
      * Features
+     *
+     * The steered features, each index at most once.
      */
     features?: Array<SteeringFeature>;
     /**
@@ -1589,6 +1634,8 @@ export type SaeAttachIn = {
     source: string;
     /**
      * Revision
+     *
+     * Hub branch, tag or commit for a Hub reference (default: main).
      */
     revision?: string | null;
     /**
@@ -1746,6 +1793,8 @@ export type SaveSteeringIn = {
     name: string;
     /**
      * Description
+     *
+     * Free text shown with the profile.
      */
     description?: string;
 };
@@ -1878,6 +1927,8 @@ export type SteeringFeatureOut = {
 export type SteeringFeaturePatch = {
     /**
      * Index
+     *
+     * SAE feature index (0 <= index < d_sae).
      */
     index: number;
     /**
@@ -1908,6 +1959,8 @@ export type SteeringIn = {
     features?: Array<SteeringFeatureIn> | null;
     /**
      * Mode
+     *
+     * add (default): h += strength x decoder row; clamp: pin the feature's activation.
      */
     mode?: 'add' | 'clamp' | null;
     /**
@@ -1930,10 +1983,14 @@ export type SteeringIn = {
 export type SteeringPatchIn = {
     /**
      * Features
+     *
+     * Features to add, change (new strength) or remove (strength null).
      */
     features?: Array<SteeringFeaturePatch>;
     /**
      * Mode
+     *
+     * New mode; null keeps the current one.
      */
     mode?: 'add' | 'clamp' | null;
 };
@@ -1944,18 +2001,26 @@ export type SteeringPatchIn = {
 export type SteeringSetIn = {
     /**
      * Features
+     *
+     * Features and their strengths.
      */
     features?: Array<SteeringFeatureIn>;
     /**
      * Mode
+     *
+     * add: h += strength x decoder row; clamp: pin the feature's activation to strength.
      */
     mode?: 'add' | 'clamp';
     /**
      * Normalize
+     *
+     * Use unit-norm decoder rows for add (as Neuronpedia does).
      */
     normalize?: boolean;
     /**
      * Steer Special Tokens
+     *
+     * Also steer BOS and other special-token positions.
      */
     steer_special_tokens?: boolean;
 };
@@ -2021,23 +2086,23 @@ export type Usage = {
     total_tokens: number;
 };
 
-export type ListModelsV1ModelsGetData = {
+export type ListModelsData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/v1/models';
 };
 
-export type ListModelsV1ModelsGetResponses = {
+export type ListModelsResponses = {
     /**
      * Successful Response
      */
     200: ModelList;
 };
 
-export type ListModelsV1ModelsGetResponse = ListModelsV1ModelsGetResponses[keyof ListModelsV1ModelsGetResponses];
+export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
 
-export type RetrieveModelV1ModelsModelIdGetData = {
+export type RetrieveModelData = {
     body?: never;
     path: {
         /**
@@ -2049,7 +2114,7 @@ export type RetrieveModelV1ModelsModelIdGetData = {
     url: '/v1/models/{model_id}';
 };
 
-export type RetrieveModelV1ModelsModelIdGetErrors = {
+export type RetrieveModelErrors = {
     /**
      * Bad Request
      */
@@ -2072,25 +2137,25 @@ export type RetrieveModelV1ModelsModelIdGetErrors = {
     503: ErrorResponse;
 };
 
-export type RetrieveModelV1ModelsModelIdGetError = RetrieveModelV1ModelsModelIdGetErrors[keyof RetrieveModelV1ModelsModelIdGetErrors];
+export type RetrieveModelError = RetrieveModelErrors[keyof RetrieveModelErrors];
 
-export type RetrieveModelV1ModelsModelIdGetResponses = {
+export type RetrieveModelResponses = {
     /**
      * Successful Response
      */
     200: ModelCard;
 };
 
-export type RetrieveModelV1ModelsModelIdGetResponse = RetrieveModelV1ModelsModelIdGetResponses[keyof RetrieveModelV1ModelsModelIdGetResponses];
+export type RetrieveModelResponse = RetrieveModelResponses[keyof RetrieveModelResponses];
 
-export type ChatCompletionsV1ChatCompletionsPostData = {
+export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
 };
 
-export type ChatCompletionsV1ChatCompletionsPostErrors = {
+export type CreateChatCompletionErrors = {
     /**
      * Bad Request
      */
@@ -2113,25 +2178,25 @@ export type ChatCompletionsV1ChatCompletionsPostErrors = {
     503: ErrorResponse;
 };
 
-export type ChatCompletionsV1ChatCompletionsPostError = ChatCompletionsV1ChatCompletionsPostErrors[keyof ChatCompletionsV1ChatCompletionsPostErrors];
+export type CreateChatCompletionError = CreateChatCompletionErrors[keyof CreateChatCompletionErrors];
 
-export type ChatCompletionsV1ChatCompletionsPostResponses = {
+export type CreateChatCompletionResponses = {
     /**
      * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
      */
     200: ChatCompletion;
 };
 
-export type ChatCompletionsV1ChatCompletionsPostResponse = ChatCompletionsV1ChatCompletionsPostResponses[keyof ChatCompletionsV1ChatCompletionsPostResponses];
+export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof CreateChatCompletionResponses];
 
-export type CompletionsV1CompletionsPostData = {
+export type CreateCompletionData = {
     body: CompletionRequest;
     path?: never;
     query?: never;
     url: '/v1/completions';
 };
 
-export type CompletionsV1CompletionsPostErrors = {
+export type CreateCompletionErrors = {
     /**
      * Bad Request
      */
@@ -2154,25 +2219,25 @@ export type CompletionsV1CompletionsPostErrors = {
     503: ErrorResponse;
 };
 
-export type CompletionsV1CompletionsPostError = CompletionsV1CompletionsPostErrors[keyof CompletionsV1CompletionsPostErrors];
+export type CreateCompletionError = CreateCompletionErrors[keyof CreateCompletionErrors];
 
-export type CompletionsV1CompletionsPostResponses = {
+export type CreateCompletionResponses = {
     /**
      * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
      */
     200: Completion;
 };
 
-export type CompletionsV1CompletionsPostResponse = CompletionsV1CompletionsPostResponses[keyof CompletionsV1CompletionsPostResponses];
+export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCompletionResponses];
 
-export type EmbeddingsV1EmbeddingsPostData = {
+export type CreateEmbeddingData = {
     body: EmbeddingRequest;
     path?: never;
     query?: never;
     url: '/v1/embeddings';
 };
 
-export type EmbeddingsV1EmbeddingsPostErrors = {
+export type CreateEmbeddingErrors = {
     /**
      * Bad Request
      */
@@ -2195,100 +2260,100 @@ export type EmbeddingsV1EmbeddingsPostErrors = {
     503: ErrorResponse;
 };
 
-export type EmbeddingsV1EmbeddingsPostError = EmbeddingsV1EmbeddingsPostErrors[keyof EmbeddingsV1EmbeddingsPostErrors];
+export type CreateEmbeddingError = CreateEmbeddingErrors[keyof CreateEmbeddingErrors];
 
-export type EmbeddingsV1EmbeddingsPostResponses = {
+export type CreateEmbeddingResponses = {
     /**
      * Successful Response
      */
     200: EmbeddingList;
 };
 
-export type EmbeddingsV1EmbeddingsPostResponse = EmbeddingsV1EmbeddingsPostResponses[keyof EmbeddingsV1EmbeddingsPostResponses];
+export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
 
-export type HealthHealthGetData = {
+export type GetHealthData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/health';
 };
 
-export type HealthHealthGetErrors = {
+export type GetHealthErrors = {
     /**
      * Service Unavailable
      */
     503: ErrorResponse;
 };
 
-export type HealthHealthGetError = HealthHealthGetErrors[keyof HealthHealthGetErrors];
+export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
 
-export type HealthHealthGetResponses = {
+export type GetHealthResponses = {
     /**
-     * Response Health Health Get
+     * Response Gethealth
      *
      * Successful Response
      */
     200: unknown;
 };
 
-export type MetricsMetricsGetData = {
+export type GetMetricsData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/metrics';
 };
 
-export type MetricsMetricsGetResponses = {
+export type GetMetricsResponses = {
     /**
      * Prometheus text exposition format
      */
     200: string;
 };
 
-export type MetricsMetricsGetResponse = MetricsMetricsGetResponses[keyof MetricsMetricsGetResponses];
+export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
 
-export type StatusApiStatusGetData = {
+export type GetStatusData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/status';
 };
 
-export type StatusApiStatusGetResponses = {
+export type GetStatusResponses = {
     /**
      * Successful Response
      */
     200: StatusOut;
 };
 
-export type StatusApiStatusGetResponse = StatusApiStatusGetResponses[keyof StatusApiStatusGetResponses];
+export type GetStatusResponse = GetStatusResponses[keyof GetStatusResponses];
 
-export type LoadedModelApiModelsLoadedGetData = {
+export type GetLoadedModelData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/models/loaded';
 };
 
-export type LoadedModelApiModelsLoadedGetResponses = {
+export type GetLoadedModelResponses = {
     /**
-     * Response Loaded Model Api Models Loaded Get
+     * Response Getloadedmodel
      *
      * Successful Response
      */
     200: LoadedModelOut | null;
 };
 
-export type LoadedModelApiModelsLoadedGetResponse = LoadedModelApiModelsLoadedGetResponses[keyof LoadedModelApiModelsLoadedGetResponses];
+export type GetLoadedModelResponse = GetLoadedModelResponses[keyof GetLoadedModelResponses];
 
-export type LoadModelApiModelsLoadPostData = {
+export type LoadModelData = {
     body: ModelLoadIn;
     path?: never;
     query?: never;
     url: '/api/models/load';
 };
 
-export type LoadModelApiModelsLoadPostErrors = {
+export type LoadModelErrors = {
     /**
      * Bad Request
      */
@@ -2319,25 +2384,25 @@ export type LoadModelApiModelsLoadPostErrors = {
     503: ErrorResponse;
 };
 
-export type LoadModelApiModelsLoadPostError = LoadModelApiModelsLoadPostErrors[keyof LoadModelApiModelsLoadPostErrors];
+export type LoadModelError = LoadModelErrors[keyof LoadModelErrors];
 
-export type LoadModelApiModelsLoadPostResponses = {
+export type LoadModelResponses = {
     /**
      * Successful Response
      */
     200: ModelLoadOut;
 };
 
-export type LoadModelApiModelsLoadPostResponse = LoadModelApiModelsLoadPostResponses[keyof LoadModelApiModelsLoadPostResponses];
+export type LoadModelResponse = LoadModelResponses[keyof LoadModelResponses];
 
-export type UnloadModelApiModelsUnloadPostData = {
+export type UnloadModelData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/models/unload';
 };
 
-export type UnloadModelApiModelsUnloadPostErrors = {
+export type UnloadModelErrors = {
     /**
      * Bad Request
      */
@@ -2356,41 +2421,41 @@ export type UnloadModelApiModelsUnloadPostErrors = {
     503: ErrorResponse;
 };
 
-export type UnloadModelApiModelsUnloadPostError = UnloadModelApiModelsUnloadPostErrors[keyof UnloadModelApiModelsUnloadPostErrors];
+export type UnloadModelError = UnloadModelErrors[keyof UnloadModelErrors];
 
-export type UnloadModelApiModelsUnloadPostResponses = {
+export type UnloadModelResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type UnloadModelApiModelsUnloadPostResponse = UnloadModelApiModelsUnloadPostResponses[keyof UnloadModelApiModelsUnloadPostResponses];
+export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponses];
 
-export type SaeStatusApiSaesAttachedGetData = {
+export type GetAttachedSaeData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/saes/attached';
 };
 
-export type SaeStatusApiSaesAttachedGetResponses = {
+export type GetAttachedSaeResponses = {
     /**
      * Successful Response
      */
     200: SaeStatusOut;
 };
 
-export type SaeStatusApiSaesAttachedGetResponse = SaeStatusApiSaesAttachedGetResponses[keyof SaeStatusApiSaesAttachedGetResponses];
+export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
 
-export type AttachSaeApiSaesAttachPostData = {
+export type AttachSaeData = {
     body: SaeAttachIn;
     path?: never;
     query?: never;
     url: '/api/saes/attach';
 };
 
-export type AttachSaeApiSaesAttachPostErrors = {
+export type AttachSaeErrors = {
     /**
      * Bad Request
      */
@@ -2421,25 +2486,25 @@ export type AttachSaeApiSaesAttachPostErrors = {
     503: ErrorResponse;
 };
 
-export type AttachSaeApiSaesAttachPostError = AttachSaeApiSaesAttachPostErrors[keyof AttachSaeApiSaesAttachPostErrors];
+export type AttachSaeError = AttachSaeErrors[keyof AttachSaeErrors];
 
-export type AttachSaeApiSaesAttachPostResponses = {
+export type AttachSaeResponses = {
     /**
      * Successful Response
      */
     200: SaeStatusOut;
 };
 
-export type AttachSaeApiSaesAttachPostResponse = AttachSaeApiSaesAttachPostResponses[keyof AttachSaeApiSaesAttachPostResponses];
+export type AttachSaeResponse = AttachSaeResponses[keyof AttachSaeResponses];
 
-export type DetachSaeApiSaesDetachPostData = {
+export type DetachSaeData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/saes/detach';
 };
 
-export type DetachSaeApiSaesDetachPostErrors = {
+export type DetachSaeErrors = {
     /**
      * Bad Request
      */
@@ -2458,73 +2523,95 @@ export type DetachSaeApiSaesDetachPostErrors = {
     503: ErrorResponse;
 };
 
-export type DetachSaeApiSaesDetachPostError = DetachSaeApiSaesDetachPostErrors[keyof DetachSaeApiSaesDetachPostErrors];
+export type DetachSaeError = DetachSaeErrors[keyof DetachSaeErrors];
 
-export type DetachSaeApiSaesDetachPostResponses = {
+export type DetachSaeResponses = {
     /**
      * Successful Response
      */
     200: SaeStatusOut;
 };
 
-export type DetachSaeApiSaesDetachPostResponse = DetachSaeApiSaesDetachPostResponses[keyof DetachSaeApiSaesDetachPostResponses];
+export type DetachSaeResponse = DetachSaeResponses[keyof DetachSaeResponses];
 
-export type SaeLabelsApiSaesAttachedLabelsGetData = {
+export type SearchFeatureLabelsData = {
     body?: never;
     path?: never;
-    query?: never;
+    query?: {
+        /**
+         * Q
+         *
+         * Text to find in the labels, or a feature index.
+         */
+        q?: string | null;
+        /**
+         * Limit
+         *
+         * Return at most this many (default: all).
+         */
+        limit?: number | null;
+    };
     url: '/api/saes/attached/labels';
 };
 
-export type SaeLabelsApiSaesAttachedLabelsGetResponses = {
+export type SearchFeatureLabelsErrors = {
+    /**
+     * Bad input: the OpenAI error envelope, with `param` naming the field
+     */
+    400: ErrorResponse;
+};
+
+export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
+
+export type SearchFeatureLabelsResponses = {
     /**
      * Successful Response
      */
     200: FeatureLabelsOut;
 };
 
-export type SaeLabelsApiSaesAttachedLabelsGetResponse = SaeLabelsApiSaesAttachedLabelsGetResponses[keyof SaeLabelsApiSaesAttachedLabelsGetResponses];
+export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
 
-export type ClearSteeringApiSteeringDeleteData = {
+export type ClearSteeringData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/steering';
 };
 
-export type ClearSteeringApiSteeringDeleteResponses = {
+export type ClearSteeringResponses = {
     /**
      * Successful Response
      */
     200: SteeringStateOut;
 };
 
-export type ClearSteeringApiSteeringDeleteResponse = ClearSteeringApiSteeringDeleteResponses[keyof ClearSteeringApiSteeringDeleteResponses];
+export type ClearSteeringResponse = ClearSteeringResponses[keyof ClearSteeringResponses];
 
-export type GetSteeringApiSteeringGetData = {
+export type GetSteeringData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/steering';
 };
 
-export type GetSteeringApiSteeringGetResponses = {
+export type GetSteeringResponses = {
     /**
      * Successful Response
      */
     200: SteeringStateOut;
 };
 
-export type GetSteeringApiSteeringGetResponse = GetSteeringApiSteeringGetResponses[keyof GetSteeringApiSteeringGetResponses];
+export type GetSteeringResponse = GetSteeringResponses[keyof GetSteeringResponses];
 
-export type PatchSteeringApiSteeringPatchData = {
+export type UpdateSteeringData = {
     body: SteeringPatchIn;
     path?: never;
     query?: never;
     url: '/api/steering';
 };
 
-export type PatchSteeringApiSteeringPatchErrors = {
+export type UpdateSteeringErrors = {
     /**
      * Bad Request
      */
@@ -2543,25 +2630,25 @@ export type PatchSteeringApiSteeringPatchErrors = {
     503: ErrorResponse;
 };
 
-export type PatchSteeringApiSteeringPatchError = PatchSteeringApiSteeringPatchErrors[keyof PatchSteeringApiSteeringPatchErrors];
+export type UpdateSteeringError = UpdateSteeringErrors[keyof UpdateSteeringErrors];
 
-export type PatchSteeringApiSteeringPatchResponses = {
+export type UpdateSteeringResponses = {
     /**
      * Successful Response
      */
     200: SteeringStateOut;
 };
 
-export type PatchSteeringApiSteeringPatchResponse = PatchSteeringApiSteeringPatchResponses[keyof PatchSteeringApiSteeringPatchResponses];
+export type UpdateSteeringResponse = UpdateSteeringResponses[keyof UpdateSteeringResponses];
 
-export type SetSteeringApiSteeringPutData = {
+export type SetSteeringData = {
     body: SteeringSetIn;
     path?: never;
     query?: never;
     url: '/api/steering';
 };
 
-export type SetSteeringApiSteeringPutErrors = {
+export type SetSteeringErrors = {
     /**
      * Bad Request
      */
@@ -2580,50 +2667,50 @@ export type SetSteeringApiSteeringPutErrors = {
     503: ErrorResponse;
 };
 
-export type SetSteeringApiSteeringPutError = SetSteeringApiSteeringPutErrors[keyof SetSteeringApiSteeringPutErrors];
+export type SetSteeringError = SetSteeringErrors[keyof SetSteeringErrors];
 
-export type SetSteeringApiSteeringPutResponses = {
+export type SetSteeringResponses = {
     /**
      * Successful Response
      */
     200: SteeringStateOut;
 };
 
-export type SetSteeringApiSteeringPutResponse = SetSteeringApiSteeringPutResponses[keyof SetSteeringApiSteeringPutResponses];
+export type SetSteeringResponse = SetSteeringResponses[keyof SetSteeringResponses];
 
-export type EnableSteeringApiSteeringEnablePostData = {
+export type EnableSteeringData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/steering/enable';
 };
 
-export type EnableSteeringApiSteeringEnablePostResponses = {
+export type EnableSteeringResponses = {
     /**
      * Successful Response
      */
     200: SteeringStateOut;
 };
 
-export type EnableSteeringApiSteeringEnablePostResponse = EnableSteeringApiSteeringEnablePostResponses[keyof EnableSteeringApiSteeringEnablePostResponses];
+export type EnableSteeringResponse = EnableSteeringResponses[keyof EnableSteeringResponses];
 
-export type DisableSteeringApiSteeringDisablePostData = {
+export type DisableSteeringData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/steering/disable';
 };
 
-export type DisableSteeringApiSteeringDisablePostResponses = {
+export type DisableSteeringResponses = {
     /**
      * Successful Response
      */
     200: SteeringStateOut;
 };
 
-export type DisableSteeringApiSteeringDisablePostResponse = DisableSteeringApiSteeringDisablePostResponses[keyof DisableSteeringApiSteeringDisablePostResponses];
+export type DisableSteeringResponse = DisableSteeringResponses[keyof DisableSteeringResponses];
 
-export type ListDownloadsApiDownloadsGetData = {
+export type ListDownloadsData = {
     body?: never;
     path?: never;
     query?: {
@@ -2635,32 +2722,32 @@ export type ListDownloadsApiDownloadsGetData = {
     url: '/api/downloads';
 };
 
-export type ListDownloadsApiDownloadsGetErrors = {
+export type ListDownloadsErrors = {
     /**
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
 };
 
-export type ListDownloadsApiDownloadsGetError = ListDownloadsApiDownloadsGetErrors[keyof ListDownloadsApiDownloadsGetErrors];
+export type ListDownloadsError = ListDownloadsErrors[keyof ListDownloadsErrors];
 
-export type ListDownloadsApiDownloadsGetResponses = {
+export type ListDownloadsResponses = {
     /**
      * Successful Response
      */
     200: JobList;
 };
 
-export type ListDownloadsApiDownloadsGetResponse = ListDownloadsApiDownloadsGetResponses[keyof ListDownloadsApiDownloadsGetResponses];
+export type ListDownloadsResponse = ListDownloadsResponses[keyof ListDownloadsResponses];
 
-export type StartDownloadApiDownloadsPostData = {
+export type StartDownloadData = {
     body: DownloadIn;
     path?: never;
     query?: never;
     url: '/api/downloads';
 };
 
-export type StartDownloadApiDownloadsPostErrors = {
+export type StartDownloadErrors = {
     /**
      * Bad Request
      */
@@ -2687,25 +2774,25 @@ export type StartDownloadApiDownloadsPostErrors = {
     502: ErrorResponse;
 };
 
-export type StartDownloadApiDownloadsPostError = StartDownloadApiDownloadsPostErrors[keyof StartDownloadApiDownloadsPostErrors];
+export type StartDownloadError = StartDownloadErrors[keyof StartDownloadErrors];
 
-export type StartDownloadApiDownloadsPostResponses = {
+export type StartDownloadResponses = {
     /**
      * Successful Response
      */
     202: JobOut;
 };
 
-export type StartDownloadApiDownloadsPostResponse = StartDownloadApiDownloadsPostResponses[keyof StartDownloadApiDownloadsPostResponses];
+export type StartDownloadResponse = StartDownloadResponses[keyof StartDownloadResponses];
 
-export type DownloadEventsApiDownloadsEventsGetData = {
+export type StreamDownloadEventsData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/downloads/events';
 };
 
-export type DownloadEventsApiDownloadsEventsGetErrors = {
+export type StreamDownloadEventsErrors = {
     /**
      * Bad Request
      */
@@ -2732,16 +2819,18 @@ export type DownloadEventsApiDownloadsEventsGetErrors = {
     502: ErrorResponse;
 };
 
-export type DownloadEventsApiDownloadsEventsGetError = DownloadEventsApiDownloadsEventsGetErrors[keyof DownloadEventsApiDownloadsEventsGetErrors];
+export type StreamDownloadEventsError = StreamDownloadEventsErrors[keyof StreamDownloadEventsErrors];
 
-export type DownloadEventsApiDownloadsEventsGetResponses = {
+export type StreamDownloadEventsResponses = {
     /**
-     * Successful Response
+     * Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent
      */
-    200: unknown;
+    200: string;
 };
 
-export type ForgetDownloadApiDownloadsJobIdDeleteData = {
+export type StreamDownloadEventsResponse = StreamDownloadEventsResponses[keyof StreamDownloadEventsResponses];
+
+export type DeleteDownloadData = {
     body?: never;
     path: {
         /**
@@ -2753,7 +2842,7 @@ export type ForgetDownloadApiDownloadsJobIdDeleteData = {
     url: '/api/downloads/{job_id}';
 };
 
-export type ForgetDownloadApiDownloadsJobIdDeleteErrors = {
+export type DeleteDownloadErrors = {
     /**
      * Bad Request
      */
@@ -2780,18 +2869,18 @@ export type ForgetDownloadApiDownloadsJobIdDeleteErrors = {
     502: ErrorResponse;
 };
 
-export type ForgetDownloadApiDownloadsJobIdDeleteError = ForgetDownloadApiDownloadsJobIdDeleteErrors[keyof ForgetDownloadApiDownloadsJobIdDeleteErrors];
+export type DeleteDownloadError = DeleteDownloadErrors[keyof DeleteDownloadErrors];
 
-export type ForgetDownloadApiDownloadsJobIdDeleteResponses = {
+export type DeleteDownloadResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type ForgetDownloadApiDownloadsJobIdDeleteResponse = ForgetDownloadApiDownloadsJobIdDeleteResponses[keyof ForgetDownloadApiDownloadsJobIdDeleteResponses];
+export type DeleteDownloadResponse = DeleteDownloadResponses[keyof DeleteDownloadResponses];
 
-export type GetDownloadApiDownloadsJobIdGetData = {
+export type GetDownloadData = {
     body?: never;
     path: {
         /**
@@ -2803,7 +2892,7 @@ export type GetDownloadApiDownloadsJobIdGetData = {
     url: '/api/downloads/{job_id}';
 };
 
-export type GetDownloadApiDownloadsJobIdGetErrors = {
+export type GetDownloadErrors = {
     /**
      * Bad Request
      */
@@ -2830,18 +2919,18 @@ export type GetDownloadApiDownloadsJobIdGetErrors = {
     502: ErrorResponse;
 };
 
-export type GetDownloadApiDownloadsJobIdGetError = GetDownloadApiDownloadsJobIdGetErrors[keyof GetDownloadApiDownloadsJobIdGetErrors];
+export type GetDownloadError = GetDownloadErrors[keyof GetDownloadErrors];
 
-export type GetDownloadApiDownloadsJobIdGetResponses = {
+export type GetDownloadResponses = {
     /**
      * Successful Response
      */
     200: JobOut;
 };
 
-export type GetDownloadApiDownloadsJobIdGetResponse = GetDownloadApiDownloadsJobIdGetResponses[keyof GetDownloadApiDownloadsJobIdGetResponses];
+export type GetDownloadResponse = GetDownloadResponses[keyof GetDownloadResponses];
 
-export type JobEventsApiDownloadsJobIdEventsGetData = {
+export type StreamDownloadData = {
     body?: never;
     path: {
         /**
@@ -2853,7 +2942,7 @@ export type JobEventsApiDownloadsJobIdEventsGetData = {
     url: '/api/downloads/{job_id}/events';
 };
 
-export type JobEventsApiDownloadsJobIdEventsGetErrors = {
+export type StreamDownloadErrors = {
     /**
      * Bad Request
      */
@@ -2880,16 +2969,18 @@ export type JobEventsApiDownloadsJobIdEventsGetErrors = {
     502: ErrorResponse;
 };
 
-export type JobEventsApiDownloadsJobIdEventsGetError = JobEventsApiDownloadsJobIdEventsGetErrors[keyof JobEventsApiDownloadsJobIdEventsGetErrors];
+export type StreamDownloadError = StreamDownloadErrors[keyof StreamDownloadErrors];
 
-export type JobEventsApiDownloadsJobIdEventsGetResponses = {
+export type StreamDownloadResponses = {
     /**
-     * Successful Response
+     * Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent
      */
-    200: unknown;
+    200: string;
 };
 
-export type CancelDownloadApiDownloadsJobIdCancelPostData = {
+export type StreamDownloadResponse = StreamDownloadResponses[keyof StreamDownloadResponses];
+
+export type CancelDownloadData = {
     body?: never;
     path: {
         /**
@@ -2901,7 +2992,7 @@ export type CancelDownloadApiDownloadsJobIdCancelPostData = {
     url: '/api/downloads/{job_id}/cancel';
 };
 
-export type CancelDownloadApiDownloadsJobIdCancelPostErrors = {
+export type CancelDownloadErrors = {
     /**
      * Bad Request
      */
@@ -2928,18 +3019,18 @@ export type CancelDownloadApiDownloadsJobIdCancelPostErrors = {
     502: ErrorResponse;
 };
 
-export type CancelDownloadApiDownloadsJobIdCancelPostError = CancelDownloadApiDownloadsJobIdCancelPostErrors[keyof CancelDownloadApiDownloadsJobIdCancelPostErrors];
+export type CancelDownloadError = CancelDownloadErrors[keyof CancelDownloadErrors];
 
-export type CancelDownloadApiDownloadsJobIdCancelPostResponses = {
+export type CancelDownloadResponses = {
     /**
      * Successful Response
      */
     200: JobOut;
 };
 
-export type CancelDownloadApiDownloadsJobIdCancelPostResponse = CancelDownloadApiDownloadsJobIdCancelPostResponses[keyof CancelDownloadApiDownloadsJobIdCancelPostResponses];
+export type CancelDownloadResponse = CancelDownloadResponses[keyof CancelDownloadResponses];
 
-export type ResumeDownloadApiDownloadsJobIdResumePostData = {
+export type ResumeDownloadData = {
     body?: never;
     path: {
         /**
@@ -2951,7 +3042,7 @@ export type ResumeDownloadApiDownloadsJobIdResumePostData = {
     url: '/api/downloads/{job_id}/resume';
 };
 
-export type ResumeDownloadApiDownloadsJobIdResumePostErrors = {
+export type ResumeDownloadErrors = {
     /**
      * Bad Request
      */
@@ -2978,18 +3069,18 @@ export type ResumeDownloadApiDownloadsJobIdResumePostErrors = {
     502: ErrorResponse;
 };
 
-export type ResumeDownloadApiDownloadsJobIdResumePostError = ResumeDownloadApiDownloadsJobIdResumePostErrors[keyof ResumeDownloadApiDownloadsJobIdResumePostErrors];
+export type ResumeDownloadError = ResumeDownloadErrors[keyof ResumeDownloadErrors];
 
-export type ResumeDownloadApiDownloadsJobIdResumePostResponses = {
+export type ResumeDownloadResponses = {
     /**
      * Successful Response
      */
     200: JobOut;
 };
 
-export type ResumeDownloadApiDownloadsJobIdResumePostResponse = ResumeDownloadApiDownloadsJobIdResumePostResponses[keyof ResumeDownloadApiDownloadsJobIdResumePostResponses];
+export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
 
-export type ListCacheApiCacheGetData = {
+export type ListCacheData = {
     body?: never;
     path?: never;
     query?: {
@@ -3001,25 +3092,25 @@ export type ListCacheApiCacheGetData = {
     url: '/api/cache';
 };
 
-export type ListCacheApiCacheGetErrors = {
+export type ListCacheErrors = {
     /**
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
 };
 
-export type ListCacheApiCacheGetError = ListCacheApiCacheGetErrors[keyof ListCacheApiCacheGetErrors];
+export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
 
-export type ListCacheApiCacheGetResponses = {
+export type ListCacheResponses = {
     /**
      * Successful Response
      */
     200: CacheList;
 };
 
-export type ListCacheApiCacheGetResponse = ListCacheApiCacheGetResponses[keyof ListCacheApiCacheGetResponses];
+export type ListCacheResponse = ListCacheResponses[keyof ListCacheResponses];
 
-export type DeleteCachedApiCacheRepoIdDeleteData = {
+export type DeleteCacheEntryData = {
     body?: never;
     path: {
         /**
@@ -3036,7 +3127,7 @@ export type DeleteCachedApiCacheRepoIdDeleteData = {
     url: '/api/cache/{repo_id}';
 };
 
-export type DeleteCachedApiCacheRepoIdDeleteErrors = {
+export type DeleteCacheEntryErrors = {
     /**
      * Bad Request
      */
@@ -3063,18 +3154,18 @@ export type DeleteCachedApiCacheRepoIdDeleteErrors = {
     502: ErrorResponse;
 };
 
-export type DeleteCachedApiCacheRepoIdDeleteError = DeleteCachedApiCacheRepoIdDeleteErrors[keyof DeleteCachedApiCacheRepoIdDeleteErrors];
+export type DeleteCacheEntryError = DeleteCacheEntryErrors[keyof DeleteCacheEntryErrors];
 
-export type DeleteCachedApiCacheRepoIdDeleteResponses = {
+export type DeleteCacheEntryResponses = {
     /**
      * Successful Response
      */
     200: CacheDeleteOut;
 };
 
-export type DeleteCachedApiCacheRepoIdDeleteResponse = DeleteCachedApiCacheRepoIdDeleteResponses[keyof DeleteCachedApiCacheRepoIdDeleteResponses];
+export type DeleteCacheEntryResponse = DeleteCacheEntryResponses[keyof DeleteCacheEntryResponses];
 
-export type EstimateModelApiModelsEstimateGetData = {
+export type EstimateModelData = {
     body?: never;
     path?: never;
     query: {
@@ -3106,7 +3197,7 @@ export type EstimateModelApiModelsEstimateGetData = {
     url: '/api/models/estimate';
 };
 
-export type EstimateModelApiModelsEstimateGetErrors = {
+export type EstimateModelErrors = {
     /**
      * Bad Request
      */
@@ -3133,41 +3224,41 @@ export type EstimateModelApiModelsEstimateGetErrors = {
     502: ErrorResponse;
 };
 
-export type EstimateModelApiModelsEstimateGetError = EstimateModelApiModelsEstimateGetErrors[keyof EstimateModelApiModelsEstimateGetErrors];
+export type EstimateModelError = EstimateModelErrors[keyof EstimateModelErrors];
 
-export type EstimateModelApiModelsEstimateGetResponses = {
+export type EstimateModelResponses = {
     /**
      * Successful Response
      */
     200: ModelEstimateOut;
 };
 
-export type EstimateModelApiModelsEstimateGetResponse = EstimateModelApiModelsEstimateGetResponses[keyof EstimateModelApiModelsEstimateGetResponses];
+export type EstimateModelResponse = EstimateModelResponses[keyof EstimateModelResponses];
 
-export type GetConfigApiMonitorConfigGetData = {
+export type GetMonitorConfigData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/monitor/config';
 };
 
-export type GetConfigApiMonitorConfigGetResponses = {
+export type GetMonitorConfigResponses = {
     /**
      * Successful Response
      */
     200: MonitorConfigOut;
 };
 
-export type GetConfigApiMonitorConfigGetResponse = GetConfigApiMonitorConfigGetResponses[keyof GetConfigApiMonitorConfigGetResponses];
+export type GetMonitorConfigResponse = GetMonitorConfigResponses[keyof GetMonitorConfigResponses];
 
-export type SetConfigApiMonitorConfigPutData = {
+export type SetMonitorConfigData = {
     body: MonitorConfigIn;
     path?: never;
     query?: never;
     url: '/api/monitor/config';
 };
 
-export type SetConfigApiMonitorConfigPutErrors = {
+export type SetMonitorConfigErrors = {
     /**
      * Bad Request
      */
@@ -3178,66 +3269,66 @@ export type SetConfigApiMonitorConfigPutErrors = {
     404: ErrorResponse;
 };
 
-export type SetConfigApiMonitorConfigPutError = SetConfigApiMonitorConfigPutErrors[keyof SetConfigApiMonitorConfigPutErrors];
+export type SetMonitorConfigError = SetMonitorConfigErrors[keyof SetMonitorConfigErrors];
 
-export type SetConfigApiMonitorConfigPutResponses = {
+export type SetMonitorConfigResponses = {
     /**
      * Successful Response
      */
     200: MonitorConfigOut;
 };
 
-export type SetConfigApiMonitorConfigPutResponse = SetConfigApiMonitorConfigPutResponses[keyof SetConfigApiMonitorConfigPutResponses];
+export type SetMonitorConfigResponse = SetMonitorConfigResponses[keyof SetMonitorConfigResponses];
 
-export type PauseApiMonitorPausePostData = {
+export type PauseMonitorData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/monitor/pause';
 };
 
-export type PauseApiMonitorPausePostResponses = {
+export type PauseMonitorResponses = {
     /**
      * Successful Response
      */
     200: MonitorConfigOut;
 };
 
-export type PauseApiMonitorPausePostResponse = PauseApiMonitorPausePostResponses[keyof PauseApiMonitorPausePostResponses];
+export type PauseMonitorResponse = PauseMonitorResponses[keyof PauseMonitorResponses];
 
-export type ResumeApiMonitorResumePostData = {
+export type ResumeMonitorData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/monitor/resume';
 };
 
-export type ResumeApiMonitorResumePostResponses = {
+export type ResumeMonitorResponses = {
     /**
      * Successful Response
      */
     200: MonitorConfigOut;
 };
 
-export type ResumeApiMonitorResumePostResponse = ResumeApiMonitorResumePostResponses[keyof ResumeApiMonitorResumePostResponses];
+export type ResumeMonitorResponse = ResumeMonitorResponses[keyof ResumeMonitorResponses];
 
-export type ClearHistoryApiMonitorHistoryDeleteData = {
+export type ClearMonitorHistoryData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/monitor/history';
 };
 
-export type ClearHistoryApiMonitorHistoryDeleteResponses = {
+export type ClearMonitorHistoryResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type ClearHistoryApiMonitorHistoryDeleteResponse = ClearHistoryApiMonitorHistoryDeleteResponses[keyof ClearHistoryApiMonitorHistoryDeleteResponses];
+export type ClearMonitorHistoryResponse = ClearMonitorHistoryResponses[keyof ClearMonitorHistoryResponses];
 
-export type HistoryApiMonitorHistoryGetData = {
+export type GetMonitorHistoryData = {
     body?: never;
     path?: never;
     query?: {
@@ -3249,7 +3340,7 @@ export type HistoryApiMonitorHistoryGetData = {
     url: '/api/monitor/history';
 };
 
-export type HistoryApiMonitorHistoryGetErrors = {
+export type GetMonitorHistoryErrors = {
     /**
      * Bad Request
      */
@@ -3260,25 +3351,25 @@ export type HistoryApiMonitorHistoryGetErrors = {
     404: ErrorResponse;
 };
 
-export type HistoryApiMonitorHistoryGetError = HistoryApiMonitorHistoryGetErrors[keyof HistoryApiMonitorHistoryGetErrors];
+export type GetMonitorHistoryError = GetMonitorHistoryErrors[keyof GetMonitorHistoryErrors];
 
-export type HistoryApiMonitorHistoryGetResponses = {
+export type GetMonitorHistoryResponses = {
     /**
      * Successful Response
      */
     200: HistoryList;
 };
 
-export type HistoryApiMonitorHistoryGetResponse = HistoryApiMonitorHistoryGetResponses[keyof HistoryApiMonitorHistoryGetResponses];
+export type GetMonitorHistoryResponse = GetMonitorHistoryResponses[keyof GetMonitorHistoryResponses];
 
-export type StatsApiMonitorStatsGetData = {
+export type GetMonitorStatsData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/monitor/stats';
 };
 
-export type StatsApiMonitorStatsGetErrors = {
+export type GetMonitorStatsErrors = {
     /**
      * Bad Request
      */
@@ -3289,18 +3380,18 @@ export type StatsApiMonitorStatsGetErrors = {
     404: ErrorResponse;
 };
 
-export type StatsApiMonitorStatsGetError = StatsApiMonitorStatsGetErrors[keyof StatsApiMonitorStatsGetErrors];
+export type GetMonitorStatsError = GetMonitorStatsErrors[keyof GetMonitorStatsErrors];
 
-export type StatsApiMonitorStatsGetResponses = {
+export type GetMonitorStatsResponses = {
     /**
      * Successful Response
      */
     200: StatsOut;
 };
 
-export type StatsApiMonitorStatsGetResponse = StatsApiMonitorStatsGetResponses[keyof StatsApiMonitorStatsGetResponses];
+export type GetMonitorStatsResponse = GetMonitorStatsResponses[keyof GetMonitorStatsResponses];
 
-export type ExportApiMonitorExportGetData = {
+export type ExportMonitorHistoryData = {
     body?: never;
     path?: never;
     query?: {
@@ -3316,7 +3407,7 @@ export type ExportApiMonitorExportGetData = {
     url: '/api/monitor/export';
 };
 
-export type ExportApiMonitorExportGetErrors = {
+export type ExportMonitorHistoryErrors = {
     /**
      * Bad Request
      */
@@ -3327,18 +3418,18 @@ export type ExportApiMonitorExportGetErrors = {
     404: ErrorResponse;
 };
 
-export type ExportApiMonitorExportGetError = ExportApiMonitorExportGetErrors[keyof ExportApiMonitorExportGetErrors];
+export type ExportMonitorHistoryError = ExportMonitorHistoryErrors[keyof ExportMonitorHistoryErrors];
 
-export type ExportApiMonitorExportGetResponses = {
+export type ExportMonitorHistoryResponses = {
     /**
      * One JSON object per line (jsonl) or a CSV table, one row per token and feature
      */
     200: string;
 };
 
-export type ExportApiMonitorExportGetResponse = ExportApiMonitorExportGetResponses[keyof ExportApiMonitorExportGetResponses];
+export type ExportMonitorHistoryResponse = ExportMonitorHistoryResponses[keyof ExportMonitorHistoryResponses];
 
-export type ListProfilesApiProfilesGetData = {
+export type ListProfilesData = {
     body?: never;
     path?: never;
     query?: {
@@ -3350,32 +3441,32 @@ export type ListProfilesApiProfilesGetData = {
     url: '/api/profiles';
 };
 
-export type ListProfilesApiProfilesGetErrors = {
+export type ListProfilesErrors = {
     /**
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
 };
 
-export type ListProfilesApiProfilesGetError = ListProfilesApiProfilesGetErrors[keyof ListProfilesApiProfilesGetErrors];
+export type ListProfilesError = ListProfilesErrors[keyof ListProfilesErrors];
 
-export type ListProfilesApiProfilesGetResponses = {
+export type ListProfilesResponses = {
     /**
      * Successful Response
      */
     200: ProfileList;
 };
 
-export type ListProfilesApiProfilesGetResponse = ListProfilesApiProfilesGetResponses[keyof ListProfilesApiProfilesGetResponses];
+export type ListProfilesResponse = ListProfilesResponses[keyof ListProfilesResponses];
 
-export type CreateProfileApiProfilesPostData = {
+export type CreateProfileData = {
     body: ProfileCreate;
     path?: never;
     query?: never;
     url: '/api/profiles';
 };
 
-export type CreateProfileApiProfilesPostErrors = {
+export type CreateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3390,27 +3481,27 @@ export type CreateProfileApiProfilesPostErrors = {
     409: ErrorResponse;
 };
 
-export type CreateProfileApiProfilesPostError = CreateProfileApiProfilesPostErrors[keyof CreateProfileApiProfilesPostErrors];
+export type CreateProfileError = CreateProfileErrors[keyof CreateProfileErrors];
 
-export type CreateProfileApiProfilesPostResponses = {
+export type CreateProfileResponses = {
     /**
      * Successful Response
      */
     201: ProfilePublic;
 };
 
-export type CreateProfileApiProfilesPostResponse = CreateProfileApiProfilesPostResponses[keyof CreateProfileApiProfilesPostResponses];
+export type CreateProfileResponse = CreateProfileResponses[keyof CreateProfileResponses];
 
-export type ProfileSchemaApiProfilesSchemaGetData = {
+export type GetProfileSchemaData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/profiles/schema';
 };
 
-export type ProfileSchemaApiProfilesSchemaGetResponses = {
+export type GetProfileSchemaResponses = {
     /**
-     * Response Profile Schema Api Profiles Schema Get
+     * Response Getprofileschema
      *
      * Successful Response
      */
@@ -3419,9 +3510,9 @@ export type ProfileSchemaApiProfilesSchemaGetResponses = {
     };
 };
 
-export type ProfileSchemaApiProfilesSchemaGetResponse = ProfileSchemaApiProfilesSchemaGetResponses[keyof ProfileSchemaApiProfilesSchemaGetResponses];
+export type GetProfileSchemaResponse = GetProfileSchemaResponses[keyof GetProfileSchemaResponses];
 
-export type ExportAllApiProfilesExportGetData = {
+export type ExportProfilesData = {
     body?: never;
     path?: never;
     query?: {
@@ -3433,7 +3524,7 @@ export type ExportAllApiProfilesExportGetData = {
     url: '/api/profiles/export';
 };
 
-export type ExportAllApiProfilesExportGetErrors = {
+export type ExportProfilesErrors = {
     /**
      * Bad Request
      */
@@ -3448,18 +3539,18 @@ export type ExportAllApiProfilesExportGetErrors = {
     409: ErrorResponse;
 };
 
-export type ExportAllApiProfilesExportGetError = ExportAllApiProfilesExportGetErrors[keyof ExportAllApiProfilesExportGetErrors];
+export type ExportProfilesError = ExportProfilesErrors[keyof ExportProfilesErrors];
 
-export type ExportAllApiProfilesExportGetResponses = {
+export type ExportProfilesResponses = {
     /**
      * Successful Response
      */
     200: ProfileBundle;
 };
 
-export type ExportAllApiProfilesExportGetResponse = ExportAllApiProfilesExportGetResponses[keyof ExportAllApiProfilesExportGetResponses];
+export type ExportProfilesResponse = ExportProfilesResponses[keyof ExportProfilesResponses];
 
-export type ImportProfilesApiProfilesImportPostData = {
+export type ImportProfilesData = {
     body?: never;
     path?: never;
     query?: {
@@ -3475,7 +3566,7 @@ export type ImportProfilesApiProfilesImportPostData = {
     url: '/api/profiles/import';
 };
 
-export type ImportProfilesApiProfilesImportPostErrors = {
+export type ImportProfilesErrors = {
     /**
      * Bad Request
      */
@@ -3490,41 +3581,41 @@ export type ImportProfilesApiProfilesImportPostErrors = {
     409: ErrorResponse;
 };
 
-export type ImportProfilesApiProfilesImportPostError = ImportProfilesApiProfilesImportPostErrors[keyof ImportProfilesApiProfilesImportPostErrors];
+export type ImportProfilesError = ImportProfilesErrors[keyof ImportProfilesErrors];
 
-export type ImportProfilesApiProfilesImportPostResponses = {
+export type ImportProfilesResponses = {
     /**
      * Successful Response
      */
     201: ImportResult;
 };
 
-export type ImportProfilesApiProfilesImportPostResponse = ImportProfilesApiProfilesImportPostResponses[keyof ImportProfilesApiProfilesImportPostResponses];
+export type ImportProfilesResponse = ImportProfilesResponses[keyof ImportProfilesResponses];
 
-export type DeactivateApiProfilesDeactivatePostData = {
+export type DeactivateProfileData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/api/profiles/deactivate';
 };
 
-export type DeactivateApiProfilesDeactivatePostResponses = {
+export type DeactivateProfileResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type DeactivateApiProfilesDeactivatePostResponse = DeactivateApiProfilesDeactivatePostResponses[keyof DeactivateApiProfilesDeactivatePostResponses];
+export type DeactivateProfileResponse = DeactivateProfileResponses[keyof DeactivateProfileResponses];
 
-export type SaveCurrentApiProfilesFromSteeringPostData = {
+export type CreateProfileFromSteeringData = {
     body: SaveSteeringIn;
     path?: never;
     query?: never;
     url: '/api/profiles/from-steering';
 };
 
-export type SaveCurrentApiProfilesFromSteeringPostErrors = {
+export type CreateProfileFromSteeringErrors = {
     /**
      * Bad Request
      */
@@ -3539,18 +3630,18 @@ export type SaveCurrentApiProfilesFromSteeringPostErrors = {
     409: ErrorResponse;
 };
 
-export type SaveCurrentApiProfilesFromSteeringPostError = SaveCurrentApiProfilesFromSteeringPostErrors[keyof SaveCurrentApiProfilesFromSteeringPostErrors];
+export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
 
-export type SaveCurrentApiProfilesFromSteeringPostResponses = {
+export type CreateProfileFromSteeringResponses = {
     /**
      * Successful Response
      */
     201: ProfilePublic;
 };
 
-export type SaveCurrentApiProfilesFromSteeringPostResponse = SaveCurrentApiProfilesFromSteeringPostResponses[keyof SaveCurrentApiProfilesFromSteeringPostResponses];
+export type CreateProfileFromSteeringResponse = CreateProfileFromSteeringResponses[keyof CreateProfileFromSteeringResponses];
 
-export type DeleteProfileApiProfilesNameDeleteData = {
+export type DeleteProfileData = {
     body?: never;
     headers?: {
         /**
@@ -3573,7 +3664,7 @@ export type DeleteProfileApiProfilesNameDeleteData = {
     url: '/api/profiles/{name}';
 };
 
-export type DeleteProfileApiProfilesNameDeleteErrors = {
+export type DeleteProfileErrors = {
     /**
      * Bad Request
      */
@@ -3588,18 +3679,18 @@ export type DeleteProfileApiProfilesNameDeleteErrors = {
     409: ErrorResponse;
 };
 
-export type DeleteProfileApiProfilesNameDeleteError = DeleteProfileApiProfilesNameDeleteErrors[keyof DeleteProfileApiProfilesNameDeleteErrors];
+export type DeleteProfileError = DeleteProfileErrors[keyof DeleteProfileErrors];
 
-export type DeleteProfileApiProfilesNameDeleteResponses = {
+export type DeleteProfileResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type DeleteProfileApiProfilesNameDeleteResponse = DeleteProfileApiProfilesNameDeleteResponses[keyof DeleteProfileApiProfilesNameDeleteResponses];
+export type DeleteProfileResponse = DeleteProfileResponses[keyof DeleteProfileResponses];
 
-export type GetProfileApiProfilesNameGetData = {
+export type GetProfileData = {
     body?: never;
     path: {
         /**
@@ -3611,7 +3702,7 @@ export type GetProfileApiProfilesNameGetData = {
     url: '/api/profiles/{name}';
 };
 
-export type GetProfileApiProfilesNameGetErrors = {
+export type GetProfileErrors = {
     /**
      * Bad Request
      */
@@ -3626,25 +3717,70 @@ export type GetProfileApiProfilesNameGetErrors = {
     409: ErrorResponse;
 };
 
-export type GetProfileApiProfilesNameGetError = GetProfileApiProfilesNameGetErrors[keyof GetProfileApiProfilesNameGetErrors];
+export type GetProfileError = GetProfileErrors[keyof GetProfileErrors];
 
-export type GetProfileApiProfilesNameGetResponses = {
+export type GetProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type GetProfileApiProfilesNameGetResponse = GetProfileApiProfilesNameGetResponses[keyof GetProfileApiProfilesNameGetResponses];
+export type GetProfileResponse = GetProfileResponses[keyof GetProfileResponses];
 
-export type UpdateProfileApiProfilesNamePatchData = {
+export type UpdateProfileData = {
     /**
      * Body
      *
-     * ProfileUpdate: fields to change + version
+     * Body of PATCH /api/profiles/{name}: fields left out keep their value.
      */
     body: {
-        [key: string]: unknown;
+        /**
+         * Version
+         *
+         * The version being edited; a stale version is refused with 409.
+         */
+        version?: number;
+        /**
+         * Name
+         *
+         * New name (renames the profile).
+         */
+        name?: string | null;
+        /**
+         * Description
+         *
+         * New description.
+         */
+        description?: string | null;
+        /**
+         * Model
+         *
+         * Model id the profile is for.
+         */
+        model?: string | null;
+        /**
+         * The SAE its feature indices refer to.
+         */
+        sae?: SaeRef | null;
+        /**
+         * Mode
+         *
+         * add or clamp.
+         */
+        mode?: 'add' | 'clamp' | null;
+        /**
+         * Normalize
+         *
+         * Unit-norm decoder directions for add.
+         */
+        normalize?: boolean | null;
+        /**
+         * Features
+         *
+         * The new feature list (replaces the old one).
+         */
+        features?: Array<SteeringFeature> | null;
     };
     headers?: {
         /**
@@ -3662,7 +3798,7 @@ export type UpdateProfileApiProfilesNamePatchData = {
     url: '/api/profiles/{name}';
 };
 
-export type UpdateProfileApiProfilesNamePatchErrors = {
+export type UpdateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3677,25 +3813,70 @@ export type UpdateProfileApiProfilesNamePatchErrors = {
     409: ErrorResponse;
 };
 
-export type UpdateProfileApiProfilesNamePatchError = UpdateProfileApiProfilesNamePatchErrors[keyof UpdateProfileApiProfilesNamePatchErrors];
+export type UpdateProfileError = UpdateProfileErrors[keyof UpdateProfileErrors];
 
-export type UpdateProfileApiProfilesNamePatchResponses = {
+export type UpdateProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type UpdateProfileApiProfilesNamePatchResponse = UpdateProfileApiProfilesNamePatchResponses[keyof UpdateProfileApiProfilesNamePatchResponses];
+export type UpdateProfileResponse = UpdateProfileResponses[keyof UpdateProfileResponses];
 
-export type UpdateProfileApiProfilesNamePutData = {
+export type ReplaceProfileData = {
     /**
      * Body
      *
-     * ProfileUpdate: fields to change + version
+     * Body of PATCH /api/profiles/{name}: fields left out keep their value.
      */
     body: {
-        [key: string]: unknown;
+        /**
+         * Version
+         *
+         * The version being edited; a stale version is refused with 409.
+         */
+        version?: number;
+        /**
+         * Name
+         *
+         * New name (renames the profile).
+         */
+        name?: string | null;
+        /**
+         * Description
+         *
+         * New description.
+         */
+        description?: string | null;
+        /**
+         * Model
+         *
+         * Model id the profile is for.
+         */
+        model?: string | null;
+        /**
+         * The SAE its feature indices refer to.
+         */
+        sae?: SaeRef | null;
+        /**
+         * Mode
+         *
+         * add or clamp.
+         */
+        mode?: 'add' | 'clamp' | null;
+        /**
+         * Normalize
+         *
+         * Unit-norm decoder directions for add.
+         */
+        normalize?: boolean | null;
+        /**
+         * Features
+         *
+         * The new feature list (replaces the old one).
+         */
+        features?: Array<SteeringFeature> | null;
     };
     headers?: {
         /**
@@ -3713,7 +3894,7 @@ export type UpdateProfileApiProfilesNamePutData = {
     url: '/api/profiles/{name}';
 };
 
-export type UpdateProfileApiProfilesNamePutErrors = {
+export type ReplaceProfileErrors = {
     /**
      * Bad Request
      */
@@ -3728,18 +3909,18 @@ export type UpdateProfileApiProfilesNamePutErrors = {
     409: ErrorResponse;
 };
 
-export type UpdateProfileApiProfilesNamePutError = UpdateProfileApiProfilesNamePutErrors[keyof UpdateProfileApiProfilesNamePutErrors];
+export type ReplaceProfileError = ReplaceProfileErrors[keyof ReplaceProfileErrors];
 
-export type UpdateProfileApiProfilesNamePutResponses = {
+export type ReplaceProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type UpdateProfileApiProfilesNamePutResponse = UpdateProfileApiProfilesNamePutResponses[keyof UpdateProfileApiProfilesNamePutResponses];
+export type ReplaceProfileResponse = ReplaceProfileResponses[keyof ReplaceProfileResponses];
 
-export type DuplicateProfileApiProfilesNameDuplicatePostData = {
+export type DuplicateProfileData = {
     body: ProfileDuplicate;
     path: {
         /**
@@ -3751,7 +3932,7 @@ export type DuplicateProfileApiProfilesNameDuplicatePostData = {
     url: '/api/profiles/{name}/duplicate';
 };
 
-export type DuplicateProfileApiProfilesNameDuplicatePostErrors = {
+export type DuplicateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3766,18 +3947,18 @@ export type DuplicateProfileApiProfilesNameDuplicatePostErrors = {
     409: ErrorResponse;
 };
 
-export type DuplicateProfileApiProfilesNameDuplicatePostError = DuplicateProfileApiProfilesNameDuplicatePostErrors[keyof DuplicateProfileApiProfilesNameDuplicatePostErrors];
+export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
 
-export type DuplicateProfileApiProfilesNameDuplicatePostResponses = {
+export type DuplicateProfileResponses = {
     /**
      * Successful Response
      */
     201: ProfilePublic;
 };
 
-export type DuplicateProfileApiProfilesNameDuplicatePostResponse = DuplicateProfileApiProfilesNameDuplicatePostResponses[keyof DuplicateProfileApiProfilesNameDuplicatePostResponses];
+export type DuplicateProfileResponse = DuplicateProfileResponses[keyof DuplicateProfileResponses];
 
-export type ActivateProfileApiProfilesNameActivatePostData = {
+export type ActivateProfileData = {
     body?: never;
     path: {
         /**
@@ -3789,7 +3970,7 @@ export type ActivateProfileApiProfilesNameActivatePostData = {
     url: '/api/profiles/{name}/activate';
 };
 
-export type ActivateProfileApiProfilesNameActivatePostErrors = {
+export type ActivateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3804,18 +3985,18 @@ export type ActivateProfileApiProfilesNameActivatePostErrors = {
     409: ErrorResponse;
 };
 
-export type ActivateProfileApiProfilesNameActivatePostError = ActivateProfileApiProfilesNameActivatePostErrors[keyof ActivateProfileApiProfilesNameActivatePostErrors];
+export type ActivateProfileError = ActivateProfileErrors[keyof ActivateProfileErrors];
 
-export type ActivateProfileApiProfilesNameActivatePostResponses = {
+export type ActivateProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type ActivateProfileApiProfilesNameActivatePostResponse = ActivateProfileApiProfilesNameActivatePostResponses[keyof ActivateProfileApiProfilesNameActivatePostResponses];
+export type ActivateProfileResponse = ActivateProfileResponses[keyof ActivateProfileResponses];
 
-export type ExportOneApiProfilesNameExportGetData = {
+export type ExportProfileData = {
     body?: never;
     path: {
         /**
@@ -3827,7 +4008,7 @@ export type ExportOneApiProfilesNameExportGetData = {
     url: '/api/profiles/{name}/export';
 };
 
-export type ExportOneApiProfilesNameExportGetErrors = {
+export type ExportProfileErrors = {
     /**
      * Bad Request
      */
@@ -3842,13 +4023,13 @@ export type ExportOneApiProfilesNameExportGetErrors = {
     409: ErrorResponse;
 };
 
-export type ExportOneApiProfilesNameExportGetError = ExportOneApiProfilesNameExportGetErrors[keyof ExportOneApiProfilesNameExportGetErrors];
+export type ExportProfileError = ExportProfileErrors[keyof ExportProfileErrors];
 
-export type ExportOneApiProfilesNameExportGetResponses = {
+export type ExportProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfileDocument;
 };
 
-export type ExportOneApiProfilesNameExportGetResponse = ExportOneApiProfilesNameExportGetResponses[keyof ExportOneApiProfilesNameExportGetResponses];
+export type ExportProfileResponse = ExportProfileResponses[keyof ExportProfileResponses];

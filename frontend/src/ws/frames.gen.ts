@@ -38,9 +38,18 @@ progress: number
 current_file: (string | null)
 error: (JobError | null)
 attempts: number
-created_at: number
-updated_at: number
-finished_at: (number | null)
+/**
+ * When the job was submitted (ISO 8601, UTC).
+ */
+created_at: string
+/**
+ * Its last change of state or progress (ISO 8601, UTC).
+ */
+updated_at: string
+/**
+ * When it completed, failed or was cancelled.
+ */
+finished_at: (string | null)
 }
 export interface JobError {
 code: (string | null)
