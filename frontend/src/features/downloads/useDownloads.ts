@@ -12,10 +12,14 @@ export function isActive(job: Pick<JobOut, "state">): boolean {
   return ACTIVE_STATES.has(job.state);
 }
 
-/** Insert or replace one job in the cached list (newest first, as the server lists them). */
+/**
+ * Insert or replace one job in the cached list (newest first, as the server lists them). A snapshot
+ * older than the one held is ignored: an HTTP answer can arrive after the socket's later pushes.
+ */
 export function upsertJob(list: JobList | undefined, job: JobOut): JobList {
   const data = list?.data ?? [];
   const i = data.findIndex((j) => j.id === job.id);
+  if (i >= 0 && Date.parse(data[i].updated_at) > Date.parse(job.updated_at)) return list as JobList;
   const next = i >= 0 ? data.map((j) => (j.id === job.id ? job : j)) : [job, ...data];
   return { data: next, count: next.length };
 }
