@@ -63,3 +63,6 @@ class Settings(BaseSettings):
     )
     restore_state: bool = Field(True, description="Restore the active profile at start-up.")
     force_load: bool = Field(False, description="Load models even when the memory estimate says they do not fit.")
+    ui_dir: Path | None = Field(
+        None, description="Folder of the built web UI served at / (default: the copy packaged with miLLM)."
+    )

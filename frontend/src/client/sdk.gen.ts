@@ -19,219 +19,19 @@ export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends 
 };
 
 /**
- * List models
+ * List the cache
  *
- * The loaded model, then one virtual id `<model>+<profile>` per profile that fits the loaded model and
- * attached SAE: a chat client that picks one is steered by that profile. Empty while no model is loaded.
+ * Cached models and SAEs: size, files, revisions, last use, SAE folders, and whether each is in use or
+ * downloading; named by repo id, never by server path.
  */
-export const listModels = <ThrowOnError extends boolean = true>(options?: Options<ListModelsData, ThrowOnError>): RequestResult<ListModelsResponses, unknown, ThrowOnError> => (options?.client ?? client).get<ListModelsResponses, unknown, ThrowOnError>({ url: '/v1/models', ...options });
+export const listCache = <ThrowOnError extends boolean = true>(options?: Options<ListCacheData, ThrowOnError>): RequestResult<ListCacheResponses, ListCacheErrors, ThrowOnError> => (options?.client ?? client).get<ListCacheResponses, ListCacheErrors, ThrowOnError>({ url: '/api/cache', ...options });
 
 /**
- * Retrieve a model
+ * Delete a cache entry
  *
- * One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an
- * unknown id.
+ * Delete a cached repo (or one revision); refused (409) while it is loaded, attached or being downloaded.
  */
-export const retrieveModel = <ThrowOnError extends boolean = true>(options: Options<RetrieveModelData, ThrowOnError>): RequestResult<RetrieveModelResponses, RetrieveModelErrors, ThrowOnError> => (options.client ?? client).get<RetrieveModelResponses, RetrieveModelErrors, ThrowOnError>({ url: '/v1/models/{model_id}', ...options });
-
-/**
- * Create a chat completion
- *
- * The OpenAI chat API with the model's chat template; `stream: true` answers server-sent events ending with
- * `data: [DONE]`. A top-level `steering` object steers this request only; the steering used is reported in
- * `millm.steering` and the `X-MiLLM-Steering` header.
- */
-export const createChatCompletion = <ThrowOnError extends boolean = true>(options: Options<CreateChatCompletionData, ThrowOnError>): RequestResult<CreateChatCompletionResponses, CreateChatCompletionErrors, ThrowOnError> => (options.client ?? client).post<CreateChatCompletionResponses, CreateChatCompletionErrors, ThrowOnError>({
-    url: '/v1/chat/completions',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Create a completion
- *
- * The OpenAI (legacy) completions API: `prompt` as text, texts, token ids or lists of token ids; `stream:
- * true` answers server-sent events. Takes the same `steering` object as chat completions.
- */
-export const createCompletion = <ThrowOnError extends boolean = true>(options: Options<CreateCompletionData, ThrowOnError>): RequestResult<CreateCompletionResponses, CreateCompletionErrors, ThrowOnError> => (options.client ?? client).post<CreateCompletionResponses, CreateCompletionErrors, ThrowOnError>({
-    url: '/v1/completions',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Create embeddings
- *
- * The mean of the last layer's hidden states (after the final norm), L2-normalised; `encoding_format` float or
- * base64. Steering applies to embeddings too.
- */
-export const createEmbedding = <ThrowOnError extends boolean = true>(options: Options<CreateEmbeddingData, ThrowOnError>): RequestResult<CreateEmbeddingResponses, CreateEmbeddingErrors, ThrowOnError> => (options.client ?? client).post<CreateEmbeddingResponses, CreateEmbeddingErrors, ThrowOnError>({
-    url: '/v1/embeddings',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Health check
- *
- * 200 `{"status": "ok"}` when a model is loaded and serving; 503 with `Retry-After` while the server starts,
- * loads or has no model.
- */
-export const getHealth = <ThrowOnError extends boolean = true>(options?: Options<GetHealthData, ThrowOnError>): RequestResult<GetHealthResponses, GetHealthErrors, ThrowOnError> => (options?.client ?? client).get<GetHealthResponses, GetHealthErrors, ThrowOnError>({ url: '/health', ...options });
-
-/**
- * Prometheus metrics
- *
- * Requests, tokens, latencies, queue depth, running sequences and downloads, in the Prometheus text format.
- */
-export const getMetrics = <ThrowOnError extends boolean = true>(options?: Options<GetMetricsData, ThrowOnError>): RequestResult<GetMetricsResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetMetricsResponses, unknown, ThrowOnError>({ url: '/metrics', ...options });
-
-/**
- * Server status
- *
- * Everything a dashboard shows at a glance: version and uptime, serving state, host CPU and RAM, accelerator
- * use where present, the loaded model and its precision, the attached SAE and its layer, steering, the active
- * profile, queue depth and running sequences. Cheap enough to poll every second.
- */
-export const getStatus = <ThrowOnError extends boolean = true>(options?: Options<GetStatusData, ThrowOnError>): RequestResult<GetStatusResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetStatusResponses, unknown, ThrowOnError>({ url: '/api/status', ...options });
-
-/**
- * Get the loaded model
- *
- * The served model (id, source, precision, parameters, context length, width, number of layers), or null when
- * none is loaded.
- */
-export const getLoadedModel = <ThrowOnError extends boolean = true>(options?: Options<GetLoadedModelData, ThrowOnError>): RequestResult<GetLoadedModelResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetLoadedModelResponses, unknown, ThrowOnError>({ url: '/api/models/loaded', ...options });
-
-/**
- * Load a model
- *
- * Load or switch to a model: a local folder, `millm-demo`, or a Hub repo id (a repo not in the cache is pulled
- * first). The previous model keeps serving until the new one is ready, and a failed load keeps it. A load the
- * memory estimate says will not fit is refused with a 409 `insufficient_memory` whose message gives the
- * breakdown (weights, KV cache, SAE) against free memory; `force: true` loads anyway.
- */
-export const loadModel = <ThrowOnError extends boolean = true>(options: Options<LoadModelData, ThrowOnError>): RequestResult<LoadModelResponses, LoadModelErrors, ThrowOnError> => (options.client ?? client).post<LoadModelResponses, LoadModelErrors, ThrowOnError>({
-    url: '/api/models/load',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Unload the model
- *
- * Free the model's memory; the attached SAE is detached and steering cleared. Requests get 503 until a model
- * is loaded again.
- */
-export const unloadModel = <ThrowOnError extends boolean = true>(options?: Options<UnloadModelData, ThrowOnError>): RequestResult<UnloadModelResponses, UnloadModelErrors, ThrowOnError> => (options?.client ?? client).post<UnloadModelResponses, UnloadModelErrors, ThrowOnError>({ url: '/api/models/unload', ...options });
-
-/**
- * Get the attached SAE
- *
- * The attached SAE (id, hook, layer, d_in, d_sae, architecture, source, labelled features, Neuronpedia id) or
- * `attached: null`.
- */
-export const getAttachedSae = <ThrowOnError extends boolean = true>(options?: Options<GetAttachedSaeData, ThrowOnError>): RequestResult<GetAttachedSaeResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetAttachedSaeResponses, unknown, ThrowOnError>({ url: '/api/saes/attached', ...options });
-
-/**
- * Attach an SAE
- *
- * Attach an SAE from a local folder or file, or a Hub reference `owner/repo[:path/in/repo]` (pulled into the
- * cache first), at the layer in its config or at `layer`. Replaces an attached SAE; steering that does not fit
- * the new SAE is cleared.
- */
-export const attachSae = <ThrowOnError extends boolean = true>(options: Options<AttachSaeData, ThrowOnError>): RequestResult<AttachSaeResponses, AttachSaeErrors, ThrowOnError> => (options.client ?? client).post<AttachSaeResponses, AttachSaeErrors, ThrowOnError>({
-    url: '/api/saes/attach',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Detach the SAE
- *
- * Remove the SAE from the model: steering and monitoring stop, and server-wide steering is cleared.
- */
-export const detachSae = <ThrowOnError extends boolean = true>(options?: Options<DetachSaeData, ThrowOnError>): RequestResult<DetachSaeResponses, DetachSaeErrors, ThrowOnError> => (options?.client ?? client).post<DetachSaeResponses, DetachSaeErrors, ThrowOnError>({ url: '/api/saes/detach', ...options });
-
-/**
- * Search feature labels
- *
- * The attached SAE's feature labels, by index; `q` keeps those whose label contains it (case-insensitive) or
- * whose index it is, `limit` caps how many come back (`count` is the number that matched).
- */
-export const searchFeatureLabels = <ThrowOnError extends boolean = true>(options?: Options<SearchFeatureLabelsData, ThrowOnError>): RequestResult<SearchFeatureLabelsResponses, SearchFeatureLabelsErrors, ThrowOnError> => (options?.client ?? client).get<SearchFeatureLabelsResponses, SearchFeatureLabelsErrors, ThrowOnError>({ url: '/api/saes/attached/labels', ...options });
-
-/**
- * Clear the steering
- *
- * Remove every feature from the server-wide steering and deactivate the active profile.
- */
-export const clearSteering = <ThrowOnError extends boolean = true>(options?: Options<ClearSteeringData, ThrowOnError>): RequestResult<ClearSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).delete<ClearSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering', ...options });
-
-/**
- * Get the steering
- *
- * Server-wide steering: on/off, mode, features with strengths and labels, and the profile it came from.
- */
-export const getSteering = <ThrowOnError extends boolean = true>(options?: Options<GetSteeringData, ThrowOnError>): RequestResult<GetSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering', ...options });
-
-/**
- * Update the steering
- *
- * Change some features' strengths (`strength: null` removes one) or the mode, keeping the rest.
- */
-export const updateSteering = <ThrowOnError extends boolean = true>(options: Options<UpdateSteeringData, ThrowOnError>): RequestResult<UpdateSteeringResponses, UpdateSteeringErrors, ThrowOnError> => (options.client ?? client).patch<UpdateSteeringResponses, UpdateSteeringErrors, ThrowOnError>({
-    url: '/api/steering',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Set the steering
- *
- * Replace the server-wide steering (features, mode, normalisation). Applies to the next token of every request
- * that brings no steering of its own; the active profile, if any, is no longer active.
- */
-export const setSteering = <ThrowOnError extends boolean = true>(options: Options<SetSteeringData, ThrowOnError>): RequestResult<SetSteeringResponses, SetSteeringErrors, ThrowOnError> => (options.client ?? client).put<SetSteeringResponses, SetSteeringErrors, ThrowOnError>({
-    url: '/api/steering',
-    ...options,
-    headers: {
-        'Content-Type': 'application/json',
-        ...options.headers
-    }
-});
-
-/**
- * Turn steering on
- *
- * Apply the server-wide steering again (the features are kept while it is off).
- */
-export const enableSteering = <ThrowOnError extends boolean = true>(options?: Options<EnableSteeringData, ThrowOnError>): RequestResult<EnableSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).post<EnableSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering/enable', ...options });
-
-/**
- * Turn steering off
- *
- * Stop applying the server-wide steering without forgetting its features.
- */
-export const disableSteering = <ThrowOnError extends boolean = true>(options?: Options<DisableSteeringData, ThrowOnError>): RequestResult<DisableSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).post<DisableSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering/disable', ...options });
+export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: Options<DeleteCacheEntryData, ThrowOnError>): RequestResult<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError> => (options.client ?? client).delete<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError>({ url: '/api/cache/{repo_id}', ...options });
 
 /**
  * List downloads
@@ -279,18 +79,18 @@ export const deleteDownload = <ThrowOnError extends boolean = true>(options: Opt
 export const getDownload = <ThrowOnError extends boolean = true>(options: Options<GetDownloadData, ThrowOnError>): RequestResult<GetDownloadResponses, GetDownloadErrors, ThrowOnError> => (options.client ?? client).get<GetDownloadResponses, GetDownloadErrors, ThrowOnError>({ url: '/api/downloads/{job_id}', ...options });
 
 /**
- * Stream one download's events
- *
- * Server-sent events for one job: its current state, then its events; the stream ends after a final state.
- */
-export const streamDownload = <ThrowOnError extends boolean = true>(options: Options<StreamDownloadData, ThrowOnError, StreamDownloadResponse>): Promise<ServerSentEventsResult<StreamDownloadResponses>> => (options.client ?? client).sse.get<StreamDownloadResponses, StreamDownloadErrors, ThrowOnError>({ url: '/api/downloads/{job_id}/events', ...options });
-
-/**
  * Cancel a download
  *
  * Stop a job; the file being transferred is deleted, finished files stay in the cache.
  */
 export const cancelDownload = <ThrowOnError extends boolean = true>(options: Options<CancelDownloadData, ThrowOnError>): RequestResult<CancelDownloadResponses, CancelDownloadErrors, ThrowOnError> => (options.client ?? client).post<CancelDownloadResponses, CancelDownloadErrors, ThrowOnError>({ url: '/api/downloads/{job_id}/cancel', ...options });
+
+/**
+ * Stream one download's events
+ *
+ * Server-sent events for one job: its current state, then its events; the stream ends after a final state.
+ */
+export const streamDownload = <ThrowOnError extends boolean = true>(options: Options<StreamDownloadData, ThrowOnError, StreamDownloadResponse>): Promise<ServerSentEventsResult<StreamDownloadResponses>> => (options.client ?? client).sse.get<StreamDownloadResponses, StreamDownloadErrors, ThrowOnError>({ url: '/api/downloads/{job_id}/events', ...options });
 
 /**
  * Resume a download
@@ -300,21 +100,6 @@ export const cancelDownload = <ThrowOnError extends boolean = true>(options: Opt
 export const resumeDownload = <ThrowOnError extends boolean = true>(options: Options<ResumeDownloadData, ThrowOnError>): RequestResult<ResumeDownloadResponses, ResumeDownloadErrors, ThrowOnError> => (options.client ?? client).post<ResumeDownloadResponses, ResumeDownloadErrors, ThrowOnError>({ url: '/api/downloads/{job_id}/resume', ...options });
 
 /**
- * List the cache
- *
- * Cached models and SAEs: size, files, revisions, last use, SAE folders, and whether each is in use or
- * downloading; named by repo id, never by server path.
- */
-export const listCache = <ThrowOnError extends boolean = true>(options?: Options<ListCacheData, ThrowOnError>): RequestResult<ListCacheResponses, ListCacheErrors, ThrowOnError> => (options?.client ?? client).get<ListCacheResponses, ListCacheErrors, ThrowOnError>({ url: '/api/cache', ...options });
-
-/**
- * Delete a cache entry
- *
- * Delete a cached repo (or one revision); refused (409) while it is loaded, attached or being downloaded.
- */
-export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: Options<DeleteCacheEntryData, ThrowOnError>): RequestResult<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError> => (options.client ?? client).delete<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError>({ url: '/api/cache/{repo_id}', ...options });
-
-/**
  * Estimate a model's memory
  *
  * Memory a load would need (weights, KV cache for one sequence, attached SAE, overhead) against free memory on
@@ -322,6 +107,39 @@ export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: O
  * headers, nothing downloaded). Defaults are the server's dtype, quantization, device and max context.
  */
 export const estimateModel = <ThrowOnError extends boolean = true>(options: Options<EstimateModelData, ThrowOnError>): RequestResult<EstimateModelResponses, EstimateModelErrors, ThrowOnError> => (options.client ?? client).get<EstimateModelResponses, EstimateModelErrors, ThrowOnError>({ url: '/api/models/estimate', ...options });
+
+/**
+ * Load a model
+ *
+ * Load or switch to a model: a local folder, `millm-demo`, or a Hub repo id (a repo not in the cache is pulled
+ * first). The previous model keeps serving until the new one is ready, and a failed load keeps it. A load the
+ * memory estimate says will not fit is refused with a 409 `insufficient_memory` whose message gives the
+ * breakdown (weights, KV cache, SAE) against free memory; `force: true` loads anyway.
+ */
+export const loadModel = <ThrowOnError extends boolean = true>(options: Options<LoadModelData, ThrowOnError>): RequestResult<LoadModelResponses, LoadModelErrors, ThrowOnError> => (options.client ?? client).post<LoadModelResponses, LoadModelErrors, ThrowOnError>({
+    url: '/api/models/load',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Get the loaded model
+ *
+ * The served model (id, source, precision, parameters, context length, width, number of layers), or null when
+ * none is loaded.
+ */
+export const getLoadedModel = <ThrowOnError extends boolean = true>(options?: Options<GetLoadedModelData, ThrowOnError>): RequestResult<GetLoadedModelResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetLoadedModelResponses, unknown, ThrowOnError>({ url: '/api/models/loaded', ...options });
+
+/**
+ * Unload the model
+ *
+ * Free the model's memory; the attached SAE is detached and steering cleared. Requests get 503 until a model
+ * is loaded again.
+ */
+export const unloadModel = <ThrowOnError extends boolean = true>(options?: Options<UnloadModelData, ThrowOnError>): RequestResult<UnloadModelResponses, UnloadModelErrors, ThrowOnError> => (options?.client ?? client).post<UnloadModelResponses, UnloadModelErrors, ThrowOnError>({ url: '/api/models/unload', ...options });
 
 /**
  * Get the monitor settings
@@ -347,18 +165,12 @@ export const setMonitorConfig = <ThrowOnError extends boolean = true>(options: O
 });
 
 /**
- * Pause monitoring
+ * Export the monitor history
  *
- * Stop sending and recording frames until resumed; generation is not affected.
+ * Every recorded frame as JSON lines or a CSV table (one row per token and feature), as a file download;
+ * `request_id` limits it to one request.
  */
-export const pauseMonitor = <ThrowOnError extends boolean = true>(options?: Options<PauseMonitorData, ThrowOnError>): RequestResult<PauseMonitorResponses, unknown, ThrowOnError> => (options?.client ?? client).post<PauseMonitorResponses, unknown, ThrowOnError>({ url: '/api/monitor/pause', ...options });
-
-/**
- * Resume monitoring
- *
- * Send and record frames again after a pause.
- */
-export const resumeMonitor = <ThrowOnError extends boolean = true>(options?: Options<ResumeMonitorData, ThrowOnError>): RequestResult<ResumeMonitorResponses, unknown, ThrowOnError> => (options?.client ?? client).post<ResumeMonitorResponses, unknown, ThrowOnError>({ url: '/api/monitor/resume', ...options });
+export const exportMonitorHistory = <ThrowOnError extends boolean = true>(options?: Options<ExportMonitorHistoryData, ThrowOnError>): RequestResult<ExportMonitorHistoryResponses, ExportMonitorHistoryErrors, ThrowOnError> => (options?.client ?? client).get<ExportMonitorHistoryResponses, ExportMonitorHistoryErrors, ThrowOnError>({ url: '/api/monitor/export', ...options });
 
 /**
  * Clear the monitor history
@@ -376,19 +188,25 @@ export const clearMonitorHistory = <ThrowOnError extends boolean = true>(options
 export const getMonitorHistory = <ThrowOnError extends boolean = true>(options?: Options<GetMonitorHistoryData, ThrowOnError>): RequestResult<GetMonitorHistoryResponses, GetMonitorHistoryErrors, ThrowOnError> => (options?.client ?? client).get<GetMonitorHistoryResponses, GetMonitorHistoryErrors, ThrowOnError>({ url: '/api/monitor/history', ...options });
 
 /**
+ * Pause monitoring
+ *
+ * Stop sending and recording frames until resumed; generation is not affected.
+ */
+export const pauseMonitor = <ThrowOnError extends boolean = true>(options?: Options<PauseMonitorData, ThrowOnError>): RequestResult<PauseMonitorResponses, unknown, ThrowOnError> => (options?.client ?? client).post<PauseMonitorResponses, unknown, ThrowOnError>({ url: '/api/monitor/pause', ...options });
+
+/**
+ * Resume monitoring
+ *
+ * Send and record frames again after a pause.
+ */
+export const resumeMonitor = <ThrowOnError extends boolean = true>(options?: Options<ResumeMonitorData, ThrowOnError>): RequestResult<ResumeMonitorResponses, unknown, ThrowOnError> => (options?.client ?? client).post<ResumeMonitorResponses, unknown, ThrowOnError>({ url: '/api/monitor/resume', ...options });
+
+/**
  * Get feature statistics
  *
  * Per-feature count, min, max and mean over every recorded token.
  */
 export const getMonitorStats = <ThrowOnError extends boolean = true>(options?: Options<GetMonitorStatsData, ThrowOnError>): RequestResult<GetMonitorStatsResponses, GetMonitorStatsErrors, ThrowOnError> => (options?.client ?? client).get<GetMonitorStatsResponses, GetMonitorStatsErrors, ThrowOnError>({ url: '/api/monitor/stats', ...options });
-
-/**
- * Export the monitor history
- *
- * Every recorded frame as JSON lines or a CSV table (one row per token and feature), as a file download;
- * `request_id` limits it to one request.
- */
-export const exportMonitorHistory = <ThrowOnError extends boolean = true>(options?: Options<ExportMonitorHistoryData, ThrowOnError>): RequestResult<ExportMonitorHistoryResponses, ExportMonitorHistoryErrors, ThrowOnError> => (options?.client ?? client).get<ExportMonitorHistoryResponses, ExportMonitorHistoryErrors, ThrowOnError>({ url: '/api/monitor/export', ...options });
 
 /**
  * List profiles
@@ -413,11 +231,11 @@ export const createProfile = <ThrowOnError extends boolean = true>(options: Opti
 });
 
 /**
- * Get the profile format schema
+ * Deactivate the active profile
  *
- * JSON Schema of the profile export format (see docs/profile-format.md).
+ * Stop steering with the active profile; the server-wide steering is cleared.
  */
-export const getProfileSchema = <ThrowOnError extends boolean = true>(options?: Options<GetProfileSchemaData, ThrowOnError>): RequestResult<GetProfileSchemaResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetProfileSchemaResponses, unknown, ThrowOnError>({ url: '/api/profiles/schema', ...options });
+export const deactivateProfile = <ThrowOnError extends boolean = true>(options?: Options<DeactivateProfileData, ThrowOnError>): RequestResult<DeactivateProfileResponses, unknown, ThrowOnError> => (options?.client ?? client).post<DeactivateProfileResponses, unknown, ThrowOnError>({ url: '/api/profiles/deactivate', ...options });
 
 /**
  * Export profiles
@@ -425,21 +243,6 @@ export const getProfileSchema = <ThrowOnError extends boolean = true>(options?: 
  * A bundle of every profile (or those named in `names`), ready to import elsewhere.
  */
 export const exportProfiles = <ThrowOnError extends boolean = true>(options?: Options<ExportProfilesData, ThrowOnError>): RequestResult<ExportProfilesResponses, ExportProfilesErrors, ThrowOnError> => (options?.client ?? client).get<ExportProfilesResponses, ExportProfilesErrors, ThrowOnError>({ url: '/api/profiles/export', ...options });
-
-/**
- * Import profiles
- *
- * Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (the raw JSON file as the
- * body). `on_conflict` decides what a name already in use does: fail, get a new name, or replace.
- */
-export const importProfiles = <ThrowOnError extends boolean = true>(options?: Options<ImportProfilesData, ThrowOnError>): RequestResult<ImportProfilesResponses, ImportProfilesErrors, ThrowOnError> => (options?.client ?? client).post<ImportProfilesResponses, ImportProfilesErrors, ThrowOnError>({ url: '/api/profiles/import', ...options });
-
-/**
- * Deactivate the active profile
- *
- * Stop steering with the active profile; the server-wide steering is cleared.
- */
-export const deactivateProfile = <ThrowOnError extends boolean = true>(options?: Options<DeactivateProfileData, ThrowOnError>): RequestResult<DeactivateProfileResponses, unknown, ThrowOnError> => (options?.client ?? client).post<DeactivateProfileResponses, unknown, ThrowOnError>({ url: '/api/profiles/deactivate', ...options });
 
 /**
  * Save the steering as a profile
@@ -454,6 +257,21 @@ export const createProfileFromSteering = <ThrowOnError extends boolean = true>(o
         ...options.headers
     }
 });
+
+/**
+ * Import profiles
+ *
+ * Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (the raw JSON file as the
+ * body). `on_conflict` decides what a name already in use does: fail, get a new name, or replace.
+ */
+export const importProfiles = <ThrowOnError extends boolean = true>(options?: Options<ImportProfilesData, ThrowOnError>): RequestResult<ImportProfilesResponses, ImportProfilesErrors, ThrowOnError> => (options?.client ?? client).post<ImportProfilesResponses, ImportProfilesErrors, ThrowOnError>({ url: '/api/profiles/import', ...options });
+
+/**
+ * Get the profile format schema
+ *
+ * JSON Schema of the profile export format (see docs/profile-format.md).
+ */
+export const getProfileSchema = <ThrowOnError extends boolean = true>(options?: Options<GetProfileSchemaData, ThrowOnError>): RequestResult<GetProfileSchemaResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetProfileSchemaResponses, unknown, ThrowOnError>({ url: '/api/profiles/schema', ...options });
 
 /**
  * Delete a profile
@@ -506,6 +324,14 @@ export const replaceProfile = <ThrowOnError extends boolean = true>(options: Opt
 });
 
 /**
+ * Activate a profile
+ *
+ * Steer every request that brings no steering of its own with this profile. Refused when it does not fit the
+ * loaded model or the attached SAE.
+ */
+export const activateProfile = <ThrowOnError extends boolean = true>(options: Options<ActivateProfileData, ThrowOnError>): RequestResult<ActivateProfileResponses, ActivateProfileErrors, ThrowOnError> => (options.client ?? client).post<ActivateProfileResponses, ActivateProfileErrors, ThrowOnError>({ url: '/api/profiles/{name}/activate', ...options });
+
+/**
  * Duplicate a profile
  *
  * Copy a profile under a new name (inactive).
@@ -520,16 +346,190 @@ export const duplicateProfile = <ThrowOnError extends boolean = true>(options: O
 });
 
 /**
- * Activate a profile
- *
- * Steer every request that brings no steering of its own with this profile. Refused when it does not fit the
- * loaded model or the attached SAE.
- */
-export const activateProfile = <ThrowOnError extends boolean = true>(options: Options<ActivateProfileData, ThrowOnError>): RequestResult<ActivateProfileResponses, ActivateProfileErrors, ThrowOnError> => (options.client ?? client).post<ActivateProfileResponses, ActivateProfileErrors, ThrowOnError>({ url: '/api/profiles/{name}/activate', ...options });
-
-/**
  * Export a profile
  *
  * One profile as a document ready to import elsewhere.
  */
 export const exportProfile = <ThrowOnError extends boolean = true>(options: Options<ExportProfileData, ThrowOnError>): RequestResult<ExportProfileResponses, ExportProfileErrors, ThrowOnError> => (options.client ?? client).get<ExportProfileResponses, ExportProfileErrors, ThrowOnError>({ url: '/api/profiles/{name}/export', ...options });
+
+/**
+ * Attach an SAE
+ *
+ * Attach an SAE from a local folder or file, or a Hub reference `owner/repo[:path/in/repo]` (pulled into the
+ * cache first), at the layer in its config or at `layer`. Replaces an attached SAE; steering that does not fit
+ * the new SAE is cleared.
+ */
+export const attachSae = <ThrowOnError extends boolean = true>(options: Options<AttachSaeData, ThrowOnError>): RequestResult<AttachSaeResponses, AttachSaeErrors, ThrowOnError> => (options.client ?? client).post<AttachSaeResponses, AttachSaeErrors, ThrowOnError>({
+    url: '/api/saes/attach',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Get the attached SAE
+ *
+ * The attached SAE (id, hook, layer, d_in, d_sae, architecture, source, labelled features, Neuronpedia id) or
+ * `attached: null`.
+ */
+export const getAttachedSae = <ThrowOnError extends boolean = true>(options?: Options<GetAttachedSaeData, ThrowOnError>): RequestResult<GetAttachedSaeResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetAttachedSaeResponses, unknown, ThrowOnError>({ url: '/api/saes/attached', ...options });
+
+/**
+ * Search feature labels
+ *
+ * The attached SAE's feature labels, by index; `q` keeps those whose label contains it (case-insensitive) or
+ * whose index it is, `limit` caps how many come back (`count` is the number that matched).
+ */
+export const searchFeatureLabels = <ThrowOnError extends boolean = true>(options?: Options<SearchFeatureLabelsData, ThrowOnError>): RequestResult<SearchFeatureLabelsResponses, SearchFeatureLabelsErrors, ThrowOnError> => (options?.client ?? client).get<SearchFeatureLabelsResponses, SearchFeatureLabelsErrors, ThrowOnError>({ url: '/api/saes/attached/labels', ...options });
+
+/**
+ * Detach the SAE
+ *
+ * Remove the SAE from the model: steering and monitoring stop, and server-wide steering is cleared.
+ */
+export const detachSae = <ThrowOnError extends boolean = true>(options?: Options<DetachSaeData, ThrowOnError>): RequestResult<DetachSaeResponses, DetachSaeErrors, ThrowOnError> => (options?.client ?? client).post<DetachSaeResponses, DetachSaeErrors, ThrowOnError>({ url: '/api/saes/detach', ...options });
+
+/**
+ * Server status
+ *
+ * Everything a dashboard shows at a glance: version and uptime, serving state, host CPU and RAM, accelerator
+ * use where present, the loaded model and its precision, the attached SAE and its layer, steering, the active
+ * profile, queue depth and running sequences. Cheap enough to poll every second.
+ */
+export const getStatus = <ThrowOnError extends boolean = true>(options?: Options<GetStatusData, ThrowOnError>): RequestResult<GetStatusResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetStatusResponses, unknown, ThrowOnError>({ url: '/api/status', ...options });
+
+/**
+ * Clear the steering
+ *
+ * Remove every feature from the server-wide steering and deactivate the active profile.
+ */
+export const clearSteering = <ThrowOnError extends boolean = true>(options?: Options<ClearSteeringData, ThrowOnError>): RequestResult<ClearSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).delete<ClearSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering', ...options });
+
+/**
+ * Get the steering
+ *
+ * Server-wide steering: on/off, mode, features with strengths and labels, and the profile it came from.
+ */
+export const getSteering = <ThrowOnError extends boolean = true>(options?: Options<GetSteeringData, ThrowOnError>): RequestResult<GetSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering', ...options });
+
+/**
+ * Update the steering
+ *
+ * Change some features' strengths (`strength: null` removes one) or the mode, keeping the rest.
+ */
+export const updateSteering = <ThrowOnError extends boolean = true>(options: Options<UpdateSteeringData, ThrowOnError>): RequestResult<UpdateSteeringResponses, UpdateSteeringErrors, ThrowOnError> => (options.client ?? client).patch<UpdateSteeringResponses, UpdateSteeringErrors, ThrowOnError>({
+    url: '/api/steering',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Set the steering
+ *
+ * Replace the server-wide steering (features, mode, normalisation). Applies to the next token of every request
+ * that brings no steering of its own; the active profile, if any, is no longer active.
+ */
+export const setSteering = <ThrowOnError extends boolean = true>(options: Options<SetSteeringData, ThrowOnError>): RequestResult<SetSteeringResponses, SetSteeringErrors, ThrowOnError> => (options.client ?? client).put<SetSteeringResponses, SetSteeringErrors, ThrowOnError>({
+    url: '/api/steering',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Turn steering off
+ *
+ * Stop applying the server-wide steering without forgetting its features.
+ */
+export const disableSteering = <ThrowOnError extends boolean = true>(options?: Options<DisableSteeringData, ThrowOnError>): RequestResult<DisableSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).post<DisableSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering/disable', ...options });
+
+/**
+ * Turn steering on
+ *
+ * Apply the server-wide steering again (the features are kept while it is off).
+ */
+export const enableSteering = <ThrowOnError extends boolean = true>(options?: Options<EnableSteeringData, ThrowOnError>): RequestResult<EnableSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).post<EnableSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering/enable', ...options });
+
+/**
+ * Health check
+ *
+ * 200 `{"status": "ok"}` when a model is loaded and serving; 503 with `Retry-After` while the server starts,
+ * loads or has no model.
+ */
+export const getHealth = <ThrowOnError extends boolean = true>(options?: Options<GetHealthData, ThrowOnError>): RequestResult<GetHealthResponses, GetHealthErrors, ThrowOnError> => (options?.client ?? client).get<GetHealthResponses, GetHealthErrors, ThrowOnError>({ url: '/health', ...options });
+
+/**
+ * Prometheus metrics
+ *
+ * Requests, tokens, latencies, queue depth, running sequences and downloads, in the Prometheus text format.
+ */
+export const getMetrics = <ThrowOnError extends boolean = true>(options?: Options<GetMetricsData, ThrowOnError>): RequestResult<GetMetricsResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetMetricsResponses, unknown, ThrowOnError>({ url: '/metrics', ...options });
+
+/**
+ * Create a chat completion
+ *
+ * The OpenAI chat API with the model's chat template; `stream: true` answers server-sent events ending with
+ * `data: [DONE]`. A top-level `steering` object steers this request only; the steering used is reported in
+ * `millm.steering` and the `X-MiLLM-Steering` header.
+ */
+export const createChatCompletion = <ThrowOnError extends boolean = true>(options: Options<CreateChatCompletionData, ThrowOnError>): RequestResult<CreateChatCompletionResponses, CreateChatCompletionErrors, ThrowOnError> => (options.client ?? client).post<CreateChatCompletionResponses, CreateChatCompletionErrors, ThrowOnError>({
+    url: '/v1/chat/completions',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Create a completion
+ *
+ * The OpenAI (legacy) completions API: `prompt` as text, texts, token ids or lists of token ids; `stream:
+ * true` answers server-sent events. Takes the same `steering` object as chat completions.
+ */
+export const createCompletion = <ThrowOnError extends boolean = true>(options: Options<CreateCompletionData, ThrowOnError>): RequestResult<CreateCompletionResponses, CreateCompletionErrors, ThrowOnError> => (options.client ?? client).post<CreateCompletionResponses, CreateCompletionErrors, ThrowOnError>({
+    url: '/v1/completions',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * Create embeddings
+ *
+ * The mean of the last layer's hidden states (after the final norm), L2-normalised; `encoding_format` float or
+ * base64. Steering applies to embeddings too.
+ */
+export const createEmbedding = <ThrowOnError extends boolean = true>(options: Options<CreateEmbeddingData, ThrowOnError>): RequestResult<CreateEmbeddingResponses, CreateEmbeddingErrors, ThrowOnError> => (options.client ?? client).post<CreateEmbeddingResponses, CreateEmbeddingErrors, ThrowOnError>({
+    url: '/v1/embeddings',
+    ...options,
+    headers: {
+        'Content-Type': 'application/json',
+        ...options.headers
+    }
+});
+
+/**
+ * List models
+ *
+ * The loaded model, then one virtual id `<model>+<profile>` per profile that fits the loaded model and
+ * attached SAE: a chat client that picks one is steered by that profile. Empty while no model is loaded.
+ */
+export const listModels = <ThrowOnError extends boolean = true>(options?: Options<ListModelsData, ThrowOnError>): RequestResult<ListModelsResponses, unknown, ThrowOnError> => (options?.client ?? client).get<ListModelsResponses, unknown, ThrowOnError>({ url: '/v1/models', ...options });
+
+/**
+ * Retrieve a model
+ *
+ * One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an
+ * unknown id.
+ */
+export const retrieveModel = <ThrowOnError extends boolean = true>(options: Options<RetrieveModelData, ThrowOnError>): RequestResult<RetrieveModelResponses, RetrieveModelErrors, ThrowOnError> => (options.client ?? client).get<RetrieveModelResponses, RetrieveModelErrors, ThrowOnError>({ url: '/v1/models/{model_id}', ...options });

@@ -11,37 +11,37 @@ export type ClientOptions = {
  */
 export type ActivationFrame = {
     /**
-     * Type
+     * Activations
      */
-    type?: 'activation';
-    /**
-     * Request Id
-     */
-    request_id: string;
+    activations: Array<FeatureValue>;
     /**
      * Choice
      */
     choice: number;
     /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated' | 'embedding';
+    /**
      * Position
      */
     position: number;
     /**
-     * Token Id
+     * Request Id
      */
-    token_id: number;
+    request_id: string;
     /**
      * Token
      */
     token: string;
     /**
-     * Phase
+     * Token Id
      */
-    phase: 'prompt' | 'generated' | 'embedding';
+    token_id: number;
     /**
-     * Activations
+     * Type
      */
-    activations: Array<FeatureValue>;
+    type?: 'activation';
 };
 
 /**
@@ -51,39 +51,35 @@ export type ActivationFrame = {
  */
 export type AppliedSteering = {
     /**
-     * Source
+     * Features
      */
-    source: 'request' | 'profile' | 'model' | 'server' | 'none';
-    /**
-     * Profile
-     */
-    profile?: string | null;
-    /**
-     * Mode
-     */
-    mode?: 'add' | 'clamp' | null;
-    /**
-     * Sae
-     */
-    sae?: string | null;
+    features?: Array<SteeringFeatureIn>;
     /**
      * Hook Name
      */
     hook_name?: string | null;
     /**
-     * Features
+     * Mode
      */
-    features?: Array<SteeringFeatureIn>;
+    mode?: 'add' | 'clamp' | null;
+    /**
+     * Profile
+     */
+    profile?: string | null;
+    /**
+     * Sae
+     */
+    sae?: string | null;
+    /**
+     * Source
+     */
+    source: 'request' | 'profile' | 'model' | 'server' | 'none';
 };
 
 /**
  * AssistantMessage
  */
 export type AssistantMessage = {
-    /**
-     * Role
-     */
-    role?: 'assistant';
     /**
      * Content
      */
@@ -92,12 +88,20 @@ export type AssistantMessage = {
      * Refusal
      */
     refusal?: null;
+    /**
+     * Role
+     */
+    role?: 'assistant';
 };
 
 /**
  * CacheDeleteOut
  */
 export type CacheDeleteOut = {
+    /**
+     * Freed Bytes
+     */
+    freed_bytes: number;
     /**
      * Repo Id
      */
@@ -106,10 +110,6 @@ export type CacheDeleteOut = {
      * Revision
      */
     revision: string | null;
-    /**
-     * Freed Bytes
-     */
-    freed_bytes: number;
 };
 
 /**
@@ -117,13 +117,13 @@ export type CacheDeleteOut = {
  */
 export type CacheList = {
     /**
-     * Data
-     */
-    data: Array<CachedRepoOut>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<CachedRepoOut>;
     /**
      * Size Bytes
      */
@@ -135,33 +135,21 @@ export type CacheList = {
  */
 export type CachedRepoOut = {
     /**
-     * Repo Id
+     * Downloading
+     *
+     * A download job for this repo is queued or running.
      */
-    repo_id: string;
+    downloading: boolean;
     /**
-     * Name
+     * In Use
+     *
+     * The loaded model or the attached SAE comes from this repo.
      */
-    name: string;
+    in_use: boolean;
     /**
      * Kind
      */
     kind: 'model' | 'sae';
-    /**
-     * Size Bytes
-     */
-    size_bytes: number;
-    /**
-     * Nb Files
-     */
-    nb_files: number;
-    /**
-     * Refs
-     */
-    refs: Array<string>;
-    /**
-     * Revisions
-     */
-    revisions: Array<CachedRevisionOut>;
     /**
      * Last Modified
      *
@@ -175,23 +163,35 @@ export type CachedRepoOut = {
      */
     last_used: string | null;
     /**
+     * Name
+     */
+    name: string;
+    /**
+     * Nb Files
+     */
+    nb_files: number;
+    /**
+     * Refs
+     */
+    refs: Array<string>;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revisions
+     */
+    revisions: Array<CachedRevisionOut>;
+    /**
      * Sae Paths
      *
      * SAE folders present in the repo ('' = the repo root).
      */
     sae_paths: Array<string>;
     /**
-     * In Use
-     *
-     * The loaded model or the attached SAE comes from this repo.
+     * Size Bytes
      */
-    in_use: boolean;
-    /**
-     * Downloading
-     *
-     * A download job for this repo is queued or running.
-     */
-    downloading: boolean;
+    size_bytes: number;
 };
 
 /**
@@ -203,6 +203,10 @@ export type CachedRevisionOut = {
      */
     commit: string;
     /**
+     * Files
+     */
+    files: number;
+    /**
      * Refs
      */
     refs: Array<string>;
@@ -210,10 +214,6 @@ export type CachedRevisionOut = {
      * Size Bytes
      */
     size_bytes: number;
-    /**
-     * Files
-     */
-    files: number;
 };
 
 /**
@@ -221,15 +221,15 @@ export type CachedRevisionOut = {
  */
 export type ChatChoice = {
     /**
-     * Index
-     */
-    index: number;
-    message: AssistantMessage;
-    /**
      * Finish Reason
      */
     finish_reason: string | null;
+    /**
+     * Index
+     */
+    index: number;
     logprobs?: ChatLogprobs | null;
+    message: AssistantMessage;
 };
 
 /**
@@ -237,31 +237,31 @@ export type ChatChoice = {
  */
 export type ChatCompletion = {
     /**
-     * Id
+     * Choices
      */
-    id: string;
-    /**
-     * Object
-     */
-    object?: 'chat.completion';
+    choices: Array<ChatChoice>;
     /**
      * Created
      */
     created: number;
     /**
+     * Id
+     */
+    id: string;
+    millm?: MillmInfo | null;
+    /**
      * Model
      */
     model: string;
     /**
-     * Choices
+     * Object
      */
-    choices: Array<ChatChoice>;
-    usage: Usage;
+    object?: 'chat.completion';
     /**
      * System Fingerprint
      */
     system_fingerprint?: string | null;
-    millm?: MillmInfo | null;
+    usage: Usage;
 };
 
 /**
@@ -269,45 +269,13 @@ export type ChatCompletion = {
  */
 export type ChatCompletionRequest = {
     /**
-     * Model
-     */
-    model: string;
-    /**
-     * Temperature
-     */
-    temperature?: number | null;
-    /**
-     * Top P
-     */
-    top_p?: number | null;
-    /**
-     * Top K
-     *
-     * Extension: keep the k most likely tokens (-1 or 0: off).
-     */
-    top_k?: number | null;
-    /**
-     * N
-     */
-    n?: number;
-    /**
-     * Stop
-     */
-    stop?: string | Array<string> | null;
-    /**
-     * Seed
-     *
-     * A 64-bit signed integer.
-     */
-    seed?: number | null;
-    /**
      * Frequency Penalty
      */
     frequency_penalty?: number;
     /**
-     * Presence Penalty
+     * Ignore Eos
      */
-    presence_penalty?: number;
+    ignore_eos?: boolean;
     /**
      * Logit Bias
      */
@@ -315,46 +283,78 @@ export type ChatCompletionRequest = {
         [key: string]: number;
     } | null;
     /**
-     * Stream
+     * Logprobs
      */
-    stream?: boolean;
-    stream_options?: StreamOptions | null;
-    /**
-     * User
-     */
-    user?: string | null;
-    /**
-     * Ignore Eos
-     */
-    ignore_eos?: boolean;
-    steering?: SteeringIn | null;
-    /**
-     * Messages
-     */
-    messages: Array<ChatMessage>;
-    /**
-     * Max Tokens
-     */
-    max_tokens?: number | null;
+    logprobs?: boolean;
     /**
      * Max Completion Tokens
      */
     max_completion_tokens?: number | null;
     /**
-     * Logprobs
+     * Max Tokens
      */
-    logprobs?: boolean;
+    max_tokens?: number | null;
     /**
-     * Top Logprobs
+     * Messages
      */
-    top_logprobs?: number | null;
+    messages: Array<ChatMessage>;
+    /**
+     * Model
+     */
+    model: string;
+    /**
+     * N
+     */
+    n?: number;
+    /**
+     * Presence Penalty
+     */
+    presence_penalty?: number;
     response_format?: ResponseFormat | null;
+    /**
+     * Seed
+     *
+     * A 64-bit signed integer.
+     */
+    seed?: number | null;
+    steering?: SteeringIn | null;
+    /**
+     * Stop
+     */
+    stop?: string | Array<string> | null;
+    /**
+     * Stream
+     */
+    stream?: boolean;
+    stream_options?: StreamOptions | null;
+    /**
+     * Temperature
+     */
+    temperature?: number | null;
     /**
      * Tool Choice
      */
     tool_choice?: string | {
         [key: string]: unknown;
     } | null;
+    /**
+     * Top K
+     *
+     * Extension: keep the k most likely tokens (-1 or 0: off).
+     */
+    top_k?: number | null;
+    /**
+     * Top Logprobs
+     */
+    top_logprobs?: number | null;
+    /**
+     * Top P
+     */
+    top_p?: number | null;
+    /**
+     * User
+     */
+    user?: string | null;
     [key: string]: unknown;
 };
 
@@ -363,17 +363,17 @@ export type ChatCompletionRequest = {
  */
 export type ChatLogprobContent = {
     /**
-     * Token
+     * Bytes
      */
-    token: string;
+    bytes: Array<number> | null;
     /**
      * Logprob
      */
     logprob: number;
     /**
-     * Bytes
+     * Token
      */
-    bytes: Array<number> | null;
+    token: string;
     /**
      * Top Logprobs
      */
@@ -385,17 +385,17 @@ export type ChatLogprobContent = {
  */
 export type ChatLogprobTop = {
     /**
-     * Token
+     * Bytes
      */
-    token: string;
+    bytes: Array<number> | null;
     /**
      * Logprob
      */
     logprob: number;
     /**
-     * Bytes
+     * Token
      */
-    bytes: Array<number> | null;
+    token: string;
 };
 
 /**
@@ -417,10 +417,6 @@ export type ChatLogprobs = {
  */
 export type ChatMessage = {
     /**
-     * Role
-     */
-    role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
-    /**
      * Content
      */
     content?: string | Array<ContentPart> | null;
@@ -428,6 +424,10 @@ export type ChatMessage = {
      * Name
      */
     name?: string | null;
+    /**
+     * Role
+     */
+    role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
     [key: string]: unknown;
 };
 
@@ -436,31 +436,31 @@ export type ChatMessage = {
  */
 export type Completion = {
     /**
-     * Id
+     * Choices
      */
-    id: string;
-    /**
-     * Object
-     */
-    object?: 'text_completion';
+    choices: Array<CompletionChoice>;
     /**
      * Created
      */
     created: number;
     /**
+     * Id
+     */
+    id: string;
+    millm?: MillmInfo | null;
+    /**
      * Model
      */
     model: string;
     /**
-     * Choices
+     * Object
      */
-    choices: Array<CompletionChoice>;
-    usage?: Usage | null;
+    object?: 'text_completion';
     /**
      * System Fingerprint
      */
     system_fingerprint?: string | null;
-    millm?: MillmInfo | null;
+    usage?: Usage | null;
 };
 
 /**
@@ -468,18 +468,18 @@ export type Completion = {
  */
 export type CompletionChoice = {
     /**
+     * Finish Reason
+     */
+    finish_reason: string | null;
+    /**
      * Index
      */
     index: number;
+    logprobs?: CompletionLogprobs | null;
     /**
      * Text
      */
     text: string;
-    logprobs?: CompletionLogprobs | null;
-    /**
-     * Finish Reason
-     */
-    finish_reason: string | null;
 };
 
 /**
@@ -487,23 +487,23 @@ export type CompletionChoice = {
  */
 export type CompletionLogprobs = {
     /**
-     * Tokens
+     * Text Offset
      */
-    tokens: Array<string>;
+    text_offset: Array<number>;
     /**
      * Token Logprobs
      */
     token_logprobs: Array<number | null>;
+    /**
+     * Tokens
+     */
+    tokens: Array<string>;
     /**
      * Top Logprobs
      */
     top_logprobs: Array<{
         [key: string]: number;
     } | null>;
-    /**
-     * Text Offset
-     */
-    text_offset: Array<number>;
 };
 
 /**
@@ -511,45 +511,21 @@ export type CompletionLogprobs = {
  */
 export type CompletionRequest = {
     /**
-     * Model
+     * Best Of
      */
-    model: string;
+    best_of?: number | null;
     /**
-     * Temperature
+     * Echo
      */
-    temperature?: number | null;
-    /**
-     * Top P
-     */
-    top_p?: number | null;
-    /**
-     * Top K
-     *
-     * Extension: keep the k most likely tokens (-1 or 0: off).
-     */
-    top_k?: number | null;
-    /**
-     * N
-     */
-    n?: number;
-    /**
-     * Stop
-     */
-    stop?: string | Array<string> | null;
-    /**
-     * Seed
-     *
-     * A 64-bit signed integer.
-     */
-    seed?: number | null;
+    echo?: boolean;
     /**
      * Frequency Penalty
      */
     frequency_penalty?: number;
     /**
-     * Presence Penalty
+     * Ignore Eos
      */
-    presence_penalty?: number;
+    ignore_eos?: boolean;
     /**
      * Logit Bias
      */
@@ -557,43 +533,67 @@ export type CompletionRequest = {
         [key: string]: number;
     } | null;
     /**
-     * Stream
+     * Logprobs
      */
-    stream?: boolean;
-    stream_options?: StreamOptions | null;
-    /**
-     * User
-     */
-    user?: string | null;
-    /**
-     * Ignore Eos
-     */
-    ignore_eos?: boolean;
-    steering?: SteeringIn | null;
-    /**
-     * Prompt
-     */
-    prompt: string | Array<string> | Array<number> | Array<Array<number>>;
+    logprobs?: number | null;
     /**
      * Max Tokens
      */
     max_tokens?: number | null;
     /**
-     * Echo
+     * Model
      */
-    echo?: boolean;
+    model: string;
     /**
-     * Logprobs
+     * N
      */
-    logprobs?: number | null;
+    n?: number;
+    /**
+     * Presence Penalty
+     */
+    presence_penalty?: number;
+    /**
+     * Prompt
+     */
+    prompt: string | Array<string> | Array<number> | Array<Array<number>>;
+    /**
+     * Seed
+     *
+     * A 64-bit signed integer.
+     */
+    seed?: number | null;
+    steering?: SteeringIn | null;
+    /**
+     * Stop
+     */
+    stop?: string | Array<string> | null;
+    /**
+     * Stream
+     */
+    stream?: boolean;
+    stream_options?: StreamOptions | null;
     /**
      * Suffix
      */
     suffix?: string | null;
     /**
-     * Best Of
+     * Temperature
      */
-    best_of?: number | null;
+    temperature?: number | null;
+    /**
+     * Top K
+     *
+     * Extension: keep the k most likely tokens (-1 or 0: off).
+     */
+    top_k?: number | null;
+    /**
+     * Top P
+     */
+    top_p?: number | null;
+    /**
+     * User
+     */
+    user?: string | null;
     [key: string]: unknown;
 };
 
@@ -602,13 +602,13 @@ export type CompletionRequest = {
  */
 export type ContentPart = {
     /**
-     * Type
-     */
-    type: string;
-    /**
      * Text
      */
     text?: string | null;
+    /**
+     * Type
+     */
+    type: string;
     [key: string]: unknown;
 };
 
@@ -625,18 +625,6 @@ export type DownloadIn = {
      */
     kind?: 'model' | 'sae';
     /**
-     * Repo Id
-     *
-     * Hub repo id, 'namespace/name'.
-     */
-    repo_id?: string | null;
-    /**
-     * Revision
-     *
-     * Branch, tag or commit (default: main).
-     */
-    revision?: string | null;
-    /**
      * Path
      *
      * SAE only: the folder (or file) inside the repo; none: the whole repo.
@@ -648,6 +636,18 @@ export type DownloadIn = {
      * SAE only: a SAELens release (needs sae_lens installed).
      */
     release?: string | null;
+    /**
+     * Repo Id
+     *
+     * Hub repo id, 'namespace/name'.
+     */
+    repo_id?: string | null;
+    /**
+     * Revision
+     *
+     * Branch, tag or commit (default: main).
+     */
+    revision?: string | null;
     /**
      * Sae Id
      *
@@ -661,17 +661,17 @@ export type DownloadIn = {
  */
 export type Embedding = {
     /**
-     * Object
+     * Embedding
      */
-    object?: 'embedding';
+    embedding: Array<number> | string;
     /**
      * Index
      */
     index: number;
     /**
-     * Embedding
+     * Object
      */
-    embedding: Array<number> | string;
+    object?: 'embedding';
 };
 
 /**
@@ -679,19 +679,19 @@ export type Embedding = {
  */
 export type EmbeddingList = {
     /**
-     * Object
-     */
-    object?: 'list';
-    /**
      * Data
      */
     data: Array<Embedding>;
+    millm?: MillmInfo | null;
     /**
      * Model
      */
     model: string;
+    /**
+     * Object
+     */
+    object?: 'list';
     usage: EmbeddingUsage;
-    millm?: MillmInfo | null;
 };
 
 /**
@@ -699,26 +699,26 @@ export type EmbeddingList = {
  */
 export type EmbeddingRequest = {
     /**
-     * Model
+     * Dimensions
      */
-    model: string;
-    /**
-     * Input
-     */
-    input: string | Array<string> | Array<number> | Array<Array<number>>;
+    dimensions?: number | null;
     /**
      * Encoding Format
      */
     encoding_format?: 'float' | 'base64';
     /**
-     * Dimensions
+     * Input
      */
-    dimensions?: number | null;
+    input: string | Array<string> | Array<number> | Array<Array<number>>;
+    /**
+     * Model
+     */
+    model: string;
+    steering?: SteeringIn | null;
     /**
      * User
      */
     user?: string | null;
-    steering?: SteeringIn | null;
     [key: string]: unknown;
 };
 
@@ -741,21 +741,21 @@ export type EmbeddingUsage = {
  */
 export type ErrorInfo = {
     /**
+     * Code
+     */
+    code?: string | null;
+    /**
      * Message
      */
     message: string;
-    /**
-     * Type
-     */
-    type: string;
     /**
      * Param
      */
     param?: string | null;
     /**
-     * Code
+     * Type
      */
-    code?: string | null;
+    type: string;
 };
 
 /**
@@ -788,21 +788,25 @@ export type FeatureLabel = {
  */
 export type FeatureLabelsOut = {
     /**
-     * Data
-     */
-    data: Array<FeatureLabel>;
-    /**
      * Count
      *
      * How many labels matched (data holds at most `limit` of them).
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<FeatureLabel>;
 };
 
 /**
  * FeatureStats
  */
 export type FeatureStats = {
+    /**
+     * Count
+     */
+    count: number;
     /**
      * Index
      */
@@ -812,14 +816,6 @@ export type FeatureStats = {
      */
     label?: string | null;
     /**
-     * Count
-     */
-    count: number;
-    /**
-     * Min
-     */
-    min: number;
-    /**
      * Max
      */
     max: number;
@@ -827,6 +823,10 @@ export type FeatureStats = {
      * Mean
      */
     mean: number;
+    /**
+     * Min
+     */
+    min: number;
 };
 
 /**
@@ -838,13 +838,13 @@ export type FeatureValue = {
      */
     index: number;
     /**
-     * Value
-     */
-    value: number;
-    /**
      * Label
      */
     label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -852,13 +852,13 @@ export type FeatureValue = {
  */
 export type HistoryList = {
     /**
-     * Data
-     */
-    data: Array<RequestHistory>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<RequestHistory>;
 };
 
 /**
@@ -867,10 +867,6 @@ export type HistoryList = {
  * What an import did. Nothing is written unless every profile is valid.
  */
 export type ImportResult = {
-    /**
-     * Source Format
-     */
-    source_format: 'millm.profile' | 'millm.profiles' | 'neuronpedia' | 'goodfire';
     /**
      * Profiles
      */
@@ -889,6 +885,10 @@ export type ImportResult = {
      * Names of existing profiles overwritten.
      */
     replaced?: Array<string>;
+    /**
+     * Source Format
+     */
+    source_format: 'millm.profile' | 'millm.profiles' | 'neuronpedia' | 'goodfire';
 };
 
 /**
@@ -904,6 +904,10 @@ export type JobError = {
      */
     message: string;
     /**
+     * Param
+     */
+    param?: string | null;
+    /**
      * Status
      */
     status: number;
@@ -911,10 +915,6 @@ export type JobError = {
      * Type
      */
     type: string;
-    /**
-     * Param
-     */
-    param?: string | null;
 };
 
 /**
@@ -922,13 +922,13 @@ export type JobError = {
  */
 export type JobList = {
     /**
-     * Data
-     */
-    data: Array<JobOut>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<JobOut>;
 };
 
 /**
@@ -936,41 +936,9 @@ export type JobList = {
  */
 export type JobOut = {
     /**
-     * Id
+     * Attempts
      */
-    id: string;
-    /**
-     * Kind
-     */
-    kind: 'model' | 'sae';
-    /**
-     * Repo Id
-     */
-    repo_id: string;
-    /**
-     * Name
-     *
-     * The repo name without its namespace.
-     */
-    name: string;
-    /**
-     * Revision
-     */
-    revision: string;
-    /**
-     * Path
-     *
-     * SAE folder inside the repo; '' for models and whole-repo SAEs.
-     */
-    path: string;
-    /**
-     * State
-     */
-    state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
-    /**
-     * Commit
-     */
-    commit: string | null;
+    attempts: number;
     /**
      * Bytes Done
      */
@@ -980,19 +948,15 @@ export type JobOut = {
      */
     bytes_total: number;
     /**
-     * Files Done
+     * Commit
      */
-    files_done: number;
+    commit: string | null;
     /**
-     * Files Total
-     */
-    files_total: number;
-    /**
-     * Progress
+     * Created At
      *
-     * bytes_done / bytes_total, 0..1 (1 when finished).
+     * When the job was submitted (ISO 8601, UTC).
      */
-    progress: number;
+    created_at: string;
     /**
      * Current File
      *
@@ -1001,61 +965,69 @@ export type JobOut = {
     current_file: string | null;
     error: JobError | null;
     /**
-     * Attempts
+     * Files Done
      */
-    attempts: number;
+    files_done: number;
     /**
-     * Created At
-     *
-     * When the job was submitted (ISO 8601, UTC).
+     * Files Total
      */
-    created_at: string;
-    /**
-     * Updated At
-     *
-     * Its last change of state or progress (ISO 8601, UTC).
-     */
-    updated_at: string;
+    files_total: number;
     /**
      * Finished At
      *
      * When it completed, failed or was cancelled.
      */
     finished_at: string | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Kind
+     */
+    kind: 'model' | 'sae';
+    /**
+     * Name
+     *
+     * The repo name without its namespace.
+     */
+    name: string;
+    /**
+     * Path
+     *
+     * SAE folder inside the repo; '' for models and whole-repo SAEs.
+     */
+    path: string;
+    /**
+     * Progress
+     *
+     * bytes_done / bytes_total, 0..1 (1 when finished).
+     */
+    progress: number;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     */
+    revision: string;
+    /**
+     * State
+     */
+    state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+    /**
+     * Updated At
+     *
+     * Its last change of state or progress (ISO 8601, UTC).
+     */
+    updated_at: string;
 };
 
 /**
  * LoadedModelOut
  */
 export type LoadedModelOut = {
-    /**
-     * Id
-     */
-    id: string;
-    /**
-     * Source
-     */
-    source: string;
-    /**
-     * Revision
-     */
-    revision: string | null;
-    /**
-     * Device
-     */
-    device: string;
-    /**
-     * Dtype
-     */
-    dtype: string;
-    /**
-     * Quantization
-     */
-    quantization: string;
-    /**
-     * Parameters
-     */
-    parameters: number;
     /**
      * Context Length
      */
@@ -1065,9 +1037,37 @@ export type LoadedModelOut = {
      */
     d_model: number;
     /**
+     * Device
+     */
+    device: string;
+    /**
+     * Dtype
+     */
+    dtype: string;
+    /**
+     * Id
+     */
+    id: string;
+    /**
      * Num Layers
      */
     num_layers: number;
+    /**
+     * Parameters
+     */
+    parameters: number;
+    /**
+     * Quantization
+     */
+    quantization: string;
+    /**
+     * Revision
+     */
+    revision: string | null;
+    /**
+     * Source
+     */
+    source: string;
 };
 
 /**
@@ -1077,61 +1077,61 @@ export type LoadedModelOut = {
  */
 export type MemoryEstimateOut = {
     /**
-     * Params
+     * Available Bytes
      */
-    params: number;
-    /**
-     * Weights Bytes
-     */
-    weights_bytes: number;
-    /**
-     * Kv Cache Bytes
-     */
-    kv_cache_bytes: number;
-    /**
-     * Sae Bytes
-     */
-    sae_bytes: number;
-    /**
-     * Overhead Bytes
-     */
-    overhead_bytes: number;
-    /**
-     * Total Bytes
-     */
-    total_bytes: number;
-    /**
-     * Dtype
-     */
-    dtype: string;
-    /**
-     * Quantization
-     */
-    quantization: string;
-    /**
-     * Context
-     */
-    context: number;
+    available_bytes: number;
     /**
      * Batch
      */
     batch: number;
     /**
+     * Context
+     */
+    context: number;
+    /**
      * Device
      */
     device: string;
     /**
-     * Available Bytes
+     * Dtype
      */
-    available_bytes: number;
+    dtype: string;
     /**
      * Fits
      */
     fits: boolean;
     /**
+     * Kv Cache Bytes
+     */
+    kv_cache_bytes: number;
+    /**
+     * Overhead Bytes
+     */
+    overhead_bytes: number;
+    /**
+     * Params
+     */
+    params: number;
+    /**
+     * Quantization
+     */
+    quantization: string;
+    /**
+     * Sae Bytes
+     */
+    sae_bytes: number;
+    /**
      * Summary
      */
     summary: string;
+    /**
+     * Total Bytes
+     */
+    total_bytes: number;
+    /**
+     * Weights Bytes
+     */
+    weights_bytes: number;
 };
 
 /**
@@ -1143,13 +1143,13 @@ export type MemoryOut = {
      */
     device: string;
     /**
-     * Used Bytes
-     */
-    used_bytes: number;
-    /**
      * Total Bytes
      */
     total_bytes: number;
+    /**
+     * Used Bytes
+     */
+    used_bytes: number;
 };
 
 /**
@@ -1164,6 +1164,10 @@ export type MillmInfo = {
  */
 export type ModelCard = {
     /**
+     * Created
+     */
+    created: number;
+    /**
      * Id
      */
     id: string;
@@ -1172,31 +1176,28 @@ export type ModelCard = {
      */
     object?: 'model';
     /**
-     * Created
-     */
-    created: number;
-    /**
      * Owned By
      */
     owned_by?: string;
-    /**
-     * Root
-     *
-     * The underlying model of a profile's virtual model id.
-     */
-    root?: string | null;
     /**
      * Profile
      *
      * The profile a virtual model id applies.
      */
     profile?: string | null;
+    /**
+     * Root
+     *
+     * The underlying model of a profile's virtual model id.
+     */
+    root?: string | null;
 };
 
 /**
  * ModelEstimateOut
  */
 export type ModelEstimateOut = {
+    estimate: MemoryEstimateOut;
     /**
      * Model
      *
@@ -1209,7 +1210,6 @@ export type ModelEstimateOut = {
      * Where the parameter count was read.
      */
     source: 'local' | 'cache' | 'hub';
-    estimate: MemoryEstimateOut;
 };
 
 /**
@@ -1217,13 +1217,13 @@ export type ModelEstimateOut = {
  */
 export type ModelList = {
     /**
-     * Object
-     */
-    object?: 'list';
-    /**
      * Data
      */
     data: Array<ModelCard>;
+    /**
+     * Object
+     */
+    object?: 'list';
 };
 
 /**
@@ -1231,23 +1231,11 @@ export type ModelList = {
  */
 export type ModelLoadIn = {
     /**
-     * Model
+     * Device
      *
-     * Local folder, `millm-demo`, or Hub repo id `owner/name`.
+     * Where to load it (default: the server's --device).
      */
-    model: string;
-    /**
-     * Revision
-     *
-     * Hub branch, tag or commit (default: main).
-     */
-    revision?: string | null;
-    /**
-     * Model Id
-     *
-     * Name to serve it under (default: the model argument).
-     */
-    model_id?: string | null;
+    device?: 'auto' | 'cpu' | 'cuda' | 'mps' | null;
     /**
      * Dtype
      *
@@ -1255,29 +1243,45 @@ export type ModelLoadIn = {
      */
     dtype?: 'auto' | 'float32' | 'float16' | 'bfloat16' | null;
     /**
+     * Force
+     *
+     * Load even if the memory estimate says it will not fit.
+     */
+    force?: boolean;
+    /**
+     * Model
+     *
+     * Local folder, `millm-demo`, or Hub repo id `owner/name`.
+     */
+    model: string;
+    /**
+     * Model Id
+     *
+     * Name to serve it under (default: the model argument).
+     */
+    model_id?: string | null;
+    /**
      * Quantization
      *
      * bitsandbytes 8-bit or 4-bit weights (CUDA only; default: the server's --quantization).
      */
     quantization?: 'none' | '8bit' | '4bit' | null;
     /**
-     * Device
+     * Revision
      *
-     * Where to load it (default: the server's --device).
+     * Hub branch, tag or commit (default: main).
      */
-    device?: 'auto' | 'cpu' | 'cuda' | 'mps' | null;
-    /**
-     * Force
-     *
-     * Load even if the memory estimate says it will not fit.
-     */
-    force?: boolean;
+    revision?: string | null;
 };
 
 /**
  * ModelLoadOut
  */
 export type ModelLoadOut = {
+    /**
+     * The estimate checked before loading (null when the weights have no safetensors headers).
+     */
+    memory_estimate?: MemoryEstimateOut | null;
     model: LoadedModelOut;
     /**
      * Sae Detached
@@ -1285,10 +1289,6 @@ export type ModelLoadOut = {
      * Why an attached SAE was detached, if it was.
      */
     sae_detached?: string | null;
-    /**
-     * The estimate checked before loading (null when the weights have no safetensors headers).
-     */
-    memory_estimate?: MemoryEstimateOut | null;
 };
 
 /**
@@ -1324,17 +1324,9 @@ export type MonitorConfigOut = {
      */
     enabled: boolean;
     /**
-     * Paused
-     */
-    paused: boolean;
-    /**
      * Features
      */
     features: Array<number> | null;
-    /**
-     * Top K
-     */
-    top_k: number;
     /**
      * History Requests
      *
@@ -1345,6 +1337,14 @@ export type MonitorConfigOut = {
      * History Tokens Per Request
      */
     history_tokens_per_request: number;
+    /**
+     * Paused
+     */
+    paused: boolean;
+    /**
+     * Top K
+     */
+    top_k: number;
 };
 
 /**
@@ -1374,27 +1374,17 @@ export type ProfileBundle = {
  */
 export type ProfileCreate = {
     /**
-     * Name
-     *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
-     */
-    name: string;
-    /**
      * Description
      *
      * Free text shown with the profile.
      */
     description?: string;
     /**
-     * Model
+     * Features
      *
-     * Model id the profile was made for.
+     * The steered features, each index at most once.
      */
-    model: string;
-    /**
-     * The SAE its feature indices refer to.
-     */
-    sae: SaeRef;
+    features?: Array<SteeringFeature>;
     /**
      * Mode
      *
@@ -1402,17 +1392,27 @@ export type ProfileCreate = {
      */
     mode?: 'add' | 'clamp';
     /**
+     * Model
+     *
+     * Model id the profile was made for.
+     */
+    model: string;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
+    /**
      * Normalize
      *
      * Scale each decoder direction to unit norm before applying strength.
      */
     normalize?: boolean;
     /**
-     * Features
-     *
-     * The steered features, each index at most once.
+     * The SAE its feature indices refer to.
      */
-    features?: Array<SteeringFeature>;
+    sae: SaeRef;
 };
 
 /**
@@ -1422,6 +1422,22 @@ export type ProfileCreate = {
  */
 export type ProfileDocument = {
     /**
+     * Created At
+     */
+    created_at?: string | null;
+    /**
+     * Description
+     *
+     * Free text shown with the profile.
+     */
+    description?: string;
+    /**
+     * Features
+     *
+     * The steered features, each index at most once.
+     */
+    features?: Array<SteeringFeature>;
+    /**
      * Format
      */
     format?: 'millm.profile';
@@ -1430,17 +1446,11 @@ export type ProfileDocument = {
      */
     format_version?: 1;
     /**
-     * Name
+     * Mode
      *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
      */
-    name: string;
-    /**
-     * Description
-     *
-     * Free text shown with the profile.
-     */
-    description?: string;
+    mode?: 'add' | 'clamp';
     /**
      * Model
      *
@@ -1448,15 +1458,11 @@ export type ProfileDocument = {
      */
     model: string;
     /**
-     * The SAE its feature indices refer to.
-     */
-    sae: SaeRef;
-    /**
-     * Mode
+     * Name
      *
-     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
      */
-    mode?: 'add' | 'clamp';
+    name: string;
     /**
      * Normalize
      *
@@ -1464,15 +1470,9 @@ export type ProfileDocument = {
      */
     normalize?: boolean;
     /**
-     * Features
-     *
-     * The steered features, each index at most once.
+     * The SAE its feature indices refer to.
      */
-    features?: Array<SteeringFeature>;
-    /**
-     * Created At
-     */
-    created_at?: string | null;
+    sae: SaeRef;
     /**
      * Updated At
      */
@@ -1490,17 +1490,17 @@ export type ProfileDocument = {
  */
 export type ProfileDuplicate = {
     /**
-     * Name
-     *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
-     */
-    name: string;
-    /**
      * Description
      *
      * Default: the source's description.
      */
     description?: string | null;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
 };
 
 /**
@@ -1508,13 +1508,13 @@ export type ProfileDuplicate = {
  */
 export type ProfileList = {
     /**
-     * Data
-     */
-    data: Array<ProfilePublic>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<ProfilePublic>;
 };
 
 /**
@@ -1524,39 +1524,21 @@ export type ProfileList = {
  */
 export type ProfilePublic = {
     /**
-     * Name
+     * Active
      *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     * Whether this is the server-wide steering now.
      */
-    name: string;
+    active: boolean;
+    /**
+     * Created At
+     */
+    created_at: string;
     /**
      * Description
      *
      * Free text shown with the profile.
      */
     description?: string;
-    /**
-     * Model
-     *
-     * Model id the profile was made for.
-     */
-    model: string;
-    /**
-     * The SAE its feature indices refer to.
-     */
-    sae: SaeRef;
-    /**
-     * Mode
-     *
-     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
-     */
-    mode?: 'add' | 'clamp';
-    /**
-     * Normalize
-     *
-     * Scale each decoder direction to unit norm before applying strength.
-     */
-    normalize?: boolean;
     /**
      * Features
      *
@@ -1568,25 +1550,43 @@ export type ProfilePublic = {
      */
     id: number;
     /**
-     * Version
+     * Mode
      *
-     * Incremented on every edit; send it back to edit (or use the ETag).
+     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
      */
-    version: number;
+    mode?: 'add' | 'clamp';
     /**
-     * Created At
+     * Model
+     *
+     * Model id the profile was made for.
      */
-    created_at: string;
+    model: string;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
+    /**
+     * Normalize
+     *
+     * Scale each decoder direction to unit norm before applying strength.
+     */
+    normalize?: boolean;
+    /**
+     * The SAE its feature indices refer to.
+     */
+    sae: SaeRef;
     /**
      * Updated At
      */
     updated_at: string;
     /**
-     * Active
+     * Version
      *
-     * Whether this is the server-wide steering now.
+     * Incremented on every edit; send it back to edit (or use the ETag).
      */
-    active: boolean;
+    version: number;
 };
 
 /**
@@ -1594,21 +1594,21 @@ export type ProfilePublic = {
  */
 export type RequestHistory = {
     /**
-     * Request Id
-     */
-    request_id: string;
-    /**
-     * Tokens
-     */
-    tokens: number;
-    /**
      * Frames
      */
     frames: Array<ActivationFrame>;
     /**
+     * Request Id
+     */
+    request_id: string;
+    /**
      * Stats
      */
     stats: Array<FeatureStats>;
+    /**
+     * Tokens
+     */
+    tokens: number;
 };
 
 /**
@@ -1627,11 +1627,17 @@ export type ResponseFormat = {
  */
 export type SaeAttachIn = {
     /**
-     * Source
+     * Format
      *
-     * Local folder/file, or a Hub reference 'owner/repo[:path/in/repo]'.
+     * Force a loader (saelens, gemma_scope, sparsify, ...).
      */
-    source: string;
+    format?: string | null;
+    /**
+     * Layer
+     *
+     * Attach at this layer instead of the one in its config.
+     */
+    layer?: number | null;
     /**
      * Revision
      *
@@ -1645,17 +1651,11 @@ export type SaeAttachIn = {
      */
     sae_id?: string | null;
     /**
-     * Layer
+     * Source
      *
-     * Attach at this layer instead of the one in its config.
+     * Local folder/file, or a Hub reference 'owner/repo[:path/in/repo]'.
      */
-    layer?: number | null;
-    /**
-     * Format
-     *
-     * Force a loader (saelens, gemma_scope, sparsify, ...).
-     */
-    format?: string | null;
+    source: string;
 };
 
 /**
@@ -1663,21 +1663,9 @@ export type SaeAttachIn = {
  */
 export type SaeOut = {
     /**
-     * Id
+     * Architecture
      */
-    id: string;
-    /**
-     * Hook Name
-     */
-    hook_name: string;
-    /**
-     * Module
-     */
-    module: string;
-    /**
-     * Layer
-     */
-    layer: number;
+    architecture: string;
     /**
      * D In
      */
@@ -1687,29 +1675,41 @@ export type SaeOut = {
      */
     d_sae: number;
     /**
-     * Architecture
-     */
-    architecture: string;
-    /**
      * Dtype
      */
     dtype: string;
     /**
-     * Source Format
+     * Hook Name
      */
-    source_format: string;
+    hook_name: string;
     /**
-     * Repo Id
+     * Id
      */
-    repo_id?: string | null;
+    id: string;
+    /**
+     * Labelled Features
+     */
+    labelled_features?: number;
+    /**
+     * Layer
+     */
+    layer: number;
+    /**
+     * Module
+     */
+    module: string;
     /**
      * Path
      */
     path?: string | null;
     /**
-     * Labelled Features
+     * Repo Id
      */
-    labelled_features?: number;
+    repo_id?: string | null;
+    /**
+     * Source Format
+     */
+    source_format: string;
 };
 
 /**
@@ -1719,11 +1719,11 @@ export type SaeOut = {
  */
 export type SaeRef = {
     /**
-     * Id
+     * D Sae
      *
-     * The SAE's id as miLLM reports it.
+     * Number of SAE features.
      */
-    id: string;
+    d_sae: number;
     /**
      * Hook Name
      *
@@ -1731,23 +1731,17 @@ export type SaeRef = {
      */
     hook_name: string;
     /**
+     * Id
+     *
+     * The SAE's id as miLLM reports it.
+     */
+    id: string;
+    /**
      * Layer
      *
      * Layer the SAE reads and steers.
      */
     layer: number;
-    /**
-     * D Sae
-     *
-     * Number of SAE features.
-     */
-    d_sae: number;
-    /**
-     * Repo Id
-     *
-     * Hub repo the SAE was loaded from.
-     */
-    repo_id?: string | null;
     /**
      * Path
      *
@@ -1755,17 +1749,23 @@ export type SaeRef = {
      */
     path?: string | null;
     /**
-     * Revision
-     *
-     * Hub revision of repo_id.
-     */
-    revision?: string | null;
-    /**
      * Release
      *
      * SAELens release name (with sae_id).
      */
     release?: string | null;
+    /**
+     * Repo Id
+     *
+     * Hub repo the SAE was loaded from.
+     */
+    repo_id?: string | null;
+    /**
+     * Revision
+     *
+     * Hub revision of repo_id.
+     */
+    revision?: string | null;
     /**
      * Sae Id
      *
@@ -1786,17 +1786,17 @@ export type SaeStatusOut = {
  */
 export type SaveSteeringIn = {
     /**
-     * Name
-     *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
-     */
-    name: string;
-    /**
      * Description
      *
      * Free text shown with the profile.
      */
     description?: string;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
 };
 
 /**
@@ -1804,13 +1804,13 @@ export type SaveSteeringIn = {
  */
 export type StatsOut = {
     /**
-     * Tokens
-     */
-    tokens: number;
-    /**
      * Features
      */
     features: Array<FeatureStats>;
+    /**
+     * Tokens
+     */
+    tokens: number;
 };
 
 /**
@@ -1818,45 +1818,45 @@ export type StatsOut = {
  */
 export type StatusOut = {
     /**
-     * Version
-     */
-    version: string;
-    /**
-     * Uptime S
-     */
-    uptime_s: number;
-    /**
-     * Status
-     */
-    status: 'ok' | 'loading' | 'no_model';
-    /**
-     * Loading
-     */
-    loading?: string | null;
-    /**
-     * Device
-     */
-    device: string | null;
-    memory: MemoryOut;
-    model: LoadedModelOut | null;
-    sae: SaeOut | null;
-    steering: SteeringStateOut;
-    /**
      * Active Profile
      */
     active_profile: string | null;
-    /**
-     * Queue Depth
-     */
-    queue_depth: number;
     /**
      * Active Sequences
      */
     active_sequences: number;
     /**
+     * Device
+     */
+    device: string | null;
+    /**
+     * Loading
+     */
+    loading?: string | null;
+    /**
      * Max Batch Size
      */
     max_batch_size: number;
+    memory: MemoryOut;
+    model: LoadedModelOut | null;
+    /**
+     * Queue Depth
+     */
+    queue_depth: number;
+    sae: SaeOut | null;
+    /**
+     * Status
+     */
+    status: 'ok' | 'loading' | 'no_model';
+    steering: SteeringStateOut;
+    /**
+     * Uptime S
+     */
+    uptime_s: number;
+    /**
+     * Version
+     */
+    version: string;
 };
 
 /**
@@ -1872,17 +1872,17 @@ export type SteeringFeature = {
      */
     index: number;
     /**
-     * Strength
-     *
-     * Coefficient on the feature's decoder direction (mode add) or its pinned activation (mode clamp).
-     */
-    strength: number;
-    /**
      * Label
      *
      * Human-readable feature description.
      */
     label?: string | null;
+    /**
+     * Strength
+     *
+     * Coefficient on the feature's decoder direction (mode add) or its pinned activation (mode clamp).
+     */
+    strength: number;
 };
 
 /**
@@ -1912,13 +1912,13 @@ export type SteeringFeatureOut = {
      */
     index: number;
     /**
-     * Strength
-     */
-    strength: number;
-    /**
      * Label
      */
     label?: string | null;
+    /**
+     * Strength
+     */
+    strength: number;
 };
 
 /**
@@ -1946,12 +1946,6 @@ export type SteeringFeaturePatch = {
  */
 export type SteeringIn = {
     /**
-     * Profile
-     *
-     * Name of a saved profile to apply.
-     */
-    profile?: string | null;
-    /**
      * Features
      *
      * Features and strengths; [] disables steering.
@@ -1969,6 +1963,12 @@ export type SteeringIn = {
      * Use unit-norm decoder rows for add (as Neuronpedia).
      */
     normalize?: boolean | null;
+    /**
+     * Profile
+     *
+     * Name of a saved profile to apply.
+     */
+    profile?: string | null;
     /**
      * Steer Special Tokens
      *
@@ -2034,6 +2034,10 @@ export type SteeringStateOut = {
      */
     enabled: boolean;
     /**
+     * Features
+     */
+    features: Array<SteeringFeatureOut>;
+    /**
      * Mode
      */
     mode: 'add' | 'clamp';
@@ -2042,19 +2046,15 @@ export type SteeringStateOut = {
      */
     normalize: boolean;
     /**
-     * Steer Special Tokens
-     */
-    steer_special_tokens: boolean;
-    /**
-     * Features
-     */
-    features: Array<SteeringFeatureOut>;
-    /**
      * Profile
      *
      * The active profile, when the steering came from one.
      */
     profile?: string | null;
+    /**
+     * Steer Special Tokens
+     */
+    steer_special_tokens: boolean;
 };
 
 /**
@@ -2073,549 +2073,79 @@ export type StreamOptions = {
  */
 export type Usage = {
     /**
-     * Prompt Tokens
-     */
-    prompt_tokens: number;
-    /**
      * Completion Tokens
      */
     completion_tokens: number;
+    /**
+     * Prompt Tokens
+     */
+    prompt_tokens: number;
     /**
      * Total Tokens
      */
     total_tokens: number;
 };
 
-export type ListModelsData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/v1/models';
-};
-
-export type ListModelsResponses = {
-    /**
-     * Successful Response
-     */
-    200: ModelList;
-};
-
-export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
-
-export type RetrieveModelData = {
-    body?: never;
-    path: {
-        /**
-         * Model Id
-         */
-        model_id: string;
-    };
-    query?: never;
-    url: '/v1/models/{model_id}';
-};
-
-export type RetrieveModelErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type RetrieveModelError = RetrieveModelErrors[keyof RetrieveModelErrors];
-
-export type RetrieveModelResponses = {
-    /**
-     * Successful Response
-     */
-    200: ModelCard;
-};
-
-export type RetrieveModelResponse = RetrieveModelResponses[keyof RetrieveModelResponses];
-
-export type CreateChatCompletionData = {
-    body: ChatCompletionRequest;
-    path?: never;
-    query?: never;
-    url: '/v1/chat/completions';
-};
-
-export type CreateChatCompletionErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type CreateChatCompletionError = CreateChatCompletionErrors[keyof CreateChatCompletionErrors];
-
-export type CreateChatCompletionResponses = {
-    /**
-     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
-     */
-    200: ChatCompletion;
-};
-
-export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof CreateChatCompletionResponses];
-
-export type CreateCompletionData = {
-    body: CompletionRequest;
-    path?: never;
-    query?: never;
-    url: '/v1/completions';
-};
-
-export type CreateCompletionErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type CreateCompletionError = CreateCompletionErrors[keyof CreateCompletionErrors];
-
-export type CreateCompletionResponses = {
-    /**
-     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
-     */
-    200: Completion;
-};
-
-export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCompletionResponses];
-
-export type CreateEmbeddingData = {
-    body: EmbeddingRequest;
-    path?: never;
-    query?: never;
-    url: '/v1/embeddings';
-};
-
-export type CreateEmbeddingErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type CreateEmbeddingError = CreateEmbeddingErrors[keyof CreateEmbeddingErrors];
-
-export type CreateEmbeddingResponses = {
-    /**
-     * Successful Response
-     */
-    200: EmbeddingList;
-};
-
-export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
-
-export type GetHealthData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/health';
-};
-
-export type GetHealthErrors = {
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
-
-export type GetHealthResponses = {
-    /**
-     * Response Gethealth
-     *
-     * Successful Response
-     */
-    200: unknown;
-};
-
-export type GetMetricsData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/metrics';
-};
-
-export type GetMetricsResponses = {
-    /**
-     * Prometheus text exposition format
-     */
-    200: string;
-};
-
-export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
-
-export type GetStatusData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/status';
-};
-
-export type GetStatusResponses = {
-    /**
-     * Successful Response
-     */
-    200: StatusOut;
-};
-
-export type GetStatusResponse = GetStatusResponses[keyof GetStatusResponses];
-
-export type GetLoadedModelData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/models/loaded';
-};
-
-export type GetLoadedModelResponses = {
-    /**
-     * Response Getloadedmodel
-     *
-     * Successful Response
-     */
-    200: LoadedModelOut | null;
-};
-
-export type GetLoadedModelResponse = GetLoadedModelResponses[keyof GetLoadedModelResponses];
-
-export type LoadModelData = {
-    body: ModelLoadIn;
-    path?: never;
-    query?: never;
-    url: '/api/models/load';
-};
-
-export type LoadModelErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type LoadModelError = LoadModelErrors[keyof LoadModelErrors];
-
-export type LoadModelResponses = {
-    /**
-     * Successful Response
-     */
-    200: ModelLoadOut;
-};
-
-export type LoadModelResponse = LoadModelResponses[keyof LoadModelResponses];
-
-export type UnloadModelData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/models/unload';
-};
-
-export type UnloadModelErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type UnloadModelError = UnloadModelErrors[keyof UnloadModelErrors];
-
-export type UnloadModelResponses = {
-    /**
-     * Successful Response
-     */
-    204: void;
-};
-
-export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponses];
-
-export type GetAttachedSaeData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/saes/attached';
-};
-
-export type GetAttachedSaeResponses = {
-    /**
-     * Successful Response
-     */
-    200: SaeStatusOut;
-};
-
-export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
-
-export type AttachSaeData = {
-    body: SaeAttachIn;
-    path?: never;
-    query?: never;
-    url: '/api/saes/attach';
-};
-
-export type AttachSaeErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type AttachSaeError = AttachSaeErrors[keyof AttachSaeErrors];
-
-export type AttachSaeResponses = {
-    /**
-     * Successful Response
-     */
-    200: SaeStatusOut;
-};
-
-export type AttachSaeResponse = AttachSaeResponses[keyof AttachSaeResponses];
-
-export type DetachSaeData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/saes/detach';
-};
-
-export type DetachSaeErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type DetachSaeError = DetachSaeErrors[keyof DetachSaeErrors];
-
-export type DetachSaeResponses = {
-    /**
-     * Successful Response
-     */
-    200: SaeStatusOut;
-};
-
-export type DetachSaeResponse = DetachSaeResponses[keyof DetachSaeResponses];
-
-export type SearchFeatureLabelsData = {
+export type ListCacheData = {
     body?: never;
     path?: never;
     query?: {
         /**
-         * Q
-         *
-         * Text to find in the labels, or a feature index.
+         * Kind
          */
-        q?: string | null;
-        /**
-         * Limit
-         *
-         * Return at most this many (default: all).
-         */
-        limit?: number | null;
+        kind?: string | null;
     };
-    url: '/api/saes/attached/labels';
+    url: '/api/cache';
 };
 
-export type SearchFeatureLabelsErrors = {
+export type ListCacheErrors = {
     /**
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
 };
 
-export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
+export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
 
-export type SearchFeatureLabelsResponses = {
+export type ListCacheResponses = {
     /**
      * Successful Response
      */
-    200: FeatureLabelsOut;
+    200: CacheList;
 };
 
-export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+export type ListCacheResponse = ListCacheResponses[keyof ListCacheResponses];
 
-export type ClearSteeringData = {
+export type DeleteCacheEntryData = {
     body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
+    path: {
+        /**
+         * Repo Id
+         */
+        repo_id: string;
+    };
+    query?: {
+        /**
+         * Revision
+         */
+        revision?: string | null;
+    };
+    url: '/api/cache/{repo_id}';
 };
 
-export type ClearSteeringResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type ClearSteeringResponse = ClearSteeringResponses[keyof ClearSteeringResponses];
-
-export type GetSteeringData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type GetSteeringResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type GetSteeringResponse = GetSteeringResponses[keyof GetSteeringResponses];
-
-export type UpdateSteeringData = {
-    body: SteeringPatchIn;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type UpdateSteeringErrors = {
+export type DeleteCacheEntryErrors = {
     /**
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
     /**
      * Not Found
      */
@@ -2625,90 +2155,21 @@ export type UpdateSteeringErrors = {
      */
     409: ErrorResponse;
     /**
-     * Service Unavailable
+     * Bad Gateway
      */
-    503: ErrorResponse;
+    502: ErrorResponse;
 };
 
-export type UpdateSteeringError = UpdateSteeringErrors[keyof UpdateSteeringErrors];
+export type DeleteCacheEntryError = DeleteCacheEntryErrors[keyof DeleteCacheEntryErrors];
 
-export type UpdateSteeringResponses = {
+export type DeleteCacheEntryResponses = {
     /**
      * Successful Response
      */
-    200: SteeringStateOut;
+    200: CacheDeleteOut;
 };
 
-export type UpdateSteeringResponse = UpdateSteeringResponses[keyof UpdateSteeringResponses];
-
-export type SetSteeringData = {
-    body: SteeringSetIn;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type SetSteeringErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type SetSteeringError = SetSteeringErrors[keyof SetSteeringErrors];
-
-export type SetSteeringResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type SetSteeringResponse = SetSteeringResponses[keyof SetSteeringResponses];
-
-export type EnableSteeringData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering/enable';
-};
-
-export type EnableSteeringResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type EnableSteeringResponse = EnableSteeringResponses[keyof EnableSteeringResponses];
-
-export type DisableSteeringData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering/disable';
-};
-
-export type DisableSteeringResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type DisableSteeringResponse = DisableSteeringResponses[keyof DisableSteeringResponses];
+export type DeleteCacheEntryResponse = DeleteCacheEntryResponses[keyof DeleteCacheEntryResponses];
 
 export type ListDownloadsData = {
     body?: never;
@@ -2930,56 +2391,6 @@ export type GetDownloadResponses = {
 
 export type GetDownloadResponse = GetDownloadResponses[keyof GetDownloadResponses];
 
-export type StreamDownloadData = {
-    body?: never;
-    path: {
-        /**
-         * Job Id
-         */
-        job_id: string;
-    };
-    query?: never;
-    url: '/api/downloads/{job_id}/events';
-};
-
-export type StreamDownloadErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type StreamDownloadError = StreamDownloadErrors[keyof StreamDownloadErrors];
-
-export type StreamDownloadResponses = {
-    /**
-     * Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent
-     */
-    200: string;
-};
-
-export type StreamDownloadResponse = StreamDownloadResponses[keyof StreamDownloadResponses];
-
 export type CancelDownloadData = {
     body?: never;
     path: {
@@ -3030,6 +2441,56 @@ export type CancelDownloadResponses = {
 
 export type CancelDownloadResponse = CancelDownloadResponses[keyof CancelDownloadResponses];
 
+export type StreamDownloadData = {
+    body?: never;
+    path: {
+        /**
+         * Job Id
+         */
+        job_id: string;
+    };
+    query?: never;
+    url: '/api/downloads/{job_id}/events';
+};
+
+export type StreamDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type StreamDownloadError = StreamDownloadErrors[keyof StreamDownloadErrors];
+
+export type StreamDownloadResponses = {
+    /**
+     * Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent
+     */
+    200: string;
+};
+
+export type StreamDownloadResponse = StreamDownloadResponses[keyof StreamDownloadResponses];
+
 export type ResumeDownloadData = {
     body?: never;
     path: {
@@ -3079,91 +2540,6 @@ export type ResumeDownloadResponses = {
 };
 
 export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
-
-export type ListCacheData = {
-    body?: never;
-    path?: never;
-    query?: {
-        /**
-         * Kind
-         */
-        kind?: string | null;
-    };
-    url: '/api/cache';
-};
-
-export type ListCacheErrors = {
-    /**
-     * Bad input: the OpenAI error envelope, with `param` naming the field
-     */
-    400: ErrorResponse;
-};
-
-export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
-
-export type ListCacheResponses = {
-    /**
-     * Successful Response
-     */
-    200: CacheList;
-};
-
-export type ListCacheResponse = ListCacheResponses[keyof ListCacheResponses];
-
-export type DeleteCacheEntryData = {
-    body?: never;
-    path: {
-        /**
-         * Repo Id
-         */
-        repo_id: string;
-    };
-    query?: {
-        /**
-         * Revision
-         */
-        revision?: string | null;
-    };
-    url: '/api/cache/{repo_id}';
-};
-
-export type DeleteCacheEntryErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type DeleteCacheEntryError = DeleteCacheEntryErrors[keyof DeleteCacheEntryErrors];
-
-export type DeleteCacheEntryResponses = {
-    /**
-     * Successful Response
-     */
-    200: CacheDeleteOut;
-};
-
-export type DeleteCacheEntryResponse = DeleteCacheEntryResponses[keyof DeleteCacheEntryResponses];
 
 export type EstimateModelData = {
     body?: never;
@@ -3235,6 +2611,110 @@ export type EstimateModelResponses = {
 
 export type EstimateModelResponse = EstimateModelResponses[keyof EstimateModelResponses];
 
+export type LoadModelData = {
+    body: ModelLoadIn;
+    path?: never;
+    query?: never;
+    url: '/api/models/load';
+};
+
+export type LoadModelErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type LoadModelError = LoadModelErrors[keyof LoadModelErrors];
+
+export type LoadModelResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelLoadOut;
+};
+
+export type LoadModelResponse = LoadModelResponses[keyof LoadModelResponses];
+
+export type GetLoadedModelData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/models/loaded';
+};
+
+export type GetLoadedModelResponses = {
+    /**
+     * Response Getloadedmodel
+     *
+     * Successful Response
+     */
+    200: LoadedModelOut | null;
+};
+
+export type GetLoadedModelResponse = GetLoadedModelResponses[keyof GetLoadedModelResponses];
+
+export type UnloadModelData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/models/unload';
+};
+
+export type UnloadModelErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type UnloadModelError = UnloadModelErrors[keyof UnloadModelErrors];
+
+export type UnloadModelResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponses];
+
 export type GetMonitorConfigData = {
     body?: never;
     path?: never;
@@ -3280,37 +2760,43 @@ export type SetMonitorConfigResponses = {
 
 export type SetMonitorConfigResponse = SetMonitorConfigResponses[keyof SetMonitorConfigResponses];
 
-export type PauseMonitorData = {
+export type ExportMonitorHistoryData = {
     body?: never;
     path?: never;
-    query?: never;
-    url: '/api/monitor/pause';
+    query?: {
+        /**
+         * Format
+         */
+        format?: string;
+        /**
+         * Request Id
+         */
+        request_id?: string | null;
+    };
+    url: '/api/monitor/export';
 };
 
-export type PauseMonitorResponses = {
+export type ExportMonitorHistoryErrors = {
     /**
-     * Successful Response
+     * Bad Request
      */
-    200: MonitorConfigOut;
-};
-
-export type PauseMonitorResponse = PauseMonitorResponses[keyof PauseMonitorResponses];
-
-export type ResumeMonitorData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/monitor/resume';
-};
-
-export type ResumeMonitorResponses = {
+    400: ErrorResponse;
     /**
-     * Successful Response
+     * Not Found
      */
-    200: MonitorConfigOut;
+    404: ErrorResponse;
 };
 
-export type ResumeMonitorResponse = ResumeMonitorResponses[keyof ResumeMonitorResponses];
+export type ExportMonitorHistoryError = ExportMonitorHistoryErrors[keyof ExportMonitorHistoryErrors];
+
+export type ExportMonitorHistoryResponses = {
+    /**
+     * One JSON object per line (jsonl) or a CSV table, one row per token and feature
+     */
+    200: string;
+};
+
+export type ExportMonitorHistoryResponse = ExportMonitorHistoryResponses[keyof ExportMonitorHistoryResponses];
 
 export type ClearMonitorHistoryData = {
     body?: never;
@@ -3362,6 +2848,38 @@ export type GetMonitorHistoryResponses = {
 
 export type GetMonitorHistoryResponse = GetMonitorHistoryResponses[keyof GetMonitorHistoryResponses];
 
+export type PauseMonitorData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/pause';
+};
+
+export type PauseMonitorResponses = {
+    /**
+     * Successful Response
+     */
+    200: MonitorConfigOut;
+};
+
+export type PauseMonitorResponse = PauseMonitorResponses[keyof PauseMonitorResponses];
+
+export type ResumeMonitorData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/resume';
+};
+
+export type ResumeMonitorResponses = {
+    /**
+     * Successful Response
+     */
+    200: MonitorConfigOut;
+};
+
+export type ResumeMonitorResponse = ResumeMonitorResponses[keyof ResumeMonitorResponses];
+
 export type GetMonitorStatsData = {
     body?: never;
     path?: never;
@@ -3390,44 +2908,6 @@ export type GetMonitorStatsResponses = {
 };
 
 export type GetMonitorStatsResponse = GetMonitorStatsResponses[keyof GetMonitorStatsResponses];
-
-export type ExportMonitorHistoryData = {
-    body?: never;
-    path?: never;
-    query?: {
-        /**
-         * Format
-         */
-        format?: string;
-        /**
-         * Request Id
-         */
-        request_id?: string | null;
-    };
-    url: '/api/monitor/export';
-};
-
-export type ExportMonitorHistoryErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-};
-
-export type ExportMonitorHistoryError = ExportMonitorHistoryErrors[keyof ExportMonitorHistoryErrors];
-
-export type ExportMonitorHistoryResponses = {
-    /**
-     * One JSON object per line (jsonl) or a CSV table, one row per token and feature
-     */
-    200: string;
-};
-
-export type ExportMonitorHistoryResponse = ExportMonitorHistoryResponses[keyof ExportMonitorHistoryResponses];
 
 export type ListProfilesData = {
     body?: never;
@@ -3492,25 +2972,21 @@ export type CreateProfileResponses = {
 
 export type CreateProfileResponse = CreateProfileResponses[keyof CreateProfileResponses];
 
-export type GetProfileSchemaData = {
+export type DeactivateProfileData = {
     body?: never;
     path?: never;
     query?: never;
-    url: '/api/profiles/schema';
+    url: '/api/profiles/deactivate';
 };
 
-export type GetProfileSchemaResponses = {
+export type DeactivateProfileResponses = {
     /**
-     * Response Getprofileschema
-     *
      * Successful Response
      */
-    200: {
-        [key: string]: unknown;
-    };
+    204: void;
 };
 
-export type GetProfileSchemaResponse = GetProfileSchemaResponses[keyof GetProfileSchemaResponses];
+export type DeactivateProfileResponse = DeactivateProfileResponses[keyof DeactivateProfileResponses];
 
 export type ExportProfilesData = {
     body?: never;
@@ -3549,6 +3025,39 @@ export type ExportProfilesResponses = {
 };
 
 export type ExportProfilesResponse = ExportProfilesResponses[keyof ExportProfilesResponses];
+
+export type CreateProfileFromSteeringData = {
+    body: SaveSteeringIn;
+    path?: never;
+    query?: never;
+    url: '/api/profiles/from-steering';
+};
+
+export type CreateProfileFromSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
+
+export type CreateProfileFromSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    201: ProfilePublic;
+};
+
+export type CreateProfileFromSteeringResponse = CreateProfileFromSteeringResponses[keyof CreateProfileFromSteeringResponses];
 
 export type ImportProfilesData = {
     body?: never;
@@ -3592,54 +3101,25 @@ export type ImportProfilesResponses = {
 
 export type ImportProfilesResponse = ImportProfilesResponses[keyof ImportProfilesResponses];
 
-export type DeactivateProfileData = {
+export type GetProfileSchemaData = {
     body?: never;
     path?: never;
     query?: never;
-    url: '/api/profiles/deactivate';
+    url: '/api/profiles/schema';
 };
 
-export type DeactivateProfileResponses = {
+export type GetProfileSchemaResponses = {
     /**
+     * Response Getprofileschema
+     *
      * Successful Response
      */
-    204: void;
+    200: {
+        [key: string]: unknown;
+    };
 };
 
-export type DeactivateProfileResponse = DeactivateProfileResponses[keyof DeactivateProfileResponses];
-
-export type CreateProfileFromSteeringData = {
-    body: SaveSteeringIn;
-    path?: never;
-    query?: never;
-    url: '/api/profiles/from-steering';
-};
-
-export type CreateProfileFromSteeringErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-};
-
-export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
-
-export type CreateProfileFromSteeringResponses = {
-    /**
-     * Successful Response
-     */
-    201: ProfilePublic;
-};
-
-export type CreateProfileFromSteeringResponse = CreateProfileFromSteeringResponses[keyof CreateProfileFromSteeringResponses];
+export type GetProfileSchemaResponse = GetProfileSchemaResponses[keyof GetProfileSchemaResponses];
 
 export type DeleteProfileData = {
     body?: never;
@@ -3736,33 +3216,17 @@ export type UpdateProfileData = {
      */
     body: {
         /**
-         * Version
-         *
-         * The version being edited; a stale version is refused with 409.
-         */
-        version?: number;
-        /**
-         * Name
-         *
-         * New name (renames the profile).
-         */
-        name?: string | null;
-        /**
          * Description
          *
          * New description.
          */
         description?: string | null;
         /**
-         * Model
+         * Features
          *
-         * Model id the profile is for.
+         * The new feature list (replaces the old one).
          */
-        model?: string | null;
-        /**
-         * The SAE its feature indices refer to.
-         */
-        sae?: SaeRef | null;
+        features?: Array<SteeringFeature> | null;
         /**
          * Mode
          *
@@ -3770,17 +3234,33 @@ export type UpdateProfileData = {
          */
         mode?: 'add' | 'clamp' | null;
         /**
+         * Model
+         *
+         * Model id the profile is for.
+         */
+        model?: string | null;
+        /**
+         * Name
+         *
+         * New name (renames the profile).
+         */
+        name?: string | null;
+        /**
          * Normalize
          *
          * Unit-norm decoder directions for add.
          */
         normalize?: boolean | null;
         /**
-         * Features
-         *
-         * The new feature list (replaces the old one).
+         * The SAE its feature indices refer to.
          */
-        features?: Array<SteeringFeature> | null;
+        sae?: SaeRef | null;
+        /**
+         * Version
+         *
+         * The version being edited; a stale version is refused with 409.
+         */
+        version?: number;
     };
     headers?: {
         /**
@@ -3832,33 +3312,17 @@ export type ReplaceProfileData = {
      */
     body: {
         /**
-         * Version
-         *
-         * The version being edited; a stale version is refused with 409.
-         */
-        version?: number;
-        /**
-         * Name
-         *
-         * New name (renames the profile).
-         */
-        name?: string | null;
-        /**
          * Description
          *
          * New description.
          */
         description?: string | null;
         /**
-         * Model
+         * Features
          *
-         * Model id the profile is for.
+         * The new feature list (replaces the old one).
          */
-        model?: string | null;
-        /**
-         * The SAE its feature indices refer to.
-         */
-        sae?: SaeRef | null;
+        features?: Array<SteeringFeature> | null;
         /**
          * Mode
          *
@@ -3866,17 +3330,33 @@ export type ReplaceProfileData = {
          */
         mode?: 'add' | 'clamp' | null;
         /**
+         * Model
+         *
+         * Model id the profile is for.
+         */
+        model?: string | null;
+        /**
+         * Name
+         *
+         * New name (renames the profile).
+         */
+        name?: string | null;
+        /**
          * Normalize
          *
          * Unit-norm decoder directions for add.
          */
         normalize?: boolean | null;
         /**
-         * Features
-         *
-         * The new feature list (replaces the old one).
+         * The SAE its feature indices refer to.
          */
-        features?: Array<SteeringFeature> | null;
+        sae?: SaeRef | null;
+        /**
+         * Version
+         *
+         * The version being edited; a stale version is refused with 409.
+         */
+        version?: number;
     };
     headers?: {
         /**
@@ -3920,44 +3400,6 @@ export type ReplaceProfileResponses = {
 
 export type ReplaceProfileResponse = ReplaceProfileResponses[keyof ReplaceProfileResponses];
 
-export type DuplicateProfileData = {
-    body: ProfileDuplicate;
-    path: {
-        /**
-         * Name
-         */
-        name: string;
-    };
-    query?: never;
-    url: '/api/profiles/{name}/duplicate';
-};
-
-export type DuplicateProfileErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-};
-
-export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
-
-export type DuplicateProfileResponses = {
-    /**
-     * Successful Response
-     */
-    201: ProfilePublic;
-};
-
-export type DuplicateProfileResponse = DuplicateProfileResponses[keyof DuplicateProfileResponses];
-
 export type ActivateProfileData = {
     body?: never;
     path: {
@@ -3996,6 +3438,44 @@ export type ActivateProfileResponses = {
 
 export type ActivateProfileResponse = ActivateProfileResponses[keyof ActivateProfileResponses];
 
+export type DuplicateProfileData = {
+    body: ProfileDuplicate;
+    path: {
+        /**
+         * Name
+         */
+        name: string;
+    };
+    query?: never;
+    url: '/api/profiles/{name}/duplicate';
+};
+
+export type DuplicateProfileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
+
+export type DuplicateProfileResponses = {
+    /**
+     * Successful Response
+     */
+    201: ProfilePublic;
+};
+
+export type DuplicateProfileResponse = DuplicateProfileResponses[keyof DuplicateProfileResponses];
+
 export type ExportProfileData = {
     body?: never;
     path: {
@@ -4033,3 +3513,523 @@ export type ExportProfileResponses = {
 };
 
 export type ExportProfileResponse = ExportProfileResponses[keyof ExportProfileResponses];
+
+export type AttachSaeData = {
+    body: SaeAttachIn;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attach';
+};
+
+export type AttachSaeErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type AttachSaeError = AttachSaeErrors[keyof AttachSaeErrors];
+
+export type AttachSaeResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type AttachSaeResponse = AttachSaeResponses[keyof AttachSaeResponses];
+
+export type GetAttachedSaeData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached';
+};
+
+export type GetAttachedSaeResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
+
+export type SearchFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Q
+         *
+         * Text to find in the labels, or a feature index.
+         */
+        q?: string | null;
+        /**
+         * Limit
+         *
+         * Return at most this many (default: all).
+         */
+        limit?: number | null;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type SearchFeatureLabelsErrors = {
+    /**
+     * Bad input: the OpenAI error envelope, with `param` naming the field
+     */
+    400: ErrorResponse;
+};
+
+export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
+
+export type SearchFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: FeatureLabelsOut;
+};
+
+export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type DetachSaeData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/detach';
+};
+
+export type DetachSaeErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DetachSaeError = DetachSaeErrors[keyof DetachSaeErrors];
+
+export type DetachSaeResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DetachSaeResponse = DetachSaeResponses[keyof DetachSaeResponses];
+
+export type GetStatusData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/status';
+};
+
+export type GetStatusResponses = {
+    /**
+     * Successful Response
+     */
+    200: StatusOut;
+};
+
+export type GetStatusResponse = GetStatusResponses[keyof GetStatusResponses];
+
+export type ClearSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type ClearSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type ClearSteeringResponse = ClearSteeringResponses[keyof ClearSteeringResponses];
+
+export type GetSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type GetSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type GetSteeringResponse = GetSteeringResponses[keyof GetSteeringResponses];
+
+export type UpdateSteeringData = {
+    body: SteeringPatchIn;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type UpdateSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type UpdateSteeringError = UpdateSteeringErrors[keyof UpdateSteeringErrors];
+
+export type UpdateSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type UpdateSteeringResponse = UpdateSteeringResponses[keyof UpdateSteeringResponses];
+
+export type SetSteeringData = {
+    body: SteeringSetIn;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type SetSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type SetSteeringError = SetSteeringErrors[keyof SetSteeringErrors];
+
+export type SetSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type SetSteeringResponse = SetSteeringResponses[keyof SetSteeringResponses];
+
+export type DisableSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering/disable';
+};
+
+export type DisableSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type DisableSteeringResponse = DisableSteeringResponses[keyof DisableSteeringResponses];
+
+export type EnableSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering/enable';
+};
+
+export type EnableSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type EnableSteeringResponse = EnableSteeringResponses[keyof EnableSteeringResponses];
+
+export type GetHealthData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/health';
+};
+
+export type GetHealthErrors = {
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
+
+export type GetHealthResponses = {
+    /**
+     * Response Gethealth
+     *
+     * Successful Response
+     */
+    200: unknown;
+};
+
+export type GetMetricsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/metrics';
+};
+
+export type GetMetricsResponses = {
+    /**
+     * Prometheus text exposition format
+     */
+    200: string;
+};
+
+export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
+
+export type CreateChatCompletionData = {
+    body: ChatCompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/chat/completions';
+};
+
+export type CreateChatCompletionErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CreateChatCompletionError = CreateChatCompletionErrors[keyof CreateChatCompletionErrors];
+
+export type CreateChatCompletionResponses = {
+    /**
+     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
+     */
+    200: ChatCompletion;
+};
+
+export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof CreateChatCompletionResponses];
+
+export type CreateCompletionData = {
+    body: CompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/completions';
+};
+
+export type CreateCompletionErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CreateCompletionError = CreateCompletionErrors[keyof CreateCompletionErrors];
+
+export type CreateCompletionResponses = {
+    /**
+     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
+     */
+    200: Completion;
+};
+
+export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCompletionResponses];
+
+export type CreateEmbeddingData = {
+    body: EmbeddingRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/embeddings';
+};
+
+export type CreateEmbeddingErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CreateEmbeddingError = CreateEmbeddingErrors[keyof CreateEmbeddingErrors];
+
+export type CreateEmbeddingResponses = {
+    /**
+     * Successful Response
+     */
+    200: EmbeddingList;
+};
+
+export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
+
+export type ListModelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/v1/models';
+};
+
+export type ListModelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelList;
+};
+
+export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
+
+export type RetrieveModelData = {
+    body?: never;
+    path: {
+        /**
+         * Model Id
+         */
+        model_id: string;
+    };
+    query?: never;
+    url: '/v1/models/{model_id}';
+};
+
+export type RetrieveModelErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type RetrieveModelError = RetrieveModelErrors[keyof RetrieveModelErrors];
+
+export type RetrieveModelResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelCard;
+};
+
+export type RetrieveModelResponse = RetrieveModelResponses[keyof RetrieveModelResponses];
