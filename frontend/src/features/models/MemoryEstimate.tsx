@@ -14,7 +14,9 @@ const PARTS = [
  * memory on the target device, with the numbers in a table for screen readers and precise reading.
  */
 export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
-  const scale = Math.max(estimate.total_bytes, estimate.available_bytes, 1);
+  // available_bytes is null when the device is not on the server (an estimate for a GPU from a CPU-only host).
+  const available = estimate.available_bytes;
+  const scale = Math.max(estimate.total_bytes, available ?? 0, 1);
   const device = estimate.device === "cpu" ? "RAM" : `${estimate.device} memory`;
   return (
     <figure aria-label="Memory estimate" className="rounded-lg border border-control/30 bg-surface/30 p-4">
@@ -24,10 +26,12 @@ export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
             <div key={p.key} className={p.color} style={{ width: `${(estimate[p.key] / scale) * 100}%` }} />
           ))}
         </div>
-        <div
-          className="absolute top-0 h-full w-0.5 bg-title"
-          style={{ left: `calc(${Math.min(100, (estimate.available_bytes / scale) * 100)}% - 1px)` }}
-        />
+        {available !== null && (
+          <div
+            className="absolute top-0 h-full w-0.5 bg-title"
+            style={{ left: `calc(${Math.min(100, (available / scale) * 100)}% - 1px)` }}
+          />
+        )}
       </div>
       <table className="num mt-3 w-full text-xs">
         <caption className="sr-only">Memory needed to load, by part, and free memory</caption>
@@ -58,14 +62,23 @@ export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
             <th scope="row" className="text-left font-normal text-label">
               Free {device}
             </th>
-            <td className="text-right text-body">{formatBytes(estimate.available_bytes)}</td>
+            <td className="text-right text-body">
+              {available !== null ? formatBytes(available) : "not on this server"}
+            </td>
           </tr>
         </tbody>
       </table>
-      <figcaption className={cn("mt-2 text-xs", estimate.fits ? "text-success" : "text-danger")}>
-        {estimate.fits
-          ? "Fits in free memory."
-          : "Does not fit in free memory: the server will refuse unless you load anyway."}
+      <figcaption
+        className={cn(
+          "mt-2 text-xs",
+          estimate.fits === null ? "text-warning" : estimate.fits ? "text-success" : "text-danger",
+        )}
+      >
+        {estimate.fits === null
+          ? `The server has no ${estimate.device} device: this is what it would need there.`
+          : estimate.fits
+            ? "Fits in free memory."
+            : "Does not fit in free memory: the server will refuse unless you load anyway."}
       </figcaption>
     </figure>
   );
