@@ -6,7 +6,7 @@ import asyncio
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
@@ -212,8 +212,10 @@ async def detach_sae(rt: RuntimeDep) -> a.SaeStatusOut:
             response_model=a.FeatureLabelsOut)
 async def sae_labels(
     rt: RuntimeDep,
-    q: str | None = Query(None, max_length=200, description="Text to find in the labels, or a feature index."),
-    limit: int | None = Query(None, ge=1, le=1_000_000, description="Return at most this many (default: all)."),
+    q: Annotated[str | None, Query(max_length=200, description="Text to find in the labels, or a feature index.")]
+    = None,
+    limit: Annotated[int | None, Query(ge=1, le=1_000_000, description="Return at most this many (default: all).")]
+    = None,
 ) -> a.FeatureLabelsOut:
     """Search feature labels.
 

@@ -130,8 +130,9 @@ async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
 
 
 @router.get("/api/downloads", operation_id="listDownloads", tags=["downloads"], response_model=h.JobList)
-async def list_downloads(rt: RuntimeDep, active: bool = Query(
-        False, description="Only queued and running jobs.")) -> h.JobList:
+async def list_downloads(
+    rt: RuntimeDep, active: Annotated[bool, Query(description="Only queued and running jobs.")] = False,
+) -> h.JobList:
     """List downloads.
 
     Every job the server knows (`active=true`: queued and running ones), oldest first, with total progress
@@ -257,7 +258,8 @@ async def list_cache(hub: HubDep, kind: str | None = Query(
                response_model=h.CacheDeleteOut, responses=ERRORS)
 async def delete_cached(
     repo_id: Annotated[str, Path(description="Hub repo id, `owner/name`.")], hub: HubDep,
-    revision: str | None = Query(None, description="Delete only this revision (commit or ref); none: all of it."),
+    revision: Annotated[str | None, Query(description="Delete only this revision (commit or ref); none: all of it.")]
+    = None,
 ) -> h.CacheDeleteOut:
     """Delete a cache entry.
 
@@ -273,8 +275,8 @@ async def delete_cached(
             response_model=h.ModelEstimateOut, responses=ERRORS)
 async def estimate_model(
     hub: HubDep,
-    model: str = Query(description="A local folder, `millm-demo`, a cached or a Hub repo id."),
-    revision: str | None = Query(None, description="Hub branch, tag or commit (default: main)."),
+    model: Annotated[str, Query(description="A local folder, `millm-demo`, a cached or a Hub repo id.")],
+    revision: Annotated[str | None, Query(description="Hub branch, tag or commit (default: main).")] = None,
     dtype: str | None = Query(None, pattern="^(auto|float32|float16|bfloat16)$",
                               description="Precision of the weights (default: the server's)."),
     quantization: str | None = Query(None, pattern="^(none|8bit|4bit)$",
@@ -305,8 +307,10 @@ async def estimate_model(
             responses=ERRORS)
 async def list_repo_saes(
     hub: HubDep,
-    repo_id: str = Query(description="Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).", max_length=200),
-    revision: str | None = Query(None, description="Branch, tag or commit (default: main).", max_length=200),
+    repo_id: Annotated[str, Query(description="Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).",
+                                  max_length=200)],
+    revision: Annotated[str | None, Query(description="Branch, tag or commit (default: main).", max_length=200)]
+    = None,
 ) -> h.RepoSaeList:
     """List a Hub repo's SAEs.
 

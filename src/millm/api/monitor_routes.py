@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response, WebSocket
 
@@ -64,8 +64,11 @@ async def resume(rt: RuntimeDep) -> m.MonitorConfigOut:
 
 
 @router.get("/api/monitor/history", operation_id="getMonitorHistory", response_model=m.HistoryList, responses=ERRORS)
-async def history(rt: RuntimeDep, request_id: str | None = Query(
-        None, description="One request's history (its completion id); none: every recorded request.")) -> m.HistoryList:
+async def history(
+    rt: RuntimeDep,
+    request_id: Annotated[str | None, Query(
+        description="One request's history (its completion id); none: every recorded request.")] = None,
+) -> m.HistoryList:
     """Get the monitor history.
 
     Recorded frames and per-feature statistics, per request (the most recent requests, bounded); `request_id`
@@ -99,7 +102,7 @@ async def stats(rt: RuntimeDep) -> m.StatsOut:
     "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}}})
 async def export(rt: RuntimeDep,
                  format: str = Query("jsonl", pattern="^(jsonl|csv)$", description="jsonl or csv."),
-                 request_id: str | None = Query(None, description="One request only; none: all of them."),
+                 request_id: Annotated[str | None, Query(description="One request only; none: all of them.")] = None,
                  ) -> Response:
     """Export the monitor history.
 

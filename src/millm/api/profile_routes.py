@@ -90,8 +90,10 @@ async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> pp.Profile
 
 
 @router.get("", operation_id="listProfiles", response_model=pp.ProfileList)
-async def list_profiles(rt: RuntimeDep, model: str | None = Query(
-        None, description="Only the profiles made for this model id.")) -> pp.ProfileList:
+async def list_profiles(
+    rt: RuntimeDep,
+    model: Annotated[str | None, Query(description="Only the profiles made for this model id.")] = None,
+) -> pp.ProfileList:
     """List profiles.
 
     Every saved profile (`model=` keeps those for one model), the active one marked, each with its virtual model
@@ -131,8 +133,9 @@ async def import_profiles(request: Request, rt: RuntimeDep,
                           on_conflict: str = Query("error", pattern="^(error|rename|replace)$", description=(
                               "A name already in use: error (409, nothing imported), rename (a free name), "
                               "or replace the existing profile.")),
-                          name: str | None = Query(None, description="Store a single imported profile under "
-                                                                     "this name.")) -> pp.ImportResult:
+                          name: Annotated[str | None, Query(
+                              description="Store a single imported profile under this name.")] = None,
+                          ) -> pp.ImportResult:
     """Import profiles.
 
     Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (the raw JSON file as the
