@@ -34,9 +34,9 @@ export const listCache = <ThrowOnError extends boolean = true>(options?: Options
 export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: Options<DeleteCacheEntryData, ThrowOnError>): RequestResult<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError> => (options.client ?? client).delete<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError>({ url: '/api/cache/{repo_id}', ...options });
 
 /**
- * Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed)
+ * Compare up to 8 steering variants on one prompt
  *
- * Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+ * The variants run as rows of one batch with one seed.     Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
  * full steering receipt and `diverges_at`: the first generated token that differs from variant 0's.
  */
 export const compareSteering = <ThrowOnError extends boolean = true>(options: Options<CompareSteeringData, ThrowOnError>): RequestResult<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError> => (options.client ?? client).post<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError>({
@@ -409,9 +409,10 @@ export const searchFeatureLabels = <ThrowOnError extends boolean = true>(options
 export const detachSae = <ThrowOnError extends boolean = true>(options?: Options<DetachSaeData, ThrowOnError>): RequestResult<DetachSaeResponses, DetachSaeErrors, ThrowOnError> => (options?.client ?? client).post<DetachSaeResponses, DetachSaeErrors, ThrowOnError>({ url: '/api/saes/detach', ...options });
 
 /**
- * Shut the server down gracefully: it stops accepting connections, lets requests in flight finish
+ * Shut the server down gracefully
  *
- * (up to 5 s), saves its state and exits, as on Ctrl-C.
+ * It stops accepting connections, lets requests in flight finish (up to 5 s), saves its state and exits, as on
+ * Ctrl-C.
  *
  * Allowed from the server's own machine (a loopback client), or from anywhere when the server is guarded by an
  * API key (MILLM_API_KEY). Only a server started by `millm serve` can be stopped this way (503 otherwise).

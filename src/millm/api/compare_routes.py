@@ -21,7 +21,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "With `stream: true` (the default), server-sent events: each `data:` line is one JSON "
                          "compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in "
                          "millm.protocol.compare). With `stream: false`, one CompareResult.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          # each event's `data` is one JSON compare frame; their JSON Schemas are exported with the other frames
+          # (`make openapi` -> frontend/frames.schema.json, `sse_compare`)
+          "content": {"text/event-stream": {"itemSchema": {
+              "type": "object", "required": ["data"], "properties": {
+                  "event": {"type": "string"}, "id": {"type": "string"},
+                  "data": {"type": "string", "contentMediaType": "application/json"}}}}}},
 }
 
 
@@ -36,9 +41,9 @@ async def _sse(frames: AsyncIterator[Any], start: c.CompareStart) -> AsyncIterat
 
 @router.post("/api/compare", response_model=c.CompareResult, responses=RESPONSES, operation_id="compareSteering")
 async def compare_steering(body: c.CompareRequest, rt: RuntimeDep) -> Any:
-    """Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed).
+    """Compare up to 8 steering variants on one prompt.
 
-    Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+    The variants run as rows of one batch with one seed.     Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
     full steering receipt and `diverges_at`: the first generated token that differs from variant 0's."""
     plan = await rt.compare.compare(body)
     if plan.stream:
