@@ -27,6 +27,7 @@ from millm.services.monitoring import MonitorService
 from millm.services.profiles import ProfileService
 from millm.services.saes import SaeService
 from millm.services.steering import NamedSteering, SteeringService
+from millm.services.system import SystemMonitor
 from millm.engine.types import FeatureStrength
 from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.store.db import Database, open_database
@@ -87,6 +88,7 @@ class Runtime:
         )
         self.embeddings = EmbeddingService(generation=self.generation)
         self.compare = CompareService(generation=self.generation)
+        self.system = SystemMonitor()
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
