@@ -83,11 +83,12 @@ def serve(model_arg: str | None, **options: Any) -> None:
 
 
 def _register_subcommands() -> None:
-    from millm import cli_hub, cli_profiles, cli_server
+    from millm import cli_hub, cli_mcp, cli_profiles, cli_server
 
     cli_hub.register(main)
     cli_server.register(main, cli_hub.sae)
     main.add_command(cli_profiles.profile)
+    main.add_command(cli_mcp.mcp)
 
 
 _register_subcommands()

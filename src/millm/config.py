@@ -88,7 +88,39 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log format: text or json (one object per line).")
     cors_origins: list[str] = Field(
-        default_factory=lambda: ["*"], description="Origins allowed by CORS (JSON list in the environment)."
+        default_factory=list,
+        description="Origins allowed by CORS (JSON list in the environment; '*' for any). Empty: the UI's own "
+        "origin and http(s)://localhost, 127.0.0.1 and [::1] on any port.",
     )
+    steering_max_scale: float = Field(
+        10.0, gt=0, description="Largest steering.scale (intensity dial) a request may ask for, unless a profile "
+        "sets its own range.")
     restore_state: bool = Field(True, description="Restore the active profile at start-up.")
     force_load: bool = Field(False, description="Load models even when the memory estimate says they do not fit.")
+    ui_dir: Path | None = Field(
+        None, description="Folder of the built web UI served at / (default: the copy packaged with miLLM)."
+    )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, ge=1024, description="Largest request body accepted, in bytes; larger ones get a 413."
+    )
+    api_key: str | None = Field(
+        None, description="Require this key on /v1, /api and the WebSockets (Authorization: Bearer <key>, or "
+        "?api_key=<key> on WebSockets). /health and the web UI stay open. Empty: no key."
+    )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host header values accepted (DNS-rebinding guard; '*' for any, '*.example.com' for a "
+        "domain). Empty: localhost, 127.0.0.1, ::1 and the bind address.",
+    )
+    allowed_paths: list[Path] = Field(
+        default_factory=list,
+        description="Local folders the API may load models and SAEs from, besides the Hugging Face cache, the "
+        "data dir, the bundled demo and the start-up model's and SAE's own folders.",
+    )
+    shutdown_timeout: float = Field(
+        30.0, ge=0, description="Seconds running requests may take to finish after SIGTERM before they are ended."
+    )
+    exit_on_load_failure: bool = Field(
+        False, description="Exit at start-up when the configured model or SAE cannot be loaded, instead of "
+        "serving without a model (for scripted use)."
+    )

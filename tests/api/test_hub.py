@@ -10,6 +10,7 @@ import json
 import shutil
 import threading
 import time
+from datetime import datetime
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -130,7 +131,8 @@ def test_pull_model_streams_progress_then_lists_and_loads_from_cache(
     assert r.json()["model"]["source"] == "org/tiny-a" and r.json()["memory_estimate"]["fits"]
     assert len(hub.requests) == before
     repo = next(r for r in httpx.get(f"{live.url}/api/cache").json()["data"] if r["repo_id"] == "org/tiny-a")
-    assert repo["in_use"] and repo["last_used"] > time.time() - 60
+    assert repo["in_use"] and datetime.fromisoformat(repo["last_used"]).timestamp() > time.time() - 60
+    assert repo["last_used"].endswith("Z") and job["created_at"].endswith("Z")
     r = httpx.delete(f"{live.url}/api/cache/org/tiny-a")
     assert r.status_code == 409 and "unload" in r.json()["error"]["message"]
     chat = httpx.post(f"{live.url}/v1/completions", json={"model": "test-org/tiny", "prompt": "Hi", "max_tokens": 2})

@@ -30,6 +30,7 @@ from millm import demo
 from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
 from millm.hub.files import select_weight_files
+from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.hub.memory import (
     MemoryEstimate,
     available_memory,
@@ -37,6 +38,7 @@ from millm.hub.memory import (
     estimate_local,
     estimate_remote,
     max_context,
+    read_config,
     resolve_device,
 )
 
@@ -67,8 +69,11 @@ def user_path(source: str, *, param: str) -> Path:
         raise InvalidRequest(f"{source!r} cannot be a file name here (it does not encode)", param=param) from None
 
 
-def looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        return False
 
 
 def _complete(folder: Path) -> bool:
@@ -99,7 +104,8 @@ def cached_model_folder(repo_id: str, revision: str | None, cache_dir: str | Pat
     return folder if _complete(folder) else None
 
 
-def find_model(source: str, revision: str | None = None, cache_dir: str | Path | None = None) -> ModelSource | None:
+def find_model(source: str, revision: str | None = None, cache_dir: str | Path | None = None,
+               roots: LocalRoots | None = None) -> ModelSource | None:
     """Where a model argument is without the network: a local model folder (the bundled demo model by its
     name, `millm-demo`), or the complete cached snapshot of a Hub repo; None for a Hub repo id not in the cache.
     Raises a 400 or 404 naming `model` for anything else (blank, a missing path, a folder with no config.json,
@@ -108,13 +114,17 @@ def find_model(source: str, revision: str | None = None, cache_dir: str | Path |
         raise InvalidRequest("model is empty: give a local folder or a Hub repo id", param="model")
     if source == demo.DEMO_MODEL_ID:
         return ModelSource(demo.assets_dir() / "model", None, "local")
-    path = user_path(source, param="model")
-    if path.is_dir():
+    if looks_like_path(source):
+        path = roots.resolve(source, param="model") if roots is not None else user_path(source, param="model")
+        if not _is_dir(path):
+            raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
+    else:  # a bare name: a folder of that name (inside the allowed roots), else a Hub repo id
+        path = roots.existing_dir(source) if roots is not None else user_path(source, param="model")
+        path = path if path is not None and _is_dir(path) else None
+    if path is not None:
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"{source!r} is a folder but not a model: it has no config.json", param="model")
         return ModelSource(path, None, "local")
-    if looks_like_path(source):
-        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
     check_repo_id(source, param="model")
     check_revision(revision)
     folder = cached_model_folder(source, revision, cache_dir)
@@ -127,9 +137,10 @@ def resolve_model_source(
     revision: str | None = None,
     cache_dir: str | Path | None = None,
     index: CacheIndex | None = None,
+    roots: LocalRoots | None = None,
 ) -> ModelSource:
     """A local folder, else the cached snapshot of a Hub repo, else a pull of it. Blocking."""
-    found = find_model(source, revision, cache_dir)
+    found = find_model(source, revision, cache_dir, roots)
     if found is not None:
         return found
     from millm.hub.download import pull_model
@@ -176,7 +187,7 @@ def estimate_for(
                                    sae_bytes=sae_bytes)
     if folder is not None:
         if context is None and max_context_cap is not None:
-            config = json.loads((folder / "config.json").read_text())
+            config = read_config(folder)
             model_max = max_context(config)
             context = min(model_max, max_context_cap) if model_max else max_context_cap
         return estimate_local(folder, context=context, **options)
@@ -229,6 +240,7 @@ def estimate_model(
     batch: int = 1,
     max_context_cap: int | None = None,
     sae_numel: int = 0,
+    roots: LocalRoots | None = None,
 ) -> ModelEstimate:
     """The memory `model` would need on `device`, and the free memory there if the device is present.
 
@@ -236,7 +248,7 @@ def estimate_model(
     its safetensors headers are read from the Hub (nothing downloaded). Blocking."""
     opts: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, context=context, batch=batch,
                                 max_context_cap=max_context_cap, sae_numel=sae_numel)
-    found = find_model(model, revision, cache_dir)
+    found = find_model(model, revision, cache_dir, roots)
     if found is not None:
         origin, est = found.origin, estimate_for(found.folder, **opts)
     else:
@@ -270,6 +282,7 @@ class HubService:
     defaults: dict[str, Any]  # device, dtype, quantization, max_context
     in_use: frozenset[str] = frozenset()
     sae_numel: int = 0  # the attached SAE, counted in estimates (it is re-attached after a switch)
+    roots: LocalRoots | None = None  # the local folders a client may name
 
     # -------------------------------------------------------------- downloads
     def submit(self, *, kind: str, repo_id: str | None, revision: str | None = None, path: str | None = None,
@@ -305,4 +318,5 @@ class HubService:
             quantization=quantization or self.defaults.get("quantization", "none"),
             device=device or self.defaults.get("device", "auto"),
             context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
+            roots=self.roots,
         )
