@@ -147,7 +147,7 @@ def _millm_field(obj: Any) -> Any:
 
 
 def steering_of(response: Any) -> AppliedSteering | None:
-    """The steering applied to `response`; None when it carries none (e.g. a stream chunk after the first)."""
+    """The steering applied to `response`; None when it carries none (a stream's middle chunks)."""
     headers = getattr(response, "headers", None)
     if headers is not None and not isinstance(response, Mapping):
         value = headers.get(HEADER)
