@@ -276,6 +276,10 @@ def chat_session(model: str | None, prompt: str | None, profile: str | None, ste
         ask(prompt, show_steering=steering is not None)
         return
     click.echo(f"Chatting with {name}. {CHAT_HELP}", err=True)
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:
+        pass
     first = True
     while True:
         try:
@@ -312,6 +316,9 @@ def chat_session(model: str | None, prompt: str | None, profile: str | None, ste
             first = False
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}", err=True)
+        except KeyboardInterrupt:  # Ctrl-C stops the answer (closing the stream cancels it on the server)
+            messages.pop()
+            click.echo("\n(interrupted)", err=True)
 
 
 # ---------------------------------------------------------------------------- monitor
