@@ -215,3 +215,11 @@ def test_serve_positional_model_then_stop(tmp_path: Path, tiny_model_dir: Path, 
     assert a["client"].startswith("127.0.0.1:") and a["duration_ms"] > 0
     done = [r for r in records if r["message"] == "request done"]
     assert done[0]["steering"] == "request add 3:2" and done[0]["http_request_id"] == "req-42"
+
+
+def test_monitor_line_format() -> None:
+    from millm.cli_server import format_frame
+
+    frame = {"request_id": "chatcmpl-abcdef123456", "phase": "generated", "position": 12, "token": " HELLO",
+             "activations": [{"index": 16, "value": 8.234, "label": "CAPS"}, {"index": 3, "value": 1.5}]}
+    assert format_frame(frame, {3: "commas"}) == 'ef123456 gen   12 " HELLO"       16 (CAPS) 8.23 | 3 (commas) 1.50'

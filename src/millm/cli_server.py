@@ -357,7 +357,7 @@ def format_frame(frame: dict[str, Any], labels: dict[int, str]) -> str:
     acts = []
     for a in frame.get("activations", []):
         label = a.get("label") or labels.get(a["index"])
-        acts.append(f"{a['index']}{f' {label}' if label else ''} {a['value']:.2f}")
+        acts.append(f"{a['index']}{f' ({label})' if label else ''} {a['value']:.2f}")
     token = json.dumps(frame.get("token", ""), ensure_ascii=False)
     return f"{frame['request_id'][-8:]} {frame['phase'][:3]} {frame['position']:>4} {token:<14} " + (
         " | ".join(acts) or "-")
