@@ -15,6 +15,7 @@ import uvicorn
 
 from millm.app import create_app
 from millm.config import Settings
+from millm.server import DrainingServer
 from tests.fixtures.tiny_model import build_tiny_llama
 
 
@@ -58,7 +59,7 @@ class LiveServer:
 def start_server(settings: Settings, *, wait_ready: bool = True) -> LiveServer:
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"

@@ -35,14 +35,13 @@ def test_every_setting_has_a_flag_with_help():
 def test_serve_passes_flags_to_settings(monkeypatch):
     seen = {}
 
-    def fake_run(app, **kw):
-        seen.update(kw)
-
-    import uvicorn
+    def fake_run(self):
+        seen.update(port=self.config.port, host=self.config.host)
 
     import millm.app
+    from millm.server import DrainingServer
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
+    monkeypatch.setattr(DrainingServer, "run", fake_run)
     monkeypatch.setattr(millm.app, "create_app", lambda settings: seen.setdefault("settings", settings))
     result = CliRunner().invoke(main, ["serve", "--port", "8765", "--model", "some/model", "--no-restore-state",
                                        "--data-dir", "/tmp/x", "--log-format", "json"])

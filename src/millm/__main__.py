@@ -49,16 +49,13 @@ def main() -> None:
 @settings_options
 def serve(**options: Any) -> None:
     """Start the server (the bundled demo model and SAE unless --model is given)."""
-    import uvicorn
-
-    from millm import logs
+    from millm import logs, server
     from millm.app import create_app
 
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, ())}
     settings = Settings(**given)
     logs.configure(settings.log_level, settings.log_format)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                log_level=settings.log_level, timeout_graceful_shutdown=5)
+    server.serve(create_app(settings), settings)
 
 
 def _register_subcommands() -> None:

@@ -9,6 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from millm import __version__
+from millm.api.lifecycle import InflightMiddleware
 from millm.api.limits import BodyLimitMiddleware
 from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, profile_routes
 from millm.config import Settings
@@ -32,6 +33,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   description="OpenAI-compatible inference with SAE feature steering and monitoring.")
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "ETag", "Retry-After"])
+    app.add_middleware(InflightMiddleware)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     errors.install(app)
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes):

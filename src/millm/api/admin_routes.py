@@ -74,7 +74,7 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
 
 @router.get("/health", responses={503: {"model": ErrorResponse}})
 async def health(rt: RuntimeDep) -> Any:
-    status = rt.status
+    status = "draining" if rt.draining else rt.status
     if status != "ok":
         return JSONResponse({"status": status, "error": rt.boot_error}, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ok"}

@@ -47,6 +47,13 @@ def error_body(exc: MillmError) -> dict[str, Any]:
     return ErrorResponse(error=ErrorInfo(message=exc.message, type=exc.type, param=exc.param, code=exc.code)).model_dump()
 
 
+def count_rejected(scope: Any, status: int) -> None:
+    """millm_rejected_requests_total{status}: a request answered with an error status (scope: an ASGI scope)."""
+    runtime = getattr(getattr(scope.get("app"), "state", None), "runtime", None)
+    if runtime is not None:
+        runtime.metrics.rejected.labels(str(status)).inc()
+
+
 def millm_response(exc: MillmError) -> JSONResponse:
     headers = {}
     if exc.retry_after is not None:
@@ -102,7 +109,8 @@ def install(app: FastAPI) -> None:
     _openapi_with_400s(app)
 
     @app.exception_handler(MillmError)
-    async def _millm(_: Request, exc: MillmError) -> JSONResponse:
+    async def _millm(request: Request, exc: MillmError) -> JSONResponse:
+        count_rejected(request.scope, exc.status)
         if exc.status >= 500:
             # 503s with Retry-After (loading, switching) are expected; other 5xx are worth an error line.
             log.log(logging.WARNING if exc.retry_after is not None else logging.ERROR, "%s: %s",
@@ -110,7 +118,8 @@ def install(app: FastAPI) -> None:
         return millm_response(exc)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        count_rejected(request.scope, 400)
         errors = list(exc.errors())
         message, param = validation_message(errors)
         code = "invalid_json" if errors and errors[0].get("type") == "json_invalid" else "invalid_value"
@@ -120,6 +129,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        count_rejected(request.scope, exc.status_code)
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         message, code = str(exc.detail), HTTP_CODES.get(exc.status_code, "invalid_request")
         if exc.status_code == 413 and request.scope.get(limits.SCOPE_KEY) is not None:
@@ -137,7 +147,8 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
+        count_rejected(request.scope, 500)
         log.exception("unhandled error")
         body = ErrorResponse(error=ErrorInfo(message="internal server error", type="server_error", param=None,
                                              code="internal_error"))

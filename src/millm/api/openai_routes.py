@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
@@ -55,6 +56,27 @@ async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
     yield _event("[DONE]")
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[Result]) -> Result | Response:
+    """Await `work` (a whole non-streamed completion, or a stream's prefill); if the client disconnects first,
+    cancel it, which cancels its engine requests (the worker drops them within a decode step)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # (cancelled from outside, not by the watcher)
+        return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
+    finally:
+        watcher.cancel()
+
+
 def _respond(result: Result, response: Response) -> Any:
     header = steering_header(result.applied)
     if result.stream:
@@ -84,13 +106,15 @@ async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
 
 
 @router.post("/chat/completions", response_model=p.ChatCompletion, responses=STREAMED)
-async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, response: Response) -> Any:
-    return _respond(await rt.generation.chat(body), response)
+async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, request: Request, response: Response) -> Any:
+    result = await _unless_disconnected(request, rt.generation.chat(body))
+    return result if isinstance(result, Response) else _respond(result, response)
 
 
 @router.post("/completions", response_model=p.Completion, responses=STREAMED)
-async def completions(body: p.CompletionRequest, rt: RuntimeDep, response: Response) -> Any:
-    return _respond(await rt.generation.completion(body), response)
+async def completions(body: p.CompletionRequest, rt: RuntimeDep, request: Request, response: Response) -> Any:
+    result = await _unless_disconnected(request, rt.generation.completion(body))
+    return result if isinstance(result, Response) else _respond(result, response)
 
 
 @router.post("/embeddings", response_model=p.EmbeddingList, responses=ERRORS)

@@ -1,6 +1,6 @@
 """The generation worker: one thread that owns the model and runs continuous batching.
 
-Requests wait in a bounded queue. Between decode steps the worker admits waiting requests
+Requests wait in a bounded queue (queue_size, plus the batch slots free at submission). Between decode steps the worker admits waiting requests
 (prefilling each, then merging its KV rows into the batch), runs one batched decode step for
 every active sequence, samples per row, and drops finished or cancelled rows. Control work
 (loading a model, attaching an SAE, embeddings) runs on the same thread through `call()`:
@@ -162,13 +162,26 @@ class Worker:
     def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
         handle = Handle(request, sink)
         with self._cv:
-            if len(self._pending) >= self.queue_size:
+            # Free batch slots admit before the queue limit applies: the worker takes waiting requests into free
+            # slots between decode steps, so up to that many may be waiting for it besides the queue proper.
+            if len(self._pending) >= self.queue_size + max(0, self.max_batch_size - len(self._rows)):
                 raise QueueFull(
                     f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
                 )
             self._pending.append(handle)
             self._cv.notify_all()
         return handle
+
+    def abort_all(self, failure: MillmError) -> None:
+        """End every running and waiting request with `failure` (at shutdown), between decode steps."""
+        def abort(w: Worker) -> None:
+            with w._cv:
+                waiting, w._pending = list(w._pending), collections.deque()
+            for h in waiting:
+                h.sink(failure)
+            w._fail_all(failure.message, failure)
+
+        self.call(abort, exclusive=False)
 
     def call(self, fn: Callable[[Worker], Any], *, exclusive: bool = True) -> Future:
         """Run fn(worker) on the worker thread; exclusive calls wait for the batch to drain."""
@@ -540,9 +553,9 @@ class Worker:
         r.done = True
         r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, failure: MillmError | None = None) -> None:
         for r in self._rows:
-            r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message))
+            r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message, failure=failure))
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
         if self._graphs is not None:
             self._graphs.clear()

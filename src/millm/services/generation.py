@@ -312,6 +312,9 @@ class GenerationService:
                 if ev.finish_reason:
                     reasons[c] = ev.finish_reason
             outcome = "ok"
+        except asyncio.CancelledError:  # the client went away
+            outcome = "cancelled"
+            raise
         finally:
             self._log(rid, req.model, run, outcome, "chat")
         choices = [
@@ -425,6 +428,9 @@ class GenerationService:
                     if ev.finish_reason:
                         reasons[c] = ev.finish_reason
             outcome = "ok"
+        except asyncio.CancelledError:  # the client went away
+            outcome = "cancelled"
+            raise
         finally:
             self._log(rid, req.model, run, outcome, "completions")
         choices = []
