@@ -98,3 +98,13 @@ def client(server: LiveServer):  # noqa: ANN201 - openai.OpenAI
     import openai
 
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+# A POST without a JSON body must say it is not a cross-site form (millm.api.security): the web UI and test
+# clients send X-MiLLM-Client, SDKs send Authorization.
+CLIENT_HEADERS = {"X-MiLLM-Client": "test"}
+
+
+def client_post(url: str, **kw: object) -> httpx.Response:
+    headers = {**CLIENT_HEADERS, **dict(kw.pop("headers", None) or {})}  # type: ignore[call-overload]
+    return httpx.post(url, headers=headers, **kw)  # type: ignore[arg-type]

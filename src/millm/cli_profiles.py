@@ -1,6 +1,7 @@
 """`millm profile ...`: manage profiles on a running server over its REST API.
 
-The server URL comes from --url, else MILLM_URL, else http://MILLM_HOST:MILLM_PORT.
+The server URL comes from --url, else MILLM_URL, else http://MILLM_HOST:MILLM_PORT; MILLM_API_KEY, when set,
+is sent as the bearer key.
 """
 
 from __future__ import annotations
@@ -23,9 +24,19 @@ def _base_url(url: str | None) -> str:
     return f"http://{os.environ.get('MILLM_HOST', '127.0.0.1')}:{os.environ.get('MILLM_PORT', '8000')}"
 
 
+def _headers() -> dict[str, str]:
+    """X-MiLLM-Client marks a non-browser client (the server refuses bodiless cross-site POSTs without it), and
+    MILLM_API_KEY, when set, is sent as the bearer key."""
+    headers = {"X-MiLLM-Client": "cli"}
+    if os.environ.get("MILLM_API_KEY"):
+        headers["Authorization"] = f"Bearer {os.environ['MILLM_API_KEY']}"
+    return headers
+
+
 def _call(ctx: click.Context, method: str, path: str, **kw: Any) -> Any:
     try:
-        r = httpx.request(method, ctx.obj["url"] + path, timeout=30, **kw)
+        r = httpx.request(method, ctx.obj["url"] + path, timeout=30,
+                          headers={**_headers(), **kw.pop("headers", {})}, **kw)
     except httpx.HTTPError as e:
         raise click.ClickException(f"cannot reach the miLLM server at {ctx.obj['url']}: {e}") from e
     if r.status_code >= 400:

@@ -49,6 +49,13 @@ class PayloadTooLarge(InvalidRequest):
     default_code = "request_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A write without a JSON content type (or a client header): what a cross-site form could send (415)."""
+
+    status = 415
+    default_code = "unsupported_media_type"
+
+
 class Unauthorized(MillmError):
     """Missing or wrong credentials, here or at the Hub (401)."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 
@@ -31,8 +32,22 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extra}" if extra else base
 
 
+_KEY_IN_URL = re.compile(r"(api_key=)[^&\s\"']*")
+
+
+class RedactKeys(logging.Filter):
+    """Hide `?api_key=...` (WebSocket and EventSource URLs carry the key there) in every log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = _KEY_IN_URL.sub(r"\1<redacted>", message), None
+        return True
+
+
 def configure(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactKeys())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

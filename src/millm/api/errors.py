@@ -93,11 +93,23 @@ def _openapi_with_400s(app: FastAPI) -> None:
             components["ErrorResponse"] = js
         error = {"description": "Bad input: the OpenAI error envelope, with `param` naming the field",
                  "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
-        for operations in schema.get("paths", {}).values():
-            for op in operations.values():
+        def envelope(description: str) -> dict[str, Any]:
+            return {**error, "description": description}
+
+        for path, operations in schema.get("paths", {}).items():
+            for method, op in operations.items():
                 responses = op.get("responses", {})
                 if responses.pop("422", None) is not None:
                     responses.setdefault("400", error)
+                # what millm.api.security and millm.api.limits answer before the route runs
+                if path.startswith(("/v1/", "/api/", "/metrics")):
+                    responses.setdefault("401", envelope("The server requires an API key (`Authorization: Bearer "
+                                                         "<key>`) and none or a wrong one was sent"))
+                if method == "post":
+                    responses.setdefault("415", envelope("A POST without `Content-Type: application/json` and without "
+                                                         "an Authorization or X-MiLLM-Client header"))
+                if "requestBody" in op:
+                    responses.setdefault("413", envelope("The body is larger than the max_body_bytes setting"))
         components.pop("HTTPValidationError", None)
         components.pop("ValidationError", None)
         return schema
