@@ -31,6 +31,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         runtime = Runtime(settings)
         app.state.runtime = runtime
         await runtime.start()
+        if settings.exit_on_load_failure:
+            await runtime.wait_ready()
+            if runtime.boot_error is not None:
+                await runtime.stop()
+                raise RuntimeError(f"exit_on_load_failure: the start-up load failed: {runtime.boot_error}")
         try:
             yield
         finally:

@@ -165,6 +165,8 @@ class Runtime:
         except Exception as e:  # noqa: BLE001 - keep serving the API so the user can load another model
             self.boot_error = str(e)
             log.exception("start-up load failed")
+        if self.boot_error is not None and self.worker.loaded is None:
+            self.generation.boot_error = self.boot_error
 
     async def load_demo(self) -> None:
         assets = demo.assets_dir()
