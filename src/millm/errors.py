@@ -110,6 +110,18 @@ class Unavailable(MillmError):
     default_code = "unavailable"
 
 
+class OutOfMemory(Unavailable):
+    """The device (or host) ran out of memory for this request; others go on, and memory was freed (503)."""
+
+    default_code = "out_of_memory"
+
+
+class StorageError(Unavailable):
+    """The profile database refused a read or write (read-only, full, locked, unreachable); nothing was saved."""
+
+    default_code = "storage_error"
+
+
 class ModelNotLoaded(Unavailable):
     default_code = "model_not_loaded"
 

@@ -13,10 +13,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from millm.api import limits
-from millm.errors import MillmError
+from millm.errors import MillmError, StorageError
 from millm.protocol.openai import ErrorInfo, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,15 @@ def install(app: FastAPI) -> None:
                 message = "the request body could not be parsed as JSON"
         body = ErrorResponse(error=ErrorInfo(message=message, type=kind, param=None, code=code))
         return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _storage(request: Request, exc: DBAPIError) -> JSONResponse:
+        # The transaction was rolled back, so nothing of the request was stored. The driver's text (SQL, file
+        # names) stays in the log.
+        log.error("database error: %s", exc)
+        count_rejected(request.scope, 503)
+        return millm_response(StorageError("the profile database could not be used (it may be read-only, full or "
+                                           "unreachable); nothing was saved. Check the server log."))
 
     @app.exception_handler(Exception)
     async def _unhandled(request: Request, exc: Exception) -> JSONResponse:

@@ -39,11 +39,32 @@ from millm.engine.types import (
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
-from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, QueueFull
+from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Any], None]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError))
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _out_of_memory(e: BaseException, request_ids: list[str]) -> OutOfMemory:
+    """Log an out-of-memory failure, free what the failed forward held, and say so to the requests it ends."""
+    log.error("out of memory (%s) for %s; memory freed, serving goes on", type(e).__name__, ", ".join(request_ids))
+    del e
+    _free_memory()
+    return OutOfMemory("the server ran out of memory for this request; try a shorter prompt, fewer tokens or "
+                       "fewer choices, or retry when fewer requests are running", retry_after=1.0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -210,9 +231,15 @@ class Worker:
                         self._admit()
                     if self._rows:
                         self._step()
-            except Exception:  # a bug: fail the batch rather than the thread
-                log.exception("generation step failed")
-                self._fail_all("internal error during generation")
+            except Exception as e:  # a bug, or memory: fail the batch rather than the thread
+                if _is_oom(e):
+                    # the rows share the batch's KV cache, which the failed step may have left half-written
+                    failure = _out_of_memory(e, [r.handle.request.request_id for r in self._rows])
+                    self._fail_all(failure.message, failure)
+                    _free_memory()
+                else:
+                    log.exception("generation step failed")
+                    self._fail_all("internal error during generation")
 
     def _exclusive_waiting(self) -> bool:
         return any(c.exclusive for c in self._calls)
@@ -238,7 +265,10 @@ class Worker:
             try:
                 self._prefill(batch)
             except Exception as e:  # noqa: BLE001 - MillmErrors are the caller's; anything else is logged too
-                if not isinstance(e, MillmError):
+                if _is_oom(e):
+                    # only these requests' prefill (its own KV cache) failed: they end, the batch goes on
+                    e = _out_of_memory(e, [h.request.request_id for h in batch])
+                elif not isinstance(e, MillmError):
                     log.exception("prefill failed for %s", ", ".join(h.request.request_id for h in batch))
                 for h in batch:
                     h.sink(e)
