@@ -68,13 +68,18 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: Any, settings: Any, **kwargs: Any) -> None:
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            log_level=settings.log_level, timeout_graceful_shutdown=5, **kwargs)
+                            log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=False, **kwargs)
     server = DrainingServer(config)
+    # POST /api/shutdown (`millm stop`) drains like SIGTERM
+    app.state.request_shutdown = lambda: server.handle_exit(signal.SIGTERM, None)
     server.run()
-    # Everything is closed (the lifespan stopped the worker and the database). Skip the interpreter's final
-    # garbage collection over the model's and tokenizer's objects, which takes seconds, so a drained server
-    # exits as soon as it is done.
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0 if server.started else 1)
+    if server.started:
+        # Everything is closed (the lifespan stopped the worker and the database). Skip the interpreter's final
+        # garbage collection over the model's and tokenizer's objects, which takes seconds, so a drained server
+        # exits as soon as it is done.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    if server.config.loaded:  # it was started and failed to (e.g. exit_on_load_failure)
+        sys.exit(3)

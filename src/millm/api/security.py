@@ -9,7 +9,7 @@ CORS preflight). `SecurityMiddleware` is pure ASGI and runs before routing, on H
    address. When bound to another address (e.g. 0.0.0.0 in Docker) the server is meant to be reached by other
    names, so by default any Host is accepted (set `allowed_hosts`, or an API key). A wrong Host is a 403
    `invalid_host`.
-2. API key (when `api_key` is set): /v1, /api, /ws and /metrics need `Authorization: Bearer <key>`; WebSockets,
+2. API key (when `api_key` is set): /v1, /api, /ws, /metrics and /mcp need `Authorization: Bearer <key>`; WebSockets,
    which browsers cannot give headers, and GET requests (EventSource) may pass `?api_key=<key>` instead (redacted
    in the logs, millm.logs). /health, /docs, /openapi.json and the web UI stay open. A missing or wrong key is a
    401 in the OpenAI envelope, code `invalid_api_key`.
@@ -42,7 +42,7 @@ from millm.errors import Forbidden, MillmError, Unauthorized, UnsupportedMediaTy
 log = logging.getLogger(__name__)
 
 LOCAL_ORIGINS = r"https?://(localhost|127\.0\.0\.1|\[::1\])(:\d+)?"
-PROTECTED = ("/v1/", "/api/", "/ws/", "/metrics")
+PROTECTED = ("/v1/", "/api/", "/ws/", "/metrics", "/mcp")
 # Browsers preflight every cross-site PUT, PATCH and DELETE (they are not CORS-safelisted methods), so only a POST
 # can arrive from another site unasked.
 SIMPLE_WRITES = ("POST",)
@@ -71,7 +71,7 @@ class CorsPolicy:
     def middleware_kwargs(self) -> dict[str, Any]:
         return {"allow_origins": list(self.allow_origins), "allow_origin_regex": self.allow_origin_regex,
                 "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "allow_headers": ["*"],
-                "expose_headers": ["X-MiLLM-Steering", "ETag", "Retry-After"]}
+                "expose_headers": ["X-MiLLM-Steering", "X-MiLLM-Steering-Hash", "ETag", "Retry-After"]}
 
 
 def cors(settings: Any) -> CorsPolicy:

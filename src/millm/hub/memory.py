@@ -150,7 +150,7 @@ def count_remote_parameters(
     except NotFound:
         raise
     except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
-        raise translate_hub_error(exc, repo_id=repo_id, revision=revision) from exc
+        raise translate_hub_error(exc, repo_id=repo_id, revision=revision, endpoint=client.endpoint) from exc
     return count_from_headers(headers)
 
 
@@ -375,7 +375,7 @@ def estimate_remote(
             endpoint=client.endpoint, token=token,
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
-        raise translate_hub_error(exc, repo_id=repo_id, revision=revision) from exc
+        raise translate_hub_error(exc, repo_id=repo_id, revision=revision, endpoint=client.endpoint) from exc
     config = json.loads(Path(str(path)).read_text())
     return estimate_memory(
         params=params, config=config, dtype=dtype, quantization=quantization,

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class MonitorConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool | None = None
+    enabled: bool | None = Field(None, description="Capture activations (null keeps the current setting).")
     features: list[int] | None = Field(None, description="Feature indices to capture; null or [] = top-k per token.")
     top_k: int | None = Field(None, ge=1, le=256, description="Features per token in top-k mode.")
 

@@ -5,6 +5,10 @@
   into the cache first (same file selection and error messages as `millm pull`). `find_model`
   is the part without the network.
 - `estimate_for`: the memory a load would take, with the context capped like the loader caps it.
+- `estimate_model`: the one estimator behind `GET /api/models/estimate` and `millm estimate`: the
+  model argument resolved by `find_model` (folder, `millm-demo`, cached repo), else read from the
+  Hub's headers; free memory when the device is on this machine, else no comparison (estimating
+  for a GPU you do not have yet is the point).
 - `HubService`: what the routes call: submit downloads (a SAELens release + sae_id is resolved
   to a repo and folder first), read and cancel jobs, list and delete cached repos (refusing
   repos in use or being downloaded), estimate a model by folder, cached repo or Hub repo.
@@ -174,10 +178,13 @@ def estimate_for(
     context: int | None = None,
     max_context_cap: int | None = None,
     sae_numel: int = 0,
+    batch: int = 1,
+    cache_dir: str | Path | None = None,  # unused: kept so callers can pass one set of options
 ) -> MemoryEstimate:
     """Estimate a local folder, or (folder None) a Hub repo from its safetensors headers."""
     sae_bytes = int(sae_numel * weight_bytes(dtype, quantization, device))
-    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, batch=1, sae_bytes=sae_bytes)
+    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, batch=batch,
+                                   sae_bytes=sae_bytes)
     if folder is not None:
         if context is None and max_context_cap is not None:
             config = read_config(folder)
@@ -189,6 +196,65 @@ def estimate_for(
     with tempfile.TemporaryDirectory(prefix="millm-estimate-") as scratch:
         est = estimate_remote(repo_id, revision, cache_dir=scratch, context=context, **options)
     return est if context is not None else _cap_context(est, max_context_cap)
+
+
+def device_present(device: str) -> bool:
+    """Whether `device` (cpu, cuda, cuda:N, mps, auto) exists on this machine."""
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return torch.cuda.is_available() and index < torch.cuda.device_count()
+    if device.startswith("mps"):
+        import torch
+
+        return bool(torch.backends.mps.is_available())
+    return True
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    origin: str  # "local", "cache" or "hub"
+    estimate: MemoryEstimate
+    available_bytes: int | None  # None: the device is not on this machine
+
+    @property
+    def device_present(self) -> bool:
+        return self.available_bytes is not None
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.available_bytes is None else self.estimate.total_bytes <= self.available_bytes
+
+
+def estimate_model(
+    model: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    dtype: str = "auto",
+    quantization: str = "none",
+    device: str = "auto",
+    context: int | None = None,
+    batch: int = 1,
+    max_context_cap: int | None = None,
+    sae_numel: int = 0,
+    roots: LocalRoots | None = None,
+) -> ModelEstimate:
+    """The memory `model` would need on `device`, and the free memory there if the device is present.
+
+    `model` is resolved as a load resolves it (`find_model`: a folder, `millm-demo`, a cached repo), else
+    its safetensors headers are read from the Hub (nothing downloaded). Blocking."""
+    opts: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, context=context, batch=batch,
+                                max_context_cap=max_context_cap, sae_numel=sae_numel)
+    found = find_model(model, revision, cache_dir, roots)
+    if found is not None:
+        origin, est = found.origin, estimate_for(found.folder, **opts)
+    else:
+        origin, est = "hub", estimate_for(None, repo_id=model, revision=revision, **opts)
+    available = free_memory(est.device) if device_present(est.device) else None
+    return ModelEstimate(origin, est, available)
 
 
 def free_memory(device: str) -> int:
@@ -244,18 +310,13 @@ class HubService:
     # -------------------------------------------------------------- estimates
     def estimate(self, model: str, *, revision: str | None = None, dtype: str | None = None,
                  quantization: str | None = None, device: str | None = None,
-                 context: int | None = None) -> tuple[str, MemoryEstimate, int]:
-        """(origin, estimate, free bytes) for a local folder, a cached repo or a Hub repo."""
-        opts: dict[str, Any] = dict(
+                 context: int | None = None) -> ModelEstimate:
+        """`estimate_model` with the server's defaults, counting the attached SAE."""
+        return estimate_model(
+            model, revision=revision, cache_dir=self.jobs.cache_dir,
             dtype=dtype or self.defaults.get("dtype", "auto"),
             quantization=quantization or self.defaults.get("quantization", "none"),
             device=device or self.defaults.get("device", "auto"),
             context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
+            roots=self.roots,
         )
-        found = find_model(model, revision, self.jobs.cache_dir, self.roots)
-        if found is not None:
-            origin, est = found.origin, estimate_for(found.folder, **opts)
-        else:
-            origin = "hub"
-            est = estimate_for(None, repo_id=model, revision=revision, **opts)
-        return origin, est, free_memory(est.device)

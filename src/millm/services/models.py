@@ -11,6 +11,9 @@ KV cache for one sequence at the configured context, the attached SAE, overhead)
 with free memory; a load that would not fit is refused with `InsufficientMemory` unless forced
 (per request, or `force_load` for every load). Loading a cached repo marks it used in the cache
 index.
+
+The bundled demo model, loaded by its name `millm-demo`, brings its SAE (`millm-demo-sae`) back
+too when no SAE is attached after the swap, and `on_demo_loaded` restores its profiles, so they work again.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import torch
 
+from millm import demo
 from millm.engine.model_loading import LoadedModel, load_model
 from millm.engine.worker import Worker
 from millm.errors import InsufficientMemory, MillmError, ModelLoadError
@@ -38,16 +42,19 @@ log = logging.getLogger(__name__)
 @dataclass
 class SwapResult:
     model: LoadedModel | None
-    sae_message: str | None = None
+    sae_message: str | None = None  # the SAE had to be detached (it does not fit the new model)
     estimate: MemoryEstimate | None = None
     available_bytes: int | None = None
+    sae_attached: str | None = None  # the demo SAE, attached with the demo model
 
 
 class ModelService:
     def __init__(self, *, worker: Worker, saes: SaeService, defaults: dict[str, Any],
                  served_model_name: str | None = None, index: CacheIndex | None = None,
-                 force_load: bool = False, roots: LocalRoots | None = None) -> None:
+                 force_load: bool = False, on_demo_loaded: Callable[[], Awaitable[None]] | None = None,
+                 roots: LocalRoots | None = None) -> None:
         self.worker = worker
+        self.on_demo_loaded = on_demo_loaded  # e.g. import the demo profiles
         self.roots = roots
         self.saes = saes
         self.defaults = defaults
@@ -119,6 +126,11 @@ class ModelService:
                     return SwapResult(new, message, est, free)
 
                 result = await asyncio.wrap_future(self.worker.call(swap))
+                if source == demo.DEMO_MODEL_ID and self.saes.attached is None:
+                    await self.saes.attach(str(demo.assets_dir() / "sae"), sae_id=demo.DEMO_SAE_ID, trusted=True)
+                    result.sae_attached = demo.DEMO_SAE_ID
+                if source == demo.DEMO_MODEL_ID and self.on_demo_loaded is not None:
+                    await self.on_demo_loaded()
                 if src.repo_id is not None and self.index is not None:
                     self.index.mark_used(src.repo_id)
                 log.info("model %s loaded (%s, %s, %s)", new.model_id, new.device, new.dtype, new.quantization)

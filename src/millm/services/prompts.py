@@ -10,6 +10,7 @@ merged) and rendered again; only if that also fails is it a 400.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import weakref
 from typing import Any, Callable, TypeVar
@@ -96,7 +97,7 @@ def text_size(value: Any) -> int:
     return len(text) if isinstance(text, str) else 1
 
 
-def message_text(messages: list[ChatMessage]) -> list[dict[str, str]]:
+def message_text(messages: list[ChatMessage]) -> list[dict[str, Any]]:
     """Flatten content parts to text; anything but text parts is a 400 naming the part."""
     out = []
     for i, m in enumerate(messages):
@@ -115,13 +116,31 @@ def message_text(messages: list[ChatMessage]) -> list[dict[str, str]]:
                 pieces.append(part.text)
             text = "".join(pieces)
         role = "system" if m.role == "developer" else m.role
-        out.append({"role": role, "content": text})
+        entry: dict[str, Any] = {"role": role, "content": text}
+        if m.tool_calls:
+            entry["tool_calls"] = [_template_call(c, f"messages[{i}].tool_calls[{j}]") for j, c in enumerate(m.tool_calls)]
+        if m.role == "tool":
+            entry["tool_call_id"] = m.tool_call_id
+            if m.name:
+                entry["name"] = m.name
+        out.append(entry)
     return out
 
 
-def _normalised(conv: list[dict[str, str]]) -> list[dict[str, str]]:
+def _template_call(call: Any, param: str) -> dict[str, Any]:
+    """An OpenAI tool call as chat templates read it: arguments as a mapping (templates apply tojson to it)."""
+    try:
+        args = json.loads(call.function.arguments) if call.function.arguments.strip() else {}
+    except ValueError:
+        raise InvalidRequest("tool call arguments must be a JSON object text", param=f"{param}.function.arguments")
+    if not isinstance(args, dict):
+        raise InvalidRequest("tool call arguments must be a JSON object text", param=f"{param}.function.arguments")
+    return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": args}}
+
+
+def _normalised(conv: list[dict[str, Any]]) -> list[dict[str, Any]]:
     system = "\n\n".join(m["content"] for m in conv if m["role"] == "system")
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in conv:
         if m["role"] == "system":
             continue
@@ -137,16 +156,28 @@ def _normalised(conv: list[dict[str, str]]) -> list[dict[str, str]]:
     return turns
 
 
-def render_chat(tokenizer: Any, messages: list[ChatMessage], *, context_length: int | None = None) -> list[int]:
+def render_chat(tokenizer: Any, messages: list[ChatMessage], *, context_length: int | None = None,
+                tools: list[dict[str, Any]] | None = None, add_generation_prompt: bool = True,
+                continue_final_message: bool = False) -> list[int]:
+    """Token ids of the conversation in the model's chat template (tools, when given, rendered by it too).
+    The rendered text carries the template's own BOS, so it is tokenised without adding special tokens.
+    Text too long for `context_length` is refused before tokenising (`bound_chars`, `encode`)."""
     conv = message_text(messages)
-    bound_chars(tokenizer, sum(len(m["content"]) for m in conv), context_length, param="messages")
+    bound_chars(tokenizer, sum(len(m.get("content") or "") for m in conv), context_length, param="messages")
+    extra: dict[str, Any] = {"tools": tools} if tools else {}
+    if continue_final_message:
+        if conv[-1]["role"] != "assistant":
+            raise InvalidRequest("continue_final_message needs an assistant message last", param="messages")
+        extra["continue_final_message"] = True
+        add_generation_prompt = False
     if getattr(tokenizer, "chat_template", None) is None:
         text = "".join(f"{m['role']}: {m['content']}\n" for m in conv) + "assistant:"
         return encode(tokenizer, text, context_length=context_length, param="messages")
     last_error: Exception | None = None
     for attempt in (conv, _normalised(conv)):
         try:
-            text = tokenizer.apply_chat_template(attempt, tokenize=False, add_generation_prompt=True)
+            text = tokenizer.apply_chat_template(attempt, tokenize=False, add_generation_prompt=add_generation_prompt,
+                                                 **extra)
         except Exception as e:  # noqa: BLE001 - jinja raises anything, including TemplateError
             log.debug("chat template failed (%s); retrying with a normalised conversation", e)
             last_error = e
@@ -154,7 +185,6 @@ def render_chat(tokenizer: Any, messages: list[ChatMessage], *, context_length: 
         return encode(tokenizer, text, context_length=context_length, param="messages", add_special_tokens=False)
     raise InvalidRequest(f"the model's chat template rejected this conversation: {type(last_error).__name__}: "
                          f"{str(last_error)[:200]}", param="messages", code="chat_template_error")
-
 
 def tokenize_prompts(tokenizer: Any, prompt: PromptField, *, vocab_size: int, param: str,
                      context_length: int | None = None) -> list[list[int]]:
