@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import LiveServer, start_server, tiny_settings
+from tests.conftest import LiveServer, client_post, start_server, tiny_settings
 from tests.fixtures.tiny_model import build_tiny_llama
 
 MODEL = "test-org/tiny"
@@ -149,7 +149,7 @@ def test_switch_to_model_the_sae_does_not_fit_detaches_it(live: LiveServer, tmp_
 
 
 def test_unload_then_requests_get_503_with_retry_after(live: LiveServer, tiny_model_dir: Path) -> None:
-    assert httpx.post(f"{live.url}/api/models/unload").status_code == 204
+    assert client_post(f"{live.url}/api/models/unload").status_code == 204
     status, retry_after, payload = _chat(live, 4)
     assert status == 503 and retry_after is not None and payload["error"]["code"] == "model_not_loaded"
     assert httpx.get(f"{live.url}/api/status").json()["status"] == "no_model"

@@ -80,8 +80,8 @@ async def health(rt: RuntimeDep) -> Any:
     """Health check.
 
     200 `{"status": "ok"}` when a model is loaded and serving; 503 with `Retry-After` while the server starts,
-    loads or has no model."""
-    status = rt.status
+    loads, has no model or drains before exit (`draining`)."""
+    status = "draining" if rt.draining else rt.status
     if status != "ok":
         return JSONResponse({"status": status, "error": rt.boot_error}, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ok"}
