@@ -97,7 +97,7 @@ class ActivationSummary(BaseModel):
 class SkippedPosition(BaseModel):
     position: int
     token: str
-    reason: Literal["special_token"] = Field(description="special_token: steer_special_tokens is false.")
+    reason: Literal["special_token"] = Field("special_token", description="special_token: steer_special_tokens is false.")
 
 
 class FeatureEvidence(BaseModel):

@@ -124,8 +124,10 @@ class _Run:
 
 class GenerationService:
     def __init__(self, *, worker: Worker, steering: SteeringService, metrics: Metrics,
-                 served_name: Callable[[], str | None]) -> None:
+                 served_name: Callable[[], str | None],
+                 on_receipt: Callable[[str, p.AppliedSteering], None] | None = None) -> None:
         self.worker = worker
+        self.on_receipt = on_receipt  # the monitor keeps each request's final receipt with its history
         self.steering = steering
         self.metrics = metrics
         self.served_name = served_name
@@ -263,9 +265,35 @@ class GenerationService:
 
     def final_receipt(self, applied: p.AppliedSteering, run: _Run, *,
                       choices: list[int] | None = None) -> p.AppliedSteering:
-        """The receipt at the end of a request: whether the server-wide steering changed meanwhile. `choices`: the
-        global choice indices the receipt covers (default: all)."""
-        return applied.model_copy(update={"server_steering_changed": self.steering.version != run.steering_version})
+        """The receipt at the end of a request: whether the server-wide steering changed meanwhile, and each choice's
+        evidence. `choices`: the global choice indices the receipt covers (default: all)."""
+        update: dict[str, Any] = {"server_steering_changed": self.steering.version != run.steering_version}
+        lm = self.worker.loaded
+        evidence = []
+        for c in sorted(run.finals) if choices is None else choices:
+            ev = run.finals[c].evidence if c in run.finals else None
+            if ev is None:
+                continue
+            evidence.append(p.ChoiceEvidence(
+                choice=c,
+                features=[p.FeatureEvidence(
+                    index=f.index, positions_steered=ev.positions_steered, positions_skipped=ev.positions_skipped,
+                    tokens=ev.tokens,
+                    before=p.ActivationSummary(mean=f.before_mean, max=f.before_max) if f.before_mean is not None
+                    else None,
+                    after=p.ActivationSummary(mean=f.after_mean, max=f.after_max) if f.after_mean is not None
+                    else None) for f in ev.features],
+                skipped=[p.SkippedPosition(position=pos, token=lm.tokenizer.decode([tok]) if lm else str(tok))
+                         for pos, tok in ev.skipped]))
+        if evidence:
+            update["evidence"] = evidence
+            if any(e.features and e.features[0].before is not None for e in evidence):
+                update["evidence_value"] = self.steering.evidence_value()
+        final = applied.model_copy(update=update)
+        if self.on_receipt is not None:
+            for h in run.handles:
+                self.on_receipt(h.request.request_id, final)
+        return final
 
     # ------------------------------------------------------------------ chat
 

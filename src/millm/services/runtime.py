@@ -64,10 +64,11 @@ class Runtime:
         )
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
                                         model_names=self.model_names, max_scale=settings.steering_max_scale,
-                                        labels=lambda: self.monitor.labels)
+                                        labels=lambda: self.monitor.labels,
+                                        evidence_default=settings.steering_evidence)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
-            served_name=self.models.served_name,
+            served_name=self.models.served_name, on_receipt=self.monitor.record_receipt,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
         self.compare = CompareService(generation=self.generation)

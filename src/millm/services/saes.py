@@ -72,7 +72,7 @@ class SaeService:
         if a is None or lm is None:
             return None
         return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id,
-                       layer=a.hookpoint.layer)
+                       layer=a.hookpoint.layer, architecture=a.sae.cfg.architecture)
 
     def resolve_source(self, source: str, *, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
         if not source.strip():
