@@ -130,3 +130,103 @@ def test_evidence_is_opt_in_and_kept_in_the_monitor_history(ortho):
         assert hist["steering"]["evidence"][0]["features"][0]["after"]["max"] > 0
     finally:
         httpx.put(live.url + "/api/monitor/config", json={"enabled": False, "features": None})
+
+
+# ---------------------------------------------------------------------------------------------- activations
+
+
+def _ws_and_request(url: str, body: dict) -> tuple[list[dict], list[dict]]:
+    import asyncio
+    import json
+
+    import websockets
+
+    async def run() -> tuple[list[dict], list[dict]]:
+        frames: list[dict] = []
+        async with websockets.connect(url.replace("http://", "ws://") + "/ws/monitor") as ws:
+            async with httpx.AsyncClient(timeout=60) as http:
+                async with http.stream("POST", url + "/v1/completions", json=body) as resp:
+                    chunks = [json.loads(ln[6:]) async for ln in resp.aiter_lines() if ln.startswith("data: {")]
+            while True:
+                try:
+                    frames.append(json.loads(await asyncio.wait_for(ws.recv(), timeout=1.0)))
+                except TimeoutError:
+                    break
+        return frames, chunks
+
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("monitor", [{"features": [3, 17, 40]}, {"features": None, "top_k": 5}], ids=["selected",
+                                                                                                   "top-k"])
+def test_activations_equal_the_websocket_frames(ortho, monitor):
+    live, _ = ortho
+    httpx.put(live.url + "/api/monitor/config", json={"enabled": True, **monitor})
+    try:
+        wanted = {"features": monitor["features"]} if monitor["features"] else {"top_k": monitor["top_k"]}
+        body = {"model": "tiny", "prompt": "Hello world", "max_tokens": 6, "temperature": 0, "ignore_eos": True,
+                "stream": True, "steering": {"features": [{"index": 3, "strength": 2.0}]},
+                "activations": {**wanted, "positions": "all"}}
+        frames, chunks = _ws_and_request(live.url, body)
+    finally:
+        httpx.put(live.url + "/api/monitor/config", json={"enabled": False, "features": None, "top_k": 8})
+    rid = chunks[0]["id"]
+    ws = [{k: f[k] for k in ("position", "token_id", "token", "phase", "activations")}
+          for f in frames if f["request_id"] == rid]
+    [acts] = chunks[-1]["millm"]["activations"]
+    assert acts["choice"] == 0 and acts["read"] == "after"
+    assert acts["tokens"] == ws and len(ws) == 6 - 1 + len([f for f in ws if f["phase"] == "prompt"])
+
+
+def test_activations_equal_a_direct_encode_and_before_is_the_unsteered_model(ortho, hf):
+    live, sae = ortho
+    model, tok = hf
+    feats = [3, 17, 40]
+
+    def ask(read: str, steering: dict) -> list[dict]:
+        r = httpx.post(live.url + "/v1/completions", json={
+            "model": "tiny", "prompt": "Hello world", "max_tokens": 5, "temperature": 0, "ignore_eos": True,
+            "steering": steering, "activations": {"features": feats, "positions": "all", "read": read}})
+        assert r.status_code == 200, r.text
+        return r.json()["millm"]["activations"][0]["tokens"]
+
+    steer = {"features": [{"index": 3, "strength": 2.0}, {"index": 40, "strength": -1.0}]}
+    for read, steering in (("after", {"features": []}), ("before", steer), ("after", steer)):
+        tokens = ask(read, steering)
+        seq = [tok.bos_token_id] + [t["token_id"] for t in tokens]
+        assert [t["position"] for t in tokens] == list(range(1, len(seq)))
+        h = hook_residual(model, seq)  # the unsteered model's residual at the hook
+        if read == "after" and steering is steer:
+            h = h + (2.0 * sae.W_dec[3] - 1.0 * sae.W_dec[40])
+        direct = sae.encode(h)[1:, feats]
+        got = torch.tensor([[a["value"] for a in t["activations"]] for t in tokens])
+        assert [a["index"] for a in tokens[0]["activations"]] == feats
+        assert torch.allclose(got, direct, atol=1e-4), (read, steering)
+
+
+def test_activations_positions_and_validation(ortho):
+    live, _ = ortho
+
+    def ask(activations: dict, **kw) -> httpx.Response:
+        return httpx.post(live.url + "/v1/chat/completions", json={
+            "model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4, "temperature": 0,
+            "ignore_eos": True, "activations": activations, **kw})
+
+    for positions, phases in (("prompt", {"prompt"}), ("completion", {"generated"}), ("last", {"generated"})):
+        out = ask({"top_k": 3, "positions": positions}).json()["millm"]["activations"][0]["tokens"]
+        assert {t["phase"] for t in out} == phases and all(len(t["activations"]) == 3 for t in out)
+        assert len(out) == {"prompt": len(out), "completion": 3, "last": 1}[positions]
+    two = ask({"top_k": 2}, n=2).json()["millm"]["activations"]
+    assert [c["choice"] for c in two] == [0, 1]
+    plain = ask({"top_k": 2}).json()
+    assert "activations" in plain["millm"]
+    assert "activations" not in httpx.post(live.url + "/v1/chat/completions", json={
+        "model": "tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}).json()["millm"]
+    for bad, param in (({"features": [1], "top_k": 2}, "activations"), ({}, "activations"),
+                       ({"features": [D_SAE]}, "activations.features[0]"), ({"features": [1, 1]}, "activations"),
+                       ({"top_k": 65}, "activations.top_k"), ({"top_k": 2, "typo": 1}, "activations.typo"),
+                       ({"top_k": 2, "read": "during"}, "activations.read"),
+                       ({"top_k": 64, "positions": "all"}, "activations")):
+        # (the last: up to 256 positions x 64 features x 20 choices is past the 200,000-value bound)
+        r = ask(bad, max_tokens=None, n=20) if bad.get("top_k") == 64 else ask(bad)
+        assert r.status_code == 400 and r.json()["error"]["param"] == param, (bad, r.text)

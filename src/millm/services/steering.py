@@ -103,6 +103,9 @@ class SteeringService:
         with self._lock:
             return replace(self._state, features=dict(self._state.features), labels=dict(self._state.labels))
 
+    def require_sae(self, param: str) -> SaeInfo:
+        return self._require_sae(param)
+
     def _require_sae(self, param: str) -> SaeInfo:
         info = self._sae_info()
         if info is None:
