@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -17,18 +17,21 @@ from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest
 from millm.protocol import admin as a
 from millm.protocol.openai import ErrorResponse
-from millm.services.hub import looks_like_path
+from millm.services.local_paths import looks_like_path
 from millm.services.runtime import Runtime
 from millm.services.saes import AttachedSae
 
-router = APIRouter(tags=["admin"])
+router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409, 503)}
 # Loads and attaches may pull from the Hub first: its refusals and failures pass through (401, 403, 502).
 HUB_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **{code: {"model": ErrorResponse} for code in (401, 403, 502)}}
 
 
 def looks_local(source: str) -> bool:
-    return looks_like_path(source) or Path(source).expanduser().is_dir()
+    try:
+        return looks_like_path(source) or Path(source).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def model_out(rt: Runtime) -> a.LoadedModelOut | None:
@@ -69,24 +72,36 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
 # ---------------------------------------------------------------------------- health, metrics, status
 
 
-@router.get("/health", responses={503: {"model": ErrorResponse}})
+@router.get("/health", operation_id="getHealth", tags=["operations"], responses={503: {"model": ErrorResponse}})
 async def health(rt: RuntimeDep) -> Any:
+    """Health check.
+
+    200 `{"status": "ok"}` when a model is loaded and serving; 503 with `Retry-After` while the server starts,
+    loads or has no model."""
     status = rt.status
     if status != "ok":
         return JSONResponse({"status": status, "error": rt.boot_error}, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response, responses={200: {
+@router.get("/metrics", operation_id="getMetrics", tags=["operations"], response_class=Response, responses={200: {
     "description": "Prometheus text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}})
 async def metrics(rt: RuntimeDep) -> Response:
+    """Prometheus metrics.
+
+    Requests, tokens, latencies, queue depth, running sequences and downloads, in the Prometheus text format."""
     rt.metrics.queue_depth.set(rt.worker.queue_depth)
     rt.metrics.active_sequences.set(rt.worker.active_sequences)
     return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get("/api/status", response_model=a.StatusOut)
+@router.get("/api/status", operation_id="getStatus", tags=["operations"], response_model=a.StatusOut)
 async def status(rt: RuntimeDep) -> a.StatusOut:
+    """Server status.
+
+    Everything a dashboard shows at a glance: version and uptime, serving state, host CPU and RAM, accelerator
+    use where present, the loaded model and its precision, the attached SAE and its layer, steering, the active
+    profile, queue depth and running sequences. Cheap enough to poll every second."""
     lm = rt.worker.loaded
     return a.StatusOut(
         version=__version__, uptime_s=round(time.time() - rt.started_at, 3), status=rt.status,  # type: ignore[arg-type]
@@ -100,16 +115,25 @@ async def status(rt: RuntimeDep) -> a.StatusOut:
 # ---------------------------------------------------------------------------- models
 
 
-@router.get("/api/models/loaded", response_model=a.LoadedModelOut | None)
+@router.get("/api/models/loaded", operation_id="getLoadedModel", tags=["models"],
+            response_model=a.LoadedModelOut | None)
 async def loaded_model(rt: RuntimeDep) -> a.LoadedModelOut | None:
+    """Get the loaded model.
+
+    The served model (id, source, precision, parameters, context length, width, number of layers), or null when
+    none is loaded."""
     return model_out(rt)
 
 
-@router.post("/api/models/load", response_model=a.ModelLoadOut, responses=HUB_ERRORS)
+@router.post("/api/models/load", operation_id="loadModel", tags=["models"],
+             response_model=a.ModelLoadOut, responses=HUB_ERRORS)
 async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
-    """Load or switch to a model (local folder or Hub repo id; a repo not in the cache is pulled first).
+    """Load a model.
 
-    The previous model keeps serving until the new one is ready; a failed load keeps it."""
+    Load or switch to a model: a local folder, `millm-demo`, or a Hub repo id (a repo not in the cache is pulled
+    first). The previous model keeps serving until the new one is ready, and a failed load keeps it. A load the
+    memory estimate says will not fit is refused with a 409 `insufficient_memory` whose message gives the
+    breakdown (weights, KV cache, SAE) against free memory; `force: true` loads anyway."""
     result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
                                   quantization=body.quantization, device=body.device, force=body.force)
     if result.sae_message is not None:
@@ -118,11 +142,16 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     assert out is not None
     estimate = (estimate_out(result.estimate, result.available_bytes)
                 if result.estimate is not None and result.available_bytes is not None else None)
-    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, memory_estimate=estimate)
+    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, sae_attached=result.sae_attached,
+                          memory_estimate=estimate)
 
 
-@router.post("/api/models/unload", status_code=204, responses=ERRORS)
+@router.post("/api/models/unload", operation_id="unloadModel", tags=["models"], status_code=204, responses=ERRORS)
 async def unload_model(rt: RuntimeDep) -> Response:
+    """Unload the model.
+
+    Free the model's memory; the attached SAE is detached and steering cleared. Requests get 503 until a model
+    is loaded again."""
     await rt.models.unload()
     await _clear_steering(rt)
     return Response(status_code=204)
@@ -131,13 +160,23 @@ async def unload_model(rt: RuntimeDep) -> Response:
 # ---------------------------------------------------------------------------- SAEs
 
 
-@router.get("/api/saes/attached", response_model=a.SaeStatusOut)
+@router.get("/api/saes/attached", operation_id="getAttachedSae", tags=["saes"], response_model=a.SaeStatusOut)
 async def sae_status(rt: RuntimeDep) -> a.SaeStatusOut:
+    """Get the attached SAE.
+
+    The attached SAE (id, hook, layer, d_in, d_sae, architecture, source, labelled features, Neuronpedia id) or
+    `attached: null`."""
     return a.SaeStatusOut(attached=sae_out(rt.saes.attached))
 
 
-@router.post("/api/saes/attach", response_model=a.SaeStatusOut, responses=HUB_ERRORS)
+@router.post("/api/saes/attach", operation_id="attachSae", tags=["saes"],
+             response_model=a.SaeStatusOut, responses=HUB_ERRORS)
 async def attach_sae(body: a.SaeAttachIn, rt: RuntimeDep) -> a.SaeStatusOut:
+    """Attach an SAE.
+
+    Attach an SAE from a local folder or file, or a Hub reference `owner/repo[:path/in/repo]` (pulled into the
+    cache first), at the layer in its config or at `layer`. Replaces an attached SAE; steering that does not fit
+    the new SAE is cleared."""
     att = await rt.saes.attach(body.source, sae_id=body.sae_id, layer=body.layer, revision=body.revision,
                                hint={"format": body.format} if body.format else None)
     state = rt.steering.state
@@ -146,32 +185,58 @@ async def attach_sae(body: a.SaeAttachIn, rt: RuntimeDep) -> a.SaeStatusOut:
     return a.SaeStatusOut(attached=sae_out(att))
 
 
-@router.post("/api/saes/detach", response_model=a.SaeStatusOut, responses=ERRORS)
+@router.post("/api/saes/detach", operation_id="detachSae", tags=["saes"],
+             response_model=a.SaeStatusOut, responses=ERRORS)
 async def detach_sae(rt: RuntimeDep) -> a.SaeStatusOut:
+    """Detach the SAE.
+
+    Remove the SAE from the model: steering and monitoring stop, and server-wide steering is cleared."""
     await rt.saes.detach()
     await _clear_steering(rt)
     return a.SaeStatusOut(attached=None)
 
 
-@router.get("/api/saes/attached/labels", response_model=a.FeatureLabelsOut)
-async def sae_labels(rt: RuntimeDep) -> a.FeatureLabelsOut:
+@router.get("/api/saes/attached/labels", operation_id="searchFeatureLabels", tags=["saes"],
+            response_model=a.FeatureLabelsOut)
+async def sae_labels(
+    rt: RuntimeDep,
+    q: str | None = Query(None, max_length=200, description="Text to find in the labels, or a feature index."),
+    limit: int | None = Query(None, ge=1, le=1_000_000, description="Return at most this many (default: all)."),
+) -> a.FeatureLabelsOut:
+    """Search feature labels.
+
+    The attached SAE's feature labels, by index; `q` keeps those whose label contains it (case-insensitive) or
+    whose index it is, `limit` caps how many come back (`count` is the number that matched)."""
     att = rt.saes.attached
     labels = att.labels if att else {}
     data = [a.FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"))
             for i, v in sorted(labels.items())]
-    return a.FeatureLabelsOut(data=data, count=len(data))
+    needle = (q or "").strip().casefold()
+    if needle:
+        # the feature whose index was typed first, then the labels containing the text, by index
+        data = ([f for f in data if str(f.index) == needle]
+                + [f for f in data if needle in f.label.casefold() and str(f.index) != needle])
+    return a.FeatureLabelsOut(data=data[:limit] if limit else data, count=len(data))
 
 
 # ---------------------------------------------------------------------------- steering
 
 
-@router.get("/api/steering", response_model=a.SteeringStateOut)
+@router.get("/api/steering", operation_id="getSteering", tags=["steering"], response_model=a.SteeringStateOut)
 async def get_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    """Get the steering.
+
+    Server-wide steering: on/off, mode, features with strengths and labels, and the profile it came from."""
     return steering_out(rt)
 
 
-@router.put("/api/steering", response_model=a.SteeringStateOut, responses=ERRORS)
+@router.put("/api/steering", operation_id="setSteering", tags=["steering"],
+            response_model=a.SteeringStateOut, responses=ERRORS)
 async def set_steering(body: a.SteeringSetIn, rt: RuntimeDep) -> a.SteeringStateOut:
+    """Set the steering.
+
+    Replace the server-wide steering (features, mode, normalisation). Applies to the next token of every request
+    that brings no steering of its own; the active profile, if any, is no longer active."""
     indices = [f.index for f in body.features]
     if len(set(indices)) != len(indices):
         raise InvalidRequest("each feature index may appear once", param="features")
@@ -181,27 +246,42 @@ async def set_steering(body: a.SteeringSetIn, rt: RuntimeDep) -> a.SteeringState
     return steering_out(rt)
 
 
-@router.patch("/api/steering", response_model=a.SteeringStateOut, responses=ERRORS)
+@router.patch("/api/steering", operation_id="updateSteering", tags=["steering"],
+              response_model=a.SteeringStateOut, responses=ERRORS)
 async def patch_steering(body: a.SteeringPatchIn, rt: RuntimeDep) -> a.SteeringStateOut:
+    """Update the steering.
+
+    Change some features' strengths (`strength: null` removes one) or the mode, keeping the rest."""
     rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode, scale=body.scale)
     await _forget_active_profile(rt)
     return steering_out(rt)
 
 
-@router.delete("/api/steering", response_model=a.SteeringStateOut)
+@router.delete("/api/steering", operation_id="clearSteering", tags=["steering"], response_model=a.SteeringStateOut)
 async def clear_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    """Clear the steering.
+
+    Remove every feature from the server-wide steering and deactivate the active profile."""
     await _clear_steering(rt)
     return steering_out(rt)
 
 
-@router.post("/api/steering/enable", response_model=a.SteeringStateOut)
+@router.post("/api/steering/enable", operation_id="enableSteering", tags=["steering"],
+             response_model=a.SteeringStateOut)
 async def enable_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    """Turn steering on.
+
+    Apply the server-wide steering again (the features are kept while it is off)."""
     rt.steering.set_enabled(True)
     return steering_out(rt)
 
 
-@router.post("/api/steering/disable", response_model=a.SteeringStateOut)
+@router.post("/api/steering/disable", operation_id="disableSteering", tags=["steering"],
+             response_model=a.SteeringStateOut)
 async def disable_steering(rt: RuntimeDep) -> a.SteeringStateOut:
+    """Turn steering off.
+
+    Stop applying the server-wide steering without forgetting its features."""
     rt.steering.set_enabled(False)
     return steering_out(rt)
 

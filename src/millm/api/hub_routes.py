@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect
+from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
 from millm.api.errors import error_body
@@ -25,9 +27,29 @@ from millm.protocol import hub as h
 from millm.protocol.openai import ErrorResponse
 from millm.services.hub import HubService
 
-router = APIRouter(tags=["hub"])
+router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 502)}
+
+
+def _sse_item_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """One server-sent event as OpenAPI 3.2 (and FastAPI's own SSE routes) describe it: `itemSchema`, whose
+    `data` is a JSON document of `model` (its nested models are the components other routes use)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)
+    return {"type": "object", "required": ["data"], "properties": {
+        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}}}
+
+
+# The event streams: server-sent events, each `data:` one DownloadEvent.
+EVENTS: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+    "description": "Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent",
+    "content": {"text/event-stream": {"itemSchema": _sse_item_schema(h.DownloadEvent)}}}}
 SSE_PING_S = 15
+
+
+class EventStream(EventSourceResponse):
+    media_type = "text/event-stream"  # (a class attribute, so that OpenAPI documents the stream's content type)
 
 
 def hub_service(rt: RuntimeDep) -> HubService:
@@ -43,7 +65,7 @@ def hub_service(rt: RuntimeDep) -> HubService:
             in_use.add(str(att.source["repo_id"]))
         sae_numel = sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
     s = rt.settings
-    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel,
+    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel, roots=rt.roots,
                       defaults={"device": s.device, "dtype": s.dtype, "quantization": s.quantization,
                                 "max_context": s.max_context})
 
@@ -63,8 +85,8 @@ def job_out(job: Job | dict[str, Any]) -> h.JobOut:
         revision=d["revision"], path=d["path"], state=d["state"], commit=d["commit"], bytes_done=done,
         bytes_total=total, files_done=d["files_done"], files_total=d["files_total"], progress=round(progress, 4),
         current_file=d["current_file"], error=h.JobError(**d["error"]) if d["error"] else None,
-        attempts=d["attempts"], created_at=d["created_at"], updated_at=d["updated_at"],
-        finished_at=d["finished_at"],
+        attempts=d["attempts"], created_at=utc(d["created_at"]), updated_at=utc(d["updated_at"]),
+        finished_at=utc(d["finished_at"]) if d["finished_at"] is not None else None,
     )
 
 
@@ -72,29 +94,46 @@ def event_out(event: JobEvent) -> h.DownloadEvent:
     return h.DownloadEvent(type=event.type, job=job_out(event.job))  # type: ignore[arg-type]
 
 
+def utc(timestamp: float) -> datetime:
+    """A Unix time as the API writes times: an aware UTC datetime (ISO 8601 in JSON)."""
+    return datetime.fromtimestamp(timestamp, UTC)
+
+
 def cached_out(repo: CachedRepo, hub: HubService) -> h.CachedRepoOut:
-    return h.CachedRepoOut(**repo.to_dict(), in_use=repo.repo_id in hub.in_use,
-                           downloading=hub.jobs.is_busy(repo.repo_id))
+    d = repo.to_dict()
+    d["last_modified"] = utc(d["last_modified"])
+    d["last_used"] = utc(d["last_used"]) if d["last_used"] is not None else None
+    return h.CachedRepoOut(**d, in_use=repo.repo_id in hub.in_use, downloading=hub.jobs.is_busy(repo.repo_id))
 
 
-def estimate_out(est: MemoryEstimate, available: int) -> h.MemoryEstimateOut:
-    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, fits=est.total_bytes <= available,
-                               summary=est.describe())
+def estimate_out(est: MemoryEstimate, available: int | None) -> h.MemoryEstimateOut:
+    """`available` None: the device is not on this machine, so there is nothing to compare with."""
+    summary = est.describe() + ("" if available is not None else f"; {est.device} is not present on this machine")
+    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, device_present=available is not None,
+                               fits=est.total_bytes <= available if available is not None else None, summary=summary)
 
 
 # ---------------------------------------------------------------------------- downloads
 
 
-@router.post("/api/downloads", status_code=202, response_model=h.JobOut, responses=ERRORS)
+@router.post("/api/downloads", operation_id="startDownload", tags=["downloads"],
+             status_code=202, response_model=h.JobOut, responses=ERRORS)
 async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
-    """Pull a model or an SAE into the cache as a background job; an identical running job is returned."""
+    """Start a download.
+
+    Pull a model or an SAE into the cache as a background job; an identical queued or running job is returned
+    instead of a second one. Follow it with `GET /api/downloads/{job_id}`, its event stream, or `/ws/downloads`."""
     job = await asyncio.to_thread(hub.submit, kind=body.kind, repo_id=body.repo_id, revision=body.revision,
                                   path=body.path, release=body.release, sae_id=body.sae_id)
     return job_out(job)
 
 
-@router.get("/api/downloads", response_model=h.JobList)
+@router.get("/api/downloads", operation_id="listDownloads", tags=["downloads"], response_model=h.JobList)
 async def list_downloads(rt: RuntimeDep, active: bool = False) -> h.JobList:
+    """List downloads.
+
+    Every job the server knows (`active=true`: queued and running ones), oldest first, with total progress
+    across files, speed and ETA."""
     data = [job_out(j) for j in rt.jobs.list(active_only=active)]
     return h.JobList(data=data, count=len(data))
 
@@ -109,40 +148,60 @@ async def _sse_events(sub: Subscription, initial: list[Job]) -> AsyncIterator[di
         sub.close()
 
 
-@router.get("/api/downloads/events", responses=ERRORS)
+@router.get("/api/downloads/events", operation_id="streamDownloadEvents", tags=["downloads"],
+            response_class=EventStream, responses=EVENTS)
 async def download_events(rt: RuntimeDep) -> EventSourceResponse:
-    """SSE: the state of every active job first, then every job's 'state' and 'progress' events."""
+    """Stream download events.
+
+    Server-sent events: the state of every active job first, then every job's `state` and `progress` events
+    (each `data:` is a DownloadEvent)."""
     sub = rt.jobs.subscribe_async()
-    return EventSourceResponse(_sse_events(sub, rt.jobs.list(active_only=True)), ping=SSE_PING_S)
+    return EventStream(_sse_events(sub, rt.jobs.list(active_only=True)), ping=SSE_PING_S)
 
 
-@router.get("/api/downloads/{job_id}", response_model=h.JobOut, responses=ERRORS)
+@router.get("/api/downloads/{job_id}", operation_id="getDownload", tags=["downloads"],
+            response_model=h.JobOut, responses=ERRORS)
 async def get_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+    """Get a download.
+
+    One job: state, bytes and files done of the total, speed, ETA, current file and error."""
     return job_out(rt.jobs.get(job_id))
 
 
-@router.get("/api/downloads/{job_id}/events", responses=ERRORS)
+@router.get("/api/downloads/{job_id}/events", operation_id="streamDownload", tags=["downloads"],
+            response_class=EventStream, responses=EVENTS)
 async def job_events(job_id: str, rt: RuntimeDep) -> EventSourceResponse:
-    """SSE for one job: its current state, then its events; the stream ends after a final state."""
+    """Stream one download's events.
+
+    Server-sent events for one job: its current state, then its events; the stream ends after a final state."""
     sub = rt.jobs.subscribe_async(job_id)  # NotFound before the stream starts -> a 404
-    return EventSourceResponse(_sse_events(sub, []), ping=SSE_PING_S)
+    return EventStream(_sse_events(sub, []), ping=SSE_PING_S)
 
 
-@router.post("/api/downloads/{job_id}/cancel", response_model=h.JobOut, responses=ERRORS)
+@router.post("/api/downloads/{job_id}/cancel", operation_id="cancelDownload", tags=["downloads"],
+             response_model=h.JobOut, responses=ERRORS)
 async def cancel_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
-    """Stop a job; the file being transferred is deleted, finished files stay in the cache."""
+    """Cancel a download.
+
+    Stop a job; the file being transferred is deleted, finished files stay in the cache."""
     return job_out(rt.jobs.cancel(job_id))
 
 
-@router.post("/api/downloads/{job_id}/resume", response_model=h.JobOut, responses=ERRORS)
+@router.post("/api/downloads/{job_id}/resume", operation_id="resumeDownload", tags=["downloads"],
+             response_model=h.JobOut, responses=ERRORS)
 async def resume_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
-    """Run a failed or cancelled job again; files already complete are not fetched twice."""
+    """Resume a download.
+
+    Run a failed or cancelled job again; files already complete are not fetched twice."""
     return job_out(rt.jobs.resume(job_id))
 
 
-@router.delete("/api/downloads/{job_id}", status_code=204, responses=ERRORS)
+@router.delete("/api/downloads/{job_id}", operation_id="deleteDownload", tags=["downloads"],
+               status_code=204, responses=ERRORS)
 async def forget_download(job_id: str, rt: RuntimeDep) -> Response:
-    """Remove a finished job from the list (409 while it is queued or running)."""
+    """Delete a download from the list.
+
+    Forget a finished job (409 while it is queued or running). The downloaded files stay in the cache."""
     rt.jobs.forget(job_id)
     return Response(status_code=204)
 
@@ -180,17 +239,23 @@ async def downloads_ws(websocket: WebSocket, rt: WsRuntimeDep, job_id: str | Non
 # ---------------------------------------------------------------------------- cache
 
 
-@router.get("/api/cache", response_model=h.CacheList)
+@router.get("/api/cache", operation_id="listCache", tags=["downloads"], response_model=h.CacheList)
 async def list_cache(hub: HubDep, kind: str | None = Query(None, pattern="^(model|sae)$")) -> h.CacheList:
-    """Cached models and SAEs: size, revisions, last use, SAE folders; by repo id, never by path."""
+    """List the cache.
+
+    Cached models and SAEs: size, files, revisions, last use, SAE folders, and whether each is in use or
+    downloading; named by repo id, never by server path."""
     repos = await asyncio.to_thread(hub.cached, kind)
     data = [cached_out(r, hub) for r in repos]
     return h.CacheList(data=data, count=len(data), size_bytes=sum(r.size_bytes for r in repos))
 
 
-@router.delete("/api/cache/{repo_id:path}", response_model=h.CacheDeleteOut, responses=ERRORS)
+@router.delete("/api/cache/{repo_id:path}", operation_id="deleteCacheEntry", tags=["downloads"],
+               response_model=h.CacheDeleteOut, responses=ERRORS)
 async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) -> h.CacheDeleteOut:
-    """Delete a cached repo (or one revision); refused while it is loaded or being downloaded."""
+    """Delete a cache entry.
+
+    Delete a cached repo (or one revision); refused (409) while it is loaded, attached or being downloaded."""
     freed = await asyncio.to_thread(hub.delete, repo_id, revision)
     return h.CacheDeleteOut(repo_id=repo_id, revision=revision, freed_bytes=freed)
 
@@ -198,7 +263,8 @@ async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) 
 # ---------------------------------------------------------------------------- estimates
 
 
-@router.get("/api/models/estimate", response_model=h.ModelEstimateOut, responses=ERRORS)
+@router.get("/api/models/estimate", operation_id="estimateModel", tags=["models"],
+            response_model=h.ModelEstimateOut, responses=ERRORS)
 async def estimate_model(
     hub: HubDep,
     model: str,
@@ -208,12 +274,16 @@ async def estimate_model(
     device: str | None = Query(None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$"),
     context: int | None = Query(None, ge=1),
 ) -> h.ModelEstimateOut:
-    """Memory a load would need (weights + KV cache for one sequence + attached SAE + overhead) vs free memory.
+    """Estimate a model's memory.
 
-    `model` is a local folder, a cached repo id, or a Hub repo id (read from its safetensors headers,
-    nothing downloaded). Defaults are the server's dtype, quantization, device and max context."""
-    origin, est, free = await asyncio.to_thread(hub.estimate, model, revision=revision, dtype=dtype,
-                                                quantization=quantization, device=device, context=context)
-    name = model if origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
-    return h.ModelEstimateOut(model=name, source=origin, estimate=estimate_out(est, free))  # type: ignore[arg-type]
+    Memory a load would need (weights, KV cache for one sequence, attached SAE, overhead) against free memory on
+    the device. `model` is a local folder, a cached repo id, or a Hub repo id (read from its safetensors
+    headers, nothing downloaded). Defaults are the server's dtype, quantization, device and max context. A device
+    this machine does not have (e.g. `cuda` on a CPU-only install) is estimated from the files alone:
+    `device_present` is false and `available_bytes` and `fits` are null."""
+    result = await asyncio.to_thread(hub.estimate, model, revision=revision, dtype=dtype,
+                                     quantization=quantization, device=device, context=context)
+    name = model if result.origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
+    return h.ModelEstimateOut(model=name, source=result.origin,  # type: ignore[arg-type]
+                              estimate=estimate_out(result.estimate, result.available_bytes))
 

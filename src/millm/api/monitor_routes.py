@@ -25,54 +25,83 @@ def config_out(rt: Runtime) -> m.MonitorConfigOut:
                               history_tokens_per_request=rt.monitor.max_tokens)
 
 
-@router.get("/api/monitor/config", response_model=m.MonitorConfigOut)
+@router.get("/api/monitor/config", operation_id="getMonitorConfig", response_model=m.MonitorConfigOut)
 async def get_config(rt: RuntimeDep) -> m.MonitorConfigOut:
+    """Get the monitor settings.
+
+    Whether monitoring is on and paused, what it captures (selected features or top-k per token) and how much
+    history it keeps."""
     return config_out(rt)
 
 
-@router.put("/api/monitor/config", response_model=m.MonitorConfigOut, responses=ERRORS)
+@router.put("/api/monitor/config", operation_id="setMonitorConfig", response_model=m.MonitorConfigOut, responses=ERRORS)
 async def set_config(body: m.MonitorConfigIn, rt: RuntimeDep) -> m.MonitorConfigOut:
+    """Set the monitor settings.
+
+    Turn monitoring on or off and choose what it captures: `features` (indices below d_sae) or, when null or
+    empty, the `top_k` strongest features per token."""
     rt.monitor.configure(enabled=body.enabled, features=body.features, top_k=body.top_k,
                          features_given="features" in body.model_fields_set)
     return config_out(rt)
 
 
-@router.post("/api/monitor/pause", response_model=m.MonitorConfigOut)
+@router.post("/api/monitor/pause", operation_id="pauseMonitor", response_model=m.MonitorConfigOut)
 async def pause(rt: RuntimeDep) -> m.MonitorConfigOut:
+    """Pause monitoring.
+
+    Stop sending and recording frames until resumed; generation is not affected."""
     rt.monitor.set_paused(True)
     return config_out(rt)
 
 
-@router.post("/api/monitor/resume", response_model=m.MonitorConfigOut)
+@router.post("/api/monitor/resume", operation_id="resumeMonitor", response_model=m.MonitorConfigOut)
 async def resume(rt: RuntimeDep) -> m.MonitorConfigOut:
+    """Resume monitoring.
+
+    Send and record frames again after a pause."""
     rt.monitor.set_paused(False)
     return config_out(rt)
 
 
-@router.get("/api/monitor/history", response_model=m.HistoryList, responses=ERRORS)
+@router.get("/api/monitor/history", operation_id="getMonitorHistory", response_model=m.HistoryList, responses=ERRORS)
 async def history(rt: RuntimeDep, request_id: str | None = None) -> m.HistoryList:
+    """Get the monitor history.
+
+    Recorded frames and per-feature statistics, per request (the most recent requests, bounded); `request_id`
+    selects one (404 when it has no history)."""
     data = rt.monitor.history(request_id)
     if request_id is not None and not data:
         raise NotFound(f"no monitoring history for request {request_id!r}", param="request_id")
     return m.HistoryList(data=data, count=len(data))
 
 
-@router.delete("/api/monitor/history", status_code=204)
+@router.delete("/api/monitor/history", operation_id="clearMonitorHistory", status_code=204)
 async def clear_history(rt: RuntimeDep) -> Response:
+    """Clear the monitor history.
+
+    Forget every recorded request."""
     rt.monitor.clear()
     return Response(status_code=204)
 
 
-@router.get("/api/monitor/stats", response_model=m.StatsOut, responses=ERRORS)
+@router.get("/api/monitor/stats", operation_id="getMonitorStats", response_model=m.StatsOut, responses=ERRORS)
 async def stats(rt: RuntimeDep) -> m.StatsOut:
+    """Get feature statistics.
+
+    Per-feature count, min, max and mean over every recorded token."""
     return rt.monitor.stats()
 
 
-@router.get("/api/monitor/export", response_class=Response, responses={**ERRORS, 200: {
+@router.get("/api/monitor/export", operation_id="exportMonitorHistory",
+            response_class=Response, responses={**ERRORS, 200: {
     "description": "One JSON object per line (jsonl) or a CSV table, one row per token and feature",
     "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}}})
 async def export(rt: RuntimeDep, format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
                  request_id: str | None = None) -> Response:
+    """Export the monitor history.
+
+    Every recorded frame as JSON lines or a CSV table (one row per token and feature), as a file download;
+    `request_id` limits it to one request."""
     if format == "csv":
         return Response(rt.monitor.export_csv(request_id), media_type="text/csv",
                         headers={"Content-Disposition": 'attachment; filename="activations.csv"'})

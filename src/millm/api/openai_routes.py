@@ -72,8 +72,12 @@ def _respond(result: Result, response: Response) -> Any:
     return result.value
 
 
-@router.get("/models", response_model=p.ModelList)
+@router.get("/models", operation_id="listModels", response_model=p.ModelList)
 async def list_models(rt: RuntimeDep) -> p.ModelList:
+    """List models.
+
+    The loaded model, then one virtual id `<model>+<profile>` per profile that fits the loaded model and
+    attached SAE: a chat client that picks one is steered by that profile. Empty while no model is loaded."""
     name = rt.models.served_name()
     if name is None:
         return p.ModelList(data=[])
@@ -84,26 +88,44 @@ async def list_models(rt: RuntimeDep) -> p.ModelList:
     return p.ModelList(data=cards)
 
 
-@router.get("/models/{model_id:path}", response_model=p.ModelCard, responses=ERRORS)
+@router.get("/models/{model_id:path}", operation_id="retrieveModel", response_model=p.ModelCard, responses=ERRORS)
 async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
+    """Retrieve a model.
+
+    One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an
+    unknown id."""
     for card in (await list_models(rt)).data:
         if card.id == model_id:
             return card
     raise ModelNotFound(f"the model {model_id!r} does not exist", param="model")
 
 
-@router.post("/chat/completions", response_model=p.ChatCompletion, responses=STREAMED)
+@router.post("/chat/completions", operation_id="createChatCompletion",
+             response_model=p.ChatCompletion, responses=STREAMED)
 async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, response: Response) -> Any:
+    """Create a chat completion.
+
+    The OpenAI chat API with the model's chat template; `stream: true` answers server-sent events ending with
+    `data: [DONE]`. A top-level `steering` object steers this request only; the steering used is reported in
+    `millm.steering` and the `X-MiLLM-Steering` header."""
     return _respond(await rt.generation.chat(body), response)
 
 
-@router.post("/completions", response_model=p.Completion, responses=STREAMED)
+@router.post("/completions", operation_id="createCompletion", response_model=p.Completion, responses=STREAMED)
 async def completions(body: p.CompletionRequest, rt: RuntimeDep, response: Response) -> Any:
+    """Create a completion.
+
+    The OpenAI (legacy) completions API: `prompt` as text, texts, token ids or lists of token ids; `stream:
+    true` answers server-sent events. Takes the same `steering` object as chat completions."""
     return _respond(await rt.generation.completion(body), response)
 
 
-@router.post("/embeddings", response_model=p.EmbeddingList, responses=ERRORS)
+@router.post("/embeddings", operation_id="createEmbedding", response_model=p.EmbeddingList, responses=ERRORS)
 async def embeddings(body: p.EmbeddingRequest, rt: RuntimeDep, response: Response) -> p.EmbeddingList:
+    """Create embeddings.
+
+    The mean of the last layer's hidden states (after the final norm), L2-normalised; `encoding_format` float or
+    base64. Steering applies to embeddings too."""
     result = await rt.embeddings.embed(body)
     if result.millm:
         response.headers.update(steering_headers(result.millm.steering))

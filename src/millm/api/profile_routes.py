@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Header, Query, Request, Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest, MillmError
@@ -27,7 +27,25 @@ ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for co
 
 class SaveSteeringIn(BaseModel):
     name: pp.ProfileName
-    description: str = Field("", max_length=4000)
+    description: str = Field("", max_length=4000, description="Free text shown with the profile.")
+
+
+def _inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    schema.pop("$defs", None)  # (its nested models are components that other routes use)
+    return schema
+
+
+# The update body is validated here, not by FastAPI (the version may come from If-Match, and every bad field is
+# listed at once), but documented as the ProfileUpdate it is.
+def _update_schema() -> dict[str, Any]:
+    schema = _inline_schema(pp.ProfileUpdate)
+    schema["required"] = []  # the version may come as If-Match instead
+    return schema
+
+
+UpdateBody = Annotated[dict[str, Any], WithJsonSchema(_update_schema()),
+                       Body(description="The fields to change, and the version being edited (or send If-Match).")]
 
 
 def _etag(response: Response, profile: pp.ProfilePublic) -> pp.ProfilePublic:
@@ -66,33 +84,49 @@ async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> pp.Profile
     return profile
 
 
-@router.get("", response_model=pp.ProfileList)
+@router.get("", operation_id="listProfiles", response_model=pp.ProfileList)
 async def list_profiles(rt: RuntimeDep, model: str | None = None) -> pp.ProfileList:
+    """List profiles.
+
+    Every saved profile (`model=` keeps those for one model), the active one marked, each with its virtual model
+    id."""
     return await asyncio.to_thread(rt.profiles.list, model_id=model)
 
 
-@router.post("", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
+@router.post("", operation_id="createProfile", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
 async def create_profile(body: pp.ProfileCreate, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    """Create a profile.
+
+    Save a steering configuration (model, SAE, features, mode) under a new name."""
     created = await asyncio.to_thread(rt.profiles.create, body, d_sae_resolver=_live_d_sae(rt))
     return _etag(response, created)
 
 
-@router.get("/schema", response_model=dict[str, Any])
+@router.get("/schema", operation_id="getProfileSchema", response_model=dict[str, Any])
 async def profile_schema() -> dict[str, Any]:
-    """JSON Schema of the profile export format (see docs/profile-format.md)."""
+    """Get the profile format schema.
+
+    JSON Schema of the profile export format (see docs/profile-format.md)."""
     return pp.profile_format_schema()
 
 
-@router.get("/export", response_model=pp.ProfileBundle, responses=ERRORS)
+@router.get("/export", operation_id="exportProfiles", response_model=pp.ProfileBundle, responses=ERRORS)
 async def export_all(rt: RuntimeDep, names: list[str] | None = Query(None)) -> pp.ProfileBundle:
+    """Export profiles.
+
+    A bundle of every profile (or those named in `names`), ready to import elsewhere."""
     return await asyncio.to_thread(rt.profiles.export_all, names=names)
 
 
-@router.post("/import", response_model=pp.ImportResult, status_code=201, responses=ERRORS)
+@router.post("/import", operation_id="importProfiles",
+             response_model=pp.ImportResult, status_code=201, responses=ERRORS)
 async def import_profiles(request: Request, rt: RuntimeDep,
                           on_conflict: str = Query("error", pattern="^(error|rename|replace)$"),
                           name: str | None = None) -> pp.ImportResult:
-    """Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (raw JSON body)."""
+    """Import profiles.
+
+    Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (the raw JSON file as the
+    body). `on_conflict` decides what a name already in use does: fail, get a new name, or replace."""
     raw = await request.body()
     result = await asyncio.to_thread(rt.profiles.import_document, raw,
                                      on_conflict=on_conflict,  # type: ignore[arg-type]
@@ -102,16 +136,22 @@ async def import_profiles(request: Request, rt: RuntimeDep,
     return result
 
 
-@router.post("/deactivate", status_code=204)
+@router.post("/deactivate", operation_id="deactivateProfile", status_code=204)
 async def deactivate(rt: RuntimeDep) -> Response:
+    """Deactivate the active profile.
+
+    Stop steering with the active profile; the server-wide steering is cleared."""
     await asyncio.to_thread(rt.profiles.deactivate)
     rt.steering.deactivate()
     return Response(status_code=204)
 
 
-@router.post("/from-steering", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
+@router.post("/from-steering", operation_id="createProfileFromSteering",
+             response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
 async def save_current(body: SaveSteeringIn, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
-    """Save the current server-wide steering as a new profile."""
+    """Save the steering as a profile.
+
+    Save the current server-wide steering (with the loaded model and attached SAE) as a new profile."""
     att, model = rt.saes.attached, rt.models.served_name()
     if att is None or model is None:
         raise InvalidRequest("attach an SAE and set steering before saving it as a profile", param="name")
@@ -129,16 +169,26 @@ async def save_current(body: SaveSteeringIn, rt: RuntimeDep, response: Response)
     return _etag(response, await asyncio.to_thread(rt.profiles.create, create))
 
 
-@router.get("/{name}", response_model=pp.ProfilePublic, responses=ERRORS)
+@router.get("/{name}", operation_id="getProfile", response_model=pp.ProfilePublic, responses=ERRORS)
 async def get_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    """Get a profile.
+
+    One profile, with its version in the body and as an `ETag`."""
     return _etag(response, await asyncio.to_thread(rt.profiles.get, name))
 
 
-@router.put("/{name}", response_model=pp.ProfilePublic, responses=ERRORS)
-@router.patch("/{name}", response_model=pp.ProfilePublic, responses=ERRORS)
+@router.put("/{name}", operation_id="replaceProfile", summary="Replace a profile's fields",
+            response_model=pp.ProfilePublic, responses=ERRORS)
+@router.patch("/{name}", operation_id="updateProfile", summary="Update a profile",
+              response_model=pp.ProfilePublic, responses=ERRORS)
 async def update_profile(name: str, rt: RuntimeDep, response: Response,
-                         body: dict[str, Any] = Body(..., description="ProfileUpdate: fields to change + version"),
+                         body: UpdateBody,
                          if_match: str | None = Header(None)) -> pp.ProfilePublic:
+    """Update a profile.
+
+    PUT and PATCH take the same body and change the fields it gives. Give the version being edited (in the
+    body or as `If-Match`), so that a stale edit is a 409 instead of a lost update. An edited active profile
+    steers with its new content at once."""
     if if_match is not None and "version" not in body:
         body = {**body, "version": _version_from_if_match(if_match)}
     try:
@@ -149,9 +199,12 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
     return _etag(response, await _apply_if_active(rt, profile))
 
 
-@router.delete("/{name}", status_code=204, responses=ERRORS)
+@router.delete("/{name}", operation_id="deleteProfile", status_code=204, responses=ERRORS)
 async def delete_profile(name: str, rt: RuntimeDep, version: int | None = Query(None, ge=1, le=pp.MAX_VERSION),
                          if_match: str | None = Header(None)) -> Response:
+    """Delete a profile.
+
+    Delete a profile (optionally only at `version` / `If-Match`); deleting the active one stops its steering."""
     if version is None and if_match is not None:
         version = _version_from_if_match(if_match)
     if await asyncio.to_thread(rt.profiles.delete, name, version=version):
@@ -159,15 +212,23 @@ async def delete_profile(name: str, rt: RuntimeDep, version: int | None = Query(
     return Response(status_code=204)
 
 
-@router.post("/{name}/duplicate", response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
+@router.post("/{name}/duplicate", operation_id="duplicateProfile",
+             response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
 async def duplicate_profile(name: str, body: pp.ProfileDuplicate, rt: RuntimeDep,
                             response: Response) -> pp.ProfilePublic:
+    """Duplicate a profile.
+
+    Copy a profile under a new name (inactive)."""
     profile = await asyncio.to_thread(rt.profiles.duplicate, name, new_name=body.name, description=body.description)
     return _etag(response, profile)
 
 
-@router.post("/{name}/activate", response_model=pp.ProfilePublic, responses=ERRORS)
+@router.post("/{name}/activate", operation_id="activateProfile", response_model=pp.ProfilePublic, responses=ERRORS)
 async def activate_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+    """Activate a profile.
+
+    Steer every request that brings no steering of its own with this profile. Refused when it does not fit the
+    loaded model or the attached SAE."""
     profile = await asyncio.to_thread(rt.profiles.get, name)
     info, models = rt.saes.info(), rt.model_names()
     # validate_against compares one model id: the one the profile names when it is one of ours.
@@ -178,6 +239,9 @@ async def activate_profile(name: str, rt: RuntimeDep, response: Response) -> pp.
     return _etag(response, await asyncio.to_thread(rt.profiles.activate, name))
 
 
-@router.get("/{name}/export", response_model=pp.ProfileDocument, responses=ERRORS)
+@router.get("/{name}/export", operation_id="exportProfile", response_model=pp.ProfileDocument, responses=ERRORS)
 async def export_one(name: str, rt: RuntimeDep) -> pp.ProfileDocument:
+    """Export a profile.
+
+    One profile as a document ready to import elsewhere."""
     return await asyncio.to_thread(rt.profiles.export_one, name)

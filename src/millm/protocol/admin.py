@@ -20,12 +20,15 @@ class _Strict(BaseModel):
 
 
 class ModelLoadIn(_Strict):
-    model: str = Field(description="Local folder or Hub repo id.")
-    revision: str | None = None
+    model: str = Field(description="Local folder, `millm-demo`, or Hub repo id `owner/name`.")
+    revision: str | None = Field(None, description="Hub branch, tag or commit (default: main).")
     model_id: str | None = Field(None, description="Name to serve it under (default: the model argument).")
-    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = None
-    quantization: Literal["none", "8bit", "4bit"] | None = None
-    device: Literal["auto", "cpu", "cuda", "mps"] | None = None
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] | None = Field(
+        None, description="Weights' precision (default: the server's --dtype; auto: the checkpoint's own).")
+    quantization: Literal["none", "8bit", "4bit"] | None = Field(
+        None, description="bitsandbytes 8-bit or 4-bit weights (CUDA only; default: the server's --quantization).")
+    device: Literal["auto", "cpu", "cuda", "mps"] | None = Field(
+        None, description="Where to load it (default: the server's --device).")
     force: bool = Field(False, description="Load even if the memory estimate says it will not fit.")
 
 
@@ -47,6 +50,9 @@ class LoadedModelOut(BaseModel):
 class ModelLoadOut(BaseModel):
     model: LoadedModelOut
     sae_detached: str | None = Field(None, description="Why an attached SAE was detached, if it was.")
+    sae_attached: str | None = Field(
+        None, description="The SAE attached along with the model: the demo SAE when millm-demo is loaded by name."
+    )
     memory_estimate: MemoryEstimateOut | None = Field(
         None, description="The estimate checked before loading (null when the weights have no safetensors headers)."
     )
@@ -57,7 +63,7 @@ class ModelLoadOut(BaseModel):
 
 class SaeAttachIn(_Strict):
     source: str = Field(description="Local folder/file, or a Hub reference 'owner/repo[:path/in/repo]'.")
-    revision: str | None = None
+    revision: str | None = Field(None, description="Hub branch, tag or commit for a Hub reference (default: main).")
     sae_id: str | None = Field(None, description="Id to report the SAE under (default derived from the source).")
     layer: int | None = Field(None, ge=0, description="Attach at this layer instead of the one in its config.")
     format: str | None = Field(None, description="Force a loader (saelens, gemma_scope, sparsify, ...).")
@@ -90,7 +96,7 @@ class FeatureLabel(BaseModel):
 
 class FeatureLabelsOut(BaseModel):
     data: list[FeatureLabel]
-    count: int
+    count: int = Field(description="How many labels matched (data holds at most `limit` of them).")
 
 
 # ---------------------------------------------------------------------------- steering
@@ -114,15 +120,16 @@ class SteeringStateOut(BaseModel):
 
 
 class SteeringSetIn(_Strict):
-    features: list[SteeringFeatureIn] = Field(default_factory=list)
-    mode: Literal["add", "clamp"] = "add"
-    normalize: bool = False
-    steer_special_tokens: bool = True
+    features: list[SteeringFeatureIn] = Field(default_factory=list, description="Features and their strengths.")
+    mode: Literal["add", "clamp"] = Field(
+        "add", description="add: h += strength x decoder row; clamp: pin the feature's activation to strength.")
+    normalize: bool = Field(False, description="Use unit-norm decoder rows for add (as Neuronpedia does).")
+    steer_special_tokens: bool = Field(True, description="Also steer BOS and other special-token positions.")
     scale: float = Field(1.0, ge=0, allow_inf_nan=False, description="Intensity dial, 0 to MILLM_STEERING_MAX_SCALE.")
 
 
 class SteeringFeaturePatch(_Strict):
-    index: int = Field(ge=0)
+    index: int = Field(ge=0, description="SAE feature index (0 <= index < d_sae).")
     strength: float | None = Field(description="New strength; null removes the feature.")
 
     @field_validator("strength")
@@ -134,8 +141,9 @@ class SteeringFeaturePatch(_Strict):
 
 
 class SteeringPatchIn(_Strict):
-    features: list[SteeringFeaturePatch] = Field(default_factory=list)
-    mode: Literal["add", "clamp"] | None = None
+    features: list[SteeringFeaturePatch] = Field(
+        default_factory=list, description="Features to add, change (new strength) or remove (strength null).")
+    mode: Literal["add", "clamp"] | None = Field(None, description="New mode; null keeps the current one.")
     scale: float | None = Field(None, ge=0, allow_inf_nan=False, description="Intensity dial.")
 
 

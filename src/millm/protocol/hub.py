@@ -6,6 +6,7 @@ field for a path on the server's disk.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,7 +22,7 @@ class _Strict(BaseModel):
 class DownloadIn(_Strict):
     """A pull: a model by repo id, or an SAE by repo id (+ folder) or by SAELens release + sae_id."""
 
-    kind: Literal["model", "sae"] = "model"
+    kind: Literal["model", "sae"] = Field("model", description="What is pulled: a model or an SAE.")
     repo_id: str | None = Field(None, description="Hub repo id, 'namespace/name'.")
     revision: str | None = Field(None, description="Branch, tag or commit (default: main).")
     path: str | None = Field(None, description="SAE only: the folder (or file) inside the repo; none: the whole repo.")
@@ -70,9 +71,9 @@ class JobOut(BaseModel):
     current_file: str | None = Field(description="Path inside the repo of the file being transferred.")
     error: JobError | None
     attempts: int
-    created_at: float
-    updated_at: float
-    finished_at: float | None
+    created_at: datetime = Field(description="When the job was submitted (ISO 8601, UTC).")
+    updated_at: datetime = Field(description="Its last change of state or progress (ISO 8601, UTC).")
+    finished_at: datetime | None = Field(description="When it completed, failed or was cancelled.")
 
 
 class JobList(BaseModel):
@@ -105,8 +106,8 @@ class CachedRepoOut(BaseModel):
     nb_files: int
     refs: list[str]
     revisions: list[CachedRevisionOut]
-    last_modified: float
-    last_used: float | None
+    last_modified: datetime = Field(description="Newest file change in the repo's cache folder (ISO 8601, UTC).")
+    last_used: datetime | None = Field(description="Last load or attach by miLLM, else the newest file access.")
     sae_paths: list[str] = Field(description="SAE folders present in the repo ('' = the repo root).")
     in_use: bool = Field(description="The loaded model or the attached SAE comes from this repo.")
     downloading: bool = Field(description="A download job for this repo is queued or running.")
@@ -141,8 +142,9 @@ class MemoryEstimateOut(BaseModel):
     context: int
     batch: int
     device: str
-    available_bytes: int
-    fits: bool
+    available_bytes: int | None = Field(description="Free memory on the device; null when it is not on this machine.")
+    device_present: bool = Field(True, description="Whether the device exists on this machine.")
+    fits: bool | None = Field(description="Whether total_bytes <= available_bytes; null when the device is absent.")
     summary: str
 
 

@@ -12,7 +12,7 @@ from millm.protocol.openai import AppliedSteering
 class MonitorConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool | None = None
+    enabled: bool | None = Field(None, description="Capture activations (null keeps the current setting).")
     features: list[int] | None = Field(None, description="Feature indices to capture; null or [] = top-k per token.")
     top_k: int | None = Field(None, ge=1, le=256, description="Features per token in top-k mode.")
 

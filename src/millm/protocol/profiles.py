@@ -86,12 +86,13 @@ class SaeRef(_Strict):
 
 class _ProfileFields(_Strict):
     name: ProfileName
-    description: str = Field("", max_length=4000)
+    description: str = Field("", max_length=4000, description="Free text shown with the profile.")
     model: str = Field(min_length=1, max_length=512, description="Model id the profile was made for.")
-    sae: SaeRef
+    sae: SaeRef = Field(description="The SAE its feature indices refer to.")
     mode: SteeringMode = Field("add", description="add: h += strength·W_dec[i]; clamp: pin the feature's activation.")
     normalize: bool = Field(False, description="Scale each decoder direction to unit norm before applying strength.")
-    features: list[SteeringFeature] = Field(default_factory=list, max_length=MAX_FEATURES)
+    features: list[SteeringFeature] = Field(default_factory=list, max_length=MAX_FEATURES,
+                                            description="The steered features, each index at most once.")
     # Left out of dumps when unset, so exports of profiles without a dial are what they were before it existed.
     scale: float | None = Field(
         None, ge=0, allow_inf_nan=False, exclude_if=_unset,
@@ -125,16 +126,17 @@ class ProfileUpdate(_Strict):
     """Body of PATCH /api/profiles/{name}: fields left out keep their value."""
 
     version: int = Field(ge=1, le=MAX_VERSION, description="The version being edited; a stale version is refused with 409.")
-    name: ProfileName | None = None
-    description: str | None = Field(None, max_length=4000)
-    model: str | None = Field(None, min_length=1, max_length=512)
-    sae: SaeRef | None = None
-    mode: SteeringMode | None = None
-    normalize: bool | None = None
-    features: list[SteeringFeature] | None = Field(None, max_length=MAX_FEATURES)
-    scale: float | None = Field(None, ge=0, allow_inf_nan=False)
-    scale_min: float | None = Field(None, ge=0, allow_inf_nan=False)
-    scale_max: float | None = Field(None, ge=0, allow_inf_nan=False)
+    name: ProfileName | None = Field(None, description="New name (renames the profile).")
+    description: str | None = Field(None, max_length=4000, description="New description.")
+    model: str | None = Field(None, min_length=1, max_length=512, description="Model id the profile is for.")
+    sae: SaeRef | None = Field(None, description="The SAE its feature indices refer to.")
+    mode: SteeringMode | None = Field(None, description="add or clamp.")
+    normalize: bool | None = Field(None, description="Unit-norm decoder directions for add.")
+    features: list[SteeringFeature] | None = Field(None, max_length=MAX_FEATURES,
+                                                   description="The new feature list (replaces the old one).")
+    scale: float | None = Field(None, ge=0, allow_inf_nan=False, description="Default intensity (see ProfileCreate.scale).")
+    scale_min: float | None = Field(None, ge=0, allow_inf_nan=False, description="Lowest steering.scale a request may ask.")
+    scale_max: float | None = Field(None, ge=0, allow_inf_nan=False, description="Highest steering.scale a request may ask.")
 
 
 class ProfileDuplicate(_Strict):
