@@ -34,9 +34,10 @@ export const listCache = <ThrowOnError extends boolean = true>(options?: Options
 export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: Options<DeleteCacheEntryData, ThrowOnError>): RequestResult<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError> => (options.client ?? client).delete<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError>({ url: '/api/cache/{repo_id}', ...options });
 
 /**
- * Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed)
+ * Compare up to 8 steering variants on one prompt
  *
- * Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+ * The variants run as rows of one batch with one seed, so a greedy variant's tokens equal the same request sent
+ * alone. Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
  * full steering receipt and `diverges_at`: the first generated token that differs from variant 0's.
  */
 export const compareSteering = <ThrowOnError extends boolean = true>(options: Options<CompareSteeringData, ThrowOnError>): RequestResult<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError> => (options.client ?? client).post<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError>({

@@ -59,6 +59,39 @@ export type ActivationSummary = {
 };
 
 /**
+ * ActivationsIn
+ *
+ * The request's own SAE activations, returned in `millm.activations` (sent as a top-level `activations` object,
+ * SDKs: extra_body). Give `features` or `top_k`.
+ */
+export type ActivationsIn = {
+    /**
+     * Features
+     *
+     * Feature indices to report at every position (distinct, < d_sae).
+     */
+    features?: Array<number> | null;
+    /**
+     * Positions
+     *
+     * prompt: the prompt tokens (a leading BOS left out, as the monitor does); completion: the generated tokens fed back through the model (all but the last); all: both; last: the last position the model read.
+     */
+    positions?: 'prompt' | 'completion' | 'all' | 'last';
+    /**
+     * Read
+     *
+     * Read the hook's activations before or after this request's steering.
+     */
+    read?: 'before' | 'after';
+    /**
+     * Top K
+     *
+     * Report the k most active features at every position instead.
+     */
+    top_k?: number | null;
+};
+
+/**
  * AppliedFeature
  */
 export type AppliedFeature = {
@@ -366,6 +399,7 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Add Generation Prompt
      *
@@ -575,6 +609,24 @@ export type ChatMessage = {
      */
     tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceActivations
+ */
+export type ChoiceActivations = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Read
+     */
+    read: 'before' | 'after';
+    /**
+     * Tokens
+     */
+    tokens: Array<TokenActivationsOut>;
 };
 
 /**
@@ -861,6 +913,7 @@ export type CompletionLogprobs = {
  * CompletionRequest
  */
 export type CompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Allowed Token Ids
      *
@@ -1136,6 +1189,24 @@ export type ErrorInfo = {
  */
 export type ErrorResponse = {
     error: ErrorInfo;
+};
+
+/**
+ * FeatureActivationOut
+ */
+export type FeatureActivationOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -1633,6 +1704,12 @@ export type MemoryOut = {
  * MillmInfo
  */
 export type MillmInfo = {
+    /**
+     * Activations
+     *
+     * With a request's `activations` object: its SAE activations per choice, token by token.
+     */
+    activations?: Array<ChoiceActivations> | null;
     steering: AppliedSteering;
 };
 
@@ -2143,6 +2220,10 @@ export type RequestHistory = {
      */
     stats: Array<FeatureStats>;
     /**
+     * The request's final steering receipt (with evidence).
+     */
+    steering?: AppliedSteering | null;
+    /**
      * Tokens
      */
     tokens: number;
@@ -2362,7 +2443,7 @@ export type SkippedPosition = {
      *
      * special_token: steer_special_tokens is false.
      */
-    reason: 'special_token';
+    reason?: 'special_token';
     /**
      * Token
      */
@@ -2666,6 +2747,34 @@ export type StreamOptions = {
      */
     include_usage?: boolean;
     [key: string]: unknown;
+};
+
+/**
+ * TokenActivationsOut
+ *
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ */
+export type TokenActivationsOut = {
+    /**
+     * Activations
+     */
+    activations: Array<FeatureActivationOut>;
+    /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated';
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Token
+     */
+    token: string;
+    /**
+     * Token Id
+     */
+    token_id: number;
 };
 
 /**

@@ -36,9 +36,10 @@ async def _sse(frames: AsyncIterator[Any], start: c.CompareStart) -> AsyncIterat
 
 @router.post("/api/compare", response_model=c.CompareResult, responses=RESPONSES, operation_id="compareSteering")
 async def compare_steering(body: c.CompareRequest, rt: RuntimeDep) -> Any:
-    """Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed).
+    """Compare up to 8 steering variants on one prompt.
 
-    Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+    The variants run as rows of one batch with one seed, so a greedy variant's tokens equal the same request sent
+    alone. Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
     full steering receipt and `diverges_at`: the first generated token that differs from variant 0's."""
     plan = await rt.compare.compare(body)
     if plan.stream:
