@@ -37,7 +37,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                          openapi_tags=openapi.TAGS, generate_unique_id_function=openapi.operation_id,
                          static_url="/docs/static")
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                       allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "X-MiLLM-Steering-Hash", "ETag", "Retry-After"])
+                       allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "X-MiLLM-Steering-Hash", "X-MiLLM-Ignored-Fields",
+                                                        "ETag", "Retry-After"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(logs.AccessLog)  # outermost: every request gets one structured access record
     errors.install(app)
