@@ -82,6 +82,7 @@ class SaeOut(BaseModel):
     repo_id: str | None = None
     path: str | None = None
     labelled_features: int = 0
+    imported_labels: int = Field(0, description="Of those, labels imported for this SAE (kept across restarts).")
 
 
 class SaeStatusOut(BaseModel):
@@ -92,6 +93,16 @@ class FeatureLabel(BaseModel):
     index: int
     label: str
     score: float | None = None
+    source: Literal["sae", "imported"] | None = Field(
+        None, description="sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.")
+
+
+class LabelImportOut(BaseModel):
+    sae: str = Field(description="The SAE the labels were stored for.")
+    format: Literal["neuronpedia", "map", "csv"] = Field(description="The format the file was read as.")
+    read: int = Field(description="Labels read from this file.")
+    imported: int = Field(description="Imported labels kept for this SAE now (across imports, unless replaced).")
+    labelled_features: int = Field(description="Features with a label now, shipped or imported.")
 
 
 class FeatureLabelsOut(BaseModel):

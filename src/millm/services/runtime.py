@@ -69,7 +69,7 @@ class Runtime:
         self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
         self.roots = allowed_roots(settings)
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
-                               index=self.jobs.index, roots=self.roots)
+                               index=self.jobs.index, roots=self.roots, sessions=self.db.session_factory)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
             index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
