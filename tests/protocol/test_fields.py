@@ -35,3 +35,11 @@ def test_ignored_fields_of_a_request():
         "zeta": 1, "steering": {"features": []}})
     assert ignored_fields(body, "chat") == ["user", "store", "zeta"]
     assert ignored_fields(p.CompletionRequest.model_validate({"model": "m", "prompt": "x"}), "completions") == []
+
+
+def test_names_go_into_the_header_as_printable_ascii():
+    from millm.protocol.fields import header_safe
+
+    assert header_safe("store") == "store"
+    assert header_safe("a\r\nb") == "a\\u000d\\u000ab"  # no header injection
+    assert header_safe("caf\u00e9\ud83d") == "caf\\u00e9\\ud83d"

@@ -1263,6 +1263,12 @@ export type FeatureLabel = {
      * Score
      */
     score?: number | null;
+    /**
+     * Source
+     *
+     * sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.
+     */
+    source?: 'sae' | 'imported' | null;
 };
 
 /**
@@ -1560,6 +1566,42 @@ export type JsonSchemaFormat = {
      */
     strict?: boolean | null;
     [key: string]: unknown;
+};
+
+/**
+ * LabelImportOut
+ */
+export type LabelImportOut = {
+    /**
+     * Format
+     *
+     * The format the file was read as.
+     */
+    format: 'neuronpedia' | 'map' | 'csv';
+    /**
+     * Imported
+     *
+     * Imported labels kept for this SAE now (across imports, unless replaced).
+     */
+    imported: number;
+    /**
+     * Labelled Features
+     *
+     * Features with a label now, shipped or imported.
+     */
+    labelled_features: number;
+    /**
+     * Read
+     *
+     * Labels read from this file.
+     */
+    read: number;
+    /**
+     * Sae
+     *
+     * The SAE the labels were stored for.
+     */
+    sae: string;
 };
 
 /**
@@ -2307,6 +2349,12 @@ export type SaeOut = {
      * Id
      */
     id: string;
+    /**
+     * Imported Labels
+     *
+     * Of those, labels imported for this SAE (kept across restarts).
+     */
+    imported_labels?: number;
     /**
      * Labelled Features
      */
@@ -4404,6 +4452,43 @@ export type GetAttachedSaeResponses = {
 
 export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
 
+export type DeleteFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached/labels';
+};
+
+export type DeleteFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DeleteFeatureLabelsError = DeleteFeatureLabelsErrors[keyof DeleteFeatureLabelsErrors];
+
+export type DeleteFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DeleteFeatureLabelsResponse = DeleteFeatureLabelsResponses[keyof DeleteFeatureLabelsResponses];
+
 export type SearchFeatureLabelsData = {
     body?: never;
     path?: never;
@@ -4441,6 +4526,63 @@ export type SearchFeatureLabelsResponses = {
 };
 
 export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type ImportFeatureLabelsData = {
+    /**
+     * The label file's JSON: a Neuronpedia explanation export (array of records with index and description), or an index -> label object.
+     */
+    body: Array<{
+        [key: string]: unknown;
+    }> | {
+        [key: string]: unknown;
+    };
+    path?: never;
+    query?: {
+        /**
+         * Format
+         *
+         * Read the content as this format (default: detected).
+         */
+        format?: 'neuronpedia' | 'map' | 'csv' | null;
+        /**
+         * Replace
+         *
+         * Replace the labels imported before for this SAE instead of adding to them.
+         */
+        replace?: boolean;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type ImportFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ImportFeatureLabelsError = ImportFeatureLabelsErrors[keyof ImportFeatureLabelsErrors];
+
+export type ImportFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: LabelImportOut;
+};
+
+export type ImportFeatureLabelsResponse = ImportFeatureLabelsResponses[keyof ImportFeatureLabelsResponses];
 
 export type DetachSaeData = {
     body?: never;
@@ -4705,6 +4847,14 @@ export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
 
 export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -4746,6 +4896,14 @@ export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof C
 
 export type CreateCompletionData = {
     body: CompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -4787,6 +4945,14 @@ export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCom
 
 export type CreateEmbeddingData = {
     body: EmbeddingRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';

@@ -21,7 +21,7 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "With `stream: true` (the default), server-sent events: each `data:` line is one JSON "
                          "compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in "
                          "millm.protocol.compare). With `stream: false`, one CompareResult.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+          "content": {"text/event-stream": {}}},  # (frame schemas: frames.schema.json, channel sse_compare)
 }
 
 

@@ -79,7 +79,8 @@ def honest_fields(body: Any, endpoint: fields.Endpoint, strict: str | None) -> d
         status, note = fields.FIELDS[endpoint].get(ignored[0], ("ignored", "not a field of this endpoint"))
         raise InvalidRequest(f"{ignored[0]} would be ignored ({note}) and X-MiLLM-Strict is set", param=ignored[0],
                              code="unsupported_field")
-    return {fields.IGNORED_HEADER: ", ".join(ignored)}
+    # Names as sent, but a header holds printable ASCII only: anything else (and any line break) escaped as \\uXXXX.
+    return {fields.IGNORED_HEADER: ", ".join(fields.header_safe(name) for name in ignored)}
 
 
 def _respond(result: Result, response: Response, extra: dict[str, str] | None = None) -> Any:

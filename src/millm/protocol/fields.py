@@ -96,5 +96,10 @@ def ignored_fields(body: BaseModel, endpoint: Endpoint) -> list[str]:
     return sorted(dict.fromkeys(out), key=lambda name: order.get(name, len(order)))
 
 
+def header_safe(name: str) -> str:
+    """A field name as printable ASCII for a header: other characters (line breaks included) as \\uXXXX escapes."""
+    return "".join(ch if " " <= ch <= "~" and ch != "\\" else f"\\u{ord(ch):04x}" for ch in name)
+
+
 def strict(value: str | None) -> bool:
     return value is not None and value.strip().lower() in ("1", "true", "yes", "on")
