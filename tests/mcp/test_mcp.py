@@ -177,7 +177,8 @@ def test_generate_and_compare_per_request_steering(live, transport) -> None:
             cmp = await call(c, "compare_steering", {"prompt": "Tell me a story.", "max_tokens": 60,
                                                      "features": [{"index": CAPS, "strength": STRENGTH}]})
             assert cmp["steered"]["steering"]["source"] == "request"
-            assert cmp["steered"]["steering"]["features"] == [{"index": CAPS, "strength": STRENGTH}]
+            assert [{k: f[k] for k in ("index", "strength")} for f in cmp["steered"]["steering"]["features"]] == [
+                {"index": CAPS, "strength": STRENGTH}]
             assert cmp["unsteered"]["steering"]["source"] == "none"
             assert upper_fraction(cmp["steered"]["text"]) >= 0.8 and upper_fraction(cmp["unsteered"]["text"]) < 0.1
             # per-request steering left the server-wide steering alone

@@ -435,9 +435,10 @@ export const importFeatureLabels = <ThrowOnError extends boolean = true>(options
 export const detachSae = <ThrowOnError extends boolean = true>(options?: Options<DetachSaeData, ThrowOnError>): RequestResult<DetachSaeResponses, DetachSaeErrors, ThrowOnError> => (options?.client ?? client).post<DetachSaeResponses, DetachSaeErrors, ThrowOnError>({ url: '/api/saes/detach', ...options });
 
 /**
- * Shut the server down gracefully: it stops accepting connections, lets requests in flight finish
+ * Shut the server down gracefully
  *
- * (up to 5 s), saves its state and exits, as on Ctrl-C.
+ * It stops accepting connections, lets requests in flight finish (up to 5 s), saves its state and exits, as on
+ * Ctrl-C.
  *
  * Allowed from the server's own machine (a loopback client), or from anywhere when the server is guarded by an
  * API key (MILLM_API_KEY). Only a server started by `millm serve` can be stopped this way (503 otherwise).

@@ -3092,27 +3092,27 @@ export type StreamDownloadEventsData = {
 
 export type StreamDownloadEventsErrors = {
     /**
-     * Bad Request
+     * An error in the OpenAI envelope
      */
     400: ErrorResponse;
     /**
-     * Unauthorized
+     * An error in the OpenAI envelope
      */
     401: ErrorResponse;
     /**
-     * Forbidden
+     * An error in the OpenAI envelope
      */
     403: ErrorResponse;
     /**
-     * Not Found
+     * An error in the OpenAI envelope
      */
     404: ErrorResponse;
     /**
-     * Conflict
+     * An error in the OpenAI envelope
      */
     409: ErrorResponse;
     /**
-     * Bad Gateway
+     * An error in the OpenAI envelope
      */
     502: ErrorResponse;
 };
@@ -3292,27 +3292,27 @@ export type StreamDownloadData = {
 
 export type StreamDownloadErrors = {
     /**
-     * Bad Request
+     * An error in the OpenAI envelope
      */
     400: ErrorResponse;
     /**
-     * Unauthorized
+     * An error in the OpenAI envelope
      */
     401: ErrorResponse;
     /**
-     * Forbidden
+     * An error in the OpenAI envelope
      */
     403: ErrorResponse;
     /**
-     * Not Found
+     * An error in the OpenAI envelope
      */
     404: ErrorResponse;
     /**
-     * Conflict
+     * An error in the OpenAI envelope
      */
     409: ErrorResponse;
     /**
-     * Bad Gateway
+     * An error in the OpenAI envelope
      */
     502: ErrorResponse;
 };

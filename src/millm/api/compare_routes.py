@@ -21,7 +21,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "With `stream: true` (the default), server-sent events: each `data:` line is one JSON "
                          "compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in "
                          "millm.protocol.compare). With `stream: false`, one CompareResult.",
-          "content": {"text/event-stream": {}}},  # (frame schemas: frames.schema.json, channel sse_compare)
+          # each event's `data` is one JSON compare frame; their JSON Schemas are exported with the other frames
+          # (`make openapi` -> frontend/frames.schema.json, `sse_compare`)
+          "content": {"text/event-stream": {"itemSchema": {
+              "type": "object", "required": ["data"], "properties": {
+                  "event": {"type": "string"}, "id": {"type": "string"},
+                  "data": {"type": "string", "contentMediaType": "application/json"}}}}}},
 }
 
 

@@ -42,7 +42,12 @@ def _sse_item_schema(model: type[BaseModel]) -> dict[str, Any]:
 
 
 # The event streams: server-sent events, each `data:` one DownloadEvent.
-EVENTS: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+# Errors are JSON even on a route whose response class is the event stream, so each names its content type.
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"description": "An error in the OpenAI envelope",
+           "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}}
+    for code in ERRORS}
+EVENTS: dict[int | str, dict[str, Any]] = {**_JSON_ERRORS, 200: {
     "description": "Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent",
     "content": {"text/event-stream": {"itemSchema": _sse_item_schema(h.DownloadEvent)}}}}
 SSE_PING_S = 15

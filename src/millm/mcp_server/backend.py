@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any, Callable, Protocol
 
 import httpx
@@ -89,7 +90,8 @@ class LocalBackend:
     async def labels(self) -> dict[str, Any]:
         from millm.api import admin_routes
 
-        return _json(await self._call(admin_routes.sae_labels, self._runtime()))
+        # the route's query parameters are FastAPI Query objects by default: pass them as plain values
+        return _json(await self._call(functools.partial(admin_routes.sae_labels, q=None, limit=None), self._runtime()))
 
     async def profiles(self) -> dict[str, Any]:
         rt = self._runtime()
