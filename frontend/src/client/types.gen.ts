@@ -59,6 +59,39 @@ export type ActivationSummary = {
 };
 
 /**
+ * ActivationsIn
+ *
+ * The request's own SAE activations, returned in `millm.activations` (sent as a top-level `activations` object,
+ * SDKs: extra_body). Give `features` or `top_k`.
+ */
+export type ActivationsIn = {
+    /**
+     * Features
+     *
+     * Feature indices to report at every position (distinct, < d_sae).
+     */
+    features?: Array<number> | null;
+    /**
+     * Positions
+     *
+     * prompt: the prompt tokens (a leading BOS left out, as the monitor does); completion: the generated tokens fed back through the model (all but the last); all: both; last: the last position the model read.
+     */
+    positions?: 'prompt' | 'completion' | 'all' | 'last';
+    /**
+     * Read
+     *
+     * Read the hook's activations before or after this request's steering.
+     */
+    read?: 'before' | 'after';
+    /**
+     * Top K
+     *
+     * Report the k most active features at every position instead.
+     */
+    top_k?: number | null;
+};
+
+/**
  * AppliedFeature
  */
 export type AppliedFeature = {
@@ -366,6 +399,7 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Add Generation Prompt
      *
@@ -575,6 +609,24 @@ export type ChatMessage = {
      */
     tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceActivations
+ */
+export type ChoiceActivations = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Read
+     */
+    read: 'before' | 'after';
+    /**
+     * Tokens
+     */
+    tokens: Array<TokenActivationsOut>;
 };
 
 /**
@@ -861,6 +913,7 @@ export type CompletionLogprobs = {
  * CompletionRequest
  */
 export type CompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Allowed Token Ids
      *
@@ -1173,6 +1226,24 @@ export type ErrorResponse = {
 };
 
 /**
+ * FeatureActivationOut
+ */
+export type FeatureActivationOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
+};
+
+/**
  * FeatureEvidence
  *
  * What the steering did to one feature of one choice, measured at the hook.
@@ -1226,6 +1297,12 @@ export type FeatureLabel = {
      * Score
      */
     score?: number | null;
+    /**
+     * Source
+     *
+     * sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.
+     */
+    source?: 'sae' | 'imported' | null;
 };
 
 /**
@@ -1622,6 +1699,42 @@ export type JsonSchemaFormat = {
 };
 
 /**
+ * LabelImportOut
+ */
+export type LabelImportOut = {
+    /**
+     * Format
+     *
+     * The format the file was read as.
+     */
+    format: 'neuronpedia' | 'map' | 'csv';
+    /**
+     * Imported
+     *
+     * Imported labels kept for this SAE now (across imports, unless replaced).
+     */
+    imported: number;
+    /**
+     * Labelled Features
+     *
+     * Features with a label now, shipped or imported.
+     */
+    labelled_features: number;
+    /**
+     * Read
+     *
+     * Labels read from this file.
+     */
+    read: number;
+    /**
+     * Sae
+     *
+     * The SAE the labels were stored for.
+     */
+    sae: string;
+};
+
+/**
  * LoadedModelOut
  */
 export type LoadedModelOut = {
@@ -1763,6 +1876,12 @@ export type MemoryOut = {
  * MillmInfo
  */
 export type MillmInfo = {
+    /**
+     * Activations
+     *
+     * With a request's `activations` object: its SAE activations per choice, token by token.
+     */
+    activations?: Array<ChoiceActivations> | null;
     steering: AppliedSteering;
 };
 
@@ -2405,6 +2524,10 @@ export type RequestHistory = {
      */
     stats: Array<FeatureStats>;
     /**
+     * The request's final steering receipt (with evidence).
+     */
+    steering?: AppliedSteering | null;
+    /**
      * Tokens
      */
     tokens: number;
@@ -2494,6 +2617,12 @@ export type SaeOut = {
      * Id
      */
     id: string;
+    /**
+     * Imported Labels
+     *
+     * Of those, labels imported for this SAE (kept across restarts).
+     */
+    imported_labels?: number;
     /**
      * Labelled Features
      *
@@ -2658,7 +2787,7 @@ export type SkippedPosition = {
      *
      * special_token: steer_special_tokens is false.
      */
-    reason: 'special_token';
+    reason?: 'special_token';
     /**
      * Token
      */
@@ -2981,6 +3110,34 @@ export type StreamOptions = {
      */
     include_usage?: boolean;
     [key: string]: unknown;
+};
+
+/**
+ * TokenActivationsOut
+ *
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ */
+export type TokenActivationsOut = {
+    /**
+     * Activations
+     */
+    activations: Array<FeatureActivationOut>;
+    /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated';
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Token
+     */
+    token: string;
+    /**
+     * Token Id
+     */
+    token_id: number;
 };
 
 /**
@@ -4734,6 +4891,43 @@ export type GetAttachedSaeResponses = {
 
 export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
 
+export type DeleteFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached/labels';
+};
+
+export type DeleteFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DeleteFeatureLabelsError = DeleteFeatureLabelsErrors[keyof DeleteFeatureLabelsErrors];
+
+export type DeleteFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DeleteFeatureLabelsResponse = DeleteFeatureLabelsResponses[keyof DeleteFeatureLabelsResponses];
+
 export type SearchFeatureLabelsData = {
     body?: never;
     path?: never;
@@ -4771,6 +4965,63 @@ export type SearchFeatureLabelsResponses = {
 };
 
 export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type ImportFeatureLabelsData = {
+    /**
+     * The label file's JSON: a Neuronpedia explanation export (array of records with index and description), or an index -> label object.
+     */
+    body: Array<{
+        [key: string]: unknown;
+    }> | {
+        [key: string]: unknown;
+    };
+    path?: never;
+    query?: {
+        /**
+         * Format
+         *
+         * Read the content as this format (default: detected).
+         */
+        format?: 'neuronpedia' | 'map' | 'csv' | null;
+        /**
+         * Replace
+         *
+         * Replace the labels imported before for this SAE instead of adding to them.
+         */
+        replace?: boolean;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type ImportFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ImportFeatureLabelsError = ImportFeatureLabelsErrors[keyof ImportFeatureLabelsErrors];
+
+export type ImportFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: LabelImportOut;
+};
+
+export type ImportFeatureLabelsResponse = ImportFeatureLabelsResponses[keyof ImportFeatureLabelsResponses];
 
 export type DetachSaeData = {
     body?: never;
@@ -5035,6 +5286,14 @@ export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
 
 export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -5076,6 +5335,14 @@ export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof C
 
 export type CreateCompletionData = {
     body: CompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -5117,6 +5384,14 @@ export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCom
 
 export type CreateEmbeddingData = {
     body: EmbeddingRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';

@@ -70,7 +70,7 @@ class Runtime:
         self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
         self.roots = allowed_roots(settings)
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
-                               index=self.jobs.index, roots=self.roots)
+                               index=self.jobs.index, roots=self.roots, sessions=self.db.session_factory)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
             index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
@@ -81,10 +81,11 @@ class Runtime:
         )
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
                                         model_names=self.model_names, max_scale=settings.steering_max_scale,
-                                        labels=lambda: self.monitor.labels)
+                                        labels=lambda: self.monitor.labels,
+                                        evidence_default=settings.steering_evidence)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
-            served_name=self.models.served_name,
+            served_name=self.models.served_name, on_receipt=self.monitor.record_receipt,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
         self.compare = CompareService(generation=self.generation)
