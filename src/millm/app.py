@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from millm import __version__
-from millm.api import admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes
+from millm.api import admin_routes, batch_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes
 from millm.config import Settings
 from millm.services.runtime import Runtime
 
@@ -32,7 +32,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                        allow_headers=["*"], expose_headers=["X-MiLLM-Steering", "ETag", "Retry-After"])
     errors.install(app)
-    for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes):
+    for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, batch_routes):
         openapi.describe_operations(module.router)
         app.include_router(module.router)
     return app

@@ -17,6 +17,7 @@ from millm.config import Settings
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
 from millm.hub.jobs import JobManager
+from millm.services.batches import BatchService
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
 from millm.services.metrics import Metrics
@@ -67,6 +68,10 @@ class Runtime:
             served_name=self.models.served_name,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
+        self.batches = BatchService(data_dir=settings.data_dir, generation=self.generation, embeddings=self.embeddings,
+                                    worker=self.worker, registry=self.metrics.registry,
+                                    rows=max(1, settings.max_batch_size - 1),  # one row kept for live requests
+                                    wait_ready=self.wait_ready)
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
@@ -104,6 +109,7 @@ class Runtime:
         self.worker.start()
         await asyncio.to_thread(self.jobs.start)
         self._boot_task = asyncio.create_task(self._boot())
+        await self.batches.start()
 
     async def wait_ready(self) -> None:
         if self._boot_task is not None:
@@ -112,6 +118,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._boot_task is not None and not self._boot_task.done():
             self._boot_task.cancel()
+        await self.batches.stop()
         await asyncio.to_thread(self.jobs.shutdown)
         await asyncio.to_thread(self.worker.stop)
         self.db.close()
