@@ -48,7 +48,7 @@ async def list_files(rt: RuntimeDep, purpose: str | None = None, limit: int = Qu
 async def retrieve_file(file_id: str, rt: RuntimeDep) -> b.FileObject:
     """Retrieve a file.
 
-    One file's metadata."""
+    One file's metadata: id, size in bytes, file name, purpose (batch or batch_output) and creation time."""
     return rt.batches.retrieve_file(file_id)
 
 
@@ -66,7 +66,7 @@ async def delete_file(file_id: str, rt: RuntimeDep) -> b.FileDeleted:
 async def download_file(file_id: str, rt: RuntimeDep) -> FileResponse:
     """Download a file's content.
 
-    The bytes of an input, output or error file."""
+    The bytes of an input, output or error file, as stored (one JSON object per line)."""
     return FileResponse(rt.batches.file_path(file_id), media_type="application/octet-stream")
 
 
@@ -83,7 +83,7 @@ async def create_batch(body: b.BatchCreate, rt: RuntimeDep) -> b.Batch:
 async def list_batches(rt: RuntimeDep, limit: int = Query(20, ge=1, le=100), after: str | None = None) -> b.BatchList:
     """List batches.
 
-    Newest first, paged with `after` and `limit`."""
+    Batches newest first, paged with `after` (a batch id) and `limit`, each with its status and counts."""
     return rt.batches.list_batches(limit=limit, after=after)
 
 
