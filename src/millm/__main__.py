@@ -66,6 +66,9 @@ def _register_subcommands() -> None:
 
     cli_hub.register(main)
     main.add_command(cli_profiles.profile)
+    from millm import cli_batch
+
+    main.add_command(cli_batch.batch)
 
 
 _register_subcommands()
