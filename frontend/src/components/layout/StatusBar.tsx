@@ -1,0 +1,186 @@
+import { useQuery } from "@tanstack/react-query";
+import { Link } from "@tanstack/react-router";
+import {
+  ActivityIcon,
+  DownloadIcon,
+  LayersIcon,
+  ListOrderedIcon,
+  MemoryStickIcon,
+  ServerIcon,
+  SlidersHorizontalIcon,
+  WifiOffIcon,
+} from "lucide-react";
+import type * as React from "react";
+import { isUnreachable, statusQuery } from "@/api/queries";
+import type { StatusOut } from "@/client";
+import { Progress } from "@/components/ui/progress";
+import { Tooltip } from "@/components/ui/tooltip";
+import { totalProgress, useActiveDownloads } from "@/features/downloads/useDownloads";
+import { cn } from "@/lib/cn";
+import { formatPercent, formatUsage } from "@/lib/format";
+
+/** "fp16", "bf16", "8-bit", … as people say it. */
+export function precisionLabel(model: { dtype: string; quantization: string }): string {
+  if (model.quantization === "8bit") return "8-bit";
+  if (model.quantization === "4bit") return "4-bit";
+  return (
+    ({ float32: "fp32", float16: "fp16", bfloat16: "bf16" } as Record<string, string>)[model.dtype] ??
+    model.dtype
+  );
+}
+
+function Item({
+  icon,
+  label,
+  children,
+  className,
+}: {
+  icon?: React.ReactNode;
+  label?: string;
+  children: React.ReactNode;
+  className?: string;
+}) {
+  return (
+    <li className={cn("flex items-center gap-1.5 whitespace-nowrap", className)}>
+      {icon && (
+        <span className="text-muted [&_svg]:size-3.5" aria-hidden="true">
+          {icon}
+        </span>
+      )}
+      {label && <span className="text-muted">{label}:</span>}
+      {children}
+    </li>
+  );
+}
+
+function Value({ children, className }: { children: React.ReactNode; className?: string }) {
+  return <span className={cn("num font-semibold text-body", className)}>{children}</span>;
+}
+
+function ServingPill({ status }: { status: StatusOut }) {
+  const [text, tone] =
+    status.status === "ok"
+      ? ["Serving", "border-success-tint/30 bg-success-tint/10 text-success"]
+      : status.status === "loading"
+        ? [`Loading ${status.loading ?? "model"}…`, "border-accent/30 bg-accent/10 text-accent"]
+        : ["No model", "border-control/50 bg-surface/60 text-label"];
+  return (
+    <li className={cn("flex items-center gap-2 rounded-lg border px-2.5 py-1 font-semibold", tone)}>
+      <span
+        className={cn("size-2 rounded-full bg-current", status.status !== "no_model" && "animate-pulse-dot")}
+        aria-hidden="true"
+      />
+      {text}
+    </li>
+  );
+}
+
+function DownloadsItem() {
+  const active = useActiveDownloads();
+  const p = totalProgress(active);
+  if (!p) return null;
+  const name = active.length === 1 ? active[0].name : `${active.length} downloads`;
+  const pct = formatPercent(p.fraction);
+  return (
+    <Item icon={<DownloadIcon />}>
+      <Link
+        to="/models"
+        className="flex items-center gap-2 rounded hover:text-title"
+        aria-label={`Downloading ${name}: ${pct}`}
+      >
+        <span className="max-w-32 truncate text-label">{name}</span>
+        <Progress value={p.fraction * 100} className="h-1.5 w-16" aria-hidden="true" />
+        <Value>{pct}</Value>
+      </Link>
+    </Item>
+  );
+}
+
+/**
+ * The live status bar: polls /api/status every 2 s (backing off while the server is down) and reads
+ * download jobs from the query cache (fed by /ws/downloads). Never needs a manual refresh.
+ */
+export function StatusBar({ className }: { className?: string }) {
+  const { data: status, error, isPending } = useQuery(statusQuery);
+  const down = error != null && isUnreachable(error);
+  const mem = status?.memory;
+  const onGpu = mem != null && mem.device !== "cpu";
+
+  return (
+    <ul
+      aria-label="Server status"
+      className={cn("flex flex-wrap items-center gap-x-4 gap-y-1 text-xs", className)}
+    >
+      {down || (error && !status) ? (
+        <Item className="text-danger">
+          <WifiOffIcon className="size-3.5" aria-hidden="true" />
+          <span className="font-semibold">Disconnected</span>
+          <span className="text-label">· retrying</span>
+        </Item>
+      ) : isPending ? (
+        <Item>
+          <span className="text-label">Connecting…</span>
+        </Item>
+      ) : null}
+      {status && (
+        <>
+          {mem && (
+            <Item icon={<MemoryStickIcon />} label={onGpu ? "VRAM" : "RAM"}>
+              <Value>{formatUsage(mem.used_bytes, mem.total_bytes)}</Value>
+            </Item>
+          )}
+          {!down && <ServingPill status={status} />}
+          {status.model && (
+            <Item icon={<ServerIcon />}>
+              <span className="sr-only">Model:</span>
+              <span className="num font-semibold text-success">{status.model.id}</span>
+              <Value className="font-normal text-label">{precisionLabel(status.model)}</Value>
+            </Item>
+          )}
+          {status.sae && (
+            <Item icon={<LayersIcon />}>
+              <span className="sr-only">SAE:</span>
+              <span className="num font-semibold text-attached">{status.sae.id}</span>
+              <Value className="font-normal text-label">@ layer {status.sae.layer}</Value>
+            </Item>
+          )}
+          {status.model && (
+            <Item icon={<SlidersHorizontalIcon />} label="Steering">
+              {status.steering.enabled && status.steering.features.length > 0 ? (
+                <Value className="text-success">on ({status.steering.features.length})</Value>
+              ) : (
+                <Value className="text-label">off</Value>
+              )}
+            </Item>
+          )}
+          {status.active_profile && (
+            <li className="flex items-center gap-1.5 rounded-md border border-warning/30 bg-warning/10 px-2.5 py-1 font-medium text-warning">
+              <SlidersHorizontalIcon className="size-3.5" aria-hidden="true" />
+              <span className="sr-only">Active profile:</span>
+              {status.active_profile}
+            </li>
+          )}
+          {status.model && (
+            <Tooltip content={`Max batch size ${status.max_batch_size}`}>
+              <li className="flex items-center gap-1.5 whitespace-nowrap">
+                <ListOrderedIcon className="size-3.5 text-muted" aria-hidden="true" />
+                <span className="text-muted">Queue:</span>
+                <Value>{status.queue_depth}</Value>
+                <span className="text-muted">Running:</span>
+                <Value>{status.active_sequences}</Value>
+              </li>
+            </Tooltip>
+          )}
+        </>
+      )}
+      <DownloadsItem />
+      {status && !down && (
+        <Item className="text-success">
+          <ActivityIcon className="size-3.5" aria-hidden="true" />
+          <span className="sr-only">Connection:</span>
+          <span>Connected</span>
+        </Item>
+      )}
+    </ul>
+  );
+}
