@@ -42,7 +42,8 @@ def test_sweep_run_and_collect_against_a_live_server(server, tmp_path):
     assert all(row["error"] == "" and row["finish_reason"] in ("stop", "length") for row in rows)
     by = {(row["prompt"], row["setting"]): row for row in rows}
     assert by[("Hello world", "7:12")]["text"] != by[("Hello world", "baseline")]["text"]
-    assert json.loads(by[("Hello world", "7:12")]["applied"])["features"] == [{"index": 7, "strength": 12.0}]
+    applied = json.loads(by[("Hello world", "7:12")]["applied"])["features"]
+    assert [(f["index"], f["strength"]) for f in applied] == [(7, 12.0)]
     # collect gives the same table from downloaded files
     out = tmp_path / "again.csv"
     res = tmp_path / "res.jsonl"

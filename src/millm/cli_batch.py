@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-from millm.cli_profiles import _base_url
+from millm.cli_client import URL_HELP, HelpGroup, server_from
 
 
 def parse_steer(spec: str) -> list[list[dict[str, float | int]]]:
@@ -106,7 +105,7 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
 
 
-@click.group()
+@click.group(cls=HelpGroup)
 def batch() -> None:
     """Build, run and collect batch jobs (steering sweeps)."""
 
@@ -140,41 +139,29 @@ def sweep(prompts_file: Path, output: Path | None, **kw: Any) -> None:
 
 @batch.command()
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--url", default=None, help="Server URL (default: MILLM_URL or http://MILLM_HOST:MILLM_PORT).")
-@click.option("--api-key", envvar="MILLM_API_KEY", default=None, help="The server's API key, if it has one.")
+@click.option("--url", default=None, help=URL_HELP)
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write the CSV table of results.")
-def run(batch_file: Path, url: str | None, api_key: str | None, output: Path) -> None:
+def run(batch_file: Path, url: str | None, output: Path) -> None:
     """Upload BATCH_FILE, run it as a batch on the server, and write the results as a CSV table."""
-    base = _base_url(url)
-    headers = {"Authorization": f"Bearer {api_key or 'none'}"}
-    with httpx.Client(base_url=base, headers=headers, timeout=60) as http:
-        def call(method: str, path: str, **kw: Any) -> httpx.Response:
-            try:
-                r = http.request(method, path, **kw)
-            except httpx.HTTPError as e:
-                raise click.ClickException(f"cannot reach the miLLM server at {base}: {e}") from e
-            if r.status_code >= 400:
-                raise click.ClickException(f"{r.status_code}: {r.text}")
-            return r
-
-        f = call("POST", "/v1/files", files={"file": (batch_file.name, batch_file.read_bytes())},
-                 data={"purpose": "batch"}).json()
-        first = _read_jsonl(batch_file)[0]
-        b = call("POST", "/v1/batches", json={"input_file_id": f["id"], "endpoint": first.get("url"),
-                                              "completion_window": "24h"}).json()
-        click.echo(f"batch {b['id']}", err=True)
-        while b["status"] not in ("completed", "failed", "cancelled", "expired"):
-            time.sleep(1)
-            b = call("GET", f"/v1/batches/{b['id']}").json()
-            c = b["request_counts"]
-            click.echo(f"\r{b['status']}: {c['completed']} done, {c['failed']} failed of {c['total']}", err=True,
-                       nl=False)
-        click.echo("", err=True)
-        results = []
-        for fid in (b.get("output_file_id"), b.get("error_file_id")):
-            if fid:
-                results += [json.loads(x) for x in call("GET", f"/v1/files/{fid}/content").text.splitlines() if x]
+    server = server_from(url)
+    f = server.call("POST", "/v1/files", files={"file": (batch_file.name, batch_file.read_bytes())},
+                    data={"purpose": "batch"})
+    first = _read_jsonl(batch_file)[0]
+    b = server.call("POST", "/v1/batches", json={"input_file_id": f["id"], "endpoint": first.get("url"),
+                                                 "completion_window": "24h"})
+    click.echo(f"batch {b['id']}", err=True)
+    while b["status"] not in ("completed", "failed", "cancelled", "expired"):
+        time.sleep(1)
+        b = server.call("GET", f"/v1/batches/{b['id']}")
+        c = b["request_counts"]
+        click.echo(f"\r{b['status']}: {c['completed']} done, {c['failed']} failed of {c['total']}", err=True, nl=False)
+    click.echo("", err=True)
+    results = []
+    for fid in (b.get("output_file_id"), b.get("error_file_id")):
+        if fid:
+            text = httpx_text(server, f"/v1/files/{fid}/content")
+            results += [json.loads(x) for x in text.splitlines() if x.strip()]
     _write_csv(output, collect_rows(_read_jsonl(batch_file), results))
     click.echo(f"{b['status']}: results -> {output}", err=True)
 
@@ -187,6 +174,21 @@ def collect(batch_file: Path, result_files: tuple[Path, ...], output: Path) -> N
     """Join a batch's input BATCH_FILE with its downloaded output/error RESULT_FILES into a CSV table."""
     results = [r for path in result_files for r in _read_jsonl(path)]
     _write_csv(output, collect_rows(_read_jsonl(batch_file), results))
+
+
+def httpx_text(server: Any, path: str) -> str:
+    """A file's bytes as text (the CLI client's call() parses JSON)."""
+    import httpx
+
+    from millm.cli_client import auth_headers
+
+    try:
+        r = httpx.get(server.url + path, headers=auth_headers(), timeout=60)
+    except httpx.TransportError as e:
+        raise server.unreachable(e) from e
+    if r.status_code >= 400:
+        raise click.ClickException(f"{r.status_code}: {r.text}")
+    return r.text
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:

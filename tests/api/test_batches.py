@@ -76,7 +76,8 @@ def test_upload_create_poll_download_with_the_sdk(client, server):
         live = client.chat.completions.create(**body, extra_body=extra)
         assert line["response"]["body"]["choices"][0]["message"]["content"] == live.choices[0].message.content
     receipt = out["steered"]["response"]["body"]["millm"]["steering"]
-    assert receipt["source"] == "request" and receipt["features"] == [{"index": 5, "strength": 8.0}]
+    assert receipt["source"] == "request"
+    assert [(f["index"], f["strength"]) for f in receipt["features"]] == [(5, 8.0)]
     assert out["plain"]["response"]["body"]["millm"]["steering"]["source"] != "request"
     assert (out["steered"]["response"]["body"]["choices"][0]["message"]["content"]
             != out["plain"]["response"]["body"]["choices"][0]["message"]["content"])
@@ -131,7 +132,7 @@ def test_bad_uploads_and_ids_are_4xx(server):
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
     r = httpx.post(url, files={"file": ("x.jsonl", b"\n\n")}, data={"purpose": "batch"})
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
-    for path in ("/v1/files/file-nope", "/v1/files/../../etc/passwd", "/v1/batches/batch_nope"):
+    for path in ("/v1/files/file-nope", "/v1/files/..%2F..%2Fetc%2Fpasswd", "/v1/files/file-x/content", "/v1/batches/batch_nope"):
         r = httpx.get(server.url + path)
         assert r.status_code == 404, path
     r = httpx.post(server.url + "/v1/batches", json={"input_file_id": "file-x", "endpoint": "/v1/chat/completions",

@@ -15,7 +15,10 @@ from millm.protocol.openai import ErrorResponse
 
 router = APIRouter(prefix="/v1", tags=["openai"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404, 409)}
-EVENTS: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+# (errors spelled out as JSON: with a streaming response class, FastAPI would give them its media type)
+_JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}}}
+EVENTS: dict[int | str, dict[str, Any]] = {
+    **{code: {"description": "An error", "content": _JSON_ERROR} for code in (400, 404)}, 200: {
     "description": "Server-sent events, each `data:` the Batch object after a change; ends when the batch ends",
     "content": {"text/event-stream": {"itemSchema": _sse_item_schema(b.Batch)}}}}
 CHUNK = 1 << 20
