@@ -5,14 +5,15 @@ Storage (files beside the profile database, under `<data_dir>/batch/`):
   error files are ordinary files, written in place while the batch runs and listed once it ends.
 - `batches/<batch_id>.json` holds the batch object, rewritten atomically (temp file + rename) on each change.
 
-Each output or error line is appended with one write and fsync'd before the line counts as done, so after a
+Each output or error line is appended and fsync'd (lines finishing together share one write and fsync, in a
+worker thread) before the line counts as done, so after a
 restart or a SIGKILL the lines present are exactly the requests finished; a torn last line is cut off, and the
 batch resumes with the lines whose custom_id is in neither file: none twice, none missing.
 
 Every input line is checked before the batch starts (JSON, custom_id unique, method, url matching the batch's
 endpoint, body valid for it, not streamed); a bad line goes to the error file alone. Valid lines run through the
-same GenerationService as live requests, at most `rows` at a time, and only when no live request is waiting for
-the worker, so live traffic takes free rows first. Cancel stops waiting lines at once and in-flight ones within a
+same GenerationService as live requests, at most `rows` at a time (one row fewer than the worker's batch), as
+background engine requests that queue behind every live one, so live traffic takes free rows first. Cancel stops waiting lines at once and in-flight ones within a
 decode step. Progress: the batch object's request_counts, Prometheus metrics, and `events()` for a stream.
 
 Concurrency: all state changes run on the event loop (one thread); file writes are synchronous and small.
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 from millm.errors import Conflict, InvalidRequest, MillmError, NotFound, QueueFull, Unavailable
 from millm.protocol import batches as b
 from millm.protocol import openai as p
+from millm.services.generation import BACKGROUND
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,47 @@ def _loc(err: dict[str, Any]) -> str:
     for part in err.get("loc", ()):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _append_sync(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class _Appender:
+    """Appends lines to one file without blocking the event loop: lines that arrive while a write is in flight go
+    out together in the next one (one write, one fsync, in a worker thread); `append` returns once its line is on
+    disk."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._queue: list[tuple[bytes, asyncio.Future]] = []
+        self._task: asyncio.Task | None = None
+
+    async def append(self, data: bytes) -> None:
+        fut = asyncio.get_running_loop().create_future()
+        self._queue.append((data, fut))
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._flush())
+        await asyncio.shield(fut)
+
+    async def _flush(self) -> None:
+        while self._queue:
+            items, self._queue = self._queue, []
+            try:
+                await asyncio.to_thread(_append_sync, self.path, b"".join(d for d, _ in items))
+            except Exception as e:  # noqa: BLE001 - each waiting line gets the error
+                for _, fut in items:
+                    if not fut.done():
+                        fut.set_exception(e)
+                continue
+            for _, fut in items:
+                if not fut.done():
+                    fut.set_result(None)
 
 
 @dataclass
@@ -336,14 +379,15 @@ class BatchService:
             self.pending_gauge.inc(len(todo))
             sem = asyncio.Semaphore(self.rows)
             last_save = [time.monotonic()]
+            writers = {True: _Appender(out_path), False: _Appender(err_path)}
+            BACKGROUND.set(True)  # this task's engine requests queue behind live ones (inherited by `one`)
 
             async def one(line: Line) -> None:
                 async with sem:
-                    await self._wait_for_room()
                     result = await self._execute(batch, line)
                 self.pending_gauge.dec()
                 ok = result.response is not None and result.response.status_code == 200
-                self._append(out_path if ok else err_path, result)
+                await writers[ok].append((result.model_dump_json() + "\n").encode())
                 self.lines_done.labels("completed" if ok else "failed").inc()
                 if ok:
                     batch.request_counts.completed += 1
@@ -375,12 +419,6 @@ class BatchService:
             log.exception("batch %s failed", bid)
             batch.errors = b.BatchErrors(data=[b.BatchError(code="internal_error", message=str(e))])
             await self._finish(batch, "failed")
-
-    async def _wait_for_room(self) -> None:
-        """Lower priority than live traffic: wait while live requests queue for the worker or the batch is full."""
-        w = self.worker
-        while w.queue_depth > 0 or w.active_sequences >= w.max_batch_size:
-            await asyncio.sleep(0.005)
 
     async def _execute(self, batch: b.Batch, line: Line) -> b.BatchOutputLine:
         rid = _new_id("batch_req_")
@@ -427,13 +465,7 @@ class BatchService:
     # ------------------------------------------------------------------ storage helpers
 
     def _append(self, path: Path, line: b.BatchOutputLine) -> None:
-        data = (line.model_dump_json() + "\n").encode()
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        _append_sync(path, (line.model_dump_json() + "\n").encode())
 
     def _done_ids(self, path: Path) -> set[str]:
         """custom_ids and line ids of the complete lines in an output or error file; a torn last line is cut off."""
