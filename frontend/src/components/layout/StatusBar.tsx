@@ -11,11 +11,13 @@ import {
   WifiOffIcon,
 } from "lucide-react";
 import type * as React from "react";
+import { ApiError } from "@/api/errors";
 import { isUnreachable, statusQuery } from "@/api/queries";
 import type { StatusOut } from "@/client";
 import { Progress } from "@/components/ui/progress";
 import { Tooltip } from "@/components/ui/tooltip";
 import { totalProgress, useActiveDownloads } from "@/features/downloads/useDownloads";
+import { requestApiKey } from "@/lib/auth";
 import { cn } from "@/lib/cn";
 import { formatPercent, formatUsage } from "@/lib/format";
 
@@ -111,7 +113,13 @@ export function StatusBar({ className }: { className?: string }) {
       aria-label="Server status"
       className={cn("flex flex-wrap items-center gap-x-4 gap-y-1 text-xs", className)}
     >
-      {down || (error && !status) ? (
+      {error instanceof ApiError && error.status === 401 ? (
+        <Item className="text-warning">
+          <button type="button" className="font-semibold underline" onClick={() => requestApiKey(true)}>
+            API key required
+          </button>
+        </Item>
+      ) : down || (error && !status) ? (
         <Item className="text-danger">
           <WifiOffIcon className="size-3.5" aria-hidden="true" />
           <span className="font-semibold">Disconnected</span>
