@@ -113,6 +113,9 @@ def test_pull_model_streams_progress_then_lists_and_loads_from_cache(
     assert mine[-1]["event"] == "state" and mine[-1]["job"]["state"] == "completed"
     moving = [e["job"] for e in mine if e["type"] == "progress" and 0 < e["job"]["bytes_done"] < e["job"]["bytes_total"]]
     assert len(moving) >= 2 and all(0 < m["progress"] < 1 for m in moving)
+    # speed and ETA while bytes move (the first sample is the baseline), none once finished
+    assert any(m["speed_bps"] > 0 and m["eta_s"] is not None and m["eta_s"] >= 0 for m in moving)
+    assert job["speed_bps"] == 0 and job["eta_s"] is None
     assert not hub.gets("README.md")
 
     listing = httpx.get(f"{live.url}/api/cache")

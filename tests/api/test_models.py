@@ -122,6 +122,10 @@ def test_load_that_does_not_fit_is_refused_unless_forced(
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["code"] == "insufficient_memory" and "force" in err["message"] and "unload it first" in err["message"]
+    refused = err["memory_estimate"]  # the breakdown the UI shows before "load anyway"
+    assert refused["available_bytes"] == 1000 and refused["fits"] is False
+    assert refused["total_bytes"] == (refused["weights_bytes"] + refused["kv_cache_bytes"] + refused["sae_bytes"]
+                                      + refused["overhead_bytes"]) and refused["weights_bytes"] > 0
     assert live.runtime.worker.loaded.model_id != "tiny-again"
 
     r = _load(live, model=str(tiny_model_dir), model_id="tiny-again", force=True)

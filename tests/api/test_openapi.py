@@ -130,3 +130,12 @@ def test_the_profile_update_body_is_documented_as_profile_update(schema: dict[st
         assert {"version", "features", "mode"} <= set(body["properties"])
         assert body["required"] == []  # the version may come as If-Match
         assert all(prop.get("description") for prop in body["properties"].values())
+
+
+def test_every_error_response_is_the_json_envelope(schema: dict[str, Any]) -> None:
+    for method, path, op in operations(schema):
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")):
+                content = response["content"]
+                assert list(content) == ["application/json"], (method, path, status)
+                assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}

@@ -41,8 +41,10 @@ def _sse_item_schema(model: type[BaseModel]) -> dict[str, Any]:
         "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}}}
 
 
-# The event streams: server-sent events, each `data:` one DownloadEvent.
-EVENTS: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+# The event streams: server-sent events, each `data:` one DownloadEvent. (Their errors are JSON: spelt out, since
+# FastAPI would document a `model` in the route's own media type.)
+EVENTS: dict[int | str, dict[str, Any]] = {**{code: {"content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/ErrorResponse"}}}} for code in ERRORS}, 200: {
     "description": "Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent",
     "content": {"text/event-stream": {"itemSchema": _sse_item_schema(h.DownloadEvent)}}}}
 SSE_PING_S = 15
@@ -84,10 +86,18 @@ def job_out(job: Job | dict[str, Any]) -> h.JobOut:
         id=d["id"], kind=d["kind"], repo_id=d["repo_id"], name=d["repo_id"].rsplit("/", 1)[-1],
         revision=d["revision"], path=d["path"], state=d["state"], commit=d["commit"], bytes_done=done,
         bytes_total=total, files_done=d["files_done"], files_total=d["files_total"], progress=round(progress, 4),
-        current_file=d["current_file"], error=h.JobError(**d["error"]) if d["error"] else None,
+        current_file=d["current_file"], speed_bps=d.get("speed_bps", 0.0), eta_s=_eta(d),
+        error=h.JobError(**d["error"]) if d["error"] else None,
         attempts=d["attempts"], created_at=utc(d["created_at"]), updated_at=utc(d["updated_at"]),
         finished_at=utc(d["finished_at"]) if d["finished_at"] is not None else None,
     )
+
+
+def _eta(d: dict[str, Any]) -> float | None:
+    speed = d.get("speed_bps") or 0.0
+    if d["state"] != "running" or speed <= 0 or not d["bytes_total"]:
+        return None
+    return round(max(0, d["bytes_total"] - d["bytes_done"]) / speed, 1)
 
 
 def event_out(event: JobEvent) -> h.DownloadEvent:

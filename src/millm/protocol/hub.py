@@ -69,6 +69,8 @@ class JobOut(BaseModel):
     files_total: int
     progress: float = Field(description="bytes_done / bytes_total, 0..1 (1 when finished).")
     current_file: str | None = Field(description="Path inside the repo of the file being transferred.")
+    speed_bps: float = Field(description="Transfer rate over the last few seconds, bytes per second (0 unless running).")
+    eta_s: float | None = Field(description="Seconds left at that rate (null when not running or not moving).")
     error: JobError | None
     attempts: int
     created_at: datetime = Field(description="When the job was submitted (ISO 8601, UTC).")

@@ -25,6 +25,7 @@ from millm.services.monitoring import MonitorService
 from millm.services.profiles import ProfileService
 from millm.services.saes import SaeService
 from millm.services.steering import NamedSteering, SteeringService
+from millm.services.system import SystemMonitor
 from millm.engine.types import FeatureStrength
 from millm.store.db import Database, open_database
 
@@ -67,6 +68,7 @@ class Runtime:
             served_name=self.models.served_name,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
+        self.system = SystemMonitor()
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
