@@ -45,23 +45,95 @@ export type ActivationFrame = {
 };
 
 /**
+ * ActivationSummary
+ */
+export type ActivationSummary = {
+    /**
+     * Max
+     */
+    max: number;
+    /**
+     * Mean
+     */
+    mean: number;
+};
+
+/**
+ * AppliedFeature
+ */
+export type AppliedFeature = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     *
+     * The feature's label, when the attached SAE has one.
+     */
+    label?: string | null;
+    /**
+     * Raw Strength
+     *
+     * The strength before the scale (given when scale is not 1).
+     */
+    raw_strength?: number | null;
+    /**
+     * Strength
+     *
+     * The strength applied: raw_strength x scale.
+     */
+    strength: number;
+};
+
+/**
  * AppliedSteering
  *
  * What steering was applied to a request, echoed in every response (`millm.steering`).
  */
 export type AppliedSteering = {
     /**
+     * D Sae
+     */
+    d_sae?: number | null;
+    /**
+     * Evidence
+     *
+     * Per choice and steered feature: positions steered and skipped, and the activation at the hook before and after the intervention over the generated tokens (the positions that produced them).
+     */
+    evidence?: Array<ChoiceEvidence> | null;
+    /**
+     * Evidence Value
+     *
+     * Which activation the evidence reports (for a TopK SAE, the value after top-k selection).
+     */
+    evidence_value?: string | null;
+    /**
      * Features
      */
-    features?: Array<SteeringFeatureIn>;
+    features?: Array<AppliedFeature>;
+    /**
+     * Hash
+     *
+     * SHA-256 of the canonical form of the applied steering (docs/api.md); null when nothing was applied.
+     */
+    hash?: string | null;
     /**
      * Hook Name
      */
     hook_name?: string | null;
     /**
+     * Layer
+     */
+    layer?: number | null;
+    /**
      * Mode
      */
     mode?: 'add' | 'clamp' | null;
+    /**
+     * Normalize
+     */
+    normalize?: boolean | null;
     /**
      * Profile
      */
@@ -71,9 +143,25 @@ export type AppliedSteering = {
      */
     sae?: string | null;
     /**
+     * Scale
+     *
+     * The intensity dial that multiplied every raw strength.
+     */
+    scale?: number | null;
+    /**
+     * Server Steering Changed
+     *
+     * In the final receipt: whether the server-wide steering changed while this request ran (the request keeps the steering it started with).
+     */
+    server_steering_changed?: boolean | null;
+    /**
      * Source
      */
     source: 'request' | 'profile' | 'model' | 'server' | 'none';
+    /**
+     * Steer Special Tokens
+     */
+    steer_special_tokens?: boolean | null;
 };
 
 /**
@@ -92,6 +180,10 @@ export type AssistantMessage = {
      * Role
      */
     role?: 'assistant';
+    /**
+     * Tool Calls
+     */
+    tool_calls?: Array<ToolCall> | null;
 };
 
 /**
@@ -258,6 +350,12 @@ export type ChatCompletion = {
      */
     object?: 'chat.completion';
     /**
+     * Prompt Logprobs
+     *
+     * With prompt_logprobs: one entry per prompt token (null for the first).
+     */
+    prompt_logprobs?: Array<ChatLogprobContent | null> | null;
+    /**
      * System Fingerprint
      */
     system_fingerprint?: string | null;
@@ -268,6 +366,24 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    /**
+     * Add Generation Prompt
+     *
+     * Extension: end the rendering with the assistant turn's opening (as transformers' apply_chat_template).
+     */
+    add_generation_prompt?: boolean;
+    /**
+     * Allowed Token Ids
+     *
+     * Extension (as vLLM): sample only among these token ids; with logprobs, their probabilities renormalised over the set (a classifier's scores).
+     */
+    allowed_token_ids?: Array<number> | null;
+    /**
+     * Continue Final Message
+     *
+     * Extension: render the last (assistant) message open, so its text is scored or continued, not closed.
+     */
+    continue_final_message?: boolean;
     /**
      * Frequency Penalty
      */
@@ -292,6 +408,8 @@ export type ChatCompletionRequest = {
     max_completion_tokens?: number | null;
     /**
      * Max Tokens
+     *
+     * 0 only with prompt_logprobs: score, generate nothing.
      */
     max_tokens?: number | null;
     /**
@@ -307,9 +425,19 @@ export type ChatCompletionRequest = {
      */
     n?: number;
     /**
+     * Parallel Tool Calls
+     */
+    parallel_tool_calls?: boolean;
+    /**
      * Presence Penalty
      */
     presence_penalty?: number;
+    /**
+     * Prompt Logprobs
+     *
+     * Extension: the logprob of every rendered prompt token (and this many alternatives), in `prompt_logprobs`; with max_tokens 0 the request only scores.
+     */
+    prompt_logprobs?: number | null;
     response_format?: ResponseFormat | null;
     /**
      * Seed
@@ -333,10 +461,16 @@ export type ChatCompletionRequest = {
     temperature?: number | null;
     /**
      * Tool Choice
+     *
+     * 'none', 'auto' (the default with tools), 'required' or {'type': 'function', 'function': {'name': ...}}; required and named calls are enforced by a grammar.
      */
     tool_choice?: string | {
         [key: string]: unknown;
     } | null;
+    /**
+     * Tools
+     */
+    tools?: Array<ToolDef> | null;
     /**
      * Top K
      *
@@ -428,7 +562,224 @@ export type ChatMessage = {
      * Role
      */
     role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
+    /**
+     * Tool Call Id
+     *
+     * On a tool message: the call it answers.
+     */
+    tool_call_id?: string | null;
+    /**
+     * Tool Calls
+     *
+     * An assistant turn's tool calls, sent back.
+     */
+    tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceEvidence
+ */
+export type ChoiceEvidence = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Features
+     */
+    features: Array<FeatureEvidence>;
+    /**
+     * Skipped
+     *
+     * The first 64 skipped positions.
+     */
+    skipped?: Array<SkippedPosition>;
+};
+
+/**
+ * CompareRequest
+ *
+ * Body of POST /api/compare. Give `messages` (chat template) or `prompt` (plain text or token ids).
+ */
+export type CompareRequest = {
+    /**
+     * Frequency Penalty
+     */
+    frequency_penalty?: number;
+    /**
+     * Ignore Eos
+     */
+    ignore_eos?: boolean;
+    /**
+     * Max Tokens
+     */
+    max_tokens?: number | null;
+    /**
+     * Messages
+     */
+    messages?: Array<ChatMessage> | null;
+    /**
+     * Model
+     *
+     * The served model or `<model>+<profile>` (default: the loaded one).
+     */
+    model?: string | null;
+    /**
+     * Presence Penalty
+     */
+    presence_penalty?: number;
+    /**
+     * Prompt
+     *
+     * A single prompt: a string or a list of token ids.
+     */
+    prompt?: string | Array<string> | Array<number> | Array<Array<number>> | null;
+    /**
+     * Seed
+     *
+     * Shared by every variant (default: one random seed, reported back).
+     */
+    seed?: number | null;
+    /**
+     * Stop
+     */
+    stop?: string | Array<string> | null;
+    /**
+     * Stream
+     *
+     * Server-sent events (default); false: one JSON CompareResult.
+     */
+    stream?: boolean;
+    /**
+     * Temperature
+     *
+     * Default 1; 0 is greedy.
+     */
+    temperature?: number | null;
+    /**
+     * Top K
+     */
+    top_k?: number | null;
+    /**
+     * Top P
+     */
+    top_p?: number | null;
+    /**
+     * Variants
+     *
+     * 1 to 8 steering variants, run as rows of one batch with one seed; the divergence index of each is taken against variant 0.
+     */
+    variants: Array<CompareVariantIn>;
+};
+
+/**
+ * CompareResult
+ *
+ * The non-streamed response (`stream: false`).
+ */
+export type CompareResult = {
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Model
+     */
+    model: string;
+    /**
+     * Object
+     */
+    object?: 'millm.compare';
+    /**
+     * Prompt Tokens
+     */
+    prompt_tokens: number;
+    /**
+     * Seed
+     */
+    seed: number;
+    usage: CompareUsage;
+    /**
+     * Variants
+     */
+    variants: Array<CompareVariantResult>;
+};
+
+/**
+ * CompareUsage
+ */
+export type CompareUsage = {
+    /**
+     * Completion Tokens
+     */
+    completion_tokens: number;
+    /**
+     * Prompt Tokens
+     */
+    prompt_tokens: number;
+    /**
+     * Total Tokens
+     */
+    total_tokens: number;
+};
+
+/**
+ * CompareVariantIn
+ */
+export type CompareVariantIn = {
+    /**
+     * Label
+     *
+     * A name to show for this variant.
+     */
+    label?: string | null;
+    /**
+     * The variant's steering (the /v1 `steering` object). null or {"features": []}: unsteered (the server-wide steering does not apply to compare variants).
+     */
+    steering?: SteeringIn | null;
+};
+
+/**
+ * CompareVariantResult
+ */
+export type CompareVariantResult = {
+    /**
+     * Diverges At
+     *
+     * Index of the first generated token that differs from variant 0's (its length when one is a prefix of the other); null for variant 0 and for identical outputs.
+     */
+    diverges_at: number | null;
+    /**
+     * Finish Reason
+     */
+    finish_reason: string | null;
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * The variant's full steering receipt.
+     */
+    steering: AppliedSteering;
+    /**
+     * Text
+     */
+    text: string;
+    /**
+     * Token Ids
+     */
+    token_ids: Array<number>;
+    /**
+     * Tokens
+     *
+     * Generated tokens.
+     */
+    tokens: number;
 };
 
 /**
@@ -511,6 +862,12 @@ export type CompletionLogprobs = {
  */
 export type CompletionRequest = {
     /**
+     * Allowed Token Ids
+     *
+     * Extension (as vLLM): sample only among these token ids; with logprobs, their probabilities renormalised over the set (a classifier's scores).
+     */
+    allowed_token_ids?: Array<number> | null;
+    /**
      * Best Of
      */
     best_of?: number | null;
@@ -556,6 +913,10 @@ export type CompletionRequest = {
      * Prompt
      */
     prompt: string | Array<string> | Array<number> | Array<Array<number>>;
+    /**
+     * Extension: structured outputs, as on chat.
+     */
+    response_format?: ResponseFormat | null;
     /**
      * Seed
      *
@@ -657,6 +1018,36 @@ export type DownloadIn = {
 };
 
 /**
+ * DownloadsSummaryOut
+ */
+export type DownloadsSummaryOut = {
+    /**
+     * Active
+     *
+     * Download jobs queued or running.
+     */
+    active: number;
+    /**
+     * Bytes Done
+     *
+     * Bytes transferred by the active jobs.
+     */
+    bytes_done: number;
+    /**
+     * Bytes Total
+     *
+     * Bytes the active jobs fetch in all.
+     */
+    bytes_total: number;
+    /**
+     * Speed Bps
+     *
+     * Their transfer rate together, bytes per second.
+     */
+    speed_bps: number;
+};
+
+/**
  * Embedding
  */
 export type Embedding = {
@@ -714,6 +1105,18 @@ export type EmbeddingRequest = {
      * Model
      */
     model: string;
+    /**
+     * Normalize
+     *
+     * Extension: L2-normalise each vector (false: the raw pooled state).
+     */
+    normalize?: boolean;
+    /**
+     * Pooling
+     *
+     * Extension: how token states become one vector: their mean, the last token's (what a causal LM has read the whole input at), or the first token's (cls; BOS where the tokenizer adds one).
+     */
+    pooling?: 'mean' | 'last' | 'cls';
     steering?: SteeringIn | null;
     /**
      * User
@@ -745,6 +1148,10 @@ export type ErrorInfo = {
      */
     code?: string | null;
     /**
+     * Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did not fit in the free memory it was compared with.
+     */
+    memory_estimate?: MemoryEstimateOut | null;
+    /**
      * Message
      */
     message: string;
@@ -763,6 +1170,44 @@ export type ErrorInfo = {
  */
 export type ErrorResponse = {
     error: ErrorInfo;
+};
+
+/**
+ * FeatureEvidence
+ *
+ * What the steering did to one feature of one choice, measured at the hook.
+ */
+export type FeatureEvidence = {
+    /**
+     * Activation at the hook after the intervention.
+     */
+    after?: ActivationSummary | null;
+    /**
+     * Activation at the hook before the intervention.
+     */
+    before?: ActivationSummary | null;
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Positions Skipped
+     *
+     * Positions left alone (see `skipped` for which and why).
+     */
+    positions_skipped: number;
+    /**
+     * Positions Steered
+     *
+     * Positions (prompt and fed-back generated tokens) the steering touched.
+     */
+    positions_steered: number;
+    /**
+     * Tokens
+     *
+     * Generated tokens the before/after statistics cover.
+     */
+    tokens: number;
 };
 
 /**
@@ -848,6 +1293,61 @@ export type FeatureValue = {
 };
 
 /**
+ * FunctionDef
+ */
+export type FunctionDef = {
+    /**
+     * Description
+     */
+    description?: string | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Parameters
+     */
+    parameters?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Strict
+     */
+    strict?: boolean | null;
+    [key: string]: unknown;
+};
+
+/**
+ * GpuOut
+ */
+export type GpuOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Memory Total Bytes
+     */
+    memory_total_bytes: number;
+    /**
+     * Memory Used Bytes
+     *
+     * Used memory on the device (null without NVML, on a device miLLM does not use).
+     */
+    memory_used_bytes: number | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Utilization Percent
+     *
+     * GPU busy time, 0..100 (null without NVML).
+     */
+    utilization_percent: number | null;
+};
+
+/**
  * HistoryList
  */
 export type HistoryList = {
@@ -859,6 +1359,42 @@ export type HistoryList = {
      * Data
      */
     data: Array<RequestHistory>;
+};
+
+/**
+ * HostOut
+ */
+export type HostOut = {
+    /**
+     * Cpu Count
+     */
+    cpu_count: number;
+    /**
+     * Cpu Percent
+     *
+     * Whole-machine CPU use since the previous status request, 0..100.
+     */
+    cpu_percent: number;
+    /**
+     * Process Cpu Percent
+     *
+     * CPU use of the miLLM process (100 = one core).
+     */
+    process_cpu_percent: number;
+    /**
+     * Process Rss Bytes
+     *
+     * Resident memory of the miLLM process.
+     */
+    process_rss_bytes: number;
+    /**
+     * Ram Total Bytes
+     */
+    ram_total_bytes: number;
+    /**
+     * Ram Used Bytes
+     */
+    ram_used_bytes: number;
 };
 
 /**
@@ -965,6 +1501,12 @@ export type JobOut = {
     current_file: string | null;
     error: JobError | null;
     /**
+     * Eta S
+     *
+     * Seconds left at that rate (null when not running or not moving).
+     */
+    eta_s: number | null;
+    /**
      * Files Done
      */
     files_done: number;
@@ -1013,6 +1555,12 @@ export type JobOut = {
      */
     revision: string;
     /**
+     * Speed Bps
+     *
+     * Transfer rate over the last few seconds, bytes per second (0 unless running).
+     */
+    speed_bps: number;
+    /**
      * State
      */
     state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -1022,6 +1570,37 @@ export type JobOut = {
      * Its last change of state or progress (ISO 8601, UTC).
      */
     updated_at: string;
+};
+
+/**
+ * JsonSchemaFormat
+ */
+export type JsonSchemaFormat = {
+    /**
+     * Description
+     */
+    description?: string | null;
+    /**
+     * Name
+     *
+     * A name for the schema (as OpenAI: a-z, A-Z, 0-9, _ and -).
+     */
+    name: string;
+    /**
+     * Schema
+     *
+     * The JSON schema the output follows.
+     */
+    schema?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Strict
+     *
+     * Accepted; the output always follows the schema here.
+     */
+    strict?: boolean | null;
+    [key: string]: unknown;
 };
 
 /**
@@ -1078,8 +1657,10 @@ export type LoadedModelOut = {
 export type MemoryEstimateOut = {
     /**
      * Available Bytes
+     *
+     * Free memory on the device; null when it is not on this machine.
      */
-    available_bytes: number;
+    available_bytes: number | null;
     /**
      * Batch
      */
@@ -1093,13 +1674,21 @@ export type MemoryEstimateOut = {
      */
     device: string;
     /**
+     * Device Present
+     *
+     * Whether the device exists on this machine.
+     */
+    device_present?: boolean;
+    /**
      * Dtype
      */
     dtype: string;
     /**
      * Fits
+     *
+     * Whether total_bytes <= available_bytes; null when the device is absent.
      */
-    fits: boolean;
+    fits: boolean | null;
     /**
      * Kv Cache Bytes
      */
@@ -1284,6 +1873,12 @@ export type ModelLoadOut = {
     memory_estimate?: MemoryEstimateOut | null;
     model: LoadedModelOut;
     /**
+     * Sae Attached
+     *
+     * The SAE attached along with the model: the demo SAE when millm-demo is loaded by name.
+     */
+    sae_attached?: string | null;
+    /**
      * Sae Detached
      *
      * Why an attached SAE was detached, if it was.
@@ -1413,6 +2008,24 @@ export type ProfileCreate = {
      * The SAE its feature indices refer to.
      */
     sae: SaeRef;
+    /**
+     * Scale
+     *
+     * Default intensity: multiplies every strength when the profile is applied and the request gives no steering.scale (absent: 1).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask of this profile (absent: the server's MILLM_STEERING_MAX_SCALE).
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask of this profile (absent: 0).
+     */
+    scale_min?: number | null;
 };
 
 /**
@@ -1473,6 +2086,24 @@ export type ProfileDocument = {
      * The SAE its feature indices refer to.
      */
     sae: SaeRef;
+    /**
+     * Scale
+     *
+     * Default intensity: multiplies every strength when the profile is applied and the request gives no steering.scale (absent: 1).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask of this profile (absent: the server's MILLM_STEERING_MAX_SCALE).
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask of this profile (absent: 0).
+     */
+    scale_min?: number | null;
     /**
      * Updated At
      */
@@ -1578,6 +2209,24 @@ export type ProfilePublic = {
      */
     sae: SaeRef;
     /**
+     * Scale
+     *
+     * Default intensity: multiplies every strength when the profile is applied and the request gives no steering.scale (absent: 1).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask of this profile (absent: the server's MILLM_STEERING_MAX_SCALE).
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask of this profile (absent: 0).
+     */
+    scale_min?: number | null;
+    /**
      * Updated At
      */
     updated_at: string;
@@ -1613,8 +2262,11 @@ export type RequestHistory = {
 
 /**
  * ResponseFormat
+ *
+ * Structured outputs, enforced by constrained decoding: `json_object` (any JSON object) or `json_schema`.
  */
 export type ResponseFormat = {
+    json_schema?: JsonSchemaFormat | null;
     /**
      * Type
      */
@@ -1664,6 +2316,8 @@ export type SaeAttachIn = {
 export type SaeOut = {
     /**
      * Architecture
+     *
+     * standard, jumprelu, topk or gated.
      */
     architecture: string;
     /**
@@ -1672,6 +2326,8 @@ export type SaeOut = {
     d_in: number;
     /**
      * D Sae
+     *
+     * Number of features; valid indices are 0 .. d_sae - 1.
      */
     d_sae: number;
     /**
@@ -1680,6 +2336,8 @@ export type SaeOut = {
     dtype: string;
     /**
      * Hook Name
+     *
+     * The hook as its source names it (TransformerLens name or module path).
      */
     hook_name: string;
     /**
@@ -1688,6 +2346,8 @@ export type SaeOut = {
     id: string;
     /**
      * Labelled Features
+     *
+     * Features with a label (GET /api/saes/attached/labels).
      */
     labelled_features?: number;
     /**
@@ -1695,19 +2355,45 @@ export type SaeOut = {
      */
     layer: number;
     /**
+     * Model Name
+     *
+     * The model its config says it was trained on.
+     */
+    model_name?: string | null;
+    /**
      * Module
+     *
+     * The model's module the SAE reads and steers.
      */
     module: string;
     /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of this SAE, `<model>/<sae set>` (e.g. gemma-2-2b/20-gemmascope-res-16k), when its config names one: feature i is at https://www.neuronpedia.org/<id>/<i>.
+     */
+    neuronpedia_id?: string | null;
+    /**
      * Path
+     *
+     * Folder inside repo_id.
      */
     path?: string | null;
     /**
      * Repo Id
+     *
+     * Hub repo it came from (null: a local folder).
      */
     repo_id?: string | null;
     /**
+     * Revision
+     *
+     * Hub revision of repo_id.
+     */
+    revision?: string | null;
+    /**
      * Source Format
+     *
+     * The format it was read from (saelens, gemma_scope, sparsify, ...).
      */
     source_format: string;
 };
@@ -1800,6 +2486,36 @@ export type SaveSteeringIn = {
 };
 
 /**
+ * ShutdownOut
+ */
+export type ShutdownOut = {
+    /**
+     * Status
+     */
+    status?: 'shutting_down';
+};
+
+/**
+ * SkippedPosition
+ */
+export type SkippedPosition = {
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Reason
+     *
+     * special_token: steer_special_tokens is false.
+     */
+    reason: 'special_token';
+    /**
+     * Token
+     */
+    token: string;
+};
+
+/**
  * StatsOut
  */
 export type StatsOut = {
@@ -1823,29 +2539,48 @@ export type StatusOut = {
     active_profile: string | null;
     /**
      * Active Sequences
+     *
+     * Sequences being decoded now.
      */
     active_sequences: number;
     /**
      * Device
      */
     device: string | null;
+    downloads: DownloadsSummaryOut;
+    /**
+     * Gpus
+     *
+     * CUDA devices (empty without CUDA).
+     */
+    gpus: Array<GpuOut>;
+    host: HostOut;
     /**
      * Loading
+     *
+     * The model being loaded, while one is.
      */
     loading?: string | null;
     /**
      * Max Batch Size
      */
     max_batch_size: number;
+    /**
+     * Memory of the model's device (the GPU's, else RAM).
+     */
     memory: MemoryOut;
     model: LoadedModelOut | null;
     /**
      * Queue Depth
+     *
+     * Requests waiting for a batch slot.
      */
     queue_depth: number;
     sae: SaeOut | null;
     /**
      * Status
+     *
+     * ok: serving; loading: a model is being loaded (the previous one may still serve); no_model: nothing to serve.
      */
     status: 'ok' | 'loading' | 'no_model';
     steering: SteeringStateOut;
@@ -1946,6 +2681,12 @@ export type SteeringFeaturePatch = {
  */
 export type SteeringIn = {
     /**
+     * Evidence
+     *
+     * Report each steered feature's activation before and after the intervention in the receipt (`millm.steering.evidence`).
+     */
+    evidence?: boolean | null;
+    /**
      * Features
      *
      * Features and strengths; [] disables steering.
@@ -1970,6 +2711,12 @@ export type SteeringIn = {
      */
     profile?: string | null;
     /**
+     * Scale
+     *
+     * Intensity dial: multiplies every strength of the selected steering (request, profile or server-wide), 0 to the server's maximum (MILLM_STEERING_MAX_SCALE) or the profile's range; 0 turns it off. Default: the profile's own default scale, else 1.
+     */
+    scale?: number | null;
+    /**
      * Steer Special Tokens
      *
      * Also steer BOS and other special-token positions.
@@ -1993,6 +2740,12 @@ export type SteeringPatchIn = {
      * New mode; null keeps the current one.
      */
     mode?: 'add' | 'clamp' | null;
+    /**
+     * Scale
+     *
+     * Intensity dial.
+     */
+    scale?: number | null;
 };
 
 /**
@@ -2017,6 +2770,12 @@ export type SteeringSetIn = {
      * Use unit-norm decoder rows for add (as Neuronpedia does).
      */
     normalize?: boolean;
+    /**
+     * Scale
+     *
+     * Intensity dial, 0 to MILLM_STEERING_MAX_SCALE.
+     */
+    scale?: number;
     /**
      * Steer Special Tokens
      *
@@ -2052,6 +2811,12 @@ export type SteeringStateOut = {
      */
     profile?: string | null;
     /**
+     * Scale
+     *
+     * Intensity dial multiplying every strength (a request's steering.scale overrides it).
+     */
+    scale?: number;
+    /**
      * Steer Special Tokens
      */
     steer_special_tokens: boolean;
@@ -2065,6 +2830,49 @@ export type StreamOptions = {
      * Include Usage
      */
     include_usage?: boolean;
+    [key: string]: unknown;
+};
+
+/**
+ * ToolCall
+ */
+export type ToolCall = {
+    function: ToolCallFunction;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Type
+     */
+    type?: 'function';
+};
+
+/**
+ * ToolCallFunction
+ */
+export type ToolCallFunction = {
+    /**
+     * Arguments
+     *
+     * The call's arguments as a JSON object text.
+     */
+    arguments: string;
+    /**
+     * Name
+     */
+    name: string;
+};
+
+/**
+ * ToolDef
+ */
+export type ToolDef = {
+    function: FunctionDef;
+    /**
+     * Type
+     */
+    type: 'function';
     [key: string]: unknown;
 };
 
@@ -2170,6 +2978,43 @@ export type DeleteCacheEntryResponses = {
 };
 
 export type DeleteCacheEntryResponse = DeleteCacheEntryResponses[keyof DeleteCacheEntryResponses];
+
+export type CompareSteeringData = {
+    body: CompareRequest;
+    path?: never;
+    query?: never;
+    url: '/api/compare';
+};
+
+export type CompareSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CompareSteeringError = CompareSteeringErrors[keyof CompareSteeringErrors];
+
+export type CompareSteeringResponses = {
+    /**
+     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare). With `stream: false`, one CompareResult.
+     */
+    200: CompareResult;
+};
+
+export type CompareSteeringResponse = CompareSteeringResponses[keyof CompareSteeringResponses];
 
 export type ListDownloadsData = {
     body?: never;
@@ -3256,6 +4101,24 @@ export type UpdateProfileData = {
          */
         sae?: SaeRef | null;
         /**
+         * Scale
+         *
+         * Default intensity (see ProfileCreate.scale).
+         */
+        scale?: number | null;
+        /**
+         * Scale Max
+         *
+         * Highest steering.scale a request may ask.
+         */
+        scale_max?: number | null;
+        /**
+         * Scale Min
+         *
+         * Lowest steering.scale a request may ask.
+         */
+        scale_min?: number | null;
+        /**
          * Version
          *
          * The version being edited; a stale version is refused with 409.
@@ -3351,6 +4214,24 @@ export type ReplaceProfileData = {
          * The SAE its feature indices refer to.
          */
         sae?: SaeRef | null;
+        /**
+         * Scale
+         *
+         * Default intensity (see ProfileCreate.scale).
+         */
+        scale?: number | null;
+        /**
+         * Scale Max
+         *
+         * Highest steering.scale a request may ask.
+         */
+        scale_max?: number | null;
+        /**
+         * Scale Min
+         *
+         * Lowest steering.scale a request may ask.
+         */
+        scale_min?: number | null;
         /**
          * Version
          *
@@ -3653,6 +4534,35 @@ export type DetachSaeResponses = {
 };
 
 export type DetachSaeResponse = DetachSaeResponses[keyof DetachSaeResponses];
+
+export type ShutdownServerData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/shutdown';
+};
+
+export type ShutdownServerErrors = {
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ShutdownServerError = ShutdownServerErrors[keyof ShutdownServerErrors];
+
+export type ShutdownServerResponses = {
+    /**
+     * Successful Response
+     */
+    202: ShutdownOut;
+};
+
+export type ShutdownServerResponse = ShutdownServerResponses[keyof ShutdownServerResponses];
 
 export type GetStatusData = {
     body?: never;

@@ -49,6 +49,27 @@ logprobs?: (ChatLogprobs | null)
 export interface ChatDelta {
 content?: (string | null)
 role?: ("assistant" | null)
+tool_calls?: (ToolCallDelta[] | null)
+}
+/**
+ * A streamed tool call: the first delta of a call has id, type and name; later ones append arguments.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ToolCallDelta".
+ */
+export interface ToolCallDelta {
+function: ToolCallFunctionDelta
+id?: (string | null)
+index: number
+type?: ("function" | null)
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ToolCallFunctionDelta".
+ */
+export interface ToolCallFunctionDelta {
+arguments?: string
+name?: (string | null)
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
@@ -91,24 +112,114 @@ steering: AppliedSteering
  * via the `definition` "AppliedSteering".
  */
 export interface AppliedSteering {
-features?: SteeringFeatureIn[]
+d_sae?: (number | null)
+/**
+ * Per choice and steered feature: positions steered and skipped, and the activation at the hook before and after the intervention over the generated tokens (the positions that produced them).
+ */
+evidence?: (ChoiceEvidence[] | null)
+/**
+ * Which activation the evidence reports (for a TopK SAE, the value after top-k selection).
+ */
+evidence_value?: (string | null)
+features?: AppliedFeature[]
+/**
+ * SHA-256 of the canonical form of the applied steering (docs/api.md); null when nothing was applied.
+ */
+hash?: (string | null)
 hook_name?: (string | null)
+layer?: (number | null)
 mode?: (("add" | "clamp") | null)
+normalize?: (boolean | null)
 profile?: (string | null)
 sae?: (string | null)
+/**
+ * The intensity dial that multiplied every raw strength.
+ */
+scale?: (number | null)
+/**
+ * In the final receipt: whether the server-wide steering changed while this request ran (the request keeps the steering it started with).
+ */
+server_steering_changed?: (boolean | null)
 source: ("request" | "profile" | "model" | "server" | "none")
+steer_special_tokens?: (boolean | null)
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "SteeringFeatureIn".
+ * via the `definition` "ChoiceEvidence".
  */
-export interface SteeringFeatureIn {
+export interface ChoiceEvidence {
+choice: number
+features: FeatureEvidence[]
 /**
- * SAE feature index (0 <= index < d_sae).
+ * The first 64 skipped positions.
  */
+skipped?: SkippedPosition[]
+}
+/**
+ * What the steering did to one feature of one choice, measured at the hook.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "FeatureEvidence".
+ */
+export interface FeatureEvidence {
+/**
+ * Activation at the hook after the intervention.
+ */
+after?: (ActivationSummary | null)
+/**
+ * Activation at the hook before the intervention.
+ */
+before?: (ActivationSummary | null)
 index: number
 /**
- * Strength: added multiple of W_dec[index] (add) or the clamped value (clamp).
+ * Positions left alone (see `skipped` for which and why).
+ */
+positions_skipped: number
+/**
+ * Positions (prompt and fed-back generated tokens) the steering touched.
+ */
+positions_steered: number
+/**
+ * Generated tokens the before/after statistics cover.
+ */
+tokens: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ActivationSummary".
+ */
+export interface ActivationSummary {
+max: number
+mean: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "SkippedPosition".
+ */
+export interface SkippedPosition {
+position: number
+/**
+ * special_token: steer_special_tokens is false.
+ */
+reason: "special_token"
+token: string
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "AppliedFeature".
+ */
+export interface AppliedFeature {
+index: number
+/**
+ * The feature's label, when the attached SAE has one.
+ */
+label?: (string | null)
+/**
+ * The strength before the scale (given when scale is not 1).
+ */
+raw_strength?: (number | null)
+/**
+ * The strength applied: raw_strength x scale.
  */
 strength: number
 }
@@ -134,9 +245,45 @@ error: ErrorInfo
  */
 export interface ErrorInfo {
 code?: (string | null)
+/**
+ * Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did not fit in the free memory it was compared with.
+ */
+memory_estimate?: (MemoryEstimateOut | null)
 message: string
 param?: (string | null)
 type: string
+}
+/**
+ * What a load needs (weights + KV cache + SAE + overhead) against free memory on the device.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "MemoryEstimateOut".
+ */
+export interface MemoryEstimateOut {
+/**
+ * Free memory on the device; null when it is not on this machine.
+ */
+available_bytes: (number | null)
+batch: number
+context: number
+device: string
+/**
+ * Whether the device exists on this machine.
+ */
+device_present?: boolean
+dtype: string
+/**
+ * Whether total_bytes <= available_bytes; null when the device is absent.
+ */
+fits: (boolean | null)
+kv_cache_bytes: number
+overhead_bytes: number
+params: number
+quantization: string
+sae_bytes: number
+summary: string
+total_bytes: number
+weights_bytes: number
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
@@ -202,6 +349,10 @@ created_at: string
  */
 current_file: (string | null)
 error: (JobError | null)
+/**
+ * Seconds left at that rate (null when not running or not moving).
+ */
+eta_s: (number | null)
 files_done: number
 files_total: number
 /**
@@ -224,6 +375,10 @@ path: string
 progress: number
 repo_id: string
 revision: string
+/**
+ * Transfer rate over the last few seconds, bytes per second (0 unless running).
+ */
+speed_bps: number
 state: ("queued" | "running" | "completed" | "failed" | "cancelled")
 /**
  * Its last change of state or progress (ISO 8601, UTC).
