@@ -4,8 +4,10 @@
  * `hint`: what the user can do next, shown under the message in toasts and inline errors.
  */
 
+import type { ErrorInfo } from "@/client";
+
 export interface ErrorEnvelope {
-  error: { message: string; type?: string; param?: string | null; code?: string | null };
+  error: ErrorInfo;
 }
 
 export function isEnvelope(body: unknown): body is ErrorEnvelope {
@@ -52,6 +54,7 @@ export class ApiError extends Error {
     this.code = opts.code ?? null;
     this.param = opts.param ?? null;
     this.type = opts.type ?? null;
+    this.info = opts.info ?? null;
   }
 
   /** Status 0: the request never got an answer (server down, network). */
@@ -72,7 +75,7 @@ export class ApiError extends Error {
     if (body instanceof ApiError) return body;
     if (isEnvelope(body)) {
       const e = body.error;
-      return new ApiError(e.message, { status, code: e.code, param: e.param, type: e.type });
+      return new ApiError(e.message, { status, code: e.code, param: e.param, type: e.type, info: e });
     }
     if (status === 0) {
       return new ApiError("Cannot reach the miLLM server.", { status: 0, code: "network_error" });

@@ -14,8 +14,10 @@ const PARTS = [
  * memory on the target device, with the numbers in a table for screen readers and precise reading.
  */
 export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
-  const scale = Math.max(estimate.total_bytes, estimate.available_bytes, 1);
+  const free = estimate.available_bytes;
+  const scale = Math.max(estimate.total_bytes, free ?? 0, 1);
   const device = estimate.device === "cpu" ? "RAM" : `${estimate.device} memory`;
+  const share = free ? estimate.total_bytes / free : null;
   return (
     <figure aria-label="Memory estimate" className="rounded-lg border border-control/30 bg-surface/30 p-4">
       <div className="relative h-4 w-full overflow-hidden rounded-full bg-surface" aria-hidden="true">
@@ -24,10 +26,12 @@ export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
             <div key={p.key} className={p.color} style={{ width: `${(estimate[p.key] / scale) * 100}%` }} />
           ))}
         </div>
-        <div
-          className="absolute top-0 h-full w-0.5 bg-title"
-          style={{ left: `calc(${Math.min(100, (estimate.available_bytes / scale) * 100)}% - 1px)` }}
-        />
+        {free != null && (
+          <div
+            className="absolute top-0 h-full w-0.5 bg-title"
+            style={{ left: `calc(${Math.min(100, (free / scale) * 100)}% - 1px)` }}
+          />
+        )}
       </div>
       <table className="num mt-3 w-full text-xs">
         <caption className="sr-only">Memory needed to load, by part, and free memory</caption>
@@ -58,14 +62,21 @@ export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
             <th scope="row" className="text-left font-normal text-label">
               Free {device}
             </th>
-            <td className="text-right text-body">{formatBytes(estimate.available_bytes)}</td>
+            <td className="text-right text-body">{free == null ? "unknown" : formatBytes(free)}</td>
           </tr>
         </tbody>
       </table>
-      <figcaption className={cn("mt-2 text-xs", estimate.fits ? "text-success" : "text-danger")}>
-        {estimate.fits
-          ? "Fits in free memory."
-          : "Does not fit in free memory: the server will refuse unless you load anyway."}
+      <figcaption
+        className={cn(
+          "mt-2 text-xs",
+          estimate.fits === false ? "text-danger" : estimate.fits ? "text-success" : "text-label",
+        )}
+      >
+        {estimate.fits == null
+          ? `${estimate.device} is not on this machine: free memory unknown.`
+          : estimate.fits
+            ? `Fits in free memory (${share != null && share < 0.01 ? "under 1" : Math.round((share ?? 0) * 100)}% of it).`
+            : "Does not fit in free memory: the server will refuse unless you load anyway."}
       </figcaption>
     </figure>
   );
