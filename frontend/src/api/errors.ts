@@ -43,10 +43,12 @@ export class ApiError extends Error {
   readonly code: string | null;
   readonly param: string | null;
   readonly type: string | null;
+  /** The envelope's error object as sent (e.g. `memory_estimate` on an insufficient_memory refusal). */
+  readonly info: ErrorInfo | null;
 
   constructor(
     message: string,
-    opts: { status: number; code?: string | null; param?: string | null; type?: string | null },
+    opts: { status: number; code?: string | null; param?: string | null; type?: string | null; info?: ErrorInfo },
   ) {
     super(message);
     this.name = "ApiError";
