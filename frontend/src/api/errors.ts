@@ -48,7 +48,13 @@ export class ApiError extends Error {
 
   constructor(
     message: string,
-    opts: { status: number; code?: string | null; param?: string | null; type?: string | null; info?: ErrorInfo },
+    opts: {
+      status: number;
+      code?: string | null;
+      param?: string | null;
+      type?: string | null;
+      info?: ErrorInfo;
+    },
   ) {
     super(message);
     this.name = "ApiError";
