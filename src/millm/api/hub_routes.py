@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel
 from sse_starlette import EventSourceResponse
 
 from millm.api.errors import error_body
+from millm.api.openapi import sse_item_schema
 from millm.api.websockets import push_until_closed
 from millm.api.state import RuntimeDep, WsRuntimeDep
 from millm.errors import MillmError
@@ -31,22 +31,12 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 502)}
 
 
-def _sse_item_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """One server-sent event as OpenAPI 3.2 (and FastAPI's own SSE routes) describe it: `itemSchema`, whose
-    `data` is a JSON document of `model` (its nested models are the components other routes use)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"type": "object", "required": ["data"], "properties": {
-        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0},
-        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}}}
-
-
 # The event streams: server-sent events, each `data:` one DownloadEvent. (Their errors are JSON: spelt out, since
 # FastAPI would document a `model` in the route's own media type.)
 EVENTS: dict[int | str, dict[str, Any]] = {**{code: {"content": {"application/json": {"schema": {
     "$ref": "#/components/schemas/ErrorResponse"}}}} for code in ERRORS}, 200: {
     "description": "Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent",
-    "content": {"text/event-stream": {"itemSchema": _sse_item_schema(h.DownloadEvent)}}}}
+    "content": {"text/event-stream": sse_item_schema(h.DownloadEvent)}}}
 SSE_PING_S = 15
 
 
@@ -297,3 +287,30 @@ async def estimate_model(
     return h.ModelEstimateOut(model=name, source=result.origin,  # type: ignore[arg-type]
                               estimate=estimate_out(result.estimate, result.available_bytes))
 
+
+
+# ---------------------------------------------------------------------------- browsing the Hub
+
+
+@router.get("/api/hub/saes", operation_id="listRepoSaes", tags=["saes"], response_model=h.RepoSaeList,
+            responses=ERRORS)
+async def list_repo_saes(
+    hub: HubDep,
+    repo_id: str = Query(description="Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).", max_length=200),
+    revision: str | None = Query(None, description="Branch, tag or commit (default: main).", max_length=200),
+) -> h.RepoSaeList:
+    """List a Hub repo's SAEs.
+
+    Every SAE folder of the repo (Gemma Scope, Gemma Scope 2, Llama Scope, SAELens, sparsify, dictionary_learning
+    layouts) with its layer, site, width, L0 and size parsed from its path, and d_in, hook, architecture and
+    Neuronpedia id from its config where the format has one; nothing is downloaded into the cache. Pick one and
+    pull it with `POST /api/downloads` (`kind: sae`, `repo_id`, `path`) or attach its `source`."""
+    listing = await asyncio.to_thread(hub.repo_saes, repo_id, revision)
+    data = [h.RepoSaeOut(path=s.path, source=f"{listing.repo_id}:{s.path}" if s.path else listing.repo_id,
+                         format=s.format, layer=s.layer, site=s.site, hook_name=s.hook_name, width=s.width,
+                         d_in=s.d_in, l0=s.l0, l0_label=s.l0_label, architecture=s.architecture,
+                         neuronpedia_id=s.neuronpedia_id, size_bytes=s.size_bytes, files=s.files,
+                         cached=s.path in listing.cached_paths)
+            for s in listing.saes]
+    return h.RepoSaeList(repo_id=listing.repo_id, revision=listing.revision, commit=listing.commit, data=data,
+                         count=len(data), configs_read=listing.configs_read)

@@ -256,6 +256,10 @@ class JobManager:
             sub.push(JobEvent("state", current.to_dict()))
         return sub
 
+    def hub_client(self) -> HubClient:
+        """A client for the Hub the jobs download from (same endpoint and token)."""
+        return HubClient(endpoint=self._endpoint, token=self._token)
+
     # ------------------------------------------------------------------ cache
     def is_busy(self, repo_id: str) -> bool:
         with self._lock:

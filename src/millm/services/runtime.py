@@ -87,8 +87,8 @@ class Runtime:
             served_name=self.models.served_name,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
-        self.system = SystemMonitor()
         self.compare = CompareService(generation=self.generation)
+        self.system = SystemMonitor()
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
