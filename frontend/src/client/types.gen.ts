@@ -2239,6 +2239,138 @@ export type ProfilePublic = {
 };
 
 /**
+ * RepoSaeList
+ */
+export type RepoSaeList = {
+    /**
+     * Commit
+     *
+     * The commit the revision resolved to.
+     */
+    commit: string;
+    /**
+     * Configs Read
+     *
+     * How many SAE configs were read for d_in, width, hook and Neuronpedia id.
+     */
+    configs_read: number;
+    /**
+     * Count
+     */
+    count: number;
+    /**
+     * Data
+     *
+     * Sorted by site, layer, width and L0, ready to group.
+     */
+    data: Array<RepoSaeOut>;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     */
+    revision: string;
+};
+
+/**
+ * RepoSaeOut
+ *
+ * One SAE folder of a Hub repo, with what its path and (where the format has one) its config say.
+ */
+export type RepoSaeOut = {
+    /**
+     * Architecture
+     *
+     * standard, jumprelu, topk or gated, when known.
+     */
+    architecture: string | null;
+    /**
+     * Cached
+     *
+     * Already downloaded into the local cache.
+     */
+    cached: boolean;
+    /**
+     * D In
+     *
+     * Width of the activations it reads, when its config says.
+     */
+    d_in: number | null;
+    /**
+     * Files
+     */
+    files: number;
+    /**
+     * Format
+     *
+     * gemma_scope, gemma_scope_2, saelens, sparsify, llama_scope, llama_scope_r1 or dictionary_learning.
+     */
+    format: string;
+    /**
+     * Hook Name
+     *
+     * The hook as the SAE names it, when known.
+     */
+    hook_name: string | null;
+    /**
+     * L0
+     *
+     * Average number of active features per token (Gemma Scope's average_l0).
+     */
+    l0: number | null;
+    /**
+     * L0 Label
+     *
+     * Gemma Scope 2's relative L0: small, medium or big.
+     */
+    l0_label: string | null;
+    /**
+     * Layer
+     *
+     * The model layer it reads.
+     */
+    layer: number | null;
+    /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of the SAE, when its config names one.
+     */
+    neuronpedia_id: string | null;
+    /**
+     * Path
+     *
+     * Folder inside the repo ('' = the repo root): the `path` of a download.
+     */
+    path: string;
+    /**
+     * Site
+     *
+     * Where in the layer: resid_post, resid_pre, mlp_out, attn_out, attn_z, transcoder, embedding, module.
+     */
+    site: string | null;
+    /**
+     * Size Bytes
+     *
+     * Bytes of its files on the Hub.
+     */
+    size_bytes: number;
+    /**
+     * Source
+     *
+     * `repo_id:path` (or the repo id for the root), ready for POST /api/saes/attach.
+     */
+    source: string;
+    /**
+     * Width
+     *
+     * Number of features (d_sae).
+     */
+    width: number | null;
+};
+
+/**
  * RequestHistory
  */
 export type RequestHistory = {
@@ -3009,7 +3141,7 @@ export type CompareSteeringError = CompareSteeringErrors[keyof CompareSteeringEr
 
 export type CompareSteeringResponses = {
     /**
-     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare). With `stream: false`, one CompareResult.
+     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare, in frontend/frames.schema.json as sse_compare). With `stream: false`, one CompareResult.
      */
     200: CompareResult;
 };
@@ -3385,6 +3517,64 @@ export type ResumeDownloadResponses = {
 };
 
 export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
+
+export type ListRepoSaesData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * Repo Id
+         *
+         * Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).
+         */
+        repo_id: string;
+        /**
+         * Revision
+         *
+         * Branch, tag or commit (default: main).
+         */
+        revision?: string | null;
+    };
+    url: '/api/hub/saes';
+};
+
+export type ListRepoSaesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type ListRepoSaesError = ListRepoSaesErrors[keyof ListRepoSaesErrors];
+
+export type ListRepoSaesResponses = {
+    /**
+     * Successful Response
+     */
+    200: RepoSaeList;
+};
+
+export type ListRepoSaesResponse = ListRepoSaesResponses[keyof ListRepoSaesResponses];
 
 export type EstimateModelData = {
     body?: never;
