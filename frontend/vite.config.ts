@@ -21,6 +21,7 @@ export default defineConfig({
     outDir: "../src/millm/webui/dist",
     emptyOutDir: true,
     sourcemap: false,
+    manifest: true, // dist/.vite/manifest.json: read by scripts/bundle-size.mjs
   },
   server: {
     proxy: { ...proxy, "/ws": { target: server.replace(/^http/, "ws"), ws: true } },
