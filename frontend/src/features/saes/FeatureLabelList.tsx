@@ -53,7 +53,7 @@ export function FeatureLabelList({ total, neuronpediaId }: { total: number; neur
         <p className="py-6 text-center text-sm text-muted">No label matches “{query}”.</p>
       ) : (
         <div className="mt-3 max-h-72 overflow-y-auto rounded-lg border border-control/30">
-          <table className="w-full text-sm">
+          <table className="w-full table-fixed text-sm">
             <thead className="sticky top-0 bg-surface">
               <tr>
                 <th
