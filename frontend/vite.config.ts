@@ -31,5 +31,7 @@ export default defineConfig({
     setupFiles: ["./src/test/setup.ts"],
     css: false,
     restoreMocks: true,
+    // Whole-app tests take seconds on CI's 2 shared cores; the 5 s default timed out there.
+    testTimeout: 30_000,
   },
 });
