@@ -22,6 +22,7 @@ describe("/", () => {
     const { router, user } = renderApp("/");
     await waitFor(() => expect(router.state.location.pathname).toBe("/models"));
     await user.click(await screen.findByRole("link", { name: "Monitor" }));
+    await screen.findByRole("heading", { level: 1, name: "Monitor" });
     expect(await screen.findByRole("region", { name: "No model loaded" })).toHaveTextContent(
       "A model must be loaded to watch feature activations.",
     );
