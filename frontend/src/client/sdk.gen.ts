@@ -36,7 +36,8 @@ export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: O
 /**
  * Compare steering variants
  *
- * Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed). Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+ * Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed). Each `done`
+ * frame (and each variant of the JSON result) carries the text, token count, finish_reason,
  * full steering receipt and `diverges_at`: the first generated token that differs from variant 0's.
  */
 export const compareSteering = <ThrowOnError extends boolean = true>(options: Options<CompareSteeringData, ThrowOnError>): RequestResult<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError> => (options.client ?? client).post<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError>({

@@ -1348,6 +1348,24 @@ export type GpuOut = {
 };
 
 /**
+ * HealthOut
+ */
+export type HealthOut = {
+    /**
+     * Error
+     *
+     * Why start-up failed, when it did.
+     */
+    error?: string | null;
+    /**
+     * Status
+     *
+     * ok (200) when a model is serving; otherwise (503) loading or no_model.
+     */
+    status: 'ok' | 'loading' | 'no_model';
+};
+
+/**
  * HistoryList
  */
 export type HistoryList = {
@@ -3032,6 +3050,8 @@ export type ListCacheData = {
     query?: {
         /**
          * Kind
+         *
+         * Only models or only SAEs.
          */
         kind?: string | null;
     };
@@ -3061,12 +3081,16 @@ export type DeleteCacheEntryData = {
     path: {
         /**
          * Repo Id
+         *
+         * Hub repo id, `owner/name`.
          */
         repo_id: string;
     };
     query?: {
         /**
          * Revision
+         *
+         * Delete only this revision (commit or ref); none: all of it.
          */
         revision?: string | null;
     };
@@ -3154,6 +3178,8 @@ export type ListDownloadsData = {
     query?: {
         /**
          * Active
+         *
+         * Only queued and running jobs.
          */
         active?: boolean;
     };
@@ -3273,6 +3299,8 @@ export type DeleteDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3323,6 +3351,8 @@ export type GetDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3373,6 +3403,8 @@ export type CancelDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3423,6 +3455,8 @@ export type StreamDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3473,6 +3507,8 @@ export type ResumeDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3582,26 +3618,38 @@ export type EstimateModelData = {
     query: {
         /**
          * Model
+         *
+         * A local folder, `millm-demo`, a cached or a Hub repo id.
          */
         model: string;
         /**
          * Revision
+         *
+         * Hub branch, tag or commit (default: main).
          */
         revision?: string | null;
         /**
          * Dtype
+         *
+         * Precision of the weights (default: the server's).
          */
         dtype?: string | null;
         /**
          * Quantization
+         *
+         * bitsandbytes quantization (default: the server's).
          */
         quantization?: string | null;
         /**
          * Device
+         *
+         * Device to estimate for; one not on this machine is estimated too.
          */
         device?: string | null;
         /**
          * Context
+         *
+         * Tokens of KV cache (default: the model's, capped).
          */
         context?: number | null;
     };
@@ -3801,10 +3849,14 @@ export type ExportMonitorHistoryData = {
     query?: {
         /**
          * Format
+         *
+         * jsonl or csv.
          */
         format?: string;
         /**
          * Request Id
+         *
+         * One request only; none: all of them.
          */
         request_id?: string | null;
     };
@@ -3855,6 +3907,8 @@ export type GetMonitorHistoryData = {
     query?: {
         /**
          * Request Id
+         *
+         * One request's history (its completion id); none: every recorded request.
          */
         request_id?: string | null;
     };
@@ -3950,6 +4004,8 @@ export type ListProfilesData = {
     query?: {
         /**
          * Model
+         *
+         * Only the profiles made for this model id.
          */
         model?: string | null;
     };
@@ -4029,6 +4085,8 @@ export type ExportProfilesData = {
     query?: {
         /**
          * Names
+         *
+         * Profiles to export (repeat the parameter); none: all.
          */
         names?: Array<string> | null;
     };
@@ -4100,10 +4158,14 @@ export type ImportProfilesData = {
     query?: {
         /**
          * On Conflict
+         *
+         * A name already in use: error (409, nothing imported), rename (a free name), or replace the existing profile.
          */
         on_conflict?: string;
         /**
          * Name
+         *
+         * Store a single imported profile under this name.
          */
         name?: string | null;
     };
@@ -4161,18 +4223,24 @@ export type DeleteProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
     query?: {
         /**
          * Version
+         *
+         * Delete only at this version.
          */
         version?: number | null;
     };
@@ -4210,6 +4278,8 @@ export type GetProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4318,12 +4388,16 @@ export type UpdateProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4432,12 +4506,16 @@ export type ReplaceProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4476,6 +4554,8 @@ export type ActivateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4514,6 +4594,8 @@ export type DuplicateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4552,6 +4634,8 @@ export type ExportProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4917,21 +5001,21 @@ export type GetHealthData = {
 
 export type GetHealthErrors = {
     /**
-     * Service Unavailable
+     * Starting, loading or no model (with Retry-After)
      */
-    503: ErrorResponse;
+    503: HealthOut;
 };
 
 export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
 
 export type GetHealthResponses = {
     /**
-     * Response Gethealth
-     *
      * Successful Response
      */
-    200: unknown;
+    200: HealthOut;
 };
+
+export type GetHealthResponse = GetHealthResponses[keyof GetHealthResponses];
 
 export type GetMetricsData = {
     body?: never;
@@ -5093,6 +5177,8 @@ export type RetrieveModelData = {
     path: {
         /**
          * Model Id
+         *
+         * A model id from GET /v1/models (may contain '/').
          */
         model_id: string;
     };

@@ -74,7 +74,8 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
 # ---------------------------------------------------------------------------- health, metrics, status
 
 
-@router.get("/health", operation_id="getHealth", tags=["operations"], responses={503: {"model": ErrorResponse}})
+@router.get("/health", operation_id="getHealth", tags=["operations"], response_model=a.HealthOut,
+            responses={503: {"model": a.HealthOut, "description": "Starting, loading or no model (with Retry-After)"}})
 async def health(rt: RuntimeDep) -> Any:
     """Health check.
 

@@ -48,7 +48,8 @@ def _memory_estimate(exc: MillmError) -> MemoryEstimateOut | None:
     est, free = getattr(exc, "estimate", None), getattr(exc, "available", None)
     if not isinstance(exc, InsufficientMemory) or est is None or free is None:
         return None
-    return MemoryEstimateOut(**est.to_dict(), available_bytes=free, fits=est.total_bytes <= free,  # type: ignore[attr-defined]
+    fits = est.total_bytes <= free  # type: ignore[attr-defined]
+    return MemoryEstimateOut(**est.to_dict(), available_bytes=free, fits=fits,  # type: ignore[attr-defined]
                              summary=est.describe())  # type: ignore[attr-defined]
 
 

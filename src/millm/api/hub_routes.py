@@ -11,7 +11,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, Depends, Path, Query, Response, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse
 
 from millm.api.errors import error_body
@@ -63,6 +63,7 @@ def hub_service(rt: RuntimeDep) -> HubService:
 
 
 HubDep = Annotated[HubService, Depends(hub_service)]
+JobId = Annotated[str, Path(description="The job's id, as POST /api/downloads and GET /api/downloads give it.")]
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -129,7 +130,8 @@ async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
 
 
 @router.get("/api/downloads", operation_id="listDownloads", tags=["downloads"], response_model=h.JobList)
-async def list_downloads(rt: RuntimeDep, active: bool = False) -> h.JobList:
+async def list_downloads(rt: RuntimeDep, active: bool = Query(
+        False, description="Only queued and running jobs.")) -> h.JobList:
     """List downloads.
 
     Every job the server knows (`active=true`: queued and running ones), oldest first, with total progress
@@ -161,7 +163,7 @@ async def download_events(rt: RuntimeDep) -> EventSourceResponse:
 
 @router.get("/api/downloads/{job_id}", operation_id="getDownload", tags=["downloads"],
             response_model=h.JobOut, responses=ERRORS)
-async def get_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+async def get_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
     """Get a download.
 
     One job: state, bytes and files done of the total, speed, ETA, current file and error."""
@@ -170,7 +172,7 @@ async def get_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
 
 @router.get("/api/downloads/{job_id}/events", operation_id="streamDownload", tags=["downloads"],
             response_class=EventStream, responses=EVENTS)
-async def job_events(job_id: str, rt: RuntimeDep) -> EventSourceResponse:
+async def job_events(job_id: JobId, rt: RuntimeDep) -> EventSourceResponse:
     """Stream one download's events.
 
     Server-sent events for one job: its current state, then its events; the stream ends after a final state."""
@@ -180,7 +182,7 @@ async def job_events(job_id: str, rt: RuntimeDep) -> EventSourceResponse:
 
 @router.post("/api/downloads/{job_id}/cancel", operation_id="cancelDownload", tags=["downloads"],
              response_model=h.JobOut, responses=ERRORS)
-async def cancel_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+async def cancel_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
     """Cancel a download.
 
     Stop a job; the file being transferred is deleted, finished files stay in the cache."""
@@ -189,7 +191,7 @@ async def cancel_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
 
 @router.post("/api/downloads/{job_id}/resume", operation_id="resumeDownload", tags=["downloads"],
              response_model=h.JobOut, responses=ERRORS)
-async def resume_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+async def resume_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
     """Resume a download.
 
     Run a failed or cancelled job again; files already complete are not fetched twice."""
@@ -198,7 +200,7 @@ async def resume_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
 
 @router.delete("/api/downloads/{job_id}", operation_id="deleteDownload", tags=["downloads"],
                status_code=204, responses=ERRORS)
-async def forget_download(job_id: str, rt: RuntimeDep) -> Response:
+async def forget_download(job_id: JobId, rt: RuntimeDep) -> Response:
     """Delete a download from the list.
 
     Forget a finished job (409 while it is queued or running). The downloaded files stay in the cache."""
@@ -240,7 +242,8 @@ async def downloads_ws(websocket: WebSocket, rt: WsRuntimeDep, job_id: str | Non
 
 
 @router.get("/api/cache", operation_id="listCache", tags=["downloads"], response_model=h.CacheList)
-async def list_cache(hub: HubDep, kind: str | None = Query(None, pattern="^(model|sae)$")) -> h.CacheList:
+async def list_cache(hub: HubDep, kind: str | None = Query(
+        None, pattern="^(model|sae)$", description="Only models or only SAEs.")) -> h.CacheList:
     """List the cache.
 
     Cached models and SAEs: size, files, revisions, last use, SAE folders, and whether each is in use or
@@ -252,7 +255,10 @@ async def list_cache(hub: HubDep, kind: str | None = Query(None, pattern="^(mode
 
 @router.delete("/api/cache/{repo_id:path}", operation_id="deleteCacheEntry", tags=["downloads"],
                response_model=h.CacheDeleteOut, responses=ERRORS)
-async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) -> h.CacheDeleteOut:
+async def delete_cached(
+    repo_id: Annotated[str, Path(description="Hub repo id, `owner/name`.")], hub: HubDep,
+    revision: str | None = Query(None, description="Delete only this revision (commit or ref); none: all of it."),
+) -> h.CacheDeleteOut:
     """Delete a cache entry.
 
     Delete a cached repo (or one revision); refused (409) while it is loaded, attached or being downloaded."""
@@ -267,12 +273,15 @@ async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) 
             response_model=h.ModelEstimateOut, responses=ERRORS)
 async def estimate_model(
     hub: HubDep,
-    model: str,
-    revision: str | None = None,
-    dtype: str | None = Query(None, pattern="^(auto|float32|float16|bfloat16)$"),
-    quantization: str | None = Query(None, pattern="^(none|8bit|4bit)$"),
-    device: str | None = Query(None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$"),
-    context: int | None = Query(None, ge=1),
+    model: str = Query(description="A local folder, `millm-demo`, a cached or a Hub repo id."),
+    revision: str | None = Query(None, description="Hub branch, tag or commit (default: main)."),
+    dtype: str | None = Query(None, pattern="^(auto|float32|float16|bfloat16)$",
+                              description="Precision of the weights (default: the server's)."),
+    quantization: str | None = Query(None, pattern="^(none|8bit|4bit)$",
+                                     description="bitsandbytes quantization (default: the server's)."),
+    device: str | None = Query(None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                               description="Device to estimate for; one not on this machine is estimated too."),
+    context: int | None = Query(None, ge=1, description="Tokens of KV cache (default: the model's, capped)."),
 ) -> h.ModelEstimateOut:
     """Estimate a model's memory.
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
@@ -89,7 +89,10 @@ async def list_models(rt: RuntimeDep) -> p.ModelList:
 
 
 @router.get("/models/{model_id:path}", operation_id="retrieveModel", response_model=p.ModelCard, responses=ERRORS)
-async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
+async def retrieve_model(
+    model_id: Annotated[str, Path(description="A model id from GET /v1/models (may contain '/').")],
+    rt: RuntimeDep,
+) -> p.ModelCard:
     """Retrieve a model.
 
     One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an

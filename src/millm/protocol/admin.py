@@ -186,6 +186,12 @@ class DownloadsSummaryOut(BaseModel):
     speed_bps: float = Field(description="Their transfer rate together, bytes per second.")
 
 
+class HealthOut(BaseModel):
+    status: Literal["ok", "loading", "no_model"] = Field(
+        description="ok (200) when a model is serving; otherwise (503) loading or no_model.")
+    error: str | None = Field(None, exclude_if=lambda v: v is None, description="Why start-up failed, when it did.")
+
+
 class StatusOut(BaseModel):
     version: str
     uptime_s: float
