@@ -19,7 +19,7 @@ import httpx
 import pytest
 from huggingface_hub import constants
 
-from tests.conftest import LiveServer, free_port, start_server, tiny_settings
+from tests.conftest import LiveServer, client_post, free_port, start_server, tiny_settings
 from tests.hub.conftest import isolated_hf_env, small_chunks  # noqa: F401 - fixtures
 from tests.hub.fake_hub import FakeHub
 
@@ -159,7 +159,7 @@ def test_sae_pull_by_path_attach_detach_and_delete(
     assert r.status_code == 200, r.text
     assert r.json()["attached"]["repo_id"] == "org/tiny-saes"
     assert httpx.delete(f"{live.url}/api/cache/org/tiny-saes").status_code == 409
-    assert httpx.post(f"{live.url}/api/saes/detach").status_code == 200
+    assert client_post(f"{live.url}/api/saes/detach").status_code == 200
     r = httpx.delete(f"{live.url}/api/cache/org/tiny-saes")
     assert r.status_code == 200 and r.json()["freed_bytes"] > 0
     assert httpx.get(f"{live.url}/api/cache", params={"kind": "sae"}).json()["data"] == []
@@ -199,7 +199,7 @@ def test_private_repo_needs_token_and_unknown_repo_is_404(
     assert job["error"]["code"] == "hub_unauthorized" and "HF_TOKEN" in job["error"]["message"]
 
     monkeypatch.setenv("HF_TOKEN", "hf_good")
-    assert httpx.post(f"{live.url}/api/downloads/{job['id']}/resume").status_code == 200
+    assert client_post(f"{live.url}/api/downloads/{job['id']}/resume").status_code == 200
     done = _wait(live, job["id"], states=("completed", "failed"))
     assert done["state"] == "completed" and done["error"] is None and done["attempts"] == 2
     assert not any("hf_good" in p.read_text() for p in (live.runtime.settings.data_dir / "jobs").glob("*.json"))
@@ -235,7 +235,7 @@ def test_cancel_over_websocket_leaves_no_partial_file_then_resume(
             states.append(event["job"]["state"])
             job = event["job"]
             if job["current_file"] == "model.safetensors" and job["bytes_done"] > 0 and "cancel" not in states:
-                assert httpx.post(f"{live.url}/api/downloads/{job_id}/cancel").status_code == 200
+                assert client_post(f"{live.url}/api/downloads/{job_id}/cancel").status_code == 200
                 states.append("cancel")
                 release.set()
             if job["state"] in ("completed", "failed", "cancelled"):
@@ -245,7 +245,7 @@ def test_cancel_over_websocket_leaves_no_partial_file_then_resume(
     assert not list(storage.rglob("*.incomplete"))
     assert not list(storage.glob("snapshots/*/model.safetensors"))
 
-    r = httpx.post(f"{live.url}/api/downloads/{job_id}/resume")
+    r = client_post(f"{live.url}/api/downloads/{job_id}/resume")
     assert r.status_code == 200
     done = _wait(live, job_id, states=("completed", "failed"))
     assert done["state"] == "completed"

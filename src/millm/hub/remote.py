@@ -9,9 +9,11 @@ missing repo/revision/file -> NotFound, anything else (network, 5xx) -> Download
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -66,13 +68,17 @@ OFFLINE_ADVICE = ("Check the network connection; set HF_ENDPOINT to use a Hub mi
                   "models already in the cache; or give a local folder instead.")
 
 
+_NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                   errno.ENETDOWN, errno.ETIMEDOUT, errno.EHOSTDOWN}
+
+
 def _unreachable(exc: BaseException) -> bool:
     """A failure to talk to the Hub at all (DNS, refused, timeout, TLS), as opposed to an answer from it."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (httpx2.TransportError, ConnectionError, TimeoutError)):
             return True
-        if isinstance(seen, OSError) and seen.errno is not None and not isinstance(seen, FileNotFoundError):
+        if isinstance(seen, socket.gaierror) or (isinstance(seen, OSError) and seen.errno in _NETWORK_ERRNOS):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
