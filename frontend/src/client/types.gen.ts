@@ -5945,10 +5945,14 @@ export type ListBatchesData = {
     query?: {
         /**
          * Limit
+         *
+         * At most this many batches.
          */
         limit?: number;
         /**
          * After
+         *
+         * A batch id: list the batches after it (paging).
          */
         after?: string | null;
     };
@@ -6035,6 +6039,8 @@ export type RetrieveBatchData = {
     path: {
         /**
          * Batch Id
+         *
+         * The batch's id, as POST /v1/batches gave it.
          */
         batch_id: string;
     };
@@ -6077,6 +6083,8 @@ export type CancelBatchData = {
     path: {
         /**
          * Batch Id
+         *
+         * The batch's id, as POST /v1/batches gave it.
          */
         batch_id: string;
     };
@@ -6123,6 +6131,8 @@ export type StreamBatchEventsData = {
     path: {
         /**
          * Batch Id
+         *
+         * The batch's id, as POST /v1/batches gave it.
          */
         batch_id: string;
     };
@@ -6345,18 +6355,26 @@ export type ListFilesData = {
     query?: {
         /**
          * Purpose
+         *
+         * Only files with this purpose (batch, batch_output).
          */
         purpose?: string | null;
         /**
          * Limit
+         *
+         * At most this many files.
          */
         limit?: number;
         /**
          * After
+         *
+         * A file id: list the files after it (paging).
          */
         after?: string | null;
         /**
          * Order
+         *
+         * By creation time: asc or desc.
          */
         order?: 'asc' | 'desc';
     };
@@ -6443,6 +6461,8 @@ export type DeleteFileData = {
     path: {
         /**
          * File Id
+         *
+         * The file's id, as POST /v1/files gave it.
          */
         file_id: string;
     };
@@ -6485,6 +6505,8 @@ export type RetrieveFileData = {
     path: {
         /**
          * File Id
+         *
+         * The file's id, as POST /v1/files gave it.
          */
         file_id: string;
     };
@@ -6527,6 +6549,8 @@ export type DownloadFileData = {
     path: {
         /**
          * File Id
+         *
+         * The file's id, as POST /v1/files gave it.
          */
         file_id: string;
     };

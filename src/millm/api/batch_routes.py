@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, AsyncIterator, Literal
+from typing import Annotated, Any, AsyncIterator, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
@@ -23,6 +23,8 @@ EVENTS: dict[int | str, dict[str, Any]] = {
     "description": "Server-sent events, each `data:` the Batch object after a change; ends when the batch ends",
     "content": {"text/event-stream": sse_item_schema(b.Batch)}}}
 CHUNK = 1 << 20
+FileId = Annotated[str, Path(description="The file's id, as POST /v1/files gave it.")]
+BatchId = Annotated[str, Path(description="The batch's id, as POST /v1/batches gave it.")]
 
 
 async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
@@ -40,8 +42,13 @@ async def create_file(rt: RuntimeDep, file: UploadFile, purpose: str = Form(...)
 
 
 @router.get("/files", operation_id="listFiles", response_model=b.FileList, responses=ERRORS)
-async def list_files(rt: RuntimeDep, purpose: str | None = None, limit: int = Query(10000, ge=1, le=10000),
-                     after: str | None = None, order: Literal["asc", "desc"] = "desc") -> b.FileList:
+async def list_files(
+    rt: RuntimeDep,
+    purpose: Annotated[str | None, Query(description="Only files with this purpose (batch, batch_output).")] = None,
+    limit: Annotated[int, Query(ge=1, le=10000, description="At most this many files.")] = 10000,
+    after: Annotated[str | None, Query(description="A file id: list the files after it (paging).")] = None,
+    order: Annotated[Literal["asc", "desc"], Query(description="By creation time: asc or desc.")] = "desc",
+) -> b.FileList:
     """List files.
 
     Uploaded batch inputs and the output and error files of ended batches, newest first by default."""
@@ -49,7 +56,7 @@ async def list_files(rt: RuntimeDep, purpose: str | None = None, limit: int = Qu
 
 
 @router.get("/files/{file_id}", operation_id="retrieveFile", response_model=b.FileObject, responses=ERRORS)
-async def retrieve_file(file_id: str, rt: RuntimeDep) -> b.FileObject:
+async def retrieve_file(file_id: FileId, rt: RuntimeDep) -> b.FileObject:
     """Retrieve a file.
 
     One file's metadata: id, size in bytes, file name, purpose (batch or batch_output) and creation time."""
@@ -57,7 +64,7 @@ async def retrieve_file(file_id: str, rt: RuntimeDep) -> b.FileObject:
 
 
 @router.delete("/files/{file_id}", operation_id="deleteFile", response_model=b.FileDeleted, responses=ERRORS)
-async def delete_file(file_id: str, rt: RuntimeDep) -> b.FileDeleted:
+async def delete_file(file_id: FileId, rt: RuntimeDep) -> b.FileDeleted:
     """Delete a file.
 
     A file a running batch reads or writes is a 409 until the batch ends."""
@@ -67,7 +74,7 @@ async def delete_file(file_id: str, rt: RuntimeDep) -> b.FileDeleted:
 @router.get("/files/{file_id}/content", operation_id="downloadFile", response_class=FileResponse,
             responses={**ERRORS, 200: {"description": "The file's bytes (JSONL)",
                                        "content": {"application/octet-stream": {}}}})
-async def download_file(file_id: str, rt: RuntimeDep) -> FileResponse:
+async def download_file(file_id: FileId, rt: RuntimeDep) -> FileResponse:
     """Download a file's content.
 
     The bytes of an input, output or error file, as stored (one JSON object per line)."""
@@ -84,7 +91,11 @@ async def create_batch(body: b.BatchCreate, rt: RuntimeDep) -> b.Batch:
 
 
 @router.get("/batches", operation_id="listBatches", response_model=b.BatchList, responses=ERRORS)
-async def list_batches(rt: RuntimeDep, limit: int = Query(20, ge=1, le=100), after: str | None = None) -> b.BatchList:
+async def list_batches(
+    rt: RuntimeDep,
+    limit: Annotated[int, Query(ge=1, le=100, description="At most this many batches.")] = 20,
+    after: Annotated[str | None, Query(description="A batch id: list the batches after it (paging).")] = None,
+) -> b.BatchList:
     """List batches.
 
     Batches newest first, paged with `after` (a batch id) and `limit`, each with its status and counts."""
@@ -92,7 +103,7 @@ async def list_batches(rt: RuntimeDep, limit: int = Query(20, ge=1, le=100), aft
 
 
 @router.get("/batches/{batch_id}", operation_id="retrieveBatch", response_model=b.Batch, responses=ERRORS)
-async def retrieve_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
+async def retrieve_batch(batch_id: BatchId, rt: RuntimeDep) -> b.Batch:
     """Retrieve a batch.
 
     Its status, request counts (total, completed, failed) and output and error file ids."""
@@ -100,7 +111,7 @@ async def retrieve_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
 
 
 @router.post("/batches/{batch_id}/cancel", operation_id="cancelBatch", response_model=b.Batch, responses=ERRORS)
-async def cancel_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
+async def cancel_batch(batch_id: BatchId, rt: RuntimeDep) -> b.Batch:
     """Cancel a batch.
 
     Lines not started are dropped and running ones stop within a decode step; finished lines stay in the output."""
@@ -109,7 +120,7 @@ async def cancel_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
 
 @router.get("/batches/{batch_id}/events", operation_id="streamBatchEvents", response_class=EventStream,
             responses=EVENTS)
-async def batch_events(batch_id: str, rt: RuntimeDep) -> EventSourceResponse:
+async def batch_events(batch_id: BatchId, rt: RuntimeDep) -> EventSourceResponse:
     """Stream a batch's progress.
 
     Server-sent events: the Batch object now and after each change (at most twice a second), until it ends."""
