@@ -67,6 +67,19 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extra}" if extra else base
 
 
+_KEY_IN_URL = re.compile(r"(api_key=)[^&\s\"']*")
+
+
+class RedactKeys(logging.Filter):
+    """Hide `?api_key=...` (WebSocket and EventSource URLs carry the key there) in every log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = _KEY_IN_URL.sub(r"\1<redacted>", message), None
+        return True
+
+
 def steering_summary(applied: dict[str, Any] | None) -> str:
     """'none', or e.g. 'request add 16:8,3:-2' / 'profile yelling-demo add 16:8' (source, name, mode, features)."""
     if not applied or applied.get("source") in (None, "none") or not applied.get("features"):
@@ -124,6 +137,7 @@ class AccessLog:
 
 def configure(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactKeys())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]

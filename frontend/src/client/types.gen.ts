@@ -1018,6 +1018,36 @@ export type DownloadIn = {
 };
 
 /**
+ * DownloadsSummaryOut
+ */
+export type DownloadsSummaryOut = {
+    /**
+     * Active
+     *
+     * Download jobs queued or running.
+     */
+    active: number;
+    /**
+     * Bytes Done
+     *
+     * Bytes transferred by the active jobs.
+     */
+    bytes_done: number;
+    /**
+     * Bytes Total
+     *
+     * Bytes the active jobs fetch in all.
+     */
+    bytes_total: number;
+    /**
+     * Speed Bps
+     *
+     * Their transfer rate together, bytes per second.
+     */
+    speed_bps: number;
+};
+
+/**
  * Embedding
  */
 export type Embedding = {
@@ -1117,6 +1147,10 @@ export type ErrorInfo = {
      * Code
      */
     code?: string | null;
+    /**
+     * Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did not fit in the free memory it was compared with.
+     */
+    memory_estimate?: MemoryEstimateOut | null;
     /**
      * Message
      */
@@ -1284,6 +1318,54 @@ export type FunctionDef = {
 };
 
 /**
+ * GpuOut
+ */
+export type GpuOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Memory Total Bytes
+     */
+    memory_total_bytes: number;
+    /**
+     * Memory Used Bytes
+     *
+     * Used memory on the device (null without NVML, on a device miLLM does not use).
+     */
+    memory_used_bytes: number | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Utilization Percent
+     *
+     * GPU busy time, 0..100 (null without NVML).
+     */
+    utilization_percent: number | null;
+};
+
+/**
+ * HealthOut
+ */
+export type HealthOut = {
+    /**
+     * Error
+     *
+     * Why start-up failed, when it did.
+     */
+    error?: string | null;
+    /**
+     * Status
+     *
+     * ok (200) when a model is serving; otherwise (503) loading or no_model.
+     */
+    status: 'ok' | 'loading' | 'no_model';
+};
+
+/**
  * HistoryList
  */
 export type HistoryList = {
@@ -1295,6 +1377,42 @@ export type HistoryList = {
      * Data
      */
     data: Array<RequestHistory>;
+};
+
+/**
+ * HostOut
+ */
+export type HostOut = {
+    /**
+     * Cpu Count
+     */
+    cpu_count: number;
+    /**
+     * Cpu Percent
+     *
+     * Whole-machine CPU use since the previous status request, 0..100.
+     */
+    cpu_percent: number;
+    /**
+     * Process Cpu Percent
+     *
+     * CPU use of the miLLM process (100 = one core).
+     */
+    process_cpu_percent: number;
+    /**
+     * Process Rss Bytes
+     *
+     * Resident memory of the miLLM process.
+     */
+    process_rss_bytes: number;
+    /**
+     * Ram Total Bytes
+     */
+    ram_total_bytes: number;
+    /**
+     * Ram Used Bytes
+     */
+    ram_used_bytes: number;
 };
 
 /**
@@ -1401,6 +1519,12 @@ export type JobOut = {
     current_file: string | null;
     error: JobError | null;
     /**
+     * Eta S
+     *
+     * Seconds left at that rate (null when not running or not moving).
+     */
+    eta_s: number | null;
+    /**
      * Files Done
      */
     files_done: number;
@@ -1448,6 +1572,12 @@ export type JobOut = {
      * Revision
      */
     revision: string;
+    /**
+     * Speed Bps
+     *
+     * Transfer rate over the last few seconds, bytes per second (0 unless running).
+     */
+    speed_bps: number;
     /**
      * State
      */
@@ -2127,6 +2257,138 @@ export type ProfilePublic = {
 };
 
 /**
+ * RepoSaeList
+ */
+export type RepoSaeList = {
+    /**
+     * Commit
+     *
+     * The commit the revision resolved to.
+     */
+    commit: string;
+    /**
+     * Configs Read
+     *
+     * How many SAE configs were read for d_in, width, hook and Neuronpedia id.
+     */
+    configs_read: number;
+    /**
+     * Count
+     */
+    count: number;
+    /**
+     * Data
+     *
+     * Sorted by site, layer, width and L0, ready to group.
+     */
+    data: Array<RepoSaeOut>;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     */
+    revision: string;
+};
+
+/**
+ * RepoSaeOut
+ *
+ * One SAE folder of a Hub repo, with what its path and (where the format has one) its config say.
+ */
+export type RepoSaeOut = {
+    /**
+     * Architecture
+     *
+     * standard, jumprelu, topk or gated, when known.
+     */
+    architecture: string | null;
+    /**
+     * Cached
+     *
+     * Already downloaded into the local cache.
+     */
+    cached: boolean;
+    /**
+     * D In
+     *
+     * Width of the activations it reads, when its config says.
+     */
+    d_in: number | null;
+    /**
+     * Files
+     */
+    files: number;
+    /**
+     * Format
+     *
+     * gemma_scope, gemma_scope_2, saelens, sparsify, llama_scope, llama_scope_r1 or dictionary_learning.
+     */
+    format: string;
+    /**
+     * Hook Name
+     *
+     * The hook as the SAE names it, when known.
+     */
+    hook_name: string | null;
+    /**
+     * L0
+     *
+     * Average number of active features per token (Gemma Scope's average_l0).
+     */
+    l0: number | null;
+    /**
+     * L0 Label
+     *
+     * Gemma Scope 2's relative L0: small, medium or big.
+     */
+    l0_label: string | null;
+    /**
+     * Layer
+     *
+     * The model layer it reads.
+     */
+    layer: number | null;
+    /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of the SAE, when its config names one.
+     */
+    neuronpedia_id: string | null;
+    /**
+     * Path
+     *
+     * Folder inside the repo ('' = the repo root): the `path` of a download.
+     */
+    path: string;
+    /**
+     * Site
+     *
+     * Where in the layer: resid_post, resid_pre, mlp_out, attn_out, attn_z, transcoder, embedding, module.
+     */
+    site: string | null;
+    /**
+     * Size Bytes
+     *
+     * Bytes of its files on the Hub.
+     */
+    size_bytes: number;
+    /**
+     * Source
+     *
+     * `repo_id:path` (or the repo id for the root), ready for POST /api/saes/attach.
+     */
+    source: string;
+    /**
+     * Width
+     *
+     * Number of features (d_sae).
+     */
+    width: number | null;
+};
+
+/**
  * RequestHistory
  */
 export type RequestHistory = {
@@ -2204,6 +2466,8 @@ export type SaeAttachIn = {
 export type SaeOut = {
     /**
      * Architecture
+     *
+     * standard, jumprelu, topk or gated.
      */
     architecture: string;
     /**
@@ -2212,6 +2476,8 @@ export type SaeOut = {
     d_in: number;
     /**
      * D Sae
+     *
+     * Number of features; valid indices are 0 .. d_sae - 1.
      */
     d_sae: number;
     /**
@@ -2220,6 +2486,8 @@ export type SaeOut = {
     dtype: string;
     /**
      * Hook Name
+     *
+     * The hook as its source names it (TransformerLens name or module path).
      */
     hook_name: string;
     /**
@@ -2228,6 +2496,8 @@ export type SaeOut = {
     id: string;
     /**
      * Labelled Features
+     *
+     * Features with a label (GET /api/saes/attached/labels).
      */
     labelled_features?: number;
     /**
@@ -2235,19 +2505,45 @@ export type SaeOut = {
      */
     layer: number;
     /**
+     * Model Name
+     *
+     * The model its config says it was trained on.
+     */
+    model_name?: string | null;
+    /**
      * Module
+     *
+     * The model's module the SAE reads and steers.
      */
     module: string;
     /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of this SAE, `<model>/<sae set>` (e.g. gemma-2-2b/20-gemmascope-res-16k), when its config names one: feature i is at https://www.neuronpedia.org/<id>/<i>.
+     */
+    neuronpedia_id?: string | null;
+    /**
      * Path
+     *
+     * Folder inside repo_id.
      */
     path?: string | null;
     /**
      * Repo Id
+     *
+     * Hub repo it came from (null: a local folder).
      */
     repo_id?: string | null;
     /**
+     * Revision
+     *
+     * Hub revision of repo_id.
+     */
+    revision?: string | null;
+    /**
      * Source Format
+     *
+     * The format it was read from (saelens, gemma_scope, sparsify, ...).
      */
     source_format: string;
 };
@@ -2393,29 +2689,48 @@ export type StatusOut = {
     active_profile: string | null;
     /**
      * Active Sequences
+     *
+     * Sequences being decoded now.
      */
     active_sequences: number;
     /**
      * Device
      */
     device: string | null;
+    downloads: DownloadsSummaryOut;
+    /**
+     * Gpus
+     *
+     * CUDA devices (empty without CUDA).
+     */
+    gpus: Array<GpuOut>;
+    host: HostOut;
     /**
      * Loading
+     *
+     * The model being loaded, while one is.
      */
     loading?: string | null;
     /**
      * Max Batch Size
      */
     max_batch_size: number;
+    /**
+     * Memory of the model's device (the GPU's, else RAM).
+     */
     memory: MemoryOut;
     model: LoadedModelOut | null;
     /**
      * Queue Depth
+     *
+     * Requests waiting for a batch slot.
      */
     queue_depth: number;
     sae: SaeOut | null;
     /**
      * Status
+     *
+     * ok: serving; loading: a model is being loaded (the previous one may still serve); no_model: nothing to serve.
      */
     status: 'ok' | 'loading' | 'no_model';
     steering: SteeringStateOut;
@@ -2735,6 +3050,8 @@ export type ListCacheData = {
     query?: {
         /**
          * Kind
+         *
+         * Only models or only SAEs.
          */
         kind?: string | null;
     };
@@ -2764,12 +3081,16 @@ export type DeleteCacheEntryData = {
     path: {
         /**
          * Repo Id
+         *
+         * Hub repo id, `owner/name`.
          */
         repo_id: string;
     };
     query?: {
         /**
          * Revision
+         *
+         * Delete only this revision (commit or ref); none: all of it.
          */
         revision?: string | null;
     };
@@ -2844,7 +3165,7 @@ export type CompareSteeringError = CompareSteeringErrors[keyof CompareSteeringEr
 
 export type CompareSteeringResponses = {
     /**
-     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare). With `stream: false`, one CompareResult.
+     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare, in frontend/frames.schema.json as sse_compare). With `stream: false`, one CompareResult.
      */
     200: CompareResult;
 };
@@ -2857,6 +3178,8 @@ export type ListDownloadsData = {
     query?: {
         /**
          * Active
+         *
+         * Only queued and running jobs.
          */
         active?: boolean;
     };
@@ -2935,27 +3258,27 @@ export type StreamDownloadEventsData = {
 
 export type StreamDownloadEventsErrors = {
     /**
-     * Bad Request
+     * An error in the OpenAI envelope
      */
     400: ErrorResponse;
     /**
-     * Unauthorized
+     * An error in the OpenAI envelope
      */
     401: ErrorResponse;
     /**
-     * Forbidden
+     * An error in the OpenAI envelope
      */
     403: ErrorResponse;
     /**
-     * Not Found
+     * An error in the OpenAI envelope
      */
     404: ErrorResponse;
     /**
-     * Conflict
+     * An error in the OpenAI envelope
      */
     409: ErrorResponse;
     /**
-     * Bad Gateway
+     * An error in the OpenAI envelope
      */
     502: ErrorResponse;
 };
@@ -2976,6 +3299,8 @@ export type DeleteDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3026,6 +3351,8 @@ export type GetDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3076,6 +3403,8 @@ export type CancelDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3126,6 +3455,8 @@ export type StreamDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3135,27 +3466,27 @@ export type StreamDownloadData = {
 
 export type StreamDownloadErrors = {
     /**
-     * Bad Request
+     * An error in the OpenAI envelope
      */
     400: ErrorResponse;
     /**
-     * Unauthorized
+     * An error in the OpenAI envelope
      */
     401: ErrorResponse;
     /**
-     * Forbidden
+     * An error in the OpenAI envelope
      */
     403: ErrorResponse;
     /**
-     * Not Found
+     * An error in the OpenAI envelope
      */
     404: ErrorResponse;
     /**
-     * Conflict
+     * An error in the OpenAI envelope
      */
     409: ErrorResponse;
     /**
-     * Bad Gateway
+     * An error in the OpenAI envelope
      */
     502: ErrorResponse;
 };
@@ -3176,6 +3507,8 @@ export type ResumeDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3221,32 +3554,102 @@ export type ResumeDownloadResponses = {
 
 export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
 
+export type ListRepoSaesData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * Repo Id
+         *
+         * Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).
+         */
+        repo_id: string;
+        /**
+         * Revision
+         *
+         * Branch, tag or commit (default: main).
+         */
+        revision?: string | null;
+    };
+    url: '/api/hub/saes';
+};
+
+export type ListRepoSaesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type ListRepoSaesError = ListRepoSaesErrors[keyof ListRepoSaesErrors];
+
+export type ListRepoSaesResponses = {
+    /**
+     * Successful Response
+     */
+    200: RepoSaeList;
+};
+
+export type ListRepoSaesResponse = ListRepoSaesResponses[keyof ListRepoSaesResponses];
+
 export type EstimateModelData = {
     body?: never;
     path?: never;
     query: {
         /**
          * Model
+         *
+         * A local folder, `millm-demo`, a cached or a Hub repo id.
          */
         model: string;
         /**
          * Revision
+         *
+         * Hub branch, tag or commit (default: main).
          */
         revision?: string | null;
         /**
          * Dtype
+         *
+         * Precision of the weights (default: the server's).
          */
         dtype?: string | null;
         /**
          * Quantization
+         *
+         * bitsandbytes quantization (default: the server's).
          */
         quantization?: string | null;
         /**
          * Device
+         *
+         * Device to estimate for; one not on this machine is estimated too.
          */
         device?: string | null;
         /**
          * Context
+         *
+         * Tokens of KV cache (default: the model's, capped).
          */
         context?: number | null;
     };
@@ -3446,10 +3849,14 @@ export type ExportMonitorHistoryData = {
     query?: {
         /**
          * Format
+         *
+         * jsonl or csv.
          */
         format?: string;
         /**
          * Request Id
+         *
+         * One request only; none: all of them.
          */
         request_id?: string | null;
     };
@@ -3500,6 +3907,8 @@ export type GetMonitorHistoryData = {
     query?: {
         /**
          * Request Id
+         *
+         * One request's history (its completion id); none: every recorded request.
          */
         request_id?: string | null;
     };
@@ -3595,6 +4004,8 @@ export type ListProfilesData = {
     query?: {
         /**
          * Model
+         *
+         * Only the profiles made for this model id.
          */
         model?: string | null;
     };
@@ -3674,6 +4085,8 @@ export type ExportProfilesData = {
     query?: {
         /**
          * Names
+         *
+         * Profiles to export (repeat the parameter); none: all.
          */
         names?: Array<string> | null;
     };
@@ -3745,10 +4158,14 @@ export type ImportProfilesData = {
     query?: {
         /**
          * On Conflict
+         *
+         * A name already in use: error (409, nothing imported), rename (a free name), or replace the existing profile.
          */
         on_conflict?: string;
         /**
          * Name
+         *
+         * Store a single imported profile under this name.
          */
         name?: string | null;
     };
@@ -3806,18 +4223,24 @@ export type DeleteProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
     query?: {
         /**
          * Version
+         *
+         * Delete only at this version.
          */
         version?: number | null;
     };
@@ -3855,6 +4278,8 @@ export type GetProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -3963,12 +4388,16 @@ export type UpdateProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4077,12 +4506,16 @@ export type ReplaceProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4121,6 +4554,8 @@ export type ActivateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4159,6 +4594,8 @@ export type DuplicateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4197,6 +4634,8 @@ export type ExportProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4562,21 +5001,21 @@ export type GetHealthData = {
 
 export type GetHealthErrors = {
     /**
-     * Service Unavailable
+     * Starting, loading or no model (with Retry-After)
      */
-    503: ErrorResponse;
+    503: HealthOut;
 };
 
 export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
 
 export type GetHealthResponses = {
     /**
-     * Response Gethealth
-     *
      * Successful Response
      */
-    200: unknown;
+    200: HealthOut;
 };
+
+export type GetHealthResponse = GetHealthResponses[keyof GetHealthResponses];
 
 export type GetMetricsData = {
     body?: never;
@@ -4738,6 +5177,8 @@ export type RetrieveModelData = {
     path: {
         /**
          * Model Id
+         *
+         * A model id from GET /v1/models (may contain '/').
          */
         model_id: string;
     };

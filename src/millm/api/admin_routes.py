@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,8 @@ def sae_out(att: AttachedSae | None) -> a.SaeOut | None:
         id=att.sae_id, hook_name=att.hook_name, module=att.hookpoint.module_path, layer=att.hookpoint.layer,
         d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, dtype=str(att.sae.dtype).removeprefix("torch."),
         source_format=cfg.source_format, repo_id=att.source.get("repo_id"), path=att.source.get("path"),
-        labelled_features=len(att.labels),
+        revision=att.source.get("revision"), model_name=cfg.model_name, labelled_features=len(att.labels),
+        neuronpedia_id=cfg.neuronpedia_id or None,
     )
 
 
@@ -72,13 +74,14 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
 # ---------------------------------------------------------------------------- health, metrics, status
 
 
-@router.get("/health", operation_id="getHealth", tags=["operations"], responses={503: {"model": ErrorResponse}})
+@router.get("/health", operation_id="getHealth", tags=["operations"], response_model=a.HealthOut,
+            responses={503: {"model": a.HealthOut, "description": "Starting, loading or no model (with Retry-After)"}})
 async def health(rt: RuntimeDep) -> Any:
     """Health check.
 
     200 `{"status": "ok"}` when a model is loaded and serving; 503 with `Retry-After` while the server starts,
-    loads or has no model."""
-    status = rt.status
+    loads, has no model or drains before exit (`draining`)."""
+    status = "draining" if rt.draining else rt.status
     if status != "ok":
         return JSONResponse({"status": status, "error": rt.boot_error}, status_code=503, headers={"Retry-After": "5"})
     return {"status": "ok"}
@@ -106,10 +109,19 @@ async def status(rt: RuntimeDep) -> a.StatusOut:
     return a.StatusOut(
         version=__version__, uptime_s=round(time.time() - rt.started_at, 3), status=rt.status,  # type: ignore[arg-type]
         loading=rt.models.loading, device=str(lm.device) if lm else None, memory=a.MemoryOut(**rt.memory()),
+        host=a.HostOut(**asdict(rt.system.host())), gpus=[a.GpuOut(**asdict(g)) for g in rt.system.gpus()],
         model=model_out(rt), sae=sae_out(rt.saes.attached), steering=steering_out(rt),
         active_profile=rt.steering.state.profile, queue_depth=rt.worker.queue_depth,
         active_sequences=rt.worker.active_sequences, max_batch_size=rt.worker.max_batch_size,
+        downloads=downloads_summary(rt),
     )
+
+
+def downloads_summary(rt: Runtime) -> a.DownloadsSummaryOut:
+    active = rt.jobs.list(active_only=True)
+    return a.DownloadsSummaryOut(active=len(active), bytes_done=sum(j.bytes_done for j in active),
+                                 bytes_total=sum(j.bytes_total for j in active),
+                                 speed_bps=round(sum(j.speed_bps for j in active), 1))
 
 
 # ---------------------------------------------------------------------------- models
@@ -132,8 +144,8 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
 
     Load or switch to a model: a local folder, `millm-demo`, or a Hub repo id (a repo not in the cache is pulled
     first). The previous model keeps serving until the new one is ready, and a failed load keeps it. A load the
-    memory estimate says will not fit is refused with a 409 `insufficient_memory` whose message gives the
-    breakdown (weights, KV cache, SAE) against free memory; `force: true` loads anyway."""
+    memory estimate says will not fit is refused with a 400 `insufficient_memory` whose `memory_estimate` gives the
+    breakdown (weights, KV cache, SAE, overhead) against free memory; `force: true` loads anyway."""
     result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
                                   quantization=body.quantization, device=body.device, force=body.force)
     if result.sae_message is not None:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any, AsyncIterator
+from typing import Annotated, Any, AsyncIterator, Awaitable
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Path, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
@@ -56,6 +57,27 @@ async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
     yield _event("[DONE]")
 
 
+async def _unless_disconnected(request: Request, work: Awaitable[Result]) -> Result | Response:
+    """Await `work` (a whole non-streamed completion, or a stream's prefill); if the client disconnects first,
+    cancel it, which cancels its engine requests (the worker drops them within a decode step)."""
+    task = asyncio.ensure_future(work)
+
+    async def watch() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if not watcher.done() or watcher.cancelled():
+            raise  # (cancelled from outside, not by the watcher)
+        return Response(status_code=499)  # nobody reads it: nginx's "client closed request"
+    finally:
+        watcher.cancel()
+
+
 def steering_headers(applied: p.AppliedSteering) -> dict[str, str]:
     """The receipt as resolved at the start (no evidence) and its hash, when steering was applied."""
     headers = {STEERING_HEADER: steering_header(applied.model_copy(update={"evidence": None}))}
@@ -89,7 +111,10 @@ async def list_models(rt: RuntimeDep) -> p.ModelList:
 
 
 @router.get("/models/{model_id:path}", operation_id="retrieveModel", response_model=p.ModelCard, responses=ERRORS)
-async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
+async def retrieve_model(
+    model_id: Annotated[str, Path(description="A model id from GET /v1/models (may contain '/').")],
+    rt: RuntimeDep,
+) -> p.ModelCard:
     """Retrieve a model.
 
     One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an
@@ -102,22 +127,24 @@ async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
 
 @router.post("/chat/completions", operation_id="createChatCompletion",
              response_model=p.ChatCompletion, responses=STREAMED)
-async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, response: Response) -> Any:
+async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, request: Request, response: Response) -> Any:
     """Create a chat completion.
 
     The OpenAI chat API with the model's chat template; `stream: true` answers server-sent events ending with
     `data: [DONE]`. A top-level `steering` object steers this request only; the steering used is reported in
     `millm.steering` and the `X-MiLLM-Steering` header."""
-    return _respond(await rt.generation.chat(body), response)
+    result = await _unless_disconnected(request, rt.generation.chat(body))
+    return result if isinstance(result, Response) else _respond(result, response)
 
 
 @router.post("/completions", operation_id="createCompletion", response_model=p.Completion, responses=STREAMED)
-async def completions(body: p.CompletionRequest, rt: RuntimeDep, response: Response) -> Any:
+async def completions(body: p.CompletionRequest, rt: RuntimeDep, request: Request, response: Response) -> Any:
     """Create a completion.
 
     The OpenAI (legacy) completions API: `prompt` as text, texts, token ids or lists of token ids; `stream:
     true` answers server-sent events. Takes the same `steering` object as chat completions."""
-    return _respond(await rt.generation.completion(body), response)
+    result = await _unless_disconnected(request, rt.generation.completion(body))
+    return result if isinstance(result, Response) else _respond(result, response)
 
 
 @router.post("/embeddings", operation_id="createEmbedding", response_model=p.EmbeddingList, responses=ERRORS)

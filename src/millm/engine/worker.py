@@ -1,6 +1,6 @@
 """The generation worker: one thread that owns the model and runs continuous batching.
 
-Requests wait in a bounded queue. Between decode steps the worker admits waiting requests
+Requests wait in a bounded queue (queue_size, plus the batch slots free at submission). Between decode steps the worker admits waiting requests
 (prefilling each, then merging its KV rows into the batch), runs one batched decode step for
 every active sequence, samples per row, and drops finished or cancelled rows. Control work
 (loading a model, attaching an SAE, embeddings) runs on the same thread through `call()`:
@@ -39,11 +39,32 @@ from millm.engine.types import (
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
-from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, QueueFull
+from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 
 log = logging.getLogger(__name__)
 
 Sink = Callable[[Any], None]
+
+
+def _is_oom(e: BaseException) -> bool:
+    return isinstance(e, (torch.OutOfMemoryError, MemoryError))
+
+
+def _free_memory() -> None:
+    import gc
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _out_of_memory(e: BaseException, request_ids: list[str]) -> OutOfMemory:
+    """Log an out-of-memory failure, free what the failed forward held, and say so to the requests it ends."""
+    log.error("out of memory (%s) for %s; memory freed, serving goes on", type(e).__name__, ", ".join(request_ids))
+    del e
+    _free_memory()
+    return OutOfMemory("the server ran out of memory for this request; try a shorter prompt, fewer tokens or "
+                       "fewer choices, or retry when fewer requests are running", retry_after=1.0)
 
 
 @functools.lru_cache(maxsize=64)
@@ -162,13 +183,26 @@ class Worker:
     def submit(self, request: GenerationRequest, sink: Sink) -> Handle:
         handle = Handle(request, sink)
         with self._cv:
-            if len(self._pending) >= self.queue_size:
+            # Free batch slots admit before the queue limit applies: the worker takes waiting requests into free
+            # slots between decode steps, so up to that many may be waiting for it besides the queue proper.
+            if len(self._pending) >= self.queue_size + max(0, self.max_batch_size - len(self._rows)):
                 raise QueueFull(
                     f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
                 )
             self._pending.append(handle)
             self._cv.notify_all()
         return handle
+
+    def abort_all(self, failure: MillmError) -> None:
+        """End every running and waiting request with `failure` (at shutdown), between decode steps."""
+        def abort(w: Worker) -> None:
+            with w._cv:
+                waiting, w._pending = list(w._pending), collections.deque()
+            for h in waiting:
+                h.sink(failure)
+            w._fail_all(failure.message, failure)
+
+        self.call(abort, exclusive=False)
 
     def call(self, fn: Callable[[Worker], Any], *, exclusive: bool = True) -> Future:
         """Run fn(worker) on the worker thread; exclusive calls wait for the batch to drain."""
@@ -197,9 +231,15 @@ class Worker:
                         self._admit()
                     if self._rows:
                         self._step()
-            except Exception:  # a bug: fail the batch rather than the thread
-                log.exception("generation step failed")
-                self._fail_all("internal error during generation")
+            except Exception as e:  # a bug, or memory: fail the batch rather than the thread
+                if _is_oom(e):
+                    # the rows share the batch's KV cache, which the failed step may have left half-written
+                    failure = _out_of_memory(e, [r.handle.request.request_id for r in self._rows])
+                    self._fail_all(failure.message, failure)
+                    _free_memory()
+                else:
+                    log.exception("generation step failed")
+                    self._fail_all("internal error during generation")
 
     def _exclusive_waiting(self) -> bool:
         return any(c.exclusive for c in self._calls)
@@ -225,7 +265,10 @@ class Worker:
             try:
                 self._prefill(batch)
             except Exception as e:  # noqa: BLE001 - MillmErrors are the caller's; anything else is logged too
-                if not isinstance(e, MillmError):
+                if _is_oom(e):
+                    # only these requests' prefill (its own KV cache) failed: they end, the batch goes on
+                    e = _out_of_memory(e, [h.request.request_id for h in batch])
+                elif not isinstance(e, MillmError):
                     log.exception("prefill failed for %s", ", ".join(h.request.request_id for h in batch))
                 for h in batch:
                     h.sink(e)
@@ -554,9 +597,9 @@ class Worker:
         r.done = True
         r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
 
-    def _fail_all(self, message: str) -> None:
+    def _fail_all(self, message: str, failure: MillmError | None = None) -> None:
         for r in self._rows:
-            r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message))
+            r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message, failure=failure))
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
         if self._graphs is not None:
             self._graphs.clear()

@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from millm.protocol.hub import MemoryEstimateOut
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,10 @@ class ErrorInfo(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+    memory_estimate: MemoryEstimateOut | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did "
+                    "not fit in the free memory it was compared with.")
 
 
 class ErrorResponse(BaseModel):

@@ -134,6 +134,7 @@ class GenerationService:
         self.metrics = metrics
         self.served_name = served_name
         self._relay: _Relay | None = None
+        self.boot_error: str | None = None  # why the start-up model did not load (set by the Runtime)
 
     # ------------------------------------------------------------------ models
 
@@ -141,6 +142,10 @@ class GenerationService:
         lm = self.worker.loaded
         name = self.served_name()
         if lm is None or name is None:
+            if self.boot_error is not None:  # the start-up load failed: retrying will not help
+                raise ModelNotLoaded(f"no model is loaded: the configured model failed to load at start-up: "
+                                     f"{self.boot_error}; load one with POST /api/models/load",
+                                     code="model_load_failed")
             raise ModelNotLoaded("no model is loaded", retry_after=5.0)
         if model == name:
             return lm, None
@@ -382,6 +387,9 @@ class GenerationService:
                 if ev.finish_reason:
                     reasons[c] = ev.finish_reason
             outcome = "ok"
+        except asyncio.CancelledError:  # the client went away
+            outcome = "cancelled"
+            raise
         finally:
             self._log(rid, req.model, run, outcome, "chat")
         choices = []
@@ -527,6 +535,9 @@ class GenerationService:
                     if ev.finish_reason:
                         reasons[c] = ev.finish_reason
             outcome = "ok"
+        except asyncio.CancelledError:  # the client went away
+            outcome = "cancelled"
+            raise
         finally:
             self._log(rid, req.model, run, outcome, "completions")
         choices = []
