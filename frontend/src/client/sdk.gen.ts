@@ -2,7 +2,7 @@
 
 import type { Client, ClientMeta, Options as Options2, RequestResult, ServerSentEventsResult, TDataShape } from './client';
 import { client } from './client.gen';
-import type { ActivateProfileData, ActivateProfileErrors, ActivateProfileResponses, AttachSaeData, AttachSaeErrors, AttachSaeResponses, CancelDownloadData, CancelDownloadErrors, CancelDownloadResponses, ClearMonitorHistoryData, ClearMonitorHistoryResponses, ClearSteeringData, ClearSteeringResponses, CompareSteeringData, CompareSteeringErrors, CompareSteeringResponses, CreateChatCompletionData, CreateChatCompletionErrors, CreateChatCompletionResponses, CreateCompletionData, CreateCompletionErrors, CreateCompletionResponses, CreateEmbeddingData, CreateEmbeddingErrors, CreateEmbeddingResponses, CreateProfileData, CreateProfileErrors, CreateProfileFromSteeringData, CreateProfileFromSteeringErrors, CreateProfileFromSteeringResponses, CreateProfileResponses, DeactivateProfileData, DeactivateProfileResponses, DeleteCacheEntryData, DeleteCacheEntryErrors, DeleteCacheEntryResponses, DeleteDownloadData, DeleteDownloadErrors, DeleteDownloadResponses, DeleteProfileData, DeleteProfileErrors, DeleteProfileResponses, DetachSaeData, DetachSaeErrors, DetachSaeResponses, DisableSteeringData, DisableSteeringResponses, DuplicateProfileData, DuplicateProfileErrors, DuplicateProfileResponses, EnableSteeringData, EnableSteeringResponses, EstimateModelData, EstimateModelErrors, EstimateModelResponses, ExportMonitorHistoryData, ExportMonitorHistoryErrors, ExportMonitorHistoryResponses, ExportProfileData, ExportProfileErrors, ExportProfileResponses, ExportProfilesData, ExportProfilesErrors, ExportProfilesResponses, GetAttachedSaeData, GetAttachedSaeResponses, GetDownloadData, GetDownloadErrors, GetDownloadResponses, GetHealthData, GetHealthErrors, GetHealthResponses, GetLoadedModelData, GetLoadedModelResponses, GetMetricsData, GetMetricsResponses, GetMonitorConfigData, GetMonitorConfigResponses, GetMonitorHistoryData, GetMonitorHistoryErrors, GetMonitorHistoryResponses, GetMonitorStatsData, GetMonitorStatsErrors, GetMonitorStatsResponses, GetProfileData, GetProfileErrors, GetProfileResponses, GetProfileSchemaData, GetProfileSchemaResponses, GetStatusData, GetStatusResponses, GetSteeringData, GetSteeringResponses, ImportProfilesData, ImportProfilesErrors, ImportProfilesResponses, ListCacheData, ListCacheErrors, ListCacheResponses, ListDownloadsData, ListDownloadsErrors, ListDownloadsResponses, ListModelsData, ListModelsResponses, ListProfilesData, ListProfilesErrors, ListProfilesResponses, ListRepoSaesData, ListRepoSaesErrors, ListRepoSaesResponses, LoadModelData, LoadModelErrors, LoadModelResponses, PauseMonitorData, PauseMonitorResponses, ReplaceProfileData, ReplaceProfileErrors, ReplaceProfileResponses, ResumeDownloadData, ResumeDownloadErrors, ResumeDownloadResponses, ResumeMonitorData, ResumeMonitorResponses, RetrieveModelData, RetrieveModelErrors, RetrieveModelResponses, SearchFeatureLabelsData, SearchFeatureLabelsErrors, SearchFeatureLabelsResponses, SetMonitorConfigData, SetMonitorConfigErrors, SetMonitorConfigResponses, SetSteeringData, SetSteeringErrors, SetSteeringResponses, ShutdownServerData, ShutdownServerErrors, ShutdownServerResponses, StartDownloadData, StartDownloadErrors, StartDownloadResponses, StreamDownloadData, StreamDownloadErrors, StreamDownloadEventsData, StreamDownloadEventsErrors, StreamDownloadEventsResponse, StreamDownloadEventsResponses, StreamDownloadResponse, StreamDownloadResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateProfileData, UpdateProfileErrors, UpdateProfileResponses, UpdateSteeringData, UpdateSteeringErrors, UpdateSteeringResponses } from './types.gen';
+import type { ActivateProfileData, ActivateProfileErrors, ActivateProfileResponses, AttachSaeData, AttachSaeErrors, AttachSaeResponses, CancelDownloadData, CancelDownloadErrors, CancelDownloadResponses, ClearMonitorHistoryData, ClearMonitorHistoryErrors, ClearMonitorHistoryResponses, ClearSteeringData, ClearSteeringErrors, ClearSteeringResponses, CompareSteeringData, CompareSteeringErrors, CompareSteeringResponses, CreateChatCompletionData, CreateChatCompletionErrors, CreateChatCompletionResponses, CreateCompletionData, CreateCompletionErrors, CreateCompletionResponses, CreateEmbeddingData, CreateEmbeddingErrors, CreateEmbeddingResponses, CreateProfileData, CreateProfileErrors, CreateProfileFromSteeringData, CreateProfileFromSteeringErrors, CreateProfileFromSteeringResponses, CreateProfileResponses, DeactivateProfileData, DeactivateProfileErrors, DeactivateProfileResponses, DeleteCacheEntryData, DeleteCacheEntryErrors, DeleteCacheEntryResponses, DeleteDownloadData, DeleteDownloadErrors, DeleteDownloadResponses, DeleteProfileData, DeleteProfileErrors, DeleteProfileResponses, DetachSaeData, DetachSaeErrors, DetachSaeResponses, DisableSteeringData, DisableSteeringErrors, DisableSteeringResponses, DuplicateProfileData, DuplicateProfileErrors, DuplicateProfileResponses, EnableSteeringData, EnableSteeringErrors, EnableSteeringResponses, EstimateModelData, EstimateModelErrors, EstimateModelResponses, ExportMonitorHistoryData, ExportMonitorHistoryErrors, ExportMonitorHistoryResponses, ExportProfileData, ExportProfileErrors, ExportProfileResponses, ExportProfilesData, ExportProfilesErrors, ExportProfilesResponses, GetAttachedSaeData, GetAttachedSaeErrors, GetAttachedSaeResponses, GetDownloadData, GetDownloadErrors, GetDownloadResponses, GetHealthData, GetHealthErrors, GetHealthResponses, GetLoadedModelData, GetLoadedModelErrors, GetLoadedModelResponses, GetMetricsData, GetMetricsErrors, GetMetricsResponses, GetMonitorConfigData, GetMonitorConfigErrors, GetMonitorConfigResponses, GetMonitorHistoryData, GetMonitorHistoryErrors, GetMonitorHistoryResponses, GetMonitorStatsData, GetMonitorStatsErrors, GetMonitorStatsResponses, GetProfileData, GetProfileErrors, GetProfileResponses, GetProfileSchemaData, GetProfileSchemaErrors, GetProfileSchemaResponses, GetStatusData, GetStatusErrors, GetStatusResponses, GetSteeringData, GetSteeringErrors, GetSteeringResponses, ImportProfilesData, ImportProfilesErrors, ImportProfilesResponses, ListCacheData, ListCacheErrors, ListCacheResponses, ListDownloadsData, ListDownloadsErrors, ListDownloadsResponses, ListModelsData, ListModelsErrors, ListModelsResponses, ListProfilesData, ListProfilesErrors, ListProfilesResponses, ListRepoSaesData, ListRepoSaesErrors, ListRepoSaesResponses, LoadModelData, LoadModelErrors, LoadModelResponses, PauseMonitorData, PauseMonitorErrors, PauseMonitorResponses, ReplaceProfileData, ReplaceProfileErrors, ReplaceProfileResponses, ResumeDownloadData, ResumeDownloadErrors, ResumeDownloadResponses, ResumeMonitorData, ResumeMonitorErrors, ResumeMonitorResponses, RetrieveModelData, RetrieveModelErrors, RetrieveModelResponses, SearchFeatureLabelsData, SearchFeatureLabelsErrors, SearchFeatureLabelsResponses, SetMonitorConfigData, SetMonitorConfigErrors, SetMonitorConfigResponses, SetSteeringData, SetSteeringErrors, SetSteeringResponses, ShutdownServerData, ShutdownServerErrors, ShutdownServerResponses, StartDownloadData, StartDownloadErrors, StartDownloadResponses, StreamDownloadData, StreamDownloadErrors, StreamDownloadEventsData, StreamDownloadEventsErrors, StreamDownloadEventsResponse, StreamDownloadEventsResponses, StreamDownloadResponse, StreamDownloadResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateProfileData, UpdateProfileErrors, UpdateProfileResponses, UpdateSteeringData, UpdateSteeringErrors, UpdateSteeringResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -159,7 +159,7 @@ export const loadModel = <ThrowOnError extends boolean = true>(options: Options<
  * The served model (id, source, precision, parameters, context length, width, number of layers), or null when
  * none is loaded.
  */
-export const getLoadedModel = <ThrowOnError extends boolean = true>(options?: Options<GetLoadedModelData, ThrowOnError>): RequestResult<GetLoadedModelResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetLoadedModelResponses, unknown, ThrowOnError>({ url: '/api/models/loaded', ...options });
+export const getLoadedModel = <ThrowOnError extends boolean = true>(options?: Options<GetLoadedModelData, ThrowOnError>): RequestResult<GetLoadedModelResponses, GetLoadedModelErrors, ThrowOnError> => (options?.client ?? client).get<GetLoadedModelResponses, GetLoadedModelErrors, ThrowOnError>({ url: '/api/models/loaded', ...options });
 
 /**
  * Unload the model
@@ -175,7 +175,7 @@ export const unloadModel = <ThrowOnError extends boolean = true>(options?: Optio
  * Whether monitoring is on and paused, what it captures (selected features or top-k per token) and how much
  * history it keeps.
  */
-export const getMonitorConfig = <ThrowOnError extends boolean = true>(options?: Options<GetMonitorConfigData, ThrowOnError>): RequestResult<GetMonitorConfigResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetMonitorConfigResponses, unknown, ThrowOnError>({ url: '/api/monitor/config', ...options });
+export const getMonitorConfig = <ThrowOnError extends boolean = true>(options?: Options<GetMonitorConfigData, ThrowOnError>): RequestResult<GetMonitorConfigResponses, GetMonitorConfigErrors, ThrowOnError> => (options?.client ?? client).get<GetMonitorConfigResponses, GetMonitorConfigErrors, ThrowOnError>({ url: '/api/monitor/config', ...options });
 
 /**
  * Set the monitor settings
@@ -205,7 +205,7 @@ export const exportMonitorHistory = <ThrowOnError extends boolean = true>(option
  *
  * Forget every recorded request.
  */
-export const clearMonitorHistory = <ThrowOnError extends boolean = true>(options?: Options<ClearMonitorHistoryData, ThrowOnError>): RequestResult<ClearMonitorHistoryResponses, unknown, ThrowOnError> => (options?.client ?? client).delete<ClearMonitorHistoryResponses, unknown, ThrowOnError>({ url: '/api/monitor/history', ...options });
+export const clearMonitorHistory = <ThrowOnError extends boolean = true>(options?: Options<ClearMonitorHistoryData, ThrowOnError>): RequestResult<ClearMonitorHistoryResponses, ClearMonitorHistoryErrors, ThrowOnError> => (options?.client ?? client).delete<ClearMonitorHistoryResponses, ClearMonitorHistoryErrors, ThrowOnError>({ url: '/api/monitor/history', ...options });
 
 /**
  * Get the monitor history
@@ -220,14 +220,14 @@ export const getMonitorHistory = <ThrowOnError extends boolean = true>(options?:
  *
  * Stop sending and recording frames until resumed; generation is not affected.
  */
-export const pauseMonitor = <ThrowOnError extends boolean = true>(options?: Options<PauseMonitorData, ThrowOnError>): RequestResult<PauseMonitorResponses, unknown, ThrowOnError> => (options?.client ?? client).post<PauseMonitorResponses, unknown, ThrowOnError>({ url: '/api/monitor/pause', ...options });
+export const pauseMonitor = <ThrowOnError extends boolean = true>(options?: Options<PauseMonitorData, ThrowOnError>): RequestResult<PauseMonitorResponses, PauseMonitorErrors, ThrowOnError> => (options?.client ?? client).post<PauseMonitorResponses, PauseMonitorErrors, ThrowOnError>({ url: '/api/monitor/pause', ...options });
 
 /**
  * Resume monitoring
  *
  * Send and record frames again after a pause.
  */
-export const resumeMonitor = <ThrowOnError extends boolean = true>(options?: Options<ResumeMonitorData, ThrowOnError>): RequestResult<ResumeMonitorResponses, unknown, ThrowOnError> => (options?.client ?? client).post<ResumeMonitorResponses, unknown, ThrowOnError>({ url: '/api/monitor/resume', ...options });
+export const resumeMonitor = <ThrowOnError extends boolean = true>(options?: Options<ResumeMonitorData, ThrowOnError>): RequestResult<ResumeMonitorResponses, ResumeMonitorErrors, ThrowOnError> => (options?.client ?? client).post<ResumeMonitorResponses, ResumeMonitorErrors, ThrowOnError>({ url: '/api/monitor/resume', ...options });
 
 /**
  * Get feature statistics
@@ -263,7 +263,7 @@ export const createProfile = <ThrowOnError extends boolean = true>(options: Opti
  *
  * Stop steering with the active profile; the server-wide steering is cleared.
  */
-export const deactivateProfile = <ThrowOnError extends boolean = true>(options?: Options<DeactivateProfileData, ThrowOnError>): RequestResult<DeactivateProfileResponses, unknown, ThrowOnError> => (options?.client ?? client).post<DeactivateProfileResponses, unknown, ThrowOnError>({ url: '/api/profiles/deactivate', ...options });
+export const deactivateProfile = <ThrowOnError extends boolean = true>(options?: Options<DeactivateProfileData, ThrowOnError>): RequestResult<DeactivateProfileResponses, DeactivateProfileErrors, ThrowOnError> => (options?.client ?? client).post<DeactivateProfileResponses, DeactivateProfileErrors, ThrowOnError>({ url: '/api/profiles/deactivate', ...options });
 
 /**
  * Export profiles
@@ -299,7 +299,7 @@ export const importProfiles = <ThrowOnError extends boolean = true>(options?: Op
  *
  * JSON Schema of the profile export format (see docs/profile-format.md).
  */
-export const getProfileSchema = <ThrowOnError extends boolean = true>(options?: Options<GetProfileSchemaData, ThrowOnError>): RequestResult<GetProfileSchemaResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetProfileSchemaResponses, unknown, ThrowOnError>({ url: '/api/profiles/schema', ...options });
+export const getProfileSchema = <ThrowOnError extends boolean = true>(options?: Options<GetProfileSchemaData, ThrowOnError>): RequestResult<GetProfileSchemaResponses, GetProfileSchemaErrors, ThrowOnError> => (options?.client ?? client).get<GetProfileSchemaResponses, GetProfileSchemaErrors, ThrowOnError>({ url: '/api/profiles/schema', ...options });
 
 /**
  * Delete a profile
@@ -402,7 +402,7 @@ export const attachSae = <ThrowOnError extends boolean = true>(options: Options<
  * The attached SAE (id, hook, layer, d_in, d_sae, architecture, source, labelled features, Neuronpedia id) or
  * `attached: null`.
  */
-export const getAttachedSae = <ThrowOnError extends boolean = true>(options?: Options<GetAttachedSaeData, ThrowOnError>): RequestResult<GetAttachedSaeResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetAttachedSaeResponses, unknown, ThrowOnError>({ url: '/api/saes/attached', ...options });
+export const getAttachedSae = <ThrowOnError extends boolean = true>(options?: Options<GetAttachedSaeData, ThrowOnError>): RequestResult<GetAttachedSaeResponses, GetAttachedSaeErrors, ThrowOnError> => (options?.client ?? client).get<GetAttachedSaeResponses, GetAttachedSaeErrors, ThrowOnError>({ url: '/api/saes/attached', ...options });
 
 /**
  * Search feature labels
@@ -420,11 +420,10 @@ export const searchFeatureLabels = <ThrowOnError extends boolean = true>(options
 export const detachSae = <ThrowOnError extends boolean = true>(options?: Options<DetachSaeData, ThrowOnError>): RequestResult<DetachSaeResponses, DetachSaeErrors, ThrowOnError> => (options?.client ?? client).post<DetachSaeResponses, DetachSaeErrors, ThrowOnError>({ url: '/api/saes/detach', ...options });
 
 /**
- * Shut the server down
+ * Shut the server down gracefully
  *
- * Gracefully: it stops accepting connections, lets requests in flight finish (up to 5 s), saves its state and
- * exits, as on Ctrl-C.
- *
+ * The server drains as on SIGTERM: new requests get a 503, requests in flight finish (up to MILLM_SHUTDOWN_TIMEOUT
+ * seconds), then it exits.
  * Allowed from the server's own machine (a loopback client), or from anywhere when the server is guarded by an
  * API key (MILLM_API_KEY). Only a server started by `millm serve` can be stopped this way (503 otherwise).
  */
@@ -437,21 +436,21 @@ export const shutdownServer = <ThrowOnError extends boolean = true>(options?: Op
  * use where present, the loaded model and its precision, the attached SAE and its layer, steering, the active
  * profile, queue depth and running sequences. Cheap enough to poll every second.
  */
-export const getStatus = <ThrowOnError extends boolean = true>(options?: Options<GetStatusData, ThrowOnError>): RequestResult<GetStatusResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetStatusResponses, unknown, ThrowOnError>({ url: '/api/status', ...options });
+export const getStatus = <ThrowOnError extends boolean = true>(options?: Options<GetStatusData, ThrowOnError>): RequestResult<GetStatusResponses, GetStatusErrors, ThrowOnError> => (options?.client ?? client).get<GetStatusResponses, GetStatusErrors, ThrowOnError>({ url: '/api/status', ...options });
 
 /**
  * Clear the steering
  *
  * Remove every feature from the server-wide steering and deactivate the active profile.
  */
-export const clearSteering = <ThrowOnError extends boolean = true>(options?: Options<ClearSteeringData, ThrowOnError>): RequestResult<ClearSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).delete<ClearSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering', ...options });
+export const clearSteering = <ThrowOnError extends boolean = true>(options?: Options<ClearSteeringData, ThrowOnError>): RequestResult<ClearSteeringResponses, ClearSteeringErrors, ThrowOnError> => (options?.client ?? client).delete<ClearSteeringResponses, ClearSteeringErrors, ThrowOnError>({ url: '/api/steering', ...options });
 
 /**
  * Get the steering
  *
  * Server-wide steering: on/off, mode, features with strengths and labels, and the profile it came from.
  */
-export const getSteering = <ThrowOnError extends boolean = true>(options?: Options<GetSteeringData, ThrowOnError>): RequestResult<GetSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering', ...options });
+export const getSteering = <ThrowOnError extends boolean = true>(options?: Options<GetSteeringData, ThrowOnError>): RequestResult<GetSteeringResponses, GetSteeringErrors, ThrowOnError> => (options?.client ?? client).get<GetSteeringResponses, GetSteeringErrors, ThrowOnError>({ url: '/api/steering', ...options });
 
 /**
  * Update the steering
@@ -487,20 +486,20 @@ export const setSteering = <ThrowOnError extends boolean = true>(options: Option
  *
  * Stop applying the server-wide steering without forgetting its features.
  */
-export const disableSteering = <ThrowOnError extends boolean = true>(options?: Options<DisableSteeringData, ThrowOnError>): RequestResult<DisableSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).post<DisableSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering/disable', ...options });
+export const disableSteering = <ThrowOnError extends boolean = true>(options?: Options<DisableSteeringData, ThrowOnError>): RequestResult<DisableSteeringResponses, DisableSteeringErrors, ThrowOnError> => (options?.client ?? client).post<DisableSteeringResponses, DisableSteeringErrors, ThrowOnError>({ url: '/api/steering/disable', ...options });
 
 /**
  * Turn steering on
  *
  * Apply the server-wide steering again (the features are kept while it is off).
  */
-export const enableSteering = <ThrowOnError extends boolean = true>(options?: Options<EnableSteeringData, ThrowOnError>): RequestResult<EnableSteeringResponses, unknown, ThrowOnError> => (options?.client ?? client).post<EnableSteeringResponses, unknown, ThrowOnError>({ url: '/api/steering/enable', ...options });
+export const enableSteering = <ThrowOnError extends boolean = true>(options?: Options<EnableSteeringData, ThrowOnError>): RequestResult<EnableSteeringResponses, EnableSteeringErrors, ThrowOnError> => (options?.client ?? client).post<EnableSteeringResponses, EnableSteeringErrors, ThrowOnError>({ url: '/api/steering/enable', ...options });
 
 /**
  * Health check
  *
  * 200 `{"status": "ok"}` when a model is loaded and serving; 503 with `Retry-After` while the server starts,
- * loads or has no model.
+ * loads, has no model or drains before exit (`draining`).
  */
 export const getHealth = <ThrowOnError extends boolean = true>(options?: Options<GetHealthData, ThrowOnError>): RequestResult<GetHealthResponses, GetHealthErrors, ThrowOnError> => (options?.client ?? client).get<GetHealthResponses, GetHealthErrors, ThrowOnError>({ url: '/health', ...options });
 
@@ -509,7 +508,7 @@ export const getHealth = <ThrowOnError extends boolean = true>(options?: Options
  *
  * Requests, tokens, latencies, queue depth, running sequences and downloads, in the Prometheus text format.
  */
-export const getMetrics = <ThrowOnError extends boolean = true>(options?: Options<GetMetricsData, ThrowOnError>): RequestResult<GetMetricsResponses, unknown, ThrowOnError> => (options?.client ?? client).get<GetMetricsResponses, unknown, ThrowOnError>({ url: '/metrics', ...options });
+export const getMetrics = <ThrowOnError extends boolean = true>(options?: Options<GetMetricsData, ThrowOnError>): RequestResult<GetMetricsResponses, GetMetricsErrors, ThrowOnError> => (options?.client ?? client).get<GetMetricsResponses, GetMetricsErrors, ThrowOnError>({ url: '/metrics', ...options });
 
 /**
  * Create a chat completion
@@ -563,7 +562,7 @@ export const createEmbedding = <ThrowOnError extends boolean = true>(options: Op
  * The loaded model, then one virtual id `<model>+<profile>` per profile that fits the loaded model and
  * attached SAE: a chat client that picks one is steered by that profile. Empty while no model is loaded.
  */
-export const listModels = <ThrowOnError extends boolean = true>(options?: Options<ListModelsData, ThrowOnError>): RequestResult<ListModelsResponses, unknown, ThrowOnError> => (options?.client ?? client).get<ListModelsResponses, unknown, ThrowOnError>({ url: '/v1/models', ...options });
+export const listModels = <ThrowOnError extends boolean = true>(options?: Options<ListModelsData, ThrowOnError>): RequestResult<ListModelsResponses, ListModelsErrors, ThrowOnError> => (options?.client ?? client).get<ListModelsResponses, ListModelsErrors, ThrowOnError>({ url: '/v1/models', ...options });
 
 /**
  * Retrieve a model

@@ -3063,6 +3063,10 @@ export type ListCacheErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
@@ -3148,9 +3152,21 @@ export type CompareSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -3191,6 +3207,10 @@ export type ListDownloadsErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListDownloadsError = ListDownloadsErrors[keyof ListDownloadsErrors];
@@ -3233,6 +3253,14 @@ export type StartDownloadErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3258,27 +3286,27 @@ export type StreamDownloadEventsData = {
 
 export type StreamDownloadEventsErrors = {
     /**
-     * An error in the OpenAI envelope
+     * Bad Request
      */
     400: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Unauthorized
      */
     401: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Forbidden
      */
     403: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Not Found
      */
     404: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Conflict
      */
     409: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Bad Gateway
      */
     502: ErrorResponse;
 };
@@ -3434,6 +3462,10 @@ export type CancelDownloadErrors = {
      */
     409: ErrorResponse;
     /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3466,27 +3498,27 @@ export type StreamDownloadData = {
 
 export type StreamDownloadErrors = {
     /**
-     * An error in the OpenAI envelope
+     * Bad Request
      */
     400: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Unauthorized
      */
     401: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Forbidden
      */
     403: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Not Found
      */
     404: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Conflict
      */
     409: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Bad Gateway
      */
     502: ErrorResponse;
 };
@@ -3537,6 +3569,10 @@ export type ResumeDownloadErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Bad Gateway
      */
@@ -3723,6 +3759,14 @@ export type LoadModelErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3750,6 +3794,15 @@ export type GetLoadedModelData = {
     url: '/api/models/loaded';
 };
 
+export type GetLoadedModelErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetLoadedModelError = GetLoadedModelErrors[keyof GetLoadedModelErrors];
+
 export type GetLoadedModelResponses = {
     /**
      * Response Getloadedmodel
@@ -3774,6 +3827,10 @@ export type UnloadModelErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3781,6 +3838,10 @@ export type UnloadModelErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -3805,6 +3866,15 @@ export type GetMonitorConfigData = {
     url: '/api/monitor/config';
 };
 
+export type GetMonitorConfigErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetMonitorConfigError = GetMonitorConfigErrors[keyof GetMonitorConfigErrors];
+
 export type GetMonitorConfigResponses = {
     /**
      * Successful Response
@@ -3827,9 +3897,17 @@ export type SetMonitorConfigErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type SetMonitorConfigError = SetMonitorConfigErrors[keyof SetMonitorConfigErrors];
@@ -3869,6 +3947,10 @@ export type ExportMonitorHistoryErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3891,6 +3973,15 @@ export type ClearMonitorHistoryData = {
     query?: never;
     url: '/api/monitor/history';
 };
+
+export type ClearMonitorHistoryErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ClearMonitorHistoryError = ClearMonitorHistoryErrors[keyof ClearMonitorHistoryErrors];
 
 export type ClearMonitorHistoryResponses = {
     /**
@@ -3921,6 +4012,10 @@ export type GetMonitorHistoryErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3944,6 +4039,19 @@ export type PauseMonitorData = {
     url: '/api/monitor/pause';
 };
 
+export type PauseMonitorErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type PauseMonitorError = PauseMonitorErrors[keyof PauseMonitorErrors];
+
 export type PauseMonitorResponses = {
     /**
      * Successful Response
@@ -3959,6 +4067,19 @@ export type ResumeMonitorData = {
     query?: never;
     url: '/api/monitor/resume';
 };
+
+export type ResumeMonitorErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type ResumeMonitorError = ResumeMonitorErrors[keyof ResumeMonitorErrors];
 
 export type ResumeMonitorResponses = {
     /**
@@ -3981,6 +4102,10 @@ export type GetMonitorStatsErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4017,6 +4142,10 @@ export type ListProfilesErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListProfilesError = ListProfilesErrors[keyof ListProfilesErrors];
@@ -4043,6 +4172,10 @@ export type CreateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4050,6 +4183,14 @@ export type CreateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type CreateProfileError = CreateProfileErrors[keyof CreateProfileErrors];
@@ -4069,6 +4210,19 @@ export type DeactivateProfileData = {
     query?: never;
     url: '/api/profiles/deactivate';
 };
+
+export type DeactivateProfileErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type DeactivateProfileError = DeactivateProfileErrors[keyof DeactivateProfileErrors];
 
 export type DeactivateProfileResponses = {
     /**
@@ -4098,6 +4252,10 @@ export type ExportProfilesErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4132,6 +4290,10 @@ export type CreateProfileFromSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4139,6 +4301,14 @@ export type CreateProfileFromSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
@@ -4178,6 +4348,10 @@ export type ImportProfilesErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4185,6 +4359,10 @@ export type ImportProfilesErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type ImportProfilesError = ImportProfilesErrors[keyof ImportProfilesErrors];
@@ -4204,6 +4382,15 @@ export type GetProfileSchemaData = {
     query?: never;
     url: '/api/profiles/schema';
 };
+
+export type GetProfileSchemaErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetProfileSchemaError = GetProfileSchemaErrors[keyof GetProfileSchemaErrors];
 
 export type GetProfileSchemaResponses = {
     /**
@@ -4253,6 +4440,10 @@ export type DeleteProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4292,6 +4483,10 @@ export type GetProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4411,6 +4606,10 @@ export type UpdateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4418,6 +4617,10 @@ export type UpdateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type UpdateProfileError = UpdateProfileErrors[keyof UpdateProfileErrors];
@@ -4529,6 +4732,10 @@ export type ReplaceProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4536,6 +4743,10 @@ export type ReplaceProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type ReplaceProfileError = ReplaceProfileErrors[keyof ReplaceProfileErrors];
@@ -4569,6 +4780,10 @@ export type ActivateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4576,6 +4791,10 @@ export type ActivateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type ActivateProfileError = ActivateProfileErrors[keyof ActivateProfileErrors];
@@ -4609,6 +4828,10 @@ export type DuplicateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4616,6 +4839,14 @@ export type DuplicateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
@@ -4648,6 +4879,10 @@ export type ExportProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4698,6 +4933,14 @@ export type AttachSaeErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -4724,6 +4967,15 @@ export type GetAttachedSaeData = {
     query?: never;
     url: '/api/saes/attached';
 };
+
+export type GetAttachedSaeErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetAttachedSaeError = GetAttachedSaeErrors[keyof GetAttachedSaeErrors];
 
 export type GetAttachedSaeResponses = {
     /**
@@ -4759,6 +5011,10 @@ export type SearchFeatureLabelsErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
@@ -4785,6 +5041,10 @@ export type DetachSaeErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4792,6 +5052,10 @@ export type DetachSaeErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4818,9 +5082,17 @@ export type ShutdownServerData = {
 
 export type ShutdownServerErrors = {
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Forbidden
      */
     403: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4845,6 +5117,15 @@ export type GetStatusData = {
     url: '/api/status';
 };
 
+export type GetStatusErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetStatusError = GetStatusErrors[keyof GetStatusErrors];
+
 export type GetStatusResponses = {
     /**
      * Successful Response
@@ -4861,6 +5142,15 @@ export type ClearSteeringData = {
     url: '/api/steering';
 };
 
+export type ClearSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ClearSteeringError = ClearSteeringErrors[keyof ClearSteeringErrors];
+
 export type ClearSteeringResponses = {
     /**
      * Successful Response
@@ -4876,6 +5166,15 @@ export type GetSteeringData = {
     query?: never;
     url: '/api/steering';
 };
+
+export type GetSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetSteeringError = GetSteeringErrors[keyof GetSteeringErrors];
 
 export type GetSteeringResponses = {
     /**
@@ -4899,6 +5198,10 @@ export type UpdateSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4906,6 +5209,10 @@ export type UpdateSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4936,6 +5243,10 @@ export type SetSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4943,6 +5254,10 @@ export type SetSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4967,6 +5282,19 @@ export type DisableSteeringData = {
     url: '/api/steering/disable';
 };
 
+export type DisableSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type DisableSteeringError = DisableSteeringErrors[keyof DisableSteeringErrors];
+
 export type DisableSteeringResponses = {
     /**
      * Successful Response
@@ -4982,6 +5310,19 @@ export type EnableSteeringData = {
     query?: never;
     url: '/api/steering/enable';
 };
+
+export type EnableSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type EnableSteeringError = EnableSteeringErrors[keyof EnableSteeringErrors];
 
 export type EnableSteeringResponses = {
     /**
@@ -5024,6 +5365,15 @@ export type GetMetricsData = {
     url: '/metrics';
 };
 
+export type GetMetricsErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetMetricsError = GetMetricsErrors[keyof GetMetricsErrors];
+
 export type GetMetricsResponses = {
     /**
      * Prometheus text exposition format
@@ -5046,9 +5396,21 @@ export type CreateChatCompletionErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -5087,9 +5449,21 @@ export type CreateCompletionErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -5128,9 +5502,21 @@ export type CreateEmbeddingErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -5163,6 +5549,15 @@ export type ListModelsData = {
     url: '/v1/models';
 };
 
+export type ListModelsErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ListModelsError = ListModelsErrors[keyof ListModelsErrors];
+
 export type ListModelsResponses = {
     /**
      * Successful Response
@@ -5191,6 +5586,10 @@ export type RetrieveModelErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
