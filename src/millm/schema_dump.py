@@ -45,6 +45,9 @@ FRAMES: dict[str, tuple[str, list[type[BaseModel]]]] = {
                     [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd, c.CompareError]),
     "sse_completion": ("The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).",
                        [p.Completion, p.ErrorResponse]),
+    "sse_compare": ("The `data:` of one event of a streamed `POST /api/compare` (`type`: start, delta, done per "
+                    "variant, end, or error; models in millm.protocol.compare).",
+                    [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd, c.CompareError]),
 }
 
 

@@ -59,6 +59,39 @@ export type ActivationSummary = {
 };
 
 /**
+ * ActivationsIn
+ *
+ * The request's own SAE activations, returned in `millm.activations` (sent as a top-level `activations` object,
+ * SDKs: extra_body). Give `features` or `top_k`.
+ */
+export type ActivationsIn = {
+    /**
+     * Features
+     *
+     * Feature indices to report at every position (distinct, < d_sae).
+     */
+    features?: Array<number> | null;
+    /**
+     * Positions
+     *
+     * prompt: the prompt tokens (a leading BOS left out, as the monitor does); completion: the generated tokens fed back through the model (all but the last); all: both; last: the last position the model read.
+     */
+    positions?: 'prompt' | 'completion' | 'all' | 'last';
+    /**
+     * Read
+     *
+     * Read the hook's activations before or after this request's steering.
+     */
+    read?: 'before' | 'after';
+    /**
+     * Top K
+     *
+     * Report the k most active features at every position instead.
+     */
+    top_k?: number | null;
+};
+
+/**
  * AppliedFeature
  */
 export type AppliedFeature = {
@@ -184,6 +217,191 @@ export type AssistantMessage = {
      * Tool Calls
      */
     tool_calls?: Array<ToolCall> | null;
+};
+
+/**
+ * Batch
+ */
+export type Batch = {
+    /**
+     * Cancelled At
+     */
+    cancelled_at?: number | null;
+    /**
+     * Cancelling At
+     */
+    cancelling_at?: number | null;
+    /**
+     * Completed At
+     */
+    completed_at?: number | null;
+    /**
+     * Completion Window
+     */
+    completion_window?: string;
+    /**
+     * Created At
+     */
+    created_at: number;
+    /**
+     * Endpoint
+     */
+    endpoint: string;
+    /**
+     * Error File Id
+     */
+    error_file_id?: string | null;
+    errors?: BatchErrors | null;
+    /**
+     * Expired At
+     */
+    expired_at?: number | null;
+    /**
+     * Expires At
+     */
+    expires_at?: number | null;
+    /**
+     * Failed At
+     */
+    failed_at?: number | null;
+    /**
+     * Finalizing At
+     */
+    finalizing_at?: number | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * In Progress At
+     */
+    in_progress_at?: number | null;
+    /**
+     * Input File Id
+     */
+    input_file_id: string;
+    /**
+     * Metadata
+     */
+    metadata?: {
+        [key: string]: string;
+    } | null;
+    /**
+     * Object
+     */
+    object?: 'batch';
+    /**
+     * Output File Id
+     */
+    output_file_id?: string | null;
+    request_counts?: RequestCounts;
+    /**
+     * Status
+     */
+    status: 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+};
+
+/**
+ * BatchCreate
+ */
+export type BatchCreate = {
+    /**
+     * Completion Window
+     */
+    completion_window?: '24h';
+    /**
+     * Endpoint
+     */
+    endpoint: '/v1/chat/completions' | '/v1/completions' | '/v1/embeddings';
+    /**
+     * Input File Id
+     */
+    input_file_id: string;
+    /**
+     * Metadata
+     *
+     * Up to 16 string pairs, stored with the batch.
+     */
+    metadata?: {
+        [key: string]: string;
+    } | null;
+    [key: string]: unknown;
+};
+
+/**
+ * BatchError
+ */
+export type BatchError = {
+    /**
+     * Code
+     */
+    code?: string | null;
+    /**
+     * Line
+     */
+    line?: number | null;
+    /**
+     * Message
+     */
+    message?: string | null;
+    /**
+     * Param
+     */
+    param?: string | null;
+};
+
+/**
+ * BatchErrors
+ */
+export type BatchErrors = {
+    /**
+     * Data
+     */
+    data?: Array<BatchError>;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * BatchList
+ */
+export type BatchList = {
+    /**
+     * Data
+     */
+    data: Array<Batch>;
+    /**
+     * First Id
+     */
+    first_id?: string | null;
+    /**
+     * Has More
+     */
+    has_more?: boolean;
+    /**
+     * Last Id
+     */
+    last_id?: string | null;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * Body_createFile
+ */
+export type BodyCreateFile = {
+    /**
+     * File
+     */
+    file: Blob | File;
+    /**
+     * Purpose
+     */
+    purpose: string;
 };
 
 /**
@@ -366,6 +584,7 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Add Generation Prompt
      *
@@ -575,6 +794,24 @@ export type ChatMessage = {
      */
     tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceActivations
+ */
+export type ChoiceActivations = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Read
+     */
+    read: 'before' | 'after';
+    /**
+     * Tokens
+     */
+    tokens: Array<TokenActivationsOut>;
 };
 
 /**
@@ -861,6 +1098,7 @@ export type CompletionLogprobs = {
  * CompletionRequest
  */
 export type CompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Allowed Token Ids
      *
@@ -1173,6 +1411,24 @@ export type ErrorResponse = {
 };
 
 /**
+ * FeatureActivationOut
+ */
+export type FeatureActivationOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
+};
+
+/**
  * FeatureEvidence
  *
  * What the steering did to one feature of one choice, measured at the hook.
@@ -1226,6 +1482,12 @@ export type FeatureLabel = {
      * Score
      */
     score?: number | null;
+    /**
+     * Source
+     *
+     * sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.
+     */
+    source?: 'sae' | 'imported' | null;
 };
 
 /**
@@ -1290,6 +1552,92 @@ export type FeatureValue = {
      * Value
      */
     value: number;
+};
+
+/**
+ * FileDeleted
+ */
+export type FileDeleted = {
+    /**
+     * Deleted
+     */
+    deleted?: boolean;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Object
+     */
+    object?: 'file';
+};
+
+/**
+ * FileList
+ */
+export type FileList = {
+    /**
+     * Data
+     */
+    data: Array<FileObject>;
+    /**
+     * First Id
+     */
+    first_id?: string | null;
+    /**
+     * Has More
+     */
+    has_more?: boolean;
+    /**
+     * Last Id
+     */
+    last_id?: string | null;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * FileObject
+ */
+export type FileObject = {
+    /**
+     * Bytes
+     */
+    bytes: number;
+    /**
+     * Created At
+     */
+    created_at: number;
+    /**
+     * Expires At
+     */
+    expires_at?: number | null;
+    /**
+     * Filename
+     */
+    filename: string;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Object
+     */
+    object?: 'file';
+    /**
+     * Purpose
+     */
+    purpose: 'batch' | 'batch_output';
+    /**
+     * Status
+     */
+    status?: 'uploaded' | 'processed' | 'error';
+    /**
+     * Status Details
+     */
+    status_details?: string | null;
 };
 
 /**
@@ -1622,6 +1970,42 @@ export type JsonSchemaFormat = {
 };
 
 /**
+ * LabelImportOut
+ */
+export type LabelImportOut = {
+    /**
+     * Format
+     *
+     * The format the file was read as.
+     */
+    format: 'neuronpedia' | 'map' | 'csv';
+    /**
+     * Imported
+     *
+     * Imported labels kept for this SAE now (across imports, unless replaced).
+     */
+    imported: number;
+    /**
+     * Labelled Features
+     *
+     * Features with a label now, shipped or imported.
+     */
+    labelled_features: number;
+    /**
+     * Read
+     *
+     * Labels read from this file.
+     */
+    read: number;
+    /**
+     * Sae
+     *
+     * The SAE the labels were stored for.
+     */
+    sae: string;
+};
+
+/**
  * LoadedModelOut
  */
 export type LoadedModelOut = {
@@ -1763,6 +2147,12 @@ export type MemoryOut = {
  * MillmInfo
  */
 export type MillmInfo = {
+    /**
+     * Activations
+     *
+     * With a request's `activations` object: its SAE activations per choice, token by token.
+     */
+    activations?: Array<ChoiceActivations> | null;
     steering: AppliedSteering;
 };
 
@@ -2389,6 +2779,24 @@ export type RepoSaeOut = {
 };
 
 /**
+ * RequestCounts
+ */
+export type RequestCounts = {
+    /**
+     * Completed
+     */
+    completed?: number;
+    /**
+     * Failed
+     */
+    failed?: number;
+    /**
+     * Total
+     */
+    total?: number;
+};
+
+/**
  * RequestHistory
  */
 export type RequestHistory = {
@@ -2404,6 +2812,10 @@ export type RequestHistory = {
      * Stats
      */
     stats: Array<FeatureStats>;
+    /**
+     * The request's final steering receipt (with evidence).
+     */
+    steering?: AppliedSteering | null;
     /**
      * Tokens
      */
@@ -2494,6 +2906,12 @@ export type SaeOut = {
      * Id
      */
     id: string;
+    /**
+     * Imported Labels
+     *
+     * Of those, labels imported for this SAE (kept across restarts).
+     */
+    imported_labels?: number;
     /**
      * Labelled Features
      *
@@ -2658,7 +3076,7 @@ export type SkippedPosition = {
      *
      * special_token: steer_special_tokens is false.
      */
-    reason: 'special_token';
+    reason?: 'special_token';
     /**
      * Token
      */
@@ -2981,6 +3399,34 @@ export type StreamOptions = {
      */
     include_usage?: boolean;
     [key: string]: unknown;
+};
+
+/**
+ * TokenActivationsOut
+ *
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ */
+export type TokenActivationsOut = {
+    /**
+     * Activations
+     */
+    activations: Array<FeatureActivationOut>;
+    /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated';
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Token
+     */
+    token: string;
+    /**
+     * Token Id
+     */
+    token_id: number;
 };
 
 /**
@@ -4986,6 +5432,47 @@ export type GetAttachedSaeResponses = {
 
 export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
 
+export type DeleteFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached/labels';
+};
+
+export type DeleteFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DeleteFeatureLabelsError = DeleteFeatureLabelsErrors[keyof DeleteFeatureLabelsErrors];
+
+export type DeleteFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DeleteFeatureLabelsResponse = DeleteFeatureLabelsResponses[keyof DeleteFeatureLabelsResponses];
+
 export type SearchFeatureLabelsData = {
     body?: never;
     path?: never;
@@ -5027,6 +5514,75 @@ export type SearchFeatureLabelsResponses = {
 };
 
 export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type ImportFeatureLabelsData = {
+    /**
+     * The label file's JSON: a Neuronpedia explanation export (array of records with index and description), or an index -> label object.
+     */
+    body: Array<{
+        [key: string]: unknown;
+    }> | {
+        [key: string]: unknown;
+    };
+    path?: never;
+    query?: {
+        /**
+         * Format
+         *
+         * Read the content as this format (default: detected).
+         */
+        format?: 'neuronpedia' | 'map' | 'csv' | null;
+        /**
+         * Replace
+         *
+         * Replace the labels imported before for this SAE instead of adding to them.
+         */
+        replace?: boolean;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type ImportFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ImportFeatureLabelsError = ImportFeatureLabelsErrors[keyof ImportFeatureLabelsErrors];
+
+export type ImportFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: LabelImportOut;
+};
+
+export type ImportFeatureLabelsResponse = ImportFeatureLabelsResponses[keyof ImportFeatureLabelsResponses];
 
 export type DetachSaeData = {
     body?: never;
@@ -5383,8 +5939,233 @@ export type GetMetricsResponses = {
 
 export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
 
+export type ListBatchesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * After
+         */
+        after?: string | null;
+    };
+    url: '/v1/batches';
+};
+
+export type ListBatchesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type ListBatchesError = ListBatchesErrors[keyof ListBatchesErrors];
+
+export type ListBatchesResponses = {
+    /**
+     * Successful Response
+     */
+    200: BatchList;
+};
+
+export type ListBatchesResponse = ListBatchesResponses[keyof ListBatchesResponses];
+
+export type CreateBatchData = {
+    body: BatchCreate;
+    path?: never;
+    query?: never;
+    url: '/v1/batches';
+};
+
+export type CreateBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CreateBatchError = CreateBatchErrors[keyof CreateBatchErrors];
+
+export type CreateBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type CreateBatchResponse = CreateBatchResponses[keyof CreateBatchResponses];
+
+export type RetrieveBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}';
+};
+
+export type RetrieveBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type RetrieveBatchError = RetrieveBatchErrors[keyof RetrieveBatchErrors];
+
+export type RetrieveBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type RetrieveBatchResponse = RetrieveBatchResponses[keyof RetrieveBatchResponses];
+
+export type CancelBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}/cancel';
+};
+
+export type CancelBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CancelBatchError = CancelBatchErrors[keyof CancelBatchErrors];
+
+export type CancelBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type CancelBatchResponse = CancelBatchResponses[keyof CancelBatchResponses];
+
+export type StreamBatchEventsData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}/events';
+};
+
+export type StreamBatchEventsErrors = {
+    /**
+     * An error
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * An error
+     */
+    404: ErrorResponse;
+};
+
+export type StreamBatchEventsError = StreamBatchEventsErrors[keyof StreamBatchEventsErrors];
+
+export type StreamBatchEventsResponses = {
+    /**
+     * Server-sent events, each `data:` the Batch object after a change; ends when the batch ends
+     */
+    200: string;
+};
+
+export type StreamBatchEventsResponse = StreamBatchEventsResponses[keyof StreamBatchEventsResponses];
+
 export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -5438,6 +6219,14 @@ export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof C
 
 export type CreateCompletionData = {
     body: CompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -5491,6 +6280,14 @@ export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCom
 
 export type CreateEmbeddingData = {
     body: EmbeddingRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';
@@ -5541,6 +6338,231 @@ export type CreateEmbeddingResponses = {
 };
 
 export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
+
+export type ListFilesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Purpose
+         */
+        purpose?: string | null;
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * After
+         */
+        after?: string | null;
+        /**
+         * Order
+         */
+        order?: 'asc' | 'desc';
+    };
+    url: '/v1/files';
+};
+
+export type ListFilesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type ListFilesError = ListFilesErrors[keyof ListFilesErrors];
+
+export type ListFilesResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileList;
+};
+
+export type ListFilesResponse = ListFilesResponses[keyof ListFilesResponses];
+
+export type CreateFileData = {
+    body: BodyCreateFile;
+    path?: never;
+    query?: never;
+    url: '/v1/files';
+};
+
+export type CreateFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CreateFileError = CreateFileErrors[keyof CreateFileErrors];
+
+export type CreateFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileObject;
+};
+
+export type CreateFileResponse = CreateFileResponses[keyof CreateFileResponses];
+
+export type DeleteFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}';
+};
+
+export type DeleteFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DeleteFileError = DeleteFileErrors[keyof DeleteFileErrors];
+
+export type DeleteFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileDeleted;
+};
+
+export type DeleteFileResponse = DeleteFileResponses[keyof DeleteFileResponses];
+
+export type RetrieveFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}';
+};
+
+export type RetrieveFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type RetrieveFileError = RetrieveFileErrors[keyof RetrieveFileErrors];
+
+export type RetrieveFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileObject;
+};
+
+export type RetrieveFileResponse = RetrieveFileResponses[keyof RetrieveFileResponses];
+
+export type DownloadFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}/content';
+};
+
+export type DownloadFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DownloadFileError = DownloadFileErrors[keyof DownloadFileErrors];
+
+export type DownloadFileResponses = {
+    /**
+     * The file's bytes (JSONL)
+     */
+    200: Blob | File;
+};
+
+export type DownloadFileResponse = DownloadFileResponses[keyof DownloadFileResponses];
 
 export type ListModelsData = {
     body?: never;

@@ -6,10 +6,11 @@ import asyncio
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile as StarletteUpload
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from millm import __version__
@@ -57,6 +58,7 @@ def sae_out(att: AttachedSae | None) -> a.SaeOut | None:
         d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, dtype=str(att.sae.dtype).removeprefix("torch."),
         source_format=cfg.source_format, repo_id=att.source.get("repo_id"), path=att.source.get("path"),
         revision=att.source.get("revision"), model_name=cfg.model_name, labelled_features=len(att.labels),
+        imported_labels=len(att.imported_labels),
         neuronpedia_id=cfg.neuronpedia_id or None,
     )
 
@@ -221,7 +223,9 @@ async def sae_labels(
     whose index it is, `limit` caps how many come back (`count` is the number that matched)."""
     att = rt.saes.attached
     labels = att.labels if att else {}
-    data = [a.FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"))
+    imported = att.imported_labels if att else {}
+    data = [a.FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"),
+                           source="imported" if i in imported else "sae")
             for i, v in sorted(labels.items())]
     needle = (q or "").strip().casefold()
     if needle:
@@ -229,6 +233,56 @@ async def sae_labels(
         data = ([f for f in data if str(f.index) == needle]
                 + [f for f in data if needle in f.label.casefold() and str(f.index) != needle])
     return a.FeatureLabelsOut(data=data[:limit] if limit else data, count=len(data))
+
+
+LABEL_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"description": "The label file's JSON: a Neuronpedia explanation export (array "
+                                                   "of records with index and description), or an index -> label "
+                                                   "object.", "oneOf": [{"type": "array", "items": {"type": "object"}},
+                                                                        {"type": "object"}]}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "A JSON, JSON Lines or CSV label file."}}}},
+}}}
+
+
+@router.post("/api/saes/attached/labels", operation_id="importFeatureLabels", tags=["saes"],
+             response_model=a.LabelImportOut, responses=ERRORS, openapi_extra=LABEL_BODY)
+async def import_labels(
+    request: Request, rt: RuntimeDep,
+    format: Literal["neuronpedia", "map", "csv"] | None = Query(
+        None, description="Read the content as this format (default: detected)."),
+    replace: bool = Query(False, description="Replace the labels imported before for this SAE instead of adding "
+                                             "to them."),
+) -> a.LabelImportOut:
+    """Import feature labels for the attached SAE.
+
+    Neuronpedia explanation exports (JSON or JSON Lines records with `index` and `description`), an
+    `index -> label` JSON object, or a CSV with `index` and `label` columns; as the JSON body, or a file uploaded
+    as multipart `file`. Labels are kept per SAE in the profile store (they come back on restart and re-attach)
+    and show in monitor frames, receipts and label search. Labels for another SAE (an index past its d_sae, or
+    another `d_sae` in the file) are a 400 naming `file`."""
+    filename = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, StarletteUpload):
+            raise InvalidRequest("upload the labels as the multipart field 'file'", param="file")
+        raw, filename = await upload.read(), upload.filename
+    else:
+        raw = await request.body()
+    parsed, att = await rt.saes.import_labels(raw, filename=filename, fmt=format, replace=replace)
+    return a.LabelImportOut(sae=att.sae_id, format=parsed.format, read=len(parsed.labels),
+                            imported=len(att.imported_labels), labelled_features=len(att.labels))
+
+
+@router.delete("/api/saes/attached/labels", operation_id="deleteFeatureLabels", tags=["saes"],
+               response_model=a.SaeStatusOut, responses=ERRORS)
+async def delete_labels(rt: RuntimeDep) -> a.SaeStatusOut:
+    """Delete the imported feature labels.
+
+    Forget the labels imported for the attached SAE (the ones shipped with it stay)."""
+    return a.SaeStatusOut(attached=sae_out(await rt.saes.clear_imported_labels()))
 
 
 # ---------------------------------------------------------------------------- steering

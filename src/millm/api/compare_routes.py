@@ -40,8 +40,8 @@ async def _sse(frames: AsyncIterator[Any], start: c.CompareStart) -> AsyncIterat
 async def compare_steering(body: c.CompareRequest, rt: RuntimeDep) -> Any:
     """Compare steering variants.
 
-    Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed). Each `done`
-    frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+    The variants run as rows of one batch with one seed, so a greedy variant's tokens equal the same request sent
+    alone. Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
     full steering receipt and `diverges_at`: the first generated token that differs from variant 0's."""
     plan = await rt.compare.compare(body)
     if plan.stream:

@@ -87,6 +87,7 @@ class SaeOut(BaseModel):
     neuronpedia_id: str | None = Field(
         None, description="Neuronpedia's id of this SAE, `<model>/<sae set>` (e.g. gemma-2-2b/20-gemmascope-res-16k), "
                           "when its config names one: feature i is at https://www.neuronpedia.org/<id>/<i>.")
+    imported_labels: int = Field(0, description="Of those, labels imported for this SAE (kept across restarts).")
 
 
 class SaeStatusOut(BaseModel):
@@ -97,6 +98,16 @@ class FeatureLabel(BaseModel):
     index: int
     label: str
     score: float | None = None
+    source: Literal["sae", "imported"] | None = Field(
+        None, description="sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.")
+
+
+class LabelImportOut(BaseModel):
+    sae: str = Field(description="The SAE the labels were stored for.")
+    format: Literal["neuronpedia", "map", "csv"] = Field(description="The format the file was read as.")
+    read: int = Field(description="Labels read from this file.")
+    imported: int = Field(description="Imported labels kept for this SAE now (across imports, unless replaced).")
+    labelled_features: int = Field(description="Features with a label now, shipped or imported.")
 
 
 class FeatureLabelsOut(BaseModel):
