@@ -117,8 +117,9 @@ def batch() -> None:
 @click.option("--steer", "steers", multiple=True, help="Settings as index:strength[+index:strength][,...].")
 @click.option("--mode", type=click.Choice(["add", "clamp"]), default=None, help="Steering mode for --steer.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True, help="Add an unsteered setting.")
-@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(1))
-@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 2))
+@click.option("--max-tokens", default=64, show_default=True, type=click.IntRange(1), help="Most tokens per answer.")
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0, 2),
+              help="Sampling temperature of every request (0: greedy).")
 @click.option("--system", default=None, help="A system message for every request.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Where to write the batch JSONL (default: standard output).")
@@ -169,7 +170,8 @@ def run(batch_file: Path, url: str | None, output: Path) -> None:
 @batch.command()
 @click.argument("batch_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.argument("result_files", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="The CSV file to write.")
 def collect(batch_file: Path, result_files: tuple[Path, ...], output: Path) -> None:
     """Join a batch's input BATCH_FILE with its downloaded output/error RESULT_FILES into a CSV table."""
     results = [r for path in result_files for r in _read_jsonl(path)]

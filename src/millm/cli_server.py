@@ -80,7 +80,7 @@ def ps(as_json: bool, url: str | None) -> None:
 @click.command("stop")
 @url_option
 def stop(url: str | None) -> None:
-    """Ask the running server to shut down gracefully (requests in flight finish first)."""
+    """Ask the running server to shut down gracefully (requests in flight finish first, as on SIGTERM)."""
     server = server_from(url)
     server.call("POST", "/api/shutdown")
     click.echo(f"miLLM at {server.url} is shutting down.")

@@ -213,12 +213,13 @@ def test_the_demo_model_and_sae_load_by_their_names(live: LiveServer, tiny_model
     assert est.status_code == 200, est.text
     assert est.json()["source"] == "local" and est.json()["estimate"]["params"] == 2_181_888
     try:
+        assert httpx.post(f"{live.url}/api/saes/detach", headers={"X-MiLLM-Client": "test"}).status_code == 200
         r = _load(live, model="millm-demo")
         assert r.status_code == 200, r.text
         assert r.json()["model"]["id"] == "test-org/tiny"  # the served name set at start-up still applies
         assert live.runtime.worker.loaded.model_id == "millm-demo"
-        # the tiny SAE does not fit the demo model; the demo SAE comes back in its place, with the demo profiles
-        assert r.json()["sae_detached"] and r.json()["sae_attached"] == "millm-demo-sae"
+        # with no SAE attached, the demo SAE comes back with the demo model, and so do the demo profiles
+        assert r.json()["sae_attached"] == "millm-demo-sae"
         assert httpx.get(f"{live.url}/api/saes/attached").json()["attached"]["id"] == "millm-demo-sae"
         chat = httpx.post(f"{live.url}/v1/chat/completions", timeout=60, json={
             "model": "test-org/tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,

@@ -25,7 +25,8 @@ class ShutdownOut(BaseModel):
 async def shutdown_server(request: Request) -> Any:
     """Shut the server down gracefully.
 
-    The server stops accepting connections, lets requests in flight finish (up to 5 s) and exits, as on Ctrl-C.
+    The server drains as on SIGTERM: new requests get a 503, requests in flight finish (up to MILLM_SHUTDOWN_TIMEOUT
+    seconds), then it exits.
     Allowed from the server's own machine (a loopback client), or from anywhere when the server is guarded by an
     API key (MILLM_API_KEY). Only a server started by `millm serve` can be stopped this way (503 otherwise)."""
     settings = request.app.state.runtime.settings
