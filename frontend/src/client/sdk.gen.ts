@@ -2,7 +2,7 @@
 
 import type { Client, ClientMeta, Options as Options2, RequestResult, ServerSentEventsResult, TDataShape } from './client';
 import { client } from './client.gen';
-import type { ActivateProfileData, ActivateProfileErrors, ActivateProfileResponses, AttachSaeData, AttachSaeErrors, AttachSaeResponses, CancelDownloadData, CancelDownloadErrors, CancelDownloadResponses, ClearMonitorHistoryData, ClearMonitorHistoryResponses, ClearSteeringData, ClearSteeringResponses, CompareSteeringData, CompareSteeringErrors, CompareSteeringResponses, CreateChatCompletionData, CreateChatCompletionErrors, CreateChatCompletionResponses, CreateCompletionData, CreateCompletionErrors, CreateCompletionResponses, CreateEmbeddingData, CreateEmbeddingErrors, CreateEmbeddingResponses, CreateProfileData, CreateProfileErrors, CreateProfileFromSteeringData, CreateProfileFromSteeringErrors, CreateProfileFromSteeringResponses, CreateProfileResponses, DeactivateProfileData, DeactivateProfileResponses, DeleteCacheEntryData, DeleteCacheEntryErrors, DeleteCacheEntryResponses, DeleteDownloadData, DeleteDownloadErrors, DeleteDownloadResponses, DeleteProfileData, DeleteProfileErrors, DeleteProfileResponses, DetachSaeData, DetachSaeErrors, DetachSaeResponses, DisableSteeringData, DisableSteeringResponses, DuplicateProfileData, DuplicateProfileErrors, DuplicateProfileResponses, EnableSteeringData, EnableSteeringResponses, EstimateModelData, EstimateModelErrors, EstimateModelResponses, ExportMonitorHistoryData, ExportMonitorHistoryErrors, ExportMonitorHistoryResponses, ExportProfileData, ExportProfileErrors, ExportProfileResponses, ExportProfilesData, ExportProfilesErrors, ExportProfilesResponses, GetAttachedSaeData, GetAttachedSaeResponses, GetDownloadData, GetDownloadErrors, GetDownloadResponses, GetHealthData, GetHealthErrors, GetHealthResponses, GetLoadedModelData, GetLoadedModelResponses, GetMetricsData, GetMetricsResponses, GetMonitorConfigData, GetMonitorConfigResponses, GetMonitorHistoryData, GetMonitorHistoryErrors, GetMonitorHistoryResponses, GetMonitorStatsData, GetMonitorStatsErrors, GetMonitorStatsResponses, GetProfileData, GetProfileErrors, GetProfileResponses, GetProfileSchemaData, GetProfileSchemaResponses, GetStatusData, GetStatusResponses, GetSteeringData, GetSteeringResponses, ImportProfilesData, ImportProfilesErrors, ImportProfilesResponses, ListCacheData, ListCacheErrors, ListCacheResponses, ListDownloadsData, ListDownloadsErrors, ListDownloadsResponses, ListModelsData, ListModelsResponses, ListProfilesData, ListProfilesErrors, ListProfilesResponses, LoadModelData, LoadModelErrors, LoadModelResponses, PauseMonitorData, PauseMonitorResponses, ReplaceProfileData, ReplaceProfileErrors, ReplaceProfileResponses, ResumeDownloadData, ResumeDownloadErrors, ResumeDownloadResponses, ResumeMonitorData, ResumeMonitorResponses, RetrieveModelData, RetrieveModelErrors, RetrieveModelResponses, SearchFeatureLabelsData, SearchFeatureLabelsErrors, SearchFeatureLabelsResponses, SetMonitorConfigData, SetMonitorConfigErrors, SetMonitorConfigResponses, SetSteeringData, SetSteeringErrors, SetSteeringResponses, ShutdownServerData, ShutdownServerErrors, ShutdownServerResponses, StartDownloadData, StartDownloadErrors, StartDownloadResponses, StreamDownloadData, StreamDownloadErrors, StreamDownloadEventsData, StreamDownloadEventsErrors, StreamDownloadEventsResponse, StreamDownloadEventsResponses, StreamDownloadResponse, StreamDownloadResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateProfileData, UpdateProfileErrors, UpdateProfileResponses, UpdateSteeringData, UpdateSteeringErrors, UpdateSteeringResponses } from './types.gen';
+import type { ActivateProfileData, ActivateProfileErrors, ActivateProfileResponses, AttachSaeData, AttachSaeErrors, AttachSaeResponses, CancelDownloadData, CancelDownloadErrors, CancelDownloadResponses, ClearMonitorHistoryData, ClearMonitorHistoryResponses, ClearSteeringData, ClearSteeringResponses, CompareSteeringData, CompareSteeringErrors, CompareSteeringResponses, CreateChatCompletionData, CreateChatCompletionErrors, CreateChatCompletionResponses, CreateCompletionData, CreateCompletionErrors, CreateCompletionResponses, CreateEmbeddingData, CreateEmbeddingErrors, CreateEmbeddingResponses, CreateProfileData, CreateProfileErrors, CreateProfileFromSteeringData, CreateProfileFromSteeringErrors, CreateProfileFromSteeringResponses, CreateProfileResponses, DeactivateProfileData, DeactivateProfileResponses, DeleteCacheEntryData, DeleteCacheEntryErrors, DeleteCacheEntryResponses, DeleteDownloadData, DeleteDownloadErrors, DeleteDownloadResponses, DeleteProfileData, DeleteProfileErrors, DeleteProfileResponses, DetachSaeData, DetachSaeErrors, DetachSaeResponses, DisableSteeringData, DisableSteeringResponses, DuplicateProfileData, DuplicateProfileErrors, DuplicateProfileResponses, EnableSteeringData, EnableSteeringResponses, EstimateModelData, EstimateModelErrors, EstimateModelResponses, ExportMonitorHistoryData, ExportMonitorHistoryErrors, ExportMonitorHistoryResponses, ExportProfileData, ExportProfileErrors, ExportProfileResponses, ExportProfilesData, ExportProfilesErrors, ExportProfilesResponses, GetAttachedSaeData, GetAttachedSaeResponses, GetDownloadData, GetDownloadErrors, GetDownloadResponses, GetHealthData, GetHealthErrors, GetHealthResponses, GetLoadedModelData, GetLoadedModelResponses, GetMetricsData, GetMetricsResponses, GetMonitorConfigData, GetMonitorConfigResponses, GetMonitorHistoryData, GetMonitorHistoryErrors, GetMonitorHistoryResponses, GetMonitorStatsData, GetMonitorStatsErrors, GetMonitorStatsResponses, GetProfileData, GetProfileErrors, GetProfileResponses, GetProfileSchemaData, GetProfileSchemaResponses, GetStatusData, GetStatusResponses, GetSteeringData, GetSteeringResponses, ImportProfilesData, ImportProfilesErrors, ImportProfilesResponses, ListCacheData, ListCacheErrors, ListCacheResponses, ListDownloadsData, ListDownloadsErrors, ListDownloadsResponses, ListModelsData, ListModelsResponses, ListProfilesData, ListProfilesErrors, ListProfilesResponses, ListRepoSaesData, ListRepoSaesErrors, ListRepoSaesResponses, LoadModelData, LoadModelErrors, LoadModelResponses, PauseMonitorData, PauseMonitorResponses, ReplaceProfileData, ReplaceProfileErrors, ReplaceProfileResponses, ResumeDownloadData, ResumeDownloadErrors, ResumeDownloadResponses, ResumeMonitorData, ResumeMonitorResponses, RetrieveModelData, RetrieveModelErrors, RetrieveModelResponses, SearchFeatureLabelsData, SearchFeatureLabelsErrors, SearchFeatureLabelsResponses, SetMonitorConfigData, SetMonitorConfigErrors, SetMonitorConfigResponses, SetSteeringData, SetSteeringErrors, SetSteeringResponses, ShutdownServerData, ShutdownServerErrors, ShutdownServerResponses, StartDownloadData, StartDownloadErrors, StartDownloadResponses, StreamDownloadData, StreamDownloadErrors, StreamDownloadEventsData, StreamDownloadEventsErrors, StreamDownloadEventsResponse, StreamDownloadEventsResponses, StreamDownloadResponse, StreamDownloadResponses, UnloadModelData, UnloadModelErrors, UnloadModelResponses, UpdateProfileData, UpdateProfileErrors, UpdateProfileResponses, UpdateSteeringData, UpdateSteeringErrors, UpdateSteeringResponses } from './types.gen';
 
 export type Options<TData extends TDataShape = TDataShape, ThrowOnError extends boolean = boolean, TResponse = unknown> = Options2<TData, ThrowOnError, TResponse> & {
     /**
@@ -34,9 +34,10 @@ export const listCache = <ThrowOnError extends boolean = true>(options?: Options
 export const deleteCacheEntry = <ThrowOnError extends boolean = true>(options: Options<DeleteCacheEntryData, ThrowOnError>): RequestResult<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError> => (options.client ?? client).delete<DeleteCacheEntryResponses, DeleteCacheEntryErrors, ThrowOnError>({ url: '/api/cache/{repo_id}', ...options });
 
 /**
- * Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed)
+ * Compare steering variants
  *
- * Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+ * Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed). Each `done`
+ * frame (and each variant of the JSON result) carries the text, token count, finish_reason,
  * full steering receipt and `diverges_at`: the first generated token that differs from variant 0's.
  */
 export const compareSteering = <ThrowOnError extends boolean = true>(options: Options<CompareSteeringData, ThrowOnError>): RequestResult<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError> => (options.client ?? client).post<CompareSteeringResponses, CompareSteeringErrors, ThrowOnError>({
@@ -115,6 +116,16 @@ export const streamDownload = <ThrowOnError extends boolean = true>(options: Opt
 export const resumeDownload = <ThrowOnError extends boolean = true>(options: Options<ResumeDownloadData, ThrowOnError>): RequestResult<ResumeDownloadResponses, ResumeDownloadErrors, ThrowOnError> => (options.client ?? client).post<ResumeDownloadResponses, ResumeDownloadErrors, ThrowOnError>({ url: '/api/downloads/{job_id}/resume', ...options });
 
 /**
+ * List a Hub repo's SAEs
+ *
+ * Every SAE folder of the repo (Gemma Scope, Gemma Scope 2, Llama Scope, SAELens, sparsify, dictionary_learning
+ * layouts) with its layer, site, width, L0 and size parsed from its path, and d_in, hook, architecture and
+ * Neuronpedia id from its config where the format has one; nothing is downloaded into the cache. Pick one and
+ * pull it with `POST /api/downloads` (`kind: sae`, `repo_id`, `path`) or attach its `source`.
+ */
+export const listRepoSaes = <ThrowOnError extends boolean = true>(options: Options<ListRepoSaesData, ThrowOnError>): RequestResult<ListRepoSaesResponses, ListRepoSaesErrors, ThrowOnError> => (options.client ?? client).get<ListRepoSaesResponses, ListRepoSaesErrors, ThrowOnError>({ url: '/api/hub/saes', ...options });
+
+/**
  * Estimate a model's memory
  *
  * Memory a load would need (weights, KV cache for one sequence, attached SAE, overhead) against free memory on
@@ -130,8 +141,8 @@ export const estimateModel = <ThrowOnError extends boolean = true>(options: Opti
  *
  * Load or switch to a model: a local folder, `millm-demo`, or a Hub repo id (a repo not in the cache is pulled
  * first). The previous model keeps serving until the new one is ready, and a failed load keeps it. A load the
- * memory estimate says will not fit is refused with a 409 `insufficient_memory` whose message gives the
- * breakdown (weights, KV cache, SAE) against free memory; `force: true` loads anyway.
+ * memory estimate says will not fit is refused with a 400 `insufficient_memory` whose `memory_estimate` gives the
+ * breakdown (weights, KV cache, SAE, overhead) against free memory; `force: true` loads anyway.
  */
 export const loadModel = <ThrowOnError extends boolean = true>(options: Options<LoadModelData, ThrowOnError>): RequestResult<LoadModelResponses, LoadModelErrors, ThrowOnError> => (options.client ?? client).post<LoadModelResponses, LoadModelErrors, ThrowOnError>({
     url: '/api/models/load',
@@ -409,9 +420,10 @@ export const searchFeatureLabels = <ThrowOnError extends boolean = true>(options
 export const detachSae = <ThrowOnError extends boolean = true>(options?: Options<DetachSaeData, ThrowOnError>): RequestResult<DetachSaeResponses, DetachSaeErrors, ThrowOnError> => (options?.client ?? client).post<DetachSaeResponses, DetachSaeErrors, ThrowOnError>({ url: '/api/saes/detach', ...options });
 
 /**
- * Shut the server down gracefully: it stops accepting connections, lets requests in flight finish
+ * Shut the server down
  *
- * (up to 5 s), saves its state and exits, as on Ctrl-C.
+ * Gracefully: it stops accepting connections, lets requests in flight finish (up to 5 s), saves its state and
+ * exits, as on Ctrl-C.
  *
  * Allowed from the server's own machine (a loopback client), or from anywhere when the server is guarded by an
  * API key (MILLM_API_KEY). Only a server started by `millm serve` can be stopped this way (503 otherwise).

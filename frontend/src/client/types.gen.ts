@@ -59,6 +59,39 @@ export type ActivationSummary = {
 };
 
 /**
+ * ActivationsIn
+ *
+ * The request's own SAE activations, returned in `millm.activations` (sent as a top-level `activations` object,
+ * SDKs: extra_body). Give `features` or `top_k`.
+ */
+export type ActivationsIn = {
+    /**
+     * Features
+     *
+     * Feature indices to report at every position (distinct, < d_sae).
+     */
+    features?: Array<number> | null;
+    /**
+     * Positions
+     *
+     * prompt: the prompt tokens (a leading BOS left out, as the monitor does); completion: the generated tokens fed back through the model (all but the last); all: both; last: the last position the model read.
+     */
+    positions?: 'prompt' | 'completion' | 'all' | 'last';
+    /**
+     * Read
+     *
+     * Read the hook's activations before or after this request's steering.
+     */
+    read?: 'before' | 'after';
+    /**
+     * Top K
+     *
+     * Report the k most active features at every position instead.
+     */
+    top_k?: number | null;
+};
+
+/**
  * AppliedFeature
  */
 export type AppliedFeature = {
@@ -366,6 +399,7 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Add Generation Prompt
      *
@@ -575,6 +609,24 @@ export type ChatMessage = {
      */
     tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceActivations
+ */
+export type ChoiceActivations = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Read
+     */
+    read: 'before' | 'after';
+    /**
+     * Tokens
+     */
+    tokens: Array<TokenActivationsOut>;
 };
 
 /**
@@ -861,6 +913,7 @@ export type CompletionLogprobs = {
  * CompletionRequest
  */
 export type CompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Allowed Token Ids
      *
@@ -1018,6 +1071,36 @@ export type DownloadIn = {
 };
 
 /**
+ * DownloadsSummaryOut
+ */
+export type DownloadsSummaryOut = {
+    /**
+     * Active
+     *
+     * Download jobs queued or running.
+     */
+    active: number;
+    /**
+     * Bytes Done
+     *
+     * Bytes transferred by the active jobs.
+     */
+    bytes_done: number;
+    /**
+     * Bytes Total
+     *
+     * Bytes the active jobs fetch in all.
+     */
+    bytes_total: number;
+    /**
+     * Speed Bps
+     *
+     * Their transfer rate together, bytes per second.
+     */
+    speed_bps: number;
+};
+
+/**
  * Embedding
  */
 export type Embedding = {
@@ -1118,6 +1201,10 @@ export type ErrorInfo = {
      */
     code?: string | null;
     /**
+     * Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did not fit in the free memory it was compared with.
+     */
+    memory_estimate?: MemoryEstimateOut | null;
+    /**
      * Message
      */
     message: string;
@@ -1136,6 +1223,24 @@ export type ErrorInfo = {
  */
 export type ErrorResponse = {
     error: ErrorInfo;
+};
+
+/**
+ * FeatureActivationOut
+ */
+export type FeatureActivationOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -1192,6 +1297,12 @@ export type FeatureLabel = {
      * Score
      */
     score?: number | null;
+    /**
+     * Source
+     *
+     * sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.
+     */
+    source?: 'sae' | 'imported' | null;
 };
 
 /**
@@ -1284,6 +1395,54 @@ export type FunctionDef = {
 };
 
 /**
+ * GpuOut
+ */
+export type GpuOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Memory Total Bytes
+     */
+    memory_total_bytes: number;
+    /**
+     * Memory Used Bytes
+     *
+     * Used memory on the device (null without NVML, on a device miLLM does not use).
+     */
+    memory_used_bytes: number | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Utilization Percent
+     *
+     * GPU busy time, 0..100 (null without NVML).
+     */
+    utilization_percent: number | null;
+};
+
+/**
+ * HealthOut
+ */
+export type HealthOut = {
+    /**
+     * Error
+     *
+     * Why start-up failed, when it did.
+     */
+    error?: string | null;
+    /**
+     * Status
+     *
+     * ok (200) when a model is serving; otherwise (503) loading or no_model.
+     */
+    status: 'ok' | 'loading' | 'no_model';
+};
+
+/**
  * HistoryList
  */
 export type HistoryList = {
@@ -1295,6 +1454,42 @@ export type HistoryList = {
      * Data
      */
     data: Array<RequestHistory>;
+};
+
+/**
+ * HostOut
+ */
+export type HostOut = {
+    /**
+     * Cpu Count
+     */
+    cpu_count: number;
+    /**
+     * Cpu Percent
+     *
+     * Whole-machine CPU use since the previous status request, 0..100.
+     */
+    cpu_percent: number;
+    /**
+     * Process Cpu Percent
+     *
+     * CPU use of the miLLM process (100 = one core).
+     */
+    process_cpu_percent: number;
+    /**
+     * Process Rss Bytes
+     *
+     * Resident memory of the miLLM process.
+     */
+    process_rss_bytes: number;
+    /**
+     * Ram Total Bytes
+     */
+    ram_total_bytes: number;
+    /**
+     * Ram Used Bytes
+     */
+    ram_used_bytes: number;
 };
 
 /**
@@ -1401,6 +1596,12 @@ export type JobOut = {
     current_file: string | null;
     error: JobError | null;
     /**
+     * Eta S
+     *
+     * Seconds left at that rate (null when not running or not moving).
+     */
+    eta_s: number | null;
+    /**
      * Files Done
      */
     files_done: number;
@@ -1449,6 +1650,12 @@ export type JobOut = {
      */
     revision: string;
     /**
+     * Speed Bps
+     *
+     * Transfer rate over the last few seconds, bytes per second (0 unless running).
+     */
+    speed_bps: number;
+    /**
      * State
      */
     state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -1489,6 +1696,42 @@ export type JsonSchemaFormat = {
      */
     strict?: boolean | null;
     [key: string]: unknown;
+};
+
+/**
+ * LabelImportOut
+ */
+export type LabelImportOut = {
+    /**
+     * Format
+     *
+     * The format the file was read as.
+     */
+    format: 'neuronpedia' | 'map' | 'csv';
+    /**
+     * Imported
+     *
+     * Imported labels kept for this SAE now (across imports, unless replaced).
+     */
+    imported: number;
+    /**
+     * Labelled Features
+     *
+     * Features with a label now, shipped or imported.
+     */
+    labelled_features: number;
+    /**
+     * Read
+     *
+     * Labels read from this file.
+     */
+    read: number;
+    /**
+     * Sae
+     *
+     * The SAE the labels were stored for.
+     */
+    sae: string;
 };
 
 /**
@@ -1633,6 +1876,12 @@ export type MemoryOut = {
  * MillmInfo
  */
 export type MillmInfo = {
+    /**
+     * Activations
+     *
+     * With a request's `activations` object: its SAE activations per choice, token by token.
+     */
+    activations?: Array<ChoiceActivations> | null;
     steering: AppliedSteering;
 };
 
@@ -2127,6 +2376,138 @@ export type ProfilePublic = {
 };
 
 /**
+ * RepoSaeList
+ */
+export type RepoSaeList = {
+    /**
+     * Commit
+     *
+     * The commit the revision resolved to.
+     */
+    commit: string;
+    /**
+     * Configs Read
+     *
+     * How many SAE configs were read for d_in, width, hook and Neuronpedia id.
+     */
+    configs_read: number;
+    /**
+     * Count
+     */
+    count: number;
+    /**
+     * Data
+     *
+     * Sorted by site, layer, width and L0, ready to group.
+     */
+    data: Array<RepoSaeOut>;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     */
+    revision: string;
+};
+
+/**
+ * RepoSaeOut
+ *
+ * One SAE folder of a Hub repo, with what its path and (where the format has one) its config say.
+ */
+export type RepoSaeOut = {
+    /**
+     * Architecture
+     *
+     * standard, jumprelu, topk or gated, when known.
+     */
+    architecture: string | null;
+    /**
+     * Cached
+     *
+     * Already downloaded into the local cache.
+     */
+    cached: boolean;
+    /**
+     * D In
+     *
+     * Width of the activations it reads, when its config says.
+     */
+    d_in: number | null;
+    /**
+     * Files
+     */
+    files: number;
+    /**
+     * Format
+     *
+     * gemma_scope, gemma_scope_2, saelens, sparsify, llama_scope, llama_scope_r1 or dictionary_learning.
+     */
+    format: string;
+    /**
+     * Hook Name
+     *
+     * The hook as the SAE names it, when known.
+     */
+    hook_name: string | null;
+    /**
+     * L0
+     *
+     * Average number of active features per token (Gemma Scope's average_l0).
+     */
+    l0: number | null;
+    /**
+     * L0 Label
+     *
+     * Gemma Scope 2's relative L0: small, medium or big.
+     */
+    l0_label: string | null;
+    /**
+     * Layer
+     *
+     * The model layer it reads.
+     */
+    layer: number | null;
+    /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of the SAE, when its config names one.
+     */
+    neuronpedia_id: string | null;
+    /**
+     * Path
+     *
+     * Folder inside the repo ('' = the repo root): the `path` of a download.
+     */
+    path: string;
+    /**
+     * Site
+     *
+     * Where in the layer: resid_post, resid_pre, mlp_out, attn_out, attn_z, transcoder, embedding, module.
+     */
+    site: string | null;
+    /**
+     * Size Bytes
+     *
+     * Bytes of its files on the Hub.
+     */
+    size_bytes: number;
+    /**
+     * Source
+     *
+     * `repo_id:path` (or the repo id for the root), ready for POST /api/saes/attach.
+     */
+    source: string;
+    /**
+     * Width
+     *
+     * Number of features (d_sae).
+     */
+    width: number | null;
+};
+
+/**
  * RequestHistory
  */
 export type RequestHistory = {
@@ -2142,6 +2523,10 @@ export type RequestHistory = {
      * Stats
      */
     stats: Array<FeatureStats>;
+    /**
+     * The request's final steering receipt (with evidence).
+     */
+    steering?: AppliedSteering | null;
     /**
      * Tokens
      */
@@ -2204,6 +2589,8 @@ export type SaeAttachIn = {
 export type SaeOut = {
     /**
      * Architecture
+     *
+     * standard, jumprelu, topk or gated.
      */
     architecture: string;
     /**
@@ -2212,6 +2599,8 @@ export type SaeOut = {
     d_in: number;
     /**
      * D Sae
+     *
+     * Number of features; valid indices are 0 .. d_sae - 1.
      */
     d_sae: number;
     /**
@@ -2220,6 +2609,8 @@ export type SaeOut = {
     dtype: string;
     /**
      * Hook Name
+     *
+     * The hook as its source names it (TransformerLens name or module path).
      */
     hook_name: string;
     /**
@@ -2227,7 +2618,15 @@ export type SaeOut = {
      */
     id: string;
     /**
+     * Imported Labels
+     *
+     * Of those, labels imported for this SAE (kept across restarts).
+     */
+    imported_labels?: number;
+    /**
      * Labelled Features
+     *
+     * Features with a label (GET /api/saes/attached/labels).
      */
     labelled_features?: number;
     /**
@@ -2235,19 +2634,45 @@ export type SaeOut = {
      */
     layer: number;
     /**
+     * Model Name
+     *
+     * The model its config says it was trained on.
+     */
+    model_name?: string | null;
+    /**
      * Module
+     *
+     * The model's module the SAE reads and steers.
      */
     module: string;
     /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of this SAE, `<model>/<sae set>` (e.g. gemma-2-2b/20-gemmascope-res-16k), when its config names one: feature i is at https://www.neuronpedia.org/<id>/<i>.
+     */
+    neuronpedia_id?: string | null;
+    /**
      * Path
+     *
+     * Folder inside repo_id.
      */
     path?: string | null;
     /**
      * Repo Id
+     *
+     * Hub repo it came from (null: a local folder).
      */
     repo_id?: string | null;
     /**
+     * Revision
+     *
+     * Hub revision of repo_id.
+     */
+    revision?: string | null;
+    /**
      * Source Format
+     *
+     * The format it was read from (saelens, gemma_scope, sparsify, ...).
      */
     source_format: string;
 };
@@ -2362,7 +2787,7 @@ export type SkippedPosition = {
      *
      * special_token: steer_special_tokens is false.
      */
-    reason: 'special_token';
+    reason?: 'special_token';
     /**
      * Token
      */
@@ -2393,29 +2818,48 @@ export type StatusOut = {
     active_profile: string | null;
     /**
      * Active Sequences
+     *
+     * Sequences being decoded now.
      */
     active_sequences: number;
     /**
      * Device
      */
     device: string | null;
+    downloads: DownloadsSummaryOut;
+    /**
+     * Gpus
+     *
+     * CUDA devices (empty without CUDA).
+     */
+    gpus: Array<GpuOut>;
+    host: HostOut;
     /**
      * Loading
+     *
+     * The model being loaded, while one is.
      */
     loading?: string | null;
     /**
      * Max Batch Size
      */
     max_batch_size: number;
+    /**
+     * Memory of the model's device (the GPU's, else RAM).
+     */
     memory: MemoryOut;
     model: LoadedModelOut | null;
     /**
      * Queue Depth
+     *
+     * Requests waiting for a batch slot.
      */
     queue_depth: number;
     sae: SaeOut | null;
     /**
      * Status
+     *
+     * ok: serving; loading: a model is being loaded (the previous one may still serve); no_model: nothing to serve.
      */
     status: 'ok' | 'loading' | 'no_model';
     steering: SteeringStateOut;
@@ -2669,6 +3113,34 @@ export type StreamOptions = {
 };
 
 /**
+ * TokenActivationsOut
+ *
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ */
+export type TokenActivationsOut = {
+    /**
+     * Activations
+     */
+    activations: Array<FeatureActivationOut>;
+    /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated';
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Token
+     */
+    token: string;
+    /**
+     * Token Id
+     */
+    token_id: number;
+};
+
+/**
  * ToolCall
  */
 export type ToolCall = {
@@ -2735,6 +3207,8 @@ export type ListCacheData = {
     query?: {
         /**
          * Kind
+         *
+         * Only models or only SAEs.
          */
         kind?: string | null;
     };
@@ -2764,12 +3238,16 @@ export type DeleteCacheEntryData = {
     path: {
         /**
          * Repo Id
+         *
+         * Hub repo id, `owner/name`.
          */
         repo_id: string;
     };
     query?: {
         /**
          * Revision
+         *
+         * Delete only this revision (commit or ref); none: all of it.
          */
         revision?: string | null;
     };
@@ -2844,7 +3322,7 @@ export type CompareSteeringError = CompareSteeringErrors[keyof CompareSteeringEr
 
 export type CompareSteeringResponses = {
     /**
-     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare). With `stream: false`, one CompareResult.
+     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare, in frontend/frames.schema.json as sse_compare). With `stream: false`, one CompareResult.
      */
     200: CompareResult;
 };
@@ -2857,6 +3335,8 @@ export type ListDownloadsData = {
     query?: {
         /**
          * Active
+         *
+         * Only queued and running jobs.
          */
         active?: boolean;
     };
@@ -2935,27 +3415,27 @@ export type StreamDownloadEventsData = {
 
 export type StreamDownloadEventsErrors = {
     /**
-     * Bad Request
+     * An error in the OpenAI envelope
      */
     400: ErrorResponse;
     /**
-     * Unauthorized
+     * An error in the OpenAI envelope
      */
     401: ErrorResponse;
     /**
-     * Forbidden
+     * An error in the OpenAI envelope
      */
     403: ErrorResponse;
     /**
-     * Not Found
+     * An error in the OpenAI envelope
      */
     404: ErrorResponse;
     /**
-     * Conflict
+     * An error in the OpenAI envelope
      */
     409: ErrorResponse;
     /**
-     * Bad Gateway
+     * An error in the OpenAI envelope
      */
     502: ErrorResponse;
 };
@@ -2976,6 +3456,8 @@ export type DeleteDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3026,6 +3508,8 @@ export type GetDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3076,6 +3560,8 @@ export type CancelDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3126,6 +3612,8 @@ export type StreamDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3135,27 +3623,27 @@ export type StreamDownloadData = {
 
 export type StreamDownloadErrors = {
     /**
-     * Bad Request
+     * An error in the OpenAI envelope
      */
     400: ErrorResponse;
     /**
-     * Unauthorized
+     * An error in the OpenAI envelope
      */
     401: ErrorResponse;
     /**
-     * Forbidden
+     * An error in the OpenAI envelope
      */
     403: ErrorResponse;
     /**
-     * Not Found
+     * An error in the OpenAI envelope
      */
     404: ErrorResponse;
     /**
-     * Conflict
+     * An error in the OpenAI envelope
      */
     409: ErrorResponse;
     /**
-     * Bad Gateway
+     * An error in the OpenAI envelope
      */
     502: ErrorResponse;
 };
@@ -3176,6 +3664,8 @@ export type ResumeDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3221,32 +3711,102 @@ export type ResumeDownloadResponses = {
 
 export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
 
+export type ListRepoSaesData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * Repo Id
+         *
+         * Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).
+         */
+        repo_id: string;
+        /**
+         * Revision
+         *
+         * Branch, tag or commit (default: main).
+         */
+        revision?: string | null;
+    };
+    url: '/api/hub/saes';
+};
+
+export type ListRepoSaesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type ListRepoSaesError = ListRepoSaesErrors[keyof ListRepoSaesErrors];
+
+export type ListRepoSaesResponses = {
+    /**
+     * Successful Response
+     */
+    200: RepoSaeList;
+};
+
+export type ListRepoSaesResponse = ListRepoSaesResponses[keyof ListRepoSaesResponses];
+
 export type EstimateModelData = {
     body?: never;
     path?: never;
     query: {
         /**
          * Model
+         *
+         * A local folder, `millm-demo`, a cached or a Hub repo id.
          */
         model: string;
         /**
          * Revision
+         *
+         * Hub branch, tag or commit (default: main).
          */
         revision?: string | null;
         /**
          * Dtype
+         *
+         * Precision of the weights (default: the server's).
          */
         dtype?: string | null;
         /**
          * Quantization
+         *
+         * bitsandbytes quantization (default: the server's).
          */
         quantization?: string | null;
         /**
          * Device
+         *
+         * Device to estimate for; one not on this machine is estimated too.
          */
         device?: string | null;
         /**
          * Context
+         *
+         * Tokens of KV cache (default: the model's, capped).
          */
         context?: number | null;
     };
@@ -3446,10 +4006,14 @@ export type ExportMonitorHistoryData = {
     query?: {
         /**
          * Format
+         *
+         * jsonl or csv.
          */
         format?: string;
         /**
          * Request Id
+         *
+         * One request only; none: all of them.
          */
         request_id?: string | null;
     };
@@ -3500,6 +4064,8 @@ export type GetMonitorHistoryData = {
     query?: {
         /**
          * Request Id
+         *
+         * One request's history (its completion id); none: every recorded request.
          */
         request_id?: string | null;
     };
@@ -3595,6 +4161,8 @@ export type ListProfilesData = {
     query?: {
         /**
          * Model
+         *
+         * Only the profiles made for this model id.
          */
         model?: string | null;
     };
@@ -3674,6 +4242,8 @@ export type ExportProfilesData = {
     query?: {
         /**
          * Names
+         *
+         * Profiles to export (repeat the parameter); none: all.
          */
         names?: Array<string> | null;
     };
@@ -3745,10 +4315,14 @@ export type ImportProfilesData = {
     query?: {
         /**
          * On Conflict
+         *
+         * A name already in use: error (409, nothing imported), rename (a free name), or replace the existing profile.
          */
         on_conflict?: string;
         /**
          * Name
+         *
+         * Store a single imported profile under this name.
          */
         name?: string | null;
     };
@@ -3806,18 +4380,24 @@ export type DeleteProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
     query?: {
         /**
          * Version
+         *
+         * Delete only at this version.
          */
         version?: number | null;
     };
@@ -3855,6 +4435,8 @@ export type GetProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -3963,12 +4545,16 @@ export type UpdateProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4077,12 +4663,16 @@ export type ReplaceProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4121,6 +4711,8 @@ export type ActivateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4159,6 +4751,8 @@ export type DuplicateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4197,6 +4791,8 @@ export type ExportProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4295,6 +4891,43 @@ export type GetAttachedSaeResponses = {
 
 export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
 
+export type DeleteFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached/labels';
+};
+
+export type DeleteFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DeleteFeatureLabelsError = DeleteFeatureLabelsErrors[keyof DeleteFeatureLabelsErrors];
+
+export type DeleteFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DeleteFeatureLabelsResponse = DeleteFeatureLabelsResponses[keyof DeleteFeatureLabelsResponses];
+
 export type SearchFeatureLabelsData = {
     body?: never;
     path?: never;
@@ -4332,6 +4965,63 @@ export type SearchFeatureLabelsResponses = {
 };
 
 export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type ImportFeatureLabelsData = {
+    /**
+     * The label file's JSON: a Neuronpedia explanation export (array of records with index and description), or an index -> label object.
+     */
+    body: Array<{
+        [key: string]: unknown;
+    }> | {
+        [key: string]: unknown;
+    };
+    path?: never;
+    query?: {
+        /**
+         * Format
+         *
+         * Read the content as this format (default: detected).
+         */
+        format?: 'neuronpedia' | 'map' | 'csv' | null;
+        /**
+         * Replace
+         *
+         * Replace the labels imported before for this SAE instead of adding to them.
+         */
+        replace?: boolean;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type ImportFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ImportFeatureLabelsError = ImportFeatureLabelsErrors[keyof ImportFeatureLabelsErrors];
+
+export type ImportFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: LabelImportOut;
+};
+
+export type ImportFeatureLabelsResponse = ImportFeatureLabelsResponses[keyof ImportFeatureLabelsResponses];
 
 export type DetachSaeData = {
     body?: never;
@@ -4562,21 +5252,21 @@ export type GetHealthData = {
 
 export type GetHealthErrors = {
     /**
-     * Service Unavailable
+     * Starting, loading or no model (with Retry-After)
      */
-    503: ErrorResponse;
+    503: HealthOut;
 };
 
 export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
 
 export type GetHealthResponses = {
     /**
-     * Response Gethealth
-     *
      * Successful Response
      */
-    200: unknown;
+    200: HealthOut;
 };
+
+export type GetHealthResponse = GetHealthResponses[keyof GetHealthResponses];
 
 export type GetMetricsData = {
     body?: never;
@@ -4596,6 +5286,14 @@ export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
 
 export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -4637,6 +5335,14 @@ export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof C
 
 export type CreateCompletionData = {
     body: CompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -4678,6 +5384,14 @@ export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCom
 
 export type CreateEmbeddingData = {
     body: EmbeddingRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';
@@ -4738,6 +5452,8 @@ export type RetrieveModelData = {
     path: {
         /**
          * Model Id
+         *
+         * A model id from GET /v1/models (may contain '/').
          */
         model_id: string;
     };

@@ -37,6 +37,15 @@ export function status(overrides: Partial<StatusOut> = {}): StatusOut {
     loading: null,
     device: "cpu",
     memory: { device: "cpu", used_bytes: 8.2 * 1024 ** 3, total_bytes: 32 * 1024 ** 3 },
+    host: {
+      cpu_percent: 37.5,
+      cpu_count: 8,
+      ram_used_bytes: 8.2 * 1024 ** 3,
+      ram_total_bytes: 32 * 1024 ** 3,
+      process_rss_bytes: 1.1 * 1024 ** 3,
+      process_cpu_percent: 120,
+    },
+    gpus: [],
     model: demoModel,
     sae: demoSae,
     steering: {
@@ -51,6 +60,7 @@ export function status(overrides: Partial<StatusOut> = {}): StatusOut {
     queue_depth: 2,
     active_sequences: 3,
     max_batch_size: 8,
+    downloads: { active: 0, bytes_done: 0, bytes_total: 0, speed_bps: 0 },
     ...overrides,
   };
 }
@@ -71,6 +81,8 @@ export function job(overrides: Partial<JobOut> = {}): JobOut {
     files_total: 4,
     progress: 0.25,
     current_file: "model-00002-of-00003.safetensors",
+    speed_bps: 50 * 1024 ** 2,
+    eta_s: 61.4,
     error: null,
     attempts: 1,
     created_at: "2026-12-06T09:00:00Z",

@@ -195,13 +195,13 @@ def tokenize_prompts(tokenizer: Any, prompt: PromptField, *, vocab_size: int, pa
         prompts = [prompt]
     else:
         prompts = list(prompt)
+    listed = not isinstance(prompt, str) and len(prompts) == len(prompt)  # strings or id lists: name each by index
     if not prompts:
         raise InvalidRequest("the prompt must not be empty", param=param)
     out = []
     for i, p in enumerate(prompts):
         if isinstance(p, str):
-            ids = encode(tokenizer, p, context_length=context_length,
-                         param=param if len(prompts) == 1 else f"{param}[{i}]")
+            ids = encode(tokenizer, p, context_length=context_length, param=f"{param}[{i}]" if listed else param)
         else:
             ids = list(p)
             bad = [t for t in ids if not 0 <= t < vocab_size]
