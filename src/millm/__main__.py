@@ -82,6 +82,9 @@ def _register_subcommands() -> None:
     cli_server.register(main, cli_hub.sae)
     main.add_command(cli_profiles.profile)
     main.add_command(cli_mcp.mcp)
+    from millm import cli_batch
+
+    main.add_command(cli_batch.batch)
 
 
 _register_subcommands()

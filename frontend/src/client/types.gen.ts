@@ -220,6 +220,191 @@ export type AssistantMessage = {
 };
 
 /**
+ * Batch
+ */
+export type Batch = {
+    /**
+     * Cancelled At
+     */
+    cancelled_at?: number | null;
+    /**
+     * Cancelling At
+     */
+    cancelling_at?: number | null;
+    /**
+     * Completed At
+     */
+    completed_at?: number | null;
+    /**
+     * Completion Window
+     */
+    completion_window?: string;
+    /**
+     * Created At
+     */
+    created_at: number;
+    /**
+     * Endpoint
+     */
+    endpoint: string;
+    /**
+     * Error File Id
+     */
+    error_file_id?: string | null;
+    errors?: BatchErrors | null;
+    /**
+     * Expired At
+     */
+    expired_at?: number | null;
+    /**
+     * Expires At
+     */
+    expires_at?: number | null;
+    /**
+     * Failed At
+     */
+    failed_at?: number | null;
+    /**
+     * Finalizing At
+     */
+    finalizing_at?: number | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * In Progress At
+     */
+    in_progress_at?: number | null;
+    /**
+     * Input File Id
+     */
+    input_file_id: string;
+    /**
+     * Metadata
+     */
+    metadata?: {
+        [key: string]: string;
+    } | null;
+    /**
+     * Object
+     */
+    object?: 'batch';
+    /**
+     * Output File Id
+     */
+    output_file_id?: string | null;
+    request_counts?: RequestCounts;
+    /**
+     * Status
+     */
+    status: 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+};
+
+/**
+ * BatchCreate
+ */
+export type BatchCreate = {
+    /**
+     * Completion Window
+     */
+    completion_window?: '24h';
+    /**
+     * Endpoint
+     */
+    endpoint: '/v1/chat/completions' | '/v1/completions' | '/v1/embeddings';
+    /**
+     * Input File Id
+     */
+    input_file_id: string;
+    /**
+     * Metadata
+     *
+     * Up to 16 string pairs, stored with the batch.
+     */
+    metadata?: {
+        [key: string]: string;
+    } | null;
+    [key: string]: unknown;
+};
+
+/**
+ * BatchError
+ */
+export type BatchError = {
+    /**
+     * Code
+     */
+    code?: string | null;
+    /**
+     * Line
+     */
+    line?: number | null;
+    /**
+     * Message
+     */
+    message?: string | null;
+    /**
+     * Param
+     */
+    param?: string | null;
+};
+
+/**
+ * BatchErrors
+ */
+export type BatchErrors = {
+    /**
+     * Data
+     */
+    data?: Array<BatchError>;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * BatchList
+ */
+export type BatchList = {
+    /**
+     * Data
+     */
+    data: Array<Batch>;
+    /**
+     * First Id
+     */
+    first_id?: string | null;
+    /**
+     * Has More
+     */
+    has_more?: boolean;
+    /**
+     * Last Id
+     */
+    last_id?: string | null;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * Body_createFile
+ */
+export type BodyCreateFile = {
+    /**
+     * File
+     */
+    file: Blob | File;
+    /**
+     * Purpose
+     */
+    purpose: string;
+};
+
+/**
  * CacheDeleteOut
  */
 export type CacheDeleteOut = {
@@ -1370,6 +1555,92 @@ export type FeatureValue = {
 };
 
 /**
+ * FileDeleted
+ */
+export type FileDeleted = {
+    /**
+     * Deleted
+     */
+    deleted?: boolean;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Object
+     */
+    object?: 'file';
+};
+
+/**
+ * FileList
+ */
+export type FileList = {
+    /**
+     * Data
+     */
+    data: Array<FileObject>;
+    /**
+     * First Id
+     */
+    first_id?: string | null;
+    /**
+     * Has More
+     */
+    has_more?: boolean;
+    /**
+     * Last Id
+     */
+    last_id?: string | null;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * FileObject
+ */
+export type FileObject = {
+    /**
+     * Bytes
+     */
+    bytes: number;
+    /**
+     * Created At
+     */
+    created_at: number;
+    /**
+     * Expires At
+     */
+    expires_at?: number | null;
+    /**
+     * Filename
+     */
+    filename: string;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Object
+     */
+    object?: 'file';
+    /**
+     * Purpose
+     */
+    purpose: 'batch' | 'batch_output';
+    /**
+     * Status
+     */
+    status?: 'uploaded' | 'processed' | 'error';
+    /**
+     * Status Details
+     */
+    status_details?: string | null;
+};
+
+/**
  * FunctionDef
  */
 export type FunctionDef = {
@@ -2508,6 +2779,24 @@ export type RepoSaeOut = {
 };
 
 /**
+ * RequestCounts
+ */
+export type RequestCounts = {
+    /**
+     * Completed
+     */
+    completed?: number;
+    /**
+     * Failed
+     */
+    failed?: number;
+    /**
+     * Total
+     */
+    total?: number;
+};
+
+/**
  * RequestHistory
  */
 export type RequestHistory = {
@@ -3220,6 +3509,10 @@ export type ListCacheErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
@@ -3305,9 +3598,21 @@ export type CompareSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -3348,6 +3653,10 @@ export type ListDownloadsErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListDownloadsError = ListDownloadsErrors[keyof ListDownloadsErrors];
@@ -3390,6 +3699,14 @@ export type StartDownloadErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3415,27 +3732,27 @@ export type StreamDownloadEventsData = {
 
 export type StreamDownloadEventsErrors = {
     /**
-     * An error in the OpenAI envelope
+     * Bad Request
      */
     400: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Unauthorized
      */
     401: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Forbidden
      */
     403: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Not Found
      */
     404: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Conflict
      */
     409: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Bad Gateway
      */
     502: ErrorResponse;
 };
@@ -3591,6 +3908,10 @@ export type CancelDownloadErrors = {
      */
     409: ErrorResponse;
     /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3623,27 +3944,27 @@ export type StreamDownloadData = {
 
 export type StreamDownloadErrors = {
     /**
-     * An error in the OpenAI envelope
+     * Bad Request
      */
     400: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Unauthorized
      */
     401: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Forbidden
      */
     403: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Not Found
      */
     404: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Conflict
      */
     409: ErrorResponse;
     /**
-     * An error in the OpenAI envelope
+     * Bad Gateway
      */
     502: ErrorResponse;
 };
@@ -3694,6 +4015,10 @@ export type ResumeDownloadErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Bad Gateway
      */
@@ -3880,6 +4205,14 @@ export type LoadModelErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3907,6 +4240,15 @@ export type GetLoadedModelData = {
     url: '/api/models/loaded';
 };
 
+export type GetLoadedModelErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetLoadedModelError = GetLoadedModelErrors[keyof GetLoadedModelErrors];
+
 export type GetLoadedModelResponses = {
     /**
      * Response Getloadedmodel
@@ -3931,6 +4273,10 @@ export type UnloadModelErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3938,6 +4284,10 @@ export type UnloadModelErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -3962,6 +4312,15 @@ export type GetMonitorConfigData = {
     url: '/api/monitor/config';
 };
 
+export type GetMonitorConfigErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetMonitorConfigError = GetMonitorConfigErrors[keyof GetMonitorConfigErrors];
+
 export type GetMonitorConfigResponses = {
     /**
      * Successful Response
@@ -3984,9 +4343,17 @@ export type SetMonitorConfigErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type SetMonitorConfigError = SetMonitorConfigErrors[keyof SetMonitorConfigErrors];
@@ -4026,6 +4393,10 @@ export type ExportMonitorHistoryErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4048,6 +4419,15 @@ export type ClearMonitorHistoryData = {
     query?: never;
     url: '/api/monitor/history';
 };
+
+export type ClearMonitorHistoryErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ClearMonitorHistoryError = ClearMonitorHistoryErrors[keyof ClearMonitorHistoryErrors];
 
 export type ClearMonitorHistoryResponses = {
     /**
@@ -4078,6 +4458,10 @@ export type GetMonitorHistoryErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4101,6 +4485,19 @@ export type PauseMonitorData = {
     url: '/api/monitor/pause';
 };
 
+export type PauseMonitorErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type PauseMonitorError = PauseMonitorErrors[keyof PauseMonitorErrors];
+
 export type PauseMonitorResponses = {
     /**
      * Successful Response
@@ -4116,6 +4513,19 @@ export type ResumeMonitorData = {
     query?: never;
     url: '/api/monitor/resume';
 };
+
+export type ResumeMonitorErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type ResumeMonitorError = ResumeMonitorErrors[keyof ResumeMonitorErrors];
 
 export type ResumeMonitorResponses = {
     /**
@@ -4138,6 +4548,10 @@ export type GetMonitorStatsErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4174,6 +4588,10 @@ export type ListProfilesErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListProfilesError = ListProfilesErrors[keyof ListProfilesErrors];
@@ -4200,6 +4618,10 @@ export type CreateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4207,6 +4629,14 @@ export type CreateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type CreateProfileError = CreateProfileErrors[keyof CreateProfileErrors];
@@ -4226,6 +4656,19 @@ export type DeactivateProfileData = {
     query?: never;
     url: '/api/profiles/deactivate';
 };
+
+export type DeactivateProfileErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type DeactivateProfileError = DeactivateProfileErrors[keyof DeactivateProfileErrors];
 
 export type DeactivateProfileResponses = {
     /**
@@ -4255,6 +4698,10 @@ export type ExportProfilesErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4289,6 +4736,10 @@ export type CreateProfileFromSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4296,6 +4747,14 @@ export type CreateProfileFromSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
@@ -4335,6 +4794,10 @@ export type ImportProfilesErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4342,6 +4805,10 @@ export type ImportProfilesErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type ImportProfilesError = ImportProfilesErrors[keyof ImportProfilesErrors];
@@ -4361,6 +4828,15 @@ export type GetProfileSchemaData = {
     query?: never;
     url: '/api/profiles/schema';
 };
+
+export type GetProfileSchemaErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetProfileSchemaError = GetProfileSchemaErrors[keyof GetProfileSchemaErrors];
 
 export type GetProfileSchemaResponses = {
     /**
@@ -4410,6 +4886,10 @@ export type DeleteProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4449,6 +4929,10 @@ export type GetProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4568,6 +5052,10 @@ export type UpdateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4575,6 +5063,10 @@ export type UpdateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type UpdateProfileError = UpdateProfileErrors[keyof UpdateProfileErrors];
@@ -4686,6 +5178,10 @@ export type ReplaceProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4693,6 +5189,10 @@ export type ReplaceProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type ReplaceProfileError = ReplaceProfileErrors[keyof ReplaceProfileErrors];
@@ -4726,6 +5226,10 @@ export type ActivateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4733,6 +5237,10 @@ export type ActivateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type ActivateProfileError = ActivateProfileErrors[keyof ActivateProfileErrors];
@@ -4766,6 +5274,10 @@ export type DuplicateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4773,6 +5285,14 @@ export type DuplicateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
@@ -4805,6 +5325,10 @@ export type ExportProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4855,6 +5379,14 @@ export type AttachSaeErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -4882,6 +5414,15 @@ export type GetAttachedSaeData = {
     url: '/api/saes/attached';
 };
 
+export type GetAttachedSaeErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetAttachedSaeError = GetAttachedSaeErrors[keyof GetAttachedSaeErrors];
+
 export type GetAttachedSaeResponses = {
     /**
      * Successful Response
@@ -4903,6 +5444,10 @@ export type DeleteFeatureLabelsErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4953,6 +5498,10 @@ export type SearchFeatureLabelsErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
@@ -4999,6 +5548,10 @@ export type ImportFeatureLabelsErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -5006,6 +5559,14 @@ export type ImportFeatureLabelsErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -5036,6 +5597,10 @@ export type DetachSaeErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -5043,6 +5608,10 @@ export type DetachSaeErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -5069,9 +5638,17 @@ export type ShutdownServerData = {
 
 export type ShutdownServerErrors = {
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Forbidden
      */
     403: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -5096,6 +5673,15 @@ export type GetStatusData = {
     url: '/api/status';
 };
 
+export type GetStatusErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetStatusError = GetStatusErrors[keyof GetStatusErrors];
+
 export type GetStatusResponses = {
     /**
      * Successful Response
@@ -5112,6 +5698,15 @@ export type ClearSteeringData = {
     url: '/api/steering';
 };
 
+export type ClearSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ClearSteeringError = ClearSteeringErrors[keyof ClearSteeringErrors];
+
 export type ClearSteeringResponses = {
     /**
      * Successful Response
@@ -5127,6 +5722,15 @@ export type GetSteeringData = {
     query?: never;
     url: '/api/steering';
 };
+
+export type GetSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetSteeringError = GetSteeringErrors[keyof GetSteeringErrors];
 
 export type GetSteeringResponses = {
     /**
@@ -5150,6 +5754,10 @@ export type UpdateSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -5157,6 +5765,10 @@ export type UpdateSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -5187,6 +5799,10 @@ export type SetSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -5194,6 +5810,10 @@ export type SetSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -5218,6 +5838,19 @@ export type DisableSteeringData = {
     url: '/api/steering/disable';
 };
 
+export type DisableSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type DisableSteeringError = DisableSteeringErrors[keyof DisableSteeringErrors];
+
 export type DisableSteeringResponses = {
     /**
      * Successful Response
@@ -5233,6 +5866,19 @@ export type EnableSteeringData = {
     query?: never;
     url: '/api/steering/enable';
 };
+
+export type EnableSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type EnableSteeringError = EnableSteeringErrors[keyof EnableSteeringErrors];
 
 export type EnableSteeringResponses = {
     /**
@@ -5275,6 +5921,15 @@ export type GetMetricsData = {
     url: '/metrics';
 };
 
+export type GetMetricsErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetMetricsError = GetMetricsErrors[keyof GetMetricsErrors];
+
 export type GetMetricsResponses = {
     /**
      * Prometheus text exposition format
@@ -5283,6 +5938,223 @@ export type GetMetricsResponses = {
 };
 
 export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
+
+export type ListBatchesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * After
+         */
+        after?: string | null;
+    };
+    url: '/v1/batches';
+};
+
+export type ListBatchesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type ListBatchesError = ListBatchesErrors[keyof ListBatchesErrors];
+
+export type ListBatchesResponses = {
+    /**
+     * Successful Response
+     */
+    200: BatchList;
+};
+
+export type ListBatchesResponse = ListBatchesResponses[keyof ListBatchesResponses];
+
+export type CreateBatchData = {
+    body: BatchCreate;
+    path?: never;
+    query?: never;
+    url: '/v1/batches';
+};
+
+export type CreateBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CreateBatchError = CreateBatchErrors[keyof CreateBatchErrors];
+
+export type CreateBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type CreateBatchResponse = CreateBatchResponses[keyof CreateBatchResponses];
+
+export type RetrieveBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}';
+};
+
+export type RetrieveBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type RetrieveBatchError = RetrieveBatchErrors[keyof RetrieveBatchErrors];
+
+export type RetrieveBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type RetrieveBatchResponse = RetrieveBatchResponses[keyof RetrieveBatchResponses];
+
+export type CancelBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}/cancel';
+};
+
+export type CancelBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CancelBatchError = CancelBatchErrors[keyof CancelBatchErrors];
+
+export type CancelBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type CancelBatchResponse = CancelBatchResponses[keyof CancelBatchResponses];
+
+export type StreamBatchEventsData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}/events';
+};
+
+export type StreamBatchEventsErrors = {
+    /**
+     * An error
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * An error
+     */
+    404: ErrorResponse;
+};
+
+export type StreamBatchEventsError = StreamBatchEventsErrors[keyof StreamBatchEventsErrors];
+
+export type StreamBatchEventsResponses = {
+    /**
+     * Server-sent events, each `data:` the Batch object after a change; ends when the batch ends
+     */
+    200: string;
+};
+
+export type StreamBatchEventsResponse = StreamBatchEventsResponses[keyof StreamBatchEventsResponses];
 
 export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
@@ -5305,9 +6177,21 @@ export type CreateChatCompletionErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -5354,9 +6238,21 @@ export type CreateCompletionErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -5403,9 +6299,21 @@ export type CreateEmbeddingErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -5431,12 +6339,246 @@ export type CreateEmbeddingResponses = {
 
 export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
 
+export type ListFilesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Purpose
+         */
+        purpose?: string | null;
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * After
+         */
+        after?: string | null;
+        /**
+         * Order
+         */
+        order?: 'asc' | 'desc';
+    };
+    url: '/v1/files';
+};
+
+export type ListFilesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type ListFilesError = ListFilesErrors[keyof ListFilesErrors];
+
+export type ListFilesResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileList;
+};
+
+export type ListFilesResponse = ListFilesResponses[keyof ListFilesResponses];
+
+export type CreateFileData = {
+    body: BodyCreateFile;
+    path?: never;
+    query?: never;
+    url: '/v1/files';
+};
+
+export type CreateFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CreateFileError = CreateFileErrors[keyof CreateFileErrors];
+
+export type CreateFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileObject;
+};
+
+export type CreateFileResponse = CreateFileResponses[keyof CreateFileResponses];
+
+export type DeleteFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}';
+};
+
+export type DeleteFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DeleteFileError = DeleteFileErrors[keyof DeleteFileErrors];
+
+export type DeleteFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileDeleted;
+};
+
+export type DeleteFileResponse = DeleteFileResponses[keyof DeleteFileResponses];
+
+export type RetrieveFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}';
+};
+
+export type RetrieveFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type RetrieveFileError = RetrieveFileErrors[keyof RetrieveFileErrors];
+
+export type RetrieveFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileObject;
+};
+
+export type RetrieveFileResponse = RetrieveFileResponses[keyof RetrieveFileResponses];
+
+export type DownloadFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}/content';
+};
+
+export type DownloadFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DownloadFileError = DownloadFileErrors[keyof DownloadFileErrors];
+
+export type DownloadFileResponses = {
+    /**
+     * The file's bytes (JSONL)
+     */
+    200: Blob | File;
+};
+
+export type DownloadFileResponse = DownloadFileResponses[keyof DownloadFileResponses];
+
 export type ListModelsData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/v1/models';
 };
+
+export type ListModelsErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ListModelsError = ListModelsErrors[keyof ListModelsErrors];
 
 export type ListModelsResponses = {
     /**
@@ -5466,6 +6608,10 @@ export type RetrieveModelErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */

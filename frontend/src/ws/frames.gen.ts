@@ -9,7 +9,7 @@ export interface MillmFrames {
  */
 sse_chat_completion?: (ChatCompletionChunk | ErrorResponse)
 /**
- * The `data:` of one event of `POST /api/compare` with `stream: true` (the playground's steered and unsteered columns): start, then delta and done per variant, then end; or error.
+ * The `data:` of one event of a streamed `POST /api/compare` (`type`: start, delta, done per variant, end, or error; models in millm.protocol.compare).
  */
 sse_compare?: (CompareStart | CompareDelta | CompareDone | CompareEnd | CompareError)
 /**
@@ -107,7 +107,42 @@ token: string
  * via the `definition` "MillmInfo".
  */
 export interface MillmInfo {
+/**
+ * With a request's `activations` object: its SAE activations per choice, token by token.
+ */
+activations?: (ChoiceActivations[] | null)
 steering: AppliedSteering
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ChoiceActivations".
+ */
+export interface ChoiceActivations {
+choice: number
+read: ("before" | "after")
+tokens: TokenActivationsOut[]
+}
+/**
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "TokenActivationsOut".
+ */
+export interface TokenActivationsOut {
+activations: FeatureActivationOut[]
+phase: ("prompt" | "generated")
+position: number
+token: string
+token_id: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "FeatureActivationOut".
+ */
+export interface FeatureActivationOut {
+index: number
+label?: (string | null)
+value: number
 }
 /**
  * What steering was applied to a request, echoed in every response (`millm.steering`).
@@ -205,7 +240,7 @@ position: number
 /**
  * special_token: steer_special_tokens is false.
  */
-reason: "special_token"
+reason?: "special_token"
 token: string
 }
 /**

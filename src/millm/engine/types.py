@@ -92,6 +92,8 @@ class GenerationRequest:
     activations: ActivationRead | None = None
     # With prompt_logprobs: how many alternatives per prompt token (default: params.logprobs).
     prompt_top_logprobs: int | None = None
+    # Background work (batch lines): waits behind every live request in the queue.
+    background: bool = False
 
 
 @dataclass(frozen=True)

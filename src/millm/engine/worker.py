@@ -200,7 +200,11 @@ class Worker:
                 raise QueueFull(
                     f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
                 )
-            self._pending.append(handle)
+            if request.background or not self._pending or not self._pending[-1].request.background:
+                self._pending.append(handle)
+            else:  # a live request goes ahead of queued background ones
+                at = next(i for i, h in enumerate(self._pending) if h.request.background)
+                self._pending.insert(at, handle)
             self._cv.notify_all()
         return handle
 

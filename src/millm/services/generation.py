@@ -16,6 +16,7 @@ the request, which the worker drops within one decode step.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -45,6 +46,10 @@ from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
 
 log = logging.getLogger("millm.requests")
+
+# Set (in its task) by work that must yield to live requests, such as batch lines: their engine requests queue
+# behind every live one.
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("millm_background", default=False)
 
 
 @dataclass
@@ -214,6 +219,7 @@ class GenerationService:
                     steering=steerings[i] if steerings is not None else steering,
                     prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
                     activations=activations,
+                    background=BACKGROUND.get(),
                 )
 
                 def sink(event: Any, i: int = i) -> None:

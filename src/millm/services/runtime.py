@@ -18,6 +18,7 @@ from millm.config import Settings, data_dir_origin
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound, Unavailable
 from millm.hub.jobs import JobManager
+from millm.services.batches import BatchService
 from millm.services.compare import CompareService
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
@@ -88,6 +89,10 @@ class Runtime:
             served_name=self.models.served_name, on_receipt=self.monitor.record_receipt,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
+        self.batches = BatchService(data_dir=settings.data_dir, generation=self.generation, embeddings=self.embeddings,
+                                    worker=self.worker, registry=self.metrics.registry,
+                                    rows=max(1, settings.max_batch_size - 1),  # one row kept for live requests
+                                    wait_ready=self.wait_ready)
         self.compare = CompareService(generation=self.generation)
         self.system = SystemMonitor()
         self.worker.monitor_sink = self.monitor.publish
@@ -129,6 +134,7 @@ class Runtime:
         self.worker.start()
         await asyncio.to_thread(self.jobs.start)
         self._boot_task = asyncio.create_task(self._boot())
+        await self.batches.start()
 
     async def wait_ready(self) -> None:
         if self._boot_task is not None:
@@ -137,6 +143,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._boot_task is not None and not self._boot_task.done():
             self._boot_task.cancel()
+        await self.batches.stop()
         await asyncio.to_thread(self.jobs.shutdown)
         await asyncio.to_thread(self.worker.stop)
         self.db.close()
