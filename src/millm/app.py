@@ -61,6 +61,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    compare_routes, batch_routes):
         openapi.describe_operations(module.router)
         app.include_router(module.router)
-    mcp_sessions = mount_mcp(app, host=settings.host)  # POST /mcp: the MCP server (millm.mcp_server)
+    mcp_sessions = mount_mcp(app)  # POST /mcp: the MCP server (millm.mcp_server)
     webui.install(app, settings.ui_dir)  # last: its fallback to index.html must not shadow the routes above
     return app

@@ -3,8 +3,9 @@
 Two ways in, the same tools (tools.py):
 - `POST /mcp` on a running `millm serve`: Streamable HTTP, mounted by `mount()`; its tools call the
   server's own services (`LocalBackend`). Stateless (no MCP session to keep) with JSON responses.
-  When the server binds to loopback, the SDK's DNS-rebinding protection accepts only loopback Host
-  and Origin headers; `MILLM_API_KEY`, when set, applies as on every other route.
+  The server's own SecurityMiddleware guards it like /v1 and /api (Host check, API key, cross-site
+  POSTs; millm.api.security), so the SDK's separate Host/Origin check is off: one policy, one set of
+  settings (`allowed_hosts`, `cors_origins`, `api_key`).
 - `millm mcp`: stdio, for agent hosts that start their tools as processes (Claude Desktop, Claude
   Code, Cursor, ...); it talks to a running `millm serve` over HTTP (`HttpBackend`, cli_mcp.py).
 """
@@ -25,10 +26,13 @@ __all__ = ["Backend", "BackendError", "HttpBackend", "LocalBackend", "build_serv
 MOUNT_PATH = "/mcp"
 
 
-def mount(app: FastAPI, *, host: str) -> StreamableHTTPSessionManager:
+def mount(app: FastAPI) -> StreamableHTTPSessionManager:
     """Add the `/mcp` route to `app`; the caller runs the returned manager's `run()` in its lifespan."""
+    from mcp.server.transport_security import TransportSecuritySettings
+
     server = build_server(LocalBackend(lambda: app.state.runtime))
-    sub = server.streamable_http_app(streamable_http_path=MOUNT_PATH, stateless_http=True, json_response=True,
-                                     host=host)
+    sub = server.streamable_http_app(
+        streamable_http_path=MOUNT_PATH, stateless_http=True, json_response=True,
+        transport_security=TransportSecuritySettings(enable_dns_rebinding_protection=False))
     app.router.routes.extend(sub.routes)
     return server.session_manager

@@ -19,7 +19,6 @@ import inspect
 from typing import Any, Callable, Protocol
 
 import httpx
-from fastapi import Response
 from pydantic import BaseModel, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
@@ -111,6 +110,8 @@ class LocalBackend:
         return _json(await self._call(listed))
 
     async def activate_profile(self, name: str) -> dict[str, Any]:
+        from fastapi import Response
+
         from millm.api import profile_routes
 
         return _json(await self._call(profile_routes.activate_profile, name, self._runtime(), Response()))
