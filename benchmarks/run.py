@@ -124,7 +124,8 @@ def _distinct_steering(i: int, d_sae: int) -> dict[str, Any]:
     return {"mode": "add", "features": [{"index": (i * 131 + 17) % d_sae, "strength": 4.0}]}
 
 
-SERVER_MODES = ("unsteered", "additive", f"clamp {N_FEATURES}", f"monitor {N_FEATURES} selected", "monitor top-8")
+SERVER_MODES = ("unsteered", "additive", f"clamp {N_FEATURES}", f"monitor {N_FEATURES} selected", "monitor top-8",
+                "additive + evidence", "activations top-8")
 
 
 def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: list[int]) -> RequestTiming:
@@ -135,6 +136,11 @@ def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: 
             return run_one(server, completion_body(prompt, tokens, None))
         finally:
             server.monitor(enabled=False)
+    if mode == "additive + evidence":
+        return run_one(server, completion_body(prompt, tokens, {**_steering("additive", feats), "evidence": True}))
+    if mode == "activations top-8":
+        body = completion_body(prompt, tokens, None)
+        return run_one(server, {**body, "activations": {"top_k": 8, "positions": "completion"}})
     kind = "clamp" if mode.startswith("clamp") else mode
     return run_one(server, completion_body(prompt, tokens, _steering(kind, feats)))
 

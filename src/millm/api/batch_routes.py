@@ -8,7 +8,8 @@ from fastapi import APIRouter, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
-from millm.api.hub_routes import EventStream, _sse_item_schema
+from millm.api.hub_routes import EventStream
+from millm.api.openapi import sse_item_schema
 from millm.api.state import RuntimeDep
 from millm.protocol import batches as b
 from millm.protocol.openai import ErrorResponse
@@ -20,7 +21,7 @@ _JSON_ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Err
 EVENTS: dict[int | str, dict[str, Any]] = {
     **{code: {"description": "An error", "content": _JSON_ERROR} for code in (400, 404)}, 200: {
     "description": "Server-sent events, each `data:` the Batch object after a change; ends when the batch ends",
-    "content": {"text/event-stream": {"itemSchema": _sse_item_schema(b.Batch)}}}}
+    "content": {"text/event-stream": sse_item_schema(b.Batch)}}}
 CHUNK = 1 << 20
 
 
