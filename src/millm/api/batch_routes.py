@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator, Literal
 
-from fastapi import APIRouter, Form, Query, UploadFile
+from fastapi import APIRouter, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
@@ -31,7 +31,8 @@ async def _chunks(upload: UploadFile) -> AsyncIterator[bytes]:
 
 
 @router.post("/files", operation_id="createFile", response_model=b.FileObject, responses=ERRORS)
-async def create_file(rt: RuntimeDep, file: UploadFile, purpose: str = Form(...)) -> b.FileObject:
+async def create_file(rt: RuntimeDep, file: UploadFile,
+                      purpose: str = Form(..., description="What the file is for: 'batch'.")) -> b.FileObject:
     """Upload a file.
 
     A JSONL file of batch requests (multipart form: `file`, `purpose: batch`), at most 200 MB and 50,000 lines."""
@@ -40,8 +41,11 @@ async def create_file(rt: RuntimeDep, file: UploadFile, purpose: str = Form(...)
 
 
 @router.get("/files", operation_id="listFiles", response_model=b.FileList, responses=ERRORS)
-async def list_files(rt: RuntimeDep, purpose: str | None = None, limit: int = Query(10000, ge=1, le=10000),
-                     after: str | None = None, order: Literal["asc", "desc"] = "desc") -> b.FileList:
+async def list_files(rt: RuntimeDep,
+                     purpose: str | None = Query(None, description="Only files with this purpose."),
+                     limit: int = Query(10000, ge=1, le=10000, description="At most this many files."),
+                     after: str | None = Query(None, description="Start after this file id (paging)."),
+                     order: Literal["asc", "desc"] = Query("desc", description="By creation time.")) -> b.FileList:
     """List files.
 
     Uploaded batch inputs and the output and error files of ended batches, newest first by default."""
@@ -49,7 +53,7 @@ async def list_files(rt: RuntimeDep, purpose: str | None = None, limit: int = Qu
 
 
 @router.get("/files/{file_id}", operation_id="retrieveFile", response_model=b.FileObject, responses=ERRORS)
-async def retrieve_file(file_id: str, rt: RuntimeDep) -> b.FileObject:
+async def retrieve_file(rt: RuntimeDep, file_id: str = Path(description="A file id (file-...).")) -> b.FileObject:
     """Retrieve a file.
 
     One file's metadata: id, size in bytes, file name, purpose (batch or batch_output) and creation time."""
@@ -57,7 +61,7 @@ async def retrieve_file(file_id: str, rt: RuntimeDep) -> b.FileObject:
 
 
 @router.delete("/files/{file_id}", operation_id="deleteFile", response_model=b.FileDeleted, responses=ERRORS)
-async def delete_file(file_id: str, rt: RuntimeDep) -> b.FileDeleted:
+async def delete_file(rt: RuntimeDep, file_id: str = Path(description="A file id (file-...).")) -> b.FileDeleted:
     """Delete a file.
 
     A file a running batch reads or writes is a 409 until the batch ends."""
@@ -67,7 +71,7 @@ async def delete_file(file_id: str, rt: RuntimeDep) -> b.FileDeleted:
 @router.get("/files/{file_id}/content", operation_id="downloadFile", response_class=FileResponse,
             responses={**ERRORS, 200: {"description": "The file's bytes (JSONL)",
                                        "content": {"application/octet-stream": {}}}})
-async def download_file(file_id: str, rt: RuntimeDep) -> FileResponse:
+async def download_file(rt: RuntimeDep, file_id: str = Path(description="A file id (file-...).")) -> FileResponse:
     """Download a file's content.
 
     The bytes of an input, output or error file, as stored (one JSON object per line)."""
@@ -84,7 +88,9 @@ async def create_batch(body: b.BatchCreate, rt: RuntimeDep) -> b.Batch:
 
 
 @router.get("/batches", operation_id="listBatches", response_model=b.BatchList, responses=ERRORS)
-async def list_batches(rt: RuntimeDep, limit: int = Query(20, ge=1, le=100), after: str | None = None) -> b.BatchList:
+async def list_batches(rt: RuntimeDep, limit: int = Query(20, ge=1, le=100, description="At most this many batches."),
+                       after: str | None = Query(None, description="Start after this batch id (paging).")
+                       ) -> b.BatchList:
     """List batches.
 
     Batches newest first, paged with `after` (a batch id) and `limit`, each with its status and counts."""
@@ -92,7 +98,7 @@ async def list_batches(rt: RuntimeDep, limit: int = Query(20, ge=1, le=100), aft
 
 
 @router.get("/batches/{batch_id}", operation_id="retrieveBatch", response_model=b.Batch, responses=ERRORS)
-async def retrieve_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
+async def retrieve_batch(rt: RuntimeDep, batch_id: str = Path(description="A batch id (batch_...).")) -> b.Batch:
     """Retrieve a batch.
 
     Its status, request counts (total, completed, failed) and output and error file ids."""
@@ -100,7 +106,7 @@ async def retrieve_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
 
 
 @router.post("/batches/{batch_id}/cancel", operation_id="cancelBatch", response_model=b.Batch, responses=ERRORS)
-async def cancel_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
+async def cancel_batch(rt: RuntimeDep, batch_id: str = Path(description="A batch id (batch_...).")) -> b.Batch:
     """Cancel a batch.
 
     Lines not started are dropped and running ones stop within a decode step; finished lines stay in the output."""
@@ -109,7 +115,7 @@ async def cancel_batch(batch_id: str, rt: RuntimeDep) -> b.Batch:
 
 @router.get("/batches/{batch_id}/events", operation_id="streamBatchEvents", response_class=EventStream,
             responses=EVENTS)
-async def batch_events(batch_id: str, rt: RuntimeDep) -> EventSourceResponse:
+async def batch_events(rt: RuntimeDep, batch_id: str = Path(description="A batch id (batch_...).")) -> EventSourceResponse:
     """Stream a batch's progress.
 
     Server-sent events: the Batch object now and after each change (at most twice a second), until it ends."""
