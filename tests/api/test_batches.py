@@ -126,11 +126,12 @@ def _finished(client) -> str:
 
 def test_bad_uploads_and_ids_are_4xx(server):
     url = server.url + "/v1/files"
-    r = httpx.post(url, files={"file": ("x.jsonl", b'{"a": 1}\n')}, data={"purpose": "fine-tune"})
+    auth = {"Authorization": "Bearer x"}  # (a multipart POST needs it, as SDKs send it: cross-site protection)
+    r = httpx.post(url, files={"file": ("x.jsonl", b'{"a": 1}\n')}, data={"purpose": "fine-tune"}, headers=auth)
     assert r.status_code == 400 and r.json()["error"]["param"] == "purpose"
-    r = httpx.post(url, files={"file": ("x.jsonl", b"\xff\xfe bad")}, data={"purpose": "batch"})
+    r = httpx.post(url, files={"file": ("x.jsonl", b"\xff\xfe bad")}, data={"purpose": "batch"}, headers=auth)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
-    r = httpx.post(url, files={"file": ("x.jsonl", b"\n\n")}, data={"purpose": "batch"})
+    r = httpx.post(url, files={"file": ("x.jsonl", b"\n\n")}, data={"purpose": "batch"}, headers=auth)
     assert r.status_code == 400 and r.json()["error"]["param"] == "file"
     for path in ("/v1/files/file-nope", "/v1/files/..%2F..%2Fetc%2Fpasswd", "/v1/files/file-x/content", "/v1/batches/batch_nope"):
         r = httpx.get(server.url + path)

@@ -84,10 +84,23 @@ def compile_constraint(grammar: str, tokenizer: llguidance.LLTokenizer, *, vocab
     return Constraint(grammar=grammar, tokenizer=tokenizer, vocab_size=vocab_size)
 
 
+def fill_words(matcher: llguidance.LLMatcher, words: torch.Tensor) -> torch.Tensor:
+    """Write the matcher's allowed-token bitmask into `words` (a contiguous CPU int32 tensor of
+    ceil(vocab / 32) words, bit i of word w = token 32 w + i) and return it."""
+    matcher.unsafe_compute_mask_ptr(words.data_ptr(), words.numel() * 4)
+    return words
+
+
+def words_to_mask(words: torch.Tensor, width: int) -> torch.Tensor:
+    """(..., W) int32 bitmask words -> (..., width) bool allowed; ids past the words are not allowed."""
+    bits = ((words[..., :, None] >> _BITS) & 1).bool().flatten(-2)
+    if bits.shape[-1] >= width:
+        return bits[..., :width]
+    pad = torch.zeros(*bits.shape[:-1], width - bits.shape[-1], dtype=torch.bool)
+    return torch.cat([bits, pad], dim=-1)
+
+
 def allowed_mask(matcher: llguidance.LLMatcher, width: int) -> torch.Tensor:
     """(width,) bool: the tokens the matcher allows next (ids past its vocabulary are not allowed)."""
     words = torch.frombuffer(bytearray(matcher.compute_bitmask()), dtype=torch.int32)
-    bits = ((words[:, None] >> _BITS) & 1).bool().flatten()
-    if bits.numel() >= width:
-        return bits[:width]
-    return torch.cat([bits, torch.zeros(width - bits.numel(), dtype=torch.bool)])
+    return words_to_mask(words, width)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from millm.engine.grammar import allowed_mask
+from millm.engine.grammar import fill_words, words_to_mask
 from millm.engine.types import SamplingParams, TokenLogprob, TopLogprob
 
 
@@ -33,6 +33,8 @@ class RowSampler:
             self.bias = keep if self.bias is None else self.bias + keep
         # The row's parse state under its grammar (structured outputs); None for free rows.
         self.matcher = params.constraint.matcher() if params.constraint is not None else None
+        self.mask_words = (torch.empty((params.constraint.tokenizer.vocab_size + 31) // 32, dtype=torch.int32)
+                           if params.constraint is not None else None)
 
     def observe(self, token_id: int) -> None:
         if self.counts is not None:
@@ -54,6 +56,7 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
     """Apply logit bias, penalties and grammar masks. logits: (B, V) float32 -> (B, V)."""
     if any(r.bias is not None or r.counts is not None or r.matcher is not None for r in rows):
         logits = logits.clone()
+        constrained = []
         for i, r in enumerate(rows):
             if r.bias is not None:
                 logits[i] += r.bias
@@ -61,7 +64,12 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
                 p = r.params
                 logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
             if r.matcher is not None:
-                logits[i].masked_fill_(~allowed_mask(r.matcher, logits.shape[-1]), float("-inf"))
+                constrained.append(i)
+        if constrained:  # every constrained row's grammar mask in one expand and one fill
+            words = torch.stack([fill_words(rows[i].matcher, rows[i].mask_words) for i in constrained])
+            allowed = words_to_mask(words, logits.shape[-1]).to(logits.device)
+            idx = torch.tensor(constrained, device=logits.device)
+            logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
     return logits
 
 
