@@ -158,7 +158,8 @@ def test_scale_multiplies_request_profile_and_server_steering(server, client):
                                                                "steering": {"features": FEATS, "scale": -1}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "steering.scale"
     # Activating the profile makes its default scale the server-wide one.
-    assert httpx.post(server.url + "/api/profiles/dial/activate").json()["scale"] == 0.5
+    activated = httpx.post(server.url + "/api/profiles/dial/activate", headers={"X-MiLLM-Client": "test"})
+    assert activated.json()["scale"] == 0.5
     assert httpx.get(server.url + "/api/steering").json()["scale"] == 0.5
     assert chat(client).headers["X-MiLLM-Steering-Hash"] == digest
     r = httpx.post(server.url + "/api/profiles", json={
