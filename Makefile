@@ -13,7 +13,7 @@ UI_DIST    := src/millm/webui/dist/index.html
 UI_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) frontend/index.html \
               frontend/vite.config.ts frontend/tsconfig.json frontend/package.json
 
-.PHONY: install serve test bench demo-train ui ui-test ui-gen
+.PHONY: install serve test bench demo-train ui ui-test ui-gen openapi
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -60,3 +60,7 @@ bench: install
 
 demo-train: install
 	$(PY) -m millm.demo.train $(ARGS)
+
+# frontend/openapi.json and frontend/frames.schema.json, from the app and its pydantic models (no server started)
+openapi: install
+	$(PY) -m millm.schema_dump
