@@ -61,5 +61,8 @@ class Settings(BaseSettings):
     cors_origins: list[str] = Field(
         default_factory=lambda: ["*"], description="Origins allowed by CORS (JSON list in the environment)."
     )
+    steering_max_scale: float = Field(
+        10.0, gt=0, description="Largest steering.scale (intensity dial) a request may ask for, unless a profile "
+        "sets its own range.")
     restore_state: bool = Field(True, description="Restore the active profile at start-up.")
     force_load: bool = Field(False, description="Load models even when the memory estimate says they do not fit.")

@@ -23,6 +23,7 @@ STREAMED: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
     "description": "The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`",
     "content": {"text/event-stream": {}}}}
 STEERING_HEADER = "X-MiLLM-Steering"
+HASH_HEADER = "X-MiLLM-Steering-Hash"
 
 
 def steering_header(applied: p.AppliedSteering) -> str:
@@ -55,11 +56,19 @@ async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
     yield _event("[DONE]")
 
 
+def steering_headers(applied: p.AppliedSteering) -> dict[str, str]:
+    """The receipt as resolved at the start (no evidence) and its hash, when steering was applied."""
+    headers = {STEERING_HEADER: steering_header(applied.model_copy(update={"evidence": None}))}
+    if applied.hash:
+        headers[HASH_HEADER] = applied.hash
+    return headers
+
+
 def _respond(result: Result, response: Response) -> Any:
-    header = steering_header(result.applied)
+    headers = steering_headers(result.applied)
     if result.stream:
-        return _EventStream(_sse(result.value), sep="\n", ping=15, headers={STEERING_HEADER: header})
-    response.headers[STEERING_HEADER] = header
+        return _EventStream(_sse(result.value), sep="\n", ping=15, headers=headers)
+    response.headers.update(headers)
     return result.value
 
 
@@ -118,5 +127,8 @@ async def embeddings(body: p.EmbeddingRequest, rt: RuntimeDep, response: Respons
     The mean of the last layer's hidden states (after the final norm), L2-normalised; `encoding_format` float or
     base64. Steering applies to embeddings too."""
     result = await rt.embeddings.embed(body)
-    response.headers[STEERING_HEADER] = steering_header(result.millm.steering) if result.millm else ""
+    if result.millm:
+        response.headers.update(steering_headers(result.millm.steering))
+    else:
+        response.headers[STEERING_HEADER] = ""
     return result

@@ -54,6 +54,7 @@ class SteeringSpec:
     mode: Literal["add", "clamp"] = "add"
     normalize: bool = False
     steer_special_tokens: bool = True
+    evidence: bool = False  # measure the steered features before and after the intervention
 
     @property
     def empty(self) -> bool:

@@ -67,12 +67,55 @@ class SteeringIn(Strict):
         None, description="add (default): h += strength x decoder row; clamp: pin the feature's activation.")
     normalize: bool | None = Field(None, description="Use unit-norm decoder rows for add (as Neuronpedia).")
     steer_special_tokens: bool | None = Field(None, description="Also steer BOS and other special-token positions.")
+    scale: float | None = Field(
+        None, ge=0.0, allow_inf_nan=False,
+        description="Intensity dial: multiplies every strength of the selected steering (request, profile or "
+        "server-wide), 0 to the server's maximum (MILLM_STEERING_MAX_SCALE) or the profile's range; 0 turns it off. "
+        "Default: the profile's own default scale, else 1.")
+    evidence: bool | None = Field(
+        None, description="Report each steered feature's activation before and after the intervention in the "
+        "receipt (`millm.steering.evidence`).")
 
     @model_validator(mode="after")
     def _one_source(self) -> SteeringIn:
         if self.profile is not None and self.features is not None:
             raise ValueError("give either 'profile' or 'features', not both")
         return self
+
+
+class AppliedFeature(BaseModel):
+    index: int
+    strength: float = Field(description="The strength applied: raw_strength x scale.")
+    raw_strength: float | None = Field(None, description="The strength before the scale (given when scale is not 1).")
+    label: str | None = Field(None, description="The feature's label, when the attached SAE has one.")
+
+
+class ActivationSummary(BaseModel):
+    mean: float
+    max: float
+
+
+class SkippedPosition(BaseModel):
+    position: int
+    token: str
+    reason: Literal["special_token"] = Field(description="special_token: steer_special_tokens is false.")
+
+
+class FeatureEvidence(BaseModel):
+    """What the steering did to one feature of one choice, measured at the hook."""
+
+    index: int
+    positions_steered: int = Field(description="Positions (prompt and fed-back generated tokens) the steering touched.")
+    positions_skipped: int = Field(description="Positions left alone (see `skipped` for which and why).")
+    tokens: int = Field(description="Generated tokens the before/after statistics cover.")
+    before: ActivationSummary | None = Field(None, description="Activation at the hook before the intervention.")
+    after: ActivationSummary | None = Field(None, description="Activation at the hook after the intervention.")
+
+
+class ChoiceEvidence(BaseModel):
+    choice: int
+    features: list[FeatureEvidence]
+    skipped: list[SkippedPosition] = Field(default_factory=list, description="The first 64 skipped positions.")
 
 
 class AppliedSteering(BaseModel):
@@ -83,7 +126,22 @@ class AppliedSteering(BaseModel):
     mode: Literal["add", "clamp"] | None = None
     sae: str | None = None
     hook_name: str | None = None
-    features: list[SteeringFeatureIn] = Field(default_factory=list)
+    features: list[AppliedFeature] = Field(default_factory=list)
+    layer: int | None = None
+    d_sae: int | None = None
+    normalize: bool | None = None
+    steer_special_tokens: bool | None = None
+    scale: float | None = Field(None, description="The intensity dial that multiplied every raw strength.")
+    hash: str | None = Field(None, description="SHA-256 of the canonical form of the applied steering (docs/api.md); "
+                             "null when nothing was applied.")
+    server_steering_changed: bool | None = Field(
+        None, description="In the final receipt: whether the server-wide steering changed while this request ran "
+        "(the request keeps the steering it started with).")
+    evidence: list[ChoiceEvidence] | None = Field(
+        None, description="Per choice and steered feature: positions steered and skipped, and the activation at the "
+        "hook before and after the intervention over the generated tokens (the positions that produced them).")
+    evidence_value: str | None = Field(
+        None, description="Which activation the evidence reports (for a TopK SAE, the value after top-k selection).")
 
 
 class MillmInfo(BaseModel):

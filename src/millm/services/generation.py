@@ -114,6 +114,8 @@ class _Run:
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    steering_version: int = 0  # the server-wide steering's version when the request was resolved
+    finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -169,7 +171,9 @@ class GenerationService:
                 raise InvalidRequest(f"logit_bias token id {k} is out of range [0, {vocab})", param="logit_bias")
 
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
-                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str) -> _Run:
+                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
+                steerings: list[SteeringSpec | None] | None = None) -> _Run:
+        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = _Relay(loop)
@@ -180,7 +184,8 @@ class GenerationService:
             for i, ids in enumerate(prompts_ids):
                 request = GenerationRequest(
                     request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
-                    prompt_ids=tuple(ids), params=params, n=n, steering=steering,
+                    prompt_ids=tuple(ids), params=params, n=n,
+                    steering=steerings[i] if steerings is not None else steering,
                     prompt_logprobs=prompt_logprobs, model=lm.model_id,
                 )
 
@@ -212,6 +217,7 @@ class GenerationService:
                 run.completion_tokens += len(ev.token_ids)
                 if ev.finish_reason is not None:
                     finished += 1
+                    run.finals[i * run.n + ev.choice] = ev
                 yield i * run.n + ev.choice, ev
         finally:
             if finished < want:
@@ -255,6 +261,12 @@ class GenerationService:
                    "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint},
         )
 
+    def final_receipt(self, applied: p.AppliedSteering, run: _Run, *,
+                      choices: list[int] | None = None) -> p.AppliedSteering:
+        """The receipt at the end of a request: whether the server-wide steering changed meanwhile. `choices`: the
+        global choice indices the receipt covers (default: all)."""
+        return applied.model_copy(update={"server_steering_changed": self.steering.version != run.steering_version})
+
     # ------------------------------------------------------------------ chat
 
     async def chat(self, req: p.ChatCompletionRequest) -> Result:
@@ -262,6 +274,7 @@ class GenerationService:
         if req.response_format is not None and req.response_format.type != "text":
             raise InvalidRequest("response_format json_object/json_schema is not supported", param="response_format")
         self._check_bias(req, lm.vocab_size)
+        version = self.steering.version
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
         ids = prompts.render_chat(lm.tokenizer, req.messages)
         prompts.check_context(len(ids), lm.context_length, param="messages")
@@ -271,6 +284,7 @@ class GenerationService:
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         run = self._submit(lm, [ids], n=req.n, params=self._params(req, max_tokens=max_tokens, logprobs=logprobs),
                            steering=spec, prompt_logprobs=False, prefix=rid)
+        run.steering_version = version
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
         try:
@@ -320,6 +334,7 @@ class GenerationService:
         ]
         usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=run.completion_tokens,
                         total_tokens=run.prompt_tokens[0] + run.completion_tokens)
+        info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
@@ -338,6 +353,7 @@ class GenerationService:
             for c in range(req.n):
                 yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))],
                             millm=info if c == 0 else None)
+            finished = 0
             async for c, ev in self._events(run, 1):
                 lp = self._chat_logprobs(lm, ev)
                 if lp:
@@ -345,11 +361,16 @@ class GenerationService:
                 elif ev.text:
                     yield text_chunk(c, ev.text)
                 if ev.finish_reason:
-                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=ev.finish_reason)])
+                    finished += 1
+                    # The last chunk carries the full receipt (the usage chunk's, when one follows).
+                    last = finished == req.n and not include_usage
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=ev.finish_reason)],
+                                millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
             if include_usage:
                 yield chunk([], usage=p.Usage(prompt_tokens=run.prompt_tokens[0],
                                               completion_tokens=run.completion_tokens,
-                                              total_tokens=run.prompt_tokens[0] + run.completion_tokens))
+                                              total_tokens=run.prompt_tokens[0] + run.completion_tokens),
+                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)))
             outcome = "ok"
         except MillmError:
             outcome = "error"
@@ -366,6 +387,7 @@ class GenerationService:
         if req.best_of is not None and req.best_of != req.n:
             raise InvalidRequest("best_of other than n is not supported", param="best_of")
         self._check_bias(req, lm.vocab_size)
+        version = self.steering.version
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
         all_ids = prompts.tokenize_prompts(lm.tokenizer, req.prompt, vocab_size=lm.vocab_size, param="prompt")
         longest = max(len(i) for i in all_ids)
@@ -377,6 +399,7 @@ class GenerationService:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs)
         run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
+        run.steering_version = version
         created = int(time.time())
         info = p.MillmInfo(steering=applied)
         try:
@@ -438,6 +461,7 @@ class GenerationService:
         prompt_tokens = sum(run.prompt_tokens)
         usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
                         total_tokens=prompt_tokens + run.completion_tokens)
+        info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
         return p.Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str,
@@ -460,6 +484,7 @@ class GenerationService:
                     text = self._echo(lm, all_ids[c // req.n])
                     offsets[c] = len(text)
                     yield chunk([p.CompletionChoice(index=c, text=text, finish_reason=None)], millm=info)
+            finished, total = 0, len(all_ids) * req.n
             async for c, ev in self._events(run, len(all_ids)):
                 logprobs = None
                 if req.logprobs is not None and ev.logprobs:
@@ -467,12 +492,16 @@ class GenerationService:
                 if logprobs is None and ev.finish_reason is None:
                     yield text_chunk(c, ev.text)
                     continue
+                finished += ev.finish_reason is not None
+                last = finished == total and ev.finish_reason is not None and not include_usage
                 yield chunk([p.CompletionChoice(index=c, text=ev.text, logprobs=logprobs,
-                                                finish_reason=ev.finish_reason)])
+                                                finish_reason=ev.finish_reason)],
+                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
             if include_usage:
                 pt = sum(run.prompt_tokens)
                 yield chunk([], usage=p.Usage(prompt_tokens=pt, completion_tokens=run.completion_tokens,
-                                              total_tokens=pt + run.completion_tokens))
+                                              total_tokens=pt + run.completion_tokens),
+                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)))
             outcome = "ok"
         except MillmError:
             outcome = "error"

@@ -17,6 +17,7 @@ from millm.config import Settings
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
 from millm.hub.jobs import JobManager
+from millm.services.compare import CompareService
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
 from millm.services.metrics import Metrics
@@ -61,12 +62,14 @@ class Runtime:
                       "max_context": settings.max_context},
         )
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
-                                        model_names=self.model_names)
+                                        model_names=self.model_names, max_scale=settings.steering_max_scale,
+                                        labels=lambda: self.monitor.labels)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
             served_name=self.models.served_name,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
+        self.compare = CompareService(generation=self.generation)
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None

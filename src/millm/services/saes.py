@@ -71,7 +71,8 @@ class SaeService:
         a, lm = self.attached, self.worker.loaded
         if a is None or lm is None:
             return None
-        return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id)
+        return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id,
+                       layer=a.hookpoint.layer)
 
     def resolve_source(self, source: str, *, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
         if not source.strip():

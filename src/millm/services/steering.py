@@ -16,7 +16,8 @@ from typing import Callable, Literal, Protocol
 
 from millm.engine.types import FeatureStrength, SteeringSpec
 from millm.errors import InvalidRequest, NotFound
-from millm.protocol.openai import AppliedSteering, SteeringFeatureIn, SteeringIn
+from millm.protocol.openai import AppliedFeature, AppliedSteering, SteeringIn
+from millm.services.steering_hash import canonical_form, steering_hash
 
 Mode = Literal["add", "clamp"]
 
@@ -27,6 +28,7 @@ class SaeInfo:
     d_sae: int
     hook_name: str
     model_id: str
+    layer: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,9 @@ class NamedSteering:
     normalize: bool
     features: tuple[FeatureStrength, ...]
     labels: tuple[str | None, ...] = ()
+    scale: float | None = None  # the profile's default intensity (None: 1)
+    scale_min: float | None = None  # the range a request's steering.scale must stay in (None: 0 / the server max)
+    scale_max: float | None = None
 
 
 class ProfileLookup(Protocol):
@@ -56,6 +61,7 @@ class ServerSteering:
     features: dict[int, float] = field(default_factory=dict)
     labels: dict[int, str] = field(default_factory=dict)
     profile: str | None = None
+    scale: float = 1.0
 
 
 def _validate_features(features: list[tuple[int, float]], d_sae: int, param: str) -> None:
@@ -71,8 +77,12 @@ def _validate_features(features: list[tuple[int, float]], d_sae: int, param: str
 
 class SteeringService:
     def __init__(self, *, sae_info: Callable[[], SaeInfo | None], lookup: ProfileLookup | None = None,
-                 model_names: Callable[[], tuple[str, ...]] | None = None) -> None:
+                 model_names: Callable[[], tuple[str, ...]] | None = None, max_scale: float = 10.0,
+                 labels: Callable[[], dict[int, str]] | None = None) -> None:
         self._sae_info = sae_info
+        self.max_scale = max_scale
+        self._labels = labels
+        self._version = 0  # bumped on every change of the server-wide steering
         self.lookup = lookup
         # The ids a profile may name the loaded model by (the served name and the loaded id).
         self._model_names = model_names
@@ -80,6 +90,11 @@ class SteeringService:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ server-wide state
+
+    @property
+    def version(self) -> int:
+        """A counter of server-wide steering changes (a receipt compares it at the start and end of a request)."""
+        return self._version
 
     @property
     def state(self) -> ServerSteering:
@@ -101,23 +116,32 @@ class SteeringService:
         steer_special_tokens: bool = True,
         labels: dict[int, str] | None = None,
         profile: str | None = None,
+        scale: float = 1.0,
     ) -> ServerSteering:
         if features:
             _validate_features(features, self._require_sae("features").d_sae, "features")
+        self._check_scale(scale, None, param="scale")
         with self._lock:
             enabled = self._state.enabled
             self._state = ServerSteering(
                 enabled=enabled, mode=mode, normalize=normalize, steer_special_tokens=steer_special_tokens,
-                features={i: s for i, s in features}, labels=dict(labels or {}), profile=profile,
+                features={i: s for i, s in features}, labels=dict(labels or {}), profile=profile, scale=scale,
             )
+            self._version += 1
         return self.state
 
-    def patch(self, *, features: list[tuple[int, float | None]], mode: Mode | None = None) -> ServerSteering:
+    def patch(self, *, features: list[tuple[int, float | None]], mode: Mode | None = None,
+              scale: float | None = None) -> ServerSteering:
         """Update strengths; a strength of None removes that feature."""
         present = [(i, s) for i, s in features if s is not None]
         if present:
             _validate_features(present, self._require_sae("features").d_sae, "features")
+        if scale is not None:
+            self._check_scale(scale, None, param="scale")
         with self._lock:
+            self._version += 1
+            if scale is not None:
+                self._state.scale = scale
             for i, s in features:
                 if s is None:
                     self._state.features.pop(i, None)
@@ -131,10 +155,13 @@ class SteeringService:
     def clear(self) -> ServerSteering:
         with self._lock:
             self._state = ServerSteering(enabled=self._state.enabled)
+            self._version += 1
         return self.state
 
     def set_enabled(self, enabled: bool) -> ServerSteering:
         with self._lock:
+            if self._state.enabled != enabled:
+                self._version += 1
             self._state.enabled = enabled
         return self.state
 
@@ -146,6 +173,7 @@ class SteeringService:
             normalize=profile.normalize,
             labels={f.index: lab for f, lab in zip(profile.features, profile.labels) if lab},
             profile=profile.name,
+            scale=profile.scale if profile.scale is not None else 1.0,
         )
 
     def deactivate(self) -> ServerSteering:
@@ -192,53 +220,83 @@ class SteeringService:
         self.check_compatible(profile, param=param)
         return profile
 
-    def _receipt(self, source: str, spec: SteeringSpec | None, profile: str | None) -> AppliedSteering:
+    def _check_scale(self, scale: float, profile: NamedSteering | None, *, param: str) -> None:
+        low = profile.scale_min if profile is not None and profile.scale_min is not None else 0.0
+        high = profile.scale_max if profile is not None and profile.scale_max is not None else self.max_scale
+        if not (math.isfinite(scale) and low <= scale <= high):
+            where = f"profile {profile.name!r}'s range" if profile is not None and (
+                profile.scale_min is not None or profile.scale_max is not None) else "the allowed range"
+            raise InvalidRequest(f"scale {scale} is outside {where} [{low}, {high}]", param=param,
+                                 code="scale_out_of_range")
+
+    def label(self, index: int) -> str | None:
+        return self._labels().get(index) if self._labels is not None else None
+
+    def _applied(self, source: str, features: tuple[FeatureStrength, ...], *, mode: Mode, normalize: bool,
+                 special: bool, scale: float, profile: str | None,
+                 evidence: bool = False) -> tuple[SteeringSpec | None, AppliedSteering]:
+        """The engine spec (strengths multiplied by the scale; None when nothing is applied) and its receipt."""
+        if not features:
+            return None, AppliedSteering(source="none")
         info = self._sae_info()
-        if spec is None or spec.empty:
-            return AppliedSteering(source="none")
-        return AppliedSteering(
+        applied = tuple(FeatureStrength(f.index, f.strength * scale) for f in features)
+        spec = SteeringSpec(applied, mode, normalize, special, evidence) if scale != 0 else None
+        digest = None
+        if spec is not None and info is not None:
+            digest = steering_hash(canonical_form(
+                sae=info.sae_id, d_sae=info.d_sae, hook_name=info.hook_name, layer=info.layer, mode=mode,
+                normalize=normalize, steer_special_tokens=special,
+                features=[(f.index, f.strength) for f in applied]))
+        receipt = AppliedSteering(
             source=source,  # type: ignore[arg-type]
-            profile=profile,
-            mode=spec.mode,
-            sae=info.sae_id if info else None,
-            hook_name=info.hook_name if info else None,
-            features=[SteeringFeatureIn(index=f.index, strength=f.strength) for f in spec.features],
+            profile=profile, mode=mode, sae=info.sae_id if info else None,
+            hook_name=info.hook_name if info else None, layer=info.layer if info else None,
+            d_sae=info.d_sae if info else None, normalize=normalize and mode == "add", steer_special_tokens=special,
+            scale=scale, hash=digest,
+            features=[AppliedFeature(index=a.index, strength=a.strength,
+                                     raw_strength=None if scale == 1 else f.strength, label=self.label(f.index))
+                      for f, a in zip(features, applied, strict=True)],
         )
+        return spec, receipt
 
     def resolve(
         self, request: SteeringIn | None, *, model_profile: str | None = None
     ) -> tuple[SteeringSpec | None, AppliedSteering]:
         state = self.state
         special = state.steer_special_tokens
+        scale = request.scale if request is not None else None
+        evidence = bool(request.evidence) if request is not None and request.evidence is not None else False
         if request is not None:
             if request.steer_special_tokens is not None:
                 special = request.steer_special_tokens
             if request.profile is not None:
                 p = self._profile(request.profile, "steering.profile")
-                spec = SteeringSpec(p.features, p.mode, request.normalize if request.normalize is not None
-                                    else p.normalize, special)
-                return spec, self._receipt("profile", spec, p.name)
+                return self._from_profile(p, "profile", scale, special, evidence,
+                                          request.normalize if request.normalize is not None else p.normalize)
             if request.features is not None:
                 feats = [(f.index, f.strength) for f in request.features]
                 if feats:
                     _validate_features(feats, self._require_sae("steering").d_sae, "steering.features")
-                spec = SteeringSpec(
-                    tuple(FeatureStrength(i, s) for i, s in feats),
-                    request.mode or "add",
-                    bool(request.normalize),
-                    special,
-                )
-                return (spec if feats else None), self._receipt("request", spec, None)
+                scale = 1.0 if scale is None else scale
+                self._check_scale(scale, None, param="steering.scale")
+                return self._applied("request", tuple(FeatureStrength(i, s) for i, s in feats),
+                                     mode=request.mode or "add", normalize=bool(request.normalize), special=special,
+                                     scale=scale, profile=None, evidence=evidence)
         if model_profile is not None:
             p = self._profile(model_profile, "model")
-            spec = SteeringSpec(p.features, p.mode, p.normalize, special)
-            return spec, self._receipt("model", spec, p.name)
+            return self._from_profile(p, "model", scale, special, evidence, p.normalize)
         if state.enabled and state.features and self._sae_info() is not None:
-            spec = SteeringSpec(
-                tuple(FeatureStrength(i, s) for i, s in sorted(state.features.items())),
-                request.mode if request is not None and request.mode else state.mode,
-                state.normalize,
-                special,
-            )
-            return spec, self._receipt("server", spec, state.profile)
+            scale = state.scale if scale is None else scale
+            self._check_scale(scale, None, param="steering.scale")
+            return self._applied(
+                "server", tuple(FeatureStrength(i, s) for i, s in sorted(state.features.items())),
+                mode=request.mode if request is not None and request.mode else state.mode,
+                normalize=state.normalize, special=special, scale=scale, profile=state.profile, evidence=evidence)
         return None, AppliedSteering(source="none")
+
+    def _from_profile(self, p: NamedSteering, source: str, scale: float | None, special: bool, evidence: bool,
+                      normalize: bool) -> tuple[SteeringSpec | None, AppliedSteering]:
+        scale = (p.scale if p.scale is not None else 1.0) if scale is None else scale
+        self._check_scale(scale, p, param="steering.scale")
+        return self._applied(source, p.features, mode=p.mode, normalize=normalize, special=special, scale=scale,
+                             profile=p.name, evidence=evidence)
