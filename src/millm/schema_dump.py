@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from millm.protocol import compare as c
 from millm.protocol import hub as h
 from millm.protocol import monitor as m
 from millm.protocol import openai as p
@@ -41,6 +42,9 @@ FRAMES: dict[str, tuple[str, list[type[BaseModel]]]] = {
                             [p.ChatCompletionChunk, p.ErrorResponse]),
     "sse_completion": ("The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).",
                        [p.Completion, p.ErrorResponse]),
+    "sse_compare": ("The `data:` of one event of a streamed `POST /api/compare` (start, delta per variant, done per "
+                    "variant, end; or error).", [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd,
+                                                 c.CompareError]),
 }
 
 

@@ -3,18 +3,18 @@
  * (ws/*) and mutations can update or invalidate exactly what the components read.
  */
 import { queryOptions } from "@tanstack/react-query";
-import type { EstimateModelApiModelsEstimateGetData } from "@/client";
+import type { EstimateModelData } from "@/client";
 import {
-  estimateModelApiModelsEstimateGet,
-  listCacheApiCacheGet,
-  listDownloadsApiDownloadsGet,
-  saeLabelsApiSaesAttachedLabelsGet,
-  statusApiStatusGet,
+  estimateModel,
+  listCache,
+  listDownloads,
+  searchFeatureLabels,
+  getStatus,
 } from "@/client";
 import { ApiError } from "./errors";
 import "./client";
 
-export type EstimateParams = NonNullable<EstimateModelApiModelsEstimateGetData["query"]>;
+export type EstimateParams = NonNullable<EstimateModelData["query"]>;
 
 export const queryKeys = {
   status: ["status"] as const,
@@ -37,7 +37,7 @@ export function statusInterval(failures: number): number {
 
 export const statusQuery = queryOptions({
   queryKey: queryKeys.status,
-  queryFn: async ({ signal }) => (await statusApiStatusGet({ signal })).data,
+  queryFn: async ({ signal }) => (await getStatus({ signal })).data,
   refetchInterval: (query) => statusInterval(query.state.error ? query.state.fetchFailureCount : 0),
   refetchIntervalInBackground: false,
   retry: false,
@@ -46,26 +46,26 @@ export const statusQuery = queryOptions({
 
 export const downloadsQuery = queryOptions({
   queryKey: queryKeys.downloads,
-  queryFn: async ({ signal }) => (await listDownloadsApiDownloadsGet({ signal })).data,
+  queryFn: async ({ signal }) => (await listDownloads({ signal })).data,
 });
 
 export const cacheQuery = (kind: "model" | "sae") =>
   queryOptions({
     queryKey: queryKeys.cache(kind),
-    queryFn: async ({ signal }) => (await listCacheApiCacheGet({ signal, query: { kind } })).data,
+    queryFn: async ({ signal }) => (await listCache({ signal, query: { kind } })).data,
   });
 
 export const estimateQuery = (params: EstimateParams) =>
   queryOptions({
     queryKey: queryKeys.estimate(params),
-    queryFn: async ({ signal }) => (await estimateModelApiModelsEstimateGet({ signal, query: params })).data,
+    queryFn: async ({ signal }) => (await estimateModel({ signal, query: params })).data,
     staleTime: 10_000,
     retry: false,
   });
 
 export const saeLabelsQuery = queryOptions({
   queryKey: queryKeys.saeLabels,
-  queryFn: async ({ signal }) => (await saeLabelsApiSaesAttachedLabelsGet({ signal })).data,
+  queryFn: async ({ signal }) => (await searchFeatureLabels({ signal })).data,
   staleTime: 60_000,
 });
 

@@ -11,37 +11,79 @@ export type ClientOptions = {
  */
 export type ActivationFrame = {
     /**
-     * Type
+     * Activations
      */
-    type?: 'activation';
-    /**
-     * Request Id
-     */
-    request_id: string;
+    activations: Array<FeatureValue>;
     /**
      * Choice
      */
     choice: number;
     /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated' | 'embedding';
+    /**
      * Position
      */
     position: number;
     /**
-     * Token Id
+     * Request Id
      */
-    token_id: number;
+    request_id: string;
     /**
      * Token
      */
     token: string;
     /**
-     * Phase
+     * Token Id
      */
-    phase: 'prompt' | 'generated' | 'embedding';
+    token_id: number;
     /**
-     * Activations
+     * Type
      */
-    activations: Array<FeatureValue>;
+    type?: 'activation';
+};
+
+/**
+ * ActivationSummary
+ */
+export type ActivationSummary = {
+    /**
+     * Max
+     */
+    max: number;
+    /**
+     * Mean
+     */
+    mean: number;
+};
+
+/**
+ * AppliedFeature
+ */
+export type AppliedFeature = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     *
+     * The feature's label, when the attached SAE has one.
+     */
+    label?: string | null;
+    /**
+     * Raw Strength
+     *
+     * The strength before the scale (given when scale is not 1).
+     */
+    raw_strength?: number | null;
+    /**
+     * Strength
+     *
+     * The strength applied: raw_strength x scale.
+     */
+    strength: number;
 };
 
 /**
@@ -51,39 +93,81 @@ export type ActivationFrame = {
  */
 export type AppliedSteering = {
     /**
-     * Source
+     * D Sae
      */
-    source: 'request' | 'profile' | 'model' | 'server' | 'none';
+    d_sae?: number | null;
     /**
-     * Profile
+     * Evidence
+     *
+     * Per choice and steered feature: positions steered and skipped, and the activation at the hook before and after the intervention over the generated tokens (the positions that produced them).
      */
-    profile?: string | null;
+    evidence?: Array<ChoiceEvidence> | null;
     /**
-     * Mode
+     * Evidence Value
+     *
+     * Which activation the evidence reports (for a TopK SAE, the value after top-k selection).
      */
-    mode?: 'add' | 'clamp' | null;
+    evidence_value?: string | null;
     /**
-     * Sae
+     * Features
      */
-    sae?: string | null;
+    features?: Array<AppliedFeature>;
+    /**
+     * Hash
+     *
+     * SHA-256 of the canonical form of the applied steering (docs/api.md); null when nothing was applied.
+     */
+    hash?: string | null;
     /**
      * Hook Name
      */
     hook_name?: string | null;
     /**
-     * Features
+     * Layer
      */
-    features?: Array<SteeringFeatureIn>;
+    layer?: number | null;
+    /**
+     * Mode
+     */
+    mode?: 'add' | 'clamp' | null;
+    /**
+     * Normalize
+     */
+    normalize?: boolean | null;
+    /**
+     * Profile
+     */
+    profile?: string | null;
+    /**
+     * Sae
+     */
+    sae?: string | null;
+    /**
+     * Scale
+     *
+     * The intensity dial that multiplied every raw strength.
+     */
+    scale?: number | null;
+    /**
+     * Server Steering Changed
+     *
+     * In the final receipt: whether the server-wide steering changed while this request ran (the request keeps the steering it started with).
+     */
+    server_steering_changed?: boolean | null;
+    /**
+     * Source
+     */
+    source: 'request' | 'profile' | 'model' | 'server' | 'none';
+    /**
+     * Steer Special Tokens
+     */
+    steer_special_tokens?: boolean | null;
 };
 
 /**
  * AssistantMessage
  */
 export type AssistantMessage = {
-    /**
-     * Role
-     */
-    role?: 'assistant';
     /**
      * Content
      */
@@ -92,12 +176,20 @@ export type AssistantMessage = {
      * Refusal
      */
     refusal?: null;
+    /**
+     * Role
+     */
+    role?: 'assistant';
 };
 
 /**
  * CacheDeleteOut
  */
 export type CacheDeleteOut = {
+    /**
+     * Freed Bytes
+     */
+    freed_bytes: number;
     /**
      * Repo Id
      */
@@ -106,10 +198,6 @@ export type CacheDeleteOut = {
      * Revision
      */
     revision: string | null;
-    /**
-     * Freed Bytes
-     */
-    freed_bytes: number;
 };
 
 /**
@@ -117,13 +205,13 @@ export type CacheDeleteOut = {
  */
 export type CacheList = {
     /**
-     * Data
-     */
-    data: Array<CachedRepoOut>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<CachedRepoOut>;
     /**
      * Size Bytes
      */
@@ -135,21 +223,37 @@ export type CacheList = {
  */
 export type CachedRepoOut = {
     /**
-     * Repo Id
+     * Downloading
+     *
+     * A download job for this repo is queued or running.
      */
-    repo_id: string;
+    downloading: boolean;
     /**
-     * Name
+     * In Use
+     *
+     * The loaded model or the attached SAE comes from this repo.
      */
-    name: string;
+    in_use: boolean;
     /**
      * Kind
      */
     kind: 'model' | 'sae';
     /**
-     * Size Bytes
+     * Last Modified
+     *
+     * Newest file change in the repo's cache folder (ISO 8601, UTC).
      */
-    size_bytes: number;
+    last_modified: string;
+    /**
+     * Last Used
+     *
+     * Last load or attach by miLLM, else the newest file access.
+     */
+    last_used: string | null;
+    /**
+     * Name
+     */
+    name: string;
     /**
      * Nb Files
      */
@@ -159,17 +263,13 @@ export type CachedRepoOut = {
      */
     refs: Array<string>;
     /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
      * Revisions
      */
     revisions: Array<CachedRevisionOut>;
-    /**
-     * Last Modified
-     */
-    last_modified: number;
-    /**
-     * Last Used
-     */
-    last_used: number | null;
     /**
      * Sae Paths
      *
@@ -177,17 +277,9 @@ export type CachedRepoOut = {
      */
     sae_paths: Array<string>;
     /**
-     * In Use
-     *
-     * The loaded model or the attached SAE comes from this repo.
+     * Size Bytes
      */
-    in_use: boolean;
-    /**
-     * Downloading
-     *
-     * A download job for this repo is queued or running.
-     */
-    downloading: boolean;
+    size_bytes: number;
 };
 
 /**
@@ -199,6 +291,10 @@ export type CachedRevisionOut = {
      */
     commit: string;
     /**
+     * Files
+     */
+    files: number;
+    /**
      * Refs
      */
     refs: Array<string>;
@@ -206,10 +302,6 @@ export type CachedRevisionOut = {
      * Size Bytes
      */
     size_bytes: number;
-    /**
-     * Files
-     */
-    files: number;
 };
 
 /**
@@ -217,15 +309,15 @@ export type CachedRevisionOut = {
  */
 export type ChatChoice = {
     /**
-     * Index
-     */
-    index: number;
-    message: AssistantMessage;
-    /**
      * Finish Reason
      */
     finish_reason: string | null;
+    /**
+     * Index
+     */
+    index: number;
     logprobs?: ChatLogprobs | null;
+    message: AssistantMessage;
 };
 
 /**
@@ -233,31 +325,31 @@ export type ChatChoice = {
  */
 export type ChatCompletion = {
     /**
-     * Id
+     * Choices
      */
-    id: string;
-    /**
-     * Object
-     */
-    object?: 'chat.completion';
+    choices: Array<ChatChoice>;
     /**
      * Created
      */
     created: number;
     /**
+     * Id
+     */
+    id: string;
+    millm?: MillmInfo | null;
+    /**
      * Model
      */
     model: string;
     /**
-     * Choices
+     * Object
      */
-    choices: Array<ChatChoice>;
-    usage: Usage;
+    object?: 'chat.completion';
     /**
      * System Fingerprint
      */
     system_fingerprint?: string | null;
-    millm?: MillmInfo | null;
+    usage: Usage;
 };
 
 /**
@@ -265,45 +357,13 @@ export type ChatCompletion = {
  */
 export type ChatCompletionRequest = {
     /**
-     * Model
-     */
-    model: string;
-    /**
-     * Temperature
-     */
-    temperature?: number | null;
-    /**
-     * Top P
-     */
-    top_p?: number | null;
-    /**
-     * Top K
-     *
-     * Extension: keep the k most likely tokens (-1 or 0: off).
-     */
-    top_k?: number | null;
-    /**
-     * N
-     */
-    n?: number;
-    /**
-     * Stop
-     */
-    stop?: string | Array<string> | null;
-    /**
-     * Seed
-     *
-     * A 64-bit signed integer.
-     */
-    seed?: number | null;
-    /**
      * Frequency Penalty
      */
     frequency_penalty?: number;
     /**
-     * Presence Penalty
+     * Ignore Eos
      */
-    presence_penalty?: number;
+    ignore_eos?: boolean;
     /**
      * Logit Bias
      */
@@ -311,46 +371,78 @@ export type ChatCompletionRequest = {
         [key: string]: number;
     } | null;
     /**
-     * Stream
+     * Logprobs
      */
-    stream?: boolean;
-    stream_options?: StreamOptions | null;
-    /**
-     * User
-     */
-    user?: string | null;
-    /**
-     * Ignore Eos
-     */
-    ignore_eos?: boolean;
-    steering?: SteeringIn | null;
-    /**
-     * Messages
-     */
-    messages: Array<ChatMessage>;
-    /**
-     * Max Tokens
-     */
-    max_tokens?: number | null;
+    logprobs?: boolean;
     /**
      * Max Completion Tokens
      */
     max_completion_tokens?: number | null;
     /**
-     * Logprobs
+     * Max Tokens
      */
-    logprobs?: boolean;
+    max_tokens?: number | null;
     /**
-     * Top Logprobs
+     * Messages
      */
-    top_logprobs?: number | null;
+    messages: Array<ChatMessage>;
+    /**
+     * Model
+     */
+    model: string;
+    /**
+     * N
+     */
+    n?: number;
+    /**
+     * Presence Penalty
+     */
+    presence_penalty?: number;
     response_format?: ResponseFormat | null;
+    /**
+     * Seed
+     *
+     * A 64-bit signed integer.
+     */
+    seed?: number | null;
+    steering?: SteeringIn | null;
+    /**
+     * Stop
+     */
+    stop?: string | Array<string> | null;
+    /**
+     * Stream
+     */
+    stream?: boolean;
+    stream_options?: StreamOptions | null;
+    /**
+     * Temperature
+     */
+    temperature?: number | null;
     /**
      * Tool Choice
      */
     tool_choice?: string | {
         [key: string]: unknown;
     } | null;
+    /**
+     * Top K
+     *
+     * Extension: keep the k most likely tokens (-1 or 0: off).
+     */
+    top_k?: number | null;
+    /**
+     * Top Logprobs
+     */
+    top_logprobs?: number | null;
+    /**
+     * Top P
+     */
+    top_p?: number | null;
+    /**
+     * User
+     */
+    user?: string | null;
     [key: string]: unknown;
 };
 
@@ -359,17 +451,17 @@ export type ChatCompletionRequest = {
  */
 export type ChatLogprobContent = {
     /**
-     * Token
+     * Bytes
      */
-    token: string;
+    bytes: Array<number> | null;
     /**
      * Logprob
      */
     logprob: number;
     /**
-     * Bytes
+     * Token
      */
-    bytes: Array<number> | null;
+    token: string;
     /**
      * Top Logprobs
      */
@@ -381,17 +473,17 @@ export type ChatLogprobContent = {
  */
 export type ChatLogprobTop = {
     /**
-     * Token
+     * Bytes
      */
-    token: string;
+    bytes: Array<number> | null;
     /**
      * Logprob
      */
     logprob: number;
     /**
-     * Bytes
+     * Token
      */
-    bytes: Array<number> | null;
+    token: string;
 };
 
 /**
@@ -413,10 +505,6 @@ export type ChatLogprobs = {
  */
 export type ChatMessage = {
     /**
-     * Role
-     */
-    role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
-    /**
      * Content
      */
     content?: string | Array<ContentPart> | null;
@@ -424,7 +512,216 @@ export type ChatMessage = {
      * Name
      */
     name?: string | null;
+    /**
+     * Role
+     */
+    role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceEvidence
+ */
+export type ChoiceEvidence = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Features
+     */
+    features: Array<FeatureEvidence>;
+    /**
+     * Skipped
+     *
+     * The first 64 skipped positions.
+     */
+    skipped?: Array<SkippedPosition>;
+};
+
+/**
+ * CompareRequest
+ *
+ * Body of POST /api/compare. Give `messages` (chat template) or `prompt` (plain text or token ids).
+ */
+export type CompareRequest = {
+    /**
+     * Frequency Penalty
+     */
+    frequency_penalty?: number;
+    /**
+     * Ignore Eos
+     */
+    ignore_eos?: boolean;
+    /**
+     * Max Tokens
+     */
+    max_tokens?: number | null;
+    /**
+     * Messages
+     */
+    messages?: Array<ChatMessage> | null;
+    /**
+     * Model
+     *
+     * The served model or `<model>+<profile>` (default: the loaded one).
+     */
+    model?: string | null;
+    /**
+     * Presence Penalty
+     */
+    presence_penalty?: number;
+    /**
+     * Prompt
+     *
+     * A single prompt: a string or a list of token ids.
+     */
+    prompt?: string | Array<string> | Array<number> | Array<Array<number>> | null;
+    /**
+     * Seed
+     *
+     * Shared by every variant (default: one random seed, reported back).
+     */
+    seed?: number | null;
+    /**
+     * Stop
+     */
+    stop?: string | Array<string> | null;
+    /**
+     * Stream
+     *
+     * Server-sent events (default); false: one JSON CompareResult.
+     */
+    stream?: boolean;
+    /**
+     * Temperature
+     *
+     * Default 1; 0 is greedy.
+     */
+    temperature?: number | null;
+    /**
+     * Top K
+     */
+    top_k?: number | null;
+    /**
+     * Top P
+     */
+    top_p?: number | null;
+    /**
+     * Variants
+     *
+     * 1 to 8 steering variants, run as rows of one batch with one seed; the divergence index of each is taken against variant 0.
+     */
+    variants: Array<CompareVariantIn>;
+};
+
+/**
+ * CompareResult
+ *
+ * The non-streamed response (`stream: false`).
+ */
+export type CompareResult = {
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Model
+     */
+    model: string;
+    /**
+     * Object
+     */
+    object?: 'millm.compare';
+    /**
+     * Prompt Tokens
+     */
+    prompt_tokens: number;
+    /**
+     * Seed
+     */
+    seed: number;
+    usage: CompareUsage;
+    /**
+     * Variants
+     */
+    variants: Array<CompareVariantResult>;
+};
+
+/**
+ * CompareUsage
+ */
+export type CompareUsage = {
+    /**
+     * Completion Tokens
+     */
+    completion_tokens: number;
+    /**
+     * Prompt Tokens
+     */
+    prompt_tokens: number;
+    /**
+     * Total Tokens
+     */
+    total_tokens: number;
+};
+
+/**
+ * CompareVariantIn
+ */
+export type CompareVariantIn = {
+    /**
+     * Label
+     *
+     * A name to show for this variant.
+     */
+    label?: string | null;
+    /**
+     * The variant's steering (the /v1 `steering` object). null or {"features": []}: unsteered (the server-wide steering does not apply to compare variants).
+     */
+    steering?: SteeringIn | null;
+};
+
+/**
+ * CompareVariantResult
+ */
+export type CompareVariantResult = {
+    /**
+     * Diverges At
+     *
+     * Index of the first generated token that differs from variant 0's (its length when one is a prefix of the other); null for variant 0 and for identical outputs.
+     */
+    diverges_at: number | null;
+    /**
+     * Finish Reason
+     */
+    finish_reason: string | null;
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * The variant's full steering receipt.
+     */
+    steering: AppliedSteering;
+    /**
+     * Text
+     */
+    text: string;
+    /**
+     * Token Ids
+     */
+    token_ids: Array<number>;
+    /**
+     * Tokens
+     *
+     * Generated tokens.
+     */
+    tokens: number;
 };
 
 /**
@@ -432,31 +729,31 @@ export type ChatMessage = {
  */
 export type Completion = {
     /**
-     * Id
+     * Choices
      */
-    id: string;
-    /**
-     * Object
-     */
-    object?: 'text_completion';
+    choices: Array<CompletionChoice>;
     /**
      * Created
      */
     created: number;
     /**
+     * Id
+     */
+    id: string;
+    millm?: MillmInfo | null;
+    /**
      * Model
      */
     model: string;
     /**
-     * Choices
+     * Object
      */
-    choices: Array<CompletionChoice>;
-    usage?: Usage | null;
+    object?: 'text_completion';
     /**
      * System Fingerprint
      */
     system_fingerprint?: string | null;
-    millm?: MillmInfo | null;
+    usage?: Usage | null;
 };
 
 /**
@@ -464,18 +761,18 @@ export type Completion = {
  */
 export type CompletionChoice = {
     /**
+     * Finish Reason
+     */
+    finish_reason: string | null;
+    /**
      * Index
      */
     index: number;
+    logprobs?: CompletionLogprobs | null;
     /**
      * Text
      */
     text: string;
-    logprobs?: CompletionLogprobs | null;
-    /**
-     * Finish Reason
-     */
-    finish_reason: string | null;
 };
 
 /**
@@ -483,23 +780,23 @@ export type CompletionChoice = {
  */
 export type CompletionLogprobs = {
     /**
-     * Tokens
+     * Text Offset
      */
-    tokens: Array<string>;
+    text_offset: Array<number>;
     /**
      * Token Logprobs
      */
     token_logprobs: Array<number | null>;
+    /**
+     * Tokens
+     */
+    tokens: Array<string>;
     /**
      * Top Logprobs
      */
     top_logprobs: Array<{
         [key: string]: number;
     } | null>;
-    /**
-     * Text Offset
-     */
-    text_offset: Array<number>;
 };
 
 /**
@@ -507,45 +804,21 @@ export type CompletionLogprobs = {
  */
 export type CompletionRequest = {
     /**
-     * Model
+     * Best Of
      */
-    model: string;
+    best_of?: number | null;
     /**
-     * Temperature
+     * Echo
      */
-    temperature?: number | null;
-    /**
-     * Top P
-     */
-    top_p?: number | null;
-    /**
-     * Top K
-     *
-     * Extension: keep the k most likely tokens (-1 or 0: off).
-     */
-    top_k?: number | null;
-    /**
-     * N
-     */
-    n?: number;
-    /**
-     * Stop
-     */
-    stop?: string | Array<string> | null;
-    /**
-     * Seed
-     *
-     * A 64-bit signed integer.
-     */
-    seed?: number | null;
+    echo?: boolean;
     /**
      * Frequency Penalty
      */
     frequency_penalty?: number;
     /**
-     * Presence Penalty
+     * Ignore Eos
      */
-    presence_penalty?: number;
+    ignore_eos?: boolean;
     /**
      * Logit Bias
      */
@@ -553,43 +826,67 @@ export type CompletionRequest = {
         [key: string]: number;
     } | null;
     /**
-     * Stream
+     * Logprobs
      */
-    stream?: boolean;
-    stream_options?: StreamOptions | null;
-    /**
-     * User
-     */
-    user?: string | null;
-    /**
-     * Ignore Eos
-     */
-    ignore_eos?: boolean;
-    steering?: SteeringIn | null;
-    /**
-     * Prompt
-     */
-    prompt: string | Array<string> | Array<number> | Array<Array<number>>;
+    logprobs?: number | null;
     /**
      * Max Tokens
      */
     max_tokens?: number | null;
     /**
-     * Echo
+     * Model
      */
-    echo?: boolean;
+    model: string;
     /**
-     * Logprobs
+     * N
      */
-    logprobs?: number | null;
+    n?: number;
+    /**
+     * Presence Penalty
+     */
+    presence_penalty?: number;
+    /**
+     * Prompt
+     */
+    prompt: string | Array<string> | Array<number> | Array<Array<number>>;
+    /**
+     * Seed
+     *
+     * A 64-bit signed integer.
+     */
+    seed?: number | null;
+    steering?: SteeringIn | null;
+    /**
+     * Stop
+     */
+    stop?: string | Array<string> | null;
+    /**
+     * Stream
+     */
+    stream?: boolean;
+    stream_options?: StreamOptions | null;
     /**
      * Suffix
      */
     suffix?: string | null;
     /**
-     * Best Of
+     * Temperature
      */
-    best_of?: number | null;
+    temperature?: number | null;
+    /**
+     * Top K
+     *
+     * Extension: keep the k most likely tokens (-1 or 0: off).
+     */
+    top_k?: number | null;
+    /**
+     * Top P
+     */
+    top_p?: number | null;
+    /**
+     * User
+     */
+    user?: string | null;
     [key: string]: unknown;
 };
 
@@ -598,13 +895,13 @@ export type CompletionRequest = {
  */
 export type ContentPart = {
     /**
-     * Type
-     */
-    type: string;
-    /**
      * Text
      */
     text?: string | null;
+    /**
+     * Type
+     */
+    type: string;
     [key: string]: unknown;
 };
 
@@ -616,20 +913,10 @@ export type ContentPart = {
 export type DownloadIn = {
     /**
      * Kind
+     *
+     * What is pulled: a model or an SAE.
      */
     kind?: 'model' | 'sae';
-    /**
-     * Repo Id
-     *
-     * Hub repo id, 'namespace/name'.
-     */
-    repo_id?: string | null;
-    /**
-     * Revision
-     *
-     * Branch, tag or commit (default: main).
-     */
-    revision?: string | null;
     /**
      * Path
      *
@@ -643,6 +930,18 @@ export type DownloadIn = {
      */
     release?: string | null;
     /**
+     * Repo Id
+     *
+     * Hub repo id, 'namespace/name'.
+     */
+    repo_id?: string | null;
+    /**
+     * Revision
+     *
+     * Branch, tag or commit (default: main).
+     */
+    revision?: string | null;
+    /**
      * Sae Id
      *
      * SAE only: the SAE id within the SAELens release.
@@ -655,17 +954,17 @@ export type DownloadIn = {
  */
 export type Embedding = {
     /**
-     * Object
+     * Embedding
      */
-    object?: 'embedding';
+    embedding: Array<number> | string;
     /**
      * Index
      */
     index: number;
     /**
-     * Embedding
+     * Object
      */
-    embedding: Array<number> | string;
+    object?: 'embedding';
 };
 
 /**
@@ -673,19 +972,19 @@ export type Embedding = {
  */
 export type EmbeddingList = {
     /**
-     * Object
-     */
-    object?: 'list';
-    /**
      * Data
      */
     data: Array<Embedding>;
+    millm?: MillmInfo | null;
     /**
      * Model
      */
     model: string;
+    /**
+     * Object
+     */
+    object?: 'list';
     usage: EmbeddingUsage;
-    millm?: MillmInfo | null;
 };
 
 /**
@@ -693,26 +992,26 @@ export type EmbeddingList = {
  */
 export type EmbeddingRequest = {
     /**
-     * Model
+     * Dimensions
      */
-    model: string;
-    /**
-     * Input
-     */
-    input: string | Array<string> | Array<number> | Array<Array<number>>;
+    dimensions?: number | null;
     /**
      * Encoding Format
      */
     encoding_format?: 'float' | 'base64';
     /**
-     * Dimensions
+     * Input
      */
-    dimensions?: number | null;
+    input: string | Array<string> | Array<number> | Array<Array<number>>;
+    /**
+     * Model
+     */
+    model: string;
+    steering?: SteeringIn | null;
     /**
      * User
      */
     user?: string | null;
-    steering?: SteeringIn | null;
     [key: string]: unknown;
 };
 
@@ -735,21 +1034,21 @@ export type EmbeddingUsage = {
  */
 export type ErrorInfo = {
     /**
+     * Code
+     */
+    code?: string | null;
+    /**
      * Message
      */
     message: string;
-    /**
-     * Type
-     */
-    type: string;
     /**
      * Param
      */
     param?: string | null;
     /**
-     * Code
+     * Type
      */
-    code?: string | null;
+    type: string;
 };
 
 /**
@@ -757,6 +1056,44 @@ export type ErrorInfo = {
  */
 export type ErrorResponse = {
     error: ErrorInfo;
+};
+
+/**
+ * FeatureEvidence
+ *
+ * What the steering did to one feature of one choice, measured at the hook.
+ */
+export type FeatureEvidence = {
+    /**
+     * Activation at the hook after the intervention.
+     */
+    after?: ActivationSummary | null;
+    /**
+     * Activation at the hook before the intervention.
+     */
+    before?: ActivationSummary | null;
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Positions Skipped
+     *
+     * Positions left alone (see `skipped` for which and why).
+     */
+    positions_skipped: number;
+    /**
+     * Positions Steered
+     *
+     * Positions (prompt and fed-back generated tokens) the steering touched.
+     */
+    positions_steered: number;
+    /**
+     * Tokens
+     *
+     * Generated tokens the before/after statistics cover.
+     */
+    tokens: number;
 };
 
 /**
@@ -782,19 +1119,25 @@ export type FeatureLabel = {
  */
 export type FeatureLabelsOut = {
     /**
+     * Count
+     *
+     * How many labels matched (data holds at most `limit` of them).
+     */
+    count: number;
+    /**
      * Data
      */
     data: Array<FeatureLabel>;
-    /**
-     * Count
-     */
-    count: number;
 };
 
 /**
  * FeatureStats
  */
 export type FeatureStats = {
+    /**
+     * Count
+     */
+    count: number;
     /**
      * Index
      */
@@ -804,14 +1147,6 @@ export type FeatureStats = {
      */
     label?: string | null;
     /**
-     * Count
-     */
-    count: number;
-    /**
-     * Min
-     */
-    min: number;
-    /**
      * Max
      */
     max: number;
@@ -819,6 +1154,10 @@ export type FeatureStats = {
      * Mean
      */
     mean: number;
+    /**
+     * Min
+     */
+    min: number;
 };
 
 /**
@@ -830,13 +1169,13 @@ export type FeatureValue = {
      */
     index: number;
     /**
-     * Value
-     */
-    value: number;
-    /**
      * Label
      */
     label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -844,13 +1183,13 @@ export type FeatureValue = {
  */
 export type HistoryList = {
     /**
-     * Data
-     */
-    data: Array<RequestHistory>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<RequestHistory>;
 };
 
 /**
@@ -859,10 +1198,6 @@ export type HistoryList = {
  * What an import did. Nothing is written unless every profile is valid.
  */
 export type ImportResult = {
-    /**
-     * Source Format
-     */
-    source_format: 'millm.profile' | 'millm.profiles' | 'neuronpedia' | 'goodfire';
     /**
      * Profiles
      */
@@ -881,6 +1216,10 @@ export type ImportResult = {
      * Names of existing profiles overwritten.
      */
     replaced?: Array<string>;
+    /**
+     * Source Format
+     */
+    source_format: 'millm.profile' | 'millm.profiles' | 'neuronpedia' | 'goodfire';
 };
 
 /**
@@ -896,6 +1235,10 @@ export type JobError = {
      */
     message: string;
     /**
+     * Param
+     */
+    param?: string | null;
+    /**
      * Status
      */
     status: number;
@@ -903,10 +1246,6 @@ export type JobError = {
      * Type
      */
     type: string;
-    /**
-     * Param
-     */
-    param?: string | null;
 };
 
 /**
@@ -914,13 +1253,13 @@ export type JobError = {
  */
 export type JobList = {
     /**
-     * Data
-     */
-    data: Array<JobOut>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<JobOut>;
 };
 
 /**
@@ -928,41 +1267,9 @@ export type JobList = {
  */
 export type JobOut = {
     /**
-     * Id
+     * Attempts
      */
-    id: string;
-    /**
-     * Kind
-     */
-    kind: 'model' | 'sae';
-    /**
-     * Repo Id
-     */
-    repo_id: string;
-    /**
-     * Name
-     *
-     * The repo name without its namespace.
-     */
-    name: string;
-    /**
-     * Revision
-     */
-    revision: string;
-    /**
-     * Path
-     *
-     * SAE folder inside the repo; '' for models and whole-repo SAEs.
-     */
-    path: string;
-    /**
-     * State
-     */
-    state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
-    /**
-     * Commit
-     */
-    commit: string | null;
+    attempts: number;
     /**
      * Bytes Done
      */
@@ -972,19 +1279,15 @@ export type JobOut = {
      */
     bytes_total: number;
     /**
-     * Files Done
+     * Commit
      */
-    files_done: number;
+    commit: string | null;
     /**
-     * Files Total
-     */
-    files_total: number;
-    /**
-     * Progress
+     * Created At
      *
-     * bytes_done / bytes_total, 0..1 (1 when finished).
+     * When the job was submitted (ISO 8601, UTC).
      */
-    progress: number;
+    created_at: string;
     /**
      * Current File
      *
@@ -993,55 +1296,69 @@ export type JobOut = {
     current_file: string | null;
     error: JobError | null;
     /**
-     * Attempts
+     * Files Done
      */
-    attempts: number;
+    files_done: number;
     /**
-     * Created At
+     * Files Total
      */
-    created_at: number;
-    /**
-     * Updated At
-     */
-    updated_at: number;
+    files_total: number;
     /**
      * Finished At
+     *
+     * When it completed, failed or was cancelled.
      */
-    finished_at: number | null;
+    finished_at: string | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Kind
+     */
+    kind: 'model' | 'sae';
+    /**
+     * Name
+     *
+     * The repo name without its namespace.
+     */
+    name: string;
+    /**
+     * Path
+     *
+     * SAE folder inside the repo; '' for models and whole-repo SAEs.
+     */
+    path: string;
+    /**
+     * Progress
+     *
+     * bytes_done / bytes_total, 0..1 (1 when finished).
+     */
+    progress: number;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     */
+    revision: string;
+    /**
+     * State
+     */
+    state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
+    /**
+     * Updated At
+     *
+     * Its last change of state or progress (ISO 8601, UTC).
+     */
+    updated_at: string;
 };
 
 /**
  * LoadedModelOut
  */
 export type LoadedModelOut = {
-    /**
-     * Id
-     */
-    id: string;
-    /**
-     * Source
-     */
-    source: string;
-    /**
-     * Revision
-     */
-    revision: string | null;
-    /**
-     * Device
-     */
-    device: string;
-    /**
-     * Dtype
-     */
-    dtype: string;
-    /**
-     * Quantization
-     */
-    quantization: string;
-    /**
-     * Parameters
-     */
-    parameters: number;
     /**
      * Context Length
      */
@@ -1051,9 +1368,37 @@ export type LoadedModelOut = {
      */
     d_model: number;
     /**
+     * Device
+     */
+    device: string;
+    /**
+     * Dtype
+     */
+    dtype: string;
+    /**
+     * Id
+     */
+    id: string;
+    /**
      * Num Layers
      */
     num_layers: number;
+    /**
+     * Parameters
+     */
+    parameters: number;
+    /**
+     * Quantization
+     */
+    quantization: string;
+    /**
+     * Revision
+     */
+    revision: string | null;
+    /**
+     * Source
+     */
+    source: string;
 };
 
 /**
@@ -1063,61 +1408,61 @@ export type LoadedModelOut = {
  */
 export type MemoryEstimateOut = {
     /**
-     * Params
+     * Available Bytes
      */
-    params: number;
-    /**
-     * Weights Bytes
-     */
-    weights_bytes: number;
-    /**
-     * Kv Cache Bytes
-     */
-    kv_cache_bytes: number;
-    /**
-     * Sae Bytes
-     */
-    sae_bytes: number;
-    /**
-     * Overhead Bytes
-     */
-    overhead_bytes: number;
-    /**
-     * Total Bytes
-     */
-    total_bytes: number;
-    /**
-     * Dtype
-     */
-    dtype: string;
-    /**
-     * Quantization
-     */
-    quantization: string;
-    /**
-     * Context
-     */
-    context: number;
+    available_bytes: number;
     /**
      * Batch
      */
     batch: number;
     /**
+     * Context
+     */
+    context: number;
+    /**
      * Device
      */
     device: string;
     /**
-     * Available Bytes
+     * Dtype
      */
-    available_bytes: number;
+    dtype: string;
     /**
      * Fits
      */
     fits: boolean;
     /**
+     * Kv Cache Bytes
+     */
+    kv_cache_bytes: number;
+    /**
+     * Overhead Bytes
+     */
+    overhead_bytes: number;
+    /**
+     * Params
+     */
+    params: number;
+    /**
+     * Quantization
+     */
+    quantization: string;
+    /**
+     * Sae Bytes
+     */
+    sae_bytes: number;
+    /**
      * Summary
      */
     summary: string;
+    /**
+     * Total Bytes
+     */
+    total_bytes: number;
+    /**
+     * Weights Bytes
+     */
+    weights_bytes: number;
 };
 
 /**
@@ -1129,13 +1474,13 @@ export type MemoryOut = {
      */
     device: string;
     /**
-     * Used Bytes
-     */
-    used_bytes: number;
-    /**
      * Total Bytes
      */
     total_bytes: number;
+    /**
+     * Used Bytes
+     */
+    used_bytes: number;
 };
 
 /**
@@ -1150,6 +1495,10 @@ export type MillmInfo = {
  */
 export type ModelCard = {
     /**
+     * Created
+     */
+    created: number;
+    /**
      * Id
      */
     id: string;
@@ -1158,31 +1507,28 @@ export type ModelCard = {
      */
     object?: 'model';
     /**
-     * Created
-     */
-    created: number;
-    /**
      * Owned By
      */
     owned_by?: string;
-    /**
-     * Root
-     *
-     * The underlying model of a profile's virtual model id.
-     */
-    root?: string | null;
     /**
      * Profile
      *
      * The profile a virtual model id applies.
      */
     profile?: string | null;
+    /**
+     * Root
+     *
+     * The underlying model of a profile's virtual model id.
+     */
+    root?: string | null;
 };
 
 /**
  * ModelEstimateOut
  */
 export type ModelEstimateOut = {
+    estimate: MemoryEstimateOut;
     /**
      * Model
      *
@@ -1195,7 +1541,6 @@ export type ModelEstimateOut = {
      * Where the parameter count was read.
      */
     source: 'local' | 'cache' | 'hub';
-    estimate: MemoryEstimateOut;
 };
 
 /**
@@ -1203,13 +1548,13 @@ export type ModelEstimateOut = {
  */
 export type ModelList = {
     /**
-     * Object
-     */
-    object?: 'list';
-    /**
      * Data
      */
     data: Array<ModelCard>;
+    /**
+     * Object
+     */
+    object?: 'list';
 };
 
 /**
@@ -1217,15 +1562,29 @@ export type ModelList = {
  */
 export type ModelLoadIn = {
     /**
+     * Device
+     *
+     * Where to load it (default: the server's --device).
+     */
+    device?: 'auto' | 'cpu' | 'cuda' | 'mps' | null;
+    /**
+     * Dtype
+     *
+     * Weights' precision (default: the server's --dtype; auto: the checkpoint's own).
+     */
+    dtype?: 'auto' | 'float32' | 'float16' | 'bfloat16' | null;
+    /**
+     * Force
+     *
+     * Load even if the memory estimate says it will not fit.
+     */
+    force?: boolean;
+    /**
      * Model
      *
-     * Local folder or Hub repo id.
+     * Local folder, `millm-demo`, or Hub repo id `owner/name`.
      */
     model: string;
-    /**
-     * Revision
-     */
-    revision?: string | null;
     /**
      * Model Id
      *
@@ -1233,29 +1592,27 @@ export type ModelLoadIn = {
      */
     model_id?: string | null;
     /**
-     * Dtype
-     */
-    dtype?: 'auto' | 'float32' | 'float16' | 'bfloat16' | null;
-    /**
      * Quantization
+     *
+     * bitsandbytes 8-bit or 4-bit weights (CUDA only; default: the server's --quantization).
      */
     quantization?: 'none' | '8bit' | '4bit' | null;
     /**
-     * Device
-     */
-    device?: 'auto' | 'cpu' | 'cuda' | 'mps' | null;
-    /**
-     * Force
+     * Revision
      *
-     * Load even if the memory estimate says it will not fit.
+     * Hub branch, tag or commit (default: main).
      */
-    force?: boolean;
+    revision?: string | null;
 };
 
 /**
  * ModelLoadOut
  */
 export type ModelLoadOut = {
+    /**
+     * The estimate checked before loading (null when the weights have no safetensors headers).
+     */
+    memory_estimate?: MemoryEstimateOut | null;
     model: LoadedModelOut;
     /**
      * Sae Detached
@@ -1263,10 +1620,6 @@ export type ModelLoadOut = {
      * Why an attached SAE was detached, if it was.
      */
     sae_detached?: string | null;
-    /**
-     * The estimate checked before loading (null when the weights have no safetensors headers).
-     */
-    memory_estimate?: MemoryEstimateOut | null;
 };
 
 /**
@@ -1275,6 +1628,8 @@ export type ModelLoadOut = {
 export type MonitorConfigIn = {
     /**
      * Enabled
+     *
+     * Capture activations (null keeps the current setting).
      */
     enabled?: boolean | null;
     /**
@@ -1300,17 +1655,9 @@ export type MonitorConfigOut = {
      */
     enabled: boolean;
     /**
-     * Paused
-     */
-    paused: boolean;
-    /**
      * Features
      */
     features: Array<number> | null;
-    /**
-     * Top K
-     */
-    top_k: number;
     /**
      * History Requests
      *
@@ -1321,6 +1668,14 @@ export type MonitorConfigOut = {
      * History Tokens Per Request
      */
     history_tokens_per_request: number;
+    /**
+     * Paused
+     */
+    paused: boolean;
+    /**
+     * Top K
+     */
+    top_k: number;
 };
 
 /**
@@ -1350,22 +1705,17 @@ export type ProfileBundle = {
  */
 export type ProfileCreate = {
     /**
-     * Name
-     *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
-     */
-    name: string;
-    /**
      * Description
+     *
+     * Free text shown with the profile.
      */
     description?: string;
     /**
-     * Model
+     * Features
      *
-     * Model id the profile was made for.
+     * The steered features, each index at most once.
      */
-    model: string;
-    sae: SaeRef;
+    features?: Array<SteeringFeature>;
     /**
      * Mode
      *
@@ -1373,15 +1723,27 @@ export type ProfileCreate = {
      */
     mode?: 'add' | 'clamp';
     /**
+     * Model
+     *
+     * Model id the profile was made for.
+     */
+    model: string;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
+    /**
      * Normalize
      *
      * Scale each decoder direction to unit norm before applying strength.
      */
     normalize?: boolean;
     /**
-     * Features
+     * The SAE its feature indices refer to.
      */
-    features?: Array<SteeringFeature>;
+    sae: SaeRef;
 };
 
 /**
@@ -1391,6 +1753,22 @@ export type ProfileCreate = {
  */
 export type ProfileDocument = {
     /**
+     * Created At
+     */
+    created_at?: string | null;
+    /**
+     * Description
+     *
+     * Free text shown with the profile.
+     */
+    description?: string;
+    /**
+     * Features
+     *
+     * The steered features, each index at most once.
+     */
+    features?: Array<SteeringFeature>;
+    /**
      * Format
      */
     format?: 'millm.profile';
@@ -1399,28 +1777,23 @@ export type ProfileDocument = {
      */
     format_version?: 1;
     /**
-     * Name
+     * Mode
      *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
      */
-    name: string;
-    /**
-     * Description
-     */
-    description?: string;
+    mode?: 'add' | 'clamp';
     /**
      * Model
      *
      * Model id the profile was made for.
      */
     model: string;
-    sae: SaeRef;
     /**
-     * Mode
+     * Name
      *
-     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
      */
-    mode?: 'add' | 'clamp';
+    name: string;
     /**
      * Normalize
      *
@@ -1428,13 +1801,9 @@ export type ProfileDocument = {
      */
     normalize?: boolean;
     /**
-     * Features
+     * The SAE its feature indices refer to.
      */
-    features?: Array<SteeringFeature>;
-    /**
-     * Created At
-     */
-    created_at?: string | null;
+    sae: SaeRef;
     /**
      * Updated At
      */
@@ -1452,17 +1821,17 @@ export type ProfileDocument = {
  */
 export type ProfileDuplicate = {
     /**
-     * Name
-     *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
-     */
-    name: string;
-    /**
      * Description
      *
      * Default: the source's description.
      */
     description?: string | null;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
 };
 
 /**
@@ -1470,13 +1839,13 @@ export type ProfileDuplicate = {
  */
 export type ProfileList = {
     /**
-     * Data
-     */
-    data: Array<ProfilePublic>;
-    /**
      * Count
      */
     count: number;
+    /**
+     * Data
+     */
+    data: Array<ProfilePublic>;
 };
 
 /**
@@ -1486,36 +1855,25 @@ export type ProfileList = {
  */
 export type ProfilePublic = {
     /**
-     * Name
+     * Active
      *
-     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     * Whether this is the server-wide steering now.
      */
-    name: string;
+    active: boolean;
+    /**
+     * Created At
+     */
+    created_at: string;
     /**
      * Description
+     *
+     * Free text shown with the profile.
      */
     description?: string;
     /**
-     * Model
-     *
-     * Model id the profile was made for.
-     */
-    model: string;
-    sae: SaeRef;
-    /**
-     * Mode
-     *
-     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
-     */
-    mode?: 'add' | 'clamp';
-    /**
-     * Normalize
-     *
-     * Scale each decoder direction to unit norm before applying strength.
-     */
-    normalize?: boolean;
-    /**
      * Features
+     *
+     * The steered features, each index at most once.
      */
     features?: Array<SteeringFeature>;
     /**
@@ -1523,25 +1881,43 @@ export type ProfilePublic = {
      */
     id: number;
     /**
-     * Version
+     * Mode
      *
-     * Incremented on every edit; send it back to edit (or use the ETag).
+     * add: h += strength·W_dec[i]; clamp: pin the feature's activation.
      */
-    version: number;
+    mode?: 'add' | 'clamp';
     /**
-     * Created At
+     * Model
+     *
+     * Model id the profile was made for.
      */
-    created_at: string;
+    model: string;
+    /**
+     * Name
+     *
+     * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
+     */
+    name: string;
+    /**
+     * Normalize
+     *
+     * Scale each decoder direction to unit norm before applying strength.
+     */
+    normalize?: boolean;
+    /**
+     * The SAE its feature indices refer to.
+     */
+    sae: SaeRef;
     /**
      * Updated At
      */
     updated_at: string;
     /**
-     * Active
+     * Version
      *
-     * Whether this is the server-wide steering now.
+     * Incremented on every edit; send it back to edit (or use the ETag).
      */
-    active: boolean;
+    version: number;
 };
 
 /**
@@ -1549,21 +1925,21 @@ export type ProfilePublic = {
  */
 export type RequestHistory = {
     /**
-     * Request Id
-     */
-    request_id: string;
-    /**
-     * Tokens
-     */
-    tokens: number;
-    /**
      * Frames
      */
     frames: Array<ActivationFrame>;
     /**
+     * Request Id
+     */
+    request_id: string;
+    /**
      * Stats
      */
     stats: Array<FeatureStats>;
+    /**
+     * Tokens
+     */
+    tokens: number;
 };
 
 /**
@@ -1582,13 +1958,21 @@ export type ResponseFormat = {
  */
 export type SaeAttachIn = {
     /**
-     * Source
+     * Format
      *
-     * Local folder/file, or a Hub reference 'owner/repo[:path/in/repo]'.
+     * Force a loader (saelens, gemma_scope, sparsify, ...).
      */
-    source: string;
+    format?: string | null;
+    /**
+     * Layer
+     *
+     * Attach at this layer instead of the one in its config.
+     */
+    layer?: number | null;
     /**
      * Revision
+     *
+     * Hub branch, tag or commit for a Hub reference (default: main).
      */
     revision?: string | null;
     /**
@@ -1598,17 +1982,11 @@ export type SaeAttachIn = {
      */
     sae_id?: string | null;
     /**
-     * Layer
+     * Source
      *
-     * Attach at this layer instead of the one in its config.
+     * Local folder/file, or a Hub reference 'owner/repo[:path/in/repo]'.
      */
-    layer?: number | null;
-    /**
-     * Format
-     *
-     * Force a loader (saelens, gemma_scope, sparsify, ...).
-     */
-    format?: string | null;
+    source: string;
 };
 
 /**
@@ -1616,21 +1994,9 @@ export type SaeAttachIn = {
  */
 export type SaeOut = {
     /**
-     * Id
+     * Architecture
      */
-    id: string;
-    /**
-     * Hook Name
-     */
-    hook_name: string;
-    /**
-     * Module
-     */
-    module: string;
-    /**
-     * Layer
-     */
-    layer: number;
+    architecture: string;
     /**
      * D In
      */
@@ -1640,29 +2006,41 @@ export type SaeOut = {
      */
     d_sae: number;
     /**
-     * Architecture
-     */
-    architecture: string;
-    /**
      * Dtype
      */
     dtype: string;
     /**
-     * Source Format
+     * Hook Name
      */
-    source_format: string;
+    hook_name: string;
     /**
-     * Repo Id
+     * Id
      */
-    repo_id?: string | null;
+    id: string;
+    /**
+     * Labelled Features
+     */
+    labelled_features?: number;
+    /**
+     * Layer
+     */
+    layer: number;
+    /**
+     * Module
+     */
+    module: string;
     /**
      * Path
      */
     path?: string | null;
     /**
-     * Labelled Features
+     * Repo Id
      */
-    labelled_features?: number;
+    repo_id?: string | null;
+    /**
+     * Source Format
+     */
+    source_format: string;
 };
 
 /**
@@ -1672,11 +2050,11 @@ export type SaeOut = {
  */
 export type SaeRef = {
     /**
-     * Id
+     * D Sae
      *
-     * The SAE's id as miLLM reports it.
+     * Number of SAE features.
      */
-    id: string;
+    d_sae: number;
     /**
      * Hook Name
      *
@@ -1684,23 +2062,17 @@ export type SaeRef = {
      */
     hook_name: string;
     /**
+     * Id
+     *
+     * The SAE's id as miLLM reports it.
+     */
+    id: string;
+    /**
      * Layer
      *
      * Layer the SAE reads and steers.
      */
     layer: number;
-    /**
-     * D Sae
-     *
-     * Number of SAE features.
-     */
-    d_sae: number;
-    /**
-     * Repo Id
-     *
-     * Hub repo the SAE was loaded from.
-     */
-    repo_id?: string | null;
     /**
      * Path
      *
@@ -1708,17 +2080,23 @@ export type SaeRef = {
      */
     path?: string | null;
     /**
-     * Revision
-     *
-     * Hub revision of repo_id.
-     */
-    revision?: string | null;
-    /**
      * Release
      *
      * SAELens release name (with sae_id).
      */
     release?: string | null;
+    /**
+     * Repo Id
+     *
+     * Hub repo the SAE was loaded from.
+     */
+    repo_id?: string | null;
+    /**
+     * Revision
+     *
+     * Hub revision of repo_id.
+     */
+    revision?: string | null;
     /**
      * Sae Id
      *
@@ -1739,15 +2117,37 @@ export type SaeStatusOut = {
  */
 export type SaveSteeringIn = {
     /**
+     * Description
+     *
+     * Free text shown with the profile.
+     */
+    description?: string;
+    /**
      * Name
      *
      * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
      */
     name: string;
+};
+
+/**
+ * SkippedPosition
+ */
+export type SkippedPosition = {
     /**
-     * Description
+     * Position
      */
-    description?: string;
+    position: number;
+    /**
+     * Reason
+     *
+     * special_token: steer_special_tokens is false.
+     */
+    reason: 'special_token';
+    /**
+     * Token
+     */
+    token: string;
 };
 
 /**
@@ -1755,13 +2155,13 @@ export type SaveSteeringIn = {
  */
 export type StatsOut = {
     /**
-     * Tokens
-     */
-    tokens: number;
-    /**
      * Features
      */
     features: Array<FeatureStats>;
+    /**
+     * Tokens
+     */
+    tokens: number;
 };
 
 /**
@@ -1769,45 +2169,45 @@ export type StatsOut = {
  */
 export type StatusOut = {
     /**
-     * Version
-     */
-    version: string;
-    /**
-     * Uptime S
-     */
-    uptime_s: number;
-    /**
-     * Status
-     */
-    status: 'ok' | 'loading' | 'no_model';
-    /**
-     * Loading
-     */
-    loading?: string | null;
-    /**
-     * Device
-     */
-    device: string | null;
-    memory: MemoryOut;
-    model: LoadedModelOut | null;
-    sae: SaeOut | null;
-    steering: SteeringStateOut;
-    /**
      * Active Profile
      */
     active_profile: string | null;
-    /**
-     * Queue Depth
-     */
-    queue_depth: number;
     /**
      * Active Sequences
      */
     active_sequences: number;
     /**
+     * Device
+     */
+    device: string | null;
+    /**
+     * Loading
+     */
+    loading?: string | null;
+    /**
      * Max Batch Size
      */
     max_batch_size: number;
+    memory: MemoryOut;
+    model: LoadedModelOut | null;
+    /**
+     * Queue Depth
+     */
+    queue_depth: number;
+    sae: SaeOut | null;
+    /**
+     * Status
+     */
+    status: 'ok' | 'loading' | 'no_model';
+    steering: SteeringStateOut;
+    /**
+     * Uptime S
+     */
+    uptime_s: number;
+    /**
+     * Version
+     */
+    version: string;
 };
 
 /**
@@ -1823,17 +2223,17 @@ export type SteeringFeature = {
      */
     index: number;
     /**
-     * Strength
-     *
-     * Coefficient on the feature's decoder direction (mode add) or its pinned activation (mode clamp).
-     */
-    strength: number;
-    /**
      * Label
      *
      * Human-readable feature description.
      */
     label?: string | null;
+    /**
+     * Strength
+     *
+     * Coefficient on the feature's decoder direction (mode add) or its pinned activation (mode clamp).
+     */
+    strength: number;
 };
 
 /**
@@ -1863,13 +2263,13 @@ export type SteeringFeatureOut = {
      */
     index: number;
     /**
-     * Strength
-     */
-    strength: number;
-    /**
      * Label
      */
     label?: string | null;
+    /**
+     * Strength
+     */
+    strength: number;
 };
 
 /**
@@ -1878,6 +2278,8 @@ export type SteeringFeatureOut = {
 export type SteeringFeaturePatch = {
     /**
      * Index
+     *
+     * SAE feature index (0 <= index < d_sae).
      */
     index: number;
     /**
@@ -1895,11 +2297,11 @@ export type SteeringFeaturePatch = {
  */
 export type SteeringIn = {
     /**
-     * Profile
+     * Evidence
      *
-     * Name of a saved profile to apply.
+     * Report each steered feature's activation before and after the intervention in the receipt (`millm.steering.evidence`).
      */
-    profile?: string | null;
+    evidence?: boolean | null;
     /**
      * Features
      *
@@ -1908,6 +2310,8 @@ export type SteeringIn = {
     features?: Array<SteeringFeatureIn> | null;
     /**
      * Mode
+     *
+     * add (default): h += strength x decoder row; clamp: pin the feature's activation.
      */
     mode?: 'add' | 'clamp' | null;
     /**
@@ -1916,6 +2320,18 @@ export type SteeringIn = {
      * Use unit-norm decoder rows for add (as Neuronpedia).
      */
     normalize?: boolean | null;
+    /**
+     * Profile
+     *
+     * Name of a saved profile to apply.
+     */
+    profile?: string | null;
+    /**
+     * Scale
+     *
+     * Intensity dial: multiplies every strength of the selected steering (request, profile or server-wide), 0 to the server's maximum (MILLM_STEERING_MAX_SCALE) or the profile's range; 0 turns it off. Default: the profile's own default scale, else 1.
+     */
+    scale?: number | null;
     /**
      * Steer Special Tokens
      *
@@ -1930,10 +2346,14 @@ export type SteeringIn = {
 export type SteeringPatchIn = {
     /**
      * Features
+     *
+     * Features to add, change (new strength) or remove (strength null).
      */
     features?: Array<SteeringFeaturePatch>;
     /**
      * Mode
+     *
+     * New mode; null keeps the current one.
      */
     mode?: 'add' | 'clamp' | null;
 };
@@ -1944,18 +2364,26 @@ export type SteeringPatchIn = {
 export type SteeringSetIn = {
     /**
      * Features
+     *
+     * Features and their strengths.
      */
     features?: Array<SteeringFeatureIn>;
     /**
      * Mode
+     *
+     * add: h += strength x decoder row; clamp: pin the feature's activation to strength.
      */
     mode?: 'add' | 'clamp';
     /**
      * Normalize
+     *
+     * Use unit-norm decoder rows for add (as Neuronpedia does).
      */
     normalize?: boolean;
     /**
      * Steer Special Tokens
+     *
+     * Also steer BOS and other special-token positions.
      */
     steer_special_tokens?: boolean;
 };
@@ -1969,6 +2397,10 @@ export type SteeringStateOut = {
      */
     enabled: boolean;
     /**
+     * Features
+     */
+    features: Array<SteeringFeatureOut>;
+    /**
      * Mode
      */
     mode: 'add' | 'clamp';
@@ -1977,19 +2409,15 @@ export type SteeringStateOut = {
      */
     normalize: boolean;
     /**
-     * Steer Special Tokens
-     */
-    steer_special_tokens: boolean;
-    /**
-     * Features
-     */
-    features: Array<SteeringFeatureOut>;
-    /**
      * Profile
      *
      * The active profile, when the steering came from one.
      */
     profile?: string | null;
+    /**
+     * Steer Special Tokens
+     */
+    steer_special_tokens: boolean;
 };
 
 /**
@@ -2008,988 +2436,20 @@ export type StreamOptions = {
  */
 export type Usage = {
     /**
-     * Prompt Tokens
-     */
-    prompt_tokens: number;
-    /**
      * Completion Tokens
      */
     completion_tokens: number;
+    /**
+     * Prompt Tokens
+     */
+    prompt_tokens: number;
     /**
      * Total Tokens
      */
     total_tokens: number;
 };
 
-export type ListModelsV1ModelsGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/v1/models';
-};
-
-export type ListModelsV1ModelsGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: ModelList;
-};
-
-export type ListModelsV1ModelsGetResponse = ListModelsV1ModelsGetResponses[keyof ListModelsV1ModelsGetResponses];
-
-export type RetrieveModelV1ModelsModelIdGetData = {
-    body?: never;
-    path: {
-        /**
-         * Model Id
-         */
-        model_id: string;
-    };
-    query?: never;
-    url: '/v1/models/{model_id}';
-};
-
-export type RetrieveModelV1ModelsModelIdGetErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type RetrieveModelV1ModelsModelIdGetError = RetrieveModelV1ModelsModelIdGetErrors[keyof RetrieveModelV1ModelsModelIdGetErrors];
-
-export type RetrieveModelV1ModelsModelIdGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: ModelCard;
-};
-
-export type RetrieveModelV1ModelsModelIdGetResponse = RetrieveModelV1ModelsModelIdGetResponses[keyof RetrieveModelV1ModelsModelIdGetResponses];
-
-export type ChatCompletionsV1ChatCompletionsPostData = {
-    body: ChatCompletionRequest;
-    path?: never;
-    query?: never;
-    url: '/v1/chat/completions';
-};
-
-export type ChatCompletionsV1ChatCompletionsPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type ChatCompletionsV1ChatCompletionsPostError = ChatCompletionsV1ChatCompletionsPostErrors[keyof ChatCompletionsV1ChatCompletionsPostErrors];
-
-export type ChatCompletionsV1ChatCompletionsPostResponses = {
-    /**
-     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
-     */
-    200: ChatCompletion;
-};
-
-export type ChatCompletionsV1ChatCompletionsPostResponse = ChatCompletionsV1ChatCompletionsPostResponses[keyof ChatCompletionsV1ChatCompletionsPostResponses];
-
-export type CompletionsV1CompletionsPostData = {
-    body: CompletionRequest;
-    path?: never;
-    query?: never;
-    url: '/v1/completions';
-};
-
-export type CompletionsV1CompletionsPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type CompletionsV1CompletionsPostError = CompletionsV1CompletionsPostErrors[keyof CompletionsV1CompletionsPostErrors];
-
-export type CompletionsV1CompletionsPostResponses = {
-    /**
-     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
-     */
-    200: Completion;
-};
-
-export type CompletionsV1CompletionsPostResponse = CompletionsV1CompletionsPostResponses[keyof CompletionsV1CompletionsPostResponses];
-
-export type EmbeddingsV1EmbeddingsPostData = {
-    body: EmbeddingRequest;
-    path?: never;
-    query?: never;
-    url: '/v1/embeddings';
-};
-
-export type EmbeddingsV1EmbeddingsPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Too Many Requests
-     */
-    429: ErrorResponse;
-    /**
-     * Internal Server Error
-     */
-    500: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type EmbeddingsV1EmbeddingsPostError = EmbeddingsV1EmbeddingsPostErrors[keyof EmbeddingsV1EmbeddingsPostErrors];
-
-export type EmbeddingsV1EmbeddingsPostResponses = {
-    /**
-     * Successful Response
-     */
-    200: EmbeddingList;
-};
-
-export type EmbeddingsV1EmbeddingsPostResponse = EmbeddingsV1EmbeddingsPostResponses[keyof EmbeddingsV1EmbeddingsPostResponses];
-
-export type HealthHealthGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/health';
-};
-
-export type HealthHealthGetErrors = {
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type HealthHealthGetError = HealthHealthGetErrors[keyof HealthHealthGetErrors];
-
-export type HealthHealthGetResponses = {
-    /**
-     * Response Health Health Get
-     *
-     * Successful Response
-     */
-    200: unknown;
-};
-
-export type MetricsMetricsGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/metrics';
-};
-
-export type MetricsMetricsGetResponses = {
-    /**
-     * Prometheus text exposition format
-     */
-    200: string;
-};
-
-export type MetricsMetricsGetResponse = MetricsMetricsGetResponses[keyof MetricsMetricsGetResponses];
-
-export type StatusApiStatusGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/status';
-};
-
-export type StatusApiStatusGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: StatusOut;
-};
-
-export type StatusApiStatusGetResponse = StatusApiStatusGetResponses[keyof StatusApiStatusGetResponses];
-
-export type LoadedModelApiModelsLoadedGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/models/loaded';
-};
-
-export type LoadedModelApiModelsLoadedGetResponses = {
-    /**
-     * Response Loaded Model Api Models Loaded Get
-     *
-     * Successful Response
-     */
-    200: LoadedModelOut | null;
-};
-
-export type LoadedModelApiModelsLoadedGetResponse = LoadedModelApiModelsLoadedGetResponses[keyof LoadedModelApiModelsLoadedGetResponses];
-
-export type LoadModelApiModelsLoadPostData = {
-    body: ModelLoadIn;
-    path?: never;
-    query?: never;
-    url: '/api/models/load';
-};
-
-export type LoadModelApiModelsLoadPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type LoadModelApiModelsLoadPostError = LoadModelApiModelsLoadPostErrors[keyof LoadModelApiModelsLoadPostErrors];
-
-export type LoadModelApiModelsLoadPostResponses = {
-    /**
-     * Successful Response
-     */
-    200: ModelLoadOut;
-};
-
-export type LoadModelApiModelsLoadPostResponse = LoadModelApiModelsLoadPostResponses[keyof LoadModelApiModelsLoadPostResponses];
-
-export type UnloadModelApiModelsUnloadPostData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/models/unload';
-};
-
-export type UnloadModelApiModelsUnloadPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type UnloadModelApiModelsUnloadPostError = UnloadModelApiModelsUnloadPostErrors[keyof UnloadModelApiModelsUnloadPostErrors];
-
-export type UnloadModelApiModelsUnloadPostResponses = {
-    /**
-     * Successful Response
-     */
-    204: void;
-};
-
-export type UnloadModelApiModelsUnloadPostResponse = UnloadModelApiModelsUnloadPostResponses[keyof UnloadModelApiModelsUnloadPostResponses];
-
-export type SaeStatusApiSaesAttachedGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/saes/attached';
-};
-
-export type SaeStatusApiSaesAttachedGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: SaeStatusOut;
-};
-
-export type SaeStatusApiSaesAttachedGetResponse = SaeStatusApiSaesAttachedGetResponses[keyof SaeStatusApiSaesAttachedGetResponses];
-
-export type AttachSaeApiSaesAttachPostData = {
-    body: SaeAttachIn;
-    path?: never;
-    query?: never;
-    url: '/api/saes/attach';
-};
-
-export type AttachSaeApiSaesAttachPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type AttachSaeApiSaesAttachPostError = AttachSaeApiSaesAttachPostErrors[keyof AttachSaeApiSaesAttachPostErrors];
-
-export type AttachSaeApiSaesAttachPostResponses = {
-    /**
-     * Successful Response
-     */
-    200: SaeStatusOut;
-};
-
-export type AttachSaeApiSaesAttachPostResponse = AttachSaeApiSaesAttachPostResponses[keyof AttachSaeApiSaesAttachPostResponses];
-
-export type DetachSaeApiSaesDetachPostData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/saes/detach';
-};
-
-export type DetachSaeApiSaesDetachPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type DetachSaeApiSaesDetachPostError = DetachSaeApiSaesDetachPostErrors[keyof DetachSaeApiSaesDetachPostErrors];
-
-export type DetachSaeApiSaesDetachPostResponses = {
-    /**
-     * Successful Response
-     */
-    200: SaeStatusOut;
-};
-
-export type DetachSaeApiSaesDetachPostResponse = DetachSaeApiSaesDetachPostResponses[keyof DetachSaeApiSaesDetachPostResponses];
-
-export type SaeLabelsApiSaesAttachedLabelsGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/saes/attached/labels';
-};
-
-export type SaeLabelsApiSaesAttachedLabelsGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: FeatureLabelsOut;
-};
-
-export type SaeLabelsApiSaesAttachedLabelsGetResponse = SaeLabelsApiSaesAttachedLabelsGetResponses[keyof SaeLabelsApiSaesAttachedLabelsGetResponses];
-
-export type ClearSteeringApiSteeringDeleteData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type ClearSteeringApiSteeringDeleteResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type ClearSteeringApiSteeringDeleteResponse = ClearSteeringApiSteeringDeleteResponses[keyof ClearSteeringApiSteeringDeleteResponses];
-
-export type GetSteeringApiSteeringGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type GetSteeringApiSteeringGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type GetSteeringApiSteeringGetResponse = GetSteeringApiSteeringGetResponses[keyof GetSteeringApiSteeringGetResponses];
-
-export type PatchSteeringApiSteeringPatchData = {
-    body: SteeringPatchIn;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type PatchSteeringApiSteeringPatchErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type PatchSteeringApiSteeringPatchError = PatchSteeringApiSteeringPatchErrors[keyof PatchSteeringApiSteeringPatchErrors];
-
-export type PatchSteeringApiSteeringPatchResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type PatchSteeringApiSteeringPatchResponse = PatchSteeringApiSteeringPatchResponses[keyof PatchSteeringApiSteeringPatchResponses];
-
-export type SetSteeringApiSteeringPutData = {
-    body: SteeringSetIn;
-    path?: never;
-    query?: never;
-    url: '/api/steering';
-};
-
-export type SetSteeringApiSteeringPutErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Service Unavailable
-     */
-    503: ErrorResponse;
-};
-
-export type SetSteeringApiSteeringPutError = SetSteeringApiSteeringPutErrors[keyof SetSteeringApiSteeringPutErrors];
-
-export type SetSteeringApiSteeringPutResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type SetSteeringApiSteeringPutResponse = SetSteeringApiSteeringPutResponses[keyof SetSteeringApiSteeringPutResponses];
-
-export type EnableSteeringApiSteeringEnablePostData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering/enable';
-};
-
-export type EnableSteeringApiSteeringEnablePostResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type EnableSteeringApiSteeringEnablePostResponse = EnableSteeringApiSteeringEnablePostResponses[keyof EnableSteeringApiSteeringEnablePostResponses];
-
-export type DisableSteeringApiSteeringDisablePostData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/steering/disable';
-};
-
-export type DisableSteeringApiSteeringDisablePostResponses = {
-    /**
-     * Successful Response
-     */
-    200: SteeringStateOut;
-};
-
-export type DisableSteeringApiSteeringDisablePostResponse = DisableSteeringApiSteeringDisablePostResponses[keyof DisableSteeringApiSteeringDisablePostResponses];
-
-export type ListDownloadsApiDownloadsGetData = {
-    body?: never;
-    path?: never;
-    query?: {
-        /**
-         * Active
-         */
-        active?: boolean;
-    };
-    url: '/api/downloads';
-};
-
-export type ListDownloadsApiDownloadsGetErrors = {
-    /**
-     * Bad input: the OpenAI error envelope, with `param` naming the field
-     */
-    400: ErrorResponse;
-};
-
-export type ListDownloadsApiDownloadsGetError = ListDownloadsApiDownloadsGetErrors[keyof ListDownloadsApiDownloadsGetErrors];
-
-export type ListDownloadsApiDownloadsGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: JobList;
-};
-
-export type ListDownloadsApiDownloadsGetResponse = ListDownloadsApiDownloadsGetResponses[keyof ListDownloadsApiDownloadsGetResponses];
-
-export type StartDownloadApiDownloadsPostData = {
-    body: DownloadIn;
-    path?: never;
-    query?: never;
-    url: '/api/downloads';
-};
-
-export type StartDownloadApiDownloadsPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type StartDownloadApiDownloadsPostError = StartDownloadApiDownloadsPostErrors[keyof StartDownloadApiDownloadsPostErrors];
-
-export type StartDownloadApiDownloadsPostResponses = {
-    /**
-     * Successful Response
-     */
-    202: JobOut;
-};
-
-export type StartDownloadApiDownloadsPostResponse = StartDownloadApiDownloadsPostResponses[keyof StartDownloadApiDownloadsPostResponses];
-
-export type DownloadEventsApiDownloadsEventsGetData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/downloads/events';
-};
-
-export type DownloadEventsApiDownloadsEventsGetErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type DownloadEventsApiDownloadsEventsGetError = DownloadEventsApiDownloadsEventsGetErrors[keyof DownloadEventsApiDownloadsEventsGetErrors];
-
-export type DownloadEventsApiDownloadsEventsGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: unknown;
-};
-
-export type ForgetDownloadApiDownloadsJobIdDeleteData = {
-    body?: never;
-    path: {
-        /**
-         * Job Id
-         */
-        job_id: string;
-    };
-    query?: never;
-    url: '/api/downloads/{job_id}';
-};
-
-export type ForgetDownloadApiDownloadsJobIdDeleteErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type ForgetDownloadApiDownloadsJobIdDeleteError = ForgetDownloadApiDownloadsJobIdDeleteErrors[keyof ForgetDownloadApiDownloadsJobIdDeleteErrors];
-
-export type ForgetDownloadApiDownloadsJobIdDeleteResponses = {
-    /**
-     * Successful Response
-     */
-    204: void;
-};
-
-export type ForgetDownloadApiDownloadsJobIdDeleteResponse = ForgetDownloadApiDownloadsJobIdDeleteResponses[keyof ForgetDownloadApiDownloadsJobIdDeleteResponses];
-
-export type GetDownloadApiDownloadsJobIdGetData = {
-    body?: never;
-    path: {
-        /**
-         * Job Id
-         */
-        job_id: string;
-    };
-    query?: never;
-    url: '/api/downloads/{job_id}';
-};
-
-export type GetDownloadApiDownloadsJobIdGetErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type GetDownloadApiDownloadsJobIdGetError = GetDownloadApiDownloadsJobIdGetErrors[keyof GetDownloadApiDownloadsJobIdGetErrors];
-
-export type GetDownloadApiDownloadsJobIdGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: JobOut;
-};
-
-export type GetDownloadApiDownloadsJobIdGetResponse = GetDownloadApiDownloadsJobIdGetResponses[keyof GetDownloadApiDownloadsJobIdGetResponses];
-
-export type JobEventsApiDownloadsJobIdEventsGetData = {
-    body?: never;
-    path: {
-        /**
-         * Job Id
-         */
-        job_id: string;
-    };
-    query?: never;
-    url: '/api/downloads/{job_id}/events';
-};
-
-export type JobEventsApiDownloadsJobIdEventsGetErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type JobEventsApiDownloadsJobIdEventsGetError = JobEventsApiDownloadsJobIdEventsGetErrors[keyof JobEventsApiDownloadsJobIdEventsGetErrors];
-
-export type JobEventsApiDownloadsJobIdEventsGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: unknown;
-};
-
-export type CancelDownloadApiDownloadsJobIdCancelPostData = {
-    body?: never;
-    path: {
-        /**
-         * Job Id
-         */
-        job_id: string;
-    };
-    query?: never;
-    url: '/api/downloads/{job_id}/cancel';
-};
-
-export type CancelDownloadApiDownloadsJobIdCancelPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type CancelDownloadApiDownloadsJobIdCancelPostError = CancelDownloadApiDownloadsJobIdCancelPostErrors[keyof CancelDownloadApiDownloadsJobIdCancelPostErrors];
-
-export type CancelDownloadApiDownloadsJobIdCancelPostResponses = {
-    /**
-     * Successful Response
-     */
-    200: JobOut;
-};
-
-export type CancelDownloadApiDownloadsJobIdCancelPostResponse = CancelDownloadApiDownloadsJobIdCancelPostResponses[keyof CancelDownloadApiDownloadsJobIdCancelPostResponses];
-
-export type ResumeDownloadApiDownloadsJobIdResumePostData = {
-    body?: never;
-    path: {
-        /**
-         * Job Id
-         */
-        job_id: string;
-    };
-    query?: never;
-    url: '/api/downloads/{job_id}/resume';
-};
-
-export type ResumeDownloadApiDownloadsJobIdResumePostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Unauthorized
-     */
-    401: ErrorResponse;
-    /**
-     * Forbidden
-     */
-    403: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-    /**
-     * Bad Gateway
-     */
-    502: ErrorResponse;
-};
-
-export type ResumeDownloadApiDownloadsJobIdResumePostError = ResumeDownloadApiDownloadsJobIdResumePostErrors[keyof ResumeDownloadApiDownloadsJobIdResumePostErrors];
-
-export type ResumeDownloadApiDownloadsJobIdResumePostResponses = {
-    /**
-     * Successful Response
-     */
-    200: JobOut;
-};
-
-export type ResumeDownloadApiDownloadsJobIdResumePostResponse = ResumeDownloadApiDownloadsJobIdResumePostResponses[keyof ResumeDownloadApiDownloadsJobIdResumePostResponses];
-
-export type ListCacheApiCacheGetData = {
+export type ListCacheData = {
     body?: never;
     path?: never;
     query?: {
@@ -3001,25 +2461,25 @@ export type ListCacheApiCacheGetData = {
     url: '/api/cache';
 };
 
-export type ListCacheApiCacheGetErrors = {
+export type ListCacheErrors = {
     /**
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
 };
 
-export type ListCacheApiCacheGetError = ListCacheApiCacheGetErrors[keyof ListCacheApiCacheGetErrors];
+export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
 
-export type ListCacheApiCacheGetResponses = {
+export type ListCacheResponses = {
     /**
      * Successful Response
      */
     200: CacheList;
 };
 
-export type ListCacheApiCacheGetResponse = ListCacheApiCacheGetResponses[keyof ListCacheApiCacheGetResponses];
+export type ListCacheResponse = ListCacheResponses[keyof ListCacheResponses];
 
-export type DeleteCachedApiCacheRepoIdDeleteData = {
+export type DeleteCacheEntryData = {
     body?: never;
     path: {
         /**
@@ -3036,7 +2496,7 @@ export type DeleteCachedApiCacheRepoIdDeleteData = {
     url: '/api/cache/{repo_id}';
 };
 
-export type DeleteCachedApiCacheRepoIdDeleteErrors = {
+export type DeleteCacheEntryErrors = {
     /**
      * Bad Request
      */
@@ -3063,18 +2523,425 @@ export type DeleteCachedApiCacheRepoIdDeleteErrors = {
     502: ErrorResponse;
 };
 
-export type DeleteCachedApiCacheRepoIdDeleteError = DeleteCachedApiCacheRepoIdDeleteErrors[keyof DeleteCachedApiCacheRepoIdDeleteErrors];
+export type DeleteCacheEntryError = DeleteCacheEntryErrors[keyof DeleteCacheEntryErrors];
 
-export type DeleteCachedApiCacheRepoIdDeleteResponses = {
+export type DeleteCacheEntryResponses = {
     /**
      * Successful Response
      */
     200: CacheDeleteOut;
 };
 
-export type DeleteCachedApiCacheRepoIdDeleteResponse = DeleteCachedApiCacheRepoIdDeleteResponses[keyof DeleteCachedApiCacheRepoIdDeleteResponses];
+export type DeleteCacheEntryResponse = DeleteCacheEntryResponses[keyof DeleteCacheEntryResponses];
 
-export type EstimateModelApiModelsEstimateGetData = {
+export type CompareSteeringData = {
+    body: CompareRequest;
+    path?: never;
+    query?: never;
+    url: '/api/compare';
+};
+
+export type CompareSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CompareSteeringError = CompareSteeringErrors[keyof CompareSteeringErrors];
+
+export type CompareSteeringResponses = {
+    /**
+     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare). With `stream: false`, one CompareResult.
+     */
+    200: CompareResult;
+};
+
+export type CompareSteeringResponse = CompareSteeringResponses[keyof CompareSteeringResponses];
+
+export type ListDownloadsData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Active
+         */
+        active?: boolean;
+    };
+    url: '/api/downloads';
+};
+
+export type ListDownloadsErrors = {
+    /**
+     * Bad input: the OpenAI error envelope, with `param` naming the field
+     */
+    400: ErrorResponse;
+};
+
+export type ListDownloadsError = ListDownloadsErrors[keyof ListDownloadsErrors];
+
+export type ListDownloadsResponses = {
+    /**
+     * Successful Response
+     */
+    200: JobList;
+};
+
+export type ListDownloadsResponse = ListDownloadsResponses[keyof ListDownloadsResponses];
+
+export type StartDownloadData = {
+    body: DownloadIn;
+    path?: never;
+    query?: never;
+    url: '/api/downloads';
+};
+
+export type StartDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type StartDownloadError = StartDownloadErrors[keyof StartDownloadErrors];
+
+export type StartDownloadResponses = {
+    /**
+     * Successful Response
+     */
+    202: JobOut;
+};
+
+export type StartDownloadResponse = StartDownloadResponses[keyof StartDownloadResponses];
+
+export type StreamDownloadEventsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/downloads/events';
+};
+
+export type StreamDownloadEventsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type StreamDownloadEventsError = StreamDownloadEventsErrors[keyof StreamDownloadEventsErrors];
+
+export type StreamDownloadEventsResponses = {
+    /**
+     * Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent
+     */
+    200: string;
+};
+
+export type StreamDownloadEventsResponse = StreamDownloadEventsResponses[keyof StreamDownloadEventsResponses];
+
+export type DeleteDownloadData = {
+    body?: never;
+    path: {
+        /**
+         * Job Id
+         */
+        job_id: string;
+    };
+    query?: never;
+    url: '/api/downloads/{job_id}';
+};
+
+export type DeleteDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type DeleteDownloadError = DeleteDownloadErrors[keyof DeleteDownloadErrors];
+
+export type DeleteDownloadResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type DeleteDownloadResponse = DeleteDownloadResponses[keyof DeleteDownloadResponses];
+
+export type GetDownloadData = {
+    body?: never;
+    path: {
+        /**
+         * Job Id
+         */
+        job_id: string;
+    };
+    query?: never;
+    url: '/api/downloads/{job_id}';
+};
+
+export type GetDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type GetDownloadError = GetDownloadErrors[keyof GetDownloadErrors];
+
+export type GetDownloadResponses = {
+    /**
+     * Successful Response
+     */
+    200: JobOut;
+};
+
+export type GetDownloadResponse = GetDownloadResponses[keyof GetDownloadResponses];
+
+export type CancelDownloadData = {
+    body?: never;
+    path: {
+        /**
+         * Job Id
+         */
+        job_id: string;
+    };
+    query?: never;
+    url: '/api/downloads/{job_id}/cancel';
+};
+
+export type CancelDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type CancelDownloadError = CancelDownloadErrors[keyof CancelDownloadErrors];
+
+export type CancelDownloadResponses = {
+    /**
+     * Successful Response
+     */
+    200: JobOut;
+};
+
+export type CancelDownloadResponse = CancelDownloadResponses[keyof CancelDownloadResponses];
+
+export type StreamDownloadData = {
+    body?: never;
+    path: {
+        /**
+         * Job Id
+         */
+        job_id: string;
+    };
+    query?: never;
+    url: '/api/downloads/{job_id}/events';
+};
+
+export type StreamDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type StreamDownloadError = StreamDownloadErrors[keyof StreamDownloadErrors];
+
+export type StreamDownloadResponses = {
+    /**
+     * Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent
+     */
+    200: string;
+};
+
+export type StreamDownloadResponse = StreamDownloadResponses[keyof StreamDownloadResponses];
+
+export type ResumeDownloadData = {
+    body?: never;
+    path: {
+        /**
+         * Job Id
+         */
+        job_id: string;
+    };
+    query?: never;
+    url: '/api/downloads/{job_id}/resume';
+};
+
+export type ResumeDownloadErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type ResumeDownloadError = ResumeDownloadErrors[keyof ResumeDownloadErrors];
+
+export type ResumeDownloadResponses = {
+    /**
+     * Successful Response
+     */
+    200: JobOut;
+};
+
+export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
+
+export type EstimateModelData = {
     body?: never;
     path?: never;
     query: {
@@ -3106,7 +2973,7 @@ export type EstimateModelApiModelsEstimateGetData = {
     url: '/api/models/estimate';
 };
 
-export type EstimateModelApiModelsEstimateGetErrors = {
+export type EstimateModelErrors = {
     /**
      * Bad Request
      */
@@ -3133,41 +3000,92 @@ export type EstimateModelApiModelsEstimateGetErrors = {
     502: ErrorResponse;
 };
 
-export type EstimateModelApiModelsEstimateGetError = EstimateModelApiModelsEstimateGetErrors[keyof EstimateModelApiModelsEstimateGetErrors];
+export type EstimateModelError = EstimateModelErrors[keyof EstimateModelErrors];
 
-export type EstimateModelApiModelsEstimateGetResponses = {
+export type EstimateModelResponses = {
     /**
      * Successful Response
      */
     200: ModelEstimateOut;
 };
 
-export type EstimateModelApiModelsEstimateGetResponse = EstimateModelApiModelsEstimateGetResponses[keyof EstimateModelApiModelsEstimateGetResponses];
+export type EstimateModelResponse = EstimateModelResponses[keyof EstimateModelResponses];
 
-export type GetConfigApiMonitorConfigGetData = {
-    body?: never;
+export type LoadModelData = {
+    body: ModelLoadIn;
     path?: never;
     query?: never;
-    url: '/api/monitor/config';
+    url: '/api/models/load';
 };
 
-export type GetConfigApiMonitorConfigGetResponses = {
+export type LoadModelErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type LoadModelError = LoadModelErrors[keyof LoadModelErrors];
+
+export type LoadModelResponses = {
     /**
      * Successful Response
      */
-    200: MonitorConfigOut;
+    200: ModelLoadOut;
 };
 
-export type GetConfigApiMonitorConfigGetResponse = GetConfigApiMonitorConfigGetResponses[keyof GetConfigApiMonitorConfigGetResponses];
+export type LoadModelResponse = LoadModelResponses[keyof LoadModelResponses];
 
-export type SetConfigApiMonitorConfigPutData = {
-    body: MonitorConfigIn;
+export type GetLoadedModelData = {
+    body?: never;
     path?: never;
     query?: never;
-    url: '/api/monitor/config';
+    url: '/api/models/loaded';
 };
 
-export type SetConfigApiMonitorConfigPutErrors = {
+export type GetLoadedModelResponses = {
+    /**
+     * Response Getloadedmodel
+     *
+     * Successful Response
+     */
+    200: LoadedModelOut | null;
+};
+
+export type GetLoadedModelResponse = GetLoadedModelResponses[keyof GetLoadedModelResponses];
+
+export type UnloadModelData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/models/unload';
+};
+
+export type UnloadModelErrors = {
     /**
      * Bad Request
      */
@@ -3176,109 +3094,51 @@ export type SetConfigApiMonitorConfigPutErrors = {
      * Not Found
      */
     404: ErrorResponse;
-};
-
-export type SetConfigApiMonitorConfigPutError = SetConfigApiMonitorConfigPutErrors[keyof SetConfigApiMonitorConfigPutErrors];
-
-export type SetConfigApiMonitorConfigPutResponses = {
     /**
-     * Successful Response
+     * Conflict
      */
-    200: MonitorConfigOut;
-};
-
-export type SetConfigApiMonitorConfigPutResponse = SetConfigApiMonitorConfigPutResponses[keyof SetConfigApiMonitorConfigPutResponses];
-
-export type PauseApiMonitorPausePostData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/monitor/pause';
-};
-
-export type PauseApiMonitorPausePostResponses = {
+    409: ErrorResponse;
     /**
-     * Successful Response
+     * Service Unavailable
      */
-    200: MonitorConfigOut;
+    503: ErrorResponse;
 };
 
-export type PauseApiMonitorPausePostResponse = PauseApiMonitorPausePostResponses[keyof PauseApiMonitorPausePostResponses];
+export type UnloadModelError = UnloadModelErrors[keyof UnloadModelErrors];
 
-export type ResumeApiMonitorResumePostData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/monitor/resume';
-};
-
-export type ResumeApiMonitorResumePostResponses = {
-    /**
-     * Successful Response
-     */
-    200: MonitorConfigOut;
-};
-
-export type ResumeApiMonitorResumePostResponse = ResumeApiMonitorResumePostResponses[keyof ResumeApiMonitorResumePostResponses];
-
-export type ClearHistoryApiMonitorHistoryDeleteData = {
-    body?: never;
-    path?: never;
-    query?: never;
-    url: '/api/monitor/history';
-};
-
-export type ClearHistoryApiMonitorHistoryDeleteResponses = {
+export type UnloadModelResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type ClearHistoryApiMonitorHistoryDeleteResponse = ClearHistoryApiMonitorHistoryDeleteResponses[keyof ClearHistoryApiMonitorHistoryDeleteResponses];
+export type UnloadModelResponse = UnloadModelResponses[keyof UnloadModelResponses];
 
-export type HistoryApiMonitorHistoryGetData = {
-    body?: never;
-    path?: never;
-    query?: {
-        /**
-         * Request Id
-         */
-        request_id?: string | null;
-    };
-    url: '/api/monitor/history';
-};
-
-export type HistoryApiMonitorHistoryGetErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-};
-
-export type HistoryApiMonitorHistoryGetError = HistoryApiMonitorHistoryGetErrors[keyof HistoryApiMonitorHistoryGetErrors];
-
-export type HistoryApiMonitorHistoryGetResponses = {
-    /**
-     * Successful Response
-     */
-    200: HistoryList;
-};
-
-export type HistoryApiMonitorHistoryGetResponse = HistoryApiMonitorHistoryGetResponses[keyof HistoryApiMonitorHistoryGetResponses];
-
-export type StatsApiMonitorStatsGetData = {
+export type GetMonitorConfigData = {
     body?: never;
     path?: never;
     query?: never;
-    url: '/api/monitor/stats';
+    url: '/api/monitor/config';
 };
 
-export type StatsApiMonitorStatsGetErrors = {
+export type GetMonitorConfigResponses = {
+    /**
+     * Successful Response
+     */
+    200: MonitorConfigOut;
+};
+
+export type GetMonitorConfigResponse = GetMonitorConfigResponses[keyof GetMonitorConfigResponses];
+
+export type SetMonitorConfigData = {
+    body: MonitorConfigIn;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/config';
+};
+
+export type SetMonitorConfigErrors = {
     /**
      * Bad Request
      */
@@ -3289,18 +3149,18 @@ export type StatsApiMonitorStatsGetErrors = {
     404: ErrorResponse;
 };
 
-export type StatsApiMonitorStatsGetError = StatsApiMonitorStatsGetErrors[keyof StatsApiMonitorStatsGetErrors];
+export type SetMonitorConfigError = SetMonitorConfigErrors[keyof SetMonitorConfigErrors];
 
-export type StatsApiMonitorStatsGetResponses = {
+export type SetMonitorConfigResponses = {
     /**
      * Successful Response
      */
-    200: StatsOut;
+    200: MonitorConfigOut;
 };
 
-export type StatsApiMonitorStatsGetResponse = StatsApiMonitorStatsGetResponses[keyof StatsApiMonitorStatsGetResponses];
+export type SetMonitorConfigResponse = SetMonitorConfigResponses[keyof SetMonitorConfigResponses];
 
-export type ExportApiMonitorExportGetData = {
+export type ExportMonitorHistoryData = {
     body?: never;
     path?: never;
     query?: {
@@ -3316,7 +3176,7 @@ export type ExportApiMonitorExportGetData = {
     url: '/api/monitor/export';
 };
 
-export type ExportApiMonitorExportGetErrors = {
+export type ExportMonitorHistoryErrors = {
     /**
      * Bad Request
      */
@@ -3327,18 +3187,129 @@ export type ExportApiMonitorExportGetErrors = {
     404: ErrorResponse;
 };
 
-export type ExportApiMonitorExportGetError = ExportApiMonitorExportGetErrors[keyof ExportApiMonitorExportGetErrors];
+export type ExportMonitorHistoryError = ExportMonitorHistoryErrors[keyof ExportMonitorHistoryErrors];
 
-export type ExportApiMonitorExportGetResponses = {
+export type ExportMonitorHistoryResponses = {
     /**
      * One JSON object per line (jsonl) or a CSV table, one row per token and feature
      */
     200: string;
 };
 
-export type ExportApiMonitorExportGetResponse = ExportApiMonitorExportGetResponses[keyof ExportApiMonitorExportGetResponses];
+export type ExportMonitorHistoryResponse = ExportMonitorHistoryResponses[keyof ExportMonitorHistoryResponses];
 
-export type ListProfilesApiProfilesGetData = {
+export type ClearMonitorHistoryData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/history';
+};
+
+export type ClearMonitorHistoryResponses = {
+    /**
+     * Successful Response
+     */
+    204: void;
+};
+
+export type ClearMonitorHistoryResponse = ClearMonitorHistoryResponses[keyof ClearMonitorHistoryResponses];
+
+export type GetMonitorHistoryData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Request Id
+         */
+        request_id?: string | null;
+    };
+    url: '/api/monitor/history';
+};
+
+export type GetMonitorHistoryErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+};
+
+export type GetMonitorHistoryError = GetMonitorHistoryErrors[keyof GetMonitorHistoryErrors];
+
+export type GetMonitorHistoryResponses = {
+    /**
+     * Successful Response
+     */
+    200: HistoryList;
+};
+
+export type GetMonitorHistoryResponse = GetMonitorHistoryResponses[keyof GetMonitorHistoryResponses];
+
+export type PauseMonitorData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/pause';
+};
+
+export type PauseMonitorResponses = {
+    /**
+     * Successful Response
+     */
+    200: MonitorConfigOut;
+};
+
+export type PauseMonitorResponse = PauseMonitorResponses[keyof PauseMonitorResponses];
+
+export type ResumeMonitorData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/resume';
+};
+
+export type ResumeMonitorResponses = {
+    /**
+     * Successful Response
+     */
+    200: MonitorConfigOut;
+};
+
+export type ResumeMonitorResponse = ResumeMonitorResponses[keyof ResumeMonitorResponses];
+
+export type GetMonitorStatsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/monitor/stats';
+};
+
+export type GetMonitorStatsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+};
+
+export type GetMonitorStatsError = GetMonitorStatsErrors[keyof GetMonitorStatsErrors];
+
+export type GetMonitorStatsResponses = {
+    /**
+     * Successful Response
+     */
+    200: StatsOut;
+};
+
+export type GetMonitorStatsResponse = GetMonitorStatsResponses[keyof GetMonitorStatsResponses];
+
+export type ListProfilesData = {
     body?: never;
     path?: never;
     query?: {
@@ -3350,32 +3321,32 @@ export type ListProfilesApiProfilesGetData = {
     url: '/api/profiles';
 };
 
-export type ListProfilesApiProfilesGetErrors = {
+export type ListProfilesErrors = {
     /**
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
 };
 
-export type ListProfilesApiProfilesGetError = ListProfilesApiProfilesGetErrors[keyof ListProfilesApiProfilesGetErrors];
+export type ListProfilesError = ListProfilesErrors[keyof ListProfilesErrors];
 
-export type ListProfilesApiProfilesGetResponses = {
+export type ListProfilesResponses = {
     /**
      * Successful Response
      */
     200: ProfileList;
 };
 
-export type ListProfilesApiProfilesGetResponse = ListProfilesApiProfilesGetResponses[keyof ListProfilesApiProfilesGetResponses];
+export type ListProfilesResponse = ListProfilesResponses[keyof ListProfilesResponses];
 
-export type CreateProfileApiProfilesPostData = {
+export type CreateProfileData = {
     body: ProfileCreate;
     path?: never;
     query?: never;
     url: '/api/profiles';
 };
 
-export type CreateProfileApiProfilesPostErrors = {
+export type CreateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3390,38 +3361,34 @@ export type CreateProfileApiProfilesPostErrors = {
     409: ErrorResponse;
 };
 
-export type CreateProfileApiProfilesPostError = CreateProfileApiProfilesPostErrors[keyof CreateProfileApiProfilesPostErrors];
+export type CreateProfileError = CreateProfileErrors[keyof CreateProfileErrors];
 
-export type CreateProfileApiProfilesPostResponses = {
+export type CreateProfileResponses = {
     /**
      * Successful Response
      */
     201: ProfilePublic;
 };
 
-export type CreateProfileApiProfilesPostResponse = CreateProfileApiProfilesPostResponses[keyof CreateProfileApiProfilesPostResponses];
+export type CreateProfileResponse = CreateProfileResponses[keyof CreateProfileResponses];
 
-export type ProfileSchemaApiProfilesSchemaGetData = {
+export type DeactivateProfileData = {
     body?: never;
     path?: never;
     query?: never;
-    url: '/api/profiles/schema';
+    url: '/api/profiles/deactivate';
 };
 
-export type ProfileSchemaApiProfilesSchemaGetResponses = {
+export type DeactivateProfileResponses = {
     /**
-     * Response Profile Schema Api Profiles Schema Get
-     *
      * Successful Response
      */
-    200: {
-        [key: string]: unknown;
-    };
+    204: void;
 };
 
-export type ProfileSchemaApiProfilesSchemaGetResponse = ProfileSchemaApiProfilesSchemaGetResponses[keyof ProfileSchemaApiProfilesSchemaGetResponses];
+export type DeactivateProfileResponse = DeactivateProfileResponses[keyof DeactivateProfileResponses];
 
-export type ExportAllApiProfilesExportGetData = {
+export type ExportProfilesData = {
     body?: never;
     path?: never;
     query?: {
@@ -3433,7 +3400,7 @@ export type ExportAllApiProfilesExportGetData = {
     url: '/api/profiles/export';
 };
 
-export type ExportAllApiProfilesExportGetErrors = {
+export type ExportProfilesErrors = {
     /**
      * Bad Request
      */
@@ -3448,18 +3415,51 @@ export type ExportAllApiProfilesExportGetErrors = {
     409: ErrorResponse;
 };
 
-export type ExportAllApiProfilesExportGetError = ExportAllApiProfilesExportGetErrors[keyof ExportAllApiProfilesExportGetErrors];
+export type ExportProfilesError = ExportProfilesErrors[keyof ExportProfilesErrors];
 
-export type ExportAllApiProfilesExportGetResponses = {
+export type ExportProfilesResponses = {
     /**
      * Successful Response
      */
     200: ProfileBundle;
 };
 
-export type ExportAllApiProfilesExportGetResponse = ExportAllApiProfilesExportGetResponses[keyof ExportAllApiProfilesExportGetResponses];
+export type ExportProfilesResponse = ExportProfilesResponses[keyof ExportProfilesResponses];
 
-export type ImportProfilesApiProfilesImportPostData = {
+export type CreateProfileFromSteeringData = {
+    body: SaveSteeringIn;
+    path?: never;
+    query?: never;
+    url: '/api/profiles/from-steering';
+};
+
+export type CreateProfileFromSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
+
+export type CreateProfileFromSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    201: ProfilePublic;
+};
+
+export type CreateProfileFromSteeringResponse = CreateProfileFromSteeringResponses[keyof CreateProfileFromSteeringResponses];
+
+export type ImportProfilesData = {
     body?: never;
     path?: never;
     query?: {
@@ -3475,7 +3475,7 @@ export type ImportProfilesApiProfilesImportPostData = {
     url: '/api/profiles/import';
 };
 
-export type ImportProfilesApiProfilesImportPostErrors = {
+export type ImportProfilesErrors = {
     /**
      * Bad Request
      */
@@ -3490,67 +3490,38 @@ export type ImportProfilesApiProfilesImportPostErrors = {
     409: ErrorResponse;
 };
 
-export type ImportProfilesApiProfilesImportPostError = ImportProfilesApiProfilesImportPostErrors[keyof ImportProfilesApiProfilesImportPostErrors];
+export type ImportProfilesError = ImportProfilesErrors[keyof ImportProfilesErrors];
 
-export type ImportProfilesApiProfilesImportPostResponses = {
+export type ImportProfilesResponses = {
     /**
      * Successful Response
      */
     201: ImportResult;
 };
 
-export type ImportProfilesApiProfilesImportPostResponse = ImportProfilesApiProfilesImportPostResponses[keyof ImportProfilesApiProfilesImportPostResponses];
+export type ImportProfilesResponse = ImportProfilesResponses[keyof ImportProfilesResponses];
 
-export type DeactivateApiProfilesDeactivatePostData = {
+export type GetProfileSchemaData = {
     body?: never;
     path?: never;
     query?: never;
-    url: '/api/profiles/deactivate';
+    url: '/api/profiles/schema';
 };
 
-export type DeactivateApiProfilesDeactivatePostResponses = {
+export type GetProfileSchemaResponses = {
     /**
+     * Response Getprofileschema
+     *
      * Successful Response
      */
-    204: void;
+    200: {
+        [key: string]: unknown;
+    };
 };
 
-export type DeactivateApiProfilesDeactivatePostResponse = DeactivateApiProfilesDeactivatePostResponses[keyof DeactivateApiProfilesDeactivatePostResponses];
+export type GetProfileSchemaResponse = GetProfileSchemaResponses[keyof GetProfileSchemaResponses];
 
-export type SaveCurrentApiProfilesFromSteeringPostData = {
-    body: SaveSteeringIn;
-    path?: never;
-    query?: never;
-    url: '/api/profiles/from-steering';
-};
-
-export type SaveCurrentApiProfilesFromSteeringPostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-};
-
-export type SaveCurrentApiProfilesFromSteeringPostError = SaveCurrentApiProfilesFromSteeringPostErrors[keyof SaveCurrentApiProfilesFromSteeringPostErrors];
-
-export type SaveCurrentApiProfilesFromSteeringPostResponses = {
-    /**
-     * Successful Response
-     */
-    201: ProfilePublic;
-};
-
-export type SaveCurrentApiProfilesFromSteeringPostResponse = SaveCurrentApiProfilesFromSteeringPostResponses[keyof SaveCurrentApiProfilesFromSteeringPostResponses];
-
-export type DeleteProfileApiProfilesNameDeleteData = {
+export type DeleteProfileData = {
     body?: never;
     headers?: {
         /**
@@ -3573,7 +3544,7 @@ export type DeleteProfileApiProfilesNameDeleteData = {
     url: '/api/profiles/{name}';
 };
 
-export type DeleteProfileApiProfilesNameDeleteErrors = {
+export type DeleteProfileErrors = {
     /**
      * Bad Request
      */
@@ -3588,18 +3559,18 @@ export type DeleteProfileApiProfilesNameDeleteErrors = {
     409: ErrorResponse;
 };
 
-export type DeleteProfileApiProfilesNameDeleteError = DeleteProfileApiProfilesNameDeleteErrors[keyof DeleteProfileApiProfilesNameDeleteErrors];
+export type DeleteProfileError = DeleteProfileErrors[keyof DeleteProfileErrors];
 
-export type DeleteProfileApiProfilesNameDeleteResponses = {
+export type DeleteProfileResponses = {
     /**
      * Successful Response
      */
     204: void;
 };
 
-export type DeleteProfileApiProfilesNameDeleteResponse = DeleteProfileApiProfilesNameDeleteResponses[keyof DeleteProfileApiProfilesNameDeleteResponses];
+export type DeleteProfileResponse = DeleteProfileResponses[keyof DeleteProfileResponses];
 
-export type GetProfileApiProfilesNameGetData = {
+export type GetProfileData = {
     body?: never;
     path: {
         /**
@@ -3611,7 +3582,7 @@ export type GetProfileApiProfilesNameGetData = {
     url: '/api/profiles/{name}';
 };
 
-export type GetProfileApiProfilesNameGetErrors = {
+export type GetProfileErrors = {
     /**
      * Bad Request
      */
@@ -3626,25 +3597,70 @@ export type GetProfileApiProfilesNameGetErrors = {
     409: ErrorResponse;
 };
 
-export type GetProfileApiProfilesNameGetError = GetProfileApiProfilesNameGetErrors[keyof GetProfileApiProfilesNameGetErrors];
+export type GetProfileError = GetProfileErrors[keyof GetProfileErrors];
 
-export type GetProfileApiProfilesNameGetResponses = {
+export type GetProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type GetProfileApiProfilesNameGetResponse = GetProfileApiProfilesNameGetResponses[keyof GetProfileApiProfilesNameGetResponses];
+export type GetProfileResponse = GetProfileResponses[keyof GetProfileResponses];
 
-export type UpdateProfileApiProfilesNamePatchData = {
+export type UpdateProfileData = {
     /**
      * Body
      *
-     * ProfileUpdate: fields to change + version
+     * Body of PATCH /api/profiles/{name}: fields left out keep their value.
      */
     body: {
-        [key: string]: unknown;
+        /**
+         * Description
+         *
+         * New description.
+         */
+        description?: string | null;
+        /**
+         * Features
+         *
+         * The new feature list (replaces the old one).
+         */
+        features?: Array<SteeringFeature> | null;
+        /**
+         * Mode
+         *
+         * add or clamp.
+         */
+        mode?: 'add' | 'clamp' | null;
+        /**
+         * Model
+         *
+         * Model id the profile is for.
+         */
+        model?: string | null;
+        /**
+         * Name
+         *
+         * New name (renames the profile).
+         */
+        name?: string | null;
+        /**
+         * Normalize
+         *
+         * Unit-norm decoder directions for add.
+         */
+        normalize?: boolean | null;
+        /**
+         * The SAE its feature indices refer to.
+         */
+        sae?: SaeRef | null;
+        /**
+         * Version
+         *
+         * The version being edited; a stale version is refused with 409.
+         */
+        version?: number;
     };
     headers?: {
         /**
@@ -3662,7 +3678,7 @@ export type UpdateProfileApiProfilesNamePatchData = {
     url: '/api/profiles/{name}';
 };
 
-export type UpdateProfileApiProfilesNamePatchErrors = {
+export type UpdateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3677,25 +3693,70 @@ export type UpdateProfileApiProfilesNamePatchErrors = {
     409: ErrorResponse;
 };
 
-export type UpdateProfileApiProfilesNamePatchError = UpdateProfileApiProfilesNamePatchErrors[keyof UpdateProfileApiProfilesNamePatchErrors];
+export type UpdateProfileError = UpdateProfileErrors[keyof UpdateProfileErrors];
 
-export type UpdateProfileApiProfilesNamePatchResponses = {
+export type UpdateProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type UpdateProfileApiProfilesNamePatchResponse = UpdateProfileApiProfilesNamePatchResponses[keyof UpdateProfileApiProfilesNamePatchResponses];
+export type UpdateProfileResponse = UpdateProfileResponses[keyof UpdateProfileResponses];
 
-export type UpdateProfileApiProfilesNamePutData = {
+export type ReplaceProfileData = {
     /**
      * Body
      *
-     * ProfileUpdate: fields to change + version
+     * Body of PATCH /api/profiles/{name}: fields left out keep their value.
      */
     body: {
-        [key: string]: unknown;
+        /**
+         * Description
+         *
+         * New description.
+         */
+        description?: string | null;
+        /**
+         * Features
+         *
+         * The new feature list (replaces the old one).
+         */
+        features?: Array<SteeringFeature> | null;
+        /**
+         * Mode
+         *
+         * add or clamp.
+         */
+        mode?: 'add' | 'clamp' | null;
+        /**
+         * Model
+         *
+         * Model id the profile is for.
+         */
+        model?: string | null;
+        /**
+         * Name
+         *
+         * New name (renames the profile).
+         */
+        name?: string | null;
+        /**
+         * Normalize
+         *
+         * Unit-norm decoder directions for add.
+         */
+        normalize?: boolean | null;
+        /**
+         * The SAE its feature indices refer to.
+         */
+        sae?: SaeRef | null;
+        /**
+         * Version
+         *
+         * The version being edited; a stale version is refused with 409.
+         */
+        version?: number;
     };
     headers?: {
         /**
@@ -3713,7 +3774,7 @@ export type UpdateProfileApiProfilesNamePutData = {
     url: '/api/profiles/{name}';
 };
 
-export type UpdateProfileApiProfilesNamePutErrors = {
+export type ReplaceProfileErrors = {
     /**
      * Bad Request
      */
@@ -3728,56 +3789,18 @@ export type UpdateProfileApiProfilesNamePutErrors = {
     409: ErrorResponse;
 };
 
-export type UpdateProfileApiProfilesNamePutError = UpdateProfileApiProfilesNamePutErrors[keyof UpdateProfileApiProfilesNamePutErrors];
+export type ReplaceProfileError = ReplaceProfileErrors[keyof ReplaceProfileErrors];
 
-export type UpdateProfileApiProfilesNamePutResponses = {
+export type ReplaceProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type UpdateProfileApiProfilesNamePutResponse = UpdateProfileApiProfilesNamePutResponses[keyof UpdateProfileApiProfilesNamePutResponses];
+export type ReplaceProfileResponse = ReplaceProfileResponses[keyof ReplaceProfileResponses];
 
-export type DuplicateProfileApiProfilesNameDuplicatePostData = {
-    body: ProfileDuplicate;
-    path: {
-        /**
-         * Name
-         */
-        name: string;
-    };
-    query?: never;
-    url: '/api/profiles/{name}/duplicate';
-};
-
-export type DuplicateProfileApiProfilesNameDuplicatePostErrors = {
-    /**
-     * Bad Request
-     */
-    400: ErrorResponse;
-    /**
-     * Not Found
-     */
-    404: ErrorResponse;
-    /**
-     * Conflict
-     */
-    409: ErrorResponse;
-};
-
-export type DuplicateProfileApiProfilesNameDuplicatePostError = DuplicateProfileApiProfilesNameDuplicatePostErrors[keyof DuplicateProfileApiProfilesNameDuplicatePostErrors];
-
-export type DuplicateProfileApiProfilesNameDuplicatePostResponses = {
-    /**
-     * Successful Response
-     */
-    201: ProfilePublic;
-};
-
-export type DuplicateProfileApiProfilesNameDuplicatePostResponse = DuplicateProfileApiProfilesNameDuplicatePostResponses[keyof DuplicateProfileApiProfilesNameDuplicatePostResponses];
-
-export type ActivateProfileApiProfilesNameActivatePostData = {
+export type ActivateProfileData = {
     body?: never;
     path: {
         /**
@@ -3789,7 +3812,7 @@ export type ActivateProfileApiProfilesNameActivatePostData = {
     url: '/api/profiles/{name}/activate';
 };
 
-export type ActivateProfileApiProfilesNameActivatePostErrors = {
+export type ActivateProfileErrors = {
     /**
      * Bad Request
      */
@@ -3804,18 +3827,56 @@ export type ActivateProfileApiProfilesNameActivatePostErrors = {
     409: ErrorResponse;
 };
 
-export type ActivateProfileApiProfilesNameActivatePostError = ActivateProfileApiProfilesNameActivatePostErrors[keyof ActivateProfileApiProfilesNameActivatePostErrors];
+export type ActivateProfileError = ActivateProfileErrors[keyof ActivateProfileErrors];
 
-export type ActivateProfileApiProfilesNameActivatePostResponses = {
+export type ActivateProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfilePublic;
 };
 
-export type ActivateProfileApiProfilesNameActivatePostResponse = ActivateProfileApiProfilesNameActivatePostResponses[keyof ActivateProfileApiProfilesNameActivatePostResponses];
+export type ActivateProfileResponse = ActivateProfileResponses[keyof ActivateProfileResponses];
 
-export type ExportOneApiProfilesNameExportGetData = {
+export type DuplicateProfileData = {
+    body: ProfileDuplicate;
+    path: {
+        /**
+         * Name
+         */
+        name: string;
+    };
+    query?: never;
+    url: '/api/profiles/{name}/duplicate';
+};
+
+export type DuplicateProfileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
+
+export type DuplicateProfileResponses = {
+    /**
+     * Successful Response
+     */
+    201: ProfilePublic;
+};
+
+export type DuplicateProfileResponse = DuplicateProfileResponses[keyof DuplicateProfileResponses];
+
+export type ExportProfileData = {
     body?: never;
     path: {
         /**
@@ -3827,7 +3888,7 @@ export type ExportOneApiProfilesNameExportGetData = {
     url: '/api/profiles/{name}/export';
 };
 
-export type ExportOneApiProfilesNameExportGetErrors = {
+export type ExportProfileErrors = {
     /**
      * Bad Request
      */
@@ -3842,13 +3903,533 @@ export type ExportOneApiProfilesNameExportGetErrors = {
     409: ErrorResponse;
 };
 
-export type ExportOneApiProfilesNameExportGetError = ExportOneApiProfilesNameExportGetErrors[keyof ExportOneApiProfilesNameExportGetErrors];
+export type ExportProfileError = ExportProfileErrors[keyof ExportProfileErrors];
 
-export type ExportOneApiProfilesNameExportGetResponses = {
+export type ExportProfileResponses = {
     /**
      * Successful Response
      */
     200: ProfileDocument;
 };
 
-export type ExportOneApiProfilesNameExportGetResponse = ExportOneApiProfilesNameExportGetResponses[keyof ExportOneApiProfilesNameExportGetResponses];
+export type ExportProfileResponse = ExportProfileResponses[keyof ExportProfileResponses];
+
+export type AttachSaeData = {
+    body: SaeAttachIn;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attach';
+};
+
+export type AttachSaeErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type AttachSaeError = AttachSaeErrors[keyof AttachSaeErrors];
+
+export type AttachSaeResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type AttachSaeResponse = AttachSaeResponses[keyof AttachSaeResponses];
+
+export type GetAttachedSaeData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached';
+};
+
+export type GetAttachedSaeResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
+
+export type SearchFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Q
+         *
+         * Text to find in the labels, or a feature index.
+         */
+        q?: string | null;
+        /**
+         * Limit
+         *
+         * Return at most this many (default: all).
+         */
+        limit?: number | null;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type SearchFeatureLabelsErrors = {
+    /**
+     * Bad input: the OpenAI error envelope, with `param` naming the field
+     */
+    400: ErrorResponse;
+};
+
+export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
+
+export type SearchFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: FeatureLabelsOut;
+};
+
+export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type DetachSaeData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/detach';
+};
+
+export type DetachSaeErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DetachSaeError = DetachSaeErrors[keyof DetachSaeErrors];
+
+export type DetachSaeResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DetachSaeResponse = DetachSaeResponses[keyof DetachSaeResponses];
+
+export type GetStatusData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/status';
+};
+
+export type GetStatusResponses = {
+    /**
+     * Successful Response
+     */
+    200: StatusOut;
+};
+
+export type GetStatusResponse = GetStatusResponses[keyof GetStatusResponses];
+
+export type ClearSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type ClearSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type ClearSteeringResponse = ClearSteeringResponses[keyof ClearSteeringResponses];
+
+export type GetSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type GetSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type GetSteeringResponse = GetSteeringResponses[keyof GetSteeringResponses];
+
+export type UpdateSteeringData = {
+    body: SteeringPatchIn;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type UpdateSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type UpdateSteeringError = UpdateSteeringErrors[keyof UpdateSteeringErrors];
+
+export type UpdateSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type UpdateSteeringResponse = UpdateSteeringResponses[keyof UpdateSteeringResponses];
+
+export type SetSteeringData = {
+    body: SteeringSetIn;
+    path?: never;
+    query?: never;
+    url: '/api/steering';
+};
+
+export type SetSteeringErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type SetSteeringError = SetSteeringErrors[keyof SetSteeringErrors];
+
+export type SetSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type SetSteeringResponse = SetSteeringResponses[keyof SetSteeringResponses];
+
+export type DisableSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering/disable';
+};
+
+export type DisableSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type DisableSteeringResponse = DisableSteeringResponses[keyof DisableSteeringResponses];
+
+export type EnableSteeringData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/steering/enable';
+};
+
+export type EnableSteeringResponses = {
+    /**
+     * Successful Response
+     */
+    200: SteeringStateOut;
+};
+
+export type EnableSteeringResponse = EnableSteeringResponses[keyof EnableSteeringResponses];
+
+export type GetHealthData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/health';
+};
+
+export type GetHealthErrors = {
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
+
+export type GetHealthResponses = {
+    /**
+     * Response Gethealth
+     *
+     * Successful Response
+     */
+    200: unknown;
+};
+
+export type GetMetricsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/metrics';
+};
+
+export type GetMetricsResponses = {
+    /**
+     * Prometheus text exposition format
+     */
+    200: string;
+};
+
+export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
+
+export type CreateChatCompletionData = {
+    body: ChatCompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/chat/completions';
+};
+
+export type CreateChatCompletionErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CreateChatCompletionError = CreateChatCompletionErrors[keyof CreateChatCompletionErrors];
+
+export type CreateChatCompletionResponses = {
+    /**
+     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
+     */
+    200: ChatCompletion;
+};
+
+export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof CreateChatCompletionResponses];
+
+export type CreateCompletionData = {
+    body: CompletionRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/completions';
+};
+
+export type CreateCompletionErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CreateCompletionError = CreateCompletionErrors[keyof CreateCompletionErrors];
+
+export type CreateCompletionResponses = {
+    /**
+     * The completion; with `stream: true`, server-sent events of chunks ending with `data: [DONE]`
+     */
+    200: Completion;
+};
+
+export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCompletionResponses];
+
+export type CreateEmbeddingData = {
+    body: EmbeddingRequest;
+    path?: never;
+    query?: never;
+    url: '/v1/embeddings';
+};
+
+export type CreateEmbeddingErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type CreateEmbeddingError = CreateEmbeddingErrors[keyof CreateEmbeddingErrors];
+
+export type CreateEmbeddingResponses = {
+    /**
+     * Successful Response
+     */
+    200: EmbeddingList;
+};
+
+export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
+
+export type ListModelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/v1/models';
+};
+
+export type ListModelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelList;
+};
+
+export type ListModelsResponse = ListModelsResponses[keyof ListModelsResponses];
+
+export type RetrieveModelData = {
+    body?: never;
+    path: {
+        /**
+         * Model Id
+         */
+        model_id: string;
+    };
+    query?: never;
+    url: '/v1/models/{model_id}';
+};
+
+export type RetrieveModelErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Too Many Requests
+     */
+    429: ErrorResponse;
+    /**
+     * Internal Server Error
+     */
+    500: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type RetrieveModelError = RetrieveModelErrors[keyof RetrieveModelErrors];
+
+export type RetrieveModelResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelCard;
+};
+
+export type RetrieveModelResponse = RetrieveModelResponses[keyof RetrieveModelResponses];
