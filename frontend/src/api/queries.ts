@@ -86,7 +86,8 @@ export function isUnreachable(err: unknown): boolean {
 export const labelSearchQuery = (q: string, limit = 200) =>
   queryOptions({
     queryKey: queryKeys.labelSearch(q, limit),
-    queryFn: async ({ signal }) => (await searchFeatureLabels({ signal, query: { q: q || undefined, limit } })).data,
+    queryFn: async ({ signal }) =>
+      (await searchFeatureLabels({ signal, query: { q: q || undefined, limit } })).data,
     staleTime: 60_000,
   });
 

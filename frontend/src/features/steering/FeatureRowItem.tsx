@@ -34,10 +34,7 @@ export function FeatureRowItem({
   const name = useFeatureLabel(row.index, label);
   return (
     <li
-      className={cn(
-        "rounded-lg border border-control/30 bg-surface/50 p-3",
-        row.muted && "opacity-70",
-      )}
+      className={cn("rounded-lg border border-control/30 bg-surface/50 p-3", row.muted && "opacity-70")}
       aria-label={`Feature ${row.index}`}
     >
       <div className="mb-2 flex items-center gap-2">
@@ -50,14 +47,14 @@ export function FeatureRowItem({
             not applied
           </span>
         )}
-        <label className="flex items-center gap-1.5 text-xs text-label">
+        <span className="flex items-center gap-1.5 text-xs text-label">
           <Switch
             checked={!row.muted}
             onCheckedChange={(on) => onMute(!on)}
             aria-label={`Apply feature ${row.index}`}
           />
           {row.muted ? "Muted" : "On"}
-        </label>
+        </span>
         <Button variant="ghost" size="icon" aria-label={`Remove feature ${row.index}`} onClick={onRemove}>
           <XIcon aria-hidden="true" />
         </Button>

@@ -54,10 +54,7 @@ export function LabelSearch({
           onChange={(e) => setQ(e.target.value)}
         />
         {isFetching && (
-          <Loader2Icon
-            aria-hidden="true"
-            className="absolute top-3 right-3 size-4 animate-spin text-muted"
-          />
+          <Loader2Icon aria-hidden="true" className="absolute top-3 right-3 size-4 animate-spin text-muted" />
         )}
       </div>
       <p className="text-xs text-muted" aria-live="polite">
@@ -69,40 +66,45 @@ export function LabelSearch({
               }`
             : ""}
       </p>
-      <div
-        ref={parentRef}
-        className="max-h-72 overflow-y-auto rounded-lg border border-control/30"
-        role="list"
-        aria-label="Label search results"
-      >
+      <div ref={parentRef} className="max-h-72 overflow-y-auto rounded-lg border border-control/30">
         {results.length === 0 ? (
           <p className="p-4 text-center text-xs text-muted">{data ? "No labels match." : ""}</p>
         ) : (
-          <div style={{ height: virtualizer.getTotalSize(), position: "relative" }}>
-            {(items.length ? items : results.slice(0, 20).map((_, i) => ({ index: i, start: i * ROW_HEIGHT, key: i }))).map(
-              (item) => {
-                const l = results[item.index];
-                return (
-                  <div
-                    key={item.key}
-                    role="listitem"
-                    style={{ position: "absolute", top: 0, left: 0, right: 0, height: ROW_HEIGHT, transform: `translateY(${item.start}px)` }}
+          <ul
+            aria-label="Label search results"
+            style={{ height: virtualizer.getTotalSize(), position: "relative" }}
+          >
+            {(items.length
+              ? items
+              : results.slice(0, 20).map((_, i) => ({ index: i, start: i * ROW_HEIGHT, key: i }))
+            ).map((item) => {
+              const l = results[item.index];
+              return (
+                <li
+                  key={item.key}
+                  style={{
+                    position: "absolute",
+                    top: 0,
+                    left: 0,
+                    right: 0,
+                    height: ROW_HEIGHT,
+                    transform: `translateY(${item.start}px)`,
+                  }}
+                >
+                  <button
+                    type="button"
+                    className="flex h-full w-full cursor-pointer items-center gap-2 px-3 text-left text-sm hover:bg-surface/60 focus-visible:-outline-offset-2"
+                    aria-label={`Add feature ${l.index}: ${l.label}`}
+                    onClick={() => onAdd(l.index, l.label)}
                   >
-                    <button
-                      type="button"
-                      className="flex h-full w-full cursor-pointer items-center gap-2 px-3 text-left text-sm hover:bg-surface/60 focus-visible:-outline-offset-2"
-                      aria-label={`Add feature ${l.index}: ${l.label}`}
-                      onClick={() => onAdd(l.index, l.label)}
-                    >
-                      <span className="num w-14 shrink-0 text-xs font-bold text-accent">#{l.index}</span>
-                      <span className="min-w-0 flex-1 truncate text-body">{l.label}</span>
-                      <PlusIcon aria-hidden="true" className="size-4 text-muted" />
-                    </button>
-                  </div>
-                );
-              },
-            )}
-          </div>
+                    <span className="num w-14 shrink-0 text-xs font-bold text-accent">#{l.index}</span>
+                    <span className="min-w-0 flex-1 truncate text-body">{l.label}</span>
+                    <PlusIcon aria-hidden="true" className="size-4 text-muted" />
+                  </button>
+                </li>
+              );
+            })}
+          </ul>
         )}
       </div>
     </div>

@@ -43,7 +43,12 @@ function Column({
       )}
     >
       <header className="mb-2 flex items-center justify-between">
-        <h3 className={cn("text-xs font-semibold uppercase tracking-wide", tone === "base" ? "text-label" : "text-accent")}>
+        <h3
+          className={cn(
+            "text-xs font-semibold uppercase tracking-wide",
+            tone === "base" ? "text-label" : "text-accent",
+          )}
+        >
           {title}
         </h3>
         {variant?.done && (
@@ -61,8 +66,9 @@ function Column({
                 key={i}
                 className="rounded-sm bg-warning/25 text-title underline decoration-warning decoration-2"
                 title={`First token where the answers differ (token ${divergence})`}
-                aria-label={`first divergent token: ${p.text}`}
+                data-testid="divergence"
               >
+                <span className="sr-only">(first divergent token)</span>
                 {p.text}
               </mark>
             ) : (
@@ -71,7 +77,9 @@ function Column({
             ),
           )
         ) : (
-          <span className="text-muted italic">{running ? "Waiting for tokens…" : "Run to see the answer."}</span>
+          <span className="text-muted italic">
+            {running ? "Waiting for tokens…" : "Run to see the answer."}
+          </span>
         )}
       </div>
     </section>
@@ -177,8 +185,23 @@ export function Playground({
           />
         </div>
         <div className="flex flex-wrap items-end gap-3">
-          <NumberField id="pg-max-tokens" label="Max tokens" value={maxTokens} onChange={setMaxTokens} min={1} step={1} />
-          <NumberField id="pg-temperature" label="Temperature" value={temperature} onChange={setTemperature} min={0} max={2} step={0.1} />
+          <NumberField
+            id="pg-max-tokens"
+            label="Max tokens"
+            value={maxTokens}
+            onChange={setMaxTokens}
+            min={1}
+            step={1}
+          />
+          <NumberField
+            id="pg-temperature"
+            label="Temperature"
+            value={temperature}
+            onChange={setTemperature}
+            min={0}
+            max={2}
+            step={0.1}
+          />
           <NumberField id="pg-seed" label="Seed" value={seed} onChange={setSeed} step={1} />
           <div className="ml-auto flex gap-2">
             {running ? (
@@ -251,7 +274,8 @@ function NumberField({
 }) {
   const [text, setText] = useState(String(value));
   const n = Number(text);
-  const invalid = text.trim() === "" || !Number.isFinite(n) || (min != null && n < min) || (max != null && n > max);
+  const invalid =
+    text.trim() === "" || !Number.isFinite(n) || (min != null && n < min) || (max != null && n > max);
   return (
     <div className="w-28">
       <Label htmlFor={id}>{label}</Label>
@@ -267,7 +291,12 @@ function NumberField({
         onChange={(e) => {
           setText(e.target.value);
           const v = Number(e.target.value);
-          if (e.target.value.trim() !== "" && Number.isFinite(v) && !(min != null && v < min) && !(max != null && v > max))
+          if (
+            e.target.value.trim() !== "" &&
+            Number.isFinite(v) &&
+            !(min != null && v < min) &&
+            !(max != null && v > max)
+          )
             onChange(v);
         }}
       />

@@ -1,15 +1,22 @@
 import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { SaveIcon } from "lucide-react";
 import { useState } from "react";
-import { queryKeys } from "@/api/queries";
 import { errorMessage } from "@/api/errors";
+import { queryKeys } from "@/api/queries";
 import { createProfileFromSteering } from "@/client";
 import { Button } from "@/components/ui/button";
-import { Dialog, DialogContent, DialogDescription, DialogFooter, DialogHeader, DialogTitle } from "@/components/ui/dialog";
+import {
+  Dialog,
+  DialogContent,
+  DialogDescription,
+  DialogFooter,
+  DialogHeader,
+  DialogTitle,
+} from "@/components/ui/dialog";
 import { Input, inputClass } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
-import { cn } from "@/lib/cn";
 import { profileNameError, suggestProfileName } from "@/features/profiles/profileName";
+import { cn } from "@/lib/cn";
 
 /** "Save as profile": the server-wide steering (with the model and SAE) under a new name. */
 export function SaveProfileButton({
@@ -38,7 +45,9 @@ export function SaveProfileButton({
   const openDialog = () => {
     setName(suggestProfileName(model));
     setDescription(
-      features.map((f) => `#${f.index}${f.label ? ` ${f.label}` : ""} ${f.strength > 0 ? "+" : ""}${f.strength}`).join(", "),
+      features
+        .map((f) => `#${f.index}${f.label ? ` ${f.label}` : ""} ${f.strength > 0 ? "+" : ""}${f.strength}`)
+        .join(", "),
     );
     setNameError(null);
     save.reset();
@@ -55,8 +64,8 @@ export function SaveProfileButton({
           <DialogHeader>
             <DialogTitle>Save the steering as a profile</DialogTitle>
             <DialogDescription>
-              Saves the {features.length} applied feature{features.length === 1 ? "" : "s"} with {model} and the attached
-              SAE. Chat clients can then pick <span className="num">{model}+name</span>.
+              Saves the {features.length} applied feature{features.length === 1 ? "" : "s"} with {model} and
+              the attached SAE. Chat clients can then pick <span className="num">{model}+name</span>.
             </DialogDescription>
           </DialogHeader>
           <form
@@ -98,7 +107,10 @@ export function SaveProfileButton({
               />
             </div>
             {save.error && (
-              <p role="alert" className="rounded-md border border-danger/40 bg-danger/10 p-2 text-sm text-danger">
+              <p
+                role="alert"
+                className="rounded-md border border-danger/40 bg-danger/10 p-2 text-sm text-danger"
+              >
                 {errorMessage(save.error)}
               </p>
             )}

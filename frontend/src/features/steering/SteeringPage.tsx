@@ -10,8 +10,8 @@ import { Label } from "@/components/ui/label";
 import { Switch } from "@/components/ui/switch";
 import { cn } from "@/lib/cn";
 import { AddByIndex, PasteList } from "./AddFeatures";
-import { decodeRows, encodeRows, type FeatureRow, mergeApplied } from "./features";
 import { FeatureRowItem } from "./FeatureRowItem";
+import { decodeRows, encodeRows, type FeatureRow, mergeApplied } from "./features";
 import { LabelSearch } from "./LabelSearch";
 import { Playground } from "./Playground";
 import { SaveProfileButton } from "./SaveProfileDialog";
@@ -26,7 +26,9 @@ export function SteeringPage() {
         title="Steering"
         subtitle="Turn SAE features up or down for every request, and compare steered with unsteered answers"
       />
-      <RequiresSae what="steer features">{(sae, model) => <SteeringWorkbench sae={sae} model={model} />}</RequiresSae>
+      <RequiresSae what="steer features">
+        {(sae, model) => <SteeringWorkbench sae={sae} model={model} />}
+      </RequiresSae>
     </>
   );
 }
@@ -84,7 +86,9 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
           <AddByIndex dSae={sae.d_sae} onAdd={(index) => addRows([{ index, strength: 0 }])} />
           <PasteList dSae={sae.d_sae} onAdd={addRows} />
           <div className="flex flex-col gap-1">
-            <span className="text-xs font-medium text-label">Search labels ({sae.labelled_features} labelled)</span>
+            <span className="text-xs font-medium text-label">
+              Search labels ({sae.labelled_features} labelled)
+            </span>
             <LabelSearch
               selected={new Set(rows.map((r) => r.index))}
               labelledFeatures={sae.labelled_features ?? 0}
@@ -141,7 +145,10 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
           >
             <span
               aria-hidden="true"
-              className={cn("size-2 rounded-full", steering.enabled ? "animate-pulse-dot bg-success" : "bg-warning")}
+              className={cn(
+                "size-2 rounded-full",
+                steering.enabled ? "animate-pulse-dot bg-success" : "bg-warning",
+              )}
             />
             {steering.enabled
               ? `Steering is ON: ${steering.features.length} feature${steering.features.length === 1 ? "" : "s"} applied to every request${steering.profile ? ` (profile ${steering.profile})` : ""}`
@@ -149,8 +156,8 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
           </div>
           {pendingApply.length > 0 && (
             <div className="flex items-center justify-between gap-3 rounded-lg border border-warning/30 bg-warning/5 px-3 py-2 text-xs text-warning">
-              {pendingApply.length} selected feature{pendingApply.length === 1 ? " is" : "s are"} not applied on the
-              server (from a link or another change).
+              {pendingApply.length} selected feature{pendingApply.length === 1 ? " is" : "s are"} not applied
+              on the server (from a link or another change).
               <Button
                 variant="action"
                 size="sm"
@@ -187,7 +194,8 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
                   }}
                   onRemove={() => {
                     setRows(rows.filter((r) => r.index !== row.index));
-                    if (applied.has(row.index)) patch.mutate({ features: [{ index: row.index, strength: null }] });
+                    if (applied.has(row.index))
+                      patch.mutate({ features: [{ index: row.index, strength: null }] });
                   }}
                 />
               ))}

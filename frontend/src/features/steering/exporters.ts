@@ -53,7 +53,9 @@ export function pyLiteral(value: unknown, indent = 0): string {
   }
   const entries = Object.entries(value as Record<string, unknown>);
   if (entries.length === 0) return "{}";
-  const inner = entries.map(([k, v]) => `${pad.repeat(indent + 1)}${JSON.stringify(k)}: ${pyLiteral(v, indent + 1)}`);
+  const inner = entries.map(
+    ([k, v]) => `${pad.repeat(indent + 1)}${JSON.stringify(k)}: ${pyLiteral(v, indent + 1)}`,
+  );
   return `{\n${inner.join(",\n")},\n${pad.repeat(indent)}}`;
 }
 

@@ -79,7 +79,10 @@ export function parseFeatureList(
     }
     const index = Number(idxText.replace("#", ""));
     if (index >= dSae) {
-      errors.push({ entry, message: `index ${index} is out of range: this SAE has ${dSae} features (0–${dSae - 1})` });
+      errors.push({
+        entry,
+        message: `index ${index} is out of range: this SAE has ${dSae} features (0–${dSae - 1})`,
+      });
       continue;
     }
     let strength = PASTE_DEFAULT_STRENGTH;
@@ -120,12 +123,16 @@ export function parseStrength(text: string): number | string {
 }
 
 /** Merge server-applied features into the selection: server strengths win, unknown ones are appended. */
-export function mergeApplied(rows: FeatureRow[], applied: { index: number; strength: number }[]): FeatureRow[] {
+export function mergeApplied(
+  rows: FeatureRow[],
+  applied: { index: number; strength: number }[],
+): FeatureRow[] {
   const byIndex = new Map(applied.map((f) => [f.index, f.strength]));
   const merged = rows.map((r) =>
     byIndex.has(r.index) ? { ...r, strength: byIndex.get(r.index) as number, muted: false } : r,
   );
   const known = new Set(rows.map((r) => r.index));
-  for (const f of applied) if (!known.has(f.index)) merged.push({ index: f.index, strength: f.strength, muted: false });
+  for (const f of applied)
+    if (!known.has(f.index)) merged.push({ index: f.index, strength: f.strength, muted: false });
   return merged;
 }

@@ -29,7 +29,10 @@ export interface CompareInput {
   temperature: number;
   seed: number;
   /** Variant 0 is the baseline the divergence is measured against. */
-  variants: { label: string; steering: { features: { index: number; strength: number }[]; mode: "add" | "clamp" } | null }[];
+  variants: {
+    label: string;
+    steering: { features: { index: number; strength: number }[]; mode: "add" | "clamp" } | null;
+  }[];
 }
 
 const IDLE: CompareRun = { status: "idle", seed: null, variants: [], divergence: null, error: null };
@@ -43,7 +46,10 @@ export function reduceFrame(run: CompareRun, frame: CompareFrame): CompareRun {
       const variants = run.variants.slice();
       const v = variants[frame.variant];
       if (!v) return run;
-      variants[frame.variant] = { ...v, pieces: [...v.pieces, { text: frame.text, tokenIds: frame.token_ids }] };
+      variants[frame.variant] = {
+        ...v,
+        pieces: [...v.pieces, { text: frame.text, tokenIds: frame.token_ids }],
+      };
       return { ...run, variants, divergence: run.divergence ?? liveDivergence(variants) };
     }
     case "done": {
@@ -60,7 +66,11 @@ export function reduceFrame(run: CompareRun, frame: CompareFrame): CompareRun {
       return {
         ...run,
         status: "error",
-        error: new ApiError(frame.error.message, { status: 200, code: frame.error.code, param: frame.error.param }),
+        error: new ApiError(frame.error.message, {
+          status: 200,
+          code: frame.error.code,
+          param: frame.error.param,
+        }),
       };
     default:
       return run;
@@ -126,7 +136,9 @@ export function useCompare() {
         if (controller.current === ac) setRun(current);
       }
       if (controller.current === ac) {
-        setRun((r) => (r.status === "running" ? { ...r, status: ac.signal.aborted ? "stopped" : "done" } : r));
+        setRun((r) =>
+          r.status === "running" ? { ...r, status: ac.signal.aborted ? "stopped" : "done" } : r,
+        );
       }
     } catch (err) {
       if (controller.current !== ac) return;

@@ -1,7 +1,7 @@
 import { useMutation, useQueryClient } from "@tanstack/react-query";
+import { queryKeys, statusQuery } from "@/api/queries";
 import type { SteeringStateOut } from "@/client";
 import { clearSteering, disableSteering, enableSteering, setSteering, updateSteering } from "@/client";
-import { queryKeys, statusQuery } from "@/api/queries";
 
 /**
  * Server-wide steering changes. Each answers with the new steering state, written straight into the status
@@ -17,7 +17,10 @@ export function useSteeringMutations() {
   };
 
   // Show a change at once (rows, status bar); the server's answer replaces it, an error refetches the truth.
-  const optimistic = (body: { features?: { index: number; strength: number | null }[]; mode?: "add" | "clamp" }) => {
+  const optimistic = (body: {
+    features?: { index: number; strength: number | null }[];
+    mode?: "add" | "clamp";
+  }) => {
     queryClient.setQueryData(statusQuery.queryKey, (old) => {
       if (!old) return old;
       const features = new Map(old.steering.features.map((f) => [f.index, f]));
@@ -57,7 +60,10 @@ export function useSteeringMutations() {
   const toggle = useMutation({
     mutationFn: async (on: boolean) => (on ? await enableSteering() : await disableSteering()).data,
     onSuccess: apply,
-    meta: { errorTitle: "Could not switch steering", success: (s) => `Steering ${(s as SteeringStateOut).enabled ? "on" : "off"}` },
+    meta: {
+      errorTitle: "Could not switch steering",
+      success: (s) => `Steering ${(s as SteeringStateOut).enabled ? "on" : "off"}`,
+    },
   });
   return { patch, replace, clear, toggle };
 }
