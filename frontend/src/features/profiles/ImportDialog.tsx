@@ -6,7 +6,14 @@ import { queryKeys, statusQuery } from "@/api/queries";
 import type { ImportResult } from "@/client";
 import { importProfiles } from "@/client";
 import { Button } from "@/components/ui/button";
-import { Dialog, DialogContent, DialogDescription, DialogFooter, DialogHeader, DialogTitle } from "@/components/ui/dialog";
+import {
+  Dialog,
+  DialogContent,
+  DialogDescription,
+  DialogFooter,
+  DialogHeader,
+  DialogTitle,
+} from "@/components/ui/dialog";
 import { inputClass } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
 import { cn } from "@/lib/cn";
@@ -55,9 +62,14 @@ export function ImportDialog() {
       queryClient.invalidateQueries({ queryKey: statusQuery.queryKey });
       const names = result.profiles.map((p) => p.name).join(", ");
       const renamed = Object.entries(result.renamed ?? {}).map(([a, b]) => `${a} → ${b}`);
-      toast.success(`Imported ${result.profiles.length} profile${result.profiles.length === 1 ? "" : "s"} (${result.source_format})`, {
-        description: [names, renamed.length ? `renamed: ${renamed.join(", ")}` : ""].filter(Boolean).join("; "),
-      });
+      toast.success(
+        `Imported ${result.profiles.length} profile${result.profiles.length === 1 ? "" : "s"} (${result.source_format})`,
+        {
+          description: [names, renamed.length ? `renamed: ${renamed.join(", ")}` : ""]
+            .filter(Boolean)
+            .join("; "),
+        },
+      );
       setOpen(false);
     },
   });
@@ -86,8 +98,8 @@ export function ImportDialog() {
           <DialogHeader>
             <DialogTitle>Import profiles</DialogTitle>
             <DialogDescription>
-              A miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (JSON). Nothing is saved unless
-              every profile in the file is valid.
+              A miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (JSON). Nothing is saved
+              unless every profile in the file is valid.
             </DialogDescription>
           </DialogHeader>
           <form

@@ -4,11 +4,18 @@ import { queryKeys, statusQuery } from "@/api/queries";
 import type { ProfilePublic, SaeRef } from "@/client";
 import { createProfile, updateProfile } from "@/client";
 import { Button } from "@/components/ui/button";
-import { Dialog, DialogContent, DialogDescription, DialogFooter, DialogHeader, DialogTitle } from "@/components/ui/dialog";
+import {
+  Dialog,
+  DialogContent,
+  DialogDescription,
+  DialogFooter,
+  DialogHeader,
+  DialogTitle,
+} from "@/components/ui/dialog";
 import { Input, inputClass } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
-import { cn } from "@/lib/cn";
 import { type EntryError, parseFeatureList } from "@/features/steering/features";
+import { cn } from "@/lib/cn";
 import { errorsFor, type FieldError, parseFieldErrors } from "./fieldErrors";
 import { profileNameError } from "./profileName";
 
@@ -83,7 +90,8 @@ export function ProfileFormDialog({
         ).data;
       }
       if (!model || !sae) throw new Error("Load a model and attach an SAE first.");
-      return (await createProfile({ body: { name, description, mode, model, sae, features: body.features } })).data;
+      return (await createProfile({ body: { name, description, mode, model, sae, features: body.features } }))
+        .data;
     },
     meta: { inlineError: true, success: (p) => `Saved profile ${(p as ProfilePublic).name}` },
     onSuccess: () => {
@@ -97,7 +105,9 @@ export function ProfileFormDialog({
   const nameErrors = errorsFor(all, "name");
   const descErrors = errorsFor(all, "description");
   const featureErrors = errorsFor(all, "features");
-  const other = all.filter((e) => !nameErrors.includes(e) && !descErrors.includes(e) && !featureErrors.includes(e));
+  const other = all.filter(
+    (e) => !nameErrors.includes(e) && !descErrors.includes(e) && !featureErrors.includes(e),
+  );
 
   const submit = () => {
     save.reset();

@@ -27,9 +27,9 @@ import {
 import { PageHeader } from "@/components/PageHeader";
 import { Button } from "@/components/ui/button";
 import { ConfirmDialog } from "@/components/ui/confirm-dialog";
-import { downloadText } from "@/lib/download";
-import { cn } from "@/lib/cn";
 import { formatStrength } from "@/features/steering/features";
+import { cn } from "@/lib/cn";
+import { downloadText } from "@/lib/download";
 import { ImportDialog } from "./ImportDialog";
 import { ProfileFormDialog } from "./ProfileFormDialog";
 import { virtualModelId } from "./profileName";
@@ -43,14 +43,20 @@ function useProfileActions() {
   const activate = useMutation({
     mutationFn: async (name: string) => (await activateProfile({ path: { name } })).data,
     onSuccess: refresh,
-    meta: { errorTitle: "Could not activate the profile", success: (p) => `Profile ${(p as ProfilePublic).name} is active` },
+    meta: {
+      errorTitle: "Could not activate the profile",
+      success: (p) => `Profile ${(p as ProfilePublic).name} is active`,
+    },
   });
   const deactivate = useMutation({
     mutationFn: async () => {
       await deactivateProfile();
     },
     onSuccess: refresh,
-    meta: { errorTitle: "Could not deactivate the profile", success: "Profile deactivated: steering cleared" },
+    meta: {
+      errorTitle: "Could not deactivate the profile",
+      success: "Profile deactivated: steering cleared",
+    },
   });
   const duplicate = useMutation({
     mutationFn: async (p: ProfilePublic) => {
@@ -60,7 +66,10 @@ function useProfileActions() {
       return (await duplicateProfile({ path: { name: p.name }, body: { name } })).data;
     },
     onSuccess: refresh,
-    meta: { errorTitle: "Could not duplicate the profile", success: (p) => `Created ${(p as ProfilePublic).name}` },
+    meta: {
+      errorTitle: "Could not duplicate the profile",
+      success: (p) => `Created ${(p as ProfilePublic).name}`,
+    },
   });
   const remove = useMutation({
     mutationFn: async (name: string) => {
@@ -100,7 +109,14 @@ export function ProfilesPage() {
   const profiles = data?.data ?? [];
   const sae = status?.sae;
   const saeRef = sae
-    ? { id: sae.id, hook_name: sae.hook_name, layer: sae.layer, d_sae: sae.d_sae, repo_id: sae.repo_id, path: sae.path }
+    ? {
+        id: sae.id,
+        hook_name: sae.hook_name,
+        layer: sae.layer,
+        d_sae: sae.d_sae,
+        repo_id: sae.repo_id,
+        path: sae.path,
+      }
     : undefined;
 
   return (
@@ -138,7 +154,8 @@ export function ProfilesPage() {
           </p>
         ) : profiles.length === 0 ? (
           <p className="px-5 py-10 text-center text-sm text-muted">
-            No profiles yet. Save the steering as a profile on the Steering tab, create one here, or import a file.
+            No profiles yet. Save the steering as a profile on the Steering tab, create one here, or import a
+            file.
           </p>
         ) : (
           <ul className="flex flex-col gap-3">
@@ -162,7 +179,11 @@ export function ProfilesPage() {
         )}
       </section>
       <ProfileFormDialog open={creating} onOpenChange={setCreating} model={status?.model?.id} sae={saeRef} />
-      <ProfileFormDialog open={!!editing} onOpenChange={(o) => !o && setEditing(undefined)} profile={editing} />
+      <ProfileFormDialog
+        open={!!editing}
+        onOpenChange={(o) => !o && setEditing(undefined)}
+        profile={editing}
+      />
       <ConfirmDialog
         open={!!deleting}
         onOpenChange={(o) => !o && setDeleting(undefined)}
@@ -174,7 +195,9 @@ export function ProfilesPage() {
         }
         confirmLabel="Delete profile"
         pending={actions.remove.isPending}
-        onConfirm={() => deleting && actions.remove.mutate(deleting.name, { onSettled: () => setDeleting(undefined) })}
+        onConfirm={() =>
+          deleting && actions.remove.mutate(deleting.name, { onSettled: () => setDeleting(undefined) })
+        }
       />
     </>
   );
@@ -233,8 +256,8 @@ function ProfileRow({
         </div>
         {p.description && <p className="mt-0.5 text-sm text-label">{p.description}</p>}
         <p className="mt-1 text-xs text-muted">
-          Model: {p.model} • SAE: {p.sae.id} (L{p.sae.layer}) • {features.length} feature{features.length === 1 ? "" : "s"} •
-          mode {p.mode ?? "add"}
+          Model: {p.model} • SAE: {p.sae.id} (L{p.sae.layer}) • {features.length} feature
+          {features.length === 1 ? "" : "s"} • mode {p.mode ?? "add"}
         </p>
         {features.length > 0 && (
           <ul className="mt-2 flex flex-wrap gap-1.5" aria-label={`Features of ${p.name}`}>
@@ -277,7 +300,12 @@ function ProfileRow({
             <PowerOffIcon aria-hidden="true" /> Deactivate
           </Button>
         ) : (
-          <Button variant="action" onClick={onActivate} disabled={busy || !fits} aria-label={`Activate ${p.name}`}>
+          <Button
+            variant="action"
+            onClick={onActivate}
+            disabled={busy || !fits}
+            aria-label={`Activate ${p.name}`}
+          >
             <PowerIcon aria-hidden="true" /> Activate
           </Button>
         )}

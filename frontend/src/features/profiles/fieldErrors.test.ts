@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { ApiError } from "@/api/errors";
 import { errorsFor, parseFieldErrors } from "./fieldErrors";
 
-const err = (message: string, param: string | null = null) => new ApiError(message, { status: 400, param, code: "invalid_profile" });
+const err = (message: string, param: string | null = null) =>
+  new ApiError(message, { status: 400, param, code: "invalid_profile" });
 
 describe("parseFieldErrors", () => {
   it("splits the server's list into one error per field path", () => {

@@ -11,7 +11,8 @@ export interface FieldError {
  * ("invalid profile (2 errors): features[0].index: must be >= 0; name: …") and names the first in `param`.
  */
 export function parseFieldErrors(err: unknown): FieldError[] {
-  if (!(err instanceof ApiError)) return [{ path: "", message: err instanceof Error ? err.message : String(err) }];
+  if (!(err instanceof ApiError))
+    return [{ path: "", message: err instanceof Error ? err.message : String(err) }];
   const m = /^invalid [^:(]+?(?: \(\d+ errors\))?: (.*)$/s.exec(err.message);
   if (!m) return [{ path: err.param ?? "", message: err.message }];
   const out: FieldError[] = [];
@@ -25,5 +26,7 @@ export function parseFieldErrors(err: unknown): FieldError[] {
 
 /** The errors for one form field: its own path and anything under it ("features" takes "features[2].index"). */
 export function errorsFor(errors: FieldError[], field: string): FieldError[] {
-  return errors.filter((e) => e.path === field || e.path.startsWith(`${field}[`) || e.path.startsWith(`${field}.`));
+  return errors.filter(
+    (e) => e.path === field || e.path.startsWith(`${field}[`) || e.path.startsWith(`${field}.`),
+  );
 }
