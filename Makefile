@@ -13,7 +13,7 @@ UI_DIST    := src/millm/webui/dist/index.html
 UI_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) frontend/index.html \
               frontend/vite.config.ts frontend/tsconfig.json frontend/package.json
 
-.PHONY: install serve test bench demo-train ui ui-test ui-gen openapi
+.PHONY: install serve test bench demo-train openapi ui ui-test ui-gen
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

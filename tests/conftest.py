@@ -77,6 +77,8 @@ def start_server(settings: Settings, *, wait_ready: bool = True) -> LiveServer:
 
 
 def tiny_settings(tmp: Path, model: Path, sae: Path | None = None, **kw: object) -> Settings:
+    # Tests load models and SAEs they built in pytest's temporary folders: allow those (tmp's parent) for the API.
+    kw.setdefault("allowed_paths", [tmp.parent])
     return Settings(model=str(model), sae=str(sae) if sae else None, port=free_port(), data_dir=tmp / "data",
                     **kw)  # type: ignore[arg-type]
 

@@ -33,20 +33,54 @@ def test_every_setting_has_a_flag_with_help():
 
 
 def test_serve_passes_flags_to_settings(monkeypatch):
-    seen = {}
-
-    def fake_run(app, **kw):
-        seen.update(kw)
+    from types import SimpleNamespace
 
     import uvicorn
 
     import millm.app
 
-    monkeypatch.setattr(uvicorn, "run", fake_run)
-    monkeypatch.setattr(millm.app, "create_app", lambda settings: seen.setdefault("settings", settings))
+    seen = {}
+
+    def fake_run(server):
+        seen["config"] = server.config
+
+    monkeypatch.setattr(uvicorn.Server, "run", fake_run)
+    monkeypatch.setattr(millm.app, "create_app",
+                        lambda settings: seen.setdefault("app", SimpleNamespace(settings=settings, state=SimpleNamespace())))
     result = CliRunner().invoke(main, ["serve", "--port", "8765", "--model", "some/model", "--no-restore-state",
                                        "--data-dir", "/tmp/x", "--log-format", "json"])
     assert result.exit_code == 0, result.output
-    s = seen["settings"]
+    s = seen["app"].settings
     assert (s.port, s.model, s.restore_state, s.data_dir) == (8765, "some/model", False, Path("/tmp/x"))
-    assert seen["port"] == 8765 and seen["host"] == "127.0.0.1"
+    assert seen["config"].port == 8765 and seen["config"].host == "127.0.0.1" and not seen["config"].access_log
+    assert callable(seen["app"].state.request_shutdown)  # POST /api/shutdown can stop it
+
+    seen.clear()
+    assert CliRunner().invoke(main, ["serve", "other/model", "--port", "8766"]).exit_code == 0
+    assert seen["app"].settings.model == "other/model"  # the model as a positional argument, as vLLM takes it
+
+
+def test_data_folder_is_the_platforms_unless_an_old_one_is_here(tmp_path, monkeypatch, caplog) -> None:
+    import logging
+
+    from millm.config import Settings, data_dir_origin
+    from millm.services.runtime import Runtime
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    monkeypatch.delenv("MILLM_DATA_DIR", raising=False)
+    s = Settings()
+    assert s.data_dir == tmp_path / "xdg" / "millm" and data_dir_origin(s) == "the platform's data folder"
+    with caplog.at_level(logging.INFO, logger="millm.services.runtime"):
+        Runtime(s).db.close()
+    assert (tmp_path / "xdg" / "millm" / "millm.db").is_file()
+    assert f"data folder: {tmp_path / 'xdg' / 'millm'} (the platform's data folder)" in caplog.text
+
+    (tmp_path / "data").mkdir()
+    assert Settings().data_dir == tmp_path / "xdg" / "millm"  # an unrelated empty ./data is not ours
+    (tmp_path / "data" / "millm.db").touch()
+    old = Settings()
+    assert old.data_dir == Path("data") and "earlier version" in data_dir_origin(old)
+    monkeypatch.setenv("MILLM_DATA_DIR", str(tmp_path / "mine"))
+    mine = Settings()
+    assert mine.data_dir == tmp_path / "mine" and data_dir_origin(mine) == "set by MILLM_DATA_DIR or --data-dir"

@@ -38,9 +38,12 @@ async function generateClient(out) {
 
 // Pydantic titles every property ("Request Id"), which would make one named alias per field;
 // keep titles only on the named definitions so each frame is one readable interface.
+// A $ref with sibling keywords (a channel's description) would be emitted as a copy of the referenced
+// type (DownloadEvent1); keep the bare $ref so each frame type exists once.
 function dropPropertyTitles(node, keep = false) {
   if (Array.isArray(node)) return node.map((n) => dropPropertyTitles(n));
   if (node === null || typeof node !== "object") return node;
+  if (typeof node.$ref === "string") return { $ref: node.$ref };
   const out = {};
   for (const [k, v] of Object.entries(node)) {
     if (k === "title" && !keep) continue;

@@ -1,17 +1,21 @@
 """The `millm` command. `millm serve` has one flag per Settings field (each also MILLM_<NAME>).
 
-Other commands: `millm pull`, `millm sae pull`, `millm ls`, `millm rm` (Hub cache) and
-`millm profile ...` (talks to a running server).
+Other commands: `millm pull`, `millm sae pull`, `millm ls`, `millm rm`, `millm show`,
+`millm estimate` (local files and the Hub cache; `cli_hub`), and the commands that drive a
+running server: `millm ps`, `millm stop`, `millm run`/`chat`, `millm steer`, `millm sae
+attach/detach`, `millm monitor` (`cli_server`) and `millm profile ...` (`cli_profiles`).
 """
 
 from __future__ import annotations
 
+import json
 import typing
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 
+from millm.cli_client import HelpGroup
 from millm.config import Settings
 
 
@@ -22,7 +26,9 @@ def _option_for(name: str, field: Any) -> Callable[[Callable[..., Any]], Callabl
         else ann
     flag = "--" + name.replace("_", "-")
     env = "MILLM_" + name.upper()
-    help_text = f"{field.description} [env: {env}; default: {field.default if field.default is not None else '-'}]"
+    default = field.get_default(call_default_factory=True)
+    shown = "-" if default is None else json.dumps(default) if isinstance(default, list) else str(default)
+    help_text = f"{field.description} [env: {env}; default: {shown}]"
     if base is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
     if typing.get_origin(base) is typing.Literal:
@@ -39,33 +45,50 @@ def settings_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-@click.group()
+CONTEXT = {"max_content_width": 100, "help_option_names": ["-h", "--help"]}
+
+
+@click.group(cls=HelpGroup, context_settings=CONTEXT)
 @click.version_option(package_name="millm")
 def main() -> None:
     """miLLM: an OpenAI-compatible server that steers models with SAE features."""
 
 
 @main.command()
+@click.argument("model_arg", metavar="[MODEL]", required=False)
 @settings_options
-def serve(**options: Any) -> None:
-    """Start the server (the bundled demo model and SAE unless --model is given)."""
+def serve(model_arg: str | None, **options: Any) -> None:
+    """Start the server with MODEL (a local folder, a Hub repo id or millm-demo; default: the demo).
+
+    MODEL may also be given as --model or MILLM_MODEL. The bundled demo model comes with its SAE and
+    demo profiles. Stop the server with Ctrl-C or `millm stop`."""
     import uvicorn
 
     from millm import logs
     from millm.app import create_app
 
+    if model_arg is not None:
+        if options.get("model") not in (None, model_arg):
+            raise click.UsageError("give the model once: as MODEL or as --model")
+        options["model"] = model_arg
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, ())}
     settings = Settings(**given)
     logs.configure(settings.log_level, settings.log_format)
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_config=None,
-                log_level=settings.log_level, timeout_graceful_shutdown=5)
+    app = create_app(settings)
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=False)
+    server = uvicorn.Server(config)
+    app.state.request_shutdown = lambda: setattr(server, "should_exit", True)  # POST /api/shutdown
+    server.run()
 
 
 def _register_subcommands() -> None:
-    from millm import cli_hub, cli_profiles
+    from millm import cli_hub, cli_mcp, cli_profiles, cli_server
 
     cli_hub.register(main)
+    cli_server.register(main, cli_hub.sae)
     main.add_command(cli_profiles.profile)
+    main.add_command(cli_mcp.mcp)
 
 
 _register_subcommands()

@@ -1,6 +1,7 @@
-"""Cache commands for the ``millm`` CLI: pull, sae pull, ls, rm, estimate.
+"""Cache commands for the ``millm`` CLI: pull, sae pull, ls, rm, show, estimate.
 
-They work on the local cache directly (no server needed). The cache folder and data dir
+They work on the local cache directly (no server needed; `show` adds the SAE a running server
+has attached when one answers). The cache folder and data dir
 come from `Settings` (MILLM_CACHE_DIR, MILLM_DATA_DIR) unless ``--cache-dir`` is given;
 the Hub token comes from HF_TOKEN (or ``hf auth login``), never from a flag.
 
@@ -20,10 +21,11 @@ from typing import Any
 import click
 from tqdm import tqdm
 
+from millm.cli_client import HelpGroup
 from millm.errors import MillmError
 from millm.hub.cache import CacheIndex, delete_cached, list_cache
 from millm.hub.download import DownloadCancelled, Progress, pull_model, pull_sae
-from millm.hub.memory import GIB, available_memory, check_fits, estimate_local, estimate_remote
+from millm.hub.memory import GIB, check_fits
 
 cache_dir_option = click.option(
     "--cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -106,9 +108,9 @@ def pull(repo_id: str, revision: str | None, cache_dir: Path | None) -> None:
     click.echo(f"Pulled {repo_id}@{revision or 'main'}.")
 
 
-@click.group("sae")
+@click.group("sae", cls=HelpGroup)
 def sae() -> None:
-    """SAE commands."""
+    """Pull SAEs into the cache; attach or detach one on the running server."""
 
 
 @sae.command("pull")
@@ -124,21 +126,33 @@ def sae_pull(repo_id: str, path: str | None, revision: str | None, cache_dir: Pa
     click.echo(f"Pulled SAE {desc}@{revision or 'main'}.")
 
 
+def _demo_rows(kind: str | None) -> list[dict[str, Any]]:
+    """The bundled demo model and SAE, listed with the cache (they ship with miLLM, nothing to pull)."""
+    from millm import demo
+
+    assets = demo.assets_dir()
+    rows = []
+    for name, folder, k in ((demo.DEMO_MODEL_ID, assets / "model", "model"), (demo.DEMO_SAE_ID, assets / "sae", "sae")):
+        if folder.is_dir() and kind in (None, k):
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+            rows.append({"repo_id": name, "kind": k, "size_bytes": size, "bundled": True})
+    return rows
+
+
 @click.command("ls")
 @click.option("--kind", type=click.Choice(["model", "sae"]), default=None, help="Only models or only SAEs.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @cache_dir_option
 def ls(kind: str | None, as_json: bool, cache_dir: Path | None) -> None:
-    """List cached models and SAEs with size, revisions and last use."""
+    """List the bundled demo and the cached models and SAEs, with size, revisions and last use."""
     cache, index = _dirs(cache_dir)
     repos = list_cache(cache, index=index, kind=kind)
+    bundled = _demo_rows(kind)
     if as_json:
-        click.echo(json.dumps([r.to_dict() for r in repos], indent=2))
+        click.echo(json.dumps(bundled + [r.to_dict() for r in repos], indent=2))
         return
-    if not repos:
-        click.echo("The cache is empty.")
-        return
-    rows = [("REPO", "KIND", "SIZE", "REVISIONS", "LAST USED")]
+    rows = [("NAME", "KIND", "SIZE", "REVISIONS", "LAST USED")]
+    rows += [(b["repo_id"], f"{b['kind']} (bundled)", _human(b["size_bytes"]), "-", "-") for b in bundled]
     for r in repos:
         revs = ",".join(r.refs) or ",".join(rev.commit[:8] for rev in r.revisions)
         kind_text = r.kind if not r.sae_paths or r.sae_paths == ("",) else f"sae ({len(r.sae_paths)} folders)"
@@ -146,6 +160,8 @@ def ls(kind: str | None, as_json: bool, cache_dir: Path | None) -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if not repos:
+        click.echo("The cache is empty: `millm pull REPO_ID` downloads a model.")
 
 
 @click.command("rm")
@@ -169,34 +185,141 @@ def rm(repo_id: str, revision: str | None, yes: bool, cache_dir: Path | None) ->
 @click.command("estimate")
 @click.argument("model")
 @revision_option
-@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto")
-@click.option("--quantization", type=click.Choice(["none", "8bit", "4bit"]), default="none")
-@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+              show_default=True, help="Weights dtype (auto: bf16/fp16 on a GPU, fp32 on CPU).")
+@click.option("--quantization", type=click.Choice(["none", "8bit", "4bit"]), default="none", show_default=True,
+              help="bitsandbytes quantization to estimate for.")
+@click.option("--device", default="auto", show_default=True,
+              help="auto, cpu, cuda, cuda:N or mps; need not be on this machine.")
 @click.option("--context", type=int, default=None, help="Context length (default: the model's maximum).")
-@click.option("--batch", type=int, default=1, show_default=True)
+@click.option("--batch", type=int, default=1, show_default=True, help="Sequences whose KV cache is counted.")
+@click.option("--json", "as_json", is_flag=True, help="Print the estimate as JSON.")
 @cache_dir_option
 def estimate(
     model: str, revision: str | None, dtype: str, quantization: str, device: str,
-    context: int | None, batch: int, cache_dir: Path | None,
+    context: int | None, batch: int, as_json: bool, cache_dir: Path | None,
 ) -> None:  # fmt: skip
-    """Estimate the memory MODEL (a local folder or a Hub repo id) needs, and whether it fits."""
+    """Estimate the memory MODEL needs (a local folder, millm-demo, a cached or a Hub repo id), and whether it fits.
+
+    Reads only config.json and the safetensors headers (from the Hub when MODEL is not cached, nothing
+    downloaded). A device this machine does not have is estimated all the same: plan before you rent a GPU."""
+    from millm.services.hub import estimate_model
+
     cache, _ = _dirs(cache_dir)
-    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, context=context, batch=batch)
     try:
-        if Path(model).is_dir():
-            est = estimate_local(model, **options)
-        else:
-            est = estimate_remote(model, revision, cache_dir=cache, **options)
-        free = available_memory(device)
-        click.echo(f"Needs {est.describe()}.")
-        click.echo(f"Free on {device}: {free / GIB:.2f} GiB.")
-        check_fits(est, available=free)
+        result = estimate_model(model, revision=revision, cache_dir=cache, dtype=dtype, quantization=quantization,
+                                device=device, context=context, batch=batch)
+    except MillmError as err:
+        raise click.ClickException(err.message) from err
+    est = result.estimate
+    if as_json:
+        click.echo(json.dumps({"model": model, "source": result.origin, **est.to_dict(),
+                               "available_bytes": result.available_bytes, "device_present": result.device_present,
+                               "fits": result.fits}, indent=2))
+        return
+    click.echo(f"Needs {est.describe()}.")
+    if result.available_bytes is None:
+        click.echo(f"{est.device} is not present on this machine: nothing to compare with.")
+        return
+    click.echo(f"Free on {est.device}: {result.available_bytes / GIB:.2f} GiB.")
+    try:
+        check_fits(est, available=result.available_bytes)
     except MillmError as err:
         raise click.ClickException(err.message) from err
     click.echo("It fits.")
 
 
-COMMANDS: tuple[click.Command, ...] = (pull, sae, ls, rm, estimate)
+def _chat_template(folder: Path) -> str | None:
+    jinja = folder / "chat_template.jinja"
+    if jinja.is_file():
+        return jinja.read_text()
+    tok = folder / "tokenizer_config.json"
+    if tok.is_file():
+        template = json.loads(tok.read_text()).get("chat_template")
+        if isinstance(template, list):  # named templates: the default one
+            template = next((t.get("template") for t in template if t.get("name") == "default"), None)
+        return template if isinstance(template, str) else None
+    return None
+
+
+def _attached_sae(model: str) -> str | None:
+    """The SAE a running server has attached to MODEL, if a server answers and serves it."""
+    import httpx
+
+    from millm.cli_client import auth_headers, base_url
+
+    try:
+        status = httpx.get(base_url() + "/api/status", headers=auth_headers(), timeout=2).json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    loaded, sae = status.get("model") or {}, status.get("sae")
+    if sae and model in (loaded.get("id"), loaded.get("source")):
+        return f"{sae['id']} at layer {sae['layer']} ({sae['hook_name']}, d_sae {sae['d_sae']}) on the running server"
+    return None
+
+
+@click.command("show")
+@click.argument("model")
+@revision_option
+@click.option("--template", is_flag=True, help="Print only the chat template.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@cache_dir_option
+def show(model: str, revision: str | None, template: bool, as_json: bool, cache_dir: Path | None) -> None:
+    """Show MODEL (a local folder, millm-demo or a cached repo id): architecture, parameters, context, layers,
+    chat template, and the SAE a running server has attached to it."""
+    from millm.hub.memory import count_local_parameters, max_context
+    from millm.services.hub import find_model
+
+    cache, _ = _dirs(cache_dir)
+    try:
+        found = find_model(model, revision, cache)
+    except MillmError as err:
+        raise click.ClickException(err.message) from err
+    if found is None:
+        raise click.ClickException(f"{model!r} is not in the cache: `millm pull {model}` downloads it "
+                                   f"(`millm estimate {model}` reads its size from the Hub)")
+    folder = found.folder
+    config = json.loads((folder / "config.json").read_text())
+    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
+    chat_template = _chat_template(folder)
+    if template:
+        click.echo(chat_template or "(no chat template: prompts are sent as plain text)")
+        return
+    try:
+        params: int | None = count_local_parameters(folder).total
+    except MillmError:
+        params = None
+    info = {
+        "model": model, "source": found.origin,
+        "architecture": ", ".join(config.get("architectures") or [config.get("model_type", "?")]),
+        "parameters": params, "layers": text.get("num_hidden_layers") or text.get("n_layer"),
+        "hidden_size": text.get("hidden_size") or text.get("n_embd"),
+        "attention_heads": text.get("num_attention_heads") or text.get("n_head"),
+        "kv_heads": text.get("num_key_value_heads"), "context_length": max_context(config),
+        "vocab_size": text.get("vocab_size"), "dtype": config.get("dtype") or config.get("torch_dtype"),
+        "chat_template": chat_template, "sae": _attached_sae(model),
+    }
+    if as_json:
+        click.echo(json.dumps(info, indent=2))
+        return
+    rows = [
+        ("model", f"{model} ({found.origin})"), ("architecture", info["architecture"]),
+        ("parameters", f"{params:,}" if params is not None else "- (no safetensors weights)"),
+        ("layers", info["layers"]), ("hidden size", info["hidden_size"]),
+        ("attention heads", f"{info['attention_heads']}" + (f" ({info['kv_heads']} key/value)"
+                                                            if info["kv_heads"] not in (None, info["attention_heads"])
+                                                            else "")),
+        ("context length", info["context_length"]), ("vocabulary", info["vocab_size"]), ("dtype", info["dtype"]),
+        ("chat template", f"yes, {len(chat_template.splitlines())} line(s) (--template prints it)"
+                          if chat_template else "none (prompts are sent as plain text)"),
+        ("sae", info["sae"] or "none attached (or no server running)"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        click.echo(f"{key:<{width}}  {'-' if value is None else value}")
+
+
+COMMANDS: tuple[click.Command, ...] = (pull, sae, ls, rm, show, estimate)
 
 
 def register(group: click.Group) -> None:

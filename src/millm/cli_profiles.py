@@ -1,49 +1,31 @@
 """`millm profile ...`: manage profiles on a running server over its REST API.
 
-The server URL comes from --url, else MILLM_URL, else http://MILLM_HOST:MILLM_PORT.
+The server URL comes from --url, else MILLM_URL, else http://MILLM_HOST:MILLM_PORT (`millm.cli_client`).
 """
 
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Any
 
 import click
-import httpx
 
-
-def _base_url(url: str | None) -> str:
-    if url:
-        return url.rstrip("/")
-    if os.environ.get("MILLM_URL"):
-        return os.environ["MILLM_URL"].rstrip("/")
-    return f"http://{os.environ.get('MILLM_HOST', '127.0.0.1')}:{os.environ.get('MILLM_PORT', '8000')}"
+from millm.cli_client import URL_HELP, HelpGroup, Server, server_from
 
 
 def _call(ctx: click.Context, method: str, path: str, **kw: Any) -> Any:
-    try:
-        r = httpx.request(method, ctx.obj["url"] + path, timeout=30, **kw)
-    except httpx.HTTPError as e:
-        raise click.ClickException(f"cannot reach the miLLM server at {ctx.obj['url']}: {e}") from e
-    if r.status_code >= 400:
-        try:
-            err = r.json()["error"]
-            msg = err["message"] + (f" (param: {err['param']})" if err.get("param") else "")
-        except (ValueError, KeyError):
-            msg = r.text
-        raise click.ClickException(f"{r.status_code}: {msg}")
-    return r.json() if r.content else None
+    server: Server = ctx.obj["server"]
+    return server.call(method, path, timeout=30, **kw)
 
 
-@click.group()
-@click.option("--url", default=None, help="Server base URL (env MILLM_URL).")
+@click.group(cls=HelpGroup)
+@click.option("--url", default=None, help=URL_HELP)
 @click.pass_context
 def profile(ctx: click.Context, url: str | None) -> None:
-    """List, show, create, activate, export and import steering profiles."""
-    ctx.obj = {"url": _base_url(url)}
+    """List, show, create, activate, export, import and remove steering profiles."""
+    ctx.obj = {"server": server_from(url)}
 
 
 @profile.command("ls")
@@ -66,8 +48,9 @@ def show(ctx: click.Context, name: str) -> None:
 @profile.command("create")
 @click.argument("name")
 @click.option("--feature", "-f", "features", multiple=True, help="INDEX:STRENGTH (repeatable).")
-@click.option("--mode", type=click.Choice(["add", "clamp"]), default="add")
-@click.option("--description", default="")
+@click.option("--mode", type=click.Choice(["add", "clamp"]), default="add", show_default=True,
+              help="add: add strength x the decoder direction; clamp: pin the feature's activation.")
+@click.option("--description", default="", help="What the profile does, for people browsing profiles.")
 @click.option("--from-steering", is_flag=True, help="Save the server's current steering instead.")
 @click.pass_context
 def create(ctx: click.Context, name: str, features: tuple[str, ...], mode: str, description: str,
@@ -130,7 +113,8 @@ def export(ctx: click.Context, names: tuple[str, ...], output: Path | None) -> N
 
 @profile.command("import")
 @click.argument("file", type=click.File("rb"))
-@click.option("--on-conflict", type=click.Choice(["error", "rename", "replace"]), default="error")
+@click.option("--on-conflict", type=click.Choice(["error", "rename", "replace"]), default="error", show_default=True,
+              help="When a profile of that name exists: fail, import under a new name, or overwrite it (as a new version).")
 @click.option("--name", default=None, help="Store a single imported profile under this name.")
 @click.pass_context
 def import_(ctx: click.Context, file: Any, on_conflict: str, name: str | None) -> None:
@@ -141,3 +125,16 @@ def import_(ctx: click.Context, file: Any, on_conflict: str, name: str | None) -
     for p in out["profiles"]:
         click.echo(f"imported {p['name']} ({out['source_format']})")
     sys.stdout.flush()
+
+
+@profile.command("rm")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+def rm(ctx: click.Context, names: tuple[str, ...], yes: bool) -> None:
+    """Delete one or more profiles (every version)."""
+    if not yes:
+        click.confirm(f"Delete profile{'s' if len(names) > 1 else ''} {', '.join(names)}?", abort=True)
+    for name in names:
+        _call(ctx, "DELETE", f"/api/profiles/{name}")
+        click.echo(f"deleted {name}")

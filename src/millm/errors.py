@@ -13,7 +13,7 @@ from __future__ import annotations
 class MillmError(Exception):
     status: int = 500
     type: str = "server_error"
-    default_code: str | None = None
+    default_code: str | None = "server_error"
 
     def __init__(
         self,
@@ -35,10 +35,18 @@ class InvalidRequest(MillmError):
 
     status = 400
     type = "invalid_request_error"
+    default_code = "invalid_value"
 
 
 class ContextTooLong(InvalidRequest):
     default_code = "context_length_exceeded"
+
+
+class PayloadTooLarge(InvalidRequest):
+    """The request body is over the configured size limit (413)."""
+
+    status = 413
+    default_code = "request_too_large"
 
 
 class Unauthorized(MillmError):
@@ -46,11 +54,19 @@ class Unauthorized(MillmError):
 
     status = 401
     type = "authentication_error"
+    default_code = "unauthorized"
 
 
 class Forbidden(MillmError):
     status = 403
     type = "permission_error"
+    default_code = "forbidden"
+
+
+class PathNotAllowed(Forbidden):
+    """A local path outside the folders the API may read (one message for all, revealing nothing)."""
+
+    default_code = "path_not_allowed"
 
 
 class NotFound(MillmError):

@@ -137,10 +137,22 @@ def test_health_and_metrics(client, server):
     assert httpx.get(server.url + "/health").json() == {"status": "ok"}
     client.completions.create(model=MODEL, prompt="Hello", max_tokens=2)
     text = httpx.get(server.url + "/metrics").text
-    assert 'millm_requests_total{endpoint="completions",outcome="ok"}' in text
+    assert f'millm_requests_total{{endpoint="completions",model="{MODEL}",outcome="ok"}}' in text
     assert "millm_queue_depth" in text
-    assert "millm_completion_tokens_total" in text
+    assert f'millm_completion_tokens_total{{model="{MODEL}"}}' in text
     assert "millm_time_to_first_token_seconds_bucket" in text
+    # steering source, inter-token latency, downloads, the standard collectors, no _created series
+    client.completions.create(model=MODEL, prompt="Hello", max_tokens=3,
+                              extra_body={"steering": {"features": [{"index": 1, "strength": 1.0}]}})
+    text = httpx.get(server.url + "/metrics").text
+    assert f'millm_steered_requests_total{{model="{MODEL}",source="request"}} 1.0' in text
+    assert f'millm_steered_requests_total{{model="{MODEL}",source="none"}}' in text
+    assert f'millm_inter_token_latency_seconds_count{{endpoint="completions",model="{MODEL}"}}' in text
+    assert "# TYPE millm_download_jobs gauge" in text
+    for standard in ("process_resident_memory_bytes", "process_cpu_seconds_total", "python_info",
+                     "python_gc_collections_total"):
+        assert standard in text, standard
+    assert "_created" not in text
 
 
 def test_event_stream_still_overrides_sse_starlettes_send_hook():

@@ -111,6 +111,9 @@ def test_pull_model_streams_progress_then_lists_and_loads_from_cache(
     assert job["files_done"] == job["files_total"] == 6 and job["bytes_done"] == job["bytes_total"] > 700_000
     mine = [e for e in events if e["job"]["id"] == job["id"]]
     assert mine[-1]["event"] == "state" and mine[-1]["job"]["state"] == "completed"
+    metrics = httpx.get(f"{live.url}/metrics").text
+    assert 'millm_download_jobs{kind="model",state="completed"}' in metrics
+    assert 'millm_download_bytes{kind="model",state="completed"}' in metrics
     moving = [e["job"] for e in mine if e["type"] == "progress" and 0 < e["job"]["bytes_done"] < e["job"]["bytes_total"]]
     assert len(moving) >= 2 and all(0 < m["progress"] < 1 for m in moving)
     assert not hub.gets("README.md")
@@ -307,8 +310,15 @@ def test_estimate_matches_real_parameter_counts(live: LiveServer, hub: FakeHub, 
     q4 = httpx.get(f"{live.url}/api/models/estimate", params={"model": str(tiny_model_dir), "quantization": "4bit"})
     assert q4.json()["estimate"]["weights_bytes"] < real * 2
 
-    bad = httpx.get(f"{live.url}/api/models/estimate", params={"model": str(tiny_model_dir), "device": "cuda:7"})
-    assert bad.status_code == 400 and bad.json()["error"]["param"] == "device"
+    # a device this machine lacks is estimated from the files alone, and said to be absent
+    absent = httpx.get(f"{live.url}/api/models/estimate", params={"model": str(tiny_model_dir), "device": "cuda:7",
+                                                                 "dtype": "bfloat16"})
+    assert absent.status_code == 200, absent.text
+    est = absent.json()["estimate"]
+    assert (est["device"], est["device_present"], est["available_bytes"], est["fits"]) == ("cuda:7", False, None, None)
+    assert est["weights_bytes"] == real * 2 and "cuda:7 is not present on this machine" in est["summary"]
+    demo = httpx.get(f"{live.url}/api/models/estimate", params={"model": "millm-demo"})
+    assert (demo.status_code, demo.json()["source"], demo.json()["model"]) == (200, "local", "millm-demo")
     shutil.rmtree(live.runtime.jobs.cache_dir / "models--org--tiny-e", ignore_errors=True)
 
 

@@ -166,12 +166,12 @@ def test_quantization_choices_that_cannot_run_are_refused(live: LiveServer, tiny
 
 
 @pytest.mark.parametrize("model, status, code", [
-    ("", 400, None),
-    ("   ", 400, None),
+    ("", 400, "invalid_value"),
+    ("   ", 400, "invalid_value"),
     ("a b", 400, "invalid_repo_id"),
     ("org/na me", 400, "invalid_repo_id"),
     ("NOT-A-MODEL-FOLDER", 404, "model_not_found"),  # replaced by a folder without config.json
-    ("~no-such-user-here/model", 404, "not_found"),  # expanduser raises for an unknown user
+    ("~no-such-user-here/model", 403, "path_not_allowed"),  # ~ is never expanded for a client
 ])
 def test_a_source_that_is_not_a_model_is_a_client_error_naming_model(live: LiveServer, tmp_path: Path, model: str,
                                                                      status: int, code: str | None) -> None:
@@ -190,14 +190,15 @@ def test_a_source_that_is_not_a_model_is_a_client_error_naming_model(live: LiveS
 
 
 def test_sae_sources_that_are_not_saes_are_client_errors_naming_source(live: LiveServer) -> None:
-    for source, code in (("", None), ("org/bad name", "invalid_repo_id"), ("org/bad name:layer_1", "invalid_repo_id")):
+    for source, code in (("", "invalid_value"), ("org/bad name", "invalid_repo_id"), ("org/bad name:layer_1", "invalid_repo_id")):
         r = httpx.post(f"{live.url}/api/saes/attach", json={"source": source})
         assert r.status_code == 400, r.text
         assert (r.json()["error"]["param"], r.json()["error"]["code"]) == ("source", code)
     for source in ("~no-such-user-here/sae", "~\udbfd"):  # (the second is a lone surrogate: it cannot be a path)
         r = httpx.post(f"{live.url}/api/saes/attach", content=json.dumps({"source": source}),
                        headers={"Content-Type": "application/json"})
-        assert r.status_code in (400, 404) and r.json()["error"]["param"] == "source", r.text
+        assert r.status_code == 403 and r.json()["error"]["param"] == "source", r.text
+        assert r.json()["error"]["code"] == "path_not_allowed"
 
 
 def test_the_demo_model_and_sae_load_by_their_names(live: LiveServer, tiny_model_dir: Path,

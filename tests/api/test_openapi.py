@@ -35,7 +35,8 @@ def api_routes(router: Any) -> list[APIRoute]:
     out = []
     for route in getattr(router, "routes", []):
         if isinstance(route, APIRoute):
-            out.append(route)
+            if route.include_in_schema:  # (not /docs, /redoc and their assets)
+                out.append(route)
         elif hasattr(route, "original_router"):
             out += api_routes(route.original_router)
     return out

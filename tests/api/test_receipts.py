@@ -118,3 +118,52 @@ def test_receipt_says_when_server_steering_changed_during_the_request(server):
                                  {"index": 9, "strength": -2.5, "raw_strength": None, "label": None}]
     r = httpx.post(server.url + "/v1/chat/completions", json={**body, "stream": False, "max_tokens": 2})
     assert r.json()["millm"]["steering"]["server_steering_changed"] is False
+
+
+def test_scale_zero_is_bit_identical_to_unsteered(client):
+    plain = chat(client, {"features": []}, logprobs=True, top_logprobs=3, max_tokens=8).parse()
+    off = chat(client, {"features": FEATS, "scale": 0}, logprobs=True, top_logprobs=3, max_tokens=8).parse()
+    assert off.choices[0].message.content == plain.choices[0].message.content
+    assert off.choices[0].logprobs.model_dump() == plain.choices[0].logprobs.model_dump()  # every float equal
+    rec = off.model_extra["millm"]["steering"]
+    assert rec["scale"] == 0 and rec["hash"] is None
+    assert [(f["strength"], f["raw_strength"]) for f in rec["features"]] == [(0.0, 8.0), (-0.0, -2.5)]
+
+
+def test_scale_multiplies_request_profile_and_server_steering(server, client):
+    half = [{"index": 5, "strength": 4.0}, {"index": 9, "strength": -1.25}]
+    want = chat(client, {"features": half})
+    digest = want.headers["X-MiLLM-Steering-Hash"]
+    r = httpx.post(server.url + "/api/profiles", json={
+        "name": "dial", "model": MODEL, "sae": {"id": "sae", "hook_name": HOOK, "layer": 1, "d_sae": 256},
+        "features": FEATS, "scale": 0.5, "scale_min": 0.25, "scale_max": 2})
+    assert r.status_code == 201, r.text
+    assert r.json()["scale"] == 0.5
+    by_request = chat(client, {"features": FEATS, "scale": 0.5})
+    by_profile_default = chat(client, {"profile": "dial"})
+    httpx.put(server.url + "/api/steering", json={"features": FEATS})
+    by_server = chat(client, {"scale": 0.5})
+    for raw in (by_request, by_profile_default, by_server):
+        rec = body_receipt(raw)
+        assert rec["scale"] == 0.5 and rec["hash"] == digest
+        assert [f["raw_strength"] for f in rec["features"]] == [8.0, -2.5]
+        assert raw.parse().choices[0].message.content == want.parse().choices[0].message.content
+    # A request's scale must stay in the profile's range; without a profile, in [0, MILLM_STEERING_MAX_SCALE].
+    for steering in ({"profile": "dial", "scale": 3}, {"profile": "dial", "scale": 0.1},
+                     {"features": FEATS, "scale": 11}):
+        r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": MSG, "max_tokens": 2,
+                                                                   "steering": steering})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "steering.scale", r.text
+    r = httpx.post(server.url + "/v1/chat/completions", json={"model": MODEL, "messages": MSG, "max_tokens": 2,
+                                                               "steering": {"features": FEATS, "scale": -1}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "steering.scale"
+    # Activating the profile makes its default scale the server-wide one.
+    assert httpx.post(server.url + "/api/profiles/dial/activate").json()["scale"] == 0.5
+    assert httpx.get(server.url + "/api/steering").json()["scale"] == 0.5
+    assert chat(client).headers["X-MiLLM-Steering-Hash"] == digest
+    r = httpx.post(server.url + "/api/profiles", json={
+        "name": "bad", "model": MODEL, "sae": {"id": "sae", "hook_name": HOOK, "layer": 1, "d_sae": 256},
+        "features": FEATS, "scale": 3, "scale_max": 2})
+    assert r.status_code == 400, r.text
+    exported = httpx.get(server.url + "/api/profiles/dial/export").json()
+    assert (exported["scale"], exported["scale_min"], exported["scale_max"]) == (0.5, 0.25, 2.0)

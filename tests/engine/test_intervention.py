@@ -203,3 +203,28 @@ def test_monitoring_a_topk_sae_equals_direct_encode(lm, top_k):
         cap = iv.captures[-1]
         torch.testing.assert_close(cap.values, f[..., [3, 9, 200, 255]], atol=1e-5, rtol=0)
         assert cap.indices.shape == (4, 2, 4) and cap.indices[3, 1].tolist() == [3, 9, 200, 255]
+
+
+def test_scale_half_moves_the_residual_by_exactly_half(lm, setup):
+    # The dial multiplies strengths in the steering service; the added vector is then exactly half (a power of two
+    # scales a float32 sum exactly), and the residual moves by half within one rounding of the add.
+    from millm.protocol.openai import SteeringIn
+    from millm.services.steering import SaeInfo, SteeringService
+
+    iv, sae, hp = setup
+    svc = SteeringService(sae_info=lambda: SaeInfo("sae", 256, hp.spec.tl_name, "m", 1))
+    feats = [{"index": 7, "strength": 4.0}, {"index": 30, "strength": -2.5}]
+    full, _ = svc.resolve(SteeringIn.model_validate({"features": feats}))
+    half, receipt = svc.resolve(SteeringIn.model_validate({"features": feats, "scale": 0.5}))
+    assert [f.strength for f in half.features] == [2.0, -1.25]
+    assert [(f.strength, f.raw_strength) for f in receipt.features] == [(2.0, 4.0), (-1.25, -2.5)]
+    iv.set_plan(None)
+    base = _residual(lm, hp, lambda: None)
+    plan_full = iv.prepare(BatchPlan(steering=[iv.compile(full)]))
+    plan_half = iv.prepare(BatchPlan(steering=[iv.compile(half)]))
+    assert torch.equal(plan_half.add_matrix, 0.5 * plan_full.add_matrix)
+    moved_full = _residual(lm, hp, lambda: iv.set_plan(plan_full)) - base
+    moved_half = _residual(lm, hp, lambda: iv.set_plan(plan_half)) - base
+    assert torch.allclose(moved_half, 0.5 * moved_full, rtol=0, atol=1e-6)
+    off, receipt0 = svc.resolve(SteeringIn.model_validate({"features": feats, "scale": 0}))
+    assert off is None and receipt0.scale == 0 and receipt0.hash is None and receipt0.source == "request"

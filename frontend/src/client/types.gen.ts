@@ -180,6 +180,10 @@ export type AssistantMessage = {
      * Role
      */
     role?: 'assistant';
+    /**
+     * Tool Calls
+     */
+    tool_calls?: Array<ToolCall> | null;
 };
 
 /**
@@ -346,6 +350,12 @@ export type ChatCompletion = {
      */
     object?: 'chat.completion';
     /**
+     * Prompt Logprobs
+     *
+     * With prompt_logprobs: one entry per prompt token (null for the first).
+     */
+    prompt_logprobs?: Array<ChatLogprobContent | null> | null;
+    /**
      * System Fingerprint
      */
     system_fingerprint?: string | null;
@@ -356,6 +366,24 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    /**
+     * Add Generation Prompt
+     *
+     * Extension: end the rendering with the assistant turn's opening (as transformers' apply_chat_template).
+     */
+    add_generation_prompt?: boolean;
+    /**
+     * Allowed Token Ids
+     *
+     * Extension (as vLLM): sample only among these token ids; with logprobs, their probabilities renormalised over the set (a classifier's scores).
+     */
+    allowed_token_ids?: Array<number> | null;
+    /**
+     * Continue Final Message
+     *
+     * Extension: render the last (assistant) message open, so its text is scored or continued, not closed.
+     */
+    continue_final_message?: boolean;
     /**
      * Frequency Penalty
      */
@@ -380,6 +408,8 @@ export type ChatCompletionRequest = {
     max_completion_tokens?: number | null;
     /**
      * Max Tokens
+     *
+     * 0 only with prompt_logprobs: score, generate nothing.
      */
     max_tokens?: number | null;
     /**
@@ -395,9 +425,19 @@ export type ChatCompletionRequest = {
      */
     n?: number;
     /**
+     * Parallel Tool Calls
+     */
+    parallel_tool_calls?: boolean;
+    /**
      * Presence Penalty
      */
     presence_penalty?: number;
+    /**
+     * Prompt Logprobs
+     *
+     * Extension: the logprob of every rendered prompt token (and this many alternatives), in `prompt_logprobs`; with max_tokens 0 the request only scores.
+     */
+    prompt_logprobs?: number | null;
     response_format?: ResponseFormat | null;
     /**
      * Seed
@@ -421,10 +461,16 @@ export type ChatCompletionRequest = {
     temperature?: number | null;
     /**
      * Tool Choice
+     *
+     * 'none', 'auto' (the default with tools), 'required' or {'type': 'function', 'function': {'name': ...}}; required and named calls are enforced by a grammar.
      */
     tool_choice?: string | {
         [key: string]: unknown;
     } | null;
+    /**
+     * Tools
+     */
+    tools?: Array<ToolDef> | null;
     /**
      * Top K
      *
@@ -516,6 +562,18 @@ export type ChatMessage = {
      * Role
      */
     role: 'system' | 'developer' | 'user' | 'assistant' | 'tool' | 'function';
+    /**
+     * Tool Call Id
+     *
+     * On a tool message: the call it answers.
+     */
+    tool_call_id?: string | null;
+    /**
+     * Tool Calls
+     *
+     * An assistant turn's tool calls, sent back.
+     */
+    tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
 };
 
@@ -804,6 +862,12 @@ export type CompletionLogprobs = {
  */
 export type CompletionRequest = {
     /**
+     * Allowed Token Ids
+     *
+     * Extension (as vLLM): sample only among these token ids; with logprobs, their probabilities renormalised over the set (a classifier's scores).
+     */
+    allowed_token_ids?: Array<number> | null;
+    /**
      * Best Of
      */
     best_of?: number | null;
@@ -849,6 +913,10 @@ export type CompletionRequest = {
      * Prompt
      */
     prompt: string | Array<string> | Array<number> | Array<Array<number>>;
+    /**
+     * Extension: structured outputs, as on chat.
+     */
+    response_format?: ResponseFormat | null;
     /**
      * Seed
      *
@@ -1007,6 +1075,18 @@ export type EmbeddingRequest = {
      * Model
      */
     model: string;
+    /**
+     * Normalize
+     *
+     * Extension: L2-normalise each vector (false: the raw pooled state).
+     */
+    normalize?: boolean;
+    /**
+     * Pooling
+     *
+     * Extension: how token states become one vector: their mean, the last token's (what a causal LM has read the whole input at), or the first token's (cls; BOS where the tokenizer adds one).
+     */
+    pooling?: 'mean' | 'last' | 'cls';
     steering?: SteeringIn | null;
     /**
      * User
@@ -1176,6 +1256,31 @@ export type FeatureValue = {
      * Value
      */
     value: number;
+};
+
+/**
+ * FunctionDef
+ */
+export type FunctionDef = {
+    /**
+     * Description
+     */
+    description?: string | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Parameters
+     */
+    parameters?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Strict
+     */
+    strict?: boolean | null;
+    [key: string]: unknown;
 };
 
 /**
@@ -1356,6 +1461,37 @@ export type JobOut = {
 };
 
 /**
+ * JsonSchemaFormat
+ */
+export type JsonSchemaFormat = {
+    /**
+     * Description
+     */
+    description?: string | null;
+    /**
+     * Name
+     *
+     * A name for the schema (as OpenAI: a-z, A-Z, 0-9, _ and -).
+     */
+    name: string;
+    /**
+     * Schema
+     *
+     * The JSON schema the output follows.
+     */
+    schema?: {
+        [key: string]: unknown;
+    } | null;
+    /**
+     * Strict
+     *
+     * Accepted; the output always follows the schema here.
+     */
+    strict?: boolean | null;
+    [key: string]: unknown;
+};
+
+/**
  * LoadedModelOut
  */
 export type LoadedModelOut = {
@@ -1409,8 +1545,10 @@ export type LoadedModelOut = {
 export type MemoryEstimateOut = {
     /**
      * Available Bytes
+     *
+     * Free memory on the device; null when it is not on this machine.
      */
-    available_bytes: number;
+    available_bytes: number | null;
     /**
      * Batch
      */
@@ -1424,13 +1562,21 @@ export type MemoryEstimateOut = {
      */
     device: string;
     /**
+     * Device Present
+     *
+     * Whether the device exists on this machine.
+     */
+    device_present?: boolean;
+    /**
      * Dtype
      */
     dtype: string;
     /**
      * Fits
+     *
+     * Whether total_bytes <= available_bytes; null when the device is absent.
      */
-    fits: boolean;
+    fits: boolean | null;
     /**
      * Kv Cache Bytes
      */
@@ -1615,6 +1761,12 @@ export type ModelLoadOut = {
     memory_estimate?: MemoryEstimateOut | null;
     model: LoadedModelOut;
     /**
+     * Sae Attached
+     *
+     * The SAE attached along with the model: the demo SAE when millm-demo is loaded by name.
+     */
+    sae_attached?: string | null;
+    /**
      * Sae Detached
      *
      * Why an attached SAE was detached, if it was.
@@ -1744,6 +1896,24 @@ export type ProfileCreate = {
      * The SAE its feature indices refer to.
      */
     sae: SaeRef;
+    /**
+     * Scale
+     *
+     * Default intensity: multiplies every strength when the profile is applied and the request gives no steering.scale (absent: 1).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask of this profile (absent: the server's MILLM_STEERING_MAX_SCALE).
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask of this profile (absent: 0).
+     */
+    scale_min?: number | null;
 };
 
 /**
@@ -1804,6 +1974,24 @@ export type ProfileDocument = {
      * The SAE its feature indices refer to.
      */
     sae: SaeRef;
+    /**
+     * Scale
+     *
+     * Default intensity: multiplies every strength when the profile is applied and the request gives no steering.scale (absent: 1).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask of this profile (absent: the server's MILLM_STEERING_MAX_SCALE).
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask of this profile (absent: 0).
+     */
+    scale_min?: number | null;
     /**
      * Updated At
      */
@@ -1909,6 +2097,24 @@ export type ProfilePublic = {
      */
     sae: SaeRef;
     /**
+     * Scale
+     *
+     * Default intensity: multiplies every strength when the profile is applied and the request gives no steering.scale (absent: 1).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask of this profile (absent: the server's MILLM_STEERING_MAX_SCALE).
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask of this profile (absent: 0).
+     */
+    scale_min?: number | null;
+    /**
      * Updated At
      */
     updated_at: string;
@@ -1944,8 +2150,11 @@ export type RequestHistory = {
 
 /**
  * ResponseFormat
+ *
+ * Structured outputs, enforced by constrained decoding: `json_object` (any JSON object) or `json_schema`.
  */
 export type ResponseFormat = {
+    json_schema?: JsonSchemaFormat | null;
     /**
      * Type
      */
@@ -2128,6 +2337,16 @@ export type SaveSteeringIn = {
      * Unique, URL-safe: letters, digits, '.', '_' or '-', at most 64 characters, starting with a letter or digit. No '+' (it separates model and profile in 'model+profile').
      */
     name: string;
+};
+
+/**
+ * ShutdownOut
+ */
+export type ShutdownOut = {
+    /**
+     * Status
+     */
+    status?: 'shutting_down';
 };
 
 /**
@@ -2356,6 +2575,12 @@ export type SteeringPatchIn = {
      * New mode; null keeps the current one.
      */
     mode?: 'add' | 'clamp' | null;
+    /**
+     * Scale
+     *
+     * Intensity dial.
+     */
+    scale?: number | null;
 };
 
 /**
@@ -2380,6 +2605,12 @@ export type SteeringSetIn = {
      * Use unit-norm decoder rows for add (as Neuronpedia does).
      */
     normalize?: boolean;
+    /**
+     * Scale
+     *
+     * Intensity dial, 0 to MILLM_STEERING_MAX_SCALE.
+     */
+    scale?: number;
     /**
      * Steer Special Tokens
      *
@@ -2415,6 +2646,12 @@ export type SteeringStateOut = {
      */
     profile?: string | null;
     /**
+     * Scale
+     *
+     * Intensity dial multiplying every strength (a request's steering.scale overrides it).
+     */
+    scale?: number;
+    /**
      * Steer Special Tokens
      */
     steer_special_tokens: boolean;
@@ -2428,6 +2665,49 @@ export type StreamOptions = {
      * Include Usage
      */
     include_usage?: boolean;
+    [key: string]: unknown;
+};
+
+/**
+ * ToolCall
+ */
+export type ToolCall = {
+    function: ToolCallFunction;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Type
+     */
+    type?: 'function';
+};
+
+/**
+ * ToolCallFunction
+ */
+export type ToolCallFunction = {
+    /**
+     * Arguments
+     *
+     * The call's arguments as a JSON object text.
+     */
+    arguments: string;
+    /**
+     * Name
+     */
+    name: string;
+};
+
+/**
+ * ToolDef
+ */
+export type ToolDef = {
+    function: FunctionDef;
+    /**
+     * Type
+     */
+    type: 'function';
     [key: string]: unknown;
 };
 
@@ -3656,6 +3936,24 @@ export type UpdateProfileData = {
          */
         sae?: SaeRef | null;
         /**
+         * Scale
+         *
+         * Default intensity (see ProfileCreate.scale).
+         */
+        scale?: number | null;
+        /**
+         * Scale Max
+         *
+         * Highest steering.scale a request may ask.
+         */
+        scale_max?: number | null;
+        /**
+         * Scale Min
+         *
+         * Lowest steering.scale a request may ask.
+         */
+        scale_min?: number | null;
+        /**
          * Version
          *
          * The version being edited; a stale version is refused with 409.
@@ -3751,6 +4049,24 @@ export type ReplaceProfileData = {
          * The SAE its feature indices refer to.
          */
         sae?: SaeRef | null;
+        /**
+         * Scale
+         *
+         * Default intensity (see ProfileCreate.scale).
+         */
+        scale?: number | null;
+        /**
+         * Scale Max
+         *
+         * Highest steering.scale a request may ask.
+         */
+        scale_max?: number | null;
+        /**
+         * Scale Min
+         *
+         * Lowest steering.scale a request may ask.
+         */
+        scale_min?: number | null;
         /**
          * Version
          *
@@ -4053,6 +4369,35 @@ export type DetachSaeResponses = {
 };
 
 export type DetachSaeResponse = DetachSaeResponses[keyof DetachSaeResponses];
+
+export type ShutdownServerData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/shutdown';
+};
+
+export type ShutdownServerErrors = {
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ShutdownServerError = ShutdownServerErrors[keyof ShutdownServerErrors];
+
+export type ShutdownServerResponses = {
+    /**
+     * Successful Response
+     */
+    202: ShutdownOut;
+};
+
+export type ShutdownServerResponse = ShutdownServerResponses[keyof ShutdownServerResponses];
 
 export type GetStatusData = {
     body?: never;

@@ -54,10 +54,12 @@ export function formatCount(n: number | null | undefined): string {
   return String(n);
 }
 
-/** Unix seconds -> "3 min ago" style relative time. */
-export function formatAgo(unixSeconds: number | null | undefined, now = Date.now() / 1000): string {
-  if (unixSeconds == null) return "never";
-  const d = Math.max(0, now - unixSeconds);
+/** An ISO 8601 time (as the API sends) -> "3 min ago" style relative time. */
+export function formatAgo(iso: string | null | undefined, now = Date.now()): string {
+  if (!iso) return "never";
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "–";
+  const d = Math.max(0, (now - t) / 1000);
   if (d < 60) return "just now";
   if (d < 3600) return `${Math.floor(d / 60)} min ago`;
   if (d < 86400) return `${Math.floor(d / 3600)} h ago`;

@@ -9,10 +9,6 @@ export interface MillmFrames {
  */
 sse_chat_completion?: (ChatCompletionChunk | ErrorResponse)
 /**
- * The `data:` of one event of a streamed `POST /api/compare` (start, delta per variant, done per variant, end; or error).
- */
-sse_compare?: (CompareStart | CompareDelta | CompareDone | CompareEnd | CompareError)
-/**
  * The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).
  */
 sse_completion?: (Completion | ErrorResponse)
@@ -20,7 +16,7 @@ sse_downloads?: DownloadEvent
 /**
  * One `/ws/downloads` message: a job's state or progress; for an unknown `?job_id=`, one error envelope before the socket closes with code 1008.
  */
-ws_downloads?: (DownloadEvent1 | ErrorResponse)
+ws_downloads?: (DownloadEvent | ErrorResponse)
 ws_monitor?: ActivationFrame
 }
 /**
@@ -53,6 +49,27 @@ logprobs?: (ChatLogprobs | null)
 export interface ChatDelta {
 content?: (string | null)
 role?: ("assistant" | null)
+tool_calls?: (ToolCallDelta[] | null)
+}
+/**
+ * A streamed tool call: the first delta of a call has id, type and name; later ones append arguments.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ToolCallDelta".
+ */
+export interface ToolCallDelta {
+function: ToolCallFunctionDelta
+id?: (string | null)
+index: number
+type?: ("function" | null)
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ToolCallFunctionDelta".
+ */
+export interface ToolCallFunctionDelta {
+arguments?: string
+name?: (string | null)
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
@@ -234,119 +251,6 @@ type: string
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareStart".
- */
-export interface CompareStart {
-id: string
-model: string
-prompt_tokens: number
-seed: number
-type?: "start"
-variants: CompareVariantStart[]
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareVariantStart".
- */
-export interface CompareVariantStart {
-index: number
-label?: (string | null)
-steering: AppliedSteering
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareDelta".
- */
-export interface CompareDelta {
-text: string
-token_ids: number[]
-type?: "delta"
-variant: number
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareDone".
- */
-export interface CompareDone {
-/**
- * Index of the first generated token that differs from variant 0's (its length when one is a prefix of the other); null for variant 0 and for identical outputs.
- */
-diverges_at: (number | null)
-finish_reason: (string | null)
-index: number
-label?: (string | null)
-steering: AppliedSteering1
-text: string
-token_ids: number[]
-/**
- * Generated tokens.
- */
-tokens: number
-type?: "done"
-}
-/**
- * What steering was applied to a request, echoed in every response (`millm.steering`).
- */
-export interface AppliedSteering1 {
-d_sae?: (number | null)
-/**
- * Per choice and steered feature: positions steered and skipped, and the activation at the hook before and after the intervention over the generated tokens (the positions that produced them).
- */
-evidence?: (ChoiceEvidence[] | null)
-/**
- * Which activation the evidence reports (for a TopK SAE, the value after top-k selection).
- */
-evidence_value?: (string | null)
-features?: AppliedFeature[]
-/**
- * SHA-256 of the canonical form of the applied steering (docs/api.md); null when nothing was applied.
- */
-hash?: (string | null)
-hook_name?: (string | null)
-layer?: (number | null)
-mode?: (("add" | "clamp") | null)
-normalize?: (boolean | null)
-profile?: (string | null)
-sae?: (string | null)
-/**
- * The intensity dial that multiplied every raw strength.
- */
-scale?: (number | null)
-/**
- * In the final receipt: whether the server-wide steering changed while this request ran (the request keeps the steering it started with).
- */
-server_steering_changed?: (boolean | null)
-source: ("request" | "profile" | "model" | "server" | "none")
-steer_special_tokens?: (boolean | null)
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareEnd".
- */
-export interface CompareEnd {
-id: string
-type?: "end"
-usage: CompareUsage
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareUsage".
- */
-export interface CompareUsage {
-completion_tokens: number
-prompt_tokens: number
-total_tokens: number
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "CompareError".
- */
-export interface CompareError {
-error: ErrorInfo
-type?: "error"
-}
-/**
- * This interface was referenced by `MillmFrames`'s JSON-Schema
  * via the `definition` "Completion".
  */
 export interface Completion {
@@ -382,7 +286,10 @@ top_logprobs: ({
 } | null)[]
 }
 /**
- * The `data:` of one event of `GET /api/downloads/events` and `GET /api/downloads/{job_id}/events` (the SSE `event:` is the same as its `type`).
+ * One SSE `data:` or WebSocket message. 'state' on every state change, 'progress' while bytes move.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "DownloadEvent".
  */
 export interface DownloadEvent {
 job: JobOut
@@ -446,17 +353,10 @@ status: number
 type: string
 }
 /**
- * One SSE `data:` or WebSocket message. 'state' on every state change, 'progress' while bytes move.
+ * One WebSocket message: SAE activations at one token of one request.
  * 
  * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "DownloadEvent".
- */
-export interface DownloadEvent1 {
-job: JobOut
-type: ("state" | "progress")
-}
-/**
- * One `/ws/monitor` message: SAE activations at one token of one request.
+ * via the `definition` "ActivationFrame".
  */
 export interface ActivationFrame {
 activations: FeatureValue[]
@@ -476,20 +376,4 @@ export interface FeatureValue {
 index: number
 label?: (string | null)
 value: number
-}
-/**
- * One WebSocket message: SAE activations at one token of one request.
- * 
- * This interface was referenced by `MillmFrames`'s JSON-Schema
- * via the `definition` "ActivationFrame".
- */
-export interface ActivationFrame1 {
-activations: FeatureValue[]
-choice: number
-phase: ("prompt" | "generated" | "embedding")
-position: number
-request_id: string
-token: string
-token_id: number
-type?: "activation"
 }

@@ -17,7 +17,7 @@ from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest
 from millm.protocol import admin as a
 from millm.protocol.openai import ErrorResponse
-from millm.services.hub import looks_like_path
+from millm.services.local_paths import looks_like_path
 from millm.services.runtime import Runtime
 from millm.services.saes import AttachedSae
 
@@ -28,7 +28,10 @@ HUB_ERRORS: dict[int | str, dict[str, Any]] = {**ERRORS, **{code: {"model": Erro
 
 
 def looks_local(source: str) -> bool:
-    return looks_like_path(source) or Path(source).expanduser().is_dir()
+    try:
+        return looks_like_path(source) or Path(source).expanduser().is_dir()
+    except (OSError, RuntimeError, ValueError):
+        return False
 
 
 def model_out(rt: Runtime) -> a.LoadedModelOut | None:
@@ -62,7 +65,7 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
         enabled=s.enabled, mode=s.mode, normalize=s.normalize, steer_special_tokens=s.steer_special_tokens,
         features=[a.SteeringFeatureOut(index=i, strength=v, label=s.labels.get(i) or rt.monitor.labels.get(i))
                   for i, v in sorted(s.features.items())],
-        profile=s.profile,
+        profile=s.profile, scale=s.scale,
     )
 
 
@@ -139,7 +142,8 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     assert out is not None
     estimate = (estimate_out(result.estimate, result.available_bytes)
                 if result.estimate is not None and result.available_bytes is not None else None)
-    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, memory_estimate=estimate)
+    return a.ModelLoadOut(model=out, sae_detached=result.sae_message, sae_attached=result.sae_attached,
+                          memory_estimate=estimate)
 
 
 @router.post("/api/models/unload", operation_id="unloadModel", tags=["models"], status_code=204, responses=ERRORS)
@@ -237,7 +241,7 @@ async def set_steering(body: a.SteeringSetIn, rt: RuntimeDep) -> a.SteeringState
     if len(set(indices)) != len(indices):
         raise InvalidRequest("each feature index may appear once", param="features")
     rt.steering.set(features=[(f.index, f.strength) for f in body.features], mode=body.mode,
-                    normalize=body.normalize, steer_special_tokens=body.steer_special_tokens)
+                    normalize=body.normalize, steer_special_tokens=body.steer_special_tokens, scale=body.scale)
     await _forget_active_profile(rt)
     return steering_out(rt)
 
@@ -248,7 +252,7 @@ async def patch_steering(body: a.SteeringPatchIn, rt: RuntimeDep) -> a.SteeringS
     """Update the steering.
 
     Change some features' strengths (`strength: null` removes one) or the mode, keeping the rest."""
-    rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode)
+    rt.steering.patch(features=[(f.index, f.strength) for f in body.features], mode=body.mode, scale=body.scale)
     await _forget_active_profile(rt)
     return steering_out(rt)
 

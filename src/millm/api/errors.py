@@ -15,10 +15,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from millm.api import limits
 from millm.errors import MillmError
 from millm.protocol.openai import ErrorInfo, ErrorResponse
 
 log = logging.getLogger(__name__)
+
+
+# `code` of the errors Starlette and FastAPI raise themselves (routing, body parsing, the body size limit).
+HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
+              413: "request_too_large", 415: "unsupported_media_type"}
 
 
 def param_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
@@ -105,17 +111,30 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        message, param = validation_message(list(exc.errors()))
+        errors = list(exc.errors())
+        message, param = validation_message(errors)
+        code = "invalid_json" if errors and errors[0].get("type") == "json_invalid" else "invalid_value"
         body = ErrorResponse(error=ErrorInfo(message=message, type="invalid_request_error", param=param,
-                                             code="invalid_value"))
+                                             code=code))
         return JSONResponse(body.model_dump(), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        body = ErrorResponse(error=ErrorInfo(message=str(exc.detail), type=kind, param=None,
-                                             code=str(exc.status_code)))
-        return JSONResponse(body.model_dump(), status_code=exc.status_code)
+        message, code = str(exc.detail), HTTP_CODES.get(exc.status_code, "invalid_request")
+        if exc.status_code == 413 and request.scope.get(limits.SCOPE_KEY) is not None:
+            return millm_response(limits.too_large(request.scope[limits.SCOPE_KEY]))
+        if exc.status_code == 400 and message == "There was an error parsing the body":
+            # FastAPI's words for a body json.loads raised on with anything but a JSONDecodeError
+            code = "invalid_json"
+            if isinstance(exc.__cause__, UnicodeDecodeError):
+                message = "the request body is not valid JSON: it is not UTF-8 text"
+            elif isinstance(exc.__cause__, RecursionError):
+                message = "the request body is not valid JSON here: arrays or objects are nested too deeply"
+            else:
+                message = "the request body could not be parsed as JSON"
+        body = ErrorResponse(error=ErrorInfo(message=message, type=kind, param=None, code=code))
+        return JSONResponse(body.model_dump(), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unhandled(_: Request, exc: Exception) -> JSONResponse:

@@ -65,7 +65,7 @@ def hub_service(rt: RuntimeDep) -> HubService:
             in_use.add(str(att.source["repo_id"]))
         sae_numel = sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
     s = rt.settings
-    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel,
+    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel, roots=rt.roots,
                       defaults={"device": s.device, "dtype": s.dtype, "quantization": s.quantization,
                                 "max_context": s.max_context})
 
@@ -106,9 +106,11 @@ def cached_out(repo: CachedRepo, hub: HubService) -> h.CachedRepoOut:
     return h.CachedRepoOut(**d, in_use=repo.repo_id in hub.in_use, downloading=hub.jobs.is_busy(repo.repo_id))
 
 
-def estimate_out(est: MemoryEstimate, available: int) -> h.MemoryEstimateOut:
-    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, fits=est.total_bytes <= available,
-                               summary=est.describe())
+def estimate_out(est: MemoryEstimate, available: int | None) -> h.MemoryEstimateOut:
+    """`available` None: the device is not on this machine, so there is nothing to compare with."""
+    summary = est.describe() + ("" if available is not None else f"; {est.device} is not present on this machine")
+    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, device_present=available is not None,
+                               fits=est.total_bytes <= available if available is not None else None, summary=summary)
 
 
 # ---------------------------------------------------------------------------- downloads
@@ -276,9 +278,12 @@ async def estimate_model(
 
     Memory a load would need (weights, KV cache for one sequence, attached SAE, overhead) against free memory on
     the device. `model` is a local folder, a cached repo id, or a Hub repo id (read from its safetensors
-    headers, nothing downloaded). Defaults are the server's dtype, quantization, device and max context."""
-    origin, est, free = await asyncio.to_thread(hub.estimate, model, revision=revision, dtype=dtype,
-                                                quantization=quantization, device=device, context=context)
-    name = model if origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
-    return h.ModelEstimateOut(model=name, source=origin, estimate=estimate_out(est, free))  # type: ignore[arg-type]
+    headers, nothing downloaded). Defaults are the server's dtype, quantization, device and max context. A device
+    this machine does not have (e.g. `cuda` on a CPU-only install) is estimated from the files alone:
+    `device_present` is false and `available_bytes` and `fits` are null."""
+    result = await asyncio.to_thread(hub.estimate, model, revision=revision, dtype=dtype,
+                                     quantization=quantization, device=device, context=context)
+    name = model if result.origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
+    return h.ModelEstimateOut(model=name, source=result.origin,  # type: ignore[arg-type]
+                              estimate=estimate_out(result.estimate, result.available_bytes))
 

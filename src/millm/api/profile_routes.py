@@ -164,6 +164,7 @@ async def save_current(body: SaveSteeringIn, rt: RuntimeDep, response: Response)
         mode=s.mode, normalize=s.normalize,
         features=[pp.SteeringFeature(index=i, strength=v, label=s.labels.get(i) or rt.monitor.labels.get(i))
                   for i, v in sorted(s.features.items())],
+        scale=None if s.scale == 1 else s.scale,
     )
     return _etag(response, await asyncio.to_thread(rt.profiles.create, create))
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from millm.engine.grammar import allowed_mask
 from millm.engine.types import SamplingParams, TokenLogprob, TopLogprob
 
 
@@ -26,15 +27,32 @@ class RowSampler:
             ids = torch.tensor([i for i, _ in params.logit_bias], device=device)
             vals = torch.tensor([b for _, b in params.logit_bias], device=device)
             self.bias[ids] = vals
+        if params.allowed_token_ids:
+            keep = torch.full((vocab_size,), float("-inf"), device=device)
+            keep[torch.tensor(params.allowed_token_ids, device=device)] = 0.0
+            self.bias = keep if self.bias is None else self.bias + keep
+        # The row's parse state under its grammar (structured outputs); None for free rows.
+        self.matcher = params.constraint.matcher() if params.constraint is not None else None
 
     def observe(self, token_id: int) -> None:
         if self.counts is not None:
             self.counts[token_id] += 1
+        if self.matcher is not None:
+            self.matcher.consume_token(token_id)
+
+    @property
+    def grammar_done(self) -> bool:
+        """The row's grammar is complete and allows nothing more (not even EOS)."""
+        return self.matcher is not None and self.matcher.is_stopped()
+
+    @property
+    def grammar_error(self) -> str | None:
+        return self.matcher.get_error() if self.matcher is not None and self.matcher.is_error() else None
 
 
 def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor:
-    """Apply logit bias and penalties. logits: (B, V) float32 -> (B, V)."""
-    if any(r.bias is not None or r.counts is not None for r in rows):
+    """Apply logit bias, penalties and grammar masks. logits: (B, V) float32 -> (B, V)."""
+    if any(r.bias is not None or r.counts is not None or r.matcher is not None for r in rows):
         logits = logits.clone()
         for i, r in enumerate(rows):
             if r.bias is not None:
@@ -42,6 +60,8 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
             if r.counts is not None:
                 p = r.params
                 logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
+            if r.matcher is not None:
+                logits[i].masked_fill_(~allowed_mask(r.matcher, logits.shape[-1]), float("-inf"))
     return logits
 
 

@@ -7,9 +7,12 @@ compiled steering plans, which the worker builds itself.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from millm.errors import MillmError
+
+if TYPE_CHECKING:
+    from millm.engine.grammar import Constraint
 
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 GREEDY_BELOW = 1e-5  # temperature
@@ -29,6 +32,10 @@ class SamplingParams:
     ignore_eos: bool = False
     # None: no logprobs; k >= 0: the chosen token's logprob plus the k most likely alternatives.
     logprobs: int | None = None
+    # Constrained decoding (structured outputs, enforced tool calls): each row follows this grammar.
+    constraint: Constraint | None = None
+    # When not empty: only these token ids can be drawn (and logprobs are over them).
+    allowed_token_ids: tuple[int, ...] = ()
 
     @property
     def greedy(self) -> bool:
@@ -71,6 +78,8 @@ class GenerationRequest:
     # When set, the worker also returns logprobs of the prompt tokens (completions echo + logprobs).
     prompt_logprobs: bool = False
     model: str | None = None
+    # With prompt_logprobs: how many alternatives per prompt token (default: params.logprobs).
+    prompt_top_logprobs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -374,7 +374,7 @@ class Worker:
         from millm.engine.types import TopLogprob
 
         logp = torch.log_softmax(logits, dim=-1)
-        k = req.params.logprobs or 0
+        k = req.prompt_top_logprobs if req.prompt_top_logprobs is not None else (req.params.logprobs or 0)
         out: list[TokenLogprob | None] = [None]
         ids = list(req.prompt_ids)
         for t in range(1, len(ids)):
@@ -498,11 +498,14 @@ class Worker:
             if r.done:
                 continue
             r.sampler.observe(tok)
+            if r.sampler.grammar_error is not None:
+                self._fail_grammar(r)
+                continue
             r.last_token = tok
             r.generated += 1
             p = r.sampler.params
             finish = None
-            if tok in lm.eos_ids and not p.ignore_eos:
+            if tok in lm.eos_ids and (not p.ignore_eos or r.sampler.matcher is not None):
                 text = r.detok.flush()
                 finish = "stop"
                 lp_out: tuple[TokenLogprob, ...] = ()
@@ -512,6 +515,10 @@ class Worker:
             text, hit = r.stopper.feed(text)
             if hit:
                 finish = "stop"
+            elif finish is None and r.sampler.grammar_done:  # the grammar is complete and allows nothing more
+                finish = "stop"
+                rest, hit = r.stopper.feed(r.detok.flush())
+                text += rest if hit else rest + r.stopper.flush()
             elif finish is None and (r.generated >= p.max_tokens or r.position + 1 >= lm.context_length):
                 finish = "length"
                 rest, hit = r.stopper.feed(r.detok.flush())
@@ -537,6 +544,13 @@ class Worker:
             failure = InternalError(f"the model's logits became NaN or infinite {where} in "
                                     f"{str(dtype).removeprefix('torch.')}; try another dtype",
                                     code="non_finite_logits")
+        r.done = True
+        r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
+
+    def _fail_grammar(self, r: _Row) -> None:
+        """End a row whose grammar refused the drawn token (an engine bug or an unsatisfiable grammar)."""
+        failure = InternalError(f"constrained decoding failed at generated token {r.generated + 1}: "
+                                f"{r.sampler.grammar_error}", code="grammar_failed")
         r.done = True
         r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
 

@@ -188,7 +188,8 @@ def download_plan(
         except DownloadCancelled:
             raise
         except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
-            raise translate_hub_error(exc, repo_id=plan.repo_id, revision=plan.revision) from exc
+            raise translate_hub_error(exc, repo_id=plan.repo_id, revision=plan.revision,
+                                      endpoint=client_endpoint) from exc
         done_bytes += remote.size or 0
         with lock:
             progress.bytes_done = done_bytes

@@ -20,6 +20,7 @@ Free memory: ``torch.cuda.mem_get_info`` on CUDA (torch is imported only then), 
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zipfile
 from collections.abc import Iterable, Mapping
@@ -30,7 +31,7 @@ from typing import Any
 import numpy as np
 import psutil
 
-from millm.errors import InsufficientMemory, InvalidRequest, NotFound
+from millm.errors import InsufficientMemory, InvalidRequest, ModelLoadError, NotFound
 from millm.hub.files import select_weight_files
 
 GIB = 1024**3
@@ -79,17 +80,41 @@ def count_from_headers(headers: Iterable[Mapping[str, Any]]) -> ParamCount:
     return ParamCount(total=total, quantizable=quantizable, stored_bytes=stored, by_dtype=by_dtype)
 
 
+MAX_SAFETENSORS_HEADER = 100_000_000
+
+
 def read_safetensors_header(path: str | Path) -> dict[str, Any]:
     """The JSON header of a local safetensors file, without reading its tensors."""
+    name = Path(path).name
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise InvalidRequest(f"'{Path(path).name}' is not a safetensors file.")
+            raise ModelLoadError(f"'{name}' is not a safetensors file: it is corrupt or truncated", param="model")
         (size,) = struct.unpack("<Q", raw)
-        header = json.loads(f.read(size))
+        # A corrupt length must not become a read of that many bytes: the header is in the file, and the format
+        # caps it at 100 MB.
+        if size > min(MAX_SAFETENSORS_HEADER, os.fstat(f.fileno()).st_size - 8):
+            raise ModelLoadError(f"'{name}' is not a valid safetensors file: its header length ({size} bytes) "
+                                 "is larger than the file; the file is corrupt or truncated", param="model")
+        try:
+            header = json.loads(f.read(size))
+        except (ValueError, RecursionError):
+            header = None
     if not isinstance(header, dict):
-        raise InvalidRequest(f"'{Path(path).name}' has a malformed safetensors header.")
+        raise ModelLoadError(f"'{name}' has a malformed safetensors header: the file is corrupt or truncated",
+                             param="model")
     return header
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    """A model folder's config.json; a file that is not a JSON object is a ModelLoadError naming `model`."""
+    try:
+        config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    except (ValueError, RecursionError):
+        config = None
+    if not isinstance(config, dict):
+        raise ModelLoadError("the model's config.json is not a valid JSON object", param="model")
+    return config
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -125,7 +150,7 @@ def count_remote_parameters(
     except NotFound:
         raise
     except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
-        raise translate_hub_error(exc, repo_id=repo_id, revision=revision) from exc
+        raise translate_hub_error(exc, repo_id=repo_id, revision=revision, endpoint=client.endpoint) from exc
     return count_from_headers(headers)
 
 
@@ -315,7 +340,7 @@ def estimate_local(
 ) -> MemoryEstimate:
     """`estimate_memory` for a model folder (config.json + safetensors headers)."""
     root = Path(folder)
-    config = json.loads((root / "config.json").read_text())
+    config = read_config(root)
     return estimate_memory(
         params=count_local_parameters(root), config=config, dtype=dtype, quantization=quantization,
         device=device, context=context, batch=batch, sae_bytes=sae_bytes,
@@ -350,7 +375,7 @@ def estimate_remote(
             endpoint=client.endpoint, token=token,
         )  # fmt: skip
     except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
-        raise translate_hub_error(exc, repo_id=repo_id, revision=revision) from exc
+        raise translate_hub_error(exc, repo_id=repo_id, revision=revision, endpoint=client.endpoint) from exc
     config = json.loads(Path(str(path)).read_text())
     return estimate_memory(
         params=params, config=config, dtype=dtype, quantization=quantization,

@@ -20,6 +20,7 @@ from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
     LocalEntryNotFoundError,
+    OfflineModeIsEnabled,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
@@ -58,10 +59,38 @@ class DownloadPlan:
         return sum(f.size or 0 for f in self.files)
 
 
-def translate_hub_error(exc: BaseException, *, repo_id: str, revision: str | None = None) -> MillmError:
-    """Map a huggingface_hub / httpx2 failure onto the project's typed errors."""
+OFFLINE_ADVICE = ("Check the network connection; set HF_ENDPOINT to use a Hub mirror; set HF_HUB_OFFLINE=1 to use "
+                  "models already in the cache; or give a local folder instead.")
+
+
+def _unreachable(exc: BaseException) -> bool:
+    """A failure to talk to the Hub at all (DNS, refused, timeout, TLS), as opposed to an answer from it."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (httpx2.TransportError, ConnectionError, TimeoutError)):
+            return True
+        if isinstance(seen, OSError) and seen.errno is not None and not isinstance(seen, FileNotFoundError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def translate_hub_error(exc: BaseException, *, repo_id: str, revision: str | None = None,
+                        endpoint: str | None = None) -> MillmError:
+    """Map a huggingface_hub / httpx2 failure onto the project's typed errors.
+
+    Network failures name the endpoint tried and what to do about it (`OFFLINE_ADVICE`)."""
     if isinstance(exc, MillmError):
         return exc
+    where = resolve_endpoint(endpoint)
+    if isinstance(exc, OfflineModeIsEnabled):
+        return DownloadError(
+            f"'{repo_id}' is not in the cache and HF_HUB_OFFLINE is set, so the Hub ({where}) was not asked. "
+            "Unset HF_HUB_OFFLINE to download it, or give a local folder instead.", code="hub_offline")
+    if _unreachable(exc):
+        reason = str(exc).strip() or type(exc).__name__
+        return DownloadError(f"Could not reach the Hugging Face Hub at {where} for '{repo_id}' ({reason}). "
+                             + OFFLINE_ADVICE)
     rev = revision or "main"
     status = None
     if isinstance(exc, HfHubHTTPError) and exc.response is not None:
@@ -86,9 +115,11 @@ def translate_hub_error(exc: BaseException, *, repo_id: str, revision: str | Non
         return NotFound(f"Repository '{repo_id}' not found on the Hub.", param="repo_id", code="repo_not_found")
     if isinstance(exc, EntryNotFoundError) and not isinstance(exc, LocalEntryNotFoundError):
         return NotFound(f"A file is missing from '{repo_id}'@{rev}: {exc}", param="repo_id", code="file_not_found")
+    if status is not None:
+        return DownloadError(f"The Hugging Face Hub at {where} answered {status} for '{repo_id}': {exc}")
     if isinstance(exc, (httpx2.HTTPError, LocalEntryNotFoundError, OSError)):
-        return DownloadError(f"Download from '{repo_id}' failed: {exc}")
-    return DownloadError(f"Download from '{repo_id}' failed: {type(exc).__name__}: {exc}")
+        return DownloadError(f"Download from '{repo_id}' ({where}) failed: {exc}")
+    return DownloadError(f"Download from '{repo_id}' ({where}) failed: {type(exc).__name__}: {exc}")
 
 
 class HubClient:
@@ -105,7 +136,7 @@ class HubClient:
         try:
             info = self.api.model_info(repo_id, revision=rev, files_metadata=True, token=self.token)
         except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
-            raise translate_hub_error(exc, repo_id=repo_id, revision=rev) from exc
+            raise translate_hub_error(exc, repo_id=repo_id, revision=rev, endpoint=self.endpoint) from exc
         sizes = {s.rfilename: s.size for s in info.siblings or []}
         if kind == "model":
             names = select_model_files(sizes)

@@ -50,6 +50,9 @@ class LoadedModelOut(BaseModel):
 class ModelLoadOut(BaseModel):
     model: LoadedModelOut
     sae_detached: str | None = Field(None, description="Why an attached SAE was detached, if it was.")
+    sae_attached: str | None = Field(
+        None, description="The SAE attached along with the model: the demo SAE when millm-demo is loaded by name."
+    )
     memory_estimate: MemoryEstimateOut | None = Field(
         None, description="The estimate checked before loading (null when the weights have no safetensors headers)."
     )
@@ -112,6 +115,8 @@ class SteeringStateOut(BaseModel):
     steer_special_tokens: bool
     features: list[SteeringFeatureOut]
     profile: str | None = Field(None, description="The active profile, when the steering came from one.")
+    scale: float = Field(1.0, description="Intensity dial multiplying every strength (a request's steering.scale "
+                         "overrides it).")
 
 
 class SteeringSetIn(_Strict):
@@ -120,6 +125,7 @@ class SteeringSetIn(_Strict):
         "add", description="add: h += strength x decoder row; clamp: pin the feature's activation to strength.")
     normalize: bool = Field(False, description="Use unit-norm decoder rows for add (as Neuronpedia does).")
     steer_special_tokens: bool = Field(True, description="Also steer BOS and other special-token positions.")
+    scale: float = Field(1.0, ge=0, allow_inf_nan=False, description="Intensity dial, 0 to MILLM_STEERING_MAX_SCALE.")
 
 
 class SteeringFeaturePatch(_Strict):
@@ -138,6 +144,7 @@ class SteeringPatchIn(_Strict):
     features: list[SteeringFeaturePatch] = Field(
         default_factory=list, description="Features to add, change (new strength) or remove (strength null).")
     mode: Literal["add", "clamp"] | None = Field(None, description="New mode; null keeps the current one.")
+    scale: float | None = Field(None, ge=0, allow_inf_nan=False, description="Intensity dial.")
 
 
 # ---------------------------------------------------------------------------- status

@@ -142,8 +142,9 @@ class MemoryEstimateOut(BaseModel):
     context: int
     batch: int
     device: str
-    available_bytes: int
-    fits: bool
+    available_bytes: int | None = Field(description="Free memory on the device; null when it is not on this machine.")
+    device_present: bool = Field(True, description="Whether the device exists on this machine.")
+    fits: bool | None = Field(description="Whether total_bytes <= available_bytes; null when the device is absent.")
     summary: str
 
 

@@ -169,6 +169,9 @@ class SamplingFields(OpenAIBase):
     user: str | None = None
     ignore_eos: bool = False
     steering: SteeringIn | None = None
+    allowed_token_ids: list[int] | None = Field(
+        None, min_length=1, description="Extension (as vLLM): sample only among these token ids; with logprobs, "
+                                        "their probabilities renormalised over the set (a classifier's scores).")
 
     @field_validator("stop")
     @classmethod
@@ -206,26 +209,76 @@ class ContentPart(OpenAIBase):
     text: str | None = None
 
 
+class ToolCallFunction(BaseModel):
+    name: str
+    arguments: str = Field(description="The call's arguments as a JSON object text.")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: ToolCallFunction
+
+
 class ChatMessage(OpenAIBase):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    tool_calls: list[ToolCall] | None = Field(None, description="An assistant turn's tool calls, sent back.")
+    tool_call_id: str | None = Field(None, description="On a tool message: the call it answers.")
+
+
+class FunctionDef(OpenAIBase):
+    name: str = Field(pattern=r"^[a-zA-Z0-9_.\-]{1,64}$")
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolDef(OpenAIBase):
+    type: Literal["function"]
+    function: FunctionDef
+
+
+class JsonSchemaFormat(OpenAIBase):
+    name: str = Field(max_length=64, description="A name for the schema (as OpenAI: a-z, A-Z, 0-9, _ and -).")
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema", description="The JSON schema the output follows.")
+    strict: bool | None = Field(None, description="Accepted; the output always follows the schema here.")
 
 
 class ResponseFormat(OpenAIBase):
+    """Structured outputs, enforced by constrained decoding: `json_object` (any JSON object) or `json_schema`."""
+
     type: Literal["text", "json_object", "json_schema"]
+    json_schema: JsonSchemaFormat | None = None
+
+    @model_validator(mode="after")
+    def _schema_given(self) -> ResponseFormat:
+        if self.type == "json_schema" and self.json_schema is None:
+            raise ValueError("type json_schema needs a json_schema object")
+        return self
 
 
 class ChatCompletionRequest(SamplingFields):
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=0, description="0 only with prompt_logprobs: score, generate nothing.")
+    max_completion_tokens: int | None = Field(None, ge=0)
+    prompt_logprobs: int | None = Field(
+        None, ge=0, le=20, description="Extension: the logprob of every rendered prompt token (and this many "
+                                       "alternatives), in `prompt_logprobs`; with max_tokens 0 the request only scores.")
+    add_generation_prompt: bool = Field(True, description="Extension: end the rendering with the assistant turn's "
+                                                          "opening (as transformers' apply_chat_template).")
+    continue_final_message: bool = Field(False, description="Extension: render the last (assistant) message open, "
+                                                            "so its text is scored or continued, not closed.")
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     response_format: ResponseFormat | None = None
-    # Tool calling is not offered: `tools` with tool_choice "auto" or "none" get a text answer (the model may
-    # still describe a call in text), while a choice that demands a call is refused.
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDef] | None = None
+    tool_choice: str | dict[str, Any] | None = Field(
+        None, description="'none', 'auto' (the default with tools), 'required' or {'type': 'function', "
+                          "'function': {'name': ...}}; required and named calls are enforced by a grammar.")
+    parallel_tool_calls: bool = True
 
     @model_validator(mode="after")
     def _top_logprobs(self) -> ChatCompletionRequest:
@@ -236,10 +289,18 @@ class ChatCompletionRequest(SamplingFields):
     @field_validator("tool_choice")
     @classmethod
     def _tool_choice(cls, v: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
-        if v is not None and v not in ("auto", "none"):
-            raise ValueError("tool calls are not supported: this server answers in text, so tool_choice can only "
-                             "be 'auto' or 'none'")
+        if v is None or v in ("auto", "none", "required"):
+            return v
+        fn = v.get("function") if isinstance(v, dict) else None
+        if not (isinstance(v, dict) and v.get("type") == "function" and isinstance(fn, dict)
+                and isinstance(fn.get("name"), str)):
+            raise ValueError("tool_choice must be 'none', 'auto', 'required' or "
+                             "{'type': 'function', 'function': {'name': ...}}")
         return v
+
+    @property
+    def named_tool(self) -> str | None:
+        return self.tool_choice["function"]["name"] if isinstance(self.tool_choice, dict) else None
 
 
 class ChatLogprobTop(BaseModel):
@@ -261,6 +322,7 @@ class AssistantMessage(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     refusal: None = None
+    tool_calls: list[ToolCall] | None = Field(None, exclude_if=lambda v: v is None)
 
 
 class ChatChoice(BaseModel):
@@ -285,6 +347,9 @@ class ChatCompletion(BaseModel):
     usage: Usage
     system_fingerprint: str | None = None
     millm: MillmInfo | None = None
+    prompt_logprobs: list[ChatLogprobContent | None] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="With prompt_logprobs: one entry per prompt token (null for the first).")
 
 
 def _absent_when_none(value: object) -> bool:
@@ -295,6 +360,21 @@ class ChatDelta(BaseModel):
     # Only the first delta of a choice carries the role; later ones leave the key out.
     role: Literal["assistant"] | None = Field(None, exclude_if=_absent_when_none)
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = Field(None, exclude_if=_absent_when_none)
+
+
+class ToolCallFunctionDelta(BaseModel):
+    name: str | None = Field(None, exclude_if=_absent_when_none)
+    arguments: str = ""
+
+
+class ToolCallDelta(BaseModel):
+    """A streamed tool call: the first delta of a call has id, type and name; later ones append arguments."""
+
+    index: int
+    id: str | None = Field(None, exclude_if=_absent_when_none)
+    type: Literal["function"] | None = Field(None, exclude_if=_absent_when_none)
+    function: ToolCallFunctionDelta
 
 
 class ChatChunkChoice(BaseModel):
@@ -326,6 +406,7 @@ class CompletionRequest(SamplingFields):
     logprobs: int | None = Field(None, ge=0, le=5)
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1, le=20)
+    response_format: ResponseFormat | None = Field(None, description="Extension: structured outputs, as on chat.")
 
 
 class CompletionLogprobs(BaseModel):
@@ -363,6 +444,11 @@ class EmbeddingRequest(OpenAIBase):
     dimensions: int | None = Field(None, ge=1)
     user: str | None = None
     steering: SteeringIn | None = None
+    pooling: Literal["mean", "last", "cls"] = Field(
+        "mean", description="Extension: how token states become one vector: their mean, the last token's (what a "
+                            "causal LM has read the whole input at), or the first token's (cls; BOS where the "
+                            "tokenizer adds one).")
+    normalize: bool = Field(True, description="Extension: L2-normalise each vector (false: the raw pooled state).")
 
 
 class Embedding(BaseModel):
@@ -403,5 +489,6 @@ class ModelList(BaseModel):
 
 SamplingFields.model_rebuild()
 ChatCompletionRequest.model_rebuild()
+ChatDelta.model_rebuild()
 CompletionRequest.model_rebuild()
 

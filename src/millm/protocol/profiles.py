@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 
 PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -49,6 +49,10 @@ Timestamp = Annotated[datetime, Field(strict=False)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _unset(value: object) -> bool:
+    return value is None
 
 
 # ---------------------------------------------------------------------------------------
@@ -89,6 +93,25 @@ class _ProfileFields(_Strict):
     normalize: bool = Field(False, description="Scale each decoder direction to unit norm before applying strength.")
     features: list[SteeringFeature] = Field(default_factory=list, max_length=MAX_FEATURES,
                                             description="The steered features, each index at most once.")
+    # Left out of dumps when unset, so exports of profiles without a dial are what they were before it existed.
+    scale: float | None = Field(
+        None, ge=0, allow_inf_nan=False, exclude_if=_unset,
+        description="Default intensity: multiplies every strength when the profile is applied and the request gives "
+        "no steering.scale (absent: 1).")
+    scale_min: float | None = Field(None, ge=0, allow_inf_nan=False, exclude_if=_unset,
+                                    description="Lowest steering.scale a request may ask of this profile (absent: 0).")
+    scale_max: float | None = Field(None, ge=0, allow_inf_nan=False, exclude_if=_unset,
+                                    description="Highest steering.scale a request may ask of this profile "
+                                    "(absent: the server's MILLM_STEERING_MAX_SCALE).")
+
+    @model_validator(mode="after")
+    def _scale_range(self) -> _ProfileFields:
+        low = 0.0 if self.scale_min is None else self.scale_min
+        if self.scale_max is not None and self.scale_max < low:
+            raise ValueError("scale_max must not be below scale_min")
+        if self.scale is not None and (self.scale < low or (self.scale_max is not None and self.scale > self.scale_max)):
+            raise ValueError("scale must lie within [scale_min, scale_max]")
+        return self
 
 
 # ---------------------------------------------------------------------------------------
@@ -111,6 +134,9 @@ class ProfileUpdate(_Strict):
     normalize: bool | None = Field(None, description="Unit-norm decoder directions for add.")
     features: list[SteeringFeature] | None = Field(None, max_length=MAX_FEATURES,
                                                    description="The new feature list (replaces the old one).")
+    scale: float | None = Field(None, ge=0, allow_inf_nan=False, description="Default intensity (see ProfileCreate.scale).")
+    scale_min: float | None = Field(None, ge=0, allow_inf_nan=False, description="Lowest steering.scale a request may ask.")
+    scale_max: float | None = Field(None, ge=0, allow_inf_nan=False, description="Highest steering.scale a request may ask.")
 
 
 class ProfileDuplicate(_Strict):

@@ -26,12 +26,14 @@ from typing import Any, AsyncIterator, Callable
 from pydantic import BaseModel
 from pydantic_core import to_json
 
+from millm.engine.grammar import Constraint
 from millm.engine.model_loading import LoadedModel
 from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
 from millm.engine.worker import Handle, Worker
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
+from millm.logs import steering_summary
 from millm.protocol import openai as p
-from millm.services import prompts
+from millm.services import prompts, structured, tools
 from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
 
@@ -114,6 +116,8 @@ class _Run:
     completion_tokens: int = 0
     started: float = field(default_factory=time.monotonic)
     first_token_at: float | None = None
+    steering: str = "none"  # what was applied, for the request log (`logs.steering_summary`)
+    steering_source: str = "none"  # AppliedSteering.source, for metrics
     steering_version: int = 0  # the server-wide steering's version when the request was resolved
     finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
 
@@ -149,7 +153,8 @@ class GenerationService:
 
     # ------------------------------------------------------------------ shared
 
-    def _params(self, req: p.SamplingFields, *, max_tokens: int, logprobs: int | None) -> SamplingParams:
+    def _params(self, req: p.SamplingFields, *, max_tokens: int, logprobs: int | None,
+                constraint: Constraint | None = None) -> SamplingParams:
         temperature = 1.0 if req.temperature is None else req.temperature
         return SamplingParams(
             max_tokens=max_tokens,
@@ -163,16 +168,22 @@ class GenerationService:
             stop=tuple(req.stop_list),
             ignore_eos=req.ignore_eos,
             logprobs=logprobs,
+            constraint=constraint,
+            allowed_token_ids=tuple(req.allowed_token_ids or ()),
         )
 
     def _check_bias(self, req: p.SamplingFields, vocab: int) -> None:
         for k in req.logit_bias or {}:
             if not 0 <= int(k) < vocab:
                 raise InvalidRequest(f"logit_bias token id {k} is out of range [0, {vocab})", param="logit_bias")
+        for i, t in enumerate(req.allowed_token_ids or ()):
+            if not 0 <= t < vocab:
+                raise InvalidRequest(f"token id {t} is out of range [0, {vocab})", param=f"allowed_token_ids[{i}]")
 
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
                 steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
-                steerings: list[SteeringSpec | None] | None = None) -> _Run:
+                steerings: list[SteeringSpec | None] | None = None,
+                prompt_top_logprobs: int | None = None) -> _Run:
         """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
@@ -186,7 +197,7 @@ class GenerationService:
                     request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
                     prompt_ids=tuple(ids), params=params, n=n,
                     steering=steerings[i] if steerings is not None else steering,
-                    prompt_logprobs=prompt_logprobs, model=lm.model_id,
+                    prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
                 )
 
                 def sink(event: Any, i: int = i) -> None:
@@ -252,13 +263,15 @@ class GenerationService:
         ttft = (run.first_token_at - run.started) if run.first_token_at else None
         prompt_tokens = sum(run.prompt_tokens)
         self.metrics.observe_request(endpoint=endpoint, outcome=outcome, seconds=total, ttft=ttft,
-                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens)
+                                     prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
+                                     model=self.served_name() or model, steering_source=run.steering_source)
         log.info(
             "request done",
             extra={"request_id": rid, "model": model, "prompt_tokens": prompt_tokens,
                    "completion_tokens": run.completion_tokens,
                    "ttft_ms": round(ttft * 1000, 1) if ttft is not None else None,
-                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint},
+                   "total_ms": round(total * 1000, 1), "outcome": outcome, "endpoint": endpoint,
+                   "steering": run.steering},
         )
 
     def final_receipt(self, applied: p.AppliedSteering, run: _Run, *,
@@ -271,19 +284,37 @@ class GenerationService:
 
     async def chat(self, req: p.ChatCompletionRequest) -> Result:
         lm, profile = self.resolve_model(req.model)
-        if req.response_format is not None and req.response_format.type != "text":
-            raise InvalidRequest("response_format json_object/json_schema is not supported", param="response_format")
+        constraint = structured.response_constraint(lm, req.response_format)
+        plan = tools.plan_for(lm, req)
+        if plan is not None and plan.constraint is not None:
+            constraint = plan.constraint  # a required or named call is the whole reply
         self._check_bias(req, lm.vocab_size)
         version = self.steering.version
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        ids = prompts.render_chat(lm.tokenizer, req.messages)
+        ids = await prompts.off_loop(prompts.text_size(req.messages), prompts.render_chat, lm.tokenizer, req.messages,
+                                     context_length=lm.context_length, tools=plan.template_tools if plan else None,
+                                     add_generation_prompt=req.add_generation_prompt,
+                                     continue_final_message=req.continue_final_message)
+        if plan is not None and ids == await prompts.off_loop(prompts.text_size(req.messages), prompts.render_chat,
+                                                              lm.tokenizer, req.messages,
+                                                              context_length=lm.context_length):
+            raise InvalidRequest("this model's chat template does not render tools, so it cannot take them",
+                                 param="tools", code="tools_unsupported")
         prompts.check_context(len(ids), lm.context_length, param="messages")
         requested = req.max_completion_tokens if req.max_completion_tokens is not None else req.max_tokens
+        if requested == 0 and req.prompt_logprobs is None:
+            raise InvalidRequest("max_tokens must be at least 1 unless prompt_logprobs is set",
+                                 param="max_completion_tokens" if req.max_completion_tokens is not None else "max_tokens")
+        if requested == 0 and req.stream:
+            raise InvalidRequest("a scoring request (max_tokens 0) cannot be streamed", param="stream")
         max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
-        run = self._submit(lm, [ids], n=req.n, params=self._params(req, max_tokens=max_tokens, logprobs=logprobs),
-                           steering=spec, prompt_logprobs=False, prefix=rid)
+        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=logprobs, constraint=constraint)
+        run = self._submit(lm, [ids], n=req.n, params=params, steering=spec,
+                           prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
+                           prompt_top_logprobs=req.prompt_logprobs)
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
@@ -292,9 +323,35 @@ class GenerationService:
         except MillmError:
             self._log(rid, req.model, run, "error", "chat")
             raise
+        if max_tokens == 0:
+            run.cancel()
+            return Result(self._chat_scored(req, lm, run, rid, created, info), applied, False)
         if req.stream:
-            return Result(self._chat_stream(req, lm, run, rid, created, info), applied, True)
-        return Result(await self._chat_full(req, lm, run, rid, created, info), applied, False)
+            return Result(self._chat_stream(req, lm, run, rid, created, info, plan), applied, True)
+        result = await self._chat_full(req, lm, run, rid, created, info, plan)
+        if req.prompt_logprobs is not None:
+            result.prompt_logprobs = self._chat_prompt_logprobs(lm, run)
+        return Result(result, applied, False)
+
+    def _chat_prompt_logprobs(self, lm: LoadedModel, run: _Run) -> list[p.ChatLogprobContent | None]:
+        out: list[p.ChatLogprobContent | None] = [None]
+        for lp in list(run.prompt_logprobs[0])[1:]:
+            tok = lm.tokenizer.decode([lp.token_id])
+            out.append(p.ChatLogprobContent(
+                token=tok, logprob=lp.logprob, bytes=list(tok.encode()),
+                top_logprobs=[p.ChatLogprobTop(token=(t := lm.tokenizer.decode([a.token_id])), logprob=a.logprob,
+                                               bytes=list(t.encode())) for a in lp.top]))
+        return out
+
+    def _chat_scored(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+                     info: p.MillmInfo) -> p.ChatCompletion:
+        """A scoring request (max_tokens 0): the prompt's logprobs, no generated tokens."""
+        self._log(rid, req.model, run, "ok", "chat")
+        choices = [p.ChatChoice(index=c, message=p.AssistantMessage(content=""), finish_reason="length",
+                                logprobs=p.ChatLogprobs(content=[]) if req.logprobs else None) for c in range(req.n)]
+        usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=0, total_tokens=run.prompt_tokens[0])
+        return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info,
+                                prompt_logprobs=self._chat_prompt_logprobs(lm, run))
 
     def _chat_logprobs(self, lm: LoadedModel, ev: GenerationEvent) -> p.ChatLogprobs | None:
         if not ev.logprobs:
@@ -311,7 +368,7 @@ class GenerationService:
         return p.ChatLogprobs(content=content)
 
     async def _chat_full(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
-                         info: p.MillmInfo) -> p.ChatCompletion:
+                         info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> p.ChatCompletion:
         texts = [""] * req.n
         reasons: list[str | None] = [None] * req.n
         lps: list[list[p.ChatLogprobContent]] = [[] for _ in range(req.n)]
@@ -327,18 +384,23 @@ class GenerationService:
             outcome = "ok"
         finally:
             self._log(rid, req.model, run, outcome, "chat")
-        choices = [
-            p.ChatChoice(index=c, message=p.AssistantMessage(content=texts[c]), finish_reason=reasons[c],
-                         logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None)
-            for c in range(req.n)
-        ]
+        choices = []
+        for c in range(req.n):
+            message = p.AssistantMessage(content=texts[c])
+            if plan is not None:
+                content, calls = plan.fmt.parse(texts[c])
+                if calls:
+                    message = p.AssistantMessage(content=content or None, tool_calls=plan.to_openai(calls))
+                    reasons[c] = "tool_calls"
+            choices.append(p.ChatChoice(index=c, message=message, finish_reason=reasons[c],
+                                        logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None))
         usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=run.completion_tokens,
                         total_tokens=run.prompt_tokens[0] + run.completion_tokens)
         info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
-                           info: p.MillmInfo) -> AsyncIterator[str]:
+                           info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         def chunk(choices: list[p.ChatChunkChoice], **kw: Any) -> str:
@@ -354,17 +416,33 @@ class GenerationService:
                 yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))],
                             millm=info if c == 0 else None)
             finished = 0
+            splitters = [tools.StreamSplitter(plan.fmt) for _ in range(req.n)] if plan is not None else None
             async for c, ev in self._events(run, 1):
                 lp = self._chat_logprobs(lm, ev)
+                text = splitters[c].push(ev.text) if splitters is not None else ev.text
                 if lp:
-                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=ev.text), logprobs=lp)])
-                elif ev.text:
-                    yield text_chunk(c, ev.text)
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text), logprobs=lp)])
+                elif text:
+                    yield text_chunk(c, text)
                 if ev.finish_reason:
+                    reason: str = ev.finish_reason
+                    if splitters is not None and plan is not None:
+                        rest, calls = splitters[c].finish()
+                        if rest:
+                            yield text_chunk(c, rest)
+                        for k, call in enumerate(plan.to_openai(calls)):
+                            delta = p.ToolCallDelta(index=k, id=call.id, type="function",
+                                                    function=p.ToolCallFunctionDelta(name=call.function.name))
+                            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[delta]))])
+                            args = p.ToolCallDelta(index=k, function=p.ToolCallFunctionDelta(
+                                arguments=call.function.arguments))
+                            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[args]))])
+                        if calls:
+                            reason = "tool_calls"
                     finished += 1
                     # The last chunk carries the full receipt (the usage chunk's, when one follows).
                     last = finished == req.n and not include_usage
-                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=ev.finish_reason)],
+                    yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=reason)],
                                 millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
             if include_usage:
                 yield chunk([], usage=p.Usage(prompt_tokens=run.prompt_tokens[0],
@@ -386,10 +464,13 @@ class GenerationService:
             raise InvalidRequest("suffix is not supported by this model", param="suffix")
         if req.best_of is not None and req.best_of != req.n:
             raise InvalidRequest("best_of other than n is not supported", param="best_of")
+        constraint = structured.response_constraint(lm, req.response_format)
         self._check_bias(req, lm.vocab_size)
         version = self.steering.version
         spec, applied = self.steering.resolve(req.steering, model_profile=profile)
-        all_ids = prompts.tokenize_prompts(lm.tokenizer, req.prompt, vocab_size=lm.vocab_size, param="prompt")
+        all_ids = await prompts.off_loop(prompts.text_size(req.prompt), prompts.tokenize_prompts, lm.tokenizer,
+                                         req.prompt, vocab_size=lm.vocab_size, param="prompt",
+                                         context_length=lm.context_length)
         longest = max(len(i) for i in all_ids)
         prompts.check_context(longest, lm.context_length, param="prompt")
         max_tokens = prompts.clamp_max_tokens(req.max_tokens, longest, lm.context_length)
@@ -397,8 +478,9 @@ class GenerationService:
         echo_lp = req.echo and req.logprobs is not None
         if max_tokens == 0 and not req.echo:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
-        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs)
+        params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs, constraint=constraint)
         run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
+        run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         created = int(time.time())
         info = p.MillmInfo(steering=applied)

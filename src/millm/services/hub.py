@@ -5,6 +5,10 @@
   into the cache first (same file selection and error messages as `millm pull`). `find_model`
   is the part without the network.
 - `estimate_for`: the memory a load would take, with the context capped like the loader caps it.
+- `estimate_model`: the one estimator behind `GET /api/models/estimate` and `millm estimate`: the
+  model argument resolved by `find_model` (folder, `millm-demo`, cached repo), else read from the
+  Hub's headers; free memory when the device is on this machine, else no comparison (estimating
+  for a GPU you do not have yet is the point).
 - `HubService`: what the routes call: submit downloads (a SAELens release + sae_id is resolved
   to a repo and folder first), read and cancel jobs, list and delete cached repos (refusing
   repos in use or being downloaded), estimate a model by folder, cached repo or Hub repo.
@@ -26,6 +30,7 @@ from millm import demo
 from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
 from millm.hub.files import select_weight_files
+from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.hub.memory import (
     MemoryEstimate,
     available_memory,
@@ -33,6 +38,7 @@ from millm.hub.memory import (
     estimate_local,
     estimate_remote,
     max_context,
+    read_config,
     resolve_device,
 )
 
@@ -63,8 +69,11 @@ def user_path(source: str, *, param: str) -> Path:
         raise InvalidRequest(f"{source!r} cannot be a file name here (it does not encode)", param=param) from None
 
 
-def looks_like_path(source: str) -> bool:
-    return source.startswith((".", "/", "~")) or "\\" in source or source.count("/") > 1
+def _is_dir(path: Path) -> bool:
+    try:
+        return path.is_dir()
+    except (OSError, ValueError):  # e.g. a name too long for the file system
+        return False
 
 
 def _complete(folder: Path) -> bool:
@@ -95,7 +104,8 @@ def cached_model_folder(repo_id: str, revision: str | None, cache_dir: str | Pat
     return folder if _complete(folder) else None
 
 
-def find_model(source: str, revision: str | None = None, cache_dir: str | Path | None = None) -> ModelSource | None:
+def find_model(source: str, revision: str | None = None, cache_dir: str | Path | None = None,
+               roots: LocalRoots | None = None) -> ModelSource | None:
     """Where a model argument is without the network: a local model folder (the bundled demo model by its
     name, `millm-demo`), or the complete cached snapshot of a Hub repo; None for a Hub repo id not in the cache.
     Raises a 400 or 404 naming `model` for anything else (blank, a missing path, a folder with no config.json,
@@ -104,13 +114,17 @@ def find_model(source: str, revision: str | None = None, cache_dir: str | Path |
         raise InvalidRequest("model is empty: give a local folder or a Hub repo id", param="model")
     if source == demo.DEMO_MODEL_ID:
         return ModelSource(demo.assets_dir() / "model", None, "local")
-    path = user_path(source, param="model")
-    if path.is_dir():
+    if looks_like_path(source):
+        path = roots.resolve(source, param="model") if roots is not None else user_path(source, param="model")
+        if not _is_dir(path):
+            raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
+    else:  # a bare name: a folder of that name (inside the allowed roots), else a Hub repo id
+        path = roots.existing_dir(source) if roots is not None else user_path(source, param="model")
+        path = path if path is not None and _is_dir(path) else None
+    if path is not None:
         if not (path / "config.json").is_file():
             raise ModelNotFound(f"{source!r} is a folder but not a model: it has no config.json", param="model")
         return ModelSource(path, None, "local")
-    if looks_like_path(source):
-        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
     check_repo_id(source, param="model")
     check_revision(revision)
     folder = cached_model_folder(source, revision, cache_dir)
@@ -123,9 +137,10 @@ def resolve_model_source(
     revision: str | None = None,
     cache_dir: str | Path | None = None,
     index: CacheIndex | None = None,
+    roots: LocalRoots | None = None,
 ) -> ModelSource:
     """A local folder, else the cached snapshot of a Hub repo, else a pull of it. Blocking."""
-    found = find_model(source, revision, cache_dir)
+    found = find_model(source, revision, cache_dir, roots)
     if found is not None:
         return found
     from millm.hub.download import pull_model
@@ -163,13 +178,16 @@ def estimate_for(
     context: int | None = None,
     max_context_cap: int | None = None,
     sae_numel: int = 0,
+    batch: int = 1,
+    cache_dir: str | Path | None = None,  # unused: kept so callers can pass one set of options
 ) -> MemoryEstimate:
     """Estimate a local folder, or (folder None) a Hub repo from its safetensors headers."""
     sae_bytes = int(sae_numel * weight_bytes(dtype, quantization, device))
-    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, batch=1, sae_bytes=sae_bytes)
+    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, batch=batch,
+                                   sae_bytes=sae_bytes)
     if folder is not None:
         if context is None and max_context_cap is not None:
-            config = json.loads((folder / "config.json").read_text())
+            config = read_config(folder)
             model_max = max_context(config)
             context = min(model_max, max_context_cap) if model_max else max_context_cap
         return estimate_local(folder, context=context, **options)
@@ -178,6 +196,65 @@ def estimate_for(
     with tempfile.TemporaryDirectory(prefix="millm-estimate-") as scratch:
         est = estimate_remote(repo_id, revision, cache_dir=scratch, context=context, **options)
     return est if context is not None else _cap_context(est, max_context_cap)
+
+
+def device_present(device: str) -> bool:
+    """Whether `device` (cpu, cuda, cuda:N, mps, auto) exists on this machine."""
+    device = resolve_device(device)
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":")[1]) if ":" in device else 0
+        return torch.cuda.is_available() and index < torch.cuda.device_count()
+    if device.startswith("mps"):
+        import torch
+
+        return bool(torch.backends.mps.is_available())
+    return True
+
+
+@dataclass(frozen=True)
+class ModelEstimate:
+    origin: str  # "local", "cache" or "hub"
+    estimate: MemoryEstimate
+    available_bytes: int | None  # None: the device is not on this machine
+
+    @property
+    def device_present(self) -> bool:
+        return self.available_bytes is not None
+
+    @property
+    def fits(self) -> bool | None:
+        return None if self.available_bytes is None else self.estimate.total_bytes <= self.available_bytes
+
+
+def estimate_model(
+    model: str,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    dtype: str = "auto",
+    quantization: str = "none",
+    device: str = "auto",
+    context: int | None = None,
+    batch: int = 1,
+    max_context_cap: int | None = None,
+    sae_numel: int = 0,
+    roots: LocalRoots | None = None,
+) -> ModelEstimate:
+    """The memory `model` would need on `device`, and the free memory there if the device is present.
+
+    `model` is resolved as a load resolves it (`find_model`: a folder, `millm-demo`, a cached repo), else
+    its safetensors headers are read from the Hub (nothing downloaded). Blocking."""
+    opts: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, context=context, batch=batch,
+                                max_context_cap=max_context_cap, sae_numel=sae_numel)
+    found = find_model(model, revision, cache_dir, roots)
+    if found is not None:
+        origin, est = found.origin, estimate_for(found.folder, **opts)
+    else:
+        origin, est = "hub", estimate_for(None, repo_id=model, revision=revision, **opts)
+    available = free_memory(est.device) if device_present(est.device) else None
+    return ModelEstimate(origin, est, available)
 
 
 def free_memory(device: str) -> int:
@@ -205,6 +282,7 @@ class HubService:
     defaults: dict[str, Any]  # device, dtype, quantization, max_context
     in_use: frozenset[str] = frozenset()
     sae_numel: int = 0  # the attached SAE, counted in estimates (it is re-attached after a switch)
+    roots: LocalRoots | None = None  # the local folders a client may name
 
     # -------------------------------------------------------------- downloads
     def submit(self, *, kind: str, repo_id: str | None, revision: str | None = None, path: str | None = None,
@@ -232,18 +310,13 @@ class HubService:
     # -------------------------------------------------------------- estimates
     def estimate(self, model: str, *, revision: str | None = None, dtype: str | None = None,
                  quantization: str | None = None, device: str | None = None,
-                 context: int | None = None) -> tuple[str, MemoryEstimate, int]:
-        """(origin, estimate, free bytes) for a local folder, a cached repo or a Hub repo."""
-        opts: dict[str, Any] = dict(
+                 context: int | None = None) -> ModelEstimate:
+        """`estimate_model` with the server's defaults, counting the attached SAE."""
+        return estimate_model(
+            model, revision=revision, cache_dir=self.jobs.cache_dir,
             dtype=dtype or self.defaults.get("dtype", "auto"),
             quantization=quantization or self.defaults.get("quantization", "none"),
             device=device or self.defaults.get("device", "auto"),
             context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
+            roots=self.roots,
         )
-        found = find_model(model, revision, self.jobs.cache_dir)
-        if found is not None:
-            origin, est = found.origin, estimate_for(found.folder, **opts)
-        else:
-            origin = "hub"
-            est = estimate_for(None, repo_id=model, revision=revision, **opts)
-        return origin, est, free_memory(est.device)

@@ -165,6 +165,8 @@ def parse_json(raw: bytes | str | dict[str, Any] | list[Any]) -> Any:
         raise InvalidRequest(
             f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}", code="invalid_json"
         ) from exc
+    except RecursionError:
+        raise InvalidRequest("invalid JSON: arrays or objects are nested too deeply", code="invalid_json") from None
 
 
 def read_documents(

@@ -269,6 +269,9 @@ def _data(profile: ProfileCreate | ProfileDocument) -> ProfileData:
         mode=profile.mode,
         normalize=profile.normalize,
         features=[feature.model_dump() for feature in profile.features],
+        scale=profile.scale,
+        scale_min=profile.scale_min,
+        scale_max=profile.scale_max,
     )
 
 
@@ -292,6 +295,9 @@ def _fields(row: ProfileRow) -> dict[str, Any]:
         "mode": row.mode,
         "normalize": row.normalize,
         "features": [SteeringFeature.model_validate(feature) for feature in row.features],
+        "scale": row.scale,
+        "scale_min": row.scale_min,
+        "scale_max": row.scale_max,
     }
 
 

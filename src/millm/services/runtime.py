@@ -10,10 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from pathlib import Path
 from typing import Any
 
 from millm import demo
-from millm.config import Settings
+from millm.config import Settings, data_dir_origin
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound
 from millm.hub.jobs import JobManager
@@ -27,6 +28,7 @@ from millm.services.profiles import ProfileService
 from millm.services.saes import SaeService
 from millm.services.steering import NamedSteering, SteeringService
 from millm.engine.types import FeatureStrength
+from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.store.db import Database, open_database
 
 log = logging.getLogger(__name__)
@@ -38,25 +40,40 @@ def named_steering(profile: Any) -> NamedSteering:
         normalize=profile.normalize,
         features=tuple(FeatureStrength(f.index, f.strength) for f in profile.features),
         labels=tuple(f.label for f in profile.features),
+        scale=profile.scale, scale_min=profile.scale_min, scale_max=profile.scale_max,
     )
+
+
+def allowed_roots(settings: Settings) -> LocalRoots:
+    """The local folders clients may load models and SAEs from (see millm.services.local_paths)."""
+    from huggingface_hub import constants
+
+    own = [settings.model, settings.sae.partition(":")[0] if settings.sae else None]
+    return LocalRoots.of(settings.cache_dir or constants.HF_HUB_CACHE, settings.data_dir, demo.assets_dir(),
+                         *[o for o in own if o and looks_like_path(o) or o and Path(o).expanduser().exists()],
+                         *settings.allowed_paths)
 
 
 class Runtime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.started_at = time.time()
-        self.metrics = Metrics()
+        log.info("data folder: %s (%s)", settings.data_dir.expanduser().resolve(), data_dir_origin(settings),
+                 extra={"data_dir": str(settings.data_dir.expanduser().resolve())})
+        self.metrics = Metrics(jobs=lambda: self.jobs.list())
         self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
                              cuda_graphs=settings.cuda_graphs)
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
         self.profiles = ProfileService(self.db.session_factory)
         self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))
         self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
+        self.roots = allowed_roots(settings)
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
-                               index=self.jobs.index)
+                               index=self.jobs.index, roots=self.roots)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
-            index=self.jobs.index, force_load=settings.force_load,
+            index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
+            roots=self.roots,
             defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
                       "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
                       "max_context": settings.max_context},
@@ -122,10 +139,10 @@ class Runtime:
     async def _boot(self) -> None:
         s = self.settings
         try:
-            if s.model:
-                await self.models.load(s.model, revision=s.model_revision)
+            if s.model and s.model != demo.DEMO_MODEL_ID:
+                await self.models.load(s.model, revision=s.model_revision, trusted=True)
                 if s.sae:
-                    await self.saes.attach(s.sae, layer=s.sae_layer)
+                    await self.saes.attach(s.sae, layer=s.sae_layer, trusted=True)
             else:
                 await self.load_demo()
             if s.restore_state:
@@ -141,9 +158,12 @@ class Runtime:
         assets = demo.assets_dir()
         if not (assets / "model").is_dir():
             raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
-        await self.models.load(str(assets / "model"), model_id=demo.DEMO_MODEL_ID)
-        await self.saes.attach(str(assets / "sae"), sae_id=demo.DEMO_SAE_ID)
-        bundle = assets / "profiles.json"
+        # attaches the demo SAE and imports its profiles
+        await self.models.load(demo.DEMO_MODEL_ID, revision=None, trusted=True)
+
+    async def import_demo_profiles(self) -> None:
+        """Add the demo profiles that are missing from the store (deleted ones come back)."""
+        bundle = demo.assets_dir() / "profiles.json"
         if bundle.is_file():
             existing = {p.name for p in self.profiles.list().data}
             import json

@@ -30,10 +30,18 @@ from millm.errors import InvalidRequest, NotFound, SaeError
 from millm.sae.base import Sae
 from millm.sae.loading import check_compatible, load_sae
 from millm.services.hub import user_path
+from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.services.monitoring import MonitorService
 from millm.services.steering import SaeInfo
 
 log = logging.getLogger(__name__)
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 @dataclass
@@ -59,8 +67,9 @@ def _labels(folder: Path) -> dict[int, dict[str, Any]]:
 
 class SaeService:
     def __init__(self, *, worker: Worker, monitor: MonitorService, cache_dir: Path | None = None,
-                 index: CacheIndex | None = None) -> None:
+                 index: CacheIndex | None = None, roots: LocalRoots | None = None) -> None:
         self.worker = worker
+        self.roots = roots
         self.index = index
         self.monitor = monitor
         self.cache_dir = cache_dir
@@ -74,17 +83,25 @@ class SaeService:
         return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id,
                        layer=a.hookpoint.layer)
 
-    def resolve_source(self, source: str, *, revision: str | None = None) -> tuple[Path, dict[str, Any]]:
+    def resolve_source(self, source: str, *, revision: str | None = None,
+                       trusted: bool = False) -> tuple[Path, dict[str, Any]]:
+        """A local path (inside `roots` unless `trusted`: the server's own settings) or a Hub reference, as a
+        folder or file on disk and the reference recorded for it."""
         if not source.strip():
             raise InvalidRequest("source is empty: give a local folder or file, or a Hub reference "
                                  "'owner/repo[:path]'", param="source")
         if source == demo.DEMO_SAE_ID:
             return demo.assets_dir() / "sae", {"path": "sae", "id": demo.DEMO_SAE_ID}
-        local = user_path(source, param="source")
-        if local.exists():
+        if looks_like_path(source):
+            local = (self.roots.resolve(source, param="source") if self.roots is not None and not trusted
+                     else user_path(source, param="source"))
+            if not _exists(local):
+                raise NotFound(f"SAE path {source!r} does not exist", param="source")
             return local, {"path": local.name}
-        if source.startswith((".", "/", "~")):
-            raise NotFound(f"SAE path {source!r} does not exist", param="source")
+        bare = (self.roots.existing_dir(source) if self.roots is not None and not trusted
+                else user_path(source, param="source"))
+        if bare is not None and _exists(bare):
+            return bare, {"path": bare.name}
         repo_id, _, sub = source.partition(":")
         if repo_id.count("/") != 1:
             raise InvalidRequest(
@@ -94,6 +111,9 @@ class SaeService:
         check_repo_id(repo_id, param="source")
         check_revision(revision)
         sub = sub.strip("/")
+        if ".." in sub.split("/") or "\\" in sub or "\x00" in sub:
+            raise InvalidRequest(f"the path inside the repo ({sub!r}) may not contain '..' or backslashes",
+                                 param="source", code="invalid_path")
         try:
             folder = local_path(repo_id, revision, path=sub, cache_dir=self.cache_dir)
         except NotFound:
@@ -104,19 +124,21 @@ class SaeService:
         return folder, {"repo_id": repo_id, "path": sub or None, "revision": revision}
 
     async def attach(self, source: str, *, sae_id: str | None = None, layer: int | None = None,
-                     revision: str | None = None, hint: dict[str, Any] | None = None) -> AttachedSae:
+                     revision: str | None = None, hint: dict[str, Any] | None = None,
+                     trusted: bool = False) -> AttachedSae:
         """Load the SAE and attach it in place of the current one. An SAE that cannot be read or does not fit the
         model is a SaeError naming `source` (or `layer` / `format`, when the override is the cause)."""
         try:
-            return await self._attach(source, sae_id=sae_id, layer=layer, revision=revision, hint=hint)
+            return await self._attach(source, sae_id=sae_id, layer=layer, revision=revision, hint=hint,
+                                      trusted=trusted)
         except SaeError as e:
             e.param = e.param or "source"
             raise
 
     async def _attach(self, source: str, *, sae_id: str | None, layer: int | None, revision: str | None,
-                      hint: dict[str, Any] | None) -> AttachedSae:
+                      hint: dict[str, Any] | None, trusted: bool) -> AttachedSae:
         async with self._lock:
-            path, ref = await asyncio.to_thread(self.resolve_source, source, revision=revision)
+            path, ref = await asyncio.to_thread(self.resolve_source, source, revision=revision, trusted=trusted)
             sae = await asyncio.to_thread(load_sae, path, hint={**(hint or {}), **(
                 {"repo_id": ref["repo_id"], "subpath": ref.get("path")} if "repo_id" in ref else {})})
             ident = sae_id or ref.get("id") or (

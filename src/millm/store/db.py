@@ -48,6 +48,7 @@ from sqlalchemy import (
     event,
     inspect,
     select,
+    text,
 )
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -56,7 +57,7 @@ from millm.errors import InternalError
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 DB_FILENAME = "millm.db"
 BUSY_TIMEOUT_MS = 10_000
 
@@ -164,8 +165,26 @@ def _v2_settings(conn: Connection) -> None:
     meta.create_all(conn)
 
 
+def _v3_scale_and_labels(conn: Connection) -> None:
+    """Profiles gain a default steering scale and its range (nullable: stored profiles keep behaving as before);
+    imported feature labels get a table, one row per SAE."""
+    for column in ("scale", "scale_min", "scale_max"):
+        conn.execute(text(f"ALTER TABLE profiles ADD COLUMN {column} FLOAT"))
+    meta = MetaData()
+    Table(
+        "sae_labels",
+        meta,
+        Column("sae_id", String(512), primary_key=True),
+        Column("d_sae", Integer, primary_key=True, autoincrement=False),
+        Column("labels", JSON, nullable=False),
+        Column("source", String(64), nullable=False),
+        Column("updated_at", DateTime(timezone=True), nullable=False),
+    )
+    meta.create_all(conn)
+
+
 # MIGRATIONS[n - 1] upgrades a version n - 1 database to version n (0: empty database).
-MIGRATIONS: list[Callable[[Connection], None]] = [_v1_profiles, _v2_settings]
+MIGRATIONS: list[Callable[[Connection], None]] = [_v1_profiles, _v2_settings, _v3_scale_and_labels]
 assert len(MIGRATIONS) == SCHEMA_VERSION
 
 

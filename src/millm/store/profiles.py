@@ -46,6 +46,9 @@ class ProfileData:
     sae_revision: str | None = None
     sae_release: str | None = None
     sae_release_id: str | None = None
+    scale: float | None = None
+    scale_min: float | None = None
+    scale_max: float | None = None
 
 
 def utcnow() -> datetime:

@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 declarative tables of the profile store (schema version 2).
+"""SQLAlchemy 2 declarative tables of the profile store (schema version 3).
 
 Only portable column types are used (String, Text, Integer, Boolean, DateTime, JSON), so
 the same tables work on SQLite and PostgreSQL. The schema itself is created and
@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, DateTime, Integer, String, Text
+from sqlalchemy import JSON, Boolean, DateTime, Float, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -52,6 +52,23 @@ class ProfileRow(Base):
     features: Mapped[list[dict[str, Any]]] = mapped_column(JSON, nullable=False)
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
+    # Schema 3: the profile's default intensity and the range a request's steering.scale must stay in (null: unset).
+    scale: Mapped[float | None] = mapped_column(Float)
+    scale_min: Mapped[float | None] = mapped_column(Float)
+    scale_max: Mapped[float | None] = mapped_column(Float)
+
+
+class SaeLabelsRow(Base):
+    """Feature labels imported for one SAE (schema 3), kept across restarts: one row per (SAE id, d_sae), the
+    labels one JSON object {"<index>": "<label>"} (an SAE's labels are always read and replaced whole)."""
+
+    __tablename__ = "sae_labels"
+
+    sae_id: Mapped[str] = mapped_column(String(512), primary_key=True)
+    d_sae: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    source: Mapped[str] = mapped_column(String(64), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 
 

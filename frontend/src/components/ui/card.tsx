@@ -1,7 +1,8 @@
 import type * as React from "react";
+import { useId } from "react";
 import { cn } from "@/lib/cn";
 
-/** A mockup card: dark slate, thin cyan border. Give it a title (and optional icon) for a labelled region. */
+/** A mockup card: dark slate, thin cyan border. With a title it is a region named by that title. */
 export function Card({
   title,
   icon,
@@ -14,8 +15,13 @@ export function Card({
   icon?: React.ReactNode;
   actions?: React.ReactNode;
 }) {
+  const titleId = useId();
   return (
-    <section className={cn("card", className)} {...props}>
+    <section
+      className={cn("card", className)}
+      aria-labelledby={title != null ? titleId : undefined}
+      {...props}
+    >
       {title != null && (
         <header className="mb-4 flex items-center gap-2">
           {icon && (
@@ -23,7 +29,9 @@ export function Card({
               {icon}
             </span>
           )}
-          <h2 className="text-sm font-semibold text-title">{title}</h2>
+          <h2 id={titleId} className="text-sm font-semibold text-title">
+            {title}
+          </h2>
           {actions && <div className="ml-auto flex items-center gap-2">{actions}</div>}
         </header>
       )}

@@ -2,7 +2,7 @@ import { useQuery, useQueryClient } from "@tanstack/react-query";
 import { useCallback } from "react";
 import { downloadsQuery, queryKeys } from "@/api/queries";
 import type { JobList, JobOut } from "@/client";
-import type { DownloadEvent } from "@/ws/frames.gen";
+import { isErrorFrame, type WsDownloadsFrame } from "@/ws/frames";
 import { type SocketState, useWebSocket } from "@/ws/useWebSocket";
 import { speedTracker } from "./speed";
 
@@ -12,10 +12,14 @@ export function isActive(job: Pick<JobOut, "state">): boolean {
   return ACTIVE_STATES.has(job.state);
 }
 
-/** Insert or replace one job in the cached list (newest first, as the server lists them). */
+/**
+ * Insert or replace one job in the cached list (newest first, as the server lists them). A snapshot
+ * older than the one held is ignored: an HTTP answer can arrive after the socket's later pushes.
+ */
 export function upsertJob(list: JobList | undefined, job: JobOut): JobList {
   const data = list?.data ?? [];
   const i = data.findIndex((j) => j.id === job.id);
+  if (i >= 0 && Date.parse(data[i].updated_at) > Date.parse(job.updated_at)) return list as JobList;
   const next = i >= 0 ? data.map((j) => (j.id === job.id ? job : j)) : [job, ...data];
   return { data: next, count: next.length };
 }
@@ -28,8 +32,8 @@ export function upsertJob(list: JobList | undefined, job: JobOut): JobList {
 export function useDownloadEvents(): SocketState {
   const qc = useQueryClient();
   const onMessage = useCallback(
-    (frame: DownloadEvent) => {
-      if (!frame || typeof frame !== "object" || !("job" in frame)) return;
+    (frame: WsDownloadsFrame) => {
+      if (isErrorFrame(frame) || !frame?.job) return;
       const job = frame.job as JobOut;
       speedTracker.observe(job);
       const prev = qc.getQueryData<JobList>(queryKeys.downloads)?.data.find((j) => j.id === job.id);
@@ -42,7 +46,7 @@ export function useDownloadEvents(): SocketState {
   );
   // On (re)connect, the server sends active jobs' states; refetch the list for finished ones missed meanwhile.
   const onOpen = useCallback(() => void qc.invalidateQueries({ queryKey: queryKeys.downloads }), [qc]);
-  return useWebSocket<DownloadEvent>({ path: "/ws/downloads", onMessage, onOpen });
+  return useWebSocket<WsDownloadsFrame>({ path: "/ws/downloads", onMessage, onOpen });
 }
 
 /** All download jobs (live, via the query cache fed by useDownloadEvents). */
