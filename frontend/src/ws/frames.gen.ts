@@ -9,6 +9,10 @@ export interface MillmFrames {
  */
 sse_chat_completion?: (ChatCompletionChunk | ErrorResponse)
 /**
+ * The `data:` of one event of a streamed `POST /api/compare` (start, delta per variant, done per variant, end; or error).
+ */
+sse_compare?: (CompareStart | CompareDelta | CompareDone | CompareEnd | CompareError)
+/**
  * The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).
  */
 sse_completion?: (Completion | ErrorResponse)
@@ -248,6 +252,84 @@ code?: (string | null)
 message: string
 param?: (string | null)
 type: string
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareStart".
+ */
+export interface CompareStart {
+id: string
+model: string
+prompt_tokens: number
+seed: number
+type?: "start"
+variants: CompareVariantStart[]
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareVariantStart".
+ */
+export interface CompareVariantStart {
+index: number
+label?: (string | null)
+steering: AppliedSteering
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareDelta".
+ */
+export interface CompareDelta {
+text: string
+token_ids: number[]
+type?: "delta"
+variant: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareDone".
+ */
+export interface CompareDone {
+/**
+ * Index of the first generated token that differs from variant 0's (its length when one is a prefix of the other); null for variant 0 and for identical outputs.
+ */
+diverges_at: (number | null)
+finish_reason: (string | null)
+index: number
+label?: (string | null)
+steering: AppliedSteering
+text: string
+token_ids: number[]
+/**
+ * Generated tokens.
+ */
+tokens: number
+type?: "done"
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareEnd".
+ */
+export interface CompareEnd {
+id: string
+type?: "end"
+usage: CompareUsage
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareUsage".
+ */
+export interface CompareUsage {
+completion_tokens: number
+prompt_tokens: number
+total_tokens: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareError".
+ */
+export interface CompareError {
+error: ErrorInfo
+type?: "error"
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
