@@ -1,4 +1,4 @@
-import { useEffect, useRef } from "react";
+import { memo, useEffect, useRef } from "react";
 import uPlot from "uplot";
 import "uplot/dist/uPlot.min.css";
 import type { ActivationFrame } from "@/ws/frames.gen";
@@ -24,7 +24,7 @@ function canvasWorks(): boolean {
  * A live line chart (uPlot, canvas) of the charted features over the selected request's tokens. The chart is
  * built once per feature set and fed new data with setData, so a streaming request redraws cheaply.
  */
-export function FeatureChart({
+export const FeatureChart = memo(function FeatureChart({
   tokens,
   features,
   labels,
@@ -64,9 +64,14 @@ export function FeatureChart({
       ],
     };
     plot.current = new uPlot(opts, chartData(tokensRef.current, features), el);
-    const ro = new ResizeObserver(() =>
-      plot.current?.setSize({ width: Math.max(200, el.clientWidth), height: 200 }),
-    );
+    // Only a new width resizes the chart (the legend changing the box's height must not loop).
+    let width = opts.width;
+    const ro = new ResizeObserver((entries) => {
+      const w = Math.max(200, Math.round(entries[0]?.contentRect.width ?? width));
+      if (w === width) return;
+      width = w;
+      plot.current?.setSize({ width: w, height: 200 });
+    });
     ro.observe(el);
     return () => {
       ro.disconnect();
@@ -88,4 +93,4 @@ export function FeatureChart({
       </figcaption>
     </figure>
   );
-}
+});

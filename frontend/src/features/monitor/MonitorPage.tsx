@@ -1,7 +1,7 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { getRouteApi, Link } from "@tanstack/react-router";
 import { DownloadIcon, PauseIcon, PlayIcon, Trash2Icon, XIcon } from "lucide-react";
-import { useMemo, useState } from "react";
+import { useCallback, useDeferredValue, useMemo, useState } from "react";
 import { toast } from "sonner";
 import { monitorConfigQuery, queryKeys, statusQuery } from "@/api/queries";
 import { toastError } from "@/api/queryClient";
@@ -64,7 +64,8 @@ async function exportHistory(format: "jsonl" | "csv", requestId?: string) {
 
 function MonitorWorkbench({ sae }: { sae: SaeOut }) {
   const socket = useMonitorStream();
-  const snap: MonitorSnapshot = useMonitorSnapshot() ?? EMPTY_SNAPSHOT;
+  // Deferred: a burst of frames re-renders in interruptible, time-sliced work, never one long task.
+  const snap: MonitorSnapshot = useDeferredValue(useMonitorSnapshot() ?? EMPTY_SNAPSHOT);
   const { data: config } = useQuery(monitorConfigQuery);
   const { data: status } = useQuery(statusQuery);
   const search = route.useSearch();
@@ -103,8 +104,22 @@ function MonitorWorkbench({ sae }: { sae: SaeOut }) {
   const activeFrame = activeIndex != null ? (tokens[activeIndex] ?? null) : null;
   const paused = config?.paused ?? false;
 
-  const setSearch = (patch: Partial<typeof search>) =>
-    navigate({ search: (s) => ({ ...s, ...patch }), replace: true });
+  const setSearch = useCallback(
+    (patch: Partial<typeof search>) => navigate({ search: (s) => ({ ...s, ...patch }), replace: true }),
+    [navigate],
+  );
+  const pinned = pinnedToken != null;
+  const onActive = useCallback((i: number | null) => !pinned && setHover(i), [pinned]);
+  const onPinToken = useCallback((i: number) => setPinnedToken((p) => (p === i ? null : i)), []);
+  const onSelect = useCallback(
+    (key: string) => {
+      setPinnedToken(null);
+      setHover(null);
+      setSearch({ request: key });
+    },
+    [setSearch],
+  );
+  const onFocusFeature = useCallback((index: number) => setSearch({ focus: index }), [setSearch]);
 
   const steer = useMutation({
     mutationFn: async (index: number) =>
@@ -222,15 +237,7 @@ function MonitorWorkbench({ sae }: { sae: SaeOut }) {
                 Follow latest
               </span>
             </div>
-            <RequestList
-              traces={traces}
-              selected={selectedKey}
-              onSelect={(key) => {
-                setPinnedToken(null);
-                setHover(null);
-                setSearch({ request: key });
-              }}
-            />
+            <RequestList traces={traces} selected={selectedKey} onSelect={onSelect} />
           </section>
         </div>
 
@@ -287,8 +294,8 @@ function MonitorWorkbench({ sae }: { sae: SaeOut }) {
                   tokens={tokens}
                   focus={focus}
                   active={activeIndex}
-                  onActive={(i) => pinnedToken == null && setHover(i)}
-                  onPin={(i) => setPinnedToken((p) => (p === i ? null : i))}
+                  onActive={onActive}
+                  onPin={onPinToken}
                 />
                 <p id="token-view-help" className="mt-1 text-xs text-muted">
                   Background: activation of the feature in focus, scaled to its max in this request. Arrow
@@ -347,7 +354,7 @@ function MonitorWorkbench({ sae }: { sae: SaeOut }) {
             <h2 id="stats-title" className="text-sm font-semibold text-title">
               Feature statistics (this request)
             </h2>
-            <StatsTable stats={stats} focus={focus} onFocus={(index) => setSearch({ focus: index })} />
+            <StatsTable stats={stats} focus={focus} onFocus={onFocusFeature} />
             <p className="text-xs text-muted">
               Steer a feature from here with the + in the token panel, or on the{" "}
               <Link to="/steering" className="text-accent underline">

@@ -1,5 +1,5 @@
 import { useVirtualizer } from "@tanstack/react-virtual";
-import { useRef } from "react";
+import { memo, useRef } from "react";
 import { cn } from "@/lib/cn";
 import type { RequestTrace } from "./monitorStore";
 
@@ -16,7 +16,7 @@ function summary(t: RequestTrace): string {
 }
 
 /** Every monitored request, newest first (virtualised): time, id, token count and the start of its text. */
-export function RequestList({
+export const RequestList = memo(function RequestList({
   traces,
   selected,
   onSelect,
@@ -90,4 +90,4 @@ export function RequestList({
       )}
     </div>
   );
-}
+});

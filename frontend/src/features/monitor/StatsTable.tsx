@@ -1,8 +1,9 @@
+import { memo } from "react";
 import { cn } from "@/lib/cn";
 import { type FeatureStat, mean } from "./monitorStore";
 
 /** Per-feature count, min, max and mean over the selected request, strongest first; click a row to focus it. */
-export function StatsTable({
+export const StatsTable = memo(function StatsTable({
   stats,
   focus,
   onFocus,
@@ -64,4 +65,4 @@ export function StatsTable({
       </tbody>
     </table>
   );
-}
+});

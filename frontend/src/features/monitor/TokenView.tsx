@@ -53,12 +53,63 @@ const Token = memo(function Token({
   );
 });
 
+const CHUNK = 64;
+
+/**
+ * A run of up to 64 tokens. A full chunk whose tokens, scale and active token did not change is skipped, so a
+ * streaming request costs O(new tokens) per update, not O(all tokens).
+ */
+const TokenChunk = memo(
+  function TokenChunk({
+    tokens,
+    start,
+    end,
+    focus,
+    max,
+    active,
+  }: {
+    tokens: ActivationFrame[];
+    start: number;
+    end: number;
+    focus: number | null;
+    max: number;
+    active: number | null;
+  }) {
+    const out = [];
+    for (let i = start; i < end; i++) {
+      const t = tokens[i];
+      out.push(
+        <Token
+          key={`${t.phase}-${t.position}`}
+          i={i}
+          token={t.token}
+          value={valueAt(t, focus)}
+          max={max}
+          active={i === active}
+          prompt={t.phase === "prompt"}
+        />,
+      );
+    }
+    return <>{out}</>;
+  },
+  (a, b) =>
+    a.start === b.start &&
+    a.end === b.end &&
+    a.focus === b.focus &&
+    a.max === b.max &&
+    a.tokens[a.start] === b.tokens[b.start] &&
+    a.tokens[a.end - 1] === b.tokens[b.end - 1] &&
+    (a.active === b.active ||
+      ((a.active == null || a.active < a.start || a.active >= a.end) &&
+        (b.active == null || b.active < b.start || b.active >= b.end))),
+);
+
 /**
  * A request's tokens as text, each token's background showing the activation of the feature in focus,
  * scaled to its max over the request. Hover or arrow keys pick a token (its features show in the inspector);
  * click or Enter pins it.
  */
-export function TokenView({
+export const TokenView = memo(function TokenView({
   label,
   tokens,
   focus,
@@ -117,18 +168,19 @@ export function TokenView({
       {shown.length === 0 ? (
         <span className="text-muted italic">No tokens yet.</span>
       ) : (
-        shown.map((t, i) => (
-          <Token
-            key={`${t.phase}-${t.position}`}
-            i={i}
-            token={t.token}
-            value={valueAt(t, focus)}
+        Array.from({ length: Math.ceil(shown.length / CHUNK) }, (_, c) => (
+          <TokenChunk
+            // biome-ignore lint/suspicious/noArrayIndexKey: chunks are positional
+            key={c}
+            tokens={shown}
+            start={c * CHUNK}
+            end={Math.min(shown.length, (c + 1) * CHUNK)}
+            focus={focus}
             max={max}
-            active={i === active}
-            prompt={t.phase === "prompt"}
+            active={active}
           />
         ))
       )}
     </div>
   );
-}
+});

@@ -52,7 +52,7 @@ export function applyFrames(
   if (frames.length === 0) return snap;
   const traces = { ...snap.traces };
   let order = snap.order;
-  const labels = { ...snap.labels };
+  let labels = snap.labels; // copied only when a new label arrives (memoised views keep their props)
   const touched = new Map<string, { tokens: ActivationFrame[]; stats: Record<number, FeatureStat> }>();
   for (const f of frames) {
     const key = traceKey(f);
@@ -76,7 +76,10 @@ export function applyFrames(
     }
     work.tokens.push(f);
     for (const a of f.activations) {
-      if (a.label) labels[a.index] = a.label;
+      if (a.label && labels[a.index] !== a.label) {
+        if (labels === snap.labels) labels = { ...labels };
+        labels[a.index] = a.label;
+      }
       const s = work.stats[a.index];
       work.stats[a.index] = s
         ? {
