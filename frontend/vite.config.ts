@@ -30,5 +30,6 @@ export default defineConfig({
     setupFiles: ["./src/test/setup.ts"],
     css: false,
     restoreMocks: true,
+    testTimeout: 20_000, // whole-app tests on a loaded 2-core CI machine
   },
 });

@@ -67,7 +67,6 @@ export const RequestList = memo(function RequestList({
                 <button
                   type="button"
                   aria-current={isSel ? "true" : undefined}
-                  aria-label={`Request ${t.key}, ${t.tokens.length} tokens`}
                   onClick={() => onSelect(t.key)}
                   className={cn(
                     "flex h-full w-full cursor-pointer flex-col justify-center gap-0.5 border-b border-control/20 px-3 text-left focus-visible:-outline-offset-2",
@@ -79,7 +78,10 @@ export const RequestList = memo(function RequestList({
                       {t.startedAt ? new Date(t.startedAt).toLocaleTimeString() : "earlier"}
                     </span>
                     <span className="num truncate text-label">{t.key}</span>
-                    <span className="num ml-auto text-accent">{t.tokens.length}</span>
+                    <span className="num ml-auto text-accent">
+                      {t.tokens.length}
+                      <span className="sr-only"> tokens</span>
+                    </span>
                   </span>
                   <span className="truncate text-xs text-body">{summary(t)}</span>
                 </button>

@@ -94,10 +94,10 @@ export function LabelSearch({
                   <button
                     type="button"
                     className="flex h-full w-full cursor-pointer items-center gap-2 px-3 text-left text-sm hover:bg-surface/60 focus-visible:-outline-offset-2"
-                    aria-label={`Add feature ${l.index}: ${l.label}`}
+                    aria-label={`Add feature #${l.index} ${l.label}`}
                     onClick={() => onAdd(l.index, l.label)}
                   >
-                    <span className="num w-14 shrink-0 text-xs font-bold text-accent">#{l.index}</span>
+                    <span className="num w-14 shrink-0 text-xs font-bold text-accent">#{l.index}</span>{" "}
                     <span className="min-w-0 flex-1 truncate text-body">{l.label}</span>
                     <PlusIcon aria-hidden="true" className="size-4 text-muted" />
                   </button>

@@ -80,7 +80,7 @@ describe("Steering tab", () => {
     const srv = steeringServer(off);
     const { user } = renderApp("/steering");
     await user.type(await screen.findByRole("searchbox", { name: "Search labels" }), "caps");
-    await user.click(await screen.findByRole("button", { name: /Add feature 16: CAPS/ }));
+    await user.click(await screen.findByRole("button", { name: /^Add feature #16 CAPS/ }));
     const slider = await screen.findByRole("slider", { name: "Strength of feature 16" });
     await waitFor(() =>
       expect(srv.calls[0]).toEqual({
