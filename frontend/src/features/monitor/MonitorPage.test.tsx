@@ -73,7 +73,7 @@ describe("Monitor tab", () => {
     const opts = within(view).getAllByRole("option");
     expect(opts[0].style.backgroundColor).toBe("rgb(34, 211, 238)"); // feature 7 = 10 = max: full
     expect(opts[2].style.backgroundColor).toMatch(/^rgba\(34, 211, 238, 0\.96\d\)$/); // 8 of 10: 0.05 + log10(1 + 9·0.8) = 0.964
-    expect(screen.getByRole("button", { name: /req-1.*5 tokens/ })).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: /req-1.*5\s*tokens/ })).toBeInTheDocument();
     // More frames arrive: appended to the same request.
     srv.push(activationFrame("req-1", 5, [[16, 20]]));
     await waitFor(() => expect(within(view).getAllByRole("option")).toHaveLength(6));
