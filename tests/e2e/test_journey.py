@@ -132,13 +132,13 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     expect(header).to_contain_text(re.compile(r"layer\s*1"))
     axe_check(page, "Models")
     shot(page, "models")
-    page.get_by_role("link", name="SAEs").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="SAEs", exact=True).click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("SAE")
     axe_check(page, "SAEs")
     shot(page, "saes")
 
     # 2. Steering: find the CAPS feature by its label, add it, set +8 with the keyboard.
-    page.get_by_role("link", name="Steering").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Steering", exact=True).click()
     page.get_by_role("searchbox", name="Search labels").fill("caps")
     page.get_by_role("button", name=re.compile(rf"^Add feature #{CAPS} ")).click()
     slider = page.get_by_role("slider", name=f"Strength of feature {CAPS}")
@@ -167,10 +167,11 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     shot(page, "steering")
 
     # 4. Monitor: a request from the openai SDK appears token by token, the CAPS feature highlighted.
-    page.get_by_role("link", name="Monitor").click()
-    turn_on = page.get_by_role("button", name="Turn monitoring on")
-    if turn_on.is_visible():
-        turn_on.click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Monitor", exact=True).click()
+    state = page.get_by_role("status").filter(has_text=re.compile(r"LIVE|OFF|PAUSED"))
+    expect(state).to_be_visible()
+    if "OFF" in state.inner_text():
+        page.get_by_role("button", name="Turn monitoring on").click()
     expect(page.get_by_role("status").filter(has_text="LIVE")).to_be_visible()
     from openai import OpenAI
 
@@ -190,13 +191,13 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     shot(page, "monitor")
 
     # 5. Save the steering as a profile, activate it, reload: listed, active, virtual model id shown.
-    page.get_by_role("link", name="Steering").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Steering", exact=True).click()
     page.get_by_role("button", name="Save as profile").click()
     dialog = page.get_by_role("dialog")
     dialog.get_by_role("textbox", name="Profile name").fill("e2e-yelling")
     dialog.get_by_role("button", name="Save profile").click()
     expect(dialog).to_be_hidden()
-    page.get_by_role("link", name="Profiles").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="Profiles", exact=True).click()
     page.get_by_role("button", name="Activate e2e-yelling").click()
     expect(page.get_by_role("button", name="Deactivate e2e-yelling")).to_be_visible()
     page.reload()
@@ -221,7 +222,7 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     dialog.get_by_role("button", name="Cancel").click()
 
     # ... and detach and re-attach the SAE.
-    page.get_by_role("link", name="SAEs").click()
+    page.get_by_role("navigation", name="Main").get_by_role("link", name="SAEs", exact=True).click()
     page.get_by_role("button", name="Detach").click()
     page.get_by_role("alertdialog").get_by_role("button", name="Detach").click()
     source = page.get_by_role("textbox", name=re.compile("Attach by name"))
