@@ -15,6 +15,7 @@ import uvicorn
 
 from millm.app import create_app
 from millm.config import Settings
+from millm.server import DrainingServer
 from tests.fixtures.tiny_model import build_tiny_llama
 
 
@@ -58,7 +59,7 @@ class LiveServer:
 def start_server(settings: Settings, *, wait_ready: bool = True) -> LiveServer:
     app = create_app(settings)
     config = uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_config=None, lifespan="on")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{settings.port}"
@@ -97,3 +98,13 @@ def client(server: LiveServer):  # noqa: ANN201 - openai.OpenAI
     import openai
 
     return openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=60)
+
+
+# A POST without a JSON body must say it is not a cross-site form (millm.api.security): the web UI and test
+# clients send X-MiLLM-Client, SDKs send Authorization.
+CLIENT_HEADERS = {"X-MiLLM-Client": "test"}
+
+
+def client_post(url: str, **kw: object) -> httpx.Response:
+    headers = {**CLIENT_HEADERS, **dict(kw.pop("headers", None) or {})}  # type: ignore[call-overload]
+    return httpx.post(url, headers=headers, **kw)  # type: ignore[arg-type]

@@ -27,7 +27,7 @@ def _option_for(name: str, field: Any) -> Callable[[Callable[..., Any]], Callabl
     flag = "--" + name.replace("_", "-")
     env = "MILLM_" + name.upper()
     default = field.get_default(call_default_factory=True)
-    shown = "-" if default is None else json.dumps(default) if isinstance(default, list) else str(default)
+    shown = "-" if default is None else json.dumps(default, default=str) if isinstance(default, list) else str(default)
     help_text = f"{field.description} [env: {env}; default: {shown}]"
     if base is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
@@ -62,9 +62,7 @@ def serve(model_arg: str | None, **options: Any) -> None:
 
     MODEL may also be given as --model or MILLM_MODEL. The bundled demo model comes with its SAE and
     demo profiles. Stop the server with Ctrl-C or `millm stop`."""
-    import uvicorn
-
-    from millm import logs
+    from millm import logs, server
     from millm.app import create_app
 
     if model_arg is not None:
@@ -74,12 +72,7 @@ def serve(model_arg: str | None, **options: Any) -> None:
     given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, ())}
     settings = Settings(**given)
     logs.configure(settings.log_level, settings.log_format)
-    app = create_app(settings)
-    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
-                            log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=False)
-    server = uvicorn.Server(config)
-    app.state.request_shutdown = lambda: setattr(server, "should_exit", True)  # POST /api/shutdown
-    server.run()
+    server.serve(create_app(settings), settings)
 
 
 def _register_subcommands() -> None:
@@ -89,6 +82,9 @@ def _register_subcommands() -> None:
     cli_server.register(main, cli_hub.sae)
     main.add_command(cli_profiles.profile)
     main.add_command(cli_mcp.mcp)
+    from millm import cli_batch
+
+    main.add_command(cli_batch.batch)
 
 
 _register_subcommands()

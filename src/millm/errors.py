@@ -49,6 +49,13 @@ class PayloadTooLarge(InvalidRequest):
     default_code = "request_too_large"
 
 
+class UnsupportedMediaType(InvalidRequest):
+    """A write without a JSON content type (or a client header): what a cross-site form could send (415)."""
+
+    status = 415
+    default_code = "unsupported_media_type"
+
+
 class Unauthorized(MillmError):
     """Missing or wrong credentials, here or at the Hub (401)."""
 
@@ -103,6 +110,18 @@ class Unavailable(MillmError):
     default_code = "unavailable"
 
 
+class OutOfMemory(Unavailable):
+    """The device (or host) ran out of memory for this request; others go on, and memory was freed (503)."""
+
+    default_code = "out_of_memory"
+
+
+class StorageError(Unavailable):
+    """The profile database refused a read or write (read-only, full, locked, unreachable); nothing was saved."""
+
+    default_code = "storage_error"
+
+
 class ModelNotLoaded(Unavailable):
     default_code = "model_not_loaded"
 
@@ -113,6 +132,12 @@ class InsufficientMemory(MillmError):
     status = 400
     type = "invalid_request_error"
     default_code = "insufficient_memory"
+
+    def __init__(self, message: str, *, estimate: object | None = None, available: int | None = None,
+                 **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.estimate = estimate  # the millm.hub.memory.MemoryEstimate that did not fit, sent with the error
+        self.available = available  # free bytes it was compared with
 
 
 class SaeError(InvalidRequest):

@@ -3,7 +3,8 @@
 - JSON: strictly one object per line. uvicorn's `color_message` (a copy of the message with
   terminal escape codes) is dropped and escape codes are stripped from every message, in both
   formats; the progress bars of transformers and huggingface_hub (which write to stderr
-  between log lines) are turned off.
+  between log lines) are turned off, and Python warnings are logged (`py.warnings`) instead of
+  printed.
 - `AccessLog` (ASGI middleware) replaces uvicorn's access lines with one structured record per
   HTTP request on the `millm.access` logger: method, path (with `api_key` redacted), status,
   duration_ms, client, request_id (the caller's `X-Request-ID`, else a new one, echoed in the
@@ -66,6 +67,19 @@ class TextFormatter(logging.Formatter):
         return f"{base} {extra}" if extra else base
 
 
+_KEY_IN_URL = re.compile(r"(api_key=)[^&\s\"']*")
+
+
+class RedactKeys(logging.Filter):
+    """Hide `?api_key=...` (WebSocket and EventSource URLs carry the key there) in every log line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message:
+            record.msg, record.args = _KEY_IN_URL.sub(r"\1<redacted>", message), None
+        return True
+
+
 def steering_summary(applied: dict[str, Any] | None) -> str:
     """'none', or e.g. 'request add 16:8,3:-2' / 'profile yelling-demo add 16:8' (source, name, mode, features)."""
     if not applied or applied.get("source") in (None, "none") or not applied.get("features"):
@@ -123,6 +137,7 @@ class AccessLog:
 
 def configure(level: str = "info", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(RedactKeys())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -130,6 +145,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # AccessLog writes structured access records instead
+    logging.captureWarnings(True)  # warnings.warn() output becomes log records, not raw stderr lines
     if fmt == "json" or not sys.stderr.isatty():
         disable_progress_bars()
 

@@ -8,6 +8,8 @@ import io
 import json
 
 import httpx
+
+from tests.conftest import client_post
 import pytest
 import websockets
 
@@ -20,7 +22,7 @@ def _monitor(server):
     httpx.put(server.url + "/api/monitor/config", json={"enabled": True, "features": None, "top_k": 4})
     yield
     httpx.put(server.url + "/api/monitor/config", json={"enabled": False})
-    httpx.post(server.url + "/api/monitor/resume")
+    client_post(server.url + "/api/monitor/resume")
 
 
 async def _stream_and_collect(url: str, body: dict) -> tuple[list[dict], list[str]]:
@@ -77,10 +79,10 @@ def test_history_stats_export_and_selected_features(server, client):
 
 
 def test_pause_stops_recording_and_bad_config_is_400(server, client):
-    httpx.post(server.url + "/api/monitor/pause")
+    client_post(server.url + "/api/monitor/pause")
     client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     assert httpx.get(server.url + "/api/monitor/history").json()["count"] == 0
-    httpx.post(server.url + "/api/monitor/resume")
+    client_post(server.url + "/api/monitor/resume")
     client.completions.create(model=MODEL, prompt="Hello", max_tokens=3)
     assert httpx.get(server.url + "/api/monitor/history").json()["count"] == 1
     r = httpx.put(server.url + "/api/monitor/config", json={"features": [3, 999999]})

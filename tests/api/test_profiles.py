@@ -23,7 +23,7 @@ import openai
 import pytest
 
 from millm.protocol.profiles import SCHEMA_PATH, ProfileCreate
-from tests.conftest import free_port, start_server, tiny_settings
+from tests.conftest import CLIENT_HEADERS, client_post, free_port, start_server, tiny_settings
 
 MODEL = "test-org/tiny"
 HOOK = "blocks.1.hook_resid_post"
@@ -147,7 +147,7 @@ def test_crud_round_trip_with_versions_and_etags(server) -> None:
     for method, path in (("GET", "/calm"), ("DELETE", "/calm"), ("POST", "/calm/activate"),
                          ("GET", "/calm/export"), ("PATCH", "/calm")):
         kw = {"json": {"version": 1}} if method == "PATCH" else {}
-        assert error(httpx.request(method, url + path, **kw), 404)["code"] == "profile_not_found"
+        assert error(httpx.request(method, url + path, headers=CLIENT_HEADERS, **kw), 404)["code"] == "profile_not_found"
     assert error(httpx.post(url + "/calm/duplicate", json={"name": "x"}), 404)
 
 
@@ -204,7 +204,7 @@ def test_activate_steers_and_deactivate_restores(server, client, outputs) -> Non
     plain, steered = outputs.get(client), outputs.get(client, A)
     assert plain != steered
     httpx.post(server.url + "/api/profiles", json=profile_body("p"))
-    r = httpx.post(server.url + "/api/profiles/p/activate")
+    r = client_post(server.url + "/api/profiles/p/activate")
     assert r.status_code == 200 and r.json()["active"] is True and r.headers["ETag"] == '"1"'
 
     steering = httpx.get(server.url + "/api/steering").json()
@@ -216,7 +216,7 @@ def test_activate_steers_and_deactivate_restores(server, client, outputs) -> Non
     assert text(raw) == steered
     assert (receipt(raw)["source"], receipt(raw)["profile"]) == ("server", "p")
 
-    assert httpx.post(server.url + "/api/profiles/deactivate").status_code == 204
+    assert client_post(server.url + "/api/profiles/deactivate").status_code == 204
     assert httpx.get(server.url + "/api/steering").json()["features"] == []
     assert httpx.get(server.url + "/api/status").json()["active_profile"] is None
     assert httpx.get(server.url + "/api/profiles/p").json()["active"] is False
@@ -225,7 +225,7 @@ def test_activate_steers_and_deactivate_restores(server, client, outputs) -> Non
 
 def test_updating_the_active_profile_reapplies_and_deleting_it_clears(server, client, outputs) -> None:
     httpx.post(server.url + "/api/profiles", json=profile_body("p"))
-    httpx.post(server.url + "/api/profiles/p/activate")
+    client_post(server.url + "/api/profiles/p/activate")
     r = httpx.patch(server.url + "/api/profiles/p", json={"version": 1, "features": as_features(B)})
     assert r.status_code == 200 and r.json()["active"] is True
     steering = httpx.get(server.url + "/api/steering").json()
@@ -243,9 +243,9 @@ def test_updating_the_active_profile_reapplies_and_deleting_it_clears(server, cl
 
 def test_replacing_the_active_profile_by_import_reapplies_it(server) -> None:
     httpx.post(server.url + "/api/profiles", json=profile_body("p"))
-    httpx.post(server.url + "/api/profiles/p/activate")
+    client_post(server.url + "/api/profiles/p/activate")
     doc = {"format": "millm.profile", "format_version": 1, **profile_body("p", B)}
-    r = httpx.post(server.url + "/api/profiles/import", params={"on_conflict": "replace"}, content=json.dumps(doc))
+    r = client_post(server.url + "/api/profiles/import", params={"on_conflict": "replace"}, content=json.dumps(doc))
     assert r.status_code == 201 and r.json()["profiles"][0]["active"] is True
     steering = httpx.get(server.url + "/api/steering").json()
     assert steering["profile"] == "p" and [(f["index"], f["strength"]) for f in steering["features"]] == sorted(B)
@@ -253,7 +253,7 @@ def test_replacing_the_active_profile_by_import_reapplies_it(server) -> None:
 
 def test_active_profile_edited_for_another_model_stops_steering(server) -> None:
     httpx.post(server.url + "/api/profiles", json=profile_body("p"))
-    httpx.post(server.url + "/api/profiles/p/activate")
+    client_post(server.url + "/api/profiles/p/activate")
     r = httpx.patch(server.url + "/api/profiles/p", json={"version": 1, "model": "other/model"})
     assert r.status_code == 200 and r.json()["active"] is False
     assert httpx.get(server.url + "/api/steering").json()["features"] == []
@@ -263,7 +263,7 @@ def test_active_profile_edited_for_another_model_stops_steering(server) -> None:
 def test_deleting_an_inactive_profile_keeps_the_server_steering(server) -> None:
     httpx.post(server.url + "/api/profiles", json=profile_body("p"))
     httpx.post(server.url + "/api/profiles", json=profile_body("other", B))
-    httpx.post(server.url + "/api/profiles/p/activate")
+    client_post(server.url + "/api/profiles/p/activate")
     assert httpx.delete(server.url + "/api/profiles/other").status_code == 204
     assert httpx.get(server.url + "/api/steering").json()["profile"] == "p"
 
@@ -280,7 +280,7 @@ def test_save_current_steering_as_a_profile(server, client, outputs) -> None:
     assert error(httpx.post(server.url + "/api/profiles/from-steering", json={"name": "a+b"}), 400)["param"] == "name"
 
     httpx.delete(server.url + "/api/steering")
-    assert httpx.post(server.url + "/api/profiles/saved/activate").status_code == 200
+    assert client_post(server.url + "/api/profiles/saved/activate").status_code == 200
     assert text(chat(client)) == outputs.get(client, B)
 
 
@@ -324,7 +324,7 @@ def test_precedence_request_over_model_id_over_active_profile(server, client, ou
     assert len({outputs.get(client, f) for f in ((), A, B, C)}) == 4  # each source is told apart
     for name, feats in (("pa", A), ("pb", B)):
         httpx.post(server.url + "/api/profiles", json=profile_body(name, feats))
-    httpx.post(server.url + "/api/profiles/pa/activate")
+    client_post(server.url + "/api/profiles/pa/activate")
     assert text(chat(client)) == outputs.get(client, A)
     assert text(chat(client, model=MODEL + "+pb")) == outputs.get(client, B)
     assert text(chat(client, model=MODEL + "+pb", steering={"features": as_features(C)})) == outputs.get(client, C)
@@ -345,7 +345,7 @@ def test_profile_for_another_model_or_sae_is_refused(server, client, changes, pa
         server.runtime.profiles.create(ProfileCreate.model_validate(body))
     else:
         assert httpx.post(server.url + "/api/profiles", json=body).status_code == 201
-    err = error(httpx.post(server.url + "/api/profiles/misfit/activate"), 400)
+    err = error(client_post(server.url + "/api/profiles/misfit/activate"), 400)
     assert err["param"] == param and words in err["message"]
     assert httpx.get(server.url + "/api/steering").json()["features"] == []
     assert httpx.get(server.url + "/api/profiles/misfit").json()["active"] is False
@@ -377,21 +377,21 @@ def test_export_import_round_trip_is_lossless(server) -> None:
     error(httpx.get(url + "/export", params=[("names", "missing")]), 404)
 
     httpx.delete(url + "/calm")
-    r = httpx.post(url + "/import", content=json.dumps(one))
+    r = client_post(url + "/import", content=json.dumps(one))
     assert r.status_code == 201 and r.json()["source_format"] == "millm.profile"
     assert httpx.get(url + "/calm/export").json() == one
 
     reset(server.url)
-    r = httpx.post(url + "/import", content=json.dumps(bundle))
+    r = client_post(url + "/import", content=json.dumps(bundle))
     assert r.status_code == 201 and [p["name"] for p in r.json()["profiles"]] == ["bold", "calm"]
     assert httpx.get(url + "/export").json() == bundle
 
     # Conflicts: rename and replace.
-    r = httpx.post(url + "/import", params={"on_conflict": "rename"}, content=json.dumps(one))
+    r = client_post(url + "/import", params={"on_conflict": "rename"}, content=json.dumps(one))
     assert r.json()["renamed"] == {"calm": "calm-2"}
-    r = httpx.post(url + "/import", params={"on_conflict": "replace"}, content=json.dumps(one))
+    r = client_post(url + "/import", params={"on_conflict": "replace"}, content=json.dumps(one))
     assert r.json()["replaced"] == ["calm"] and r.json()["profiles"][0]["version"] == 3
-    r = httpx.post(url + "/import", params={"name": "calm-3"}, content=json.dumps(one))
+    r = client_post(url + "/import", params={"name": "calm-3"}, content=json.dumps(one))
     assert r.json()["profiles"][0]["name"] == "calm-3"
 
 
@@ -400,7 +400,7 @@ def test_import_neuronpedia_preset_and_goodfire_variant(server) -> None:
     preset = {"name": "Golden Gate", "steerMethod": "SIMPLE_ADDITIVE", "isUserVector": False,
               "features": [{"modelId": "gemma-2-2b", "layer": "20-gemmascope-res-16k", "index": 3000,
                             "strength": 40.0, "explanation": "bridges"}]}
-    r = httpx.post(url + "/import", content=json.dumps(preset))
+    r = client_post(url + "/import", content=json.dumps(preset))
     assert r.status_code == 201, r.text
     assert r.json()["source_format"] == "neuronpedia"
     got = httpx.get(url + "/Golden-Gate").json()
@@ -410,14 +410,14 @@ def test_import_neuronpedia_preset_and_goodfire_variant(server) -> None:
 
     variant = {"base_model": "meta-llama/Llama-3.1-8B-Instruct", "scopes": [],
                "edits": [{"feature_id": "uuid", "feature_label": "pirate", "index_in_sae": 123, "value": 0.5}]}
-    r = httpx.post(url + "/import", params={"name": "pirate"}, content=json.dumps(variant))
+    r = client_post(url + "/import", params={"name": "pirate"}, content=json.dumps(variant))
     assert r.status_code == 201 and r.json()["source_format"] == "goodfire"
     got = httpx.get(url + "/pirate").json()
     assert (got["model"], got["sae"]["id"], got["sae"]["d_sae"], got["mode"]) == (
         "meta-llama/Llama-3.1-8B-Instruct", "Goodfire/Llama-3.1-8B-Instruct-SAE-l19", 65536, "add")
     assert got["features"] == [{"index": 123, "strength": 0.5, "label": "pirate"}]
     # Both are for models that are not loaded: stored, but never applied here.
-    assert error(httpx.post(url + "/pirate/activate"), 400)["param"] == "model"
+    assert error(client_post(url + "/pirate/activate"), 400)["param"] == "model"
 
 
 def _doc(name: str = "imp", **changes: Any) -> dict[str, Any]:
@@ -446,13 +446,13 @@ def _doc(name: str = "imp", **changes: Any) -> dict[str, Any]:
 def test_malformed_import_names_the_field_and_changes_nothing(server, content, status, param, words) -> None:
     httpx.post(server.url + "/api/profiles", json=profile_body("keep"))
     before = httpx.get(server.url + "/api/profiles/export").json()
-    err = error(httpx.post(server.url + "/api/profiles/import", content=content), status)
+    err = error(client_post(server.url + "/api/profiles/import", content=content), status)
     assert err["param"] == param and words in err["message"], err
     assert httpx.get(server.url + "/api/profiles/export").json() == before
 
 
 def test_import_rejects_an_unknown_on_conflict(server) -> None:
-    r = httpx.post(server.url + "/api/profiles/import", params={"on_conflict": "merge"}, content=json.dumps(_doc()))
+    r = client_post(server.url + "/api/profiles/import", params={"on_conflict": "merge"}, content=json.dumps(_doc()))
     assert error(r, 400)["param"] == "on_conflict"
     assert names(server.url) == []
 
@@ -474,7 +474,7 @@ def test_profiles_and_active_steering_survive_a_restart(tmp_path: Path, tiny_mod
     try:
         for name, feats in (("pa", A), ("pb", B)):
             assert httpx.post(first.url + "/api/profiles", json=profile_body(name, feats)).status_code == 201
-        assert httpx.post(first.url + "/api/profiles/pb/activate").status_code == 200
+        assert client_post(first.url + "/api/profiles/pb/activate").status_code == 200
     finally:
         first.stop()
 

@@ -6,6 +6,8 @@ import concurrent.futures as cf
 import json
 
 import httpx
+
+from tests.conftest import client_post
 import openai
 import pytest
 
@@ -28,7 +30,7 @@ def _clean(server):
     httpx.delete(server.url + "/api/steering")
     yield
     httpx.delete(server.url + "/api/steering")
-    httpx.post(server.url + "/api/steering/enable")
+    client_post(server.url + "/api/steering/enable")
 
 
 def test_request_steering_changes_output_and_is_reported(client):
@@ -66,9 +68,9 @@ def test_server_wide_steering_set_patch_disable_clear(client, server):
     r = httpx.patch(server.url + "/api/steering", json={"features": [{"index": 5, "strength": None},
                                                                      {"index": 9, "strength": 2.0}]})
     assert [f["index"] for f in r.json()["features"]] == [9]
-    httpx.post(server.url + "/api/steering/disable")
+    client_post(server.url + "/api/steering/disable")
     assert complete(client).parse().choices[0].message.content == plain
-    httpx.post(server.url + "/api/steering/enable")
+    client_post(server.url + "/api/steering/enable")
     assert complete(client).parse().choices[0].message.content != plain
     assert httpx.delete(server.url + "/api/steering").json()["features"] == []
     assert complete(client).parse().choices[0].message.content == plain
@@ -117,7 +119,7 @@ def test_sae_detach_attach_and_errors(client, server, tiny_sae_dir, tmp_path):
     from tests.sae.builders import make_sae, write_saelens
 
     plain = complete(client).parse().choices[0].message.content
-    assert httpx.post(server.url + "/api/saes/detach").json() == {"attached": None}
+    assert client_post(server.url + "/api/saes/detach").json() == {"attached": None}
     with pytest.raises(openai.BadRequestError) as e:
         complete(client, STEER_A)
     assert e.value.body["code"] == "no_sae"
@@ -155,13 +157,45 @@ def test_setting_steering_directly_ends_the_active_profile(server, tiny_sae_dir)
             "sae": {"id": sae["id"], "hook_name": sae["hook_name"], "layer": sae["layer"], "d_sae": sae["d_sae"]}}
     assert httpx.post(server.url + "/api/profiles", json=body).status_code == 201
     try:
-        assert httpx.post(server.url + "/api/profiles/direct-override/activate").json()["active"] is True
+        assert client_post(server.url + "/api/profiles/direct-override/activate").json()["active"] is True
         httpx.put(server.url + "/api/steering", json={"features": [{"index": 9, "strength": 1.0}]})
         assert httpx.get(server.url + "/api/status").json()["active_profile"] is None
         assert httpx.get(server.url + "/api/profiles/direct-override").json()["active"] is False
-        httpx.post(server.url + "/api/profiles/direct-override/activate")
-        httpx.post(server.url + "/api/saes/detach")
+        client_post(server.url + "/api/profiles/direct-override/activate")
+        client_post(server.url + "/api/saes/detach")
         assert httpx.get(server.url + "/api/profiles/direct-override").json()["active"] is False
     finally:
         httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
         httpx.delete(server.url + "/api/profiles/direct-override")
+
+
+def test_the_steering_header_and_body_say_the_same_thing(client, server):
+    """X-MiLLM-Steering is the body's millm.steering without its nulls (and without what only the final receipt
+    can know: server_steering_changed, evidence), for chat, completions, streamed chat and embeddings."""
+    only_final = {"server_steering_changed", "evidence", "evidence_value"}
+
+    def strip(value):  # the header leaves nulls out, at every level
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if v is not None}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    def same(header: str, body: dict) -> None:
+        receipt = strip({k: v for k, v in body.items() if k not in only_final})
+        assert json.loads(header) == receipt and receipt["source"] in ("request", "server")
+
+    httpx.put(server.url + "/api/steering", json={"features": [{"index": 9, "strength": 3.0}]})
+    for steering in (STEER_B, None):
+        chat = complete(client, steering)
+        same(chat.headers["X-MiLLM-Steering"], chat.parse().model_extra["millm"]["steering"])
+        extra = {"steering": steering} if steering else {}
+        comp = client.completions.with_raw_response.create(model=MODEL, prompt="Hi", max_tokens=3, extra_body=extra)
+        same(comp.headers["X-MiLLM-Steering"], comp.parse().model_extra["millm"]["steering"])
+        emb = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "Hi", **extra})
+        same(emb.headers["X-MiLLM-Steering"], emb.json()["millm"]["steering"])
+        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=60, json={
+                "model": MODEL, "messages": MSG, "max_tokens": 3, "stream": True, **extra}) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: {")]
+        final = [c["millm"]["steering"] for c in chunks if c.get("millm")]
+        assert final, "the last chunk carries the final receipt"
+        same(r.headers["X-MiLLM-Steering"], final[-1])

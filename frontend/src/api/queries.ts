@@ -12,6 +12,7 @@ import {
   listCache,
   listDownloads,
   listProfiles,
+  listRepoSaes,
   searchFeatureLabels,
 } from "@/client";
 import { ApiError } from "./errors";
@@ -77,6 +78,16 @@ export const saeLabelsQuery = queryOptions({
   queryFn: async ({ signal }) => (await searchFeatureLabels({ signal })).data,
   staleTime: 60_000,
 });
+
+/** A Hub repo's SAE folders (layer, site, width, L0, …), read from the Hub without downloading. */
+export const repoSaesQuery = (repoId: string, revision?: string) =>
+  queryOptions({
+    queryKey: queryKeys.repoSaes(repoId, revision),
+    queryFn: async ({ signal }) =>
+      (await listRepoSaes({ signal, query: { repo_id: repoId, revision: revision ?? null } })).data,
+    staleTime: 5 * 60_000,
+    retry: false,
+  });
 
 export function isUnreachable(err: unknown): boolean {
   return err instanceof ApiError && err.isNetwork;

@@ -3,8 +3,8 @@ import { cleanup, configure } from "@testing-library/react";
 import { afterAll, afterEach, beforeAll } from "vitest";
 import { server } from "./server";
 
-// A loaded 2-core CI machine: lazy routes and msw can take more than the default 1 s to settle.
-configure({ asyncUtilTimeout: 4000 });
+// CI runs on 2 shared cores: give findBy*/waitFor more than the default 1 s before failing.
+configure({ asyncUtilTimeout: 5000 });
 
 beforeAll(() => server.listen({ onUnhandledFrame: "error" }));
 afterEach(() => {

@@ -44,8 +44,9 @@ class BodyLimitMiddleware:
                 except ValueError:
                     declared = None
                 if declared is not None and declared > limit:
-                    from millm.api.errors import millm_response
+                    from millm.api.errors import count_rejected, millm_response
 
+                    count_rejected(scope, 413)
                     response = millm_response(too_large(limit))
                     response.headers["Connection"] = "close"
                     await response(scope, receive, send)

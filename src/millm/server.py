@@ -1,0 +1,85 @@
+"""Running the app under uvicorn, with a graceful drain on SIGTERM / SIGINT.
+
+On the first signal `DrainingServer` does not stop at once (uvicorn would cut every stream): it asks the
+Runtime to drain (new requests get a 503 `shutting_down`, /health says "draining"; running requests finish,
+up to `shutdown_timeout` seconds; any left then end with an error event or error response), and only then
+lets uvicorn shut down. A second signal exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+log = logging.getLogger(__name__)
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._drain_task: asyncio.Task | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    async def startup(self, sockets: Any = None) -> None:
+        self.loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def _runtime(self) -> Any:
+        app = self.config.loaded_app if self.config.loaded else None
+        while app is not None and not hasattr(app, "state"):
+            app = getattr(app, "app", None)  # (uvicorn wraps the app in its own middleware)
+        return getattr(getattr(app, "state", None), "runtime", None)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        """The signal handler (also callable from another thread, as tests do)."""
+        runtime = self._runtime()
+        if self._drain_task is not None or runtime is None or self.loop is None or self.should_exit:
+            # second signal, or nothing to drain: uvicorn's own handling
+            self._captured_signals.append(sig)
+            if self._drain_task is not None:
+                self.force_exit = True
+            self.should_exit = True
+            return
+        log.info("%s: draining (up to %.0f s), then exiting", signal.Signals(sig).name,
+                 runtime.settings.shutdown_timeout)
+
+        def start() -> None:
+            self._drain_task = asyncio.ensure_future(self._drain(runtime))
+
+        self._drain_task = True  # type: ignore[assignment]  # (a placeholder until the loop runs start())
+        self.loop.call_soon_threadsafe(start)
+
+    async def _drain(self, runtime: Any) -> None:
+        try:
+            await runtime.drain(runtime.settings.shutdown_timeout)
+        except Exception:  # noqa: BLE001 - exit anyway
+            log.exception("drain failed")
+        # (uvicorn's should_exit directly: sse-starlette's patched handle_exit would also stop every SSE stream of
+        # every later server in this process)
+        self.should_exit = True
+
+
+def serve(app: Any, settings: Any, **kwargs: Any) -> None:
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
+                            log_level=settings.log_level, timeout_graceful_shutdown=5, access_log=False, **kwargs)
+    server = DrainingServer(config)
+    # POST /api/shutdown (`millm stop`) drains like SIGTERM
+    app.state.request_shutdown = lambda: server.handle_exit(signal.SIGTERM, None)
+    server.run()
+    if server.started:
+        # Everything is closed (the lifespan stopped the worker and the database). Skip the interpreter's final
+        # garbage collection over the model's and tokenizer's objects, which takes seconds, so a drained server
+        # exits as soon as it is done.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+    if server.config.loaded:  # it was started and failed to (e.g. exit_on_load_failure)
+        sys.exit(3)
