@@ -1,11 +1,9 @@
 import { act, fireEvent, screen, waitFor, within } from "@testing-library/react";
-import { HttpResponse, http, ws } from "msw";
+import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
 import { activationFrame, monitorConfig } from "@/test/monitorFixtures";
 import { renderApp } from "@/test/render";
-import { api, server } from "@/test/server";
-
-const monitorWs = ws.link("ws://localhost:3000/ws/monitor");
+import { api, monitorWs, server } from "@/test/server";
 
 function monitorServer(config = monitorConfig()) {
   let cfg = config;

@@ -136,6 +136,12 @@ export const TokenView = memo(function TokenView({
     onActive(Math.max(0, Math.min(shown.length - 1, cur + delta)));
   };
 
+  if (shown.length === 0)
+    return (
+      <p className="rounded-lg border border-control/30 bg-page-0/40 p-3 text-sm text-muted italic">
+        No tokens yet: send a request from any client.
+      </p>
+    );
   return (
     <div
       role="listbox"
@@ -165,22 +171,18 @@ export const TokenView = memo(function TokenView({
         e.preventDefault();
       }}
     >
-      {shown.length === 0 ? (
-        <span className="text-muted italic">No tokens yet.</span>
-      ) : (
-        Array.from({ length: Math.ceil(shown.length / CHUNK) }, (_, c) => (
-          <TokenChunk
-            // biome-ignore lint/suspicious/noArrayIndexKey: chunks are positional
-            key={c}
-            tokens={shown}
-            start={c * CHUNK}
-            end={Math.min(shown.length, (c + 1) * CHUNK)}
-            focus={focus}
-            max={max}
-            active={active}
-          />
-        ))
-      )}
+      {Array.from({ length: Math.ceil(shown.length / CHUNK) }, (_, c) => (
+        <TokenChunk
+          // biome-ignore lint/suspicious/noArrayIndexKey: chunks are positional
+          key={c}
+          tokens={shown}
+          start={c * CHUNK}
+          end={Math.min(shown.length, (c + 1) * CHUNK)}
+          focus={focus}
+          max={max}
+          active={active}
+        />
+      ))}
     </div>
   );
 });
