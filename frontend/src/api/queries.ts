@@ -6,9 +6,12 @@ import { queryOptions } from "@tanstack/react-query";
 import type { EstimateModelData } from "@/client";
 import {
   estimateModel,
+  getMonitorConfig,
+  getMonitorHistory,
   getStatus,
   listCache,
   listDownloads,
+  listProfiles,
   listRepoSaes,
   searchFeatureLabels,
 } from "@/client";
@@ -25,6 +28,12 @@ export const queryKeys = {
   estimate: (params: EstimateParams) => ["estimate", params] as const,
   saeLabels: ["saes", "attached", "labels"] as const,
   repoSaes: (repo: string, revision?: string) => ["hub", "saes", repo, revision ?? "main"] as const,
+  labelSearch: (q: string, limit: number) => ["saes", "attached", "labels", { q, limit }] as const,
+  profiles: ["profiles"] as const,
+  monitorConfig: ["monitor", "config"] as const,
+  monitorHistory: ["monitor", "history"] as const,
+  /** Live monitor traces (features/monitor/monitorStore.ts writes it, batched per animation frame). */
+  monitorLive: ["monitor", "live"] as const,
 };
 
 export const STATUS_INTERVAL_MS = 2000;
@@ -83,3 +92,28 @@ export const repoSaesQuery = (repoId: string, revision?: string) =>
 export function isUnreachable(err: unknown): boolean {
   return err instanceof ApiError && err.isNetwork;
 }
+
+/** Labels matching `q` (text in the label, or a feature index), at most `limit`. */
+export const labelSearchQuery = (q: string, limit = 200) =>
+  queryOptions({
+    queryKey: queryKeys.labelSearch(q, limit),
+    queryFn: async ({ signal }) =>
+      (await searchFeatureLabels({ signal, query: { q: q || undefined, limit } })).data,
+    staleTime: 60_000,
+  });
+
+export const profilesQuery = queryOptions({
+  queryKey: queryKeys.profiles,
+  queryFn: async ({ signal }) => (await listProfiles({ signal })).data,
+});
+
+export const monitorConfigQuery = queryOptions({
+  queryKey: queryKeys.monitorConfig,
+  queryFn: async ({ signal }) => (await getMonitorConfig({ signal })).data,
+});
+
+export const monitorHistoryQuery = queryOptions({
+  queryKey: queryKeys.monitorHistory,
+  queryFn: async ({ signal }) => (await getMonitorHistory({ signal })).data,
+  staleTime: Number.POSITIVE_INFINITY,
+});

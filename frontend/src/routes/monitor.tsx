@@ -1,17 +1,23 @@
 import { createFileRoute } from "@tanstack/react-router";
-import { PageHeader } from "@/components/PageHeader";
-import { RequiresSae } from "@/components/RequiresModel";
+import { MonitorPage } from "@/features/monitor/MonitorPage";
 
-// Placeholder: the Monitor tab is built in features/monitor/ (see frontend/README.md).
+export interface MonitorSearch {
+  /** The request shown (absent: follow the latest). */
+  request?: string;
+  /** The feature whose activation colours the tokens. */
+  focus?: number;
+  /** Extra charted features, "16,40". */
+  chart?: string;
+}
+
 export const Route = createFileRoute("/monitor")({
+  validateSearch: (s: Record<string, unknown>): MonitorSearch => ({
+    request: typeof s.request === "string" && s.request ? s.request : undefined,
+    focus:
+      Number.isInteger(Number(s.focus)) && s.focus !== undefined && s.focus !== ""
+        ? Number(s.focus)
+        : undefined,
+    chart: typeof s.chart === "string" && s.chart ? s.chart : undefined,
+  }),
   component: MonitorPage,
 });
-
-function MonitorPage() {
-  return (
-    <>
-      <PageHeader title="Monitor" subtitle="Live feature activations for every request, from any client" />
-      <RequiresSae what="watch feature activations">{() => null}</RequiresSae>
-    </>
-  );
-}

@@ -1,11 +1,6 @@
 import { createFileRoute } from "@tanstack/react-router";
-import { PageHeader } from "@/components/PageHeader";
+import { ProfilesPage } from "@/features/profiles/ProfilesPage";
 
-// Placeholder: the Profiles tab is built in features/profiles/ (see frontend/README.md).
 export const Route = createFileRoute("/profiles")({
   component: ProfilesPage,
 });
-
-function ProfilesPage() {
-  return <PageHeader title="Profiles" subtitle="Saved steering configurations, served as virtual models" />;
-}

@@ -1,23 +1,17 @@
 import { createFileRoute } from "@tanstack/react-router";
-import { PageHeader } from "@/components/PageHeader";
-import { RequiresSae } from "@/components/RequiresModel";
+import { SteeringPage } from "@/features/steering/SteeringPage";
 
-// Placeholder: the Steering tab (+ Playground) is built in features/steering/ (see frontend/README.md).
+export interface SteeringSearch {
+  /** Selected features: "16:4,40:-2.5,7:1~" (~ = muted); see features/steering/features.ts. */
+  features?: string;
+  /** The playground's prompt. */
+  prompt?: string;
+}
+
 export const Route = createFileRoute("/steering")({
+  validateSearch: (search: Record<string, unknown>): SteeringSearch => ({
+    features: typeof search.features === "string" ? search.features : undefined,
+    prompt: typeof search.prompt === "string" ? search.prompt : undefined,
+  }),
   component: SteeringPage,
 });
-
-function SteeringPage() {
-  return (
-    <>
-      <PageHeader title="Steering" subtitle="Turn SAE features up or down for every request" />
-      <RequiresSae what="steer features">
-        {(sae) => (
-          <p className="card text-sm text-label">
-            {sae.id} at layer {sae.layer}: {sae.d_sae} features.
-          </p>
-        )}
-      </RequiresSae>
-    </>
-  );
-}

@@ -5,12 +5,16 @@
 import { HttpResponse, http, ws } from "msw";
 import { setupServer } from "msw/node";
 import { cachedRepo, status } from "./fixtures";
+import { monitorConfig } from "./monitorFixtures";
 
 export const ORIGIN = "http://localhost:3000";
 export const api = (path: string) => `${ORIGIN}${path}`;
 
 /** The /ws/downloads socket; tests push frames with `downloadsWs.clients` / `broadcast`. */
 export const downloadsWs = ws.link("ws://localhost:3000/ws/downloads");
+
+/** The /ws/monitor socket (monitor tests push frames through their own handler). */
+export const monitorWs = ws.link("ws://localhost:3000/ws/monitor");
 
 export const defaultHandlers = [
   http.get(api("/api/status"), () => HttpResponse.json(status())),
@@ -26,6 +30,10 @@ export const defaultHandlers = [
   }),
   http.get(api("/api/saes/attached/labels"), () => HttpResponse.json({ data: [], count: 0 })),
   downloadsWs.addEventListener("connection", () => {}),
+  http.get(api("/api/profiles"), () => HttpResponse.json({ data: [], count: 0 })),
+  http.get(api("/api/monitor/config"), () => HttpResponse.json(monitorConfig())),
+  http.get(api("/api/monitor/history"), () => HttpResponse.json({ data: [], count: 0 })),
+  monitorWs.addEventListener("connection", () => {}),
 ];
 
 export const server = setupServer(...defaultHandlers);

@@ -52,7 +52,13 @@ export function FeatureLabelList({ total, neuronpediaId }: { total: number; neur
       ) : data.data.length === 0 ? (
         <p className="py-6 text-center text-sm text-muted">No label matches “{query}”.</p>
       ) : (
-        <div className="mt-3 max-h-72 overflow-y-auto rounded-lg border border-control/30">
+        // A scrolling table: focusable so keyboard users can scroll it (WCAG 2.1.1, axe scrollable-region-focusable).
+        <section
+          // biome-ignore lint/a11y/noNoninteractiveTabindex: a scroll container must take focus to scroll by keyboard
+          tabIndex={0}
+          aria-label="Feature labels"
+          className="mt-3 max-h-72 overflow-y-auto rounded-lg border border-control/30"
+        >
           <table className="w-full table-fixed text-sm">
             <thead className="sticky top-0 bg-surface">
               <tr>
@@ -100,7 +106,7 @@ export function FeatureLabelList({ total, neuronpediaId }: { total: number; neur
               ))}
             </tbody>
           </table>
-        </div>
+        </section>
       )}
       {data && data.count > data.data.length && (
         <p className="mt-2 text-xs text-muted">
