@@ -4,7 +4,8 @@ documents. Runs against a live server with the tiny model and SAE, its own (modu
 the generated requests change steering, monitoring, profiles and the attached SAE.
 
 Left out: routes that reach the network or the Hub cache (downloads, cache, model load and unload, which
-have their own tests against a fake Hub) and the endless event streams. Examples are derandomized, so a run
+have their own tests against a fake Hub), shutdown (it stops the server; tests/reliability/test_shutdown.py) and the
+endless event streams. Examples are derandomized, so a run
 is reproducible: a failure here is a real bug, not a flaky draw.
 
 (The schema comes from the app itself, built but not started: it does not depend on what is loaded.
@@ -27,7 +28,7 @@ from millm.app import create_app
 from millm.config import Settings
 
 SCHEMA = schemathesis.openapi.from_dict(create_app(Settings()).openapi()).exclude(
-    path_regex=r"^/api/(downloads|cache)|/events$|^/api/models/(load|unload)$")
+    path_regex=r"^/api/(downloads|cache)|/events$|^/api/models/(load|unload)$|^/api/shutdown$")
 OPERATIONS = [result.ok() for result in SCHEMA.get_all_operations()]
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

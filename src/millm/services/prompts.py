@@ -201,7 +201,7 @@ def tokenize_prompts(tokenizer: Any, prompt: PromptField, *, vocab_size: int, pa
     for i, p in enumerate(prompts):
         if isinstance(p, str):
             ids = encode(tokenizer, p, context_length=context_length,
-                         param=param if len(prompts) == 1 else f"{param}[{i}]")
+                         param=param if isinstance(prompt, str) else f"{param}[{i}]")
         else:
             ids = list(p)
             bad = [t for t in ids if not 0 <= t < vocab_size]
