@@ -31,9 +31,11 @@ $(UI_STAMP): frontend/package-lock.json $(STAMP)
 	rm -f frontend/node_modules/.installed-*
 	touch $@
 
-# vite build when a source, the page or a config changed.
-$(UI_DIST): $(UI_STAMP) $(UI_SOURCES)
+# vite build when a source, the page or a config changed; then check each tab's first-page JS
+# against the 250 KB gzipped budget (scripts/bundle-size.mjs).
+$(UI_DIST): $(UI_STAMP) $(UI_SOURCES) frontend/scripts/bundle-size.mjs
 	$(NPM) run build
+	$(NPM) run size
 	touch $@
 
 ui: $(UI_DIST)

@@ -17,7 +17,7 @@ import torch
 
 from millm.engine import hookpoints
 from millm.engine.intervention import MonitorConfig, SaeIntervention
-from millm.engine.types import FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
+from millm.engine.types import ActivationRead, FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
 
 from benchmarks.raw_bench import sync
@@ -29,11 +29,13 @@ class HookMode:
     steering: SteeringSpec | None = None
     monitor: MonitorConfig | None = None
     full_sae: bool = False
+    activations: ActivationRead | None = None  # the request's own activations (`activations` object)
 
 
 def modes(d_sae: int, n_features: int = 16) -> list[HookMode]:
     feats = [(i * 97 + 5) % d_sae for i in range(n_features)]
     add = SteeringSpec(tuple(FeatureStrength(f, 4.0) for f in feats[:4]), mode="add")
+    add_evidence = SteeringSpec(add.features, mode="add", evidence=True)
     clamp = SteeringSpec(tuple(FeatureStrength(f, 5.0) for f in feats), mode="clamp")
     return [
         HookMode("unsteered"),
@@ -41,6 +43,11 @@ def modes(d_sae: int, n_features: int = 16) -> list[HookMode]:
         HookMode(f"clamp {n_features}", steering=clamp),
         HookMode(f"monitor {n_features} selected", monitor=MonitorConfig(enabled=True, features=tuple(feats))),
         HookMode("monitor top-8", monitor=MonitorConfig(enabled=True, features=None, top_k=8)),
+        # Receipt evidence (sliced encoder before and after the steering, plus the worker's per-token bookkeeping)
+        # and a request's own activations: their cost is the decode step's time over the mode without them.
+        HookMode("additive + evidence", steering=add_evidence),
+        HookMode(f"activations {n_features} selected", activations=ActivationRead(features=tuple(feats))),
+        HookMode("activations top-8", activations=ActivationRead(top_k=8)),
         HookMode("full SAE encode+decode", full_sae=True),
     ]
 
@@ -138,7 +145,8 @@ def measure(lm: Any, sae: Any, *, prompt_ids: list[int], max_tokens: int, repeat
 def _decode(worker: Worker, timer: _Timer, mode: HookMode, prompt_ids: list[int], max_tokens: int
             ) -> tuple[float, float, int]:
     req = GenerationRequest(request_id=mode.name, prompt_ids=tuple(prompt_ids), steering=mode.steering,
-                            params=SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True))
+                            params=SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True),
+                            activations=mode.activations)
     worker.submit(req, lambda ev: None)
     dev = worker.loaded.device  # type: ignore[union-attr]
     timer.cpu_seconds, timer.calls, timer.events = 0.0, 0, []
@@ -184,9 +192,17 @@ def main(argv: list[str] | None = None) -> int:
     prompt = _prompt(lm.tokenizer, plan.prompt_len, seed=0)
     results = measure(lm, sae, prompt_ids=prompt, max_tokens=args.tokens or plan.hook_tokens,
                       repeats=args.repeats or plan.hook_repeats)
+    step = {r.mode: r.step_ms_per_token for r in results}
+    hook = {r.mode: r.hook_ms_per_token for r in results}
     for r in results:
         print(f"{r.mode:<26} hook {r.hook_ms_per_token * 1e3:7.1f} us  step {r.step_ms_per_token:6.3f} ms  "
               f"{100 * r.share:5.2f}%")
+    for mode, ref in (("additive + evidence", "additive"), ("activations 16 selected", "unsteered"),
+                      ("activations top-8", "unsteered")):
+        if mode in step and ref in step:
+            print(f"{mode}: hook +{(hook[mode] - hook[ref]) * 1e3:.1f} us/token = "
+                  f"{100 * (hook[mode] - hook[ref]) / step[ref]:.2f}% of {ref}'s decode step; "
+                  f"decode step {100 * (step[mode] / step[ref] - 1):+.2f}%")
     return 0
 
 

@@ -188,7 +188,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=40)
     ap.add_argument("--clients", type=int, default=32)
     ap.add_argument("--burst", type=int, default=100)
-    ap.add_argument("--queue-size", type=int, default=8)
+    ap.add_argument("--queue-size", type=int, default=32)  # 32 streams fit (16 slots + 32); a burst of 100 does not
     ap.add_argument("--no-doc", action="store_true", help="do not write the figures into docs/reliability.md")
     args = ap.parse_args()
     port = _free_port()

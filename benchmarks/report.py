@@ -80,6 +80,15 @@ def targets(device: str, models: dict[str, Any]) -> list[list[str]]:
                 b = 1 - d["modes"][mode]["vs_unsteered"]
                 add(f"{mode} <= 2% slower", name, f"(a) {_pct(h['share'])}, (b) {_pct(b, 1)}", h["share"] <= 0.02)
     for name, m in models.items():
+        ev, plain = _hook(m, "additive + evidence"), _hook(m, "additive")
+        if ev and plain:
+            # (a): the hook time evidence adds per token (two sliced encodes), over the additive mode's decode step
+            a = (ev["hook_ms_per_token"] - plain["hook_ms_per_token"]) / plain["step_ms_per_token"]
+            b = (m["decode"]["modes"]["additive"]["vs_unsteered"] / m["decode"]["modes"]["additive + evidence"][
+                "vs_unsteered"] - 1) if "additive + evidence" in m["decode"]["modes"] else float("nan")
+            add("steering evidence <= 1% of inter-token latency (else opt-in)", name,
+                f"(a) hook +{_pct(a)} of the step, (b) {_pct(b, 1)}", a <= 0.01)
+    for name, m in models.items():
         lv = m["concurrency"]["levels"].get("8")
         if lv:
             need = 3.5 if name != "350m" else 2.5

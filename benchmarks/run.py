@@ -124,7 +124,8 @@ def _distinct_steering(i: int, d_sae: int) -> dict[str, Any]:
     return {"mode": "add", "features": [{"index": (i * 131 + 17) % d_sae, "strength": 4.0}]}
 
 
-SERVER_MODES = ("unsteered", "additive", f"clamp {N_FEATURES}", f"monitor {N_FEATURES} selected", "monitor top-8")
+SERVER_MODES = ("unsteered", "additive", f"clamp {N_FEATURES}", f"monitor {N_FEATURES} selected", "monitor top-8",
+                "additive + evidence", "activations top-8")
 
 
 def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: list[int]) -> RequestTiming:
@@ -135,6 +136,11 @@ def _run_mode(server: Server, mode: str, prompt: list[int], tokens: int, feats: 
             return run_one(server, completion_body(prompt, tokens, None))
         finally:
             server.monitor(enabled=False)
+    if mode == "additive + evidence":
+        return run_one(server, completion_body(prompt, tokens, {**_steering("additive", feats), "evidence": True}))
+    if mode == "activations top-8":
+        body = completion_body(prompt, tokens, None)
+        return run_one(server, {**body, "activations": {"top_k": 8, "positions": "completion"}})
     kind = "clamp" if mode.startswith("clamp") else mode
     return run_one(server, completion_body(prompt, tokens, _steering(kind, feats)))
 
@@ -364,6 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     speed = ap.add_mutually_exclusive_group()
     speed.add_argument("--quick", action="store_true", help="fewer rounds and tokens (a few minutes on a GPU)")
     speed.add_argument("--smoke", action="store_true", help="seconds-long run that only checks the suite works")
+    ap.add_argument("--no-batch", action="store_true", help="skip the Batch API benchmark (benchmarks/batch_bench.py)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="serve with MILLM_CUDA_GRAPHS=1; results go to benchmarks-cuda-graphs.json")
     ap.add_argument("--server-only", action="store_true",
@@ -407,6 +414,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"benchmarks-{label}.json").write_text(json.dumps(results, indent=1, default=float))
     path = report.write(args.out)
     log.info("report written to %s in %.0f s", path, env["total_seconds"])
+    if not args.smoke and args.model is None and not args.no_batch:
+        # the Batch API and constrained decoding (docs/benchmarks-batch.md; alone: python -m benchmarks.batch_bench)
+        from benchmarks import batch_bench
+
+        batch_bench.main(["--models", args.models, "--device", args.device, "--out", str(args.out)])
     return 0
 
 

@@ -21,6 +21,7 @@ export default defineConfig({
     outDir: "../src/millm/webui/dist",
     emptyOutDir: true,
     sourcemap: false,
+    manifest: true, // dist/.vite/manifest.json: read by scripts/bundle-size.mjs
   },
   server: {
     proxy: { ...proxy, "/ws": { target: server.replace(/^http/, "ws"), ws: true } },
@@ -30,5 +31,7 @@ export default defineConfig({
     setupFiles: ["./src/test/setup.ts"],
     css: false,
     restoreMocks: true,
+    // Whole-app tests take seconds on CI's 2 shared cores; the 5 s default timed out there.
+    testTimeout: 30_000,
   },
 });

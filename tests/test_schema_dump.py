@@ -45,7 +45,7 @@ def test_frames_validate_what_the_server_sends(fresh: dict[str, str]) -> None:
                             phase="generated", activations=[{"index": 16, "value": 7.25, "label": "capitals"}])
     job = {"id": "j1", "kind": "model", "repo_id": "org/m", "name": "m", "revision": "main", "path": "",
            "state": "running", "commit": None, "bytes_done": 5, "bytes_total": 10, "files_done": 0, "files_total": 2,
-           "progress": 0.5, "current_file": "model.safetensors", "error": None, "attempts": 1,
+           "progress": 0.5, "current_file": "model.safetensors", "speed_bps": 2.5, "eta_s": 2.0, "error": None, "attempts": 1,
            "created_at": "2026-12-06T09:00:00Z", "updated_at": "2026-12-06T09:00:01Z", "finished_at": None}
     event = DownloadEvent.model_validate({"type": "progress", "job": job})
 

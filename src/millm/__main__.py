@@ -27,7 +27,7 @@ def _option_for(name: str, field: Any) -> Callable[[Callable[..., Any]], Callabl
     flag = "--" + name.replace("_", "-")
     env = "MILLM_" + name.upper()
     default = field.get_default(call_default_factory=True)
-    shown = "-" if default is None else json.dumps(default) if isinstance(default, list) else str(default)
+    shown = "-" if default is None else json.dumps(default, default=str) if isinstance(default, list) else str(default)
     help_text = f"{field.description} [env: {env}; default: {shown}]"
     if base is bool:
         return click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=help_text)
@@ -82,6 +82,9 @@ def _register_subcommands() -> None:
     cli_server.register(main, cli_hub.sae)
     main.add_command(cli_profiles.profile)
     main.add_command(cli_mcp.mcp)
+    from millm import cli_batch
+
+    main.add_command(cli_batch.batch)
 
 
 _register_subcommands()

@@ -12,7 +12,7 @@ from fastapi_offline import FastAPIOffline
 
 from millm import __version__, logs, webui
 from millm.api import (admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes,
-                       compare_routes, security, server_routes)
+                       batch_routes, compare_routes, security, server_routes)
 from millm.api.lifecycle import InflightMiddleware
 from millm.api.limits import BodyLimitMiddleware
 from millm.api.security import SecurityMiddleware
@@ -58,7 +58,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(logs.AccessLog)  # outermost: every request gets one structured access record
     errors.install(app)
     for module in (openai_routes, admin_routes, hub_routes, monitor_routes, profile_routes, server_routes,
-                   compare_routes):
+                   compare_routes, batch_routes):
         openapi.describe_operations(module.router)
         app.include_router(module.router)
     mcp_sessions = mount_mcp(app, host=settings.host)  # POST /mcp: the MCP server (millm.mcp_server)

@@ -119,7 +119,7 @@ def sae() -> None:
 @revision_option
 @cache_dir_option
 def sae_pull(repo_id: str, path: str | None, revision: str | None, cache_dir: Path | None) -> None:
-    """Download one SAE folder PATH of REPO_ID (e.g. layer_12/width_16k/average_l0_82); no PATH: the repo."""
+    """Download one SAE folder PATH of REPO_ID, such as layer_12/width_16k/average_l0_82; no PATH: the repo."""
     cache, index = _dirs(cache_dir)
     desc = f"{repo_id}/{path}" if path else repo_id
     _run_pull(desc, lambda bar: pull_sae(repo_id, path, revision, cache, bar, index=index))

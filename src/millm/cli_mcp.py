@@ -34,7 +34,7 @@ def server_url(url: str | None) -> str:
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]), default="warning",
               show_default=True, help="Log level (logs go to stderr).")
 def mcp(url: str | None, log_level: str) -> None:
-    """Serve the MCP tools over stdio, backed by a running `millm serve` (agents: Claude, Cursor, ...)."""
+    """Serve the MCP tools over stdio for agents (Claude, Cursor and other MCP hosts), backed by a running `millm serve`."""
     import anyio
 
     from millm.mcp_server import HttpBackend, build_server

@@ -142,7 +142,7 @@ def _print_steering(st: dict[str, Any]) -> None:
 @click.option("--normalize", is_flag=True, help="Use unit-norm decoder rows for add (as Neuronpedia).")
 @click.pass_context
 def steer_set(ctx: click.Context, features: tuple[str, ...], mode: str, normalize: bool) -> None:
-    """Replace the server-wide steering with FEATURES, each INDEX:STRENGTH (e.g. `millm steer set 16:8`)."""
+    """Replace the server-wide steering with FEATURES, each INDEX:STRENGTH: `millm steer set 16:8 3:-2`."""
     body = {"features": parse_features(features, "FEATURES"), "mode": mode, "normalize": normalize}
     _print_steering(ctx.obj["server"].call("PUT", "/api/steering", json=body))
 
@@ -276,6 +276,10 @@ def chat_session(model: str | None, prompt: str | None, profile: str | None, ste
         ask(prompt, show_steering=steering is not None)
         return
     click.echo(f"Chatting with {name}. {CHAT_HELP}", err=True)
+    try:
+        import readline  # noqa: F401 - line editing and history for input()
+    except ImportError:
+        pass
     first = True
     while True:
         try:
@@ -312,6 +316,9 @@ def chat_session(model: str | None, prompt: str | None, profile: str | None, ste
             first = False
         except click.ClickException as e:
             click.echo(f"Error: {e.format_message()}", err=True)
+        except KeyboardInterrupt:  # Ctrl-C stops the answer (closing the stream cancels it on the server)
+            messages.pop()
+            click.echo("\n(interrupted)", err=True)
 
 
 # ---------------------------------------------------------------------------- monitor
@@ -328,18 +335,21 @@ def chat_session(model: str | None, prompt: str | None, profile: str | None, ste
 @url_option
 def monitor(top_k: int, features: tuple[int, ...], prompt_tokens: bool, count: int | None, as_json: bool,
             url: str | None) -> None:
-    """Watch SAE features fire, token by token, while the server generates (turns monitoring on)."""
+    """Watch SAE features fire, token by token, while the server generates (monitoring is on meanwhile)."""
     server = server_from(url)
+    before = server.call("GET", "/api/monitor/config")
     server.call("PUT", "/api/monitor/config", json={"enabled": True, "top_k": top_k, "features": list(features)})
     try:
-        labels = {d["index"]: d["label"] for d in server.call("GET", "/api/saes/attached/labels")["data"]}
-    except click.ClickException:
-        labels = {}
-    click.echo("Watching (Ctrl-C stops) ...", err=True)
-    try:
+        try:
+            labels = {d["index"]: d["label"] for d in server.call("GET", "/api/saes/attached/labels")["data"]}
+        except click.ClickException:
+            labels = {}
+        click.echo("Watching (Ctrl-C stops) ...", err=True)
         asyncio.run(_watch(server, labels, prompt_tokens, count, as_json))
     except KeyboardInterrupt:
         pass
+    finally:  # leave monitoring as it was (the web UI may be using it)
+        server.call("PUT", "/api/monitor/config", json={k: before[k] for k in ("enabled", "top_k", "features")})
 
 
 def format_frame(frame: dict[str, Any], labels: dict[int, str]) -> str:
@@ -347,7 +357,7 @@ def format_frame(frame: dict[str, Any], labels: dict[int, str]) -> str:
     acts = []
     for a in frame.get("activations", []):
         label = a.get("label") or labels.get(a["index"])
-        acts.append(f"{a['index']}{f' {label}' if label else ''} {a['value']:.2f}")
+        acts.append(f"{a['index']}{f' ({label})' if label else ''} {a['value']:.2f}")
     token = json.dumps(frame.get("token", ""), ensure_ascii=False)
     return f"{frame['request_id'][-8:]} {frame['phase'][:3]} {frame['position']:>4} {token:<14} " + (
         " | ".join(acts) or "-")

@@ -95,6 +95,9 @@ class Settings(BaseSettings):
     steering_max_scale: float = Field(
         10.0, gt=0, description="Largest steering.scale (intensity dial) a request may ask for, unless a profile "
         "sets its own range.")
+    steering_evidence: bool = Field(
+        False, description="Measure steered features before and after the intervention for every steered request "
+        "(else only for requests with steering.evidence: true); see docs/benchmarks.md for its cost.")
     restore_state: bool = Field(True, description="Restore the active profile at start-up.")
     force_load: bool = Field(False, description="Load models even when the memory estimate says they do not fit.")
     ui_dir: Path | None = Field(

@@ -140,6 +140,12 @@ class InsufficientMemory(MillmError):
     type = "invalid_request_error"
     default_code = "insufficient_memory"
 
+    def __init__(self, message: str, *, estimate: object | None = None, available: int | None = None,
+                 **kwargs: object) -> None:
+        super().__init__(message, **kwargs)  # type: ignore[arg-type]
+        self.estimate = estimate  # the millm.hub.memory.MemoryEstimate that did not fit, sent with the error
+        self.available = available  # free bytes it was compared with
+
 
 class SaeError(InvalidRequest):
     """An SAE could not be loaded or does not fit the model."""

@@ -3,7 +3,8 @@
 - JSON: strictly one object per line. uvicorn's `color_message` (a copy of the message with
   terminal escape codes) is dropped and escape codes are stripped from every message, in both
   formats; the progress bars of transformers and huggingface_hub (which write to stderr
-  between log lines) are turned off.
+  between log lines) are turned off, and Python warnings are logged (`py.warnings`) instead of
+  printed.
 - `AccessLog` (ASGI middleware) replaces uvicorn's access lines with one structured record per
   HTTP request on the `millm.access` logger: method, path (with `api_key` redacted), status,
   duration_ms, client, request_id (the caller's `X-Request-ID`, else a new one, echoed in the
@@ -144,6 +145,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # AccessLog writes structured access records instead
+    logging.captureWarnings(True)  # warnings.warn() output becomes log records, not raw stderr lines
     if fmt == "json" or not sys.stderr.isatty():
         disable_progress_bars()
 

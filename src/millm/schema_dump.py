@@ -22,6 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from millm.protocol import compare as c
 from millm.protocol import hub as h
 from millm.protocol import monitor as m
 from millm.protocol import openai as p
@@ -34,13 +35,19 @@ FRAMES: dict[str, tuple[str, list[type[BaseModel]]]] = {
     "ws_monitor": ("One `/ws/monitor` message: SAE activations at one token of one request.", [m.ActivationFrame]),
     "ws_downloads": ("One `/ws/downloads` message: a job's state or progress; for an unknown `?job_id=`, "
                      "one error envelope before the socket closes with code 1008.", [h.DownloadEvent, p.ErrorResponse]),
-    "sse_downloads": ("The `data:` of one event of `GET /api/downloads/events` and `GET /api/downloads/{job_id}/events` "
-                      "(the SSE `event:` is the same as its `type`).", [h.DownloadEvent]),
+    "sse_downloads": ("The `data:` of one event of `GET /api/downloads/events` and "
+                      "`GET /api/downloads/{job_id}/events` (the SSE `event:` is its `type`).", [h.DownloadEvent]),
     "sse_chat_completion": ("The `data:` of one event of a streamed `POST /v1/chat/completions` (the stream ends with "
                             "`data: [DONE]`; an error after it started is one error envelope).",
                             [p.ChatCompletionChunk, p.ErrorResponse]),
+    "sse_compare": ("The `data:` of one event of `POST /api/compare` with `stream: true` (the playground's steered "
+                    "and unsteered columns): start, then delta and done per variant, then end; or error.",
+                    [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd, c.CompareError]),
     "sse_completion": ("The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).",
                        [p.Completion, p.ErrorResponse]),
+    "sse_compare": ("The `data:` of one event of a streamed `POST /api/compare` (`type`: start, delta, done per "
+                    "variant, end, or error; models in millm.protocol.compare).",
+                    [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd, c.CompareError]),
 }
 
 

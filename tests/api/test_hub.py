@@ -116,6 +116,9 @@ def test_pull_model_streams_progress_then_lists_and_loads_from_cache(
     assert 'millm_download_bytes{kind="model",state="completed"}' in metrics
     moving = [e["job"] for e in mine if e["type"] == "progress" and 0 < e["job"]["bytes_done"] < e["job"]["bytes_total"]]
     assert len(moving) >= 2 and all(0 < m["progress"] < 1 for m in moving)
+    # speed and ETA while bytes move (the first sample is the baseline), none once finished
+    assert any(m["speed_bps"] > 0 and m["eta_s"] is not None and m["eta_s"] >= 0 for m in moving)
+    assert job["speed_bps"] == 0 and job["eta_s"] is None
     assert not hub.gets("README.md")
 
     listing = httpx.get(f"{live.url}/api/cache")
@@ -337,3 +340,75 @@ def test_a_malformed_repo_id_is_refused_before_a_job_starts(live: LiveServer) ->
               httpx.post(f"{live.url}/api/saes/attach", json={"source": "org/x:layer_0", "revision": "x y"}),
               httpx.delete(f"{live.url}/api/cache/org/x", params={"revision": "../x"})):
         assert (r.status_code, r.json()["error"]["param"]) == (400, "revision"), r.text
+
+
+# ---------------------------------------------------------------------------- browsing a repo's SAEs
+
+
+def test_repo_browser_lists_a_gemma_scope_repo_from_its_paths(live: LiveServer, hub: FakeHub) -> None:
+    files: dict[str, bytes | str] = {"README.md": "# Gemma Scope (fake)"}
+    for layer, width, l0 in [(0, "16k", 105), (1, "16k", 71), (1, "16k", 9), (1, "65k", 120), (12, "1m", 80)]:
+        files[f"layer_{layer}/width_{width}/average_l0_{l0}/params.npz"] = b"\0" * (1000 + layer)
+    hub.add_repo("google/gemma-scope-2b-pt-res", files)
+    r = httpx.get(f"{live.url}/api/hub/saes", params={"repo_id": "google/gemma-scope-2b-pt-res"}, timeout=TIMEOUT)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["repo_id"] == "google/gemma-scope-2b-pt-res" and body["revision"] == "main" and len(body["commit"]) == 40
+    assert body["count"] == 5 and body["configs_read"] == 0
+    rows = [(s["layer"], s["width"], s["l0"]) for s in body["data"]]
+    assert rows == [(0, 16384, 105.0), (1, 16384, 9.0), (1, 16384, 71.0), (1, 65536, 120.0), (12, 1048576, 80.0)]
+    one = body["data"][2]
+    assert one["path"] == "layer_1/width_16k/average_l0_71" and one["format"] == "gemma_scope"
+    assert one["source"] == "google/gemma-scope-2b-pt-res:layer_1/width_16k/average_l0_71"
+    assert one["site"] == "resid_post" and one["hook_name"] == "blocks.1.hook_resid_post"
+    assert one["size_bytes"] == 1001 and one["files"] == 1 and one["cached"] is False
+    assert not hub.gets("layer_1/width_16k/average_l0_71/params.npz")  # nothing downloaded
+
+
+def test_repo_browser_reads_saelens_configs_and_marks_cached_folders(
+    live: LiveServer, hub: FakeHub, tiny_sae_dir: Path
+) -> None:
+    cfg = json.loads((tiny_sae_dir / "cfg.json").read_text())
+    files: dict[str, bytes | str] = {}
+    for layer in (1, 2):
+        c = json.loads(json.dumps(cfg))
+        c["metadata"]["hook_name"] = f"blocks.{layer}.hook_resid_post"
+        c["metadata"]["neuronpedia_id"] = f"tiny/{layer}-res"
+        files[f"blocks.{layer}.hook_resid_post/cfg.json"] = json.dumps(c)
+        files[f"blocks.{layer}.hook_resid_post/sae_weights.safetensors"] = (
+            tiny_sae_dir / "sae_weights.safetensors").read_bytes()
+    hub.add_repo("org/tiny-saes", files)
+    job = _pull(live, kind="sae", repo_id="org/tiny-saes", path="blocks.2.hook_resid_post")
+    assert job["state"] == "completed"
+
+    body = httpx.get(f"{live.url}/api/hub/saes", params={"repo_id": "org/tiny-saes"}, timeout=TIMEOUT).json()
+    assert body["count"] == 2 and body["configs_read"] == 2
+    first, second = body["data"]
+    assert (first["layer"], first["site"], first["format"]) == (1, "resid_post", "saelens")
+    assert (first["d_in"], first["width"], first["architecture"]) == (64, 256, "standard")
+    assert first["neuronpedia_id"] == "tiny/1-res" and first["hook_name"] == "blocks.1.hook_resid_post"
+    assert (first["cached"], second["cached"]) == (False, True)
+    before = len(hub.requests)
+    again = httpx.get(f"{live.url}/api/hub/saes", params={"repo_id": "org/tiny-saes"}, timeout=TIMEOUT).json()
+    assert again["data"] == body["data"] and len(hub.requests) == before + 1  # configs remembered per commit
+
+    # what the browser lists attaches as it is
+    r = httpx.post(f"{live.url}/api/saes/attach", json={"source": first["source"]}, timeout=60)
+    assert r.status_code == 200, r.text
+    assert r.json()["attached"]["layer"] == 1 and r.json()["attached"]["neuronpedia_id"] == "tiny/1-res"
+    httpx.post(f"{live.url}/api/saes/detach")
+
+
+def test_repo_browser_errors_are_openai_envelopes(live: LiveServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = f"{live.url}/api/hub/saes"
+    missing = httpx.get(url, params={"repo_id": "org/does-not-exist"}, timeout=TIMEOUT)
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "repo_not_found"
+    assert missing.json()["error"]["param"] == "repo_id"
+    bad = httpx.get(url, params={"repo_id": "not a repo id"}, timeout=TIMEOUT)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "repo_id"
+    assert httpx.get(url).json()["error"]["param"] == "repo_id"
+    assert httpx.get(url, params={"repo_id": "org/tiny-saes", "revision": "../x"}).status_code == 400
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{free_port()}")
+    down = httpx.get(url, params={"repo_id": "org/anything"}, timeout=TIMEOUT)
+    assert down.status_code == 502 and down.json()["error"]["code"] == "download_failed"
+    assert "HF_ENDPOINT" in down.json()["error"]["message"]

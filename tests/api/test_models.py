@@ -122,6 +122,10 @@ def test_load_that_does_not_fit_is_refused_unless_forced(
     assert r.status_code == 400
     err = r.json()["error"]
     assert err["code"] == "insufficient_memory" and "force" in err["message"] and "unload it first" in err["message"]
+    refused = err["memory_estimate"]  # the breakdown the UI shows before "load anyway"
+    assert refused["available_bytes"] == 1000 and refused["fits"] is False
+    assert refused["total_bytes"] == (refused["weights_bytes"] + refused["kv_cache_bytes"] + refused["sae_bytes"]
+                                      + refused["overhead_bytes"]) and refused["weights_bytes"] > 0
     assert live.runtime.worker.loaded.model_id != "tiny-again"
 
     r = _load(live, model=str(tiny_model_dir), model_id="tiny-again", force=True)
@@ -213,6 +217,14 @@ def test_the_demo_model_and_sae_load_by_their_names(live: LiveServer, tiny_model
         assert r.status_code == 200, r.text
         assert r.json()["model"]["id"] == "test-org/tiny"  # the served name set at start-up still applies
         assert live.runtime.worker.loaded.model_id == "millm-demo"
+        # the tiny SAE does not fit the demo model; the demo SAE comes back in its place, with the demo profiles
+        assert r.json()["sae_detached"] and r.json()["sae_attached"] == "millm-demo-sae"
+        assert httpx.get(f"{live.url}/api/saes/attached").json()["attached"]["id"] == "millm-demo-sae"
+        chat = httpx.post(f"{live.url}/v1/chat/completions", timeout=60, json={
+            "model": "test-org/tiny", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4,
+            "steering": {"profile": "yelling-demo"}})
+        assert chat.status_code == 200, chat.text
+        assert chat.json()["millm"]["steering"]["profile"] == "yelling-demo"
         r = httpx.post(f"{live.url}/api/saes/attach", json={"source": "millm-demo-sae"})
         assert r.status_code == 200, r.text
         assert (r.json()["attached"]["id"], r.json()["attached"]["d_sae"]) == ("millm-demo-sae", 1536)

@@ -64,7 +64,7 @@ def test_operation_ids_are_unique_camel_case_verb_noun(schema: dict[str, Any]) -
         else:
             assert re.fullmatch(r"(get|list|search|create|set|update|replace|delete|clear|load|unload|estimate|attach|"
                                 r"detach|enable|disable|pause|resume|start|cancel|stream|export|import|duplicate|"
-                                r"activate|deactivate)[A-Z][A-Za-z0-9]*", oid), f"{method} {path}: {oid!r} not verbNoun"
+                                r"activate|deactivate|compare|shutdown)[A-Z][A-Za-z0-9]*", oid), f"{method} {path}: {oid!r} not verbNoun"
 
 
 def test_the_ids_the_web_ui_uses(schema: dict[str, Any]) -> None:
@@ -130,3 +130,18 @@ def test_the_profile_update_body_is_documented_as_profile_update(schema: dict[st
         assert {"version", "features", "mode"} <= set(body["properties"])
         assert body["required"] == []  # the version may come as If-Match
         assert all(prop.get("description") for prop in body["properties"].values())
+
+
+def test_every_error_response_is_the_json_envelope(schema: dict[str, Any]) -> None:
+    for method, path, op in operations(schema):
+        for status, response in op["responses"].items():
+            if status.startswith(("4", "5")) and path != "/health":  # (its 503 is a HealthOut)
+                content = response["content"]
+                assert list(content) == ["application/json"], (method, path, status)
+                assert content["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorResponse"}
+
+
+def test_every_parameter_is_described(schema: dict[str, Any]) -> None:
+    for method, path, op in operations(schema):
+        for param in op.get("parameters", []):
+            assert param.get("description"), f"{method} {path}: {param['in']} parameter {param['name']}"

@@ -169,3 +169,25 @@ def test_scale_multiplies_request_profile_and_server_steering(server, client):
     assert r.status_code == 400, r.text
     exported = httpx.get(server.url + "/api/profiles/dial/export").json()
     assert (exported["scale"], exported["scale_min"], exported["scale_max"]) == (0.5, 0.25, 2.0)
+
+
+def test_ignored_fields_header_and_strict_mode(server, client):
+    raw = client.chat.completions.with_raw_response.create(
+        model=MODEL, messages=MSG, max_tokens=2, user="me", extra_body={"frobnicate": 1, "store": True})
+    assert raw.headers["X-MiLLM-Ignored-Fields"] == "user, frobnicate, store"
+    assert "X-MiLLM-Ignored-Fields" not in chat(client).headers
+    import openai
+
+    with pytest.raises(openai.BadRequestError) as e:
+        client.chat.completions.create(model=MODEL, messages=MSG, max_tokens=2, extra_body={"frobnicate": 1},
+                                       extra_headers={"X-MiLLM-Strict": "true"})
+    assert (e.value.body["param"], e.value.body["code"]) == ("frobnicate", "unsupported_field")
+    ok = client.chat.completions.with_raw_response.create(model=MODEL, messages=MSG, max_tokens=2,
+                                                          extra_headers={"X-MiLLM-Strict": "true"})
+    assert ok.http_response.status_code == 200
+    r = httpx.post(server.url + "/v1/completions", json={"model": MODEL, "prompt": "Hi", "max_tokens": 2,
+                                                         "stream": True, "bogus": 1})
+    assert r.headers["X-MiLLM-Ignored-Fields"] == "bogus"
+    r = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "Hi", "user": "me"},
+                   headers={"X-MiLLM-Strict": "1"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "user"

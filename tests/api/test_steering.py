@@ -167,3 +167,35 @@ def test_setting_steering_directly_ends_the_active_profile(server, tiny_sae_dir)
     finally:
         httpx.post(server.url + "/api/saes/attach", json={"source": str(tiny_sae_dir), "sae_id": "sae"})
         httpx.delete(server.url + "/api/profiles/direct-override")
+
+
+def test_the_steering_header_and_body_say_the_same_thing(client, server):
+    """X-MiLLM-Steering is the body's millm.steering without its nulls (and without what only the final receipt
+    can know: server_steering_changed, evidence), for chat, completions, streamed chat and embeddings."""
+    only_final = {"server_steering_changed", "evidence", "evidence_value"}
+
+    def strip(value):  # the header leaves nulls out, at every level
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if v is not None}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    def same(header: str, body: dict) -> None:
+        receipt = strip({k: v for k, v in body.items() if k not in only_final})
+        assert json.loads(header) == receipt and receipt["source"] in ("request", "server")
+
+    httpx.put(server.url + "/api/steering", json={"features": [{"index": 9, "strength": 3.0}]})
+    for steering in (STEER_B, None):
+        chat = complete(client, steering)
+        same(chat.headers["X-MiLLM-Steering"], chat.parse().model_extra["millm"]["steering"])
+        extra = {"steering": steering} if steering else {}
+        comp = client.completions.with_raw_response.create(model=MODEL, prompt="Hi", max_tokens=3, extra_body=extra)
+        same(comp.headers["X-MiLLM-Steering"], comp.parse().model_extra["millm"]["steering"])
+        emb = httpx.post(server.url + "/v1/embeddings", json={"model": MODEL, "input": "Hi", **extra})
+        same(emb.headers["X-MiLLM-Steering"], emb.json()["millm"]["steering"])
+        with httpx.stream("POST", server.url + "/v1/chat/completions", timeout=60, json={
+                "model": MODEL, "messages": MSG, "max_tokens": 3, "stream": True, **extra}) as r:
+            chunks = [json.loads(line[6:]) for line in r.iter_lines()
+                      if line.startswith("data: {")]
+        final = [c["millm"]["steering"] for c in chunks if c.get("millm")]
+        assert final, "the last chunk carries the final receipt"
+        same(r.headers["X-MiLLM-Steering"], final[-1])

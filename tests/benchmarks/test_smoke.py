@@ -22,7 +22,8 @@ SECTIONS = (
     "#### Memory-bandwidth bound",
     "#### Where a batch-1 decode step goes",
 )
-MODES = ("unsteered", "additive", "clamp 16", "monitor 16 selected", "monitor top-8")
+MODES = ("unsteered", "additive", "clamp 16", "monitor 16 selected", "monitor top-8", "additive + evidence",
+         "activations top-8")
 
 
 @pytest.mark.parametrize("graphs", [False, True], ids=["plain", "graph-env-on-cpu"])
@@ -44,6 +45,7 @@ def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_
     for mode in MODES:
         assert f"server, {mode} |" in md, mode
     assert "raw `model.generate`" in md
+    assert "steering evidence <= 1% of inter-token latency" in md  # evidence's cost is a reported target
     assert (out / "benchmarks-cpu-concurrency.png").stat().st_size > 1000
     assert (out / "benchmarks-cpu-overhead.png").stat().st_size > 1000
 

@@ -170,3 +170,15 @@ def test_async_subscription(manager_factory, fake_hub: FakeHub, small_chunks: in
 
     seen = asyncio.run(asyncio.wait_for(main(), timeout=10))
     assert "progress" in seen and seen[-1] == "state"
+
+
+def test_rate_meter_measures_over_a_sliding_window_from_the_first_sample() -> None:
+    from millm.hub.jobs import RateMeter
+
+    meter = RateMeter(window_s=5.0)
+    assert meter.add(100.0, 4_000_000) == 0.0  # baseline: files a resumed job already had are not speed
+    assert meter.add(101.0, 5_000_000) == 1_000_000.0
+    assert meter.add(102.0, 7_000_000) == 1_500_000.0
+    for t in range(103, 110):
+        meter.add(float(t), 7_000_000 + (t - 102) * 100_000)  # slows down to 100 kB/s
+    assert meter.add(110.0, 7_800_000) == pytest.approx(100_000.0)  # the fast start has left the window

@@ -1,6 +1,7 @@
 """The Open WebUI filter (integrations/openwebui/millm_steering.py) without Open WebUI: its contract with
 Open WebUI's loader (frontmatter, class Filter, Valves, UserValves, toggle, icon), the `steering` object
-its inlet writes for each valve setting, and that object's effect on a live demo miLLM server."""
+its inlet writes for each valve setting, and that object's effect on a live demo miLLM server (what Open
+WebUI forwards after the inlet)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import asyncio
 import base64
 import inspect
 import json
-import sys
-import types
 from typing import Any
 
 import httpx
@@ -62,13 +61,14 @@ def test_the_file_is_an_open_webui_filter_function() -> None:
     assert f.toggle is True
     assert f.icon.startswith("data:image/svg+xml;base64,")
     assert base64.b64decode(f.icon.split(",", 1)[1]).decode().startswith("<svg")
-    assert set(f.Valves.model_fields) >= {"priority", "profile", "features", "intensity", "mode"}
+    assert set(f.Valves.model_fields) == {"priority", "profile", "features", "mode", "intensity", "steer_tasks",
+                                          "show_status"}
     assert set(f.UserValves.model_fields) == {"profile", "features", "intensity"}
     params = inspect.signature(f.inlet).parameters
     assert list(params)[0] == "body" and "__user__" in params and inspect.iscoroutinefunction(f.inlet)
     # only the standard library and pydantic: nothing else is imported at the top level
     imports = {line.split()[1].split(".")[0] for line in text.splitlines() if line.startswith(("import ", "from "))}
-    assert imports <= {"asyncio", "json", "math", "re", "urllib", "typing", "pydantic"}
+    assert imports <= {"math", "re", "typing", "pydantic"}
 
 
 # ---------------------------------------------------------------------------- the steering object
@@ -80,20 +80,24 @@ def test_profile_from_the_admin_valves() -> None:
     assert body["messages"] == [{"role": "user", "content": "hi"}] and body["model"] == "millm-demo"
 
 
-def test_features_scaled_by_intensity_with_the_mode() -> None:
+def test_features_with_the_mode_and_intensity_as_scale() -> None:
     body = inlet(make(features="16:8, 102:-2.5", intensity=1.5, mode="clamp"))
-    assert body["steering"] == {"features": [{"index": 16, "strength": 12.0}, {"index": 102, "strength": -3.75}],
-                                "mode": "clamp"}
+    assert body["steering"] == {"features": [{"index": 16, "strength": 8.0}, {"index": 102, "strength": -2.5}],
+                                "mode": "clamp", "scale": 1.5}
+    assert inlet(make(profile="ocean", intensity=2))["steering"] == {"profile": "ocean", "scale": 2.0}
+    # no intensity anywhere: no scale, so a profile's own default scale applies
 
 
 def test_user_valves_override_the_admin_defaults() -> None:
-    f = make(profile="yelling-demo", intensity=1.0)
-    assert inlet(f, user_valves={"profile": "ocean"})["steering"] == {"profile": "ocean"}
+    f = make(profile="yelling-demo", intensity=1.5)
+    assert inlet(f, user_valves={"profile": "ocean"})["steering"] == {"profile": "ocean", "scale": 1.5}
     assert inlet(f, user_valves={"features": "5:2"})["steering"] == {"features": [{"index": 5, "strength": 2.0}],
-                                                                     "mode": "add"}
-    assert inlet(make(features="5:2"), user_valves={"intensity": -1})["steering"]["features"] == [
-        {"index": 5, "strength": -2.0}]
-    assert inlet(f, user_valves={})["steering"] == {"profile": "yelling-demo"}  # empty user valves: defaults
+                                                                     "mode": "add", "scale": 1.5}
+    assert inlet(make(features="5:2"), user_valves={"intensity": 3})["steering"]["scale"] == 3.0
+    assert inlet(f, user_valves={"intensity": 0.5})["steering"] == {"profile": "yelling-demo", "scale": 0.5}
+    assert inlet(f, user_valves={})["steering"] == {"profile": "yelling-demo", "scale": 1.5}  # empty: defaults
+    g = make(features="5:2")
+    assert inlet(g, user_valves={"profile": "ocean"})["steering"] == {"profile": "ocean"}
 
 
 def test_intensity_zero_turns_steering_off() -> None:
@@ -126,7 +130,6 @@ def test_status_event_says_what_was_sent() -> None:
     ({}, "nothing to steer with"),
     ({"features": "16"}, "'16' is not INDEX:STRENGTH"),
     ({"features": "16:8 16:2"}, "feature 16 is given twice"),
-    ({"profile": "yelling-demo", "intensity": 2}, "set the millm_url valve"),
 ])
 def test_configuration_errors_are_clear(valves, message) -> None:
     with pytest.raises(mod.SteeringError, match=message):
@@ -139,39 +142,12 @@ def test_valves_refuse_out_of_range_intensity() -> None:
     with pytest.raises(ValidationError):
         mod.Filter.Valves(intensity=11)
     with pytest.raises(ValidationError):
+        mod.Filter.UserValves(intensity=-1)
+    with pytest.raises(ValidationError):
         mod.Filter.UserValves(intensity=float("nan"))
 
 
 # ---------------------------------------------------------------------------- against a live miLLM
-
-
-def test_scaling_a_profile_reads_it_from_millm(live: LiveServer) -> None:
-    body = inlet(make(profile="yelling-demo", intensity=0.5, millm_url=live.url + "/"))
-    assert body["steering"] == {"features": [{"index": CAPS, "strength": STRENGTH * 0.5}], "mode": "add",
-                                "normalize": False}
-    with pytest.raises(mod.SteeringError, match="profile 'nope'.*does not exist"):
-        inlet(make(profile="nope", intensity=2, millm_url=live.url))
-    with pytest.raises(mod.SteeringError, match="cannot read profile"):
-        inlet(make(profile="yelling-demo", intensity=2, millm_url=f"http://127.0.0.1:{free_port()}"))
-
-
-def test_the_connection_url_comes_from_open_webui_when_the_valve_is_empty(live: LiveServer, monkeypatch) -> None:
-    """Open WebUI's `get_openai_connection(urlIdx)` gives the connection's base URL (with /v1) and key."""
-    seen = []
-
-    async def get_openai_connection(idx: int) -> tuple[str, str, dict]:
-        seen.append(idx)
-        return live.url + "/v1", "sk-from-connection", {}
-
-    fake = types.ModuleType("open_webui.routers.openai")
-    fake.get_openai_connection = get_openai_connection  # type: ignore[attr-defined]
-    for name in ("open_webui", "open_webui.routers"):
-        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
-    monkeypatch.setitem(sys.modules, "open_webui.routers.openai", fake)
-    f = make(profile="yelling-demo", intensity=2)
-    assert asyncio.run(f.connection({"id": "millm-demo", "urlIdx": 3})) == (live.url, "sk-from-connection")
-    body = inlet(f, __model__={"id": "millm-demo", "urlIdx": 3})
-    assert body["steering"]["features"] == [{"index": CAPS, "strength": STRENGTH * 2}] and seen == [3, 3]
 
 
 def test_the_body_it_writes_steers_the_demo_model(live: LiveServer) -> None:
@@ -189,6 +165,11 @@ def test_the_body_it_writes_steers_the_demo_model(live: LiveServer) -> None:
     by_features = answer(make(features=f"{CAPS}:{STRENGTH}"))
     assert by_features["millm"]["steering"]["source"] == "request"
     assert upper_fraction(by_features["choices"][0]["message"]["content"]) >= 0.8
+    # intensity scales the profile's strengths on the server (steering.scale)
+    scaled = answer(make(profile="yelling-demo", intensity=1.2))["millm"]["steering"]
+    assert (scaled["scale"], scaled["features"][0]["strength"]) == (1.2, pytest.approx(STRENGTH * 1.2))
+    quiet = answer(make(profile="yelling-demo", intensity=0.1))
+    assert upper_fraction(quiet["choices"][0]["message"]["content"]) < 0.5
     off = answer(make(profile="yelling-demo", intensity=0))
     assert off["millm"]["steering"]["source"] == "none"
     assert upper_fraction(off["choices"][0]["message"]["content"]) < 0.1

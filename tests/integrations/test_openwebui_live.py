@@ -107,10 +107,18 @@ def chat(owui: httpx.Client, *, toggle: bool, stream: bool = False, model: str =
         "filter_ids": [FID] if toggle else []})
     assert r.status_code == 200, r.text
     if not stream:
-        return r.json()
-    chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
-    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
-    return {"choices": [{"message": {"content": text}}], "millm": chunks[0]["millm"]}
+        answer = r.json()
+    else:
+        chunks = [json.loads(line[6:]) for line in r.text.splitlines() if line.startswith("data: {")]
+        text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices"))
+        answer = {"choices": [{"message": {"content": text}}], "millm": chunks[0]["millm"]}
+    s = answer["millm"]["steering"]
+    feats = ", ".join(f"{f['index']}:{f['strength']:g}" for f in s["features"])
+    # what a person running this optional test sees with -s (integrations/openwebui/README.md quotes it)
+    print(f"\n[{model}, toggle {'on' if toggle else 'off'}{', streamed' if stream else ''}] steering source="
+          f"{s['source']} profile={s.get('profile')} scale={s.get('scale')} features=[{feats}]\n  "
+          f"{text_of(answer)[:110]!r}")
+    return answer
 
 
 def text_of(answer: dict) -> str:
@@ -150,12 +158,11 @@ def test_the_filter_steers_chats_in_open_webui(owui: httpx.Client) -> None:
     streamed = chat(owui, toggle=True, stream=True)
     assert streamed["millm"]["steering"]["source"] == "profile" and upper_fraction(text_of(streamed)) >= 0.8
 
-    # a user's own valves: intensity scales the profile (read from miLLM through the chat's connection) ...
+    # a user's own valves: intensity scales the profile's strengths (steering.scale) ...
     assert owui.post(f"/api/v1/functions/id/{FID}/valves/user/update", json={"intensity": 1.2}).status_code == 200
-    scaled = chat(owui, toggle=True)
-    assert scaled["millm"]["steering"]["source"] == "request"
-    assert scaled["millm"]["steering"]["features"] == [{"index": CAPS, "strength": pytest.approx(STRENGTH * 1.2)}]
-    assert upper_fraction(text_of(scaled)) >= 0.8
+    scaled = chat(owui, toggle=True)["millm"]["steering"]
+    assert (scaled["source"], scaled["profile"], scaled["scale"]) == ("profile", "yelling-demo", 1.2)
+    assert [(f["index"], f["strength"]) for f in scaled["features"]] == [(CAPS, pytest.approx(STRENGTH * 1.2))]
     # ... 0 turns steering off, even on a '<model>+<profile>' model ...
     owui.post(f"/api/v1/functions/id/{FID}/valves/user/update", json={"intensity": 0})
     quiet = chat(owui, toggle=True, model=f"{demo.DEMO_MODEL_ID}+yelling-demo")
@@ -163,7 +170,9 @@ def test_the_filter_steers_chats_in_open_webui(owui: httpx.Client) -> None:
     # ... and features of one's own
     owui.post(f"/api/v1/functions/id/{FID}/valves/user/update", json={"features": f"{CAPS}:{STRENGTH}"})
     own = chat(owui, toggle=True)
-    assert own["millm"]["steering"]["features"] == [{"index": CAPS, "strength": STRENGTH}]
+    assert own["millm"]["steering"]["source"] == "request"
+    assert [(f["index"], f["strength"]) for f in own["millm"]["steering"]["features"]] == [(CAPS, STRENGTH)]
+    assert upper_fraction(text_of(own)) >= 0.8
 
     # mistakes reach the user as Open WebUI errors with miLLM's message
     owui.post(f"/api/v1/functions/id/{FID}/valves/user/update", json={"profile": "nope"})

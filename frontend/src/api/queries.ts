@@ -4,7 +4,14 @@
  */
 import { queryOptions } from "@tanstack/react-query";
 import type { EstimateModelData } from "@/client";
-import { estimateModel, getStatus, listCache, listDownloads, searchFeatureLabels } from "@/client";
+import {
+  estimateModel,
+  getStatus,
+  listCache,
+  listDownloads,
+  listRepoSaes,
+  searchFeatureLabels,
+} from "@/client";
 import { ApiError } from "./errors";
 import "./client";
 
@@ -62,6 +69,16 @@ export const saeLabelsQuery = queryOptions({
   queryFn: async ({ signal }) => (await searchFeatureLabels({ signal })).data,
   staleTime: 60_000,
 });
+
+/** A Hub repo's SAE folders (layer, site, width, L0, …), read from the Hub without downloading. */
+export const repoSaesQuery = (repoId: string, revision?: string) =>
+  queryOptions({
+    queryKey: queryKeys.repoSaes(repoId, revision),
+    queryFn: async ({ signal }) =>
+      (await listRepoSaes({ signal, query: { repo_id: repoId, revision: revision ?? null } })).data,
+    staleTime: 5 * 60_000,
+    retry: false,
+  });
 
 export function isUnreachable(err: unknown): boolean {
   return err instanceof ApiError && err.isNetwork;

@@ -59,6 +59,39 @@ export type ActivationSummary = {
 };
 
 /**
+ * ActivationsIn
+ *
+ * The request's own SAE activations, returned in `millm.activations` (sent as a top-level `activations` object,
+ * SDKs: extra_body). Give `features` or `top_k`.
+ */
+export type ActivationsIn = {
+    /**
+     * Features
+     *
+     * Feature indices to report at every position (distinct, < d_sae).
+     */
+    features?: Array<number> | null;
+    /**
+     * Positions
+     *
+     * prompt: the prompt tokens (a leading BOS left out, as the monitor does); completion: the generated tokens fed back through the model (all but the last); all: both; last: the last position the model read.
+     */
+    positions?: 'prompt' | 'completion' | 'all' | 'last';
+    /**
+     * Read
+     *
+     * Read the hook's activations before or after this request's steering.
+     */
+    read?: 'before' | 'after';
+    /**
+     * Top K
+     *
+     * Report the k most active features at every position instead.
+     */
+    top_k?: number | null;
+};
+
+/**
  * AppliedFeature
  */
 export type AppliedFeature = {
@@ -184,6 +217,191 @@ export type AssistantMessage = {
      * Tool Calls
      */
     tool_calls?: Array<ToolCall> | null;
+};
+
+/**
+ * Batch
+ */
+export type Batch = {
+    /**
+     * Cancelled At
+     */
+    cancelled_at?: number | null;
+    /**
+     * Cancelling At
+     */
+    cancelling_at?: number | null;
+    /**
+     * Completed At
+     */
+    completed_at?: number | null;
+    /**
+     * Completion Window
+     */
+    completion_window?: string;
+    /**
+     * Created At
+     */
+    created_at: number;
+    /**
+     * Endpoint
+     */
+    endpoint: string;
+    /**
+     * Error File Id
+     */
+    error_file_id?: string | null;
+    errors?: BatchErrors | null;
+    /**
+     * Expired At
+     */
+    expired_at?: number | null;
+    /**
+     * Expires At
+     */
+    expires_at?: number | null;
+    /**
+     * Failed At
+     */
+    failed_at?: number | null;
+    /**
+     * Finalizing At
+     */
+    finalizing_at?: number | null;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * In Progress At
+     */
+    in_progress_at?: number | null;
+    /**
+     * Input File Id
+     */
+    input_file_id: string;
+    /**
+     * Metadata
+     */
+    metadata?: {
+        [key: string]: string;
+    } | null;
+    /**
+     * Object
+     */
+    object?: 'batch';
+    /**
+     * Output File Id
+     */
+    output_file_id?: string | null;
+    request_counts?: RequestCounts;
+    /**
+     * Status
+     */
+    status: 'validating' | 'failed' | 'in_progress' | 'finalizing' | 'completed' | 'expired' | 'cancelling' | 'cancelled';
+};
+
+/**
+ * BatchCreate
+ */
+export type BatchCreate = {
+    /**
+     * Completion Window
+     */
+    completion_window?: '24h';
+    /**
+     * Endpoint
+     */
+    endpoint: '/v1/chat/completions' | '/v1/completions' | '/v1/embeddings';
+    /**
+     * Input File Id
+     */
+    input_file_id: string;
+    /**
+     * Metadata
+     *
+     * Up to 16 string pairs, stored with the batch.
+     */
+    metadata?: {
+        [key: string]: string;
+    } | null;
+    [key: string]: unknown;
+};
+
+/**
+ * BatchError
+ */
+export type BatchError = {
+    /**
+     * Code
+     */
+    code?: string | null;
+    /**
+     * Line
+     */
+    line?: number | null;
+    /**
+     * Message
+     */
+    message?: string | null;
+    /**
+     * Param
+     */
+    param?: string | null;
+};
+
+/**
+ * BatchErrors
+ */
+export type BatchErrors = {
+    /**
+     * Data
+     */
+    data?: Array<BatchError>;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * BatchList
+ */
+export type BatchList = {
+    /**
+     * Data
+     */
+    data: Array<Batch>;
+    /**
+     * First Id
+     */
+    first_id?: string | null;
+    /**
+     * Has More
+     */
+    has_more?: boolean;
+    /**
+     * Last Id
+     */
+    last_id?: string | null;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * Body_createFile
+ */
+export type BodyCreateFile = {
+    /**
+     * File
+     */
+    file: Blob | File;
+    /**
+     * Purpose
+     */
+    purpose: string;
 };
 
 /**
@@ -366,6 +584,7 @@ export type ChatCompletion = {
  * ChatCompletionRequest
  */
 export type ChatCompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Add Generation Prompt
      *
@@ -575,6 +794,24 @@ export type ChatMessage = {
      */
     tool_calls?: Array<ToolCall> | null;
     [key: string]: unknown;
+};
+
+/**
+ * ChoiceActivations
+ */
+export type ChoiceActivations = {
+    /**
+     * Choice
+     */
+    choice: number;
+    /**
+     * Read
+     */
+    read: 'before' | 'after';
+    /**
+     * Tokens
+     */
+    tokens: Array<TokenActivationsOut>;
 };
 
 /**
@@ -861,6 +1098,7 @@ export type CompletionLogprobs = {
  * CompletionRequest
  */
 export type CompletionRequest = {
+    activations?: ActivationsIn | null;
     /**
      * Allowed Token Ids
      *
@@ -1018,6 +1256,36 @@ export type DownloadIn = {
 };
 
 /**
+ * DownloadsSummaryOut
+ */
+export type DownloadsSummaryOut = {
+    /**
+     * Active
+     *
+     * Download jobs queued or running.
+     */
+    active: number;
+    /**
+     * Bytes Done
+     *
+     * Bytes transferred by the active jobs.
+     */
+    bytes_done: number;
+    /**
+     * Bytes Total
+     *
+     * Bytes the active jobs fetch in all.
+     */
+    bytes_total: number;
+    /**
+     * Speed Bps
+     *
+     * Their transfer rate together, bytes per second.
+     */
+    speed_bps: number;
+};
+
+/**
  * Embedding
  */
 export type Embedding = {
@@ -1118,6 +1386,10 @@ export type ErrorInfo = {
      */
     code?: string | null;
     /**
+     * Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did not fit in the free memory it was compared with.
+     */
+    memory_estimate?: MemoryEstimateOut | null;
+    /**
      * Message
      */
     message: string;
@@ -1136,6 +1408,24 @@ export type ErrorInfo = {
  */
 export type ErrorResponse = {
     error: ErrorInfo;
+};
+
+/**
+ * FeatureActivationOut
+ */
+export type FeatureActivationOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Label
+     */
+    label?: string | null;
+    /**
+     * Value
+     */
+    value: number;
 };
 
 /**
@@ -1192,6 +1482,12 @@ export type FeatureLabel = {
      * Score
      */
     score?: number | null;
+    /**
+     * Source
+     *
+     * sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.
+     */
+    source?: 'sae' | 'imported' | null;
 };
 
 /**
@@ -1259,6 +1555,92 @@ export type FeatureValue = {
 };
 
 /**
+ * FileDeleted
+ */
+export type FileDeleted = {
+    /**
+     * Deleted
+     */
+    deleted?: boolean;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Object
+     */
+    object?: 'file';
+};
+
+/**
+ * FileList
+ */
+export type FileList = {
+    /**
+     * Data
+     */
+    data: Array<FileObject>;
+    /**
+     * First Id
+     */
+    first_id?: string | null;
+    /**
+     * Has More
+     */
+    has_more?: boolean;
+    /**
+     * Last Id
+     */
+    last_id?: string | null;
+    /**
+     * Object
+     */
+    object?: 'list';
+};
+
+/**
+ * FileObject
+ */
+export type FileObject = {
+    /**
+     * Bytes
+     */
+    bytes: number;
+    /**
+     * Created At
+     */
+    created_at: number;
+    /**
+     * Expires At
+     */
+    expires_at?: number | null;
+    /**
+     * Filename
+     */
+    filename: string;
+    /**
+     * Id
+     */
+    id: string;
+    /**
+     * Object
+     */
+    object?: 'file';
+    /**
+     * Purpose
+     */
+    purpose: 'batch' | 'batch_output';
+    /**
+     * Status
+     */
+    status?: 'uploaded' | 'processed' | 'error';
+    /**
+     * Status Details
+     */
+    status_details?: string | null;
+};
+
+/**
  * FunctionDef
  */
 export type FunctionDef = {
@@ -1284,6 +1666,54 @@ export type FunctionDef = {
 };
 
 /**
+ * GpuOut
+ */
+export type GpuOut = {
+    /**
+     * Index
+     */
+    index: number;
+    /**
+     * Memory Total Bytes
+     */
+    memory_total_bytes: number;
+    /**
+     * Memory Used Bytes
+     *
+     * Used memory on the device (null without NVML, on a device miLLM does not use).
+     */
+    memory_used_bytes: number | null;
+    /**
+     * Name
+     */
+    name: string;
+    /**
+     * Utilization Percent
+     *
+     * GPU busy time, 0..100 (null without NVML).
+     */
+    utilization_percent: number | null;
+};
+
+/**
+ * HealthOut
+ */
+export type HealthOut = {
+    /**
+     * Error
+     *
+     * Why start-up failed, when it did.
+     */
+    error?: string | null;
+    /**
+     * Status
+     *
+     * ok (200) when a model is serving; otherwise (503) loading or no_model.
+     */
+    status: 'ok' | 'loading' | 'no_model';
+};
+
+/**
  * HistoryList
  */
 export type HistoryList = {
@@ -1295,6 +1725,42 @@ export type HistoryList = {
      * Data
      */
     data: Array<RequestHistory>;
+};
+
+/**
+ * HostOut
+ */
+export type HostOut = {
+    /**
+     * Cpu Count
+     */
+    cpu_count: number;
+    /**
+     * Cpu Percent
+     *
+     * Whole-machine CPU use since the previous status request, 0..100.
+     */
+    cpu_percent: number;
+    /**
+     * Process Cpu Percent
+     *
+     * CPU use of the miLLM process (100 = one core).
+     */
+    process_cpu_percent: number;
+    /**
+     * Process Rss Bytes
+     *
+     * Resident memory of the miLLM process.
+     */
+    process_rss_bytes: number;
+    /**
+     * Ram Total Bytes
+     */
+    ram_total_bytes: number;
+    /**
+     * Ram Used Bytes
+     */
+    ram_used_bytes: number;
 };
 
 /**
@@ -1401,6 +1867,12 @@ export type JobOut = {
     current_file: string | null;
     error: JobError | null;
     /**
+     * Eta S
+     *
+     * Seconds left at that rate (null when not running or not moving).
+     */
+    eta_s: number | null;
+    /**
      * Files Done
      */
     files_done: number;
@@ -1449,6 +1921,12 @@ export type JobOut = {
      */
     revision: string;
     /**
+     * Speed Bps
+     *
+     * Transfer rate over the last few seconds, bytes per second (0 unless running).
+     */
+    speed_bps: number;
+    /**
      * State
      */
     state: 'queued' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -1489,6 +1967,42 @@ export type JsonSchemaFormat = {
      */
     strict?: boolean | null;
     [key: string]: unknown;
+};
+
+/**
+ * LabelImportOut
+ */
+export type LabelImportOut = {
+    /**
+     * Format
+     *
+     * The format the file was read as.
+     */
+    format: 'neuronpedia' | 'map' | 'csv';
+    /**
+     * Imported
+     *
+     * Imported labels kept for this SAE now (across imports, unless replaced).
+     */
+    imported: number;
+    /**
+     * Labelled Features
+     *
+     * Features with a label now, shipped or imported.
+     */
+    labelled_features: number;
+    /**
+     * Read
+     *
+     * Labels read from this file.
+     */
+    read: number;
+    /**
+     * Sae
+     *
+     * The SAE the labels were stored for.
+     */
+    sae: string;
 };
 
 /**
@@ -1633,6 +2147,12 @@ export type MemoryOut = {
  * MillmInfo
  */
 export type MillmInfo = {
+    /**
+     * Activations
+     *
+     * With a request's `activations` object: its SAE activations per choice, token by token.
+     */
+    activations?: Array<ChoiceActivations> | null;
     steering: AppliedSteering;
 };
 
@@ -2127,6 +2647,156 @@ export type ProfilePublic = {
 };
 
 /**
+ * RepoSaeList
+ */
+export type RepoSaeList = {
+    /**
+     * Commit
+     *
+     * The commit the revision resolved to.
+     */
+    commit: string;
+    /**
+     * Configs Read
+     *
+     * How many SAE configs were read for d_in, width, hook and Neuronpedia id.
+     */
+    configs_read: number;
+    /**
+     * Count
+     */
+    count: number;
+    /**
+     * Data
+     *
+     * Sorted by site, layer, width and L0, ready to group.
+     */
+    data: Array<RepoSaeOut>;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     */
+    revision: string;
+};
+
+/**
+ * RepoSaeOut
+ *
+ * One SAE folder of a Hub repo, with what its path and (where the format has one) its config say.
+ */
+export type RepoSaeOut = {
+    /**
+     * Architecture
+     *
+     * standard, jumprelu, topk or gated, when known.
+     */
+    architecture: string | null;
+    /**
+     * Cached
+     *
+     * Already downloaded into the local cache.
+     */
+    cached: boolean;
+    /**
+     * D In
+     *
+     * Width of the activations it reads, when its config says.
+     */
+    d_in: number | null;
+    /**
+     * Files
+     */
+    files: number;
+    /**
+     * Format
+     *
+     * gemma_scope, gemma_scope_2, saelens, sparsify, llama_scope, llama_scope_r1 or dictionary_learning.
+     */
+    format: string;
+    /**
+     * Hook Name
+     *
+     * The hook as the SAE names it, when known.
+     */
+    hook_name: string | null;
+    /**
+     * L0
+     *
+     * Average number of active features per token (Gemma Scope's average_l0).
+     */
+    l0: number | null;
+    /**
+     * L0 Label
+     *
+     * Gemma Scope 2's relative L0: small, medium or big.
+     */
+    l0_label: string | null;
+    /**
+     * Layer
+     *
+     * The model layer it reads.
+     */
+    layer: number | null;
+    /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of the SAE, when its config names one.
+     */
+    neuronpedia_id: string | null;
+    /**
+     * Path
+     *
+     * Folder inside the repo ('' = the repo root): the `path` of a download.
+     */
+    path: string;
+    /**
+     * Site
+     *
+     * Where in the layer: resid_post, resid_pre, mlp_out, attn_out, attn_z, transcoder, embedding, module.
+     */
+    site: string | null;
+    /**
+     * Size Bytes
+     *
+     * Bytes of its files on the Hub.
+     */
+    size_bytes: number;
+    /**
+     * Source
+     *
+     * `repo_id:path` (or the repo id for the root), ready for POST /api/saes/attach.
+     */
+    source: string;
+    /**
+     * Width
+     *
+     * Number of features (d_sae).
+     */
+    width: number | null;
+};
+
+/**
+ * RequestCounts
+ */
+export type RequestCounts = {
+    /**
+     * Completed
+     */
+    completed?: number;
+    /**
+     * Failed
+     */
+    failed?: number;
+    /**
+     * Total
+     */
+    total?: number;
+};
+
+/**
  * RequestHistory
  */
 export type RequestHistory = {
@@ -2142,6 +2812,10 @@ export type RequestHistory = {
      * Stats
      */
     stats: Array<FeatureStats>;
+    /**
+     * The request's final steering receipt (with evidence).
+     */
+    steering?: AppliedSteering | null;
     /**
      * Tokens
      */
@@ -2204,6 +2878,8 @@ export type SaeAttachIn = {
 export type SaeOut = {
     /**
      * Architecture
+     *
+     * standard, jumprelu, topk or gated.
      */
     architecture: string;
     /**
@@ -2212,6 +2888,8 @@ export type SaeOut = {
     d_in: number;
     /**
      * D Sae
+     *
+     * Number of features; valid indices are 0 .. d_sae - 1.
      */
     d_sae: number;
     /**
@@ -2220,6 +2898,8 @@ export type SaeOut = {
     dtype: string;
     /**
      * Hook Name
+     *
+     * The hook as its source names it (TransformerLens name or module path).
      */
     hook_name: string;
     /**
@@ -2227,7 +2907,15 @@ export type SaeOut = {
      */
     id: string;
     /**
+     * Imported Labels
+     *
+     * Of those, labels imported for this SAE (kept across restarts).
+     */
+    imported_labels?: number;
+    /**
      * Labelled Features
+     *
+     * Features with a label (GET /api/saes/attached/labels).
      */
     labelled_features?: number;
     /**
@@ -2235,19 +2923,45 @@ export type SaeOut = {
      */
     layer: number;
     /**
+     * Model Name
+     *
+     * The model its config says it was trained on.
+     */
+    model_name?: string | null;
+    /**
      * Module
+     *
+     * The model's module the SAE reads and steers.
      */
     module: string;
     /**
+     * Neuronpedia Id
+     *
+     * Neuronpedia's id of this SAE, `<model>/<sae set>` (e.g. gemma-2-2b/20-gemmascope-res-16k), when its config names one: feature i is at https://www.neuronpedia.org/<id>/<i>.
+     */
+    neuronpedia_id?: string | null;
+    /**
      * Path
+     *
+     * Folder inside repo_id.
      */
     path?: string | null;
     /**
      * Repo Id
+     *
+     * Hub repo it came from (null: a local folder).
      */
     repo_id?: string | null;
     /**
+     * Revision
+     *
+     * Hub revision of repo_id.
+     */
+    revision?: string | null;
+    /**
      * Source Format
+     *
+     * The format it was read from (saelens, gemma_scope, sparsify, ...).
      */
     source_format: string;
 };
@@ -2362,7 +3076,7 @@ export type SkippedPosition = {
      *
      * special_token: steer_special_tokens is false.
      */
-    reason: 'special_token';
+    reason?: 'special_token';
     /**
      * Token
      */
@@ -2393,29 +3107,48 @@ export type StatusOut = {
     active_profile: string | null;
     /**
      * Active Sequences
+     *
+     * Sequences being decoded now.
      */
     active_sequences: number;
     /**
      * Device
      */
     device: string | null;
+    downloads: DownloadsSummaryOut;
+    /**
+     * Gpus
+     *
+     * CUDA devices (empty without CUDA).
+     */
+    gpus: Array<GpuOut>;
+    host: HostOut;
     /**
      * Loading
+     *
+     * The model being loaded, while one is.
      */
     loading?: string | null;
     /**
      * Max Batch Size
      */
     max_batch_size: number;
+    /**
+     * Memory of the model's device (the GPU's, else RAM).
+     */
     memory: MemoryOut;
     model: LoadedModelOut | null;
     /**
      * Queue Depth
+     *
+     * Requests waiting for a batch slot.
      */
     queue_depth: number;
     sae: SaeOut | null;
     /**
      * Status
+     *
+     * ok: serving; loading: a model is being loaded (the previous one may still serve); no_model: nothing to serve.
      */
     status: 'ok' | 'loading' | 'no_model';
     steering: SteeringStateOut;
@@ -2669,6 +3402,34 @@ export type StreamOptions = {
 };
 
 /**
+ * TokenActivationsOut
+ *
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ */
+export type TokenActivationsOut = {
+    /**
+     * Activations
+     */
+    activations: Array<FeatureActivationOut>;
+    /**
+     * Phase
+     */
+    phase: 'prompt' | 'generated';
+    /**
+     * Position
+     */
+    position: number;
+    /**
+     * Token
+     */
+    token: string;
+    /**
+     * Token Id
+     */
+    token_id: number;
+};
+
+/**
  * ToolCall
  */
 export type ToolCall = {
@@ -2735,6 +3496,8 @@ export type ListCacheData = {
     query?: {
         /**
          * Kind
+         *
+         * Only models or only SAEs.
          */
         kind?: string | null;
     };
@@ -2746,6 +3509,10 @@ export type ListCacheErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListCacheError = ListCacheErrors[keyof ListCacheErrors];
@@ -2764,12 +3531,16 @@ export type DeleteCacheEntryData = {
     path: {
         /**
          * Repo Id
+         *
+         * Hub repo id, `owner/name`.
          */
         repo_id: string;
     };
     query?: {
         /**
          * Revision
+         *
+         * Delete only this revision (commit or ref); none: all of it.
          */
         revision?: string | null;
     };
@@ -2827,9 +3598,21 @@ export type CompareSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -2844,7 +3627,7 @@ export type CompareSteeringError = CompareSteeringErrors[keyof CompareSteeringEr
 
 export type CompareSteeringResponses = {
     /**
-     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare). With `stream: false`, one CompareResult.
+     * With `stream: true` (the default), server-sent events: each `data:` line is one JSON compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in millm.protocol.compare, in frontend/frames.schema.json as sse_compare). With `stream: false`, one CompareResult.
      */
     200: CompareResult;
 };
@@ -2857,6 +3640,8 @@ export type ListDownloadsData = {
     query?: {
         /**
          * Active
+         *
+         * Only queued and running jobs.
          */
         active?: boolean;
     };
@@ -2868,6 +3653,10 @@ export type ListDownloadsErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListDownloadsError = ListDownloadsErrors[keyof ListDownloadsErrors];
@@ -2909,6 +3698,14 @@ export type StartDownloadErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Bad Gateway
      */
@@ -2976,6 +3773,8 @@ export type DeleteDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3026,6 +3825,8 @@ export type GetDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3076,6 +3877,8 @@ export type CancelDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3105,6 +3908,10 @@ export type CancelDownloadErrors = {
      */
     409: ErrorResponse;
     /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3126,6 +3933,8 @@ export type StreamDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3176,6 +3985,8 @@ export type ResumeDownloadData = {
     path: {
         /**
          * Job Id
+         *
+         * The job's id, as POST /api/downloads and GET /api/downloads give it.
          */
         job_id: string;
     };
@@ -3205,6 +4016,10 @@ export type ResumeDownloadErrors = {
      */
     409: ErrorResponse;
     /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3221,32 +4036,102 @@ export type ResumeDownloadResponses = {
 
 export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
 
+export type ListRepoSaesData = {
+    body?: never;
+    path?: never;
+    query: {
+        /**
+         * Repo Id
+         *
+         * Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).
+         */
+        repo_id: string;
+        /**
+         * Revision
+         *
+         * Branch, tag or commit (default: main).
+         */
+        revision?: string | null;
+    };
+    url: '/api/hub/saes';
+};
+
+export type ListRepoSaesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type ListRepoSaesError = ListRepoSaesErrors[keyof ListRepoSaesErrors];
+
+export type ListRepoSaesResponses = {
+    /**
+     * Successful Response
+     */
+    200: RepoSaeList;
+};
+
+export type ListRepoSaesResponse = ListRepoSaesResponses[keyof ListRepoSaesResponses];
+
 export type EstimateModelData = {
     body?: never;
     path?: never;
     query: {
         /**
          * Model
+         *
+         * A local folder, `millm-demo`, a cached or a Hub repo id.
          */
         model: string;
         /**
          * Revision
+         *
+         * Hub branch, tag or commit (default: main).
          */
         revision?: string | null;
         /**
          * Dtype
+         *
+         * Precision of the weights (default: the server's).
          */
         dtype?: string | null;
         /**
          * Quantization
+         *
+         * bitsandbytes quantization (default: the server's).
          */
         quantization?: string | null;
         /**
          * Device
+         *
+         * Device to estimate for; one not on this machine is estimated too.
          */
         device?: string | null;
         /**
          * Context
+         *
+         * Tokens of KV cache (default: the model's, capped).
          */
         context?: number | null;
     };
@@ -3320,6 +4205,14 @@ export type LoadModelErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -3347,6 +4240,15 @@ export type GetLoadedModelData = {
     url: '/api/models/loaded';
 };
 
+export type GetLoadedModelErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetLoadedModelError = GetLoadedModelErrors[keyof GetLoadedModelErrors];
+
 export type GetLoadedModelResponses = {
     /**
      * Response Getloadedmodel
@@ -3371,6 +4273,10 @@ export type UnloadModelErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3378,6 +4284,10 @@ export type UnloadModelErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -3402,6 +4312,15 @@ export type GetMonitorConfigData = {
     url: '/api/monitor/config';
 };
 
+export type GetMonitorConfigErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetMonitorConfigError = GetMonitorConfigErrors[keyof GetMonitorConfigErrors];
+
 export type GetMonitorConfigResponses = {
     /**
      * Successful Response
@@ -3424,9 +4343,17 @@ export type SetMonitorConfigErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type SetMonitorConfigError = SetMonitorConfigErrors[keyof SetMonitorConfigErrors];
@@ -3446,10 +4373,14 @@ export type ExportMonitorHistoryData = {
     query?: {
         /**
          * Format
+         *
+         * jsonl or csv.
          */
         format?: string;
         /**
          * Request Id
+         *
+         * One request only; none: all of them.
          */
         request_id?: string | null;
     };
@@ -3461,6 +4392,10 @@ export type ExportMonitorHistoryErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -3485,6 +4420,15 @@ export type ClearMonitorHistoryData = {
     url: '/api/monitor/history';
 };
 
+export type ClearMonitorHistoryErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ClearMonitorHistoryError = ClearMonitorHistoryErrors[keyof ClearMonitorHistoryErrors];
+
 export type ClearMonitorHistoryResponses = {
     /**
      * Successful Response
@@ -3500,6 +4444,8 @@ export type GetMonitorHistoryData = {
     query?: {
         /**
          * Request Id
+         *
+         * One request's history (its completion id); none: every recorded request.
          */
         request_id?: string | null;
     };
@@ -3511,6 +4457,10 @@ export type GetMonitorHistoryErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -3535,6 +4485,19 @@ export type PauseMonitorData = {
     url: '/api/monitor/pause';
 };
 
+export type PauseMonitorErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type PauseMonitorError = PauseMonitorErrors[keyof PauseMonitorErrors];
+
 export type PauseMonitorResponses = {
     /**
      * Successful Response
@@ -3550,6 +4513,19 @@ export type ResumeMonitorData = {
     query?: never;
     url: '/api/monitor/resume';
 };
+
+export type ResumeMonitorErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type ResumeMonitorError = ResumeMonitorErrors[keyof ResumeMonitorErrors];
 
 export type ResumeMonitorResponses = {
     /**
@@ -3573,6 +4549,10 @@ export type GetMonitorStatsErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3595,6 +4575,8 @@ export type ListProfilesData = {
     query?: {
         /**
          * Model
+         *
+         * Only the profiles made for this model id.
          */
         model?: string | null;
     };
@@ -3606,6 +4588,10 @@ export type ListProfilesErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type ListProfilesError = ListProfilesErrors[keyof ListProfilesErrors];
@@ -3632,6 +4618,10 @@ export type CreateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3639,6 +4629,14 @@ export type CreateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type CreateProfileError = CreateProfileErrors[keyof CreateProfileErrors];
@@ -3659,6 +4657,19 @@ export type DeactivateProfileData = {
     url: '/api/profiles/deactivate';
 };
 
+export type DeactivateProfileErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type DeactivateProfileError = DeactivateProfileErrors[keyof DeactivateProfileErrors];
+
 export type DeactivateProfileResponses = {
     /**
      * Successful Response
@@ -3674,6 +4685,8 @@ export type ExportProfilesData = {
     query?: {
         /**
          * Names
+         *
+         * Profiles to export (repeat the parameter); none: all.
          */
         names?: Array<string> | null;
     };
@@ -3685,6 +4698,10 @@ export type ExportProfilesErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -3719,6 +4736,10 @@ export type CreateProfileFromSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3726,6 +4747,14 @@ export type CreateProfileFromSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type CreateProfileFromSteeringError = CreateProfileFromSteeringErrors[keyof CreateProfileFromSteeringErrors];
@@ -3745,10 +4774,14 @@ export type ImportProfilesData = {
     query?: {
         /**
          * On Conflict
+         *
+         * A name already in use: error (409, nothing imported), rename (a free name), or replace the existing profile.
          */
         on_conflict?: string;
         /**
          * Name
+         *
+         * Store a single imported profile under this name.
          */
         name?: string | null;
     };
@@ -3761,6 +4794,10 @@ export type ImportProfilesErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3768,6 +4805,10 @@ export type ImportProfilesErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type ImportProfilesError = ImportProfilesErrors[keyof ImportProfilesErrors];
@@ -3788,6 +4829,15 @@ export type GetProfileSchemaData = {
     url: '/api/profiles/schema';
 };
 
+export type GetProfileSchemaErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetProfileSchemaError = GetProfileSchemaErrors[keyof GetProfileSchemaErrors];
+
 export type GetProfileSchemaResponses = {
     /**
      * Response Getprofileschema
@@ -3806,18 +4856,24 @@ export type DeleteProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
     query?: {
         /**
          * Version
+         *
+         * Delete only at this version.
          */
         version?: number | null;
     };
@@ -3829,6 +4885,10 @@ export type DeleteProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -3855,6 +4915,8 @@ export type GetProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -3867,6 +4929,10 @@ export type GetProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -3963,12 +5029,16 @@ export type UpdateProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -3982,6 +5052,10 @@ export type UpdateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -3989,6 +5063,10 @@ export type UpdateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type UpdateProfileError = UpdateProfileErrors[keyof UpdateProfileErrors];
@@ -4077,12 +5155,16 @@ export type ReplaceProfileData = {
     headers?: {
         /**
          * If-Match
+         *
+         * The profile's ETag as GET gave it: refused with 409 if the profile changed since.
          */
         'if-match'?: string | null;
     };
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4096,6 +5178,10 @@ export type ReplaceProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4103,6 +5189,10 @@ export type ReplaceProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
 };
 
 export type ReplaceProfileError = ReplaceProfileErrors[keyof ReplaceProfileErrors];
@@ -4121,6 +5211,8 @@ export type ActivateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4134,6 +5226,10 @@ export type ActivateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4141,6 +5237,10 @@ export type ActivateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type ActivateProfileError = ActivateProfileErrors[keyof ActivateProfileErrors];
@@ -4159,6 +5259,8 @@ export type DuplicateProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4172,6 +5274,10 @@ export type DuplicateProfileErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4179,6 +5285,14 @@ export type DuplicateProfileErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
 };
 
 export type DuplicateProfileError = DuplicateProfileErrors[keyof DuplicateProfileErrors];
@@ -4197,6 +5311,8 @@ export type ExportProfileData = {
     path: {
         /**
          * Name
+         *
+         * The profile's name.
          */
         name: string;
     };
@@ -4209,6 +5325,10 @@ export type ExportProfileErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */
@@ -4259,6 +5379,14 @@ export type AttachSaeErrors = {
      */
     409: ErrorResponse;
     /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
      * Bad Gateway
      */
     502: ErrorResponse;
@@ -4286,6 +5414,15 @@ export type GetAttachedSaeData = {
     url: '/api/saes/attached';
 };
 
+export type GetAttachedSaeErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetAttachedSaeError = GetAttachedSaeErrors[keyof GetAttachedSaeErrors];
+
 export type GetAttachedSaeResponses = {
     /**
      * Successful Response
@@ -4294,6 +5431,47 @@ export type GetAttachedSaeResponses = {
 };
 
 export type GetAttachedSaeResponse = GetAttachedSaeResponses[keyof GetAttachedSaeResponses];
+
+export type DeleteFeatureLabelsData = {
+    body?: never;
+    path?: never;
+    query?: never;
+    url: '/api/saes/attached/labels';
+};
+
+export type DeleteFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type DeleteFeatureLabelsError = DeleteFeatureLabelsErrors[keyof DeleteFeatureLabelsErrors];
+
+export type DeleteFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: SaeStatusOut;
+};
+
+export type DeleteFeatureLabelsResponse = DeleteFeatureLabelsResponses[keyof DeleteFeatureLabelsResponses];
 
 export type SearchFeatureLabelsData = {
     body?: never;
@@ -4320,6 +5498,10 @@ export type SearchFeatureLabelsErrors = {
      * Bad input: the OpenAI error envelope, with `param` naming the field
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
 };
 
 export type SearchFeatureLabelsError = SearchFeatureLabelsErrors[keyof SearchFeatureLabelsErrors];
@@ -4332,6 +5514,75 @@ export type SearchFeatureLabelsResponses = {
 };
 
 export type SearchFeatureLabelsResponse = SearchFeatureLabelsResponses[keyof SearchFeatureLabelsResponses];
+
+export type ImportFeatureLabelsData = {
+    /**
+     * The label file's JSON: a Neuronpedia explanation export (array of records with index and description), or an index -> label object.
+     */
+    body: Array<{
+        [key: string]: unknown;
+    }> | {
+        [key: string]: unknown;
+    };
+    path?: never;
+    query?: {
+        /**
+         * Format
+         *
+         * Read the content as this format (default: detected).
+         */
+        format?: 'neuronpedia' | 'map' | 'csv' | null;
+        /**
+         * Replace
+         *
+         * Replace the labels imported before for this SAE instead of adding to them.
+         */
+        replace?: boolean;
+    };
+    url: '/api/saes/attached/labels';
+};
+
+export type ImportFeatureLabelsErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+    /**
+     * Service Unavailable
+     */
+    503: ErrorResponse;
+};
+
+export type ImportFeatureLabelsError = ImportFeatureLabelsErrors[keyof ImportFeatureLabelsErrors];
+
+export type ImportFeatureLabelsResponses = {
+    /**
+     * Successful Response
+     */
+    200: LabelImportOut;
+};
+
+export type ImportFeatureLabelsResponse = ImportFeatureLabelsResponses[keyof ImportFeatureLabelsResponses];
 
 export type DetachSaeData = {
     body?: never;
@@ -4346,6 +5597,10 @@ export type DetachSaeErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4353,6 +5608,10 @@ export type DetachSaeErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4379,9 +5638,17 @@ export type ShutdownServerData = {
 
 export type ShutdownServerErrors = {
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Forbidden
      */
     403: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4406,6 +5673,15 @@ export type GetStatusData = {
     url: '/api/status';
 };
 
+export type GetStatusErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetStatusError = GetStatusErrors[keyof GetStatusErrors];
+
 export type GetStatusResponses = {
     /**
      * Successful Response
@@ -4422,6 +5698,15 @@ export type ClearSteeringData = {
     url: '/api/steering';
 };
 
+export type ClearSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ClearSteeringError = ClearSteeringErrors[keyof ClearSteeringErrors];
+
 export type ClearSteeringResponses = {
     /**
      * Successful Response
@@ -4437,6 +5722,15 @@ export type GetSteeringData = {
     query?: never;
     url: '/api/steering';
 };
+
+export type GetSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetSteeringError = GetSteeringErrors[keyof GetSteeringErrors];
 
 export type GetSteeringResponses = {
     /**
@@ -4460,6 +5754,10 @@ export type UpdateSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4467,6 +5765,10 @@ export type UpdateSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4497,6 +5799,10 @@ export type SetSteeringErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
@@ -4504,6 +5810,10 @@ export type SetSteeringErrors = {
      * Conflict
      */
     409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
     /**
      * Service Unavailable
      */
@@ -4528,6 +5838,19 @@ export type DisableSteeringData = {
     url: '/api/steering/disable';
 };
 
+export type DisableSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type DisableSteeringError = DisableSteeringErrors[keyof DisableSteeringErrors];
+
 export type DisableSteeringResponses = {
     /**
      * Successful Response
@@ -4543,6 +5866,19 @@ export type EnableSteeringData = {
     query?: never;
     url: '/api/steering/enable';
 };
+
+export type EnableSteeringErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type EnableSteeringError = EnableSteeringErrors[keyof EnableSteeringErrors];
 
 export type EnableSteeringResponses = {
     /**
@@ -4562,21 +5898,21 @@ export type GetHealthData = {
 
 export type GetHealthErrors = {
     /**
-     * Service Unavailable
+     * Starting, loading or no model (with Retry-After)
      */
-    503: ErrorResponse;
+    503: HealthOut;
 };
 
 export type GetHealthError = GetHealthErrors[keyof GetHealthErrors];
 
 export type GetHealthResponses = {
     /**
-     * Response Gethealth
-     *
      * Successful Response
      */
-    200: unknown;
+    200: HealthOut;
 };
+
+export type GetHealthResponse = GetHealthResponses[keyof GetHealthResponses];
 
 export type GetMetricsData = {
     body?: never;
@@ -4584,6 +5920,15 @@ export type GetMetricsData = {
     query?: never;
     url: '/metrics';
 };
+
+export type GetMetricsErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type GetMetricsError = GetMetricsErrors[keyof GetMetricsErrors];
 
 export type GetMetricsResponses = {
     /**
@@ -4594,8 +5939,233 @@ export type GetMetricsResponses = {
 
 export type GetMetricsResponse = GetMetricsResponses[keyof GetMetricsResponses];
 
+export type ListBatchesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * After
+         */
+        after?: string | null;
+    };
+    url: '/v1/batches';
+};
+
+export type ListBatchesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type ListBatchesError = ListBatchesErrors[keyof ListBatchesErrors];
+
+export type ListBatchesResponses = {
+    /**
+     * Successful Response
+     */
+    200: BatchList;
+};
+
+export type ListBatchesResponse = ListBatchesResponses[keyof ListBatchesResponses];
+
+export type CreateBatchData = {
+    body: BatchCreate;
+    path?: never;
+    query?: never;
+    url: '/v1/batches';
+};
+
+export type CreateBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CreateBatchError = CreateBatchErrors[keyof CreateBatchErrors];
+
+export type CreateBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type CreateBatchResponse = CreateBatchResponses[keyof CreateBatchResponses];
+
+export type RetrieveBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}';
+};
+
+export type RetrieveBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type RetrieveBatchError = RetrieveBatchErrors[keyof RetrieveBatchErrors];
+
+export type RetrieveBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type RetrieveBatchResponse = RetrieveBatchResponses[keyof RetrieveBatchResponses];
+
+export type CancelBatchData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}/cancel';
+};
+
+export type CancelBatchErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CancelBatchError = CancelBatchErrors[keyof CancelBatchErrors];
+
+export type CancelBatchResponses = {
+    /**
+     * Successful Response
+     */
+    200: Batch;
+};
+
+export type CancelBatchResponse = CancelBatchResponses[keyof CancelBatchResponses];
+
+export type StreamBatchEventsData = {
+    body?: never;
+    path: {
+        /**
+         * Batch Id
+         */
+        batch_id: string;
+    };
+    query?: never;
+    url: '/v1/batches/{batch_id}/events';
+};
+
+export type StreamBatchEventsErrors = {
+    /**
+     * An error
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * An error
+     */
+    404: ErrorResponse;
+};
+
+export type StreamBatchEventsError = StreamBatchEventsErrors[keyof StreamBatchEventsErrors];
+
+export type StreamBatchEventsResponses = {
+    /**
+     * Server-sent events, each `data:` the Batch object after a change; ends when the batch ends
+     */
+    200: string;
+};
+
+export type StreamBatchEventsResponse = StreamBatchEventsResponses[keyof StreamBatchEventsResponses];
+
 export type CreateChatCompletionData = {
     body: ChatCompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/chat/completions';
@@ -4607,9 +6177,21 @@ export type CreateChatCompletionErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -4637,6 +6219,14 @@ export type CreateChatCompletionResponse = CreateChatCompletionResponses[keyof C
 
 export type CreateCompletionData = {
     body: CompletionRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/completions';
@@ -4648,9 +6238,21 @@ export type CreateCompletionErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -4678,6 +6280,14 @@ export type CreateCompletionResponse = CreateCompletionResponses[keyof CreateCom
 
 export type CreateEmbeddingData = {
     body: EmbeddingRequest;
+    headers?: {
+        /**
+         * X-Millm-Strict
+         *
+         * `true`: a field this server would ignore is a 400 naming it instead of a name in the X-MiLLM-Ignored-Fields response header.
+         */
+        'X-MiLLM-Strict'?: string | null;
+    };
     path?: never;
     query?: never;
     url: '/v1/embeddings';
@@ -4689,9 +6299,21 @@ export type CreateEmbeddingErrors = {
      */
     400: ErrorResponse;
     /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
      * Not Found
      */
     404: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
     /**
      * Too Many Requests
      */
@@ -4717,12 +6339,246 @@ export type CreateEmbeddingResponses = {
 
 export type CreateEmbeddingResponse = CreateEmbeddingResponses[keyof CreateEmbeddingResponses];
 
+export type ListFilesData = {
+    body?: never;
+    path?: never;
+    query?: {
+        /**
+         * Purpose
+         */
+        purpose?: string | null;
+        /**
+         * Limit
+         */
+        limit?: number;
+        /**
+         * After
+         */
+        after?: string | null;
+        /**
+         * Order
+         */
+        order?: 'asc' | 'desc';
+    };
+    url: '/v1/files';
+};
+
+export type ListFilesErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type ListFilesError = ListFilesErrors[keyof ListFilesErrors];
+
+export type ListFilesResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileList;
+};
+
+export type ListFilesResponse = ListFilesResponses[keyof ListFilesResponses];
+
+export type CreateFileData = {
+    body: BodyCreateFile;
+    path?: never;
+    query?: never;
+    url: '/v1/files';
+};
+
+export type CreateFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * The body is larger than the max_body_bytes setting
+     */
+    413: ErrorResponse;
+    /**
+     * A POST without `Content-Type: application/json` and without an Authorization or X-MiLLM-Client header
+     */
+    415: ErrorResponse;
+};
+
+export type CreateFileError = CreateFileErrors[keyof CreateFileErrors];
+
+export type CreateFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileObject;
+};
+
+export type CreateFileResponse = CreateFileResponses[keyof CreateFileResponses];
+
+export type DeleteFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}';
+};
+
+export type DeleteFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DeleteFileError = DeleteFileErrors[keyof DeleteFileErrors];
+
+export type DeleteFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileDeleted;
+};
+
+export type DeleteFileResponse = DeleteFileResponses[keyof DeleteFileResponses];
+
+export type RetrieveFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}';
+};
+
+export type RetrieveFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type RetrieveFileError = RetrieveFileErrors[keyof RetrieveFileErrors];
+
+export type RetrieveFileResponses = {
+    /**
+     * Successful Response
+     */
+    200: FileObject;
+};
+
+export type RetrieveFileResponse = RetrieveFileResponses[keyof RetrieveFileResponses];
+
+export type DownloadFileData = {
+    body?: never;
+    path: {
+        /**
+         * File Id
+         */
+        file_id: string;
+    };
+    query?: never;
+    url: '/v1/files/{file_id}/content';
+};
+
+export type DownloadFileErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+};
+
+export type DownloadFileError = DownloadFileErrors[keyof DownloadFileErrors];
+
+export type DownloadFileResponses = {
+    /**
+     * The file's bytes (JSONL)
+     */
+    200: Blob | File;
+};
+
+export type DownloadFileResponse = DownloadFileResponses[keyof DownloadFileResponses];
+
 export type ListModelsData = {
     body?: never;
     path?: never;
     query?: never;
     url: '/v1/models';
 };
+
+export type ListModelsErrors = {
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
+};
+
+export type ListModelsError = ListModelsErrors[keyof ListModelsErrors];
 
 export type ListModelsResponses = {
     /**
@@ -4738,6 +6594,8 @@ export type RetrieveModelData = {
     path: {
         /**
          * Model Id
+         *
+         * A model id from GET /v1/models (may contain '/').
          */
         model_id: string;
     };
@@ -4750,6 +6608,10 @@ export type RetrieveModelErrors = {
      * Bad Request
      */
     400: ErrorResponse;
+    /**
+     * The server requires an API key (`Authorization: Bearer <key>`) and none or a wrong one was sent
+     */
+    401: ErrorResponse;
     /**
      * Not Found
      */

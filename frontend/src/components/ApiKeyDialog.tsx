@@ -1,6 +1,6 @@
 import { useQueryClient } from "@tanstack/react-query";
 import { KeyRoundIcon } from "lucide-react";
-import { useEffect, useId, useState } from "react";
+import { useEffect, useId, useRef, useState } from "react";
 import { Button } from "@/components/ui/button";
 import {
   Dialog,
@@ -14,6 +14,9 @@ import { Input } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
 import { getApiKey, onApiKeyNeeded, setApiKey } from "@/lib/auth";
 
+/** After Cancel, polls that still get 401s do not reopen the dialog for this long (the status bar offers it). */
+const QUIET_MS = 60_000;
+
 /** Opens when the server answers 401 (a key is set with MILLM_API_KEY); stores the key and retries. */
 export function ApiKeyDialog() {
   const [open, setOpen] = useState(false);
@@ -21,15 +24,21 @@ export function ApiKeyDialog() {
   const [hadKey, setHadKey] = useState(false);
   const qc = useQueryClient();
   const id = useId();
+  const dismissedAt = useRef(0);
 
   useEffect(
     () =>
-      onApiKeyNeeded(() => {
+      onApiKeyNeeded((explicit) => {
+        if (!explicit && Date.now() - dismissedAt.current < QUIET_MS) return;
         setHadKey(getApiKey() != null);
         setOpen(true);
       }),
     [],
   );
+  const close = () => {
+    dismissedAt.current = Date.now();
+    setOpen(false);
+  };
 
   const save = (e: React.FormEvent) => {
     e.preventDefault();
@@ -42,7 +51,7 @@ export function ApiKeyDialog() {
   };
 
   return (
-    <Dialog open={open} onOpenChange={setOpen}>
+    <Dialog open={open} onOpenChange={(o) => (o ? setOpen(true) : close())}>
       <DialogContent>
         <form onSubmit={save}>
           <DialogHeader>
@@ -66,7 +75,7 @@ export function ApiKeyDialog() {
             autoFocus
           />
           <DialogFooter>
-            <Button variant="secondary" onClick={() => setOpen(false)}>
+            <Button variant="secondary" onClick={close}>
               Cancel
             </Button>
             <Button type="submit" disabled={!value.trim()}>

@@ -6,7 +6,9 @@
 const STORAGE_KEY = "millm.apiKey";
 
 type Listener = () => void;
-const needListeners = new Set<Listener>();
+/** `explicit`: the user asked (a button), not a 401 from a background poll. */
+type NeedListener = (explicit: boolean) => void;
+const needListeners = new Set<NeedListener>();
 const changeListeners = new Set<Listener>();
 
 export function getApiKey(): string | null {
@@ -27,12 +29,12 @@ export function setApiKey(key: string | null): void {
   for (const fn of changeListeners) fn();
 }
 
-/** Called by the API layer on a 401: ask the user for the key. */
-export function requestApiKey(): void {
-  for (const fn of needListeners) fn();
+/** Called by the API layer on a 401 (and by "Enter API key" buttons, explicit): ask the user for the key. */
+export function requestApiKey(explicit = false): void {
+  for (const fn of needListeners) fn(explicit);
 }
 
-export function onApiKeyNeeded(fn: Listener): () => void {
+export function onApiKeyNeeded(fn: NeedListener): () => void {
   needListeners.add(fn);
   return () => needListeners.delete(fn);
 }

@@ -9,6 +9,10 @@ export interface MillmFrames {
  */
 sse_chat_completion?: (ChatCompletionChunk | ErrorResponse)
 /**
+ * The `data:` of one event of a streamed `POST /api/compare` (`type`: start, delta, done per variant, end, or error; models in millm.protocol.compare).
+ */
+sse_compare?: (CompareStart | CompareDelta | CompareDone | CompareEnd | CompareError)
+/**
  * The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).
  */
 sse_completion?: (Completion | ErrorResponse)
@@ -103,7 +107,42 @@ token: string
  * via the `definition` "MillmInfo".
  */
 export interface MillmInfo {
+/**
+ * With a request's `activations` object: its SAE activations per choice, token by token.
+ */
+activations?: (ChoiceActivations[] | null)
 steering: AppliedSteering
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "ChoiceActivations".
+ */
+export interface ChoiceActivations {
+choice: number
+read: ("before" | "after")
+tokens: TokenActivationsOut[]
+}
+/**
+ * Activations at one token: the same fields and values as a /ws/monitor frame.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "TokenActivationsOut".
+ */
+export interface TokenActivationsOut {
+activations: FeatureActivationOut[]
+phase: ("prompt" | "generated")
+position: number
+token: string
+token_id: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "FeatureActivationOut".
+ */
+export interface FeatureActivationOut {
+index: number
+label?: (string | null)
+value: number
 }
 /**
  * What steering was applied to a request, echoed in every response (`millm.steering`).
@@ -201,7 +240,7 @@ position: number
 /**
  * special_token: steer_special_tokens is false.
  */
-reason: "special_token"
+reason?: "special_token"
 token: string
 }
 /**
@@ -245,9 +284,123 @@ error: ErrorInfo
  */
 export interface ErrorInfo {
 code?: (string | null)
+/**
+ * Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did not fit in the free memory it was compared with.
+ */
+memory_estimate?: (MemoryEstimateOut | null)
 message: string
 param?: (string | null)
 type: string
+}
+/**
+ * What a load needs (weights + KV cache + SAE + overhead) against free memory on the device.
+ * 
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "MemoryEstimateOut".
+ */
+export interface MemoryEstimateOut {
+/**
+ * Free memory on the device; null when it is not on this machine.
+ */
+available_bytes: (number | null)
+batch: number
+context: number
+device: string
+/**
+ * Whether the device exists on this machine.
+ */
+device_present?: boolean
+dtype: string
+/**
+ * Whether total_bytes <= available_bytes; null when the device is absent.
+ */
+fits: (boolean | null)
+kv_cache_bytes: number
+overhead_bytes: number
+params: number
+quantization: string
+sae_bytes: number
+summary: string
+total_bytes: number
+weights_bytes: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareStart".
+ */
+export interface CompareStart {
+id: string
+model: string
+prompt_tokens: number
+seed: number
+type?: "start"
+variants: CompareVariantStart[]
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareVariantStart".
+ */
+export interface CompareVariantStart {
+index: number
+label?: (string | null)
+steering: AppliedSteering
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareDelta".
+ */
+export interface CompareDelta {
+text: string
+token_ids: number[]
+type?: "delta"
+variant: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareDone".
+ */
+export interface CompareDone {
+/**
+ * Index of the first generated token that differs from variant 0's (its length when one is a prefix of the other); null for variant 0 and for identical outputs.
+ */
+diverges_at: (number | null)
+finish_reason: (string | null)
+index: number
+label?: (string | null)
+steering: AppliedSteering
+text: string
+token_ids: number[]
+/**
+ * Generated tokens.
+ */
+tokens: number
+type?: "done"
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareEnd".
+ */
+export interface CompareEnd {
+id: string
+type?: "end"
+usage: CompareUsage
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareUsage".
+ */
+export interface CompareUsage {
+completion_tokens: number
+prompt_tokens: number
+total_tokens: number
+}
+/**
+ * This interface was referenced by `MillmFrames`'s JSON-Schema
+ * via the `definition` "CompareError".
+ */
+export interface CompareError {
+error: ErrorInfo
+type?: "error"
 }
 /**
  * This interface was referenced by `MillmFrames`'s JSON-Schema
@@ -313,6 +466,10 @@ created_at: string
  */
 current_file: (string | null)
 error: (JobError | null)
+/**
+ * Seconds left at that rate (null when not running or not moving).
+ */
+eta_s: (number | null)
 files_done: number
 files_total: number
 /**
@@ -335,6 +492,10 @@ path: string
 progress: number
 repo_id: string
 revision: string
+/**
+ * Transfer rate over the last few seconds, bytes per second (0 unless running).
+ */
+speed_bps: number
 state: ("queued" | "running" | "completed" | "failed" | "cancelled")
 /**
  * Its last change of state or progress (ISO 8601, UTC).

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.datastructures import UploadFile as StarletteUpload
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from millm import __version__
@@ -55,7 +57,9 @@ def sae_out(att: AttachedSae | None) -> a.SaeOut | None:
         id=att.sae_id, hook_name=att.hook_name, module=att.hookpoint.module_path, layer=att.hookpoint.layer,
         d_in=cfg.d_in, d_sae=cfg.d_sae, architecture=cfg.architecture, dtype=str(att.sae.dtype).removeprefix("torch."),
         source_format=cfg.source_format, repo_id=att.source.get("repo_id"), path=att.source.get("path"),
-        labelled_features=len(att.labels),
+        revision=att.source.get("revision"), model_name=cfg.model_name, labelled_features=len(att.labels),
+        imported_labels=len(att.imported_labels),
+        neuronpedia_id=cfg.neuronpedia_id or None,
     )
 
 
@@ -72,7 +76,8 @@ def steering_out(rt: Runtime) -> a.SteeringStateOut:
 # ---------------------------------------------------------------------------- health, metrics, status
 
 
-@router.get("/health", operation_id="getHealth", tags=["operations"], responses={503: {"model": ErrorResponse}})
+@router.get("/health", operation_id="getHealth", tags=["operations"], response_model=a.HealthOut,
+            responses={503: {"model": a.HealthOut, "description": "Starting, loading or no model (with Retry-After)"}})
 async def health(rt: RuntimeDep) -> Any:
     """Health check.
 
@@ -106,10 +111,19 @@ async def status(rt: RuntimeDep) -> a.StatusOut:
     return a.StatusOut(
         version=__version__, uptime_s=round(time.time() - rt.started_at, 3), status=rt.status,  # type: ignore[arg-type]
         loading=rt.models.loading, device=str(lm.device) if lm else None, memory=a.MemoryOut(**rt.memory()),
+        host=a.HostOut(**asdict(rt.system.host())), gpus=[a.GpuOut(**asdict(g)) for g in rt.system.gpus()],
         model=model_out(rt), sae=sae_out(rt.saes.attached), steering=steering_out(rt),
         active_profile=rt.steering.state.profile, queue_depth=rt.worker.queue_depth,
         active_sequences=rt.worker.active_sequences, max_batch_size=rt.worker.max_batch_size,
+        downloads=downloads_summary(rt),
     )
+
+
+def downloads_summary(rt: Runtime) -> a.DownloadsSummaryOut:
+    active = rt.jobs.list(active_only=True)
+    return a.DownloadsSummaryOut(active=len(active), bytes_done=sum(j.bytes_done for j in active),
+                                 bytes_total=sum(j.bytes_total for j in active),
+                                 speed_bps=round(sum(j.speed_bps for j in active), 1))
 
 
 # ---------------------------------------------------------------------------- models
@@ -132,8 +146,8 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
 
     Load or switch to a model: a local folder, `millm-demo`, or a Hub repo id (a repo not in the cache is pulled
     first). The previous model keeps serving until the new one is ready, and a failed load keeps it. A load the
-    memory estimate says will not fit is refused with a 409 `insufficient_memory` whose message gives the
-    breakdown (weights, KV cache, SAE) against free memory; `force: true` loads anyway."""
+    memory estimate says will not fit is refused with a 400 `insufficient_memory` whose `memory_estimate` gives the
+    breakdown (weights, KV cache, SAE, overhead) against free memory; `force: true` loads anyway."""
     result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
                                   quantization=body.quantization, device=body.device, force=body.force)
     if result.sae_message is not None:
@@ -209,7 +223,9 @@ async def sae_labels(
     whose index it is, `limit` caps how many come back (`count` is the number that matched)."""
     att = rt.saes.attached
     labels = att.labels if att else {}
-    data = [a.FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"))
+    imported = att.imported_labels if att else {}
+    data = [a.FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"),
+                           source="imported" if i in imported else "sae")
             for i, v in sorted(labels.items())]
     needle = (q or "").strip().casefold()
     if needle:
@@ -217,6 +233,56 @@ async def sae_labels(
         data = ([f for f in data if str(f.index) == needle]
                 + [f for f in data if needle in f.label.casefold() and str(f.index) != needle])
     return a.FeatureLabelsOut(data=data[:limit] if limit else data, count=len(data))
+
+
+LABEL_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": {"description": "The label file's JSON: a Neuronpedia explanation export (array "
+                                                   "of records with index and description), or an index -> label "
+                                                   "object.", "oneOf": [{"type": "array", "items": {"type": "object"}},
+                                                                        {"type": "object"}]}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "string", "format": "binary",
+                 "description": "A JSON, JSON Lines or CSV label file."}}}},
+}}}
+
+
+@router.post("/api/saes/attached/labels", operation_id="importFeatureLabels", tags=["saes"],
+             response_model=a.LabelImportOut, responses=ERRORS, openapi_extra=LABEL_BODY)
+async def import_labels(
+    request: Request, rt: RuntimeDep,
+    format: Literal["neuronpedia", "map", "csv"] | None = Query(
+        None, description="Read the content as this format (default: detected)."),
+    replace: bool = Query(False, description="Replace the labels imported before for this SAE instead of adding "
+                                             "to them."),
+) -> a.LabelImportOut:
+    """Import feature labels for the attached SAE.
+
+    Neuronpedia explanation exports (JSON or JSON Lines records with `index` and `description`), an
+    `index -> label` JSON object, or a CSV with `index` and `label` columns; as the JSON body, or a file uploaded
+    as multipart `file`. Labels are kept per SAE in the profile store (they come back on restart and re-attach)
+    and show in monitor frames, receipts and label search. Labels for another SAE (an index past its d_sae, or
+    another `d_sae` in the file) are a 400 naming `file`."""
+    filename = None
+    if request.headers.get("content-type", "").startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if not isinstance(upload, StarletteUpload):
+            raise InvalidRequest("upload the labels as the multipart field 'file'", param="file")
+        raw, filename = await upload.read(), upload.filename
+    else:
+        raw = await request.body()
+    parsed, att = await rt.saes.import_labels(raw, filename=filename, fmt=format, replace=replace)
+    return a.LabelImportOut(sae=att.sae_id, format=parsed.format, read=len(parsed.labels),
+                            imported=len(att.imported_labels), labelled_features=len(att.labels))
+
+
+@router.delete("/api/saes/attached/labels", operation_id="deleteFeatureLabels", tags=["saes"],
+               response_model=a.SaeStatusOut, responses=ERRORS)
+async def delete_labels(rt: RuntimeDep) -> a.SaeStatusOut:
+    """Delete the imported feature labels.
+
+    Forget the labels imported for the attached SAE (the ones shipped with it stay)."""
+    return a.SaeStatusOut(attached=sae_out(await rt.saes.clear_imported_labels()))
 
 
 # ---------------------------------------------------------------------------- steering

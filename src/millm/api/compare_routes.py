@@ -9,6 +9,7 @@ from typing import Any, AsyncIterator
 from fastapi import APIRouter
 
 from millm.api.errors import error_body
+from millm.api.openapi import sse_item_schema
 from millm.api.openai_routes import _event, _EventStream
 from millm.api.state import RuntimeDep
 from millm.errors import MillmError
@@ -20,8 +21,9 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     **{code: {"model": ErrorResponse} for code in (400, 404, 429, 503)},
     200: {"description": "With `stream: true` (the default), server-sent events: each `data:` line is one JSON "
                          "compare frame (`start`, `delta`, `done` per variant, `end`, or `error`; the models in "
-                         "millm.protocol.compare). With `stream: false`, one CompareResult.",
-          "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                         "millm.protocol.compare, in frontend/frames.schema.json as sse_compare). With "
+                         "`stream: false`, one CompareResult.",
+          "content": {"text/event-stream": sse_item_schema()}},
 }
 
 
@@ -36,9 +38,10 @@ async def _sse(frames: AsyncIterator[Any], start: c.CompareStart) -> AsyncIterat
 
 @router.post("/api/compare", response_model=c.CompareResult, responses=RESPONSES, operation_id="compareSteering")
 async def compare_steering(body: c.CompareRequest, rt: RuntimeDep) -> Any:
-    """Generate from one prompt under up to 8 steering variants at once (rows of one batch, one seed).
+    """Compare steering variants.
 
-    Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
+    The variants run as rows of one batch with one seed, so a greedy variant's tokens equal the same request sent
+    alone. Each `done` frame (and each variant of the JSON result) carries the text, token count, finish_reason,
     full steering receipt and `diverges_at`: the first generated token that differs from variant 0's."""
     plan = await rt.compare.compare(body)
     if plan.stream:

@@ -17,7 +17,8 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from millm.api import limits
-from millm.errors import MillmError, StorageError
+from millm.errors import InsufficientMemory, MillmError, StorageError
+from millm.protocol.hub import MemoryEstimateOut
 from millm.protocol.openai import ErrorInfo, ErrorResponse
 
 log = logging.getLogger(__name__)
@@ -44,8 +45,19 @@ def param_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
     return out or None
 
 
+def _memory_estimate(exc: MillmError) -> MemoryEstimateOut | None:
+    est, free = getattr(exc, "estimate", None), getattr(exc, "available", None)
+    if not isinstance(exc, InsufficientMemory) or est is None or free is None:
+        return None
+    fits = est.total_bytes <= free  # type: ignore[attr-defined]
+    return MemoryEstimateOut(**est.to_dict(), available_bytes=free, fits=fits,  # type: ignore[attr-defined]
+                             summary=est.describe())  # type: ignore[attr-defined]
+
+
 def error_body(exc: MillmError) -> dict[str, Any]:
-    return ErrorResponse(error=ErrorInfo(message=exc.message, type=exc.type, param=exc.param, code=exc.code)).model_dump()
+    info = ErrorInfo(message=exc.message, type=exc.type, param=exc.param, code=exc.code,
+                     memory_estimate=_memory_estimate(exc))
+    return ErrorResponse(error=info).model_dump()
 
 
 def count_rejected(scope: Any, status: int) -> None:

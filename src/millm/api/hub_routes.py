@@ -11,11 +11,11 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, AsyncIterator
 
-from fastapi import APIRouter, Depends, Query, Response, WebSocket, WebSocketDisconnect
-from pydantic import BaseModel
+from fastapi import APIRouter, Depends, Path, Query, Response, WebSocket, WebSocketDisconnect
 from sse_starlette import EventSourceResponse
 
 from millm.api.errors import error_body
+from millm.api.openapi import sse_item_schema
 from millm.api.websockets import push_until_closed
 from millm.api.state import RuntimeDep, WsRuntimeDep
 from millm.errors import MillmError
@@ -31,20 +31,12 @@ router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 502)}
 
 
-def _sse_item_schema(model: type[BaseModel]) -> dict[str, Any]:
-    """One server-sent event as OpenAPI 3.2 (and FastAPI's own SSE routes) describe it: `itemSchema`, whose
-    `data` is a JSON document of `model` (its nested models are the components other routes use)."""
-    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
-    schema.pop("$defs", None)
-    return {"type": "object", "required": ["data"], "properties": {
-        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0},
-        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": schema}}}
-
-
-# The event streams: server-sent events, each `data:` one DownloadEvent.
-EVENTS: dict[int | str, dict[str, Any]] = {**ERRORS, 200: {
+# The event streams: server-sent events, each `data:` one DownloadEvent. (Their errors are JSON: spelt out, since
+# FastAPI would document a `model` in the route's own media type.)
+EVENTS: dict[int | str, dict[str, Any]] = {**{code: {"content": {"application/json": {"schema": {
+    "$ref": "#/components/schemas/ErrorResponse"}}}} for code in ERRORS}, 200: {
     "description": "Server-sent events (`event: state` or `progress`), each `data:` a DownloadEvent",
-    "content": {"text/event-stream": {"itemSchema": _sse_item_schema(h.DownloadEvent)}}}}
+    "content": {"text/event-stream": sse_item_schema(h.DownloadEvent)}}}
 SSE_PING_S = 15
 
 
@@ -71,6 +63,7 @@ def hub_service(rt: RuntimeDep) -> HubService:
 
 
 HubDep = Annotated[HubService, Depends(hub_service)]
+JobId = Annotated[str, Path(description="The job's id, as POST /api/downloads and GET /api/downloads give it.")]
 
 
 # ---------------------------------------------------------------------------- shapes
@@ -84,10 +77,18 @@ def job_out(job: Job | dict[str, Any]) -> h.JobOut:
         id=d["id"], kind=d["kind"], repo_id=d["repo_id"], name=d["repo_id"].rsplit("/", 1)[-1],
         revision=d["revision"], path=d["path"], state=d["state"], commit=d["commit"], bytes_done=done,
         bytes_total=total, files_done=d["files_done"], files_total=d["files_total"], progress=round(progress, 4),
-        current_file=d["current_file"], error=h.JobError(**d["error"]) if d["error"] else None,
+        current_file=d["current_file"], speed_bps=d.get("speed_bps", 0.0), eta_s=_eta(d),
+        error=h.JobError(**d["error"]) if d["error"] else None,
         attempts=d["attempts"], created_at=utc(d["created_at"]), updated_at=utc(d["updated_at"]),
         finished_at=utc(d["finished_at"]) if d["finished_at"] is not None else None,
     )
+
+
+def _eta(d: dict[str, Any]) -> float | None:
+    speed = d.get("speed_bps") or 0.0
+    if d["state"] != "running" or speed <= 0 or not d["bytes_total"]:
+        return None
+    return round(max(0, d["bytes_total"] - d["bytes_done"]) / speed, 1)
 
 
 def event_out(event: JobEvent) -> h.DownloadEvent:
@@ -129,7 +130,8 @@ async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
 
 
 @router.get("/api/downloads", operation_id="listDownloads", tags=["downloads"], response_model=h.JobList)
-async def list_downloads(rt: RuntimeDep, active: bool = False) -> h.JobList:
+async def list_downloads(rt: RuntimeDep, active: bool = Query(
+        False, description="Only queued and running jobs.")) -> h.JobList:
     """List downloads.
 
     Every job the server knows (`active=true`: queued and running ones), oldest first, with total progress
@@ -161,7 +163,7 @@ async def download_events(rt: RuntimeDep) -> EventSourceResponse:
 
 @router.get("/api/downloads/{job_id}", operation_id="getDownload", tags=["downloads"],
             response_model=h.JobOut, responses=ERRORS)
-async def get_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+async def get_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
     """Get a download.
 
     One job: state, bytes and files done of the total, speed, ETA, current file and error."""
@@ -170,7 +172,7 @@ async def get_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
 
 @router.get("/api/downloads/{job_id}/events", operation_id="streamDownload", tags=["downloads"],
             response_class=EventStream, responses=EVENTS)
-async def job_events(job_id: str, rt: RuntimeDep) -> EventSourceResponse:
+async def job_events(job_id: JobId, rt: RuntimeDep) -> EventSourceResponse:
     """Stream one download's events.
 
     Server-sent events for one job: its current state, then its events; the stream ends after a final state."""
@@ -180,7 +182,7 @@ async def job_events(job_id: str, rt: RuntimeDep) -> EventSourceResponse:
 
 @router.post("/api/downloads/{job_id}/cancel", operation_id="cancelDownload", tags=["downloads"],
              response_model=h.JobOut, responses=ERRORS)
-async def cancel_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+async def cancel_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
     """Cancel a download.
 
     Stop a job; the file being transferred is deleted, finished files stay in the cache."""
@@ -189,7 +191,7 @@ async def cancel_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
 
 @router.post("/api/downloads/{job_id}/resume", operation_id="resumeDownload", tags=["downloads"],
              response_model=h.JobOut, responses=ERRORS)
-async def resume_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
+async def resume_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
     """Resume a download.
 
     Run a failed or cancelled job again; files already complete are not fetched twice."""
@@ -198,7 +200,7 @@ async def resume_download(job_id: str, rt: RuntimeDep) -> h.JobOut:
 
 @router.delete("/api/downloads/{job_id}", operation_id="deleteDownload", tags=["downloads"],
                status_code=204, responses=ERRORS)
-async def forget_download(job_id: str, rt: RuntimeDep) -> Response:
+async def forget_download(job_id: JobId, rt: RuntimeDep) -> Response:
     """Delete a download from the list.
 
     Forget a finished job (409 while it is queued or running). The downloaded files stay in the cache."""
@@ -240,7 +242,8 @@ async def downloads_ws(websocket: WebSocket, rt: WsRuntimeDep, job_id: str | Non
 
 
 @router.get("/api/cache", operation_id="listCache", tags=["downloads"], response_model=h.CacheList)
-async def list_cache(hub: HubDep, kind: str | None = Query(None, pattern="^(model|sae)$")) -> h.CacheList:
+async def list_cache(hub: HubDep, kind: str | None = Query(
+        None, pattern="^(model|sae)$", description="Only models or only SAEs.")) -> h.CacheList:
     """List the cache.
 
     Cached models and SAEs: size, files, revisions, last use, SAE folders, and whether each is in use or
@@ -252,7 +255,10 @@ async def list_cache(hub: HubDep, kind: str | None = Query(None, pattern="^(mode
 
 @router.delete("/api/cache/{repo_id:path}", operation_id="deleteCacheEntry", tags=["downloads"],
                response_model=h.CacheDeleteOut, responses=ERRORS)
-async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) -> h.CacheDeleteOut:
+async def delete_cached(
+    repo_id: Annotated[str, Path(description="Hub repo id, `owner/name`.")], hub: HubDep,
+    revision: str | None = Query(None, description="Delete only this revision (commit or ref); none: all of it."),
+) -> h.CacheDeleteOut:
     """Delete a cache entry.
 
     Delete a cached repo (or one revision); refused (409) while it is loaded, attached or being downloaded."""
@@ -267,12 +273,15 @@ async def delete_cached(repo_id: str, hub: HubDep, revision: str | None = None) 
             response_model=h.ModelEstimateOut, responses=ERRORS)
 async def estimate_model(
     hub: HubDep,
-    model: str,
-    revision: str | None = None,
-    dtype: str | None = Query(None, pattern="^(auto|float32|float16|bfloat16)$"),
-    quantization: str | None = Query(None, pattern="^(none|8bit|4bit)$"),
-    device: str | None = Query(None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$"),
-    context: int | None = Query(None, ge=1),
+    model: str = Query(description="A local folder, `millm-demo`, a cached or a Hub repo id."),
+    revision: str | None = Query(None, description="Hub branch, tag or commit (default: main)."),
+    dtype: str | None = Query(None, pattern="^(auto|float32|float16|bfloat16)$",
+                              description="Precision of the weights (default: the server's)."),
+    quantization: str | None = Query(None, pattern="^(none|8bit|4bit)$",
+                                     description="bitsandbytes quantization (default: the server's)."),
+    device: str | None = Query(None, pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+                               description="Device to estimate for; one not on this machine is estimated too."),
+    context: int | None = Query(None, ge=1, description="Tokens of KV cache (default: the model's, capped)."),
 ) -> h.ModelEstimateOut:
     """Estimate a model's memory.
 
@@ -287,3 +296,30 @@ async def estimate_model(
     return h.ModelEstimateOut(model=name, source=result.origin,  # type: ignore[arg-type]
                               estimate=estimate_out(result.estimate, result.available_bytes))
 
+
+
+# ---------------------------------------------------------------------------- browsing the Hub
+
+
+@router.get("/api/hub/saes", operation_id="listRepoSaes", tags=["saes"], response_model=h.RepoSaeList,
+            responses=ERRORS)
+async def list_repo_saes(
+    hub: HubDep,
+    repo_id: str = Query(description="Hub repo id, `owner/name` (e.g. google/gemma-scope-2b-pt-res).", max_length=200),
+    revision: str | None = Query(None, description="Branch, tag or commit (default: main).", max_length=200),
+) -> h.RepoSaeList:
+    """List a Hub repo's SAEs.
+
+    Every SAE folder of the repo (Gemma Scope, Gemma Scope 2, Llama Scope, SAELens, sparsify, dictionary_learning
+    layouts) with its layer, site, width, L0 and size parsed from its path, and d_in, hook, architecture and
+    Neuronpedia id from its config where the format has one; nothing is downloaded into the cache. Pick one and
+    pull it with `POST /api/downloads` (`kind: sae`, `repo_id`, `path`) or attach its `source`."""
+    listing = await asyncio.to_thread(hub.repo_saes, repo_id, revision)
+    data = [h.RepoSaeOut(path=s.path, source=f"{listing.repo_id}:{s.path}" if s.path else listing.repo_id,
+                         format=s.format, layer=s.layer, site=s.site, hook_name=s.hook_name, width=s.width,
+                         d_in=s.d_in, l0=s.l0, l0_label=s.l0_label, architecture=s.architecture,
+                         neuronpedia_id=s.neuronpedia_id, size_bytes=s.size_bytes, files=s.files,
+                         cached=s.path in listing.cached_paths)
+            for s in listing.saes]
+    return h.RepoSaeList(repo_id=listing.repo_id, revision=listing.revision, commit=listing.commit, data=data,
+                         count=len(data), configs_read=listing.configs_read)

@@ -64,7 +64,8 @@ async def resume(rt: RuntimeDep) -> m.MonitorConfigOut:
 
 
 @router.get("/api/monitor/history", operation_id="getMonitorHistory", response_model=m.HistoryList, responses=ERRORS)
-async def history(rt: RuntimeDep, request_id: str | None = None) -> m.HistoryList:
+async def history(rt: RuntimeDep, request_id: str | None = Query(
+        None, description="One request's history (its completion id); none: every recorded request.")) -> m.HistoryList:
     """Get the monitor history.
 
     Recorded frames and per-feature statistics, per request (the most recent requests, bounded); `request_id`
@@ -96,8 +97,10 @@ async def stats(rt: RuntimeDep) -> m.StatsOut:
             response_class=Response, responses={**ERRORS, 200: {
     "description": "One JSON object per line (jsonl) or a CSV table, one row per token and feature",
     "content": {"application/x-ndjson": {"schema": {"type": "string"}}, "text/csv": {"schema": {"type": "string"}}}}})
-async def export(rt: RuntimeDep, format: str = Query("jsonl", pattern="^(jsonl|csv)$"),
-                 request_id: str | None = None) -> Response:
+async def export(rt: RuntimeDep,
+                 format: str = Query("jsonl", pattern="^(jsonl|csv)$", description="jsonl or csv."),
+                 request_id: str | None = Query(None, description="One request only; none: all of them."),
+                 ) -> Response:
     """Export the monitor history.
 
     Every recorded frame as JSON lines or a CSV table (one row per token and feature), as a file download;

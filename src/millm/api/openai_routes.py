@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Any, AsyncIterator, Awaitable
+from typing import Annotated, Any, AsyncIterator, Awaitable
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Header, Path, Request, Response
 from sse_starlette import EventSourceResponse
 from starlette.types import Message, Send
 
 from millm.api.errors import error_body
 from millm.api.state import RuntimeDep
-from millm.errors import MillmError, ModelNotFound
+from millm.errors import InvalidRequest, MillmError, ModelNotFound
+from millm.protocol import fields
 from millm.protocol import openai as p
 from millm.services.generation import Result
 
@@ -86,8 +87,26 @@ def steering_headers(applied: p.AppliedSteering) -> dict[str, str]:
     return headers
 
 
-def _respond(result: Result, response: Response) -> Any:
-    headers = steering_headers(result.applied)
+StrictHeader = Annotated[str | None, Header(
+    alias=fields.STRICT_HEADER, description="`true`: a field this server would ignore is a 400 naming it instead "
+    "of a name in the X-MiLLM-Ignored-Fields response header.")]
+
+
+def honest_fields(body: Any, endpoint: fields.Endpoint, strict: str | None) -> dict[str, str]:
+    """The X-MiLLM-Ignored-Fields header for a request's ignored fields, or a 400 naming the first when strict."""
+    ignored = fields.ignored_fields(body, endpoint)
+    if not ignored:
+        return {}
+    if fields.strict(strict):
+        status, note = fields.FIELDS[endpoint].get(ignored[0], ("ignored", "not a field of this endpoint"))
+        raise InvalidRequest(f"{ignored[0]} would be ignored ({note}) and X-MiLLM-Strict is set", param=ignored[0],
+                             code="unsupported_field")
+    # Names as sent, but a header holds printable ASCII only: anything else (and any line break) escaped as \\uXXXX.
+    return {fields.IGNORED_HEADER: ", ".join(fields.header_safe(name) for name in ignored)}
+
+
+def _respond(result: Result, response: Response, extra: dict[str, str] | None = None) -> Any:
+    headers = {**steering_headers(result.applied), **(extra or {})}
     if result.stream:
         return _EventStream(_sse(result.value), sep="\n", ping=15, headers=headers)
     response.headers.update(headers)
@@ -111,7 +130,10 @@ async def list_models(rt: RuntimeDep) -> p.ModelList:
 
 
 @router.get("/models/{model_id:path}", operation_id="retrieveModel", response_model=p.ModelCard, responses=ERRORS)
-async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
+async def retrieve_model(
+    model_id: Annotated[str, Path(description="A model id from GET /v1/models (may contain '/').")],
+    rt: RuntimeDep,
+) -> p.ModelCard:
     """Retrieve a model.
 
     One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an
@@ -124,32 +146,38 @@ async def retrieve_model(model_id: str, rt: RuntimeDep) -> p.ModelCard:
 
 @router.post("/chat/completions", operation_id="createChatCompletion",
              response_model=p.ChatCompletion, responses=STREAMED)
-async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, request: Request, response: Response) -> Any:
+async def chat_completions(body: p.ChatCompletionRequest, rt: RuntimeDep, request: Request, response: Response,
+                           strict: StrictHeader = None) -> Any:
     """Create a chat completion.
 
     The OpenAI chat API with the model's chat template; `stream: true` answers server-sent events ending with
     `data: [DONE]`. A top-level `steering` object steers this request only; the steering used is reported in
     `millm.steering` and the `X-MiLLM-Steering` header."""
+    extra = honest_fields(body, "chat", strict)
     result = await _unless_disconnected(request, rt.generation.chat(body))
-    return result if isinstance(result, Response) else _respond(result, response)
+    return result if isinstance(result, Response) else _respond(result, response, extra)
 
 
 @router.post("/completions", operation_id="createCompletion", response_model=p.Completion, responses=STREAMED)
-async def completions(body: p.CompletionRequest, rt: RuntimeDep, request: Request, response: Response) -> Any:
+async def completions(body: p.CompletionRequest, rt: RuntimeDep, request: Request, response: Response,
+                      strict: StrictHeader = None) -> Any:
     """Create a completion.
 
     The OpenAI (legacy) completions API: `prompt` as text, texts, token ids or lists of token ids; `stream:
     true` answers server-sent events. Takes the same `steering` object as chat completions."""
+    extra = honest_fields(body, "completions", strict)
     result = await _unless_disconnected(request, rt.generation.completion(body))
-    return result if isinstance(result, Response) else _respond(result, response)
+    return result if isinstance(result, Response) else _respond(result, response, extra)
 
 
 @router.post("/embeddings", operation_id="createEmbedding", response_model=p.EmbeddingList, responses=ERRORS)
-async def embeddings(body: p.EmbeddingRequest, rt: RuntimeDep, response: Response) -> p.EmbeddingList:
+async def embeddings(body: p.EmbeddingRequest, rt: RuntimeDep, response: Response,
+                     strict: StrictHeader = None) -> p.EmbeddingList:
     """Create embeddings.
 
     The mean of the last layer's hidden states (after the final norm), L2-normalised; `encoding_format` float or
     base64. Steering applies to embeddings too."""
+    response.headers.update(honest_fields(body, "embeddings", strict))
     result = await rt.embeddings.embed(body)
     if result.millm:
         response.headers.update(steering_headers(result.millm.steering))

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import inspect
 import re
+from typing import Any
 
 from fastapi import APIRouter
 from fastapi.routing import APIRoute
+from pydantic import BaseModel
 
 DESCRIPTION = """\
 OpenAI-compatible inference with Sparse Autoencoder (SAE) feature steering and live monitoring.
@@ -60,6 +62,20 @@ TAGS: list[dict[str, str]] = [
 ]
 
 OPERATION_ID = re.compile(r"^[a-z][a-zA-Z0-9]*$")
+
+
+def sse_item_schema(model: type[BaseModel] | None = None) -> dict[str, Any]:
+    """One server-sent event as OpenAPI 3.2 (and FastAPI's own SSE routes) describe it, for a response's
+    `text/event-stream` content: `{"itemSchema": ...}`, whose `data` is a JSON document, of `model` when given (its
+    nested models must be components that other routes use, as they are referenced, not inlined)."""
+    data: dict[str, Any] = {"type": "string", "contentMediaType": "application/json"}
+    if model is not None:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        schema.pop("$defs", None)
+        data["contentSchema"] = schema
+    return {"itemSchema": {"type": "object", "required": ["data"], "properties": {
+        "event": {"type": "string"}, "id": {"type": "string"}, "retry": {"type": "integer", "minimum": 0},
+        "data": data}}}
 
 
 def operation_id(route: APIRoute) -> str:

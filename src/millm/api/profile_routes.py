@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Header, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from pydantic import BaseModel, Field, ValidationError, WithJsonSchema
 
 from millm.api.state import RuntimeDep
@@ -46,6 +46,11 @@ def _update_schema() -> dict[str, Any]:
 
 UpdateBody = Annotated[dict[str, Any], WithJsonSchema(_update_schema()),
                        Body(description="The fields to change, and the version being edited (or send If-Match).")]
+
+
+NamePath = Annotated[str, Path(description="The profile's name.")]
+IfMatch = Annotated[str | None, Header(
+    description="The profile's ETag as GET gave it: refused with 409 if the profile changed since.")]
 
 
 def _etag(response: Response, profile: pp.ProfilePublic) -> pp.ProfilePublic:
@@ -85,7 +90,8 @@ async def _apply_if_active(rt: Runtime, profile: pp.ProfilePublic) -> pp.Profile
 
 
 @router.get("", operation_id="listProfiles", response_model=pp.ProfileList)
-async def list_profiles(rt: RuntimeDep, model: str | None = None) -> pp.ProfileList:
+async def list_profiles(rt: RuntimeDep, model: str | None = Query(
+        None, description="Only the profiles made for this model id.")) -> pp.ProfileList:
     """List profiles.
 
     Every saved profile (`model=` keeps those for one model), the active one marked, each with its virtual model
@@ -111,7 +117,8 @@ async def profile_schema() -> dict[str, Any]:
 
 
 @router.get("/export", operation_id="exportProfiles", response_model=pp.ProfileBundle, responses=ERRORS)
-async def export_all(rt: RuntimeDep, names: list[str] | None = Query(None)) -> pp.ProfileBundle:
+async def export_all(rt: RuntimeDep, names: list[str] | None = Query(
+        None, description="Profiles to export (repeat the parameter); none: all.")) -> pp.ProfileBundle:
     """Export profiles.
 
     A bundle of every profile (or those named in `names`), ready to import elsewhere."""
@@ -121,8 +128,11 @@ async def export_all(rt: RuntimeDep, names: list[str] | None = Query(None)) -> p
 @router.post("/import", operation_id="importProfiles",
              response_model=pp.ImportResult, status_code=201, responses=ERRORS)
 async def import_profiles(request: Request, rt: RuntimeDep,
-                          on_conflict: str = Query("error", pattern="^(error|rename|replace)$"),
-                          name: str | None = None) -> pp.ImportResult:
+                          on_conflict: str = Query("error", pattern="^(error|rename|replace)$", description=(
+                              "A name already in use: error (409, nothing imported), rename (a free name), "
+                              "or replace the existing profile.")),
+                          name: str | None = Query(None, description="Store a single imported profile under "
+                                                                     "this name.")) -> pp.ImportResult:
     """Import profiles.
 
     Import a miLLM profile or bundle, a Neuronpedia preset or a Goodfire variant (the raw JSON file as the
@@ -170,7 +180,7 @@ async def save_current(body: SaveSteeringIn, rt: RuntimeDep, response: Response)
 
 
 @router.get("/{name}", operation_id="getProfile", response_model=pp.ProfilePublic, responses=ERRORS)
-async def get_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+async def get_profile(name: NamePath, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
     """Get a profile.
 
     One profile, with its version in the body and as an `ETag`."""
@@ -181,9 +191,9 @@ async def get_profile(name: str, rt: RuntimeDep, response: Response) -> pp.Profi
             response_model=pp.ProfilePublic, responses=ERRORS)
 @router.patch("/{name}", operation_id="updateProfile", summary="Update a profile",
               response_model=pp.ProfilePublic, responses=ERRORS)
-async def update_profile(name: str, rt: RuntimeDep, response: Response,
+async def update_profile(name: NamePath, rt: RuntimeDep, response: Response,
                          body: UpdateBody,
-                         if_match: str | None = Header(None)) -> pp.ProfilePublic:
+                         if_match: IfMatch = None) -> pp.ProfilePublic:
     """Update a profile.
 
     PUT and PATCH take the same body and change the fields it gives. Give the version being edited (in the
@@ -200,8 +210,9 @@ async def update_profile(name: str, rt: RuntimeDep, response: Response,
 
 
 @router.delete("/{name}", operation_id="deleteProfile", status_code=204, responses=ERRORS)
-async def delete_profile(name: str, rt: RuntimeDep, version: int | None = Query(None, ge=1, le=pp.MAX_VERSION),
-                         if_match: str | None = Header(None)) -> Response:
+async def delete_profile(name: NamePath, rt: RuntimeDep, version: int | None = Query(None, ge=1, le=pp.MAX_VERSION,
+                                                                         description="Delete only at this version."),
+                         if_match: IfMatch = None) -> Response:
     """Delete a profile.
 
     Delete a profile (optionally only at `version` / `If-Match`); deleting the active one stops its steering."""
@@ -214,7 +225,7 @@ async def delete_profile(name: str, rt: RuntimeDep, version: int | None = Query(
 
 @router.post("/{name}/duplicate", operation_id="duplicateProfile",
              response_model=pp.ProfilePublic, status_code=201, responses=ERRORS)
-async def duplicate_profile(name: str, body: pp.ProfileDuplicate, rt: RuntimeDep,
+async def duplicate_profile(name: NamePath, body: pp.ProfileDuplicate, rt: RuntimeDep,
                             response: Response) -> pp.ProfilePublic:
     """Duplicate a profile.
 
@@ -224,7 +235,7 @@ async def duplicate_profile(name: str, body: pp.ProfileDuplicate, rt: RuntimeDep
 
 
 @router.post("/{name}/activate", operation_id="activateProfile", response_model=pp.ProfilePublic, responses=ERRORS)
-async def activate_profile(name: str, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
+async def activate_profile(name: NamePath, rt: RuntimeDep, response: Response) -> pp.ProfilePublic:
     """Activate a profile.
 
     Steer every request that brings no steering of its own with this profile. Refused when it does not fit the
@@ -240,7 +251,7 @@ async def activate_profile(name: str, rt: RuntimeDep, response: Response) -> pp.
 
 
 @router.get("/{name}/export", operation_id="exportProfile", response_model=pp.ProfileDocument, responses=ERRORS)
-async def export_one(name: str, rt: RuntimeDep) -> pp.ProfileDocument:
+async def export_one(name: NamePath, rt: RuntimeDep) -> pp.ProfileDocument:
     """Export a profile.
 
     One profile as a document ready to import elsewhere."""

@@ -71,7 +71,8 @@ class CorsPolicy:
     def middleware_kwargs(self) -> dict[str, Any]:
         return {"allow_origins": list(self.allow_origins), "allow_origin_regex": self.allow_origin_regex,
                 "allow_methods": ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"], "allow_headers": ["*"],
-                "expose_headers": ["X-MiLLM-Steering", "X-MiLLM-Steering-Hash", "ETag", "Retry-After"]}
+                "expose_headers": ["X-MiLLM-Steering", "X-MiLLM-Steering-Hash", "X-MiLLM-Ignored-Fields", "ETag",
+                                   "Retry-After"]}
 
 
 def cors(settings: Any) -> CorsPolicy:

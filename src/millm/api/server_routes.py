@@ -23,9 +23,9 @@ class ShutdownOut(BaseModel):
 @router.post("/api/shutdown", status_code=202, response_model=ShutdownOut, operation_id="shutdownServer",
              responses={code: {"model": ErrorResponse} for code in (403, 503)})
 async def shutdown_server(request: Request) -> Any:
-    """Shut the server down gracefully: it stops accepting connections, lets requests in flight finish
-    (up to 5 s), saves its state and exits, as on Ctrl-C.
+    """Shut the server down gracefully.
 
+    The server stops accepting connections, lets requests in flight finish (up to 5 s) and exits, as on Ctrl-C.
     Allowed from the server's own machine (a loopback client), or from anywhere when the server is guarded by an
     API key (MILLM_API_KEY). Only a server started by `millm serve` can be stopped this way (503 otherwise)."""
     settings = request.app.state.runtime.settings

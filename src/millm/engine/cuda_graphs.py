@@ -190,7 +190,9 @@ class GraphDecoder:
         assert b == self.rows
         self._ensure(b, max_position + 1)
         width = _clamp_width(plan)
-        graphable = self.capture and width <= MAX_CLAMP_FEATURES
+        # (evidence and per-request reads run Python in the hook, which a replay would skip: those steps run eagerly)
+        graphable = (self.capture and width <= MAX_CLAMP_FEATURES
+                     and not (plan is not None and plan.needs_hook_python))
         assert self.cache is not None
         bg = min(_pow2(b), self.cache.slots) if graphable else b
         self._ids[:b].copy_(ids)

@@ -10,7 +10,11 @@ The hook itself does tensor work only (no host-device sync):
   whole encoder product, then only its k-th largest value), from decoder rows gathered at compile time;
   rows that share one clamp are steered without gathering them out of the batch;
 - monitoring: selected features slice W_enc (`Sae.encode_selected`); top-k runs the full encoder
-  (`Sae.top_features`).
+  (`Sae.top_features`);
+- evidence (receipts): the steered features of rows that ask for it, encoded (sliced encoder) before and after
+  the steering, kept in `evidence`;
+- per-request reads (`activations` of one request): the same capture as monitoring, at the read point a row asks
+  for (before or after the steering), kept in `reads`.
 """
 
 from __future__ import annotations
@@ -56,6 +60,27 @@ class BatchPlan:
     clamp_dense: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None] | None = None
     # Rows (a LongTensor, or None for the whole batch) that share one clamp.
     clamp_groups: list[tuple[torch.Tensor | None, CompiledSteering]] = field(default_factory=list)
+    # Evidence: the union (m,) of the steered features of rows that asked for it, encoded before and after steering.
+    evidence_idx: torch.Tensor | None = None
+    evidence_cols: list[list[int] | None] = field(default_factory=list)  # per row: its features' columns in it
+    # Per-request reads: (point, features or None for top-k, k) captures that some row asked for.
+    reads: tuple[ReadSpec, ...] = ()
+    row_reads: list[ReadSpec | None] = field(default_factory=list)  # per row: its read, if any
+
+    @property
+    def needs_hook_python(self) -> bool:
+        """Whether the hook must run eagerly (a CUDA graph replay would not record evidence or reads)."""
+        return self.evidence_idx is not None or bool(self.reads)
+
+
+@dataclass(frozen=True)
+class ReadSpec:
+    """One capture for per-request activations: at `point` ("before" or "after" the steering), either the selected
+    `features` or the top `k` features per token."""
+
+    point: Literal["before", "after"]
+    features: tuple[int, ...] | None = None
+    k: int = 0
 
 
 @dataclass
@@ -64,6 +89,14 @@ class Capture:
 
     values: torch.Tensor
     indices: torch.Tensor
+
+
+@dataclass
+class EvidenceCapture:
+    """The evidence features' activations in one forward pass, before and after the steering: (B, T, m) each."""
+
+    before: torch.Tensor
+    after: torch.Tensor
 
 
 class SaeIntervention:
@@ -75,6 +108,9 @@ class SaeIntervention:
         self.monitor_config = MonitorConfig()
         self._plan: BatchPlan | None = None
         self.captures: list[Capture] = []
+        self.evidence: list[EvidenceCapture] = []
+        self.reads: dict[ReadSpec, Capture] = {}
+        self._read_idx: dict[tuple[int, ...], torch.Tensor] = {}
         self._compiled: dict[SteeringSpec, CompiledSteering] = {}
         self._selected_idx: torch.Tensor | None = None
         sae.prepare_encoder()
@@ -130,20 +166,27 @@ class SaeIntervention:
     def set_plan(self, plan: BatchPlan | None) -> None:
         self._plan = plan
         self.captures = []
+        self.evidence = []
+        self.reads = {}
 
     @property
     def active(self) -> bool:
         p = self._plan
         return p is not None and (p.add_matrix is not None or bool(p.clamp_groups) or p.monitor
-                                  or p.clamp_dense is not None)
+                                  or p.clamp_dense is not None or p.needs_hook_python)
 
     def _hook(self, h: torch.Tensor) -> torch.Tensor | None:
         # h: (B, T, D)
         plan = self._plan
         if plan is None:
             return None
-        if plan.add_matrix is None and not plan.clamp_groups and not plan.monitor and plan.clamp_dense is None:
+        if (plan.add_matrix is None and not plan.clamp_groups and not plan.monitor and plan.clamp_dense is None
+                and not plan.needs_hook_python):
             return None
+        before = self.sae.encode_selected(h, plan.evidence_idx) if plan.evidence_idx is not None else None
+        for read in plan.reads:
+            if read.point == "before":
+                self.reads[read] = self._read(h, read)
         mask = plan.steer_mask  # (B, T) bool
         if plan.add_matrix is not None:
             add = plan.add_matrix.unsqueeze(1)  # (B, 1, D)
@@ -158,15 +201,37 @@ class SaeIntervention:
                 sub = self.sae.clamped(h.index_select(0, rows), c.clamp,
                                        mask.index_select(0, rows) if mask is not None else None)
                 h = h.index_copy(0, rows, sub)
+        if before is not None:
+            assert plan.evidence_idx is not None
+            after = self.sae.encode_selected(h, plan.evidence_idx)
+            self.evidence.append(EvidenceCapture(before.float(), after.float()))
+        for read in plan.reads:
+            if read.point == "after":
+                self.reads[read] = self._read(h, read)
         if plan.monitor:
             self._capture(h)
         return h
 
     def _capture(self, h: torch.Tensor) -> None:
         cfg = self.monitor_config
-        if self._selected_idx is not None:
-            vals = self.sae.encode_selected(h, self._selected_idx)
-            idx = self._selected_idx.expand(vals.shape)
+        self.captures.append(self._encode(h, self._selected_idx, cfg.top_k))
+
+    def _encode(self, h: torch.Tensor, selected: torch.Tensor | None, top_k: int) -> Capture:
+        """The monitor's capture: the selected features' activations, or the top-k features per token."""
+        if selected is not None:
+            vals = self.sae.encode_selected(h, selected)
+            idx = selected.expand(vals.shape)
         else:
-            vals, idx = self.sae.top_features(h, cfg.top_k)
-        self.captures.append(Capture(vals if vals.dtype == torch.float32 else vals.float(), idx))
+            vals, idx = self.sae.top_features(h, top_k)
+        return Capture(vals if vals.dtype == torch.float32 else vals.float(), idx)
+
+    def _read(self, h: torch.Tensor, read: ReadSpec) -> Capture:
+        selected = None
+        if read.features is not None:
+            selected = self._read_idx.get(read.features)
+            if selected is None:
+                if len(self._read_idx) > 64:
+                    self._read_idx.clear()
+                selected = self._read_idx[read.features] = torch.tensor(read.features, dtype=torch.long,
+                                                                         device=self.device)
+        return self._encode(h, selected, read.k)

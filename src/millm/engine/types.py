@@ -69,6 +69,17 @@ class SteeringSpec:
 
 
 @dataclass(frozen=True)
+class ActivationRead:
+    """A request's own activations: the selected `features` (or the `top_k` features) per token at `positions`,
+    read `before` or `after` the steering, from the same capture the monitor uses."""
+
+    features: tuple[int, ...] | None = None
+    top_k: int = 0
+    positions: Literal["prompt", "completion", "all", "last"] = "completion"
+    point: Literal["before", "after"] = "after"
+
+
+@dataclass(frozen=True)
 class GenerationRequest:
     request_id: str
     prompt_ids: tuple[int, ...]
@@ -78,8 +89,11 @@ class GenerationRequest:
     # When set, the worker also returns logprobs of the prompt tokens (completions echo + logprobs).
     prompt_logprobs: bool = False
     model: str | None = None
+    activations: ActivationRead | None = None
     # With prompt_logprobs: how many alternatives per prompt token (default: params.logprobs).
     prompt_top_logprobs: int | None = None
+    # Background work (batch lines): waits behind every live request in the queue.
+    background: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,39 @@ class TokenLogprob:
     token_id: int
     logprob: float
     top: tuple[TopLogprob, ...] = ()
+
+
+@dataclass(frozen=True)
+class FeatureEvidenceStats:
+    """One steered feature's activation at the hook before and after the intervention, over the positions that
+    produced generated tokens (None when not measured or no token was generated)."""
+
+    index: int
+    before_mean: float | None = None
+    before_max: float | None = None
+    after_mean: float | None = None
+    after_max: float | None = None
+
+
+@dataclass(frozen=True)
+class SteeringEvidence:
+    """What the steering did in one choice: positions the hook steered and skipped, and per-feature activations."""
+
+    positions_steered: int
+    positions_skipped: int
+    skipped: tuple[tuple[int, int], ...]  # (position, token id) of the first skipped positions
+    tokens: int  # generated tokens the statistics cover
+    features: tuple[FeatureEvidenceStats, ...] = ()
+    measured: bool = False
+
+
+@dataclass(frozen=True)
+class TokenActivations:
+    position: int
+    token_id: int
+    phase: Literal["prompt", "generated"]
+    indices: tuple[int, ...]
+    values: tuple[float, ...]
 
 
 @dataclass(frozen=True)
@@ -111,6 +158,8 @@ class GenerationEvent:
     finish_reason: FinishReason | None = None
     error: str | None = None
     failure: MillmError | None = None  # with finish_reason "error": the typed error to report, when there is one
+    evidence: SteeringEvidence | None = None  # on a final event of a steered choice
+    activations: tuple[TokenActivations, ...] | None = None  # on a final event, when the request asked for them
 
 
 @dataclass(frozen=True)

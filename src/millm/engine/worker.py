@@ -25,17 +25,20 @@ import torch
 
 from millm.engine import kv
 from millm.engine.cuda_graphs import GraphDecoder
-from millm.engine.intervention import BatchPlan, SaeIntervention
+from millm.engine.evidence import EvidenceAcc, ReadAcc
+from millm.engine.intervention import BatchPlan, ReadSpec, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import LoadedModel
 from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
 from millm.engine.types import (
+    ActivationRead,
     FeatureActivation,
     GenerationEvent,
     GenerationRequest,
     MonitorRecord,
     PromptInfo,
+    TokenActivations,
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
@@ -100,6 +103,12 @@ def thread_counts() -> tuple[int, int] | None:
     return max(1, cores - 1), cores
 
 
+def _read_spec(read: ActivationRead | None) -> ReadSpec | None:
+    if read is None:
+        return None
+    return ReadSpec(point=read.point, features=read.features, k=0 if read.features is not None else read.top_k)
+
+
 @dataclass
 class Handle:
     """The caller's view of a submitted request."""
@@ -124,6 +133,8 @@ class _Row:
     position: int
     generated: int = 0
     done: bool = False
+    evidence: EvidenceAcc | None = None  # a steered row: positions steered/skipped, and activations when measured
+    reads: ReadAcc | None = None  # the request's own activations, when it asked for them
 
 
 @dataclass
@@ -189,7 +200,11 @@ class Worker:
                 raise QueueFull(
                     f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
                 )
-            self._pending.append(handle)
+            if request.background or not self._pending or not self._pending[-1].request.background:
+                self._pending.append(handle)
+            else:  # a live request goes ahead of queued background ones
+                at = next(i for i, h in enumerate(self._pending) if h.request.background)
+                self._pending.insert(at, handle)
             self._cv.notify_all()
         return handle
 
@@ -315,14 +330,26 @@ class Worker:
         )[:, None]
         return ~(is_special & opt_out)
 
-    def make_plan(self, specs: list[Any], ids: torch.Tensor) -> BatchPlan | None:
+    def make_plan(self, specs: list[Any], ids: torch.Tensor,
+                  reads: list[ActivationRead | None] | None = None) -> BatchPlan | None:
         iv = self.intervention
         if iv is None:
             return None
         monitor = iv.monitor_config.enabled and self.monitor_sink is not None
-        if all(s is None for s in specs) and not monitor:
+        row_reads = [_read_spec(r) for r in reads] if reads else [None] * len(specs)
+        if all(s is None for s in specs) and not monitor and not any(row_reads):
             return None
-        return iv.prepare(BatchPlan(steering=specs, steer_mask=self._steer_mask(ids, specs), monitor=monitor))
+        plan = BatchPlan(steering=specs, steer_mask=self._steer_mask(ids, specs), monitor=monitor)
+        measured = [c.spec.features if c is not None and c.spec.evidence else None for c in specs]
+        if any(m is not None for m in measured):
+            union = sorted({f.index for m in measured if m is not None for f in m})
+            col = {i: j for j, i in enumerate(union)}
+            plan.evidence_idx = torch.tensor(union, dtype=torch.long, device=iv.device)
+            plan.evidence_cols = [[col[f.index] for f in m] if m is not None else None for m in measured]
+        if any(row_reads):
+            plan.reads = tuple(dict.fromkeys(r for r in row_reads if r is not None))
+            plan.row_reads = row_reads
+        return iv.prepare(plan)
 
     def forward(self, ids: torch.Tensor, *, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                 plan: BatchPlan | None, logits_to_keep: int = 1, **kwargs: Any) -> Any:
@@ -368,13 +395,14 @@ class Worker:
         ids = torch.tensor([[pad_id] * n + list(r.prompt_ids) for n, r in zip(pads, reqs, strict=True)], device=dev)
         mask = torch.tensor([[0] * n + [1] * len(r.prompt_ids) for n, r in zip(pads, reqs, strict=True)], device=dev)
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
-        plan = self.make_plan(specs, ids)
+        plan = self.make_plan(specs, ids, [r.activations for r in reqs])
         cache = kv.new_cache()
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                            logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
         self.prefills += 1
         self.emit_monitor([r.request_id for r in reqs], ids, phase="prompt", pads=pads)
         logits = out.logits[:, -1, :].float()  # (B, V)
+        starts = self._prompt_accumulators(plan, specs, reqs, ids, pads)
         keep: list[int] = []
         live: list[_Row] = []
         for b, (h, req) in enumerate(zip(ok, reqs, strict=True)):
@@ -392,6 +420,8 @@ class Worker:
                     stopper=StopMatcher(req.params.stop),
                     last_token=-1,
                     position=len(req.prompt_ids),
+                    evidence=starts[b][0].copy() if starts[b][0] is not None else None,
+                    reads=starts[b][1].copy() if starts[b][1] is not None else None,
                 )
                 for c in range(req.n)
             ]
@@ -411,6 +441,70 @@ class Worker:
             self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
+
+    def _prompt_accumulators(self, plan: BatchPlan | None, specs: list[Any], reqs: list[GenerationRequest],
+                             ids: torch.Tensor, pads: list[int]) -> list[tuple[EvidenceAcc | None, ReadAcc | None]]:
+        """Per request: steering evidence and its own activations over the prompt just prefilled (ids (B, T),
+        left-padded by pads[b]); every choice of the request starts from a copy."""
+        lm, iv = self.loaded, self.intervention
+        out: list[tuple[EvidenceAcc | None, ReadAcc | None]] = [(None, None)] * len(reqs)
+        if plan is None or iv is None or lm is None:
+            return out
+        ev = iv.evidence[-1] if plan.evidence_idx is not None and iv.evidence else None
+        before = ev.before[:, -1].tolist() if ev is not None else None  # (B, m): the last prompt position
+        after = ev.after[:, -1].tolist() if ev is not None else None
+        toks = ids.tolist()
+        reads: dict[ReadSpec, tuple[list[Any], list[Any]]] = {}
+        for b, req in enumerate(reqs):
+            acc, read = None, None
+            c = specs[b]
+            if c is not None:
+                cols = plan.evidence_cols[b] if plan.evidence_cols else None
+                acc = EvidenceAcc.start(c.spec, measure=cols is not None)
+                acc.positions(((t - pads[b], toks[b][t]) for t in range(pads[b], len(toks[b]))), lm.special_ids)
+                if cols is not None and before is not None and after is not None:
+                    acc.values([before[b][j] for j in cols], [after[b][j] for j in cols])
+            spec = plan.row_reads[b] if plan.row_reads else None
+            if req.activations is not None and spec is not None and spec in iv.reads:
+                read = ReadAcc(req.activations)
+                if read.wants("prompt"):
+                    if spec not in reads:
+                        cap = iv.reads[spec]
+                        reads[spec] = (cap.values.tolist(), cap.indices.tolist())
+                    vals, idx = reads[spec]
+                    for t in range(pads[b], len(toks[b])):
+                        position, tok = t - pads[b], toks[b][t]
+                        if tok == lm.bos_id and position == 0:
+                            continue  # (as the monitor: a leading BOS is left out)
+                        read.add(TokenActivations(position, tok, "prompt", tuple(idx[b][t]), tuple(vals[b][t])))
+            out[b] = (acc, read)
+        return out
+
+    def _accumulate_step(self) -> None:
+        """After a decode step: each row's evidence and own activations at the token it just read."""
+        plan, iv, lm = self._plan, self.intervention, self.loaded
+        if plan is None or iv is None or lm is None:
+            return
+        ev = iv.evidence[-1] if plan.evidence_idx is not None and iv.evidence else None
+        before = ev.before[:, 0].tolist() if ev is not None else None
+        after = ev.after[:, 0].tolist() if ev is not None else None
+        reads: dict[ReadSpec, tuple[list[Any], list[Any]]] = {}
+        for b, r in enumerate(self._rows):
+            acc = r.evidence
+            if acc is not None:
+                acc.positions(((r.position, r.last_token),), lm.special_ids)
+                cols = plan.evidence_cols[b] if plan.evidence_cols else None
+                if cols is not None and before is not None and after is not None:
+                    acc.values([before[b][j] for j in cols], [after[b][j] for j in cols])
+            if r.reads is not None and r.reads.wants("generated") and plan.row_reads:
+                spec = plan.row_reads[b]
+                if spec is None or spec not in iv.reads:
+                    continue
+                if spec not in reads:
+                    cap = iv.reads[spec]
+                    reads[spec] = (cap.values[:, 0].tolist(), cap.indices[:, 0].tolist())
+                vals, idx = reads[spec]
+                r.reads.add(TokenActivations(r.position, r.last_token, "generated", tuple(idx[b]), tuple(vals[b])))
 
     def _prompt_logprobs(self, logits: torch.Tensor, req: GenerationRequest) -> tuple[TokenLogprob | None, ...]:
         # logits: (T, V); position t predicts token t+1.
@@ -449,7 +543,7 @@ class Worker:
                 else None
                 for r in self._rows
             ]
-            self._plan = self.make_plan(specs, ids)
+            self._plan = self.make_plan(specs, ids, [r.handle.request.activations for r in self._rows])
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         dec = self._lean_decoder(lm)
@@ -466,6 +560,7 @@ class Worker:
             out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
+        self._accumulate_step()
         self._emit_monitor_batch()
         for r in self._rows:
             r.position += 1
@@ -570,6 +665,11 @@ class Worker:
                 text += r.stopper.flush()
             if finish is not None:
                 r.done = True
+                r.handle.sink(GenerationEvent(
+                    choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out, finish_reason=finish,
+                    evidence=r.evidence.result() if r.evidence is not None else None,
+                    activations=r.reads.result() if r.reads is not None else None))
+                continue
             r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out,
                                           finish_reason=finish))
 

@@ -23,6 +23,7 @@ import os
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,23 @@ from millm.hub.remote import HubClient
 logger = logging.getLogger(__name__)
 
 ACTIVE_STATES = frozenset({"queued", "running"})
+SPEED_WINDOW_S = 5.0  # the transfer rate is measured over the last few seconds
+
+
+class RateMeter:
+    """Bytes per second over a sliding window of (time, bytes done) samples. The first sample is the baseline,
+    so files a resumed job already had (counted at once) do not show up as speed."""
+
+    def __init__(self, window_s: float = SPEED_WINDOW_S) -> None:
+        self.window = window_s
+        self.samples: deque[tuple[float, int]] = deque()
+
+    def add(self, now: float, done: int) -> float:
+        self.samples.append((now, done))
+        while len(self.samples) > 2 and now - self.samples[1][0] >= self.window:
+            self.samples.popleft()  # keep one sample at or beyond the window's start
+        t0, b0 = self.samples[0]
+        return max(0.0, (done - b0) / (now - t0)) if now - t0 > 0.05 else 0.0
 
 
 @dataclass
@@ -58,6 +76,7 @@ class Job:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     finished_at: float | None = None
+    speed_bps: float = 0.0  # transfer rate over the last SPEED_WINDOW_S while running, else 0
 
     @property
     def done(self) -> bool:
@@ -237,6 +256,10 @@ class JobManager:
             sub.push(JobEvent("state", current.to_dict()))
         return sub
 
+    def hub_client(self) -> HubClient:
+        """A client for the Hub the jobs download from (same endpoint and token)."""
+        return HubClient(endpoint=self._endpoint, token=self._token)
+
     # ------------------------------------------------------------------ cache
     def is_busy(self, repo_id: str) -> bool:
         with self._lock:
@@ -285,6 +308,8 @@ class JobManager:
             job.state = state
             for key, value in changes.items():
                 setattr(job, key, value)
+            if state != "running":
+                job.speed_bps = 0.0
             if state in TERMINAL_STATES:
                 job.finished_at = time.time()
                 job.current_file = None
@@ -329,12 +354,14 @@ class JobManager:
             job.files_total = len(plan.files)
             self._touch(job)
         last = 0.0
+        rate = RateMeter()
 
         def on_progress(p: Progress) -> None:
             nonlocal last
             with self._lock:
                 boundary = p.files_done != job.files_done or p.current_file != job.current_file
                 job.bytes_done, job.files_done, job.current_file = p.bytes_done, p.files_done, p.current_file
+                job.speed_bps = round(rate.add(time.monotonic(), p.bytes_done), 1)
                 self._touch(job, save=boundary)
             now = time.monotonic()
             if boundary or now - last >= self._progress_interval:

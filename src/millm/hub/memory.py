@@ -323,7 +323,7 @@ def check_fits(estimate: MemoryEstimate, *, force: bool = False, available: int 
             f"Loading needs about {estimate.describe()}, but only {free / GIB:.2f} GiB of {where} is free on "
             f"{estimate.device}. Use 8bit/4bit quantization or a smaller dtype, a shorter context, a smaller "
             "batch, or force the load.",
-            param="model",
+            param="model", estimate=estimate, available=free,
         )
     return free
 

@@ -9,9 +9,13 @@ missing repo/revision/file -> NotFound, anything else (network, 5xx) -> Download
 
 from __future__ import annotations
 
+import errno
+import json
+import logging
 import os
+import socket
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx2
 from huggingface_hub import HfApi, constants
@@ -29,6 +33,7 @@ from millm.errors import DownloadError, Forbidden, MillmError, NotFound, Unautho
 from millm.hub.files import normalize_sae_path, select_model_files, select_sae_files
 
 Kind = Literal["model", "sae"]
+logger = logging.getLogger(__name__)
 
 
 def resolve_endpoint(endpoint: str | None = None) -> str:
@@ -63,13 +68,17 @@ OFFLINE_ADVICE = ("Check the network connection; set HF_ENDPOINT to use a Hub mi
                   "models already in the cache; or give a local folder instead.")
 
 
+_NETWORK_ERRNOS = {errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH, errno.ENETUNREACH,
+                   errno.ENETDOWN, errno.ETIMEDOUT, errno.EHOSTDOWN}
+
+
 def _unreachable(exc: BaseException) -> bool:
     """A failure to talk to the Hub at all (DNS, refused, timeout, TLS), as opposed to an answer from it."""
     seen: BaseException | None = exc
     while seen is not None:
         if isinstance(seen, (httpx2.TransportError, ConnectionError, TimeoutError)):
             return True
-        if isinstance(seen, OSError) and seen.errno is not None and not isinstance(seen, FileNotFoundError):
+        if isinstance(seen, socket.gaierror) or (isinstance(seen, OSError) and seen.errno in _NETWORK_ERRNOS):
             return True
         seen = seen.__cause__ or seen.__context__
     return False
@@ -154,3 +163,29 @@ class HubClient:
             path=folder,
             files=tuple(RemoteFile(n, sizes[n]) for n in names),
         )
+
+    def repo_files(self, repo_id: str, revision: str | None = None) -> tuple[str, dict[str, int | None]]:
+        """(commit, {path in the repo: size}) of a repo at a revision. Hub failures are translated."""
+        rev = revision or constants.DEFAULT_REVISION
+        try:
+            info = self.api.model_info(repo_id, revision=rev, files_metadata=True, token=self.token)
+        except Exception as exc:  # noqa: BLE001 - every Hub failure is translated
+            raise translate_hub_error(exc, repo_id=repo_id, revision=rev, endpoint=self.endpoint) from exc
+        if not info.sha:
+            raise DownloadError(f"The Hub did not report a commit for '{repo_id}'@{rev}.")
+        return info.sha, {s.rfilename: s.size for s in info.siblings or []}
+
+    def read_json(self, repo_id: str, commit: str, filename: str, *, scratch: str) -> dict[str, Any] | None:
+        """A small JSON file of the repo, fetched into `scratch` (not the Hub cache); None if it cannot be read
+        or is not a JSON object (a listing goes on without it)."""
+        from huggingface_hub import hf_hub_download
+
+        try:
+            path = hf_hub_download(repo_id, filename, revision=commit, cache_dir=scratch, endpoint=self.endpoint,
+                                   token=self.token)
+            with open(path, "rb") as f:
+                data = json.loads(f.read())
+        except Exception as exc:  # noqa: BLE001 - a missing or broken config only leaves fields empty
+            logger.debug("cannot read %s from %s@%s: %s", filename, repo_id, commit, exc)
+            return None
+        return data if isinstance(data, dict) else None

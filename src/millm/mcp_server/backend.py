@@ -15,11 +15,14 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 from typing import Any, Callable, Protocol
 
 import httpx
 from fastapi import Response
 from pydantic import BaseModel, ValidationError
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
 
 from millm.errors import MillmError
 
@@ -46,6 +49,7 @@ class Backend(Protocol):
     async def set_steering(self, body: dict[str, Any]) -> dict[str, Any]: ...  # PUT /api/steering
     async def clear_steering(self) -> dict[str, Any]: ...  # DELETE /api/steering
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]: ...  # POST /v1/chat/completions
+    async def compare(self, body: dict[str, Any]) -> dict[str, Any]: ...  # POST /api/compare (stream false)
     async def monitor_config(self, body: dict[str, Any] | None) -> dict[str, Any]: ...  # GET/PUT /api/monitor/config
     async def monitor_history(self, request_id: str | None) -> dict[str, Any]: ...  # GET /api/monitor/history
 
@@ -70,9 +74,16 @@ class LocalBackend:
     def __init__(self, runtime: Callable[[], Any]) -> None:
         self._runtime = runtime
 
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Call a route function (or any coroutine function) as FastAPI would for a request that gives only
+        `args`/`kwargs`: a parameter declared with `Query(...)`/`Header(...)` and not given gets its default."""
+        sig = inspect.signature(fn)
+        bound = sig.bind_partial(*args, **kwargs)
+        for name, param in sig.parameters.items():
+            if name not in bound.arguments and isinstance(param.default, FieldInfo):
+                bound.arguments[name] = None if param.default.default is PydanticUndefined else param.default.default
         try:
-            return await fn(*args)
+            return await fn(*bound.args, **bound.kwargs)
         except MillmError as exc:
             raise BackendError(exc.status, exc.message, param=exc.param, code=exc.code) from exc
 
@@ -131,6 +142,13 @@ class LocalBackend:
         req = _validated(ChatCompletionRequest, {**body, "stream": False})
         result = await self._call(self._runtime().generation.chat, req)
         return _json(result.value)
+
+    async def compare(self, body: dict[str, Any]) -> dict[str, Any]:
+        from millm.api import compare_routes
+        from millm.protocol.compare import CompareRequest
+
+        req = _validated(CompareRequest, {**body, "stream": False})
+        return _json(await self._call(compare_routes.compare_steering, req, self._runtime()))
 
     async def monitor_config(self, body: dict[str, Any] | None) -> dict[str, Any]:
         from millm.api import monitor_routes
@@ -208,6 +226,9 @@ class HttpBackend:
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         return await self._request("POST", "/v1/chat/completions", json={**body, "stream": False})
+
+    async def compare(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._request("POST", "/api/compare", json={**body, "stream": False})
 
     async def monitor_config(self, body: dict[str, Any] | None) -> dict[str, Any]:
         if body is None:

@@ -110,9 +110,19 @@ class GenerationOut(BaseModel):
     usage: Usage
 
 
+class VariantOut(BaseModel):
+    label: str
+    text: str
+    tokens: int = Field(description="Generated tokens.")
+    finish_reason: str | None
+    steering: AppliedSteering = Field(description="The steering the server applied to this variant.")
+    diverges_at: int | None = Field(description="First generated token that differs from the unsteered text (null "
+                                                "for the unsteered variant and for identical texts).")
+
+
 class ComparisonOut(BaseModel):
-    steered: GenerationOut
-    unsteered: GenerationOut
+    seed: int = Field(description="The sampling seed every variant shared.")
+    variants: list[VariantOut] = Field(description="The unsteered variant first, then the steered one(s).")
 
 
 class TokenOut(BaseModel):
@@ -141,6 +151,9 @@ class ActivationsOut(BaseModel):
 FeatureList = Annotated[list[SteeringFeatureIn], Field(
     description="Features and strengths, e.g. [{\"index\": 16, \"strength\": 8}].")]
 Mode = Annotated[Literal["add", "clamp"], Field(description="add: add strength x decoder row; clamp: set activation.")]
+Scale = Annotated[float, Field(ge=0.0, allow_inf_nan=False, description=(
+    "Intensity dial: multiplies every strength (1: as given; 0: off; at most the server's MILLM_STEERING_MAX_SCALE, "
+    "default 10, or the profile's range)."))]
 
 
 async def _call(coro: Any) -> Any:
@@ -210,19 +223,24 @@ def build_server(backend: Backend) -> MCPServer:
             body["steering"] = steering
         return _generation(await _call(backend.chat(body)))
 
-    def request_steering(features: list[SteeringFeatureIn] | None, profile: str | None,
-                         mode: str | None) -> dict[str, Any] | None:
+    def request_steering(features: list[SteeringFeatureIn] | None, profile: str | None, mode: str | None,
+                         scale: float | None) -> dict[str, Any] | None:
+        """The /v1 `steering` object; None (the server-wide steering) when nothing is given. A scale alone
+        scales the server-wide steering."""
         if features is not None and profile is not None:
             raise ToolError("give either features or profile, not both")
-        if features is None and profile is None:
-            if mode is not None:
-                raise ToolError("mode applies to features; give features too")
-            return None
-        out: dict[str, Any] = ({"profile": profile} if profile is not None
-                               else {"features": [f.model_dump() for f in features or []]})
+        out: dict[str, Any] = {}
+        if profile is not None:
+            out["profile"] = profile
+        elif features is not None:
+            out["features"] = [f.model_dump() for f in features]
+        elif mode is not None:
+            raise ToolError("mode applies to features; give features too")
         if mode is not None:
             out["mode"] = mode
-        return out
+        if scale is not None:
+            out["scale"] = scale
+        return out or None
 
     @server.tool(annotations=READ)
     async def get_status() -> StatusOut:
@@ -273,10 +291,10 @@ def build_server(backend: Backend) -> MCPServer:
         return SteeringStateOut.model_validate(await _call(backend.steering()))
 
     @server.tool(annotations=WRITE)
-    async def set_steering(features: FeatureList, mode: Mode = "add") -> SteeringStateOut:
+    async def set_steering(features: FeatureList, mode: Mode = "add", scale: Scale = 1.0) -> SteeringStateOut:
         """Set the server-wide steering: these features at these strengths, for every request that does not
         bring its own. Replaces the previous steering (and any active profile)."""
-        body = {"features": [f.model_dump() for f in features], "mode": mode}
+        body = {"features": [f.model_dump() for f in features], "mode": mode, "scale": scale}
         return SteeringStateOut.model_validate(await _call(backend.set_steering(body)))
 
     @server.tool(annotations=WRITE)
@@ -290,6 +308,7 @@ def build_server(backend: Backend) -> MCPServer:
         features: FeatureList | None = None,
         profile: Annotated[str | None, Field(description="A saved profile to steer this request with.")] = None,
         mode: Mode | None = None,
+        scale: Scale | None = None,
         unsteered: Annotated[bool, Field(description="No steering at all, not even the server-wide one.")] = False,
         system: Annotated[str | None, Field(description="An optional system message.")] = None,
         max_tokens: Annotated[int, Field(ge=1, le=4096)] = 100,
@@ -297,11 +316,12 @@ def build_server(backend: Backend) -> MCPServer:
         seed: int | None = None,
     ) -> GenerationOut:
         """One chat turn. Steering: `features` or `profile` steer this request only; `unsteered=true` turns all
-        steering off; with neither, the server-wide steering applies. The result says which steering was used."""
-        steering = request_steering(features, profile, mode)
+        steering off; with neither, the server-wide steering applies (`scale` alone scales it). The result says
+        which steering was used."""
+        steering = request_steering(features, profile, mode, scale)
         if unsteered:
             if steering is not None:
-                raise ToolError("unsteered=true cannot be combined with features or profile")
+                raise ToolError("unsteered=true cannot be combined with features, profile, mode or scale")
             steering = {"features": []}
         return await chat(prompt, system, steering, max_tokens, temperature, seed, await model_id())
 
@@ -311,19 +331,39 @@ def build_server(backend: Backend) -> MCPServer:
         features: FeatureList | None = None,
         profile: Annotated[str | None, Field(description="A saved profile to compare against no steering.")] = None,
         mode: Mode | None = None,
-        system: str | None = None,
+        scales: Annotated[list[Annotated[float, Field(ge=0.0, allow_inf_nan=False)]] | None, Field(
+            min_length=1, max_length=7, description="Intensities to try, one steered variant each (e.g. [0.5, 1, 2]); "
+            "default: one variant at the steering's own scale.")] = None,
+        system: Annotated[str | None, Field(description="An optional system message.")] = None,
         max_tokens: Annotated[int, Field(ge=1, le=4096)] = 100,
         temperature: Annotated[float, Field(ge=0.0, le=2.0)] = 0.0,
         seed: int | None = None,
     ) -> ComparisonOut:
-        """The same prompt twice, side by side (run together in one batch): steered (with `features`, `profile`,
-        or the server-wide steering when neither is given) and unsteered. Changes nothing on the server."""
-        steering = request_steering(features, profile, mode)
-        model = await model_id()
-        steered, plain = await asyncio.gather(
-            chat(prompt, system, steering, max_tokens, temperature, seed, model),
-            chat(prompt, system, {"features": []}, max_tokens, temperature, seed, model))
-        return ComparisonOut(steered=steered, unsteered=plain)
+        """The same prompt unsteered and steered, side by side: rows of one batch with one seed (POST /api/compare).
+        Steering: `features`, a `profile`, or (neither) the current server-wide steering; `scales` adds one variant
+        per intensity. Each steered variant says where its text first departs from the unsteered one. Changes
+        nothing on the server."""
+        steering = request_steering(features, profile, mode, None)
+        if steering is None:
+            state = await _call(backend.steering())
+            if not state["features"]:
+                raise ToolError("nothing to compare: give features or a profile (no server-wide steering is set)")
+            steering = {"features": [{"index": f["index"], "strength": f["strength"]} for f in state["features"]],
+                        "mode": state["mode"], "normalize": state["normalize"],
+                        "steer_special_tokens": state["steer_special_tokens"], "scale": state.get("scale", 1.0)}
+        steered = ([{"label": "steered", "steering": steering}] if scales is None else
+                   [{"label": f"scale {x:g}", "steering": {**steering, "scale": x}} for x in scales])
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+        body: dict[str, Any] = {"model": await model_id(), "messages": messages, "max_tokens": max_tokens,
+                                "temperature": temperature,
+                                "variants": [{"label": "unsteered", "steering": {"features": []}}, *steered]}
+        if seed is not None:
+            body["seed"] = seed
+        raw = await _call(backend.compare(body))
+        return ComparisonOut(seed=raw["seed"], variants=[VariantOut(
+            label=v["label"], text=v["text"], tokens=v["tokens"], finish_reason=v["finish_reason"],
+            steering=AppliedSteering.model_validate(v["steering"]), diverges_at=v["diverges_at"])
+            for v in raw["variants"]])
 
     @server.tool(annotations=WRITE)
     async def set_monitoring(

@@ -71,17 +71,23 @@ class SaeAttachIn(_Strict):
 
 class SaeOut(BaseModel):
     id: str
-    hook_name: str
-    module: str
+    hook_name: str = Field(description="The hook as its source names it (TransformerLens name or module path).")
+    module: str = Field(description="The model's module the SAE reads and steers.")
     layer: int
     d_in: int
-    d_sae: int
-    architecture: str
+    d_sae: int = Field(description="Number of features; valid indices are 0 .. d_sae - 1.")
+    architecture: str = Field(description="standard, jumprelu, topk or gated.")
     dtype: str
-    source_format: str
-    repo_id: str | None = None
-    path: str | None = None
-    labelled_features: int = 0
+    source_format: str = Field(description="The format it was read from (saelens, gemma_scope, sparsify, ...).")
+    repo_id: str | None = Field(None, description="Hub repo it came from (null: a local folder).")
+    path: str | None = Field(None, description="Folder inside repo_id.")
+    revision: str | None = Field(None, description="Hub revision of repo_id.")
+    model_name: str | None = Field(None, description="The model its config says it was trained on.")
+    labelled_features: int = Field(0, description="Features with a label (GET /api/saes/attached/labels).")
+    neuronpedia_id: str | None = Field(
+        None, description="Neuronpedia's id of this SAE, `<model>/<sae set>` (e.g. gemma-2-2b/20-gemmascope-res-16k), "
+                          "when its config names one: feature i is at https://www.neuronpedia.org/<id>/<i>.")
+    imported_labels: int = Field(0, description="Of those, labels imported for this SAE (kept across restarts).")
 
 
 class SaeStatusOut(BaseModel):
@@ -92,6 +98,16 @@ class FeatureLabel(BaseModel):
     index: int
     label: str
     score: float | None = None
+    source: Literal["sae", "imported"] | None = Field(
+        None, description="sae: shipped with the SAE; imported: from POST /api/saes/attached/labels.")
+
+
+class LabelImportOut(BaseModel):
+    sae: str = Field(description="The SAE the labels were stored for.")
+    format: Literal["neuronpedia", "map", "csv"] = Field(description="The format the file was read as.")
+    read: int = Field(description="Labels read from this file.")
+    imported: int = Field(description="Imported labels kept for this SAE now (across imports, unless replaced).")
+    labelled_features: int = Field(description="Features with a label now, shipped or imported.")
 
 
 class FeatureLabelsOut(BaseModel):
@@ -156,17 +172,53 @@ class MemoryOut(BaseModel):
     total_bytes: int
 
 
+class HostOut(BaseModel):
+    cpu_percent: float = Field(description="Whole-machine CPU use since the previous status request, 0..100.")
+    cpu_count: int
+    ram_used_bytes: int
+    ram_total_bytes: int
+    process_rss_bytes: int = Field(description="Resident memory of the miLLM process.")
+    process_cpu_percent: float = Field(description="CPU use of the miLLM process (100 = one core).")
+
+
+class GpuOut(BaseModel):
+    index: int
+    name: str
+    utilization_percent: float | None = Field(description="GPU busy time, 0..100 (null without NVML).")
+    memory_used_bytes: int | None = Field(
+        description="Used memory on the device (null without NVML, on a device miLLM does not use).")
+    memory_total_bytes: int
+
+
+class DownloadsSummaryOut(BaseModel):
+    active: int = Field(description="Download jobs queued or running.")
+    bytes_done: int = Field(description="Bytes transferred by the active jobs.")
+    bytes_total: int = Field(description="Bytes the active jobs fetch in all.")
+    speed_bps: float = Field(description="Their transfer rate together, bytes per second.")
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "loading", "no_model"] = Field(
+        description="ok (200) when a model is serving; otherwise (503) loading or no_model.")
+    error: str | None = Field(None, exclude_if=lambda v: v is None, description="Why start-up failed, when it did.")
+
+
 class StatusOut(BaseModel):
     version: str
     uptime_s: float
-    status: Literal["ok", "loading", "no_model"]
-    loading: str | None = None
+    status: Literal["ok", "loading", "no_model"] = Field(
+        description="ok: serving; loading: a model is being loaded (the previous one may still serve); "
+                    "no_model: nothing to serve.")
+    loading: str | None = Field(None, description="The model being loaded, while one is.")
     device: str | None
-    memory: MemoryOut
+    memory: MemoryOut = Field(description="Memory of the model's device (the GPU's, else RAM).")
+    host: HostOut
+    gpus: list[GpuOut] = Field(description="CUDA devices (empty without CUDA).")
     model: LoadedModelOut | None
     sae: SaeOut | None
     steering: SteeringStateOut
     active_profile: str | None
-    queue_depth: int
-    active_sequences: int
+    queue_depth: int = Field(description="Requests waiting for a batch slot.")
+    active_sequences: int = Field(description="Sequences being decoded now.")
     max_batch_size: int
+    downloads: DownloadsSummaryOut

@@ -69,6 +69,8 @@ class JobOut(BaseModel):
     files_total: int
     progress: float = Field(description="bytes_done / bytes_total, 0..1 (1 when finished).")
     current_file: str | None = Field(description="Path inside the repo of the file being transferred.")
+    speed_bps: float = Field(description="Transfer rate over the last few seconds, bytes per second (0 unless running).")
+    eta_s: float | None = Field(description="Seconds left at that rate (null when not running or not moving).")
     error: JobError | None
     attempts: int
     created_at: datetime = Field(description="When the job was submitted (ISO 8601, UTC).")
@@ -152,3 +154,37 @@ class ModelEstimateOut(BaseModel):
     model: str = Field(description="The model as asked (a repo id or the name of a local folder).")
     source: Literal["local", "cache", "hub"] = Field(description="Where the parameter count was read.")
     estimate: MemoryEstimateOut
+
+
+# ---------------------------------------------------------------------------- browsing a Hub repo's SAEs
+
+
+class RepoSaeOut(BaseModel):
+    """One SAE folder of a Hub repo, with what its path and (where the format has one) its config say."""
+
+    path: str = Field(description="Folder inside the repo ('' = the repo root): the `path` of a download.")
+    source: str = Field(description="`repo_id:path` (or the repo id for the root), ready for POST /api/saes/attach.")
+    format: str = Field(description="gemma_scope, gemma_scope_2, saelens, sparsify, llama_scope, llama_scope_r1 or "
+                                    "dictionary_learning.")
+    layer: int | None = Field(description="The model layer it reads.")
+    site: str | None = Field(description="Where in the layer: resid_post, resid_pre, mlp_out, attn_out, attn_z, "
+                                         "transcoder, embedding, module.")
+    hook_name: str | None = Field(description="The hook as the SAE names it, when known.")
+    width: int | None = Field(description="Number of features (d_sae).")
+    d_in: int | None = Field(description="Width of the activations it reads, when its config says.")
+    l0: float | None = Field(description="Average number of active features per token (Gemma Scope's average_l0).")
+    l0_label: str | None = Field(description="Gemma Scope 2's relative L0: small, medium or big.")
+    architecture: str | None = Field(description="standard, jumprelu, topk or gated, when known.")
+    neuronpedia_id: str | None = Field(description="Neuronpedia's id of the SAE, when its config names one.")
+    size_bytes: int = Field(description="Bytes of its files on the Hub.")
+    files: int
+    cached: bool = Field(description="Already downloaded into the local cache.")
+
+
+class RepoSaeList(BaseModel):
+    repo_id: str
+    revision: str
+    commit: str = Field(description="The commit the revision resolved to.")
+    data: list[RepoSaeOut] = Field(description="Sorted by site, layer, width and L0, ready to group.")
+    count: int
+    configs_read: int = Field(description="How many SAE configs were read for d_in, width, hook and Neuronpedia id.")

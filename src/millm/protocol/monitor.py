@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from millm.protocol.openai import AppliedSteering
+
 
 class MonitorConfigIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -64,6 +66,7 @@ class RequestHistory(BaseModel):
     tokens: int
     frames: list[ActivationFrame]
     stats: list[FeatureStats]
+    steering: AppliedSteering | None = Field(None, description="The request's final steering receipt (with evidence).")
 
 
 class HistoryList(BaseModel):

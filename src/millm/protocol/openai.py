@@ -12,6 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from millm.protocol.hub import MemoryEstimateOut
+
 log = logging.getLogger(__name__)
 
 
@@ -37,6 +39,10 @@ class ErrorInfo(BaseModel):
     type: str
     param: str | None = None
     code: str | None = None
+    memory_estimate: MemoryEstimateOut | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="Only with code insufficient_memory: the estimate (weights, KV cache, SAE, overhead) that did "
+                    "not fit in the free memory it was compared with.")
 
 
 class ErrorResponse(BaseModel):
@@ -98,7 +104,7 @@ class ActivationSummary(BaseModel):
 class SkippedPosition(BaseModel):
     position: int
     token: str
-    reason: Literal["special_token"] = Field(description="special_token: steer_special_tokens is false.")
+    reason: Literal["special_token"] = Field("special_token", description="special_token: steer_special_tokens is false.")
 
 
 class FeatureEvidence(BaseModel):
@@ -144,8 +150,61 @@ class AppliedSteering(BaseModel):
         None, description="Which activation the evidence reports (for a TopK SAE, the value after top-k selection).")
 
 
+MAX_ACTIVATION_FEATURES = 64
+MAX_ACTIVATION_VALUES = 200_000  # per response: positions x features x choices
+
+
+class ActivationsIn(Strict):
+    """The request's own SAE activations, returned in `millm.activations` (sent as a top-level `activations` object,
+    SDKs: extra_body). Give `features` or `top_k`."""
+
+    features: list[int] | None = Field(None, min_length=1, max_length=MAX_ACTIVATION_FEATURES,
+                                       description="Feature indices to report at every position (distinct, < d_sae).")
+    top_k: int | None = Field(None, ge=1, le=MAX_ACTIVATION_FEATURES,
+                              description="Report the k most active features at every position instead.")
+    positions: Literal["prompt", "completion", "all", "last"] = Field(
+        "completion", description="prompt: the prompt tokens (a leading BOS left out, as the monitor does); "
+        "completion: the generated tokens fed back through the model (all but the last); all: both; last: the last "
+        "position the model read.")
+    read: Literal["before", "after"] = Field(
+        "after", description="Read the hook's activations before or after this request's steering.")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ActivationsIn:
+        if (self.features is None) == (self.top_k is None):
+            raise ValueError("give either 'features' or 'top_k'")
+        if self.features is not None and len(set(self.features)) != len(self.features):
+            raise ValueError("each feature index may appear once")
+        return self
+
+
+class FeatureActivationOut(BaseModel):
+    index: int
+    value: float
+    label: str | None = None
+
+
+class TokenActivationsOut(BaseModel):
+    """Activations at one token: the same fields and values as a /ws/monitor frame."""
+
+    position: int
+    token_id: int
+    token: str
+    phase: Literal["prompt", "generated"]
+    activations: list[FeatureActivationOut]
+
+
+class ChoiceActivations(BaseModel):
+    choice: int
+    read: Literal["before", "after"]
+    tokens: list[TokenActivationsOut]
+
+
 class MillmInfo(BaseModel):
     steering: AppliedSteering
+    activations: list[ChoiceActivations] | None = Field(
+        None, exclude_if=lambda v: v is None,
+        description="With a request's `activations` object: its SAE activations per choice, token by token.")
 
 
 # ---------------------------------------------------------------------------- sampling fields shared
@@ -169,6 +228,7 @@ class SamplingFields(OpenAIBase):
     user: str | None = None
     ignore_eos: bool = False
     steering: SteeringIn | None = None
+    activations: ActivationsIn | None = None
     allowed_token_ids: list[int] | None = Field(
         None, min_length=1, description="Extension (as vLLM): sample only among these token ids; with logprobs, "
                                         "their probabilities renormalised over the set (a classifier's scores).")

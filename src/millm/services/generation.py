@@ -16,6 +16,7 @@ the request, which the worker drops within one decode step.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import time
@@ -28,7 +29,14 @@ from pydantic_core import to_json
 
 from millm.engine.grammar import Constraint
 from millm.engine.model_loading import LoadedModel
-from millm.engine.types import GenerationEvent, GenerationRequest, PromptInfo, SamplingParams, SteeringSpec
+from millm.engine.types import (
+    ActivationRead,
+    GenerationEvent,
+    GenerationRequest,
+    PromptInfo,
+    SamplingParams,
+    SteeringSpec,
+)
 from millm.engine.worker import Handle, Worker
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
 from millm.logs import steering_summary
@@ -38,6 +46,10 @@ from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
 
 log = logging.getLogger("millm.requests")
+
+# Set (in its task) by work that must yield to live requests, such as batch lines: their engine requests queue
+# behind every live one.
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("millm_background", default=False)
 
 
 @dataclass
@@ -120,6 +132,7 @@ class _Run:
     steering_source: str = "none"  # AppliedSteering.source, for metrics
     steering_version: int = 0  # the server-wide steering's version when the request was resolved
     finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
+    read: ActivationRead | None = None  # the request's `activations`, when it asked for them
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -128,8 +141,10 @@ class _Run:
 
 class GenerationService:
     def __init__(self, *, worker: Worker, steering: SteeringService, metrics: Metrics,
-                 served_name: Callable[[], str | None]) -> None:
+                 served_name: Callable[[], str | None],
+                 on_receipt: Callable[[str, p.AppliedSteering], None] | None = None) -> None:
         self.worker = worker
+        self.on_receipt = on_receipt  # the monitor keeps each request's final receipt with its history
         self.steering = steering
         self.metrics = metrics
         self.served_name = served_name
@@ -188,14 +203,14 @@ class GenerationService:
     def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
                 steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
                 steerings: list[SteeringSpec | None] | None = None,
-                prompt_top_logprobs: int | None = None) -> _Run:
+                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None) -> _Run:
         """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = _Relay(loop)
         relay = self._relay
         queue: asyncio.Queue = asyncio.Queue()
-        run = _Run(handles=[], queue=queue, n=n)
+        run = _Run(handles=[], queue=queue, n=n, read=activations)
         try:
             for i, ids in enumerate(prompts_ids):
                 request = GenerationRequest(
@@ -203,6 +218,8 @@ class GenerationService:
                     prompt_ids=tuple(ids), params=params, n=n,
                     steering=steerings[i] if steerings is not None else steering,
                     prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
+                    activations=activations,
+                    background=BACKGROUND.get(),
                 )
 
                 def sink(event: Any, i: int = i) -> None:
@@ -281,9 +298,71 @@ class GenerationService:
 
     def final_receipt(self, applied: p.AppliedSteering, run: _Run, *,
                       choices: list[int] | None = None) -> p.AppliedSteering:
-        """The receipt at the end of a request: whether the server-wide steering changed meanwhile. `choices`: the
-        global choice indices the receipt covers (default: all)."""
-        return applied.model_copy(update={"server_steering_changed": self.steering.version != run.steering_version})
+        """The receipt at the end of a request: whether the server-wide steering changed meanwhile, and each choice's
+        evidence. `choices`: the global choice indices the receipt covers (default: all)."""
+        update: dict[str, Any] = {"server_steering_changed": self.steering.version != run.steering_version}
+        lm = self.worker.loaded
+        evidence = []
+        for c in sorted(run.finals) if choices is None else choices:
+            ev = run.finals[c].evidence if c in run.finals else None
+            if ev is None:
+                continue
+            evidence.append(p.ChoiceEvidence(
+                choice=c,
+                features=[p.FeatureEvidence(
+                    index=f.index, positions_steered=ev.positions_steered, positions_skipped=ev.positions_skipped,
+                    tokens=ev.tokens,
+                    before=p.ActivationSummary(mean=f.before_mean, max=f.before_max) if f.before_mean is not None
+                    else None,
+                    after=p.ActivationSummary(mean=f.after_mean, max=f.after_max) if f.after_mean is not None
+                    else None) for f in ev.features],
+                skipped=[p.SkippedPosition(position=pos, token=lm.tokenizer.decode([tok]) if lm else str(tok))
+                         for pos, tok in ev.skipped]))
+        if evidence:
+            update["evidence"] = evidence
+            if any(e.features and e.features[0].before is not None for e in evidence):
+                update["evidence_value"] = self.steering.evidence_value()
+        final = applied.model_copy(update=update)
+        if self.on_receipt is not None:
+            for h in run.handles:
+                self.on_receipt(h.request.request_id, final)
+        return final
+
+    def _activation_read(self, req: p.SamplingFields, *, prompt_tokens: int, max_tokens: int,
+                         choices: int) -> ActivationRead | None:
+        """The request's `activations` object, checked against the attached SAE and the size bound."""
+        a = req.activations
+        if a is None:
+            return None
+        d_sae = self.steering.require_sae("activations").d_sae
+        for i, index in enumerate(a.features or ()):
+            if not 0 <= index < d_sae:
+                raise InvalidRequest(f"feature index {index} is out of range: the attached SAE has d_sae={d_sae}",
+                                     param=f"activations.features[{i}]")
+        positions = {"prompt": prompt_tokens, "completion": max_tokens, "all": prompt_tokens + max_tokens,
+                     "last": 1}[a.positions]
+        per_token = len(a.features) if a.features is not None else a.top_k or 0
+        values = positions * per_token * choices
+        if values > p.MAX_ACTIVATION_VALUES:
+            raise InvalidRequest(
+                f"activations would return up to {values:,} values ({positions} positions x {per_token} features x "
+                f"{choices} choices); the limit is {p.MAX_ACTIVATION_VALUES:,}: ask for fewer features, fewer "
+                "positions ('last', 'completion') or fewer tokens", param="activations")
+        return ActivationRead(features=tuple(a.features) if a.features is not None else None, top_k=a.top_k or 0,
+                              positions=a.positions, point=a.read)
+
+    def _final_info(self, info: p.MillmInfo, run: _Run) -> p.MillmInfo:
+        """`millm` at the end of a request: the final receipt, and the request's own activations."""
+        acts = None
+        if run.read is not None:
+            lm = self.worker.loaded
+            dec = lm.tokenizer.decode if lm is not None else (lambda ids: str(ids[0]))
+            acts = [p.ChoiceActivations(choice=c, read=run.read.point, tokens=[p.TokenActivationsOut(
+                position=t.position, token_id=t.token_id, token=dec([t.token_id]), phase=t.phase,
+                activations=[p.FeatureActivationOut(index=i, value=v, label=self.steering.label(i))
+                             for i, v in zip(t.indices, t.values, strict=True)])
+                for t in ev.activations or ()]) for c, ev in sorted(run.finals.items())]
+        return p.MillmInfo(steering=self.final_receipt(info.steering, run), activations=acts)
 
     # ------------------------------------------------------------------ chat
 
@@ -314,11 +393,12 @@ class GenerationService:
             raise InvalidRequest("a scoring request (max_tokens 0) cannot be streamed", param="stream")
         max_tokens = prompts.clamp_max_tokens(requested, len(ids), lm.context_length)
         logprobs = (req.top_logprobs or 0) if req.logprobs else None
+        read = self._activation_read(req, prompt_tokens=len(ids), max_tokens=max_tokens, choices=req.n)
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=logprobs, constraint=constraint)
         run = self._submit(lm, [ids], n=req.n, params=params, steering=spec,
                            prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
-                           prompt_top_logprobs=req.prompt_logprobs)
+                           prompt_top_logprobs=req.prompt_logprobs, activations=read)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         info = p.MillmInfo(steering=applied)
@@ -404,7 +484,7 @@ class GenerationService:
                                         logprobs=p.ChatLogprobs(content=lps[c]) if req.logprobs else None))
         usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=run.completion_tokens,
                         total_tokens=run.prompt_tokens[0] + run.completion_tokens)
-        info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
+        info = self._final_info(info, run)
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
@@ -451,12 +531,12 @@ class GenerationService:
                     # The last chunk carries the full receipt (the usage chunk's, when one follows).
                     last = finished == req.n and not include_usage
                     yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(), finish_reason=reason)],
-                                millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
+                                millm=self._final_info(info, run) if last else None)
             if include_usage:
                 yield chunk([], usage=p.Usage(prompt_tokens=run.prompt_tokens[0],
                                               completion_tokens=run.completion_tokens,
                                               total_tokens=run.prompt_tokens[0] + run.completion_tokens),
-                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)))
+                            millm=self._final_info(info, run))
             outcome = "ok"
         except MillmError:
             outcome = "error"
@@ -487,7 +567,10 @@ class GenerationService:
         if max_tokens == 0 and not req.echo:
             raise InvalidRequest("max_tokens must be at least 1 unless echo is set", param="max_tokens")
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs, constraint=constraint)
-        run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid)
+        read = self._activation_read(req, prompt_tokens=longest, max_tokens=max(1, max_tokens),
+                                     choices=len(all_ids) * req.n)
+        run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid,
+                           activations=read)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         created = int(time.time())
@@ -554,7 +637,7 @@ class GenerationService:
         prompt_tokens = sum(run.prompt_tokens)
         usage = p.Usage(prompt_tokens=prompt_tokens, completion_tokens=run.completion_tokens,
                         total_tokens=prompt_tokens + run.completion_tokens)
-        info = p.MillmInfo(steering=self.final_receipt(info.steering, run))
+        info = self._final_info(info, run)
         return p.Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
     async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str,
@@ -589,12 +672,12 @@ class GenerationService:
                 last = finished == total and ev.finish_reason is not None and not include_usage
                 yield chunk([p.CompletionChoice(index=c, text=ev.text, logprobs=logprobs,
                                                 finish_reason=ev.finish_reason)],
-                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)) if last else None)
+                            millm=self._final_info(info, run) if last else None)
             if include_usage:
                 pt = sum(run.prompt_tokens)
                 yield chunk([], usage=p.Usage(prompt_tokens=pt, completion_tokens=run.completion_tokens,
                                               total_tokens=pt + run.completion_tokens),
-                            millm=p.MillmInfo(steering=self.final_receipt(info.steering, run)))
+                            millm=self._final_info(info, run))
             outcome = "ok"
         except MillmError:
             outcome = "error"

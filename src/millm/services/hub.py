@@ -22,6 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +32,8 @@ from millm import demo
 from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
 from millm.hub.files import select_weight_files
+from millm.hub.sae_listing import RepoSae, find_saes
+from millm.hub.sae_listing import read_config as read_sae_config
 from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.hub.memory import (
     MemoryEstimate,
@@ -213,6 +217,22 @@ def device_present(device: str) -> bool:
     return True
 
 
+MAX_CONFIGS = 128  # SAE configs read per listing (Gemma Scope's hundreds of folders have none to read)
+MAX_CONFIG_BYTES = 1 << 20
+_CONFIGS: dict[tuple[str, str, str], dict[str, dict[str, Any] | None]] = {}  # (endpoint, repo, commit) -> configs
+_CONFIGS_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class RepoSaeListing:
+    repo_id: str
+    revision: str
+    commit: str
+    saes: list[RepoSae]
+    configs_read: int
+    cached_paths: frozenset[str]  # SAE folders of this repo already in the local cache
+
+
 @dataclass(frozen=True)
 class ModelEstimate:
     origin: str  # "local", "cache" or "hub"
@@ -295,6 +315,36 @@ class HubService:
         if not repo_id:
             raise InvalidRequest("repo_id is required", param="repo_id")
         return self.jobs.submit(kind, repo_id, revision, path)
+
+    # -------------------------------------------------------------- browsing the Hub
+    def repo_saes(self, repo_id: str, revision: str | None = None) -> RepoSaeListing:
+        """The SAEs a Hub repo holds (see millm.hub.sae_listing), their configs read where the format has one
+        (at most MAX_CONFIGS, small files only, fetched in parallel into a scratch folder and remembered per
+        commit). Blocking: it talks to the Hub."""
+        check_repo_id(repo_id, param="repo_id")
+        check_revision(revision)
+        client = self.jobs.hub_client()
+        commit, files = client.repo_files(repo_id, revision)
+        saes = find_saes(files, repo_id)
+        wanted = [s for s in saes if s.config_file and (files.get(s.config_file) or 0) <= MAX_CONFIG_BYTES]
+        key = (client.endpoint, repo_id, commit)
+        with _CONFIGS_LOCK:
+            known = dict(_CONFIGS.get(key, {}))
+        missing = [s.config_file for s in wanted[:MAX_CONFIGS] if s.config_file not in known]
+        if missing:
+            with tempfile.TemporaryDirectory(prefix="millm-sae-configs-") as scratch, \
+                    ThreadPoolExecutor(max_workers=8) as pool:
+                read = pool.map(lambda name: client.read_json(repo_id, commit, name, scratch=scratch), missing)
+                known.update(zip(missing, read))
+            with _CONFIGS_LOCK:
+                _CONFIGS[key] = known
+                while len(_CONFIGS) > 32:
+                    _CONFIGS.pop(next(iter(_CONFIGS)))
+        saes = [read_sae_config(s, known[s.config_file]) if known.get(s.config_file or "") else s for s in saes]
+        cached_paths = {p for r in self.cached("sae") if r.repo_id == repo_id for p in r.sae_paths}
+        return RepoSaeListing(repo_id=repo_id, revision=revision or "main", commit=commit, saes=saes,
+                              configs_read=sum(1 for s in wanted if known.get(s.config_file or "")),
+                              cached_paths=frozenset(cached_paths))
 
     # -------------------------------------------------------------- cache
     def cached(self, kind: str | None = None) -> list[CachedRepo]:

@@ -97,7 +97,8 @@ class ModelService:
         except InsufficientMemory as e:
             hint = (" The current model stays loaded until the new one is ready; unload it first to free its "
                     "memory." if self.worker.loaded is not None else "")
-            raise InsufficientMemory(e.message + hint, param="model") from None
+            raise InsufficientMemory(e.message + hint, param="model", estimate=e.estimate,
+                                     available=e.available) from None
         if est.total_bytes > free:
             log.warning("forced load: needs %s, %d bytes free", est.describe(), free)
         return est, free

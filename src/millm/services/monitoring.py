@@ -21,6 +21,7 @@ from typing import Callable, Iterable
 from millm.engine.intervention import MonitorConfig
 from millm.engine.types import MonitorRecord
 from millm.protocol.monitor import ActivationFrame, FeatureStats, FeatureValue, RequestHistory, StatsOut
+from millm.protocol.openai import AppliedSteering
 
 
 @dataclass
@@ -49,6 +50,7 @@ class MonitorService:
         self._history: collections.OrderedDict[str, collections.deque[ActivationFrame]] = collections.OrderedDict()
         self._stats: dict[int, _Running] = {}
         self._tokens = 0
+        self._receipts: collections.OrderedDict[str, AppliedSteering] = collections.OrderedDict()
         self._lock = threading.Lock()
         self._subscribers: set[asyncio.Queue] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -107,6 +109,16 @@ class MonitorService:
                     break
                 q.put_nowait(f)
 
+    def record_receipt(self, request_id: str, receipt: AppliedSteering) -> None:
+        """Keep a finished request's steering receipt next to its activation history (as bounded)."""
+        if receipt.source == "none":
+            return
+        with self._lock:
+            self._receipts[request_id] = receipt
+            self._receipts.move_to_end(request_id)
+            while len(self._receipts) > self.max_requests:
+                self._receipts.popitem(last=False)
+
     # ------------------------------------------------------------------ subscribers (event loop)
 
     def subscribe(self, maxsize: int = 10_000) -> asyncio.Queue:
@@ -132,7 +144,8 @@ class MonitorService:
         for f in frames:
             for a in f.activations:
                 running.setdefault(a.index, _Running()).add(a.value)
-        return RequestHistory(request_id=rid, tokens=len(frames), frames=frames, stats=self._feature_stats(running))
+        return RequestHistory(request_id=rid, tokens=len(frames), frames=frames, stats=self._feature_stats(running),
+                              steering=self._receipts.get(rid))
 
     def history(self, request_id: str | None = None) -> list[RequestHistory]:
         with self._lock:
@@ -148,6 +161,7 @@ class MonitorService:
     def clear(self) -> None:
         with self._lock:
             self._history.clear()
+            self._receipts.clear()
             self._stats.clear()
             self._tokens = 0
 

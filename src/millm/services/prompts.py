@@ -189,19 +189,14 @@ def render_chat(tokenizer: Any, messages: list[ChatMessage], *, context_length: 
 def tokenize_prompts(tokenizer: Any, prompt: PromptField, *, vocab_size: int, param: str,
                      context_length: int | None = None) -> list[list[int]]:
     """A string, strings, token ids or lists of token ids -> one id list per prompt."""
-    if isinstance(prompt, str):
-        prompts: list[Any] = [prompt]
-    elif prompt and all(isinstance(p, int) for p in prompt):
-        prompts = [prompt]
-    else:
-        prompts = list(prompt)
+    single = isinstance(prompt, str) or bool(prompt and all(isinstance(p, int) for p in prompt))
+    prompts: list[Any] = [prompt] if single else list(prompt)
     if not prompts:
         raise InvalidRequest("the prompt must not be empty", param=param)
     out = []
     for i, p in enumerate(prompts):
-        if isinstance(p, str):
-            ids = encode(tokenizer, p, context_length=context_length,
-                         param=param if isinstance(prompt, str) else f"{param}[{i}]")
+        if isinstance(p, str):  # a list of prompts names the one at fault, even a list of one
+            ids = encode(tokenizer, p, context_length=context_length, param=param if single else f"{param}[{i}]")
         else:
             ids = list(p)
             bad = [t for t in ids if not 0 <= t < vocab_size]

@@ -18,6 +18,7 @@ from millm.config import Settings, data_dir_origin
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound, Unavailable
 from millm.hub.jobs import JobManager
+from millm.services.batches import BatchService
 from millm.services.compare import CompareService
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
@@ -27,6 +28,7 @@ from millm.services.monitoring import MonitorService
 from millm.services.profiles import ProfileService
 from millm.services.saes import SaeService
 from millm.services.steering import NamedSteering, SteeringService
+from millm.services.system import SystemMonitor
 from millm.engine.types import FeatureStrength
 from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.store.db import Database, open_database
@@ -69,7 +71,7 @@ class Runtime:
         self.jobs = JobManager(data_dir=settings.data_dir, cache_dir=settings.cache_dir)
         self.roots = allowed_roots(settings)
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
-                               index=self.jobs.index, roots=self.roots)
+                               index=self.jobs.index, roots=self.roots, sessions=self.db.session_factory)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
             index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
@@ -80,13 +82,19 @@ class Runtime:
         )
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
                                         model_names=self.model_names, max_scale=settings.steering_max_scale,
-                                        labels=lambda: self.monitor.labels)
+                                        labels=lambda: self.monitor.labels,
+                                        evidence_default=settings.steering_evidence)
         self.generation = GenerationService(
             worker=self.worker, steering=self.steering, metrics=self.metrics,
-            served_name=self.models.served_name,
+            served_name=self.models.served_name, on_receipt=self.monitor.record_receipt,
         )
         self.embeddings = EmbeddingService(generation=self.generation)
+        self.batches = BatchService(data_dir=settings.data_dir, generation=self.generation, embeddings=self.embeddings,
+                                    worker=self.worker, registry=self.metrics.registry,
+                                    rows=max(1, settings.max_batch_size - 1),  # one row kept for live requests
+                                    wait_ready=self.wait_ready)
         self.compare = CompareService(generation=self.generation)
+        self.system = SystemMonitor()
         self.worker.monitor_sink = self.monitor.publish
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
@@ -126,6 +134,7 @@ class Runtime:
         self.worker.start()
         await asyncio.to_thread(self.jobs.start)
         self._boot_task = asyncio.create_task(self._boot())
+        await self.batches.start()
 
     async def wait_ready(self) -> None:
         if self._boot_task is not None:
@@ -134,6 +143,7 @@ class Runtime:
     async def stop(self) -> None:
         if self._boot_task is not None and not self._boot_task.done():
             self._boot_task.cancel()
+        await self.batches.stop()
         await asyncio.to_thread(self.jobs.shutdown)
         await asyncio.to_thread(self.worker.stop)
         self.db.close()

@@ -12,11 +12,12 @@ so more can be admitted later.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
 
 from millm import demo
 from millm.engine import hookpoints
@@ -31,7 +32,9 @@ from millm.sae.base import Sae
 from millm.sae.loading import check_compatible, load_sae
 from millm.services.hub import user_path
 from millm.services.local_paths import LocalRoots, looks_like_path
+from millm.services.labels import Format, ParsedLabels, check_width, parse_labels, shipped_labels
 from millm.services.monitoring import MonitorService
+from millm.store import labels as label_store
 from millm.services.steering import SaeInfo
 
 log = logging.getLogger(__name__)
@@ -50,25 +53,25 @@ class AttachedSae:
     sae: Sae
     hookpoint: HookPoint
     source: dict[str, Any]
-    labels: dict[int, dict[str, Any]]
+    labels: dict[int, dict[str, Any]]  # shipped with the SAE, overlaid by imported ones
+    shipped_labels: dict[int, dict[str, Any]] = field(default_factory=dict)
+    imported_labels: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def hook_name(self) -> str:
         return self.sae.cfg.hook_name or self.hookpoint.spec.tl_name
 
 
-def _labels(folder: Path) -> dict[int, dict[str, Any]]:
-    for candidate in (folder / "labels.json", folder.parent / "labels.json"):
-        if candidate.is_file():
-            raw = json.loads(candidate.read_text())
-            return {int(k): v for k, v in raw.items()}
-    return {}
+def _label_texts(labels: dict[int, dict[str, Any]]) -> dict[int, str]:
+    return {i: str(v.get("label")) for i, v in labels.items() if v.get("label")}
 
 
 class SaeService:
     def __init__(self, *, worker: Worker, monitor: MonitorService, cache_dir: Path | None = None,
-                 index: CacheIndex | None = None, roots: LocalRoots | None = None) -> None:
+                 index: CacheIndex | None = None, roots: LocalRoots | None = None,
+                 sessions: sessionmaker[Session] | None = None) -> None:
         self.worker = worker
+        self.sessions = sessions  # the profile store, where imported feature labels are kept
         self.roots = roots
         self.index = index
         self.monitor = monitor
@@ -81,7 +84,7 @@ class SaeService:
         if a is None or lm is None:
             return None
         return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id,
-                       layer=a.hookpoint.layer)
+                       layer=a.hookpoint.layer, architecture=a.sae.cfg.architecture)
 
     def resolve_source(self, source: str, *, revision: str | None = None,
                        trusted: bool = False) -> tuple[Path, dict[str, Any]]:
@@ -144,7 +147,9 @@ class SaeService:
             ident = sae_id or ref.get("id") or (
                 f"{ref['repo_id']}:{ref['path']}" if ref.get("repo_id") and ref.get("path")
                 else ref.get("repo_id") or path.name)
-            labels = await asyncio.to_thread(_labels, path if path.is_dir() else path.parent)
+            shipped = await asyncio.to_thread(shipped_labels, path if path.is_dir() else path.parent, sae.cfg.d_sae)
+            imported = await asyncio.to_thread(self._stored_labels, ident, sae.cfg.d_sae)
+            labels = {**shipped, **imported}
 
             def swap(w: Worker) -> AttachedSae:
                 lm = w.loaded
@@ -158,10 +163,10 @@ class SaeService:
                 w.intervention = SaeIntervention(sae=moved, hookpoint=hp, attach_fn=hookpoints.attach,
                                                  device=lm.device, dtype=lm.dtype)
                 w.intervention.set_monitor(self.monitor.config)
-                return AttachedSae(ident, moved, hp, ref, labels)
+                return AttachedSae(ident, moved, hp, ref, labels, shipped, imported)
 
             self.attached = await asyncio.wrap_future(self.worker.call(swap))
-            self.monitor.labels = {i: str(v.get("label")) for i, v in labels.items() if v.get("label")}
+            self.monitor.labels = _label_texts(labels)
             log.info("attached SAE %s at %s", ident, self.attached.hookpoint.module_path)
             return self.attached
 
@@ -200,8 +205,55 @@ class SaeService:
         w.intervention = SaeIntervention(sae=moved, hookpoint=hp, attach_fn=hookpoints.attach,
                                          device=w.loaded.device, dtype=w.loaded.dtype)
         w.intervention.set_monitor(self.monitor.config)
-        self.attached = AttachedSae(a.sae_id, moved, hp, a.source, a.labels)
+        self.attached = AttachedSae(a.sae_id, moved, hp, a.source, a.labels, a.shipped_labels, a.imported_labels)
         return None
+
+    # ------------------------------------------------------------------ feature labels
+
+    def _stored_labels(self, sae_id: str, d_sae: int) -> dict[int, dict[str, Any]]:
+        if self.sessions is None:
+            return {}
+        with self.sessions.begin() as session:
+            return label_store.get_labels(session=session, sae_id=sae_id, d_sae=d_sae)
+
+    async def import_labels(self, raw: bytes, *, filename: str | None = None, fmt: Format | None = None,
+                            replace: bool = False, param: str = "file") -> tuple[ParsedLabels, AttachedSae]:
+        """Read labels for the attached SAE, keep them in the store (merged into the ones imported before, or
+        replacing them) and show them everywhere labels appear. Labels for another SAE are a 400."""
+        async with self._lock:
+            att = self.attached
+            if att is None:
+                raise InvalidRequest("no SAE is attached: attach one before importing its labels", param=param,
+                                     code="no_sae")
+            parsed = await asyncio.to_thread(parse_labels, raw, filename=filename, fmt=fmt, param=param)
+            check_width(parsed, att.sae.cfg.d_sae, att.sae_id, param=param)
+            if not parsed.labels:
+                raise InvalidRequest("the file holds no labels", param=param, code="invalid_labels")
+            imported = dict(parsed.labels) if replace else {**att.imported_labels, **parsed.labels}
+            await asyncio.to_thread(self._save_labels, att.sae_id, att.sae.cfg.d_sae, imported, parsed.format)
+            self._set_labels(att, imported)
+            return parsed, att
+
+    async def clear_imported_labels(self) -> AttachedSae | None:
+        async with self._lock:
+            att = self.attached
+            if att is None:
+                return None
+            await asyncio.to_thread(self._save_labels, att.sae_id, att.sae.cfg.d_sae, {}, "")
+            self._set_labels(att, {})
+            return att
+
+    def _save_labels(self, sae_id: str, d_sae: int, labels: dict[int, dict[str, Any]], source: str) -> None:
+        if self.sessions is None:
+            return
+        with self.sessions.begin() as session:
+            label_store.put_labels(session=session, sae_id=sae_id, d_sae=d_sae, labels=labels, source=source)
+
+    def _set_labels(self, att: AttachedSae, imported: dict[int, dict[str, Any]]) -> None:
+        att.imported_labels = imported
+        att.labels = {**att.shipped_labels, **imported}
+        if self.attached is att:
+            self.monitor.labels = _label_texts(att.labels)
 
     def apply_monitor_config(self, cfg: Any) -> None:
         """Called by MonitorService when the config changes; validated against the attached SAE."""

@@ -29,6 +29,7 @@ class SaeInfo:
     hook_name: str
     model_id: str
     layer: int | None = None
+    architecture: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,9 @@ def _validate_features(features: list[tuple[int, float]], d_sae: int, param: str
 class SteeringService:
     def __init__(self, *, sae_info: Callable[[], SaeInfo | None], lookup: ProfileLookup | None = None,
                  model_names: Callable[[], tuple[str, ...]] | None = None, max_scale: float = 10.0,
-                 labels: Callable[[], dict[int, str]] | None = None) -> None:
+                 labels: Callable[[], dict[int, str]] | None = None, evidence_default: bool = False) -> None:
         self._sae_info = sae_info
+        self.evidence_default = evidence_default
         self.max_scale = max_scale
         self._labels = labels
         self._version = 0  # bumped on every change of the server-wide steering
@@ -100,6 +102,9 @@ class SteeringService:
     def state(self) -> ServerSteering:
         with self._lock:
             return replace(self._state, features=dict(self._state.features), labels=dict(self._state.labels))
+
+    def require_sae(self, param: str) -> SaeInfo:
+        return self._require_sae(param)
 
     def _require_sae(self, param: str) -> SaeInfo:
         info = self._sae_info()
@@ -229,6 +234,14 @@ class SteeringService:
             raise InvalidRequest(f"scale {scale} is outside {where} [{low}, {high}]", param=param,
                                  code="scale_out_of_range")
 
+    def evidence_value(self) -> str:
+        """What the evidence's before/after numbers are, for the attached SAE."""
+        info = self._sae_info()
+        if info is not None and info.architecture == "topk":
+            return ("the feature's activation after top-k selection (the encoder's ReLU output if the feature is "
+                    "among the token's k largest, else 0)")
+        return "the feature's activation (the SAE encoder's output for that feature)"
+
     def label(self, index: int) -> str | None:
         return self._labels().get(index) if self._labels is not None else None
 
@@ -265,7 +278,8 @@ class SteeringService:
         state = self.state
         special = state.steer_special_tokens
         scale = request.scale if request is not None else None
-        evidence = bool(request.evidence) if request is not None and request.evidence is not None else False
+        evidence = (bool(request.evidence) if request is not None and request.evidence is not None
+                    else self.evidence_default)
         if request is not None:
             if request.steer_special_tokens is not None:
                 special = request.steer_special_tokens

@@ -27,21 +27,31 @@ describe("StatusBar", () => {
     expect(b.getByText("@ layer 1")).toBeInTheDocument();
     expect(b.getByText("on (1)")).toBeInTheDocument();
     expect(b.getByText("Serving")).toBeInTheDocument();
-    expect(b.getByText("8.2/32.0 GB")).toBeInTheDocument();
-    expect(b.getByText("RAM:")).toBeInTheDocument();
+    expect(b.getByText("RAM:").nextSibling).toHaveTextContent("8.2/32.0 GB");
+    expect(b.getByText("CPU:").nextSibling).toHaveTextContent("12%");
+    expect(b.queryByText("GPU:")).not.toBeInTheDocument();
     expect(b.getByText("Connected")).toBeInTheDocument();
     // queue depth 2, 3 running sequences
     expect(b.getByText("Queue:").nextSibling).toHaveTextContent("2");
     expect(b.getByText("Running:").nextSibling).toHaveTextContent("3");
   });
 
-  it("shows the active profile, quantised precision, VRAM and steering off", async () => {
+  it("shows the active profile, quantised precision, GPU use, VRAM and steering off", async () => {
     server.use(
       http.get(api("/api/status"), () =>
         HttpResponse.json(
           status({
             model: { ...demoModel, quantization: "4bit", dtype: "bfloat16", device: "cuda:0" },
             memory: { device: "cuda:0", used_bytes: 4.2 * 1024 ** 3, total_bytes: 24 * 1024 ** 3 },
+            gpus: [
+              {
+                index: 0,
+                name: "NVIDIA H100",
+                utilization_percent: 45,
+                memory_used_bytes: 4.2 * 1024 ** 3,
+                memory_total_bytes: 24 * 1024 ** 3,
+              },
+            ],
             steering: { ...status().steering, enabled: false },
             active_profile: "yelling",
           }),
@@ -52,8 +62,8 @@ describe("StatusBar", () => {
     await waitFor(() => expect(within(bar()).getByText("yelling")).toBeInTheDocument());
     const b = within(bar());
     expect(b.getByText("4-bit")).toBeInTheDocument();
-    expect(b.getByText("VRAM:")).toBeInTheDocument();
-    expect(b.getByText("4.2/24.0 GB")).toBeInTheDocument();
+    expect(b.getByText("GPU:").nextSibling).toHaveTextContent("45%");
+    expect(b.getByText("VRAM:").nextSibling).toHaveTextContent("4.2/24.0 GB");
     expect(b.getByText("off")).toBeInTheDocument();
   });
 

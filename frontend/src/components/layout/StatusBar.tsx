@@ -2,7 +2,9 @@ import { useQuery } from "@tanstack/react-query";
 import { Link } from "@tanstack/react-router";
 import {
   ActivityIcon,
+  CpuIcon,
   DownloadIcon,
+  GaugeIcon,
   LayersIcon,
   ListOrderedIcon,
   MemoryStickIcon,
@@ -11,13 +13,15 @@ import {
   WifiOffIcon,
 } from "lucide-react";
 import type * as React from "react";
+import { ApiError } from "@/api/errors";
 import { isUnreachable, statusQuery } from "@/api/queries";
 import type { StatusOut } from "@/client";
 import { Progress } from "@/components/ui/progress";
 import { Tooltip } from "@/components/ui/tooltip";
 import { totalProgress, useActiveDownloads } from "@/features/downloads/useDownloads";
+import { requestApiKey } from "@/lib/auth";
 import { cn } from "@/lib/cn";
-import { formatPercent, formatUsage } from "@/lib/format";
+import { formatBytes, formatPercent, formatUsage } from "@/lib/format";
 
 /** "fp16", "bf16", "8-bit", … as people say it. */
 export function precisionLabel(model: { dtype: string; quantization: string }): string {
@@ -103,15 +107,20 @@ function DownloadsItem() {
 export function StatusBar({ className }: { className?: string }) {
   const { data: status, error, isPending } = useQuery(statusQuery);
   const down = error != null && isUnreachable(error);
-  const mem = status?.memory;
-  const onGpu = mem != null && mem.device !== "cpu";
+  const host = status?.host;
 
   return (
     <ul
       aria-label="Server status"
       className={cn("flex flex-wrap items-center gap-x-4 gap-y-1 text-xs", className)}
     >
-      {down || (error && !status) ? (
+      {error instanceof ApiError && error.status === 401 ? (
+        <Item className="text-warning">
+          <button type="button" className="font-semibold underline" onClick={() => requestApiKey(true)}>
+            API key required
+          </button>
+        </Item>
+      ) : down || (error && !status) ? (
         <Item className="text-danger">
           <WifiOffIcon className="size-3.5" aria-hidden="true" />
           <span className="font-semibold">Disconnected</span>
@@ -124,11 +133,45 @@ export function StatusBar({ className }: { className?: string }) {
       ) : null}
       {status && (
         <>
-          {mem && (
-            <Item icon={<MemoryStickIcon />} label={onGpu ? "VRAM" : "RAM"}>
-              <Value>{formatUsage(mem.used_bytes, mem.total_bytes)}</Value>
-            </Item>
+          {host && (
+            <Tooltip
+              content={`miLLM process: ${Math.round(host.process_cpu_percent)}% CPU (100% = one core), ${formatBytes(host.process_rss_bytes)} resident; ${host.cpu_count} cores`}
+            >
+              <li className="flex items-center gap-3 whitespace-nowrap">
+                <span className="flex items-center gap-1.5">
+                  <CpuIcon className="size-3.5 text-muted" aria-hidden="true" />
+                  <span className="text-muted">CPU:</span>
+                  <Value>{Math.round(host.cpu_percent)}%</Value>
+                </span>
+                <span className="flex items-center gap-1.5">
+                  <MemoryStickIcon className="size-3.5 text-muted" aria-hidden="true" />
+                  <span className="text-muted">RAM:</span>
+                  <Value>{formatUsage(host.ram_used_bytes, host.ram_total_bytes)}</Value>
+                </span>
+              </li>
+            </Tooltip>
           )}
+          {status.gpus.map((g) => (
+            <Tooltip key={g.index} content={`GPU ${g.index}: ${g.name}`}>
+              <li className="flex items-center gap-3 whitespace-nowrap">
+                <span className="flex items-center gap-1.5">
+                  <GaugeIcon className="size-3.5 text-muted" aria-hidden="true" />
+                  <span className="text-muted">{status.gpus.length > 1 ? `GPU${g.index}:` : "GPU:"}</span>
+                  <Value>
+                    {g.utilization_percent == null ? "–" : `${Math.round(g.utilization_percent)}%`}
+                  </Value>
+                </span>
+                <span className="flex items-center gap-1.5">
+                  <span className="text-muted">VRAM:</span>
+                  <Value>
+                    {g.memory_used_bytes == null
+                      ? `– /${formatBytes(g.memory_total_bytes)}`
+                      : formatUsage(g.memory_used_bytes, g.memory_total_bytes)}
+                  </Value>
+                </span>
+              </li>
+            </Tooltip>
+          ))}
           {!down && <ServingPill status={status} />}
           {status.model && (
             <Item icon={<ServerIcon />}>

@@ -6,7 +6,6 @@ import { job } from "@/test/fixtures";
 import { renderWithClient } from "@/test/render";
 import { api, server } from "@/test/server";
 import { DownloadList } from "./DownloadJobRow";
-import { SpeedTracker, speedTracker } from "./speed";
 import { useDownloads } from "./useDownloads";
 
 const GB = 1024 ** 3;
@@ -23,12 +22,9 @@ function serveJobs(jobs: JobOut[]) {
 
 describe("DownloadJobRow", () => {
   it("shows one progress bar across files with bytes, file count, speed and ETA", async () => {
-    const running = job({ id: "speedy", bytes_done: 1 * GB, bytes_total: 4 * GB, progress: 0.25 });
-    const t0 = Date.now();
-    speedTracker.observe(running, t0 - 2000);
-    speedTracker.observe({ ...running, bytes_done: 1 * GB }, t0 - 2000);
-    speedTracker.observe({ ...running, bytes_done: 1 * GB + 200 * 1024 ** 2 }, t0); // 100 MB/s
-    serveJobs([{ ...running, bytes_done: 1 * GB + 200 * 1024 ** 2, progress: 0.3 }]);
+    serveJobs([
+      job({ bytes_done: 1 * GB + 200 * 1024 ** 2, progress: 0.3, speed_bps: 100 * 1024 ** 2, eta_s: 28.7 }),
+    ]);
     renderWithClient(<LiveList />);
     const row = await screen.findByRole("listitem", { name: "Download google/gemma-2-2b" });
     const bar = within(row).getByRole("progressbar", { name: "Download progress of google/gemma-2-2b" });
@@ -76,21 +72,5 @@ describe("DownloadJobRow", () => {
     await user.click(screen.getByRole("button", { name: "Retry download of google/gemma-2-2b" }));
     await waitFor(() => expect(resumed).toBe(true));
     expect(await screen.findByText("Queued")).toBeInTheDocument();
-  });
-});
-
-describe("SpeedTracker", () => {
-  it("smooths the rate and forgets finished jobs", () => {
-    const t = new SpeedTracker();
-    const j = { id: "a", state: "running", bytes_done: 0, bytes_total: 1000 };
-    t.observe(j, 0);
-    expect(t.speed("a")).toBeNull();
-    t.observe({ ...j, bytes_done: 100 }, 1000);
-    expect(t.speed("a")).toBe(100);
-    t.observe({ ...j, bytes_done: 400 }, 2000); // 300 B/s now: 0.3*300 + 0.7*100
-    expect(t.speed("a")).toBeCloseTo(160);
-    expect(t.eta({ id: "a", bytes_done: 400, bytes_total: 1000 })).toBeCloseTo(600 / 160);
-    t.observe({ ...j, state: "completed", bytes_done: 1000 }, 3000);
-    expect(t.speed("a")).toBeNull();
   });
 });

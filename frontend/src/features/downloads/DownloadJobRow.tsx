@@ -1,11 +1,9 @@
 import { AlertCircleIcon, CheckCircle2Icon, RotateCcwIcon, SquareIcon, XIcon } from "lucide-react";
-import { useEffect, useState } from "react";
 import type { JobOut } from "@/client";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
 import { Progress } from "@/components/ui/progress";
 import { formatBytes, formatDuration, formatPercent } from "@/lib/format";
-import { speedTracker } from "./speed";
 import { useCancelDownload, useDismissDownload, useResumeDownload } from "./useDownloadActions";
 import { isActive } from "./useDownloads";
 
@@ -20,28 +18,18 @@ const STATE_BADGE: Record<
   cancelled: { tone: "warning", text: "Cancelled" },
 };
 
-/** Re-render once a second while a job runs, so speed and ETA stay current between pushes. */
-function useTick(active: boolean) {
-  const [, setN] = useState(0);
-  useEffect(() => {
-    if (!active) return;
-    const t = setInterval(() => setN((n) => n + 1), 1000);
-    return () => clearInterval(t);
-  }, [active]);
-}
-
 /**
  * One download job: a single progress bar over all its files, bytes, speed, ETA and the file count;
  * Cancel while it runs, Retry after a failure or cancel (files already complete are kept), Dismiss when done.
  */
 export function DownloadJobRow({ job }: { job: JobOut }) {
   const active = isActive(job);
-  useTick(active);
   const cancel = useCancelDownload();
   const resume = useResumeDownload();
   const dismiss = useDismissDownload();
-  const speed = speedTracker.speed(job.id);
-  const eta = speedTracker.eta(job);
+  // Speed and ETA come from the server (a sliding window), so a reload or a second tab shows the same.
+  const speed = job.speed_bps > 0 ? job.speed_bps : null;
+  const eta = job.eta_s;
   const label = job.path ? `${job.repo_id}/${job.path}` : job.repo_id;
   const badge = STATE_BADGE[job.state];
   const known = job.bytes_total > 0;

@@ -2,13 +2,11 @@ import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { queryKeys } from "@/api/queries";
 import type { DownloadIn, JobList, JobOut } from "@/client";
 import { cancelDownload, deleteDownload, resumeDownload, startDownload } from "@/client";
-import { speedTracker } from "./speed";
 import { upsertJob } from "./useDownloads";
 
 function useJobWriter() {
   const qc = useQueryClient();
   return (job: JobOut) => {
-    speedTracker.observe(job);
     qc.setQueryData<JobList>(queryKeys.downloads, (list) => upsertJob(list, job));
   };
 }

@@ -4,7 +4,6 @@ import { downloadsQuery, queryKeys } from "@/api/queries";
 import type { JobList, JobOut } from "@/client";
 import { isErrorFrame, type WsDownloadsFrame } from "@/ws/frames";
 import { type SocketState, useWebSocket } from "@/ws/useWebSocket";
-import { speedTracker } from "./speed";
 
 export const ACTIVE_STATES = new Set<JobOut["state"]>(["queued", "running"]);
 
@@ -35,7 +34,6 @@ export function useDownloadEvents(): SocketState {
     (frame: WsDownloadsFrame) => {
       if (isErrorFrame(frame) || !frame?.job) return;
       const job = frame.job as JobOut;
-      speedTracker.observe(job);
       const prev = qc.getQueryData<JobList>(queryKeys.downloads)?.data.find((j) => j.id === job.id);
       qc.setQueryData<JobList>(queryKeys.downloads, (list) => upsertJob(list, job));
       if (frame.type === "state" && prev?.state !== job.state && !isActive(job)) {

@@ -106,6 +106,9 @@ export function LoadModelDialog({
           ) : (
             <MemoryEstimate estimate={estimate.data.estimate} />
           )}
+          {refusedForMemory && !estimate.data && err.info?.memory_estimate && (
+            <MemoryEstimate estimate={err.info.memory_estimate} />
+          )}
         </div>
 
         {load.isPending && (

@@ -35,7 +35,7 @@ export function LoadedModelCard({ onLoad }: { onLoad: (model: string) => void })
   if (!status) return null;
   if (!m) {
     return (
-      <Card title="No model loaded" icon={<ServerIcon />}>
+      <Card title="Load a model" icon={<ServerIcon />}>
         {status.status === "loading" ? (
           <p className="text-sm text-accent" role="status">
             Loading {status.loading}…

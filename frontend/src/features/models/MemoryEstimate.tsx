@@ -14,10 +14,10 @@ const PARTS = [
  * memory on the target device, with the numbers in a table for screen readers and precise reading.
  */
 export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
-  // available_bytes is null when the device is not on the server (an estimate for a GPU from a CPU-only host).
-  const available = estimate.available_bytes;
-  const scale = Math.max(estimate.total_bytes, available ?? 0, 1);
+  const free = estimate.available_bytes;
+  const scale = Math.max(estimate.total_bytes, free ?? 0, 1);
   const device = estimate.device === "cpu" ? "RAM" : `${estimate.device} memory`;
+  const share = free ? estimate.total_bytes / free : null;
   return (
     <figure aria-label="Memory estimate" className="rounded-lg border border-control/30 bg-surface/30 p-4">
       <div className="relative h-4 w-full overflow-hidden rounded-full bg-surface" aria-hidden="true">
@@ -26,10 +26,10 @@ export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
             <div key={p.key} className={p.color} style={{ width: `${(estimate[p.key] / scale) * 100}%` }} />
           ))}
         </div>
-        {available !== null && (
+        {free != null && (
           <div
             className="absolute top-0 h-full w-0.5 bg-title"
-            style={{ left: `calc(${Math.min(100, (available / scale) * 100)}% - 1px)` }}
+            style={{ left: `calc(${Math.min(100, (free / scale) * 100)}% - 1px)` }}
           />
         )}
       </div>
@@ -62,22 +62,20 @@ export function MemoryEstimate({ estimate }: { estimate: MemoryEstimateOut }) {
             <th scope="row" className="text-left font-normal text-label">
               Free {device}
             </th>
-            <td className="text-right text-body">
-              {available !== null ? formatBytes(available) : "not on this server"}
-            </td>
+            <td className="text-right text-body">{free == null ? "unknown" : formatBytes(free)}</td>
           </tr>
         </tbody>
       </table>
       <figcaption
         className={cn(
           "mt-2 text-xs",
-          estimate.fits === null ? "text-warning" : estimate.fits ? "text-success" : "text-danger",
+          estimate.fits === false ? "text-danger" : estimate.fits ? "text-success" : "text-label",
         )}
       >
-        {estimate.fits === null
-          ? `The server has no ${estimate.device} device: this is what it would need there.`
+        {estimate.fits == null
+          ? `${estimate.device} is not on this machine: free memory unknown.`
           : estimate.fits
-            ? "Fits in free memory."
+            ? `Fits in free memory (${share != null && share < 0.01 ? "under 1" : Math.round((share ?? 0) * 100)}% of it).`
             : "Does not fit in free memory: the server will refuse unless you load anyway."}
       </figcaption>
     </figure>

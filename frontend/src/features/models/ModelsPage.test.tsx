@@ -144,7 +144,7 @@ describe("Models tab: load with the memory estimate", () => {
     expect(within(figure).getByRole("row", { name: /SAE/ })).toHaveTextContent("0 B");
     expect(within(figure).getByRole("row", { name: /Total needed/ })).toHaveTextContent("1.3 GB");
     expect(within(figure).getByRole("row", { name: /Free RAM/ })).toHaveTextContent("20.0 GB");
-    expect(figure).toHaveTextContent("Fits in free memory.");
+    expect(figure).toHaveTextContent("Fits in free memory (6% of it).");
 
     await user.click(within(dialog).getByRole("combobox", { name: "Precision" }));
     await user.click(await screen.findByRole("option", { name: /4-bit/ }));

@@ -37,6 +37,9 @@ export function AttachedSaeCard({ sae, status }: { sae: SaeOut; status: StatusOu
     ["Source", sourceOf(sae)],
     ["Labelled features", (sae.labelled_features ?? 0).toLocaleString()],
   ];
+  if (sae.model_name) facts.push(["Trained on", sae.model_name]);
+  if (sae.revision) facts.push(["Revision", sae.revision]);
+  if (sae.neuronpedia_id) facts.push(["Neuronpedia", sae.neuronpedia_id]);
   return (
     <Card
       title="Attached SAE"
@@ -63,7 +66,7 @@ export function AttachedSaeCard({ sae, status }: { sae: SaeOut; status: StatusOu
       </dl>
       <div className="mt-5">
         <h3 className="mb-2 text-sm font-semibold text-title">Labelled features</h3>
-        <FeatureLabelList total={sae.labelled_features ?? 0} />
+        <FeatureLabelList total={sae.labelled_features ?? 0} neuronpediaId={sae.neuronpedia_id} />
       </div>
       <ConfirmDialog
         open={confirm}

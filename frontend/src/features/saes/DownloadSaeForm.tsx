@@ -1,4 +1,4 @@
-import { DownloadIcon } from "lucide-react";
+import { DownloadIcon, FolderSearchIcon } from "lucide-react";
 import { useId, useState } from "react";
 import { toast } from "sonner";
 import { Button } from "@/components/ui/button";
@@ -12,7 +12,14 @@ import { useStartDownload } from "@/features/downloads/useDownloadActions";
  * Download an SAE by Hub repo (+ folder inside it). A pasted huggingface.co/…/tree/main/<folder> link
  * fills both. Empty folder = the whole repo.
  */
-export function DownloadSaeForm({ initialRepo }: { initialRepo?: string }) {
+export function DownloadSaeForm({
+  initialRepo,
+  onBrowse,
+}: {
+  initialRepo?: string;
+  /** Open the repo browser for this repo id (lists its SAE folders without downloading). */
+  onBrowse: (repoId: string) => void;
+}) {
   const repoInput = useId();
   const pathInput = useId();
   const errId = useId();
@@ -84,9 +91,20 @@ export function DownloadSaeForm({ initialRepo }: { initialRepo?: string }) {
             className="num"
           />
         </div>
-        <Button type="submit" className="md:mt-[22px]" disabled={start.isPending}>
-          <DownloadIcon aria-hidden="true" /> {start.isPending ? "Starting…" : "Download"}
-        </Button>
+        <div className="flex gap-2 md:mt-[22px]">
+          <Button
+            variant="secondary"
+            onClick={() => {
+              setTouched(true);
+              if (!isRepoError(parsed)) onBrowse(parsed.repoId);
+            }}
+          >
+            <FolderSearchIcon aria-hidden="true" /> Browse
+          </Button>
+          <Button type="submit" disabled={start.isPending}>
+            <DownloadIcon aria-hidden="true" /> {start.isPending ? "Starting…" : "Download"}
+          </Button>
+        </div>
       </form>
     </Card>
   );

@@ -1,5 +1,5 @@
 import { keepPreviousData, useQuery } from "@tanstack/react-query";
-import { SearchIcon } from "lucide-react";
+import { ExternalLinkIcon, SearchIcon } from "lucide-react";
 import { useDeferredValue, useId, useState } from "react";
 import { errorMessage } from "@/api/errors";
 import { queryKeys } from "@/api/queries";
@@ -8,8 +8,13 @@ import { Input } from "@/components/ui/input";
 
 const LIMIT = 50;
 
-/** The attached SAE's labelled features, searchable by label text or index. */
-export function FeatureLabelList({ total }: { total: number }) {
+/** Neuronpedia's page of one feature, for an SAE whose config names its Neuronpedia id. */
+export function neuronpediaUrl(neuronpediaId: string, index: number): string {
+  return `https://www.neuronpedia.org/${neuronpediaId.split("/").map(encodeURIComponent).join("/")}/${index}`;
+}
+
+/** The attached SAE's labelled features, searchable by label text or index, each linked to Neuronpedia when it has an id. */
+export function FeatureLabelList({ total, neuronpediaId }: { total: number; neuronpediaId?: string | null }) {
   const [q, setQ] = useState("");
   const query = useDeferredValue(q.trim());
   const id = useId();
@@ -48,7 +53,7 @@ export function FeatureLabelList({ total }: { total: number }) {
         <p className="py-6 text-center text-sm text-muted">No label matches “{query}”.</p>
       ) : (
         <div className="mt-3 max-h-72 overflow-y-auto rounded-lg border border-control/30">
-          <table className="w-full text-sm">
+          <table className="w-full table-fixed text-sm">
             <thead className="sticky top-0 bg-surface">
               <tr>
                 <th
@@ -63,6 +68,14 @@ export function FeatureLabelList({ total }: { total: number }) {
                 >
                   Label
                 </th>
+                {neuronpediaId && (
+                  <th
+                    scope="col"
+                    className="w-32 px-4 py-2 text-left text-[11px] font-semibold tracking-wider text-muted uppercase"
+                  >
+                    Neuronpedia
+                  </th>
+                )}
               </tr>
             </thead>
             <tbody>
@@ -70,6 +83,19 @@ export function FeatureLabelList({ total }: { total: number }) {
                 <tr key={f.index} className="border-t border-control/20">
                   <td className="num px-4 py-2 text-accent">#{f.index}</td>
                   <td className="px-4 py-2 text-body">{f.label}</td>
+                  {neuronpediaId && (
+                    <td className="px-4 py-2">
+                      <a
+                        href={neuronpediaUrl(neuronpediaId, f.index)}
+                        target="_blank"
+                        rel="noopener noreferrer"
+                        className="inline-flex items-center gap-1 text-accent underline-offset-2 hover:underline"
+                        aria-label={`Feature ${f.index} on Neuronpedia (opens in a new tab)`}
+                      >
+                        Open <ExternalLinkIcon className="size-3" aria-hidden="true" />
+                      </a>
+                    </td>
+                  )}
                 </tr>
               ))}
             </tbody>

@@ -123,6 +123,30 @@ describe("SAEs tab: attached SAE", () => {
     await waitFor(() => expect(detached).toBe(true));
   });
 
+  it("links each labelled feature to Neuronpedia when the SAE has a Neuronpedia id", async () => {
+    server.use(
+      http.get(api("/api/status"), () =>
+        HttpResponse.json(
+          status({ sae: { ...demoSae, neuronpedia_id: "gemma-2-2b/20-gemmascope-res-16k" } }),
+        ),
+      ),
+      http.get(api("/api/saes/attached/labels"), ({ request }) => {
+        const q = new URL(request.url).searchParams.get("q");
+        const data = [
+          { index: 16, label: "SHOUTING, all caps" },
+          { index: 40, label: "French words" },
+        ].filter((f) => !q || f.label.toLowerCase().includes(q.toLowerCase()));
+        return HttpResponse.json({ data, count: data.length });
+      }),
+    );
+    const { user } = renderApp("/saes");
+    const link = await screen.findByRole("link", { name: "Feature 16 on Neuronpedia (opens in a new tab)" });
+    expect(link).toHaveAttribute("href", "https://www.neuronpedia.org/gemma-2-2b/20-gemmascope-res-16k/16");
+    await user.type(screen.getByRole("searchbox", { name: "Search feature labels" }), "french");
+    await waitFor(() => expect(screen.queryByText("SHOUTING, all caps")).not.toBeInTheDocument());
+    expect(screen.getByRole("cell", { name: "#40" })).toBeInTheDocument();
+  });
+
   it("tells the user to load a model first when none is loaded", async () => {
     server.use(
       http.get(api("/api/status"), () =>

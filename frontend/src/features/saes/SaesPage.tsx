@@ -9,6 +9,7 @@ import { AttachedSaeCard } from "./AttachedSaeCard";
 import { AttachSaeDialog } from "./AttachSaeDialog";
 import { CachedSaeList } from "./CachedSaeList";
 import { DownloadSaeForm } from "./DownloadSaeForm";
+import { RepoSaeBrowser } from "./RepoSaeBrowser";
 import { layerFromPath } from "./saePath";
 
 const route = getRouteApi("/saes");
@@ -35,7 +36,16 @@ export function SaesPage() {
         ) : status ? (
           <AttachBySourceCard status={status} onAttach={attach} />
         ) : null}
-        <DownloadSaeForm initialRepo={search.repo} />
+        <DownloadSaeForm initialRepo={search.repo} onBrowse={(repo) => set({ repo, layer: undefined })} />
+        {search.repo && (
+          <RepoSaeBrowser
+            repoId={search.repo}
+            layer={search.layer}
+            onLayerChange={(layer) => set({ layer })}
+            onAttach={attach}
+            onClose={() => set({ repo: undefined, layer: undefined })}
+          />
+        )}
         <DownloadList title="SAE downloads" jobs={(jobs ?? []).filter((j) => j.kind === "sae")} />
         <CachedSaeList onAttach={attach} />
       </div>
