@@ -7,7 +7,7 @@
 Phases, each checked:
 1. streams: `clients` (32) closed-loop clients stream chat completions for `seconds`: every one must end with
    [DONE] (0 errors). Latency is per request, send to last chunk.
-2. burst: `burst` (100) requests at once against a server whose queue holds 8: only 200s and 429s, every 429 with
+2. burst: `burst` (100) requests at once against a server whose queue holds 32: only 200s and 429s, every 429 with
    Retry-After, none hangs.
 3. a 50 MB chat request (with Content-Length, and chunked) while /health is polled every 20 ms: the 413 time and
    the slowest /health answer meanwhile.
