@@ -70,6 +70,13 @@ class Forbidden(MillmError):
     default_code = "forbidden"
 
 
+class MisdirectedRequest(Forbidden):
+    """The Host header names a host this server does not answer to (DNS rebinding guard) (421)."""
+
+    status = 421
+    default_code = "invalid_host"
+
+
 class PathNotAllowed(Forbidden):
     """A local path outside the folders the API may read (one message for all, revealing nothing)."""
 

@@ -8,6 +8,8 @@ import threading
 import httpx
 import pytest
 
+from tests.conftest import client_post
+
 MODEL = "test-org/tiny"
 HOOK = "blocks.1.hook_resid_post"
 MSG = [{"role": "user", "content": "Hello world"}]
@@ -158,8 +160,7 @@ def test_scale_multiplies_request_profile_and_server_steering(server, client):
                                                                "steering": {"features": FEATS, "scale": -1}})
     assert r.status_code == 400 and r.json()["error"]["param"] == "steering.scale"
     # Activating the profile makes its default scale the server-wide one.
-    activated = httpx.post(server.url + "/api/profiles/dial/activate", headers={"X-MiLLM-Client": "test"})
-    assert activated.json()["scale"] == 0.5
+    assert client_post(server.url + "/api/profiles/dial/activate").json()["scale"] == 0.5
     assert httpx.get(server.url + "/api/steering").json()["scale"] == 0.5
     assert chat(client).headers["X-MiLLM-Steering-Hash"] == digest
     r = httpx.post(server.url + "/api/profiles", json={

@@ -121,7 +121,7 @@ def test_json_or_a_client_header_or_authorization_is_accepted(server):
 def test_a_foreign_host_header_is_refused(server, host):
     for path in ("/v1/models", "/health", "/api/status"):
         r = httpx.get(server.url + path, headers={"Host": host}, timeout=10)
-        assert r.status_code == 403 and r.json()["error"]["code"] == "invalid_host", r.text
+        assert r.status_code == 421 and r.json()["error"]["code"] == "invalid_host", r.text
 
 
 @pytest.mark.parametrize("host", ["localhost", "localhost:8000", "127.0.0.1:1234", "[::1]:8000", "app.localhost"])
@@ -135,7 +135,7 @@ def test_allowed_hosts_replace_the_default(tmp_path, tiny_model_dir):
     try:
         ok = [httpx.get(live.url + "/health", headers={"Host": h}, timeout=10).status_code
               for h in ("millm.example", "gpu1.lab.example:8000", "localhost", "evil.example")]
-        assert ok[:2] == [200, 200] and ok[2:] == [403, 403]
+        assert ok[:2] == [200, 200] and ok[2:] == [421, 421]
     finally:
         live.stop()
 

@@ -7,8 +7,8 @@ CORS preflight). `SecurityMiddleware` is pure ASGI and runs before routing, on H
 1. Host check (DNS rebinding): the Host header must be one of `allowed_hosts` ('*' for any, '*.example.com' for
    a domain). Default, when bound to a loopback address: localhost, *.localhost, 127.0.0.1, ::1 and the bind
    address. When bound to another address (e.g. 0.0.0.0 in Docker) the server is meant to be reached by other
-   names, so by default any Host is accepted (set `allowed_hosts`, or an API key). A wrong Host is a 403
-   `invalid_host`.
+   names, so by default any Host is accepted (set `allowed_hosts`, or an API key). A wrong Host is a 421
+   (Misdirected Request, as the MCP transport answers) `invalid_host`.
 2. API key (when `api_key` is set): /v1, /api, /ws, /metrics and /mcp need `Authorization: Bearer <key>`; WebSockets,
    which browsers cannot give headers, and GET requests (EventSource) may pass `?api_key=<key>` instead (redacted
    in the logs, millm.logs). /health, /docs, /openapi.json and the web UI stay open. A missing or wrong key is a
@@ -37,7 +37,7 @@ from urllib.parse import parse_qs
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from millm.errors import Forbidden, MillmError, Unauthorized, UnsupportedMediaType
+from millm.errors import Forbidden, MillmError, MisdirectedRequest, Unauthorized, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 
@@ -144,8 +144,8 @@ class SecurityMiddleware:
 
     def check(self, kind: str, method: str, path: str, headers: dict[str, str], query: str) -> MillmError | None:
         if not _host_ok(self.hosts, headers.get("host")):
-            return Forbidden("the Host header names a host this server does not answer to (see the allowed_hosts "
-                             "setting)", code="invalid_host")
+            return MisdirectedRequest("the Host header names a host this server does not answer to (see the "
+                                      "allowed_hosts setting)")
         if kind == "websocket":
             origin = headers.get("origin")
             if origin is not None and not self._same_origin(origin, headers.get("host")) \
