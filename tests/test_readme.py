@@ -52,6 +52,9 @@ def test_named_commands_settings_and_routes_exist() -> None:
     groups = {name for name, cmd in main.commands.items() if isinstance(cmd, click.Group)}
     settings = {f"MILLM_{name.upper()}" for name in Settings.model_fields}
     source = "\n".join(p.read_text() for p in (ROOT / "src").rglob("*.py"))
+    # variables the compose files substitute (e.g. MILLM_PUBLISH, the published port) are read there
+    source += "\n".join(f'"{v}"' for p in ROOT.glob("docker-compose*.yml")
+                        for v in re.findall(r"\$\{(MILLM_[A-Z_]+)", p.read_text()))
     paths = set(create_app(Settings()).openapi()["paths"]) | {"/ws/monitor", "/ws/downloads"}
     patterns = [re.compile("^" + re.sub(r"\{[^}]+\}", "[^/]+", p) + "$") for p in paths]
     for path, text in TEXTS.items():

@@ -297,7 +297,7 @@ def test_http_transport_rejects_a_foreign_host_header(live) -> None:
             "params": {"name": "set_steering", "arguments": {"features": [{"index": CAPS, "strength": 1}]}}}
     r = httpx.post(live.url + "/mcp", json=body, headers={"Host": "evil.example:80",
                                                           "Accept": "application/json, text/event-stream"})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "invalid_host"
+    assert r.status_code == 421 and r.json()["error"]["code"] == "invalid_host"
     assert httpx.get(live.url + "/api/steering").json()["features"] == []
 
 
