@@ -5,6 +5,7 @@ import { Button } from "@/components/ui/button";
 import { Card } from "@/components/ui/card";
 import { Input } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
+import { RepoIdField } from "@/features/downloads/RepoIdField";
 import { isRepoError, parseRepoRef } from "@/features/downloads/repoId";
 import { useStartDownload } from "@/features/downloads/useDownloadActions";
 
@@ -19,9 +20,7 @@ export function DownloadModelForm({
   value: string;
   onValueChange: (v: string) => void;
 }) {
-  const repoId = useId();
   const revId = useId();
-  const errId = useId();
   const [revision, setRevision] = useState("");
   const [touched, setTouched] = useState(false);
   const start = useStartDownload();
@@ -50,32 +49,14 @@ export function DownloadModelForm({
   return (
     <Card title="Download from Hugging Face" icon={<DownloadIcon />}>
       <form onSubmit={submit} noValidate className="grid gap-4 md:grid-cols-[2fr_1fr_auto] md:items-start">
-        <div>
-          <Label htmlFor={repoId}>
-            Hugging Face model repository{" "}
-            <span className="text-danger" aria-hidden="true">
-              *
-            </span>
-          </Label>
-          <Input
-            id={repoId}
-            value={value}
-            onChange={(e) => onValueChange(e.target.value)}
-            onBlur={() => setTouched(true)}
-            placeholder="e.g. google/gemma-2-2b or a huggingface.co link"
-            aria-invalid={error ? true : undefined}
-            aria-describedby={error ? errId : undefined}
-            aria-required="true"
-            autoComplete="off"
-            spellCheck={false}
-            className="num"
-          />
-          {error && (
-            <p id={errId} className="mt-1.5 text-xs text-danger">
-              {error}
-            </p>
-          )}
-        </div>
+        <RepoIdField
+          label="Hugging Face model repository"
+          value={value}
+          onChange={onValueChange}
+          onBlur={() => setTouched(true)}
+          placeholder="e.g. google/gemma-2-2b or a huggingface.co link"
+          error={error}
+        />
         <div>
           <Label htmlFor={revId}>
             Revision <span className="font-normal text-muted">(optional, default main)</span>

@@ -5,6 +5,7 @@ import { Button } from "@/components/ui/button";
 import { Card } from "@/components/ui/card";
 import { Input } from "@/components/ui/input";
 import { Label } from "@/components/ui/label";
+import { RepoIdField } from "@/features/downloads/RepoIdField";
 import { isRepoError, parseRepoRef } from "@/features/downloads/repoId";
 import { useStartDownload } from "@/features/downloads/useDownloadActions";
 
@@ -20,9 +21,7 @@ export function DownloadSaeForm({
   /** Open the repo browser for this repo id (lists its SAE folders without downloading). */
   onBrowse: (repoId: string) => void;
 }) {
-  const repoInput = useId();
   const pathInput = useId();
-  const errId = useId();
   const [repo, setRepo] = useState(initialRepo ?? "");
   const [path, setPath] = useState("");
   const [touched, setTouched] = useState(false);
@@ -50,32 +49,14 @@ export function DownloadSaeForm({
   return (
     <Card title="Download an SAE from Hugging Face" icon={<DownloadIcon />}>
       <form onSubmit={submit} noValidate className="grid gap-4 md:grid-cols-[1fr_1fr_auto] md:items-start">
-        <div>
-          <Label htmlFor={repoInput}>
-            SAE repository{" "}
-            <span className="text-danger" aria-hidden="true">
-              *
-            </span>
-          </Label>
-          <Input
-            id={repoInput}
-            value={repo}
-            onChange={(e) => setRepo(e.target.value)}
-            onBlur={() => setTouched(true)}
-            placeholder="e.g. google/gemma-scope-2b-pt-res"
-            aria-invalid={error ? true : undefined}
-            aria-describedby={error ? errId : undefined}
-            aria-required="true"
-            autoComplete="off"
-            spellCheck={false}
-            className="num"
-          />
-          {error && (
-            <p id={errId} className="mt-1.5 text-xs text-danger">
-              {error}
-            </p>
-          )}
-        </div>
+        <RepoIdField
+          label="SAE repository"
+          value={repo}
+          onChange={setRepo}
+          onBlur={() => setTouched(true)}
+          placeholder="e.g. google/gemma-scope-2b-pt-res"
+          error={error}
+        />
         <div>
           <Label htmlFor={pathInput}>
             Folder in the repo{" "}
