@@ -4,13 +4,10 @@ rows joining and leaving, and clamp steps falling back to eager. Skipped without
 from __future__ import annotations
 
 import pytest
-import torch
 
 from millm.engine.types import FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
 from tests.engine.test_worker import PROMPTS, run, start_worker
-
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def _worker(model_dir, sae_dir, graphs: bool) -> Worker:

@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 
 from millm.services.system import SystemMonitor
-
-pytestmark = pytest.mark.gpu
 
 
 def test_every_cuda_device_is_listed_with_its_memory() -> None:

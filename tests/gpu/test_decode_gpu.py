@@ -1,6 +1,6 @@
 """On a GPU: the SAE hook never syncs with the host, and the lean decode step matches the HF forward in bf16.
 
-Skipped without CUDA (marked `gpu`; run with ``pytest -m gpu``)."""
+Skipped without CUDA (tests/gpu/conftest.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,6 @@ from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
 from millm.engine.types import FeatureStrength, SteeringSpec
 from millm.sae.loading import load_sae
-
-pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 @pytest.fixture(scope="module")

@@ -12,10 +12,6 @@ from millm.engine.hookpoints import attached, resolve_hookpoint
 from millm.sae.loading import load_sae
 from tests.sae.builders import make_sae, write_saelens
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
 ARCHS = ["standard", "jumprelu", "topk", "gated"]
 
 

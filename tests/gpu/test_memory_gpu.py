@@ -10,11 +10,6 @@ import torch
 from millm.hub.memory import available_memory, check_fits, estimate_local
 from tests.hub.conftest import save_tiny_llama
 
-pytestmark = [
-    pytest.mark.gpu,
-    pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-]
-
 
 def test_free_memory_and_weights_match_cuda_allocation(tmp_path: Path) -> None:
     from transformers import AutoModelForCausalLM
