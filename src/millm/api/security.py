@@ -177,5 +177,5 @@ class SecurityMiddleware:
         if auth[:7].lower() == "bearer ":
             given = auth[7:].strip()
         elif kind == "websocket" or method == "GET":
-            given = (parse_qs(query).get("api_key") or [None])[0]
+            given = next(iter(parse_qs(query).get("api_key", [])), None)
         return given is not None and hmac.compare_digest(given.encode(), self.key.encode())

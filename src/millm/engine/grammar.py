@@ -16,15 +16,18 @@ from __future__ import annotations
 import threading
 import weakref
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import llguidance
 import llguidance.hf
 import torch
 
+if TYPE_CHECKING:
+    from llguidance._lib import JsonCompileOptions
+
 # JSON layout of generated objects: Python's json.dumps separators, no free whitespace (a weak model would
 # otherwise be free to pad with whitespace until max_tokens). A schema's own "x-guidance" options override it.
-JSON_OPTIONS: dict[str, Any] = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
+JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
 _BITS = torch.arange(32, dtype=torch.int32)
 

@@ -152,6 +152,7 @@ def resolve_hookpoint(
     layer = layers[spec.layer]
     layer_path = f"{list_path}.{spec.layer}"
     hidden = int(_text_config(model).hidden_size)
+    target: Literal["input", "output"]
 
     if spec.module is not None:
         sub, target = spec.module, ("input" if spec.site in INPUT_SITES else "output")

@@ -94,7 +94,8 @@ class Subscription:
             return None
         if self.job_id is not None and item.terminal:
             self._finished = True
-        return item
+        event: JobEvent = item
+        return event
 
     def get(self, timeout: float | None = None) -> JobEvent | None:
         """Next event; None when closed or finished. Raises TimeoutError after `timeout`."""

@@ -29,9 +29,9 @@ class MistralFormat(ToolFormat):
         if body.startswith("["):
             arr = loads_object(body)
             if isinstance(arr, list) and arr:
-                calls = [call_from(c) for c in arr]
-                if all(c is not None for c in calls):
-                    return content, [c for c in calls if c is not None]
+                parsed = [call_from(c) for c in arr]
+                if all(c is not None for c in parsed):
+                    return content, [c for c in parsed if c is not None]
             return text, []
         calls: list[ParsedCall] = []
         decoder = json.JSONDecoder()
