@@ -29,7 +29,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
 
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -59,7 +59,7 @@ def _new_id(prefix: str) -> str:
     return prefix + secrets.token_hex(12)
 
 
-def _loc(err: dict[str, Any]) -> str:
+def _loc(err: Mapping[str, Any]) -> str:
     out = ""
     for part in err.get("loc", ()):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -297,7 +297,7 @@ class BatchService:
     def _launch(self, batch: b.Batch) -> None:
         task = asyncio.create_task(self._run(batch.id), name=f"batch {batch.id}")
         self._tasks[batch.id] = task
-        task.add_done_callback(lambda _t, bid=batch.id: self._tasks.pop(bid, None))
+        task.add_done_callback(lambda _t: self._tasks.pop(batch.id, None))
 
     def _validate(self, batch: b.Batch) -> tuple[list[Line], list[b.BatchOutputLine]]:
         model = REQUEST_MODELS[batch.endpoint]
@@ -308,9 +308,10 @@ class BatchService:
         for index, raw in enumerate(ln for ln in text.splitlines() if ln.strip()):
             custom_id: str | None = None
 
+            # called within this iteration only, with its index and its custom_id as known at the call
             def fail(code: str, message: str) -> None:
-                bad.append(b.BatchOutputLine(id=f"batch_req_line{index}", custom_id=custom_id,
-                                             error=b.BatchLineError(code=code, message=f"line {index + 1}: {message}")))
+                bad.append(b.BatchOutputLine(id=f"batch_req_line{index}", custom_id=custom_id,  # noqa: B023
+                                             error=b.BatchLineError(code=code, message=f"line {index + 1}: {message}")))  # noqa: B023
 
             try:
                 obj = json.loads(raw)
@@ -476,7 +477,7 @@ class BatchService:
         if end != len(data):
             with path.open("r+b") as f:
                 f.truncate(end)
-        ids = set()
+        ids: set[str] = set()
         for raw in data[:end].splitlines():
             try:
                 obj = json.loads(raw)
