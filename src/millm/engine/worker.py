@@ -1,11 +1,20 @@
 """The generation worker: one thread that owns the model and runs continuous batching.
 
-Requests wait in a bounded queue (queue_size, plus the batch slots free at submission). Between decode steps the worker admits waiting requests
-(prefilling each, then merging its KV rows into the batch), runs one batched decode step for
-every active sequence, samples per row, and drops finished or cancelled rows. Control work
-(loading a model, attaching an SAE, embeddings) runs on the same thread through `call()`:
-exclusive calls wait until the batch has drained, so the model never changes under a
+This is the engine's interface to the services layer (as vLLM's serving layer talks to an `EngineClient`):
+`submit` for generation (chat, completions, compare variants and batch lines all come through it), and typed
+operations that each run on the worker thread and return a Future: `swap_model`, `attach_sae`, `detach_sae`,
+`set_monitor`, `embed`, plus `memory()`. Services call only these; `call()` is the engine's own mechanism.
+
+Requests wait in a bounded queue (queue_size, plus the batch slots free at submission). Between decode steps the
+worker admits waiting requests (prefilling them together, then merging their KV rows into the batch), runs one
+batched decode step for every active sequence, samples per row, and drops finished or cancelled rows. Exclusive
+operations (model swap, SAE attach/detach) wait until the batch has drained, so the model never changes under a
 sequence. Results go out through each request's `sink` callable, on the worker thread.
+
+Split along its seams: rows and sampling into events (`rows.py`), batch plans and what rows read back
+(`plans.py`), SAE attachments and the one steering compile (`attachments.py`), monitor records
+(`monitor_records.py`), thread policy (`threads.py`), embeddings (`embedding.py`). What stays here is the queue,
+the loop, prefill and the decode step (about 500 lines: they share the batch state, KV cache and plan).
 """
 
 from __future__ import annotations
@@ -16,37 +25,38 @@ import inspect
 import logging
 import os
 import threading
-import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from millm.engine import kv
+from millm.engine import kv, plans
+from millm.engine.attachments import Attachment, Attachments, SwapOutcome
 from millm.engine.cuda_graphs import GraphDecoder
-from millm.engine.evidence import EvidenceAcc, ReadAcc
-from millm.engine.intervention import BatchPlan, ReadSpec, SaeIntervention
+from millm.engine.embedding import embed_inputs
+from millm.engine.intervention import BatchPlan, MonitorConfig, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import LoadedModel
-from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
+from millm.engine.monitor_records import MonitorRecorder, MonitorSink
+from millm.engine.rows import Handle, Row, Sink, sample_and_emit
+from millm.engine.sampling import RowSampler, prompt_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
+from millm.engine.threads import ThreadPolicy
 from millm.engine.types import (
     ActivationRead,
-    FeatureActivation,
+    EmbeddingRequest,
     GenerationEvent,
     GenerationRequest,
-    MonitorRecord,
     PromptInfo,
-    TokenActivations,
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
-from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, OutOfMemory, QueueFull
+from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
+from millm.placement import MemoryInfo, device_memory
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Any], None]
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -76,65 +86,9 @@ def _cache_kwarg(model_type: type) -> str:
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
-# A forward pass doing at least this many FLOPs (2 x parameters x tokens) is compute-bound enough to
-# use every core. So is a step of a model with at least PARALLEL_PARAMS parameters: its one-token
-# steps stream enough weight bytes that more cores stream them faster (oneDNN on the 2-core benchmark
-# machine: 350M model, 111 ms per step on one thread, 63 ms on two). Smaller ones (the demo model's
-# steps take 2-3 ms, mostly Python and small ops) keep a core free for the event loop, and would only
-# expose each short parallel region to scheduling stalls.
-PARALLEL_FLOPS = 2e9
-PARALLEL_PARAMS = 50_000_000
-
 # Waiting requests are prefilled together while their prompts, left-padded to the longest, stay within this
 # many positions in all.
 PREFILL_TOKENS = 4096
-
-
-def thread_counts() -> tuple[int, int] | None:
-    """Torch threads for the generation thread: (small forwards, large forwards). Small ones leave a core
-    to the event loop (HTTP, SSE framing, detokenizing); large ones use every core. None when
-    OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the user's choice stands. On a shared or small
-    machine, a parallel region whose threads are not all scheduled waits for the missing one: on the
-    2-core benchmark machine two threads made a 350M one-token step 7-10x slower while another
-    process kept a core busy (set OMP_NUM_THREADS=1 when the server shares its cores)."""
-    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1), cores
-
-
-def _read_spec(read: ActivationRead | None) -> ReadSpec | None:
-    if read is None:
-        return None
-    return ReadSpec(point=read.point, features=read.features, k=0 if read.features is not None else read.top_k)
-
-
-@dataclass
-class Handle:
-    """The caller's view of a submitted request."""
-
-    request: GenerationRequest
-    sink: Sink
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted_at: float = field(default_factory=time.monotonic)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-
-@dataclass
-class _Row:
-    handle: Handle
-    choice: int
-    sampler: RowSampler
-    detok: IncrementalDetokenizer
-    stopper: StopMatcher
-    last_token: int
-    position: int
-    generated: int = 0
-    done: bool = False
-    evidence: EvidenceAcc | None = None  # a steered row: positions steered/skipped, and activations when measured
-    reads: ReadAcc | None = None  # the request's own activations, when it asked for them
 
 
 @dataclass
@@ -150,21 +104,18 @@ class Worker:
         self.max_batch_size = max_batch_size
         self.cuda_graphs = cuda_graphs  # decode over a static slot cache, replayed from CUDA graphs on CUDA
         self.loaded: LoadedModel | None = None
-        self.intervention: SaeIntervention | None = None
-        self.monitor_sink: Callable[[list[MonitorRecord]], None] | None = None
+        self.attachments = Attachments()
         self._pending: collections.deque[Handle] = collections.deque()
         self._calls: collections.deque[_Call] = collections.deque()
-        self._rows: list[_Row] = []
+        self._rows: list[Row] = []
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._padded = False  # whether any row of _mask has padding (checked when rows join or leave)
         self._decoder: LlamaDecoder | None = None
         self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
         self._decoder_model: Any = None
-        self._texts_model: Any = None
-        self._threads: tuple[int, int] | None = None
-        self._threads_now = 0
-        self._texts: dict[int, str] = {}
+        self.threads = ThreadPolicy()
+        self.monitor = MonitorRecorder()
         self._plan: BatchPlan | None = None
         self._cv = threading.Condition()
         self._stop = False
@@ -173,6 +124,15 @@ class Worker:
         self.prefills = 0  # prefill forwards, each over one or more waiting requests
 
     # ------------------------------------------------------------------ public API (any thread)
+
+    @property
+    def monitor_sink(self) -> MonitorSink | None:
+        """Where monitor records go (on the worker thread); None: nobody listens, nothing is captured."""
+        return self.monitor.sink
+
+    @monitor_sink.setter
+    def monitor_sink(self, sink: MonitorSink | None) -> None:
+        self.monitor.sink = sink
 
     def start(self) -> None:
         self._thread.start()
@@ -208,6 +168,61 @@ class Worker:
             self._cv.notify_all()
         return handle
 
+    @property
+    def intervention(self) -> SaeIntervention | None:
+        """The attached SAE's intervention (None without one); read on the worker thread."""
+        return self.attachments.intervention
+
+    @intervention.setter
+    def intervention(self, iv: SaeIntervention | None) -> None:
+        """Engine tests and benchmarks install a hand-built intervention; services use `attach_sae`."""
+        self.attachments.install(iv)
+
+    # ------------------------------------------------------------------ typed operations (any thread)
+    # Each runs on the worker thread and returns a Future; exclusive ones wait for the batch to drain, so a model
+    # or SAE never changes under a running sequence. Services call these, never `call`.
+
+    def swap_model(self, model: LoadedModel | None) -> Future[SwapOutcome]:
+        """Serve `model` (None: unload) in place of the current one. The attached SAEs move to the new model at
+        their layers, or are dropped (`SwapOutcome.dropped` says why); the old model's memory is freed."""
+        def swap(w: Worker) -> SwapOutcome:
+            w.loaded = model
+            kept, dropped = w.attachments.move_to(model)
+            w._plan = None
+            w._decoder = w._graphs = w._decoder_model = None  # they hold the old model's weights
+            _free_memory()
+            return SwapOutcome(model, kept, dropped)
+
+        return self.call(swap)
+
+    def attach_sae(self, sae: Any, *, layer: int | None = None) -> Future[Attachment]:
+        """Attach `sae` to the loaded model at its hook point (or `layer`), cast to the model's device and dtype,
+        replacing the attached SAE. InvalidRequest without a model; SaeError when it does not fit."""
+        return self.call(lambda w: w.attachments.attach(w.loaded, sae, layer=layer))
+
+    def detach_sae(self, key: str | None = None) -> Future[tuple[Attachment, ...]]:
+        """Remove the SAE at hook point `key` (every one when None), restoring the model's outputs exactly."""
+        return self.call(lambda w: w.attachments.detach(key))
+
+    def set_monitor(self, config: MonitorConfig, sink: MonitorSink | None = None) -> Future[None]:
+        """What the monitor captures (kept for SAEs attached later), and, when given, where records go."""
+        def apply(w: Worker) -> None:
+            w.attachments.set_monitor(config)
+            if sink is not None:
+                w.monitor.sink = sink
+
+        return self.call(apply, exclusive=False)
+
+    def embed(self, request: EmbeddingRequest) -> Future[list[Any]]:
+        """Pooled last hidden states, one little-endian float32 numpy vector per input, with the request's steering
+        and the monitor applied as in generation."""
+        return self.call(lambda w: embed_inputs(w, request), exclusive=False)
+
+    def memory(self) -> MemoryInfo:
+        """Used and total memory of the device the model is on (the host's RAM without a model or off CUDA)."""
+        lm = self.loaded
+        return device_memory(str(lm.device) if lm is not None else "cpu")
+
     def abort_all(self, failure: MillmError) -> None:
         """End every running and waiting request with `failure` (at shutdown), between decode steps."""
         def abort(w: Worker) -> None:
@@ -231,8 +246,8 @@ class Worker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
-        self._threads = thread_counts()
-        log.info("generation thread: torch threads %s", self._threads or torch.get_num_threads())
+        self.threads.start()
+        log.info("generation thread: torch threads %s", self.threads.describe())
         while True:
             with self._cv:
                 while not self._stop and not self._pending and not self._calls and not self._rows:
@@ -318,38 +333,12 @@ class Worker:
 
     # ------------------------------------------------------------------ prefill
 
-    def _steer_mask(self, ids: torch.Tensor, specs: list[Any]) -> torch.Tensor | None:
-        # ids: (B, T) -> (B, T) bool, False at special tokens of rows whose steering skips them.
-        assert self.loaded is not None
-        if not any(c is not None and not c.spec.steer_special_tokens for c in specs):
-            return None
-        special = torch.tensor(sorted(self.loaded.special_ids), device=ids.device)
-        is_special = torch.isin(ids, special)
-        opt_out = torch.tensor(
-            [c is not None and not c.spec.steer_special_tokens for c in specs], device=ids.device
-        )[:, None]
-        return ~(is_special & opt_out)
-
     def make_plan(self, specs: list[Any], ids: torch.Tensor,
                   reads: list[ActivationRead | None] | None = None) -> BatchPlan | None:
+        """The batch plan for a forward over ids (B, T) with row b's compiled steering specs[b] (plans.build_plan)."""
+        assert self.loaded is not None
         iv = self.intervention
-        if iv is None:
-            return None
-        monitor = iv.monitor_config.enabled and self.monitor_sink is not None
-        row_reads = [_read_spec(r) for r in reads] if reads else [None] * len(specs)
-        if all(s is None for s in specs) and not monitor and not any(row_reads):
-            return None
-        plan = BatchPlan(steering=specs, steer_mask=self._steer_mask(ids, specs), monitor=monitor)
-        measured = [c.spec.features if c is not None and c.spec.evidence else None for c in specs]
-        if any(m is not None for m in measured):
-            union = sorted({f.index for m in measured if m is not None for f in m})
-            col = {i: j for j, i in enumerate(union)}
-            plan.evidence_idx = torch.tensor(union, dtype=torch.long, device=iv.device)
-            plan.evidence_cols = [[col[f.index] for f in m] if m is not None else None for m in measured]
-        if any(row_reads):
-            plan.reads = tuple(dict.fromkeys(r for r in row_reads if r is not None))
-            plan.row_reads = row_reads
-        return iv.prepare(plan)
+        return plans.build_plan(iv, self.loaded, specs, ids, reads, monitor=self.monitor.wanted(iv))
 
     def forward(self, ids: torch.Tensor, *, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                 plan: BatchPlan | None, logits_to_keep: int = 1, **kwargs: Any) -> Any:
@@ -376,7 +365,7 @@ class Worker:
                 h.sink(ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0))
                 continue
             try:
-                specs.append(iv.compile(req.steering) if iv and req.steering and not req.steering.empty else None)
+                specs.append(self.attachments.compile(req.steering))
             except Exception as e:  # noqa: BLE001 - this request's steering fails it alone
                 if not isinstance(e, MillmError):
                     log.exception("steering failed for %s", req.request_id)
@@ -388,7 +377,7 @@ class Worker:
         reqs = [h.request for h in ok]
         self._lean_decoder(lm)
         longest = max(len(r.prompt_ids) for r in reqs)
-        self._use_threads(lm, longest * len(reqs))
+        self.threads.use(lm.num_parameters, longest * len(reqs))
         dev = lm.device
         pads = [longest - len(r.prompt_ids) for r in reqs]
         pad_id = lm.tokenizer.pad_token_id or 0
@@ -400,19 +389,19 @@ class Worker:
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                            logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
         self.prefills += 1
-        self.emit_monitor([r.request_id for r in reqs], ids, phase="prompt", pads=pads)
+        self.monitor.prompt(iv, lm, [r.request_id for r in reqs], ids, phase="prompt", pads=pads)
         logits = out.logits[:, -1, :].float()  # (B, V)
-        starts = self._prompt_accumulators(plan, specs, reqs, ids, pads)
+        starts = plans.prompt_accumulators(iv, lm, plan, specs, reqs, ids, pads)
         keep: list[int] = []
-        live: list[_Row] = []
+        live: list[Row] = []
         for b, (h, req) in enumerate(zip(ok, reqs, strict=True)):
             prompt_lp: tuple[TokenLogprob | None, ...] = ()
             if req.prompt_logprobs:
-                prompt_lp = self._prompt_logprobs(out.logits[b, pads[b]:].float(), req)
+                prompt_lp = prompt_logprobs(out.logits[b, pads[b]:].float(), req)
             h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
             rows = [
-                _Row(
+                Row(
                     handle=h,
                     choice=c,
                     sampler=RowSampler(req.params, vocab_size=logits.shape[-1], device=dev, seed=base_seed + c),
@@ -425,7 +414,7 @@ class Worker:
                 )
                 for c in range(req.n)
             ]
-            self._sample_and_emit(logits[b : b + 1].expand(req.n, -1), rows)
+            sample_and_emit(lm, logits[b : b + 1].expand(req.n, -1), rows)
             for r in rows:
                 if not r.done:
                     keep.append(b)
@@ -442,87 +431,6 @@ class Worker:
         self._rows.extend(live)
         self._plan = None
 
-    def _prompt_accumulators(self, plan: BatchPlan | None, specs: list[Any], reqs: list[GenerationRequest],
-                             ids: torch.Tensor, pads: list[int]) -> list[tuple[EvidenceAcc | None, ReadAcc | None]]:
-        """Per request: steering evidence and its own activations over the prompt just prefilled (ids (B, T),
-        left-padded by pads[b]); every choice of the request starts from a copy."""
-        lm, iv = self.loaded, self.intervention
-        out: list[tuple[EvidenceAcc | None, ReadAcc | None]] = [(None, None)] * len(reqs)
-        if plan is None or iv is None or lm is None:
-            return out
-        ev = iv.evidence[-1] if plan.evidence_idx is not None and iv.evidence else None
-        before = ev.before[:, -1].tolist() if ev is not None else None  # (B, m): the last prompt position
-        after = ev.after[:, -1].tolist() if ev is not None else None
-        toks = ids.tolist()
-        reads: dict[ReadSpec, tuple[list[Any], list[Any]]] = {}
-        for b, req in enumerate(reqs):
-            acc, read = None, None
-            c = specs[b]
-            if c is not None:
-                cols = plan.evidence_cols[b] if plan.evidence_cols else None
-                acc = EvidenceAcc.start(c.spec, measure=cols is not None)
-                acc.positions(((t - pads[b], toks[b][t]) for t in range(pads[b], len(toks[b]))), lm.special_ids)
-                if cols is not None and before is not None and after is not None:
-                    acc.values([before[b][j] for j in cols], [after[b][j] for j in cols])
-            spec = plan.row_reads[b] if plan.row_reads else None
-            if req.activations is not None and spec is not None and spec in iv.reads:
-                read = ReadAcc(req.activations)
-                if read.wants("prompt"):
-                    if spec not in reads:
-                        cap = iv.reads[spec]
-                        reads[spec] = (cap.values.tolist(), cap.indices.tolist())
-                    vals, idx = reads[spec]
-                    for t in range(pads[b], len(toks[b])):
-                        position, tok = t - pads[b], toks[b][t]
-                        if tok == lm.bos_id and position == 0:
-                            continue  # (as the monitor: a leading BOS is left out)
-                        read.add(TokenActivations(position, tok, "prompt", tuple(idx[b][t]), tuple(vals[b][t])))
-            out[b] = (acc, read)
-        return out
-
-    def _accumulate_step(self) -> None:
-        """After a decode step: each row's evidence and own activations at the token it just read."""
-        plan, iv, lm = self._plan, self.intervention, self.loaded
-        if plan is None or iv is None or lm is None:
-            return
-        ev = iv.evidence[-1] if plan.evidence_idx is not None and iv.evidence else None
-        before = ev.before[:, 0].tolist() if ev is not None else None
-        after = ev.after[:, 0].tolist() if ev is not None else None
-        reads: dict[ReadSpec, tuple[list[Any], list[Any]]] = {}
-        for b, r in enumerate(self._rows):
-            acc = r.evidence
-            if acc is not None:
-                acc.positions(((r.position, r.last_token),), lm.special_ids)
-                cols = plan.evidence_cols[b] if plan.evidence_cols else None
-                if cols is not None and before is not None and after is not None:
-                    acc.values([before[b][j] for j in cols], [after[b][j] for j in cols])
-            if r.reads is not None and r.reads.wants("generated") and plan.row_reads:
-                spec = plan.row_reads[b]
-                if spec is None or spec not in iv.reads:
-                    continue
-                if spec not in reads:
-                    cap = iv.reads[spec]
-                    reads[spec] = (cap.values[:, 0].tolist(), cap.indices[:, 0].tolist())
-                vals, idx = reads[spec]
-                r.reads.add(TokenActivations(r.position, r.last_token, "generated", tuple(idx[b]), tuple(vals[b])))
-
-    def _prompt_logprobs(self, logits: torch.Tensor, req: GenerationRequest) -> tuple[TokenLogprob | None, ...]:
-        # logits: (T, V); position t predicts token t+1.
-        from millm.engine.types import TopLogprob
-
-        logp = torch.log_softmax(logits, dim=-1)
-        k = req.prompt_top_logprobs if req.prompt_top_logprobs is not None else (req.params.logprobs or 0)
-        out: list[TokenLogprob | None] = [None]
-        ids = list(req.prompt_ids)
-        for t in range(1, len(ids)):
-            row = logp[t - 1]
-            top = ()
-            if k:
-                v, i = torch.topk(row, k)
-                top = tuple(TopLogprob(int(a), float(b)) for a, b in zip(i.tolist(), v.tolist()))
-            out.append(TokenLogprob(ids[t], float(row[ids[t]]), top))
-        return tuple(out)
-
     # ------------------------------------------------------------------ decode
 
     def _step(self) -> None:
@@ -537,17 +445,12 @@ class Worker:
         if self._mask is not None:
             self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=dev)], 1)
         if self._plan is None or len(self._plan.steering) != len(self._rows):
-            specs = [
-                self.intervention.compile(r.handle.request.steering)
-                if self.intervention and r.handle.request.steering and not r.handle.request.steering.empty
-                else None
-                for r in self._rows
-            ]
+            specs = [self.attachments.compile(r.handle.request.steering) for r in self._rows]
             self._plan = self.make_plan(specs, ids, [r.handle.request.activations for r in self._rows])
         elif self._plan is not None and self._plan.steer_mask is not None:
-            self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
+            self._plan.steer_mask = plans.steer_mask(lm, ids, self._plan.steering)
         dec = self._lean_decoder(lm)
-        self._use_threads(lm, len(self._rows))
+        self.threads.use(lm.num_parameters, len(self._rows))
         if (self._graphs is not None or dec is not None) and self.intervention is not None:
             self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
         if self._graphs is not None:
@@ -560,26 +463,15 @@ class Worker:
             out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
-        self._accumulate_step()
-        self._emit_monitor_batch()
+        plans.accumulate_step(self.intervention, lm, self._plan, self._rows)
+        self.monitor.step(self.intervention, lm, [(r.handle.request.request_id, r.choice, r.position, r.last_token)
+                                                  for r in self._rows])
         for r in self._rows:
             r.position += 1
-        self._sample_and_emit(logits.float(), self._rows)
+        sample_and_emit(lm, logits.float(), self._rows)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
-
-    def _use_threads(self, lm: LoadedModel, tokens: int) -> None:
-        """All cores for a forward over `tokens` positions that is compute-bound, else all but one.
-        OpenMP thread counts are per thread, so this affects only the generation thread."""
-        if self._threads is None:
-            return
-        small, large = self._threads
-        heavy = lm.num_parameters >= PARALLEL_PARAMS or 2 * lm.num_parameters * tokens >= PARALLEL_FLOPS
-        n = large if heavy else small
-        if n != self._threads_now:
-            torch.set_num_threads(n)
-            self._threads_now = n
 
     def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
@@ -587,7 +479,7 @@ class Worker:
             self._decoder_model = lm.model
             kernel: Choice = "stored"
             if lm.device.type == "cpu" and lm.quantization == "none":
-                self._use_threads(lm, 1)  # time the kernels as a one-token step will run them
+                self.threads.use(lm.num_parameters, 1)  # time the kernels as a one-token step will run them
                 kernel = choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
             self._graphs = None
@@ -603,7 +495,7 @@ class Worker:
                 log.warning("CUDA graphs need a CUDA device: decoding over the static cache without capture")
         return self._decoder
 
-    def _drop_rows(self, rows: list[_Row], reason: str | None) -> None:
+    def _drop_rows(self, rows: list[Row], reason: str | None) -> None:
         if not rows:
             return
         gone = {id(r) for r in rows}
@@ -621,138 +513,9 @@ class Worker:
             self._cache, self._mask = kv.select(self._cache, self._mask, keep)
             self._padded = bool((self._mask == 0).any())
 
-    def _sample_and_emit(self, logits: torch.Tensor, rows: list[_Row]) -> None:
-        lm = self.loaded
-        assert lm is not None
-        samplers = [r.sampler for r in rows]
-        logits = process_logits(logits, samplers)
-        drawn = sample(logits, samplers)
-        for r, tok in zip(rows, drawn, strict=True):
-            if tok is None:
-                self._fail_row(r, lm.dtype)
-        chosen = [0 if tok is None else tok for tok in drawn]
-        lps = token_logprobs(logits, chosen, samplers)
-        for r, tok, lp in zip(rows, chosen, lps, strict=True):
-            if r.done:
-                continue
-            r.sampler.observe(tok)
-            if r.sampler.grammar_error is not None:
-                self._fail_grammar(r)
-                continue
-            r.last_token = tok
-            r.generated += 1
-            p = r.sampler.params
-            finish = None
-            if tok in lm.eos_ids and (not p.ignore_eos or r.sampler.matcher is not None):
-                text = r.detok.flush()
-                finish = "stop"
-                lp_out: tuple[TokenLogprob, ...] = ()
-            else:
-                text = r.detok.push(tok)
-                lp_out = (lp,) if lp is not None else ()
-            text, hit = r.stopper.feed(text)
-            if hit:
-                finish = "stop"
-            elif finish is None and r.sampler.grammar_done:  # the grammar is complete and allows nothing more
-                finish = "stop"
-                rest, hit = r.stopper.feed(r.detok.flush())
-                text += rest if hit else rest + r.stopper.flush()
-            elif finish is None and (r.generated >= p.max_tokens or r.position + 1 >= lm.context_length):
-                finish = "length"
-                rest, hit = r.stopper.feed(r.detok.flush())
-                text += rest if hit else rest + r.stopper.flush()
-            elif finish == "stop":
-                text += r.stopper.flush()
-            if finish is not None:
-                r.done = True
-                r.handle.sink(GenerationEvent(
-                    choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out, finish_reason=finish,
-                    evidence=r.evidence.result() if r.evidence is not None else None,
-                    activations=r.reads.result() if r.reads is not None else None))
-                continue
-            r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out,
-                                          finish_reason=finish))
-
-    def _fail_row(self, r: _Row, dtype: torch.dtype) -> None:
-        """End a row whose logits hold no usable distribution (NaN or inf): the request's steering when it has any,
-        else the model in this dtype."""
-        spec = r.handle.request.steering
-        where = f"at generated token {r.generated + 1}"
-        if spec is not None and not spec.empty:
-            failure: MillmError = InvalidRequest(
-                f"the steered model's logits became NaN or infinite {where}: the steering is too strong for "
-                f"{str(dtype).removeprefix('torch.')} activations; lower the strengths", param="steering",
-                code="non_finite_logits")
-        else:
-            failure = InternalError(f"the model's logits became NaN or infinite {where} in "
-                                    f"{str(dtype).removeprefix('torch.')}; try another dtype",
-                                    code="non_finite_logits")
-        r.done = True
-        r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
-
-    def _fail_grammar(self, r: _Row) -> None:
-        """End a row whose grammar refused the drawn token (an engine bug or an unsatisfiable grammar)."""
-        failure = InternalError(f"constrained decoding failed at generated token {r.generated + 1}: "
-                                f"{r.sampler.grammar_error}", code="grammar_failed")
-        r.done = True
-        r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
-
     def _fail_all(self, message: str, failure: MillmError | None = None) -> None:
         for r in self._rows:
             r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message, failure=failure))
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
         if self._graphs is not None:
             self._graphs.clear()
-
-    # ------------------------------------------------------------------ monitoring
-
-    def emit_monitor(self, request_ids: list[str], ids: torch.Tensor, *, phase: str,
-                     pads: list[int] | None = None) -> None:
-        """Turn the last forward's captured activations for ids (B, T) into MonitorRecords, row b for request
-        request_ids[b]; a row left-padded by pads[b] columns starts its positions after the padding."""
-        iv, lm = self.intervention, self.loaded
-        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
-            return
-        cap = iv.captures[-1]
-        vals, idx, toks = cap.values.tolist(), cap.indices.tolist(), ids.tolist()
-        records = []
-        for b, request_id in enumerate(request_ids):
-            pad = pads[b] if pads else 0
-            for t in range(pad, len(toks[b])):
-                tok, position = toks[b][t], t - pad
-                if tok == lm.bos_id and position == 0:
-                    continue
-                records.append(MonitorRecord(
-                    request_id=request_id, choice=0, position=position, token_id=tok,
-                    token=self._token_text(lm, tok), phase=phase,  # type: ignore[arg-type]
-                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
-                ))
-        iv.captures = []
-        if records:
-            self.monitor_sink(records)
-
-    def _token_text(self, lm: LoadedModel, tok: int) -> str:
-        """tokenizer.decode([tok]), cached per model (monitor records name every token)."""
-        if self._texts_model is not lm.model:
-            self._texts_model, self._texts = lm.model, {}
-        text = self._texts.get(tok)
-        if text is None:
-            text = self._texts[tok] = lm.tokenizer.decode([tok])
-        return text
-
-    def _emit_monitor_batch(self) -> None:
-        iv, lm = self.intervention, self.loaded
-        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
-            return
-        cap = iv.captures[-1]
-        vals, idx = cap.values.tolist(), cap.indices.tolist()
-        records = []
-        for b, r in enumerate(self._rows):
-            tok = r.last_token  # the token this step read: ids[b, 0]
-            records.append(MonitorRecord(
-                request_id=r.handle.request.request_id, choice=r.choice, position=r.position, token_id=tok,
-                token=self._token_text(lm, tok), phase="generated",
-                activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][0], vals[b][0])),
-            ))
-        iv.captures = []
-        self.monitor_sink(records)
