@@ -23,6 +23,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 
+from millm.protocol.common import SteeringMode
+
 PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 FORMAT_VERSION = 1
 PROFILE_FORMAT = "millm.profile"
@@ -33,7 +35,6 @@ MAX_INT = 2**31 - 1  # feature indices, layers and SAE widths: far past any real
 MAX_VERSION = 2**63 - 1  # a profile version, as the database stores it
 MAX_FEATURES = 4096
 
-SteeringMode = Literal["add", "clamp"]
 ProfileName = Annotated[
     str,
     Field(

@@ -12,14 +12,14 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal, Protocol
+from typing import Callable, Protocol
 
 from millm.engine.types import FeatureStrength, SteeringSpec
 from millm.errors import InvalidRequest, NotFound
+from millm.protocol.common import SteeringMode
 from millm.protocol.openai import AppliedFeature, AppliedSteering, SteeringIn
 from millm.services.steering_hash import canonical_form, steering_hash
 
-Mode = Literal["add", "clamp"]
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ class NamedSteering:
     model: str | None
     sae_id: str | None
     d_sae: int | None
-    mode: Mode
+    mode: SteeringMode
     normalize: bool
     features: tuple[FeatureStrength, ...]
     labels: tuple[str | None, ...] = ()
@@ -56,7 +56,7 @@ class ProfileLookup(Protocol):
 @dataclass
 class ServerSteering:
     enabled: bool = True
-    mode: Mode = "add"
+    mode: SteeringMode = "add"
     normalize: bool = False
     steer_special_tokens: bool = True
     features: dict[int, float] = field(default_factory=dict)
@@ -116,7 +116,7 @@ class SteeringService:
         self,
         *,
         features: list[tuple[int, float]],
-        mode: Mode = "add",
+        mode: SteeringMode = "add",
         normalize: bool = False,
         steer_special_tokens: bool = True,
         labels: dict[int, str] | None = None,
@@ -135,7 +135,7 @@ class SteeringService:
             self._version += 1
         return self.state
 
-    def patch(self, *, features: list[tuple[int, float | None]], mode: Mode | None = None,
+    def patch(self, *, features: list[tuple[int, float | None]], mode: SteeringMode | None = None,
               scale: float | None = None) -> ServerSteering:
         """Update strengths; a strength of None removes that feature."""
         present = [(i, s) for i, s in features if s is not None]
@@ -245,7 +245,7 @@ class SteeringService:
     def label(self, index: int) -> str | None:
         return self._labels().get(index) if self._labels is not None else None
 
-    def _applied(self, source: str, features: tuple[FeatureStrength, ...], *, mode: Mode, normalize: bool,
+    def _applied(self, source: str, features: tuple[FeatureStrength, ...], *, mode: SteeringMode, normalize: bool,
                  special: bool, scale: float, profile: str | None,
                  evidence: bool = False) -> tuple[SteeringSpec | None, AppliedSteering]:
         """The engine spec (strengths multiplied by the scale; None when nothing is applied) and its receipt."""
