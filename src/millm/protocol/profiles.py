@@ -126,7 +126,8 @@ class ProfileCreate(_ProfileFields):
 class ProfileUpdate(_Strict):
     """Body of PATCH /api/profiles/{name}: fields left out keep their value."""
 
-    version: int = Field(ge=1, le=MAX_VERSION, description="The version being edited; a stale version is refused with 409.")
+    version: int | None = Field(None, ge=1, le=MAX_VERSION, description=(
+        "The version being edited; a stale version is refused with 409. Required unless sent as If-Match."))
     name: ProfileName | None = Field(None, description="New name (renames the profile).")
     description: str | None = Field(None, max_length=4000, description="New description.")
     model: str | None = Field(None, min_length=1, max_length=512, description="Model id the profile is for.")

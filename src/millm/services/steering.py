@@ -260,6 +260,14 @@ class SteeringService:
                 raise InvalidRequest(f"profile {name!r}: feature {f.index} has a strength that is not finite",
                                      param=where(f"features[{i}].strength"))
 
+    def fits_profile(self, profile: NamedSteering) -> bool:
+        """`check_fits` as a yes/no."""
+        try:
+            self.check_fits(profile)
+        except InvalidRequest:
+            return False
+        return True
+
     def has_profile(self, name: str) -> bool:
         if self.lookup is None:
             return False
