@@ -102,7 +102,7 @@ async def list_models(rt: RuntimeDep) -> p.ModelList:
 
     The loaded model, then one virtual id `<model>+<profile>` per profile that fits the loaded model and
     attached SAE: a chat client that picks one is steered by that profile. Empty while no model is loaded."""
-    return rt.views.models()
+    return rt.views.model_list()
 
 
 @router.get("/models/{model_id:path}", operation_id="retrieveModel", response_model=p.ModelCard, responses=ERRORS)

@@ -85,7 +85,7 @@ class LocalBackend:
         return _json(await self._call(self._runtime().views.status))
 
     async def models(self) -> dict[str, Any]:
-        return _json(await self._call(self._runtime().views.models))
+        return _json(await self._call(self._runtime().views.model_list))
 
     async def labels(self) -> dict[str, Any]:
         return _json(await self._call(self._runtime().saes.search_labels))

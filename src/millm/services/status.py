@@ -60,7 +60,7 @@ class StatusService:
         self._status = status
         self._profile_names = profile_names  # profiles that fit the loaded model and SAE
 
-    def models(self) -> ModelList:
+    def model_list(self) -> ModelList:
         """GET /v1/models: the loaded model, then one virtual id `<model>+<profile>` per profile that fits."""
         name = self.models.served_name()
         if name is None:
@@ -72,8 +72,8 @@ class StatusService:
         return ModelList(data=cards)
 
     def model_card(self, model_id: str) -> ModelCard:
-        """One entry of `models()`; a 404 for an unknown id."""
-        for card in self.models().data:
+        """One entry of `model_list()`; a 404 for an unknown id."""
+        for card in self.model_list().data:
             if card.id == model_id:
                 return card
         raise ModelNotFound(f"the model {model_id!r} does not exist", param="model")
