@@ -27,9 +27,9 @@ from millm.hub.memory import (
 )
 from millm.placement import Placement, free_bytes
 from tests.hub.conftest import save_tiny_llama
+from tests.hub.fake_hub import FakeHub
 
 CPU32 = Placement("cpu", "float32")
-from tests.hub.fake_hub import FakeHub
 
 
 @pytest.mark.parametrize("tied", [False, True])

@@ -92,9 +92,10 @@ class Subscription:
         if item is _CLOSED:
             self._finished = True
             return None
-        if self.job_id is not None and item.terminal:
+        event: JobEvent = item
+        if self.job_id is not None and event.terminal:
             self._finished = True
-        return item
+        return event
 
     def get(self, timeout: float | None = None) -> JobEvent | None:
         """Next event; None when closed or finished. Raises TimeoutError after `timeout`."""

@@ -100,6 +100,7 @@ def find_model(source: str, revision: str | None = None, cache_dir: str | Path |
         raise InvalidRequest("model is empty: give a local folder or a Hub repo id", param="model")
     if source == demo.DEMO_MODEL_ID:
         return ModelSource(demo.assets_dir() / "model", None, "local")
+    path: Path | None
     if looks_like_path(source):
         path = roots.resolve(source, param="model") if roots is not None else user_path(source, param="model")
         if not _is_dir(path):

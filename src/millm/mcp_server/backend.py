@@ -20,8 +20,6 @@ from typing import Any, Callable, Protocol
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from millm.errors import MillmError
 

@@ -12,8 +12,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from millm.protocol.hub import MemoryEstimateOut
 from millm.protocol.common import SteeringMode
+from millm.protocol.hub import MemoryEstimateOut
 
 log = logging.getLogger(__name__)
 

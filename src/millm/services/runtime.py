@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from millm import demo
 from millm.config import Settings, data_dir_origin
