@@ -203,12 +203,14 @@ def estimate(
 
     Reads only config.json and the safetensors headers (from the Hub when MODEL is not cached, nothing
     downloaded). A device this machine does not have is estimated all the same: plan before you rent a GPU."""
-    from millm.services.hub import estimate_model
+    from millm.hub.estimate import estimate_model
+    from millm.placement import resolve_placement
 
     cache, _ = _dirs(cache_dir)
     try:
-        result = estimate_model(model, revision=revision, cache_dir=cache, dtype=dtype, quantization=quantization,
-                                device=device, context=context, batch=batch)
+        placement = resolve_placement(device, dtype, quantization)
+        result = estimate_model(model, placement=placement, revision=revision, cache_dir=cache, context=context,
+                                batch=batch)
     except MillmError as err:
         raise click.ClickException(err.message) from err
     est = result.estimate
@@ -268,7 +270,7 @@ def show(model: str, revision: str | None, template: bool, as_json: bool, cache_
     """Show MODEL (a local folder, millm-demo or a cached repo id): architecture, parameters, context, layers,
     chat template, and the SAE a running server has attached to it."""
     from millm.hub.memory import count_local_parameters, max_context
-    from millm.services.hub import find_model
+    from millm.hub.sources import find_model
 
     cache, _ = _dirs(cache_dir)
     try:

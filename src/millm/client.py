@@ -25,7 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-Mode = Literal["add", "clamp"]
+from millm.protocol.common import SteeringMode as Mode
+
 Source = Literal["request", "profile", "model", "server", "none"]
 HEADER = "x-millm-steering"
 

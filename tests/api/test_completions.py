@@ -158,9 +158,9 @@ def test_health_and_metrics(client, server):
 def test_event_stream_still_overrides_sse_starlettes_send_hook():
     from sse_starlette import EventSourceResponse
 
-    from millm.api.openai_routes import _EventStream
+    from millm.api.sse import EventStream
 
-    # _EventStream skips the per-send cancel scope by overriding this private method; if an sse-starlette
+    # EventStream skips the per-send cancel scope by overriding this private method; if an sse-starlette
     # upgrade renames it, the override silently stops applying.
     assert "_send_with_timeout" in vars(EventSourceResponse)
-    assert "_send_with_timeout" in vars(_EventStream)
+    assert "_send_with_timeout" in vars(EventStream)

@@ -117,7 +117,7 @@ def test_load_that_does_not_fit_is_refused_unless_forced(
 ) -> None:
     import millm.services.models as models
 
-    monkeypatch.setattr(models, "free_memory", lambda device: 1000)
+    monkeypatch.setattr(models, "free_bytes", lambda device: 1000)
     r = _load(live, model=str(tiny_model_dir), model_id="tiny-again")
     assert r.status_code == 400
     err = r.json()["error"]

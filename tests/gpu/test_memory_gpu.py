@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from millm.hub.memory import available_memory, check_fits, estimate_local
+from millm.hub.memory import check_fits, estimate_local
+from millm.placement import free_bytes, resolve_placement
 from tests.hub.conftest import save_tiny_llama
 
 
@@ -16,11 +17,11 @@ def test_free_memory_and_weights_match_cuda_allocation(tmp_path: Path) -> None:
 
     save_tiny_llama(tmp_path, hidden_size=256, intermediate_size=1024, num_hidden_layers=4, vocab_size=4096)
     free, _total = torch.cuda.mem_get_info()
-    measured = available_memory("cuda")
+    measured = free_bytes("cuda")
     assert abs(measured - free) < 256 * 1024**2
-    assert available_memory("auto") == pytest.approx(measured, abs=256 * 1024**2)
+    assert free_bytes("auto") == pytest.approx(measured, abs=256 * 1024**2)
 
-    estimate = estimate_local(tmp_path, dtype="bfloat16", device="auto", context=128)
+    estimate = estimate_local(tmp_path, placement=resolve_placement("auto", "bfloat16"), context=128)
     assert estimate.device == "cuda"
     check_fits(estimate)
 

@@ -16,7 +16,6 @@ from millm.hub.memory import (
     GIB,
     OVERHEAD_FRACTION,
     ParamCount,
-    available_memory,
     check_fits,
     count_local_parameters,
     count_remote_parameters,
@@ -26,8 +25,11 @@ from millm.hub.memory import (
     kv_cache_bytes,
     sae_size_bytes,
 )
+from millm.placement import Placement, free_bytes
 from tests.hub.conftest import save_tiny_llama
 from tests.hub.fake_hub import FakeHub
+
+CPU32 = Placement("cpu", "float32")
 
 
 @pytest.mark.parametrize("tied", [False, True])
@@ -59,8 +61,9 @@ def test_remote_count_and_estimate_via_fake_hub(fake_hub: FakeHub, tiny_llama_di
     assert sum(meta.parameter_count.values()) == n_params
     assert HfApi(endpoint=fake_hub.endpoint).model_info("org/tiny-llama").safetensors.total == n_params
 
-    remote = estimate_remote("org/tiny-llama", endpoint=fake_hub.endpoint, cache_dir=tmp_path, dtype="bfloat16")
-    local = estimate_local(folder, dtype="bfloat16")
+    remote = estimate_remote("org/tiny-llama", endpoint=fake_hub.endpoint, cache_dir=tmp_path,
+                             placement=Placement("cpu", "bfloat16"))
+    local = estimate_local(folder, placement=Placement("cpu", "bfloat16"))
     assert remote == local and remote.weights_bytes == n_params * 2
     with pytest.raises(NotFound):
         count_remote_parameters("org/none", endpoint=fake_hub.endpoint)
@@ -70,20 +73,22 @@ def test_estimate_arithmetic() -> None:
     config = {"num_hidden_layers": 32, "num_attention_heads": 32, "num_key_value_heads": 8,
               "hidden_size": 4096, "max_position_embeddings": 8192}  # fmt: skip
     params = ParamCount(total=8_000_000_000, quantizable=7_000_000_000, stored_bytes=16_000_000_000)
-    bf16 = estimate_memory(params=params, config=config, dtype="bfloat16", device="cuda:0", context=4096)
+    bf16 = estimate_memory(params=params, config=config, placement=Placement("cuda:0", "bfloat16"), context=4096)
     assert bf16.weights_bytes == 16_000_000_000
     assert bf16.kv_cache_bytes == 2 * 32 * 8 * 128 * 4096 * 2  # 0.5 GiB
     assert bf16.overhead_bytes == int(OVERHEAD_FRACTION * 16e9) + 512 * 1024**2
-    fp32 = estimate_memory(params=params, config=config, dtype="auto", device="cpu", context=4096)
+    fp32 = estimate_memory(params=params, config=config, placement=CPU32, context=4096)
     assert fp32.weights_bytes == 32_000_000_000 and fp32.kv_cache_bytes == 2 * bf16.kv_cache_bytes
-    q8 = estimate_memory(params=params, config=config, quantization="8bit", device="cuda", context=4096)
+    q8 = estimate_memory(params=params, config=config, placement=Placement("cuda", "bfloat16", "8bit"),
+                         context=4096)
     assert q8.weights_bytes == 7_000_000_000 + 1_000_000_000 * 2
-    q4 = estimate_memory(params=params, config=config, quantization="4bit", device="cuda", context=4096, batch=2,
+    q4 = estimate_memory(params=params, config=config, placement=Placement("cuda", "bfloat16", "4bit"), context=4096,
+                         batch=2,
                          sae_bytes=GIB)  # fmt: skip
     assert q4.weights_bytes == 3_500_000_000 + 2_000_000_000
     assert q4.kv_cache_bytes == 2 * bf16.kv_cache_bytes and q4.sae_bytes == GIB
     assert q4.total_bytes == q4.weights_bytes + q4.kv_cache_bytes + q4.sae_bytes + q4.overhead_bytes
-    default_ctx = estimate_memory(params=params, config=config, dtype="bfloat16", device="cuda")
+    default_ctx = estimate_memory(params=params, config=config, placement=Placement("cuda", "bfloat16"))
     assert default_ctx.context == 8192
 
 
@@ -96,14 +101,14 @@ def test_kv_cache_reads_nested_and_gpt2_style_configs() -> None:
 
 def test_check_fits_refuses_unless_forced(tmp_path: Path) -> None:
     save_tiny_llama(tmp_path)
-    estimate = estimate_local(tmp_path)
+    estimate = estimate_local(tmp_path, placement=CPU32)
     assert check_fits(estimate, available=10 * GIB) == 10 * GIB
     with pytest.raises(InsufficientMemory) as info:
         check_fits(estimate, available=1000)
     assert "force" in info.value.message and "GiB" in info.value.message
     assert info.value.code == "insufficient_memory"
     check_fits(estimate, available=1000, force=True)
-    assert available_memory("cpu") > 0
+    assert free_bytes("cpu") > 0
 
 
 def test_sae_size_from_headers(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from millm.errors import Conflict, InvalidRequest, MillmError, NotFound, SaeMismatch
+from millm.errors import Conflict, InvalidRequest, NotFound
 from millm.protocol.profiles import ProfileCreate, ProfileUpdate, SaeRef, SteeringFeature
 from millm.services.profiles import ProfileService
 from millm.store.db import Database, open_database
@@ -178,35 +178,6 @@ def test_active_profile_survives_reopen(tmp_path: Path) -> None:
     active = ProfileService(db.session_factory).get_active()
     db.close()
     assert active is not None and active.name == "calm" and active.features[0].index == 12
-
-
-# ---------------------------------------------------------------------------------------
-# validate_against
-
-
-def test_validate_against_accepts_the_matching_model_and_sae(service: ProfileService) -> None:
-    profile = service.create(make_create())
-    ProfileService.validate_against(profile, model_id="millm-demo", sae_id="millm-demo-sae", d_sae=2048)
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "param"),
-    [
-        ({"model_id": "gpt2", "sae_id": "millm-demo-sae", "d_sae": 2048}, InvalidRequest, "model"),
-        ({"model_id": None, "sae_id": None, "d_sae": None}, InvalidRequest, "model"),
-        ({"model_id": "millm-demo", "sae_id": "other-sae", "d_sae": 2048}, SaeMismatch, "sae.id"),
-        ({"model_id": "millm-demo", "sae_id": None, "d_sae": None}, SaeMismatch, "sae.id"),
-        ({"model_id": "millm-demo", "sae_id": "millm-demo-sae", "d_sae": 4096}, SaeMismatch, "sae.d_sae"),
-    ],
-)
-def test_validate_against_names_the_mismatch(
-    service: ProfileService, kwargs: dict[str, Any], error: type[MillmError], param: str
-) -> None:
-    profile = service.create(make_create())
-    with pytest.raises(error) as info:
-        ProfileService.validate_against(profile, **kwargs)
-    assert info.value.param == param and info.value.status == 400
-    assert "yelling-demo" in info.value.message
 
 
 # ---------------------------------------------------------------------------------------

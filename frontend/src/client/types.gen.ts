@@ -2647,6 +2647,78 @@ export type ProfilePublic = {
 };
 
 /**
+ * ProfileUpdate
+ *
+ * Body of PATCH /api/profiles/{name}: fields left out keep their value.
+ */
+export type ProfileUpdate = {
+    /**
+     * Description
+     *
+     * New description.
+     */
+    description?: string | null;
+    /**
+     * Features
+     *
+     * The new feature list (replaces the old one).
+     */
+    features?: Array<SteeringFeature> | null;
+    /**
+     * Mode
+     *
+     * add or clamp.
+     */
+    mode?: 'add' | 'clamp' | null;
+    /**
+     * Model
+     *
+     * Model id the profile is for.
+     */
+    model?: string | null;
+    /**
+     * Name
+     *
+     * New name (renames the profile).
+     */
+    name?: string | null;
+    /**
+     * Normalize
+     *
+     * Unit-norm decoder directions for add.
+     */
+    normalize?: boolean | null;
+    /**
+     * The SAE its feature indices refer to.
+     */
+    sae?: SaeRef | null;
+    /**
+     * Scale
+     *
+     * Default intensity (see ProfileCreate.scale).
+     */
+    scale?: number | null;
+    /**
+     * Scale Max
+     *
+     * Highest steering.scale a request may ask.
+     */
+    scale_max?: number | null;
+    /**
+     * Scale Min
+     *
+     * Lowest steering.scale a request may ask.
+     */
+    scale_min?: number | null;
+    /**
+     * Version
+     *
+     * The version being edited; a stale version is refused with 409. Required unless sent as If-Match.
+     */
+    version?: number | null;
+};
+
+/**
  * RepoSaeList
  */
 export type RepoSaeList = {
@@ -4955,77 +5027,7 @@ export type GetProfileResponses = {
 export type GetProfileResponse = GetProfileResponses[keyof GetProfileResponses];
 
 export type UpdateProfileData = {
-    /**
-     * Body
-     *
-     * Body of PATCH /api/profiles/{name}: fields left out keep their value.
-     */
-    body: {
-        /**
-         * Description
-         *
-         * New description.
-         */
-        description?: string | null;
-        /**
-         * Features
-         *
-         * The new feature list (replaces the old one).
-         */
-        features?: Array<SteeringFeature> | null;
-        /**
-         * Mode
-         *
-         * add or clamp.
-         */
-        mode?: 'add' | 'clamp' | null;
-        /**
-         * Model
-         *
-         * Model id the profile is for.
-         */
-        model?: string | null;
-        /**
-         * Name
-         *
-         * New name (renames the profile).
-         */
-        name?: string | null;
-        /**
-         * Normalize
-         *
-         * Unit-norm decoder directions for add.
-         */
-        normalize?: boolean | null;
-        /**
-         * The SAE its feature indices refer to.
-         */
-        sae?: SaeRef | null;
-        /**
-         * Scale
-         *
-         * Default intensity (see ProfileCreate.scale).
-         */
-        scale?: number | null;
-        /**
-         * Scale Max
-         *
-         * Highest steering.scale a request may ask.
-         */
-        scale_max?: number | null;
-        /**
-         * Scale Min
-         *
-         * Lowest steering.scale a request may ask.
-         */
-        scale_min?: number | null;
-        /**
-         * Version
-         *
-         * The version being edited; a stale version is refused with 409.
-         */
-        version?: number;
-    };
+    body: ProfileUpdate;
     headers?: {
         /**
          * If-Match
@@ -5081,77 +5083,7 @@ export type UpdateProfileResponses = {
 export type UpdateProfileResponse = UpdateProfileResponses[keyof UpdateProfileResponses];
 
 export type ReplaceProfileData = {
-    /**
-     * Body
-     *
-     * Body of PATCH /api/profiles/{name}: fields left out keep their value.
-     */
-    body: {
-        /**
-         * Description
-         *
-         * New description.
-         */
-        description?: string | null;
-        /**
-         * Features
-         *
-         * The new feature list (replaces the old one).
-         */
-        features?: Array<SteeringFeature> | null;
-        /**
-         * Mode
-         *
-         * add or clamp.
-         */
-        mode?: 'add' | 'clamp' | null;
-        /**
-         * Model
-         *
-         * Model id the profile is for.
-         */
-        model?: string | null;
-        /**
-         * Name
-         *
-         * New name (renames the profile).
-         */
-        name?: string | null;
-        /**
-         * Normalize
-         *
-         * Unit-norm decoder directions for add.
-         */
-        normalize?: boolean | null;
-        /**
-         * The SAE its feature indices refer to.
-         */
-        sae?: SaeRef | null;
-        /**
-         * Scale
-         *
-         * Default intensity (see ProfileCreate.scale).
-         */
-        scale?: number | null;
-        /**
-         * Scale Max
-         *
-         * Highest steering.scale a request may ask.
-         */
-        scale_max?: number | null;
-        /**
-         * Scale Min
-         *
-         * Lowest steering.scale a request may ask.
-         */
-        scale_min?: number | null;
-        /**
-         * Version
-         *
-         * The version being edited; a stale version is refused with 409.
-         */
-        version?: number;
-    };
+    body: ProfileUpdate;
     headers?: {
         /**
          * If-Match

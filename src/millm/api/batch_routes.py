@@ -8,7 +8,7 @@ from fastapi import APIRouter, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
-from millm.api.hub_routes import EventStream
+from millm.api.sse import EventStream
 from millm.api.openapi import sse_item_schema
 from millm.api.state import RuntimeDep
 from millm.protocol import batches as b

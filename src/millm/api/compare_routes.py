@@ -10,7 +10,7 @@ from fastapi import APIRouter
 
 from millm.api.errors import error_body
 from millm.api.openapi import sse_item_schema
-from millm.api.openai_routes import _event, _EventStream
+from millm.api.sse import EventStream, event
 from millm.api.state import RuntimeDep
 from millm.errors import MillmError
 from millm.protocol import compare as c
@@ -28,12 +28,12 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 async def _sse(frames: AsyncIterator[Any], start: c.CompareStart) -> AsyncIterator[bytes]:
-    yield _event(start.model_dump_json())
+    yield event(start.model_dump_json())
     try:
         async for frame in frames:
-            yield _event(frame.model_dump_json())
+            yield event(frame.model_dump_json())
     except MillmError as e:
-        yield _event(json.dumps({"type": "error", **error_body(e)}))
+        yield event(json.dumps({"type": "error", **error_body(e)}))
 
 
 @router.post("/api/compare", response_model=c.CompareResult, responses=RESPONSES, operation_id="compareSteering")
@@ -45,5 +45,5 @@ async def compare_steering(body: c.CompareRequest, rt: RuntimeDep) -> Any:
     full steering receipt and `diverges_at`: the first generated token that differs from variant 0's."""
     plan = await rt.compare.compare(body)
     if plan.stream:
-        return _EventStream(_sse(plan.frames, plan.start()), sep="\n", ping=15)
+        return EventStream(_sse(plan.frames, plan.start()), sep="\n", ping=15)
     return await rt.compare.collect(plan)

@@ -1,14 +1,14 @@
 """/api/downloads (jobs, SSE events), /ws/downloads, /api/cache and /api/models/estimate.
 
-HTTP framing only: the work is in `millm.services.hub` and `millm.hub.jobs`. Jobs and cache
-entries are named by repo id, revision and folder inside the repo, never by server path.
+HTTP framing only: every route calls one method of the runtime's one `HubService`
+(`millm.services.hub`). Jobs and cache entries are named by repo id, revision and folder inside
+the repo, never by server path.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from datetime import UTC, datetime
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Depends, Path, Query, Response, WebSocket, WebSocketDisconnect
@@ -16,16 +16,13 @@ from sse_starlette import EventSourceResponse
 
 from millm.api.errors import error_body
 from millm.api.openapi import sse_item_schema
-from millm.api.websockets import push_until_closed
+from millm.api.sse import EventStream
 from millm.api.state import RuntimeDep, WsRuntimeDep
+from millm.api.websockets import push_until_closed
 from millm.errors import MillmError
-from millm.hub.cache import CachedRepo
-from millm.hub.events import JobEvent, Subscription
-from millm.hub.jobs import Job
-from millm.hub.memory import MemoryEstimate
 from millm.protocol import hub as h
 from millm.protocol.openai import ErrorResponse
-from millm.services.hub import HubService
+from millm.services.hub import EventFeed, HubService
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 502)}
@@ -40,78 +37,12 @@ EVENTS: dict[int | str, dict[str, Any]] = {**{code: {"content": {"application/js
 SSE_PING_S = 15
 
 
-class EventStream(EventSourceResponse):
-    media_type = "text/event-stream"  # (a class attribute, so that OpenAPI documents the stream's content type)
-
-
 def hub_service(rt: RuntimeDep) -> HubService:
-    """A HubService over the runtime's one JobManager, knowing which repos are loaded right now."""
-    in_use: set[str] = set()
-    lm = rt.worker.loaded
-    if lm is not None:
-        in_use.add(lm.source)
-    att = rt.saes.attached
-    sae_numel = 0
-    if att is not None:
-        if att.source.get("repo_id"):
-            in_use.add(str(att.source["repo_id"]))
-        sae_numel = sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
-    s = rt.settings
-    return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel, roots=rt.roots,
-                      defaults={"device": s.device, "dtype": s.dtype, "quantization": s.quantization,
-                                "max_context": s.max_context})
+    return rt.hub
 
 
 HubDep = Annotated[HubService, Depends(hub_service)]
 JobId = Annotated[str, Path(description="The job's id, as POST /api/downloads and GET /api/downloads give it.")]
-
-
-# ---------------------------------------------------------------------------- shapes
-
-
-def job_out(job: Job | dict[str, Any]) -> h.JobOut:
-    d = job.to_dict() if isinstance(job, Job) else dict(job)
-    total, done = d["bytes_total"], d["bytes_done"]
-    progress = 1.0 if d["state"] == "completed" else (min(1.0, done / total) if total else 0.0)
-    return h.JobOut(
-        id=d["id"], kind=d["kind"], repo_id=d["repo_id"], name=d["repo_id"].rsplit("/", 1)[-1],
-        revision=d["revision"], path=d["path"], state=d["state"], commit=d["commit"], bytes_done=done,
-        bytes_total=total, files_done=d["files_done"], files_total=d["files_total"], progress=round(progress, 4),
-        current_file=d["current_file"], speed_bps=d.get("speed_bps", 0.0), eta_s=_eta(d),
-        error=h.JobError(**d["error"]) if d["error"] else None,
-        attempts=d["attempts"], created_at=utc(d["created_at"]), updated_at=utc(d["updated_at"]),
-        finished_at=utc(d["finished_at"]) if d["finished_at"] is not None else None,
-    )
-
-
-def _eta(d: dict[str, Any]) -> float | None:
-    speed = d.get("speed_bps") or 0.0
-    if d["state"] != "running" or speed <= 0 or not d["bytes_total"]:
-        return None
-    return round(max(0, d["bytes_total"] - d["bytes_done"]) / speed, 1)
-
-
-def event_out(event: JobEvent) -> h.DownloadEvent:
-    return h.DownloadEvent(type=event.type, job=job_out(event.job))  # type: ignore[arg-type]
-
-
-def utc(timestamp: float) -> datetime:
-    """A Unix time as the API writes times: an aware UTC datetime (ISO 8601 in JSON)."""
-    return datetime.fromtimestamp(timestamp, UTC)
-
-
-def cached_out(repo: CachedRepo, hub: HubService) -> h.CachedRepoOut:
-    d = repo.to_dict()
-    d["last_modified"] = utc(d["last_modified"])
-    d["last_used"] = utc(d["last_used"]) if d["last_used"] is not None else None
-    return h.CachedRepoOut(**d, in_use=repo.repo_id in hub.in_use, downloading=hub.jobs.is_busy(repo.repo_id))
-
-
-def estimate_out(est: MemoryEstimate, available: int | None) -> h.MemoryEstimateOut:
-    """`available` None: the device is not on this machine, so there is nothing to compare with."""
-    summary = est.describe() + ("" if available is not None else f"; {est.device} is not present on this machine")
-    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, device_present=available is not None,
-                               fits=est.total_bytes <= available if available is not None else None, summary=summary)
 
 
 # ---------------------------------------------------------------------------- downloads
@@ -124,88 +55,82 @@ async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
 
     Pull a model or an SAE into the cache as a background job; an identical queued or running job is returned
     instead of a second one. Follow it with `GET /api/downloads/{job_id}`, its event stream, or `/ws/downloads`."""
-    job = await asyncio.to_thread(hub.submit, kind=body.kind, repo_id=body.repo_id, revision=body.revision,
-                                  path=body.path, release=body.release, sae_id=body.sae_id)
-    return job_out(job)
+    return await asyncio.to_thread(hub.submit, kind=body.kind, repo_id=body.repo_id, revision=body.revision,
+                                   path=body.path, release=body.release, sae_id=body.sae_id)
 
 
 @router.get("/api/downloads", operation_id="listDownloads", tags=["downloads"], response_model=h.JobList)
 async def list_downloads(
-    rt: RuntimeDep, active: Annotated[bool, Query(description="Only queued and running jobs.")] = False,
+    hub: HubDep, active: Annotated[bool, Query(description="Only queued and running jobs.")] = False,
 ) -> h.JobList:
     """List downloads.
 
     Every job the server knows (`active=true`: queued and running ones), oldest first, with total progress
     across files, speed and ETA."""
-    data = [job_out(j) for j in rt.jobs.list(active_only=active)]
+    data = hub.list_jobs(active_only=active)
     return h.JobList(data=data, count=len(data))
 
 
-async def _sse_events(sub: Subscription, initial: list[Job]) -> AsyncIterator[dict[str, str]]:
-    try:
-        for job in initial:
-            yield {"event": "state", "data": h.DownloadEvent(type="state", job=job_out(job)).model_dump_json()}
-        async for event in sub:
-            yield {"event": event.type, "data": event_out(event).model_dump_json()}
-    finally:
-        sub.close()
+async def _sse_events(feed: EventFeed) -> AsyncIterator[dict[str, str]]:
+    async with feed:
+        async for event in feed:
+            yield {"event": event.type, "data": event.model_dump_json()}
 
 
 @router.get("/api/downloads/events", operation_id="streamDownloadEvents", tags=["downloads"],
             response_class=EventStream, responses=EVENTS)
-async def download_events(rt: RuntimeDep) -> EventSourceResponse:
+async def download_events(hub: HubDep) -> EventSourceResponse:
     """Stream download events.
 
     Server-sent events: the state of every active job first, then every job's `state` and `progress` events
     (each `data:` is a DownloadEvent)."""
-    sub = rt.jobs.subscribe_async()
-    return EventStream(_sse_events(sub, rt.jobs.list(active_only=True)), ping=SSE_PING_S)
+    return EventStream(_sse_events(hub.events()), ping=SSE_PING_S)
 
 
 @router.get("/api/downloads/{job_id}", operation_id="getDownload", tags=["downloads"],
             response_model=h.JobOut, responses=ERRORS)
-async def get_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
+async def get_download(job_id: JobId, hub: HubDep) -> h.JobOut:
     """Get a download.
 
     One job: state, bytes and files done of the total, speed, ETA, current file and error."""
-    return job_out(rt.jobs.get(job_id))
+    return hub.job(job_id)
 
 
 @router.get("/api/downloads/{job_id}/events", operation_id="streamDownload", tags=["downloads"],
             response_class=EventStream, responses=EVENTS)
-async def job_events(job_id: JobId, rt: RuntimeDep) -> EventSourceResponse:
+async def job_events(job_id: JobId, hub: HubDep) -> EventSourceResponse:
     """Stream one download's events.
 
     Server-sent events for one job: its current state, then its events; the stream ends after a final state."""
-    sub = rt.jobs.subscribe_async(job_id)  # NotFound before the stream starts -> a 404
-    return EventStream(_sse_events(sub, []), ping=SSE_PING_S)
+    feed = hub.events(job_id)  # NotFound before the stream starts -> a 404
+    return EventStream(_sse_events(feed), ping=SSE_PING_S)
 
 
 @router.post("/api/downloads/{job_id}/cancel", operation_id="cancelDownload", tags=["downloads"],
              response_model=h.JobOut, responses=ERRORS)
-async def cancel_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
+async def cancel_download(job_id: JobId, hub: HubDep) -> h.JobOut:
     """Cancel a download.
 
     Stop a job; the file being transferred is deleted, finished files stay in the cache."""
-    return job_out(rt.jobs.cancel(job_id))
+    return hub.cancel(job_id)
 
 
 @router.post("/api/downloads/{job_id}/resume", operation_id="resumeDownload", tags=["downloads"],
              response_model=h.JobOut, responses=ERRORS)
-async def resume_download(job_id: JobId, rt: RuntimeDep) -> h.JobOut:
+async def resume_download(job_id: JobId, hub: HubDep) -> h.JobOut:
     """Resume a download.
 
     Run a failed or cancelled job again; files already complete are not fetched twice."""
-    return job_out(rt.jobs.resume(job_id))
+    return hub.resume(job_id)
 
 
 @router.delete("/api/downloads/{job_id}", operation_id="deleteDownload", tags=["downloads"],
                status_code=204, responses=ERRORS)
-async def forget_download(job_id: JobId, rt: RuntimeDep) -> Response:
+async def forget_download(job_id: JobId, hub: HubDep) -> Response:
     """Delete a download from the list.
 
     Forget a finished job (409 while it is queued or running). The downloaded files stay in the cache."""
-    rt.jobs.forget(job_id)
+    hub.forget(job_id)
     return Response(status_code=204)
 
 
@@ -216,27 +141,24 @@ async def downloads_ws(websocket: WebSocket, rt: WsRuntimeDep, job_id: str | Non
     For one job (``?job_id=``) the socket is closed after its final state."""
     await websocket.accept()
     try:
-        sub = rt.jobs.subscribe_async(job_id)
+        feed = rt.hub.events(job_id)
     except MillmError as e:
         await websocket.send_text(json.dumps(error_body(e)))
         await websocket.close(code=1008)
         return
-    async def send(event: object) -> bool:
+
+    async def send(event: h.DownloadEvent | None) -> bool:
         if event is None:  # the one job finished
             await websocket.close()
             return False
-        await websocket.send_text(event_out(event).model_dump_json())  # type: ignore[arg-type]
+        await websocket.send_text(event.model_dump_json())
         return True
 
     try:
-        if job_id is None:
-            for job in rt.jobs.list(active_only=True):
-                await websocket.send_text(h.DownloadEvent(type="state", job=job_out(job)).model_dump_json())
-        await push_until_closed(websocket, sub.aget, send)
+        async with feed:
+            await push_until_closed(websocket, feed.next, send)
     except (WebSocketDisconnect, RuntimeError):
         pass
-    finally:
-        sub.close()
 
 
 # ---------------------------------------------------------------------------- cache
@@ -249,9 +171,7 @@ async def list_cache(hub: HubDep, kind: str | None = Query(
 
     Cached models and SAEs: size, files, revisions, last use, SAE folders, and whether each is in use or
     downloading; named by repo id, never by server path."""
-    repos = await asyncio.to_thread(hub.cached, kind)
-    data = [cached_out(r, hub) for r in repos]
-    return h.CacheList(data=data, count=len(data), size_bytes=sum(r.size_bytes for r in repos))
+    return await asyncio.to_thread(hub.list_cache, kind)
 
 
 @router.delete("/api/cache/{repo_id:path}", operation_id="deleteCacheEntry", tags=["downloads"],
@@ -264,8 +184,7 @@ async def delete_cached(
     """Delete a cache entry.
 
     Delete a cached repo (or one revision); refused (409) while it is loaded, attached or being downloaded."""
-    freed = await asyncio.to_thread(hub.delete, repo_id, revision)
-    return h.CacheDeleteOut(repo_id=repo_id, revision=revision, freed_bytes=freed)
+    return await asyncio.to_thread(hub.delete, repo_id, revision)
 
 
 # ---------------------------------------------------------------------------- estimates
@@ -292,11 +211,8 @@ async def estimate_model(
     headers, nothing downloaded). Defaults are the server's dtype, quantization, device and max context. A device
     this machine does not have (e.g. `cuda` on a CPU-only install) is estimated from the files alone:
     `device_present` is false and `available_bytes` and `fits` are null."""
-    result = await asyncio.to_thread(hub.estimate, model, revision=revision, dtype=dtype,
-                                     quantization=quantization, device=device, context=context)
-    name = model if result.origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
-    return h.ModelEstimateOut(model=name, source=result.origin,  # type: ignore[arg-type]
-                              estimate=estimate_out(result.estimate, result.available_bytes))
+    return await asyncio.to_thread(hub.estimate_out, model, revision=revision, dtype=dtype,
+                                   quantization=quantization, device=device, context=context)
 
 
 
@@ -318,12 +234,4 @@ async def list_repo_saes(
     layouts) with its layer, site, width, L0 and size parsed from its path, and d_in, hook, architecture and
     Neuronpedia id from its config where the format has one; nothing is downloaded into the cache. Pick one and
     pull it with `POST /api/downloads` (`kind: sae`, `repo_id`, `path`) or attach its `source`."""
-    listing = await asyncio.to_thread(hub.repo_saes, repo_id, revision)
-    data = [h.RepoSaeOut(path=s.path, source=f"{listing.repo_id}:{s.path}" if s.path else listing.repo_id,
-                         format=s.format, layer=s.layer, site=s.site, hook_name=s.hook_name, width=s.width,
-                         d_in=s.d_in, l0=s.l0, l0_label=s.l0_label, architecture=s.architecture,
-                         neuronpedia_id=s.neuronpedia_id, size_bytes=s.size_bytes, files=s.files,
-                         cached=s.path in listing.cached_paths)
-            for s in listing.saes]
-    return h.RepoSaeList(repo_id=listing.repo_id, revision=listing.revision, commit=listing.commit, data=data,
-                         count=len(data), configs_read=listing.configs_read)
+    return await asyncio.to_thread(hub.list_repo_saes, repo_id, revision)

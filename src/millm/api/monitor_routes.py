@@ -8,21 +8,11 @@ from fastapi import APIRouter, Query, Response, WebSocket
 
 from millm.api.state import RuntimeDep, WsRuntimeDep
 from millm.api.websockets import push_until_closed
-from millm.errors import NotFound
 from millm.protocol import monitor as m
 from millm.protocol.openai import ErrorResponse
-from millm.services.runtime import Runtime
 
 router = APIRouter(tags=["monitor"])
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 404)}
-
-
-def config_out(rt: Runtime) -> m.MonitorConfigOut:
-    c = rt.monitor.config
-    return m.MonitorConfigOut(enabled=c.enabled, paused=rt.monitor.paused,
-                              features=list(c.features) if c.features else None, top_k=c.top_k,
-                              history_requests=rt.monitor.max_requests,
-                              history_tokens_per_request=rt.monitor.max_tokens)
 
 
 @router.get("/api/monitor/config", operation_id="getMonitorConfig", response_model=m.MonitorConfigOut)
@@ -31,7 +21,7 @@ async def get_config(rt: RuntimeDep) -> m.MonitorConfigOut:
 
     Whether monitoring is on and paused, what it captures (selected features or top-k per token) and how much
     history it keeps."""
-    return config_out(rt)
+    return rt.monitor.config_out()
 
 
 @router.put("/api/monitor/config", operation_id="setMonitorConfig", response_model=m.MonitorConfigOut, responses=ERRORS)
@@ -40,9 +30,7 @@ async def set_config(body: m.MonitorConfigIn, rt: RuntimeDep) -> m.MonitorConfig
 
     Turn monitoring on or off and choose what it captures: `features` (indices below d_sae) or, when null or
     empty, the `top_k` strongest features per token."""
-    rt.monitor.configure(enabled=body.enabled, features=body.features, top_k=body.top_k,
-                         features_given="features" in body.model_fields_set)
-    return config_out(rt)
+    return rt.monitor.set_config(body)
 
 
 @router.post("/api/monitor/pause", operation_id="pauseMonitor", response_model=m.MonitorConfigOut)
@@ -51,7 +39,7 @@ async def pause(rt: RuntimeDep) -> m.MonitorConfigOut:
 
     Stop sending and recording frames until resumed; generation is not affected."""
     rt.monitor.set_paused(True)
-    return config_out(rt)
+    return rt.monitor.config_out()
 
 
 @router.post("/api/monitor/resume", operation_id="resumeMonitor", response_model=m.MonitorConfigOut)
@@ -60,7 +48,7 @@ async def resume(rt: RuntimeDep) -> m.MonitorConfigOut:
 
     Send and record frames again after a pause."""
     rt.monitor.set_paused(False)
-    return config_out(rt)
+    return rt.monitor.config_out()
 
 
 @router.get("/api/monitor/history", operation_id="getMonitorHistory", response_model=m.HistoryList, responses=ERRORS)
@@ -73,10 +61,7 @@ async def history(
 
     Recorded frames and per-feature statistics, per request (the most recent requests, bounded); `request_id`
     selects one (404 when it has no history)."""
-    data = rt.monitor.history(request_id)
-    if request_id is not None and not data:
-        raise NotFound(f"no monitoring history for request {request_id!r}", param="request_id")
-    return m.HistoryList(data=data, count=len(data))
+    return rt.monitor.history_out(request_id)
 
 
 @router.delete("/api/monitor/history", operation_id="clearMonitorHistory", status_code=204)

@@ -7,12 +7,11 @@ import json
 from typing import Annotated, Any, AsyncIterator, Awaitable
 
 from fastapi import APIRouter, Header, Path, Request, Response
-from sse_starlette import EventSourceResponse
-from starlette.types import Message, Send
 
 from millm.api.errors import error_body
+from millm.api.sse import EventStream, event
 from millm.api.state import RuntimeDep
-from millm.errors import InvalidRequest, MillmError, ModelNotFound
+from millm.errors import InvalidRequest, MillmError
 from millm.protocol import fields
 from millm.protocol import openai as p
 from millm.services.generation import Result
@@ -32,30 +31,14 @@ def steering_header(applied: p.AppliedSteering) -> str:
     return json.dumps(applied.model_dump(exclude_none=True), separators=(",", ":"))
 
 
-class _EventStream(EventSourceResponse):
-    """sse-starlette wraps every send in an anyio cancel scope for its optional send timeout; without
-    a timeout (none is set here) that scope does nothing but costs time on the event loop per token."""
-
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
-
-
-def _event(data: str) -> bytes:
-    # One SSE event, as sse-starlette frames {"data": data} with sep="\n"; JSON text has no line breaks.
-    return b"data: " + data.encode() + b"\n\n"
-
-
 async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
     try:
         async for chunk in chunks:
-            yield _event(chunk)
+            yield event(chunk)
     except MillmError as e:
-        yield _event(json.dumps(error_body(e)))
+        yield event(json.dumps(error_body(e)))
         return
-    yield _event("[DONE]")
+    yield event("[DONE]")
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[Result]) -> Result | Response:
@@ -108,7 +91,7 @@ def honest_fields(body: Any, endpoint: fields.Endpoint, strict: str | None) -> d
 def _respond(result: Result, response: Response, extra: dict[str, str] | None = None) -> Any:
     headers = {**steering_headers(result.applied), **(extra or {})}
     if result.stream:
-        return _EventStream(_sse(result.value), sep="\n", ping=15, headers=headers)
+        return EventStream(_sse(result.value), sep="\n", ping=15, headers=headers)
     response.headers.update(headers)
     return result.value
 
@@ -119,14 +102,7 @@ async def list_models(rt: RuntimeDep) -> p.ModelList:
 
     The loaded model, then one virtual id `<model>+<profile>` per profile that fits the loaded model and
     attached SAE: a chat client that picks one is steered by that profile. Empty while no model is loaded."""
-    name = rt.models.served_name()
-    if name is None:
-        return p.ModelList(data=[])
-    created = int(rt.started_at)
-    cards = [p.ModelCard(id=name, created=created)]
-    cards += [p.ModelCard(id=f"{name}+{prof}", created=created, root=name, profile=prof)
-              for prof in rt.profile_names_for_model()]
-    return p.ModelList(data=cards)
+    return rt.views.model_list()
 
 
 @router.get("/models/{model_id:path}", operation_id="retrieveModel", response_model=p.ModelCard, responses=ERRORS)
@@ -138,10 +114,7 @@ async def retrieve_model(
 
     One entry of the model list; ids may contain `/` (raw or percent-encoded). 404 in the OpenAI envelope for an
     unknown id."""
-    for card in (await list_models(rt)).data:
-        if card.id == model_id:
-            return card
-    raise ModelNotFound(f"the model {model_id!r} does not exist", param="model")
+    return rt.views.model_card(model_id)
 
 
 @router.post("/chat/completions", operation_id="createChatCompletion",

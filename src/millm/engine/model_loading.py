@@ -1,7 +1,7 @@
-"""Load a causal LM and its tokenizer from a local folder or a Hub repo id.
+"""Load a causal LM and its tokenizer from a local folder.
 
-Downloads go through huggingface_hub (HF_TOKEN, cache dir and revision honoured) and fetch
-only weights, config and tokenizer files, preferring safetensors. PyTorch `.bin` weights are
+The engine never downloads: `millm.hub.sources` turns a model argument (a folder, `millm-demo`,
+a Hub repo id) into a folder first, from the cache or by a pull. PyTorch `.bin` weights are
 read by transformers with `weights_only=True`. Remote code runs only when explicitly allowed.
 Device and dtype are chosen automatically unless overridden (`millm.placement` resolves "auto"); Gemma-2 gets eager attention so
 its attention soft-capping (and therefore its activations) match what SAEs were trained on.
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,15 +25,6 @@ from millm.placement import resolve_placement
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE_PATTERNS = [
-    "*.json",
-    "*.safetensors",
-    "*.model",
-    "*.tiktoken",
-    "*.txt",
-    "*.jinja",
-    "tokenizer*",
-]
 EAGER_ATTENTION_TYPES = {"gemma2"}
 
 
@@ -61,6 +51,10 @@ class LoadedModel:
     @property
     def d_model(self) -> int:
         return int(self.model.config.get_text_config().hidden_size)
+
+    @property
+    def num_layers(self) -> int:
+        return int(self.model.config.get_text_config().num_hidden_layers)
 
 
 def bitsandbytes_available(device: torch.device) -> str | None:
@@ -112,41 +106,6 @@ def _quantization_config(quantization: str, compute_dtype: torch.dtype) -> Any:
     return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=compute_dtype)
 
 
-def resolve_source(
-    source: str, *, revision: str | None = None, cache_dir: Path | None = None
-) -> tuple[Path, str | None]:
-    """A local folder as is, or a Hub repo id downloaded (weights, config, tokenizer only)."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return path, None
-    if path.suffix or source.startswith((".", "/", "~")):
-        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import GatedRepoError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
-
-    # huggingface_hub reads HF_ENDPOINT once, at import; read it now like millm.hub does.
-    endpoint = os.environ.get("HF_ENDPOINT") or None
-    try:
-        local = snapshot_download(
-            source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None,
-            allow_patterns=MODEL_FILE_PATTERNS, endpoint=endpoint,
-        )
-    except (RepositoryNotFoundError, RevisionNotFoundError) as e:
-        raise ModelNotFound(f"model {source!r} (revision {revision or 'main'}) not found on the Hub", param="model") from e
-    except GatedRepoError as e:
-        raise ModelLoadError(f"model {source!r} is gated: accept its licence and set HF_TOKEN", param="model") from e
-    except HfHubHTTPError as e:
-        raise ModelLoadError(f"could not download {source!r}: {e}", param="model") from e
-    local_path = Path(local)
-    if not any(local_path.glob("*.safetensors")):
-        # No safetensors in the repo: fetch .bin weights, which transformers reads weights-only.
-        local_path = Path(
-            snapshot_download(source, revision=revision, cache_dir=str(cache_dir) if cache_dir else None,
-                              allow_patterns=[*MODEL_FILE_PATTERNS, "*.bin"], endpoint=endpoint)
-        )
-    return local_path, revision
-
-
 def load_model(
     source: str,
     *,
@@ -156,11 +115,11 @@ def load_model(
     dtype: str = "auto",
     quantization: str = "none",
     trust_remote_code: bool = False,
-    cache_dir: Path | None = None,
     max_context: int | None = None,
     local_dir: Path | None = None,
 ) -> LoadedModel:
-    """Load `source` (a folder or Hub repo id); `local_dir`, when given, is where its files already are.
+    """Load the model in `local_dir` (default: `source`, then a folder), served as `model_id` (default: the
+    source's name, or `source` itself when it is not a folder: a Hub repo id).
 
     With bitsandbytes quantization only the Linear layers of the blocks are quantized; embeddings,
     norms and so the residual stream stay in the 16-bit compute dtype (`LoadedModel.dtype`), which
@@ -176,10 +135,9 @@ def load_model(
         if reason:
             raise InvalidRequest(f"{quantization} quantization is unavailable: {reason}", param="quantization")
         _quiet_bitsandbytes()
-    if local_dir is not None:
-        path, rev = Path(local_dir), revision
-    else:
-        path, rev = resolve_source(source, revision=revision, cache_dir=cache_dir)
+    path, rev = Path(local_dir) if local_dir is not None else Path(source).expanduser(), revision
+    if not path.is_dir():
+        raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = {"dtype": torch_dtype, "trust_remote_code": trust_remote_code}

@@ -92,9 +92,9 @@ class Subscription:
         if item is _CLOSED:
             self._finished = True
             return None
-        if self.job_id is not None and item.terminal:
-            self._finished = True
         event: JobEvent = item
+        if self.job_id is not None and event.terminal:
+            self._finished = True
         return event
 
     def get(self, timeout: float | None = None) -> JobEvent | None:

@@ -161,9 +161,6 @@ class JobManager:
     def submit_model(self, repo_id: str, revision: str | None = None) -> Job:
         return self.submit("model", repo_id, revision)
 
-    def submit_sae(self, repo_id: str, path: str | None = None, revision: str | None = None) -> Job:
-        return self.submit("sae", repo_id, revision, path)
-
     def submit(self, kind: str, repo_id: str, revision: str | None = None, path: str | None = None) -> Job:
         """Start a download; an identical job still queued or running is returned instead."""
         if kind not in ("model", "sae"):

@@ -13,8 +13,8 @@
 - overhead: `OVERHEAD_FRACTION` of the weights for activations and allocator slack, plus
   `CUDA_CONTEXT_BYTES` on CUDA.
 
-Free memory: ``torch.cuda.mem_get_info`` on CUDA (torch is imported only then), else
-``psutil.virtual_memory().available``.
+Every estimate is for a `millm.placement.Placement` (device, dtype and quantization with "auto"
+already resolved, by the rules the loader uses). Free memory is `millm.placement.free_bytes`.
 """
 
 from __future__ import annotations
@@ -29,16 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 
 from millm.errors import InsufficientMemory, InvalidRequest, ModelLoadError, NotFound
 from millm.hub.files import select_weight_files
+from millm.placement import DTYPE_BYTES, QUANT_BYTES, Placement, free_bytes
 
 GIB = 1024**3
 OVERHEAD_FRACTION = 0.10
 CUDA_CONTEXT_BYTES = 512 * 1024**2
-DTYPE_BYTES = {"float32": 4.0, "float16": 2.0, "bfloat16": 2.0}
-QUANT_BYTES = {"8bit": 1.0, "4bit": 0.5}
 _SAFETENSORS_DTYPE_BYTES = {
     "F64": 8, "I64": 8, "U64": 8, "F32": 4, "I32": 4, "U32": 4, "F16": 2, "BF16": 2, "I16": 2, "U16": 2,
     "F8_E4M3": 1, "F8_E5M2": 1, "I8": 1, "U8": 1, "BOOL": 1,
@@ -214,15 +212,6 @@ def kv_cache_bytes(config: Mapping[str, Any], *, context: int, batch: int = 1, b
     return int(2 * int(layers) * int(kv_heads) * int(head_dim) * context * bytes_per_value * batch)
 
 
-def dtype_bytes(dtype: str, device: str) -> float:
-    """Bytes per weight for a dtype name; 'auto' is 2 on accelerators and 4 on CPU (see Settings.dtype)."""
-    if dtype == "auto":
-        return 4.0 if device == "cpu" else 2.0
-    if dtype not in DTYPE_BYTES:
-        raise InvalidRequest(f"Unknown dtype '{dtype}'.", param="dtype")
-    return DTYPE_BYTES[dtype]
-
-
 @dataclass(frozen=True)
 class MemoryEstimate:
     params: int
@@ -262,61 +251,32 @@ def estimate_memory(
     *,
     params: ParamCount,
     config: Mapping[str, Any],
-    dtype: str = "auto",
-    quantization: str = "none",
-    device: str = "cpu",
+    placement: Placement,
     context: int | None = None,
     batch: int = 1,
     sae_bytes: int = 0,
 ) -> MemoryEstimate:
-    """Pure arithmetic: what loading these parameters with these settings would take."""
-    device = resolve_device(device)
-    kind = device.split(":")[0]
-    if quantization == "none":
-        per = dtype_bytes(dtype, kind)
-        weights = params.total * per
-        kv_per = per
-    elif quantization in QUANT_BYTES:
-        compute = 2.0  # bitsandbytes keeps non-quantized layers and the KV cache in fp16/bf16
-        weights = params.quantizable * QUANT_BYTES[quantization] + params.not_quantizable * compute
-        kv_per = compute
-    else:
-        raise InvalidRequest(f"Unknown quantization '{quantization}'.", param="quantization")
+    """Pure arithmetic: what loading these parameters with this placement would take."""
+    if not placement.quantized:
+        weights = params.total * placement.bytes_per_value
+    else:  # bitsandbytes keeps non-quantized layers and the KV cache in the 16-bit compute dtype
+        weights = (params.quantizable * QUANT_BYTES[placement.quantization]
+                   + params.not_quantizable * placement.bytes_per_value)
     ctx = context or max_context(config)
     if ctx is None:
         raise InvalidRequest("Give a context length: config.json has no max_position_embeddings.", param="context")
-    kv = kv_cache_bytes(config, context=ctx, batch=batch, bytes_per_value=kv_per)
-    overhead = int(OVERHEAD_FRACTION * weights) + (CUDA_CONTEXT_BYTES if kind == "cuda" else 0)
+    kv = kv_cache_bytes(config, context=ctx, batch=batch, bytes_per_value=placement.bytes_per_value)
+    overhead = int(OVERHEAD_FRACTION * weights) + (CUDA_CONTEXT_BYTES if placement.device_kind == "cuda" else 0)
     return MemoryEstimate(
         params=params.total, weights_bytes=int(weights), kv_cache_bytes=kv, sae_bytes=int(sae_bytes),
-        overhead_bytes=overhead, dtype=dtype, quantization=quantization, context=ctx, batch=batch, device=device,
+        overhead_bytes=overhead, dtype=placement.dtype, quantization=placement.quantization, context=ctx,
+        batch=batch, device=placement.device,
     )  # fmt: skip
-
-
-def resolve_device(device: str) -> str:
-    """'auto' becomes 'cuda' when a GPU is visible, else 'cpu' (as Settings.device describes)."""
-    if device != "auto":
-        return device
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def available_memory(device: str) -> int:
-    """Free bytes on `device`: CUDA free memory, else the host's available RAM."""
-    device = resolve_device(device)
-    if device.startswith("cuda"):
-        import torch
-
-        index = int(device.split(":")[1]) if ":" in device else torch.cuda.current_device()
-        free, _total = torch.cuda.mem_get_info(index)
-        return int(free)
-    return int(psutil.virtual_memory().available)
 
 
 def check_fits(estimate: MemoryEstimate, *, force: bool = False, available: int | None = None) -> int:
     """Raise InsufficientMemory if the estimate exceeds free memory (unless `force`); returns free bytes."""
-    free = available if available is not None else available_memory(estimate.device)
+    free = available if available is not None else free_bytes(estimate.device)
     if estimate.total_bytes > free and not force:
         where = "GPU memory" if estimate.device.startswith("cuda") else "RAM"
         raise InsufficientMemory(
@@ -331,9 +291,7 @@ def check_fits(estimate: MemoryEstimate, *, force: bool = False, available: int 
 def estimate_local(
     folder: str | Path,
     *,
-    dtype: str = "auto",
-    quantization: str = "none",
-    device: str = "cpu",
+    placement: Placement,
     context: int | None = None,
     batch: int = 1,
     sae_bytes: int = 0,
@@ -342,8 +300,8 @@ def estimate_local(
     root = Path(folder)
     config = read_config(root)
     return estimate_memory(
-        params=count_local_parameters(root), config=config, dtype=dtype, quantization=quantization,
-        device=device, context=context, batch=batch, sae_bytes=sae_bytes,
+        params=count_local_parameters(root), config=config, placement=placement, context=context, batch=batch,
+        sae_bytes=sae_bytes,
     )  # fmt: skip
 
 
@@ -354,9 +312,7 @@ def estimate_remote(
     endpoint: str | None = None,
     token: str | bool | None = None,
     cache_dir: str | Path | None = None,
-    dtype: str = "auto",
-    quantization: str = "none",
-    device: str = "cpu",
+    placement: Placement,
     context: int | None = None,
     batch: int = 1,
     sae_bytes: int = 0,
@@ -378,6 +334,5 @@ def estimate_remote(
         raise translate_hub_error(exc, repo_id=repo_id, revision=revision, endpoint=client.endpoint) from exc
     config = json.loads(Path(str(path)).read_text())
     return estimate_memory(
-        params=params, config=config, dtype=dtype, quantization=quantization,
-        device=device, context=context, batch=batch, sae_bytes=sae_bytes,
+        params=params, config=config, placement=placement, context=context, batch=batch, sae_bytes=sae_bytes,
     )  # fmt: skip

@@ -3,10 +3,10 @@
 `Backend` is the contract: each method does what one REST call does and returns that call's JSON
 (the same pydantic shapes as the API), or raises `BackendError` carrying the API's error envelope.
 
-- `LocalBackend` runs inside the server (the `/mcp` mount). It calls the services on the app's
-  `Runtime`, through the route functions where a route adds glue to the service call (activating a
-  profile checks that it fits; setting steering forgets the active profile), so an MCP call and the
-  matching REST call cannot drift apart. No HTTP request is made.
+- `LocalBackend` runs inside the server (the `/mcp` mount). It calls the same service method the
+  matching REST route calls on the app's `Runtime` (`ControlService` for changes, `StatusService`
+  for views), which returns the same protocol shape, so an MCP call and the REST call cannot drift
+  apart. No HTTP request is made.
 - `HttpBackend` runs in `millm mcp` (stdio), a separate process an agent host starts: it talks to a
   running `millm serve` over HTTP, so the agent steers the same model the UI and API clients see
   (one copy of the weights in memory, one steering state).
@@ -20,8 +20,6 @@ from typing import Any, Callable, Protocol, cast
 
 import httpx
 from pydantic import BaseModel, ValidationError
-from pydantic.fields import FieldInfo
-from pydantic_core import PydanticUndefined
 
 from millm.errors import MillmError
 
@@ -74,68 +72,48 @@ class LocalBackend:
         self._runtime = runtime
 
     async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Call a route function (or any coroutine function) as FastAPI would for a request that gives only
-        `args`/`kwargs`: a parameter declared with `Query(...)`/`Header(...)` and not given gets its default."""
-        sig = inspect.signature(fn)
-        bound = sig.bind_partial(*args, **kwargs)
-        for name, param in sig.parameters.items():
-            if name not in bound.arguments and isinstance(param.default, FieldInfo):
-                bound.arguments[name] = None if param.default.default is PydanticUndefined else param.default.default
+        """Run a service call (a function or a coroutine function), its MillmError as a BackendError."""
         try:
-            return await fn(*bound.args, **bound.kwargs)
+            result = fn(*args, **kwargs)
+            return await result if inspect.isawaitable(result) else result
         except MillmError as exc:
             raise BackendError(exc.status, exc.message, param=exc.param, code=exc.code) from exc
 
     async def status(self) -> dict[str, Any]:
-        from millm.api import admin_routes
-
-        return _json(await self._call(admin_routes.status, self._runtime()))
+        return _json(await self._call(self._runtime().views.status))
 
     async def models(self) -> dict[str, Any]:
-        from millm.api import openai_routes
-
-        return _json(await self._call(openai_routes.list_models, self._runtime()))
+        return _json(await self._call(self._runtime().views.model_list))
 
     async def labels(self) -> dict[str, Any]:
-        from millm.api import admin_routes
-
-        return _json(await self._call(admin_routes.sae_labels, self._runtime()))
+        return _json(await self._call(self._runtime().saes.search_labels))
 
     async def profiles(self) -> dict[str, Any]:
-        rt = self._runtime()
-
-        async def listed() -> Any:
-            return await asyncio.to_thread(rt.profiles.list)
-
-        return _json(await self._call(listed))
+        return _json(await self._call(asyncio.to_thread, self._runtime().profiles.list))
 
     async def activate_profile(self, name: str) -> dict[str, Any]:
-        from fastapi import Response
-
-        from millm.api import profile_routes
-
-        return _json(await self._call(profile_routes.activate_profile, name, self._runtime(), Response()))
+        return _json(await self._call(self._runtime().control.activate_profile, name))
 
     async def deactivate_profile(self) -> None:
-        from millm.api import profile_routes
-
-        await self._call(profile_routes.deactivate, self._runtime())
+        await self._call(self._runtime().control.deactivate_profile)
 
     async def steering(self) -> dict[str, Any]:
-        from millm.api import admin_routes
-
-        return _json(await self._call(admin_routes.get_steering, self._runtime()))
+        return _json(await self._call(self._runtime().views.steering_state))
 
     async def set_steering(self, body: dict[str, Any]) -> dict[str, Any]:
-        from millm.api import admin_routes
         from millm.protocol.admin import SteeringSetIn
 
-        return _json(await self._call(admin_routes.set_steering, _validated(SteeringSetIn, body), self._runtime()))
+        req = _validated(SteeringSetIn, body)
+        rt = self._runtime()
+        await self._call(rt.control.set_steering, features=[(f.index, f.strength) for f in req.features],
+                         mode=req.mode, normalize=req.normalize, steer_special_tokens=req.steer_special_tokens,
+                         scale=req.scale)
+        return _json(rt.views.steering_state())
 
     async def clear_steering(self) -> dict[str, Any]:
-        from millm.api import admin_routes
-
-        return _json(await self._call(admin_routes.clear_steering, self._runtime()))
+        rt = self._runtime()
+        await self._call(rt.control.clear_steering)
+        return _json(rt.views.steering_state())
 
     async def chat(self, body: dict[str, Any]) -> dict[str, Any]:
         from millm.protocol.openai import ChatCompletionRequest
@@ -145,25 +123,23 @@ class LocalBackend:
         return _json(result.value)
 
     async def compare(self, body: dict[str, Any]) -> dict[str, Any]:
-        from millm.api import compare_routes
         from millm.protocol.compare import CompareRequest
 
         req = _validated(CompareRequest, {**body, "stream": False})
-        return _json(await self._call(compare_routes.compare_steering, req, self._runtime()))
+        compare = self._runtime().compare
+        plan = await self._call(compare.compare, req)
+        return _json(await self._call(compare.collect, plan))
 
     async def monitor_config(self, body: dict[str, Any] | None) -> dict[str, Any]:
-        from millm.api import monitor_routes
         from millm.protocol.monitor import MonitorConfigIn
 
-        rt = self._runtime()
+        monitor = self._runtime().monitor
         if body is None:
-            return _json(await self._call(monitor_routes.get_config, rt))
-        return _json(await self._call(monitor_routes.set_config, _validated(MonitorConfigIn, body), rt))
+            return _json(await self._call(monitor.config_out))
+        return _json(await self._call(monitor.set_config, _validated(MonitorConfigIn, body)))
 
     async def monitor_history(self, request_id: str | None) -> dict[str, Any]:
-        from millm.api import monitor_routes
-
-        return _json(await self._call(monitor_routes.history, self._runtime(), request_id))
+        return _json(await self._call(self._runtime().monitor.history_out, request_id))
 
 
 class HttpBackend:

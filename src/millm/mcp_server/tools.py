@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field
 from millm import __version__
 from millm.mcp_server.backend import Backend, BackendError
 from millm.protocol.admin import MemoryOut, SteeringStateOut
+from millm.protocol.common import SteeringMode
 from millm.protocol.monitor import FeatureStats, FeatureValue, MonitorConfigOut
 from millm.protocol.openai import AppliedSteering, SteeringFeatureIn, Usage
 
@@ -91,7 +92,7 @@ class FeaturePage(BaseModel):
 class ProfileOut(BaseModel):
     name: str
     description: str
-    mode: Literal["add", "clamp"]
+    mode: SteeringMode
     features: list[SteeringFeatureIn]
     active: bool = Field(description="Whether this profile is the server-wide steering now.")
     usable: bool = Field(description="Whether it fits the loaded model and attached SAE.")
@@ -150,7 +151,7 @@ class ActivationsOut(BaseModel):
 
 FeatureList = Annotated[list[SteeringFeatureIn], Field(
     description="Features and strengths, e.g. [{\"index\": 16, \"strength\": 8}].")]
-Mode = Annotated[Literal["add", "clamp"], Field(description="add: add strength x decoder row; clamp: set activation.")]
+Mode = Annotated[SteeringMode, Field(description="add: add strength x decoder row; clamp: set activation.")]
 Scale = Annotated[float, Field(ge=0.0, allow_inf_nan=False, description=(
     "Intensity dial: multiplies every strength (1: as given; 0: off; at most the server's MILLM_STEERING_MAX_SCALE, "
     "default 10, or the profile's range)."))]

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from millm.protocol.common import SteeringMode
 from millm.protocol.hub import MemoryEstimateOut
 from millm.protocol.openai import SteeringFeatureIn
 
@@ -125,7 +126,7 @@ class SteeringFeatureOut(BaseModel):
 
 class SteeringStateOut(BaseModel):
     enabled: bool
-    mode: Literal["add", "clamp"]
+    mode: SteeringMode
     normalize: bool
     steer_special_tokens: bool
     features: list[SteeringFeatureOut]
@@ -136,7 +137,7 @@ class SteeringStateOut(BaseModel):
 
 class SteeringSetIn(_Strict):
     features: list[SteeringFeatureIn] = Field(default_factory=list, description="Features and their strengths.")
-    mode: Literal["add", "clamp"] = Field(
+    mode: SteeringMode = Field(
         "add", description="add: h += strength x decoder row; clamp: pin the feature's activation to strength.")
     normalize: bool = Field(False, description="Use unit-norm decoder rows for add (as Neuronpedia does).")
     steer_special_tokens: bool = Field(True, description="Also steer BOS and other special-token positions.")
@@ -158,7 +159,7 @@ class SteeringFeaturePatch(_Strict):
 class SteeringPatchIn(_Strict):
     features: list[SteeringFeaturePatch] = Field(
         default_factory=list, description="Features to add, change (new strength) or remove (strength null).")
-    mode: Literal["add", "clamp"] | None = Field(None, description="New mode; null keeps the current one.")
+    mode: SteeringMode | None = Field(None, description="New mode; null keeps the current one.")
     scale: float | None = Field(None, ge=0, allow_inf_nan=False, description="Intensity dial.")
 
 

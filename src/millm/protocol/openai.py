@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from millm.protocol.common import SteeringMode
 from millm.protocol.hub import MemoryEstimateOut
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ class SteeringIn(Strict):
 
     profile: str | None = Field(None, description="Name of a saved profile to apply.")
     features: list[SteeringFeatureIn] | None = Field(None, description="Features and strengths; [] disables steering.")
-    mode: Literal["add", "clamp"] | None = Field(
+    mode: SteeringMode | None = Field(
         None, description="add (default): h += strength x decoder row; clamp: pin the feature's activation.")
     normalize: bool | None = Field(None, description="Use unit-norm decoder rows for add (as Neuronpedia).")
     steer_special_tokens: bool | None = Field(None, description="Also steer BOS and other special-token positions.")
@@ -129,7 +130,7 @@ class AppliedSteering(BaseModel):
 
     source: Literal["request", "profile", "model", "server", "none"]
     profile: str | None = None
-    mode: Literal["add", "clamp"] | None = None
+    mode: SteeringMode | None = None
     sae: str | None = None
     hook_name: str | None = None
     features: list[AppliedFeature] = Field(default_factory=list)

@@ -23,6 +23,8 @@ from typing import Annotated, Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 
+from millm.protocol.common import SteeringMode
+
 PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 FORMAT_VERSION: Final = 1
 PROFILE_FORMAT: Final = "millm.profile"
@@ -33,7 +35,6 @@ MAX_INT = 2**31 - 1  # feature indices, layers and SAE widths: far past any real
 MAX_VERSION = 2**63 - 1  # a profile version, as the database stores it
 MAX_FEATURES = 4096
 
-SteeringMode = Literal["add", "clamp"]
 ProfileName = Annotated[
     str,
     Field(
@@ -125,7 +126,8 @@ class ProfileCreate(_ProfileFields):
 class ProfileUpdate(_Strict):
     """Body of PATCH /api/profiles/{name}: fields left out keep their value."""
 
-    version: int = Field(ge=1, le=MAX_VERSION, description="The version being edited; a stale version is refused with 409.")
+    version: int | None = Field(None, ge=1, le=MAX_VERSION, description=(
+        "The version being edited; a stale version is refused with 409. Required unless sent as If-Match."))
     name: ProfileName | None = Field(None, description="New name (renames the profile).")
     description: str | None = Field(None, max_length=4000, description="New description.")
     model: str | None = Field(None, min_length=1, max_length=512, description="Model id the profile is for.")

@@ -1,210 +1,42 @@
-"""The server's side of `millm.hub`: download jobs, the cache, memory estimates, model sources.
+"""The server's side of `millm.hub`: download jobs, the cache, the Hub's SAE listings and memory estimates.
 
-- `resolve_model_source`: a model argument becomes a local folder: a folder as is (the bundled
-  demo model by its name, `millm-demo`), a Hub repo id from the cache (no network), else pulled
-  into the cache first (same file selection and error messages as `millm pull`). `find_model`
-  is the part without the network.
-- `estimate_for`: the memory a load would take, with the context capped like the loader caps it.
-- `estimate_model`: the one estimator behind `GET /api/models/estimate` and `millm estimate`: the
-  model argument resolved by `find_model` (folder, `millm-demo`, cached repo), else read from the
-  Hub's headers; free memory when the device is on this machine, else no comparison (estimating
-  for a GPU you do not have yet is the point).
-- `HubService`: what the routes call: submit downloads (a SAELens release + sae_id is resolved
-  to a repo and folder first), read and cancel jobs, list and delete cached repos (refusing
-  repos in use or being downloaded), estimate a model by folder, cached repo or Hub repo.
+`HubService` is built once by the runtime over its one `JobManager`, and is all the routes call
+for `/api/downloads`, `/ws/downloads`, `/api/cache`, `/api/hub/saes` and `/api/models/estimate`:
 
-Results name repos by id, revision and folder inside the repo; the absolute paths computed
-here stay inside the services.
+- downloads: submit (a SAELens release + sae_id is resolved to a repo and folder first), read,
+  cancel, resume and forget jobs, and follow their events (`EventFeed`);
+- the cache: list cached repos (marking those the server has loaded or is downloading), delete
+  one (refused while it is loaded, attached or being downloaded);
+- browsing: the SAEs a Hub repo holds (`millm.hub.sae_listing`), their configs read where the
+  format has one;
+- estimates: `millm.hub.estimate.estimate_model` with the server's defaults (`LoadDefaults`),
+  counting the attached SAE.
+
+Results are protocol shapes naming repos by id, revision and folder inside the repo; the absolute
+paths of the cache stay inside `millm.hub`.
 """
 
 from __future__ import annotations
 
-import json
-import logging
 import tempfile
 import threading
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
 
-from millm import demo, placement
-from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
-from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
-from millm.hub.files import select_weight_files
+from millm.errors import Conflict, InvalidRequest
+from millm.hub.cache import CachedRepo, check_repo_id, check_revision, list_cache
+from millm.hub.estimate import ModelEstimate, estimate_model
+from millm.hub.events import JobEvent, Subscription
+from millm.hub.jobs import Job, JobManager
+from millm.hub.local_paths import LocalRoots
+from millm.hub.memory import MemoryEstimate
 from millm.hub.sae_listing import RepoSae, find_saes
 from millm.hub.sae_listing import read_config as read_sae_config
-from millm.services.local_paths import LocalRoots, looks_like_path
-from millm.hub.memory import (
-    MemoryEstimate,
-    dtype_bytes,
-    estimate_local,
-    estimate_remote,
-    max_context,
-    read_config,
-    resolve_device,
-)
-
-if TYPE_CHECKING:  # the download stack (httpx2, Hub errors) loads only when something is pulled
-    from millm.hub.jobs import Job, JobManager
-
-log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------------------- model sources
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    folder: Path  # server-internal; never sent to clients
-    repo_id: str | None  # set when the model came from the Hub cache
-    origin: str  # "local", "cache" or "hub" (pulled just now)
-
-
-def user_path(source: str, *, param: str) -> Path:
-    """A path as the user typed it, with a leading ~ expanded. An unknown ~user (expanduser raises) is a 404 naming
-    `param`, and text the file system cannot encode a 400, instead of a 500."""
-    try:
-        return Path(source).expanduser()
-    except RuntimeError:
-        raise NotFound(f"{source!r}: no such user, so no home folder to look in", param=param) from None
-    except UnicodeError:
-        raise InvalidRequest(f"{source!r} cannot be a file name here (it does not encode)", param=param) from None
-
-
-def _is_dir(path: Path) -> bool:
-    try:
-        return path.is_dir()
-    except (OSError, ValueError):  # e.g. a name too long for the file system
-        return False
-
-
-def _complete(folder: Path) -> bool:
-    """Whether a cached snapshot has config and every weight file (a cancelled pull or an estimate
-    leaves snapshots with only some files)."""
-    if not (folder / "config.json").is_file():
-        return False
-    names = [p.name for p in folder.iterdir()]
-    weights = select_weight_files(names)
-    if not weights:
-        return False
-    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
-        if index_name in weights:
-            try:
-                shards = set(json.loads((folder / index_name).read_text())["weight_map"].values())
-            except (ValueError, KeyError, TypeError):
-                return False
-            return all((folder / shard).is_file() for shard in shards)
-    return True
-
-
-def cached_model_folder(repo_id: str, revision: str | None, cache_dir: str | Path | None) -> Path | None:
-    """The complete cached snapshot of a model repo, or None."""
-    try:
-        folder = local_path(repo_id, revision, cache_dir=cache_dir)
-    except NotFound:
-        return None
-    return folder if _complete(folder) else None
-
-
-def find_model(source: str, revision: str | None = None, cache_dir: str | Path | None = None,
-               roots: LocalRoots | None = None) -> ModelSource | None:
-    """Where a model argument is without the network: a local model folder (the bundled demo model by its
-    name, `millm-demo`), or the complete cached snapshot of a Hub repo; None for a Hub repo id not in the cache.
-    Raises a 400 or 404 naming `model` for anything else (blank, a missing path, a folder with no config.json,
-    a malformed repo id)."""
-    if not source.strip():
-        raise InvalidRequest("model is empty: give a local folder or a Hub repo id", param="model")
-    if source == demo.DEMO_MODEL_ID:
-        return ModelSource(demo.assets_dir() / "model", None, "local")
-    if looks_like_path(source):
-        path = roots.resolve(source, param="model") if roots is not None else user_path(source, param="model")
-        if not _is_dir(path):
-            raise ModelNotFound(f"model folder {source!r} does not exist", param="model")
-    else:  # a bare name: a folder of that name (inside the allowed roots), else a Hub repo id
-        path = roots.existing_dir(source) if roots is not None else user_path(source, param="model")
-        path = path if path is not None and _is_dir(path) else None
-    if path is not None:
-        if not (path / "config.json").is_file():
-            raise ModelNotFound(f"{source!r} is a folder but not a model: it has no config.json", param="model")
-        return ModelSource(path, None, "local")
-    check_repo_id(source, param="model")
-    check_revision(revision)
-    folder = cached_model_folder(source, revision, cache_dir)
-    return ModelSource(folder, source, "cache") if folder is not None else None
-
-
-def resolve_model_source(
-    source: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    index: CacheIndex | None = None,
-    roots: LocalRoots | None = None,
-) -> ModelSource:
-    """A local folder, else the cached snapshot of a Hub repo, else a pull of it. Blocking."""
-    found = find_model(source, revision, cache_dir, roots)
-    if found is not None:
-        return found
-    from millm.hub.download import pull_model
-
-    log.info("model %s is not in the cache; pulling it", source)
-    folder = pull_model(source, revision, cache_dir, index=index)
-    return ModelSource(folder, source, "hub")
-
-
-# ---------------------------------------------------------------------------- estimates
-
-
-def _cap_context(est: MemoryEstimate, cap: int | None) -> MemoryEstimate:
-    """The estimate at min(model context, cap): the KV cache is linear in the context."""
-    if cap is None or cap >= est.context:
-        return est
-    return replace(est, context=cap, kv_cache_bytes=est.kv_cache_bytes // est.context * cap)
-
-
-def weight_bytes(dtype: str, quantization: str, device: str) -> float:
-    """Bytes per value of the residual stream / SAE for a load with these options."""
-    if quantization != "none":
-        return 2.0
-    return dtype_bytes(dtype, resolve_device(device).split(":")[0])
-
-
-def estimate_for(
-    folder: Path | None,
-    *,
-    repo_id: str | None = None,
-    revision: str | None = None,
-    dtype: str = "auto",
-    quantization: str = "none",
-    device: str = "auto",
-    context: int | None = None,
-    max_context_cap: int | None = None,
-    sae_numel: int = 0,
-    batch: int = 1,
-    cache_dir: str | Path | None = None,  # unused: kept so callers can pass one set of options
-) -> MemoryEstimate:
-    """Estimate a local folder, or (folder None) a Hub repo from its safetensors headers."""
-    sae_bytes = int(sae_numel * weight_bytes(dtype, quantization, device))
-    options: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, batch=batch,
-                                   sae_bytes=sae_bytes)
-    if folder is not None:
-        if context is None and max_context_cap is not None:
-            config = read_config(folder)
-            model_max = max_context(config)
-            context = min(model_max, max_context_cap) if model_max else max_context_cap
-        return estimate_local(folder, context=context, **options)
-    assert repo_id is not None
-    # estimate_remote fetches config.json; a scratch cache keeps that stub out of the real one.
-    with tempfile.TemporaryDirectory(prefix="millm-estimate-") as scratch:
-        est = estimate_remote(repo_id, revision, cache_dir=scratch, context=context, **options)
-    return est if context is not None else _cap_context(est, max_context_cap)
-
-
-def device_present(device: str) -> bool:
-    """Whether `device` (cpu, cuda, cuda:N, mps, auto) exists on this machine."""
-    return placement.device_present(device)
-
+from millm.protocol import hub as h
+from millm.services.load_options import LoadDefaults, LoadOptions
 
 MAX_CONFIGS = 128  # SAE configs read per listing (Gemma Scope's hundreds of folders have none to read)
 MAX_CONFIG_BYTES = 1 << 20
@@ -222,53 +54,74 @@ class RepoSaeListing:
     cached_paths: frozenset[str]  # SAE folders of this repo already in the local cache
 
 
-@dataclass(frozen=True)
-class ModelEstimate:
-    origin: str  # "local", "cache" or "hub"
-    estimate: MemoryEstimate
-    available_bytes: int | None  # None: the device is not on this machine
-
-    @property
-    def device_present(self) -> bool:
-        return self.available_bytes is not None
-
-    @property
-    def fits(self) -> bool | None:
-        return None if self.available_bytes is None else self.estimate.total_bytes <= self.available_bytes
+# ---------------------------------------------------------------------------- shapes
 
 
-def estimate_model(
-    model: str,
-    *,
-    revision: str | None = None,
-    cache_dir: str | Path | None = None,
-    dtype: str = "auto",
-    quantization: str = "none",
-    device: str = "auto",
-    context: int | None = None,
-    batch: int = 1,
-    max_context_cap: int | None = None,
-    sae_numel: int = 0,
-    roots: LocalRoots | None = None,
-) -> ModelEstimate:
-    """The memory `model` would need on `device`, and the free memory there if the device is present.
-
-    `model` is resolved as a load resolves it (`find_model`: a folder, `millm-demo`, a cached repo), else
-    its safetensors headers are read from the Hub (nothing downloaded). Blocking."""
-    opts: dict[str, Any] = dict(dtype=dtype, quantization=quantization, device=device, context=context, batch=batch,
-                                max_context_cap=max_context_cap, sae_numel=sae_numel)
-    found = find_model(model, revision, cache_dir, roots)
-    if found is not None:
-        origin, est = found.origin, estimate_for(found.folder, **opts)
-    else:
-        origin, est = "hub", estimate_for(None, repo_id=model, revision=revision, **opts)
-    available = free_memory(est.device) if device_present(est.device) else None
-    return ModelEstimate(origin, est, available)
+def utc(timestamp: float) -> datetime:
+    """A Unix time as the API writes times: an aware UTC datetime (ISO 8601 in JSON)."""
+    return datetime.fromtimestamp(timestamp, UTC)
 
 
-def free_memory(device: str) -> int:
-    """Free bytes on `device`; InvalidRequest for a CUDA device this machine does not have."""
-    return placement.free_bytes(device)
+def _eta(d: dict[str, Any]) -> float | None:
+    speed = d.get("speed_bps") or 0.0
+    if d["state"] != "running" or speed <= 0 or not d["bytes_total"]:
+        return None
+    return round(max(0, d["bytes_total"] - d["bytes_done"]) / speed, 1)
+
+
+def job_out(job: Job | dict[str, Any]) -> h.JobOut:
+    d = job.to_dict() if isinstance(job, Job) else dict(job)
+    total, done = d["bytes_total"], d["bytes_done"]
+    progress = 1.0 if d["state"] == "completed" else (min(1.0, done / total) if total else 0.0)
+    return h.JobOut(
+        id=d["id"], kind=d["kind"], repo_id=d["repo_id"], name=d["repo_id"].rsplit("/", 1)[-1],
+        revision=d["revision"], path=d["path"], state=d["state"], commit=d["commit"], bytes_done=done,
+        bytes_total=total, files_done=d["files_done"], files_total=d["files_total"], progress=round(progress, 4),
+        current_file=d["current_file"], speed_bps=d.get("speed_bps", 0.0), eta_s=_eta(d),
+        error=h.JobError(**d["error"]) if d["error"] else None,
+        attempts=d["attempts"], created_at=utc(d["created_at"]), updated_at=utc(d["updated_at"]),
+        finished_at=utc(d["finished_at"]) if d["finished_at"] is not None else None,
+    )
+
+
+def event_out(event: JobEvent) -> h.DownloadEvent:
+    return h.DownloadEvent(type=event.type, job=job_out(event.job))  # type: ignore[arg-type]
+
+
+def estimate_out(est: MemoryEstimate, available: int | None) -> h.MemoryEstimateOut:
+    """`available` None: the device is not on this machine, so there is nothing to compare with."""
+    summary = est.describe() + ("" if available is not None else f"; {est.device} is not present on this machine")
+    return h.MemoryEstimateOut(**est.to_dict(), available_bytes=available, device_present=available is not None,
+                               fits=est.total_bytes <= available if available is not None else None, summary=summary)
+
+
+class EventFeed:
+    """Download events as protocol shapes: first the state of each job in `initial`, then every event (for one
+    job: until its final state). Close it when done (`async with`, or `close()`)."""
+
+    def __init__(self, sub: Subscription, initial: list[Job]) -> None:
+        self._sub = sub
+        self._initial = [h.DownloadEvent(type="state", job=job_out(j)) for j in initial]
+
+    async def next(self) -> h.DownloadEvent | None:
+        """The next event; None once the one job followed has finished (or the feed is closed)."""
+        if self._initial:
+            return self._initial.pop(0)
+        event = await self._sub.aget()
+        return event_out(event) if event is not None else None
+
+    async def __aiter__(self) -> AsyncIterator[h.DownloadEvent]:
+        while (event := await self.next()) is not None:
+            yield event
+
+    def close(self) -> None:
+        self._sub.close()
+
+    async def __aenter__(self) -> EventFeed:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------- service
@@ -276,17 +129,17 @@ def free_memory(device: str) -> int:
 
 @dataclass
 class HubService:
-    """Per-request facade over the one `JobManager`; `in_use` names repos the server holds loaded."""
+    """The routes' one door to downloads, the cache, Hub listings and estimates (built once, by the runtime)."""
 
     jobs: JobManager
-    defaults: dict[str, Any]  # device, dtype, quantization, max_context
-    in_use: frozenset[str] = frozenset()
-    sae_numel: int = 0  # the attached SAE, counted in estimates (it is re-attached after a switch)
+    defaults: LoadDefaults
+    in_use: Callable[[], frozenset[str]] = lambda: frozenset()  # repos the server holds loaded or attached
+    sae_numel: Callable[[], int] = lambda: 0  # the attached SAE, counted in estimates (re-attached after a switch)
     roots: LocalRoots | None = None  # the local folders a client may name
 
     # -------------------------------------------------------------- downloads
     def submit(self, *, kind: str, repo_id: str | None, revision: str | None = None, path: str | None = None,
-               release: str | None = None, sae_id: str | None = None) -> Job:
+               release: str | None = None, sae_id: str | None = None) -> h.JobOut:
         if release is not None:
             from millm.sae.registry_saelens import resolve_pretrained
 
@@ -294,9 +147,46 @@ class HubService:
             repo_id, path = entry.repo_id, entry.path
         if not repo_id:
             raise InvalidRequest("repo_id is required", param="repo_id")
-        return self.jobs.submit(kind, repo_id, revision, path)
+        return job_out(self.jobs.submit(kind, repo_id, revision, path))
+
+    def list_jobs(self, *, active_only: bool = False) -> list[h.JobOut]:
+        return [job_out(j) for j in self.jobs.list(active_only=active_only)]
+
+    def job(self, job_id: str) -> h.JobOut:
+        return job_out(self.jobs.get(job_id))
+
+    def cancel(self, job_id: str) -> h.JobOut:
+        return job_out(self.jobs.cancel(job_id))
+
+    def resume(self, job_id: str) -> h.JobOut:
+        return job_out(self.jobs.resume(job_id))
+
+    def forget(self, job_id: str) -> None:
+        self.jobs.forget(job_id)
+
+    def events(self, job_id: str | None = None) -> EventFeed:
+        """Follow every job (the active ones' states first) or one job (NotFound for an unknown id)."""
+        sub = self.jobs.subscribe_async(job_id)
+        return EventFeed(sub, self.jobs.list(active_only=True) if job_id is None else [])
+
+    def downloads_summary(self) -> tuple[int, int, int, float]:
+        """Active jobs: how many, bytes done, bytes in all, and their speed together."""
+        active = self.jobs.list(active_only=True)
+        return (len(active), sum(j.bytes_done for j in active), sum(j.bytes_total for j in active),
+                round(sum(j.speed_bps for j in active), 1))
 
     # -------------------------------------------------------------- browsing the Hub
+    def list_repo_saes(self, repo_id: str, revision: str | None = None) -> h.RepoSaeList:
+        listing = self.repo_saes(repo_id, revision)
+        data = [h.RepoSaeOut(path=s.path, source=f"{listing.repo_id}:{s.path}" if s.path else listing.repo_id,
+                             format=s.format, layer=s.layer, site=s.site, hook_name=s.hook_name, width=s.width,
+                             d_in=s.d_in, l0=s.l0, l0_label=s.l0_label, architecture=s.architecture,
+                             neuronpedia_id=s.neuronpedia_id, size_bytes=s.size_bytes, files=s.files,
+                             cached=s.path in listing.cached_paths)
+                for s in listing.saes]
+        return h.RepoSaeList(repo_id=listing.repo_id, revision=listing.revision, commit=listing.commit, data=data,
+                             count=len(data), configs_read=listing.configs_read)
+
     def repo_saes(self, repo_id: str, revision: str | None = None) -> RepoSaeListing:
         """The SAEs a Hub repo holds (see millm.hub.sae_listing), their configs read where the format has one
         (at most MAX_CONFIGS, small files only, fetched in parallel into a scratch folder and remembered per
@@ -330,23 +220,37 @@ class HubService:
     def cached(self, kind: str | None = None) -> list[CachedRepo]:
         return list_cache(self.jobs.cache_dir, index=self.jobs.index, kind=kind)
 
-    def delete(self, repo_id: str, revision: str | None = None) -> int:
+    def list_cache(self, kind: str | None = None) -> h.CacheList:
+        repos, in_use = self.cached(kind), self.in_use()
+        data = []
+        for repo in repos:
+            d = repo.to_dict()
+            d["last_modified"] = utc(d["last_modified"])
+            d["last_used"] = utc(d["last_used"]) if d["last_used"] is not None else None
+            data.append(h.CachedRepoOut(**d, in_use=repo.repo_id in in_use,
+                                        downloading=self.jobs.is_busy(repo.repo_id)))
+        return h.CacheList(data=data, count=len(data), size_bytes=sum(r.size_bytes for r in repos))
+
+    def delete(self, repo_id: str, revision: str | None = None) -> h.CacheDeleteOut:
         check_revision(revision)
-        if repo_id in self.in_use:
+        if repo_id in self.in_use():
             raise Conflict(f"'{repo_id}' is in use (the loaded model or the attached SAE); unload or detach it "
                            "before deleting it from the cache.", param="repo_id", code="in_use")
-        return self.jobs.delete_cached(repo_id, revision)
+        freed = self.jobs.delete_cached(repo_id, revision)
+        return h.CacheDeleteOut(repo_id=repo_id, revision=revision, freed_bytes=freed)
 
     # -------------------------------------------------------------- estimates
     def estimate(self, model: str, *, revision: str | None = None, dtype: str | None = None,
                  quantization: str | None = None, device: str | None = None,
                  context: int | None = None) -> ModelEstimate:
         """`estimate_model` with the server's defaults, counting the attached SAE."""
-        return estimate_model(
-            model, revision=revision, cache_dir=self.jobs.cache_dir,
-            dtype=dtype or self.defaults.get("dtype", "auto"),
-            quantization=quantization or self.defaults.get("quantization", "none"),
-            device=device or self.defaults.get("device", "auto"),
-            context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
-            roots=self.roots,
-        )
+        placement = self.defaults.placement(LoadOptions(device=device, dtype=dtype, quantization=quantization))
+        return estimate_model(model, placement=placement, revision=revision, cache_dir=self.jobs.cache_dir,
+                              context=context, max_context_cap=self.defaults.max_context,
+                              sae_numel=self.sae_numel(), roots=self.roots)
+
+    def estimate_out(self, model: str, **options: Any) -> h.ModelEstimateOut:
+        result = self.estimate(model, **options)
+        name = model if result.origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
+        return h.ModelEstimateOut(model=name, source=result.origin,
+                                  estimate=estimate_out(result.estimate, result.available_bytes))

@@ -5,8 +5,9 @@ exclusive worker call, so sequences in flight finish on the model they started w
 queued requests for the old model id get a clear 503 afterwards. A failed load (missing or
 corrupt files, not enough memory) leaves the previous model in place.
 
-Before loading, the source is resolved to a folder (a local folder, the cached snapshot of a
-Hub repo, else a pull into the cache) and the memory it needs (weights at the chosen precision,
+Before loading, the device, dtype and quantization are resolved once (`LoadDefaults.placement`),
+the source is resolved to a folder by `millm.hub.sources` (a local folder, the cached snapshot of
+a Hub repo, else a pull into the cache; the engine never downloads) and the memory it needs (weights at the chosen precision,
 KV cache for one sequence at the configured context, the attached SAE, overhead) is compared
 with free memory; a load that would not fit is refused with `InsufficientMemory` unless forced
 (per request, or `force_load` for every load). Loading a cached repo marks it used in the cache
@@ -21,16 +22,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from pathlib import Path
+from typing import Awaitable, Callable
 
 from millm import demo
 from millm.engine.model_loading import LoadedModel, load_model
 from millm.engine.worker import Worker
 from millm.errors import InsufficientMemory, MillmError, ModelLoadError
 from millm.hub.cache import CacheIndex
+from millm.hub.estimate import estimate_for
+from millm.hub.local_paths import LocalRoots
 from millm.hub.memory import MemoryEstimate, check_fits
-from millm.services.local_paths import LocalRoots
-from millm.services.hub import estimate_for, free_memory, resolve_model_source
+from millm.hub.sources import resolve_model_source
+from millm.placement import Placement, free_bytes
+from millm.services.load_options import LoadDefaults, LoadOptions
 from millm.services.saes import SaeService
 
 log = logging.getLogger(__name__)
@@ -46,7 +51,7 @@ class SwapResult:
 
 
 class ModelService:
-    def __init__(self, *, worker: Worker, saes: SaeService, defaults: dict[str, Any],
+    def __init__(self, *, worker: Worker, saes: SaeService, defaults: LoadDefaults,
                  served_model_name: str | None = None, index: CacheIndex | None = None,
                  force_load: bool = False, on_demo_loaded: Callable[[], Awaitable[None]] | None = None,
                  roots: LocalRoots | None = None) -> None:
@@ -67,26 +72,20 @@ class ModelService:
             return None
         return self.served_model_name or lm.model_id
 
-    def _sae_numel(self) -> int:
-        att = self.saes.attached
-        if att is None:
-            return 0
-        return sum(t.numel() for t in (*att.sae.parameters(), *att.sae.buffers()))
-
-    def _check_memory(self, folder: Any, kwargs: dict[str, Any], force: bool) -> tuple[MemoryEstimate | None, int | None]:
+    def _check_memory(self, folder: Path, placement: Placement,
+                      force: bool) -> tuple[MemoryEstimate | None, int | None]:
         """Blocking. Raises InsufficientMemory unless forced; an estimate that cannot be made is skipped."""
+        att = self.saes.attached
         try:
-            est = estimate_for(folder, dtype=kwargs.get("dtype") or "auto",
-                               quantization=kwargs.get("quantization") or "none",
-                               device=kwargs.get("device") or "auto",
-                               max_context_cap=kwargs.get("max_context"), sae_numel=self._sae_numel())
+            est = estimate_for(folder, placement=placement, max_context_cap=self.defaults.max_context,
+                               sae_numel=att.numel if att is not None else 0)
         except ModelLoadError:  # a config.json or weights header that cannot be read: loading would fail too
             raise
         except MillmError as e:  # e.g. only .bin weights: no headers to count; loading will tell
             log.warning("no memory estimate before loading: %s", e.message)
             return None, None
         try:
-            free = check_fits(est, force=force, available=free_memory(est.device))
+            free = check_fits(est, force=force, available=free_bytes(est.device))
         except InsufficientMemory as e:
             hint = (" The current model stays loaded until the new one is ready; unload it first to free its "
                     "memory." if self.worker.loaded is not None else "")
@@ -96,18 +95,25 @@ class ModelService:
             log.warning("forced load: needs %s, %d bytes free", est.describe(), free)
         return est, free
 
-    async def load(self, source: str, *, force: bool = False, trusted: bool = False, **options: Any) -> SwapResult:
+    async def load(self, source: str, *, options: LoadOptions | None = None, force: bool = False,
+                   trusted: bool = False) -> SwapResult:
         """Load `source` in place of the current model. A local path must lie in `roots` unless `trusted` (the
         server's own settings)."""
+        options = options or LoadOptions()
         async with self._lock:
             self.loading = source
             try:
-                kwargs = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
-                src = await asyncio.to_thread(resolve_model_source, source, revision=kwargs.get("revision"),
-                                              cache_dir=kwargs.get("cache_dir"), index=self.index,
+                placement = self.defaults.placement(options, require_device=True)
+                d = self.defaults
+                src = await asyncio.to_thread(resolve_model_source, source, revision=options.revision,
+                                              cache_dir=d.cache_dir, index=self.index,
                                               roots=None if trusted else self.roots)
-                est, free = await asyncio.to_thread(self._check_memory, src.folder, kwargs, force or self.force_load)
-                new = await asyncio.to_thread(load_model, source, local_dir=src.folder, **kwargs)
+                est, free = await asyncio.to_thread(self._check_memory, src.folder, placement,
+                                                    force or self.force_load)
+                new = await asyncio.to_thread(
+                    load_model, source, local_dir=src.folder, model_id=options.model_id, revision=options.revision,
+                    device=placement.device, dtype=placement.dtype, quantization=placement.quantization,
+                    trust_remote_code=d.trust_remote_code, max_context=d.max_context)
 
                 outcome = await asyncio.wrap_future(self.worker.swap_model(new))
                 result = SwapResult(new, self.saes.after_model_swap(outcome), est, free)

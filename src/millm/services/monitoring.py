@@ -20,7 +20,17 @@ from typing import Callable, Iterable
 
 from millm.engine.intervention import MonitorConfig
 from millm.engine.types import MonitorRecord
-from millm.protocol.monitor import ActivationFrame, FeatureStats, FeatureValue, RequestHistory, StatsOut
+from millm.errors import NotFound
+from millm.protocol.monitor import (
+    ActivationFrame,
+    FeatureStats,
+    FeatureValue,
+    HistoryList,
+    MonitorConfigIn,
+    MonitorConfigOut,
+    RequestHistory,
+    StatsOut,
+)
 from millm.protocol.openai import AppliedSteering
 
 
@@ -146,6 +156,25 @@ class MonitorService:
                 running.setdefault(a.index, _Running()).add(a.value)
         return RequestHistory(request_id=rid, tokens=len(frames), frames=frames, stats=self._feature_stats(running),
                               steering=self._receipts.get(rid))
+
+    def set_config(self, body: MonitorConfigIn) -> MonitorConfigOut:
+        """PUT /api/monitor/config: fields left out keep their value (`features: null` asks for top-k)."""
+        self.configure(enabled=body.enabled, features=body.features, top_k=body.top_k,
+                       features_given="features" in body.model_fields_set)
+        return self.config_out()
+
+    def config_out(self) -> MonitorConfigOut:
+        c = self.config
+        return MonitorConfigOut(enabled=c.enabled, paused=self.paused, features=list(c.features) if c.features else None,
+                                top_k=c.top_k, history_requests=self.max_requests,
+                                history_tokens_per_request=self.max_tokens)
+
+    def history_out(self, request_id: str | None = None) -> HistoryList:
+        """The recorded history (of one request: a 404 when it has none)."""
+        data = self.history(request_id)
+        if request_id is not None and not data:
+            raise NotFound(f"no monitoring history for request {request_id!r}", param="request_id")
+        return HistoryList(data=data, count=len(data))
 
     def history(self, request_id: str | None = None) -> list[RequestHistory]:
         with self._lock:

@@ -8,8 +8,8 @@ thread pool.
 
 This service only *records* which profile is active. Applying a profile to the model
 (and clearing steering when the active profile is deactivated or deleted) belongs to
-the steering service, which calls `validate_against` first so that a profile made for
-another model or SAE is refused with a clear 400.
+`millm.services.control`, which checks that it fits the loaded model and SAE with
+`SteeringService.check_fits` (the one compatibility check) first.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import TypeAdapter, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from millm.errors import Conflict, InvalidRequest, SaeMismatch
+from millm.errors import Conflict, InvalidRequest
 from millm.protocol.profiles import (
     ImportResult,
     ProfileBundle,
@@ -37,7 +37,6 @@ from millm.protocol.profiles import (
 from millm.services.profile_formats import (
     DSaeResolver,
     check_document,
-    feature_errors,
     invalid,
     numbered_name,
     raise_if_errors,
@@ -51,7 +50,6 @@ from millm.store.tables import ProfileRow
 logger = logging.getLogger(__name__)
 
 OnConflict = Literal["error", "rename", "replace"]
-AnyProfile = ProfilePublic | ProfileDocument | ProfileCreate
 _NAME: TypeAdapter[str] = TypeAdapter(ProfileName)
 
 
@@ -86,6 +84,8 @@ class ProfileService:
 
     def update(self, name: str, body: ProfileUpdate, *, d_sae_resolver: DSaeResolver | None = None) -> ProfilePublic:
         """Apply the fields set in `body` if the profile is still at `body.version`."""
+        if body.version is None:
+            raise InvalidRequest("give the version being edited (in the body, or as If-Match)", param="version")
         with self._sessions.begin() as session:
             row = repo.get_profile(session=session, name=name)
             repo.check_version(row=row, expected_version=body.version)
@@ -127,37 +127,6 @@ class ProfileService:
         with self._sessions.begin() as session:
             row = repo.get_active(session=session)
             return _public(row, active=True) if row is not None else None
-
-    @staticmethod
-    def validate_against(profile: AnyProfile, *, model_id: str | None, sae_id: str | None, d_sae: int | None) -> None:
-        """Refuse (400) a profile made for another model or SAE than the ones loaded."""
-        if model_id is None:
-            raise InvalidRequest(
-                f"profile '{profile.name}' needs model '{profile.model}', but no model is loaded",
-                param="model", code="model_mismatch",
-            )
-        if profile.model != model_id:
-            raise InvalidRequest(
-                f"profile '{profile.name}' was made for model '{profile.model}', but the loaded model is '{model_id}'",
-                param="model", code="model_mismatch",
-            )
-        if sae_id is None or d_sae is None:
-            raise SaeMismatch(
-                f"profile '{profile.name}' needs SAE '{profile.sae.id}', but no SAE is attached", param="sae.id"
-            )
-        if profile.sae.id != sae_id:
-            raise SaeMismatch(
-                f"profile '{profile.name}' was made for SAE '{profile.sae.id}', but the attached SAE is '{sae_id}'",
-                param="sae.id",
-            )
-        if profile.sae.d_sae != d_sae:
-            raise SaeMismatch(
-                f"profile '{profile.name}' expects d_sae {profile.sae.d_sae}, but SAE '{sae_id}' has {d_sae}",
-                param="sae.d_sae",
-            )
-        raise_if_errors(
-            feature_errors(profile.features, d_sae=d_sae, sae_id=sae_id, path=lambda i, n: f"features[{i}].{n}")
-        )
 
     # -----------------------------------------------------------------------------------
     # Export / import

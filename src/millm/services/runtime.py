@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from pathlib import Path
-from typing import Any
 
 from millm import demo
 from millm.config import Settings, data_dir_origin
@@ -20,34 +19,27 @@ from millm.errors import MillmError, NotFound, Unavailable
 from millm.hub.jobs import JobManager
 from millm.services.batches import BatchService
 from millm.services.compare import CompareService
+from millm.services.control import ControlService
 from millm.services.embeddings import EmbeddingService
 from millm.services.generation import GenerationService
+from millm.services.hub import HubService
+from millm.services.load_options import LoadDefaults, LoadOptions
 from millm.services.metrics import Metrics
 from millm.services.models import ModelService
 from millm.services.monitoring import MonitorService
 from millm.services.profiles import ProfileService
 from millm.services.saes import SaeService
+from millm.services.status import StatusService
 from millm.services.steering import NamedSteering, SteeringService
 from millm.services.system import SystemMonitor
-from millm.engine.types import FeatureStrength
-from millm.services.local_paths import LocalRoots, looks_like_path
+from millm.hub.local_paths import LocalRoots, looks_like_path
 from millm.store.db import Database, open_database
 
 log = logging.getLogger(__name__)
 
 
-def named_steering(profile: Any) -> NamedSteering:
-    return NamedSteering(
-        name=profile.name, model=profile.model, sae_id=profile.sae.id, d_sae=profile.sae.d_sae, mode=profile.mode,
-        normalize=profile.normalize,
-        features=tuple(FeatureStrength(f.index, f.strength) for f in profile.features),
-        labels=tuple(f.label for f in profile.features),
-        scale=profile.scale, scale_min=profile.scale_min, scale_max=profile.scale_max,
-    )
-
-
 def allowed_roots(settings: Settings) -> LocalRoots:
-    """The local folders clients may load models and SAEs from (see millm.services.local_paths)."""
+    """The local folders clients may load models and SAEs from (see millm.hub.local_paths)."""
     from huggingface_hub import constants
 
     own = [settings.model, settings.sae.partition(":")[0] if settings.sae else None]
@@ -72,14 +64,15 @@ class Runtime:
         self.roots = allowed_roots(settings)
         self.saes = SaeService(worker=self.worker, monitor=self.monitor, cache_dir=settings.cache_dir,
                                index=self.jobs.index, roots=self.roots, sessions=self.db.session_factory)
+        self.load_defaults = LoadDefaults.from_settings(settings)
         self.models = ModelService(
             worker=self.worker, saes=self.saes, served_model_name=settings.served_model_name,
             index=self.jobs.index, force_load=settings.force_load, on_demo_loaded=self.import_demo_profiles,
-            roots=self.roots,
-            defaults={"device": settings.device, "dtype": settings.dtype, "quantization": settings.quantization,
-                      "trust_remote_code": settings.trust_remote_code, "cache_dir": settings.cache_dir,
-                      "max_context": settings.max_context},
+            roots=self.roots, defaults=self.load_defaults,
         )
+        self.hub = HubService(jobs=self.jobs, defaults=self.load_defaults, in_use=self.repos_in_use,
+                              sae_numel=lambda: self.saes.attached.numel if self.saes.attached else 0,
+                              roots=self.roots)
         self.steering = SteeringService(sae_info=self.saes.info, lookup=self.lookup_profile,
                                         model_names=self.model_names, max_scale=settings.steering_max_scale,
                                         labels=lambda: self.monitor.labels,
@@ -95,6 +88,13 @@ class Runtime:
                                     wait_ready=self.wait_ready)
         self.compare = CompareService(generation=self.generation)
         self.system = SystemMonitor()
+        self.control = ControlService(models=self.models, saes=self.saes, steering=self.steering,
+                                      profiles=self.profiles, model_names=self.model_names,
+                                      labels=lambda: self.monitor.labels)
+        self.views = StatusService(worker=self.worker, models=self.models, saes=self.saes, steering=self.steering,
+                                   monitor=self.monitor, system=self.system, hub=self.hub,
+                                   started_at=self.started_at, status=lambda: self.status,
+                                   profile_names=self.profile_names_for_model)
         self.worker.set_monitor(self.monitor.config, sink=self.monitor.publish)
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
@@ -104,7 +104,12 @@ class Runtime:
     # ------------------------------------------------------------------ profiles glue
 
     def lookup_profile(self, name: str) -> NamedSteering:
-        return named_steering(self.profiles.get(name))
+        return NamedSteering.of(self.profiles.get(name))
+
+    def repos_in_use(self) -> frozenset[str]:
+        """Hub repos the server holds: the loaded model's and the attached SAE's (not deletable from the cache)."""
+        lm, att = self.worker.loaded, self.saes.attached
+        return frozenset(r for r in (lm.source if lm else None, att.source.repo_id if att else None) if r)
 
     def model_names(self) -> tuple[str, ...]:
         """The ids a profile may name the loaded model by: its served name and its loaded id."""
@@ -115,11 +120,9 @@ class Runtime:
 
     def profile_names_for_model(self) -> list[str]:
         """Profiles that fit the loaded model and attached SAE (offered as `<model>+<profile>`)."""
-        names, info = self.model_names(), self.saes.info()
-        if info is None:
+        if self.saes.info() is None:
             return []
-        return [p.name for p in self.profiles.list().data
-                if p.model in names and p.sae.id == info.sae_id and p.sae.d_sae == info.d_sae]
+        return [p.name for p in self.profiles.list().data if self.steering.fits_profile(NamedSteering.of(p))]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -169,13 +172,13 @@ class Runtime:
         s = self.settings
         try:
             if s.model and s.model != demo.DEMO_MODEL_ID:
-                await self.models.load(s.model, revision=s.model_revision, trusted=True)
+                await self.models.load(s.model, options=LoadOptions(revision=s.model_revision), trusted=True)
                 if s.sae:
                     await self.saes.attach(s.sae, layer=s.sae_layer, trusted=True)
             else:
                 await self.load_demo()
             if s.restore_state:
-                await asyncio.to_thread(self.restore_active_profile)
+                await asyncio.to_thread(self.control.restore_active_profile)
         except MillmError as e:
             self.boot_error = e.message
             log.error("start-up load failed: %s", e.message)
@@ -190,7 +193,7 @@ class Runtime:
         if not (assets / "model").is_dir():
             raise NotFound("the bundled demo model is missing from this installation; set MILLM_MODEL")
         # attaches the demo SAE and imports its profiles
-        await self.models.load(demo.DEMO_MODEL_ID, revision=None, trusted=True)
+        await self.models.load(demo.DEMO_MODEL_ID, trusted=True)
 
     async def import_demo_profiles(self) -> None:
         """Add the demo profiles that are missing from the store (deleted ones come back)."""
@@ -203,18 +206,3 @@ class Runtime:
             missing = [p for p in data.get("profiles", []) if p["name"] not in existing]
             if missing:
                 await asyncio.to_thread(self.profiles.import_document, {**data, "profiles": missing})
-
-    def restore_active_profile(self) -> None:
-        active = self.profiles.get_active()
-        if active is None:
-            return
-        try:
-            self.steering.activate(named_steering(active))
-            log.info("restored active profile %s", active.name)
-        except MillmError as e:
-            log.warning("active profile %s was not restored: %s", active.name, e.message)
-
-    def memory(self) -> dict[str, Any]:
-        m = self.worker.memory()
-        return {"device": m.device, "used_bytes": m.used_bytes, "total_bytes": m.total_bytes}
-

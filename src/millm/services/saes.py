@@ -1,7 +1,7 @@
 """Attaching and detaching SAEs at runtime.
 
 An SAE source is a local folder or file, or a Hub reference `repo_id[:path]` (downloaded to
-the cache first, only the chosen folder). Loading and validation happen off the worker thread;
+the cache first, only the chosen folder), resolved by `millm.hub.sources.resolve_sae_source`. Loading and validation happen off the worker thread;
 the engine's `attach_sae` then resolves the hook point in the live model, checks d_in, casts the SAE
 to the residual stream's device and dtype and installs the hook, between decode steps, so no sequence
 sees half an SAE (`engine/attachments.py`). Detaching removes the hook, which restores the model's
@@ -19,18 +19,16 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from millm import demo
 from millm.engine.attachments import SwapOutcome
 from millm.engine.hookpoints import HookPoint
 from millm.engine.worker import Worker
-from millm.hub.cache import CacheIndex, check_repo_id, check_revision, local_path
-from millm.hub.download import pull_sae
-from millm.hub.remote import resolve_endpoint
-from millm.errors import InvalidRequest, NotFound, SaeError
+from millm.hub.cache import CacheIndex
+from millm.hub.sources import SaeSource, resolve_sae_source
+from millm.errors import InvalidRequest, SaeError
+from millm.protocol.admin import FeatureLabel, FeatureLabelsOut
 from millm.sae.base import Sae
 from millm.sae.loading import load_sae
-from millm.services.hub import user_path
-from millm.services.local_paths import LocalRoots, looks_like_path
+from millm.hub.local_paths import LocalRoots
 from millm.services.labels import Format, ParsedLabels, check_width, parse_labels, shipped_labels
 from millm.services.monitoring import MonitorService
 from millm.store import labels as label_store
@@ -39,19 +37,12 @@ from millm.services.steering import SaeInfo
 log = logging.getLogger(__name__)
 
 
-def _exists(path: Path) -> bool:
-    try:
-        return path.exists()
-    except (OSError, ValueError):
-        return False
-
-
 @dataclass
 class AttachedSae:
     sae_id: str
     sae: Sae
     hookpoint: HookPoint
-    source: dict[str, Any]
+    source: SaeSource
     labels: dict[int, dict[str, Any]]  # shipped with the SAE, overlaid by imported ones
     shipped_labels: dict[int, dict[str, Any]] = field(default_factory=dict)
     imported_labels: dict[int, dict[str, Any]] = field(default_factory=dict)
@@ -59,6 +50,11 @@ class AttachedSae:
     @property
     def hook_name(self) -> str:
         return self.sae.cfg.hook_name or self.hookpoint.spec.tl_name
+
+    @property
+    def numel(self) -> int:
+        """Values in the SAE's tensors (what a memory estimate counts for it)."""
+        return sum(t.numel() for t in (*self.sae.parameters(), *self.sae.buffers()))
 
 
 def _label_texts(labels: dict[int, dict[str, Any]]) -> dict[int, str]:
@@ -85,46 +81,6 @@ class SaeService:
         return SaeInfo(sae_id=a.sae_id, d_sae=a.sae.cfg.d_sae, hook_name=a.hook_name, model_id=lm.model_id,
                        layer=a.hookpoint.layer, architecture=a.sae.cfg.architecture)
 
-    def resolve_source(self, source: str, *, revision: str | None = None,
-                       trusted: bool = False) -> tuple[Path, dict[str, Any]]:
-        """A local path (inside `roots` unless `trusted`: the server's own settings) or a Hub reference, as a
-        folder or file on disk and the reference recorded for it."""
-        if not source.strip():
-            raise InvalidRequest("source is empty: give a local folder or file, or a Hub reference "
-                                 "'owner/repo[:path]'", param="source")
-        if source == demo.DEMO_SAE_ID:
-            return demo.assets_dir() / "sae", {"path": "sae", "id": demo.DEMO_SAE_ID}
-        if looks_like_path(source):
-            local = (self.roots.resolve(source, param="source") if self.roots is not None and not trusted
-                     else user_path(source, param="source"))
-            if not _exists(local):
-                raise NotFound(f"SAE path {source!r} does not exist", param="source")
-            return local, {"path": local.name}
-        bare = (self.roots.existing_dir(source) if self.roots is not None and not trusted
-                else user_path(source, param="source"))
-        if bare is not None and _exists(bare):
-            return bare, {"path": bare.name}
-        repo_id, _, sub = source.partition(":")
-        if repo_id.count("/") != 1:
-            raise InvalidRequest(
-                f"SAE source {source!r} is neither a local path nor a Hub reference 'owner/repo[:path]'",
-                param="source",
-            )
-        check_repo_id(repo_id, param="source")
-        check_revision(revision)
-        sub = sub.strip("/")
-        if ".." in sub.split("/") or "\\" in sub or "\x00" in sub:
-            raise InvalidRequest(f"the path inside the repo ({sub!r}) may not contain '..' or backslashes",
-                                 param="source", code="invalid_path")
-        try:
-            folder = local_path(repo_id, revision, path=sub, cache_dir=self.cache_dir)
-        except NotFound:
-            folder = pull_sae(repo_id, sub or None, revision, self.cache_dir, endpoint=resolve_endpoint(),
-                              index=self.index)
-        if self.index is not None:
-            self.index.mark_used(repo_id)
-        return folder, {"repo_id": repo_id, "path": sub or None, "revision": revision}
-
     async def attach(self, source: str, *, sae_id: str | None = None, layer: int | None = None,
                      revision: str | None = None, hint: dict[str, Any] | None = None,
                      trusted: bool = False) -> AttachedSae:
@@ -140,18 +96,18 @@ class SaeService:
     async def _attach(self, source: str, *, sae_id: str | None, layer: int | None, revision: str | None,
                       hint: dict[str, Any] | None, trusted: bool) -> AttachedSae:
         async with self._lock:
-            path, ref = await asyncio.to_thread(self.resolve_source, source, revision=revision, trusted=trusted)
+            src = await asyncio.to_thread(resolve_sae_source, source, revision=revision, cache_dir=self.cache_dir,
+                                          index=self.index, roots=None if trusted else self.roots)
+            path = src.folder
             sae = await asyncio.to_thread(load_sae, path, hint={**(hint or {}), **(
-                {"repo_id": ref["repo_id"], "subpath": ref.get("path")} if "repo_id" in ref else {})})
-            ident = sae_id or ref.get("id") or (
-                f"{ref['repo_id']}:{ref['path']}" if ref.get("repo_id") and ref.get("path")
-                else ref.get("repo_id") or path.name)
+                {"repo_id": src.repo_id, "subpath": src.path} if src.repo_id else {})})
+            ident = sae_id or src.default_id
             shipped = await asyncio.to_thread(shipped_labels, path if path.is_dir() else path.parent, sae.cfg.d_sae)
             imported = await asyncio.to_thread(self._stored_labels, ident, sae.cfg.d_sae)
             labels = {**shipped, **imported}
 
             att = await asyncio.wrap_future(self.worker.attach_sae(sae, layer=layer))
-            self.attached = AttachedSae(ident, att.sae, att.hookpoint, ref, labels, shipped, imported)
+            self.attached = AttachedSae(ident, att.sae, att.hookpoint, src, labels, shipped, imported)
             self.monitor.labels = _label_texts(labels)
             log.info("attached SAE %s at %s", ident, self.attached.hookpoint.module_path)
             return self.attached
@@ -183,6 +139,21 @@ class SaeService:
         return None
 
     # ------------------------------------------------------------------ feature labels
+
+    def search_labels(self, q: str | None = None, limit: int | None = None) -> FeatureLabelsOut:
+        """The attached SAE's labels by index; `q` keeps the feature whose index it is first, then those whose label
+        contains it (case-insensitive); `limit` caps how many come back (`count` is how many matched)."""
+        att = self.attached
+        labels = att.labels if att else {}
+        imported = att.imported_labels if att else {}
+        data = [FeatureLabel(index=i, label=str(v.get("label", "")), score=v.get("score"),
+                             source="imported" if i in imported else "sae")
+                for i, v in sorted(labels.items())]
+        needle = (q or "").strip().casefold()
+        if needle:
+            data = ([f for f in data if str(f.index) == needle]
+                    + [f for f in data if needle in f.label.casefold() and str(f.index) != needle])
+        return FeatureLabelsOut(data=data[:limit] if limit else data, count=len(data))
 
     def _stored_labels(self, sae_id: str, d_sae: int) -> dict[int, dict[str, Any]]:
         if self.sessions is None:

@@ -1,10 +1,17 @@
-"""Server-wide steering state and per-request steering resolution.
+"""Server-wide steering state, per-request steering resolution, and the one profile fit check.
 
 Precedence for a request: its own `steering` object, then the profile named by a virtual
 model id (`<model>+<profile>`), then the server-wide steering (set directly or by activating a
 profile). The result is an engine `SteeringSpec` plus an `AppliedSteering` receipt that the
 API echoes in the response. Indices are checked against the attached SAE's d_sae here, so a
 bad index is a 400 naming the field and never reaches the worker.
+
+`SteeringService.check_fits` is the only place that decides whether a profile fits the loaded
+model and attached SAE (activation, a request's `steering.profile`, a virtual model id and the
+restore at start-up all call it), with one set of error codes: `model_mismatch` (no model, or
+another model), `no_sae`, `sae_mismatch` (another SAE id or d_sae) and `invalid_value` (an index
+past d_sae). What happens to the server-wide steering when a model, SAE or profile changes is
+decided in `millm.services.control`.
 """
 
 from __future__ import annotations
@@ -12,14 +19,14 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass, field, replace
-from typing import Callable, Literal, Protocol
+from typing import Any, Callable, Protocol
 
 from millm.engine.types import FeatureStrength, SteeringSpec
-from millm.errors import InvalidRequest, NotFound
+from millm.errors import InvalidRequest, NotFound, SaeMismatch
+from millm.protocol.common import SteeringMode
 from millm.protocol.openai import AppliedFeature, AppliedSteering, SteeringIn
 from millm.services.steering_hash import canonical_form, steering_hash
 
-Mode = Literal["add", "clamp"]
 
 
 @dataclass(frozen=True)
@@ -40,13 +47,24 @@ class NamedSteering:
     model: str | None
     sae_id: str | None
     d_sae: int | None
-    mode: Mode
+    mode: SteeringMode
     normalize: bool
     features: tuple[FeatureStrength, ...]
     labels: tuple[str | None, ...] = ()
     scale: float | None = None  # the profile's default intensity (None: 1)
     scale_min: float | None = None  # the range a request's steering.scale must stay in (None: 0 / the server max)
     scale_max: float | None = None
+
+    @classmethod
+    def of(cls, profile: Any) -> NamedSteering:
+        """A stored profile (`ProfilePublic`, `ProfileCreate` or `ProfileDocument`) as steering."""
+        return cls(
+            name=profile.name, model=profile.model, sae_id=profile.sae.id, d_sae=profile.sae.d_sae,
+            mode=profile.mode, normalize=profile.normalize,
+            features=tuple(FeatureStrength(f.index, f.strength) for f in profile.features),
+            labels=tuple(f.label for f in profile.features),
+            scale=profile.scale, scale_min=profile.scale_min, scale_max=profile.scale_max,
+        )
 
 
 class ProfileLookup(Protocol):
@@ -56,7 +74,7 @@ class ProfileLookup(Protocol):
 @dataclass
 class ServerSteering:
     enabled: bool = True
-    mode: Mode = "add"
+    mode: SteeringMode = "add"
     normalize: bool = False
     steer_special_tokens: bool = True
     features: dict[int, float] = field(default_factory=dict)
@@ -116,13 +134,16 @@ class SteeringService:
         self,
         *,
         features: list[tuple[int, float]],
-        mode: Mode = "add",
+        mode: SteeringMode = "add",
         normalize: bool = False,
         steer_special_tokens: bool = True,
         labels: dict[int, str] | None = None,
         profile: str | None = None,
         scale: float = 1.0,
     ) -> ServerSteering:
+        indices = [i for i, _ in features]
+        if len(set(indices)) != len(indices):
+            raise InvalidRequest("each feature index may appear once", param="features")
         if features:
             _validate_features(features, self._require_sae("features").d_sae, "features")
         self._check_scale(scale, None, param="scale")
@@ -135,7 +156,7 @@ class SteeringService:
             self._version += 1
         return self.state
 
-    def patch(self, *, features: list[tuple[int, float | None]], mode: Mode | None = None,
+    def patch(self, *, features: list[tuple[int, float | None]], mode: SteeringMode | None = None,
               scale: float | None = None) -> ServerSteering:
         """Update strengths; a strength of None removes that feature."""
         present = [(i, s) for i, s in features if s is not None]
@@ -171,7 +192,8 @@ class SteeringService:
         return self.state
 
     def activate(self, profile: NamedSteering) -> ServerSteering:
-        self.check_compatible(profile, param="name")
+        """Make `profile` the server-wide steering; refused (400) unless it fits (see `check_fits`)."""
+        self.check_fits(profile)
         return self.set(
             features=[(f.index, f.strength) for f in profile.features],
             mode=profile.mode,
@@ -181,30 +203,70 @@ class SteeringService:
             scale=profile.scale if profile.scale is not None else 1.0,
         )
 
-    def deactivate(self) -> ServerSteering:
-        return self.clear()
+    def fits(self) -> bool:
+        """Whether the server-wide steering still fits the attached SAE (after a model or SAE change): no
+        features, or an SAE whose d_sae holds them all and, for steering that came from a profile, that
+        profile still fits."""
+        state = self.state
+        if not state.features:
+            return True
+        info = self._sae_info()
+        if info is None or any(i >= info.d_sae for i in state.features):
+            return False
+        if state.profile is not None and self.lookup is not None:
+            try:
+                self.check_fits(self.lookup(state.profile))
+            except (InvalidRequest, NotFound):
+                return False
+        return True
 
     # ------------------------------------------------------------------ per request
 
-    def check_compatible(self, profile: NamedSteering, *, param: str) -> None:
-        info = self._require_sae(param)
-        names = (self._model_names() if self._model_names is not None else ()) or (info.model_id,)
+    def check_fits(self, profile: NamedSteering, *, param: str | None = None) -> None:
+        """Refuse (400) a profile that does not fit the loaded model and attached SAE.
+
+        The only compatibility check. `param` names where the caller named the profile (`steering.profile`,
+        `model`); None (activation) names the profile's own field that does not fit (`model`, `sae.id`,
+        `sae.d_sae`, `features[i].index`). Codes: `model_mismatch`, `no_sae`, `sae_mismatch`, `invalid_value`.
+        """
+        def where(field: str) -> str:
+            return param if param is not None else field
+
+        name = profile.name
+        names = self._model_names() if self._model_names is not None else ()
+        info = self._sae_info()
+        if not names and info is not None:
+            names = (info.model_id,)
+        if profile.model is not None and not names:
+            raise InvalidRequest(f"profile {name!r} needs model {profile.model!r}, but no model is loaded",
+                                 param=where("model"), code="model_mismatch")
         if profile.model is not None and profile.model not in names:
-            raise InvalidRequest(
-                f"profile {profile.name!r} was made for model {profile.model!r}, but {names[0]!r} is loaded",
-                param=param, code="profile_mismatch",
-            )
+            raise InvalidRequest(f"profile {name!r} was made for model {profile.model!r}, but {names[0]!r} is "
+                                 "loaded", param=where("model"), code="model_mismatch")
+        if info is None:
+            raise InvalidRequest(f"profile {name!r} needs SAE {profile.sae_id!r}, but no SAE is attached",
+                                 param=where("sae.id"), code="no_sae")
         if profile.sae_id is not None and profile.sae_id != info.sae_id:
-            raise InvalidRequest(
-                f"profile {profile.name!r} was made for SAE {profile.sae_id!r}, but {info.sae_id!r} is attached",
-                param=param, code="profile_mismatch",
-            )
+            raise SaeMismatch(f"profile {name!r} was made for SAE {profile.sae_id!r}, but {info.sae_id!r} is "
+                              "attached", param=where("sae.id"))
         if profile.d_sae is not None and profile.d_sae != info.d_sae:
-            raise InvalidRequest(
-                f"profile {profile.name!r} expects d_sae={profile.d_sae}, the attached SAE has {info.d_sae}",
-                param=param, code="profile_mismatch",
-            )
-        _validate_features([(f.index, f.strength) for f in profile.features], info.d_sae, f"{param}.features")
+            raise SaeMismatch(f"profile {name!r} expects d_sae={profile.d_sae}, but SAE {info.sae_id!r} has "
+                              f"{info.d_sae}", param=where("sae.d_sae"))
+        for i, f in enumerate(profile.features):
+            if not 0 <= f.index < info.d_sae:
+                raise InvalidRequest(f"profile {name!r}: feature index {f.index} is out of range for SAE "
+                                     f"{info.sae_id!r} (d_sae={info.d_sae})", param=where(f"features[{i}].index"))
+            if not math.isfinite(f.strength):
+                raise InvalidRequest(f"profile {name!r}: feature {f.index} has a strength that is not finite",
+                                     param=where(f"features[{i}].strength"))
+
+    def fits_profile(self, profile: NamedSteering) -> bool:
+        """`check_fits` as a yes/no."""
+        try:
+            self.check_fits(profile)
+        except InvalidRequest:
+            return False
+        return True
 
     def has_profile(self, name: str) -> bool:
         if self.lookup is None:
@@ -222,7 +284,7 @@ class SteeringService:
             profile = self.lookup(name)
         except NotFound as e:
             raise InvalidRequest(f"unknown profile {name!r}", param=param, code="profile_not_found") from e
-        self.check_compatible(profile, param=param)
+        self.check_fits(profile, param=param)
         return profile
 
     def _check_scale(self, scale: float, profile: NamedSteering | None, *, param: str) -> None:
@@ -245,7 +307,7 @@ class SteeringService:
     def label(self, index: int) -> str | None:
         return self._labels().get(index) if self._labels is not None else None
 
-    def _applied(self, source: str, features: tuple[FeatureStrength, ...], *, mode: Mode, normalize: bool,
+    def _applied(self, source: str, features: tuple[FeatureStrength, ...], *, mode: SteeringMode, normalize: bool,
                  special: bool, scale: float, profile: str | None,
                  evidence: bool = False) -> tuple[SteeringSpec | None, AppliedSteering]:
         """The engine spec (strengths multiplied by the scale; None when nothing is applied) and its receipt."""
