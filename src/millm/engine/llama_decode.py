@@ -39,14 +39,15 @@ except ImportError:  # pragma: no cover - older transformers
     sdpa_attention_forward = None
 
 
-def _rms_norm(x: Tensor, norm: nn.Module) -> Tensor:
+def _rms_norm(x: Tensor, norm: Any) -> Tensor:
     # LlamaRMSNorm.forward. x: (B, T, D). In float32 the fused op gives the same bits; in half precision
     # HF rounds to the input dtype before scaling by the weight, so the ops are spelled out.
-    if x.dtype == torch.float32 and norm.weight.dtype == torch.float32:
-        return F.rms_norm(x, (x.shape[-1],), norm.weight, norm.variance_epsilon)
+    weight: Tensor = norm.weight
+    if x.dtype == torch.float32 and weight.dtype == torch.float32:
+        return F.rms_norm(x, (x.shape[-1],), weight, norm.variance_epsilon)
     h = x.to(torch.float32)
     h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.variance_epsilon)
-    return norm.weight * h.to(x.dtype)
+    return weight * h.to(x.dtype)
 
 
 def _rotary_tables(cos: Tensor, sin: Tensor) -> tuple[Tensor, Tensor]:
@@ -68,11 +69,11 @@ class LlamaDecoder:
     def __init__(self, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear) -> None:
         self.model = model
         self.linear = linear
-        inner = model.model
+        inner: Any = model.model  # transformers modules: attributes mypy cannot see
         self.embed = inner.embed_tokens
         self.norm = inner.norm
         self.rotary = inner.rotary_emb
-        self.lm_head = model.lm_head
+        self.lm_head: Any = model.lm_head
         self.layers = list(inner.layers)
         # The hook dicts of every sub-module of each layer, to check cheaply whether any holds a hook
         # (torch adds and removes hooks in these dicts in place).
@@ -81,7 +82,7 @@ class LlamaDecoder:
              for d in (m._forward_hooks, m._forward_pre_hooks, m._backward_hooks, m._backward_pre_hooks)]
             for layer in self.layers
         ]
-        cfg = model.config
+        cfg: Any = model.config
         self.n_heads = int(cfg.num_attention_heads)
         self.n_kv = int(cfg.num_key_value_heads)
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
@@ -107,14 +108,14 @@ class LlamaDecoder:
         """Whether the fused weights are still the modules' weights (a device move or reload replaces
         them; then build a new decoder)."""
         a = self.layers[0].self_attn
-        return a.q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr()
+        return bool(a.q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr())
 
     @classmethod
     def for_model(cls, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear,
                   ) -> LlamaDecoder | None:
         if type(model).__name__ != "LlamaForCausalLM" or sdpa_attention_forward is None:
             return None
-        cfg = model.config
+        cfg: Any = model.config
         if getattr(cfg, "_attn_implementation", None) != "sdpa" or getattr(cfg, "hidden_act", None) != "silu":
             return None
         if getattr(cfg, "pretraining_tp", 1) != 1:
@@ -160,10 +161,11 @@ class LlamaDecoder:
         h = self.norm(h)
         head = self.lm_head
         if head._forward_hooks or head._forward_pre_hooks or type(head) is not nn.Linear:
-            return head(h)[:, -1, :]
+            logits: Tensor = head(h)[:, -1, :]
+            return logits
         return self.linear(h, head.weight, head.bias)[:, -1, :]
 
-    def _layer(self, i: int, layer: nn.Module, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
+    def _layer(self, i: int, layer: Any, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
                cache: Any) -> Tensor:
         # LlamaDecoderLayer.forward for one query position. x: (B, 1, D)
         attn, mlp = layer.self_attn, layer.mlp
@@ -224,7 +226,7 @@ def _fuse(linears: list[nn.Linear]) -> tuple[Tensor, Tensor | None]:
 # ---------------------------------------------------------------------- hooks, as Module.__call__ runs them
 
 
-def _run_pre_hooks(layer: nn.Module, h: Tensor) -> Tensor:
+def _run_pre_hooks(layer: Any, h: Tensor) -> Tensor:
     args: tuple[Any, ...] = (h,)
     kwargs: dict[str, Any] = {}
     for hook_id, hook in list(layer._forward_pre_hooks.items()):
@@ -236,10 +238,11 @@ def _run_pre_hooks(layer: nn.Module, h: Tensor) -> Tensor:
             res = hook(layer, args)
             if res is not None:
                 args = res if isinstance(res, tuple) else (res,)
-    return args[0]
+    first: Tensor = args[0]
+    return first
 
 
-def _run_hooks(layer: nn.Module, h: Tensor, out: Tensor) -> Tensor:
+def _run_hooks(layer: Any, h: Tensor, out: Tensor) -> Tensor:
     args: tuple[Any, ...] = (h,)
     for hook_id, hook in list(layer._forward_hooks.items()):
         if hook_id in layer._forward_hooks_with_kwargs:

@@ -49,7 +49,7 @@ class MonitorRecorder:
                 records.append(MonitorRecord(
                     request_id=request_id, choice=0, position=position, token_id=tok,
                     token=self._token_text(lm, tok), phase=phase,
-                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
+                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t], strict=True)),
                 ))
         iv.captures = []
         if records:
@@ -66,7 +66,7 @@ class MonitorRecorder:
             MonitorRecord(
                 request_id=request_id, choice=choice, position=position, token_id=tok,
                 token=self._token_text(lm, tok), phase="generated",
-                activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][0], vals[b][0])),
+                activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][0], vals[b][0], strict=True)),
             )
             for b, (request_id, choice, position, tok) in enumerate(rows)
         ]

@@ -56,17 +56,19 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
     """Apply logit bias, penalties and grammar masks. logits: (B, V) float32 -> (B, V)."""
     if any(r.bias is not None or r.counts is not None or r.matcher is not None for r in rows):
         logits = logits.clone()
-        constrained = []
+        constrained: list[int] = []
+        row_words: list[torch.Tensor] = []
         for i, r in enumerate(rows):
             if r.bias is not None:
                 logits[i] += r.bias
             if r.counts is not None:
                 p = r.params
                 logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
-            if r.matcher is not None:
+            if r.matcher is not None and r.mask_words is not None:  # (both set together, from params.constraint)
                 constrained.append(i)
+                row_words.append(fill_words(r.matcher, r.mask_words))
         if constrained:  # every constrained row's grammar mask in one expand and one fill
-            words = torch.stack([fill_words(rows[i].matcher, rows[i].mask_words) for i in constrained])
+            words = torch.stack(row_words)
             allowed = words_to_mask(words, logits.shape[-1]).to(logits.device)
             idx = torch.tensor(constrained, device=logits.device)
             logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
@@ -141,9 +143,9 @@ def prompt_logprobs(logits: torch.Tensor, req: GenerationRequest) -> tuple[Token
     ids = list(req.prompt_ids)
     for t in range(1, len(ids)):
         row = logp[t - 1]
-        top = ()
+        top: tuple[TopLogprob, ...] = ()
         if k:
             v, i = torch.topk(row, k)
-            top = tuple(TopLogprob(int(a), float(b)) for a, b in zip(i.tolist(), v.tolist()))
+            top = tuple(TopLogprob(int(a), float(b)) for a, b in zip(i.tolist(), v.tolist(), strict=True))
         out.append(TokenLogprob(ids[t], float(row[ids[t]]), top))
     return tuple(out)

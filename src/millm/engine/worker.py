@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
+from torch import nn
 
 from millm.engine import kv, plans
 from millm.engine.attachments import Attachment, Attachments, SwapOutcome
@@ -81,7 +82,7 @@ def _out_of_memory(e: BaseException, request_ids: list[str]) -> OutOfMemory:
 
 
 @functools.lru_cache(maxsize=64)
-def _cache_kwarg(model_type: type) -> str:
+def _cache_kwarg(model_type: type[nn.Module]) -> str:
     # transformers renamed `past_key_values` to `cache` (5.2x); accept models from either side.
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
@@ -94,7 +95,7 @@ PREFILL_TOKENS = 4096
 @dataclass
 class _Call:
     fn: Callable[[Worker], Any]
-    future: Future
+    future: Future[Any]
     exclusive: bool
 
 
@@ -234,9 +235,9 @@ class Worker:
 
         self.call(abort, exclusive=False)
 
-    def call(self, fn: Callable[[Worker], Any], *, exclusive: bool = True) -> Future:
+    def call(self, fn: Callable[[Worker], Any], *, exclusive: bool = True) -> Future[Any]:
         """Run fn(worker) on the worker thread; exclusive calls wait for the batch to drain."""
-        fut: Future = Future()
+        fut: Future[Any] = Future()
         with self._cv:
             self._calls.append(_Call(fn, fut, exclusive))
             self._cv.notify_all()
@@ -346,9 +347,11 @@ class Worker:
         assert self.loaded is not None
         if self.intervention is not None:
             self.intervention.set_plan(plan)
+        model_type: type[nn.Module] = type(self.loaded.model)
+        kwarg = _cache_kwarg(model_type)  # type: ignore[arg-type]  # a class is hashable (mypy's Hashable check says no)
         return self.loaded.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=cache is not None,
-            logits_to_keep=logits_to_keep, **{_cache_kwarg(type(self.loaded.model)): cache}, **kwargs,
+            logits_to_keep=logits_to_keep, **{kwarg: cache}, **kwargs,
         )
 
     def _prefill(self, handles: list[Handle]) -> None:
@@ -400,6 +403,7 @@ class Worker:
                 prompt_lp = prompt_logprobs(out.logits[b, pads[b]:].float(), req)
             h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
+            evidence, read = starts[b]
             rows = [
                 Row(
                     handle=h,
@@ -409,8 +413,8 @@ class Worker:
                     stopper=StopMatcher(req.params.stop),
                     last_token=-1,
                     position=len(req.prompt_ids),
-                    evidence=starts[b][0].copy() if starts[b][0] is not None else None,
-                    reads=starts[b][1].copy() if starts[b][1] is not None else None,
+                    evidence=evidence.copy() if evidence is not None else None,
+                    reads=read.copy() if read is not None else None,
                 )
                 for c in range(req.n)
             ]
@@ -457,9 +461,11 @@ class Worker:
             logits = self._graphs.step(ids, positions, max_position=max(r.position for r in self._rows),
                                        intervention=self.intervention, plan=self._plan)
         elif dec is not None:
+            assert self._mask is not None  # without graphs, rows always have a mask
             attn_mask = self._mask[:, None, None, :].bool() if self._padded else None  # (B, 1, 1, S)
             logits = dec.step(ids, positions, mask=attn_mask, cache=self._cache)
         else:
+            assert self._mask is not None
             out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
@@ -510,6 +516,7 @@ class Worker:
         elif not self._rows:
             self._cache, self._mask = None, None
         else:
+            assert self._mask is not None
             self._cache, self._mask = kv.select(self._cache, self._mask, keep)
             self._padded = bool((self._mask == 0).any())
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
 from millm.engine.model_loading import LoadedModel
+from millm.engine.rows import Handle
 from millm.engine.types import (
     ActivationRead,
     GenerationEvent,
@@ -28,7 +29,7 @@ from millm.engine.types import (
     SamplingParams,
     SteeringSpec,
 )
-from millm.engine.worker import Handle, Worker
+from millm.engine.worker import Worker
 from millm.errors import InternalError, MillmError
 from millm.services.metrics import Metrics
 
