@@ -23,7 +23,7 @@ from transformers.cache_utils import DynamicLayer
 GROW_MIN = 64
 
 
-class GrowableLayer(DynamicLayer):  # type: ignore[misc]  # transformers is Any to mypy (pyproject.toml)
+class GrowableLayer(DynamicLayer):  # type: ignore[misc]  # transformers is Any to mypy (pyproject)
     """A DynamicLayer whose update writes into preallocated capacity. Buffers: (B, H, capacity, D)."""
 
     def __init__(self) -> None:
