@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from starlette.datastructures import UploadFile as StarletteUpload
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.datastructures import UploadFile as StarletteUpload
 
 from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest

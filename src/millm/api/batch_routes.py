@@ -8,8 +8,8 @@ from fastapi import APIRouter, Form, Path, Query, UploadFile
 from fastapi.responses import FileResponse
 from sse_starlette import EventSourceResponse
 
-from millm.api.sse import EventStream
 from millm.api.openapi import sse_item_schema
+from millm.api.sse import EventStream
 from millm.api.state import RuntimeDep
 from millm.protocol import batches as b
 from millm.protocol.openai import ErrorResponse

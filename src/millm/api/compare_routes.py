@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, AsyncIterator
 
-
 from fastapi import APIRouter
 
 from millm.api.errors import error_body

@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from huggingface_hub import constants, scan_cache_dir
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
-from huggingface_hub.errors import CacheNotFound
+from huggingface_hub.errors import CacheNotFound, HFValidationError
 from huggingface_hub.file_download import repo_folder_name
+from huggingface_hub.utils import validate_repo_id
 
 from millm.errors import InvalidRequest, NotFound
 from millm.hub.files import SAE_MARKERS, looks_like_sae

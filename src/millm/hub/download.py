@@ -183,7 +183,7 @@ def download_plan(
                 cache_dir=cache,
                 endpoint=client_endpoint,
                 token=token,
-                tqdm_class=bar,  # duck-typed tqdm
+                tqdm_class=bar,  # type: ignore[arg-type]  # duck-typed tqdm
             )
         except DownloadCancelled:
             raise

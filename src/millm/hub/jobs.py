@@ -31,8 +31,8 @@ from typing import Any
 from millm.errors import Conflict, InvalidRequest, MillmError, NotFound
 from millm.hub.cache import CacheIndex, check_repo_id, check_revision, default_cache_dir, delete_cached
 from millm.hub.download import DownloadCancelled, Progress, download_plan, remove_stale_partials
-from millm.hub.files import normalize_sae_path
 from millm.hub.events import TERMINAL_STATES, EventBroker, JobEvent, Subscription
+from millm.hub.files import normalize_sae_path
 from millm.hub.remote import HubClient
 
 logger = logging.getLogger(__name__)

@@ -308,9 +308,11 @@ class BatchService:
         for index, raw in enumerate(ln for ln in text.splitlines() if ln.strip()):
             custom_id: str | None = None
 
+            # (called within this iteration only, after custom_id may have been read: late binding is the point)
             def fail(code: str, message: str) -> None:
-                bad.append(b.BatchOutputLine(id=f"batch_req_line{index}", custom_id=custom_id,
-                                             error=b.BatchLineError(code=code, message=f"line {index + 1}: {message}")))
+                bad.append(b.BatchOutputLine(id=f"batch_req_line{index}", custom_id=custom_id,  # noqa: B023
+                                             error=b.BatchLineError(code=code,
+                                                                    message=f"line {index + 1}: {message}")))  # noqa: B023
 
             try:
                 obj = json.loads(raw)

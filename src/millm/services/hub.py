@@ -200,17 +200,17 @@ class HubService:
         key = (client.endpoint, repo_id, commit)
         with _CONFIGS_LOCK:
             known = dict(_CONFIGS.get(key, {}))
-        missing = [s.config_file for s in wanted[:MAX_CONFIGS] if s.config_file not in known]
+        missing = [s.config_file for s in wanted[:MAX_CONFIGS] if s.config_file and s.config_file not in known]
         if missing:
             with tempfile.TemporaryDirectory(prefix="millm-sae-configs-") as scratch, \
                     ThreadPoolExecutor(max_workers=8) as pool:
                 read = pool.map(lambda name: client.read_json(repo_id, commit, name, scratch=scratch), missing)
-                known.update(zip(missing, read))
+                known.update(zip(missing, read, strict=True))
             with _CONFIGS_LOCK:
                 _CONFIGS[key] = known
                 while len(_CONFIGS) > 32:
                     _CONFIGS.pop(next(iter(_CONFIGS)))
-        saes = [read_sae_config(s, known[s.config_file]) if known.get(s.config_file or "") else s for s in saes]
+        saes = [read_sae_config(s, config) if (config := known.get(s.config_file or "")) else s for s in saes]
         cached_paths = {p for r in self.cached("sae") if r.repo_id == repo_id for p in r.sae_paths}
         return RepoSaeListing(repo_id=repo_id, revision=revision or "main", commit=commit, saes=saes,
                               configs_read=sum(1 for s in wanted if known.get(s.config_file or "")),

@@ -195,7 +195,7 @@ class MonitorService:
             self._tokens = 0
 
     def export_jsonl(self, request_id: str | None = None) -> str:
-        lines = []
+        lines: list[str] = []
         for h in self.history(request_id):
             lines.extend(json.dumps(f.model_dump(), ensure_ascii=False) for f in h.frames)
         return "\n".join(lines) + ("\n" if lines else "")

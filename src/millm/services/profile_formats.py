@@ -9,6 +9,7 @@ names and writes. The mappings are documented in docs/profile-format.md.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -19,6 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from millm.errors import InvalidRequest
+from millm.protocol.common import SteeringMode
 from millm.protocol.profiles import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
@@ -45,7 +47,7 @@ GOODFIRE_SAES: dict[str, tuple[str, int, int | None]] = {
     "meta-llama/Llama-3.1-8B-Instruct": ("Goodfire/Llama-3.1-8B-Instruct-SAE-l19", 19, 65536),
     "meta-llama/Llama-3.3-70B-Instruct": ("Goodfire/Llama-3.3-70B-Instruct-SAE-l50", 50, None),
 }
-NEURONPEDIA_METHODS = {"SIMPLE_ADDITIVE": "add"}
+NEURONPEDIA_METHODS: dict[str, SteeringMode] = {"SIMPLE_ADDITIVE": "add"}
 
 _MESSAGES = {
     "finite_number": "must be finite",
@@ -149,6 +151,10 @@ def _join(prefix: str, rest: str) -> str:
     return f"{prefix}.{rest}" if prefix else rest
 
 
+def _feature_path(prefix: str, i: int, name: str) -> str:
+    return _join(prefix, f"features[{i}].{name}")
+
+
 # ---------------------------------------------------------------------------------------
 # Reading
 
@@ -223,7 +229,7 @@ def _read_millm(data: dict[str, Any], resolver: DSaeResolver | None) -> ReadResu
             doc,
             prefix=prefix,
             d_sae_resolver=resolver,
-            feature_path=lambda i, name, p=prefix: _join(p, f"features[{i}].{name}"),
+            feature_path=functools.partial(_feature_path, prefix),
         )
         result.documents.append(doc)
         result.paths.append(prefix)

@@ -14,6 +14,7 @@ This service only *records* which profile is active. Applying a profile to the m
 
 from __future__ import annotations
 
+import builtins
 import logging
 from collections.abc import Iterable
 from typing import Any, Literal
@@ -146,7 +147,7 @@ class ProfileService:
 
     def import_document(
         self,
-        data: bytes | str | dict[str, Any] | list[Any],
+        data: bytes | str | dict[str, Any] | builtins.list[Any],
         *,
         on_conflict: OnConflict = "error",
         name: str | None = None,

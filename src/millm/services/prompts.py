@@ -132,7 +132,8 @@ def _template_call(call: Any, param: str) -> dict[str, Any]:
     try:
         args = json.loads(call.function.arguments) if call.function.arguments.strip() else {}
     except ValueError:
-        raise InvalidRequest("tool call arguments must be a JSON object text", param=f"{param}.function.arguments")
+        raise InvalidRequest("tool call arguments must be a JSON object text",
+                             param=f"{param}.function.arguments") from None
     if not isinstance(args, dict):
         raise InvalidRequest("tool call arguments must be a JSON object text", param=f"{param}.function.arguments")
     return {"id": call.id, "type": "function", "function": {"name": call.function.name, "arguments": args}}

@@ -17,6 +17,7 @@ from millm.config import Settings, data_dir_origin
 from millm.engine.worker import Worker
 from millm.errors import MillmError, NotFound, Unavailable
 from millm.hub.jobs import JobManager
+from millm.hub.local_paths import LocalRoots, looks_like_path
 from millm.services.batches import BatchService
 from millm.services.compare import CompareService
 from millm.services.control import ControlService
@@ -32,7 +33,6 @@ from millm.services.saes import SaeService
 from millm.services.status import StatusService
 from millm.services.steering import NamedSteering, SteeringService
 from millm.services.system import SystemMonitor
-from millm.hub.local_paths import LocalRoots, looks_like_path
 from millm.store.db import Database, open_database
 
 log = logging.getLogger(__name__)

@@ -22,17 +22,17 @@ from sqlalchemy.orm import Session, sessionmaker
 from millm.engine.attachments import SwapOutcome
 from millm.engine.hookpoints import HookPoint
 from millm.engine.worker import Worker
-from millm.hub.cache import CacheIndex
-from millm.hub.sources import SaeSource, resolve_sae_source
 from millm.errors import InvalidRequest, SaeError
+from millm.hub.cache import CacheIndex
+from millm.hub.local_paths import LocalRoots
+from millm.hub.sources import SaeSource, resolve_sae_source
 from millm.protocol.admin import FeatureLabel, FeatureLabelsOut
 from millm.sae.base import Sae
 from millm.sae.loading import load_sae
-from millm.hub.local_paths import LocalRoots
 from millm.services.labels import Format, ParsedLabels, check_width, parse_labels, shipped_labels
 from millm.services.monitoring import MonitorService
-from millm.store import labels as label_store
 from millm.services.steering import SaeInfo
+from millm.store import labels as label_store
 
 log = logging.getLogger(__name__)
 
