@@ -23,7 +23,7 @@ from transformers.cache_utils import DynamicLayer
 GROW_MIN = 64
 
 
-class GrowableLayer(DynamicLayer):
+class GrowableLayer(DynamicLayer):  # type: ignore[misc]  # transformers is Any to mypy (pyproject)
     """A DynamicLayer whose update writes into preallocated capacity. Buffers: (B, H, capacity, D)."""
 
     def __init__(self) -> None:
@@ -33,7 +33,7 @@ class GrowableLayer(DynamicLayer):
         super().__init__()
 
     # keys and values are set one after the other (merge, select), so each keeps its own length.
-    @property  # type: ignore[override]
+    @property
     def keys(self) -> torch.Tensor | None:
         return None if self._k is None else self._k[:, :, : self._klen]
 
@@ -41,7 +41,7 @@ class GrowableLayer(DynamicLayer):
     def keys(self, t: torch.Tensor | None) -> None:
         self._k, self._klen = t, _length(t)
 
-    @property  # type: ignore[override]
+    @property
     def values(self) -> torch.Tensor | None:
         return None if self._v is None else self._v[:, :, : self._vlen]
 

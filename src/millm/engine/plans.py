@@ -45,7 +45,7 @@ def build_plan(iv: SaeIntervention | None, lm: LoadedModel, specs: list[Any], id
     whether the monitor captures. None when the hook has nothing to do (or no SAE is attached)."""
     if iv is None:
         return None
-    row_reads = [read_spec(r) for r in reads] if reads else [None] * len(specs)
+    row_reads: list[ReadSpec | None] = [read_spec(r) for r in reads] if reads else [None] * len(specs)
     if all(s is None for s in specs) and not monitor and not any(row_reads):
         return None
     plan = BatchPlan(steering=specs, steer_mask=steer_mask(lm, ids, specs), monitor=monitor)

@@ -19,7 +19,7 @@ from millm.engine.evidence import EvidenceAcc, ReadAcc
 from millm.engine.model_loading import LoadedModel
 from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
-from millm.engine.types import GenerationEvent, GenerationRequest, TokenLogprob
+from millm.engine.types import FinishReason, GenerationEvent, GenerationRequest, TokenLogprob
 from millm.errors import InternalError, InvalidRequest, MillmError
 
 Sink = Callable[[Any], None]
@@ -75,7 +75,7 @@ def sample_and_emit(lm: LoadedModel, logits: torch.Tensor, rows: list[Row]) -> N
         r.last_token = tok
         r.generated += 1
         p = r.sampler.params
-        finish = None
+        finish: FinishReason | None = None
         if tok in lm.eos_ids and (not p.ignore_eos or r.sampler.matcher is not None):
             text = r.detok.flush()
             finish = "stop"

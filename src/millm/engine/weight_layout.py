@@ -43,11 +43,13 @@ ROWS = (1, 8)  # batch sizes timed: one request, and a batch of concurrent ones
 def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     if not w.is_contiguous():  # oneDNN takes plain (N, K) weights; anything else goes to MKL
         return F.linear(x, w, b)
-    return torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
+    return out
 
 
 def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+    available = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    return available and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def linear_fn(choice: Choice) -> LinearFn:

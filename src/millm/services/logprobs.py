@@ -14,6 +14,9 @@ def chat_prompt_logprobs(lm: LoadedModel, prompt_logprobs: Sequence[TokenLogprob
     """The prompt's logprobs as chat logprob entries (None for the first token)."""
     out: list[p.ChatLogprobContent | None] = [None]
     for lp in list(prompt_logprobs)[1:]:
+        if lp is None:  # (only the first prompt token has none)
+            out.append(None)
+            continue
         tok = lm.tokenizer.decode([lp.token_id])
         out.append(p.ChatLogprobContent(
             token=tok, logprob=lp.logprob, bytes=list(tok.encode()),
