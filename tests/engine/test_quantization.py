@@ -23,6 +23,7 @@ from millm.engine.model_loading import load_model
 from millm.engine.types import FeatureStrength, GenerationEvent, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
 from millm.errors import InvalidRequest
+from millm.services.load_options import LoadDefaults, LoadOptions
 from millm.services.models import ModelService
 from millm.services.monitoring import MonitorService
 from millm.services.saes import SaeService
@@ -71,10 +72,10 @@ def test_quantized_cpu_model_steers_and_monitors(quantization: str, tiny_model_d
     worker = Worker(max_batch_size=2)
     worker.start()
     saes = SaeService(worker=worker, monitor=MonitorService(apply_config=lambda cfg: None))
-    models = ModelService(worker=worker, saes=saes, defaults={"device": "cpu", "dtype": "auto"})
+    models = ModelService(worker=worker, saes=saes, defaults=LoadDefaults(device="cpu", dtype="auto"))
 
     async def setup() -> Any:
-        result = await models.load(str(tiny_model_dir), quantization=quantization)
+        result = await models.load(str(tiny_model_dir), options=LoadOptions(quantization=quantization))
         await saes.attach(str(tiny_sae_dir))
         return result
 

@@ -110,9 +110,11 @@ def test_document_rejects_unknown_format_version_and_fields() -> None:
     assert info.value.errors()[0]["loc"] == ("sae", "width")
 
 
-def test_update_requires_version_and_tracks_set_fields() -> None:
+def test_update_version_is_optional_and_set_fields_are_tracked() -> None:
+    # The version may come as If-Match instead; ControlService/ProfileService refuse an edit with neither.
+    assert ProfileUpdate.model_validate({"description": "x"}).version is None
     with pytest.raises(ValidationError):
-        ProfileUpdate.model_validate({"description": "x"})
+        ProfileUpdate.model_validate({"version": 0})
     update = ProfileUpdate.model_validate({"version": 3, "mode": "clamp"})
     assert update.model_fields_set == {"version", "mode"}
 

@@ -48,7 +48,7 @@ def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
 
 
 def onednn_available() -> bool:
-    available = bool(torch.backends.mkldnn.is_available())  # type: ignore[no-untyped-call]
+    available = bool(torch.backends.mkldnn.is_available())
     return available and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 

@@ -163,7 +163,8 @@ def read_config(sae: RepoSae, config: dict[str, Any]) -> RepoSae:
     """What an SAE's config adds to what its path said (the config wins where both say something)."""
     changes: dict[str, Any] = {}
     if sae.format in ("saelens", "llama_scope_r1"):
-        meta = config["metadata"] if isinstance(config.get("metadata"), dict) else {}
+        raw_meta = config.get("metadata")
+        meta: dict[str, Any] = raw_meta if isinstance(raw_meta, dict) else {}
         hook = meta.get("hook_name") or config.get("hook_name") or config.get("hook_point")
         changes.update(d_in=_int(config.get("d_in")), width=_int(config.get("d_sae")),
                        architecture=config.get("architecture"), hook_name=hook,
@@ -180,7 +181,8 @@ def read_config(sae: RepoSae, config: dict[str, Any]) -> RepoSae:
     elif sae.format == "gemma_scope_2":
         changes.update(hook_name=config.get("hf_hook_point_in"))
     elif sae.format == "dictionary_learning":
-        trainer = config["trainer"] if isinstance(config.get("trainer"), dict) else {}
+        raw_trainer = config.get("trainer")
+        trainer: dict[str, Any] = raw_trainer if isinstance(raw_trainer, dict) else {}
         changes.update(d_in=_int(trainer.get("activation_dim")), width=_int(trainer.get("dict_size")),
                        layer=_int(trainer.get("layer")), hook_name=trainer.get("submodule_name"))
     changes = {k: v for k, v in changes.items() if v not in (None, "")}

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import ValidationError
 
 from millm.errors import InvalidRequest
+from millm.protocol.common import SteeringMode
 from millm.protocol.profiles import (
     BUNDLE_FORMAT,
     FORMAT_VERSION,
@@ -46,7 +47,7 @@ GOODFIRE_SAES: dict[str, tuple[str, int, int | None]] = {
     "meta-llama/Llama-3.1-8B-Instruct": ("Goodfire/Llama-3.1-8B-Instruct-SAE-l19", 19, 65536),
     "meta-llama/Llama-3.3-70B-Instruct": ("Goodfire/Llama-3.3-70B-Instruct-SAE-l50", 50, None),
 }
-NEURONPEDIA_METHODS: dict[str, Literal["add", "clamp"]] = {"SIMPLE_ADDITIVE": "add"}
+NEURONPEDIA_METHODS: dict[str, SteeringMode] = {"SIMPLE_ADDITIVE": "add"}
 
 _MESSAGES = {
     "finite_number": "must be finite",

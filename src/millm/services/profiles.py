@@ -147,7 +147,7 @@ class ProfileService:
 
     def import_document(
         self,
-        data: bytes | str | dict[str, Any] | builtins.list[Any],  # (`list` here is the method above)
+        data: bytes | str | dict[str, Any] | builtins.list[Any],
         *,
         on_conflict: OnConflict = "error",
         name: str | None = None,

@@ -197,7 +197,7 @@ class SteeringService:
             features=[(f.index, f.strength) for f in profile.features],
             mode=profile.mode,
             normalize=profile.normalize,
-            labels={f.index: lab for f, lab in zip(profile.features, profile.labels, strict=False) if lab},  # labels may be ()
+            labels={f.index: lab for f, lab in zip(profile.features, profile.labels, strict=False) if lab},
             profile=profile.name,
             scale=profile.scale if profile.scale is not None else 1.0,
         )
