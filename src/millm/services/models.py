@@ -120,10 +120,12 @@ class ModelService:
                     old = w.loaded
                     w.loaded = new
                     message = self.saes.reattach_after_model_change(w)
-                    del old
-                    gc.collect()
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
+                    if old is not None:  # (a full collection costs ~0.2 s with torch loaded: only to free a model)
+                        del old
+                        gc.unfreeze()  # a model loaded at start-up was frozen (millm.server.resume_gc)
+                        gc.collect()
+                        if torch.cuda.is_available():
+                            torch.cuda.empty_cache()
                     return SwapResult(new, message, est, free)
 
                 result = await asyncio.wrap_future(self.worker.call(swap))
@@ -145,6 +147,7 @@ class ModelService:
 
             def drop(w: Worker) -> None:
                 w.loaded = None
+                gc.unfreeze()  # a model loaded at start-up was frozen (millm.server.resume_gc)
                 gc.collect()
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
