@@ -60,9 +60,9 @@ def _loop(lm: Any, prompt: torch.Tensor, tokens: int, sampler: Any) -> tuple[flo
 def measure(name: str, *, tokens: int = 64, rounds: int = 7) -> dict[str, Any] | None:
     """The figures for benchmark model `name`, or None when its tokenizer cannot drive a grammar."""
     from millm.engine.model_loading import load_model
-    from millm.errors import InvalidRequest
     from millm.engine.sampling import RowSampler
     from millm.engine.types import SamplingParams
+    from millm.errors import InvalidRequest
     from millm.services.structured import schema_constraint
 
     bm = get_model(name)

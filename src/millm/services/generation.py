@@ -526,7 +526,7 @@ class GenerationService:
                     reason: str = ev.finish_reason
                     if splitters is not None and plan is not None:
                         rest, calls = splitters[c].finish()
-                        announced = splitters[c].streamer is not None and splitters[c].streamer.announced
+                        announced = splitters[c].announced
                         if rest and not announced:
                             yield text_chunk(c, rest)
                         for d in splitters[c].finish_deltas(plan.select(calls)):

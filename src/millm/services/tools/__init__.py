@@ -64,6 +64,11 @@ class StreamSplitter:
             self.deltas.extend(self.streamer.update(self.pending))
         return out
 
+    @property
+    def announced(self) -> bool:
+        """Some call went out (its id and name) while streaming."""
+        return self.streamer is not None and self.streamer.announced
+
     def take_deltas(self) -> list[CallDelta]:
         out, self.deltas = self.deltas, []
         return out
