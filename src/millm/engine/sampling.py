@@ -65,11 +65,9 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
                 logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
             if r.matcher is not None:
                 constrained.append(i)
-        if constrained:  # every constrained row's grammar mask in one expand and one fill
-            words = torch.stack([fill_words(rows[i].matcher, rows[i].mask_words) for i in constrained])
-            allowed = words_to_mask(words, logits.shape[-1]).to(logits.device)
-            idx = torch.tensor(constrained, device=logits.device)
-            logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        for i in constrained:  # each constrained row's grammar mask, in place (no gather/scatter over the batch)
+            allowed = words_to_mask(fill_words(rows[i].matcher, rows[i].mask_words), logits.shape[-1])
+            logits[i].masked_fill_(~allowed.to(logits.device), float("-inf"))
     return logits
 
 
