@@ -219,15 +219,18 @@ def report(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
             "is its own time per token (bitmask fill, expansion, masking, advancing the matcher) over a free token's "
             "time, which stays put when the machine is shared:", "",
             "| model | vocabulary | free token | constrained token | loop ratio (median of rounds) | grammar's own time "
-            "| grammar's share |", "|---|---|---|---|---|---|---|"]
+            "| its share of a free token, in-process | of a free token served over HTTP (above) |",
+            "|---|---|---|---|---|---|---|---|"]
     for r in results:
         g = r.get("grammar")
         if g is None and "grammar" in r:
-            out.append(f"| {r['model']} | - | - | - | - | - | not measured: its tokenizer cannot drive a grammar |")
+            out.append(f"| {r['model']} | - | - | - | - | - | - | not measured: its tokenizer cannot drive a grammar |")
         elif g is not None:
             out.append(f"| {r['model']} | {g['vocab']} | {g['free_ms_per_token']:.2f} ms | "
                        f"{g['constrained_ms_per_token']:.2f} ms | {g['overhead_pct']:+.1f}% | "
-                       f"{g['grammar_ms_per_token']:.3f} ms/token | **{g['grammar_share_pct']:.1f}%** |")
+                       f"{g['grammar_ms_per_token']:.3f} ms/token | {g['grammar_share_pct']:.1f}% | "
+                       + (f"**{g['grammar_ms_per_token'] / r['constrained']['free_ms_per_token'] * 100:.1f}%** |"
+                          if r.get("constrained") else "- |"))
     warnings = [(r["model"], w) for r in results for w in r["warnings"]]
     out += ["", "Server warnings: " + ("none" if not warnings else
                                        "; ".join(f"{m}: {w['message']} (x{w['count']})" for m, w in warnings)), ""]
