@@ -7,7 +7,8 @@ For each model:
   until completed); the ratio of wall times, and how many batch outputs equal their solo run token for token;
 - live latency: short live requests one after another with no batch running, then while a batch runs (p50/p99);
 - constrained decoding (models whose tokenizer can write JSON): per-token time of a batch-1 request under a
-  JSON schema vs the same request unconstrained, alternating rounds, median of the per-round ratios.
+  JSON schema vs the same request unconstrained, alternating rounds, median of the per-round ratios; and on CPU
+  the in-process decode loop with the grammar's own time per token (benchmarks/grammar_cost.py).
 
 Results go to docs/benchmarks-batch-<device>.json and docs/benchmarks-batch.md.
 """
@@ -213,6 +214,23 @@ def report(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
         else:
             out.append(f"| {r['model']} | {c['tokens']} | {c['free_ms_per_token']:.2f} ms/token | "
                        f"{c['constrained_ms_per_token']:.2f} ms/token | {c['overhead_pct']:+.1f}% |")
+    out += ["", "In-process, the decode loop itself (`benchmarks/grammar_cost.py`: batch 1, greedy, the model's forward, "
+            "`process_logits` and the matcher's advance, free and constrained loops alternating); the grammar's share "
+            "is its own time per token (bitmask fill, expansion, masking, advancing the matcher) over a free token's "
+            "time, which stays put when the machine is shared:", "",
+            "| model | vocabulary | free token | constrained token | loop ratio (median of rounds) | grammar's own time "
+            "| its share of a free token, in-process | of a free token served over HTTP (above) |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        g = r.get("grammar")
+        if g is None and "grammar" in r:
+            out.append(f"| {r['model']} | - | - | - | - | - | - | not measured: its tokenizer cannot drive a grammar |")
+        elif g is not None:
+            out.append(f"| {r['model']} | {g['vocab']} | {g['free_ms_per_token']:.2f} ms | "
+                       f"{g['constrained_ms_per_token']:.2f} ms | {g['overhead_pct']:+.1f}% | "
+                       f"{g['grammar_ms_per_token']:.3f} ms/token | {g['grammar_share_pct']:.1f}% | "
+                       + (f"**{g['grammar_ms_per_token'] / r['constrained']['free_ms_per_token'] * 100:.1f}%** |"
+                          if r.get("constrained") else "- |"))
     warnings = [(r["model"], w) for r in results for w in r["warnings"]]
     out += ["", "Server warnings: " + ("none" if not warnings else
                                        "; ".join(f"{m}: {w['message']} (x{w['count']})" for m, w in warnings)), ""]
@@ -242,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         lines, tokens = (args.lines, args.tokens) if name == "demo" else (max(16, args.lines // 3), 16)
         results.append(bench_model(name, n_lines=lines, tokens=tokens, rows=args.rows, device=args.device,
                                    rounds=args.rounds, threads=args.threads))
+        if args.device == "cpu":
+            from benchmarks import grammar_cost
+
+            results[-1]["grammar"] = grammar_cost.measure(name, tokens=64 if name == "demo" else 24,
+                                                          rounds=7 if name == "demo" else 3)
         print(json.dumps(results[-1], indent=1))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"benchmarks-batch-{args.device}.json").write_text(json.dumps({"env": env, "results": results},

@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--quick", action="store_true", help="fewer rounds and tokens (a few minutes on a GPU)")
     speed.add_argument("--smoke", action="store_true", help="seconds-long run that only checks the suite works")
     ap.add_argument("--no-batch", action="store_true", help="skip the Batch API benchmark (benchmarks/batch_bench.py)")
+    ap.add_argument("--no-startup", action="store_true",
+                    help="skip the start-up benchmark (benchmarks/startup_bench.py, into docs/reliability.md)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="serve with MILLM_CUDA_GRAPHS=1; results go to benchmarks-cuda-graphs.json")
     ap.add_argument("--server-only", action="store_true",
@@ -419,6 +421,11 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import batch_bench
 
         batch_bench.main(["--models", args.models, "--device", args.device, "--out", str(args.out)])
+    if not args.smoke and args.model is None and not args.no_startup and args.device == "cpu":
+        # start-up to ready on the demo against a from_pretrained floor (docs/reliability.md)
+        from benchmarks import startup_bench
+
+        startup_bench.main(["--rounds", "5"])
     return 0
 
 

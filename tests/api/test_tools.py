@@ -85,7 +85,7 @@ def test_required_gives_calls_and_parallel_false_gives_one(fclient):
         check_call(call)
 
 
-def test_streamed_deltas_assemble_to_the_same_call(fclient):
+def test_streamed_deltas_assemble_to_the_same_call(fclient, family_server):
     kw = dict(model="fam", messages=ASK, tools=TOOLS, max_tokens=80, temperature=0,
               tool_choice={"type": "function", "function": {"name": "get_weather"}})
     full = fclient.chat.completions.create(**kw).choices[0].message.tool_calls[0]
@@ -95,11 +95,16 @@ def test_streamed_deltas_assemble_to_the_same_call(fclient):
     calls: dict[int, dict] = {}
     for ch in chunks:
         for d in ch.choices[0].delta.tool_calls or []:
-            entry = calls.setdefault(d.index, {"id": None, "name": None, "arguments": ""})
+            entry = calls.setdefault(d.index, {"id": None, "name": None, "arguments": "", "pieces": 0})
             if d.id:
+                assert entry["id"] is None
                 entry["id"], entry["name"] = d.id, d.function.name
             entry["arguments"] += d.function.arguments or ""
+            entry["pieces"] += bool(d.function.arguments)
     assert list(calls) == [0]
+    # incremental: the name goes out first (its own chunk), JSON arguments in pieces as tokens arrive; pythonic
+    # (Gemma) keyword arguments are not JSON and come whole at the end
+    assert calls[0]["pieces"] > (1 if family_server[0] != "gemma" else 0)
     assert calls[0]["id"] and calls[0]["name"] == full.function.name
     assert json.loads(calls[0]["arguments"]) == json.loads(full.function.arguments)
     # the SDK's stream helper assembles the same call

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llguidance
+import numpy as np
 import llguidance.hf
 import torch
 
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 # otherwise be free to pad with whitespace until max_tokens). A schema's own "x-guidance" options override it.
 JSON_OPTIONS: JsonCompileOptions = {"whitespace_flexible": False, "item_separator": ", ", "key_separator": ": "}
 
-_BITS = torch.arange(32, dtype=torch.int32)
 
 
 class GrammarError(ValueError):
@@ -95,8 +95,10 @@ def fill_words(matcher: llguidance.LLMatcher, words: torch.Tensor) -> torch.Tens
 
 
 def words_to_mask(words: torch.Tensor, width: int) -> torch.Tensor:
-    """(..., W) int32 bitmask words -> (..., width) bool allowed; ids past the words are not allowed."""
-    bits = ((words[..., :, None] >> _BITS) & 1).bool().flatten(-2)
+    """(..., W) int32 bitmask words -> (..., width) bool allowed; ids past the words are not allowed.
+    (numpy's unpackbits over the words' little-endian bytes: a few microseconds, against ~30 for shifts in torch.)"""
+    bits = torch.from_numpy(np.unpackbits(words.contiguous().numpy().view(np.uint8), axis=-1, bitorder="little")
+                            ).view(torch.bool)
     if bits.shape[-1] >= width:
         return bits[..., :width]
     pad = torch.zeros(*bits.shape[:-1], width - bits.shape[-1], dtype=torch.bool)

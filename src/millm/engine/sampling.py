@@ -57,7 +57,6 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
     if any(r.bias is not None or r.counts is not None or r.matcher is not None for r in rows):
         logits = logits.clone()
         constrained: list[int] = []
-        row_words: list[torch.Tensor] = []
         for i, r in enumerate(rows):
             if r.bias is not None:
                 logits[i] += r.bias
@@ -66,12 +65,9 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
                 logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
             if r.matcher is not None and r.mask_words is not None:  # (both set together, from params.constraint)
                 constrained.append(i)
-                row_words.append(fill_words(r.matcher, r.mask_words))
-        if constrained:  # every constrained row's grammar mask in one expand and one fill
-            words = torch.stack(row_words)
-            allowed = words_to_mask(words, logits.shape[-1]).to(logits.device)
-            idx = torch.tensor(constrained, device=logits.device)
-            logits[idx] = logits[idx].masked_fill(~allowed, float("-inf"))
+        for i in constrained:  # each constrained row's grammar mask, in place (no gather/scatter over the batch)
+            allowed = words_to_mask(fill_words(rows[i].matcher, rows[i].mask_words), logits.shape[-1])
+            logits[i].masked_fill_(~allowed.to(logits.device), float("-inf"))
     return logits
 
 

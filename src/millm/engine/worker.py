@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import functools
+import gc
 import inspect
 import logging
 import os
@@ -65,8 +66,6 @@ def _is_oom(e: BaseException) -> bool:
 
 
 def _free_memory() -> None:
-    import gc
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -187,11 +186,14 @@ class Worker:
         """Serve `model` (None: unload) in place of the current one. The attached SAEs move to the new model at
         their layers, or are dropped (`SwapOutcome.dropped` says why); the old model's memory is freed."""
         def swap(w: Worker) -> SwapOutcome:
+            had_model = w.loaded is not None
             w.loaded = model
             kept, dropped = w.attachments.move_to(model)
             w._plan = None
             w._decoder = w._graphs = w._decoder_model = None  # they hold the old model's weights
-            _free_memory()
+            if had_model:  # (a full collection costs ~0.2 s with torch loaded: only to free a model)
+                gc.unfreeze()  # a model loaded at start-up was frozen (millm.server.resume_gc)
+                _free_memory()
             return SwapOutcome(model, kept, dropped)
 
         return self.call(swap)

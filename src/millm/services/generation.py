@@ -313,7 +313,14 @@ class GenerationService:
                 yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(role="assistant", content=""))],
                             millm=info if c == 0 else None)
             finished = 0
-            splitters = [tools.StreamSplitter(plan.fmt) for _ in range(req.n)] if plan is not None else None
+            splitters = [tools.StreamSplitter(plan.fmt, streamer=plan.streamer()) for _ in range(req.n)] \
+                if plan is not None else None
+
+            def call_chunk(c: int, d: tools.CallDelta) -> str:  # a tool call's id and name, or arguments
+                delta = p.ToolCallDelta(index=d.index, id=d.id, type="function" if d.id else None,
+                                        function=p.ToolCallFunctionDelta(name=d.name, arguments=d.arguments))
+                return chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[delta]))])
+
             async for c, ev in self.client.events(run, 1):
                 lp = logprobs_shape.chat_logprobs(lm, ev)
                 text = splitters[c].push(ev.text) if splitters is not None else ev.text
@@ -321,20 +328,19 @@ class GenerationService:
                     yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text), logprobs=lp)])
                 elif text:
                     yield text_chunk(c, text)
+                if splitters is not None:
+                    for d in splitters[c].take_deltas():  # calls as they are written (services/tools/streaming.py)
+                        yield call_chunk(c, d)
                 if ev.finish_reason:
                     reason: str = ev.finish_reason
                     if splitters is not None and plan is not None:
                         rest, calls = splitters[c].finish()
-                        if rest:
+                        announced = splitters[c].announced
+                        if rest and not announced:
                             yield text_chunk(c, rest)
-                        for k, call in enumerate(plan.to_openai(calls)):
-                            delta = p.ToolCallDelta(index=k, id=call.id, type="function",
-                                                    function=p.ToolCallFunctionDelta(name=call.function.name))
-                            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[delta]))])
-                            args = p.ToolCallDelta(index=k, function=p.ToolCallFunctionDelta(
-                                arguments=call.function.arguments))
-                            yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(tool_calls=[args]))])
-                        if calls:
+                        for d in splitters[c].finish_deltas(plan.select(calls)):
+                            yield call_chunk(c, d)
+                        if calls or (announced and reason == "stop"):
                             reason = "tool_calls"
                     finished += 1
                     # The last chunk carries the full receipt (the usage chunk's, when one follows).

@@ -4,12 +4,13 @@
 validates a chat request's `tools`/`tool_choice` against the model: the template must render the tools (the
 rendering with and without them must differ) and its call format must be one miLLM reads, else a 400 naming
 `tools`. `required` and a named function are enforced by a grammar over the family's call syntax.
+When streamed, calls go out as deltas while they are written (`StreamSplitter` with a `CallStreamer`, streaming.py).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from millm.services.tools.base import ParsedCall, ToolFormat, ToolSpec
@@ -17,8 +18,10 @@ from millm.services.tools.hermes import HermesFormat
 from millm.services.tools.llama3 import Llama3JsonFormat
 from millm.services.tools.mistral import MistralFormat
 from millm.services.tools.pythonic import PythonicFormat
+from millm.services.tools.streaming import CallDelta, CallStreamer
 
-__all__ = ["FORMATS", "ParsedCall", "StreamSplitter", "ToolFormat", "ToolSpec", "format_for"]
+__all__ = ["FORMATS", "CallDelta", "CallStreamer", "ParsedCall", "StreamSplitter", "ToolFormat", "ToolSpec",
+           "format_for"]
 
 FORMATS: tuple[type[ToolFormat], ...] = (HermesFormat, MistralFormat, Llama3JsonFormat, PythonicFormat)
 
@@ -44,15 +47,36 @@ class StreamSplitter:
     """Splits streamed reply text into content to send now and a tail that may be tool calls.
 
     `push(text)` returns the content safe to stream; once a marker starts the calls, everything after it is
-    kept (`calls_text`) for `parse` at the end."""
+    kept (`pending`) for `parse` at the end. With a `streamer`, `take_deltas()` gives the calls' deltas so far
+    (see streaming.py) and `finish_deltas(calls)` what remains at the end."""
 
     fmt: ToolFormat
     pending: str = ""
     in_calls: bool = False
     free: bool = False  # leading formats: the reply did not open with calls, so it is all content
     sent: str = ""
+    streamer: CallStreamer | None = None
+    deltas: list[CallDelta] = field(default_factory=list)
 
     def push(self, text: str) -> str:
+        out = self._push(text)
+        if self.in_calls and self.streamer is not None:
+            self.deltas.extend(self.streamer.update(self.pending))
+        return out
+
+    @property
+    def announced(self) -> bool:
+        """Some call went out (its id and name) while streaming."""
+        return self.streamer is not None and self.streamer.announced
+
+    def take_deltas(self) -> list[CallDelta]:
+        out, self.deltas = self.deltas, []
+        return out
+
+    def finish_deltas(self, calls: list[ParsedCall]) -> list[CallDelta]:
+        return self.streamer.finish(calls) if self.streamer is not None else []
+
+    def _push(self, text: str) -> str:
         if self.free:
             return text
         self.pending += text
@@ -103,6 +127,12 @@ class ToolPlan:
     template_tools: list[dict[str, Any]]
     constraint: Any  # engine.grammar.Constraint | None
     parallel: bool
+
+    def streamer(self) -> CallStreamer:
+        return CallStreamer(self.fmt.name, parallel=self.parallel, call_id=self.fmt.call_id)
+
+    def select(self, calls: list[ParsedCall]) -> list[ParsedCall]:
+        return calls if self.parallel else calls[:1]
 
     def to_openai(self, calls: list[ParsedCall]) -> list[Any]:
         from millm.protocol import openai as p
