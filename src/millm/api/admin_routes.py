@@ -149,7 +149,8 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     memory estimate says will not fit is refused with a 400 `insufficient_memory` whose `memory_estimate` gives the
     breakdown (weights, KV cache, SAE, overhead) against free memory; `force: true` loads anyway."""
     result = await rt.models.load(body.model, revision=body.revision, model_id=body.model_id, dtype=body.dtype,
-                                  quantization=body.quantization, device=body.device, force=body.force)
+                                  quantization=body.quantization, device=body.device, force=body.force,
+                                  trust_remote_code=body.trust_remote_code)
     if result.sae_message is not None:
         await _clear_steering(rt)
     out = model_out(rt)

@@ -26,6 +26,7 @@ from millm.hub.memory import MemoryEstimate
 from millm.protocol import hub as h
 from millm.protocol.openai import ErrorResponse
 from millm.services.hub import HubService
+from millm.services.remote_code import check_allowed
 
 router = APIRouter()
 ERRORS: dict[int | str, dict[str, Any]] = {code: {"model": ErrorResponse} for code in (400, 401, 403, 404, 409, 502)}
@@ -59,7 +60,7 @@ def hub_service(rt: RuntimeDep) -> HubService:
     s = rt.settings
     return HubService(jobs=rt.jobs, in_use=frozenset(in_use), sae_numel=sae_numel, roots=rt.roots,
                       defaults={"device": s.device, "dtype": s.dtype, "quantization": s.quantization,
-                                "max_context": s.max_context})
+                                "max_context": s.max_context, "trust_remote_code": s.trust_remote_code})
 
 
 HubDep = Annotated[HubService, Depends(hub_service)]
@@ -124,6 +125,7 @@ async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
 
     Pull a model or an SAE into the cache as a background job; an identical queued or running job is returned
     instead of a second one. Follow it with `GET /api/downloads/{job_id}`, its event stream, or `/ws/downloads`."""
+    check_allowed(body.trust_remote_code, allowed=bool(hub.defaults.get("trust_remote_code")))
     job = await asyncio.to_thread(hub.submit, kind=body.kind, repo_id=body.repo_id, revision=body.revision,
                                   path=body.path, release=body.release, sae_id=body.sae_id)
     return job_out(job)
@@ -327,3 +329,36 @@ async def list_repo_saes(
             for s in listing.saes]
     return h.RepoSaeList(repo_id=listing.repo_id, revision=listing.revision, commit=listing.commit, data=data,
                          count=len(data), configs_read=listing.configs_read)
+
+
+@router.get("/api/hub/models/{repo_id:path}", operation_id="previewModel", tags=["models"],
+            response_model=h.ModelPreviewOut, responses=ERRORS)
+async def preview_model(
+    repo_id: Annotated[str, Path(description="Hub repo id, `owner/name`.", max_length=200)],
+    hub: HubDep, rt: RuntimeDep,
+    revision: Annotated[str | None, Query(description="Branch, tag or commit (default: main).", max_length=200)]
+    = None,
+) -> h.ModelPreviewOut:
+    """Preview a Hub model.
+
+    Before downloading: the Hub's downloads, likes, pipeline tag, model_type and architectures, tags, license,
+    languages and gating, whether loading it runs the repo's own code (`needs_remote_code`) and whether this
+    server allows that, and a memory estimate per precision (fp32, fp16, bf16, 8-bit, 4-bit) on the server's
+    device from the safetensors headers and config.json. Nothing is downloaded into the cache."""
+    p, available = await asyncio.to_thread(hub.preview_model, repo_id, revision)
+    rows = [h.PrecisionEstimateOut(precision=label, dtype=e.dtype, quantization=e.quantization,  # type: ignore[arg-type]
+                                   weights_bytes=e.weights_bytes, kv_cache_bytes=e.kv_cache_bytes,
+                                   sae_bytes=e.sae_bytes, overhead_bytes=e.overhead_bytes, total_bytes=e.total_bytes,
+                                   fits=e.total_bytes <= available if available is not None else None)
+            for label, e in p.estimates]
+    return h.ModelPreviewOut(
+        repo_id=p.repo_id, revision=p.revision, commit=p.commit, author=p.author, downloads=p.downloads,
+        likes=p.likes, pipeline_tag=p.pipeline_tag, library_name=p.library_name, model_type=p.model_type,
+        architectures=p.architectures, tags=p.tags, license=p.license, languages=p.languages, gated=p.gated,
+        private=p.private, needs_remote_code=p.needs_remote_code,
+        trust_remote_code_allowed=rt.settings.trust_remote_code,
+        last_modified=datetime.fromisoformat(p.last_modified) if p.last_modified else None, files=p.files,
+        size_bytes=p.size_bytes, params=p.params, context=p.context,
+        device=p.estimates[0][1].device if p.estimates else str(hub.defaults.get("device", "auto")),
+        available_bytes=available, estimates=rows, estimate_error=p.estimate_error,
+    )  # fmt: skip

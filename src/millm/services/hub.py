@@ -48,6 +48,7 @@ from millm.hub.memory import (
 
 if TYPE_CHECKING:  # the download stack (httpx2, Hub errors) loads only when something is pulled
     from millm.hub.jobs import Job, JobManager
+    from millm.services.model_preview import ModelPreview
 
 log = logging.getLogger(__name__)
 
@@ -370,3 +371,18 @@ class HubService:
             context=context, max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel,
             roots=self.roots,
         )
+
+    # -------------------------------------------------------------- previewing a Hub model
+    def preview_model(self, repo_id: str, revision: str | None = None) -> tuple[ModelPreview, int | None]:
+        """A Hub model's card metadata and a memory estimate per precision on the server's device, with the free
+        memory there (None: the device is not on this machine). Nothing is downloaded into the cache. Blocking."""
+        from millm.services.model_preview import preview_model
+
+        check_repo_id(repo_id, param="repo_id")
+        check_revision(revision)
+        device = self.defaults.get("device", "auto")
+        sae_bytes = int(self.sae_numel * weight_bytes("auto", "none", device))
+        preview = preview_model(self.jobs.hub_client(), repo_id, revision, device=device,
+                                max_context_cap=self.defaults.get("max_context"), sae_bytes=sae_bytes)
+        resolved = preview.estimates[0][1].device if preview.estimates else device
+        return preview, free_memory(resolved) if device_present(resolved) else None

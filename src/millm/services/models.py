@@ -22,6 +22,7 @@ import asyncio
 import gc
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import torch
@@ -34,6 +35,7 @@ from millm.hub.cache import CacheIndex
 from millm.hub.memory import MemoryEstimate, check_fits
 from millm.services.local_paths import LocalRoots
 from millm.services.hub import estimate_for, free_memory, resolve_model_source
+from millm.services.remote_code import check_allowed, check_loadable
 from millm.services.saes import SaeService
 
 log = logging.getLogger(__name__)
@@ -109,10 +111,13 @@ class ModelService:
         async with self._lock:
             self.loading = source
             try:
+                check_allowed(options.get("trust_remote_code"), allowed=bool(self.defaults.get("trust_remote_code")))
                 kwargs = {**self.defaults, **{k: v for k, v in options.items() if v is not None}}
                 src = await asyncio.to_thread(resolve_model_source, source, revision=kwargs.get("revision"),
                                               cache_dir=kwargs.get("cache_dir"), index=self.index,
                                               roots=None if trusted else self.roots)
+                check_loadable(src.folder, trusted=bool(kwargs.get("trust_remote_code")),
+                               name=src.repo_id or Path(source).name)
                 est, free = await asyncio.to_thread(self._check_memory, src.folder, kwargs, force or self.force_load)
                 new = await asyncio.to_thread(load_model, source, local_dir=src.folder, **kwargs)
 
