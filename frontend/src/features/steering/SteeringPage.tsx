@@ -226,6 +226,7 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
             navigate({ search: (s) => ({ ...s, prompt: prompt || undefined }), replace: true })
           }
           steering={playgroundSteering}
+          dSae={sae.d_sae}
         />
       </div>
     </div>
