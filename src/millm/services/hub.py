@@ -381,8 +381,7 @@ class HubService:
         check_repo_id(repo_id, param="repo_id")
         check_revision(revision)
         device = self.defaults.get("device", "auto")
-        sae_bytes = int(self.sae_numel * weight_bytes("auto", "none", device))
         preview = preview_model(self.jobs.hub_client(), repo_id, revision, device=device,
-                                max_context_cap=self.defaults.get("max_context"), sae_bytes=sae_bytes)
+                                max_context_cap=self.defaults.get("max_context"), sae_numel=self.sae_numel)
         resolved = preview.estimates[0][1].device if preview.estimates else device
         return preview, free_memory(resolved) if device_present(resolved) else None

@@ -79,9 +79,11 @@ def preview_model(
     *,
     device: str = "cpu",
     max_context_cap: int | None = None,
-    sae_bytes: int = 0,
+    sae_numel: int = 0,
 ) -> ModelPreview:
-    """The Hub's description of `repo_id` and a memory estimate per precision on `device`. Blocking."""
+    """The Hub's description of `repo_id` and a memory estimate per precision on `device`, counting an attached
+    SAE of `sae_numel` values cast to each precision's compute dtype. Blocking."""
+    from millm.services.hub import weight_bytes
     rev = revision or "main"
     try:
         info = client.api.model_info(repo_id, revision=rev, files_metadata=True, token=client.token)
@@ -111,6 +113,7 @@ def preview_model(
             model_ctx = max_context(config)
             context = min(model_ctx, max_context_cap) if model_ctx and max_context_cap else model_ctx or max_context_cap
             for label, dtype, quantization in PRECISIONS:
+                sae_bytes = int(sae_numel * weight_bytes(dtype, quantization, device))
                 estimates.append((label, estimate_memory(params=count, config=config, dtype=dtype,
                                                          quantization=quantization, device=device, context=context,
                                                          sae_bytes=sae_bytes)))
