@@ -1,6 +1,6 @@
 import { useQuery } from "@tanstack/react-query";
 import { CopyIcon, PlayIcon, PlusIcon, SquareIcon, XIcon } from "lucide-react";
-import { useMemo, useRef, useState } from "react";
+import { useMemo, useState } from "react";
 import { toast } from "sonner";
 import { profilesQuery } from "@/api/queries";
 import { toastError } from "@/api/queryClient";
@@ -17,6 +17,8 @@ import {
   type ColumnSpec,
   columnTitles,
   DEFAULT_COLUMNS,
+  decodeColumns,
+  encodeColumns,
   MAX_VARIANTS,
   toVariants,
 } from "./playgroundVariants";
@@ -244,6 +246,8 @@ export function Playground({
   onPromptChange,
   steering,
   dSae = Number.MAX_SAFE_INTEGER,
+  columnsParam,
+  onColumnsChange,
 }: {
   model: string;
   prompt: string;
@@ -251,9 +255,20 @@ export function Playground({
   steering: PlaygroundRequest["steering"];
   /** The attached SAE's width, to check custom feature lists. */
   dSae?: number;
+  /** The columns as the URL keeps them (`?columns=`, see playgroundVariants.ts); without it, local state. */
+  columnsParam?: string;
+  onColumnsChange?: (param: string | undefined) => void;
 }) {
-  const [columns, setColumns] = useState<ColumnSpec[]>(DEFAULT_COLUMNS);
-  const nextId = useRef(DEFAULT_COLUMNS.length);
+  const [localColumns, setLocalColumns] = useState<ColumnSpec[]>(DEFAULT_COLUMNS);
+  const columns = useMemo(
+    () => (onColumnsChange ? decodeColumns(columnsParam) : localColumns),
+    [onColumnsChange, columnsParam, localColumns],
+  );
+  const setColumns = (update: (c: ColumnSpec[]) => ColumnSpec[]) => {
+    const next = update(columns).map((c, id) => ({ ...c, id }));
+    if (onColumnsChange) onColumnsChange(encodeColumns(next));
+    else setLocalColumns(next);
+  };
   const { data: profileList } = useQuery(profilesQuery);
   const profileNames = useMemo(() => (profileList?.data ?? []).map((p) => p.name), [profileList]);
   const titles = columnTitles(columns);
@@ -364,7 +379,7 @@ export function Playground({
         dSae={dSae}
         disabled={running || columns.length >= MAX_VARIANTS}
         onAdd={(spec) => {
-          setColumns((c) => (c.length >= MAX_VARIANTS ? c : [...c, { ...spec, id: nextId.current++ }]));
+          setColumns((c) => (c.length >= MAX_VARIANTS ? c : [...c, { ...spec, id: c.length }]));
           reset();
         }}
       />
@@ -383,7 +398,7 @@ export function Playground({
       >
         {shownTitles.map((title, i) => (
           <Column
-            key={run.status === "idle" ? columns[i]?.id : `run-${i}`}
+            key={title /* unique: columnTitles numbers repeats */}
             title={title}
             index={i}
             variant={run.variants[i]}

@@ -227,6 +227,8 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
           }
           steering={playgroundSteering}
           dSae={sae.d_sae}
+          columnsParam={search.columns}
+          onColumnsChange={(columns) => navigate({ search: (s) => ({ ...s, columns }), replace: true })}
         />
       </div>
     </div>

@@ -1,5 +1,11 @@
 import { describe, expect, it } from "vitest";
-import { columnTitles, DEFAULT_COLUMNS, toVariants } from "./playgroundVariants";
+import {
+  columnTitles,
+  DEFAULT_COLUMNS,
+  decodeColumns,
+  encodeColumns,
+  toVariants,
+} from "./playgroundVariants";
 
 const current = { features: [{ index: 16, strength: 8 }], mode: "add" as const };
 
@@ -50,5 +56,26 @@ describe("playground columns", () => {
     const { variants, error } = toVariants(specs, current, 1536);
     expect(variants).toEqual([]);
     expect(error).toMatch(/^Column 3: 9999: index 9999 is out of range/);
+  });
+
+  it("round-trip through the URL, the default left out", () => {
+    expect(encodeColumns(DEFAULT_COLUMNS)).toBeUndefined();
+    expect(decodeColumns(undefined)).toEqual(DEFAULT_COLUMNS);
+    const kinds = [
+      { kind: "unsteered" as const },
+      { kind: "profile" as const, profile: "yelling-demo" },
+      { kind: "custom" as const, text: "16:4, 40=-2" },
+      { kind: "current" as const },
+    ];
+    const text = encodeColumns(kinds);
+    expect(text).toBe("u|p:yelling-demo|c:16:4;40=-2|s");
+    expect(decodeColumns(text)).toEqual([
+      { id: 0, kind: "unsteered" },
+      { id: 1, kind: "profile", profile: "yelling-demo" },
+      { id: 2, kind: "custom", text: "16:4, 40=-2" },
+      { id: 3, kind: "current" },
+    ]);
+    expect(decodeColumns("x|p:|u|u|u|u|u|u|u|u|u")).toHaveLength(8); // junk dropped, at most 8
+    expect(decodeColumns("junk")).toEqual(DEFAULT_COLUMNS);
   });
 });

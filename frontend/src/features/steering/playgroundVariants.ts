@@ -21,6 +21,40 @@ export const DEFAULT_COLUMNS: ColumnSpec[] = [
 
 export { MAX_VARIANTS };
 
+/**
+ * The columns as the URL keeps them (`?columns=`): `u` unsteered, `s` the current steering, `p:<profile>`,
+ * `c:<list>` (a custom list, its commas written as `;`), joined by `|`. The default (`u|s`) is left out.
+ */
+export function encodeColumns(specs: ColumnKind[]): string | undefined {
+  const parts = specs.map((c) =>
+    c.kind === "unsteered"
+      ? "u"
+      : c.kind === "current"
+        ? "s"
+        : c.kind === "profile"
+          ? `p:${c.profile}`
+          : `c:${c.text.replace(/\s*,\s*/g, ";").replace(/\|/g, "")}`,
+  );
+  const text = parts.join("|");
+  return text === "u|s" ? undefined : text;
+}
+
+/** `?columns=` back into columns (ids by position); unknown parts are dropped, at most 8 kept, never none. */
+export function decodeColumns(text: string | undefined): ColumnSpec[] {
+  if (!text) return DEFAULT_COLUMNS;
+  const out: ColumnSpec[] = [];
+  for (const part of text.split("|")) {
+    const id = out.length;
+    if (part === "u") out.push({ id, kind: "unsteered" });
+    else if (part === "s") out.push({ id, kind: "current" });
+    else if (part.startsWith("p:") && part.length > 2)
+      out.push({ id, kind: "profile", profile: part.slice(2) });
+    else if (part.startsWith("c:") && part.length > 2)
+      out.push({ id, kind: "custom", text: part.slice(2).replace(/;/g, ", ") });
+  }
+  return out.length ? out.slice(0, MAX_VARIANTS) : DEFAULT_COLUMNS;
+}
+
 /** The column's title; the first two keep the names "Unsteered" and "Steered". */
 export function columnTitle(spec: ColumnSpec): string {
   switch (spec.kind) {
