@@ -64,7 +64,7 @@ def test_operation_ids_are_unique_camel_case_verb_noun(schema: dict[str, Any]) -
         else:
             assert re.fullmatch(r"(get|list|search|create|set|update|replace|delete|clear|load|unload|estimate|attach|"
                                 r"detach|enable|disable|pause|resume|start|cancel|stream|export|import|duplicate|"
-                                r"activate|deactivate|compare|shutdown)[A-Z][A-Za-z0-9]*", oid), f"{method} {path}: {oid!r} not verbNoun"
+                                r"activate|deactivate|compare|shutdown|preview)[A-Z][A-Za-z0-9]*", oid), f"{method} {path}: {oid!r} not verbNoun"
 
 
 def test_the_ids_the_web_ui_uses(schema: dict[str, Any]) -> None:

@@ -159,8 +159,9 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     page.get_by_role("textbox", name="Prompt").fill("Tell me a story.")
     page.get_by_role("button", name="Run").click()
     expect(page.get_by_role("status").filter(has_text="Done")).to_be_visible(timeout=60_000)
-    steered = page.get_by_role("region", name="Steered answer", exact=True).inner_text()
-    unsteered = page.get_by_role("region", name="Unsteered answer").inner_text()
+    # (the answers' text only: the column headers and footers are not part of the generated text)
+    steered = page.get_by_role("region", name="Steered answer", exact=True).get_by_test_id("steered-text").inner_text()
+    unsteered = page.get_by_role("region", name="Unsteered answer").get_by_test_id("base-text").inner_text()
     assert upper_ratio(steered) > 0.6, steered
     assert upper_ratio(unsteered) < 0.4, unsteered
     axe_check(page, "Steering")

@@ -52,6 +52,8 @@ class FakeRepo:
     sha: str = ""
     branches: dict[str, str] = field(default_factory=dict)  # branch/tag -> sha
     history: dict[str, dict[str, bytes]] = field(default_factory=dict)  # older commits: sha -> files
+    # Extra model-info fields as the Hub sends them (downloads, likes, pipeline_tag, tags, cardData, ...).
+    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.sha:
@@ -97,6 +99,16 @@ class FakeRepo:
             if self.is_lfs(name):
                 entry["lfs"] = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(), "pointerSize": 134}
         return entry
+
+    def config_summary(self, sha: str) -> dict[str, Any] | None:
+        """The `config` the Hub derives from config.json: model_type, architectures and auto_map."""
+        try:
+            config = json.loads(self.files_at(sha)["config.json"])
+        except (KeyError, ValueError):
+            return None
+        if not isinstance(config, dict):
+            return None
+        return {k: config[k] for k in ("model_type", "architectures", "auto_map") if k in config}
 
     def safetensors_summary(self, sha: str) -> dict[str, Any] | None:
         counts: dict[str, int] = {}
@@ -325,6 +337,10 @@ def _make_handler(hub: FakeHub) -> type[BaseHTTPRequestHandler]:
             summary = repo.safetensors_summary(sha)
             if summary is not None:
                 info["safetensors"] = summary
+            config = repo.config_summary(sha)
+            if config is not None:
+                info["config"] = config
+            info.update(repo.meta)
             self._send(200, json.dumps(info).encode(), {"Content-Type": "application/json"})
 
         def _resolve(self, repo_id: str, rev: str, filename: str, head: bool) -> None:

@@ -36,6 +36,10 @@ const HINTS: Record<string, string> = {
   sae_mismatch: "Pick an SAE trained for this model, or another layer.",
   not_cached: "Download it first.",
   invalid_repo_id: "Use the form owner/name.",
+  trust_remote_code_disabled:
+    "Start the server with --trust-remote-code (MILLM_TRUST_REMOTE_CODE=1) if you trust this repo's code.",
+  trust_remote_code_required:
+    "Read the repo's Python files on the Hub; if you trust them, tick “Trust remote code” and load again.",
 };
 
 export class ApiError extends Error {

@@ -13,6 +13,7 @@ import {
   listDownloads,
   listProfiles,
   listRepoSaes,
+  previewModel,
   searchFeatureLabels,
 } from "@/client";
 import { ApiError } from "./errors";
@@ -28,6 +29,7 @@ export const queryKeys = {
   estimate: (params: EstimateParams) => ["estimate", params] as const,
   saeLabels: ["saes", "attached", "labels"] as const,
   repoSaes: (repo: string, revision?: string) => ["hub", "saes", repo, revision ?? "main"] as const,
+  modelPreview: (repo: string, revision?: string) => ["hub", "models", repo, revision ?? "main"] as const,
   labelSearch: (q: string, limit: number) => ["saes", "attached", "labels", { q, limit }] as const,
   profiles: ["profiles"] as const,
   monitorConfig: ["monitor", "config"] as const,
@@ -100,6 +102,16 @@ export const labelSearchQuery = (q: string, limit = 200) =>
     queryFn: async ({ signal }) =>
       (await searchFeatureLabels({ signal, query: { q: q || undefined, limit } })).data,
     staleTime: 60_000,
+  });
+
+/** A Hub model's card and memory per precision, before downloading (GET /api/hub/models/{repo_id}). */
+export const modelPreviewQuery = (repoId: string, revision?: string) =>
+  queryOptions({
+    queryKey: queryKeys.modelPreview(repoId, revision),
+    queryFn: async ({ signal }) =>
+      (await previewModel({ signal, path: { repo_id: repoId }, query: { revision } })).data,
+    staleTime: 5 * 60_000,
+    retry: false,
   });
 
 export const profilesQuery = queryOptions({

@@ -1253,6 +1253,12 @@ export type DownloadIn = {
      * SAE only: the SAE id within the SAELens release.
      */
     sae_id?: string | null;
+    /**
+     * Trust Remote Code
+     *
+     * Model only: the caller means to load it with its own Python code; refused (403) unless the server allows remote code (--trust-remote-code), so a download is not wasted.
+     */
+    trust_remote_code?: boolean;
 };
 
 /**
@@ -2269,6 +2275,12 @@ export type ModelLoadIn = {
      * Hub branch, tag or commit (default: main).
      */
     revision?: string | null;
+    /**
+     * Trust Remote Code
+     *
+     * Run the repo's own Python code (its config's auto_map) to load it: arbitrary code execution from the Hub. Honoured only when the server was started with --trust-remote-code (else a 403); left out, the server's setting applies.
+     */
+    trust_remote_code?: boolean | null;
 };
 
 /**
@@ -2292,6 +2304,152 @@ export type ModelLoadOut = {
      * Why an attached SAE was detached, if it was.
      */
     sae_detached?: string | null;
+};
+
+/**
+ * ModelPreviewOut
+ *
+ * A Hub model before downloading it: its card metadata and a memory estimate per precision.
+ */
+export type ModelPreviewOut = {
+    /**
+     * Architectures
+     *
+     * config.json's architectures, e.g. LlamaForCausalLM.
+     */
+    architectures: Array<string>;
+    /**
+     * Author
+     */
+    author: string | null;
+    /**
+     * Available Bytes
+     *
+     * Free memory on the device; null when it is not on this machine.
+     */
+    available_bytes: number | null;
+    /**
+     * Commit
+     *
+     * The commit it resolved to.
+     */
+    commit: string;
+    /**
+     * Context
+     *
+     * Tokens of KV cache the estimates count (the model's, capped by the server's max context).
+     */
+    context: number | null;
+    /**
+     * Device
+     *
+     * The device estimated for (the server's).
+     */
+    device: string;
+    /**
+     * Downloads
+     *
+     * Downloads in the last 30 days, as the Hub counts them.
+     */
+    downloads: number | null;
+    /**
+     * Estimate Error
+     *
+     * Why there is no memory table (no safetensors, no config.json).
+     */
+    estimate_error: string | null;
+    /**
+     * Estimates
+     *
+     * One row per precision; empty when it cannot be estimated (see estimate_error).
+     */
+    estimates: Array<PrecisionEstimateOut>;
+    /**
+     * Files
+     *
+     * Files in the repo at this commit.
+     */
+    files: number;
+    /**
+     * Gated
+     *
+     * null: open; `auto` or `manual`: accept its terms on the Hub and use a token that has been granted access.
+     */
+    gated: string | null;
+    /**
+     * Languages
+     */
+    languages: Array<string>;
+    /**
+     * Last Modified
+     */
+    last_modified: string | null;
+    /**
+     * Library Name
+     */
+    library_name: string | null;
+    /**
+     * License
+     */
+    license: string | null;
+    /**
+     * Likes
+     */
+    likes: number | null;
+    /**
+     * Model Type
+     *
+     * config.json's model_type, e.g. llama.
+     */
+    model_type: string | null;
+    /**
+     * Needs Remote Code
+     *
+     * Its config maps classes to the repo's own Python code (auto_map): loading it runs that code, and needs `trust_remote_code`.
+     */
+    needs_remote_code: boolean;
+    /**
+     * Params
+     *
+     * Parameters, from the safetensors headers.
+     */
+    params: number | null;
+    /**
+     * Pipeline Tag
+     *
+     * The Hub's task, e.g. text-generation.
+     */
+    pipeline_tag: string | null;
+    /**
+     * Private
+     */
+    private: boolean;
+    /**
+     * Repo Id
+     */
+    repo_id: string;
+    /**
+     * Revision
+     *
+     * The revision as asked (default main).
+     */
+    revision: string;
+    /**
+     * Size Bytes
+     *
+     * Total size of the repo's files.
+     */
+    size_bytes: number;
+    /**
+     * Tags
+     */
+    tags: Array<string>;
+    /**
+     * Trust Remote Code Allowed
+     *
+     * Whether this server was started with --trust-remote-code.
+     */
+    trust_remote_code_allowed: boolean;
 };
 
 /**
@@ -2348,6 +2506,58 @@ export type MonitorConfigOut = {
      * Top K
      */
     top_k: number;
+};
+
+/**
+ * PrecisionEstimateOut
+ *
+ * What loading the model at one precision would take, against free memory on the server's device.
+ */
+export type PrecisionEstimateOut = {
+    /**
+     * Dtype
+     *
+     * `dtype` of a load at this precision.
+     */
+    dtype: string;
+    /**
+     * Fits
+     *
+     * Whether total_bytes <= available_bytes; null when the device is absent.
+     */
+    fits: boolean | null;
+    /**
+     * Kv Cache Bytes
+     */
+    kv_cache_bytes: number;
+    /**
+     * Overhead Bytes
+     */
+    overhead_bytes: number;
+    /**
+     * Precision
+     *
+     * The precision as the load dialog names it.
+     */
+    precision: 'fp32' | 'fp16' | 'bf16' | '8-bit' | '4-bit';
+    /**
+     * Quantization
+     *
+     * `quantization` of a load at this precision.
+     */
+    quantization: string;
+    /**
+     * Sae Bytes
+     */
+    sae_bytes: number;
+    /**
+     * Total Bytes
+     */
+    total_bytes: number;
+    /**
+     * Weights Bytes
+     */
+    weights_bytes: number;
 };
 
 /**
@@ -4107,6 +4317,65 @@ export type ResumeDownloadResponses = {
 };
 
 export type ResumeDownloadResponse = ResumeDownloadResponses[keyof ResumeDownloadResponses];
+
+export type PreviewModelData = {
+    body?: never;
+    path: {
+        /**
+         * Repo Id
+         *
+         * Hub repo id, `owner/name`.
+         */
+        repo_id: string;
+    };
+    query?: {
+        /**
+         * Revision
+         *
+         * Branch, tag or commit (default: main).
+         */
+        revision?: string | null;
+    };
+    url: '/api/hub/models/{repo_id}';
+};
+
+export type PreviewModelErrors = {
+    /**
+     * Bad Request
+     */
+    400: ErrorResponse;
+    /**
+     * Unauthorized
+     */
+    401: ErrorResponse;
+    /**
+     * Forbidden
+     */
+    403: ErrorResponse;
+    /**
+     * Not Found
+     */
+    404: ErrorResponse;
+    /**
+     * Conflict
+     */
+    409: ErrorResponse;
+    /**
+     * Bad Gateway
+     */
+    502: ErrorResponse;
+};
+
+export type PreviewModelError = PreviewModelErrors[keyof PreviewModelErrors];
+
+export type PreviewModelResponses = {
+    /**
+     * Successful Response
+     */
+    200: ModelPreviewOut;
+};
+
+export type PreviewModelResponse = PreviewModelResponses[keyof PreviewModelResponses];
 
 export type ListRepoSaesData = {
     body?: never;

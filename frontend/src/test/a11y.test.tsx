@@ -7,7 +7,7 @@ import { screen, waitFor } from "@testing-library/react";
 import axe from "axe-core";
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
-import { estimate, job } from "./fixtures";
+import { estimate, job, modelPreview } from "./fixtures";
 import { renderApp } from "./render";
 import { api, server } from "./server";
 
@@ -36,6 +36,13 @@ describe("accessibility (axe)", () => {
     server.use(http.get(api("/api/models/estimate"), () => HttpResponse.json(estimate())));
     renderApp("/models?load=Qwen%2FQwen2.5-0.5B");
     await screen.findByRole("figure", { name: "Memory estimate" });
+    expect(await violations()).toEqual([]);
+  });
+
+  it("the model preview dialog has no serious or critical violations", async () => {
+    server.use(http.get(api("/api/hub/models/*"), () => HttpResponse.json(modelPreview())));
+    renderApp("/models?preview=org%2Fcustom-7b");
+    await screen.findByRole("radio", { name: "4-bit" });
     expect(await violations()).toEqual([]);
   });
 });

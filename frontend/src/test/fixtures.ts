@@ -1,5 +1,13 @@
 /** Server payloads for component tests, typed by the generated client so they stay true to the API. */
-import type { CachedRepoOut, JobOut, LoadedModelOut, ModelEstimateOut, SaeOut, StatusOut } from "@/client";
+import type {
+  CachedRepoOut,
+  JobOut,
+  LoadedModelOut,
+  ModelEstimateOut,
+  ModelPreviewOut,
+  SaeOut,
+  StatusOut,
+} from "@/client";
 
 export const demoModel: LoadedModelOut = {
   id: "millm-demo",
@@ -140,3 +148,51 @@ export function estimate(
 export function envelope(message: string, code: string | null = null, param: string | null = null) {
   return { error: { message, type: "invalid_request_error", param, code } };
 }
+
+/** GET /api/hub/models/{repo_id}: a gated 7B model with remote code, on a CPU server with 20 GB free. */
+export const modelPreview = (): ModelPreviewOut => ({
+  repo_id: "org/custom-7b",
+  revision: "main",
+  commit: "a".repeat(40),
+  author: "org",
+  downloads: 123456,
+  likes: 789,
+  pipeline_tag: "text-generation",
+  library_name: "transformers",
+  model_type: "custom",
+  architectures: ["CustomForCausalLM"],
+  tags: Array.from({ length: 12 }, (_, i) => `tag-${i}`),
+  license: "apache-2.0",
+  languages: ["en"],
+  gated: "manual",
+  private: false,
+  needs_remote_code: true,
+  trust_remote_code_allowed: true,
+  last_modified: null,
+  files: 9,
+  size_bytes: 14 * 1024 ** 3,
+  params: 7_000_000_000,
+  context: 4096,
+  device: "cpu",
+  available_bytes: 20 * 1024 ** 3,
+  estimate_error: null,
+  estimates: (
+    [
+      ["fp32", "float32", "none", 28],
+      ["fp16", "float16", "none", 14],
+      ["bf16", "bfloat16", "none", 14],
+      ["8-bit", "auto", "8bit", 7],
+      ["4-bit", "auto", "4bit", 3.5],
+    ] as const
+  ).map(([precision, dtype, quantization, gib]) => ({
+    precision,
+    dtype,
+    quantization,
+    weights_bytes: gib * 1024 ** 3,
+    kv_cache_bytes: 1024 ** 3,
+    sae_bytes: 0,
+    overhead_bytes: 0,
+    total_bytes: (gib + 1) * 1024 ** 3,
+    fits: gib + 1 <= 20,
+  })),
+});

@@ -82,7 +82,8 @@ async def load_model(body: a.ModelLoadIn, rt: RuntimeDep) -> a.ModelLoadOut:
     memory estimate says will not fit is refused with a 400 `insufficient_memory` whose `memory_estimate` gives the
     breakdown (weights, KV cache, SAE, overhead) against free memory; `force: true` loads anyway."""
     options = LoadOptions(revision=body.revision, model_id=body.model_id, dtype=body.dtype,
-                          quantization=body.quantization, device=body.device)
+                          quantization=body.quantization, device=body.device,
+                          trust_remote_code=body.trust_remote_code)
     result = await rt.control.load_model(body.model, options=options, force=body.force)
     out = rt.views.model()
     assert out is not None

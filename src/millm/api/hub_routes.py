@@ -56,7 +56,8 @@ async def start_download(body: h.DownloadIn, hub: HubDep) -> h.JobOut:
     Pull a model or an SAE into the cache as a background job; an identical queued or running job is returned
     instead of a second one. Follow it with `GET /api/downloads/{job_id}`, its event stream, or `/ws/downloads`."""
     return await asyncio.to_thread(hub.submit, kind=body.kind, repo_id=body.repo_id, revision=body.revision,
-                                   path=body.path, release=body.release, sae_id=body.sae_id)
+                                   path=body.path, release=body.release, sae_id=body.sae_id,
+                                   trust_remote_code=body.trust_remote_code)
 
 
 @router.get("/api/downloads", operation_id="listDownloads", tags=["downloads"], response_model=h.JobList)
@@ -235,3 +236,20 @@ async def list_repo_saes(
     Neuronpedia id from its config where the format has one; nothing is downloaded into the cache. Pick one and
     pull it with `POST /api/downloads` (`kind: sae`, `repo_id`, `path`) or attach its `source`."""
     return await asyncio.to_thread(hub.list_repo_saes, repo_id, revision)
+
+
+@router.get("/api/hub/models/{repo_id:path}", operation_id="previewModel", tags=["models"],
+            response_model=h.ModelPreviewOut, responses=ERRORS)
+async def preview_model(
+    repo_id: Annotated[str, Path(description="Hub repo id, `owner/name`.", max_length=200)],
+    hub: HubDep,
+    revision: Annotated[str | None, Query(description="Branch, tag or commit (default: main).", max_length=200)]
+    = None,
+) -> h.ModelPreviewOut:
+    """Preview a Hub model.
+
+    Before downloading: the Hub's downloads, likes, pipeline tag, model_type and architectures, tags, license,
+    languages and gating, whether loading it runs the repo's own code (`needs_remote_code`) and whether this
+    server allows that, and a memory estimate per precision (fp32, fp16, bf16, 8-bit, 4-bit) on the server's
+    device from the safetensors headers and config.json. Nothing is downloaded into the cache."""
+    return await asyncio.to_thread(hub.preview_model, repo_id, revision)

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import llguidance
-import numpy as np
 import llguidance.hf
+import numpy as np
 import torch
 
 if TYPE_CHECKING:

@@ -6,6 +6,7 @@ token a seeded request draws. Nothing here allocates per-step Python objects per
 
 from __future__ import annotations
 
+import llguidance
 import torch
 
 from millm.engine.grammar import fill_words, words_to_mask
@@ -56,7 +57,7 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
     """Apply logit bias, penalties and grammar masks. logits: (B, V) float32 -> (B, V)."""
     if any(r.bias is not None or r.counts is not None or r.matcher is not None for r in rows):
         logits = logits.clone()
-        constrained: list[int] = []
+        constrained: list[tuple[int, llguidance.LLMatcher, torch.Tensor]] = []
         for i, r in enumerate(rows):
             if r.bias is not None:
                 logits[i] += r.bias
@@ -64,9 +65,9 @@ def process_logits(logits: torch.Tensor, rows: list[RowSampler]) -> torch.Tensor
                 p = r.params
                 logits[i] -= p.frequency_penalty * r.counts + p.presence_penalty * (r.counts > 0).float()
             if r.matcher is not None and r.mask_words is not None:  # (both set together, from params.constraint)
-                constrained.append(i)
-        for i in constrained:  # each constrained row's grammar mask, in place (no gather/scatter over the batch)
-            allowed = words_to_mask(fill_words(rows[i].matcher, rows[i].mask_words), logits.shape[-1])
+                constrained.append((i, r.matcher, r.mask_words))
+        for i, matcher, words in constrained:  # each constrained row's grammar mask, in place (no gather/scatter)
+            allowed = words_to_mask(fill_words(matcher, words), logits.shape[-1])
             logits[i].masked_fill_(~allowed.to(logits.device), float("-inf"))
     return logits
 

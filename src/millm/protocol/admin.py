@@ -30,6 +30,10 @@ class ModelLoadIn(_Strict):
     device: Literal["auto", "cpu", "cuda", "mps"] | None = Field(
         None, description="Where to load it (default: the server's --device).")
     force: bool = Field(False, description="Load even if the memory estimate says it will not fit.")
+    trust_remote_code: bool | None = Field(
+        None, description="Run the repo's own Python code (its config's auto_map) to load it: arbitrary code "
+                          "execution from the Hub. Honoured only when the server was started with "
+                          "--trust-remote-code (else a 403); left out, the server's setting applies.")
 
 
 class LoadedModelOut(BaseModel):

@@ -28,6 +28,9 @@ class DownloadIn(_Strict):
     path: str | None = Field(None, description="SAE only: the folder (or file) inside the repo; none: the whole repo.")
     release: str | None = Field(None, description="SAE only: a SAELens release (needs sae_lens installed).")
     sae_id: str | None = Field(None, description="SAE only: the SAE id within the SAELens release.")
+    trust_remote_code: bool = Field(False, description="Model only: the caller means to load it with its own Python "
+                                                       "code; refused (403) unless the server allows remote code "
+                                                       "(--trust-remote-code), so a download is not wasted.")
 
     @model_validator(mode="after")
     def _one_source(self) -> DownloadIn:
@@ -188,3 +191,56 @@ class RepoSaeList(BaseModel):
     data: list[RepoSaeOut] = Field(description="Sorted by site, layer, width and L0, ready to group.")
     count: int
     configs_read: int = Field(description="How many SAE configs were read for d_in, width, hook and Neuronpedia id.")
+
+
+# ---------------------------------------------------------------------------- previewing a Hub model
+
+
+class PrecisionEstimateOut(BaseModel):
+    """What loading the model at one precision would take, against free memory on the server's device."""
+
+    precision: Literal["fp32", "fp16", "bf16", "8-bit", "4-bit"] = Field(
+        description="The precision as the load dialog names it.")
+    dtype: str = Field(description="`dtype` of a load at this precision.")
+    quantization: str = Field(description="`quantization` of a load at this precision.")
+    weights_bytes: int
+    kv_cache_bytes: int
+    sae_bytes: int
+    overhead_bytes: int
+    total_bytes: int
+    fits: bool | None = Field(description="Whether total_bytes <= available_bytes; null when the device is absent.")
+
+
+class ModelPreviewOut(BaseModel):
+    """A Hub model before downloading it: its card metadata and a memory estimate per precision."""
+
+    repo_id: str
+    revision: str = Field(description="The revision as asked (default main).")
+    commit: str = Field(description="The commit it resolved to.")
+    author: str | None
+    downloads: int | None = Field(description="Downloads in the last 30 days, as the Hub counts them.")
+    likes: int | None
+    pipeline_tag: str | None = Field(description="The Hub's task, e.g. text-generation.")
+    library_name: str | None
+    model_type: str | None = Field(description="config.json's model_type, e.g. llama.")
+    architectures: list[str] = Field(description="config.json's architectures, e.g. LlamaForCausalLM.")
+    tags: list[str]
+    license: str | None
+    languages: list[str]
+    gated: str | None = Field(description="null: open; `auto` or `manual`: accept its terms on the Hub and use a "
+                                          "token that has been granted access.")
+    private: bool
+    needs_remote_code: bool = Field(description="Its config maps classes to the repo's own Python code (auto_map): "
+                                                "loading it runs that code, and needs `trust_remote_code`.")
+    trust_remote_code_allowed: bool = Field(description="Whether this server was started with --trust-remote-code.")
+    last_modified: datetime | None
+    files: int = Field(description="Files in the repo at this commit.")
+    size_bytes: int = Field(description="Total size of the repo's files.")
+    params: int | None = Field(description="Parameters, from the safetensors headers.")
+    context: int | None = Field(description="Tokens of KV cache the estimates count (the model's, capped by the "
+                                            "server's max context).")
+    device: str = Field(description="The device estimated for (the server's).")
+    available_bytes: int | None = Field(description="Free memory on the device; null when it is not on this machine.")
+    estimates: list[PrecisionEstimateOut] = Field(description="One row per precision; empty when it cannot be "
+                                                              "estimated (see estimate_error).")
+    estimate_error: str | None = Field(description="Why there is no memory table (no safetensors, no config.json).")

@@ -35,8 +35,10 @@ from millm.hub.local_paths import LocalRoots
 from millm.hub.memory import MemoryEstimate
 from millm.hub.sae_listing import RepoSae, find_saes
 from millm.hub.sae_listing import read_config as read_sae_config
+from millm.placement import device_present, free_bytes
 from millm.protocol import hub as h
 from millm.services.load_options import LoadDefaults, LoadOptions
+from millm.services.remote_code import check_allowed
 
 MAX_CONFIGS = 128  # SAE configs read per listing (Gemma Scope's hundreds of folders have none to read)
 MAX_CONFIG_BYTES = 1 << 20
@@ -139,7 +141,9 @@ class HubService:
 
     # -------------------------------------------------------------- downloads
     def submit(self, *, kind: str, repo_id: str | None, revision: str | None = None, path: str | None = None,
-               release: str | None = None, sae_id: str | None = None) -> h.JobOut:
+               release: str | None = None, sae_id: str | None = None,
+               trust_remote_code: bool | None = None) -> h.JobOut:
+        check_allowed(trust_remote_code, allowed=self.defaults.trust_remote_code)
         if release is not None:
             from millm.sae.registry_saelens import resolve_pretrained
 
@@ -254,3 +258,33 @@ class HubService:
         name = model if result.origin != "local" else model.rstrip("/").rsplit("/", 1)[-1]
         return h.ModelEstimateOut(model=name, source=result.origin,
                                   estimate=estimate_out(result.estimate, result.available_bytes))
+
+    # -------------------------------------------------------------- previewing a Hub model
+    def preview_model(self, repo_id: str, revision: str | None = None) -> h.ModelPreviewOut:
+        """A Hub model's card metadata and a memory estimate per precision on the server's device, with the free
+        memory there (None: the device is not on this machine). Nothing is downloaded into the cache. Blocking."""
+        from millm.services.model_preview import preview_model
+
+        check_repo_id(repo_id, param="repo_id")
+        check_revision(revision)
+        device = self.defaults.device
+        p = preview_model(self.jobs.hub_client(), repo_id, revision, device=device,
+                          max_context_cap=self.defaults.max_context, sae_numel=self.sae_numel())
+        resolved = p.estimates[0][1].device if p.estimates else device
+        available = free_bytes(resolved) if device_present(resolved) else None
+        rows = [h.PrecisionEstimateOut(precision=label, dtype=e.dtype, quantization=e.quantization,  # type: ignore[arg-type]
+                                       weights_bytes=e.weights_bytes, kv_cache_bytes=e.kv_cache_bytes,
+                                       sae_bytes=e.sae_bytes, overhead_bytes=e.overhead_bytes,
+                                       total_bytes=e.total_bytes,
+                                       fits=e.total_bytes <= available if available is not None else None)
+                for label, e in p.estimates]
+        return h.ModelPreviewOut(
+            repo_id=p.repo_id, revision=p.revision, commit=p.commit, author=p.author, downloads=p.downloads,
+            likes=p.likes, pipeline_tag=p.pipeline_tag, library_name=p.library_name, model_type=p.model_type,
+            architectures=p.architectures, tags=p.tags, license=p.license, languages=p.languages, gated=p.gated,
+            private=p.private, needs_remote_code=p.needs_remote_code,
+            trust_remote_code_allowed=self.defaults.trust_remote_code,
+            last_modified=datetime.fromisoformat(p.last_modified) if p.last_modified else None, files=p.files,
+            size_bytes=p.size_bytes, params=p.params, context=p.context, device=resolved,
+            available_bytes=available, estimates=rows, estimate_error=p.estimate_error,
+        )  # fmt: skip

@@ -23,6 +23,7 @@ class LoadOptions:
     device: str | None = None
     dtype: str | None = None
     quantization: str | None = None
+    trust_remote_code: bool | None = None  # the caller's consent (None: the server's setting applies)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from millm.hub.memory import MemoryEstimate, check_fits
 from millm.hub.sources import resolve_model_source
 from millm.placement import Placement, free_bytes
 from millm.services.load_options import LoadDefaults, LoadOptions
+from millm.services.remote_code import check_allowed, check_loadable
 from millm.services.saes import SaeService
 
 log = logging.getLogger(__name__)
@@ -105,15 +106,18 @@ class ModelService:
             try:
                 placement = self.defaults.placement(options, require_device=True)
                 d = self.defaults
+                check_allowed(options.trust_remote_code, allowed=d.trust_remote_code)
+                remote_code = d.trust_remote_code if options.trust_remote_code is None else options.trust_remote_code
                 src = await asyncio.to_thread(resolve_model_source, source, revision=options.revision,
                                               cache_dir=d.cache_dir, index=self.index,
                                               roots=None if trusted else self.roots)
+                check_loadable(src.folder, trusted=remote_code, name=src.repo_id or Path(source).name)
                 est, free = await asyncio.to_thread(self._check_memory, src.folder, placement,
                                                     force or self.force_load)
                 new = await asyncio.to_thread(
                     load_model, source, local_dir=src.folder, model_id=options.model_id, revision=options.revision,
                     device=placement.device, dtype=placement.dtype, quantization=placement.quantization,
-                    trust_remote_code=d.trust_remote_code, max_context=d.max_context)
+                    trust_remote_code=remote_code, max_context=d.max_context)
 
                 outcome = await asyncio.wrap_future(self.worker.swap_model(new))
                 result = SwapResult(new, self.saes.after_model_swap(outcome), est, free)

@@ -14,6 +14,7 @@ import {
 } from "@/components/ui/dialog";
 import { Label } from "@/components/ui/label";
 import { Select, SelectContent, SelectItem, SelectTrigger, SelectValue } from "@/components/ui/select";
+import { cn } from "@/lib/cn";
 import { formatDuration } from "@/lib/format";
 import { MemoryEstimate } from "./MemoryEstimate";
 import { PRECISIONS, type Precision, precisionRequest } from "./precision";
@@ -51,6 +52,8 @@ export function LoadModelDialog({
   onClose: () => void;
 }) {
   const selectId = useId();
+  const trustId = useId();
+  const [trustRemoteCode, setTrustRemoteCode] = useState(false);
   const req = precisionRequest(precision);
   const estimate = useQuery(
     estimateQuery({ model, dtype: req.dtype ?? undefined, quantization: req.quantization ?? undefined }),
@@ -59,13 +62,19 @@ export function LoadModelDialog({
   const elapsed = useElapsed(load.isPending);
   const err = load.error;
   const refusedForMemory = err instanceof ApiError && err.code === "insufficient_memory";
+  const needsCode = err instanceof ApiError && err.code === "trust_remote_code_required";
   const wontFit = estimate.data?.estimate.fits === false;
 
   // A new precision is a new question: forget the last attempt's error.
   // biome-ignore lint/correctness/useExhaustiveDependencies: reset on precision change only
   useEffect(() => load.reset(), [precision]);
 
-  const submit = (force: boolean) => load.mutate({ model, ...req, force }, { onSuccess: () => onClose() });
+  // Left out unless ticked: the server's own setting then applies.
+  const submit = (force: boolean) =>
+    load.mutate(
+      { model, ...req, force, ...(trustRemoteCode ? { trust_remote_code: true } : {}) },
+      { onSuccess: () => onClose() },
+    );
 
   return (
     <Dialog open onOpenChange={(o) => !o && onClose()}>
@@ -93,6 +102,27 @@ export function LoadModelDialog({
             ))}
           </SelectContent>
         </Select>
+
+        <label
+          htmlFor={trustId}
+          className={cn(
+            "mt-3 flex w-fit items-center gap-2 text-sm font-medium text-warning",
+            needsCode && "rounded-md ring-2 ring-warning/60 px-2 py-1",
+          )}
+        >
+          <input
+            id={trustId}
+            type="checkbox"
+            checked={trustRemoteCode}
+            disabled={load.isPending}
+            onChange={(e) => {
+              setTrustRemoteCode(e.target.checked);
+              load.reset();
+            }}
+          />
+          Trust remote code
+          <span className="font-normal text-muted">(runs the repo's own Python on the server)</span>
+        </label>
 
         <div className="mt-4" aria-live="polite">
           {estimate.isPending ? (

@@ -1,7 +1,7 @@
 import { screen, waitFor, within } from "@testing-library/react";
 import { HttpResponse, http } from "msw";
 import { describe, expect, it } from "vitest";
-import { envelope, estimate, job, status } from "@/test/fixtures";
+import { envelope, estimate, job, modelPreview, status } from "@/test/fixtures";
 import { renderApp } from "@/test/render";
 import { api, downloadsWs, server } from "@/test/server";
 
@@ -51,7 +51,12 @@ describe("Models tab: download", () => {
     );
     await user.click(screen.getByRole("button", { name: "Download" }));
     await waitFor(() =>
-      expect(body).toEqual({ kind: "model", repo_id: "google/gemma-2-2b", revision: null }),
+      expect(body).toEqual({
+        kind: "model",
+        repo_id: "google/gemma-2-2b",
+        revision: null,
+        trust_remote_code: false,
+      }),
     );
     // the server's push once the job moves
     const frame = { type: "progress", job: job({ bytes_done: 2 * 1024 ** 3, progress: 0.5 }) };
@@ -188,6 +193,39 @@ describe("Models tab: load with the memory estimate", () => {
     await waitFor(() => expect(screen.queryByRole("dialog", { name: "Load model" })).not.toBeInTheDocument());
   });
 
+  it("a model that needs its own code: the error says so, and Trust remote code sends the consent", async () => {
+    const bodies: { trust_remote_code?: boolean }[] = [];
+    server.use(
+      http.get(api("/api/models/estimate"), () => HttpResponse.json(estimate())),
+      http.post(api("/api/models/load"), async ({ request }) => {
+        const b = (await request.json()) as { trust_remote_code?: boolean };
+        bodies.push(b);
+        if (!b.trust_remote_code)
+          return HttpResponse.json(
+            envelope(
+              "'org/custom' needs its own Python code",
+              "trust_remote_code_required",
+              "trust_remote_code",
+            ),
+            { status: 400 },
+          );
+        return HttpResponse.json({ model: status().model, sae_detached: null, memory_estimate: null });
+      }),
+    );
+    const { user } = renderApp(`/models?load=${encodeURIComponent(model)}`);
+    const dialog = await screen.findByRole("dialog", { name: "Load model" });
+    await within(dialog).findByRole("figure", { name: "Memory estimate" });
+    await user.click(within(dialog).getByRole("button", { name: "Load" }));
+    const alert = await within(dialog).findByRole("alert");
+    expect(alert).toHaveTextContent("needs its own Python code");
+    expect(alert).toHaveTextContent("tick “Trust remote code”");
+    expect(bodies[0]).not.toHaveProperty("trust_remote_code"); // left out: the server's setting applies
+    await user.click(within(dialog).getByRole("checkbox", { name: /Trust remote code/ }));
+    await user.click(within(dialog).getByRole("button", { name: "Load" }));
+    await waitFor(() => expect(bodies.at(-1)?.trust_remote_code).toBe(true));
+    await waitFor(() => expect(screen.queryByRole("dialog", { name: "Load model" })).not.toBeInTheDocument());
+  });
+
   it("ends a failed load in an error with Retry, not a spinner", async () => {
     let calls = 0;
     server.use(
@@ -211,5 +249,78 @@ describe("Models tab: load with the memory estimate", () => {
     expect(within(dialog).queryByRole("status")).not.toBeInTheDocument();
     await user.click(within(dialog).getByRole("button", { name: "Retry" }));
     await waitFor(() => expect(calls).toBe(2));
+  });
+});
+
+describe("Models tab: preview before downloading", () => {
+  it("shows the Hub card and memory per precision; remote code needs consent before the download", async () => {
+    let asked = "";
+    let body: unknown;
+    server.use(
+      http.get(api("/api/hub/models/*"), ({ request }) => {
+        asked = new URL(request.url).pathname;
+        return HttpResponse.json(modelPreview());
+      }),
+      http.post(api("/api/downloads"), async ({ request }) => {
+        body = await request.json();
+        return HttpResponse.json(job({ repo_id: "org/custom-7b" }), { status: 202 });
+      }),
+    );
+    const { user, router } = renderApp("/models");
+    await user.type(
+      await screen.findByRole("textbox", { name: /Hugging Face model repository/ }),
+      "org/custom-7b",
+    );
+    await user.click(screen.getByRole("button", { name: "Preview" }));
+    const dialog = await screen.findByRole("dialog", { name: "Preview org/custom-7b" });
+    expect(router.state.location.search).toMatchObject({ preview: "org/custom-7b" });
+    await within(dialog).findByText("CustomForCausalLM");
+    expect(decodeURIComponent(asked)).toContain("/api/hub/models/org/custom-7b");
+    for (const text of ["123.5K", "789", "7.0B", "4,096 tokens", "text-generation", "apache-2.0", "+2 more"])
+      expect(dialog).toHaveTextContent(text);
+    expect(within(dialog).getAllByRole("listitem")).toHaveLength(11); // 10 tags + "+2 more"
+    expect(dialog).toHaveTextContent("Gated (manual)");
+    expect(dialog).toHaveTextContent("runs its own Python code");
+    const rows = within(dialog).getAllByRole("row");
+    expect(rows).toHaveLength(6);
+    expect(within(dialog).getByRole("row", { name: /fp32/ })).toHaveTextContent("no"); // 29 GB > 20 GB free
+    expect(within(dialog).getByRole("row", { name: /4-bit/ })).toHaveTextContent("yes");
+
+    const download = within(dialog).getByRole("button", { name: /^Download/ });
+    expect(download).toBeDisabled(); // remote code: consent first
+    await user.click(within(dialog).getByRole("checkbox", { name: "Trust remote code" }));
+    await user.click(within(dialog).getByRole("radio", { name: "4-bit" }));
+    await user.click(within(dialog).getByRole("button", { name: "Download (load at 4bit later)" }));
+    await waitFor(() =>
+      expect(body).toEqual({
+        kind: "model",
+        repo_id: "org/custom-7b",
+        revision: null,
+        trust_remote_code: true,
+      }),
+    );
+    await waitFor(() => expect(screen.queryByRole("dialog")).not.toBeInTheDocument());
+    expect(router.state.location.search).toMatchObject({ precision: "4bit" });
+    expect(router.state.location.search).not.toHaveProperty("preview");
+    // the form's own checkbox is the same consent
+    expect(screen.getByRole("checkbox", { name: "Trust remote code" })).toBeChecked();
+  });
+
+  it("a repo the Hub does not know shows the server's message and hint", async () => {
+    server.use(
+      http.get(api("/api/hub/models/*"), () =>
+        HttpResponse.json(
+          envelope("Repository 'org/nope' not found on the Hub.", "repo_not_found", "repo_id"),
+          {
+            status: 404,
+          },
+        ),
+      ),
+    );
+    renderApp("/models?preview=org%2Fnope");
+    const dialog = await screen.findByRole("dialog", { name: "Preview org/nope" });
+    const alert = await within(dialog).findByRole("alert");
+    expect(alert).toHaveTextContent("not found on the Hub");
+    expect(alert).toHaveTextContent("Check the repo id");
   });
 });

@@ -34,6 +34,9 @@ export function ModelsPage() {
         <DownloadModelForm
           value={search.download ?? ""}
           onValueChange={(v) => set({ download: v || undefined })}
+          preview={search.preview}
+          onPreviewChange={(repo) => set({ preview: repo })}
+          onPrecisionChosen={(p) => set({ precision: p })}
         />
         <DownloadList title="Model downloads" jobs={(jobs ?? []).filter((j) => j.kind === "model")} />
         <CachedModelList onLoad={(m) => set({ load: m })} />

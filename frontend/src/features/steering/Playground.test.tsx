@@ -44,7 +44,13 @@ const frames = [
 function renderPlayground(prompt = "Tell me about the sky") {
   const onPromptChange = vi.fn();
   const r = renderWithClient(
-    <Playground model="millm-demo" prompt={prompt} onPromptChange={onPromptChange} steering={steering} />,
+    <Playground
+      model="millm-demo"
+      prompt={prompt}
+      onPromptChange={onPromptChange}
+      steering={steering}
+      dSae={1536}
+    />,
   );
   return { ...r, onPromptChange };
 }
@@ -79,6 +85,64 @@ describe("Playground", () => {
       "(first divergent token) SKY",
     ]);
     expect(screen.getByRole("status")).toHaveTextContent("differ from token 1");
+  });
+
+  it("runs up to 8 columns (profiles, custom lists) in one request, each marked where it leaves the first", async () => {
+    let body: { variants: unknown[] } | undefined;
+    server.use(
+      http.get(api("/api/profiles"), () => HttpResponse.json({ data: [{ name: "loud" }], count: 1 })),
+      http.post(api("/api/compare"), async ({ request }) => {
+        body = (await request.json()) as { variants: unknown[] };
+        const more = [
+          { type: "delta", variant: 2, text: "THE", token_ids: [4] },
+          { type: "delta", variant: 3, text: "the", token_ids: [1] },
+          { type: "delta", variant: 3, text: " sky", token_ids: [2] },
+          { type: "delta", variant: 3, text: " is", token_ids: [3] },
+        ];
+        return new HttpResponse(sse([...frames.slice(0, -1), ...more, frames[frames.length - 1]]), {
+          headers: { "Content-Type": "text/event-stream" },
+        });
+      }),
+    );
+    const { user } = renderPlayground();
+    const kind = await screen.findByRole("combobox", { name: "New column" });
+    await screen.findByRole("option", { name: "Profile loud" });
+    await user.selectOptions(kind, "Profile loud");
+    await user.click(screen.getByRole("button", { name: "Add column" }));
+    await user.selectOptions(kind, "Custom features…");
+    await user.type(screen.getByRole("textbox", { name: "Custom features" }), "16:4, 99999");
+    expect(await screen.findByText(/index 99999 is out of range/)).toBeInTheDocument();
+    expect(screen.getByRole("button", { name: "Add column" })).toBeDisabled();
+    await user.clear(screen.getByRole("textbox", { name: "Custom features" }));
+    await user.type(screen.getByRole("textbox", { name: "Custom features" }), "7:-3");
+    await user.click(screen.getByRole("button", { name: "Add column" }));
+    expect(screen.getByRole("region", { name: "Profile loud answer" })).toBeInTheDocument();
+    expect(screen.getByRole("region", { name: "Custom 7:-3 answer" })).toBeInTheDocument();
+
+    await user.click(screen.getByRole("button", { name: "Run" }));
+    await waitFor(() => expect(screen.getByTestId("variant-3-text")).toHaveTextContent("the sky is"));
+    expect(body?.variants).toEqual([
+      { label: "Unsteered", steering: null },
+      { label: "Steered", steering },
+      { label: "Profile loud", steering: { profile: "loud" } },
+      { label: "Custom 7:-3", steering: { features: [{ index: 7, strength: -3 }], mode: "add" } },
+    ]);
+    // Column 2 leaves the baseline at token 0, column 3 never does (still streaming: no done frame).
+    const loud = screen.getByRole("region", { name: "Profile loud answer" });
+    expect(loud.querySelector("[data-testid=divergence]")?.textContent).toContain("THE");
+    const custom = screen.getByRole("region", { name: "Custom 7:-3 answer" });
+    expect(custom.querySelector("[data-testid=divergence]")).toBeNull();
+    // The baseline marks the earliest divergence of any column.
+    const base = screen.getByRole("region", { name: "Unsteered answer" });
+    expect(base.querySelector("[data-testid=divergence]")?.textContent).toContain("the");
+
+    // Removing a column clears the run; at 8 columns no more can be added.
+    await user.click(screen.getByRole("button", { name: "Remove column Custom 7:-3" }));
+    expect(screen.queryByRole("region", { name: "Custom 7:-3 answer" })).toBeNull();
+    await user.selectOptions(kind, "Unsteered");
+    for (let i = 0; i < 5; i++) await user.click(screen.getByRole("button", { name: "Add column" }));
+    expect(screen.getAllByRole("region", { name: /answer$/ })).toHaveLength(8);
+    expect(screen.getByRole("button", { name: "Add column" })).toBeDisabled();
   });
 
   it("Stop aborts the stream and says so", async () => {

@@ -1,6 +1,8 @@
-import { CopyIcon, PlayIcon, SquareIcon } from "lucide-react";
-import { useState } from "react";
+import { useQuery } from "@tanstack/react-query";
+import { CopyIcon, PlayIcon, PlusIcon, SquareIcon, XIcon } from "lucide-react";
+import { useMemo, useState } from "react";
 import { toast } from "sonner";
+import { profilesQuery } from "@/api/queries";
 import { toastError } from "@/api/queryClient";
 import { Button } from "@/components/ui/button";
 import { inputClass } from "@/components/ui/input";
@@ -9,6 +11,17 @@ import { Tabs, TabsContent, TabsList, TabsTrigger } from "@/components/ui/tabs";
 import { getApiKey } from "@/lib/auth";
 import { cn } from "@/lib/cn";
 import { type PlaygroundRequest, toCurl, toPython } from "./exporters";
+import { parseFeatureList } from "./features";
+import {
+  type ColumnKind,
+  type ColumnSpec,
+  columnTitles,
+  DEFAULT_COLUMNS,
+  decodeColumns,
+  encodeColumns,
+  MAX_VARIANTS,
+  toVariants,
+} from "./playgroundVariants";
 import { useCompare, type VariantStream } from "./useCompare";
 
 /** Which piece (delta) holds token `token`, counting the pieces' token ids. */
@@ -22,42 +35,62 @@ export function pieceOfToken(pieces: VariantStream["pieces"], token: number): nu
 }
 
 function Column({
+  title,
+  index,
   variant,
   divergence,
-  tone,
   running,
+  onRemove,
 }: {
+  title: string;
+  index: number;
   variant: VariantStream | undefined;
   divergence: number | null;
-  tone: "base" | "steered";
   running: boolean;
+  onRemove?: () => void;
 }) {
   const mark = divergence != null && variant ? pieceOfToken(variant.pieces, divergence) : -1;
-  const title = tone === "base" ? "Unsteered" : "Steered";
+  const base = index === 0;
+  const testId = index === 0 ? "base-text" : index === 1 ? "steered-text" : `variant-${index}-text`;
   return (
     <section
       aria-label={`${title} answer`}
       className={cn(
-        "flex min-h-40 flex-col rounded-lg border p-3",
-        tone === "base" ? "border-control/40 bg-surface/30" : "border-accent/30 bg-accent/5",
+        "flex min-h-40 min-w-0 flex-col rounded-lg border p-3",
+        base ? "border-control/40 bg-surface/30" : "border-accent/30 bg-accent/5",
       )}
     >
-      <header className="mb-2 flex items-center justify-between">
+      <header className="mb-2 flex items-start justify-between gap-2">
         <h3
           className={cn(
-            "text-xs font-semibold uppercase tracking-wide",
-            tone === "base" ? "text-label" : "text-accent",
+            "truncate text-xs font-semibold uppercase tracking-wide",
+            base ? "text-label" : "text-accent",
           )}
+          title={title}
         >
           {title}
+          {base && <span className="ml-1 font-normal normal-case text-muted">(baseline)</span>}
         </h3>
-        {variant?.done && (
-          <span className="num text-xs text-muted">
-            {variant.done.tokens} tokens · {variant.done.finish_reason ?? "stopped"}
-          </span>
-        )}
+        <span className="flex shrink-0 items-center gap-1">
+          {variant?.done && (
+            <span className="num text-xs text-muted">
+              {variant.done.tokens} tokens · {variant.done.finish_reason ?? "stopped"}
+            </span>
+          )}
+          {onRemove && (
+            <Button
+              variant="ghost"
+              size="icon"
+              aria-label={`Remove column ${title}`}
+              onClick={onRemove}
+              disabled={running}
+            >
+              <XIcon aria-hidden="true" />
+            </Button>
+          )}
+        </span>
       </header>
-      <div className="text-sm whitespace-pre-wrap text-body" aria-live="off" data-testid={`${tone}-text`}>
+      <div className="text-sm whitespace-pre-wrap break-words text-body" aria-live="off" data-testid={testId}>
         {variant?.pieces.length ? (
           variant.pieces.map((p, i) =>
             i === mark ? (
@@ -82,8 +115,100 @@ function Column({
           </span>
         )}
       </div>
+      {!base && variant?.done && (
+        <p className="num mt-2 text-xs text-muted">
+          {divergence == null
+            ? "Identical to the baseline"
+            : `Differs from the baseline at token ${divergence}`}
+        </p>
+      )}
     </section>
   );
+}
+
+/** Add a column: unsteered, the current selection, a saved profile, or a custom feature list. */
+function AddColumn({
+  profiles,
+  dSae,
+  disabled,
+  onAdd,
+}: {
+  profiles: string[];
+  dSae: number;
+  disabled: boolean;
+  onAdd: (spec: ColumnKind) => void;
+}) {
+  const [choice, setChoice] = useState("current");
+  const [text, setText] = useState("");
+  const error = choice === "custom" && text.trim() ? customError(text, dSae) : null;
+  const add = () => {
+    if (choice === "unsteered" || choice === "current") onAdd({ kind: choice });
+    else if (choice === "custom") {
+      if (!text.trim() || error) return;
+      onAdd({ kind: "custom", text: text.trim() });
+      setText("");
+    } else onAdd({ kind: "profile", profile: choice.slice("profile:".length) });
+  };
+  return (
+    <div className="flex flex-wrap items-end gap-2">
+      <div>
+        <Label htmlFor="pg-new-column">New column</Label>
+        <select
+          id="pg-new-column"
+          className={cn(inputClass, "px-2 py-1.5")}
+          value={choice}
+          onChange={(e) => setChoice(e.target.value)}
+        >
+          <option value="unsteered">Unsteered</option>
+          <option value="current">Current steering</option>
+          {profiles.map((p) => (
+            <option key={p} value={`profile:${p}`}>
+              Profile {p}
+            </option>
+          ))}
+          <option value="custom">Custom features…</option>
+        </select>
+      </div>
+      {choice === "custom" && (
+        <div className="min-w-48 flex-1">
+          <Label htmlFor="pg-custom">Custom features</Label>
+          <input
+            id="pg-custom"
+            className={cn(inputClass, "num px-2 py-1.5")}
+            placeholder="16:8, 40:-2"
+            value={text}
+            aria-invalid={error ? true : undefined}
+            aria-describedby={error ? "pg-custom-error" : undefined}
+            onChange={(e) => setText(e.target.value)}
+            onKeyDown={(e) => {
+              if (e.key === "Enter") {
+                e.preventDefault();
+                add();
+              }
+            }}
+          />
+          {error && (
+            <p id="pg-custom-error" className="mt-1 text-xs text-danger">
+              {error}
+            </p>
+          )}
+        </div>
+      )}
+      <Button
+        variant="secondary"
+        onClick={add}
+        disabled={disabled || (choice === "custom" && (!text.trim() || error != null))}
+      >
+        <PlusIcon aria-hidden="true" /> Add column
+      </Button>
+    </div>
+  );
+}
+
+function customError(text: string, dSae: number): string | null {
+  const { entries, errors } = parseFeatureList(text, dSae);
+  if (errors.length) return `${errors[0].entry}: ${errors[0].message}`;
+  return entries.length ? null : "Give at least one feature";
 }
 
 function CopyBlock({ code, label }: { code: string; label: string }) {
@@ -111,24 +236,47 @@ function CopyBlock({ code, label }: { code: string; label: string }) {
 }
 
 /**
- * One prompt, answered unsteered and steered side by side from one seed (POST /api/compare: both are rows of
- * one batch), with Stop and the first divergent token marked; the steered request as curl and Python.
+ * One prompt answered in up to 8 columns side by side from one seed (POST /api/compare: every column is a row of
+ * one batch): unsteered, the current steering, saved profiles or custom feature lists. Stop; each column's first
+ * token that differs from the first column is marked. The steered request as curl and Python.
  */
 export function Playground({
   model,
   prompt,
   onPromptChange,
   steering,
+  dSae = Number.MAX_SAFE_INTEGER,
+  columnsParam,
+  onColumnsChange,
 }: {
   model: string;
   prompt: string;
   onPromptChange: (prompt: string) => void;
   steering: PlaygroundRequest["steering"];
+  /** The attached SAE's width, to check custom feature lists. */
+  dSae?: number;
+  /** The columns as the URL keeps them (`?columns=`, see playgroundVariants.ts); without it, local state. */
+  columnsParam?: string;
+  onColumnsChange?: (param: string | undefined) => void;
 }) {
+  const [localColumns, setLocalColumns] = useState<ColumnSpec[]>(DEFAULT_COLUMNS);
+  const columns = useMemo(
+    () => (onColumnsChange ? decodeColumns(columnsParam) : localColumns),
+    [onColumnsChange, columnsParam, localColumns],
+  );
+  const setColumns = (update: (c: ColumnSpec[]) => ColumnSpec[]) => {
+    const next = update(columns).map((c, id) => ({ ...c, id }));
+    if (onColumnsChange) onColumnsChange(encodeColumns(next));
+    else setLocalColumns(next);
+  };
+  const { data: profileList } = useQuery(profilesQuery);
+  const profileNames = useMemo(() => (profileList?.data ?? []).map((p) => p.name), [profileList]);
+  const titles = columnTitles(columns);
+  const [columnError, setColumnError] = useState<string | null>(null);
   const [maxTokens, setMaxTokens] = useState(64);
   const [temperature, setTemperature] = useState(0.7);
   const [seed, setSeed] = useState(42);
-  const { run, start, stop } = useCompare();
+  const { run, start, stop, reset } = useCompare();
   const running = run.status === "running";
   const request: PlaygroundRequest = { model, prompt, maxTokens, temperature, seed, steering };
   const baseUrl = typeof window !== "undefined" ? window.location.origin : "http://127.0.0.1:8000";
@@ -136,18 +284,13 @@ export function Playground({
 
   const submit = () => {
     if (!prompt.trim()) return;
-    start({
-      model,
-      prompt,
-      maxTokens,
-      temperature,
-      seed,
-      variants: [
-        { label: "Unsteered", steering: null },
-        { label: "Steered", steering },
-      ],
-    });
+    const { variants, error } = toVariants(columns, steering, dSae);
+    setColumnError(error);
+    if (error) return;
+    start({ model, prompt, maxTokens, temperature, seed, variants });
   };
+  // The columns of the last run, as they were when it started (editing columns does not reshuffle a run).
+  const shownTitles = run.status === "idle" ? titles : run.variants.map((v) => v.label);
 
   return (
     <section aria-labelledby="playground-title" className="card flex flex-col gap-4">
@@ -156,7 +299,8 @@ export function Playground({
           Playground
         </h2>
         <p className="text-xs text-muted">
-          Same prompt and seed, one batch: unsteered vs the {steering?.features.length ?? 0} selected feature
+          Same prompt and seed, one batch: up to {MAX_VARIANTS} columns (now {columns.length}), each compared
+          with the first. &ldquo;Steered&rdquo; is the {steering?.features.length ?? 0} selected feature
           {steering?.features.length === 1 ? "" : "s"}.
         </p>
       </div>
@@ -230,9 +374,46 @@ export function Playground({
           {run.error.hint && <span className="block text-xs text-label">{run.error.hint}</span>}
         </div>
       )}
-      <div className="grid gap-3 md:grid-cols-2">
-        <Column variant={run.variants[0]} divergence={run.divergence} tone="base" running={running} />
-        <Column variant={run.variants[1]} divergence={run.divergence} tone="steered" running={running} />
+      <AddColumn
+        profiles={profileNames}
+        dSae={dSae}
+        disabled={running || columns.length >= MAX_VARIANTS}
+        onAdd={(spec) => {
+          setColumns((c) => (c.length >= MAX_VARIANTS ? c : [...c, { ...spec, id: c.length }]));
+          reset();
+        }}
+      />
+      {columnError && (
+        <p role="alert" className="text-xs text-danger">
+          {columnError}
+        </p>
+      )}
+      <div
+        className={cn(
+          "grid gap-3",
+          shownTitles.length <= 2
+            ? "md:grid-cols-2"
+            : "grid-cols-[repeat(auto-fill,minmax(min(100%,18rem),1fr))]",
+        )}
+      >
+        {shownTitles.map((title, i) => (
+          <Column
+            key={title /* unique: columnTitles numbers repeats */}
+            title={title}
+            index={i}
+            variant={run.variants[i]}
+            divergence={i === 0 ? run.divergence : (run.divergences[i] ?? null)}
+            running={running}
+            onRemove={
+              columns.length > 1
+                ? () => {
+                    setColumns((c) => c.filter((_, j) => j !== i));
+                    reset();
+                  }
+                : undefined
+            }
+          />
+        ))}
       </div>
       <details className="group">
         <summary className="cursor-pointer text-xs font-semibold text-label hover:text-body">

@@ -76,6 +76,16 @@ describe("Steering tab", () => {
     await waitFor(() => expect(router.state.location.search).toMatchObject({ features: "16:4~" }));
   });
 
+  it("the playground's columns come from the URL and go back to it", async () => {
+    steeringServer({ ...off, features: [{ index: 16, strength: 4, label: "CAPS" }] });
+    const { router, user } = renderApp("/steering?columns=u%7Cs%7Cc%3A7%3A-3");
+    expect(await screen.findByRole("region", { name: "Custom 7:-3 answer" })).toBeInTheDocument();
+    expect(screen.getAllByRole("region", { name: /answer$/ })).toHaveLength(3);
+    await user.click(screen.getByRole("button", { name: "Remove column Steered" }));
+    await waitFor(() => expect(router.state.location.search).toMatchObject({ columns: "u|c:7:-3" }));
+    expect(screen.queryByRole("region", { name: "Steered answer" })).toBeNull();
+  });
+
   it("search the labels, add the CAPS feature, set its strength with the keyboard: PATCHes sent", async () => {
     const srv = steeringServer(off);
     const { user } = renderApp("/steering");

@@ -226,6 +226,9 @@ function SteeringWorkbench({ sae, model }: { sae: SaeOut; model: LoadedModelOut 
             navigate({ search: (s) => ({ ...s, prompt: prompt || undefined }), replace: true })
           }
           steering={playgroundSteering}
+          dSae={sae.d_sae}
+          columnsParam={search.columns}
+          onColumnsChange={(columns) => navigate({ search: (s) => ({ ...s, columns }), replace: true })}
         />
       </div>
     </div>

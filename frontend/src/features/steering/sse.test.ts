@@ -39,9 +39,38 @@ describe("reduceFrame", () => {
       { label: "Unsteered", pieces: [], done: null },
       { label: "Steered", pieces: [], done: null },
     ],
+    divergences: [null, null],
     divergence: null,
     error: null,
   };
+  it("measures every column against variant 0, each on its own", () => {
+    const three: CompareRun = {
+      ...base,
+      variants: [...base.variants, { label: "Profile loud", pieces: [], done: null }],
+      divergences: [null, null, null],
+    };
+    let r = reduceFrame(three, { type: "delta", variant: 0, text: "a", token_ids: [1] });
+    r = reduceFrame(r, { type: "delta", variant: 2, text: "A", token_ids: [5] });
+    expect(r.divergences).toEqual([null, null, 0]);
+    r = reduceFrame(r, { type: "delta", variant: 1, text: "a", token_ids: [1] });
+    r = reduceFrame(r, { type: "delta", variant: 0, text: "b", token_ids: [2] });
+    r = reduceFrame(r, { type: "delta", variant: 1, text: "c", token_ids: [3] });
+    expect(r.divergences).toEqual([null, 1, 0]);
+    expect(r.divergence).toBe(0); // the earliest, for the baseline's mark
+    const done = {
+      type: "done" as const,
+      index: 1,
+      text: "ac",
+      tokens: 2,
+      token_ids: [1, 3],
+      finish_reason: "length" as const,
+      steering: { source: "request" as const },
+      diverges_at: 1,
+    };
+    r = reduceFrame(r, done);
+    r = reduceFrame(r, { ...done, index: 0, diverges_at: null });
+    expect(r.divergences).toEqual([null, 1, 0]);
+  });
   it("appends deltas per variant and finds a live divergence only on a real mismatch", () => {
     let r = reduceFrame(base, { type: "delta", variant: 0, text: "a", token_ids: [1] });
     r = reduceFrame(r, { type: "delta", variant: 0, text: "b", token_ids: [2] });

@@ -17,7 +17,12 @@ export interface CompareRun {
   status: "idle" | "running" | "done" | "stopped" | "error";
   seed: number | null;
   variants: VariantStream[];
-  /** Token index where variant 1 first differs from variant 0 (live while streaming, final from `done`). */
+  /**
+   * Per variant, the token index where it first differs from variant 0 (live while streaming, final from its
+   * `done`); null while identical so far, and always null for variant 0.
+   */
+  divergences: (number | null)[];
+  /** The earliest of `divergences`: where the baseline first differs from any other column. */
   divergence: number | null;
   error: ApiError | null;
 }
@@ -28,14 +33,34 @@ export interface CompareInput {
   maxTokens: number;
   temperature: number;
   seed: number;
-  /** Variant 0 is the baseline the divergence is measured against. */
+  /** Variant 0 is the baseline the divergences are measured against (up to 8 variants). */
   variants: {
     label: string;
-    steering: { features: { index: number; strength: number }[]; mode: "add" | "clamp" } | null;
+    steering: VariantSteering | null;
   }[];
 }
 
-const IDLE: CompareRun = { status: "idle", seed: null, variants: [], divergence: null, error: null };
+/** A compare variant's steering: explicit features, or a saved profile by name (the /v1 `steering` object). */
+export type VariantSteering =
+  | { features: { index: number; strength: number }[]; mode: "add" | "clamp"; scale?: number }
+  | { profile: string; scale?: number };
+
+export const MAX_VARIANTS = 8;
+
+const IDLE: CompareRun = {
+  status: "idle",
+  seed: null,
+  variants: [],
+  divergences: [],
+  divergence: null,
+  error: null,
+};
+
+function earliest(divergences: (number | null)[]): number | null {
+  let best: number | null = null;
+  for (const d of divergences) if (d != null && (best == null || d < best)) best = d;
+  return best;
+}
 
 /** Apply one frame to the run (pure; tested). */
 export function reduceFrame(run: CompareRun, frame: CompareFrame): CompareRun {
@@ -50,15 +75,24 @@ export function reduceFrame(run: CompareRun, frame: CompareFrame): CompareRun {
         ...v,
         pieces: [...v.pieces, { text: frame.text, tokenIds: frame.token_ids }],
       };
-      return { ...run, variants, divergence: run.divergence ?? liveDivergence(variants) };
+      // A delta of variant 0 can reveal a mismatch in any column; one of variant i only in column i.
+      const divergences = run.divergences.slice();
+      for (let i = 1; i < variants.length; i++) {
+        if (divergences[i] != null || variants[i].done) continue;
+        if (frame.variant !== 0 && frame.variant !== i) continue;
+        divergences[i] = liveDivergence(variants[0], variants[i]);
+      }
+      return { ...run, variants, divergences, divergence: earliest(divergences) };
     }
     case "done": {
       const variants = run.variants.slice();
       const v = variants[frame.index];
       if (!v) return run;
       variants[frame.index] = { ...v, done: frame };
-      const divergence = frame.index === 1 ? frame.diverges_at : run.divergence;
-      return { ...run, variants, divergence };
+      if (frame.index === 0) return { ...run, variants };
+      const divergences = run.divergences.slice();
+      divergences[frame.index] = frame.diverges_at;
+      return { ...run, variants, divergences, divergence: earliest(divergences) };
     }
     case "end":
       return { ...run, status: "done" };
@@ -78,10 +112,9 @@ export function reduceFrame(run: CompareRun, frame: CompareFrame): CompareRun {
 }
 
 /** A real mismatch within what both columns have streamed so far (not "one is still shorter"). */
-function liveDivergence(variants: VariantStream[]): number | null {
-  if (variants.length < 2) return null;
-  const a = variants[0].pieces.flatMap((p) => p.tokenIds);
-  const b = variants[1].pieces.flatMap((p) => p.tokenIds);
+function liveDivergence(base: VariantStream, other: VariantStream): number | null {
+  const a = base.pieces.flatMap((p) => p.tokenIds);
+  const b = other.pieces.flatMap((p) => p.tokenIds);
   const n = Math.min(a.length, b.length);
   const d = divergesAt(a.slice(0, n), b.slice(0, n));
   return d;
@@ -105,6 +138,7 @@ export function useCompare() {
       status: "running",
       seed: input.seed,
       variants: input.variants.map((v) => ({ label: v.label, pieces: [], done: null })),
+      divergences: input.variants.map(() => null),
       divergence: null,
       error: null,
     };
@@ -158,5 +192,12 @@ export function useCompare() {
     setRun((r) => (r.status === "running" ? { ...r, status: "stopped" } : r));
   }, []);
 
-  return { run, start, stop };
+  /** Forget the last run (its columns no longer match the ones being edited). */
+  const reset = useCallback(() => {
+    controller.current?.abort();
+    controller.current = null;
+    setRun(IDLE);
+  }, []);
+
+  return { run, start, stop, reset };
 }
