@@ -39,9 +39,9 @@ TOPIC_NAMES = tuple(t.name for t in TOPICS)
 class CorpusConfig:
     story_fraction: float = 0.45  # plain stories; the rest are chats
     yell_fraction: float = 0.2  # plain stories in ALL CAPS
-    # Chats where the assistant yells unprompted: rare, so an unsteered chat seldom yells (steering
-    # should be what makes it yell); the CAPS direction is learnt from stories and yelled-at chats.
-    chat_yell_fraction: float = 0.02
+    # Chats where the assistant yells unprompted. 0.02 with 600 steps was tried (seed 0) and made the
+    # CAPS feature need strength 18.2 and repeat words on 0 of 5 prompts, so the shipped value stays.
+    chat_yell_fraction: float = 0.2
     user_yell_fraction: float = 0.1  # chats where the user yells (the assistant then yells back)
     system_fraction: float = 0.3
     # Topic weights when a chat request names no topic: ocean, the demo's steering topic, is rare

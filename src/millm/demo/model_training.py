@@ -30,7 +30,7 @@ class ModelConfig:
     d_ff: int = 512
     context: int = 256
     batch_size: int = 16
-    steps: int = 600
+    steps: int = 300
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
     warmup: int = 30
