@@ -94,3 +94,13 @@ def test_labels_profiles_manifest_and_report(mini_run: tuple[Path, dict]) -> Non
     assert bundle["profiles"][0]["features"][0]["index"] == demo["caps_feature"]
     assert 0 <= demo["caps_feature"] < demo["d_sae"]
     assert (out / "report" / "demo-training.md").read_text().startswith("# Demo training report")
+
+
+def test_chosen_features_are_placed_and_readability_reported(mini_run: tuple[Path, dict]) -> None:
+    out, demo = mini_run
+    assert demo["caps_feature"] == MINI.fixed_indices["caps"]
+    assert demo["topic_features"]["ocean"] == MINI.fixed_indices["ocean"]
+    passed, total = demo["measured"]["repetition_passed"]
+    assert total == 5 and 0 <= passed <= total
+    report = (out / "report" / "demo-training.md").read_text()
+    assert "## Readability" in report and f"Passed on **{passed} of {total}** prompts" in report

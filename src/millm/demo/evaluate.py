@@ -36,6 +36,19 @@ CAPS_MARGIN = 1.15  # documented strength = smallest passing strength × margin
 MIN_DISTINCT = 0.5  # distinct-bigram ratio below which a steered completion counts as degenerate
 TOPIC_SEEDS = (0, 1, 2, 3, 4)
 TOPIC_TARGET = 4.0  # steered topic-word count / unsteered, for a documented topic strength
+# The readability criterion: greedy completions of REPEAT_TOKENS tokens to each of these prompts,
+# with and without the CAPS feature, repeat no word more than MAX_RUN times in a row on at least
+# REPEAT_PASS of the prompts.
+REPEAT_PROMPTS = (
+    "Tell me a story.",
+    "Tell me a sad story about the forest.",
+    "Can you tell me a story about space?",
+    "Tell me a happy story.",
+    "I want a story about the city.",
+)
+REPEAT_TOKENS = 60
+MAX_RUN = 3
+REPEAT_PASS = 4
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -70,6 +83,16 @@ def distinct_bigrams(text: str) -> float:
     words = _WORD.findall(text.lower())
     pairs = list(zip(words, words[1:], strict=False))
     return len(set(pairs)) / max(1, len(pairs))
+
+
+def longest_run(text: str) -> int:
+    """The longest run of one word repeated back to back, case-insensitive: 4 for "PINE PINE PINE PINE"."""
+    words = _WORD.findall(text.lower())
+    best = run = 0
+    for i, w in enumerate(words):
+        run = run + 1 if i and w == words[i - 1] else 1
+        best = max(best, run)
+    return best
 
 
 def topic_word_count(text: str, words: Sequence[str]) -> int:
@@ -109,6 +132,38 @@ def complete(
             **sampling,
         )
     return tokenizer.decode(out[0, prompt.shape[1] :], skip_special_tokens=True), out
+
+
+# ----------------------------------------------------------------------------- repetition
+
+
+@dataclass
+class RepetitionResult:
+    """The readability criterion: per prompt, the unsteered and steered completions and their longest
+    word runs; a prompt passes when both runs are at most `MAX_RUN`."""
+
+    passed: int
+    total: int
+    ok: bool
+    prompts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def repetition_check(
+    model: nn.Module, tokenizer: PreTrainedTokenizerFast, *, steer: tuple[int, torch.Tensor],
+    prompts: Sequence[str] = REPEAT_PROMPTS, max_new_tokens: int = REPEAT_TOKENS,
+) -> RepetitionResult:
+    """Greedy `max_new_tokens`-token chat completions of `prompts`, unsteered and with `steer`."""
+    rows: list[dict[str, Any]] = []
+    for content in prompts:
+        prompt = chat_prompt(tokenizer, content)
+        plain, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
+        steered, _ = complete(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens)
+        runs = (longest_run(plain), longest_run(steered))
+        rows.append({"prompt": content, "unsteered": plain, "steered": steered, "unsteered_run": runs[0],
+                     "steered_run": runs[1], "passed": max(runs) <= MAX_RUN})
+    passed = sum(r["passed"] for r in rows)
+    need = REPEAT_PASS * len(prompts) / len(REPEAT_PROMPTS)
+    return RepetitionResult(passed=passed, total=len(rows), ok=passed >= need, prompts=rows)
 
 
 # ----------------------------------------------------------------------------- CAPS
@@ -157,12 +212,13 @@ def choose_caps(
 
     For each candidate, the smallest strength (a multiple of the feature's largest activation) that
     makes the greedy story completion `CAPS_TARGET` uppercase, times `CAPS_MARGIN`, is re-measured;
-    the candidate whose margin-strength completion is uppercase and least repetitive wins.
+    the candidate whose margin-strength completion is uppercase, passes the repetition check on the
+    most prompts (`repetition_check`) and is least repetitive (distinct bigrams) wins.
     """
     prompt = chat_prompt(tokenizer)
     base_text, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
     sweep: list[dict[str, float]] = []
-    best: tuple[tuple[bool, float, float], int, float] | None = None
+    best: tuple[tuple[bool, int, float, float], int, float] | None = None
     for feature in candidates:
         for scale in scales:
             strength = float(scale * max_act[feature])
@@ -176,14 +232,17 @@ def choose_caps(
                 documented = round(strength * CAPS_MARGIN, 1)
                 text, _ = complete(model, tokenizer, prompt=prompt, steer=(layer, documented * sae.W_dec[feature]),
                                    max_new_tokens=max_new_tokens)
-                key = (upper_fraction(text) >= CAPS_TARGET, distinct_bigrams(text), -documented)
-                log.info("  at %.1f: upper %.3f distinct %.3f", documented, upper_fraction(text), key[1])
+                rep = repetition_check(model, tokenizer, steer=(layer, documented * sae.W_dec[feature]),
+                                       max_new_tokens=min(REPEAT_TOKENS, max_new_tokens))
+                key = (upper_fraction(text) >= CAPS_TARGET, rep.passed, distinct_bigrams(text), -documented)
+                log.info("  at %.1f: upper %.3f, repetition %d/%d, distinct %.3f", documented, upper_fraction(text),
+                         rep.passed, rep.total, key[2])
                 if best is None or key > best[0]:
                     best = (key, feature, documented)
                 break
     if best is None:
         top = max(sweep, key=lambda s: (s["upper"], -s["strength"]))
-        best = ((False, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
+        best = ((False, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
         log.warning("no CAPS candidate reached %.2f; documenting the best seen", CAPS_TARGET)
     _, feature, strength = best
     steer = (layer, strength * sae.W_dec[feature])
@@ -279,6 +338,8 @@ def check_assets(assets: Path) -> dict[str, Any]:
                  "fires_on_generated": fires, "mean_activation_generated": mean_act, "steered_text": steered},
         "topics": {},
     }
+    rep = repetition_check(model, tokenizer, steer=steer)
+    out["repetition"] = {"passed": rep.passed, "total": rep.total, "ok": rep.ok, "prompts": rep.prompts}
     for topic, feature in demo["topic_features"].items():
         words = demo["topic_words"][topic]
         b, _, _ = topic_counts(model, tokenizer, words=words, steer=None)

@@ -71,6 +71,31 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _repetition_lines(rep: dict[str, Any] | None) -> list[str]:
+    if not rep:
+        return []
+    from millm.demo.evaluate import MAX_RUN, REPEAT_PASS, REPEAT_PROMPTS, REPEAT_TOKENS
+
+    verdict = "met" if rep["ok"] else "**not met**"
+    lines = [
+        "## Readability",
+        "",
+        f"Greedy chat completions of {REPEAT_TOKENS} tokens, without steering and with the CAPS feature at its "
+        f"documented strength. A prompt passes when neither completion repeats a word more than {MAX_RUN} times "
+        f"in a row; the criterion is at least {REPEAT_PASS} of {len(REPEAT_PROMPTS)} prompts. "
+        f"Passed on **{rep['passed']} of {rep['total']}** prompts: {verdict}.",
+        "",
+        "| prompt | longest run, unsteered | steered | pass | unsteered | steered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in rep["prompts"]:
+        lines.append(
+            f"| {_md_escape(row['prompt'])} | {row['unsteered_run']} | {row['steered_run']} "
+            f"| {'yes' if row['passed'] else 'no'} | {_md_escape(row['unsteered'])} | {_md_escape(row['steered'])} |"
+        )
+    return [*lines, ""]
+
+
 def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], plot: bool) -> str:
     tr, sae, caps = summary["training"], summary["sae"], summary["caps"]
     lines = [
@@ -128,6 +153,9 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         "",
         "Topic words are counted over sampled completions (temperature 0.8, seeds 0-4, 64 new tokens).",
         "",
+    ]
+    lines += _repetition_lines(summary.get("repetition"))
+    lines += [
         "## Top labelled features",
         "",
         "`score` is the share of the feature's activation on tokens with the attribute; see "

@@ -15,7 +15,7 @@ import argparse
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,15 @@ import torch
 from millm.demo import DEMO_MODEL_ID, DEMO_SAE_ID, assets_dir
 from millm.demo.corpus import TOPIC_NAMES, generate_corpus
 from millm.demo.corpus_words import TOPICS
-from millm.demo.evaluate import TOPIC_TARGET, CapsResult, TopicResult, choose_caps, choose_topic
+from millm.demo.evaluate import (
+    REPEAT_TOKENS,
+    TOPIC_TARGET,
+    CapsResult,
+    TopicResult,
+    choose_caps,
+    choose_topic,
+    repetition_check,
+)
 from millm.demo.labels import FeatureStatistics, attribute_masks, build_labels, feature_statistics, ranked_features
 from millm.demo.model_training import ModelConfig, save_model, train_model
 from millm.demo.profiles import build_profiles
@@ -44,6 +52,11 @@ from millm.demo.tokenizer import EncodedCorpus, corpus_texts, encode_corpus, tra
 log = logging.getLogger(__name__)
 
 DEFAULT_THREADS = 2
+# Where the chosen features are put in the shipped SAE. The UI journey, the docs, the profiles and
+# the tests name these indices, so a retrain keeps them: the pipeline permutes the SAE's latents
+# (columns of W_enc and entries of b_enc together with rows of W_dec, and the labels), which leaves
+# the SAE's function unchanged, so that the CAPS feature is 16 and each topic's feature sits here.
+FIXED_INDICES = {"caps": 16, "ocean": 102, "space": 40, "forest": 702, "food": 159, "city": 186, "winter": 81}
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,7 @@ class PipelineConfig:
     topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0)
     topics: tuple[str, ...] = TOPIC_NAMES
     eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
+    fixed_indices: dict[str, int] = field(default_factory=lambda: dict(FIXED_INDICES))
 
 
 FULL = PipelineConfig(
@@ -76,7 +90,7 @@ MINI = PipelineConfig(
     sae=SaeConfig(d_sae=64, k=4, batch_size=256, epochs=2, dead_after_tokens=512),
     layer=1, sae_train_tokens=3_000, sae_eval_tokens=1_000,
     caps_candidates=1, caps_scales=(1.0,), topic_candidates=1, topic_scales=(1.0,), topics=("ocean",),
-    eval_tokens={"caps": 8, "topic": 8},
+    eval_tokens={"caps": 8, "topic": 8, "repeat": 8}, fixed_indices={"caps": 16, "ocean": 40},
 )
 
 
@@ -84,7 +98,6 @@ MINI = PipelineConfig(
 class SaeStage:
     result: SaeTrainingResult
     quality: dict[str, float]
-    sae_cfg: dict[str, Any]
     stats: FeatureStatistics
     labels: dict[str, dict[str, Any]]
     n_train_tokens: int
@@ -109,11 +122,19 @@ def run(
     mres = train_model(ids=enc.ids, doc_starts=_doc_starts(enc), eval_ids=ev.ids, eval_starts=_doc_starts(ev),
                        tokenizer=tokenizer, cfg=cfg.model, seed=seed)
     model = mres.model
-    save_model(model, tokenizer, out / "model")
-    stage = sae_stage(cfg, model=model, tokenizer=tokenizer, enc=enc, ev=ev, out=out, seed=seed)
-    caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats)
-    sae_cfg, quality, labels = stage.sae_cfg, stage.quality, stage.labels
     ctx = cfg.model.context
+    save_model(model, tokenizer, out / "model")
+    stage = sae_stage(cfg, model=model, tokenizer=tokenizer, enc=enc, ev=ev, seed=seed)
+    caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats)
+    perm = placement({"caps": caps.feature} | {n: t.feature for n, t in topics.items()}, cfg.fixed_indices,
+                     d_sae=cfg.sae.d_sae)
+    sae = permute_sae(stage.result.sae, perm)
+    labels, caps, topics = permute_results(perm, stage.labels, caps, topics)
+    sae_cfg = save_sae(sae, out / "sae", model_name=DEMO_MODEL_ID, layer=cfg.layer, context=ctx)
+    repetition = repetition_check(model, tokenizer, steer=(cfg.layer, caps.strength * sae.W_dec[caps.feature]),
+                                  max_new_tokens=cfg.eval_tokens.get("repeat", REPEAT_TOKENS))
+    log.info("repetition: %d of %d prompts pass", repetition.passed, repetition.total)
+    quality = stage.quality
     words = {t.name: list(t.words) for t in TOPICS}
 
     summary: dict[str, Any] = {
@@ -137,6 +158,7 @@ def run(
         },
         "caps": asdict(caps),
         "topics": {name: asdict(t) for name, t in topics.items()},
+        "repetition": asdict(repetition),
     }
     summary["training"]["total_seconds"] = time.perf_counter() - t0
     demo = demo_manifest(summary, layer=cfg.layer, words=words)
@@ -150,10 +172,9 @@ def run(
 
 
 def sae_stage(
-    cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, enc: EncodedCorpus, ev: EncodedCorpus, out: Path,
-    seed: int,
+    cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, enc: EncodedCorpus, ev: EncodedCorpus, seed: int,
 ) -> SaeStage:
-    """Collect residuals, train and save the SAE, measure it on held-out text and label its features."""
+    """Collect residuals, train the SAE, measure it on held-out text and label its features."""
     ctx, bos = cfg.model.context, tokenizer.bos_token_id
     train_acts, _ = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=cfg.layer,
                                         context=ctx, max_tokens=cfg.sae_train_tokens, bos_id=bos)
@@ -162,10 +183,9 @@ def sae_stage(
     sres = train_sae(train_acts, cfg.sae, seed)
     quality = reconstruction_quality(sres.sae, eval_acts)
     log.info("SAE: FVE %.4f, L0 %.2f, dead %.3f", quality["fve"], quality["l0"], quality["dead_fraction"])
-    sae_cfg = save_sae(sres.sae, out / "sae", model_name=DEMO_MODEL_ID, layer=cfg.layer, context=ctx)
     stats = feature_statistics(sres.sae, eval_acts, attribute_masks(ev, eval_index))
     labels = build_labels(stats, tokenizer=tokenizer, enc=ev, index=eval_index)
-    return SaeStage(result=sres, quality=quality, sae_cfg=sae_cfg, stats=stats, labels=labels,
+    return SaeStage(result=sres, quality=quality, stats=stats, labels=labels,
                     n_train_tokens=len(train_acts), n_eval_tokens=len(eval_acts))
 
 
@@ -188,6 +208,50 @@ def measure_stage(
         log.info("topic %s: feature %d strength %.1f, words %d -> %d", name, topics[name].feature,
                  topics[name].strength, topics[name].baseline_count, topics[name].steered_count)
     return caps, topics
+
+
+def placement(chosen: dict[str, int], fixed: dict[str, int], *, d_sae: int) -> list[int]:
+    """A permutation of the latents (new index -> old index) that puts each chosen feature at its
+    fixed index. The feature that sat there takes the chosen feature's old place. A feature chosen
+    twice (two topics sharing one) stays where the first placed it."""
+    perm = list(range(d_sae))
+    placed: set[int] = set()
+    for name, old in chosen.items():
+        target = fixed.get(name)
+        if target is None or old in placed or not 0 <= target < d_sae:
+            continue
+        here = perm.index(old)
+        perm[here], perm[target] = perm[target], perm[here]
+        placed.add(old)
+    return perm
+
+
+@torch.no_grad()
+def permute_sae(sae: TopKSae, perm: list[int]) -> TopKSae:
+    """The same SAE with latent `i` taken from latent `perm[i]`: encode/decode are unchanged up to
+    the order of the features."""
+    out = TopKSae(sae.W_enc.shape[0], sae.W_enc.shape[1], sae.k)
+    idx = torch.tensor(perm)
+    out.W_enc.data = sae.W_enc.data[:, idx].clone()
+    out.b_enc.data = sae.b_enc.data[idx].clone()
+    out.W_dec.data = sae.W_dec.data[idx].clone()
+    out.b_dec.data = sae.b_dec.data.clone()
+    return out.eval()
+
+
+def permute_results(
+    perm: list[int], labels: dict[str, dict[str, Any]], caps: CapsResult, topics: dict[str, TopicResult]
+) -> tuple[dict[str, dict[str, Any]], CapsResult, dict[str, TopicResult]]:
+    """Labels and measured results renumbered for the permuted SAE (`permute_sae` with `perm`)."""
+    new_of = {old: new for new, old in enumerate(perm)}
+
+    def renumber(sweep: list[dict[str, float]]) -> list[dict[str, float]]:
+        return [s | {"feature": new_of[int(s["feature"])]} for s in sweep]
+
+    labels = {str(new): labels[str(old)] for new, old in enumerate(perm)}
+    caps = replace(caps, feature=new_of[caps.feature], sweep=renumber(caps.sweep))
+    topics = {n: replace(t, feature=new_of[t.feature], sweep=renumber(t.sweep)) for n, t in topics.items()}
+    return labels, caps, topics
 
 
 def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[str]]) -> dict[str, Any]:
@@ -214,6 +278,7 @@ def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[
             "caps_baseline_upper": round(caps["baseline_upper"], 4),
             "caps_steered_upper": round(caps["steered_upper"], 4),
             "caps_fires_on_generated": round(caps["fires_on_generated"], 4),
+            "repetition_passed": [summary["repetition"]["passed"], summary["repetition"]["total"]],
             "topic_word_counts": {n: [t["baseline_count"], t["steered_count"]] for n, t in topics.items()},
             "sae_fve": round(sae["fve"], 4),
             "sae_l0": round(sae["l0"], 2),

@@ -1,0 +1,82 @@
+"""The demo reads well: the repetition criterion of `millm.demo.evaluate`, measured on the shipped
+files, and the latent permutation that keeps the documented feature indices stable across retrains."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from millm.demo import assets_dir
+from millm.demo.evaluate import MAX_RUN, REPEAT_PASS, REPEAT_PROMPTS, REPEAT_TOKENS, longest_run, repetition_check
+from millm.demo.sae_training import TopKSae, load_sae
+from millm.demo.train import FIXED_INDICES, permute_sae, placement
+
+ASSETS = assets_dir()
+
+
+def test_longest_run_counts_back_to_back_words_case_insensitively() -> None:
+    assert longest_run("") == 0
+    assert longest_run("Once upon a time.") == 1
+    assert longest_run("NEAR A A TALL TREE") == 2
+    assert longest_run("the tall pine PINE Pine pine, and") == 4
+    assert longest_run("pine tree pine tree pine") == 1
+
+
+@pytest.fixture(scope="module")
+def shipped() -> tuple[object, object, TopKSae, dict]:
+    torch.set_num_threads(1)
+    demo = json.loads((ASSETS / "demo.json").read_text())
+    tok = AutoTokenizer.from_pretrained(ASSETS / "model")
+    model = AutoModelForCausalLM.from_pretrained(ASSETS / "model").eval()
+    return model, tok, load_sae(ASSETS / "sae"), demo
+
+
+@pytest.mark.xfail(strict=True, reason="#16 item 13: the shipped demo passes 0 of 5 prompts (PINE PINE PINE ...); "
+                   "a retrain that passes turns this into an unexpected pass")
+def test_shipped_demo_meets_the_repetition_criterion(shipped) -> None:
+    model, tok, sae, demo = shipped
+    steer = (demo["layer"], demo["caps_strength"] * sae.W_dec[demo["caps_feature"]])
+    result = repetition_check(model, tok, steer=steer)
+    assert result.total == len(REPEAT_PROMPTS) == 5
+    assert result.passed >= REPEAT_PASS and result.ok, [
+        (r["prompt"], r["unsteered_run"], r["steered_run"], r["steered"]) for r in result.prompts]
+    for row in result.prompts:
+        assert row["passed"] == (max(row["unsteered_run"], row["steered_run"]) <= MAX_RUN)
+        assert row["unsteered"] and row["steered"] and row["unsteered"] != row["steered"]
+        gen = len(tok(row["steered"], add_special_tokens=False)["input_ids"])
+        assert gen <= REPEAT_TOKENS + 2  # 60 generated tokens (re-tokenising may merge differently)
+    # what the pipeline measured and recorded is what the shipped files give
+    assert demo["measured"]["repetition_passed"] == [result.passed, result.total]
+
+
+def test_shipped_features_sit_at_the_fixed_indices(shipped) -> None:
+    _, _, _, demo = shipped
+    assert demo["caps_feature"] == FIXED_INDICES["caps"] == 16
+    for topic, index in demo["topic_features"].items():
+        assert index == FIXED_INDICES[topic], topic
+
+
+def test_placement_puts_chosen_features_at_fixed_indices() -> None:
+    perm = placement({"caps": 5, "ocean": 16, "space": 3, "food": 3}, {"caps": 16, "ocean": 2, "space": 7,
+                                                                         "food": 9}, d_sae=20)
+    assert sorted(perm) == list(range(20))
+    assert perm[16] == 5 and perm[2] == 16 and perm[7] == 3
+    assert perm[9] == 9  # a feature two topics share stays where the first put it
+
+
+def test_permuted_sae_is_the_same_function_up_to_feature_order() -> None:
+    gen = torch.Generator().manual_seed(0)
+    sae = TopKSae(8, 24, 4)
+    for p in sae.parameters():
+        p.data = torch.randn(p.shape, generator=gen)
+    perm = placement({"caps": 3, "ocean": 20}, {"caps": 16, "ocean": 1}, d_sae=24)
+    out = permute_sae(sae, perm)
+    x = torch.randn(50, 8, generator=gen)
+    with torch.no_grad():
+        f, g = sae.encode(x), out.encode(x)
+        assert torch.allclose(g, f[:, perm])
+        assert torch.allclose(out.decode(g), sae.decode(f), atol=1e-5)
+        assert torch.equal(out.W_dec[16], sae.W_dec[3]) and torch.equal(out.W_dec[1], sae.W_dec[20])
