@@ -371,6 +371,8 @@ def main(argv: list[str] | None = None) -> int:
     speed.add_argument("--quick", action="store_true", help="fewer rounds and tokens (a few minutes on a GPU)")
     speed.add_argument("--smoke", action="store_true", help="seconds-long run that only checks the suite works")
     ap.add_argument("--no-batch", action="store_true", help="skip the Batch API benchmark (benchmarks/batch_bench.py)")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the size and family sweep (benchmarks/sweep.py; alone: python -m benchmarks.sweep)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="serve with MILLM_CUDA_GRAPHS=1; results go to benchmarks-cuda-graphs.json")
     ap.add_argument("--server-only", action="store_true",
@@ -414,6 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"benchmarks-{label}.json").write_text(json.dumps(results, indent=1, default=float))
     path = report.write(args.out)
     log.info("report written to %s in %.0f s", path, env["total_seconds"])
+    if not args.smoke and args.model is None and not args.no_sweep and not args.cuda_graphs:
+        # the size and family sweep against model.generate (its section of docs/benchmarks.md)
+        from benchmarks import sweep
+
+        sweep.run(mode, device=args.device, dtype=args.dtype, out=args.out, logs=args.logs)
     if not args.smoke and args.model is None and not args.no_batch:
         # the Batch API and constrained decoding (docs/benchmarks-batch.md; alone: python -m benchmarks.batch_bench)
         from benchmarks import batch_bench
