@@ -127,6 +127,7 @@ def _raw_batch(lm: Any, prompts: list[list[int]], tokens: int) -> float:
 
 def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str, dtype: str, work: Path,
               raw_threads: tuple[int, ...], logs: Path | None) -> dict[str, Any]:
+    from millm.engine.llama_decode import LlamaDecoder
     from millm.engine.model_loading import load_model
 
     t0 = time.perf_counter()
@@ -143,6 +144,8 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
             "architecture": type(lm.model).__name__, "parameters": lm.num_parameters,
             "layers": lm.model.config.num_hidden_layers, "d_model": lm.d_model, "plan": plan.__dict__,
             "load_s": time.perf_counter() - t0,
+            # the worker's own test (engine/llama_decode.py), as it logs "decode path" at start-up
+            "decode_path": f"lean {fam} step" if (fam := LlamaDecoder.family(lm.model)) else "transformers forward",
         }
         log.info("%s: %s, %.1fM parameters", bm.name, res["architecture"], lm.num_parameters / 1e6)
         prompt = _prompt(lm.tokenizer, plan.prompt_len, seed=0)
@@ -160,18 +163,8 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
             logs.mkdir(parents=True, exist_ok=True)
             (logs / f"sweep-{device}-{bm.name}.log").write_text(server.log_path.read_text(errors="replace"))
     res["server_warnings"] = server.warnings()
-    res["decode_path"] = _decode_path(server)
     res["seconds"] = time.perf_counter() - t0
     return res
-
-
-def _decode_path(server: Server) -> str | None:
-    if server.log_path is None or not server.log_path.exists():
-        return None
-    for line in server.log_path.read_text(errors="replace").splitlines():
-        if "decode path:" in line:
-            return line.split("decode path:", 1)[1].strip()
-    return None
 
 
 def _with_threads(n: int, fn: Any, *args: Any) -> Any:

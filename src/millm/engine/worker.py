@@ -591,14 +591,15 @@ class Worker:
                 kernel = choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
             self._graphs = None
-            if self.cuda_graphs and self._decoder is not None:
+            if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
                 capture = lm.device.type == "cuda"
                 self._graphs = GraphDecoder(self._decoder, slots=self.max_batch_size,
                                             context_length=lm.context_length, capture=capture)
             elif self.cuda_graphs:
                 log.warning("CUDA graphs need the lean Llama decode step; %s decodes without them",
                             type(lm.model).__name__)
-            log.info("decode path: %s", "lean Llama step" if self._decoder else "transformers forward")
+            log.info("decode path: %s", f"lean {LlamaDecoder.family(lm.model)} step" if self._decoder
+                     else "transformers forward")
             if self._graphs is not None and not self._graphs.capture:
                 log.warning("CUDA graphs need a CUDA device: decoding over the static cache without capture")
         return self._decoder
