@@ -16,7 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from millm.engine.types import GenerationRequest, SamplingParams
-from millm.engine.worker import Worker, thread_counts
+from millm.engine.worker import Worker
 
 from benchmarks.raw_bench import sync
 
@@ -45,7 +45,7 @@ def profile_decode(lm: Any, *, prompt_ids: list[int], steps: int, batch: int = 1
     """Profile `steps` decode steps of `batch` rows through the worker (no SAE attached)."""
     worker = Worker(max_batch_size=batch)
     worker.loaded = lm
-    worker._threads = thread_counts()  # the server's thread policy (set by the worker thread's loop otherwise)
+    worker.threads.start()  # the server's thread policy (set by the worker thread's loop otherwise)
     threads_before = torch.get_num_threads()
     params = SamplingParams(max_tokens=steps + 2, temperature=0.0, ignore_eos=True)
     for b in range(batch):

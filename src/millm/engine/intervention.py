@@ -169,12 +169,6 @@ class SaeIntervention:
         self.evidence = []
         self.reads = {}
 
-    @property
-    def active(self) -> bool:
-        p = self._plan
-        return p is not None and (p.add_matrix is not None or bool(p.clamp_groups) or p.monitor
-                                  or p.clamp_dense is not None or p.needs_hook_python)
-
     def _hook(self, h: torch.Tensor) -> torch.Tensor | None:
         # h: (B, T, D)
         plan = self._plan

@@ -3,7 +3,7 @@
 Downloads go through huggingface_hub (HF_TOKEN, cache dir and revision honoured) and fetch
 only weights, config and tokenizer files, preferring safetensors. PyTorch `.bin` weights are
 read by transformers with `weights_only=True`. Remote code runs only when explicitly allowed.
-Device and dtype are chosen automatically unless overridden; Gemma-2 gets eager attention so
+Device and dtype are chosen automatically unless overridden (`millm.placement` resolves "auto"); Gemma-2 gets eager attention so
 its attention soft-capping (and therefore its activations) match what SAEs were trained on.
 bitsandbytes 8-bit and 4-bit (nf4) quantization runs on CUDA and on the CPU; elsewhere, or without
 a working bitsandbytes, it is refused with an `InvalidRequest`. Files that cannot be read (a
@@ -22,6 +22,7 @@ from typing import Any
 import torch
 
 from millm.errors import InvalidRequest, MillmError, ModelLoadError, ModelNotFound
+from millm.placement import resolve_placement
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,6 @@ MODEL_FILE_PATTERNS = [
     "tokenizer*",
 ]
 EAGER_ATTENTION_TYPES = {"gemma2"}
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass
@@ -61,29 +61,6 @@ class LoadedModel:
     @property
     def d_model(self) -> int:
         return int(self.model.config.get_text_config().hidden_size)
-
-
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InvalidRequest("device 'cuda' was requested but CUDA is not available", param="device")
-    return torch.device(device)
-
-
-def pick_dtype(dtype: str, device: torch.device, quantization: str) -> torch.dtype:
-    if dtype != "auto":
-        if quantization != "none" and dtype == "float32":
-            raise InvalidRequest(
-                f"{quantization} quantization keeps the residual stream in float16/bfloat16; "
-                "use dtype auto, float16 or bfloat16 with it",
-                param="dtype",
-            )
-        return DTYPES[dtype]
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    # bitsandbytes keeps non-quantized modules (and so the residual stream) in half precision.
-    return torch.bfloat16 if quantization != "none" else torch.float32
 
 
 def bitsandbytes_available(device: torch.device) -> str | None:
@@ -191,10 +168,9 @@ def load_model(
     """
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    if quantization not in ("none", "8bit", "4bit"):
-        raise InvalidRequest(f"unknown quantization {quantization!r}; use none, 8bit or 4bit", param="quantization")
-    dev = pick_device(device)
-    torch_dtype = pick_dtype(dtype, dev, quantization)
+    placement = resolve_placement(device, dtype, quantization, require_device=True)
+    dev = torch.device(placement.device)
+    torch_dtype: torch.dtype = getattr(torch, placement.dtype)
     if quantization != "none":
         reason = bitsandbytes_available(dev)
         if reason:

@@ -1,7 +1,7 @@
 """Plain data passed between the services layer and the generation worker.
 
-Frozen dataclasses only; no torch tensors cross this boundary except inside
-compiled steering plans, which the worker builds itself.
+Frozen dataclasses only; no torch tensors cross this boundary (steering is compiled and batch plans are built
+inside the worker). Embedding vectors come back as numpy arrays.
 """
 
 from __future__ import annotations
@@ -94,6 +94,18 @@ class GenerationRequest:
     prompt_top_logprobs: int | None = None
     # Background work (batch lines): waits behind every live request in the queue.
     background: bool = False
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """Embed each input (token ids): the last hidden state pooled over its tokens, L2-normalised when `normalize`.
+    With several inputs, input i's monitor records carry the request id `<request_id>-<i>`."""
+
+    request_id: str
+    inputs: tuple[tuple[int, ...], ...]
+    steering: SteeringSpec | None = None
+    pooling: Literal["mean", "last", "cls"] = "mean"
+    normalize: bool = True
 
 
 @dataclass(frozen=True)

@@ -26,22 +26,26 @@ import torch
 from millm.engine import kv
 from millm.engine.cuda_graphs import GraphDecoder
 from millm.engine.evidence import EvidenceAcc, ReadAcc
-from millm.engine.intervention import BatchPlan, ReadSpec, SaeIntervention
+from millm.engine.attachments import Attachment, Attachments, SwapOutcome
+from millm.engine.intervention import BatchPlan, MonitorConfig, ReadSpec, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import LoadedModel
+from millm.engine.embedding import embed_inputs
+from millm.engine.monitor_records import MonitorRecorder, MonitorSink
 from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
+from millm.engine.threads import ThreadPolicy
 from millm.engine.types import (
+    EmbeddingRequest,
     ActivationRead,
-    FeatureActivation,
     GenerationEvent,
     GenerationRequest,
-    MonitorRecord,
     PromptInfo,
     TokenActivations,
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
+from millm.placement import MemoryInfo, device_memory
 from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 
 log = logging.getLogger(__name__)
@@ -76,31 +80,9 @@ def _cache_kwarg(model_type: type) -> str:
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
-# A forward pass doing at least this many FLOPs (2 x parameters x tokens) is compute-bound enough to
-# use every core. So is a step of a model with at least PARALLEL_PARAMS parameters: its one-token
-# steps stream enough weight bytes that more cores stream them faster (oneDNN on the 2-core benchmark
-# machine: 350M model, 111 ms per step on one thread, 63 ms on two). Smaller ones (the demo model's
-# steps take 2-3 ms, mostly Python and small ops) keep a core free for the event loop, and would only
-# expose each short parallel region to scheduling stalls.
-PARALLEL_FLOPS = 2e9
-PARALLEL_PARAMS = 50_000_000
-
 # Waiting requests are prefilled together while their prompts, left-padded to the longest, stay within this
 # many positions in all.
 PREFILL_TOKENS = 4096
-
-
-def thread_counts() -> tuple[int, int] | None:
-    """Torch threads for the generation thread: (small forwards, large forwards). Small ones leave a core
-    to the event loop (HTTP, SSE framing, detokenizing); large ones use every core. None when
-    OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the user's choice stands. On a shared or small
-    machine, a parallel region whose threads are not all scheduled waits for the missing one: on the
-    2-core benchmark machine two threads made a 350M one-token step 7-10x slower while another
-    process kept a core busy (set OMP_NUM_THREADS=1 when the server shares its cores)."""
-    if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
-        return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, cores - 1), cores
 
 
 def _read_spec(read: ActivationRead | None) -> ReadSpec | None:
@@ -150,8 +132,7 @@ class Worker:
         self.max_batch_size = max_batch_size
         self.cuda_graphs = cuda_graphs  # decode over a static slot cache, replayed from CUDA graphs on CUDA
         self.loaded: LoadedModel | None = None
-        self.intervention: SaeIntervention | None = None
-        self.monitor_sink: Callable[[list[MonitorRecord]], None] | None = None
+        self.attachments = Attachments()
         self._pending: collections.deque[Handle] = collections.deque()
         self._calls: collections.deque[_Call] = collections.deque()
         self._rows: list[_Row] = []
@@ -161,10 +142,8 @@ class Worker:
         self._decoder: LlamaDecoder | None = None
         self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
         self._decoder_model: Any = None
-        self._texts_model: Any = None
-        self._threads: tuple[int, int] | None = None
-        self._threads_now = 0
-        self._texts: dict[int, str] = {}
+        self.threads = ThreadPolicy()
+        self.monitor = MonitorRecorder()
         self._plan: BatchPlan | None = None
         self._cv = threading.Condition()
         self._stop = False
@@ -173,6 +152,15 @@ class Worker:
         self.prefills = 0  # prefill forwards, each over one or more waiting requests
 
     # ------------------------------------------------------------------ public API (any thread)
+
+    @property
+    def monitor_sink(self) -> MonitorSink | None:
+        """Where monitor records go (on the worker thread); None: nobody listens, nothing is captured."""
+        return self.monitor.sink
+
+    @monitor_sink.setter
+    def monitor_sink(self, sink: MonitorSink | None) -> None:
+        self.monitor.sink = sink
 
     def start(self) -> None:
         self._thread.start()
@@ -208,6 +196,61 @@ class Worker:
             self._cv.notify_all()
         return handle
 
+    @property
+    def intervention(self) -> SaeIntervention | None:
+        """The attached SAE's intervention (None without one); read on the worker thread."""
+        return self.attachments.intervention
+
+    @intervention.setter
+    def intervention(self, iv: SaeIntervention | None) -> None:
+        """Engine tests and benchmarks install a hand-built intervention; services use `attach_sae`."""
+        self.attachments.install(iv)
+
+    # ------------------------------------------------------------------ typed operations (any thread)
+    # Each runs on the worker thread and returns a Future; exclusive ones wait for the batch to drain, so a model
+    # or SAE never changes under a running sequence. Services call these, never `call`.
+
+    def swap_model(self, model: LoadedModel | None) -> Future[SwapOutcome]:
+        """Serve `model` (None: unload) in place of the current one. The attached SAEs move to the new model at
+        their layers, or are dropped (`SwapOutcome.dropped` says why); the old model's memory is freed."""
+        def swap(w: Worker) -> SwapOutcome:
+            w.loaded = model
+            kept, dropped = w.attachments.move_to(model)
+            w._plan = None
+            w._decoder = w._graphs = w._decoder_model = None  # they hold the old model's weights
+            _free_memory()
+            return SwapOutcome(model, kept, dropped)
+
+        return self.call(swap)
+
+    def attach_sae(self, sae: Any, *, layer: int | None = None) -> Future[Attachment]:
+        """Attach `sae` to the loaded model at its hook point (or `layer`), cast to the model's device and dtype,
+        replacing the attached SAE. InvalidRequest without a model; SaeError when it does not fit."""
+        return self.call(lambda w: w.attachments.attach(w.loaded, sae, layer=layer))
+
+    def detach_sae(self, key: str | None = None) -> Future[tuple[Attachment, ...]]:
+        """Remove the SAE at hook point `key` (every one when None), restoring the model's outputs exactly."""
+        return self.call(lambda w: w.attachments.detach(key))
+
+    def set_monitor(self, config: MonitorConfig, sink: MonitorSink | None = None) -> Future[None]:
+        """What the monitor captures (kept for SAEs attached later), and, when given, where records go."""
+        def apply(w: Worker) -> None:
+            w.attachments.set_monitor(config)
+            if sink is not None:
+                w.monitor.sink = sink
+
+        return self.call(apply, exclusive=False)
+
+    def embed(self, request: EmbeddingRequest) -> Future[list[Any]]:
+        """Pooled last hidden states, one little-endian float32 numpy vector per input, with the request's steering
+        and the monitor applied as in generation."""
+        return self.call(lambda w: embed_inputs(w, request), exclusive=False)
+
+    def memory(self) -> MemoryInfo:
+        """Used and total memory of the device the model is on (the host's RAM without a model or off CUDA)."""
+        lm = self.loaded
+        return device_memory(str(lm.device) if lm is not None else "cpu")
+
     def abort_all(self, failure: MillmError) -> None:
         """End every running and waiting request with `failure` (at shutdown), between decode steps."""
         def abort(w: Worker) -> None:
@@ -231,8 +274,8 @@ class Worker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
-        self._threads = thread_counts()
-        log.info("generation thread: torch threads %s", self._threads or torch.get_num_threads())
+        self.threads.start()
+        log.info("generation thread: torch threads %s", self.threads.describe())
         while True:
             with self._cv:
                 while not self._stop and not self._pending and not self._calls and not self._rows:
@@ -335,7 +378,7 @@ class Worker:
         iv = self.intervention
         if iv is None:
             return None
-        monitor = iv.monitor_config.enabled and self.monitor_sink is not None
+        monitor = self.monitor.wanted(iv)
         row_reads = [_read_spec(r) for r in reads] if reads else [None] * len(specs)
         if all(s is None for s in specs) and not monitor and not any(row_reads):
             return None
@@ -376,7 +419,7 @@ class Worker:
                 h.sink(ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0))
                 continue
             try:
-                specs.append(iv.compile(req.steering) if iv and req.steering and not req.steering.empty else None)
+                specs.append(self.attachments.compile(req.steering))
             except Exception as e:  # noqa: BLE001 - this request's steering fails it alone
                 if not isinstance(e, MillmError):
                     log.exception("steering failed for %s", req.request_id)
@@ -388,7 +431,7 @@ class Worker:
         reqs = [h.request for h in ok]
         self._lean_decoder(lm)
         longest = max(len(r.prompt_ids) for r in reqs)
-        self._use_threads(lm, longest * len(reqs))
+        self.threads.use(lm.num_parameters, longest * len(reqs))
         dev = lm.device
         pads = [longest - len(r.prompt_ids) for r in reqs]
         pad_id = lm.tokenizer.pad_token_id or 0
@@ -400,7 +443,7 @@ class Worker:
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                            logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
         self.prefills += 1
-        self.emit_monitor([r.request_id for r in reqs], ids, phase="prompt", pads=pads)
+        self.monitor.prompt(iv, lm, [r.request_id for r in reqs], ids, phase="prompt", pads=pads)
         logits = out.logits[:, -1, :].float()  # (B, V)
         starts = self._prompt_accumulators(plan, specs, reqs, ids, pads)
         keep: list[int] = []
@@ -537,17 +580,12 @@ class Worker:
         if self._mask is not None:
             self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=dev)], 1)
         if self._plan is None or len(self._plan.steering) != len(self._rows):
-            specs = [
-                self.intervention.compile(r.handle.request.steering)
-                if self.intervention and r.handle.request.steering and not r.handle.request.steering.empty
-                else None
-                for r in self._rows
-            ]
+            specs = [self.attachments.compile(r.handle.request.steering) for r in self._rows]
             self._plan = self.make_plan(specs, ids, [r.handle.request.activations for r in self._rows])
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         dec = self._lean_decoder(lm)
-        self._use_threads(lm, len(self._rows))
+        self.threads.use(lm.num_parameters, len(self._rows))
         if (self._graphs is not None or dec is not None) and self.intervention is not None:
             self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
         if self._graphs is not None:
@@ -561,7 +599,8 @@ class Worker:
             logits = out.logits[:, -1, :]
         self.steps += 1
         self._accumulate_step()
-        self._emit_monitor_batch()
+        self.monitor.step(self.intervention, lm, [(r.handle.request.request_id, r.choice, r.position, r.last_token)
+                                                  for r in self._rows])
         for r in self._rows:
             r.position += 1
         self._sample_and_emit(logits.float(), self._rows)
@@ -569,25 +608,13 @@ class Worker:
         if finished:
             self._drop_rows(finished, None)
 
-    def _use_threads(self, lm: LoadedModel, tokens: int) -> None:
-        """All cores for a forward over `tokens` positions that is compute-bound, else all but one.
-        OpenMP thread counts are per thread, so this affects only the generation thread."""
-        if self._threads is None:
-            return
-        small, large = self._threads
-        heavy = lm.num_parameters >= PARALLEL_PARAMS or 2 * lm.num_parameters * tokens >= PARALLEL_FLOPS
-        n = large if heavy else small
-        if n != self._threads_now:
-            torch.set_num_threads(n)
-            self._threads_now = n
-
     def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
         if self._decoder_model is not lm.model or (self._decoder is not None and not self._decoder.fresh()):
             self._decoder_model = lm.model
             kernel: Choice = "stored"
             if lm.device.type == "cpu" and lm.quantization == "none":
-                self._use_threads(lm, 1)  # time the kernels as a one-token step will run them
+                self.threads.use(lm.num_parameters, 1)  # time the kernels as a one-token step will run them
                 kernel = choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
             self._graphs = None
@@ -704,56 +731,3 @@ class Worker:
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
         if self._graphs is not None:
             self._graphs.clear()
-
-    # ------------------------------------------------------------------ monitoring
-
-    def emit_monitor(self, request_ids: list[str], ids: torch.Tensor, *, phase: str,
-                     pads: list[int] | None = None) -> None:
-        """Turn the last forward's captured activations for ids (B, T) into MonitorRecords, row b for request
-        request_ids[b]; a row left-padded by pads[b] columns starts its positions after the padding."""
-        iv, lm = self.intervention, self.loaded
-        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
-            return
-        cap = iv.captures[-1]
-        vals, idx, toks = cap.values.tolist(), cap.indices.tolist(), ids.tolist()
-        records = []
-        for b, request_id in enumerate(request_ids):
-            pad = pads[b] if pads else 0
-            for t in range(pad, len(toks[b])):
-                tok, position = toks[b][t], t - pad
-                if tok == lm.bos_id and position == 0:
-                    continue
-                records.append(MonitorRecord(
-                    request_id=request_id, choice=0, position=position, token_id=tok,
-                    token=self._token_text(lm, tok), phase=phase,  # type: ignore[arg-type]
-                    activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][t], vals[b][t])),
-                ))
-        iv.captures = []
-        if records:
-            self.monitor_sink(records)
-
-    def _token_text(self, lm: LoadedModel, tok: int) -> str:
-        """tokenizer.decode([tok]), cached per model (monitor records name every token)."""
-        if self._texts_model is not lm.model:
-            self._texts_model, self._texts = lm.model, {}
-        text = self._texts.get(tok)
-        if text is None:
-            text = self._texts[tok] = lm.tokenizer.decode([tok])
-        return text
-
-    def _emit_monitor_batch(self) -> None:
-        iv, lm = self.intervention, self.loaded
-        if iv is None or lm is None or not iv.captures or self.monitor_sink is None:
-            return
-        cap = iv.captures[-1]
-        vals, idx = cap.values.tolist(), cap.indices.tolist()
-        records = []
-        for b, r in enumerate(self._rows):
-            tok = r.last_token  # the token this step read: ids[b, 0]
-            records.append(MonitorRecord(
-                request_id=r.handle.request.request_id, choice=r.choice, position=r.position, token_id=tok,
-                token=self._token_text(lm, tok), phase="generated",
-                activations=tuple(FeatureActivation(int(i), float(v)) for i, v in zip(idx[b][0], vals[b][0])),
-            ))
-        iv.captures = []
-        self.monitor_sink(records)

@@ -1,10 +1,9 @@
-"""Embeddings from a causal LM.
+"""Embeddings from a causal LM: the OpenAI request checked, tokenised and handed to the engine's `embed`.
 
-For each input: the hidden states of the last layer as the model returns them (after the
-model's final norm, i.e. `hidden_states[-1]`), pooled over the tokens (`pooling`: mean by default,
-or the last or first token's state), then L2-normalised unless `normalize` is false. An input
-longer than the context is a 400 naming it (never truncated). Steering and monitoring apply exactly as in generation. Returned as float
-lists or as base64 of little-endian float32 (what the OpenAI SDKs request by default).
+The engine (`engine/embedding.py`) pools the last layer's hidden states per input (`pooling`: mean by default, or
+the last or first token's state) and L2-normalises them unless `normalize` is false, with steering and monitoring
+applied exactly as in generation. An input longer than the context is a 400 naming it (never truncated). Vectors
+are returned as float lists or as base64 of little-endian float32 (what the OpenAI SDKs request by default).
 """
 
 from __future__ import annotations
@@ -13,48 +12,11 @@ import asyncio
 import base64
 import time
 
-import numpy as np
-import torch
-
-from millm.engine.types import MonitorRecord, SteeringSpec
-from millm.engine.worker import Worker
+from millm.engine.types import EmbeddingRequest
 from millm.errors import InvalidRequest
 from millm.protocol import openai as p
 from millm.services import prompts
 from millm.services.generation import GenerationService
-
-
-def _pool(hidden: torch.Tensor, pooling: str) -> torch.Tensor:
-    # hidden: (T, D) -> (D,)
-    if pooling == "last":
-        return hidden[-1]
-    if pooling == "cls":
-        return hidden[0]
-    return hidden.mean(dim=0)
-
-
-def _embed_all(worker: Worker, inputs: list[list[int]], steering: SteeringSpec | None, rid: str,
-               pooling: str = "mean", normalize: bool = True) -> list[np.ndarray]:
-    lm = worker.loaded
-    assert lm is not None
-    iv = worker.intervention
-    out = []
-    for i, ids_list in enumerate(inputs):
-        ids = torch.tensor([ids_list], device=lm.device)
-        mask = torch.ones_like(ids)
-        pos = torch.arange(ids.shape[1], device=lm.device)[None, :]
-        compiled = iv.compile(steering) if iv is not None and steering is not None and not steering.empty else None
-        plan = worker.make_plan([compiled], ids)
-        res = worker.forward(ids, mask=mask, positions=pos, cache=None, plan=plan, output_hidden_states=True)
-        worker.emit_monitor([f"{rid}-{i}" if len(inputs) > 1 else rid], ids, phase="embedding")
-        hidden = res.hidden_states[-1][0].float()  # (T, D)
-        vec = _pool(hidden, pooling)
-        if normalize:
-            vec = torch.nn.functional.normalize(vec, dim=0)
-        out.append(vec.cpu().numpy().astype("<f4"))
-    if iv is not None:
-        iv.set_plan(None)
-    return out
 
 
 class EmbeddingService:
@@ -78,8 +40,9 @@ class EmbeddingService:
             prompts.check_context(len(ids), lm.context_length + 1, param=f"input[{i}]" if many else "input")
         spec, applied = self.generation.steering.resolve(req.steering, model_profile=profile)
         rid = f"embd-{time.time_ns():x}"
-        fut = self.generation.worker.call(lambda w: _embed_all(w, inputs, spec, rid, req.pooling, req.normalize), exclusive=False)
-        vectors = await asyncio.wrap_future(fut)
+        vectors = await asyncio.wrap_future(self.generation.worker.embed(EmbeddingRequest(
+            request_id=rid, inputs=tuple(tuple(i) for i in inputs), steering=spec, pooling=req.pooling,
+            normalize=req.normalize)))
         data = [
             p.Embedding(index=i, embedding=base64.b64encode(v.tobytes()).decode() if req.encoding_format == "base64"
                         else v.astype(float).tolist())
@@ -93,5 +56,3 @@ class EmbeddingService:
         return p.EmbeddingList(data=data, model=req.model, usage=p.EmbeddingUsage(prompt_tokens=n_tokens,
                                total_tokens=n_tokens), millm=p.MillmInfo(steering=applied))
 
-
-__all__ = ["EmbeddingService", "MonitorRecord"]

@@ -28,7 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from millm import demo
+from millm import demo, placement
 from millm.errors import Conflict, InvalidRequest, ModelNotFound, NotFound
 from millm.hub.cache import CacheIndex, CachedRepo, check_repo_id, check_revision, list_cache, local_path
 from millm.hub.files import select_weight_files
@@ -37,7 +37,6 @@ from millm.hub.sae_listing import read_config as read_sae_config
 from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.hub.memory import (
     MemoryEstimate,
-    available_memory,
     dtype_bytes,
     estimate_local,
     estimate_remote,
@@ -204,17 +203,7 @@ def estimate_for(
 
 def device_present(device: str) -> bool:
     """Whether `device` (cpu, cuda, cuda:N, mps, auto) exists on this machine."""
-    device = resolve_device(device)
-    if device.startswith("cuda"):
-        import torch
-
-        index = int(device.split(":")[1]) if ":" in device else 0
-        return torch.cuda.is_available() and index < torch.cuda.device_count()
-    if device.startswith("mps"):
-        import torch
-
-        return bool(torch.backends.mps.is_available())
-    return True
+    return placement.device_present(device)
 
 
 MAX_CONFIGS = 128  # SAE configs read per listing (Gemma Scope's hundreds of folders have none to read)
@@ -279,16 +268,7 @@ def estimate_model(
 
 def free_memory(device: str) -> int:
     """Free bytes on `device`; InvalidRequest for a CUDA device this machine does not have."""
-    device = resolve_device(device)
-    if device.startswith("cuda"):
-        import torch
-
-        index = int(device.split(":")[1]) if ":" in device else 0
-        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
-            raise InvalidRequest(f"device {device!r} was requested but CUDA is not available", param="device")
-    if device.startswith("mps"):
-        return available_memory("cpu")  # unified memory
-    return available_memory(device)
+    return placement.free_bytes(device)
 
 
 # ---------------------------------------------------------------------------- service

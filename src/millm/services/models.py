@@ -19,12 +19,9 @@ too when no SAE is attached after the swap, and `on_demo_loaded` restores its pr
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
-
-import torch
 
 from millm import demo
 from millm.engine.model_loading import LoadedModel, load_model
@@ -63,10 +60,6 @@ class ModelService:
         self.force_load = force_load
         self.loading: str | None = None
         self._lock = asyncio.Lock()
-
-    @property
-    def loaded(self) -> LoadedModel | None:
-        return self.worker.loaded
 
     def served_name(self) -> str | None:
         lm = self.worker.loaded
@@ -116,17 +109,8 @@ class ModelService:
                 est, free = await asyncio.to_thread(self._check_memory, src.folder, kwargs, force or self.force_load)
                 new = await asyncio.to_thread(load_model, source, local_dir=src.folder, **kwargs)
 
-                def swap(w: Worker) -> SwapResult:
-                    old = w.loaded
-                    w.loaded = new
-                    message = self.saes.reattach_after_model_change(w)
-                    del old
-                    gc.collect()
-                    if torch.cuda.is_available():
-                        torch.cuda.empty_cache()
-                    return SwapResult(new, message, est, free)
-
-                result = await asyncio.wrap_future(self.worker.call(swap))
+                outcome = await asyncio.wrap_future(self.worker.swap_model(new))
+                result = SwapResult(new, self.saes.after_model_swap(outcome), est, free)
                 if source == demo.DEMO_MODEL_ID and self.saes.attached is None:
                     await self.saes.attach(str(demo.assets_dir() / "sae"), sae_id=demo.DEMO_SAE_ID, trusted=True)
                     result.sae_attached = demo.DEMO_SAE_ID
@@ -143,10 +127,4 @@ class ModelService:
         async with self._lock:
             await self.saes.detach()
 
-            def drop(w: Worker) -> None:
-                w.loaded = None
-                gc.collect()
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-
-            await asyncio.wrap_future(self.worker.call(drop))
+            await asyncio.wrap_future(self.worker.swap_model(None))

@@ -95,7 +95,7 @@ class Runtime:
                                     wait_ready=self.wait_ready)
         self.compare = CompareService(generation=self.generation)
         self.system = SystemMonitor()
-        self.worker.monitor_sink = self.monitor.publish
+        self.worker.set_monitor(self.monitor.config, sink=self.monitor.publish)
         self.boot_error: str | None = None
         self._boot_task: asyncio.Task | None = None
         self.draining = False  # set on SIGTERM: new requests get a 503 (api/lifecycle.py)
@@ -215,13 +215,6 @@ class Runtime:
             log.warning("active profile %s was not restored: %s", active.name, e.message)
 
     def memory(self) -> dict[str, Any]:
-        import psutil
-        import torch
-
-        lm = self.worker.loaded
-        if lm is not None and lm.device.type == "cuda":
-            free, total = torch.cuda.mem_get_info(lm.device)
-            return {"device": str(lm.device), "used_bytes": int(total - free), "total_bytes": int(total)}
-        vm = psutil.virtual_memory()
-        return {"device": "cpu", "used_bytes": int(vm.total - vm.available), "total_bytes": int(vm.total)}
+        m = self.worker.memory()
+        return {"device": m.device, "used_bytes": m.used_bytes, "total_bytes": m.total_bytes}
 

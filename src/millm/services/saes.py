@@ -2,11 +2,11 @@
 
 An SAE source is a local folder or file, or a Hub reference `repo_id[:path]` (downloaded to
 the cache first, only the chosen folder). Loading and validation happen off the worker thread;
-the swap itself (resolving the hook point in the live model, checking d_in, casting the SAE
-to the residual stream's device and dtype, moving the intervention hook) runs as an exclusive
-worker call, so no sequence sees half an SAE. Detaching removes the hook, which restores the
-model's outputs exactly. One SAE is attached at a time; `AttachedSae` records are keyed by id
-so more can be admitted later.
+the engine's `attach_sae` then resolves the hook point in the live model, checks d_in, casts the SAE
+to the residual stream's device and dtype and installs the hook, between decode steps, so no sequence
+sees half an SAE (`engine/attachments.py`). Detaching removes the hook, which restores the model's
+outputs exactly. One SAE is attached at a time; this service keeps its record (`AttachedSae`: id,
+source, labels) beside the engine's attachment.
 """
 
 from __future__ import annotations
@@ -20,16 +20,15 @@ from typing import Any
 from sqlalchemy.orm import Session, sessionmaker
 
 from millm import demo
-from millm.engine import hookpoints
+from millm.engine.attachments import SwapOutcome
 from millm.engine.hookpoints import HookPoint
-from millm.engine.intervention import SaeIntervention
 from millm.engine.worker import Worker
 from millm.hub.cache import CacheIndex, check_repo_id, check_revision, local_path
 from millm.hub.download import pull_sae
 from millm.hub.remote import resolve_endpoint
 from millm.errors import InvalidRequest, NotFound, SaeError
 from millm.sae.base import Sae
-from millm.sae.loading import check_compatible, load_sae
+from millm.sae.loading import load_sae
 from millm.services.hub import user_path
 from millm.services.local_paths import LocalRoots, looks_like_path
 from millm.services.labels import Format, ParsedLabels, check_width, parse_labels, shipped_labels
@@ -151,21 +150,8 @@ class SaeService:
             imported = await asyncio.to_thread(self._stored_labels, ident, sae.cfg.d_sae)
             labels = {**shipped, **imported}
 
-            def swap(w: Worker) -> AttachedSae:
-                lm = w.loaded
-                if lm is None:
-                    raise InvalidRequest("load a model before attaching an SAE", param="source")
-                hp = hookpoints.resolve_hookpoint(lm.model, sae.cfg.hook_name, layer_override=layer)
-                check_compatible(sae, hp.d_hook, hook_name=hp.module_path, model_name=lm.model_id)
-                moved = sae.to(device=lm.device, dtype=lm.dtype)
-                if w.intervention is not None:
-                    w.intervention.detach()
-                w.intervention = SaeIntervention(sae=moved, hookpoint=hp, attach_fn=hookpoints.attach,
-                                                 device=lm.device, dtype=lm.dtype)
-                w.intervention.set_monitor(self.monitor.config)
-                return AttachedSae(ident, moved, hp, ref, labels, shipped, imported)
-
-            self.attached = await asyncio.wrap_future(self.worker.call(swap))
+            att = await asyncio.wrap_future(self.worker.attach_sae(sae, layer=layer))
+            self.attached = AttachedSae(ident, att.sae, att.hookpoint, ref, labels, shipped, imported)
             self.monitor.labels = _label_texts(labels)
             log.info("attached SAE %s at %s", ident, self.attached.hookpoint.module_path)
             return self.attached
@@ -174,38 +160,26 @@ class SaeService:
         async with self._lock:
             previous = self.attached
 
-            def remove(w: Worker) -> None:
-                if w.intervention is not None:
-                    w.intervention.detach()
-                    w.intervention = None
-
-            await asyncio.wrap_future(self.worker.call(remove))
+            await asyncio.wrap_future(self.worker.detach_sae())
             self.attached = None
             self.monitor.labels = {}
             return previous
 
-    def reattach_after_model_change(self, w: Worker) -> str | None:
-        """On the worker thread, after a model swap: move the SAE hook to the new model, or drop it.
-
-        Returns a message when the SAE had to be detached."""
+    def after_model_swap(self, outcome: SwapOutcome) -> str | None:
+        """After the engine swapped the model: follow the SAE it moved to the new model, or forget the one it
+        dropped. Returns a message when the SAE had to be detached."""
         a = self.attached
-        if a is None or w.loaded is None:
+        if a is None:
             return None
-        if w.intervention is not None:
-            w.intervention.detach()
-            w.intervention = None
-        try:
-            hp = hookpoints.resolve_hookpoint(w.loaded.model, a.sae.cfg.hook_name, layer_override=a.hookpoint.layer)
-            check_compatible(a.sae, hp.d_hook, hook_name=hp.module_path)
-        except SaeError as e:
+        moved = next((m for m in outcome.attachments if m.key == a.hookpoint.module_path), None)
+        if moved is None:
             self.attached = None
             self.monitor.labels = {}
-            return f"SAE {a.sae_id!r} was detached: it does not fit {w.loaded.model_id!r} ({e.message})"
-        moved = a.sae.to(device=w.loaded.device, dtype=w.loaded.dtype)
-        w.intervention = SaeIntervention(sae=moved, hookpoint=hp, attach_fn=hookpoints.attach,
-                                         device=w.loaded.device, dtype=w.loaded.dtype)
-        w.intervention.set_monitor(self.monitor.config)
-        self.attached = AttachedSae(a.sae_id, moved, hp, a.source, a.labels, a.shipped_labels, a.imported_labels)
+            why = next((reason for key, reason in outcome.dropped if key == a.hookpoint.module_path), "it was dropped")
+            model = outcome.model.model_id if outcome.model is not None else "no model"
+            return f"SAE {a.sae_id!r} was detached: it does not fit {model!r} ({why})"
+        self.attached = AttachedSae(a.sae_id, moved.sae, moved.hookpoint, a.source, a.labels, a.shipped_labels,
+                                    a.imported_labels)
         return None
 
     # ------------------------------------------------------------------ feature labels
@@ -263,7 +237,4 @@ class SaeService:
             if bad:
                 raise InvalidRequest(f"feature {bad[0][1]} is out of range for d_sae={a.sae.cfg.d_sae}",
                                      param=f"features[{bad[0][0]}]")
-        iv = self.worker.intervention
-        if iv is not None:
-            self.worker.call(lambda w: w.intervention.set_monitor(cfg) if w.intervention else None,
-                             exclusive=False)
+        self.worker.set_monitor(cfg)
