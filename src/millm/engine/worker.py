@@ -585,7 +585,8 @@ class Worker:
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
         dec = self._lean_decoder(lm)
-        self.threads.use(lm.num_parameters, len(self._rows))
+        self.threads.decode(lm.model, len(self._rows))
+        started = time.perf_counter()
         if (self._graphs is not None or dec is not None) and self.intervention is not None:
             self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
         if self._graphs is not None:
@@ -604,6 +605,7 @@ class Worker:
         for r in self._rows:
             r.position += 1
         self._sample_and_emit(logits.float(), self._rows)
+        self.threads.decoded(time.perf_counter() - started)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
@@ -614,7 +616,7 @@ class Worker:
             self._decoder_model = lm.model
             kernel: Choice = "stored"
             if lm.device.type == "cpu" and lm.quantization == "none":
-                self.threads.use(lm.num_parameters, 1)  # time the kernels as a one-token step will run them
+                self.threads.use(lm.num_parameters, 1)  # time the kernels with the threads a small forward gets
                 kernel = choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
             self._graphs = None
