@@ -316,7 +316,22 @@ def sweep_section(device: str, data: dict[str, Any], plot: str | None) -> list[s
                    "conc 1/4/8 vs 1", "aggregate tok/s server vs raw batch (1/4/8)", "differ from solo"], rows)
     trows = [[name, target, measured, "met" if ok else "**not met**"]
              for name, m in models.items() for target, measured, ok in sweep_targets(m)]
+    ov = data.get("overhead")
+    if ov:
+        trows.append([ov["model"], "server overhead per token <= 0.3 ms (CPU time beyond the forward)",
+                      f"{ov['overhead_us']:.0f} us", "met" if ov["overhead_us"] <= 300 else "**not met**"])
     out += ["### Sweep targets", ""] + _table(["model", "target", "measured", "status"], trows)
+    if ov:
+        out += [f"Server overhead per token (`benchmarks/overhead.py`, {ov['model']}, one torch thread, CPU time per "
+                f"token between a {ov['tokens'][0]}- and a {ov['tokens'][1]}-token request, median of "
+                f"{len(ov['rounds'])} rounds): the server process {ov['server_us']:.0f} us (generation thread "
+                f"{ov['server_worker_us']:.0f}, the other threads, event loop and SSE, {ov['server_other_us']:.0f}); "
+                f"the same requests through an in-process engine {ov['engine_us']:.0f} us, of which the forward "
+                f"{ov['forward_us']:.0f} us. Beyond the forward: **{ov['overhead_us']:.0f} us** "
+                f"(worker {ov['worker_overhead_us']:.0f} us: sampling, detokenizing, events; serving "
+                f"{ov['serving_overhead_us']:.0f} us: event loop, SSE framing, socket), plus "
+                f"{ov.get('handoff_us', float('nan')):.0f} us on the generation thread for the hand-off to the event "
+                f"loop (server generation thread - engine; two runs, noisier).", ""]
     if plot:
         out += [f"![{plot}]({plot})", ""]
     return out

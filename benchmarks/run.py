@@ -336,8 +336,8 @@ def environment(device: str, threads: int | None, mode: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "mode": mode, "device": device, "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (all cores for models of 50M+ parameters and forwards of "
-                         ">= 2 GFLOP, else all but one); raw generate: faster of 1 thread and all cores",
+        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (decode: timed per batch regime, engine/threads.py; "
+                         "prefill of >= 2 GFLOP: all cores); raw generate: faster of 1 thread and all cores",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src")),
     }

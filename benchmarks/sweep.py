@@ -303,6 +303,15 @@ def run(mode: str, *, device: str = "cpu", dtype: str | None = None, only: list[
             log.info("=== sweep: %s (%s)", name, bm.description)
             results["models"][name] = bench_one(bm, family, size, mode, device=device, dtype=dtype, work=Path(tmp),
                                                 raw_threads=raw_threads, logs=logs)
+    if mode != "smoke" and (not only or "llama-25m" in only):
+        from benchmarks import overhead
+
+        log.info("=== server overhead per token (llama-25m)")
+        with tempfile.TemporaryDirectory(prefix="millm-overhead-") as tmp:
+            results["overhead"] = overhead.measure(get_sweep_model("llama-25m"), rounds=3 if mode == "quick" else 5,
+                                                   work=Path(tmp))
+    elif only and path.exists():
+        results["overhead"] = json.loads(path.read_text()).get("overhead")
     env["total_seconds"] = time.perf_counter() - t0
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=float))
