@@ -13,7 +13,7 @@ UI_DIST    := src/millm/webui/dist/index.html
 UI_SOURCES := $(shell find frontend/src frontend/public -type f 2>/dev/null) frontend/index.html \
               frontend/vite.config.ts frontend/tsconfig.json frontend/package.json
 
-.PHONY: install serve test bench demo-train openapi ui ui-test ui-gen
+.PHONY: install serve test lint bench demo-train openapi ui ui-test ui-gen
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -54,7 +54,14 @@ ui-gen: $(UI_STAMP)
 serve: install ui
 	$(VENV)/bin/millm serve $(ARGS)
 
-test: install ui ui-test
+# ruff (pyflakes, pycodestyle, import order, bugbear, no print), import-linter's layer contracts and mypy,
+# all configured in pyproject.toml. Formatting is not enforced.
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: install ui ui-test lint
 	$(PY) -m pytest -q $(ARGS)
 
 bench: install

@@ -15,12 +15,11 @@ from typing import Any, Callable
 
 import torch
 
+from benchmarks.raw_bench import sync
 from millm.engine import hookpoints
 from millm.engine.intervention import MonitorConfig, SaeIntervention
 from millm.engine.types import ActivationRead, FeatureStrength, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
-
-from benchmarks.raw_bench import sync
 
 
 @dataclass(frozen=True)

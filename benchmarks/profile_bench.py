@@ -15,10 +15,9 @@ from typing import Any
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks.raw_bench import sync
 from millm.engine.types import GenerationRequest, SamplingParams
 from millm.engine.worker import Worker
-
-from benchmarks.raw_bench import sync
 
 _MATMUL = ("aten::addmm", "aten::mm", "aten::bmm", "aten::mv", "aten::matmul", "aten::linear", "aten::baddbmm",
            "mkldnn::_linear_pointwise")  # the oneDNN kernel the lean step may use on CPU (engine/weight_layout.py)

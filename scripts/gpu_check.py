@@ -118,7 +118,7 @@ def check_worker(model_dir: Path, sae_dir: Path, caps: int) -> dict:
     batched = run_requests(w, reqs)
     dt = time.perf_counter() - t
     same = [batched[k] == solo[k] for k in solo]
-    first_diff = {k: next((j for j, (a, b) in enumerate(zip(batched[k], solo[k])) if a != b), None)
+    first_diff = {k: next((j for j, (a, b) in enumerate(zip(batched[k], solo[k], strict=False)) if a != b), None)
                   for k in solo if batched[k] != solo[k]}
     steered_differs = solo["r1"] != run_requests(w, [GenerationRequest("x", reqs[1].prompt_ids, params)])["x"]
     text = tok.decode(solo["r1"], skip_special_tokens=True)

@@ -38,7 +38,6 @@ def test_serve_passes_flags_to_settings(monkeypatch):
     import uvicorn
 
     import millm.app
-    from millm.server import DrainingServer
 
     seen = {}
 

@@ -84,4 +84,4 @@ def test_millm_help_and_a_demo_chat(venv: Path, tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
-            print(proc.stdout.read() if proc.stdout else "")
+            print(proc.stdout.read() if proc.stdout else "")  # noqa: T201 (pytest shows it when the test failed)

@@ -22,7 +22,7 @@ from millm.config import Settings
 def _option_for(name: str, field: Any) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     ann = field.annotation
     args = [a for a in typing.get_args(ann) if a is not type(None)]
-    base = args[0] if args and typing.get_origin(ann) in (typing.Union, getattr(__import__("types"), "UnionType"))\
+    base = args[0] if args and typing.get_origin(ann) in (typing.Union, __import__("types").UnionType)\
         else ann
     flag = "--" + name.replace("_", "-")
     env = "MILLM_" + name.upper()
@@ -69,7 +69,7 @@ def serve(model_arg: str | None, **options: Any) -> None:
         if options.get("model") not in (None, model_arg):
             raise click.UsageError("give the model once: as MODEL or as --model")
         options["model"] = model_arg
-    given = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, ())}
+    given: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, ())}
     settings = Settings(**given)
     logs.configure(settings.log_level, settings.log_format)
     server.serve(create_app(settings), settings)

@@ -11,8 +11,19 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi_offline import FastAPIOffline
 
 from millm import __version__, logs, webui
-from millm.api import (admin_routes, errors, hub_routes, monitor_routes, openai_routes, openapi, profile_routes,
-                       batch_routes, compare_routes, security, server_routes)
+from millm.api import (
+    admin_routes,
+    batch_routes,
+    compare_routes,
+    errors,
+    hub_routes,
+    monitor_routes,
+    openai_routes,
+    openapi,
+    profile_routes,
+    security,
+    server_routes,
+)
 from millm.api.lifecycle import InflightMiddleware
 from millm.api.limits import BodyLimitMiddleware
 from millm.api.security import SecurityMiddleware

@@ -40,14 +40,11 @@ FRAMES: dict[str, tuple[str, list[type[BaseModel]]]] = {
     "sse_chat_completion": ("The `data:` of one event of a streamed `POST /v1/chat/completions` (the stream ends with "
                             "`data: [DONE]`; an error after it started is one error envelope).",
                             [p.ChatCompletionChunk, p.ErrorResponse]),
-    "sse_compare": ("The `data:` of one event of `POST /api/compare` with `stream: true` (the playground's steered "
-                    "and unsteered columns): start, then delta and done per variant, then end; or error.",
-                    [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd, c.CompareError]),
-    "sse_completion": ("The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).",
-                       [p.Completion, p.ErrorResponse]),
     "sse_compare": ("The `data:` of one event of a streamed `POST /api/compare` (`type`: start, delta, done per "
                     "variant, end, or error; models in millm.protocol.compare).",
                     [c.CompareStart, c.CompareDelta, c.CompareDone, c.CompareEnd, c.CompareError]),
+    "sse_completion": ("The `data:` of one event of a streamed `POST /v1/completions` (ends with `data: [DONE]`).",
+                       [p.Completion, p.ErrorResponse]),
 }
 
 

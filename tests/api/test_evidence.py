@@ -7,8 +7,6 @@ others alone; the test recomputes every reported value from a plain transformers
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import httpx
 import pytest
 import torch
@@ -98,7 +96,7 @@ def test_evidence_equals_a_direct_encode_and_counts_skipped_special_tokens(ortho
     n_special = sum(t in set(tok.all_special_ids) for t in seq)
     assert n_special >= 3
     by_index = {f["index"]: f for f in choice["features"]}
-    for j, (i, s) in enumerate(feats):
+    for i, s in feats:
         f = by_index[i]
         assert f["tokens"] == len(generated) == 6
         assert f["positions_skipped"] == n_special and f["positions_steered"] == len(seq) - n_special

@@ -8,10 +8,10 @@ import io
 import json
 
 import httpx
-
-from tests.conftest import client_post
 import pytest
 import websockets
+
+from tests.conftest import client_post
 
 MODEL = "test-org/tiny"
 

@@ -6,10 +6,10 @@ import concurrent.futures as cf
 import json
 
 import httpx
-
-from tests.conftest import client_post
 import openai
 import pytest
+
+from tests.conftest import client_post
 
 MODEL = "test-org/tiny"
 MSG = [{"role": "user", "content": "Hello world"}]

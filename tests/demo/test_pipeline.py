@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo.corpus import TOPIC_NAMES, generate_corpus, render_chat
-from millm.demo.tokenizer import encode_corpus, train_tokenizer, corpus_texts
+from millm.demo.tokenizer import corpus_texts, encode_corpus, train_tokenizer
 from millm.demo.train import MINI, run
 
 

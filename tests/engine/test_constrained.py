@@ -11,7 +11,7 @@ import jsonschema_rs
 import pytest
 
 from millm.engine.grammar import compile_constraint, json_schema_grammar, ll_tokenizer
-from millm.engine.types import GenerationEvent, GenerationRequest, SamplingParams, SteeringSpec, FeatureStrength
+from millm.engine.types import FeatureStrength, GenerationEvent, GenerationRequest, SamplingParams, SteeringSpec
 from tests.engine.test_worker import PROMPTS, run, start_worker
 
 SCHEMA = {

@@ -80,7 +80,7 @@ def test_steps_match_the_transformers_forward(lm, mha_model, padded, gqa, kernel
     dec = LlamaDecoder.for_model(model, linear=weight_layout.linear_fn(kernel))
     c_hf, c_lean = _prefill(model, ids, mask), _prefill(model, ids, mask)
     tok = torch.tensor([[3]] * ids.shape[0])
-    for step in range(5):
+    for _step in range(5):
         mask = torch.cat([mask, torch.ones(ids.shape[0], 1, dtype=mask.dtype)], 1)
         positions = mask.sum(-1, keepdim=True) - 1
         want = _hf_step(model, c_hf, tok, mask, positions)

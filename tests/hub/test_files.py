@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 
 from millm.errors import InvalidRequest, NotFound
-from millm.hub.files import looks_like_sae, normalize_sae_path, select_model_files, select_sae_files, select_weight_files
+from millm.hub.files import (
+    looks_like_sae,
+    normalize_sae_path,
+    select_model_files,
+    select_sae_files,
+    select_weight_files,
+)
 
 
 def test_prefers_transformers_safetensors_shards() -> None:

@@ -115,7 +115,7 @@ def chat(owui: httpx.Client, *, toggle: bool, stream: bool = False, model: str =
     s = answer["millm"]["steering"]
     feats = ", ".join(f"{f['index']}:{f['strength']:g}" for f in s["features"])
     # what a person running this optional test sees with -s (integrations/openwebui/README.md quotes it)
-    print(f"\n[{model}, toggle {'on' if toggle else 'off'}{', streamed' if stream else ''}] steering source="
+    print(f"\n[{model}, toggle {'on' if toggle else 'off'}{', streamed' if stream else ''}] steering source="  # noqa: T201
           f"{s['source']} profile={s.get('profile')} scale={s.get('scale')} features=[{feats}]\n  "
           f"{text_of(answer)[:110]!r}")
     return answer

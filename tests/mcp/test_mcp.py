@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from mcp import Client, StdioServerParameters
 
+from mcp import Client, StdioServerParameters
 from millm import demo
 from millm.config import Settings
 from millm.mcp_server.tools import search_labels

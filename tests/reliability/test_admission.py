@@ -4,7 +4,6 @@ and every refusal is counted in millm_rejected_requests_total."""
 from __future__ import annotations
 
 import threading
-import time
 
 import httpx
 import pytest

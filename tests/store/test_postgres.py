@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import inspect, insert, text
+from sqlalchemy import insert, inspect, text
 
 from millm.errors import Conflict, InternalError, NotFound
 from millm.protocol.profiles import ProfileUpdate

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerFast
 
 from millm.demo.sae_training import TopKSae, load_sae
 
@@ -40,16 +40,18 @@ _WORD = re.compile(r"[a-z]+")
 
 
 @contextmanager
-def steering(model: nn.Module, layer: int, vector: torch.Tensor | None) -> Iterator[None]:
+def steering(model: PreTrainedModel, layer: int, vector: torch.Tensor | None) -> Iterator[None]:
     """Add `vector` (d_model,) to the residual after `layer` while the context is open."""
     if vector is None:
         yield
         return
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> object:
+    def hook(
+        _module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if isinstance(output, tuple):
             return (output[0] + vector.to(output[0].dtype), *output[1:])
-        return output + vector.to(output.dtype)  # type: ignore[operator]
+        return output + vector.to(output.dtype)
 
     handle = model.model.layers[layer].register_forward_hook(hook)
     try:
@@ -83,7 +85,7 @@ def chat_prompt(tokenizer: PreTrainedTokenizerFast, content: str = STORY_PROMPT)
 
 @torch.no_grad()
 def complete(
-    model: nn.Module,
+    model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerFast,
     *,
     prompt: torch.Tensor,
@@ -127,7 +129,7 @@ class CapsResult:
 
 @torch.no_grad()
 def monitor_feature(
-    model: nn.Module, sae: TopKSae, *, layer: int, ids: torch.Tensor, n_prompt: int, feature: int,
+    model: PreTrainedModel, sae: TopKSae, *, layer: int, ids: torch.Tensor, n_prompt: int, feature: int,
     steer: tuple[int, torch.Tensor] | None,
 ) -> tuple[float, float]:
     """(fraction of generated tokens where `feature` is active, its mean activation there)."""
@@ -148,7 +150,7 @@ def monitor_feature(
 
 
 def choose_caps(
-    model: nn.Module, tokenizer: PreTrainedTokenizerFast, sae: TopKSae, *, layer: int, candidates: Sequence[int],
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, sae: TopKSae, *, layer: int, candidates: Sequence[int],
     scales: Sequence[float], max_act: torch.Tensor, max_new_tokens: int = 96,
 ) -> CapsResult:
     """Pick the CAPS feature and document its strength.
@@ -211,7 +213,7 @@ class TopicResult:
 
 
 def topic_counts(
-    model: nn.Module, tokenizer: PreTrainedTokenizerFast, *, words: Sequence[str],
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, words: Sequence[str],
     steer: tuple[int, torch.Tensor] | None, seeds: Sequence[int] = TOPIC_SEEDS, max_new_tokens: int = 64,
 ) -> tuple[int, float, str]:
     """Total topic-word count over sampled completions (temperature 0.8), the mean distinct-bigram
@@ -228,7 +230,7 @@ def topic_counts(
 
 
 def choose_topic(
-    model: nn.Module, tokenizer: PreTrainedTokenizerFast, sae: TopKSae, *, topic: str, words: Sequence[str],
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, sae: TopKSae, *, topic: str, words: Sequence[str],
     layer: int, candidates: Sequence[int], scales: Sequence[float], max_act: torch.Tensor, max_new_tokens: int = 64,
 ) -> TopicResult:
     """The candidate and strength with the most topic words among the runs that reach `TOPIC_TARGET`

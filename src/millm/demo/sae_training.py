@@ -15,11 +15,15 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +91,12 @@ def window_starts(doc_starts: np.ndarray, n_tokens: int, context: int) -> list[t
 
 
 @torch.no_grad()
-def residuals(model: nn.Module, layer: int, batch: torch.Tensor) -> torch.Tensor:
+def residuals(model: PreTrainedModel, layer: int, batch: torch.Tensor) -> torch.Tensor:
     """Output of `model.model.layers[layer]` for a (B, T) batch → (B, T, d_model)."""
     captured: list[torch.Tensor] = []
 
-    def hook(_module: nn.Module, _inputs: object, output: object) -> None:
-        captured.append(output[0] if isinstance(output, tuple) else output)  # type: ignore[index]
+    def hook(_module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]) -> None:
+        captured.append(output[0] if isinstance(output, tuple) else output)
 
     handle = model.model.layers[layer].register_forward_hook(hook)
     try:
@@ -104,7 +108,7 @@ def residuals(model: nn.Module, layer: int, batch: torch.Tensor) -> torch.Tensor
 
 @torch.no_grad()
 def collect_activations(
-    model: nn.Module, *, ids: np.ndarray, doc_starts: np.ndarray, layer: int, context: int, max_tokens: int,
+    model: PreTrainedModel, *, ids: np.ndarray, doc_starts: np.ndarray, layer: int, context: int, max_tokens: int,
     bos_id: int,
 ) -> tuple[torch.Tensor, np.ndarray]:
     """Residuals (N, d_model) of the first ~max_tokens non-BOS tokens, and their stream indices (N,)."""

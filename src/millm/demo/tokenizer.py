@@ -86,7 +86,7 @@ def encode_corpus(tokenizer: PreTrainedTokenizerFast, docs: list[Document]) -> E
         cols["doc"] += [doc_index] * n
 
     k = 0
-    for doc_index, doc in enumerate(docs):
+    for doc_index, doc in enumerate(docs):  # noqa: B007 (push() above reads doc_index)
         push([bos])
         for seg in doc.segments:
             if seg.role is not None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Protocol, cast
 
 import httpx
 from pydantic import BaseModel, ValidationError
@@ -63,7 +63,7 @@ def _validated(cls: type[BaseModel], body: dict[str, Any]) -> Any:
     try:
         return cls.model_validate(body)
     except ValidationError as exc:
-        message, param = validation_message(list(exc.errors()))
+        message, param = validation_message(cast(list[dict[str, Any]], exc.errors()))
         raise BackendError(400, message, param=param, code="invalid_value") from exc
 
 

@@ -7,9 +7,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from millm.protocol.openai import SteeringFeatureIn
-
 from millm.protocol.hub import MemoryEstimateOut
+from millm.protocol.openai import SteeringFeatureIn
 
 
 class _Strict(BaseModel):

@@ -131,7 +131,7 @@ class CompareResult(BaseModel):
 def diverges_at(base: list[int], other: list[int]) -> int | None:
     """The first index where two token sequences differ (the shorter length if one is a prefix of the other);
     None when they are equal."""
-    for i, (a, b) in enumerate(zip(base, other)):
+    for i, (a, b) in enumerate(zip(base, other, strict=False)):
         if a != b:
             return i
     return None if len(base) == len(other) else min(len(base), len(other))

@@ -18,15 +18,15 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.json_schema import models_json_schema
 
 PROFILE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-FORMAT_VERSION = 1
-PROFILE_FORMAT = "millm.profile"
-BUNDLE_FORMAT = "millm.profiles"
+FORMAT_VERSION: Final = 1
+PROFILE_FORMAT: Final = "millm.profile"
+BUNDLE_FORMAT: Final = "millm.profiles"
 SCHEMA_ID = "urn:millm:schema:profile-format:1"
 SCHEMA_PATH = Path(__file__).with_name("profile.schema.json")
 MAX_INT = 2**31 - 1  # feature indices, layers and SAE widths: far past any real SAE, and within a database integer

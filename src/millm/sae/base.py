@@ -414,7 +414,7 @@ class Sae(nn.Module, ABC):
         bad = [int(i) for i in idx_t if not 0 <= int(i) < self.cfg.d_sae]
         if bad:
             raise SaeError(f"feature ids {bad[:10]} out of range: this SAE has d_sae={self.cfg.d_sae}")
-        if idx_t.unique().numel() != idx_t.numel():
+        if torch.unique(idx_t).numel() != idx_t.numel():
             raise SaeError(f"feature ids must be unique, found {idx_t.tolist()}")
         return idx_t.to(self.device)
 

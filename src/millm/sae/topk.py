@@ -16,7 +16,7 @@ The pre-activation is one addmm: `apply_b_dec_to_input`'s x - b_dec is folded in
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from torch import Tensor
@@ -44,18 +44,20 @@ class TopKSae(Sae):
 
     def _decoder_norms(self, idx: Tensor | None = None) -> Tensor:
         w = self.W_dec if idx is None else self.W_dec[idx]
-        return w.norm(dim=-1)  # [d_sae] or [m]
+        norms: Tensor = w.norm(dim=-1)  # [d_sae] or [m]
+        return norms
 
     def _encoder(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """(W_enc, bias [d_sae], decoder norms [d_sae] or None) with pre = (x_norm W_enc + bias) * norms."""
         buf = self._buffers  # the same tensors as self.W_enc etc., without nn.Module.__getattr__ per name
-        key = (self.cfg, buf["W_enc"], buf["b_enc"], buf["b_dec"], buf["W_dec"])
+        w_enc = cast(Tensor, buf["W_enc"])
+        key = (self.cfg, w_enc, buf["b_enc"], buf["b_dec"], buf["W_dec"])
         hit = self._encoder_cache
-        if hit is None or any(a is not b for a, b in zip(hit[0], key)):
+        if hit is None or any(a is not b for a, b in zip(hit[0], key, strict=True)):
             bias = self.b_enc - self.b_dec @ self.W_enc if self.cfg.apply_b_dec_to_input else self.b_enc
             norms = self._decoder_norms() if self.cfg.rescale_acts_by_decoder_norm else None
             hit = self._encoder_cache = (key, bias.contiguous(), norms)
-        return key[1], hit[1], hit[2]
+        return w_enc, hit[1], hit[2]
 
     def prepare_encoder(self) -> None:
         self._encoder()

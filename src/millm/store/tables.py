@@ -61,13 +61,14 @@ class ProfileRow(Base):
 
 class SaeLabelsRow(Base):
     """Feature labels imported for one SAE (schema 3), kept across restarts: one row per (SAE id, d_sae), the
-    labels one JSON object {"<index>": "<label>"} (an SAE's labels are always read and replaced whole)."""
+    labels one JSON object {"<index>": {"label": ..., "score": ...}} (an SAE's labels are always read and replaced
+    whole)."""
 
     __tablename__ = "sae_labels"
 
     sae_id: Mapped[str] = mapped_column(String(512), primary_key=True)
     d_sae: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
-    labels: Mapped[dict[str, str]] = mapped_column(JSON, nullable=False)
+    labels: Mapped[dict[str, dict[str, Any]]] = mapped_column(JSON, nullable=False)
     source: Mapped[str] = mapped_column(String(64), nullable=False)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), nullable=False)
 

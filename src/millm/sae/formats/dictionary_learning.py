@@ -79,7 +79,7 @@ def load(path: Path, hint: SaeHint) -> tuple[SaeConfig, dict[str, Tensor]]:
         threshold = state.get("threshold")
         if arch == "jumprelu" and (threshold is None or float(threshold.reshape(-1)[0]) < 0):
             arch = "topk"  # threshold never learned: fall back to per-token top-k
-        elif arch == "jumprelu":
+        elif arch == "jumprelu" and threshold is not None:
             tensors["threshold"] = vector(threshold, d_sae, "threshold", source)
     hook_name = _hook_name(trainer, folder, hint)
     spec = parse_hook_name(hook_name)
