@@ -16,10 +16,13 @@ This module imports torch only to answer "is a GPU there?" for "auto", so the CL
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Literal, cast, get_args
+from typing import Any, Literal, cast, get_args
 
 from millm.errors import InvalidRequest
+
+log = logging.getLogger(__name__)
 
 DeviceName = str  # "cpu", "cuda", "cuda:1", "mps"
 DType = Literal["float32", "float16", "bfloat16"]
@@ -161,3 +164,56 @@ def free_bytes(device: str) -> int:
     import psutil
 
     return int(psutil.virtual_memory().available)
+
+
+# ---------------------------------------------------------------------------- accelerators, for the status bar
+
+
+@dataclass(frozen=True)
+class GpuStats:
+    index: int
+    name: str
+    utilization_percent: float | None
+    memory_used_bytes: int | None
+    memory_total_bytes: int
+
+
+def gpu_stats() -> list[GpuStats]:
+    """Each CUDA device's utilisation and memory ([] without CUDA). Memory comes from NVML when it is installed
+    (`torch.cuda.device_memory_used`, which opens no CUDA context), else from `torch.cuda.mem_get_info`, but only
+    on devices that already have a context (the model's), so asking never costs a GPU's memory. Utilisation needs
+    NVML (`nvidia-ml-py`); without it, it is None. Never raises: a status bar never fails on a driver hiccup."""
+    try:
+        import torch
+
+        if not torch.cuda.is_available():
+            return []
+        return [_gpu(torch, i) for i in range(torch.cuda.device_count())]
+    except Exception as exc:  # noqa: BLE001 - a status bar never fails on a driver hiccup
+        log.debug("no GPU statistics: %s", exc)
+        return []
+
+
+def _gpu(torch: Any, index: int) -> GpuStats:
+    props = torch.cuda.get_device_properties(index)
+    used: int | None = None
+    try:
+        used = int(torch.cuda.device_memory_used(index))  # NVML, no context
+    except Exception:  # noqa: BLE001 - NVML is optional
+        if torch.cuda.is_initialized() and _has_context(torch, index):
+            free, total = torch.cuda.mem_get_info(index)
+            used = int(total - free)
+    try:
+        util: float | None = float(torch.cuda.utilization(index))
+    except Exception:  # noqa: BLE001 - NVML is optional
+        util = None
+    return GpuStats(index=index, name=str(props.name), utilization_percent=util, memory_used_bytes=used,
+                    memory_total_bytes=int(props.total_memory))
+
+
+def _has_context(torch: Any, index: int) -> bool:
+    """Whether this process already holds memory (hence a context) on the device."""
+    try:
+        return int(torch.cuda.memory_reserved(index)) > 0
+    except Exception:  # noqa: BLE001
+        return False

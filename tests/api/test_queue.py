@@ -70,7 +70,7 @@ def test_disconnect_mid_stream_frees_the_worker(small_server):
 
 
 def test_error_after_the_stream_started_is_an_sse_error_event(small_server, monkeypatch):
-    import millm.engine.worker as worker_module
+    import millm.engine.rows as worker_module  # sample_and_emit draws through rows.sample
 
     real = worker_module.sample
     calls = [0]

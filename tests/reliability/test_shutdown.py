@@ -22,7 +22,7 @@ MODEL = "tiny"
 @pytest.fixture()
 def slow_steps(monkeypatch):
     """Each decode step takes >= 20 ms, so a request of n tokens runs for n x 20 ms."""
-    import millm.engine.worker as worker_module
+    import millm.engine.rows as worker_module  # sample_and_emit draws through rows.sample
 
     real = worker_module.sample
 

@@ -8,7 +8,8 @@ import threading
 import pytest
 
 from millm.protocol import openai as p
-from millm.services.generation import _Relay, _TextChunks
+from millm.services.engine_client import Relay as _Relay
+from millm.services.text_chunks import TextChunks as _TextChunks
 
 
 def test_relay_delivers_a_burst_in_order_with_one_wake_up():

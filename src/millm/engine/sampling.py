@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from millm.engine.grammar import fill_words, words_to_mask
-from millm.engine.types import SamplingParams, TokenLogprob, TopLogprob
+from millm.engine.types import GenerationRequest, SamplingParams, TokenLogprob, TopLogprob
 
 
 class RowSampler:
@@ -130,3 +130,20 @@ def token_logprobs(logits: torch.Tensor, chosen: list[int], rows: list[RowSample
         top = tuple(TopLogprob(ti[i][j], tv[i][j]) for j in range(w)) if w and ti and tv else ()
         result.append(TokenLogprob(chosen[i], chosen_lp[i], top))
     return result
+
+
+def prompt_logprobs(logits: torch.Tensor, req: GenerationRequest) -> tuple[TokenLogprob | None, ...]:
+    """Each prompt token's logprob (None for the first) and its top alternatives, from the prefill's logits."""
+    # logits: (T, V); position t predicts token t+1.
+    logp = torch.log_softmax(logits, dim=-1)
+    k = req.prompt_top_logprobs if req.prompt_top_logprobs is not None else (req.params.logprobs or 0)
+    out: list[TokenLogprob | None] = [None]
+    ids = list(req.prompt_ids)
+    for t in range(1, len(ids)):
+        row = logp[t - 1]
+        top = ()
+        if k:
+            v, i = torch.topk(row, k)
+            top = tuple(TopLogprob(int(a), float(b)) for a, b in zip(i.tolist(), v.tolist()))
+        out.append(TokenLogprob(ids[t], float(row[ids[t]]), top))
+    return tuple(out)

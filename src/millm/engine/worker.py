@@ -1,11 +1,20 @@
 """The generation worker: one thread that owns the model and runs continuous batching.
 
-Requests wait in a bounded queue (queue_size, plus the batch slots free at submission). Between decode steps the worker admits waiting requests
-(prefilling each, then merging its KV rows into the batch), runs one batched decode step for
-every active sequence, samples per row, and drops finished or cancelled rows. Control work
-(loading a model, attaching an SAE, embeddings) runs on the same thread through `call()`:
-exclusive calls wait until the batch has drained, so the model never changes under a
+This is the engine's interface to the services layer (as vLLM's serving layer talks to an `EngineClient`):
+`submit` for generation (chat, completions, compare variants and batch lines all come through it), and typed
+operations that each run on the worker thread and return a Future: `swap_model`, `attach_sae`, `detach_sae`,
+`set_monitor`, `embed`, plus `memory()`. Services call only these; `call()` is the engine's own mechanism.
+
+Requests wait in a bounded queue (queue_size, plus the batch slots free at submission). Between decode steps the
+worker admits waiting requests (prefilling them together, then merging their KV rows into the batch), runs one
+batched decode step for every active sequence, samples per row, and drops finished or cancelled rows. Exclusive
+operations (model swap, SAE attach/detach) wait until the batch has drained, so the model never changes under a
 sequence. Results go out through each request's `sink` callable, on the worker thread.
+
+Split along its seams: rows and sampling into events (`rows.py`), batch plans and what rows read back
+(`plans.py`), SAE attachments and the one steering compile (`attachments.py`), monitor records
+(`monitor_records.py`), thread policy (`threads.py`), embeddings (`embedding.py`). What stays here is the queue,
+the loop, prefill and the decode step (about 500 lines: they share the batch state, KV cache and plan).
 """
 
 from __future__ import annotations
@@ -18,39 +27,37 @@ import os
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 
-from millm.engine import kv
-from millm.engine.cuda_graphs import GraphDecoder
-from millm.engine.evidence import EvidenceAcc, ReadAcc
+from millm.engine import kv, plans
 from millm.engine.attachments import Attachment, Attachments, SwapOutcome
-from millm.engine.intervention import BatchPlan, MonitorConfig, ReadSpec, SaeIntervention
+from millm.engine.cuda_graphs import GraphDecoder
+from millm.engine.embedding import embed_inputs
+from millm.engine.intervention import BatchPlan, MonitorConfig, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import LoadedModel
-from millm.engine.embedding import embed_inputs
 from millm.engine.monitor_records import MonitorRecorder, MonitorSink
-from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
+from millm.engine.rows import Handle, Row, Sink, sample_and_emit
+from millm.engine.sampling import RowSampler, prompt_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
 from millm.engine.threads import ThreadPolicy
 from millm.engine.types import (
-    EmbeddingRequest,
     ActivationRead,
+    EmbeddingRequest,
     GenerationEvent,
     GenerationRequest,
     PromptInfo,
-    TokenActivations,
     TokenLogprob,
 )
 from millm.engine.weight_layout import Choice, choose_layout, linear_fn
+from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 from millm.placement import MemoryInfo, device_memory
-from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 
 log = logging.getLogger(__name__)
 
-Sink = Callable[[Any], None]
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -85,40 +92,6 @@ def _cache_kwarg(model_type: type) -> str:
 PREFILL_TOKENS = 4096
 
 
-def _read_spec(read: ActivationRead | None) -> ReadSpec | None:
-    if read is None:
-        return None
-    return ReadSpec(point=read.point, features=read.features, k=0 if read.features is not None else read.top_k)
-
-
-@dataclass
-class Handle:
-    """The caller's view of a submitted request."""
-
-    request: GenerationRequest
-    sink: Sink
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    submitted_at: float = field(default_factory=time.monotonic)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-
-@dataclass
-class _Row:
-    handle: Handle
-    choice: int
-    sampler: RowSampler
-    detok: IncrementalDetokenizer
-    stopper: StopMatcher
-    last_token: int
-    position: int
-    generated: int = 0
-    done: bool = False
-    evidence: EvidenceAcc | None = None  # a steered row: positions steered/skipped, and activations when measured
-    reads: ReadAcc | None = None  # the request's own activations, when it asked for them
-
-
 @dataclass
 class _Call:
     fn: Callable[[Worker], Any]
@@ -135,7 +108,7 @@ class Worker:
         self.attachments = Attachments()
         self._pending: collections.deque[Handle] = collections.deque()
         self._calls: collections.deque[_Call] = collections.deque()
-        self._rows: list[_Row] = []
+        self._rows: list[Row] = []
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
         self._padded = False  # whether any row of _mask has padding (checked when rows join or leave)
@@ -361,38 +334,12 @@ class Worker:
 
     # ------------------------------------------------------------------ prefill
 
-    def _steer_mask(self, ids: torch.Tensor, specs: list[Any]) -> torch.Tensor | None:
-        # ids: (B, T) -> (B, T) bool, False at special tokens of rows whose steering skips them.
-        assert self.loaded is not None
-        if not any(c is not None and not c.spec.steer_special_tokens for c in specs):
-            return None
-        special = torch.tensor(sorted(self.loaded.special_ids), device=ids.device)
-        is_special = torch.isin(ids, special)
-        opt_out = torch.tensor(
-            [c is not None and not c.spec.steer_special_tokens for c in specs], device=ids.device
-        )[:, None]
-        return ~(is_special & opt_out)
-
     def make_plan(self, specs: list[Any], ids: torch.Tensor,
                   reads: list[ActivationRead | None] | None = None) -> BatchPlan | None:
+        """The batch plan for a forward over ids (B, T) with row b's compiled steering specs[b] (plans.build_plan)."""
+        assert self.loaded is not None
         iv = self.intervention
-        if iv is None:
-            return None
-        monitor = self.monitor.wanted(iv)
-        row_reads = [_read_spec(r) for r in reads] if reads else [None] * len(specs)
-        if all(s is None for s in specs) and not monitor and not any(row_reads):
-            return None
-        plan = BatchPlan(steering=specs, steer_mask=self._steer_mask(ids, specs), monitor=monitor)
-        measured = [c.spec.features if c is not None and c.spec.evidence else None for c in specs]
-        if any(m is not None for m in measured):
-            union = sorted({f.index for m in measured if m is not None for f in m})
-            col = {i: j for j, i in enumerate(union)}
-            plan.evidence_idx = torch.tensor(union, dtype=torch.long, device=iv.device)
-            plan.evidence_cols = [[col[f.index] for f in m] if m is not None else None for m in measured]
-        if any(row_reads):
-            plan.reads = tuple(dict.fromkeys(r for r in row_reads if r is not None))
-            plan.row_reads = row_reads
-        return iv.prepare(plan)
+        return plans.build_plan(iv, self.loaded, specs, ids, reads, monitor=self.monitor.wanted(iv))
 
     def forward(self, ids: torch.Tensor, *, mask: torch.Tensor, positions: torch.Tensor, cache: Any,
                 plan: BatchPlan | None, logits_to_keep: int = 1, **kwargs: Any) -> Any:
@@ -445,17 +392,17 @@ class Worker:
         self.prefills += 1
         self.monitor.prompt(iv, lm, [r.request_id for r in reqs], ids, phase="prompt", pads=pads)
         logits = out.logits[:, -1, :].float()  # (B, V)
-        starts = self._prompt_accumulators(plan, specs, reqs, ids, pads)
+        starts = plans.prompt_accumulators(iv, lm, plan, specs, reqs, ids, pads)
         keep: list[int] = []
-        live: list[_Row] = []
+        live: list[Row] = []
         for b, (h, req) in enumerate(zip(ok, reqs, strict=True)):
             prompt_lp: tuple[TokenLogprob | None, ...] = ()
             if req.prompt_logprobs:
-                prompt_lp = self._prompt_logprobs(out.logits[b, pads[b]:].float(), req)
+                prompt_lp = prompt_logprobs(out.logits[b, pads[b]:].float(), req)
             h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
             rows = [
-                _Row(
+                Row(
                     handle=h,
                     choice=c,
                     sampler=RowSampler(req.params, vocab_size=logits.shape[-1], device=dev, seed=base_seed + c),
@@ -468,7 +415,7 @@ class Worker:
                 )
                 for c in range(req.n)
             ]
-            self._sample_and_emit(logits[b : b + 1].expand(req.n, -1), rows)
+            sample_and_emit(lm, logits[b : b + 1].expand(req.n, -1), rows)
             for r in rows:
                 if not r.done:
                     keep.append(b)
@@ -484,87 +431,6 @@ class Worker:
             self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
-
-    def _prompt_accumulators(self, plan: BatchPlan | None, specs: list[Any], reqs: list[GenerationRequest],
-                             ids: torch.Tensor, pads: list[int]) -> list[tuple[EvidenceAcc | None, ReadAcc | None]]:
-        """Per request: steering evidence and its own activations over the prompt just prefilled (ids (B, T),
-        left-padded by pads[b]); every choice of the request starts from a copy."""
-        lm, iv = self.loaded, self.intervention
-        out: list[tuple[EvidenceAcc | None, ReadAcc | None]] = [(None, None)] * len(reqs)
-        if plan is None or iv is None or lm is None:
-            return out
-        ev = iv.evidence[-1] if plan.evidence_idx is not None and iv.evidence else None
-        before = ev.before[:, -1].tolist() if ev is not None else None  # (B, m): the last prompt position
-        after = ev.after[:, -1].tolist() if ev is not None else None
-        toks = ids.tolist()
-        reads: dict[ReadSpec, tuple[list[Any], list[Any]]] = {}
-        for b, req in enumerate(reqs):
-            acc, read = None, None
-            c = specs[b]
-            if c is not None:
-                cols = plan.evidence_cols[b] if plan.evidence_cols else None
-                acc = EvidenceAcc.start(c.spec, measure=cols is not None)
-                acc.positions(((t - pads[b], toks[b][t]) for t in range(pads[b], len(toks[b]))), lm.special_ids)
-                if cols is not None and before is not None and after is not None:
-                    acc.values([before[b][j] for j in cols], [after[b][j] for j in cols])
-            spec = plan.row_reads[b] if plan.row_reads else None
-            if req.activations is not None and spec is not None and spec in iv.reads:
-                read = ReadAcc(req.activations)
-                if read.wants("prompt"):
-                    if spec not in reads:
-                        cap = iv.reads[spec]
-                        reads[spec] = (cap.values.tolist(), cap.indices.tolist())
-                    vals, idx = reads[spec]
-                    for t in range(pads[b], len(toks[b])):
-                        position, tok = t - pads[b], toks[b][t]
-                        if tok == lm.bos_id and position == 0:
-                            continue  # (as the monitor: a leading BOS is left out)
-                        read.add(TokenActivations(position, tok, "prompt", tuple(idx[b][t]), tuple(vals[b][t])))
-            out[b] = (acc, read)
-        return out
-
-    def _accumulate_step(self) -> None:
-        """After a decode step: each row's evidence and own activations at the token it just read."""
-        plan, iv, lm = self._plan, self.intervention, self.loaded
-        if plan is None or iv is None or lm is None:
-            return
-        ev = iv.evidence[-1] if plan.evidence_idx is not None and iv.evidence else None
-        before = ev.before[:, 0].tolist() if ev is not None else None
-        after = ev.after[:, 0].tolist() if ev is not None else None
-        reads: dict[ReadSpec, tuple[list[Any], list[Any]]] = {}
-        for b, r in enumerate(self._rows):
-            acc = r.evidence
-            if acc is not None:
-                acc.positions(((r.position, r.last_token),), lm.special_ids)
-                cols = plan.evidence_cols[b] if plan.evidence_cols else None
-                if cols is not None and before is not None and after is not None:
-                    acc.values([before[b][j] for j in cols], [after[b][j] for j in cols])
-            if r.reads is not None and r.reads.wants("generated") and plan.row_reads:
-                spec = plan.row_reads[b]
-                if spec is None or spec not in iv.reads:
-                    continue
-                if spec not in reads:
-                    cap = iv.reads[spec]
-                    reads[spec] = (cap.values[:, 0].tolist(), cap.indices[:, 0].tolist())
-                vals, idx = reads[spec]
-                r.reads.add(TokenActivations(r.position, r.last_token, "generated", tuple(idx[b]), tuple(vals[b])))
-
-    def _prompt_logprobs(self, logits: torch.Tensor, req: GenerationRequest) -> tuple[TokenLogprob | None, ...]:
-        # logits: (T, V); position t predicts token t+1.
-        from millm.engine.types import TopLogprob
-
-        logp = torch.log_softmax(logits, dim=-1)
-        k = req.prompt_top_logprobs if req.prompt_top_logprobs is not None else (req.params.logprobs or 0)
-        out: list[TokenLogprob | None] = [None]
-        ids = list(req.prompt_ids)
-        for t in range(1, len(ids)):
-            row = logp[t - 1]
-            top = ()
-            if k:
-                v, i = torch.topk(row, k)
-                top = tuple(TopLogprob(int(a), float(b)) for a, b in zip(i.tolist(), v.tolist()))
-            out.append(TokenLogprob(ids[t], float(row[ids[t]]), top))
-        return tuple(out)
 
     # ------------------------------------------------------------------ decode
 
@@ -583,7 +449,7 @@ class Worker:
             specs = [self.attachments.compile(r.handle.request.steering) for r in self._rows]
             self._plan = self.make_plan(specs, ids, [r.handle.request.activations for r in self._rows])
         elif self._plan is not None and self._plan.steer_mask is not None:
-            self._plan.steer_mask = self._steer_mask(ids, self._plan.steering)
+            self._plan.steer_mask = plans.steer_mask(lm, ids, self._plan.steering)
         dec = self._lean_decoder(lm)
         self.threads.decode(lm.model, len(self._rows))
         started = time.perf_counter()
@@ -599,12 +465,12 @@ class Worker:
             out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
-        self._accumulate_step()
+        plans.accumulate_step(self.intervention, lm, self._plan, self._rows)
         self.monitor.step(self.intervention, lm, [(r.handle.request.request_id, r.choice, r.position, r.last_token)
                                                   for r in self._rows])
         for r in self._rows:
             r.position += 1
-        self._sample_and_emit(logits.float(), self._rows)
+        sample_and_emit(lm, logits.float(), self._rows)
         self.threads.decoded(time.perf_counter() - started)
         finished = [r for r in self._rows if r.done]
         if finished:
@@ -633,7 +499,7 @@ class Worker:
                 log.warning("CUDA graphs need a CUDA device: decoding over the static cache without capture")
         return self._decoder
 
-    def _drop_rows(self, rows: list[_Row], reason: str | None) -> None:
+    def _drop_rows(self, rows: list[Row], reason: str | None) -> None:
         if not rows:
             return
         gone = {id(r) for r in rows}
@@ -650,82 +516,6 @@ class Worker:
         else:
             self._cache, self._mask = kv.select(self._cache, self._mask, keep)
             self._padded = bool((self._mask == 0).any())
-
-    def _sample_and_emit(self, logits: torch.Tensor, rows: list[_Row]) -> None:
-        lm = self.loaded
-        assert lm is not None
-        samplers = [r.sampler for r in rows]
-        logits = process_logits(logits, samplers)
-        drawn = sample(logits, samplers)
-        for r, tok in zip(rows, drawn, strict=True):
-            if tok is None:
-                self._fail_row(r, lm.dtype)
-        chosen = [0 if tok is None else tok for tok in drawn]
-        lps = token_logprobs(logits, chosen, samplers)
-        for r, tok, lp in zip(rows, chosen, lps, strict=True):
-            if r.done:
-                continue
-            r.sampler.observe(tok)
-            if r.sampler.grammar_error is not None:
-                self._fail_grammar(r)
-                continue
-            r.last_token = tok
-            r.generated += 1
-            p = r.sampler.params
-            finish = None
-            if tok in lm.eos_ids and (not p.ignore_eos or r.sampler.matcher is not None):
-                text = r.detok.flush()
-                finish = "stop"
-                lp_out: tuple[TokenLogprob, ...] = ()
-            else:
-                text = r.detok.push(tok)
-                lp_out = (lp,) if lp is not None else ()
-            text, hit = r.stopper.feed(text)
-            if hit:
-                finish = "stop"
-            elif finish is None and r.sampler.grammar_done:  # the grammar is complete and allows nothing more
-                finish = "stop"
-                rest, hit = r.stopper.feed(r.detok.flush())
-                text += rest if hit else rest + r.stopper.flush()
-            elif finish is None and (r.generated >= p.max_tokens or r.position + 1 >= lm.context_length):
-                finish = "length"
-                rest, hit = r.stopper.feed(r.detok.flush())
-                text += rest if hit else rest + r.stopper.flush()
-            elif finish == "stop":
-                text += r.stopper.flush()
-            if finish is not None:
-                r.done = True
-                r.handle.sink(GenerationEvent(
-                    choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out, finish_reason=finish,
-                    evidence=r.evidence.result() if r.evidence is not None else None,
-                    activations=r.reads.result() if r.reads is not None else None))
-                continue
-            r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out,
-                                          finish_reason=finish))
-
-    def _fail_row(self, r: _Row, dtype: torch.dtype) -> None:
-        """End a row whose logits hold no usable distribution (NaN or inf): the request's steering when it has any,
-        else the model in this dtype."""
-        spec = r.handle.request.steering
-        where = f"at generated token {r.generated + 1}"
-        if spec is not None and not spec.empty:
-            failure: MillmError = InvalidRequest(
-                f"the steered model's logits became NaN or infinite {where}: the steering is too strong for "
-                f"{str(dtype).removeprefix('torch.')} activations; lower the strengths", param="steering",
-                code="non_finite_logits")
-        else:
-            failure = InternalError(f"the model's logits became NaN or infinite {where} in "
-                                    f"{str(dtype).removeprefix('torch.')}; try another dtype",
-                                    code="non_finite_logits")
-        r.done = True
-        r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
-
-    def _fail_grammar(self, r: _Row) -> None:
-        """End a row whose grammar refused the drawn token (an engine bug or an unsatisfiable grammar)."""
-        failure = InternalError(f"constrained decoding failed at generated token {r.generated + 1}: "
-                                f"{r.sampler.grammar_error}", code="grammar_failed")
-        r.done = True
-        r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=failure.message, failure=failure))
 
     def _fail_all(self, message: str, failure: MillmError | None = None) -> None:
         for r in self._rows:

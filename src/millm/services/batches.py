@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from millm.errors import Conflict, InvalidRequest, MillmError, NotFound, QueueFull, Unavailable
 from millm.protocol import batches as b
 from millm.protocol import openai as p
-from millm.services.generation import BACKGROUND
+from millm.services.engine_client import BACKGROUND
 
 log = logging.getLogger(__name__)
 

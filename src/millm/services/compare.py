@@ -95,13 +95,13 @@ class CompareService:
             stop=tuple(stop), ignore_eos=req.ignore_eos,
         )
         rid = f"cmp-{uuid.uuid4().hex[:24]}"
-        run = gen._submit(lm, [ids] * len(variants), n=1, params=params, steering=None, prompt_logprobs=False,
+        run = gen.client.submit(lm, [ids] * len(variants), n=1, params=params, steering=None, prompt_logprobs=False,
                           prefix=rid, steerings=[v.spec for v in variants])
         run.steering_version = version
         try:
-            await gen._await_prefill(run, len(variants))
+            await gen.client.await_prefill(run, len(variants))
         except MillmError:
-            gen._log(rid, model, run, "error", "compare")
+            gen.log_request(rid, model, run, "error", "compare")
             raise
 
         async def frames() -> AsyncIterator[Any]:
@@ -109,7 +109,7 @@ class CompareService:
             finished: set[int] = set()
             sent: set[int] = set()
             try:
-                async for i, ev in gen._events(run, len(variants)):
+                async for i, ev in gen.client.events(run, len(variants)):
                     v = variants[i]
                     v.text += ev.text
                     v.token_ids.extend(ev.token_ids)
@@ -131,7 +131,7 @@ class CompareService:
                 outcome = "error"
                 raise
             finally:
-                gen._log(rid, model, run, outcome, "compare")
+                gen.log_request(rid, model, run, outcome, "compare")
 
         return ComparePlan(id=rid, model=model, seed=seed, prompt_tokens=len(ids), variants=variants,
                            stream=req.stream, frames=frames())

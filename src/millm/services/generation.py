@@ -1,56 +1,47 @@
 """Chat and text completions: OpenAI requests in, protocol responses and chunks out.
 
 This layer resolves the model (including `<model>+<profile>` virtual ids) and steering,
-renders and tokenises the prompt, submits engine requests to the worker and turns worker
-events into response objects. Worker events reach the event loop through one relay per loop,
-which wakes the loop once per burst (a decode step's events), not once per event. Streams
-yield each chunk's JSON text; a chunk that carries only one choice's text is spliced into a
-template dumped once per choice, rather than built and dumped as a model per token.
+renders and tokenises the prompt, submits engine requests through `EngineClient`
+(services/engine_client.py: submission, the event relay, waiting for prefill) and turns worker
+events into response objects. Streams yield each chunk's JSON text; a chunk that carries only one
+choice's text is spliced into a template dumped once per choice (services/text_chunks.py), rather
+than built and dumped as a model per token.
 
 Streaming methods first wait for the worker to accept and prefill the request, so a failure
 before the first token is an ordinary error response; after that, errors surface as
 exceptions from the chunk iterator. Leaving the iterator early (a client disconnect) cancels
 the request, which the worker drops within one decode step.
+
+About 480 lines on purpose: chat and completions share the request checks and receipts here, and each
+reads top to bottom (full, streamed, scored); logprob shapes are in services/logprobs.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
-import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, AsyncIterator, Callable
-
-from pydantic import BaseModel
-from pydantic_core import to_json
 
 from millm.engine.grammar import Constraint
 from millm.engine.model_loading import LoadedModel
-from millm.engine.types import (
-    ActivationRead,
-    GenerationEvent,
-    GenerationRequest,
-    PromptInfo,
-    SamplingParams,
-    SteeringSpec,
-)
-from millm.engine.worker import Handle, Worker
-from millm.errors import InternalError, InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
+from millm.engine.types import ActivationRead, SamplingParams
+from millm.engine.worker import Worker
+from millm.errors import InvalidRequest, MillmError, ModelNotFound, ModelNotLoaded
 from millm.logs import steering_summary
 from millm.protocol import openai as p
+from millm.services import logprobs as logprobs_shape
 from millm.services import prompts, structured, tools
+from millm.services.engine_client import BACKGROUND, EngineClient, Run
 from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
+from millm.services.text_chunks import TextChunks
+
+__all__ = ["BACKGROUND", "GenerationService", "Result"]
 
 log = logging.getLogger("millm.requests")
-
-# Set (in its task) by work that must yield to live requests, such as batch lines: their engine requests queue
-# behind every live one.
-BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("millm_background", default=False)
-
 
 @dataclass
 class Result:
@@ -59,84 +50,6 @@ class Result:
     value: Any
     applied: p.AppliedSteering
     stream: bool
-
-
-class _Relay:
-    """Hands events from the worker thread to one event loop, one wake-up per burst.
-
-    `call_soon_threadsafe` writes to the loop's self-pipe (a syscall on the worker thread) and
-    wakes the loop. A decode step emits one event per active row, so instead of one wake-up per
-    event, the first event after a drain schedules a drain and later ones only join the list;
-    the drain then delivers all of them, in order, to their runs' queues.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.loop = loop
-        self._lock = threading.Lock()
-        self._items: list[tuple[asyncio.Queue, Any]] = []
-        self._scheduled = False
-
-    def put(self, queue: asyncio.Queue, item: Any) -> None:
-        """Any thread: queue.put_nowait(item) on the loop, soon."""
-        with self._lock:
-            self._items.append((queue, item))
-            wake, self._scheduled = not self._scheduled, True
-        if wake:
-            self.loop.call_soon_threadsafe(self._drain)
-
-    def _drain(self) -> None:
-        with self._lock:
-            items, self._items, self._scheduled = self._items, [], False
-        for queue, item in items:
-            queue.put_nowait(item)
-
-
-class _TextChunks:
-    """JSON of streamed chunks whose only per-token content is one choice's text.
-
-    `make(index, text)` builds such a chunk. It is built and dumped once per choice index with a
-    marker for the text; each token's chunk is then that dump with the text's JSON in the marker's
-    place. The text goes through pydantic's own serializer, so the bytes equal `model_dump_json()`.
-    """
-
-    MARK = "\x00millm-text\x00"
-    _MARK_JSON = to_json(MARK).decode()
-
-    def __init__(self, make: Callable[[int, str], BaseModel]) -> None:
-        self._make = make
-        self._parts: dict[int, tuple[str, str]] = {}
-
-    def __call__(self, index: int, text: str) -> str:
-        parts = self._parts.get(index)
-        if parts is None:
-            dumped = self._make(index, self.MARK).model_dump_json()
-            assert dumped.count(self._MARK_JSON) == 1
-            head, _, tail = dumped.partition(self._MARK_JSON)
-            parts = self._parts[index] = (head, tail)
-        return parts[0] + to_json(text).decode() + parts[1]
-
-
-@dataclass
-class _Run:
-    """Engine requests submitted for one API request, and their merged event stream."""
-
-    handles: list[Handle]
-    queue: asyncio.Queue
-    n: int
-    prompt_tokens: list[int] = field(default_factory=list)
-    prompt_logprobs: list[Any] = field(default_factory=list)
-    completion_tokens: int = 0
-    started: float = field(default_factory=time.monotonic)
-    first_token_at: float | None = None
-    steering: str = "none"  # what was applied, for the request log (`logs.steering_summary`)
-    steering_source: str = "none"  # AppliedSteering.source, for metrics
-    steering_version: int = 0  # the server-wide steering's version when the request was resolved
-    finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
-    read: ActivationRead | None = None  # the request's `activations`, when it asked for them
-
-    def cancel(self) -> None:
-        for h in self.handles:
-            h.cancel()
 
 
 class GenerationService:
@@ -148,7 +61,7 @@ class GenerationService:
         self.steering = steering
         self.metrics = metrics
         self.served_name = served_name
-        self._relay: _Relay | None = None
+        self.client = EngineClient(worker=worker, metrics=metrics)
         self.boot_error: str | None = None  # why the start-up model did not load (set by the Runtime)
 
     # ------------------------------------------------------------------ models
@@ -200,87 +113,7 @@ class GenerationService:
             if not 0 <= t < vocab:
                 raise InvalidRequest(f"token id {t} is out of range [0, {vocab})", param=f"allowed_token_ids[{i}]")
 
-    def _submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
-                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
-                steerings: list[SteeringSpec | None] | None = None,
-                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None) -> _Run:
-        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
-        loop = asyncio.get_running_loop()
-        if self._relay is None or self._relay.loop is not loop:
-            self._relay = _Relay(loop)
-        relay = self._relay
-        queue: asyncio.Queue = asyncio.Queue()
-        run = _Run(handles=[], queue=queue, n=n, read=activations)
-        try:
-            for i, ids in enumerate(prompts_ids):
-                request = GenerationRequest(
-                    request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
-                    prompt_ids=tuple(ids), params=params, n=n,
-                    steering=steerings[i] if steerings is not None else steering,
-                    prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
-                    activations=activations,
-                    background=BACKGROUND.get(),
-                )
-
-                def sink(event: Any, i: int = i) -> None:
-                    relay.put(queue, (i, event))
-
-                run.handles.append(self.worker.submit(request, sink))
-        except MillmError:
-            run.cancel()
-            raise
-        self.metrics.queue_depth.set(self.worker.queue_depth)
-        return run
-
-    async def _events(self, run: _Run, total_prompts: int) -> AsyncIterator[tuple[int, GenerationEvent]]:
-        """Yield (global choice index, event) until every choice finished. Raises on errors."""
-        finished = 0
-        want = total_prompts * run.n
-        try:
-            while finished < want:
-                i, ev = await run.queue.get()
-                if isinstance(ev, BaseException):
-                    raise ev
-                if isinstance(ev, PromptInfo):
-                    continue
-                if ev.finish_reason == "error":
-                    raise ev.failure or InternalError(ev.error or "generation failed")
-                if run.first_token_at is None:
-                    run.first_token_at = time.monotonic()
-                run.completion_tokens += len(ev.token_ids)
-                if ev.finish_reason is not None:
-                    finished += 1
-                    run.finals[i * run.n + ev.choice] = ev
-                yield i * run.n + ev.choice, ev
-        finally:
-            if finished < want:
-                run.cancel()
-
-    async def _await_prefill(self, run: _Run, total_prompts: int) -> list[tuple[int, Any]]:
-        """Wait for every prompt's PromptInfo (the worker accepted it); return events seen meanwhile."""
-        held: list[tuple[int, Any]] = []
-        infos: dict[int, PromptInfo] = {}
-        try:
-            while len(infos) < total_prompts:
-                i, ev = await run.queue.get()
-                if isinstance(ev, BaseException):
-                    raise ev
-                if isinstance(ev, PromptInfo):
-                    infos[i] = ev
-                else:
-                    held.append((i, ev))
-        except BaseException:
-            run.cancel()
-            raise
-        while not run.queue.empty():
-            held.append(run.queue.get_nowait())
-        run.prompt_tokens = [infos[i].prompt_tokens for i in range(total_prompts)]
-        run.prompt_logprobs = [infos[i].prompt_logprobs for i in range(total_prompts)]
-        for item in held:
-            run.queue.put_nowait(item)
-        return held
-
-    def _log(self, rid: str, model: str, run: _Run, outcome: str, endpoint: str) -> None:
+    def log_request(self, rid: str, model: str, run: Run, outcome: str, endpoint: str) -> None:
         total = time.monotonic() - run.started
         ttft = (run.first_token_at - run.started) if run.first_token_at else None
         prompt_tokens = sum(run.prompt_tokens)
@@ -296,7 +129,7 @@ class GenerationService:
                    "steering": run.steering},
         )
 
-    def final_receipt(self, applied: p.AppliedSteering, run: _Run, *,
+    def final_receipt(self, applied: p.AppliedSteering, run: Run, *,
                       choices: list[int] | None = None) -> p.AppliedSteering:
         """The receipt at the end of a request: whether the server-wide steering changed meanwhile, and each choice's
         evidence. `choices`: the global choice indices the receipt covers (default: all)."""
@@ -351,7 +184,7 @@ class GenerationService:
         return ActivationRead(features=tuple(a.features) if a.features is not None else None, top_k=a.top_k or 0,
                               positions=a.positions, point=a.read)
 
-    def _final_info(self, info: p.MillmInfo, run: _Run) -> p.MillmInfo:
+    def _final_info(self, info: p.MillmInfo, run: Run) -> p.MillmInfo:
         """`millm` at the end of a request: the final receipt, and the request's own activations."""
         acts = None
         if run.read is not None:
@@ -396,7 +229,7 @@ class GenerationService:
         read = self._activation_read(req, prompt_tokens=len(ids), max_tokens=max_tokens, choices=req.n)
         rid = f"chatcmpl-{uuid.uuid4().hex[:24]}"
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=logprobs, constraint=constraint)
-        run = self._submit(lm, [ids], n=req.n, params=params, steering=spec,
+        run = self.client.submit(lm, [ids], n=req.n, params=params, steering=spec,
                            prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
                            prompt_top_logprobs=req.prompt_logprobs, activations=read)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
@@ -404,9 +237,9 @@ class GenerationService:
         info = p.MillmInfo(steering=applied)
         created = int(time.time())
         try:
-            await self._await_prefill(run, 1)
+            await self.client.await_prefill(run, 1)
         except MillmError:
-            self._log(rid, req.model, run, "error", "chat")
+            self.log_request(rid, req.model, run, "error", "chat")
             raise
         if max_tokens == 0:
             run.cancel()
@@ -415,53 +248,29 @@ class GenerationService:
             return Result(self._chat_stream(req, lm, run, rid, created, info, plan), applied, True)
         result = await self._chat_full(req, lm, run, rid, created, info, plan)
         if req.prompt_logprobs is not None:
-            result.prompt_logprobs = self._chat_prompt_logprobs(lm, run)
+            result.prompt_logprobs = logprobs_shape.chat_prompt_logprobs(lm, run.prompt_logprobs[0])
         return Result(result, applied, False)
 
-    def _chat_prompt_logprobs(self, lm: LoadedModel, run: _Run) -> list[p.ChatLogprobContent | None]:
-        out: list[p.ChatLogprobContent | None] = [None]
-        for lp in list(run.prompt_logprobs[0])[1:]:
-            tok = lm.tokenizer.decode([lp.token_id])
-            out.append(p.ChatLogprobContent(
-                token=tok, logprob=lp.logprob, bytes=list(tok.encode()),
-                top_logprobs=[p.ChatLogprobTop(token=(t := lm.tokenizer.decode([a.token_id])), logprob=a.logprob,
-                                               bytes=list(t.encode())) for a in lp.top]))
-        return out
-
-    def _chat_scored(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+    def _chat_scored(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: Run, rid: str, created: int,
                      info: p.MillmInfo) -> p.ChatCompletion:
         """A scoring request (max_tokens 0): the prompt's logprobs, no generated tokens."""
-        self._log(rid, req.model, run, "ok", "chat")
+        self.log_request(rid, req.model, run, "ok", "chat")
         choices = [p.ChatChoice(index=c, message=p.AssistantMessage(content=""), finish_reason="length",
                                 logprobs=p.ChatLogprobs(content=[]) if req.logprobs else None) for c in range(req.n)]
         usage = p.Usage(prompt_tokens=run.prompt_tokens[0], completion_tokens=0, total_tokens=run.prompt_tokens[0])
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info,
-                                prompt_logprobs=self._chat_prompt_logprobs(lm, run))
+                                prompt_logprobs=logprobs_shape.chat_prompt_logprobs(lm, run.prompt_logprobs[0]))
 
-    def _chat_logprobs(self, lm: LoadedModel, ev: GenerationEvent) -> p.ChatLogprobs | None:
-        if not ev.logprobs:
-            return None
-        dec = lm.tokenizer.decode
-        content = []
-        for lp in ev.logprobs:
-            tok = dec([lp.token_id])
-            content.append(p.ChatLogprobContent(
-                token=tok, logprob=lp.logprob, bytes=list(tok.encode()),
-                top_logprobs=[p.ChatLogprobTop(token=dec([t.token_id]), logprob=t.logprob,
-                                               bytes=list(dec([t.token_id]).encode())) for t in lp.top],
-            ))
-        return p.ChatLogprobs(content=content)
-
-    async def _chat_full(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+    async def _chat_full(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: Run, rid: str, created: int,
                          info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> p.ChatCompletion:
         texts = [""] * req.n
         reasons: list[str | None] = [None] * req.n
         lps: list[list[p.ChatLogprobContent]] = [[] for _ in range(req.n)]
         outcome = "error"
         try:
-            async for c, ev in self._events(run, 1):
+            async for c, ev in self.client.events(run, 1):
                 texts[c] += ev.text
-                chunk_lp = self._chat_logprobs(lm, ev)
+                chunk_lp = logprobs_shape.chat_logprobs(lm, ev)
                 if chunk_lp and chunk_lp.content:
                     lps[c].extend(chunk_lp.content)
                 if ev.finish_reason:
@@ -471,7 +280,7 @@ class GenerationService:
             outcome = "cancelled"
             raise
         finally:
-            self._log(rid, req.model, run, outcome, "chat")
+            self.log_request(rid, req.model, run, outcome, "chat")
         choices = []
         for c in range(req.n):
             message = p.AssistantMessage(content=texts[c])
@@ -487,7 +296,7 @@ class GenerationService:
         info = self._final_info(info, run)
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
-    async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+    async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: Run, rid: str, created: int,
                            info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
@@ -495,7 +304,7 @@ class GenerationService:
             return p.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices,
                                          **kw).model_dump_json()
 
-        text_chunk = _TextChunks(lambda c, text: p.ChatCompletionChunk(
+        text_chunk = TextChunks(lambda c, text: p.ChatCompletionChunk(
             id=rid, created=created, model=req.model,
             choices=[p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text))]))
         outcome = "cancelled"
@@ -505,8 +314,8 @@ class GenerationService:
                             millm=info if c == 0 else None)
             finished = 0
             splitters = [tools.StreamSplitter(plan.fmt) for _ in range(req.n)] if plan is not None else None
-            async for c, ev in self._events(run, 1):
-                lp = self._chat_logprobs(lm, ev)
+            async for c, ev in self.client.events(run, 1):
+                lp = logprobs_shape.chat_logprobs(lm, ev)
                 text = splitters[c].push(ev.text) if splitters is not None else ev.text
                 if lp:
                     yield chunk([p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text), logprobs=lp)])
@@ -542,7 +351,7 @@ class GenerationService:
             outcome = "error"
             raise
         finally:
-            self._log(rid, req.model, run, outcome, "chat")
+            self.log_request(rid, req.model, run, outcome, "chat")
 
     # ------------------------------------------------------------------ completions
 
@@ -569,16 +378,16 @@ class GenerationService:
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=req.logprobs, constraint=constraint)
         read = self._activation_read(req, prompt_tokens=longest, max_tokens=max(1, max_tokens),
                                      choices=len(all_ids) * req.n)
-        run = self._submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid,
+        run = self.client.submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid,
                            activations=read)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         created = int(time.time())
         info = p.MillmInfo(steering=applied)
         try:
-            await self._await_prefill(run, len(all_ids))
+            await self.client.await_prefill(run, len(all_ids))
         except MillmError:
-            self._log(rid, req.model, run, "error", "completions")
+            self.log_request(rid, req.model, run, "error", "completions")
             raise
         if max_tokens == 0:
             run.cancel()
@@ -587,23 +396,10 @@ class GenerationService:
         return Result(await self._completion_full(req, lm, run, rid, created, info, all_ids, max_tokens == 0),
                       applied, False)
 
-    def _lp_entries(self, lm: LoadedModel, lps: list[Any], offset: int) -> tuple[p.CompletionLogprobs, int]:
-        dec = lm.tokenizer.decode
-        out = p.CompletionLogprobs(tokens=[], token_logprobs=[], top_logprobs=[], text_offset=[])
-        for lp in lps:
-            tid = lp.token_id if lp is not None else None
-            tok = dec([tid]) if tid is not None else ""
-            out.tokens.append(tok)
-            out.token_logprobs.append(lp.logprob if lp is not None else None)
-            out.top_logprobs.append({dec([t.token_id]): t.logprob for t in lp.top} if lp is not None else None)
-            out.text_offset.append(offset)
-            offset += len(tok)
-        return out, offset
-
     def _echo(self, lm: LoadedModel, ids: list[int]) -> str:
         return lm.tokenizer.decode(ids, skip_special_tokens=True)
 
-    async def _completion_full(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str, created: int,
+    async def _completion_full(self, req: p.CompletionRequest, lm: LoadedModel, run: Run, rid: str, created: int,
                                info: p.MillmInfo, all_ids: list[list[int]], echo_only: bool) -> p.Completion:
         total = len(all_ids) * req.n
         texts = [self._echo(lm, all_ids[c // req.n]) if req.echo else "" for c in range(total)]
@@ -612,7 +408,7 @@ class GenerationService:
         outcome = "error"
         try:
             if not echo_only:
-                async for c, ev in self._events(run, len(all_ids)):
+                async for c, ev in self.client.events(run, len(all_ids)):
                     texts[c] += ev.text
                     token_lps[c].extend(ev.logprobs)
                     if ev.finish_reason:
@@ -622,14 +418,14 @@ class GenerationService:
             outcome = "cancelled"
             raise
         finally:
-            self._log(rid, req.model, run, outcome, "completions")
+            self.log_request(rid, req.model, run, outcome, "completions")
         choices = []
         for c in range(total):
             logprobs = None
             if req.logprobs is not None:
                 prompt_part = list(run.prompt_logprobs[c // req.n]) if req.echo else []
                 entries = prompt_part + token_lps[c]
-                logprobs, _ = self._lp_entries(lm, entries, 0)
+                logprobs, _ = logprobs_shape.completion_logprobs(lm, entries, 0)
                 if req.echo:
                     first_ids = all_ids[c // req.n]
                     logprobs.tokens[0] = lm.tokenizer.decode([first_ids[0]])
@@ -640,7 +436,7 @@ class GenerationService:
         info = self._final_info(info, run)
         return p.Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
-    async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: _Run, rid: str,
+    async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: Run, rid: str,
                                  created: int, info: p.MillmInfo,
                                  all_ids: list[list[int]]) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
@@ -650,7 +446,7 @@ class GenerationService:
         def chunk(choices: list[p.CompletionChoice], **kw: Any) -> str:
             return p.Completion(id=rid, created=created, model=req.model, choices=choices, **kw).model_dump_json()
 
-        text_chunk = _TextChunks(lambda c, text: p.Completion(
+        text_chunk = TextChunks(lambda c, text: p.Completion(
             id=rid, created=created, model=req.model,
             choices=[p.CompletionChoice(index=c, text=text, finish_reason=None)]))
 
@@ -661,10 +457,10 @@ class GenerationService:
                     offsets[c] = len(text)
                     yield chunk([p.CompletionChoice(index=c, text=text, finish_reason=None)], millm=info)
             finished, total = 0, len(all_ids) * req.n
-            async for c, ev in self._events(run, len(all_ids)):
+            async for c, ev in self.client.events(run, len(all_ids)):
                 logprobs = None
                 if req.logprobs is not None and ev.logprobs:
-                    logprobs, offsets[c] = self._lp_entries(lm, list(ev.logprobs), offsets[c])
+                    logprobs, offsets[c] = logprobs_shape.completion_logprobs(lm, list(ev.logprobs), offsets[c])
                 if logprobs is None and ev.finish_reason is None:
                     yield text_chunk(c, ev.text)
                     continue
@@ -683,4 +479,4 @@ class GenerationService:
             outcome = "error"
             raise
         finally:
-            self._log(rid, req.model, run, outcome, "completions")
+            self.log_request(rid, req.model, run, outcome, "completions")

@@ -1,0 +1,179 @@
+"""Request plumbing between the services and the engine: submit engine requests, and read back their events.
+
+Every generating request (chat, completions, compare variants, batch lines) goes through `EngineClient.submit`
+into the worker's one generation path, and reads its results through `events` / `await_prefill`. Worker events
+reach the event loop through one `Relay` per loop, which wakes the loop once per burst (a decode step's events),
+not once per event.
+
+`await_prefill` waits for the worker to accept and prefill every prompt, so a failure before the first token is
+an ordinary error response; after that, errors surface as exceptions from `events`. Leaving `events` early (a
+client disconnect) cancels the request, which the worker drops within one decode step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, AsyncIterator
+
+from millm.engine.model_loading import LoadedModel
+from millm.engine.types import (
+    ActivationRead,
+    GenerationEvent,
+    GenerationRequest,
+    PromptInfo,
+    SamplingParams,
+    SteeringSpec,
+)
+from millm.engine.worker import Handle, Worker
+from millm.errors import InternalError, MillmError
+from millm.services.metrics import Metrics
+
+# Set (in its task) by work that must yield to live requests, such as batch lines: their engine requests queue
+# behind every live one.
+BACKGROUND: contextvars.ContextVar[bool] = contextvars.ContextVar("millm_background", default=False)
+
+
+class Relay:
+    """Hands events from the worker thread to one event loop, one wake-up per burst.
+
+    `call_soon_threadsafe` writes to the loop's self-pipe (a syscall on the worker thread) and
+    wakes the loop. A decode step emits one event per active row, so instead of one wake-up per
+    event, the first event after a drain schedules a drain and later ones only join the list;
+    the drain then delivers all of them, in order, to their runs' queues.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue, Any]] = []
+        self._scheduled = False
+
+    def put(self, queue: asyncio.Queue, item: Any) -> None:
+        """Any thread: queue.put_nowait(item) on the loop, soon."""
+        with self._lock:
+            self._items.append((queue, item))
+            wake, self._scheduled = not self._scheduled, True
+        if wake:
+            self.loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items, self._scheduled = self._items, [], False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
+@dataclass
+class Run:
+    """Engine requests submitted for one API request, and their merged event stream."""
+
+    handles: list[Handle]
+    queue: asyncio.Queue
+    n: int
+    prompt_tokens: list[int] = field(default_factory=list)
+    prompt_logprobs: list[Any] = field(default_factory=list)
+    completion_tokens: int = 0
+    started: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    steering: str = "none"  # what was applied, for the request log (`logs.steering_summary`)
+    steering_source: str = "none"  # AppliedSteering.source, for metrics
+    steering_version: int = 0  # the server-wide steering's version when the request was resolved
+    finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
+    read: ActivationRead | None = None  # the request's `activations`, when it asked for them
+
+    def cancel(self) -> None:
+        for h in self.handles:
+            h.cancel()
+
+
+class EngineClient:
+    """Submits engine requests to the worker for one API request and merges their events."""
+
+    def __init__(self, *, worker: Worker, metrics: Metrics) -> None:
+        self.worker = worker
+        self.metrics = metrics
+        self._relay: Relay | None = None
+
+    def submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
+                steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
+                steerings: list[SteeringSpec | None] | None = None,
+                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None) -> Run:
+        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
+        loop = asyncio.get_running_loop()
+        if self._relay is None or self._relay.loop is not loop:
+            self._relay = Relay(loop)
+        relay = self._relay
+        queue: asyncio.Queue = asyncio.Queue()
+        run = Run(handles=[], queue=queue, n=n, read=activations)
+        try:
+            for i, ids in enumerate(prompts_ids):
+                request = GenerationRequest(
+                    request_id=f"{prefix}-{i}" if len(prompts_ids) > 1 else prefix,
+                    prompt_ids=tuple(ids), params=params, n=n,
+                    steering=steerings[i] if steerings is not None else steering,
+                    prompt_logprobs=prompt_logprobs, model=lm.model_id, prompt_top_logprobs=prompt_top_logprobs,
+                    activations=activations,
+                    background=BACKGROUND.get(),
+                )
+
+                def sink(event: Any, i: int = i) -> None:
+                    relay.put(queue, (i, event))
+
+                run.handles.append(self.worker.submit(request, sink))
+        except MillmError:
+            run.cancel()
+            raise
+        self.metrics.queue_depth.set(self.worker.queue_depth)
+        return run
+
+    async def events(self, run: Run, total_prompts: int) -> AsyncIterator[tuple[int, GenerationEvent]]:
+        """Yield (global choice index, event) until every choice finished. Raises on errors."""
+        finished = 0
+        want = total_prompts * run.n
+        try:
+            while finished < want:
+                i, ev = await run.queue.get()
+                if isinstance(ev, BaseException):
+                    raise ev
+                if isinstance(ev, PromptInfo):
+                    continue
+                if ev.finish_reason == "error":
+                    raise ev.failure or InternalError(ev.error or "generation failed")
+                if run.first_token_at is None:
+                    run.first_token_at = time.monotonic()
+                run.completion_tokens += len(ev.token_ids)
+                if ev.finish_reason is not None:
+                    finished += 1
+                    run.finals[i * run.n + ev.choice] = ev
+                yield i * run.n + ev.choice, ev
+        finally:
+            if finished < want:
+                run.cancel()
+
+    async def await_prefill(self, run: Run, total_prompts: int) -> list[tuple[int, Any]]:
+        """Wait for every prompt's PromptInfo (the worker accepted it); return events seen meanwhile."""
+        held: list[tuple[int, Any]] = []
+        infos: dict[int, PromptInfo] = {}
+        try:
+            while len(infos) < total_prompts:
+                i, ev = await run.queue.get()
+                if isinstance(ev, BaseException):
+                    raise ev
+                if isinstance(ev, PromptInfo):
+                    infos[i] = ev
+                else:
+                    held.append((i, ev))
+        except BaseException:
+            run.cancel()
+            raise
+        while not run.queue.empty():
+            held.append(run.queue.get_nowait())
+        run.prompt_tokens = [infos[i].prompt_tokens for i in range(total_prompts)]
+        run.prompt_logprobs = [infos[i].prompt_logprobs for i in range(total_prompts)]
+        for item in held:
+            run.queue.put_nowait(item)
+        return held
