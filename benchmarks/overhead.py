@@ -9,7 +9,8 @@ machine move with everyone else's load; CPU time per token moves much less, so t
 - in this process, on the same model with one thread, the same two requests go through an engine `Worker`
   driven synchronously (no HTTP, no event loop), timing its decode forward (the lean step or the transformers
   forward) separately.
-So per token: forward = the forward alone; engine = everything the worker does (forward, sampling,
+Also a one-token request (TTFT's work): the server's whole CPU time for it against the engine's and the
+prefill forward's. So per token: forward = the forward alone; engine = everything the worker does (forward, sampling,
 detokenizing, the event's hand-off call); server = the whole process (engine, the event loop's relay,
 SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
 thread; the generation thread's own extra in the server (server worker - engine: the hand-off to the event
@@ -60,8 +61,9 @@ def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], i
     return {names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks
 
 
-def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int]:
-    """(engine thread CPU ns, forward CPU ns, tokens) of one greedy request through a synchronous Worker."""
+def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int, int]:
+    """(engine thread CPU ns, decode forward CPU ns, tokens, prefill forward CPU ns) of one greedy request through a
+    synchronous Worker."""
     from millm.engine.types import GenerationRequest, SamplingParams
     from millm.engine.worker import Worker
 
@@ -98,19 +100,30 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int]
 
             worker.forward = timed_forward  # type: ignore[method-assign]
         t = time.thread_time_ns()
+        inner_prefill = worker.forward
+
+        def timed_prefill(*a: Any, **kw: Any) -> Any:  # the prefill always runs the transformers forward
+            nonlocal forward_ns
+            t0 = time.thread_time_ns()
+            try:
+                return inner_prefill(*a, **kw)
+            finally:
+                forward_ns += time.thread_time_ns() - t0
+
+        worker.forward = timed_prefill  # type: ignore[method-assign]
         worker._admit()
+        worker.forward = inner_prefill  # type: ignore[method-assign]
         prefill_fwd = forward_ns
         while worker._rows:
             worker._step()
         total = time.thread_time_ns() - t
     n = sum(len(getattr(e, "token_ids", ())) for e in events)
-    return total, forward_ns - prefill_fwd, n
+    return total, forward_ns - prefill_fwd, n, prefill_fwd
 
 
 def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work: Path) -> dict[str, Any]:
-    from millm.engine.model_loading import load_model
-
     from benchmarks.run import _prompt
+    from millm.engine.model_loading import load_model
 
     server = Server(bm.model_dir, bm.sae_dir, work / f"overhead-{bm.name}", threads=1, max_batch_size=1,
                     model_arg=bm.serve_as)
@@ -121,7 +134,7 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         lm = load_model(str(bm.model_dir))
         server.wait_ready()
         prompt = _prompt(lm.tokenizer, 32, seed=7)
-        bodies = {n: completion_body(prompt, n, None) for n in (short, long)}
+        bodies = {n: completion_body(prompt, n, None) for n in (1, short, long)}
         for n in (short, long):  # warm-up
             run_one(server, bodies[n])
             _engine_cpu(lm, prompt, n)
@@ -129,9 +142,9 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         for rnd in range(rounds):
             log.info("overhead round %d/%d", rnd + 1, rounds)
             srv: dict[int, tuple[dict[str, int], int]] = {}
-            eng: dict[int, tuple[int, int, int]] = {}
+            eng: dict[int, tuple[int, int, int, int]] = {}
             for side in (("server", "engine") if rnd % 2 == 0 else ("engine", "server")):
-                for n in (short, long):
+                for n in (1, short, long):
                     if side == "server":
                         srv[n] = _server_cpu(server, bodies[n])
                     else:
@@ -147,6 +160,10 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
                 "engine_us": (eng[long][0] - eng[short][0]) / de / 1e3,
                 "forward_us": (eng[long][1] - eng[short][1]) / de / 1e3,
                 "threads": {k: round(v, 1) for k, v in per.items() if abs(v) >= 1},  # type: ignore[dict-item]
+                # one request with one new token: everything the server spends on it, against the prefill forward
+                "request_1_us": sum(srv[1][0].values()) / 1e3,
+                "engine_1_us": eng[1][0] / 1e3,
+                "prefill_us": eng[1][3] / 1e3,
             })
     finally:
         server.stop()
@@ -163,6 +180,10 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         "serving_overhead_us": med["server_other_us"],
         "overhead_us": statistics.median(r["engine_us"] - r["forward_us"] + r["server_other_us"] for r in rows),
         "handoff_us": statistics.median(r["server_worker_us"] - r["engine_us"] for r in rows),
+        "prompt_tokens": len(prompt),
+        "request_1_us": statistics.median(r["request_1_us"] for r in rows),
+        "engine_1_us": statistics.median(r["engine_1_us"] for r in rows),
+        "prefill_us": statistics.median(r["prefill_us"] for r in rows),
     }
 
 
@@ -183,6 +204,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['engine_us']:.0f} us, of which forward {res['forward_us']:.0f} us. Overhead beyond the forward "
           f"{res['overhead_us']:.0f} us (worker {res['worker_overhead_us']:.0f}, serving "
           f"{res['serving_overhead_us']:.0f}); hand-off on the generation thread {res['handoff_us']:.0f} us")
+    print(f"one {res['prompt_tokens']}-token prompt, one new token: server CPU {res['request_1_us']:.0f} us, in-process "
+          f"engine {res['engine_1_us']:.0f} us, of which the prefill forward {res['prefill_us']:.0f} us")
     if args.json:
         args.json.write_text(json.dumps(res, indent=1))
     return 0

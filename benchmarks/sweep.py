@@ -35,7 +35,7 @@ from typing import Any
 import torch
 
 from benchmarks import raw_bench
-from benchmarks.models import OUT, BenchModel, ModelShape, get_model, sweep_model
+from benchmarks.models import OUT, BenchModel, get_model, sweep_model
 from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
 
 log = logging.getLogger("benchmarks.sweep")

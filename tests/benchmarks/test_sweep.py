@@ -37,3 +37,15 @@ def test_sweep_measures_every_figure_and_reports_it(tmp_path: Path, tiny_model_d
     assert "## Size and family sweep, CPU" in md
     assert "| tiny |" in md and "streamed decode >= 1.0x" in md
     assert (tmp_path / "benchmarks-sweep-cpu.png").stat().st_size > 1000
+
+
+def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
+    from benchmarks import overhead
+
+    bm = BenchModel("tiny", tiny_model_dir, tiny_sae_dir, "the test suite's tiny model")
+    r = overhead.measure(bm, short=4, long=12, rounds=1, work=tmp_path)
+    row = r["rounds"][0]
+    assert row["threads"].get("millm-worker", 0) > 0 and row["threads"].get("event loop", 0) > 0
+    assert 0 < r["forward_us"] < r["engine_us"]  # the engine's work per token includes its forward
+    assert r["overhead_us"] == row["engine_us"] - row["forward_us"] + row["server_other_us"]
+    assert 0 < r["prefill_us"] < r["engine_1_us"] and r["request_1_us"] > 0

@@ -209,7 +209,7 @@ def test_gemma2_hooks_and_sub_module_hooks_match():
         c_hf, c_lean = _prefill(model, ids, mask), _prefill(model, ids, mask)
         m = mask
         tok = torch.tensor([[3], [4]])
-        with hookpoints.attached(hp, lambda h: h + shift):
+        with hookpoints.attached(hp, lambda h, shift=shift: h + shift):
             for _ in range(3):
                 m = torch.cat([m, torch.ones(2, 1, dtype=m.dtype)], 1)
                 positions = m.sum(-1, keepdim=True) - 1
