@@ -12,7 +12,8 @@ round the two alternate (which goes first alternates too):
 - TTFT: a short (32-token) and a 1,000-token prompt, `max_tokens` 1, against `generate` with one new token
   (the baseline's prefill + first token);
 - concurrency 1, 4, 8: that many streamed requests at once, each with its own additive steering vector,
-  every request's text compared with the same request run alone; beside it, `generate` on the same
+  every request's text compared with the same request run alone (after one unmeasured pass per level, in
+  which the worker times its thread counts for that batch regime); beside it, `generate` on the same
   prompts as one batch (no steering), for scale.
 Ratios are taken within a round and the median over rounds is reported. Results go to
 docs/benchmarks-sweep-<device>.json and the "Size and family sweep" section of docs/benchmarks.md.
@@ -250,6 +251,10 @@ def _concurrency(server: Server, lm: Any, plan: SweepPlan, d_sae: int) -> dict[s
     walls: dict[int, list[float]] = {c: [] for c in plan.concurrency}
     raw: dict[int, list[float]] = {c: [] for c in plan.concurrency}
     mismatches = {c: 0 for c in plan.concurrency}
+    if plan.rounds > 1:  # not in smoke mode
+        # one unmeasured pass per level: the worker times its thread counts once per batch regime (engine/threads.py)
+        for c in plan.concurrency:
+            run_requests(server, bodies[:c])
     for rnd in range(plan.conc_rounds):
         for c in plan.concurrency:
             log.info("concurrency %d (round %d/%d)", c, rnd + 1, plan.conc_rounds)

@@ -101,3 +101,14 @@ def test_a_users_thread_setting_stands(monkeypatch):
     p.decoded(0.01)
     p.use(10**9, 1000)
     assert p.counts is None and torch.get_num_threads() == before
+
+
+def test_a_contended_machine_keeps_compute_bound_prefill_off_the_busy_core(policy):
+    _run(policy, "m", 1, {1: 10.0, 2: 40.0}, TRIAL)  # two threads 4x slower: a core is busy elsewhere
+    assert policy.contended
+    policy.use(100_000_000, 1000)
+    assert policy.now == 1
+    _run(policy, "m", 8, {1: 30.0, 2: 18.0}, TRIAL)  # later timing: the cores are free again
+    assert not policy.contended
+    policy.use(100_000_000, 1000)
+    assert policy.now == 2

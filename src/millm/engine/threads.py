@@ -10,7 +10,9 @@ over. This replaces a fixed parameter threshold: on the 2-core benchmark machine
 2M demo and two for a 350M model, with the crossover depending on family, batch size and load.
 
 Prefill: a forward doing at least `PARALLEL_FLOPS` (2 x parameters x tokens) is compute-bound and uses every
-core; smaller ones use the decode choice for one row when it is known, else all but one core.
+core, unless the latest decided decode regime found every core `CONTENDED` times slower than fewer (another
+process holds a core, and a parallel region waits for its descheduled thread: a compute-bound prefill suffers
+the same); smaller ones use the decode choice for one row when it is known, else all but one core.
 
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.
 """
@@ -31,6 +33,7 @@ BLOCK = 3  # a candidate is timed over this many steps in a row; the first of ea
 TRIAL_BLOCKS = 2  # blocks per candidate, alternating, before deciding a regime
 RECHECK_STEPS = 4096  # steps in a regime after which it is timed again
 TIE = 0.03  # within this fraction, the smaller thread count wins
+CONTENDED = 1.5  # all cores this many times slower than fewer in a timed regime: the cores are shared
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -69,6 +72,7 @@ class ThreadPolicy:
         self._model: object | None = None
         self._regimes: dict[int, _Regime] = {}
         self._trial: tuple[_Regime, int] | None = None  # the regime and count the current step is timing
+        self.contended = False  # the latest decided regime timed all cores CONTENDED times slower than fewer
 
     def start(self) -> None:
         self.counts = thread_counts()
@@ -98,7 +102,7 @@ class ThreadPolicy:
             return
         small, large = self.counts
         if 2 * num_parameters * tokens >= PARALLEL_FLOPS:
-            self._set(large)
+            self._set(small if self.contended else large)
             return
         one = self._regimes.get(1)
         self._set(one.chosen if one is not None and one.chosen is not None else small)
@@ -109,7 +113,7 @@ class ThreadPolicy:
         if self.counts is None:
             return
         if model is not self._model:
-            self._model, self._regimes = model, {}
+            self._model, self._regimes, self.contended = model, {}, False
         st = self._regimes.setdefault(regime(rows), _Regime())
         if st.chosen is not None and st.steps < RECHECK_STEPS:
             st.steps += 1
@@ -136,6 +140,8 @@ class ThreadPolicy:
             med = {c: statistics.median(st.times[c]) for c in cands}
             best = min(med.values())
             st.chosen = min(c for c in cands if med[c] <= best * (1 + TIE))
+            self.contended = med[max(cands)] >= CONTENDED * min(med[c] for c in cands if c != max(cands)) \
+                if len(cands) > 1 else False
             log.info("decode threads for %s-row steps: %d (median step %s)", _regime_name(st, self._regimes),
                      st.chosen, ", ".join(f"{c} threads {t * 1e3:.2f} ms" for c, t in med.items()))
 
