@@ -10,8 +10,10 @@ For each model: start `millm serve` (a subprocess) and load the same model in th
 Results go to docs/benchmarks-<device>.json; the report (docs/benchmarks.md and its plots) is
 rebuilt from every device's JSON, so a GPU run adds its section next to the CPU one.
 
-Modes: default (full, ~7-9 min on 2 CPU cores), `--quick` (a few minutes; meant for a GPU),
-`--smoke` (seconds; CI, on whatever `--model/--sae` it is given).
+Then the size and family sweep (benchmarks/sweep.py; `--no-sweep` skips it) and the Batch API benchmark.
+
+Modes: default (full: ~7-9 min on 2 CPU cores for the two models, ~10 more for the sweep), `--quick` (a few
+minutes; meant for a GPU), `--smoke` (seconds; CI, on whatever `--model/--sae` it is given; no sweep).
 """
 
 from __future__ import annotations
