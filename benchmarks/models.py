@@ -17,6 +17,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -41,6 +42,9 @@ class ModelShape:
     sae_width: int  # multiple of d_model
     sae_layer: int
     sae_k: int = 32
+    family: str = "llama"  # llama, gemma2 or qwen2 (the size and family sweep, benchmarks/sweep.py)
+    n_kv_heads: int | None = None  # None: as many as query heads
+    tied: bool = False  # the LM head shares the input embedding (Gemma-2, small Qwen2)
 
 
 SHAPES = {
@@ -48,6 +52,25 @@ SHAPES = {
                        sae_arch="topk", sae_width=8, sae_layer=2),
     "350m": ModelShape(d_model=1024, n_layers=24, n_heads=16, d_ff=2816, vocab=32000, context=4096,
                        sae_arch="standard", sae_width=8, sae_layer=12),
+}
+
+# The size and family sweep's own models (benchmarks/sweep.py; its 2M and Llama 350M are the two above).
+# Gemma-2 and Qwen2 shapes follow their families: grouped-query attention, a tied LM head, Gemma-2's
+# 256-wide heads scaled down to 64 at these widths.
+SWEEP_SHAPES = {
+    "llama-25m": ModelShape(d_model=512, n_layers=6, n_heads=8, d_ff=1408, vocab=8192, context=2048,
+                            sae_arch="standard", sae_width=8, sae_layer=3),
+    "llama-100m": ModelShape(d_model=768, n_layers=12, n_heads=12, d_ff=2048, vocab=16000, context=2048,
+                             sae_arch="standard", sae_width=8, sae_layer=6),
+    "gemma2-25m": ModelShape(d_model=512, n_layers=6, n_heads=8, d_ff=1536, vocab=8192, context=2048,
+                             sae_arch="jumprelu", sae_width=8, sae_layer=3, family="gemma2", n_kv_heads=4, tied=True),
+    "gemma2-350m": ModelShape(d_model=1024, n_layers=24, n_heads=16, d_ff=3072, vocab=32000, context=4096,
+                              sae_arch="jumprelu", sae_width=8, sae_layer=12, family="gemma2", n_kv_heads=8,
+                              tied=True),
+    "qwen2-25m": ModelShape(d_model=512, n_layers=6, n_heads=8, d_ff=1536, vocab=8192, context=2048,
+                            sae_arch="standard", sae_width=8, sae_layer=3, family="qwen2", n_kv_heads=2, tied=True),
+    "qwen2-350m": ModelShape(d_model=1024, n_layers=24, n_heads=16, d_ff=3072, vocab=32000, context=4096,
+                             sae_arch="standard", sae_width=8, sae_layer=12, family="qwen2", n_kv_heads=2, tied=True),
 }
 
 
@@ -73,16 +96,29 @@ def word_tokenizer(vocab: int) -> PreTrainedTokenizerFast:
 
 
 def build_random_llama(out_dir: Path, shape: ModelShape, *, seed: int = 0) -> Path:
-    """A random Llama of `shape` plus a word-level tokenizer, saved with save_pretrained."""
+    """A random model of `shape` (a Llama, or the family it names) plus a word-level tokenizer, saved with
+    save_pretrained."""
     tokenizer = word_tokenizer(shape.vocab)
     torch.manual_seed(seed)
-    config = LlamaConfig(
+    common = dict(
         vocab_size=shape.vocab, hidden_size=shape.d_model, intermediate_size=shape.d_ff,
-        num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads, num_key_value_heads=shape.n_heads,
+        num_hidden_layers=shape.n_layers, num_attention_heads=shape.n_heads,
+        num_key_value_heads=shape.n_kv_heads or shape.n_heads,
         max_position_embeddings=shape.context, bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=False,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, tie_word_embeddings=shape.tied,
     )
-    model = LlamaForCausalLM(config)
+    if shape.family == "gemma2":
+        from transformers import Gemma2Config, Gemma2ForCausalLM
+
+        head_dim = shape.d_model // shape.n_heads
+        model: Any = Gemma2ForCausalLM(Gemma2Config(**common, head_dim=head_dim, query_pre_attn_scalar=head_dim,
+                                                    sliding_window=shape.context))
+    elif shape.family == "qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    else:
+        model = LlamaForCausalLM(LlamaConfig(**common))
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
@@ -99,6 +135,8 @@ def build_random_sae(out_dir: Path, shape: ModelShape, *, seed: int = 1, model_n
         "b_enc": 0.1 * torch.randn(d_sae, generator=g),
         "b_dec": 0.1 * torch.randn(d_in, generator=g),
     }
+    if shape.sae_arch == "jumprelu":  # Gemma Scope's architecture
+        tensors["threshold"] = 0.05 * torch.rand(d_sae, generator=g)
     hook = f"blocks.{shape.sae_layer}.hook_resid_post"
     cfg: dict[str, object] = {
         "architecture": shape.sae_arch, "d_in": d_in, "d_sae": d_sae, "dtype": "float32", "device": "cpu",
@@ -149,3 +187,12 @@ def get_model(name: str, *, root: Path = OUT / "models") -> BenchModel:
         model_dir, sae_dir = _cached("350m", SHAPES["350m"], root)
         return BenchModel("350m", model_dir, sae_dir, "random Llama, 24 layers, d_model 1024; random 8x SAE")
     raise ValueError(f"unknown benchmark model {name!r}; expected demo or 350m")
+
+
+def sweep_model(name: str, *, root: Path = OUT / "models") -> BenchModel:
+    """One of SWEEP_SHAPES' random models, built on first use."""
+    shape = SWEEP_SHAPES[name]
+    model_dir, sae_dir = _cached(name, shape, root)
+    family = {"llama": "Llama", "gemma2": "Gemma-2", "qwen2": "Qwen2"}[shape.family]
+    return BenchModel(name, model_dir, sae_dir, f"random {family}-shaped, {shape.n_layers} layers, d_model "
+                      f"{shape.d_model}; random {shape.sae_width}x {shape.sae_arch} SAE")

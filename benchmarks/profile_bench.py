@@ -16,6 +16,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from benchmarks.raw_bench import sync
+from millm.engine import threads
 from millm.engine.types import GenerationRequest, SamplingParams
 from millm.engine.worker import Worker
 
@@ -46,7 +47,8 @@ def profile_decode(lm: Any, *, prompt_ids: list[int], steps: int, batch: int = 1
     worker.loaded = lm
     worker.threads.start()  # the server's thread policy (set by the worker thread's loop otherwise)
     threads_before = torch.get_num_threads()
-    params = SamplingParams(max_tokens=steps + 2, temperature=0.0, ignore_eos=True)
+    trial = threads.BLOCK * threads.TRIAL_BLOCKS * 2  # the policy's timing of its thread counts, before the profile
+    params = SamplingParams(max_tokens=steps + trial + 2, temperature=0.0, ignore_eos=True)
     for b in range(batch):
         worker.submit(GenerationRequest(request_id=f"p{b}", prompt_ids=tuple(prompt_ids), params=params),
                       lambda ev: None)
@@ -55,6 +57,8 @@ def profile_decode(lm: Any, *, prompt_ids: list[int], steps: int, batch: int = 1
     with torch.inference_mode():
         worker._admit()
         worker._step()  # warm-up step outside the profile
+        while worker.threads.counts is not None and worker.threads.choices().get(threads.regime(batch)) is None:
+            worker._step()  # the thread policy times its candidates first (engine/threads.py)
         sync(dev)
         with profile(activities=activities) as prof:
             t = time.perf_counter()

@@ -260,6 +260,113 @@ def _save(plt: Any, fig: Any, path: Path) -> str:
     return path.name
 
 
+# ---------------------------------------------------------------------- the size and family sweep
+
+
+def sweep_targets(m: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """(target, measured, met) for one sweep model (targets of issue #18)."""
+    d, t, lv = m["decode"], m["ttft"], m["concurrency"]["levels"]
+    need = 4.0 if m["parameters"] >= 200e6 else 3.5
+    out = [("streamed decode >= 1.0x", f"{d['stream_ratio']:.2f}x", d["stream_ratio"] >= 1.0),
+           ("end to end >= 1.0x", f"{d['e2e_ratio']:.2f}x", d["e2e_ratio"] >= 1.0)]
+    for label in ("short", "long"):
+        if "ratio" in t.get(label, {}):
+            out.append((f"TTFT {label} <= 1.2x", f"{t[label]['ratio']:.2f}x", t[label]["ratio"] <= 1.2))
+    if "8" in lv:
+        c8 = lv["8"]
+        out.append((f"concurrency 8 >= {need}x, equal solo", f"{c8['speedup']:.2f}x, {c8['mismatches']}/{c8['checked']}",
+                    c8["speedup"] >= need and c8["mismatches"] == 0))
+    return out
+
+
+def sweep_section(device: str, data: dict[str, Any], plot: str | None) -> list[str]:
+    env, models = data["environment"], data["models"]
+    title = "CPU" if device == "cpu" else f"GPU ({env.get('gpu', 'cuda')})"
+    load = env.get("load_average")
+    out = [f"## Size and family sweep, {title}", "",
+           "`python -m benchmarks.sweep` (part of `make bench`; see its docstring for the method). Every figure "
+           "is the server against `model.generate` on the same model in the same run, alternated; a ratio is "
+           "the median of per-round ratios (server / raw for rates, server / raw for TTFT, so lower is better "
+           "there). Concurrency: c streamed requests at once, each its own additive steering vector, every "
+           "output compared with its solo run; the raw column is `generate` on the same prompts as one "
+           "unsteered batch.", "",
+           f"Run {env['date']}, mode `{env['mode']}`, commit {env['commit']}"
+           f"{' (+ local changes)' if env.get('dirty') else ''}; {env['cpu']}, {env['cores']} cores; torch "
+           f"{env['torch']}, transformers {env['transformers']}"
+           + (f"; load average at start {load[0]:.1f}" if load else "")
+           + f". Whole sweep {env.get('total_seconds', 0):.0f} s.", ""]
+    rows = []
+    for name, m in models.items():
+        d, t, lv = m["decode"], m["ttft"], m["concurrency"]["levels"]
+        ts, tl = t.get("short", {}), t.get("long", {})
+        rows.append([
+            name, f"{m['parameters'] / 1e6:.1f}M", m.get("decode_path") or "-",
+            f"{_f(d['raw_tok_s'])} / {_f(d['server_tok_s'])}", f"**{d['stream_ratio']:.2f}x**",
+            f"{_f(d['raw_e2e_tok_s'])} / {_f(d['server_e2e_tok_s'])}", f"**{d['e2e_ratio']:.2f}x**",
+            f"{_f(ts.get('raw_ms'))} / {_f(ts.get('server_ms'))} ({_f(ts.get('ratio'), 2)}x)",
+            f"{_f(tl.get('raw_ms'))} / {_f(tl.get('server_ms'))} ({_f(tl.get('ratio'), 2)}x)"
+            if "ratio" in tl else tl.get("skipped", "-"),
+            " / ".join(f"{lv[c]['speedup']:.2f}x" for c in ("1", "4", "8") if c in lv),
+            " / ".join(f"{_f(lv[c]['aggregate_tok_s'])} vs {_f(lv[c]['raw_batch_tok_s'])}" for c in ("1", "4", "8")
+                       if c in lv),
+            str(sum(v["mismatches"] for v in lv.values())) + "/" + str(sum(v["checked"] for v in lv.values())),
+        ])
+    out += _table(["model", "params", "decode path", "decode tok/s raw / server", "stream", "end to end tok/s raw / "
+                   "server", "e2e", "TTFT short ms raw / server", "TTFT 1,000 ms raw / server",
+                   "conc 1/4/8 vs 1", "aggregate tok/s server vs raw batch (1/4/8)", "differ from solo"], rows)
+    trows = [[name, target, measured, "met" if ok else "**not met**"]
+             for name, m in models.items() for target, measured, ok in sweep_targets(m)]
+    ov = data.get("overhead")
+    if ov:
+        trows.append([ov["model"], "server overhead per token <= 0.3 ms (CPU time beyond the forward)",
+                      f"{ov['overhead_us']:.0f} us", "met" if ov["overhead_us"] <= 300 else "**not met**"])
+    out += ["### Sweep targets", ""] + _table(["model", "target", "measured", "status"], trows)
+    if ov:
+        out += [f"Server overhead per token (`benchmarks/overhead.py`, {ov['model']}, one torch thread, CPU time per "
+                f"token between a {ov['tokens'][0]}- and a {ov['tokens'][1]}-token request, median of "
+                f"{len(ov['rounds'])} rounds): the server process {ov['server_us']:.0f} us (generation thread "
+                f"{ov['server_worker_us']:.0f}, the other threads, event loop and SSE, {ov['server_other_us']:.0f}); "
+                f"the same requests through an in-process engine {ov['engine_us']:.0f} us, of which the forward "
+                f"{ov['forward_us']:.0f} us. Beyond the forward: **{ov['overhead_us']:.0f} us** "
+                f"(worker {ov['worker_overhead_us']:.0f} us: sampling, detokenizing, events; serving "
+                f"{ov['serving_overhead_us']:.0f} us: event loop, SSE framing, socket), plus "
+                f"{ov.get('handoff_us', float('nan')):.0f} us on the generation thread for the hand-off to the event "
+                f"loop (server generation thread - engine; two runs, noisier).", ""]
+    if plot:
+        out += [f"![{plot}]({plot})", ""]
+    return out
+
+
+def sweep_plot(out_dir: Path, device: str, data: dict[str, Any]) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    models = data["models"]
+    panels = [("streamed decode, server / generate", lambda m: m["decode"]["stream_ratio"], 1.0),
+              ("end to end, server / generate", lambda m: m["decode"]["e2e_ratio"], 1.0),
+              ("TTFT short, server / generate (lower is better)", lambda m: m["ttft"].get("short", {}).get("ratio"), 1.2),
+              ("TTFT 1,000 tokens, server / generate (lower is better)",
+               lambda m: m["ttft"].get("long", {}).get("ratio"), 1.2),
+              ("concurrency 8 / concurrency 1", lambda m: m["concurrency"]["levels"].get("8", {}).get("speedup"), 3.5)]
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
+    families = sorted({m["family"] for m in models.values()})
+    for ax, (title, get, target) in zip(axes[0], panels, strict=True):
+        for fam in families:
+            pts = sorted((m["parameters"], get(m)) for m in models.values() if m["family"] == fam and get(m) is not None)
+            if pts:
+                ax.plot([p[0] / 1e6 for p in pts], [p[1] for p in pts], "o-", label=fam)
+        ax.axhline(target, color="grey", ls="--", lw=0.8, label=f"target {target}")
+        ax.set_xscale("log")
+        ax.set_xlabel("parameters (M)")
+        ax.set_title(title, fontsize=8)
+        ax.legend(fontsize=7)
+    return _save(plt, fig, out_dir / f"benchmarks-sweep-{device}.png")
+
+
 def write(out_dir: Path) -> Path:
     """Rebuild benchmarks.md (and plots) from every benchmarks-<device>.json in out_dir."""
     lines = HEADER.splitlines() + [""]
@@ -269,6 +376,11 @@ def write(out_dir: Path) -> Path:
             continue
         data = json.loads(path.read_text())
         lines += device_section(device, data, plots(out_dir, device, data))
+    for device in ("cpu", "cuda"):
+        path = out_dir / f"benchmarks-sweep-{device}.json"
+        if path.exists():
+            data = json.loads(path.read_text())
+            lines += sweep_section(device, data, sweep_plot(out_dir, device, data))
     notes = out_dir / "benchmarks-notes.md"
     if notes.exists():
         lines += notes.read_text().splitlines()

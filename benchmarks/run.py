@@ -10,8 +10,10 @@ For each model: start `millm serve` (a subprocess) and load the same model in th
 Results go to docs/benchmarks-<device>.json; the report (docs/benchmarks.md and its plots) is
 rebuilt from every device's JSON, so a GPU run adds its section next to the CPU one.
 
-Modes: default (full, ~7-9 min on 2 CPU cores), `--quick` (a few minutes; meant for a GPU),
-`--smoke` (seconds; CI, on whatever `--model/--sae` it is given).
+Then the size and family sweep (benchmarks/sweep.py; `--no-sweep` skips it) and the Batch API benchmark.
+
+Modes: default (full: ~7-9 min on 2 CPU cores for the two models, ~10 more for the sweep), `--quick` (a few
+minutes; meant for a GPU), `--smoke` (seconds; CI, on whatever `--model/--sae` it is given; no sweep).
 """
 
 from __future__ import annotations
@@ -336,8 +338,8 @@ def environment(device: str, threads: int | None, mode: str) -> dict[str, Any]:
     env: dict[str, Any] = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "mode": mode, "device": device, "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (all cores for models of 50M+ parameters and forwards of "
-                         ">= 2 GFLOP, else all but one); raw generate: faster of 1 thread and all cores",
+        "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (decode: timed per batch regime, engine/threads.py; "
+                         "prefill of >= 2 GFLOP: all cores); raw generate: faster of 1 thread and all cores",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src")),
     }
@@ -373,6 +375,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-batch", action="store_true", help="skip the Batch API benchmark (benchmarks/batch_bench.py)")
     ap.add_argument("--no-startup", action="store_true",
                     help="skip the start-up benchmark (benchmarks/startup_bench.py, into docs/reliability.md)")
+    ap.add_argument("--no-sweep", action="store_true",
+                    help="skip the size and family sweep (benchmarks/sweep.py; alone: python -m benchmarks.sweep)")
     ap.add_argument("--cuda-graphs", action="store_true",
                     help="serve with MILLM_CUDA_GRAPHS=1; results go to benchmarks-cuda-graphs.json")
     ap.add_argument("--server-only", action="store_true",
@@ -416,6 +420,11 @@ def main(argv: list[str] | None = None) -> int:
     (args.out / f"benchmarks-{label}.json").write_text(json.dumps(results, indent=1, default=float))
     path = report.write(args.out)
     log.info("report written to %s in %.0f s", path, env["total_seconds"])
+    if not args.smoke and args.model is None and not args.no_sweep and not args.cuda_graphs:
+        # the size and family sweep against model.generate (its section of docs/benchmarks.md)
+        from benchmarks import sweep
+
+        sweep.run(mode, device=args.device, dtype=args.dtype, out=args.out, logs=args.logs)
     if not args.smoke and args.model is None and not args.no_batch:
         # the Batch API and constrained decoding (docs/benchmarks-batch.md; alone: python -m benchmarks.batch_bench)
         from benchmarks import batch_bench

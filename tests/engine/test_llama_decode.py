@@ -145,3 +145,85 @@ def test_fused_weights_are_the_modules_weights(monkeypatch, input_major):
         torch.testing.assert_close(model(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
     model.to(torch.float64)  # replaces every parameter's data
     assert not dec.fresh()
+
+
+# ---------------------------------------------------------------------- Qwen2 and Gemma-2
+
+
+def _family_model(family: str, *, window: int | None = None):
+    """A small random Qwen2 (q/k/v biases, GQA) or Gemma-2 (GQA, soft-capping, a sliding window that binds
+    within the test's sequence when `window` is small) model."""
+    torch.manual_seed(3)
+    common = dict(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=4, num_attention_heads=4,
+                  num_key_value_heads=2, max_position_embeddings=64)
+    if family == "qwen2":
+        from transformers import Qwen2Config, Qwen2ForCausalLM
+
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+        with torch.no_grad():  # random init leaves the biases at zero; make them count
+            for layer in model.model.layers:
+                for lin in (layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj):
+                    lin.bias.normal_(0, 0.5)
+        return model.eval()
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    cfg = Gemma2Config(**common, head_dim=16, query_pre_attn_scalar=16, sliding_window=window or 64,
+                       attn_logit_softcapping=2.0, final_logit_softcapping=3.0)  # low caps: the tanh bites
+    model = Gemma2ForCausalLM(cfg)
+    with torch.no_grad():  # Gemma's norms start at (1 + 0); make their weights count
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.normal_(0, 0.3)
+    return model.eval()
+
+
+@pytest.mark.parametrize("family,window", [("qwen2", None), ("gemma2", None), ("gemma2", 5)],
+                         ids=["qwen2", "gemma2", "gemma2-sliding-window-5"])
+@pytest.mark.parametrize("padded", [False, True])
+def test_qwen2_and_gemma2_steps_match_the_transformers_forward(family, window, padded):
+    model = _family_model(family, window=window)
+    assert LlamaDecoder.family(model) == ("gemma2" if family == "gemma2" else "llama")
+    dec = LlamaDecoder.for_model(model)
+    assert dec is not None
+    ids, mask = _batch()
+    if not padded:
+        ids, mask = ids[:1], mask[:1]
+    c_hf, c_lean = _prefill(model, ids, mask), _prefill(model, ids, mask)
+    tok = torch.tensor([[3]] * ids.shape[0])
+    for _ in range(6):  # the sequence grows past the 5-token window
+        mask = torch.cat([mask, torch.ones(ids.shape[0], 1, dtype=mask.dtype)], 1)
+        positions = mask.sum(-1, keepdim=True) - 1
+        want = _hf_step(model, c_hf, tok, mask, positions)
+        got = _lean_step(dec, c_lean, tok, mask, positions)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        tok = want.argmax(-1, keepdim=True)
+
+
+def test_gemma2_hooks_and_sub_module_hooks_match():
+    model = _family_model("gemma2", window=5)
+    dec = LlamaDecoder.for_model(model)
+    ids, mask = _batch()
+    for site in ("blocks.2.hook_resid_post", "blocks.1.hook_mlp_out"):  # a layer hook; a sub-module hook (HF layer)
+        hp = hookpoints.resolve_hookpoint(model, site)
+        shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0))
+        c_hf, c_lean = _prefill(model, ids, mask), _prefill(model, ids, mask)
+        m = mask
+        tok = torch.tensor([[3], [4]])
+        with hookpoints.attached(hp, lambda h, shift=shift: h + shift):
+            for _ in range(3):
+                m = torch.cat([m, torch.ones(2, 1, dtype=m.dtype)], 1)
+                positions = m.sum(-1, keepdim=True) - 1
+                want = _hf_step(model, c_hf, tok, m, positions)
+                got = _lean_step(dec, c_lean, tok, m, positions)
+                torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5, msg=site)
+                tok = want.argmax(-1, keepdim=True)
+
+
+def test_qwen2_with_sliding_window_layers_takes_the_transformers_forward():
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=64, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, use_sliding_window=True, sliding_window=8, max_window_layers=0)
+    model = Qwen2ForCausalLM(cfg).eval()
+    assert "sliding_attention" in model.config.layer_types
+    assert LlamaDecoder.for_model(model) is None

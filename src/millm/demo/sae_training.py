@@ -15,7 +15,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -210,7 +210,7 @@ def reconstruction_quality(sae: TopKSae, acts: torch.Tensor, batch_size: int = 8
     }
 
 
-def save_sae(sae: TopKSae, out_dir: Path, *, model_name: str, layer: int, context: int) -> dict[str, object]:
+def save_sae(sae: TopKSae, out_dir: Path, *, model_name: str, layer: int, context: int) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     d_sae, d_in = sae.W_dec.shape
     cfg = {

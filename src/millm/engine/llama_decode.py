@@ -1,4 +1,4 @@
-"""A lean decode step for Llama models: the same arithmetic as transformers, fewer Python layers.
+"""A lean decode step for Llama, Qwen2 and Gemma-2 models: the same arithmetic as transformers, fewer Python layers.
 
 A one-token decode step of a small model spends most of its time in Python: each HF decoder
 layer goes through a dozen module calls, decorators and output dataclasses around a handful of
@@ -6,9 +6,15 @@ tensor ops. `LlamaDecoder.step` runs the identical ops (RMSNorm, rotary embeddin
 update, transformers' own SDPA attention function, the MLP) straight on the layers' weights.
 
 Contract:
-- `LlamaDecoder.for_model(model)` returns a decoder only for a plain `LlamaForCausalLM` with SDPA
-  attention and unquantized `nn.Linear` projections; anything else (other architectures,
-  bitsandbytes layers) returns None and the caller uses `model(...)`.
+- `LlamaDecoder.for_model(model)` returns a decoder only for a plain `LlamaForCausalLM` or
+  `Qwen2ForCausalLM` with SDPA attention and no sliding-window layers, or a `Gemma2ForCausalLM`
+  with eager attention (its only one: SDPA has no logit soft-capping), each with unquantized
+  `nn.Linear` projections; anything else (other architectures, bitsandbytes layers) returns None
+  and the caller uses `model(...)`. `family(model)` says which, without building anything.
+- Gemma-2's layer is its own: (1 + w) RMSNorms in float32 before and after attention and the MLP,
+  a tanh-GELU MLP, eager attention with tanh soft-capping of the scores and, on its sliding
+  layers, only the last `sliding_window` positions (left padding keeps each row's real positions
+  at the end of the cache, so that is the last `sliding_window` columns), and soft-capped logits.
 - Hooks keep working. Forward hooks and pre-hooks on a decoder layer itself (the SAE's
   resid_post / resid_pre sites) are called as `Module.__call__` would call them, with the
   layer's input as the only positional argument. A layer with a hook on any of its sub-modules
@@ -66,9 +72,11 @@ def _global_hooks() -> bool:
 class LlamaDecoder:
     """One-token decode steps for a LlamaForCausalLM, sharing its weights."""
 
-    def __init__(self, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear) -> None:
+    def __init__(self, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear,
+                 gemma: bool = False) -> None:
         self.model = model
         self.linear = linear
+        self.gemma = gemma
         inner: Any = model.model  # transformers modules: attributes mypy cannot see
         self.embed = inner.embed_tokens
         self.norm = inner.norm
@@ -88,6 +96,10 @@ class LlamaDecoder:
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads)
         params = inspect.signature(type(self.layers[0]).forward).parameters
         self.cache_kwarg = "cache" if "cache" in params else "past_key_values"
+        types = getattr(cfg, "layer_types", None) or ["full_attention"] * len(self.layers)
+        window = getattr(cfg, "sliding_window", None) if gemma else None
+        self.windows = [window if t == "sliding_attention" and window else None for t in types]
+        self.final_softcap = getattr(cfg, "final_logit_softcapping", None) if gemma else None
         with torch.no_grad(), torch.inference_mode(False):
             self.qkv = [_fuse([layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj])
                         for layer in self.layers]
@@ -110,26 +122,45 @@ class LlamaDecoder:
         a = self.layers[0].self_attn
         return bool(a.q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr())
 
-    @classmethod
-    def for_model(cls, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear,
-                  ) -> LlamaDecoder | None:
-        if type(model).__name__ != "LlamaForCausalLM" or sdpa_attention_forward is None:
+    @staticmethod
+    def family(model: nn.Module) -> str | None:
+        """"llama" (Llama, Qwen2) or "gemma2" when the lean step serves this model, else None."""
+        family = _FAMILIES.get(type(model).__name__)
+        if family is None or sdpa_attention_forward is None:
             return None
+        fam, layer_name = family
         cfg: Any = model.config
-        if getattr(cfg, "_attn_implementation", None) != "sdpa" or getattr(cfg, "hidden_act", None) != "silu":
-            return None
-        if getattr(cfg, "pretraining_tp", 1) != 1:
-            return None
+        attn_impl = getattr(cfg, "_attn_implementation", None)
+        if fam == "llama":
+            if attn_impl != "sdpa" or getattr(cfg, "hidden_act", None) != "silu":
+                return None
+            if getattr(cfg, "pretraining_tp", 1) != 1:
+                return None
+            if any(t != "full_attention" for t in (getattr(cfg, "layer_types", None) or ())):
+                return None  # Qwen2's optional sliding-window layers
+        else:
+            if attn_impl != "eager" or getattr(cfg, "hidden_activation", None) != "gelu_pytorch_tanh":
+                return None
+            if any(t not in ("full_attention", "sliding_attention") for t in (getattr(cfg, "layer_types", None) or ())):
+                return None
         inner = getattr(model, "model", None)
         layers = getattr(inner, "layers", None)
-        if layers is None or any(type(layer).__name__ != "LlamaDecoderLayer" for layer in layers):
+        if layers is None or any(type(layer).__name__ != layer_name for layer in layers):
             return None
         for layer in layers:
             a, m = layer.self_attn, layer.mlp
             linears = (a.q_proj, a.k_proj, a.v_proj, a.o_proj, m.gate_proj, m.up_proj, m.down_proj)
             if any(type(lin) is not nn.Linear for lin in linears):
                 return None  # quantized or otherwise wrapped projections
-        return cls(model, linear=linear)
+        return fam
+
+    @classmethod
+    def for_model(cls, model: nn.Module, *, linear: Callable[[Tensor, Tensor, Tensor | None], Tensor] = F.linear,
+                  ) -> LlamaDecoder | None:
+        fam = cls.family(model)
+        if fam is None:
+            return None
+        return cls(model, linear=linear, gemma=fam == "gemma2")
 
     # ------------------------------------------------------------------ step
 
@@ -145,16 +176,26 @@ class LlamaDecoder:
             pos_emb = self.rotary(h, position_ids=positions)
             rot = _rotary_tables(*pos_emb)
         global_hooks = _global_hooks()
+        masks: dict[int | None, Tensor | None] = {}
         for i, layer in enumerate(self.layers):
+            layer_mask = mask
+            if self.gemma:  # eager attention takes an additive float mask, per window size
+                window = self.windows[i]
+                if window not in masks:
+                    masks[window] = _additive_mask(mask, cache.get_seq_length(i) + 1, window, h)
+                layer_mask = masks[window]
             if global_hooks or any(self.sub_hooks[i]):
                 if pos_emb is None:
                     pos_emb = self.rotary(h, position_ids=positions)
-                h = layer(h, attention_mask=mask, position_ids=positions, position_embeddings=pos_emb,
+                h = layer(h, attention_mask=layer_mask, position_ids=positions, position_embeddings=pos_emb,
                           use_cache=True, **{self.cache_kwarg: cache})
                 continue
             if layer._forward_pre_hooks:
                 h = _run_pre_hooks(layer, h)
-            out = self._layer(i, layer, h, rot, mask, cache)
+            if self.gemma:
+                out = self._gemma_layer(i, layer, h, rot, layer_mask, cache)
+            else:
+                out = self._layer(i, layer, h, rot, layer_mask, cache)
             if layer._forward_hooks:
                 out = _run_hooks(layer, h, out)
             h = out
@@ -162,8 +203,11 @@ class LlamaDecoder:
         head = self.lm_head
         if head._forward_hooks or head._forward_pre_hooks or type(head) is not nn.Linear:
             logits: Tensor = head(h)[:, -1, :]
-            return logits
-        return self.linear(h, head.weight, head.bias)[:, -1, :]
+        else:
+            logits = self.linear(h, head.weight, head.bias)[:, -1, :]
+        if self.final_softcap is not None:  # Gemma2ForCausalLM.forward
+            logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
+        return logits
 
     def _layer(self, i: int, layer: Any, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
                cache: Any) -> Tensor:
@@ -190,6 +234,71 @@ class LlamaDecoder:
         w, bias = self.gate_up[i]
         g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
         return x + self.linear(F.silu(g) * u, mlp.down_proj.weight, mlp.down_proj.bias)
+
+
+    def _gemma_layer(self, i: int, layer: Any, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
+                     cache: Any) -> Tensor:
+        # Gemma2DecoderLayer.forward for one query position, with eager_attention_forward. x: (B, 1, D)
+        attn = layer.self_attn
+        b, t = x.shape[0], x.shape[1]
+        nq, nk = self.n_heads, self.n_kv
+        hs = _gemma_norm(x, layer.input_layernorm)
+        w, bias = self.qkv[i]
+        qkv = self.linear(hs, w, bias).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)
+        cos, sin = rot
+        qk = qkv[:, : nq + nk]
+        qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
+        q = qk[:, :nq]
+        k, v = cache.update(qk[:, nq:], qkv[:, nq + nk :], i)
+        if nq != nk:
+            k = k.repeat_interleave(nq // nk, dim=1)  # repeat_kv
+            v = v.repeat_interleave(nq // nk, dim=1)
+        scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
+        cap = attn.attn_logit_softcapping
+        if cap is not None:
+            scores = torch.tanh(scores / cap) * cap
+        if mask is not None:
+            scores = scores + mask
+        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+        o = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, -1)
+        o = self.linear(o, attn.o_proj.weight, attn.o_proj.bias)
+        x = x + _gemma_norm(o, layer.post_attention_layernorm)
+        hs = _gemma_norm(x, layer.pre_feedforward_layernorm)
+        w, bias = self.gate_up[i]
+        g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
+        mlp = layer.mlp
+        m = self.linear(F.gelu(g, approximate="tanh") * u, mlp.down_proj.weight, mlp.down_proj.bias)
+        return x + _gemma_norm(m, layer.post_feedforward_layernorm)
+
+
+_FAMILIES = {
+    "LlamaForCausalLM": ("llama", "LlamaDecoderLayer"),
+    "Qwen2ForCausalLM": ("llama", "Qwen2DecoderLayer"),  # Llama's layer with q/k/v biases
+    "Gemma2ForCausalLM": ("gemma2", "Gemma2DecoderLayer"),
+}
+
+
+def _gemma_norm(x: Tensor, norm: Any) -> Tensor:
+    # Gemma2RMSNorm.forward: in float32, scaled by (1 + weight), then back to the input dtype.
+    h = x.float()
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + norm.eps)
+    out: Tensor = (h * (1.0 + norm.weight.float())).type_as(x)
+    return out
+
+
+def _additive_mask(mask: Tensor | None, length: int, window: int | None, like: Tensor) -> Tensor | None:
+    """The additive (B or 1, 1, 1, S) float mask eager attention adds to its scores for one query over S = length
+    cache columns: 0 where allowed, the dtype's minimum where not. `mask` (B, 1, 1, S) bool marks real columns
+    (None: all real); a sliding window allows only the last `window` columns (each row's real positions end
+    at the last column). None when everything is allowed."""
+    allowed = mask
+    if window is not None and length > window:
+        recent = torch.arange(length, device=like.device) >= length - window
+        allowed = recent.view(1, 1, 1, -1) if allowed is None else allowed & recent
+    if allowed is None:
+        return None
+    return torch.zeros(allowed.shape, dtype=like.dtype, device=like.device).masked_fill(
+        ~allowed, torch.finfo(like.dtype).min)
 
 
 # ---------------------------------------------------------------------- fused weights

@@ -1,59 +1,151 @@
-"""How many torch threads the generation thread uses for each forward.
+"""How many torch threads the generation thread uses for each forward: decode steps by measurement, prefill by size.
 
-Small forwards leave a core to the event loop (HTTP, SSE framing, detokenizing); large ones use every core.
+Decode steps: for the loaded model and each batch-size regime (1, 2, 3-4, 5-8, 9-16, ... rows), the policy
+times real decode steps (`Worker._step`, forward, sampling and emitting included) with each candidate thread
+count in alternating blocks of `BLOCK` steps (`TRIAL_BLOCKS` each; the first step of a block pays
+for the switch and is dropped), and keeps the faster by median; within `TIE` it keeps the smaller
+count, which leaves a core to the event loop (HTTP, SSE framing, detokenizing). A regime is decided once and
+re-checked after `RECHECK_STEPS` further steps in it (the machine's load may have changed); a new model starts
+over. This replaces a fixed parameter threshold: on the 2-core benchmark machine one thread was best for the
+2M demo and two for a 350M model, with the crossover depending on family, batch size and load.
+
+Prefill: a forward doing at least `PARALLEL_FLOPS` (2 x parameters x tokens) is compute-bound and uses every
+core, unless the latest decided decode regime found every core `CONTENDED` times slower than fewer (another
+process holds a core, and a parallel region waits for its descheduled thread: a compute-bound prefill suffers
+the same); smaller ones use the decode choice for one row when it is known, else all but one core.
+
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.
 """
 
 from __future__ import annotations
 
+import logging
 import os
+import statistics
+from dataclasses import dataclass, field
 
 import torch
 
-# A forward pass doing at least this many FLOPs (2 x parameters x tokens) is compute-bound enough to
-# use every core. So is a step of a model with at least PARALLEL_PARAMS parameters: its one-token
-# steps stream enough weight bytes that more cores stream them faster (oneDNN on the 2-core benchmark
-# machine: 350M model, 111 ms per step on one thread, 63 ms on two). Smaller ones (the demo model's
-# steps take 2-3 ms, mostly Python and small ops) keep a core free for the event loop, and would only
-# expose each short parallel region to scheduling stalls.
+log = logging.getLogger(__name__)
+
 PARALLEL_FLOPS = 2e9
-PARALLEL_PARAMS = 50_000_000
+BLOCK = 3  # a candidate is timed over this many steps in a row; the first of each block is dropped (switch cost)
+TRIAL_BLOCKS = 2  # blocks per candidate, alternating, before deciding a regime
+RECHECK_STEPS = 4096  # steps in a regime after which it is timed again
+TIE = 0.03  # within this fraction, the smaller thread count wins
+CONTENDED = 1.5  # all cores this many times slower than fewer in a timed regime: the cores are shared
 
 
 def thread_counts() -> tuple[int, int] | None:
-    """Torch threads for the generation thread: (small forwards, large forwards). Small ones leave a core
-    to the event loop (HTTP, SSE framing, detokenizing); large ones use every core. None when
-    OMP_NUM_THREADS / MKL_NUM_THREADS is set: then the user's choice stands. On a shared or small
-    machine, a parallel region whose threads are not all scheduled waits for the missing one: on the
-    2-core benchmark machine two threads made a 350M one-token step 7-10x slower while another
-    process kept a core busy (set OMP_NUM_THREADS=1 when the server shares its cores)."""
+    """Torch threads for the generation thread: (all but one core, all cores). None when OMP_NUM_THREADS /
+    MKL_NUM_THREADS is set: then the user's choice stands. On a shared or small machine, a parallel region whose
+    threads are not all scheduled waits for the missing one (on the 2-core benchmark machine two threads made a
+    350M one-token step 7-10x slower while another process kept a core busy); the timing sees that."""
     if os.environ.get("OMP_NUM_THREADS") or os.environ.get("MKL_NUM_THREADS"):
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return max(1, cores - 1), cores
 
 
+def regime(rows: int) -> int:
+    """The batch-size regime of `rows` rows: the power of two at or above it."""
+    return 1 << max(0, rows - 1).bit_length()
+
+
+@dataclass
+class _Regime:
+    times: dict[int, list[float]] = field(default_factory=dict)
+    timed: int = 0  # trial steps so far
+    chosen: int | None = None
+    steps: int = 0  # steps since decided
+
+
 class ThreadPolicy:
     """The generation thread's torch thread count, switched only when it changes. `counts` is (small, large),
-    or None to leave torch's setting alone; set it on the thread that runs the forwards (`start()`)."""
+    or None to leave torch's setting alone; set it on the thread that runs the forwards (`start()`).
+
+    Per decode step: `decode(model, rows)` before, `decoded(seconds)` after (the step's wall time)."""
 
     def __init__(self) -> None:
         self.counts: tuple[int, int] | None = None
         self.now = 0
+        self._model: object | None = None
+        self._regimes: dict[int, _Regime] = {}
+        self._trial: tuple[_Regime, int] | None = None  # the regime and count the current step is timing
+        self.contended = False  # the latest decided regime timed all cores CONTENDED times slower than fewer
 
     def start(self) -> None:
         self.counts = thread_counts()
 
     def describe(self) -> str:
-        return str(self.counts or torch.get_num_threads())
-
-    def use(self, num_parameters: int, tokens: int) -> None:
-        """All cores for a forward over `tokens` positions that is compute-bound, else all but one."""
         if self.counts is None:
-            return
-        small, large = self.counts
-        heavy = num_parameters >= PARALLEL_PARAMS or 2 * num_parameters * tokens >= PARALLEL_FLOPS
-        n = large if heavy else small
+            return str(torch.get_num_threads())
+        return f"{self.candidates()} (decode: timed per batch regime; prefill of >= {PARALLEL_FLOPS:.0e} FLOP: all)"
+
+    def candidates(self) -> tuple[int, ...]:
+        assert self.counts is not None
+        return tuple(sorted(set(self.counts)))
+
+    def choices(self) -> dict[int, int | None]:
+        """Each batch regime's decided thread count so far (None: still timing)."""
+        return {r: st.chosen for r, st in sorted(self._regimes.items())}
+
+    def _set(self, n: int) -> None:
         if n != self.now:
             torch.set_num_threads(n)
             self.now = n
+
+    def use(self, num_parameters: int, tokens: int) -> None:
+        """A prefill (or other forward) over `tokens` positions: every core when compute-bound, else the one-row
+        decode choice when known, else all but one core."""
+        if self.counts is None:
+            return
+        small, large = self.counts
+        if 2 * num_parameters * tokens >= PARALLEL_FLOPS:
+            self._set(small if self.contended else large)
+            return
+        one = self._regimes.get(1)
+        self._set(one.chosen if one is not None and one.chosen is not None else small)
+
+    def decode(self, model: object, rows: int) -> None:
+        """Before a decode step of `rows` rows of `model`: its regime's choice, or the next count to time."""
+        self._trial = None
+        if self.counts is None:
+            return
+        if model is not self._model:
+            self._model, self._regimes, self.contended = model, {}, False
+        st = self._regimes.setdefault(regime(rows), _Regime())
+        if st.chosen is not None and st.steps < RECHECK_STEPS:
+            st.steps += 1
+            self._set(st.chosen)
+            return
+        if st.chosen is not None:  # re-check: time the candidates again
+            st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
+        cands = self.candidates()
+        n = cands[(st.timed // BLOCK) % len(cands)]
+        self._trial = (st, n)
+        self._set(n)
+
+    def decoded(self, seconds: float) -> None:
+        """After the step `decode` prepared: record its time while its regime is being timed."""
+        if self._trial is None:
+            return
+        st, n = self._trial
+        self._trial = None
+        if st.timed % BLOCK:  # not the first step of its block
+            st.times.setdefault(n, []).append(seconds)
+        st.timed += 1
+        cands = self.candidates()
+        if st.timed >= BLOCK * TRIAL_BLOCKS * len(cands):
+            med = {c: statistics.median(st.times[c]) for c in cands}
+            best = min(med.values())
+            st.chosen = min(c for c in cands if med[c] <= best * (1 + TIE))
+            self.contended = med[max(cands)] >= CONTENDED * min(med[c] for c in cands if c != max(cands)) \
+                if len(cands) > 1 else False
+            log.info("decode threads for %s-row steps: %d (median step %s)", _regime_name(st, self._regimes),
+                     st.chosen, ", ".join(f"{c} threads {t * 1e3:.2f} ms" for c, t in med.items()))
+
+
+def _regime_name(st: _Regime, regimes: dict[int, _Regime]) -> str:
+    r = next(k for k, v in regimes.items() if v is st)
+    return "1" if r == 1 else f"{r // 2 + 1}-{r}"

@@ -26,6 +26,7 @@ import inspect
 import logging
 import os
 import threading
+import time
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -456,7 +457,8 @@ class Worker:
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = plans.steer_mask(lm, ids, self._plan.steering)
         dec = self._lean_decoder(lm)
-        self.threads.use(lm.num_parameters, len(self._rows))
+        self.threads.decode(lm.model, len(self._rows))
+        started = time.perf_counter()
         if (self._graphs is not None or dec is not None) and self.intervention is not None:
             self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
         if self._graphs is not None:
@@ -477,6 +479,7 @@ class Worker:
         for r in self._rows:
             r.position += 1
         sample_and_emit(lm, logits.float(), self._rows)
+        self.threads.decoded(time.perf_counter() - started)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
@@ -487,18 +490,19 @@ class Worker:
             self._decoder_model = lm.model
             kernel: Choice = "stored"
             if lm.device.type == "cpu" and lm.quantization == "none":
-                self.threads.use(lm.num_parameters, 1)  # time the kernels as a one-token step will run them
+                self.threads.use(lm.num_parameters, 1)  # time the kernels with the threads a small forward gets
                 kernel = choose_layout(lm.model)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
             self._graphs = None
-            if self.cuda_graphs and self._decoder is not None:
+            if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
                 capture = lm.device.type == "cuda"
                 self._graphs = GraphDecoder(self._decoder, slots=self.max_batch_size,
                                             context_length=lm.context_length, capture=capture)
             elif self.cuda_graphs:
                 log.warning("CUDA graphs need the lean Llama decode step; %s decodes without them",
                             type(lm.model).__name__)
-            log.info("decode path: %s", "lean Llama step" if self._decoder else "transformers forward")
+            log.info("decode path: %s", f"lean {LlamaDecoder.family(lm.model)} step" if self._decoder
+                     else "transformers forward")
             if self._graphs is not None and not self._graphs.capture:
                 log.warning("CUDA graphs need a CUDA device: decoding over the static cache without capture")
         return self._decoder

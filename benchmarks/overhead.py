@@ -1,0 +1,215 @@
+"""Server overhead per token: CPU time the server spends per streamed token beyond the forward pass.
+
+`python -m benchmarks.overhead [--model llama-25m]` (part of the sweep's report). Wall-clock rates on a shared
+machine move with everyone else's load; CPU time per token moves much less, so this measures CPU time:
+- the server (`millm serve`, one torch thread so no OpenMP thread spins) streams a short and a long greedy
+  request in turn; each of its threads' CPU time (/proc/<pid>/task/<tid>/schedstat, nanoseconds) is read
+  before and after. The difference between the long and the short request over the difference in tokens is
+  the marginal CPU time per token, so per-request costs (HTTP set-up, prefill) cancel out;
+- in this process, on the same model with one thread, the same two requests go through an engine `Worker`
+  driven synchronously (no HTTP, no event loop), timing its decode forward (the lean step or the transformers
+  forward) separately.
+Also a one-token request (TTFT's work): the server's whole CPU time for it against the engine's and the
+prefill forward's. So per token: forward = the forward alone; engine = everything the worker does (forward, sampling,
+detokenizing, the event's hand-off call); server = the whole process (engine, the event loop's relay,
+SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
+thread; the generation thread's own extra in the server (server worker - engine: the hand-off to the event
+loop) is reported beside it. Rounds alternate server and engine; the medians are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks.server_bench import Server, completion_body, run_one
+
+log = logging.getLogger("benchmarks.overhead")
+
+
+def _task_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU nanoseconds so far of each thread of process pid, by thread id (Python 3.11 does not name OS threads)."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            out[task.name] = int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], int]:
+    """Each server thread's CPU ns during one request: the generation thread (the busiest) as "millm-worker",
+    the process's first thread (the event loop) as "event loop", the rest by thread id."""
+    assert server.proc is not None
+    pid = server.proc.pid
+    before = _task_cpu_ns(pid)
+    timing = run_one(server, body)
+    time.sleep(0.05)  # the response's last writes
+    after = _task_cpu_ns(pid)
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    busiest = max((k for k in delta if k != str(pid)), key=delta.__getitem__, default=None)
+    names = {str(pid): "event loop", **({busiest: "millm-worker"} if busiest else {})}
+    return {names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks
+
+
+def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int, int]:
+    """(engine thread CPU ns, decode forward CPU ns, tokens, prefill forward CPU ns) of one greedy request through a
+    synchronous Worker."""
+    from millm.engine.types import GenerationRequest, SamplingParams
+    from millm.engine.worker import Worker
+
+    worker = Worker(max_batch_size=1)
+    worker.loaded = lm
+    events: list[Any] = []
+    params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
+    worker.submit(GenerationRequest(request_id="o", prompt_ids=tuple(prompt), params=params), events.append)
+    forward_ns = 0
+    with torch.inference_mode():
+        dec = worker._lean_decoder(lm)
+        if dec is not None:
+            inner = dec.step
+
+            def timed_step(*a: Any, **kw: Any) -> Any:
+                nonlocal forward_ns
+                t = time.thread_time_ns()
+                try:
+                    return inner(*a, **kw)
+                finally:
+                    forward_ns += time.thread_time_ns() - t
+
+            dec.step = timed_step  # type: ignore[method-assign]
+        else:
+            inner_fwd = worker.forward
+
+            def timed_forward(*a: Any, **kw: Any) -> Any:
+                nonlocal forward_ns
+                t = time.thread_time_ns()
+                try:
+                    return inner_fwd(*a, **kw)
+                finally:
+                    forward_ns += time.thread_time_ns() - t
+
+            worker.forward = timed_forward  # type: ignore[method-assign]
+        t = time.thread_time_ns()
+        inner_prefill = worker.forward
+
+        def timed_prefill(*a: Any, **kw: Any) -> Any:  # the prefill always runs the transformers forward
+            nonlocal forward_ns
+            t0 = time.thread_time_ns()
+            try:
+                return inner_prefill(*a, **kw)
+            finally:
+                forward_ns += time.thread_time_ns() - t0
+
+        worker.forward = timed_prefill  # type: ignore[method-assign]
+        worker._admit()
+        worker.forward = inner_prefill  # type: ignore[method-assign]
+        prefill_fwd = forward_ns
+        while worker._rows:
+            worker._step()
+        total = time.thread_time_ns() - t
+    n = sum(len(getattr(e, "token_ids", ())) for e in events)
+    return total, forward_ns - prefill_fwd, n, prefill_fwd
+
+
+def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work: Path) -> dict[str, Any]:
+    from benchmarks.run import _prompt
+    from millm.engine.model_loading import load_model
+
+    server = Server(bm.model_dir, bm.sae_dir, work / f"overhead-{bm.name}", threads=1, max_batch_size=1,
+                    model_arg=bm.serve_as)
+    server.launch()
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        lm = load_model(str(bm.model_dir))
+        server.wait_ready()
+        prompt = _prompt(lm.tokenizer, 32, seed=7)
+        bodies = {n: completion_body(prompt, n, None) for n in (1, short, long)}
+        for n in (short, long):  # warm-up
+            run_one(server, bodies[n])
+            _engine_cpu(lm, prompt, n)
+        rows: list[dict[str, float]] = []
+        for rnd in range(rounds):
+            log.info("overhead round %d/%d", rnd + 1, rounds)
+            srv: dict[int, tuple[dict[str, int], int]] = {}
+            eng: dict[int, tuple[int, int, int, int]] = {}
+            for side in (("server", "engine") if rnd % 2 == 0 else ("engine", "server")):
+                for n in (1, short, long):
+                    if side == "server":
+                        srv[n] = _server_cpu(server, bodies[n])
+                    else:
+                        eng[n] = _engine_cpu(lm, prompt, n)
+            dn = srv[long][1] - srv[short][1]
+            threads = set(srv[long][0]) | set(srv[short][0])
+            per = {k: (srv[long][0].get(k, 0) - srv[short][0].get(k, 0)) / dn / 1e3 for k in threads}
+            de = eng[long][2] - eng[short][2]
+            rows.append({
+                "server_us": sum(per.values()),
+                "server_worker_us": per.get("millm-worker", 0.0),
+                "server_other_us": sum(v for k, v in per.items() if k != "millm-worker"),
+                "engine_us": (eng[long][0] - eng[short][0]) / de / 1e3,
+                "forward_us": (eng[long][1] - eng[short][1]) / de / 1e3,
+                "threads": {k: round(v, 1) for k, v in per.items() if abs(v) >= 1},  # type: ignore[dict-item]
+                # one request with one new token: everything the server spends on it, against the prefill forward
+                "request_1_us": sum(srv[1][0].values()) / 1e3,
+                "engine_1_us": eng[1][0] / 1e3,
+                "prefill_us": eng[1][3] / 1e3,
+            })
+    finally:
+        server.stop()
+        torch.set_num_threads(before)
+    med = {k: statistics.median(r[k] for r in rows) for k in ("server_us", "server_worker_us", "server_other_us",
+                                                             "engine_us", "forward_us")}
+    return {
+        "model": bm.name, "parameters": lm.num_parameters, "tokens": [short, long], "rounds": rows, **med,
+        # (engine - forward) comes from one in-process run, the other threads' time straight from the server: both
+        # are differences within one measurement, so other processes' load moves them far less than it moves
+        # server - forward (two runs, each ~10 ms of forward). The generation thread's extra work in the server
+        # (handing events to the event loop instead of a list) is server worker - engine, kept apart (noisier).
+        "worker_overhead_us": statistics.median(r["engine_us"] - r["forward_us"] for r in rows),
+        "serving_overhead_us": med["server_other_us"],
+        "overhead_us": statistics.median(r["engine_us"] - r["forward_us"] + r["server_other_us"] for r in rows),
+        "handoff_us": statistics.median(r["server_worker_us"] - r["engine_us"] for r in rows),
+        "prompt_tokens": len(prompt),
+        "request_1_us": statistics.median(r["request_1_us"] for r in rows),
+        "engine_1_us": statistics.median(r["engine_1_us"] for r in rows),
+        "prefill_us": statistics.median(r["prefill_us"] for r in rows),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from benchmarks.sweep import get_sweep_model
+
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="llama-25m", help="a sweep model name (default llama-25m)")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--json", type=Path, help="write the result here too")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    with tempfile.TemporaryDirectory(prefix="millm-overhead-") as tmp:
+        res = measure(get_sweep_model(args.model), rounds=args.rounds, work=Path(tmp))
+    print(f"{res['model']}: CPU per token: server {res['server_us']:.0f} us (worker thread "
+          f"{res['server_worker_us']:.0f}, other threads {res['server_other_us']:.0f}); in-process engine "
+          f"{res['engine_us']:.0f} us, of which forward {res['forward_us']:.0f} us. Overhead beyond the forward "
+          f"{res['overhead_us']:.0f} us (worker {res['worker_overhead_us']:.0f}, serving "
+          f"{res['serving_overhead_us']:.0f}); hand-off on the generation thread {res['handoff_us']:.0f} us")
+    print(f"one {res['prompt_tokens']}-token prompt, one new token: server CPU {res['request_1_us']:.0f} us, in-process "
+          f"engine {res['engine_1_us']:.0f} us, of which the prefill forward {res['prefill_us']:.0f} us")
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

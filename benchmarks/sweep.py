@@ -1,0 +1,349 @@
+"""The size and family sweep: the server against `model.generate` from 2M to 350M parameters, in three families.
+
+`python -m benchmarks.sweep` (also run by `make bench`; `--quick` for a few minutes, `--smoke` for seconds).
+Models (random weights, built offline into benchmarks/out/models by benchmarks/models.py; the demo is the
+bundled one): Llama-shaped ~2M (the demo), ~25M, ~100M, ~350M; Gemma-2-shaped and Qwen2-shaped ~25M and
+~350M. For each model, `millm serve` runs in a subprocess and the same model is loaded here, and in every
+round the two alternate (which goes first alternates too):
+- decode: one streamed request vs one `generate` (greedy, `ignore_eos` / `min_new_tokens`): decode tok/s
+  after the first token;
+- end to end: one non-streamed request, send to full response, vs the same `generate` call's wall time:
+  tokens / seconds, prefill included;
+- TTFT: a short (32-token) and a 1,000-token prompt, `max_tokens` 1, against `generate` with one new token
+  (the baseline's prefill + first token);
+- concurrency 1, 4, 8: that many streamed requests at once, each with its own additive steering vector,
+  every request's text compared with the same request run alone (after one unmeasured pass per level, in
+  which the worker times its thread counts for that batch regime); beside it, `generate` on the same
+  prompts as one batch (no steering), for scale.
+Ratios are taken within a round and the median over rounds is reported. Results go to
+docs/benchmarks-sweep-<device>.json and the "Size and family sweep" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from benchmarks import raw_bench
+from benchmarks.models import OUT, BenchModel, get_model, sweep_model
+from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
+
+log = logging.getLogger("benchmarks.sweep")
+ROOT = Path(__file__).resolve().parent.parent
+
+# (name, family, size label); the demo and the llama 350m reuse the main benchmark's models.
+SWEEP: tuple[tuple[str, str, str], ...] = (
+    ("llama-2m", "llama", "2M"),
+    ("llama-25m", "llama", "25M"),
+    ("llama-100m", "llama", "100M"),
+    ("llama-350m", "llama", "350M"),
+    ("gemma2-25m", "gemma2", "25M"),
+    ("gemma2-350m", "gemma2", "350M"),
+    ("qwen2-25m", "qwen2", "25M"),
+    ("qwen2-350m", "qwen2", "350M"),
+)
+
+
+@dataclass(frozen=True)
+class SweepPlan:
+    tokens: int  # new tokens per batch-1 request
+    rounds: int
+    short_prompt: int
+    long_prompt: int
+    ttft_rounds: int
+    concurrency: tuple[int, ...]
+    conc_tokens: int
+    conc_rounds: int
+    prompt_len: int = 64
+
+
+def plan_for(mode: str, params: int) -> SweepPlan:
+    big = params >= 200e6
+    if mode == "smoke":
+        return SweepPlan(6, 1, 8, 40, 1, (1, 2), 4, 1, prompt_len=16)
+    if mode == "quick":
+        return SweepPlan(16 if big else 32, 2, 32, 1000, 1, (1, 4, 8), 16 if big else 32, 1)
+    # ~2.5 min per 350M model on the idle 2-core machine (a 1,000-token prefill there takes ~7 s a side)
+    return SweepPlan(32 if big else 64, 3 if big else 5, 32, 1000, 1 if big else 3, (1, 4, 8), 32 if big else 64,
+                     1 if big else 2)
+
+
+# ---------------------------------------------------------------------- requests
+
+
+def full_one(port: int, body: dict[str, Any]) -> tuple[float, int, str]:
+    """One non-streamed request: (wall seconds, completion tokens, text)."""
+    body = {**body, "stream": False}
+    t = time.perf_counter()
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=3600)
+    try:
+        conn.request("POST", "/v1/completions", body=json.dumps(body), headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        wall = time.perf_counter() - t
+        if resp.status != 200:
+            raise RuntimeError(f"HTTP {resp.status}: {data.decode()[:500]}")
+    finally:
+        conn.close()
+    out = json.loads(data)
+    return wall, int(out["usage"]["completion_tokens"]), out["choices"][0]["text"]
+
+
+def _prompt(tokenizer: Any, n: int, seed: int) -> list[int]:
+    from benchmarks.run import _prompt as prompt
+
+    return prompt(tokenizer, n, seed)
+
+
+def _median(xs: list[float]) -> float:
+    xs = [x for x in xs if x == x]
+    return statistics.median(xs) if xs else float("nan")
+
+
+def _raw_batch(lm: Any, prompts: list[list[int]], tokens: int) -> float:
+    """Aggregate tok/s of one greedy `generate` over equal-length prompts as one batch."""
+    ids = torch.tensor(prompts, device=lm.device)
+    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
+    with torch.inference_mode():
+        raw_bench.sync(lm.device)
+        t = time.perf_counter()
+        lm.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, min_new_tokens=tokens,
+                          do_sample=False, pad_token_id=pad)
+        raw_bench.sync(lm.device)
+    return len(prompts) * tokens / (time.perf_counter() - t)
+
+
+# ---------------------------------------------------------------------- one model
+
+
+def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str, dtype: str, work: Path,
+              raw_threads: tuple[int, ...], logs: Path | None) -> dict[str, Any]:
+    from millm.engine.llama_decode import LlamaDecoder
+    from millm.engine.model_loading import load_model
+
+    t0 = time.perf_counter()
+    server = Server(bm.model_dir, bm.sae_dir, work / f"sweep-{bm.name}", device=device, dtype=dtype,
+                    max_batch_size=8, model_arg=bm.serve_as)
+    server.launch()
+    try:
+        lm = load_model(str(bm.model_dir), device=device, dtype=dtype)
+        server.wait_ready()
+        plan = plan_for(mode, lm.num_parameters)
+        d_sae = json.loads((bm.sae_dir / "cfg.json").read_text())["d_sae"]
+        res: dict[str, Any] = {
+            "model": bm.name, "family": family, "size": size, "description": bm.description,
+            "architecture": type(lm.model).__name__, "parameters": lm.num_parameters,
+            "layers": lm.model.config.num_hidden_layers, "d_model": lm.d_model, "plan": plan.__dict__,
+            "load_s": time.perf_counter() - t0,
+            # the worker's own test (engine/llama_decode.py), as it logs "decode path" at start-up
+            "decode_path": f"lean {fam} step" if (fam := LlamaDecoder.family(lm.model)) else "transformers forward",
+        }
+        log.info("%s: %s, %.1fM parameters", bm.name, res["architecture"], lm.num_parameters / 1e6)
+        prompt = _prompt(lm.tokenizer, plan.prompt_len, seed=0)
+        body = completion_body(prompt, plan.tokens, None)
+        # warm-up both sides (first-call paths, the kernel choice, HTTP connection set-up)
+        run_one(server, body)
+        full_one(server.port, body)
+        raw_bench.generate_timed(lm, prompt, min(plan.tokens, 8))
+        res["decode"] = _decode(server, lm, plan, prompt, raw_threads)
+        res["ttft"] = _ttft(server, lm, plan, raw_threads)
+        res["concurrency"] = _concurrency(server, lm, plan, d_sae)
+    finally:
+        server.stop()
+        if logs is not None and server.log_path is not None and server.log_path.exists():
+            logs.mkdir(parents=True, exist_ok=True)
+            (logs / f"sweep-{device}-{bm.name}.log").write_text(server.log_path.read_text(errors="replace"))
+    res["server_warnings"] = server.warnings()
+    res["seconds"] = time.perf_counter() - t0
+    return res
+
+
+def _with_threads(n: int, fn: Any, *args: Any) -> Any:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _raw(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> RequestTiming:
+    """The faster (by decode rate) of generate with each thread count."""
+    runs = [_with_threads(n, raw_bench.generate_timed, lm, prompt, tokens) for n in raw_threads]
+    return max(runs, key=lambda r: r.decode_rate)
+
+
+def _decode(server: Server, lm: Any, plan: SweepPlan, prompt: list[int],
+            raw_threads: tuple[int, ...]) -> dict[str, Any]:
+    body = completion_body(prompt, plan.tokens, None)
+    rows: list[dict[str, float]] = []
+    same_text = True
+    for rnd in range(plan.rounds):
+        log.info("decode round %d/%d", rnd + 1, plan.rounds)
+        order = ("raw", "server") if rnd % 2 == 0 else ("server", "raw")
+        row: dict[str, float] = {}
+        for side in order:
+            if side == "raw":
+                r = _raw(lm, prompt, plan.tokens, raw_threads)
+                row["raw_decode"] = r.decode_rate
+                row["raw_e2e"] = r.chunks / (r.last - r.sent)
+                raw_text = r.text
+            else:
+                s = run_one(server, body)
+                wall, n, text = full_one(server.port, body)
+                row["server_decode"] = s.decode_rate
+                row["server_e2e"] = n / wall
+                same_text = same_text and text == s.text
+        same_text = same_text and raw_text == s.text
+        rows.append(row)
+    return {
+        "rounds": rows,
+        "raw_tok_s": _median([r["raw_decode"] for r in rows]),
+        "server_tok_s": _median([r["server_decode"] for r in rows]),
+        "raw_e2e_tok_s": _median([r["raw_e2e"] for r in rows]),
+        "server_e2e_tok_s": _median([r["server_e2e"] for r in rows]),
+        "stream_ratio": _median([r["server_decode"] / r["raw_decode"] for r in rows]),
+        "e2e_ratio": _median([r["server_e2e"] / r["raw_e2e"] for r in rows]),
+        "same_text": same_text,
+    }
+
+
+def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for label, n in (("short", plan.short_prompt), ("long", plan.long_prompt)):
+        if n + 2 > lm.context_length:
+            out[label] = {"skipped": f"{n} tokens is longer than the model's context ({lm.context_length})"}
+            continue
+        prompt = _prompt(lm.tokenizer, n, seed=1000 + n)
+        body = completion_body(prompt, 1, None)
+        raw, srv = [], []
+        for rnd in range(plan.ttft_rounds):
+            log.info("TTFT %s (%d tokens) round %d/%d", label, n, rnd + 1, plan.ttft_rounds)
+            for side in (("raw", "server") if rnd % 2 == 0 else ("server", "raw")):
+                if side == "raw":
+                    raw.append(min(_with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft for t in raw_threads))
+                else:
+                    srv.append(run_one(server, body).ttft)
+        out[label] = {"prompt_tokens": n, "raw_ms": _median(raw) * 1e3, "server_ms": _median(srv) * 1e3,
+                      "ratio": _median([s / r for s, r in zip(srv, raw, strict=True)])}
+    return out
+
+
+def _concurrency(server: Server, lm: Any, plan: SweepPlan, d_sae: int) -> dict[str, Any]:
+    from benchmarks.run import _distinct_steering
+
+    top = max(plan.concurrency)
+    prompts = [_prompt(lm.tokenizer, plan.prompt_len, seed=100 + i) for i in range(top)]
+    bodies = [completion_body(prompts[i], plan.conc_tokens, _distinct_steering(i, d_sae)) for i in range(top)]
+    log.info("concurrency: %d solo runs", top)
+    solo = [run_one(server, b).text for b in bodies]
+    levels: dict[str, Any] = {}
+    walls: dict[int, list[float]] = {c: [] for c in plan.concurrency}
+    raw: dict[int, list[float]] = {c: [] for c in plan.concurrency}
+    mismatches = {c: 0 for c in plan.concurrency}
+    if plan.rounds > 1:  # not in smoke mode
+        # one unmeasured pass per level: the worker times its thread counts once per batch regime (engine/threads.py)
+        for c in plan.concurrency:
+            if c > 1:  # one row's regime was timed by the decode rounds
+                run_requests(server, bodies[:c])
+    for rnd in range(plan.conc_rounds):
+        for c in plan.concurrency:
+            log.info("concurrency %d (round %d/%d)", c, rnd + 1, plan.conc_rounds)
+            timings, wall = run_requests(server, bodies[:c])
+            walls[c].append(wall)
+            mismatches[c] += sum(1 for i, t in enumerate(timings) if t.text != solo[i])
+            raw[c].append(_raw_batch(lm, prompts[:c], plan.conc_tokens))
+    agg1 = None
+    for c in plan.concurrency:
+        agg = _median([c * plan.conc_tokens / w for w in walls[c]])
+        agg1 = agg if agg1 is None else agg1
+        raw_agg = _median(raw[c])
+        levels[str(c)] = {"aggregate_tok_s": agg, "speedup": agg / agg1, "raw_batch_tok_s": raw_agg,
+                          "vs_raw_batch": agg / raw_agg, "checked": c * plan.conc_rounds, "mismatches": mismatches[c]}
+    return {"levels": levels, "tokens_per_request": plan.conc_tokens}
+
+
+# ---------------------------------------------------------------------- entry point
+
+
+def get_sweep_model(name: str, root: Path = OUT / "models") -> BenchModel:
+    if name == "llama-2m":
+        return get_model("demo", root=root)
+    if name == "llama-350m":
+        return get_model("350m", root=root)
+    return sweep_model(name, root=root)
+
+
+def run(mode: str, *, device: str = "cpu", dtype: str | None = None, only: list[str] | None = None,
+        out: Path = ROOT / "docs", logs: Path | None = ROOT / "benchmarks" / "out" / "logs") -> Path:
+    from benchmarks import report
+    from benchmarks.run import environment
+
+    dtype = dtype or ("bfloat16" if device == "cuda" else "float32")
+    cores = os.cpu_count() or 1
+    raw_threads = tuple(sorted({1, cores})) if device == "cpu" else (cores,)
+    torch.set_num_threads(cores)
+    env = environment(device, None, mode)
+    env["torch_threads"] = ("server: chosen by timing on the loaded model (engine/thread_policy); raw generate: "
+                            "faster of 1 thread and all cores")
+    results: dict[str, Any] = {"environment": env, "models": {}}
+    path = out / f"benchmarks-sweep-{device}.json"
+    if only and path.exists():  # a partial rerun keeps the other models' last figures
+        results["models"] = json.loads(path.read_text()).get("models", {})
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="millm-sweep-") as tmp:
+        for name, family, size in SWEEP:
+            if only and name not in only:
+                continue
+            bm = get_sweep_model(name)
+            log.info("=== sweep: %s (%s)", name, bm.description)
+            results["models"][name] = bench_one(bm, family, size, mode, device=device, dtype=dtype, work=Path(tmp),
+                                                raw_threads=raw_threads, logs=logs)
+    if mode != "smoke" and (not only or "llama-25m" in only):
+        from benchmarks import overhead
+
+        log.info("=== server overhead per token (llama-25m)")
+        with tempfile.TemporaryDirectory(prefix="millm-overhead-") as tmp:
+            results["overhead"] = overhead.measure(get_sweep_model("llama-25m"), rounds=3 if mode == "quick" else 5,
+                                                   work=Path(tmp))
+    elif only and path.exists():
+        results["overhead"] = json.loads(path.read_text()).get("overhead")
+    env["total_seconds"] = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=float))
+    md = report.write(out)
+    log.info("sweep written to %s and %s in %.0f s", path, md, env["total_seconds"])
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.sweep", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--dtype", default=None, help="default: float32 on CPU, bfloat16 on CUDA")
+    ap.add_argument("--only", default="", help=f"comma-separated subset of: {', '.join(n for n, _, _ in SWEEP)}")
+    speed = ap.add_mutually_exclusive_group()
+    speed.add_argument("--quick", action="store_true", help="fewer rounds and tokens")
+    speed.add_argument("--smoke", action="store_true", help="seconds per model; checks the sweep works")
+    ap.add_argument("--out", type=Path, default=ROOT / "docs")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    only = [s.strip() for s in args.only.split(",") if s.strip()] or None
+    run(mode, device=args.device, dtype=args.dtype, only=only, out=args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""The size and family sweep (benchmarks/sweep.py) runs on the tiny test model and its report section is built.
+
+Speed is not asserted (see test_smoke.py); what is checked is that every figure the section reports is measured,
+that the server's outputs equal `model.generate`'s and each concurrent request's equals its solo run.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from benchmarks import report, sweep
+from benchmarks.models import BenchModel
+
+
+def test_sweep_measures_every_figure_and_reports_it(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
+    bm = BenchModel("tiny", tiny_model_dir, tiny_sae_dir, "the test suite's tiny model")
+    m = sweep.bench_one(bm, "llama", "tiny", "smoke", device="cpu", dtype="float32", work=tmp_path,
+                        raw_threads=(1,), logs=None)
+    plan = m["plan"]
+    d = m["decode"]
+    assert d["same_text"], "greedy server output differs from model.generate's"
+    for key in ("raw_tok_s", "server_tok_s", "raw_e2e_tok_s", "server_e2e_tok_s", "stream_ratio", "e2e_ratio"):
+        assert d[key] > 0, key
+    assert len(d["rounds"]) == plan["rounds"]
+    for label in ("short", "long"):
+        assert m["ttft"][label]["raw_ms"] > 0 and m["ttft"][label]["server_ms"] > 0, label
+    levels = m["concurrency"]["levels"]
+    assert set(levels) == {str(c) for c in plan["concurrency"]}
+    assert all(v["mismatches"] == 0 and v["checked"] > 0 for v in levels.values())
+    assert m["decode_path"]  # the decode path the server took is recorded
+
+    data = {"environment": {"date": "now", "mode": "smoke", "commit": "x", "cpu": "cpu", "cores": 2,
+                            "torch": "t", "transformers": "t"}, "models": {"tiny": m}}
+    (tmp_path / "benchmarks-sweep-cpu.json").write_text(json.dumps(data, default=float))
+    md = report.write(tmp_path).read_text()
+    assert "## Size and family sweep, CPU" in md
+    assert "| tiny |" in md and "streamed decode >= 1.0x" in md
+    assert (tmp_path / "benchmarks-sweep-cpu.png").stat().st_size > 1000
+
+
+def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
+    from benchmarks import overhead
+
+    bm = BenchModel("tiny", tiny_model_dir, tiny_sae_dir, "the test suite's tiny model")
+    r = overhead.measure(bm, short=4, long=12, rounds=1, work=tmp_path)
+    row = r["rounds"][0]
+    assert row["threads"].get("millm-worker", 0) > 0 and row["threads"].get("event loop", 0) > 0
+    # marginal figures (long request - short request) carry noise, so only their signs are checked here
+    assert r["forward_us"] > 0 and r["engine_us"] > 0 and r["server_us"] > 0
+    assert r["overhead_us"] == row["engine_us"] - row["forward_us"] + row["server_other_us"]
+    assert 0 < r["prefill_us"] < r["engine_1_us"] and r["request_1_us"] > 0

@@ -1,0 +1,114 @@
+"""The decode thread count is chosen by timing steps per batch regime (engine/threads.py), not by model size."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from millm.engine import threads
+from millm.engine.threads import BLOCK, RECHECK_STEPS, TRIAL_BLOCKS, ThreadPolicy, regime
+
+
+@pytest.fixture
+def policy(monkeypatch):
+    calls: list[int] = []
+    monkeypatch.setattr(threads.torch, "set_num_threads", calls.append)
+    p = ThreadPolicy()
+    p.counts = (1, 2)
+    p.calls = calls  # type: ignore[attr-defined]
+    yield p
+
+
+def _run(p: ThreadPolicy, model: object, rows: int, step_ms: dict[int, float], steps: int) -> list[int]:
+    """`steps` decode steps, each taking step_ms[thread count]; returns the counts they ran with."""
+    used = []
+    for _ in range(steps):
+        p.decode(model, rows)
+        used.append(p.now)
+        p.decoded(step_ms[p.now] / 1e3)
+    return used
+
+
+TRIAL = BLOCK * TRIAL_BLOCKS * 2
+
+
+def test_regimes_are_powers_of_two():
+    assert [regime(n) for n in (1, 2, 3, 4, 5, 8, 9, 16, 17)] == [1, 2, 4, 4, 8, 8, 16, 16, 32]
+
+
+@pytest.mark.parametrize("fast,want", [(1, 1), (2, 2)])
+def test_the_faster_count_wins_after_alternating_blocks(policy, fast, want):
+    ms = {1: 10.0, 2: 10.0}
+    ms[3 - fast] = 14.0
+    used = _run(policy, "m", 1, ms, TRIAL + 20)
+    trial = used[:TRIAL]
+    assert trial.count(1) == trial.count(2) == TRIAL // 2
+    assert trial[:BLOCK] == [1] * BLOCK and trial[BLOCK:2 * BLOCK] == [2] * BLOCK  # blocks alternate
+    assert set(used[TRIAL:]) == {want}
+    assert policy.choices() == {1: want}
+
+
+def test_a_near_tie_keeps_the_smaller_count(policy):
+    used = _run(policy, "m", 1, {1: 10.0, 2: 9.9}, TRIAL + 5)
+    assert set(used[TRIAL:]) == {1}
+
+
+def test_the_first_step_of_a_block_is_not_counted(policy):
+    # a step right after a switch is slow for either count; only the later steps of a block decide
+    p, used = policy, []
+    for _ in range(TRIAL):
+        p.decode("m", 1)
+        first = p._regimes[1].timed % BLOCK == 0
+        used.append(p.now)
+        p.decoded(1.0 if first else {1: 0.010, 2: 0.020}[p.now])
+    assert p.choices() == {1: 1}
+
+
+def test_each_batch_regime_is_timed_on_its_own_and_kept(policy):
+    _run(policy, "m", 1, {1: 10.0, 2: 20.0}, TRIAL)
+    used = _run(policy, "m", 8, {1: 30.0, 2: 18.0}, TRIAL + 3)
+    assert set(used[TRIAL:]) == {2}
+    assert policy.choices() == {1: 1, 8: 2}
+    assert set(_run(policy, "m", 1, {1: 10.0, 2: 20.0}, 5)) == {1}  # back to one row: no new trial
+    assert set(_run(policy, "m", 6, {1: 99.0, 2: 1.0}, 3)) == {2}  # 5-8 rows share a regime
+
+
+def test_a_regime_is_rechecked_and_a_new_model_starts_over(policy):
+    _run(policy, "m", 1, {1: 10.0, 2: 20.0}, TRIAL)
+    used = _run(policy, "m", 1, {1: 30.0, 2: 10.0}, RECHECK_STEPS + TRIAL + 2)
+    assert set(used[:RECHECK_STEPS]) == {1}
+    assert set(used[-2:]) == {2}  # the load changed; the re-check saw it
+    _run(policy, "other", 1, {1: 10.0, 2: 20.0}, 1)
+    assert policy.choices() == {1: None}
+
+
+def test_prefill_uses_all_cores_when_compute_bound_else_the_one_row_choice(policy):
+    policy.use(100_000_000, 64)  # 12.8 GFLOP
+    assert policy.now == 2
+    policy.use(1_000_000, 8)
+    assert policy.now == 1  # nothing decided yet: all but one core
+    _run(policy, "m", 1, {1: 20.0, 2: 10.0}, TRIAL)
+    policy.use(1_000_000, 8)
+    assert policy.now == 2
+
+
+def test_a_users_thread_setting_stands(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    p = ThreadPolicy()
+    p.start()
+    before = torch.get_num_threads()
+    p.decode("m", 1)
+    p.decoded(0.01)
+    p.use(10**9, 1000)
+    assert p.counts is None and torch.get_num_threads() == before
+
+
+def test_a_contended_machine_keeps_compute_bound_prefill_off_the_busy_core(policy):
+    _run(policy, "m", 1, {1: 10.0, 2: 40.0}, TRIAL)  # two threads 4x slower: a core is busy elsewhere
+    assert policy.contended
+    policy.use(100_000_000, 1000)
+    assert policy.now == 1
+    _run(policy, "m", 8, {1: 30.0, 2: 18.0}, TRIAL)  # later timing: the cores are free again
+    assert not policy.contended
+    policy.use(100_000_000, 1000)
+    assert policy.now == 2
