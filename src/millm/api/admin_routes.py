@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.datastructures import UploadFile as StarletteUpload
 
 from millm.api.state import RuntimeDep
@@ -44,9 +44,7 @@ async def metrics(rt: RuntimeDep) -> Response:
     """Prometheus metrics.
 
     Requests, tokens, latencies, queue depth, running sequences and downloads, in the Prometheus text format."""
-    rt.metrics.queue_depth.set(rt.worker.queue_depth)
-    rt.metrics.active_sequences.set(rt.worker.active_sequences)
-    return Response(generate_latest(rt.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+    return Response(rt.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/api/status", operation_id="getStatus", tags=["operations"], response_model=a.StatusOut)

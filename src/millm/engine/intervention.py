@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 import torch
 
-from millm.engine.types import SteeringSpec
+from millm.engine.types import SteeringMode, SteeringSpec
 from millm.sae.base import CompiledClamp
 
 
@@ -39,7 +39,7 @@ class MonitorConfig:
 @dataclass
 class CompiledSteering:
     spec: SteeringSpec
-    mode: Literal["add", "clamp"]
+    mode: SteeringMode
     vector: torch.Tensor | None = None  # (D,) for add
     idx: torch.Tensor | None = None  # (m,) for clamp
     values: torch.Tensor | None = None  # (m,) for clamp

@@ -17,6 +17,9 @@ if TYPE_CHECKING:
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 GREEDY_BELOW = 1e-5  # temperature
 
+# The steering modes (protocol.common.SteeringMode is the same on the wire: the layers import neither way).
+SteeringMode = Literal["add", "clamp"]
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -58,7 +61,7 @@ class SteeringSpec:
     """
 
     features: tuple[FeatureStrength, ...]
-    mode: Literal["add", "clamp"] = "add"
+    mode: SteeringMode = "add"
     normalize: bool = False
     steer_special_tokens: bool = True
     evidence: bool = False  # measure the steered features before and after the intervention

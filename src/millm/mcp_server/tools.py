@@ -6,6 +6,9 @@ from `millm mcp`. Every tool returns structured content (its output schema is th
 it returns) plus the same JSON as text; API errors come back as tool errors (`isError`) with the
 API's message and the offending parameter, e.g. "feature index 9999 is out of range ... (param:
 features[0].index)".
+
+Length (over 400 lines): one short declaration per MCP tool, kept in one file so the tool list an agent
+sees reads in one place.
 """
 
 from __future__ import annotations

@@ -2,6 +2,9 @@
 
 Requests accept unknown top-level fields (clients add many) and log them at debug level;
 the `steering` extension object is strict, so a typo inside it is a 400, not a silent no-op.
+
+Length (over 400 lines): one pydantic model per OpenAI wire object, kept together as OpenAI's own
+reference keeps them.
 """
 
 from __future__ import annotations

@@ -18,6 +18,9 @@ Contract:
   `torch.inference_mode()`; callers are expected to run them there.
 - Feature ids passed as `idx` are a LongTensor [m] on the SAE's device, unique and in range; validate
   user input once with `check_features` rather than on every forward pass.
+
+Length (over 400 lines): the config, the shared encode/decode contract and its checks form one type;
+each architecture and each on-disk format already lives in its own file.
 """
 
 from __future__ import annotations

@@ -17,6 +17,9 @@ background engine requests that queue behind every live one, so live traffic tak
 decode step. Progress: the batch object's request_counts, Prometheus metrics, and `events()` for a stream.
 
 Concurrency: all state changes run on the event loop (one thread); file writes are synchronous and small.
+
+Length (over 400 lines): the file store, the batch state machine and the runner share one lock and one
+on-disk layout, and are read together when a batch's durability is in question.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
     disable_created_metrics,
+    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -84,6 +85,15 @@ class Metrics:
         self.active_sequences = Gauge("millm_active_sequences", "Sequences in the decode batch", registry=r)
         self.rejected = Counter("millm_rejected_requests", "Requests refused (queue full, errors)", ["status"],
                                 registry=r)
+
+    def watch_worker(self, *, queue_depth: Callable[[], float], active_sequences: Callable[[], float]) -> None:
+        """Read the worker's queue depth and running sequences at each scrape."""
+        self.queue_depth.set_function(queue_depth)
+        self.active_sequences.set_function(active_sequences)
+
+    def exposition(self) -> bytes:
+        """Every series in the Prometheus text format."""
+        return generate_latest(self.registry)
 
     def observe_request(self, *, endpoint: str, outcome: str, seconds: float, ttft: float | None,
                         prompt_tokens: int, completion_tokens: int, model: str = "",

@@ -57,6 +57,8 @@ class Runtime:
         self.metrics = Metrics(jobs=lambda: self.jobs.list())
         self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
                              cuda_graphs=settings.cuda_graphs)
+        self.metrics.watch_worker(queue_depth=lambda: self.worker.queue_depth,
+                                  active_sequences=lambda: self.worker.active_sequences)
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
         self.profiles = ProfileService(self.db.session_factory)
         self.monitor = MonitorService(apply_config=lambda cfg: self.saes.apply_monitor_config(cfg))
