@@ -121,3 +121,13 @@ def measure_bandwidth(device: torch.device, *, mib: int = 512, repeats: int = 7,
     finally:
         torch.set_num_threads(before)
     return Bandwidth(best, how)
+
+
+def with_threads(n: int, fn: Any, *args: Any) -> Any:
+    """`fn(*args)` with torch on `n` threads, the previous count restored after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        return fn(*args)
+    finally:
+        torch.set_num_threads(before)

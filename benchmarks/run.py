@@ -217,18 +217,9 @@ def _describe(bm: BenchModel, lm: Any, sae: Any, plan: Plan) -> dict[str, Any]:
     }
 
 
-def _with_threads(n: int, fn: Any, *args: Any) -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(before)
-
-
 def _raw_generate(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> tuple[RequestTiming, int]:
     """Raw generate with each thread count; the faster run is the reference (and its thread count)."""
-    runs = [(_with_threads(n, raw_bench.generate_timed, lm, prompt, tokens), n) for n in raw_threads]
+    runs = [(raw_bench.with_threads(n, raw_bench.generate_timed, lm, prompt, tokens), n) for n in raw_threads]
     return max(runs, key=lambda r: r[0].decode_rate)
 
 
@@ -314,7 +305,7 @@ def _prefill(server: Server, lm: Any, plan: Plan, raw_threads: tuple[int, ...]) 
         ttft, raw = [], []
         for rnd in range(plan.prefill_repeats):
             log.info("prefill %d (round %d/%d)", n, rnd + 1, plan.prefill_repeats)
-            raw.append(min(_with_threads(t, raw_bench.prefill_seconds, lm, prompt) for t in raw_threads))
+            raw.append(min(raw_bench.with_threads(t, raw_bench.prefill_seconds, lm, prompt) for t in raw_threads))
             ttft.append(run_one(server, completion_body(prompt, 1, None)).ttft)
         out[str(n)] = {"server_ttft_ms": _median(ttft) * 1e3, "server_tok_s": n / _median(ttft),
                        "raw_forward_ms": _median(raw) * 1e3, "raw_tok_s": n / _median(raw)}

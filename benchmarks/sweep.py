@@ -169,18 +169,9 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
     return res
 
 
-def _with_threads(n: int, fn: Any, *args: Any) -> Any:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        return fn(*args)
-    finally:
-        torch.set_num_threads(before)
-
-
 def _raw(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> RequestTiming:
     """The faster (by decode rate) of generate with each thread count."""
-    runs = [_with_threads(n, raw_bench.generate_timed, lm, prompt, tokens) for n in raw_threads]
+    runs = [raw_bench.with_threads(n, raw_bench.generate_timed, lm, prompt, tokens) for n in raw_threads]
     return max(runs, key=lambda r: r.decode_rate)
 
 
@@ -232,7 +223,7 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
             log.info("TTFT %s (%d tokens) round %d/%d", label, n, rnd + 1, plan.ttft_rounds)
             for side in (("raw", "server") if rnd % 2 == 0 else ("server", "raw")):
                 if side == "raw":
-                    raw.append(min(_with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft for t in raw_threads))
+                    raw.append(min(raw_bench.with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft for t in raw_threads))
                 else:
                     srv.append(run_one(server, body).ttft)
         out[label] = {"prompt_tokens": n, "raw_ms": _median(raw) * 1e3, "server_ms": _median(srv) * 1e3,
