@@ -383,7 +383,7 @@ class Worker:
         reqs = [h.request for h in ok]
         self._lean_decoder(lm)
         longest = max(len(r.prompt_ids) for r in reqs)
-        self.threads.use(lm.num_parameters, longest * len(reqs))
+        self.threads.prefill(lm.model, lm.num_parameters, longest * len(reqs))
         dev = lm.device
         pads = [longest - len(r.prompt_ids) for r in reqs]
         pad_id = lm.tokenizer.pad_token_id or 0
@@ -392,8 +392,10 @@ class Worker:
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         plan = self.make_plan(specs, ids, [r.activations for r in reqs])
         cache = kv.new_cache()
+        started = time.perf_counter()
         out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                            logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
+        self.threads.prefilled(time.perf_counter() - started)
         self.prefills += 1
         self.monitor.prompt(iv, lm, [r.request_id for r in reqs], ids, phase="prompt", pads=pads)
         logits = out.logits[:, -1, :].float()  # (B, V)
