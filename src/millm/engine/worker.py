@@ -381,7 +381,7 @@ class Worker:
         if not ok:
             return
         reqs = [h.request for h in ok]
-        self._lean_decoder(lm)
+        dec = self._lean_decoder(lm)
         longest = max(len(r.prompt_ids) for r in reqs)
         self.threads.prefill(lm.model, lm.num_parameters, longest * len(reqs))
         dev = lm.device
@@ -392,20 +392,31 @@ class Worker:
         positions = (mask.cumsum(-1) - 1).clamp_min(0)
         plan = self.make_plan(specs, ids, [r.activations for r in reqs])
         cache = kv.new_cache()
+        all_logits = any(r.prompt_logprobs for r in reqs)
         started = time.perf_counter()
-        out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
-                           logits_to_keep=0 if any(r.prompt_logprobs for r in reqs) else 1)
+        if dec is not None and not dec.gemma and not any(pads) and not all_logits and self._graphs is None:
+            # Unpadded prompts, last logits only: the lean step runs the prefill too (causal SDPA, as HF's forward
+            # does without padding; the same bits), without HF's per-module Python (about 1 ms of a 2M model's
+            # 4.8 ms 32-token prefill).
+            if iv is not None:
+                iv.set_plan(plan)
+            last = dec.step(ids, positions, mask=None, cache=cache)  # (B, V)
+            prompt_out = None
+        else:
+            prompt_out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
+                                      logits_to_keep=0 if all_logits else 1).logits
+            last = prompt_out[:, -1, :]
         self.threads.prefilled(time.perf_counter() - started)
         self.prefills += 1
         self.monitor.prompt(iv, lm, [r.request_id for r in reqs], ids, phase="prompt", pads=pads)
-        logits = out.logits[:, -1, :].float()  # (B, V)
+        logits = last.float()  # (B, V)
         starts = plans.prompt_accumulators(iv, lm, plan, specs, reqs, ids, pads)
         keep: list[int] = []
         live: list[Row] = []
         for b, (h, req) in enumerate(zip(ok, reqs, strict=True)):
             prompt_lp: tuple[TokenLogprob | None, ...] = ()
-            if req.prompt_logprobs:
-                prompt_lp = prompt_logprobs(out.logits[b, pads[b]:].float(), req)
+            if req.prompt_logprobs and prompt_out is not None:
+                prompt_lp = prompt_logprobs(prompt_out[b, pads[b]:].float(), req)
             h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
             evidence, read = starts[b]
