@@ -54,7 +54,7 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
-from millm.engine.weight_layout import Choice, choose_layout, linear_fn
+from millm.engine.weight_layout import Kernels, choose_kernels, linear_fn
 from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 from millm.placement import MemoryInfo, device_memory
 
@@ -115,6 +115,7 @@ class Worker:
         self._decoder: LlamaDecoder | None = None
         self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
         self._decoder_model: Any = None
+        self._linears = (linear_fn("stored"), linear_fn("stored"))  # the decoder's kernel for 1 row, for more
         self.threads = ThreadPolicy()
         self.monitor = MonitorRecorder()
         self._plan: BatchPlan | None = None
@@ -400,6 +401,7 @@ class Worker:
             # 4.8 ms 32-token prefill).
             if iv is not None:
                 iv.set_plan(plan)
+            dec.linear = linear_fn("stored")  # F.linear (MKL), as the transformers modules: fast at large M
             last = dec.step(ids, positions, mask=None, cache=cache)  # (B, V)
             prompt_out = None
         else:
@@ -470,6 +472,8 @@ class Worker:
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = plans.steer_mask(lm, ids, self._plan.steering)
         dec = self._lean_decoder(lm)
+        if dec is not None:
+            dec.linear = self._linears[len(self._rows) > 1]
         self.threads.decode(lm.model, len(self._rows))
         started = time.perf_counter()
         if (self._graphs is not None or dec is not None) and self.intervention is not None:
@@ -501,11 +505,12 @@ class Worker:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
         if self._decoder_model is not lm.model or (self._decoder is not None and not self._decoder.fresh()):
             self._decoder_model = lm.model
-            kernel: Choice = "stored"
+            kernels = Kernels()
             if lm.device.type == "cpu" and lm.quantization == "none":
                 self.threads.use(lm.num_parameters, 1)  # time the kernels with the threads a small forward gets
-                kernel = choose_layout(lm.model)
-            self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernel))
+                kernels = choose_kernels(lm.model)
+            self._linears = (linear_fn(kernels.one), linear_fn(kernels.batched))
+            self._decoder = LlamaDecoder.for_model(lm.model, linear=self._linears[0])
             self._graphs = None
             if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
                 capture = lm.device.type == "cuda"
