@@ -167,3 +167,14 @@ def test_a_prefill_regime_is_rechecked_and_a_new_model_starts_over(policy):
 def test_compute_bound_prefills_are_not_timed(policy):
     assert set(_prefills(policy, "m", 100_000_000, 1000, {1: 1.0, 2: 99.0}, 8)) == {2}
     assert policy.prefill_choices() == {}
+
+
+def test_a_small_prefill_takes_more_threads_only_on_a_clear_win(policy):
+    trials = PREFILL_TRIALS * 2
+    used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 950.0}, trials + 2)  # 5% faster: not enough
+    assert set(used[trials:]) == {1}
+    _run(policy, "m", 1, {1: 10.0, 2: 40.0}, TRIAL)  # the decode timing finds the cores contended
+    policy._prefills.clear()
+    used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, trials + 2)
+    assert set(used[trials:]) == {1}  # decided on two threads, but kept off the busy core
+    assert policy.prefill_choices() == {64: 2}

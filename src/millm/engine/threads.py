@@ -14,7 +14,8 @@ core, unless the latest decided decode regime found every core `CONTENDED` times
 process holds a core, and a parallel region waits for its descheduled thread: a compute-bound prefill suffers
 the same). Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in
 the forward): the first `PREFILL_TRIALS` prefills per candidate alternate the counts, each timed per token, and
-the faster by median is kept (re-checked after `RECHECK_PREFILLS` more). A fixed threshold got this wrong: on
+more threads are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more; fewer
+threads meanwhile while the decode timing finds the cores contended). A fixed threshold got this wrong: on
 the 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in
 27 ms where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode
 choice for one row when it is known, else all but one core.
@@ -40,7 +41,8 @@ RECHECK_STEPS = 4096  # steps in a regime after which it is timed again
 TIE = 0.03  # within this fraction, the smaller thread count wins
 CONTENDED = 1.5  # all cores this many times slower than fewer in a timed regime: the cores are shared
 PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
-RECHECK_PREFILLS = 256  # prefills in a prompt regime after which it is timed again
+RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
+PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -146,7 +148,7 @@ class ThreadPolicy:
         st = self._prefills.setdefault(prompt_regime(tokens), _Regime())
         if st.chosen is not None and st.steps < RECHECK_PREFILLS:
             st.steps += 1
-            self._set(st.chosen)
+            self._set(small if self.contended else st.chosen)
             return
         if st.chosen is not None:
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
@@ -166,8 +168,11 @@ class ThreadPolicy:
         cands = self.candidates()
         if st.timed >= PREFILL_TRIALS * len(cands):
             med = {c: statistics.median(st.times[c]) for c in cands}
-            best = min(med.values())
-            st.chosen = min(c for c in cands if med[c] <= best * (1 + TIE))
+            fewest = min(cands)
+            best = min(cands, key=med.__getitem__)
+            # more threads only on a clear win: three prefills per count are a small sample, and a parallel prefill
+            # that loses a core to another process loses far more than a serial one
+            st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
             r = next(k for k, v in self._prefills.items() if v is st)
             log.info("prefill threads for %d-%d tokens: %d (median per token %s)", r // 8 + 1 if r > 1 else 1, r,
                      st.chosen, ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))

@@ -93,7 +93,7 @@ class Kernels:
     batched: Choice = "stored"
 
 
-def choose_layout(model: nn.Module, *, rounds: int = 3) -> Choice:
+def choose_layout(model: nn.Module, *, rounds: int = 5) -> Choice:
     """The one-row choice of `choose_kernels` (which lays the weights out for it)."""
     return choose_kernels(model, rounds=rounds).one
 
@@ -116,7 +116,7 @@ def _plan(med: dict[Choice, dict[int, float]]) -> Kernels:
     return plain
 
 
-def choose_kernels(model: nn.Module, *, rounds: int = 3) -> Kernels:
+def choose_kernels(model: nn.Module, *, rounds: int = 5) -> Kernels:
     """On CPU, pick the fastest matrix-vector kernels (see the module doc) and lay the weights out for them."""
     linears = _candidates(model)
     if not linears or linears[0].weight.device.type != "cpu":
