@@ -1,4 +1,4 @@
-"""Compute roofline of a batched decode step: why 8 concurrent streams cannot be 8x (or 4x) one on 2 CPU cores.
+"""Compute roofline of a batched decode step: how far 8 concurrent streams can scale over one on the CPU.
 
 `python -m benchmarks.roofline [--model 350m] [--rounds 5]`. A decode step multiplies a (B, 1, K) activation by
 every (N, K) weight of the model. This times exactly those products, on random weights of the model's shapes
