@@ -99,7 +99,8 @@ class ThreadPolicy:
     def describe(self) -> str:
         if self.counts is None:
             return str(torch.get_num_threads())
-        return f"{self.candidates()} (decode: timed per batch regime; prefill of >= {PARALLEL_FLOPS:.0e} FLOP: all)"
+        return (f"{self.candidates()} (decode: timed per batch regime; prefill: timed per prompt regime, "
+                f"all cores from {PARALLEL_FLOPS:.0e} FLOP)")
 
     def candidates(self) -> tuple[int, ...]:
         assert self.counts is not None
