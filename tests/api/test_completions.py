@@ -155,12 +155,15 @@ def test_health_and_metrics(client, server):
     assert "_created" not in text
 
 
-def test_event_stream_still_overrides_sse_starlettes_send_hook():
+def test_event_stream_still_fits_sse_starlettes_response():
     from sse_starlette import EventSourceResponse
 
     from millm.api.sse import EventStream
 
-    # EventStream skips the per-send cancel scope by overriding this private method; if an sse-starlette
-    # upgrade renames it, the override silently stops applying.
-    assert "_send_with_timeout" in vars(EventSourceResponse)
-    assert "_send_with_timeout" in vars(EventStream)
+    # EventStream serves streams itself but reads these attributes of sse-starlette's response; if an upgrade renames
+    # one, the lean path must fail loudly here rather than mis-serve.
+    stream = EventStream(iter(()), sep="\n", ping=15)
+    assert isinstance(stream, EventSourceResponse)
+    for name in ("_ping_interval", "active", "send_timeout", "ping_message_factory", "data_sender_callable",
+                 "client_close_handler_callable", "_shutdown_event", "raw_headers", "sep"):
+        assert hasattr(stream, name), name

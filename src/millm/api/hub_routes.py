@@ -37,7 +37,7 @@ EVENTS: dict[int | str, dict[str, Any]] = {**{code: {"content": {"application/js
 SSE_PING_S = 15
 
 
-def hub_service(rt: RuntimeDep) -> HubService:
+async def hub_service(rt: RuntimeDep) -> HubService:
     return rt.hub
 
 

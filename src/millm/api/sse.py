@@ -2,23 +2,93 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 from sse_starlette import EventSourceResponse
-from starlette.types import Message, Send
+from sse_starlette.sse import ServerSentEvent, ensure_bytes
+from starlette.types import Receive, Scope, Send
 
 
 class EventStream(EventSourceResponse):
-    """sse-starlette's response, with its media type as a class attribute so that OpenAPI documents it.
+    """sse-starlette's response (its headers, framing and ping comments), served with less work per request and
+    per event: the completion streams' response.
 
-    sse-starlette wraps every send in an anyio cancel scope for its optional send timeout; without a timeout (none
-    is set here) that scope does nothing but costs time on the event loop per token, so it is skipped."""
+    sse-starlette runs four tasks in an anyio task group per response (the stream, pings, a disconnect listener, a
+    shutdown listener) and wraps every send in a cancel scope for its optional send timeout. Here the stream runs in
+    one task and a second one both listens for the client's disconnect (which cancels the stream, and so its
+    generator and the engine requests behind it) and sends the ping comments while the client waits. Server
+    shutdown needs no listener: the drain (millm.server) lets streams finish, then uvicorn cancels what is left.
+    Anything this does not cover (a send timeout, a HEAD or WebSocket scope, a ping factory) takes the parent's
+    path."""
 
     media_type = "text/event-stream"
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        if self.send_timeout is None:
-            await send(message)
-        else:
-            await super()._send_with_timeout(send, message)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (scope["type"] != "http" or scope["method"] == "HEAD" or self.send_timeout is not None
+                or self.ping_message_factory is not None or self.data_sender_callable is not None
+                or self.client_close_handler_callable is not None or self._shutdown_event is not None):
+            await super().__call__(scope, receive, send)
+            return
+        lock = asyncio.Lock()  # the last message and a ping: no ping after the response's end
+        stream = asyncio.ensure_future(self._stream(send, lock))
+        watcher = asyncio.ensure_future(self._watch(receive, send, lock, stream))
+        try:
+            await stream
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if (current is not None and current.cancelling()) or not watcher.done() or watcher.cancelled():
+                raise  # cancelled from outside, not by the client's disconnect
+        finally:
+            watcher.cancel()
+            stream.cancel()  # (a no-op unless this task was cancelled while the stream ran)
+        if self.background is not None:
+            await self.background()
+
+    async def _stream(self, send: Send, lock: asyncio.Lock) -> None:
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        iterator: Any = self.body_iterator
+        try:
+            async for data in iterator:
+                await send({"type": "http.response.body", "body": ensure_bytes(data, self.sep), "more_body": True})
+        except BaseException:
+            # Cancelled or failed while the generator waits at a yield: close it so that its cleanup runs (the
+            # engine requests are cancelled, the request is logged) before the error goes on.
+            aclose = getattr(iterator, "aclose", None)
+            if aclose is not None:
+                await aclose()
+            raise
+        async with lock:
+            self.active = False
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _watch(self, receive: Receive, send: Send, lock: asyncio.Lock, stream: asyncio.Future[None]) -> None:
+        """Until the client disconnects (then cancel the stream): its messages, and a ping each interval."""
+        loop = asyncio.get_running_loop()
+        interval = self._ping_interval
+        while True:
+            try:
+                if interval > 0:
+                    async with asyncio.timeout_at(loop.time() + interval):
+                        message = await receive()
+                else:
+                    message = await receive()
+            except TimeoutError:
+                ping = ensure_bytes(ServerSentEvent(comment=f"ping - {_now()}", sep=self.sep), self.sep)
+                async with lock:
+                    if self.active:
+                        await send({"type": "http.response.body", "body": ping, "more_body": True})
+                continue
+            if message["type"] == "http.disconnect":
+                self.active = False
+                stream.cancel()
+                return
+
+
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return str(datetime.now(timezone.utc))
 
 
 def event(data: str) -> bytes:

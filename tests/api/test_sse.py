@@ -1,0 +1,135 @@
+"""EventStream at the ASGI level: its framing, ping comments, and the client's disconnect cancelling the stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator
+
+import pytest
+
+from millm.api.sse import EventStream, event
+
+SCOPE = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
+
+
+class Client:
+    """An ASGI server's side: records what is sent; `receive` answers a disconnect once `gone` is set."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.sent.append(message)
+
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.sent if m["type"] == "http.response.body"]
+
+
+def test_frames_events_then_ends_the_body():
+    async def main() -> Client:
+        async def gen() -> AsyncIterator[bytes]:
+            yield event('{"a":1}')
+            yield event("[DONE]")
+
+        client = Client()
+        await EventStream(gen(), sep="\n", ping=15, headers={"X-Test": "1"})(SCOPE, client.receive, client.send)
+        return client
+
+    client = asyncio.run(main())
+    start = client.sent[0]
+    assert start["type"] == "http.response.start" and start["status"] == 200
+    headers = dict(start["headers"])
+    assert headers[b"content-type"].startswith(b"text/event-stream")
+    assert headers[b"x-test"] == b"1" and headers[b"cache-control"] == b"no-store"
+    assert client.bodies() == [b'data: {"a":1}\n\n', b"data: [DONE]\n\n", b""]
+    assert client.sent[-1]["more_body"] is False
+
+
+def test_pings_while_the_stream_waits_and_never_after_the_end():
+    async def main() -> Client:
+        async def gen() -> AsyncIterator[bytes]:
+            yield event("1")
+            await asyncio.sleep(0.35)
+            yield event("2")
+
+        client = Client()
+        await EventStream(gen(), sep="\n", ping=0.1)(SCOPE, client.receive, client.send)
+        await asyncio.sleep(0.25)  # (a ping task left running would send here)
+        return client
+
+    client = asyncio.run(main())
+    bodies = client.bodies()
+    assert bodies[0] == b"data: 1\n\n" and bodies[-2:] == [b"data: 2\n\n", b""]
+    pings = bodies[1:-2]
+    assert 2 <= len(pings) <= 4, bodies
+    assert all(p.startswith(b": ping - ") and p.endswith(b"\n\n") for p in pings), pings
+
+
+def test_a_disconnect_cancels_the_stream_and_closes_its_generator():
+    closed: list[str] = []
+
+    async def main() -> Client:
+        client = Client()
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                yield event("1")
+                client.gone.set()
+                await asyncio.sleep(30)  # (a token that never comes)
+                yield event("2")
+            except asyncio.CancelledError:
+                closed.append("cancelled")
+                raise
+            finally:
+                closed.append("finally")
+
+        await asyncio.wait_for(EventStream(gen(), sep="\n", ping=15)(SCOPE, client.receive, client.send), 5)
+        assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+        await asyncio.sleep(0)  # the request's task goes on normally (no cancellation left pending)
+        return client
+
+    client = asyncio.run(main())
+    assert closed == ["cancelled", "finally"]
+    assert client.bodies() == [b"data: 1\n\n"]  # no end of body: the client is gone
+
+
+def test_a_cancellation_from_outside_propagates_and_closes_the_generator():
+    closed: list[str] = []
+
+    async def main() -> None:
+        client = Client()
+
+        async def gen() -> AsyncIterator[bytes]:
+            try:
+                yield event("1")
+                await asyncio.sleep(30)
+                yield event("2")
+            finally:
+                closed.append("finally")
+
+        task = asyncio.ensure_future(EventStream(gen(), sep="\n", ping=15)(SCOPE, client.receive, client.send))
+        await asyncio.sleep(0.05)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert closed == ["finally"]
+
+
+def test_an_error_in_the_stream_propagates():
+    async def main() -> None:
+        async def gen() -> AsyncIterator[bytes]:
+            yield event("1")
+            raise RuntimeError("boom")
+
+        client = Client()
+        await EventStream(gen(), sep="\n", ping=15)(SCOPE, client.receive, client.send)
+
+    with pytest.raises(RuntimeError, match="boom"):
+        asyncio.run(main())
