@@ -27,8 +27,8 @@ STEERING_HEADER = "X-MiLLM-Steering"
 HASH_HEADER = "X-MiLLM-Steering-Hash"
 
 
-def steering_header(applied: p.AppliedSteering) -> str:
-    return json.dumps(applied.model_dump(exclude_none=True), separators=(",", ":"))
+def steering_header(applied: p.AppliedSteering, exclude: set[str] | None = None) -> str:
+    return json.dumps(applied.model_dump(exclude_none=True, exclude=exclude), separators=(",", ":"))
 
 
 async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
@@ -64,7 +64,7 @@ async def _unless_disconnected(request: Request, work: Awaitable[Result]) -> Res
 
 def steering_headers(applied: p.AppliedSteering) -> dict[str, str]:
     """The receipt as resolved at the start (no evidence) and its hash, when steering was applied."""
-    headers = {STEERING_HEADER: steering_header(applied.model_copy(update={"evidence": None}))}
+    headers = {STEERING_HEADER: steering_header(applied, exclude={"evidence"})}
     if applied.hash:
         headers[HASH_HEADER] = applied.hash
     return headers
