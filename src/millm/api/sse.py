@@ -50,7 +50,8 @@ class EventStream(EventSourceResponse):
         iterator: Any = self.body_iterator
         try:
             async for data in iterator:
-                await send({"type": "http.response.body", "body": ensure_bytes(data, self.sep), "more_body": True})
+                body = data if type(data) is bytes else ensure_bytes(data, self.sep)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
         except BaseException:
             # Cancelled or failed while the generator waits at a yield: close it so that its cleanup runs (the
             # engine requests are cancelled, the request is logged) before the error goes on.
