@@ -185,6 +185,8 @@ class BatchService:
                         raise InvalidRequest(f"the file is over {MAX_FILE_BYTES} bytes", param="file",
                                              code="file_too_large")
                     f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name (and the metadata) say the file exists
             data = tmp.read_bytes()
             try:
                 text = data.decode("utf-8")
