@@ -104,6 +104,11 @@ class _Appender:
             self._task = asyncio.get_running_loop().create_task(self._flush())
         await asyncio.shield(fut)
 
+    async def drain(self) -> None:
+        """Wait until every line appended so far is written (or failed)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def _flush(self) -> None:
         while self._queue:
             items, self._queue = self._queue, []
@@ -373,8 +378,8 @@ class BatchService:
         out_path = self.files_dir / f"{batch.output_file_id}.jsonl"
         err_path = self.files_dir / f"{batch.error_file_id}.jsonl"
         try:
-            try:
-                lines, invalid = self._validate(batch)
+            try:  # (on a thread: 50,000 lines take seconds, which live requests' event handling must not wait for)
+                lines, invalid = await asyncio.to_thread(self._validate, batch)
             except (OSError, UnicodeDecodeError) as e:
                 batch.errors = b.BatchErrors(data=[b.BatchError(code="invalid_file",
                                                                 message=f"the input file cannot be read: {e}")])
@@ -382,7 +387,7 @@ class BatchService:
                 return
             if self.wait_ready is not None:
                 await self.wait_ready()
-            done = self._done_ids(out_path) | self._done_ids(err_path)
+            done = await asyncio.to_thread(lambda: self._done_ids(out_path) | self._done_ids(err_path))
             if batch.status == "validating":
                 for line in invalid:
                     if line.id not in done:  # (a restart during validation wrote some already)
@@ -392,35 +397,42 @@ class BatchService:
                                                    completed=self._count(out_path), failed=self._count(err_path))
             self._save(batch)
             await self._notify()
-            todo = [ln for ln in lines if ln.custom_id not in done]
-            self.pending_gauge.inc(len(todo))
+            todo_lines = [ln for ln in lines if ln.custom_id not in done]
+            self.pending_gauge.inc(len(todo_lines))
+            todo = iter(todo_lines)  # shared by the runners: each line is taken by one
             # Generation lines: the worker holds at most `rows` of them in its batch (Worker.background_rows); as many
             # again wait in its queue, behind every live request, so a finished row is refilled at the next decode
             # step instead of after a trip through the event loop. Embedding lines run as worker calls between
             # steps: `rows` at a time.
-            sem = asyncio.Semaphore(self.rows if batch.endpoint == "/v1/embeddings" else 2 * self.rows)
+            concurrency = self.rows if batch.endpoint == "/v1/embeddings" else 2 * self.rows
             last_save = [time.monotonic()]
             writers = {True: _Appender(out_path), False: _Appender(err_path)}
-            BACKGROUND.set(True)  # this task's engine requests queue behind live ones (inherited by `one`)
+            BACKGROUND.set(True)  # this task's engine requests queue behind live ones (inherited by the runners)
 
-            async def one(line: Line) -> None:
-                async with sem:
+            async def runner() -> None:
+                for line in todo:
                     ok, data = await self._execute(batch, line)
-                self.pending_gauge.dec()
-                await writers[ok].append(data)
-                self.lines_done.labels("completed" if ok else "failed").inc()
-                if ok:
-                    batch.request_counts.completed += 1
-                else:
-                    batch.request_counts.failed += 1
-                if time.monotonic() - last_save[0] > 0.5:
-                    last_save[0] = time.monotonic()
-                    self._save(batch)
-                    await self._notify()
+                    self.pending_gauge.dec()
+                    await writers[ok].append(data)
+                    self.lines_done.labels("completed" if ok else "failed").inc()
+                    if ok:
+                        batch.request_counts.completed += 1
+                    else:
+                        batch.request_counts.failed += 1
+                    if time.monotonic() - last_save[0] > 0.5:
+                        last_save[0] = time.monotonic()
+                        self._save(batch)
+                        await self._notify()
 
+            runners = [asyncio.create_task(runner()) for _ in range(min(concurrency, len(todo_lines)))]
             try:
-                await asyncio.gather(*(one(ln) for ln in todo))
-            finally:
+                await asyncio.gather(*runners)
+            finally:  # (cancelled, or a runner failed: stop the others, and let lines being written land first)
+                for t in runners:
+                    t.cancel()
+                await asyncio.gather(*runners, return_exceptions=True)
+                for w in writers.values():
+                    await w.drain()
                 self.pending_gauge.set(0)
             batch.status, batch.finalizing_at = "finalizing", _now()  # (saved with the end: nothing left to run)
             await self._finish(batch, "completed")
