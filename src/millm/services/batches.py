@@ -33,7 +33,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -44,6 +44,7 @@ from millm.protocol import openai as p
 from millm.services.engine_client import BACKGROUND
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FILE_BYTES = 200 * 1024 * 1024  # as OpenAI's batch input limit
 MAX_LINES = 50_000
@@ -76,6 +77,15 @@ def _output_line(rid: str, custom_id: str, body_json: str) -> bytes:
     return (f'{{"id":{json.dumps(rid)},"custom_id":{json.dumps(custom_id, ensure_ascii=False)},'
             f'"response":{{"status_code":200,"request_id":{json.dumps(rid)},"body":{body_json}}},"error":null}}\n'
             ).encode()
+
+
+OFF_LOOP_BYTES = 256 * 1024
+
+
+async def _off_loop(paths: list[Path], fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args), on a worker thread when the files it reads are large (else the thread hop costs more)."""
+    size = sum(pth.stat().st_size for pth in paths if pth.exists())
+    return await asyncio.to_thread(fn, *args) if size >= OFF_LOOP_BYTES else fn(*args)
 
 
 def _append_sync(path: Path, data: bytes) -> None:
@@ -378,8 +388,9 @@ class BatchService:
         out_path = self.files_dir / f"{batch.output_file_id}.jsonl"
         err_path = self.files_dir / f"{batch.error_file_id}.jsonl"
         try:
-            try:  # (on a thread: 50,000 lines take seconds, which live requests' event handling must not wait for)
-                lines, invalid = await asyncio.to_thread(self._validate, batch)
+            try:  # (a large file on a thread: 50,000 lines take seconds, which live requests must not wait for)
+                lines, invalid = await _off_loop([self.files_dir / f"{batch.input_file_id}.jsonl"], self._validate,
+                                                 batch)
             except (OSError, UnicodeDecodeError) as e:
                 batch.errors = b.BatchErrors(data=[b.BatchError(code="invalid_file",
                                                                 message=f"the input file cannot be read: {e}")])
@@ -387,7 +398,7 @@ class BatchService:
                 return
             if self.wait_ready is not None:
                 await self.wait_ready()
-            done = await asyncio.to_thread(lambda: self._done_ids(out_path) | self._done_ids(err_path))
+            done = await _off_loop([out_path, err_path], lambda: self._done_ids(out_path) | self._done_ids(err_path))
             if batch.status == "validating":
                 for line in invalid:
                     if line.id not in done:  # (a restart during validation wrote some already)
