@@ -17,7 +17,9 @@ at most `rows` rows (one fewer than the worker's batch: live traffic always find
 wait in the worker's queue so a finished row is refilled at the next decode step. Cancel stops waiting lines at once and in-flight ones within a
 decode step. Progress: the batch object's request_counts, Prometheus metrics, and `events()` for a stream.
 
-Concurrency: all state changes run on the event loop (one thread); file writes are synchronous and small.
+Concurrency: all state changes run on the event loop (one thread). Output lines are written and fsync'd on a worker
+thread, and so are the file metadata when a batch ends; validating a large input file (and scanning large output files
+on resume) reads on a worker thread too. The batch object's own writes are synchronous and small.
 
 Length (over 400 lines): the file store, the batch state machine and the runner share one lock and one
 on-disk layout, and are read together when a batch's durability is in question.
