@@ -32,7 +32,10 @@ log = logging.getLogger(__name__)
 
 STORY_PROMPT = "Tell me a story."
 CAPS_TARGET = 0.95  # uppercase fraction the documented CAPS strength must reach in this check
-CAPS_MARGIN = 1.15  # documented strength = smallest passing strength × margin
+CAPS_MARGIN = 1.15  # documented strength when no candidate yells: the loudest strength seen × margin
+# Strengths judged against the readability criterion, per CAPS candidate: its smallest yelling
+# strength times each of these.
+CAPS_MULTIPLIERS = (1.0, 1.1, 1.2, 1.35)
 MIN_DISTINCT = 0.5  # distinct-bigram ratio below which a steered completion counts as degenerate
 TOPIC_SEEDS = (0, 1, 2, 3, 4)
 TOPIC_TARGET = 4.0  # steered topic-word count / unsteered, for a documented topic strength
@@ -160,7 +163,8 @@ def repetition_check(
         steered, _ = complete(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens)
         runs = (longest_run(plain), longest_run(steered))
         rows.append({"prompt": content, "unsteered": plain, "steered": steered, "unsteered_run": runs[0],
-                     "steered_run": runs[1], "passed": max(runs) <= MAX_RUN})
+                     "steered_run": runs[1], "steered_upper": round(upper_fraction(steered), 4),
+                     "passed": max(runs) <= MAX_RUN})
     passed = sum(r["passed"] for r in rows)
     need = REPEAT_PASS * len(prompts) / len(REPEAT_PROMPTS)
     return RepetitionResult(passed=passed, total=len(rows), ok=passed >= need, prompts=rows)
@@ -207,18 +211,36 @@ def monitor_feature(
 def choose_caps(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, sae: TopKSae, *, layer: int, candidates: Sequence[int],
     scales: Sequence[float], max_act: torch.Tensor, max_new_tokens: int = 96,
+    multipliers: Sequence[float] = CAPS_MULTIPLIERS,
 ) -> CapsResult:
     """Pick the CAPS feature and document its strength.
 
-    For each candidate, the smallest strength (a multiple of the feature's largest activation) that
-    makes the greedy story completion `CAPS_TARGET` uppercase, times `CAPS_MARGIN`, is re-measured;
-    the candidate whose margin-strength completion is uppercase, passes the repetition check on the
-    most prompts (`repetition_check`) and is least repetitive (distinct bigrams) wins.
+    For each candidate, the strengths (multiples `scales` of the feature's largest activation) are
+    swept upwards to the smallest that makes the greedy story completion `CAPS_TARGET` uppercase.
+    That strength times each of `multipliers` is then judged against the readability criterion and
+    scored by (story completion still `CAPS_TARGET` uppercase, prompts passing `repetition_check`,
+    mean uppercase fraction of those prompts' steered completions, distinct bigrams, smaller strength); the best over all candidates is documented. Trying several
+    strengths matters because a little too much steering drowns the residual stream and the text
+    loops ("PINE PINE PINE ..."), while a little too little leaves it half in lowercase.
     """
     prompt = chat_prompt(tokenizer)
     base_text, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
     sweep: list[dict[str, float]] = []
-    best: tuple[tuple[bool, int, float, float], int, float] | None = None
+    best: tuple[tuple[bool, int, float, float, float], int, float] | None = None
+
+    def judge(feature: int, strength: float) -> tuple[bool, int, float, float, float]:
+        vector = strength * sae.W_dec[feature]
+        text, _ = complete(model, tokenizer, prompt=prompt, steer=(layer, vector), max_new_tokens=max_new_tokens)
+        rep = repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=min(REPEAT_TOKENS, max_new_tokens))
+        yells = sum(r["steered_upper"] for r in rep.prompts) / max(1, rep.total)
+        key = (upper_fraction(text) >= CAPS_TARGET, rep.passed, round(yells, 2), round(distinct_bigrams(text), 3),
+               -strength)
+        log.info("  CAPS %d at %.1f: upper %.3f, repetition %d/%d (upper %.2f), distinct %.3f", feature, strength,
+                 upper_fraction(text), rep.passed, rep.total, yells, key[3])
+        sweep.append({"feature": feature, "strength": strength, "upper": round(upper_fraction(text), 4),
+                      "distinct": key[3], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3)})
+        return key
+
     for feature in candidates:
         for scale in scales:
             strength = float(scale * max_act[feature])
@@ -228,21 +250,17 @@ def choose_caps(
             sweep.append({"feature": feature, "strength": round(strength, 3), "upper": round(frac, 4),
                           "distinct": round(distinct_bigrams(text), 3)})
             log.info("CAPS candidate %d strength %.2f: upper %.3f %r", feature, strength, frac, text[:70])
-            if frac >= CAPS_TARGET:
-                documented = round(strength * CAPS_MARGIN, 1)
-                text, _ = complete(model, tokenizer, prompt=prompt, steer=(layer, documented * sae.W_dec[feature]),
-                                   max_new_tokens=max_new_tokens)
-                rep = repetition_check(model, tokenizer, steer=(layer, documented * sae.W_dec[feature]),
-                                       max_new_tokens=min(REPEAT_TOKENS, max_new_tokens))
-                key = (upper_fraction(text) >= CAPS_TARGET, rep.passed, distinct_bigrams(text), -documented)
-                log.info("  at %.1f: upper %.3f, repetition %d/%d, distinct %.3f", documented, upper_fraction(text),
-                         rep.passed, rep.total, key[2])
+            if frac < CAPS_TARGET:
+                continue
+            for multiplier in multipliers:
+                documented = round(strength * multiplier, 1)
+                key = judge(feature, documented)
                 if best is None or key > best[0]:
                     best = (key, feature, documented)
-                break
+            break
     if best is None:
         top = max(sweep, key=lambda s: (s["upper"], -s["strength"]))
-        best = ((False, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
+        best = ((False, 0, 0.0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
         log.warning("no CAPS candidate reached %.2f; documenting the best seen", CAPS_TARGET)
     _, feature, strength = best
     steer = (layer, strength * sae.W_dec[feature])
