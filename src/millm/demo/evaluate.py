@@ -40,8 +40,9 @@ MIN_DISTINCT = 0.5  # distinct-bigram ratio below which a steered completion cou
 TOPIC_SEEDS = (0, 1, 2, 3, 4)
 TOPIC_TARGET = 4.0  # steered topic-word count / unsteered, for a documented topic strength
 # The readability criterion: greedy completions of REPEAT_TOKENS tokens to each of these prompts,
-# with and without the CAPS feature, repeat no word more than MAX_RUN times in a row on at least
-# REPEAT_PASS of the prompts.
+# with and without the CAPS feature, repeat no word more than MAX_RUN times in a row and do not loop
+# on a short phrase (distinct word bigrams at least MIN_DISTINCT: "A FOR A FOR A FOR" has no long
+# word run but 2 distinct bigrams), on at least REPEAT_PASS of the prompts.
 REPEAT_PROMPTS = (
     "Tell me a story.",
     "Tell me a sad story about the forest.",
@@ -142,8 +143,9 @@ def complete(
 
 @dataclass
 class RepetitionResult:
-    """The readability criterion: per prompt, the unsteered and steered completions and their longest
-    word runs; a prompt passes when both runs are at most `MAX_RUN`."""
+    """The readability criterion: per prompt, the unsteered and steered completions, their longest
+    word runs and distinct-bigram ratios; a prompt passes when both runs are at most `MAX_RUN` and
+    both ratios at least `MIN_DISTINCT`."""
 
     passed: int
     total: int
@@ -162,9 +164,11 @@ def repetition_check(
         plain, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
         steered, _ = complete(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens)
         runs = (longest_run(plain), longest_run(steered))
+        distinct = (round(distinct_bigrams(plain), 3), round(distinct_bigrams(steered), 3))
         rows.append({"prompt": content, "unsteered": plain, "steered": steered, "unsteered_run": runs[0],
-                     "steered_run": runs[1], "steered_upper": round(upper_fraction(steered), 4),
-                     "passed": max(runs) <= MAX_RUN})
+                     "steered_run": runs[1], "unsteered_distinct": distinct[0], "steered_distinct": distinct[1],
+                     "steered_upper": round(upper_fraction(steered), 4),
+                     "passed": max(runs) <= MAX_RUN and min(distinct) >= MIN_DISTINCT})
     passed = sum(r["passed"] for r in rows)
     need = REPEAT_PASS * len(prompts) / len(REPEAT_PROMPTS)
     return RepetitionResult(passed=passed, total=len(rows), ok=passed >= need, prompts=rows)
