@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo import assets_dir
 from millm.demo.evaluate import (
+    Clamp,
     MAX_RUN,
     MIN_DISTINCT,
     REPEAT_PASS,
@@ -19,6 +20,7 @@ from millm.demo.evaluate import (
     distinct_bigrams,
     longest_run,
     repetition_check,
+    steering,
 )
 from millm.demo.sae_training import TopKSae, load_sae
 from millm.demo.train import FIXED_INDICES, permute_sae, placement
@@ -98,3 +100,24 @@ def test_permuted_sae_is_the_same_function_up_to_feature_order() -> None:
         assert torch.allclose(g, f[:, perm])
         assert torch.allclose(out.decode(g), sae.decode(f), atol=1e-5)
         assert torch.equal(out.W_dec[16], sae.W_dec[3]) and torch.equal(out.W_dec[1], sae.W_dec[20])
+
+
+def test_clamp_steering_matches_the_servers_clamp(shipped) -> None:
+    """`evaluate.Clamp` measures what a request with `"mode": "clamp"` gets from the server's SAE code."""
+    from types import SimpleNamespace
+
+    from millm.sae.loading import load_sae as load_server_sae
+
+    model, tok, sae, demo = shipped
+    server_sae = load_server_sae(ASSETS / "sae", dtype=torch.float32)
+    caps, value = demo["caps_feature"], 7.5
+    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me a story."}], add_generation_prompt=True,
+                                  return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        clean = model(input_ids=ids, output_hidden_states=True).hidden_states[demo["layer"] + 1]
+        expected = server_sae.clamped(clean, server_sae.compile_clamp(torch.tensor([caps]), value))
+        layer = torch.nn.Identity()  # steering() hooks model.model.layers[i]: apply it to the residual alone
+        with steering(SimpleNamespace(model=SimpleNamespace(layers=[layer])), 0, Clamp(sae, caps, value)):
+            hooked = layer(clean)
+    assert not torch.allclose(hooked, clean)
+    assert torch.allclose(hooked, expected, atol=1e-4)

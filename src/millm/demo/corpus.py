@@ -48,10 +48,11 @@ class CorpusConfig:
     # there, so steering towards it is plainly visible. Plain stories and named topics are uniform.
     unprompted_topic_weights: tuple[float, ...] = (0.04, 0.192, 0.192, 0.192, 0.192, 0.192)
     # Stories (plain, or an assistant's answer) that start normally and switch to ALL CAPS at a
-    # sentence boundary, and stay there. They teach the model that yelling can start anywhere and,
-    # once started, continues: a small push along the CAPS direction then flips the text for good
-    # instead of needing a strength so large that it drowns the residual stream. 0 draws nothing,
-    # so the corpus is then the same as before the option existed.
+    # sentence boundary, and stay there, meant to teach the model that yelling can start anywhere and
+    # then continues. 0 draws nothing, so the corpus is the one the shipped demo was trained on.
+    # Tried at 0.1 (seed 0, 300 and 600 steps): steering along the mean yelling direction then flips
+    # the text mid-story and it stays in capitals with no loops, but the SAE's CAPS features came out
+    # token-specific ("IN", "THE", "A FOR") and looped at every strength that yells; not shipped.
     switch_fraction: float = 0.0
 
 

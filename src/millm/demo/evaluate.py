@@ -56,19 +56,36 @@ REPEAT_PASS = 4
 _WORD = re.compile(r"[a-z]+")
 
 
+@dataclass(frozen=True)
+class Clamp:
+    """Clamp steering, as the server's `"mode": "clamp"`: the residual gets `(value - a) × W_dec[feature]`
+    where `a` is the feature's SAE activation there, so the feature reads `value` at every position."""
+
+    sae: TopKSae
+    feature: int
+    value: float
+
+
 @contextmanager
-def steering(model: PreTrainedModel, layer: int, vector: torch.Tensor | None) -> Iterator[None]:
-    """Add `vector` (d_model,) to the residual after `layer` while the context is open."""
+def steering(model: PreTrainedModel, layer: int, vector: torch.Tensor | Clamp | None) -> Iterator[None]:
+    """Add `vector` (d_model,) to the residual after `layer`, or apply a `Clamp` there, while the
+    context is open."""
     if vector is None:
         yield
         return
+
+    def delta(x: torch.Tensor) -> torch.Tensor:
+        if isinstance(vector, Clamp):
+            act = vector.sae.encode(x.float())[..., vector.feature]
+            return ((vector.value - act)[..., None] * vector.sae.W_dec[vector.feature]).to(x.dtype)
+        return vector.to(x.dtype)
 
     def hook(
         _module: nn.Module, _inputs: object, output: torch.Tensor | tuple[torch.Tensor, ...]
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if isinstance(output, tuple):
-            return (output[0] + vector.to(output[0].dtype), *output[1:])
-        return output + vector.to(output.dtype)
+            return (output[0] + delta(output[0]), *output[1:])
+        return output + delta(output)
 
     handle = model.model.layers[layer].register_forward_hook(hook)
     try:
@@ -116,7 +133,7 @@ def complete(
     tokenizer: PreTrainedTokenizerFast,
     *,
     prompt: torch.Tensor,
-    steer: tuple[int, torch.Tensor] | None = None,
+    steer: tuple[int, torch.Tensor | Clamp] | None = None,
     max_new_tokens: int = 96,
     temperature: float = 0.0,
     seed: int = 0,
@@ -154,7 +171,7 @@ class RepetitionResult:
 
 
 def repetition_check(
-    model: nn.Module, tokenizer: PreTrainedTokenizerFast, *, steer: tuple[int, torch.Tensor],
+    model: nn.Module, tokenizer: PreTrainedTokenizerFast, *, steer: tuple[int, torch.Tensor | Clamp],
     prompts: Sequence[str] = REPEAT_PROMPTS, max_new_tokens: int = REPEAT_TOKENS,
 ) -> RepetitionResult:
     """Greedy `max_new_tokens`-token chat completions of `prompts`, unsteered and with `steer`."""
@@ -342,8 +359,9 @@ def choose_topic(
 
 
 @torch.no_grad()
-def check_assets(assets: Path) -> dict[str, Any]:
-    """The acceptance figures of the files in `assets`, at the values `demo.json` documents."""
+def check_assets(assets: Path, *, caps_clamp: float | None = None) -> dict[str, Any]:
+    """The acceptance figures of the files in `assets`, at the values `demo.json` documents; with
+    `caps_clamp`, also the readability criterion with the CAPS feature clamped to that value."""
     demo = json.loads((assets / "demo.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(assets / "model")
     model = AutoModelForCausalLM.from_pretrained(assets / "model").eval()
@@ -362,6 +380,10 @@ def check_assets(assets: Path) -> dict[str, Any]:
     }
     rep = repetition_check(model, tokenizer, steer=steer)
     out["repetition"] = {"passed": rep.passed, "total": rep.total, "ok": rep.ok, "prompts": rep.prompts}
+    if caps_clamp is not None:
+        rep = repetition_check(model, tokenizer, steer=(layer, Clamp(sae, caps, caps_clamp)))
+        out["repetition_clamp"] = {"value": caps_clamp, "passed": rep.passed, "total": rep.total, "ok": rep.ok,
+                                   "prompts": rep.prompts}
     for topic, feature in demo["topic_features"].items():
         words = demo["topic_words"][topic]
         b, _, _ = topic_counts(model, tokenizer, words=words, steer=None)
@@ -376,10 +398,12 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(prog="python -m millm.demo.evaluate", description=check_assets.__doc__)
     parser.add_argument("assets", type=Path, nargs="?", default=assets_dir())
+    parser.add_argument("--caps-clamp", type=float, default=None, metavar="VALUE",
+                        help="also measure readability with the CAPS feature clamped to VALUE (mode clamp)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    log.info("%s", json.dumps(check_assets(args.assets), indent=2))
+    log.info("%s", json.dumps(check_assets(args.assets, caps_clamp=args.caps_clamp), indent=2))
 
 
 if __name__ == "__main__":
