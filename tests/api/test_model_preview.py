@@ -27,8 +27,10 @@ META = {"author": "org", "downloads": 1234, "likes": 56, "pipeline_tag": "text-g
 
 
 @pytest.fixture(scope="module")
-def hub() -> Iterator[FakeHub]:
+def hub(tiny_model_dir: Path) -> Iterator[FakeHub]:
+    """The fake Hub with `org/tiny-preview` (the tiny model and a card) in it, for any test on its own."""
     with FakeHub() as fake:
+        fake.add_folder("org/tiny-preview", tiny_model_dir, meta=META)
         yield fake
 
 
@@ -66,7 +68,6 @@ def _real_params(folder: Path) -> int:
 
 def test_preview_shows_the_card_and_a_memory_row_per_precision(live: LiveServer, hub: FakeHub,
                                                                 tiny_model_dir: Path) -> None:
-    hub.add_folder("org/tiny-preview", tiny_model_dir, meta=META)
     r = httpx.get(f"{live.url}/api/hub/models/org/tiny-preview", timeout=TIMEOUT)
     assert r.status_code == 200, r.text
     p = r.json()

@@ -15,8 +15,7 @@ import httpx
 import pytest
 
 from millm import demo
-from millm.config import Settings
-from tests.conftest import LiveServer, free_port, start_server
+from tests.conftest import LiveServer, serve_demo, upper_fraction
 from tests.integrations.openwebui import FILTER_FILE, frontmatter, load_filter_module
 
 META = json.loads((demo.assets_dir() / "demo.json").read_text())
@@ -36,17 +35,9 @@ def inlet(f: Any, body: dict | None = None, user_valves: dict | None = None, **k
     return asyncio.run(f.inlet(body, __user__=user, **kw))
 
 
-def upper_fraction(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    assert len(letters) > 20, text
-    return sum(c.isupper() for c in letters) / len(letters)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    server = start_server(Settings(port=free_port(), data_dir=tmp_path_factory.mktemp("owui-filter")))
-    yield server
-    server.stop()
+    yield from serve_demo(tmp_path_factory, "owui-filter")
 
 
 # ---------------------------------------------------------------------------- Open WebUI's contract

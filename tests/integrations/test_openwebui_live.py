@@ -22,8 +22,7 @@ import httpx
 import pytest
 
 from millm import demo
-from millm.config import Settings
-from tests.conftest import free_port, start_server
+from tests.conftest import free_port, serve_demo, upper_fraction
 from tests.integrations.openwebui import FILTER_FILE, frontmatter
 
 VENV = os.environ.get("MILLM_OPENWEBUI_VENV", "")
@@ -42,17 +41,9 @@ pytestmark = [
 ]
 
 
-def upper_fraction(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    assert len(letters) > 20, text
-    return sum(c.isupper() for c in letters) / len(letters)
-
-
 @pytest.fixture(scope="module")
 def millm(tmp_path_factory: pytest.TempPathFactory):
-    server = start_server(Settings(port=free_port(), data_dir=tmp_path_factory.mktemp("owui-millm")))
-    yield server
-    server.stop()
+    yield from serve_demo(tmp_path_factory, "owui-millm")
 
 
 @pytest.fixture(scope="module")

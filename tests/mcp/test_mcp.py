@@ -19,7 +19,7 @@ from mcp import Client, StdioServerParameters
 from millm import demo
 from millm.config import Settings
 from millm.mcp_server.tools import search_labels
-from tests.conftest import LiveServer, free_port, start_server
+from tests.conftest import LiveServer, free_port, serve_demo, start_server, upper_fraction
 
 META = json.loads((demo.assets_dir() / "demo.json").read_text())
 CAPS, STRENGTH = META["caps_feature"], META["caps_strength"]
@@ -28,17 +28,9 @@ TOOLS = {"get_status", "list_features", "search_features", "list_profiles", "act
          "set_monitoring", "get_activations"}
 
 
-def upper_fraction(text: str) -> float:
-    letters = [c for c in text if c.isalpha()]
-    assert len(letters) > 20, text
-    return sum(c.isupper() for c in letters) / len(letters)
-
-
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory):
-    server = start_server(Settings(port=free_port(), data_dir=tmp_path_factory.mktemp("mcp-data")))
-    yield server
-    server.stop()
+    yield from serve_demo(tmp_path_factory, "mcp-data")
 
 
 @pytest.fixture(autouse=True)

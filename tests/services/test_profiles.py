@@ -274,7 +274,11 @@ def _break(bundle: dict[str, Any], case: str) -> str | dict[str, Any]:
         docs[2]["features"][0]["strength"] = float("nan")
         return json.dumps(bundle)  # Python writes the NaN token, as a sloppy exporter would
     elif case == "infinite strength":
-        return json.dumps(bundle).replace("8.0", "Infinity", 1)
+        # A sentinel no timestamp or id can contain ("8.0" could: "12:08.0…"), swapped for the token.
+        docs[2]["features"][0]["strength"] = 123456.25
+        text = json.dumps(bundle)
+        assert text.count("123456.25") == 1
+        return text.replace("123456.25", "Infinity")
     elif case == "unknown field":
         docs[1]["sae"]["width"] = 3
     elif case == "bad name":

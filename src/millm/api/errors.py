@@ -20,6 +20,7 @@ from millm.api import limits
 from millm.errors import InsufficientMemory, MillmError, StorageError
 from millm.protocol.hub import MemoryEstimateOut
 from millm.protocol.openai import ErrorInfo, ErrorResponse
+from millm.protocol.validation import validation_message
 
 log = logging.getLogger(__name__)
 
@@ -27,22 +28,6 @@ log = logging.getLogger(__name__)
 # `code` of the errors Starlette and FastAPI raise themselves (routing, body parsing, the body size limit).
 HTTP_CODES = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed", 406: "not_acceptable",
               413: "request_too_large", 415: "unsupported_media_type"}
-
-
-def param_from_loc(loc: tuple[Any, ...] | list[Any]) -> str | None:
-    parts = [p for p in loc if p not in ("body", "query", "path")]
-    # pydantic adds the union member or a validator name to the location; drop type tags like 'str'.
-    out = ""
-    for p in parts:
-        if isinstance(p, int):
-            out += f"[{p}]"
-        elif isinstance(p, str) and (p in ("str", "int", "float", "bool", "list[str]", "list[int]",
-                                           "list[list[int]]", "function-after[_finite(), float]")
-                                     or p.startswith(("function-", "list[", "literal["))):
-            continue
-        else:
-            out += ("." if out else "") + str(p)
-    return out or None
 
 
 def _memory_estimate(exc: MillmError) -> MemoryEstimateOut | None:
@@ -74,19 +59,6 @@ def millm_response(exc: MillmError) -> JSONResponse:
     if exc.status >= 500:
         headers["x-should-retry"] = "true" if exc.retry_after is not None else "false"
     return JSONResponse(error_body(exc), status_code=exc.status, headers=headers)
-
-
-def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
-    first = errors[0]
-    param = param_from_loc(first.get("loc", ()))
-    msg = first.get("msg", "invalid value")
-    if first.get("type") == "json_invalid":
-        return "the request body is not valid JSON", None
-    if first.get("type") == "extra_forbidden":
-        msg = "unknown field"
-    if first.get("type") == "missing":
-        msg = "field required"
-    return (f"{param}: {msg}" if param else msg), param
 
 
 def _openapi_with_400s(app: FastAPI) -> None:

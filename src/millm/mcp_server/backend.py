@@ -22,6 +22,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from millm.errors import MillmError
+from millm.protocol.validation import validation_message
 
 
 class BackendError(Exception):
@@ -56,8 +57,6 @@ def _json(model: BaseModel | None) -> dict[str, Any]:
 
 
 def _validated(cls: type[BaseModel], body: dict[str, Any]) -> Any:
-    from millm.api.errors import validation_message
-
     try:
         return cls.model_validate(body)
     except ValidationError as exc:

@@ -1,15 +1,14 @@
 import { useQuery } from "@tanstack/react-query";
 import { BoxIcon, PlayIcon, Trash2Icon } from "lucide-react";
 import { useState } from "react";
-import { errorMessage } from "@/api/errors";
 import { cacheQuery, statusQuery } from "@/api/queries";
 import type { CachedRepoOut } from "@/client";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
-import { ConfirmDialog } from "@/components/ui/confirm-dialog";
 import { Tooltip } from "@/components/ui/tooltip";
-import { formatAgo, formatBytes } from "@/lib/format";
-import { useDeleteCached } from "./useModelActions";
+import { CachedRepoSummary } from "@/features/cache/CachedRepoSummary";
+import { CacheListBody } from "@/features/cache/CacheListBody";
+import { DeleteCachedDialog } from "@/features/cache/DeleteCachedDialog";
 
 function CachedModelRow({
   repo,
@@ -22,25 +21,14 @@ function CachedModelRow({
   onLoad: () => void;
   onDelete: () => void;
 }) {
-  const meta = [
-    formatBytes(repo.size_bytes),
-    `${repo.nb_files} files`,
-    `last used ${formatAgo(repo.last_used)}`,
-  ];
   const blocked = repo.in_use || repo.downloading;
   return (
     <li className="flex flex-wrap items-center gap-4 rounded-[10px] border border-control/30 bg-surface/30 p-4">
-      <div
-        className="flex size-10 items-center justify-center rounded-lg bg-accent/10 text-accent"
-        aria-hidden="true"
-      >
-        <BoxIcon className="size-5" />
-      </div>
-      <div className="min-w-0 flex-1">
-        <div className="text-[15px] font-semibold text-title">{repo.name}</div>
-        <div className="text-xs text-muted">{meta.join(" • ")}</div>
-        <div className="num text-[11px] text-muted">{repo.repo_id}</div>
-      </div>
+      <CachedRepoSummary
+        repo={repo}
+        icon={<BoxIcon className="size-5" />}
+        iconClassName="bg-accent/10 text-accent"
+      />
       {loaded ? (
         <Badge tone="success">Loaded</Badge>
       ) : repo.downloading ? (
@@ -76,9 +64,8 @@ function CachedModelRow({
 
 /** "Your Models (N)": models in the server's Hub cache, with size and last use; load or delete each. */
 export function CachedModelList({ onLoad }: { onLoad: (repoId: string) => void }) {
-  const { data, error, isPending } = useQuery(cacheQuery("model"));
+  const { data, error } = useQuery(cacheQuery("model"));
   const { data: status } = useQuery(statusQuery);
-  const del = useDeleteCached();
   const [toDelete, setToDelete] = useState<CachedRepoOut | null>(null);
   const loadedSource = status?.model?.source;
 
@@ -87,19 +74,13 @@ export function CachedModelList({ onLoad }: { onLoad: (repoId: string) => void }
       <h2 className="mb-4 text-base font-semibold text-title">
         Your Models {data && <span className="num text-muted">({data.count})</span>}
       </h2>
-      {isPending ? (
-        <p className="py-10 text-center text-sm text-muted">Loading the cache…</p>
-      ) : error ? (
-        <p className="py-10 text-center text-sm text-danger" role="alert">
-          {errorMessage(error)}
-        </p>
-      ) : data.data.length === 0 ? (
-        <p className="py-10 text-center text-sm text-muted">
-          No models in the cache yet. Download one above, or load the bundled demo by its name, millm-demo.
-        </p>
-      ) : (
-        <ul className="flex flex-col gap-3">
-          {data.data.map((r) => (
+      <CacheListBody
+        repos={data?.data}
+        error={error}
+        empty="No models in the cache yet. Download one above, or load the bundled demo by its name, millm-demo."
+      >
+        {(repos) =>
+          repos.map((r) => (
             <CachedModelRow
               key={r.repo_id}
               repo={r}
@@ -107,17 +88,15 @@ export function CachedModelList({ onLoad }: { onLoad: (repoId: string) => void }
               onLoad={() => onLoad(r.repo_id)}
               onDelete={() => setToDelete(r)}
             />
-          ))}
-        </ul>
-      )}
-      <ConfirmDialog
-        open={toDelete != null}
-        onOpenChange={(o) => !o && setToDelete(null)}
-        title={`Delete ${toDelete?.repo_id ?? ""}?`}
-        description={`This removes all its files (${formatBytes(toDelete?.size_bytes)}) from the server's cache. Loading it again means downloading it again.`}
-        confirmLabel="Delete"
-        pending={del.isPending}
-        onConfirm={() => toDelete && del.mutate(toDelete.repo_id, { onSettled: () => setToDelete(null) })}
+          ))
+        }
+      </CacheListBody>
+      <DeleteCachedDialog
+        repo={toDelete}
+        onClose={() => setToDelete(null)}
+        consequence={(size) =>
+          `This removes all its files (${size}) from the server's cache. Loading it again means downloading it again.`
+        }
       />
     </section>
   );

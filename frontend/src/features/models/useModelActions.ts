@@ -2,8 +2,7 @@ import { useMutation, useQueryClient } from "@tanstack/react-query";
 import { toast } from "sonner";
 import { queryKeys } from "@/api/queries";
 import type { ModelLoadIn } from "@/client";
-import { deleteCacheEntry, loadModel, unloadModel } from "@/client";
-import { formatBytes } from "@/lib/format";
+import { loadModel, unloadModel } from "@/client";
 
 /** Load (or switch to) a model. Errors are shown by the load dialog itself (inline, with retry). */
 export function useLoadModel() {
@@ -32,20 +31,5 @@ export function useUnloadModel() {
       void qc.invalidateQueries({ queryKey: queryKeys.cacheAll });
     },
     meta: { success: "Model unloaded", errorTitle: "Could not unload the model" },
-  });
-}
-
-export function useDeleteCached() {
-  const qc = useQueryClient();
-  return useMutation({
-    mutationFn: async (repoId: string) => (await deleteCacheEntry({ path: { repo_id: repoId } })).data,
-    onSettled: () => void qc.invalidateQueries({ queryKey: queryKeys.cacheAll }),
-    meta: {
-      success: (d) => {
-        const out = d as { repo_id: string; freed_bytes: number };
-        return `Deleted ${out.repo_id} (${formatBytes(out.freed_bytes)} freed)`;
-      },
-      errorTitle: "Could not delete it",
-    },
   });
 }

@@ -1,21 +1,19 @@
 import { useQuery } from "@tanstack/react-query";
 import { LayersIcon, LinkIcon, Trash2Icon } from "lucide-react";
 import { useState } from "react";
-import { errorMessage } from "@/api/errors";
 import { cacheQuery, statusQuery } from "@/api/queries";
 import type { CachedRepoOut } from "@/client";
 import { Badge } from "@/components/ui/badge";
 import { Button } from "@/components/ui/button";
-import { ConfirmDialog } from "@/components/ui/confirm-dialog";
-import { useDeleteCached } from "@/features/models/useModelActions";
-import { formatAgo, formatBytes } from "@/lib/format";
+import { CachedRepoSummary } from "@/features/cache/CachedRepoSummary";
+import { CacheListBody } from "@/features/cache/CacheListBody";
+import { DeleteCachedDialog } from "@/features/cache/DeleteCachedDialog";
 import { layerFromPath, saeSource } from "./saePath";
 
 /** "Your SAEs": SAE repos in the server's cache, one row per SAE folder, each attachable. */
 export function CachedSaeList({ onAttach }: { onAttach: (source: string) => void }) {
-  const { data, error, isPending } = useQuery(cacheQuery("sae"));
+  const { data, error } = useQuery(cacheQuery("sae"));
   const { data: status } = useQuery(statusQuery);
-  const del = useDeleteCached();
   const [toDelete, setToDelete] = useState<CachedRepoOut | null>(null);
   const attached = status?.sae;
   const count = data?.data.reduce((n, r) => n + Math.max(1, r.sae_paths.length), 0);
@@ -25,39 +23,20 @@ export function CachedSaeList({ onAttach }: { onAttach: (source: string) => void
       <h2 className="mb-4 text-base font-semibold text-title">
         Your SAEs {count != null && <span className="num text-muted">({count})</span>}
       </h2>
-      {isPending ? (
-        <p className="py-10 text-center text-sm text-muted">Loading the cache…</p>
-      ) : error ? (
-        <p className="py-10 text-center text-sm text-danger" role="alert">
-          {errorMessage(error)}
-        </p>
-      ) : data.data.length === 0 ? (
-        <p className="py-10 text-center text-sm text-muted">
-          No SAEs in the cache yet. Download one above, or attach the bundled demo SAE by its name,
-          millm-demo-sae.
-        </p>
-      ) : (
-        <ul className="flex flex-col gap-3">
-          {data.data.map((repo) => (
+      <CacheListBody
+        repos={data?.data}
+        error={error}
+        empty="No SAEs in the cache yet. Download one above, or attach the bundled demo SAE by its name, millm-demo-sae."
+      >
+        {(repos) =>
+          repos.map((repo) => (
             <li key={repo.repo_id} className="rounded-[10px] border border-control/30 bg-surface/30 p-4">
               <div className="flex flex-wrap items-center gap-4">
-                <div
-                  className="flex size-10 items-center justify-center rounded-lg bg-attached/10 text-attached"
-                  aria-hidden="true"
-                >
-                  <LayersIcon className="size-5" />
-                </div>
-                <div className="min-w-0 flex-1">
-                  <div className="text-[15px] font-semibold text-title">{repo.name}</div>
-                  <div className="text-xs text-muted">
-                    {[
-                      formatBytes(repo.size_bytes),
-                      `${repo.nb_files} files`,
-                      `last used ${formatAgo(repo.last_used)}`,
-                    ].join(" • ")}
-                  </div>
-                  <div className="num text-[11px] text-muted">{repo.repo_id}</div>
-                </div>
+                <CachedRepoSummary
+                  repo={repo}
+                  icon={<LayersIcon className="size-5" />}
+                  iconClassName="bg-attached/10 text-attached"
+                />
                 <Button
                   variant="ghost"
                   onClick={() => setToDelete(repo)}
@@ -98,17 +77,13 @@ export function CachedSaeList({ onAttach }: { onAttach: (source: string) => void
                 })}
               </ul>
             </li>
-          ))}
-        </ul>
-      )}
-      <ConfirmDialog
-        open={toDelete != null}
-        onOpenChange={(o) => !o && setToDelete(null)}
-        title={`Delete ${toDelete?.repo_id ?? ""}?`}
-        description={`This removes all its SAEs (${formatBytes(toDelete?.size_bytes)}) from the server's cache.`}
-        confirmLabel="Delete"
-        pending={del.isPending}
-        onConfirm={() => toDelete && del.mutate(toDelete.repo_id, { onSettled: () => setToDelete(null) })}
+          ))
+        }
+      </CacheListBody>
+      <DeleteCachedDialog
+        repo={toDelete}
+        onClose={() => setToDelete(null)}
+        consequence={(size) => `This removes all its SAEs (${size}) from the server's cache.`}
       />
     </section>
   );

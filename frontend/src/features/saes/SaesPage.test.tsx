@@ -100,6 +100,56 @@ describe("SAEs tab: attach picker", () => {
   });
 });
 
+describe("SAEs tab: the cache list", () => {
+  const scope = cachedRepo({
+    repo_id: "google/gemma-scope-2b-pt-res",
+    name: "gemma-scope-2b-pt-res",
+    kind: "sae",
+    size_bytes: 300 * 1024 ** 2,
+    sae_paths: ["layer_1/width_16k/average_l0_40"],
+  });
+
+  it("says how to get an SAE when the cache has none, and shows a failed listing as an alert", async () => {
+    server.use(http.get(api("/api/cache"), () => HttpResponse.json({ data: [], count: 0, size_bytes: 0 })));
+    const first = renderApp("/saes");
+    const list = await screen.findByRole("region", { name: "Your SAEs" });
+    expect(await within(list).findByText(/No SAEs in the cache yet/)).toHaveTextContent("millm-demo-sae");
+    first.unmount();
+    server.use(
+      http.get(api("/api/cache"), () =>
+        HttpResponse.json(envelope("the cache folder cannot be read", "storage_error"), { status: 500 }),
+      ),
+    );
+    renderApp("/saes");
+    const failed = await screen.findByRole("region", { name: "Your SAEs" });
+    expect(await within(failed).findByRole("alert")).toHaveTextContent("the cache folder cannot be read");
+  });
+
+  it("deletes a cached SAE repo after confirming, saying how much it removes", async () => {
+    let deleted = "";
+    server.use(
+      http.get(api("/api/cache"), () =>
+        HttpResponse.json({ data: [scope], count: 1, size_bytes: scope.size_bytes }),
+      ),
+      http.delete(api("/api/cache/*"), ({ request }) => {
+        deleted = decodeURIComponent(new URL(request.url).pathname.slice("/api/cache/".length));
+        return HttpResponse.json({ repo_id: deleted, revision: null, freed_bytes: scope.size_bytes });
+      }),
+    );
+    const { user } = renderApp("/saes");
+    const list = await screen.findByRole("region", { name: "Your SAEs" });
+    await within(list).findByText("gemma-scope-2b-pt-res");
+    await user.click(
+      within(list).getByRole("button", { name: "Delete google/gemma-scope-2b-pt-res from the cache" }),
+    );
+    const dialog = await screen.findByRole("alertdialog", { name: "Delete google/gemma-scope-2b-pt-res?" });
+    expect(dialog).toHaveTextContent("This removes all its SAEs (300.0 MB) from the server's cache.");
+    await user.click(within(dialog).getByRole("button", { name: "Delete" }));
+    await waitFor(() => expect(deleted).toBe("google/gemma-scope-2b-pt-res"));
+    await waitFor(() => expect(screen.queryByRole("alertdialog")).not.toBeInTheDocument());
+  });
+});
+
 describe("SAEs tab: attached SAE", () => {
   it("shows the metadata and asks before detaching, saying what is cleared", async () => {
     let detached = false;
