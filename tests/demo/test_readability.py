@@ -11,12 +11,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo import assets_dir
 from millm.demo.evaluate import (
-    Clamp,
     MAX_RUN,
     MIN_DISTINCT,
     REPEAT_PASS,
     REPEAT_PROMPTS,
     REPEAT_TOKENS,
+    Clamp,
     distinct_bigrams,
     longest_run,
     repetition_check,
