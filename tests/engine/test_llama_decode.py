@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 
 import pytest
@@ -227,3 +228,37 @@ def test_qwen2_with_sliding_window_layers_takes_the_transformers_forward():
     model = Qwen2ForCausalLM(cfg).eval()
     assert "sliding_attention" in model.config.layer_types
     assert LlamaDecoder.for_model(model) is None
+
+
+@pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2"])
+@pytest.mark.parametrize("site", [None, "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
+def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
+    # The worker prefills unpadded prompts (no prompt logprobs) with `step` over all positions: causal attention
+    # without a mask, as HF's SDPA path runs it. Same last logits and KV cache; hooks see the same (B, T, D) tensors.
+    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model("qwen2", window=None)
+    dec = LlamaDecoder.for_model(model)
+    ids = torch.tensor([[5, 9, 30, 41, 77, 12, 3], [2, 8, 1, 60, 61, 62, 7]])
+    positions = torch.arange(ids.shape[1]).expand(2, -1)
+    seen: dict[str, list[torch.Tensor]] = {"hf": [], "lean": []}
+    where = ["hf"]
+    hp = hookpoints.resolve_hookpoint(model, site) if site else None
+    shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0)) if hp else None
+
+    def hook(h):
+        seen[where[0]].append(h.clone())
+        return h + shift
+
+    c_hf, c_lean = kv.new_cache(), kv.new_cache()
+    with torch.inference_mode(), (hookpoints.attached(hp, hook) if hp else contextlib.nullcontext()):
+        want = model(input_ids=ids, attention_mask=torch.ones_like(ids), position_ids=positions, use_cache=True,
+                     logits_to_keep=1, **{_cache_kw(model): c_hf}).logits[:, -1, :]
+        where[0] = "lean"
+        got = dec.step(ids, positions, mask=None, cache=c_lean)
+    torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    for a, b in zip(c_hf.layers, c_lean.layers, strict=True):
+        torch.testing.assert_close(a.keys, b.keys, atol=1e-6, rtol=1e-6)
+        torch.testing.assert_close(a.values, b.values, atol=1e-6, rtol=1e-6)
+    assert len(seen["hf"]) == len(seen["lean"]) == (1 if hp else 0)
+    for a, b in zip(seen["hf"], seen["lean"], strict=True):
+        assert a.shape == b.shape == (2, ids.shape[1], a.shape[-1])
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)

@@ -6,7 +6,16 @@ import pytest
 import torch
 
 from millm.engine import threads
-from millm.engine.threads import BLOCK, RECHECK_STEPS, TRIAL_BLOCKS, ThreadPolicy, regime
+from millm.engine.threads import (
+    BLOCK,
+    PREFILL_TRIALS,
+    RECHECK_PREFILLS,
+    RECHECK_STEPS,
+    TRIAL_BLOCKS,
+    ThreadPolicy,
+    prompt_regime,
+    regime,
+)
 
 
 @pytest.fixture
@@ -112,3 +121,60 @@ def test_a_contended_machine_keeps_compute_bound_prefill_off_the_busy_core(polic
     assert not policy.contended
     policy.use(100_000_000, 1000)
     assert policy.now == 2
+
+
+def _prefills(p: ThreadPolicy, model: object, params: int, tokens: int, us_per_token: dict[int, float],
+              n: int) -> list[int]:
+    """`n` prefills of `tokens` positions, each taking us_per_token[thread count] per token; the counts used."""
+    used = []
+    for _ in range(n):
+        p.prefill(model, params, tokens)
+        used.append(p.now)
+        p.prefilled(us_per_token[p.now] * tokens / 1e6)
+    return used
+
+
+def test_prompt_regimes_are_powers_of_eight():
+    assert [prompt_regime(n) for n in (1, 2, 8, 9, 32, 64, 65, 512, 513)] == [1, 8, 8, 64, 64, 64, 512, 512, 4096]
+
+
+@pytest.mark.parametrize("fast", [1, 2])
+def test_small_prefills_are_timed_per_prompt_regime_not_by_a_threshold(policy, fast):
+    # a 32-token prefill of a 25M model is under PARALLEL_FLOPS; which count is faster is measured
+    us = {1: 800.0, 2: 800.0}
+    us[3 - fast] = 1200.0
+    trials = PREFILL_TRIALS * 2
+    used = _prefills(policy, "m", 25_000_000, 32, us, trials + 4)
+    assert used[:trials].count(1) == used[:trials].count(2) == PREFILL_TRIALS  # alternated
+    assert set(used[trials:]) == {fast}
+    assert policy.prefill_choices() == {64: fast}
+    # 9-64 tokens share the regime, timed per token: a 36-token prompt takes the same choice without a new trial
+    assert set(_prefills(policy, "m", 25_000_000, 36, us, 2)) == {fast}
+    # the decode choice is separate: one-row steps are still timed on their own
+    assert policy.choices() == {}
+
+
+def test_a_prefill_regime_is_rechecked_and_a_new_model_starts_over(policy):
+    trials = PREFILL_TRIALS * 2
+    _prefills(policy, "m", 25_000_000, 32, {1: 500.0, 2: 900.0}, trials)
+    used = _prefills(policy, "m", 25_000_000, 32, {1: 900.0, 2: 500.0}, RECHECK_PREFILLS + trials + 1)
+    assert set(used[:RECHECK_PREFILLS]) == {1}
+    assert used[-1] == 2
+    _prefills(policy, "other", 25_000_000, 32, {1: 1.0, 2: 1.0}, 1)
+    assert policy.prefill_choices() == {64: None}
+
+
+def test_compute_bound_prefills_are_not_timed(policy):
+    assert set(_prefills(policy, "m", 100_000_000, 1000, {1: 1.0, 2: 99.0}, 8)) == {2}
+    assert policy.prefill_choices() == {}
+
+
+def test_a_small_prefill_takes_more_threads_only_on_a_clear_win(policy):
+    trials = PREFILL_TRIALS * 2
+    used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 950.0}, trials + 2)  # 5% faster: not enough
+    assert set(used[trials:]) == {1}
+    _run(policy, "m", 1, {1: 10.0, 2: 40.0}, TRIAL)  # the decode timing finds the cores contended
+    policy._prefills.clear()
+    used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, trials + 2)
+    assert set(used[trials:]) == {1}  # decided on two threads, but kept off the busy core
+    assert policy.prefill_choices() == {64: 2}

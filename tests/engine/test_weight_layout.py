@@ -13,7 +13,7 @@ from millm.engine import weight_layout
 def force_choice(monkeypatch, winner: str, *, gain: float = 0.5) -> None:
     """Make the timed pass of `winner` take (1 - gain) of the others' time."""
 
-    def fake_seconds(weights, fn):
+    def fake_seconds(weights, fn, rows):
         if fn is weight_layout._onednn_linear:
             name = "onednn"
         else:
@@ -87,3 +87,26 @@ def test_real_timing_picks_a_candidate():
     assert weight_layout.choose_layout(model, rounds=1) in ("stored", "input-major", "onednn")
     with torch.no_grad():
         torch.testing.assert_close(model(input_ids=ids).logits, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+def test_each_batch_regime_gets_its_own_kernel(monkeypatch):
+    # oneDNN clearly faster for 8 rows only: one-row steps keep MKL on the stored weights, batched steps use oneDNN
+    def fake_seconds(weights, fn, rows):
+        if fn is weight_layout._onednn_linear:
+            return 0.5 if rows > 1 else 1.0
+        return 1.0 if weights[0].is_contiguous() else 0.9
+
+    monkeypatch.setattr(weight_layout, "_pass_seconds", fake_seconds)
+    model = _model(False)
+    kernels = weight_layout.choose_kernels(model)
+    assert kernels == weight_layout.Kernels(one="stored", batched="onednn")
+    assert model.model.layers[0].self_attn.q_proj.weight.is_contiguous()  # the layout stays as stored
+
+
+def test_input_major_is_one_layout_for_every_regime():
+    ms = {"stored": {1: 1.0, 8: 2.0}, "input-major": {1: 0.5, 8: 1.5}, "onednn": {1: 1.0, 8: 1.5}}
+    # input-major 2.0 s in all against stored (1 row) + oneDNN (8 rows) 2.5 s: one layout, for both regimes
+    assert weight_layout._plan(ms) == weight_layout.Kernels("input-major", "input-major")
+    ms["input-major"] = {1: 0.9, 8: 1.5}  # 2.4: not a clear win over 2.5, so the stored layout stays
+    assert weight_layout._plan(ms) == weight_layout.Kernels("stored", "onednn")

@@ -230,3 +230,41 @@ def test_a_row_whose_logits_overflow_fails_alone(tiny_model_dir, tiny_sae_dir):
     finally:
         w.stop()
         w.intervention.detach()
+
+
+def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monkeypatch):
+    # engine/weight_layout.choose_kernels picks a kernel for one-row steps and one for more; the worker switches
+    # the lean decoder's kernel per step (and prefills with F.linear, as the transformers modules do)
+    import torch
+    import torch.nn.functional as F
+
+    from millm.engine import weight_layout
+    from millm.engine import worker as worker_mod
+
+    used: list[tuple[str, int, int]] = []
+
+    def recording(name):
+        def fn(x, w, b):
+            used.append((name, x.shape[0], x.shape[1]))
+            return F.linear(x, w, b)
+        return fn
+
+    fns = {"stored": recording("stored"), "onednn": recording("batched")}
+    monkeypatch.setattr(worker_mod, "choose_kernels", lambda model: weight_layout.Kernels("stored", "onednn"))
+    monkeypatch.setattr(worker_mod, "linear_fn", lambda choice: fns[choice])
+    w = Worker(max_batch_size=4)
+    w.loaded = load_model(str(tiny_model_dir), device="cpu")
+    params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
+    ids = tuple(w.loaded.tokenizer("Hello world").input_ids)
+    with torch.inference_mode():
+        w.submit(GenerationRequest("a", ids, params), lambda ev: None)
+        w._admit()
+        w._step()  # one row
+        w.submit(GenerationRequest("b", ids, params), lambda ev: None)
+        w._admit()
+        while w._rows:
+            w._step()
+    steps = [(name, rows) for name, rows, t in used if t == 1]
+    assert {name for name, rows in steps if rows == 1} == {"stored"}
+    assert {name for name, rows in steps if rows > 1} == {"batched"}
+    assert {name for name, rows, t in used if t > 1} == {"stored"}  # prefills

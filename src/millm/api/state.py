@@ -9,11 +9,13 @@ from fastapi import Depends, Request, WebSocket
 from millm.services.runtime import Runtime
 
 
-def get_runtime(request: Request) -> Runtime:
+# Async on purpose: FastAPI runs a plain `def` dependency on its thread pool, a thread hop (and a GIL hand-off with
+# the generation thread) on every request, for one attribute read.
+async def get_runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
-def get_ws_runtime(websocket: WebSocket) -> Runtime:
+async def get_ws_runtime(websocket: WebSocket) -> Runtime:
     return websocket.app.state.runtime
 
 

@@ -166,7 +166,10 @@ class LlamaDecoder:
 
     def step(self, ids: Tensor, positions: Tensor, *, mask: Tensor | None, cache: Any) -> Tensor:
         """One decode step. ids, positions: (B, 1); mask: (B, 1, 1, S) bool over the cache plus this
-        token (None when no row is padded). Returns logits (B, V) in the model dtype."""
+        token (None when no row is padded). Returns logits (B, V) in the model dtype, of the last position.
+
+        Also an unpadded prefill (Llama/Qwen2 only): ids, positions (B, T) into an empty cache with mask None
+        attend causally, as HF's SDPA path does without padding (the worker uses it for such prompts)."""
         h = self.embed(ids)  # (B, 1, D)
         pos_emb: tuple[Tensor, Tensor] | None = None
         if self.rope_table is not None:
@@ -199,7 +202,7 @@ class LlamaDecoder:
             if layer._forward_hooks:
                 out = _run_hooks(layer, h, out)
             h = out
-        h = self.norm(h)
+        h = self.norm(h[:, -1:])  # (only the last position's logits are wanted; the norm is per position)
         head = self.lm_head
         if head._forward_hooks or head._forward_pre_hooks or type(head) is not nn.Linear:
             logits: Tensor = head(h)[:, -1, :]
@@ -223,8 +226,9 @@ class LlamaDecoder:
         qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
         q = qk[:, :nq]
         k, v = cache.update(qk[:, nq:], qkv[:, nq + nk :], i)
-        if self.n_kv == self.n_heads:  # what sdpa_attention_forward does for one query without GQA
-            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling)
+        if self.n_kv == self.n_heads:  # what sdpa_attention_forward does without GQA (causal: a prefill, no mask)
+            o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling,
+                                               is_causal=t > 1 and mask is None)
             o = o.transpose(1, 2)
         else:
             o, _ = sdpa_attention_forward(attn, q, k, v, mask, dropout=0.0, scaling=attn.scaling)

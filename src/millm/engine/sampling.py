@@ -90,11 +90,13 @@ def sample(logits: torch.Tensor, rows: list[RowSampler]) -> list[int | None]:
     """Choose one token per row. logits: (B, V) already processed. None for a row nothing can be drawn from: its
     logits hold a NaN or +inf, or no finite value (a residual stream overflowed, e.g. under extreme steering)."""
     greedy = [r.params.greedy for r in rows]
-    usable = torch.isfinite(logits.amax(dim=-1))  # a NaN or +inf anywhere makes the row's max non-finite
+    # A NaN or +inf anywhere makes the row's max non-finite (max propagates NaN). With greedy rows, one pass over
+    # the vocabulary gives the max and the index of its first occurrence (what argmax returns), in one transfer.
     if any(greedy):
-        argmax, ok = torch.stack([logits.argmax(dim=-1), usable.long()]).tolist()  # one transfer for both
+        top, argmax_t = logits.max(dim=-1)
+        argmax, ok = torch.stack([argmax_t, torch.isfinite(top).long()]).tolist()
     else:
-        argmax, ok = [], usable.tolist()
+        argmax, ok = [], torch.isfinite(logits.amax(dim=-1)).tolist()
     out: list[int | None] = [None] * len(rows)
     for i, r in enumerate(rows):
         if not ok[i]:

@@ -12,7 +12,13 @@ over. This replaces a fixed parameter threshold: on the 2-core benchmark machine
 Prefill: a forward doing at least `PARALLEL_FLOPS` (2 x parameters x tokens) is compute-bound and uses every
 core, unless the latest decided decode regime found every core `CONTENDED` times slower than fewer (another
 process holds a core, and a parallel region waits for its descheduled thread: a compute-bound prefill suffers
-the same); smaller ones use the decode choice for one row when it is known, else all but one core.
+the same). Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in
+the forward): the first `PREFILL_TRIALS` prefills per candidate alternate the counts, each timed per token, and
+more threads are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more; fewer
+threads meanwhile while the decode timing finds the cores contended). A fixed threshold got this wrong: on
+the 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in
+27 ms where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode
+choice for one row when it is known, else all but one core.
 
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.
 """
@@ -34,6 +40,9 @@ TRIAL_BLOCKS = 2  # blocks per candidate, alternating, before deciding a regime
 RECHECK_STEPS = 4096  # steps in a regime after which it is timed again
 TIE = 0.03  # within this fraction, the smaller thread count wins
 CONTENDED = 1.5  # all cores this many times slower than fewer in a timed regime: the cores are shared
+PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
+RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
+PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -50,6 +59,14 @@ def thread_counts() -> tuple[int, int] | None:
 def regime(rows: int) -> int:
     """The batch-size regime of `rows` rows: the power of two at or above it."""
     return 1 << max(0, rows - 1).bit_length()
+
+
+def prompt_regime(tokens: int) -> int:
+    """The prefill regime of a forward over `tokens` positions (all rows): the power of eight at or above it."""
+    r = 1
+    while r < tokens:
+        r *= 8
+    return r
 
 
 @dataclass
@@ -72,6 +89,8 @@ class ThreadPolicy:
         self._model: object | None = None
         self._regimes: dict[int, _Regime] = {}
         self._trial: tuple[_Regime, int] | None = None  # the regime and count the current step is timing
+        self._prefills: dict[int, _Regime] = {}  # prompt regime -> its timing (per token) and choice
+        self._prefill_trial: tuple[_Regime, int, int] | None = None  # regime, count, tokens of the current prefill
         self.contended = False  # the latest decided regime timed all cores CONTENDED times slower than fewer
 
     def start(self) -> None:
@@ -80,7 +99,8 @@ class ThreadPolicy:
     def describe(self) -> str:
         if self.counts is None:
             return str(torch.get_num_threads())
-        return f"{self.candidates()} (decode: timed per batch regime; prefill of >= {PARALLEL_FLOPS:.0e} FLOP: all)"
+        return (f"{self.candidates()} (decode: timed per batch regime; prefill: timed per prompt regime, "
+                f"all cores from {PARALLEL_FLOPS:.0e} FLOP)")
 
     def candidates(self) -> tuple[int, ...]:
         assert self.counts is not None
@@ -90,14 +110,22 @@ class ThreadPolicy:
         """Each batch regime's decided thread count so far (None: still timing)."""
         return {r: st.chosen for r, st in sorted(self._regimes.items())}
 
+    def prefill_choices(self) -> dict[int, int | None]:
+        """Each prompt regime's decided thread count so far (None: still timing)."""
+        return {r: st.chosen for r, st in sorted(self._prefills.items())}
+
+    def _for_model(self, model: object) -> None:
+        if model is not self._model:
+            self._model, self._regimes, self._prefills, self.contended = model, {}, {}, False
+
     def _set(self, n: int) -> None:
         if n != self.now:
             torch.set_num_threads(n)
             self.now = n
 
     def use(self, num_parameters: int, tokens: int) -> None:
-        """A prefill (or other forward) over `tokens` positions: every core when compute-bound, else the one-row
-        decode choice when known, else all but one core."""
+        """A forward other than a decode step or a timed prefill (the kernel timing) over `tokens` positions: every
+        core when compute-bound, else the one-row decode choice when known, else all but one core."""
         if self.counts is None:
             return
         small, large = self.counts
@@ -107,13 +135,55 @@ class ThreadPolicy:
         one = self._regimes.get(1)
         self._set(one.chosen if one is not None and one.chosen is not None else small)
 
+    def prefill(self, model: object, num_parameters: int, tokens: int) -> None:
+        """Before a prefill forward over `tokens` positions of `model`: every core when compute-bound, else its
+        prompt regime's choice, or the next count to time (`prefilled` records the time)."""
+        self._prefill_trial = None
+        if self.counts is None:
+            return
+        self._for_model(model)
+        small, large = self.counts
+        if 2 * num_parameters * tokens >= PARALLEL_FLOPS:
+            self._set(small if self.contended else large)
+            return
+        st = self._prefills.setdefault(prompt_regime(tokens), _Regime())
+        if st.chosen is not None and st.steps < RECHECK_PREFILLS:
+            st.steps += 1
+            self._set(small if self.contended else st.chosen)
+            return
+        if st.chosen is not None:
+            st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
+        cands = self.candidates()
+        n = cands[st.timed % len(cands)]
+        self._prefill_trial = (st, n, max(1, tokens))
+        self._set(n)
+
+    def prefilled(self, seconds: float) -> None:
+        """After the prefill forward `prefill` prepared: record its time per token while its regime is timed."""
+        if self._prefill_trial is None:
+            return
+        st, n, tokens = self._prefill_trial
+        self._prefill_trial = None
+        st.times.setdefault(n, []).append(seconds / tokens)
+        st.timed += 1
+        cands = self.candidates()
+        if st.timed >= PREFILL_TRIALS * len(cands):
+            med = {c: statistics.median(st.times[c]) for c in cands}
+            fewest = min(cands)
+            best = min(cands, key=med.__getitem__)
+            # more threads only on a clear win: three prefills per count are a small sample, and a parallel prefill
+            # that loses a core to another process loses far more than a serial one
+            st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
+            r = next(k for k, v in self._prefills.items() if v is st)
+            log.info("prefill threads for %d-%d tokens: %d (median per token %s)", r // 8 + 1 if r > 1 else 1, r,
+                     st.chosen, ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
+
     def decode(self, model: object, rows: int) -> None:
         """Before a decode step of `rows` rows of `model`: its regime's choice, or the next count to time."""
         self._trial = None
         if self.counts is None:
             return
-        if model is not self._model:
-            self._model, self._regimes, self.contended = model, {}, False
+        self._for_model(model)
         st = self._regimes.setdefault(regime(rows), _Regime())
         if st.chosen is not None and st.steps < RECHECK_STEPS:
             st.steps += 1
