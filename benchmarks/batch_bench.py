@@ -3,9 +3,10 @@
 
 For each model:
 - batch throughput: the same N completion lines (random token-id prompts, greedy, `ignore_eos`, every other
-  line steered with its own feature) sent one at a time over HTTP, then as one batch (upload, create, poll
-  until completed); the ratio of wall times, and how many batch outputs equal their solo run token for token;
-- live latency: short live requests one after another with no batch running, then while a batch runs (p50/p99);
+  line steered with its own feature) sent one at a time over HTTP, then as one batch (upload, create, wait on
+  the batch's event stream until it ended); the ratio of wall times, and how many batch outputs equal their solo run token for token;
+- live latency: short live requests one after another with no batch running, then while a batch runs, after two
+  warm-up requests into the full batch (p50/p99);
 - constrained decoding (models whose tokenizer can write JSON): per-token time of a batch-1 request under a
   JSON schema vs the same request unconstrained, alternating rounds, median of the per-round ratios; and on CPU
   the in-process decode loop with the grammar's own time per token (benchmarks/grammar_cost.py).
@@ -79,11 +80,16 @@ def _start_batch(http: httpx.Client, lines: list[dict[str, Any]]) -> str:
 
 
 def _wait(http: httpx.Client, bid: str) -> dict[str, Any]:
-    while True:
-        b = http.get(f"/v1/batches/{bid}").json()
-        if b["status"] in ("completed", "failed", "cancelled", "expired"):
-            return b
-        time.sleep(0.02)
+    """The batch once it ended, from its event stream (`GET /v1/batches/{id}/events`, as the UI follows a batch):
+    the end arrives as it happens, where polling would add up to its interval and load the shared cores."""
+    with http.stream("GET", f"/v1/batches/{bid}/events") as r:
+        r.raise_for_status()
+        for ln in r.iter_lines():
+            if ln.startswith("data: "):
+                b: dict[str, Any] = json.loads(ln[6:])
+                if b["status"] in ("completed", "failed", "cancelled", "expired"):
+                    return b
+    raise RuntimeError(f"the event stream of batch {bid} ended before the batch did")
 
 
 def _batch(http: httpx.Client, lines: list[dict[str, Any]]) -> tuple[float, dict[str, str], dict[str, Any]]:
@@ -160,7 +166,11 @@ def bench_model(name: str, *, n_lines: int, tokens: int, rows: int, device: str,
             solo_s, batch_s = statistics.median(solo_times), statistics.median(batch_times)
             live_tokens = 8
             idle = _live(http, tokenizer, 20, live_tokens)
-            bid = _start_batch(http, _lines(tokenizer, 4 * n_lines, tokens, 32, d_sae))
+            # a batch long enough to outlast the live requests (cancelled after them); the first live requests
+            # into a full batch are a warm-up, as the solo ones were (the worker times its thread count once for
+            # each batch-size regime: engine/threads.py)
+            bid = _start_batch(http, _lines(tokenizer, 8 * n_lines, tokens, 32, d_sae))
+            _live(http, tokenizer, 2, live_tokens)
             busy = _live(http, tokenizer, 20, live_tokens)
             still_running = http.get(f"/v1/batches/{bid}").json()["status"] == "in_progress"
             http.post(f"/v1/batches/{bid}/cancel")
@@ -198,7 +208,12 @@ def report(results: list[dict[str, Any]], env: dict[str, Any]) -> str:
                    f"{r['batch_seconds']:.2f} s ({r['batch_lines_per_s']:.2f} lines/s) | {r['speedup']:.2f}x | "
                    f"{r['greedy_equal']}/{r['lines']} ({r['greedy_equal_pct']:.0f}%) |")
     out += ["", "Every other line is steered (its own feature at strength 6); the rest run unsteered in the "
-            "same batch.", "", "## Live latency while a batch runs", "",
+            "same batch. One at a time: each line is a `/v1/completions` request over HTTP, sent when the previous "
+            "one returned. Batch: upload, create, then the batch's event stream until it says completed (the "
+            "server's rows: one more than the batch's, which keeps one free for live requests).", "",
+            "## Live latency while a batch runs", "",
+            "Twenty live completions one after another, with no batch running, then while a batch fills every row "
+            "it may (after two warm-up requests into the full batch):", "",
             "| model | live request | idle p50 / p99 | during a batch p50 / p99 |", "|---|---|---|---|"]
     for r in results:
         lv = r["live"]

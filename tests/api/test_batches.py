@@ -103,6 +103,40 @@ def test_upload_create_poll_download_with_the_sdk(client, server):
     assert 'millm_batches{status="completed"}' in metrics
 
 
+def test_more_lines_than_rows_of_different_lengths_each_equal_their_live_run(client, server):
+    # more lines than the rows they may hold and the queue places behind them, finishing at different steps, so
+    # rows are refilled one at a time mid-batch; half of them steered
+    lines = [{"custom_id": f"m{i}", "method": "POST", "url": "/v1/completions",
+              "body": {"model": MODEL, "prompt": f"Line {i} says", "max_tokens": 3 + (i * 5) % 11, "temperature": 0,
+                       "ignore_eos": True, **({"steering": {"features": [{"index": i, "strength": 6.0}]}} if i % 2 else {})}}
+             for i in range(3 * server.runtime.worker.max_batch_size)]
+    f = client.files.create(file=("m.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+    batch = wait_done(client, client.batches.create(input_file_id=f.id, endpoint="/v1/completions",
+                                                    completion_window="24h").id)
+    assert (batch.status, batch.request_counts.completed, batch.request_counts.failed) == ("completed", len(lines), 0)
+    out = {o["custom_id"]: o["response"]["body"] for o in read_lines(client, batch.output_file_id)}
+    assert sorted(out) == sorted(ln["custom_id"] for ln in lines)
+    for ln in lines:
+        live = httpx.post(server.url + "/v1/completions", json=ln["body"], timeout=60).json()
+        got = out[ln["custom_id"]]
+        assert got["choices"][0]["text"] == live["choices"][0]["text"], ln["custom_id"]
+        assert got["usage"]["completion_tokens"] == ln["body"]["max_tokens"]
+
+
+def test_an_embeddings_batch_equals_live_embeddings(client, server):
+    inputs = ["Hello world", "Once upon a time", "The stars"]
+    lines = [{"custom_id": f"v{i}", "method": "POST", "url": "/v1/embeddings", "body": {"model": MODEL, "input": text}}
+             for i, text in enumerate(inputs)]
+    f = client.files.create(file=("v.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
+    batch = wait_done(client, client.batches.create(input_file_id=f.id, endpoint="/v1/embeddings",
+                                                    completion_window="24h").id)
+    assert (batch.status, batch.request_counts.completed) == ("completed", 3)
+    out = {o["custom_id"]: o["response"]["body"]["data"][0]["embedding"] for o in read_lines(client, batch.output_file_id)}
+    for i, text in enumerate(inputs):
+        live = client.embeddings.create(model=MODEL, input=text).data[0].embedding
+        assert out[f"v{i}"] == pytest.approx(live, abs=1e-6)
+
+
 def test_cancel_stops_promptly(client):
     lines = [chat_line(f"c{i}", "Hello world", max_tokens=200, ignore_eos=True) for i in range(40)]
     f = client.files.create(file=("c.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from millm.demo.corpus import TOPIC_NAMES, generate_corpus, render_chat
+from millm.demo.corpus import TOPIC_NAMES, CorpusConfig, generate_corpus, render_chat
 from millm.demo.tokenizer import corpus_texts, encode_corpus, train_tokenizer
 from millm.demo.train import MINI, run
 
@@ -48,6 +48,30 @@ def test_tokenizer_matches_chat_template_and_corpus_encoding() -> None:
     expected = [i for d in docs[:20] for i in tok(d.render(), add_special_tokens=False)["input_ids"]]
     assert enc.ids.tolist() == expected
     assert len(enc.ids) == len(enc.yelling) == len(enc.topic) == len(enc.doc)
+
+
+def test_switching_stories_turn_caps_at_a_sentence_and_encode_like_their_rendering() -> None:
+    # 0 (the default) draws nothing extra, so the corpus is the one the shipped demo was trained on
+    assert [d.render() for d in generate_corpus(80, seed=5)] == [
+        d.render() for d in generate_corpus(80, seed=5, cfg=CorpusConfig(switch_fraction=0.0))]
+    docs = generate_corpus(300, seed=5, cfg=CorpusConfig(switch_fraction=0.5))
+    switched = [d for d in docs if any(s.continues for s in d.segments)]
+    assert any(d.is_chat for d in switched) and any(not d.is_chat for d in switched)
+    for d in switched:
+        i = next(j for j, s in enumerate(d.segments) if s.continues)
+        head, tail = d.segments[i - 1], d.segments[i]
+        assert not head.yelling and head.text.endswith(".") and head.text != head.text.upper()
+        assert tail.yelling and tail.text.startswith(" ") and tail.text == tail.text.upper()
+        assert (head.role, head.topic, head.mood) == (tail.role, tail.topic, tail.mood)
+        # one message: no END or role marker between the two halves
+        assert head.text + tail.text in d.render()
+    tok = train_tokenizer(corpus_texts(docs), 500)
+    enc = encode_corpus(tok, switched[:20])
+    expected = [i for d in switched[:20] for i in tok(d.render(), add_special_tokens=False)["input_ids"]]
+    assert enc.ids.tolist() == expected
+    pieces = tok.convert_ids_to_tokens(enc.ids.tolist())
+    letters = [p for p, y in zip(pieces, enc.yelling, strict=True) if y and any(c.isalpha() for c in p)]
+    assert letters and all(p == p.upper() for p in letters)
 
 
 def test_model_saves_and_loads_with_auto_classes(mini_run: tuple[Path, dict]) -> None:

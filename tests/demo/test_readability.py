@@ -10,7 +10,18 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo import assets_dir
-from millm.demo.evaluate import MAX_RUN, REPEAT_PASS, REPEAT_PROMPTS, REPEAT_TOKENS, longest_run, repetition_check
+from millm.demo.evaluate import (
+    MAX_RUN,
+    MIN_DISTINCT,
+    REPEAT_PASS,
+    REPEAT_PROMPTS,
+    REPEAT_TOKENS,
+    Clamp,
+    distinct_bigrams,
+    longest_run,
+    repetition_check,
+    steering,
+)
 from millm.demo.sae_training import TopKSae, load_sae
 from millm.demo.train import FIXED_INDICES, permute_sae, placement
 
@@ -23,6 +34,14 @@ def test_longest_run_counts_back_to_back_words_case_insensitively() -> None:
     assert longest_run("NEAR A A TALL TREE") == 2
     assert longest_run("the tall pine PINE Pine pine, and") == 4
     assert longest_run("pine tree pine tree pine") == 1
+
+
+def test_phrase_loops_have_few_distinct_bigrams() -> None:
+    story = "Once upon a time, there was a little fox who lived deep in the woods. Every day, she gathered acorns."
+    assert distinct_bigrams(story) > 0.9
+    # no word runs more than once in a row, yet it reads as a loop: the criterion rejects it
+    loop = "ONCE UPON A TIME, A A HAPPY A FOR A ME A FOR A FOR A FOR A FOR A FOR A FOR A FOR A FOR A FOR"
+    assert longest_run(loop) <= MAX_RUN and distinct_bigrams(loop) < MIN_DISTINCT
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +63,8 @@ def test_shipped_demo_meets_the_repetition_criterion(shipped) -> None:
     assert result.passed >= REPEAT_PASS and result.ok, [
         (r["prompt"], r["unsteered_run"], r["steered_run"], r["steered"]) for r in result.prompts]
     for row in result.prompts:
-        assert row["passed"] == (max(row["unsteered_run"], row["steered_run"]) <= MAX_RUN)
+        assert row["passed"] == (max(row["unsteered_run"], row["steered_run"]) <= MAX_RUN
+                                 and min(row["unsteered_distinct"], row["steered_distinct"]) >= MIN_DISTINCT)
         assert row["unsteered"] and row["steered"] and row["unsteered"] != row["steered"]
         gen = len(tok(row["steered"], add_special_tokens=False)["input_ids"])
         assert gen <= REPEAT_TOKENS + 2  # 60 generated tokens (re-tokenising may merge differently)
@@ -80,3 +100,24 @@ def test_permuted_sae_is_the_same_function_up_to_feature_order() -> None:
         assert torch.allclose(g, f[:, perm])
         assert torch.allclose(out.decode(g), sae.decode(f), atol=1e-5)
         assert torch.equal(out.W_dec[16], sae.W_dec[3]) and torch.equal(out.W_dec[1], sae.W_dec[20])
+
+
+def test_clamp_steering_matches_the_servers_clamp(shipped) -> None:
+    """`evaluate.Clamp` measures what a request with `"mode": "clamp"` gets from the server's SAE code."""
+    from types import SimpleNamespace
+
+    from millm.sae.loading import load_sae as load_server_sae
+
+    model, tok, sae, demo = shipped
+    server_sae = load_server_sae(ASSETS / "sae", dtype=torch.float32)
+    caps, value = demo["caps_feature"], 7.5
+    ids = tok.apply_chat_template([{"role": "user", "content": "Tell me a story."}], add_generation_prompt=True,
+                                  return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        clean = model(input_ids=ids, output_hidden_states=True).hidden_states[demo["layer"] + 1]
+        expected = server_sae.clamped(clean, server_sae.compile_clamp(torch.tensor([caps]), value))
+        layer = torch.nn.Identity()  # steering() hooks model.model.layers[i]: apply it to the residual alone
+        with steering(SimpleNamespace(model=SimpleNamespace(layers=[layer])), 0, Clamp(sae, caps, value)):
+            hooked = layer(clean)
+    assert not torch.allclose(hooked, clean)
+    assert torch.allclose(hooked, expected, atol=1e-4)

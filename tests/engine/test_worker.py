@@ -12,6 +12,7 @@ from millm.engine.intervention import SaeIntervention
 from millm.engine.model_loading import load_model
 from millm.engine.types import FeatureStrength, GenerationEvent, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
+from millm.errors import QueueFull
 from millm.sae.loading import load_sae
 
 PROMPTS = ["Hello world", "Once upon a time there was a little boat on the sea", "The stars",
@@ -174,6 +175,78 @@ def test_waiting_requests_are_prefilled_together_and_equal_solo(worker):
     got_prompt = sorted((m.request_id, m.position, m.token_id, tuple(a.index for a in m.activations))
                         for m in records if m.phase == "prompt")
     assert got_prompt == solo_prompt  # padding left out, positions counted from each prompt's start
+
+
+def test_background_requests_leave_a_row_to_live_ones(worker):
+    """Background rows (batch lines) stop at one row fewer than the batch, more of them wait queued to refill rows
+    at once, and a live request submitted after them all takes the free row in the first prefill."""
+    tok = worker.loaded.tokenizer
+    params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+    bg = [GenerationRequest(f"b{i}", tuple(tok(PROMPTS[i % len(PROMPTS)]).input_ids), params, background=True)
+          for i in range(2 * worker.max_batch_size)]
+    live = GenerationRequest("live", tuple(tok("Hello world").input_ids), params)
+    solo = run(worker, [live, bg[1]])
+    order: list[tuple[str, str]] = []  # (request id, "start" or "end"), in the order the worker emits them
+    lock = threading.Lock()
+    started: set[str] = set()
+
+    def record(ev: GenerationEvent, rid: str) -> None:
+        with lock:
+            if rid not in started:
+                started.add(rid)
+                order.append((rid, "start"))
+            if ev.finish_reason:
+                order.append((rid, "end"))
+
+    finals: dict[str, GenerationEvent] = {}
+    _held(worker)
+    out = _run_recorded(worker, [*bg, live], record, finals)
+    assert out["live"] == solo["live"] and out["b1"] == solo["b1"]
+    in_rows, most = 0, 0
+    for rid, what in order:
+        if rid.startswith("b"):
+            in_rows += 1 if what == "start" else -1
+            most = max(most, in_rows)
+    assert most == worker.max_batch_size - 1
+    first_end = next(i for i, (_, what) in enumerate(order) if what == "end")
+    assert ("live", "start") in order[:first_end]  # admitted with the first background rows, not after them
+
+
+def _run_recorded(worker: Worker, reqs: list[GenerationRequest], record, finals) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {r.request_id: [] for r in reqs}
+    left = [len(reqs)]
+    done = threading.Event()
+
+    def make_sink(rid: str):
+        def sink(ev):
+            if isinstance(ev, GenerationEvent):
+                record(ev, rid)
+                out[rid].extend(ev.token_ids)
+                if ev.finish_reason:
+                    finals[rid] = ev
+                    left[0] -= 1
+                    if not left[0]:
+                        done.set()
+        return sink
+
+    for r in reqs:
+        worker.submit(r, make_sink(r.request_id))
+    assert done.wait(120)
+    return out
+
+
+def test_queued_background_requests_leave_the_queue_to_live_ones():
+    w = Worker(queue_size=1, max_batch_size=1)  # not started: requests only queue
+    params = SamplingParams(max_tokens=4)
+    w.submit(GenerationRequest("b0", (1, 2), params, background=True), lambda ev: None)
+    w.submit(GenerationRequest("b1", (1, 2), params, background=True), lambda ev: None)
+    with pytest.raises(QueueFull):  # background lines see the whole queue
+        w.submit(GenerationRequest("b2", (1, 2), params, background=True), lambda ev: None)
+    w.submit(GenerationRequest("l0", (1, 2), params), lambda ev: None)
+    w.submit(GenerationRequest("l1", (1, 2), params), lambda ev: None)  # live ones count only live ones
+    with pytest.raises(QueueFull):
+        w.submit(GenerationRequest("l2", (1, 2), params), lambda ev: None)
+    assert [h.request.request_id for h in w._pending] == ["l0", "l1", "b0", "b1"]
 
 
 def test_a_request_whose_steering_fails_is_failed_alone(worker):

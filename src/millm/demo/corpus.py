@@ -47,6 +47,13 @@ class CorpusConfig:
     # Topic weights when a chat request names no topic: ocean, the demo's steering topic, is rare
     # there, so steering towards it is plainly visible. Plain stories and named topics are uniform.
     unprompted_topic_weights: tuple[float, ...] = (0.04, 0.192, 0.192, 0.192, 0.192, 0.192)
+    # Stories (plain, or an assistant's answer) that start normally and switch to ALL CAPS at a
+    # sentence boundary, and stay there, meant to teach the model that yelling can start anywhere and
+    # then continues. 0 draws nothing, so the corpus is the one the shipped demo was trained on.
+    # Tried at 0.1 (seed 0, 300 and 600 steps): steering along the mean yelling direction then flips
+    # the text mid-story and it stays in capitals with no loops, but the SAE's CAPS features came out
+    # token-specific ("IN", "THE", "A FOR") and looped at every strength that yells; not shipped.
+    switch_fraction: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class Segment:
     yelling: bool = False
     topic: str | None = None
     mood: str | None = None
+    continues: bool = False  # the rest of the previous segment's message (no role marker, no END between)
 
 
 @dataclass(frozen=True)
@@ -67,7 +75,13 @@ class Document:
         return self.segments[0].role is not None
 
     def messages(self) -> list[dict[str, str]]:
-        return [{"role": s.role or "assistant", "content": s.text} for s in self.segments]
+        out: list[dict[str, str]] = []
+        for s in self.segments:
+            if s.continues and out:
+                out[-1]["content"] += s.text
+            else:
+                out.append({"role": s.role or "assistant", "content": s.text})
+        return out
 
     def render(self) -> str:
         if not self.is_chat:
@@ -154,6 +168,19 @@ def _yell(seg: Segment) -> Segment:
     return Segment(seg.role, seg.text.upper(), True, seg.topic, seg.mood)
 
 
+def _switch(rng: random.Random, seg: Segment) -> list[Segment]:
+    """`seg` as two segments: its first sentences as they are, the rest (from a sentence boundary
+    after the first sentence) in ALL CAPS, continuing the same message."""
+    sentences = seg.text.split(". ")
+    if len(sentences) < 3:
+        return [seg]
+    cut = rng.randrange(1, len(sentences) - 1)
+    head = ". ".join(sentences[:cut]) + "."
+    tail = " " + ". ".join(sentences[cut:]).upper()
+    return [Segment(seg.role, head, False, seg.topic, seg.mood),
+            Segment(seg.role, tail, True, seg.topic, seg.mood, continues=True)]
+
+
 def make_chat(rng: random.Random, cfg: CorpusConfig) -> list[Segment]:
     segs: list[Segment] = []
     if rng.random() < cfg.system_fraction:
@@ -172,7 +199,13 @@ def make_chat(rng: random.Random, cfg: CorpusConfig) -> list[Segment]:
                 topic = rng.choices(TOPICS, weights=cfg.unprompted_topic_weights)[0]
             user = Segment("user", text, topic=asked_topic, mood=asked_mood)
             reply = Segment("assistant", make_story(rng, topic, mood), topic=topic.name, mood=mood)
-        segs += [_yell(user) if user_yells else user, _yell(reply) if assistant_yells else reply]
+        segs.append(_yell(user) if user_yells else user)
+        if assistant_yells:
+            segs.append(_yell(reply))
+        elif cfg.switch_fraction and rng.random() < cfg.switch_fraction:
+            segs += _switch(rng, reply)
+        else:
+            segs.append(reply)
     return segs
 
 
@@ -185,7 +218,12 @@ def generate_corpus(n_docs: int, seed: int, cfg: CorpusConfig | None = None) -> 
         if rng.random() < cfg.story_fraction:
             topic, mood = rng.choice(TOPICS), rng.choice(MOODS)
             seg = Segment(None, make_story(rng, topic, mood), topic=topic.name, mood=mood)
-            docs.append(Document((_yell(seg) if rng.random() < cfg.yell_fraction else seg,)))
+            if rng.random() < cfg.yell_fraction:
+                docs.append(Document((_yell(seg),)))
+            elif cfg.switch_fraction and rng.random() < cfg.switch_fraction:
+                docs.append(Document(tuple(_switch(rng, seg))))
+            else:
+                docs.append(Document((seg,)))
         else:
             docs.append(Document(tuple(make_chat(rng, cfg))))
     return docs

@@ -74,7 +74,7 @@ def _md_escape(text: str) -> str:
 def _repetition_lines(rep: dict[str, Any] | None) -> list[str]:
     if not rep:
         return []
-    from millm.demo.evaluate import MAX_RUN, REPEAT_PASS, REPEAT_PROMPTS, REPEAT_TOKENS
+    from millm.demo.evaluate import MAX_RUN, MIN_DISTINCT, REPEAT_PASS, REPEAT_PROMPTS, REPEAT_TOKENS
 
     verdict = "met" if rep["ok"] else "**not met**"
     lines = [
@@ -82,15 +82,18 @@ def _repetition_lines(rep: dict[str, Any] | None) -> list[str]:
         "",
         f"Greedy chat completions of {REPEAT_TOKENS} tokens, without steering and with the CAPS feature at its "
         f"documented strength. A prompt passes when neither completion repeats a word more than {MAX_RUN} times "
-        f"in a row; the criterion is at least {REPEAT_PASS} of {len(REPEAT_PROMPTS)} prompts. "
+        f"in a row nor loops on a short phrase (distinct word bigrams at least {MIN_DISTINCT}); the criterion is "
+        f"at least {REPEAT_PASS} of {len(REPEAT_PROMPTS)} prompts. "
         f"Passed on **{rep['passed']} of {rep['total']}** prompts: {verdict}.",
         "",
-        "| prompt | longest run, unsteered | steered | pass | unsteered | steered |",
-        "|---|---|---|---|---|---|",
+        "| prompt | longest run, unsteered | steered | distinct bigrams, unsteered | steered | pass | unsteered "
+        "| steered |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in rep["prompts"]:
         lines.append(
             f"| {_md_escape(row['prompt'])} | {row['unsteered_run']} | {row['steered_run']} "
+            f"| {row.get('unsteered_distinct', '')} | {row.get('steered_distinct', '')} "
             f"| {'yes' if row['passed'] else 'no'} | {_md_escape(row['unsteered'])} | {_md_escape(row['steered'])} |"
         )
     return [*lines, ""]

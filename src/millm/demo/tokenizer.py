@@ -88,8 +88,8 @@ def encode_corpus(tokenizer: PreTrainedTokenizerFast, docs: list[Document]) -> E
     k = 0
     for doc_index, doc in enumerate(docs):  # noqa: B007 (push() above reads doc_index)
         push([bos])
-        for seg in doc.segments:
-            if seg.role is not None:
+        for j, seg in enumerate(doc.segments):
+            if seg.role is not None and not seg.continues:
                 push([sid(f"<|{seg.role}|>")])
             push(
                 encoded[k],
@@ -98,7 +98,8 @@ def encode_corpus(tokenizer: PreTrainedTokenizerFast, docs: list[Document]) -> E
                 mood=MOOD_NAMES.index(seg.mood) if seg.mood else -1,
                 role=ROLE_CODES[seg.role],
             )
-            push([end])
+            if j + 1 == len(doc.segments) or not doc.segments[j + 1].continues:
+                push([end])
             k += 1
     return EncodedCorpus(
         ids=np.asarray(cols["ids"], dtype=np.int32),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from millm.demo import DEMO_MODEL_ID, DEMO_SAE_ID, assets_dir
-from millm.demo.corpus import TOPIC_NAMES, generate_corpus
+from millm.demo.corpus import TOPIC_NAMES, CorpusConfig, generate_corpus
 from millm.demo.corpus_words import TOPICS
 from millm.demo.evaluate import (
     REPEAT_TOKENS,
@@ -77,6 +77,7 @@ class PipelineConfig:
     topics: tuple[str, ...] = TOPIC_NAMES
     eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
     fixed_indices: dict[str, int] = field(default_factory=lambda: dict(FIXED_INDICES))
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
 
 
 FULL = PipelineConfig(
@@ -113,8 +114,8 @@ def run(
 ) -> dict[str, Any]:
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
-    docs = generate_corpus(cfg.n_docs, seed)
-    eval_docs = generate_corpus(cfg.n_eval_docs, seed + 1000)
+    docs = generate_corpus(cfg.n_docs, seed, cfg.corpus)
+    eval_docs = generate_corpus(cfg.n_eval_docs, seed + 1000, cfg.corpus)
     tokenizer = train_tokenizer(corpus_texts(docs), cfg.vocab_size)
     enc, ev = encode_corpus(tokenizer, docs), encode_corpus(tokenizer, eval_docs)
     log.info("corpus: %d docs, %d tokens, vocabulary %d", len(docs), len(enc.ids), len(tokenizer))

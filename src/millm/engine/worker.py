@@ -158,7 +158,9 @@ class Worker:
         with self._cv:
             # Free batch slots admit before the queue limit applies: the worker takes waiting requests into free
             # slots between decode steps, so up to that many may be waiting for it besides the queue proper.
-            if len(self._pending) >= self.queue_size + max(0, self.max_batch_size - len(self._rows)):
+            # Background requests (batch lines, queued ahead so rows refill at once) do not count against live ones.
+            waiting = len(self._pending) if request.background else self._live_pending()
+            if waiting >= self.queue_size + max(0, self.max_batch_size - len(self._rows)):
                 raise QueueFull(
                     f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
                 )
@@ -169,6 +171,20 @@ class Worker:
                 self._pending.insert(at, handle)
             self._cv.notify_all()
         return handle
+
+    def _live_pending(self) -> int:
+        """Waiting live requests (they queue ahead of every background one). Under the lock."""
+        n = 0
+        for h in self._pending:
+            if h.request.background:
+                break
+            n += 1
+        return n
+
+    @property
+    def background_rows(self) -> int:
+        """The most rows background requests hold at once: all but one, which stays free for live requests."""
+        return max(1, self.max_batch_size - 1)
 
     @property
     def intervention(self) -> SaeIntervention | None:
@@ -311,11 +327,14 @@ class Worker:
     def _take_pending(self) -> list[Handle]:
         """The waiting requests to prefill together: in order, while their sequences fit the free batch slots
         and the padded prompt batch stays within PREFILL_TOKENS (a request asking for prompt logprobs, which
-        keep every position's logits, goes alone). The first request is taken whenever no sequence is active."""
+        keep every position's logits, goes alone). The first request is taken whenever no sequence is active.
+        Background requests (behind every live one) stop at `background_rows` rows, so a live request that
+        arrives finds a free row."""
         taken: list[Handle] = []
         longest = 0
         with self._cv:
             free = self.max_batch_size - len(self._rows)
+            background_free = self.background_rows - sum(r.handle.request.background for r in self._rows)
             while self._pending:
                 head = self._pending[0]
                 if head.cancelled.is_set():
@@ -330,9 +349,13 @@ class Worker:
                     break
                 if first and self._rows and req.n > free:
                     break
+                if req.background and req.n > background_free and (self._rows or taken):
+                    break
                 self._pending.popleft()
                 taken.append(head)
                 free -= req.n
+                if req.background:
+                    background_free -= req.n
                 longest = length
         return taken
 

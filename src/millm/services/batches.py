@@ -12,11 +12,14 @@ batch resumes with the lines whose custom_id is in neither file: none twice, non
 
 Every input line is checked before the batch starts (JSON, custom_id unique, method, url matching the batch's
 endpoint, body valid for it, not streamed); a bad line goes to the error file alone. Valid lines run through the
-same GenerationService as live requests, at most `rows` at a time (one row fewer than the worker's batch), as
-background engine requests that queue behind every live one, so live traffic takes free rows first. Cancel stops waiting lines at once and in-flight ones within a
+same GenerationService as live requests, as background engine requests that queue behind every live one and hold
+at most `rows` rows (one fewer than the worker's batch: live traffic always finds a free row); another `rows` lines
+wait in the worker's queue so a finished row is refilled at the next decode step. Cancel stops waiting lines at once and in-flight ones within a
 decode step. Progress: the batch object's request_counts, Prometheus metrics, and `events()` for a stream.
 
-Concurrency: all state changes run on the event loop (one thread); file writes are synchronous and small.
+Concurrency: all state changes run on the event loop (one thread). Output lines are written and fsync'd on a worker
+thread, and so are the file metadata when a batch ends; validating a large input file (and scanning large output files
+on resume) reads on a worker thread too. The batch object's own writes are synchronous and small.
 
 Length (over 400 lines): the file store, the batch state machine and the runner share one lock and one
 on-disk layout, and are read together when a batch's durability is in question.
@@ -32,7 +35,7 @@ import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, AsyncIterator, Awaitable, Callable, Mapping
+from typing import Any, AsyncIterator, Awaitable, Callable, Mapping, TypeVar
 
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
@@ -43,6 +46,7 @@ from millm.protocol import openai as p
 from millm.services.engine_client import BACKGROUND
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MAX_FILE_BYTES = 200 * 1024 * 1024  # as OpenAI's batch input limit
 MAX_LINES = 50_000
@@ -67,6 +71,23 @@ def _loc(err: Mapping[str, Any]) -> str:
     for part in err.get("loc", ()):
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _output_line(rid: str, custom_id: str, body_json: str) -> bytes:
+    """A successful line of the output file, as b.BatchOutputLine(id, custom_id, response=BatchLineResponse(200,
+    rid, body)).model_dump_json() + "\n" writes it, with the response body's JSON spliced in as it is."""
+    return (f'{{"id":{json.dumps(rid)},"custom_id":{json.dumps(custom_id, ensure_ascii=False)},'
+            f'"response":{{"status_code":200,"request_id":{json.dumps(rid)},"body":{body_json}}},"error":null}}\n'
+            ).encode()
+
+
+OFF_LOOP_BYTES = 256 * 1024
+
+
+async def _off_loop(paths: list[Path], fn: Callable[..., T], *args: Any) -> T:
+    """fn(*args), on a worker thread when the files it reads are large (else the thread hop costs more)."""
+    size = sum(pth.stat().st_size for pth in paths if pth.exists())
+    return await asyncio.to_thread(fn, *args) if size >= OFF_LOOP_BYTES else fn(*args)
 
 
 def _append_sync(path: Path, data: bytes) -> None:
@@ -95,6 +116,11 @@ class _Appender:
             self._task = asyncio.get_running_loop().create_task(self._flush())
         await asyncio.shield(fut)
 
+    async def drain(self) -> None:
+        """Wait until every line appended so far is written (or failed)."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+
     async def _flush(self) -> None:
         while self._queue:
             items, self._queue = self._queue, []
@@ -115,7 +141,7 @@ class Line:
     index: int
     custom_id: str
     url: str
-    body: dict[str, Any]
+    request: p.OpenAIBase  # the body, validated once (`_validate`)
 
 
 class BatchService:
@@ -130,6 +156,7 @@ class BatchService:
         self.rows = max(1, rows)
         self.wait_ready = wait_ready  # the start-up model load, which resumed batches wait for
         self._tasks: dict[str, asyncio.Task] = {}
+        self._status: dict[str, str] = {}  # every batch's status as last saved (for the gauges)
         self._changed: asyncio.Condition | None = None
         self.lines_done = Counter("millm_batch_lines", "Batch lines finished, by outcome", ["outcome"],
                                   registry=registry)
@@ -144,6 +171,7 @@ class BatchService:
         self._changed = asyncio.Condition()
         for path in sorted(self.batches_dir.glob("batch_*.json")):
             batch = b.Batch.model_validate_json(path.read_text())
+            self._status[batch.id] = batch.status
             if batch.status in ("validating", "in_progress", "finalizing"):
                 log.info("resuming batch %s (%d/%d done)", batch.id, batch.request_counts.completed
                          + batch.request_counts.failed, batch.request_counts.total)
@@ -174,6 +202,8 @@ class BatchService:
                         raise InvalidRequest(f"the file is over {MAX_FILE_BYTES} bytes", param="file",
                                              code="file_too_large")
                     f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes are on disk before the name (and the metadata) say the file exists
             data = tmp.read_bytes()
             try:
                 text = data.decode("utf-8")
@@ -347,12 +377,12 @@ class BatchService:
                 fail("invalid_request", "stream is not allowed in a batch")
                 continue
             try:
-                model.model_validate(body)
+                request = model.model_validate(body)
             except ValidationError as e:
                 first = e.errors()[0]
                 fail("invalid_request", f"body.{_loc(first)}: {first['msg']}")
                 continue
-            good.append(Line(index, custom_id, batch.endpoint, body))
+            good.append(Line(index, custom_id, batch.endpoint, request))
         return good, bad
 
     async def _run(self, bid: str) -> None:
@@ -360,8 +390,9 @@ class BatchService:
         out_path = self.files_dir / f"{batch.output_file_id}.jsonl"
         err_path = self.files_dir / f"{batch.error_file_id}.jsonl"
         try:
-            try:
-                lines, invalid = self._validate(batch)
+            try:  # (a large file on a thread: 50,000 lines take seconds, which live requests must not wait for)
+                lines, invalid = await _off_loop([self.files_dir / f"{batch.input_file_id}.jsonl"], self._validate,
+                                                 batch)
             except (OSError, UnicodeDecodeError) as e:
                 batch.errors = b.BatchErrors(data=[b.BatchError(code="invalid_file",
                                                                 message=f"the input file cannot be read: {e}")])
@@ -369,7 +400,7 @@ class BatchService:
                 return
             if self.wait_ready is not None:
                 await self.wait_ready()
-            done = self._done_ids(out_path) | self._done_ids(err_path)
+            done = await _off_loop([out_path, err_path], lambda: self._done_ids(out_path) | self._done_ids(err_path))
             if batch.status == "validating":
                 for line in invalid:
                     if line.id not in done:  # (a restart during validation wrote some already)
@@ -379,35 +410,44 @@ class BatchService:
                                                    completed=self._count(out_path), failed=self._count(err_path))
             self._save(batch)
             await self._notify()
-            todo = [ln for ln in lines if ln.custom_id not in done]
-            self.pending_gauge.inc(len(todo))
-            sem = asyncio.Semaphore(self.rows)
+            todo_lines = [ln for ln in lines if ln.custom_id not in done]
+            self.pending_gauge.inc(len(todo_lines))
+            todo = iter(todo_lines)  # shared by the runners: each line is taken by one
+            # Generation lines: the worker holds at most `rows` of them in its batch (Worker.background_rows); as many
+            # again wait in its queue, behind every live request, so a finished row is refilled at the next decode
+            # step instead of after a trip through the event loop. Embedding lines run as worker calls between
+            # steps: `rows` at a time.
+            concurrency = self.rows if batch.endpoint == "/v1/embeddings" else 2 * self.rows
             last_save = [time.monotonic()]
             writers = {True: _Appender(out_path), False: _Appender(err_path)}
-            BACKGROUND.set(True)  # this task's engine requests queue behind live ones (inherited by `one`)
+            BACKGROUND.set(True)  # this task's engine requests queue behind live ones (inherited by the runners)
 
-            async def one(line: Line) -> None:
-                async with sem:
-                    result = await self._execute(batch, line)
-                self.pending_gauge.dec()
-                ok = result.response is not None and result.response.status_code == 200
-                await writers[ok].append((result.model_dump_json() + "\n").encode())
-                self.lines_done.labels("completed" if ok else "failed").inc()
-                if ok:
-                    batch.request_counts.completed += 1
-                else:
-                    batch.request_counts.failed += 1
-                if time.monotonic() - last_save[0] > 0.5:
-                    last_save[0] = time.monotonic()
-                    self._save(batch)
-                    await self._notify()
+            async def runner() -> None:
+                for line in todo:
+                    ok, data = await self._execute(batch, line)
+                    self.pending_gauge.dec()
+                    await writers[ok].append(data)
+                    self.lines_done.labels("completed" if ok else "failed").inc()
+                    if ok:
+                        batch.request_counts.completed += 1
+                    else:
+                        batch.request_counts.failed += 1
+                    if time.monotonic() - last_save[0] > 0.5:
+                        last_save[0] = time.monotonic()
+                        self._save(batch)
+                        await self._notify()
 
+            runners = [asyncio.create_task(runner()) for _ in range(min(concurrency, len(todo_lines)))]
             try:
-                await asyncio.gather(*(one(ln) for ln in todo))
-            finally:
+                await asyncio.gather(*runners)
+            finally:  # (cancelled, or a runner failed: stop the others, and let lines being written land first)
+                for t in runners:
+                    t.cancel()
+                await asyncio.gather(*runners, return_exceptions=True)
+                for w in writers.values():
+                    await w.drain()
                 self.pending_gauge.set(0)
-            batch.status, batch.finalizing_at = "finalizing", _now()
-            self._save(batch)
+            batch.status, batch.finalizing_at = "finalizing", _now()  # (saved with the end: nothing left to run)
             await self._finish(batch, "completed")
         except asyncio.CancelledError:
             current = self.retrieve_batch(bid)
@@ -424,9 +464,10 @@ class BatchService:
             batch.errors = b.BatchErrors(data=[b.BatchError(code="internal_error", message=str(e))])
             await self._finish(batch, "failed")
 
-    async def _execute(self, batch: b.Batch, line: Line) -> b.BatchOutputLine:
+    async def _execute(self, batch: b.Batch, line: Line) -> tuple[bool, bytes]:
+        """Run one line; (whether it succeeded, its output or error file line)."""
         rid = _new_id("batch_req_")
-        req = REQUEST_MODELS[line.url].model_validate(line.body)
+        req: Any = line.request
         while True:
             try:
                 if line.url == "/v1/embeddings":
@@ -435,21 +476,21 @@ class BatchService:
                     value = (await self.generation.chat(req)).value
                 else:
                     value = (await self.generation.completion(req)).value
-                body = json.loads(value.model_dump_json())
-                return b.BatchOutputLine(id=rid, custom_id=line.custom_id,
-                                         response=b.BatchLineResponse(status_code=200, request_id=rid, body=body))
+                return True, _output_line(rid, line.custom_id, value.model_dump_json())
             except (QueueFull, Unavailable) as e:  # a full queue or no model (yet): wait, not fail
                 await asyncio.sleep(e.retry_after or 1.0)
             except MillmError as e:
-                return b.BatchOutputLine(id=rid, custom_id=line.custom_id, response=b.BatchLineResponse(
+                out = b.BatchOutputLine(id=rid, custom_id=line.custom_id, response=b.BatchLineResponse(
                     status_code=e.status, request_id=rid, body=p.ErrorResponse(error=p.ErrorInfo(
                         message=e.message, type=e.type, param=e.param, code=e.code)).model_dump()))
+                return False, (out.model_dump_json() + "\n").encode()
 
     async def _finish(self, batch: b.Batch, status: str) -> None:
         now = _now()
         batch.status = status  # type: ignore[assignment]
         setattr(batch, {"completed": "completed_at", "failed": "failed_at", "cancelled": "cancelled_at",
                         "expired": "expired_at"}[status], now)
+        writes = []
         for fid in (batch.output_file_id, batch.error_file_id):
             if fid is None:
                 continue
@@ -458,12 +499,12 @@ class BatchService:
                 path.touch()
             meta = b.FileObject(id=fid, bytes=path.stat().st_size, created_at=now, purpose="batch_output",
                                 filename=f"{batch.id}_{'output' if fid == batch.output_file_id else 'error'}.jsonl")
-            self._write_json(self.files_dir / f"{fid}.json", meta.model_dump())
+            writes.append(asyncio.to_thread(self._write_json, self.files_dir / f"{fid}.json", meta.model_dump()))
+        await asyncio.gather(*writes)  # both files' metadata on disk (fsync'd together) before the batch says it ended
         out = self.files_dir / f"{batch.output_file_id}.jsonl"
         errs = self.files_dir / f"{batch.error_file_id}.jsonl"
         batch.request_counts.completed, batch.request_counts.failed = self._count(out), self._count(errs)
         self._save(batch)
-        self._update_gauges()
         await self._notify()
 
     # ------------------------------------------------------------------ storage helpers
@@ -495,6 +536,9 @@ class BatchService:
 
     def _save(self, batch: b.Batch) -> None:
         self._write_json(self.batches_dir / f"{batch.id}.json", batch.model_dump())
+        if self._status.get(batch.id) != batch.status:
+            self._status[batch.id] = batch.status
+            self._update_gauges()
 
     @staticmethod
     def _write_json(path: Path, obj: Any) -> None:
@@ -512,8 +556,8 @@ class BatchService:
 
     def _update_gauges(self) -> None:
         counts: dict[str, int] = {}
-        for batch in self._all_batches():
-            counts[batch.status] = counts.get(batch.status, 0) + 1
+        for status in self._status.values():
+            counts[status] = counts.get(status, 0) + 1
         for status in ("validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling",
                        "cancelled"):
             self.batches_gauge.labels(status).set(counts.get(status, 0))
