@@ -16,13 +16,14 @@ class EventStream(EventSourceResponse):
 
     sse-starlette runs four tasks in an anyio task group per response (the stream, pings, a disconnect listener, a
     shutdown listener) and wraps every send in a cancel scope for its optional send timeout. Here the stream runs in
-    one task and a second one both listens for the client's disconnect (which cancels the stream, and so its
-    generator and the engine requests behind it) and sends the ping comments while the client waits. Server
+    the request's task and one more both listens for the client's disconnect (which cancels the stream, and so
+    its generator and the engine requests behind it) and sends the ping comments while the client waits. Server
     shutdown needs no listener: the drain (millm.server) lets streams finish, then uvicorn cancels what is left.
     Anything this does not cover (a send timeout, a HEAD or WebSocket scope, a ping factory) takes the parent's
     path."""
 
     media_type = "text/event-stream"
+    _cancelled_by_client = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] == "HEAD" or self.send_timeout is not None
@@ -31,17 +32,25 @@ class EventStream(EventSourceResponse):
             await super().__call__(scope, receive, send)
             return
         lock = asyncio.Lock()  # the last message and a ping: no ping after the response's end
-        stream = asyncio.ensure_future(self._stream(send, lock))
-        watcher = asyncio.ensure_future(self._watch(receive, send, lock, stream))
+        task = asyncio.current_task()
+        assert task is not None
+        watcher = asyncio.ensure_future(self._watch(receive, send, lock, task))
         try:
-            await stream
+            await self._stream(send, lock)
         except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if (current is not None and current.cancelling()) or not watcher.done() or watcher.cancelled():
-                raise  # cancelled from outside, not by the client's disconnect
+            if not self._cancelled_by_client or task.cancelling() > 1:
+                raise  # cancelled from outside, not (only) by the client's disconnect
+            task.uncancel()
+        else:
+            if self._cancelled_by_client:  # the disconnect came as the stream ended: take its pending cancel here
+                try:
+                    await asyncio.sleep(0)
+                except asyncio.CancelledError:
+                    if task.cancelling() > 1:
+                        raise
+                task.uncancel()
         finally:
             watcher.cancel()
-            stream.cancel()  # (a no-op unless this task was cancelled while the stream ran)
         if self.background is not None:
             await self.background()
 
@@ -63,8 +72,8 @@ class EventStream(EventSourceResponse):
             self.active = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _watch(self, receive: Receive, send: Send, lock: asyncio.Lock, stream: asyncio.Future[None]) -> None:
-        """Until the client disconnects (then cancel the stream): its messages, and a ping each interval."""
+    async def _watch(self, receive: Receive, send: Send, lock: asyncio.Lock, task: asyncio.Task[Any]) -> None:
+        """Until the client disconnects (then cancel the stream's task): its messages, and a ping each interval."""
         loop = asyncio.get_running_loop()
         interval = self._ping_interval
         while True:
@@ -81,8 +90,10 @@ class EventStream(EventSourceResponse):
                         await send({"type": "http.response.body", "body": ping, "more_body": True})
                 continue
             if message["type"] == "http.disconnect":
-                self.active = False
-                stream.cancel()
+                if self.active:
+                    self.active = False
+                    self._cancelled_by_client = True
+                    task.cancel()
                 return
 
 
