@@ -133,3 +133,25 @@ def test_an_error_in_the_stream_propagates():
 
     with pytest.raises(RuntimeError, match="boom"):
         asyncio.run(main())
+
+
+def test_a_disconnect_as_the_stream_ends_leaves_no_cancellation_behind():
+    async def main() -> Client:
+        client = Client()
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield event("1")
+            client.gone.set()
+            try:  # a generator that finishes anyway when cancelled (the cancel reaches it, then it ends)
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            except asyncio.CancelledError:
+                pass
+
+        await EventStream(gen(), sep="\n", ping=15)(SCOPE, client.receive, client.send)
+        assert not asyncio.current_task().cancelling()  # type: ignore[union-attr]
+        await asyncio.sleep(0.01)  # no cancellation pending for the request's task
+        return client
+
+    client = asyncio.run(main())
+    assert client.bodies()[0] == b"data: 1\n\n"
