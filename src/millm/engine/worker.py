@@ -530,7 +530,7 @@ class Worker:
             self._decoder_model = lm.model
             kernels = Kernels()
             if lm.device.type == "cpu" and lm.quantization == "none":
-                self.threads.use(lm.num_parameters, 1)  # time the kernels with the threads a small forward gets
+                self.threads.for_kernel_timing()
                 kernels = choose_kernels(lm.model)
             self._linears = (linear_fn(kernels.one), linear_fn(kernels.batched))
             self._decoder = LlamaDecoder.for_model(lm.model, linear=self._linears[0])
