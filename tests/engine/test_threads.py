@@ -178,3 +178,12 @@ def test_a_small_prefill_takes_more_threads_only_on_a_clear_win(policy):
     used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, trials + 2)
     assert set(used[trials:]) == {1}  # decided on two threads, but kept off the busy core
     assert policy.prefill_choices() == {64: 2}
+
+
+def test_the_kernels_of_a_new_model_are_timed_on_every_core(policy):
+    # before any decode step is timed, a small forward gets all but one core; the kernel timing must not: the
+    # kernels rank differently with one thread and two, and one-row decoding of large models runs on both
+    policy.use(1_000_000, 1)
+    assert policy.now == 1
+    policy.for_kernel_timing()
+    assert policy.now == 2 and policy.calls[-1] == 2
