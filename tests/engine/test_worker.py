@@ -4,6 +4,7 @@ KV cache and over the static slot cache of CUDA-graph mode."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 import pytest
 
@@ -41,9 +42,10 @@ def worker(request, tiny_model_dir, tiny_sae_dir):
     w.stop()
 
 
-def run(worker: Worker, reqs: list[GenerationRequest], finals: dict[str, GenerationEvent] | None = None
-        ) -> dict[str, list[int]]:
-    """Each request's generated token ids; `finals`, when given, receives each request's last event."""
+def run(worker: Worker, reqs: list[GenerationRequest], finals: dict[str, GenerationEvent] | None = None,
+        record: Callable[[GenerationEvent, str], None] | None = None) -> dict[str, list[int]]:
+    """Each request's generated token ids; `finals`, when given, receives each request's last event, and
+    `record`, when given, sees every event with its request id as the worker emits it."""
     out: dict[str, list[int]] = {r.request_id: [] for r in reqs}
     left = [sum(r.n for r in reqs)]
     done = threading.Event()
@@ -54,6 +56,8 @@ def run(worker: Worker, reqs: list[GenerationRequest], finals: dict[str, Generat
             if isinstance(ev, Exception):
                 raise AssertionError(ev)
             if isinstance(ev, GenerationEvent):
+                if record is not None:
+                    record(ev, rid)
                 out[rid].extend(ev.token_ids)
                 if ev.finish_reason:
                     if finals is not None:
@@ -200,7 +204,7 @@ def test_background_requests_leave_a_row_to_live_ones(worker):
 
     finals: dict[str, GenerationEvent] = {}
     _held(worker)
-    out = _run_recorded(worker, [*bg, live], record, finals)
+    out = run(worker, [*bg, live], finals, record)
     assert out["live"] == solo["live"] and out["b1"] == solo["b1"]
     in_rows, most = 0, 0
     for rid, what in order:
@@ -210,29 +214,6 @@ def test_background_requests_leave_a_row_to_live_ones(worker):
     assert most == worker.max_batch_size - 1
     first_end = next(i for i, (_, what) in enumerate(order) if what == "end")
     assert ("live", "start") in order[:first_end]  # admitted with the first background rows, not after them
-
-
-def _run_recorded(worker: Worker, reqs: list[GenerationRequest], record, finals) -> dict[str, list[int]]:
-    out: dict[str, list[int]] = {r.request_id: [] for r in reqs}
-    left = [len(reqs)]
-    done = threading.Event()
-
-    def make_sink(rid: str):
-        def sink(ev):
-            if isinstance(ev, GenerationEvent):
-                record(ev, rid)
-                out[rid].extend(ev.token_ids)
-                if ev.finish_reason:
-                    finals[rid] = ev
-                    left[0] -= 1
-                    if not left[0]:
-                        done.set()
-        return sink
-
-    for r in reqs:
-        worker.submit(r, make_sink(r.request_id))
-    assert done.wait(120)
-    return out
 
 
 def test_queued_background_requests_leave_the_queue_to_live_ones():
