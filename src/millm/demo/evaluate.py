@@ -36,7 +36,7 @@ CAPS_MARGIN = 1.15  # documented strength when no candidate yells: the loudest s
 # Strengths judged against the readability criterion, per CAPS candidate: its smallest strength
 # that reaches CAPS_ACCEPT times each of these. Below 1 too: the first strength that yells enough
 # may already loop, and a coarse sweep can step past the readable window.
-CAPS_MULTIPLIERS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.35)
+CAPS_MULTIPLIERS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 MIN_DISTINCT = 0.5  # distinct-bigram ratio below which a steered completion counts as degenerate
 TOPIC_SEEDS = (0, 1, 2, 3, 4)
 TOPIC_TARGET = 4.0  # steered topic-word count / unsteered, for a documented topic strength

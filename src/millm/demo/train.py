@@ -82,7 +82,7 @@ class PipelineConfig:
     caps_candidates: int = 4
     caps_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0)
     topic_candidates: int = 2
-    topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0)
+    topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0, 5.0)
     topics: tuple[str, ...] = TOPIC_NAMES
     eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
     fixed_indices: dict[str, int] = field(default_factory=lambda: dict(FIXED_INDICES))
@@ -90,6 +90,10 @@ class PipelineConfig:
     # Pin one SAE latent's decoder row to the yelling direction and document it as the CAPS feature
     # (see the module docstring); False: the CAPS feature is chosen among the learned latents.
     pin_caps: bool = False
+    # The latent pinned during training; None: the last, outside every Matryoshka prefix, so the
+    # learned features form much as without it (pinned at 0, inside every prefix, it displaced the
+    # strongest ocean feature: ocean steering fell from 0 -> 52 topic words to 0 -> 10).
+    pin_index: int | None = None
 
 
 FULL = PipelineConfig(
@@ -155,7 +159,7 @@ def run(
     ctx = cfg.model.context
     stage = sae_stage(cfg, model=model, tokenizer=tokenizer, enc=enc, ev=ev, seed=seed)
     caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats,
-                                 caps_candidates=None if stage.pinned_caps is None else [stage.pinned_caps])
+                                 labels=stage.labels, caps_candidates=None if stage.pinned_caps is None else [stage.pinned_caps])
     perm = placement({"caps": caps.feature} | {n: t.feature for n, t in topics.items()}, cfg.fixed_indices,
                      d_sae=cfg.sae.d_sae)
     sae = permute_sae(stage.result.sae, perm)
@@ -208,16 +212,17 @@ def sae_stage(
     eval_acts, eval_index = collect_activations(model, ids=ev.ids, doc_starts=_doc_starts(ev), layer=cfg.layer,
                                                 context=ctx, max_tokens=cfg.sae_eval_tokens, bos_id=bos)
     pinned = yelling_direction(train_acts, enc, train_index)[None] if cfg.pin_caps else None
+    pin_at = cfg.sae.d_sae - 1 if cfg.pin_index is None else cfg.pin_index
     if pinned is not None:
-        log.info("SAE latent 0 pinned to the yelling direction (norm %.3f)", float(pinned.norm()))
-    sres = train_sae(train_acts, cfg.sae, seed, pinned=pinned)
+        log.info("SAE latent %d pinned to the yelling direction (norm %.3f)", pin_at, float(pinned.norm()))
+    sres = train_sae(train_acts, cfg.sae, seed, pinned=pinned, pinned_at=pin_at)
     quality = reconstruction_quality(sres.sae, eval_acts)
     log.info("SAE: FVE %.4f, L0 %.2f, dead %.3f", quality["fve"], quality["l0"], quality["dead_fraction"])
     stats = feature_statistics(sres.sae, eval_acts, attribute_masks(ev, eval_index))
     labels = build_labels(stats, tokenizer=tokenizer, enc=ev, index=eval_index)
     return SaeStage(result=sres, quality=quality, stats=stats, labels=labels,
                     n_train_tokens=len(train_acts), n_eval_tokens=len(eval_acts),
-                    pinned_caps=None if pinned is None else 0)
+                    pinned_caps=None if pinned is None else pin_at)
 
 
 def yelling_direction(acts: torch.Tensor, enc: EncodedCorpus, index: np.ndarray) -> torch.Tensor:
@@ -240,9 +245,19 @@ def reused_model_record(model_dir: Path) -> dict[str, Any]:
             "model_seconds": 0.0, "losses": [], "eval_losses": [], "model_reused": str(model_dir)}
 
 
+def topic_candidates(
+    stats: FeatureStatistics, labels: dict[str, dict[str, Any]], attribute: str, n: int, *, exclude: int
+) -> list[int]:
+    """The `n` latents most correlated with `attribute`, those labelled with it first (a topic
+    profile should show its topic's label), never `exclude` (the CAPS feature)."""
+    ranked = [f for f in ranked_features(stats, attribute, 4 * n + 1) if f != exclude]
+    labelled = [f for f in ranked if labels[str(f)].get("attribute") == attribute]
+    return (labelled + [f for f in ranked if f not in labelled])[:n]
+
+
 def measure_stage(
     cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, sae: TopKSae, stats: FeatureStatistics,
-    caps_candidates: list[int] | None = None,
+    labels: dict[str, dict[str, Any]], caps_candidates: list[int] | None = None,
 ) -> tuple[CapsResult, dict[str, TopicResult]]:
     """Pick and document the CAPS feature (among `caps_candidates`, default: the latents most
     correlated with ALL CAPS) and one other feature per topic by steering the model."""
@@ -255,9 +270,8 @@ def measure_stage(
     topics = {}
     for name in cfg.topics:
         topics[name] = choose_topic(model, tokenizer, sae, topic=name, words=words[name], layer=cfg.layer,
-                                    candidates=[f for f in ranked_features(stats, f"topic:{name}",
-                                                                           cfg.topic_candidates + 1)
-                                                if f != caps.feature][: cfg.topic_candidates],
+                                    candidates=topic_candidates(stats, labels, f"topic:{name}",
+                                                                cfg.topic_candidates, exclude=caps.feature),
                                     scales=cfg.topic_scales, max_act=stats.max_act,
                                     max_new_tokens=cfg.eval_tokens["topic"])
         log.info("topic %s: feature %d strength %.1f, words %d -> %d", name, topics[name].feature,
