@@ -531,7 +531,7 @@ class Worker:
             kernels = Kernels()
             if lm.device.type == "cpu" and lm.quantization == "none":
                 self.threads.for_kernel_timing()
-                kernels = choose_kernels(lm.model)
+                kernels = choose_kernels(lm.model, fused=LlamaDecoder.family(lm.model) is not None)
             self._linears = (linear_fn(kernels.one), linear_fn(kernels.batched))
             self._decoder = LlamaDecoder.for_model(lm.model, linear=self._linears[0])
             self._graphs = None
