@@ -159,6 +159,13 @@ def test_the_sample_is_one_decode_step_of_products_scaled_to_the_model(monkeypat
     assert [p.movable for p in sample] == [True] * 8 + [not tied]  # a tied head keeps its layout
     unfused = weight_layout._decode_sample(model, movable, fused=False)
     assert len(unfused) == 7 * 2 + 1 and sum(p.scale * p.weight.numel() for p in unfused) == pytest.approx(step)
+    # a layer larger than the sample: the first rows of each of its weights, scaled up, still one step
+    monkeypatch.setattr(weight_layout, "LAYER_SAMPLE_BYTES", layer_bytes // 4)
+    cut = weight_layout._decode_sample(model, movable, fused=True)
+    assert [p.weight.shape[1] for p in cut] == [d, d, d, ff, d]
+    assert [p.weight.shape[0] for p in cut[:4]] == [16 + 8 + 8, 16, 40 + 40, 16]  # a quarter of each weight's rows
+    assert sum(p.weight.numel() * 4 for p in cut[:4]) <= layer_bytes // 4 + 7 * ff * 4
+    assert sum(p.scale * p.weight.numel() for p in cut) == pytest.approx(step)
 
 
 def test_the_choice_weighs_every_shape_of_the_step_not_the_lm_head_alone(monkeypatch):

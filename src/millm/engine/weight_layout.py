@@ -37,6 +37,7 @@ Weights shared with another parameter (a tied LM head) and quantized layers are 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 Choice = Literal["stored", "input-major", "onednn"]
 LinearFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
-LAYER_SAMPLE_BYTES = 48 * 2**20  # the first layers up to at least this much weight stand for all layers
+LAYER_SAMPLE_BYTES = 48 * 2**20  # the first layers up to about this much weight stand for all layers
 HEAD_SAMPLE_BYTES = 32 * 2**20  # the first rows of the LM head (and any other weight outside the layers) up to this
 MIN_GAIN = 0.05
 ROWS = (1, 8)  # batch sizes timed: one request, and a batch of concurrent ones
@@ -130,23 +131,33 @@ def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool) -> list[
     if layers is not None and len(layers):
         for layer in layers:
             inside.update(id(m) for m in layer.modules())
-        per_layer: list[list[Tensor]] = []
+        # a layer larger than LAYER_SAMPLE_BYTES (a 7B model's is about 800 MB in float32) is timed on the first
+        # rows of each of its weights, so the copies the timing makes stay small
+        first = sum(w.numel() * w.element_size() for m in layers[0].modules() if (w := _plain(m)) is not None)
+        frac = min(1.0, LAYER_SAMPLE_BYTES / max(first, 1))
+
+        def cut(w: Tensor) -> Tensor:
+            return w[: max(1, math.ceil(w.shape[0] * frac))]
+
+        per_layer: list[list[tuple[Tensor, float]]] = []  # each product, and how many rows of it each row stands for
         nbytes = 0
         for layer in layers:
             named = {n: w for n, m in layer.named_modules() if (w := _plain(m)) is not None}
+            products: dict[str, tuple[Tensor, float]] = {n: (cut(w), w.shape[0] / cut(w).shape[0])
+                                                          for n, w in named.items()}
             if fused:
                 for group in _FUSED:
                     if all(n in named for n in group):  # one (sum N, K) product, as llama_decode._fuse makes it
-                        named[group[0]] = torch.cat([named[n] for n in group])
+                        part = torch.cat([products[n][0] for n in group])
+                        products[group[0]] = part, sum(named[n].shape[0] for n in group) / part.shape[0]
                         for n in group[1:]:
-                            del named[n]
-            ws = list(named.values())
-            per_layer.append(ws)
-            nbytes += sum(w.numel() * w.element_size() for w in ws)
+                            del products[n]
+            per_layer.append(list(products.values()))
+            nbytes += sum(w.numel() * w.element_size() for w, _ in products.values())
             if nbytes >= LAYER_SAMPLE_BYTES:
                 break
         scale = len(layers) / len(per_layer)
-        sample += [_Product(w, scale, True) for ws in per_layer for w in ws]
+        sample += [_Product(w, scale * rows, True) for ps in per_layer for w, rows in ps]
     for m in model.modules():
         w = _plain(m)
         if id(m) in inside or w is None:
