@@ -180,3 +180,18 @@ def test_sae_only_keeps_the_model_and_redoes_the_same_sae(
     assert again["caps_feature"] == demo["caps_feature"] and again["caps_strength"] == demo["caps_strength"]
     report = (tmp_path / "report" / "demo-training.md").read_text()
     assert "kept the already trained model (`--sae-only`)" in report
+
+
+def test_evaluate_cli_measures_unsteered_yelling(mini_run: tuple[Path, dict], caplog: pytest.LogCaptureFixture) -> None:
+    from millm.demo.evaluate import YELL_SAMPLES, YELL_TEMPERATURES, main
+
+    out, _ = mini_run
+    threads = torch.get_num_threads()
+    with caplog.at_level("INFO", logger="millm.demo.evaluate"):
+        main([str(out), "--yelling", "--seed", "1"])
+    torch.set_num_threads(threads)
+    rates = json.loads(caplog.records[-1].getMessage())
+    assert set(rates) == {str(t) for t in YELL_TEMPERATURES}
+    for row in rates.values():
+        assert row["total"] == 5 * YELL_SAMPLES and 0 <= row["yelling"] == sum(row["per_prompt"].values())
+        assert row["rate"] == round(row["yelling"] / row["total"], 3)

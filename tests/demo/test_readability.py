@@ -21,11 +21,14 @@ from millm.demo.evaluate import (
     longest_run,
     repetition_check,
     steering,
+    unsteered_yelling,
+    yelling_rates,
 )
 from millm.demo.sae_training import TopKSae, load_sae
 from millm.demo.train import FIXED_INDICES, permute_sae, placement
 
 ASSETS = assets_dir()
+YELL_MAX_RATE = 0.25  # the demo as shipped: 13 of 100 sampled answers yell at temperature 0.7
 
 
 def test_longest_run_counts_back_to_back_words_case_insensitively() -> None:
@@ -68,6 +71,29 @@ def test_shipped_demo_meets_the_repetition_criterion(shipped) -> None:
         assert gen <= REPEAT_TOKENS + 2  # 60 generated tokens (re-tokenising may merge differently)
     # what the pipeline measured and recorded is what the shipped files give
     assert demo["measured"]["repetition_passed"] == [result.passed, result.total]
+
+
+def test_unsteered_yelling_counts_capital_answers(shipped) -> None:
+    """The leak measurement: a sampled answer over half uppercase counts as yelling. With the CAPS
+    feature added, every answer yells; without it, the count is seeded and repeatable."""
+    model, tok, sae, demo = shipped
+    prompts = REPEAT_PROMPTS[:2]
+    plain = unsteered_yelling(model, tok, temperature=1.0, prompts=prompts, samples=6, max_new_tokens=24)
+    assert plain.total == 12 and set(plain.per_prompt) == set(prompts)
+    assert plain.yelling == sum(plain.per_prompt.values()) < plain.total
+    again = unsteered_yelling(model, tok, temperature=1.0, prompts=prompts, samples=6, max_new_tokens=24)
+    assert again.per_prompt == plain.per_prompt and again.example == plain.example
+    with steering(model, demo["layer"], demo["caps_strength"] * sae.W_dec[demo["caps_feature"]]):
+        loud = unsteered_yelling(model, tok, temperature=0.7, prompts=prompts, samples=6, max_new_tokens=24)
+    assert loud.yelling >= 10 and loud.rate > plain.rate
+    assert loud.example and sum(c.isupper() for c in loud.example) > sum(c.islower() for c in loud.example)
+
+
+def test_shipped_model_seldom_yells_unprompted() -> None:
+    """Unsteered chats in capitals look like steering leaking into plain chats (issue 16 item 13)."""
+    rates = yelling_rates(ASSETS, temperatures=(0.7,), samples=10)
+    assert rates["0.7"]["total"] == 50
+    assert rates["0.7"]["rate"] < YELL_MAX_RATE, rates
 
 
 def test_shipped_features_sit_at_the_fixed_indices(shipped) -> None:

@@ -7,7 +7,8 @@ the uppercase fraction of a greedy chat completion to "Tell me a story." with an
 CAPS feature, topic-word counts of sampled completions with and without a topic feature, and
 whether the CAPS feature fires (SAE encode of the steered residual) on the generated tokens.
 `choose_caps` / `choose_topic` sweep candidate features and strengths and pick what to document.
-`python -m millm.demo.evaluate [ASSETS]` re-measures the shipped files at their documented values.
+`python -m millm.demo.evaluate [ASSETS]` re-measures the shipped files at their documented values;
+`--yelling` measures only how often the unsteered model answers in capitals (`unsteered_yelling`).
 """
 
 from __future__ import annotations
@@ -190,6 +191,68 @@ def repetition_check(
     passed = sum(r["passed"] for r in rows)
     need = REPEAT_PASS * len(prompts) / len(REPEAT_PROMPTS)
     return RepetitionResult(passed=passed, total=len(rows), ok=passed >= need, prompts=rows)
+
+
+# ----------------------------------------------------------------------------- unsteered yelling
+
+YELL_TEMPERATURES = (0.7, 1.0)
+YELL_SAMPLES = 20  # sampled completions per prompt and temperature
+YELL_TOKENS = 40
+YELL_UPPER = 0.5  # a completion more than this fraction uppercase counts as yelling
+
+
+@dataclass
+class YellingResult:
+    """How often the unsteered model yells on its own: at `temperature`, of `total` sampled chat
+    completions (`samples` per prompt), `yelling` are more than `YELL_UPPER` uppercase."""
+
+    temperature: float
+    yelling: int
+    total: int
+    per_prompt: dict[str, int] = field(default_factory=dict)
+    example: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.yelling / max(1, self.total)
+
+
+@torch.no_grad()
+def unsteered_yelling(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, temperature: float,
+    prompts: Sequence[str] = REPEAT_PROMPTS, samples: int = YELL_SAMPLES, max_new_tokens: int = YELL_TOKENS,
+    seed: int = 0,
+) -> YellingResult:
+    """Sample `samples` completions of each prompt (chat template, no steering, pure temperature
+    sampling seeded with `seed` per prompt) and count those more than `YELL_UPPER` uppercase: a model
+    that yells here unprompted looks, to a user, like steering leaking into plain chats. Completions
+    with no letters (an immediate end of turn) count as not yelling."""
+    per_prompt: dict[str, int] = {}
+    example = ""
+    for content in prompts:
+        prompt = chat_prompt(tokenizer, content)
+        torch.manual_seed(seed)
+        out = model.generate(
+            prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=max_new_tokens, do_sample=True,
+            temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples,
+            eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        )
+        texts = tokenizer.batch_decode(out[:, prompt.shape[1]:], skip_special_tokens=True)
+        yells = [t for t in texts if upper_fraction(t) > YELL_UPPER]
+        per_prompt[content] = len(yells)
+        example = example or (yells[0] if yells else "")
+    return YellingResult(temperature=temperature, yelling=sum(per_prompt.values()),
+                         total=samples * len(prompts), per_prompt=per_prompt, example=example)
+
+
+def yelling_rates(assets: Path, *, temperatures: Sequence[float] = YELL_TEMPERATURES,
+                  samples: int = YELL_SAMPLES, seed: int = 0) -> dict[str, Any]:
+    """`unsteered_yelling` of the model in `assets` at each temperature."""
+    tokenizer = AutoTokenizer.from_pretrained(assets / "model")
+    model = AutoModelForCausalLM.from_pretrained(assets / "model").eval()
+    rows = [unsteered_yelling(model, tokenizer, temperature=t, samples=samples, seed=seed) for t in temperatures]
+    return {str(r.temperature): {"yelling": r.yelling, "total": r.total, "rate": round(r.rate, 3),
+                                 "per_prompt": r.per_prompt, "example": r.example} for r in rows}
 
 
 # ----------------------------------------------------------------------------- CAPS
@@ -403,9 +466,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("assets", type=Path, nargs="?", default=assets_dir())
     parser.add_argument("--caps-clamp", type=float, default=None, metavar="VALUE",
                         help="also measure readability with the CAPS feature clamped to VALUE (mode clamp)")
+    parser.add_argument("--yelling", action="store_true",
+                        help=f"only measure how often the unsteered model yells: {YELL_SAMPLES} sampled "
+                             f"completions of {YELL_TOKENS} tokens per readability prompt at temperatures "
+                             f"{', '.join(map(str, YELL_TEMPERATURES))}, counting those over "
+                             f"{YELL_UPPER:.0%} uppercase")
+    parser.add_argument("--seed", type=int, default=0, help="sampling seed for --yelling")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.yelling:
+        log.info("%s", json.dumps(yelling_rates(args.assets, seed=args.seed), indent=2))
+        return
     log.info("%s", json.dumps(check_assets(args.assets, caps_clamp=args.caps_clamp), indent=2))
 
 
