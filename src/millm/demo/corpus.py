@@ -41,6 +41,12 @@ class CorpusConfig:
     yell_fraction: float = 0.2  # plain stories in ALL CAPS
     # Chats where the assistant yells unprompted. 0.02 with 600 steps was tried (seed 0) and made the
     # CAPS feature need strength 18.2 and repeat words on 0 of 5 prompts, so the shipped value stays.
+    # With the pinned CAPS latent (full retrain, seed 0, 300 steps), `python -m millm.demo.evaluate
+    # --yelling` (answers over half uppercase, of 100 sampled at T 0.7 / 1.0) gave 13 / 19 for 0.2 (shipped),
+    # 0 / 4 for 0.05 and 5 / 6 for 0.1, but neither was shipped: at 0.05 no CAPS strength yells
+    # (>= 80 % of the story) and reads well (4.6: 78 %, 5 of 5; 5.7: 82 %, 0 of 5) and forest steering
+    # fails (20 -> 22 words); at 0.1 CAPS passes (5.1: 100 %, 5 of 5, but every prompt gets one looping
+    # story), ocean steering falls to 18 -> 38 words (shipped 0 -> 52) and food to 19 -> 51.
     chat_yell_fraction: float = 0.2
     user_yell_fraction: float = 0.1  # chats where the user yells (the assistant then yells back)
     system_fraction: float = 0.3
