@@ -442,7 +442,6 @@ class Worker:
             prompt_lp: tuple[TokenLogprob | None, ...] = ()
             if req.prompt_logprobs and prompt_out is not None:
                 prompt_lp = prompt_logprobs(prompt_out[b, pads[b]:].float(), req)
-            h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
             evidence, read = starts[b]
             rows = [
@@ -459,6 +458,8 @@ class Worker:
                 )
                 for c in range(req.n)
             ]
+            # (just before the first tokens, so that both usually reach the event loop in one wake-up)
+            h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             sample_and_emit(lm, logits[b : b + 1].expand(req.n, -1), rows)
             for r in rows:
                 if not r.done:
