@@ -84,8 +84,10 @@ class Server:
         cmd = [sys.executable, "-m", "millm", "serve", "--model", self.model_arg or str(self.model_dir),
                "--port", str(self.port),
                "--device", self.device, "--dtype", self.dtype, "--data-dir", str(self.data_dir),
-               "--max-batch-size", str(self.max_batch_size), "--queue-size", "256", "--log-level", "warning",
-               "--no-restore-state", "--served-model-name", "bench"]
+               "--max-batch-size", str(self.max_batch_size), "--queue-size", "256",
+               # info, for the engine's start-up choices (decode path, kernels, threads) in the kept log; no access
+               # records (the request log's one line per request stays, as it is by default)
+               "--log-level", "info", "--no-access-log", "--no-restore-state", "--served-model-name", "bench"]
         if self.sae_dir is not None:
             cmd += ["--sae", str(self.sae_dir)]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.extra_env}

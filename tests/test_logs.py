@@ -37,3 +37,45 @@ def test_server_logs_one_line_per_request(client, caplog):
     r = done[0]
     assert r.request_id.startswith("chatcmpl-") and r.model == "test-org/tiny" and r.outcome == "ok"
     assert r.completion_tokens >= 1 and r.prompt_tokens > 0 and r.total_ms >= r.ttft_ms
+
+
+def test_no_access_log_drops_the_access_records_but_keeps_the_request_id(monkeypatch):
+    import asyncio
+
+    from millm import logs
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # configure() replaces them; restore afterwards
+    monkeypatch.setattr(root, "level", root.level)
+    monkeypatch.setattr(logs.access_log, "disabled", logs.access_log.disabled)
+    seen: list[logging.LogRecord] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record)
+
+    keep = Keep()
+    logs.access_log.addHandler(keep)
+
+    async def app(scope, receive, send):
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    def request() -> list[dict]:
+        sent: list[dict] = []
+
+        async def send(message):
+            sent.append(message)
+
+        asyncio.run(logs.AccessLog(app)({"type": "http", "method": "GET", "path": "/x", "headers": []}, None, send))
+        return sent
+
+    try:
+        logs.configure("info", "text", access=False)
+        sent = request()
+        assert seen == [] and any(k == b"x-request-id" for k, _ in sent[0]["headers"])
+        logs.configure("info", "text")
+        request()
+        assert [r.path for r in seen] == ["/x"]
+    finally:
+        logs.access_log.removeHandler(keep)

@@ -73,7 +73,7 @@ def serve(model_arg: str | None, **options: Any) -> None:
         options["model"] = model_arg
     given: dict[str, Any] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in options.items() if v not in (None, ())}
     settings = Settings(**given)
-    logs.configure(settings.log_level, settings.log_format)
+    logs.configure(settings.log_level, settings.log_format, access=settings.access_log)
     server.serve(create_app(settings), settings)
 
 

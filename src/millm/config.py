@@ -87,6 +87,9 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     log_format: Literal["text", "json"] = Field("text", description="Log format: text or json (one object per line).")
+    access_log: bool = Field(
+        True, description="Log one access record per HTTP request (logger millm.access); --no-access-log turns "
+        "them off, as uvicorn's --no-access-log does.")
     cors_origins: list[str] = Field(
         default_factory=list,
         description="Origins allowed by CORS (JSON list in the environment; '*' for any). Empty: the UI's own "

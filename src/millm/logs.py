@@ -135,7 +135,7 @@ class AccessLog:
             access_log.info("%s %s %s", extra["method"], path, extra["status"], extra=extra)
 
 
-def configure(level: str = "info", fmt: str = "text") -> None:
+def configure(level: str = "info", fmt: str = "text", *, access: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(RedactKeys())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -145,6 +145,7 @@ def configure(level: str = "info", fmt: str = "text") -> None:
     for noisy in ("httpx", "httpcore", "urllib3", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("uvicorn.access").disabled = True  # AccessLog writes structured access records instead
+    access_log.disabled = not access  # the middleware still runs: it sets the request id and its header
     logging.captureWarnings(True)  # warnings.warn() output becomes log records, not raw stderr lines
     if fmt == "json" or not sys.stderr.isatty():
         disable_progress_bars()
