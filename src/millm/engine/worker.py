@@ -473,7 +473,7 @@ class Worker:
         if self._graphs is not None:
             self._graphs.join([(layer.keys, layer.values) for layer in cache.layers], lengths=mask.sum(-1).tolist())
         else:
-            self._cache, self._mask = kv.merge(self._cache, self._full_mask(), cache, mask)
+            self._cache, self._mask = kv.merge(self._cache, self._full_mask() if self._mask is not None else None, cache, mask)
             self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
@@ -527,10 +527,11 @@ class Worker:
         if finished:
             self._drop_rows(finished, None)
 
-    def _full_mask(self) -> torch.Tensor | None:
+    def _full_mask(self) -> torch.Tensor:
         """The batch's attention mask (B, S) with the columns its decode steps owe it. An unpadded batch on the lean
         step never reads it, so it grows only when read, not by a concatenation every step."""
-        if self._mask_owed and self._mask is not None:
+        assert self._mask is not None
+        if self._mask_owed:
             owed = torch.ones((self._mask.shape[0], self._mask_owed), dtype=self._mask.dtype, device=self._mask.device)
             self._mask = torch.cat([self._mask, owed], 1)
         self._mask_owed = 0
