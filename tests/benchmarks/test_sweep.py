@@ -45,8 +45,9 @@ def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_di
     bm = BenchModel("tiny", tiny_model_dir, tiny_sae_dir, "the test suite's tiny model")
     r = overhead.measure(bm, short=4, long=12, rounds=1, work=tmp_path)
     row = r["rounds"][0]
-    assert row["threads"].get("millm-worker", 0) > 0 and row["threads"].get("event loop", 0) > 0
-    # marginal figures (long request - short request) carry noise, so only their signs are checked here
+    # marginal figures (long request - short request) carry noise, so only their signs are checked here, and only
+    # where the forward dominates: the event loop's per-token share is small enough to come out negative under load
+    assert row["threads"].get("millm-worker", 0) > 0 and "event loop" in row["threads"]
     assert r["forward_us"] > 0 and r["engine_us"] > 0 and r["server_us"] > 0
     assert r["overhead_us"] == row["engine_us"] - row["forward_us"] + row["server_other_us"]
     assert 0 < r["prefill_us"] < r["engine_1_us"] and r["request_1_us"] > 0

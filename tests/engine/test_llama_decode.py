@@ -230,12 +230,14 @@ def test_qwen2_with_sliding_window_layers_takes_the_transformers_forward():
     assert LlamaDecoder.for_model(model) is None
 
 
-@pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2"])
+@pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2", "gemma2", "gemma2-sliding-window-3"])
 @pytest.mark.parametrize("site", [None, "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
 def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
     # The worker prefills unpadded prompts (no prompt logprobs) with `step` over all positions: causal attention
-    # without a mask, as HF's SDPA path runs it. Same last logits and KV cache; hooks see the same (B, T, D) tensors.
-    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model("qwen2", window=None)
+    # without a mask, as HF's SDPA path runs it (Gemma-2: HF's eager causal mask, windowed on its sliding layers,
+    # soft-capped scores and logits). Same last logits and KV cache; hooks see the same (B, T, D) tensors.
+    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
+        model_name[:6], window=3 if model_name.endswith("3") else None)
     dec = LlamaDecoder.for_model(model)
     ids = torch.tensor([[5, 9, 30, 41, 77, 12, 3], [2, 8, 1, 60, 61, 62, 7]])
     positions = torch.arange(ids.shape[1]).expand(2, -1)
@@ -258,6 +260,10 @@ def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm
     for a, b in zip(c_hf.layers, c_lean.layers, strict=True):
         torch.testing.assert_close(a.keys, b.keys, atol=1e-6, rtol=1e-6)
         torch.testing.assert_close(a.values, b.values, atol=1e-6, rtol=1e-6)
+    if dec.gemma:  # the same ops in the same order: the same bits (a cap left out moves the logits by about 5e-6)
+        assert torch.equal(got, want)
+        assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+                   for a, b in zip(c_hf.layers, c_lean.layers, strict=True))
     assert len(seen["hf"]) == len(seen["lean"]) == (1 if hp else 0)
     for a, b in zip(seen["hf"], seen["lean"], strict=True):
         assert a.shape == b.shape == (2, ids.shape[1], a.shape[-1])

@@ -304,7 +304,7 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
         return fn
 
     fns = {"stored": recording("stored"), "onednn": recording("batched")}
-    monkeypatch.setattr(worker_mod, "choose_kernels", lambda model: weight_layout.Kernels("stored", "onednn"))
+    monkeypatch.setattr(worker_mod, "choose_kernels", lambda model, **kw: weight_layout.Kernels("stored", "onednn"))
     monkeypatch.setattr(worker_mod, "linear_fn", lambda choice: fns[choice])
     w = Worker(max_batch_size=4)
     w.loaded = load_model(str(tiny_model_dir), device="cpu")

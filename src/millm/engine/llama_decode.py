@@ -14,7 +14,8 @@ Contract:
 - Gemma-2's layer is its own: (1 + w) RMSNorms in float32 before and after attention and the MLP,
   a tanh-GELU MLP, eager attention with tanh soft-capping of the scores and, on its sliding
   layers, only the last `sliding_window` positions (left padding keeps each row's real positions
-  at the end of the cache, so that is the last `sliding_window` columns), and soft-capped logits.
+  at the end of the cache, so that is the last `sliding_window` columns), and soft-capped logits. An unpadded
+  prefill adds HF's causal additive mask (windowed on the sliding layers), with the same bits as HF's forward.
 - Hooks keep working. Forward hooks and pre-hooks on a decoder layer itself (the SAE's
   resid_post / resid_pre sites) are called as `Module.__call__` would call them, with the
   layer's input as the only positional argument. A layer with a hook on any of its sub-modules
@@ -24,8 +25,9 @@ Contract:
   through `Cache.update`, so HF layers and lean layers can share one cache.
 - Fewer, larger ops: each layer's q/k/v and gate/up projections are fused into one weight, and
   the HF modules' own weights are rebound to views of it (same values, no extra memory; F.linear
-  takes either layout), so one matrix product replaces three, and the rotary embedding runs once
-  over the query and key heads. cos/sin come from a table built once with HF's own rotary module
+  takes either layout), so one matrix product replaces three in a decode step, and the rotary embedding runs
+  once over the query and key heads. A prefill (T > 1) runs the modules' own products on those views instead:
+  at 16-200 rows MKL ran the fused ones 5-15% slower on the 2-core benchmark machine. cos/sin come from a table built once with HF's own rotary module
   for static RoPE types (default, linear, llama3, yarn), else from the module every step.
 """
 
@@ -168,8 +170,9 @@ class LlamaDecoder:
         """One decode step. ids, positions: (B, 1); mask: (B, 1, 1, S) bool over the cache plus this
         token (None when no row is padded). Returns logits (B, V) in the model dtype, of the last position.
 
-        Also an unpadded prefill (Llama/Qwen2 only): ids, positions (B, T) into an empty cache with mask None
-        attend causally, as HF's SDPA path does without padding (the worker uses it for such prompts)."""
+        Also an unpadded prefill: ids, positions (B, T) into an empty cache with mask None attend causally, as HF's
+        SDPA path does without padding (Llama, Qwen2), or with the causal (and, on sliding layers, windowed)
+        additive mask HF's eager path builds (Gemma-2); the worker uses it for such prompts."""
         h = self.embed(ids)  # (B, 1, D)
         pos_emb: tuple[Tensor, Tensor] | None = None
         if self.rope_table is not None:
@@ -185,7 +188,8 @@ class LlamaDecoder:
             if self.gemma:  # eager attention takes an additive float mask, per window size
                 window = self.windows[i]
                 if window not in masks:
-                    masks[window] = _additive_mask(mask, cache.get_seq_length(i) + 1, window, h)
+                    masks[window] = _additive_mask(mask, cache.get_seq_length(i) + 1, window, h) \
+                        if ids.shape[1] == 1 else _causal_mask(ids.shape[1], window, h)
                 layer_mask = masks[window]
             if global_hooks or any(self.sub_hooks[i]):
                 if pos_emb is None:
@@ -219,8 +223,7 @@ class LlamaDecoder:
         b, t = x.shape[0], x.shape[1]
         nq, nk = self.n_heads, self.n_kv
         hs = _rms_norm(x, layer.input_layernorm)
-        w, bias = self.qkv[i]
-        qkv = self.linear(hs, w, bias).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
+        qkv = self._qkv(i, attn, hs).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
         cos, sin = rot
         qk = qkv[:, : nq + nk]
         qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
@@ -235,20 +238,35 @@ class LlamaDecoder:
         o = self.linear(o.reshape(b, t, -1), attn.o_proj.weight, attn.o_proj.bias)
         x = x + o
         hs = _rms_norm(x, layer.post_attention_layernorm)
-        w, bias = self.gate_up[i]
-        g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
+        g, u = self._gate_up(i, mlp, hs)
         return x + self.linear(F.silu(g) * u, mlp.down_proj.weight, mlp.down_proj.bias)
+
+    def _qkv(self, i: int, attn: Any, hs: Tensor) -> Tensor:
+        """(B, T, (Hq + 2 Hkv) Dh): one fused product for a decode step; for a prefill (T > 1) three, as the HF
+        modules run them (on the 2-core benchmark machine MKL ran the fused one 5-15% slower at 16-200 rows)."""
+        if hs.shape[1] == 1:
+            w, bias = self.qkv[i]
+            return self.linear(hs, w, bias)
+        return torch.cat([self.linear(hs, p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj)], -1)
+
+    def _gate_up(self, i: int, mlp: Any, hs: Tensor) -> tuple[Tensor, Tensor]:
+        """The gate and up projections: fused for a decode step, two products for a prefill (see `_qkv`)."""
+        if hs.shape[1] == 1:
+            w, bias = self.gate_up[i]
+            g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
+            return g, u
+        return (self.linear(hs, mlp.gate_proj.weight, mlp.gate_proj.bias),
+                self.linear(hs, mlp.up_proj.weight, mlp.up_proj.bias))
 
 
     def _gemma_layer(self, i: int, layer: Any, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
                      cache: Any) -> Tensor:
-        # Gemma2DecoderLayer.forward for one query position, with eager_attention_forward. x: (B, 1, D)
+        # Gemma2DecoderLayer.forward with eager_attention_forward. x: (B, T, D): one query position, or a prefill
         attn = layer.self_attn
         b, t = x.shape[0], x.shape[1]
         nq, nk = self.n_heads, self.n_kv
         hs = _gemma_norm(x, layer.input_layernorm)
-        w, bias = self.qkv[i]
-        qkv = self.linear(hs, w, bias).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)
+        qkv = self._qkv(i, attn, hs).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)
         cos, sin = rot
         qk = qkv[:, : nq + nk]
         qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
@@ -268,9 +286,8 @@ class LlamaDecoder:
         o = self.linear(o, attn.o_proj.weight, attn.o_proj.bias)
         x = x + _gemma_norm(o, layer.post_attention_layernorm)
         hs = _gemma_norm(x, layer.pre_feedforward_layernorm)
-        w, bias = self.gate_up[i]
-        g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
         mlp = layer.mlp
+        g, u = self._gate_up(i, mlp, hs)
         m = self.linear(F.gelu(g, approximate="tanh") * u, mlp.down_proj.weight, mlp.down_proj.bias)
         return x + _gemma_norm(m, layer.post_feedforward_layernorm)
 
@@ -302,6 +319,19 @@ def _additive_mask(mask: Tensor | None, length: int, window: int | None, like: T
     if allowed is None:
         return None
     return torch.zeros(allowed.shape, dtype=like.dtype, device=like.device).masked_fill(
+        ~allowed, torch.finfo(like.dtype).min)
+
+
+def _causal_mask(length: int, window: int | None, like: Tensor) -> Tensor:
+    """The additive (1, 1, T, T) float mask HF's eager attention adds for an unpadded prefill of T positions into an
+    empty cache (masking_utils: causal, and on a sliding layer kv > q - window; 0 where allowed, else the dtype's
+    minimum)."""
+    q = torch.arange(length, device=like.device).view(-1, 1)
+    k = torch.arange(length, device=like.device).view(1, -1)
+    allowed = k <= q
+    if window is not None:
+        allowed = allowed & (k > q - window)
+    return torch.zeros((1, 1, length, length), dtype=like.dtype, device=like.device).masked_fill(
         ~allowed, torch.finfo(like.dtype).min)
 
 

@@ -6,20 +6,30 @@ On the 2-core AMD EPYC benchmark machine, MKL (torch's `F.linear` on CPU) stream
 (N, K) at about 13 GB/s and one stored (K, N) at about 16 GB/s for one row, and falls to 5-7 GB/s
 for 2 to 16 rows. oneDNN (`torch.ops.mkldnn._linear_pointwise`) on the same plain (N, K) weights
 streams 14-24 GB/s for one row and 8-18 GB/s for eight, so it makes batched decoding scale. Which
-wins depends on the machine and the batch size, so `choose_kernels` times the candidates on the model's
-largest weights, for one row and for eight, and picks a kernel for one-row steps and one for steps of two or more
-rows (the lean decoder switches per step), switching away from the stored MKL path only on a clear win:
+wins depends on the machine, the batch size and the weights' shapes, so `choose_kernels` times the candidates
+on the products a decode step runs, for one row and for eight, and picks a kernel for one-row steps and one for
+steps of two or more rows (the lean decoder switches per step), switching away from the stored MKL path only on a
+clear win:
 - `stored`: MKL, weights as loaded;
 - `input-major`: MKL, each Linear weight rebound to a transposed view of a (K, N) copy: same shape,
   same values, no extra memory once the old storage is freed; `F.linear` accepts either layout, so
   every caller (HF modules, the lean decoder) uses it unchanged;
-- `onednn`: weights as loaded; the lean decoder (`engine/llama_decode.py`) calls `linear_fn(choice)`,
-  oneDNN on plain weights (no packed copy, no extra memory). Prefill still runs through the HF
-  modules (or the lean step, with `F.linear`) and MKL, whose large-M products are fast.
+- `onednn`: oneDNN on the weights in either layout; the lean decoder (`engine/llama_decode.py`) calls
+  `linear_fn(choice)` (no packed copy, no extra memory). Prefill still runs through the HF modules (or the lean
+  step, with `F.linear`) and MKL, whose large-M products are fast.
 
-The layout is one for every batch size: either input-major for all (MKL), or the stored layout with, per regime,
-MKL or oneDNN, whichever is faster there; the plan with the smaller summed time wins. On the 2-core machine oneDNN
-streamed 8-row products about twice as fast as MKL, while one-row products were close.
+What is timed (`_decode_sample`): one decode step's products, each shape as often as the model multiplies it. The
+first layers (fused q/k/v and gate/up as the lean decoder fuses them, then o and down) up to `LAYER_SAMPLE_BYTES`
+stand for all layers, and the first rows of the LM head (and any other weight outside the layers) up to
+`HEAD_SAMPLE_BYTES` for the whole head; each product's time is scaled by how many of the model's it stands for, so
+a pass estimates a step's matrix products. Streaming real consecutive weights past the cache keeps the bandwidth
+honest; a single small weight timed again and again would be read from the cache.
+
+The plan (`_plan`): one layout for every batch size, so the one-row regime, judged on its one-row times alone,
+chooses it: input-major when MKL on it is clearly faster than the best kernel on the stored layout, unless that
+costs the batch regime a larger factor than it gains. The batch regime then takes, on its 8-row times alone, MKL
+or oneDNN in that layout. (Comparing summed seconds let oneDNN's 8-row time, the larger number, decide the one-row
+regime's layout, and it then ran about 14% slower than it could.)
 
 Weights shared with another parameter (a tied LM head) and quantized layers are left alone.
 """
@@ -27,6 +37,7 @@ Weights shared with another parameter (a tied LM head) and quantized layers are 
 from __future__ import annotations
 
 import logging
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -41,13 +52,16 @@ log = logging.getLogger(__name__)
 Choice = Literal["stored", "input-major", "onednn"]
 LinearFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
-SAMPLE_BYTES = 96 * 2**20  # time at least this much weight (more than a typical L3 cache)
+LAYER_SAMPLE_BYTES = 48 * 2**20  # the first layers up to about this much weight stand for all layers
+HEAD_SAMPLE_BYTES = 32 * 2**20  # the first rows of the LM head (and any other weight outside the layers) up to this
 MIN_GAIN = 0.05
 ROWS = (1, 8)  # batch sizes timed: one request, and a batch of concurrent ones
+_FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
+_ONEDNN_IM = "onednn/input-major"  # oneDNN on the input-major layout: timed for the batch regime only
 
 
 def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
-    if not w.is_contiguous():  # oneDNN takes plain (N, K) weights; anything else goes to MKL
+    if not (w.is_contiguous() or w.t().is_contiguous()):  # oneDNN takes plain weights in either layout
         return F.linear(x, w, b)
     out: torch.Tensor = torch.ops.mkldnn._linear_pointwise(x, w, b, "none", [], "")
     return out
@@ -63,34 +77,114 @@ def linear_fn(choice: Choice) -> LinearFn:
     return _onednn_linear if choice == "onednn" else F.linear
 
 
-def _candidates(model: nn.Module) -> list[nn.Linear]:
+def _shared(model: nn.Module) -> set[int]:
     counts: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
         counts[p.data_ptr()] = counts.get(p.data_ptr(), 0) + 1
-    out = []
+    return {ptr for ptr, n in counts.items() if n > 1}
+
+
+def _plain(m: nn.Module) -> Tensor | None:
+    """The weight of a plain nn.Linear (2-D, contiguous, floating point), else None."""
+    if type(m) is not nn.Linear:
+        return None
+    w = m.weight
+    ok = w.dim() == 2 and w.is_contiguous() and w.dtype in (torch.float32, torch.bfloat16, torch.float16)
+    return w if ok else None
+
+
+def _candidates(model: nn.Module) -> list[nn.Linear]:
+    """The Linear layers whose weights may be laid out again: plain, and not shared with another parameter."""
+    shared = _shared(model)
+    return [m for m in model.modules()
+            if isinstance(m, nn.Linear) and _plain(m) is not None and m.weight.data_ptr() not in shared]
+
+
+@dataclass(frozen=True)
+class _Product:
+    """One matrix product of the timed sample: the (N, K) weight, how many of the model's products it stands for,
+    and whether the input-major layout applies to it (not to a tied LM head)."""
+
+    weight: Tensor
+    scale: float
+    movable: bool
+
+
+def _layers(model: nn.Module) -> nn.ModuleList | None:
+    """The decoder layers: the module list holding the most Linear layers."""
+    best, most = None, 0
     for m in model.modules():
-        w = getattr(m, "weight", None)
-        if type(m) is nn.Linear and w is not None and w.dim() == 2 and w.is_contiguous() \
-                and counts.get(w.data_ptr(), 0) == 1 and w.dtype in (torch.float32, torch.bfloat16, torch.float16):
-            out.append(m)
-    return out
+        if isinstance(m, nn.ModuleList):
+            n = sum(1 for sub in m.modules() if type(sub) is nn.Linear)
+            if n > most:
+                best, most = m, n
+    return best
 
 
-def _pass_seconds(weights: list[Tensor], fn: LinearFn, rows: int) -> float:
-    """Time of one pass over the weights with `rows` rows."""
-    xs = {w.shape[1]: torch.randn(rows, 1, w.shape[1], dtype=w.dtype) for w in weights}
+def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool) -> list[_Product]:
+    """The products of one decode step to time (see the module doc): the first layers' weights, fused as the lean
+    decoder fuses them when `fused`, and the first rows of each weight outside the layers (the LM head), each
+    scaled to the model's count."""
+    layers = _layers(model)
+    inside: set[int] = set()
+    sample: list[_Product] = []
+    if layers is not None and len(layers):
+        for layer in layers:
+            inside.update(id(m) for m in layer.modules())
+        # a layer larger than LAYER_SAMPLE_BYTES (a 7B model's is about 800 MB in float32) is timed on the first
+        # rows of each of its weights, so the copies the timing makes stay small
+        first = sum(w.numel() * w.element_size() for m in layers[0].modules() if (w := _plain(m)) is not None)
+        frac = min(1.0, LAYER_SAMPLE_BYTES / max(first, 1))
+
+        def cut(w: Tensor) -> Tensor:
+            return w[: max(1, math.ceil(w.shape[0] * frac))]
+
+        per_layer: list[list[tuple[Tensor, float]]] = []  # each product, and how many rows of it each row stands for
+        nbytes = 0
+        for layer in layers:
+            named = {n: w for n, m in layer.named_modules() if (w := _plain(m)) is not None}
+            products: dict[str, tuple[Tensor, float]] = {n: (cut(w), w.shape[0] / cut(w).shape[0])
+                                                          for n, w in named.items()}
+            if fused:
+                for group in _FUSED:
+                    if all(n in named for n in group):  # one (sum N, K) product, as llama_decode._fuse makes it
+                        part = torch.cat([products[n][0] for n in group])
+                        products[group[0]] = part, sum(named[n].shape[0] for n in group) / part.shape[0]
+                        for n in group[1:]:
+                            del products[n]
+            per_layer.append(list(products.values()))
+            nbytes += sum(w.numel() * w.element_size() for w, _ in products.values())
+            if nbytes >= LAYER_SAMPLE_BYTES:
+                break
+        scale = len(layers) / len(per_layer)
+        sample += [_Product(w, scale * rows, True) for ps in per_layer for w, rows in ps]
+    for m in model.modules():
+        w = _plain(m)
+        if id(m) in inside or w is None:
+            continue
+        rows = max(1, min(w.shape[0], HEAD_SAMPLE_BYTES // (w.shape[1] * w.element_size())))
+        sample.append(_Product(w[:rows], w.shape[0] / rows, w.data_ptr() in movable))
+    return sample
+
+
+def _product_seconds(w: Tensor, x: Tensor, fn: LinearFn) -> float:
+    """Wall time of one product x @ w^T."""
     t = time.perf_counter()
-    for w in weights:
-        fn(xs[w.shape[1]], w, None)
+    fn(x, w, None)
     return time.perf_counter() - t
 
 
 @dataclass(frozen=True)
 class Kernels:
-    """The decode kernel for one-row steps and for steps of two or more rows (one weight layout for both)."""
+    """The decode kernel for one-row steps and for steps of two or more rows (one weight layout for both: input-major
+    when either is `input-major`, or `onednn` on it)."""
 
     one: Choice = "stored"
     batched: Choice = "stored"
+
+    @property
+    def layout(self) -> Literal["stored", "input-major"]:
+        return "input-major" if "input-major" in (self.one, self.batched) else "stored"
 
 
 def choose_layout(model: nn.Module, *, rounds: int = 5) -> Choice:
@@ -98,57 +192,82 @@ def choose_layout(model: nn.Module, *, rounds: int = 5) -> Choice:
     return choose_kernels(model, rounds=rounds).one
 
 
-def _plan(med: dict[Choice, dict[int, float]]) -> Kernels:
-    """The kernels from median pass times per candidate and row count: input-major for both regimes, or the stored
-    layout with MKL or oneDNN per regime (oneDNN only where it clearly beats MKL); the smaller summed time wins, and
-    a change of layout needs a clear win too."""
+def _plan(med: dict[str, dict[int, float]]) -> Kernels:
+    """The kernels from median step estimates per candidate and row count (see the module doc): the one-row regime
+    judged on one-row times and the batch regime on batch times, never on their sum; a change from the stored MKL
+    path needs a clear win (`MIN_GAIN`)."""
     one, many = ROWS[0], ROWS[-1]
 
-    def pick(rows: int) -> Choice:
-        if "onednn" in med and med["onednn"][rows] < (1 - MIN_GAIN) * med["stored"][rows]:
-            return "onednn"
-        return "stored"
+    def clear(a: str, b: str, rows: int) -> bool:  # a clearly faster than b
+        return a in med and med[a][rows] < (1 - MIN_GAIN) * med[b][rows]
 
-    plain = Kernels(pick(one), pick(many))
-    plain_s = med[plain.one][one] + med[plain.batched][many]
-    if med["input-major"][one] + med["input-major"][many] < (1 - MIN_GAIN) * plain_s:
-        return Kernels("input-major", "input-major")
-    return plain
+    def batch_kernel(mkl: str, dnn: str) -> str:
+        return dnn if clear(dnn, mkl, many) else mkl
+
+    stored_one = "onednn" if clear("onednn", "stored", one) else "stored"
+    stored_many = batch_kernel("stored", "onednn")
+    if "input-major" in med and clear("input-major", stored_one, one):
+        im_many = batch_kernel("input-major", _ONEDNN_IM)
+        gain = med[stored_one][one] / med["input-major"][one]
+        cost = med[im_many][many] / med[stored_many][many]
+        if cost < gain:  # the batch regime loses less than the one-row regime gains
+            return Kernels("input-major", "onednn" if im_many == _ONEDNN_IM else "input-major")
+    return Kernels(stored_one, stored_many)  # type: ignore[arg-type]
 
 
-def choose_kernels(model: nn.Module, *, rounds: int = 5) -> Kernels:
-    """On CPU, pick the fastest matrix-vector kernels (see the module doc) and lay the weights out for them."""
+def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> dict[str, dict[int, float]]:
+    """Median estimated step-product seconds per candidate and row count (see the module doc); {} when there is
+    nothing to lay out (no plain CPU weights). Candidates: "stored", "input-major", and with `fused` and float32
+    weights "onednn" and, for the batch regime, "onednn/input-major"."""
     linears = _candidates(model)
     if not linears or linears[0].weight.device.type != "cpu":
-        return Kernels()
+        return {}
     with torch.no_grad(), torch.inference_mode(False):
-        sample: list[Tensor] = []
-        for lin in sorted(linears, key=lambda m: -m.weight.numel()):
-            sample.append(lin.weight)
-            if sum(w.numel() * w.element_size() for w in sample) >= SAMPLE_BYTES:
-                break
-        transposed = [w.t().contiguous().t() for w in sample]
-        runs: dict[Choice, tuple[list[Tensor], LinearFn]] = {
-            "stored": (sample, F.linear), "input-major": (transposed, F.linear),
+        sample = _decode_sample(model, {lin.weight.data_ptr() for lin in linears}, fused=fused)
+        stored = [p.weight for p in sample]
+        scales = [p.scale for p in sample]
+        transposed = [p.weight.t().contiguous().t() if p.movable else p.weight for p in sample]
+        runs: dict[str, tuple[list[Tensor], LinearFn, tuple[int, ...]]] = {
+            "stored": (stored, F.linear, ROWS), "input-major": (transposed, F.linear, ROWS),
         }
-        if onednn_available() and sample[0].dtype == torch.float32:
-            runs["onednn"] = (sample, _onednn_linear)
-        times: dict[Choice, dict[int, list[float]]] = {c: {r: [] for r in ROWS} for c in runs}
-        for ws, fn in runs.values():  # warm-up
+        if fused and onednn_available() and stored[0].dtype == torch.float32:  # on copies of their own (see below)
+            runs["onednn"] = ([w.clone() for w in stored], _onednn_linear, ROWS)
+            runs[_ONEDNN_IM] = ([w.t().clone().t() for w in transposed], _onednn_linear, ROWS[1:])
+        xs = {(r, k): torch.randn(r, 1, k, dtype=stored[0].dtype) for r in ROWS for k in {w.shape[1] for w in stored}}
+        # Product by product, each candidate in turn on its own copy of the weight (the order reversed every round),
+        # so that a burst of load from elsewhere hits every candidate alike; between two visits of one copy the
+        # whole sample streams by, so no product is read from the cache, as in a decode step of a model larger than
+        # the cache. The first round warms up and is dropped.
+        times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in rs}
+                                                         for c, (_, _, rs) in runs.items()}
+        order = list(runs.items())
+        for i in range(rounds + 1):
             for r in ROWS:
-                _pass_seconds(ws, fn, r)
-        for i in range(rounds):
-            for c, (ws, fn) in (runs.items() if i % 2 == 0 else reversed(runs.items())):
-                for r in ROWS:
-                    times[c][r].append(_pass_seconds(ws, fn, r))
-        del transposed, runs
-        med = {c: {r: statistics.median(t) for r, t in by_rows.items()} for c, by_rows in times.items()}
-        kernels = _plan(med)
-        log.info("linear kernels for decoding: %s for one row, %s for more (pass over %d weights: %s)", kernels.one,
-                 kernels.batched, len(sample), "; ".join(
-                     f"{c} " + ", ".join(f"{t * 1e3:.2f} ms at {r} rows" for r, t in by_rows.items())
-                     for c, by_rows in med.items()))
-        if kernels.one == "input-major":
-            for lin in linears:
+                for j in range(len(sample)):
+                    for c, (ws, fn, rs) in (order if i % 2 == 0 else order[::-1]):
+                        if r in rs:
+                            t = _product_seconds(ws[j], xs[(r, ws[j].shape[1])], fn)
+                            if i:
+                                times[c][r][j].append(t)
+    return {c: {r: sum(statistics.median(t) * scale for t, scale in zip(per, scales, strict=True))
+                for r, per in by_rows.items()} for c, by_rows in times.items()}
+
+
+def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> Kernels:
+    """On CPU, pick the fastest matrix-vector kernels (see the module doc) and lay the weights out for them.
+    `fused`: the lean decoder runs this model, with q/k/v and gate/up fused (and may call oneDNN); otherwise only
+    the layout matters (the transformers modules call `F.linear`)."""
+    started = time.perf_counter()
+    med = time_candidates(model, rounds=rounds, fused=fused)
+    if not med:
+        return Kernels()
+    kernels = _plan(med)
+    log.info("linear kernels for decoding: %s for one row, %s for more, %s layout (timed in %.2f s; estimated "
+             "step products: %s)", kernels.one, kernels.batched, kernels.layout, time.perf_counter() - started,
+             "; ".join(f"{c} " + ", ".join(f"{t * 1e3:.2f} ms at {r} rows" for r, t in by_rows.items())
+                       for c, by_rows in med.items()))
+    if kernels.layout == "input-major":
+        with torch.no_grad(), torch.inference_mode(False):
+            for lin in _candidates(model):
                 lin.weight = nn.Parameter(lin.weight.detach().t().contiguous().t(), requires_grad=False)
     return kernels

@@ -419,10 +419,10 @@ class Worker:
         cache = kv.new_cache()
         all_logits = any(r.prompt_logprobs for r in reqs)
         started = time.perf_counter()
-        if dec is not None and not dec.gemma and not any(pads) and not all_logits and self._graphs is None:
+        if dec is not None and not any(pads) and not all_logits and self._graphs is None:
             # Unpadded prompts, last logits only: the lean step runs the prefill too (causal SDPA, as HF's forward
-            # does without padding; the same bits), without HF's per-module Python (about 1 ms of a 2M model's
-            # 4.8 ms 32-token prefill).
+            # does without padding, or Gemma-2's eager attention with HF's causal and sliding masks; the same bits),
+            # without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token prefill).
             if iv is not None:
                 iv.set_plan(plan)
             dec.linear = linear_fn("stored")  # F.linear (MKL), as the transformers modules: fast at large M
@@ -544,7 +544,7 @@ class Worker:
             kernels = Kernels()
             if lm.device.type == "cpu" and lm.quantization == "none":
                 self.threads.for_kernel_timing()
-                kernels = choose_kernels(lm.model)
+                kernels = choose_kernels(lm.model, fused=LlamaDecoder.family(lm.model) is not None)
             self._linears = (linear_fn(kernels.one), linear_fn(kernels.batched))
             self._decoder = LlamaDecoder.for_model(lm.model, linear=self._linears[0])
             self._graphs = None
