@@ -109,3 +109,19 @@ def test_a_refused_decode_stream_window_falls_back_mid_sequence(tok):
         d._stream = Refusing(d._stream, after)
         pieces = [d.push(i) for i in ids] + [d.flush()]
         assert pieces == _python_pieces(tok, ids, True)
+
+
+def test_a_stop_string_over_several_tokens_and_a_split_character_is_cut_exactly(tok):
+    """The worker's path: each token's released text (DecodeStream) through the StopMatcher."""
+    text = "naïve café 🙂 END of it"
+    ids = tok(text, add_special_tokens=False).input_ids
+    stop = "🙂 EN"  # an emoji split over byte tokens, then the start of a word
+    assert len(tok(stop, add_special_tokens=False).input_ids) > 2
+    d, m = IncrementalDetokenizer(tok), StopMatcher((stop,))
+    out = ""
+    for i in ids:
+        released, hit = m.feed(d.push(i))
+        out += released
+        if hit:
+            break
+    assert hit and out == text[: text.index(stop)]
