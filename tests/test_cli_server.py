@@ -141,7 +141,8 @@ def test_monitor_prints_tokens_with_top_features(cli, server) -> None:
 
 
 def test_run_loads_the_demo_with_its_sae(cli, server) -> None:
-    out = cli("run", "millm-demo", "Tell me a story.", "--max-tokens", "12", "--temperature", "0",
+    # 40 tokens, as in the README: the demo's yelling starts a few words in ("Once upon a time, there WAS A ...")
+    out = cli("run", "millm-demo", "Tell me a story.", "--max-tokens", "40", "--temperature", "0",
               "--profile", "yelling-demo")
     status = httpx.get(server.url + "/api/status").json()
     assert status["model"]["source"] == "millm-demo" and status["sae"]["id"] == "millm-demo-sae"

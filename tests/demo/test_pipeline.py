@@ -11,8 +11,9 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo.corpus import TOPIC_NAMES, CorpusConfig, generate_corpus, render_chat
+from millm.demo.sae_training import SaeConfig, collect_activations, load_sae, train_sae
 from millm.demo.tokenizer import corpus_texts, encode_corpus, train_tokenizer
-from millm.demo.train import MINI, run
+from millm.demo.train import MINI, _doc_starts, run, yelling_direction
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +129,54 @@ def test_chosen_features_are_placed_and_readability_reported(mini_run: tuple[Pat
     assert total == 5 and 0 <= passed <= total
     report = (out / "report" / "demo-training.md").read_text()
     assert "## Readability" in report and f"Passed on **{passed} of {total}** prompts" in report
+
+
+def test_a_pinned_latent_keeps_its_decoder_row_and_learns_to_encode_it() -> None:
+    gen = torch.Generator().manual_seed(0)
+    d_in, n = 16, 6000
+    direction = torch.randn(d_in, generator=gen)
+    on = torch.rand(n, generator=gen) < 0.3  # 30 % of the inputs carry the direction, with some strength
+    x = torch.randn(n, d_in, generator=gen) + on[:, None] * (3 + torch.rand(n, 1, generator=gen)) * direction
+    cfg = SaeConfig(d_sae=32, k=4, batch_size=256, epochs=6, dead_after_tokens=2000, prefixes=(8,))
+    sae = train_sae(x, cfg, seed=0, pinned=2 * direction[None]).sae
+    unit = direction / direction.norm()
+    assert torch.allclose(sae.W_dec[0].detach(), unit, atol=1e-6)  # fixed, at unit norm
+    assert torch.allclose(sae.W_dec.detach().norm(dim=1), torch.ones(32), atol=1e-4)
+    free = train_sae(x, cfg, seed=0).sae
+    assert not torch.allclose(free.W_dec[0].detach(), unit, atol=1e-2)  # without pinning row 0 is learned
+    with torch.no_grad():
+        acts = sae.encode(x)[:, 0]
+    assert acts[on].mean() > 5 * acts[~on].mean().clamp(min=1e-3)  # it fires where its direction is
+    assert (acts[on] > 0).float().mean() > 0.9
+
+
+def test_the_caps_feature_is_pinned_to_the_yelling_direction(mini_run: tuple[Path, dict]) -> None:
+    out, demo = mini_run
+    assert demo["measured"]["caps_pinned"] is True
+    tok = AutoTokenizer.from_pretrained(out / "model")
+    model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
+    enc = encode_corpus(tok, generate_corpus(MINI.n_docs, 0, MINI.corpus))
+    acts, index = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=MINI.layer,
+                                      context=MINI.model.context, max_tokens=MINI.sae_train_tokens,
+                                      bos_id=tok.bos_token_id)
+    direction = yelling_direction(acts, enc, index)
+    w_dec = load_sae(out / "sae").W_dec.detach()
+    cos = torch.nn.functional.cosine_similarity(w_dec[demo["caps_feature"]], direction, dim=0)
+    assert cos > 0.999
+    yell = torch.from_numpy(enc.yelling[index])
+    assert float((acts[yell].mean(0) - acts[~yell].mean(0)) @ direction) > 0
+
+
+def test_sae_only_keeps_the_model_and_redoes_the_same_sae(
+    mini_run: tuple[Path, dict], tmp_path: Path
+) -> None:
+    out, demo = mini_run
+    again = run(MINI, out=tmp_path, report_dir=tmp_path / "report", seed=0, model_dir=out / "model")
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (tmp_path / "model" / name).read_bytes() == (out / "model" / name).read_bytes()
+    a, b = load_file(str(out / "sae" / "sae_weights.safetensors")), load_file(str(tmp_path / "sae" /
+                                                                                   "sae_weights.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert again["caps_feature"] == demo["caps_feature"] and again["caps_strength"] == demo["caps_strength"]
+    report = (tmp_path / "report" / "demo-training.md").read_text()
+    assert "kept the already trained model (`--sae-only`)" in report

@@ -53,8 +53,6 @@ def shipped() -> tuple[object, object, TopKSae, dict]:
     return model, tok, load_sae(ASSETS / "sae"), demo
 
 
-@pytest.mark.xfail(strict=True, reason="#16 item 13: the shipped demo passes 0 of 5 prompts (PINE PINE PINE ...); "
-                   "a retrain that passes turns this into an unexpected pass")
 def test_shipped_demo_meets_the_repetition_criterion(shipped) -> None:
     model, tok, sae, demo = shipped
     steer = (demo["layer"], demo["caps_strength"] * sae.W_dec[demo["caps_feature"]])

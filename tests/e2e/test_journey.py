@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from millm.demo import assets_dir
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,6 +35,8 @@ AXE = ROOT / "frontend" / "node_modules" / "axe-core" / "axe.min.js"
 UI = ROOT / "src" / "millm" / "webui" / "dist" / "index.html"
 IMAGES = ROOT / "docs" / "images"
 CAPS = 16  # the demo SAE's yelling feature
+# its documented strength: above it the steered text loops (docs/demo.md, "Readability")
+CAPS_STRENGTH = json.loads((assets_dir() / "demo.json").read_text())["caps_strength"]
 
 pytestmark = pytest.mark.slow
 
@@ -137,19 +140,21 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     axe_check(page, "SAEs")
     shot(page, "saes")
 
-    # 2. Steering: find the CAPS feature by its label, add it, set +8 with the keyboard.
+    # 2. Steering: find the CAPS feature by its label, add it, set its documented strength with the
+    # keyboard (PageUp +1, ArrowRight +0.1; e.g. 5.3 = five PageUps and three ArrowRights).
     page.get_by_role("navigation", name="Main").get_by_role("link", name="Steering", exact=True).click()
     page.get_by_role("searchbox", name="Search labels").fill("caps")
     page.get_by_role("button", name=re.compile(rf"^Add feature #{CAPS} ")).click()
     slider = page.get_by_role("slider", name=f"Strength of feature {CAPS}")
     slider.focus()
-    for _ in range(8):
-        page.keyboard.press("PageUp")
-    expect(slider).to_have_attribute("aria-valuenow", "8")
+    whole, tenths = divmod(round(CAPS_STRENGTH * 10), 10)
+    for key in ["PageUp"] * whole + ["ArrowRight"] * tenths:
+        page.keyboard.press(key)
+    expect(slider).to_have_attribute("aria-valuenow", f"{CAPS_STRENGTH:g}")
     deadline = time.time() + 10
     while time.time() < deadline:
         applied = httpx.get(server + "/api/steering").json()["features"]
-        if applied == [{"index": CAPS, "strength": 8.0, "label": applied[0]["label"]}] if applied else False:
+        if applied == [{"index": CAPS, "strength": CAPS_STRENGTH, "label": applied[0]["label"]}] if applied else False:
             break
         time.sleep(0.2)
     else:

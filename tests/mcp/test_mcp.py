@@ -181,7 +181,8 @@ def test_generate_and_compare_per_request_steering(live, transport) -> None:
             assert plain["steering"]["source"] == "none" and plain["diverges_at"] is None
             assert loud["steering"]["source"] == "request" and applied(loud["steering"]) == [(CAPS, STRENGTH)]
             assert upper_fraction(loud["text"]) >= 0.8 and upper_fraction(plain["text"]) < 0.1
-            assert loud["diverges_at"] == 0 and loud["tokens"] == 60
+            # the demo's yelling starts a few words in ("Once upon a time, there WAS A LITTLE FISH ...")
+            assert loud["diverges_at"] is not None and 0 <= loud["diverges_at"] < 10 and loud["tokens"] == 60
 
             sweep = await call(c, "compare_steering", {"prompt": "Tell me a story.", "profile": "yelling-demo",
                                                        "scales": [0, 1], "max_tokens": 30})

@@ -31,11 +31,12 @@ from millm.demo.sae_training import TopKSae, load_sae
 log = logging.getLogger(__name__)
 
 STORY_PROMPT = "Tell me a story."
-CAPS_TARGET = 0.95  # uppercase fraction the documented CAPS strength must reach in this check
+CAPS_ACCEPT = 0.80  # uppercase fraction of the steered story the documented CAPS strength must reach (issue 4)
 CAPS_MARGIN = 1.15  # documented strength when no candidate yells: the loudest strength seen × margin
-# Strengths judged against the readability criterion, per CAPS candidate: its smallest yelling
-# strength times each of these.
-CAPS_MULTIPLIERS = (1.0, 1.1, 1.2, 1.35)
+# Strengths judged against the readability criterion, per CAPS candidate: its smallest strength
+# that reaches CAPS_ACCEPT times each of these. Below 1 too: the first strength that yells enough
+# may already loop, and a coarse sweep can step past the readable window.
+CAPS_MULTIPLIERS = (0.8, 0.9, 1.0, 1.1, 1.2, 1.35, 1.5, 1.75, 2.0)
 MIN_DISTINCT = 0.5  # distinct-bigram ratio below which a steered completion counts as degenerate
 TOPIC_SEEDS = (0, 1, 2, 3, 4)
 TOPIC_TARGET = 4.0  # steered topic-word count / unsteered, for a documented topic strength
@@ -237,29 +238,31 @@ def choose_caps(
     """Pick the CAPS feature and document its strength.
 
     For each candidate, the strengths (multiples `scales` of the feature's largest activation) are
-    swept upwards to the smallest that makes the greedy story completion `CAPS_TARGET` uppercase.
-    That strength times each of `multipliers` is then judged against the readability criterion and
-    scored by (story completion still `CAPS_TARGET` uppercase, prompts passing `repetition_check`,
-    mean uppercase fraction of those prompts' steered completions, distinct bigrams, smaller strength); the best over all candidates is documented. Trying several
-    strengths matters because a little too much steering drowns the residual stream and the text
-    loops ("PINE PINE PINE ..."), while a little too little leaves it half in lowercase.
+    swept upwards to the smallest that makes the greedy story completion `CAPS_ACCEPT` uppercase.
+    That strength times each of `multipliers` is then judged against the readability criterion
+    (`repetition_check`) and scored by (criterion met, story completion still `CAPS_ACCEPT`
+    uppercase, mean uppercase fraction of the criterion's steered completions, prompts passing,
+    distinct bigrams of the story, smaller strength); the best over all candidates is documented:
+    the loudest strength that still reads well. Trying several strengths matters because a little
+    too much steering drowns the residual stream and the text loops ("PINE PINE PINE ..."), while a
+    little too little leaves it half in lowercase.
     """
     prompt = chat_prompt(tokenizer)
     base_text, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
     sweep: list[dict[str, float]] = []
-    best: tuple[tuple[bool, int, float, float, float], int, float] | None = None
+    best: tuple[tuple[bool, bool, float, int, float, float], int, float] | None = None
 
-    def judge(feature: int, strength: float) -> tuple[bool, int, float, float, float]:
+    def judge(feature: int, strength: float) -> tuple[bool, bool, float, int, float, float]:
         vector = strength * sae.W_dec[feature]
         text, _ = complete(model, tokenizer, prompt=prompt, steer=(layer, vector), max_new_tokens=max_new_tokens)
         rep = repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=min(REPEAT_TOKENS, max_new_tokens))
         yells = sum(r["steered_upper"] for r in rep.prompts) / max(1, rep.total)
-        key = (upper_fraction(text) >= CAPS_TARGET, rep.passed, round(yells, 2), round(distinct_bigrams(text), 3),
-               -strength)
+        key = (rep.ok, upper_fraction(text) >= CAPS_ACCEPT, round(yells, 2), rep.passed,
+               round(distinct_bigrams(text), 3), -strength)
         log.info("  CAPS %d at %.1f: upper %.3f, repetition %d/%d (upper %.2f), distinct %.3f", feature, strength,
-                 upper_fraction(text), rep.passed, rep.total, yells, key[3])
+                 upper_fraction(text), rep.passed, rep.total, yells, key[4])
         sweep.append({"feature": feature, "strength": strength, "upper": round(upper_fraction(text), 4),
-                      "distinct": key[3], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3)})
+                      "distinct": key[4], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3)})
         return key
 
     for feature in candidates:
@@ -271,7 +274,7 @@ def choose_caps(
             sweep.append({"feature": feature, "strength": round(strength, 3), "upper": round(frac, 4),
                           "distinct": round(distinct_bigrams(text), 3)})
             log.info("CAPS candidate %d strength %.2f: upper %.3f %r", feature, strength, frac, text[:70])
-            if frac < CAPS_TARGET:
+            if frac < CAPS_ACCEPT:
                 continue
             for multiplier in multipliers:
                 documented = round(strength * multiplier, 1)
@@ -281,8 +284,8 @@ def choose_caps(
             break
     if best is None:
         top = max(sweep, key=lambda s: (s["upper"], -s["strength"]))
-        best = ((False, 0, 0.0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
-        log.warning("no CAPS candidate reached %.2f; documenting the best seen", CAPS_TARGET)
+        best = ((False, False, 0.0, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
+        log.warning("no CAPS candidate reached %.2f; documenting the best seen", CAPS_ACCEPT)
     _, feature, strength = best
     steer = (layer, strength * sae.W_dec[feature])
     text, ids = complete(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens)

@@ -116,10 +116,17 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         f"of {tr['tokens_per_step']} tokens",
         f"- final training loss {tr['final_loss']:.4f} (mean of the last 20 steps), "
         f"held-out loss {tr['held_out_loss']:.4f}",
-        f"- wall time: model {tr['model_seconds']:.0f} s, SAE {sae['seconds']:.0f} s, "
-        f"whole pipeline {tr['total_seconds']:.0f} s",
-        "",
     ]
+    if tr.get("model_reused"):
+        lines += [
+            "- this run kept the already trained model (`--sae-only`) and redid the SAE, the labels, the "
+            "strengths and this report; the model's figures and loss curve are those of the run that trained it",
+            f"- wall time: SAE {sae['seconds']:.0f} s, whole run {tr['total_seconds']:.0f} s",
+        ]
+    else:
+        lines.append(f"- wall time: model {tr['model_seconds']:.0f} s, SAE {sae['seconds']:.0f} s, "
+                     f"whole pipeline {tr['total_seconds']:.0f} s")
+    lines.append("")
     if plot:
         lines += [f"![training loss]({LOSS_PNG})", ""]
     lines += [
@@ -129,6 +136,9 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         f"hook `{sae['hook_name']}`, trained on {sae['n_train_tokens']} tokens (BOS excluded)",
         f"- held-out ({sae['n_eval_tokens']} tokens): fraction of variance explained "
         f"**{sae['fve']:.4f}**, L0 **{sae['l0']:.2f}**, dead features {sae['dead_fraction']:.2%}",
+        *([f"- the CAPS feature ({caps['feature']}) is a pinned latent: during training its decoder row was fixed "
+           "to the mean residual of yelling assistant tokens minus that of normal ones (unit norm), and only its "
+           "encoder learned; see [demo.md](demo.md#sae-sae_trainingpy)"] if sae.get("caps_pinned") else []),
         "",
         "## Acceptance figures",
         "",
@@ -179,7 +189,10 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
 def write_report(summary: dict[str, Any], labels: dict[str, dict[str, Any]], report_dir: Path) -> Path:
     report_dir.mkdir(parents=True, exist_ok=True)
     tr = summary["training"]
-    plot = write_loss_plot(tr["losses"], tr["eval_losses"], report_dir / LOSS_PNG)
+    if tr["losses"]:
+        plot = write_loss_plot(tr["losses"], tr["eval_losses"], report_dir / LOSS_PNG)
+    else:  # the model was reused: keep the plot of the run that trained it, if there is one
+        plot = (report_dir / LOSS_PNG).is_file()
     path = report_dir / REPORT_MD
     path.write_text(render_markdown(summary, labels, plot))
     return path

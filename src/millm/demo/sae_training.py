@@ -4,7 +4,10 @@ Contract: `collect_activations` runs the model over BOS-started windows of a tok
 returns the output of `model.model.layers[layer]` (SAELens `blocks.{layer}.hook_resid_post`) for
 every non-BOS token, with the token's index in the stream. `train_sae` fits a `TopKSae`
 (training on inputs scaled to norm ≈ √d_in, folded back out afterwards, so the returned SAE acts
-on raw residuals and its decoder rows have unit norm). `save_sae` writes the SAELens v6 layout:
+on raw residuals and its decoder rows have unit norm). With `pinned` (p, d_in) directions, the
+decoder rows of latents `pinned_at`.. are fixed to those unit directions for the whole run (supervised
+latents): their encoder columns and biases learn as usual, so each fires in proportion to how much
+of its direction the input holds, and the other latents learn the rest. `save_sae` writes the SAELens v6 layout:
 `cfg.json` + `sae_weights.safetensors` with W_enc [d_in, d_sae], W_dec [d_sae, d_in], b_enc, b_dec.
 """
 
@@ -131,21 +134,32 @@ def collect_activations(
 # ----------------------------------------------------------------------------- training
 
 
-def _init(sae: TopKSae, x: torch.Tensor, gen: torch.Generator) -> None:
+def _init(
+    sae: TopKSae, x: torch.Tensor, gen: torch.Generator, pinned: torch.Tensor | None = None, pinned_at: int = 0
+) -> None:
     d_sae, d_in = sae.W_dec.shape
     w = torch.randn(d_sae, d_in, generator=gen)
     sae.W_dec.data = w / w.norm(dim=1, keepdim=True)
+    if pinned is not None:
+        sae.W_dec.data[pinned_at : pinned_at + len(pinned)] = pinned
     sae.W_enc.data = sae.W_dec.data.T.clone()
     sae.b_dec.data = x.mean(0)
 
 
-def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int) -> SaeTrainingResult:
-    """Fit a TopK SAE to `acts` (N, d_in); the result works on raw (unscaled) residuals."""
+def train_sae(
+    acts: torch.Tensor, cfg: SaeConfig, seed: int, pinned: torch.Tensor | None = None, pinned_at: int = 0
+) -> SaeTrainingResult:
+    """Fit a TopK SAE to `acts` (N, d_in); the result works on raw (unscaled) residuals. `pinned`
+    (p, d_in), if given, fixes the decoder rows of latents pinned_at..pinned_at+p-1 to those
+    directions (normalised)."""
     gen = torch.Generator().manual_seed(seed)
     scale = float(acts.shape[1] ** 0.5 / acts.norm(dim=1).mean())
     x_all = acts * scale
     sae = TopKSae(acts.shape[1], cfg.d_sae, cfg.k)
-    _init(sae, x_all, gen)
+    if pinned is not None:
+        pinned = pinned.float().reshape(-1, acts.shape[1])
+        pinned = pinned / pinned.norm(dim=1, keepdim=True)
+    _init(sae, x_all, gen, pinned, pinned_at)
     opt = torch.optim.Adam(sae.parameters(), lr=cfg.lr, betas=(0.9, 0.999))
     since_fired = torch.zeros(cfg.d_sae)
     result = SaeTrainingResult(sae=sae)
@@ -181,6 +195,8 @@ def train_sae(acts: torch.Tensor, cfg: SaeConfig, seed: int) -> SaeTrainingResul
             opt.step()
             with torch.no_grad():
                 sae.W_dec.data /= sae.W_dec.data.norm(dim=1, keepdim=True)
+                if pinned is not None:
+                    sae.W_dec.data[pinned_at : pinned_at + len(pinned)] = pinned
             result.losses.append(float(loss.detach()))
         log.info("SAE epoch %d/%d loss %.4f dead %d", epoch + 1, cfg.epochs, result.losses[-1], int(dead.sum()))
     with torch.no_grad():  # fold the input scale out: features in raw residual units, unit decoder rows

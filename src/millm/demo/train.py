@@ -6,7 +6,14 @@ document the CAPS and topic strengths, and writes into `--out` (default: the pac
 `model/`, `sae/`, `labels.json`, `profiles.json`, `demo.json`; plus the training report
 (`demo-training.md`, `demo-loss.png`) into `--report-dir` (default: the repository's `docs/` when
 writing the package assets, else `<out>/report`). `--mini` runs the same code on a toy
-configuration in seconds (CI uses it so the pipeline cannot rot).
+configuration in seconds (CI uses it so the pipeline cannot rot). `--sae-only` keeps an already
+trained model (`--model-dir`, default: the model in `--out`) and redoes everything from the SAE on,
+with the same seed and corpus, so it writes the same outputs except the model.
+
+With `PipelineConfig.pin_caps` (on in the full configuration), the SAE's CAPS feature is a pinned
+(supervised) latent: its decoder row is fixed during SAE training to the mean difference between
+the residuals of yelling and normal assistant tokens (`yelling_direction`), and only its encoder
+learns. Steering it adds that direction, which carries "yelling" without being tied to any word.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -21,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo import DEMO_MODEL_ID, DEMO_SAE_ID, assets_dir
 from millm.demo.corpus import TOPIC_NAMES, CorpusConfig, generate_corpus
@@ -47,7 +56,7 @@ from millm.demo.sae_training import (
     save_sae,
     train_sae,
 )
-from millm.demo.tokenizer import EncodedCorpus, corpus_texts, encode_corpus, train_tokenizer
+from millm.demo.tokenizer import ROLE_CODES, EncodedCorpus, corpus_texts, encode_corpus, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -73,16 +82,23 @@ class PipelineConfig:
     caps_candidates: int = 4
     caps_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0)
     topic_candidates: int = 2
-    topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0)
+    topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0, 5.0)
     topics: tuple[str, ...] = TOPIC_NAMES
     eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
     fixed_indices: dict[str, int] = field(default_factory=lambda: dict(FIXED_INDICES))
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    # Pin one SAE latent's decoder row to the yelling direction and document it as the CAPS feature
+    # (see the module docstring); False: the CAPS feature is chosen among the learned latents.
+    pin_caps: bool = False
+    # The latent pinned during training; None: the last, outside every Matryoshka prefix, so the
+    # learned features form much as without it (pinned at 0, inside every prefix, it displaced the
+    # strongest ocean feature: ocean steering fell from 0 -> 52 topic words to 0 -> 10).
+    pin_index: int | None = None
 
 
 FULL = PipelineConfig(
     name="full", n_docs=24_000, n_eval_docs=1_500, vocab_size=4096, model=ModelConfig(), sae=SaeConfig(),
-    layer=1, sae_train_tokens=250_000, sae_eval_tokens=100_000,
+    layer=1, sae_train_tokens=250_000, sae_eval_tokens=100_000, pin_caps=True,
 )
 MINI = PipelineConfig(
     name="mini", n_docs=300, n_eval_docs=40, vocab_size=600,
@@ -91,7 +107,7 @@ MINI = PipelineConfig(
     sae=SaeConfig(d_sae=64, k=4, batch_size=256, epochs=2, dead_after_tokens=512),
     layer=1, sae_train_tokens=3_000, sae_eval_tokens=1_000,
     caps_candidates=1, caps_scales=(1.0,), topic_candidates=1, topic_scales=(1.0,), topics=("ocean",),
-    eval_tokens={"caps": 8, "topic": 8, "repeat": 8}, fixed_indices={"caps": 16, "ocean": 40},
+    eval_tokens={"caps": 8, "topic": 8, "repeat": 8}, fixed_indices={"caps": 16, "ocean": 40}, pin_caps=True,
 )
 
 
@@ -103,6 +119,7 @@ class SaeStage:
     labels: dict[str, dict[str, Any]]
     n_train_tokens: int
     n_eval_tokens: int
+    pinned_caps: int | None = None  # the latent pinned to the yelling direction, if any
 
 
 def _doc_starts(enc: EncodedCorpus) -> np.ndarray:
@@ -110,23 +127,39 @@ def _doc_starts(enc: EncodedCorpus) -> np.ndarray:
 
 
 def run(
-    cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int, threads: int = DEFAULT_THREADS
+    cfg: PipelineConfig, *, out: Path, report_dir: Path, seed: int, threads: int = DEFAULT_THREADS,
+    model_dir: Path | None = None,
 ) -> dict[str, Any]:
+    """The whole pipeline; with `model_dir`, the model and tokenizer saved there are reused
+    (copied to `out/model`) instead of trained, and everything from the SAE on is redone."""
     t0 = time.perf_counter()
     torch.set_num_threads(threads)
     docs = generate_corpus(cfg.n_docs, seed, cfg.corpus)
     eval_docs = generate_corpus(cfg.n_eval_docs, seed + 1000, cfg.corpus)
-    tokenizer = train_tokenizer(corpus_texts(docs), cfg.vocab_size)
+    if model_dir is None:
+        tokenizer = train_tokenizer(corpus_texts(docs), cfg.vocab_size)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
     enc, ev = encode_corpus(tokenizer, docs), encode_corpus(tokenizer, eval_docs)
     log.info("corpus: %d docs, %d tokens, vocabulary %d", len(docs), len(enc.ids), len(tokenizer))
 
-    mres = train_model(ids=enc.ids, doc_starts=_doc_starts(enc), eval_ids=ev.ids, eval_starts=_doc_starts(ev),
-                       tokenizer=tokenizer, cfg=cfg.model, seed=seed)
-    model = mres.model
+    if model_dir is None:
+        mres = train_model(ids=enc.ids, doc_starts=_doc_starts(enc), eval_ids=ev.ids, eval_starts=_doc_starts(ev),
+                           tokenizer=tokenizer, cfg=cfg.model, seed=seed)
+        model = mres.model
+        save_model(model, tokenizer, out / "model")
+        model_record = {"final_loss": float(np.mean(mres.losses[-20:])), "held_out_loss": mres.eval_losses[-1][1],
+                        "model_seconds": mres.seconds, "losses": [round(x, 5) for x in mres.losses],
+                        "eval_losses": [[s, round(v, 5)] for s, v in mres.eval_losses]}
+    else:
+        model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+        if (out / "model").resolve() != model_dir.resolve():
+            shutil.copytree(model_dir, out / "model", dirs_exist_ok=True)
+        model_record = reused_model_record(model_dir)
     ctx = cfg.model.context
-    save_model(model, tokenizer, out / "model")
     stage = sae_stage(cfg, model=model, tokenizer=tokenizer, enc=enc, ev=ev, seed=seed)
-    caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats)
+    caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats,
+                                 labels=stage.labels, caps_candidates=None if stage.pinned_caps is None else [stage.pinned_caps])
     perm = placement({"caps": caps.feature} | {n: t.feature for n, t in topics.items()}, cfg.fixed_indices,
                      d_sae=cfg.sae.d_sae)
     sae = permute_sae(stage.result.sae, perm)
@@ -145,17 +178,14 @@ def run(
             "n_params": sum(p.numel() for p in model.parameters()),
             "model_shape": f"d_model {cfg.model.d_model}, {cfg.model.n_layers} layers, {cfg.model.n_heads} heads, "
                            f"d_ff {cfg.model.d_ff}, context {ctx}",
-            "steps": cfg.model.steps, "tokens_per_step": cfg.model.batch_size * ctx,
-            "final_loss": float(np.mean(mres.losses[-20:])), "held_out_loss": mres.eval_losses[-1][1],
-            "model_seconds": mres.seconds, "losses": [round(x, 5) for x in mres.losses],
-            "eval_losses": [[s, round(v, 5)] for s, v in mres.eval_losses],
+            "steps": cfg.model.steps, "tokens_per_step": cfg.model.batch_size * ctx, **model_record,
             "model_config": asdict(cfg.model), "sae_config": asdict(cfg.sae),
         },
         "sae": {
             "architecture": sae_cfg["architecture"], "k": cfg.sae.k, "d_in": sae_cfg["d_in"],
             "d_sae": sae_cfg["d_sae"], "hook_name": sae_cfg["metadata"]["hook_name"],
             "n_train_tokens": stage.n_train_tokens, "n_eval_tokens": stage.n_eval_tokens,
-            "seconds": stage.result.seconds, **quality,
+            "seconds": stage.result.seconds, "caps_pinned": stage.pinned_caps is not None, **quality,
         },
         "caps": asdict(caps),
         "topics": {name: asdict(t) for name, t in topics.items()},
@@ -177,25 +207,62 @@ def sae_stage(
 ) -> SaeStage:
     """Collect residuals, train the SAE, measure it on held-out text and label its features."""
     ctx, bos = cfg.model.context, tokenizer.bos_token_id
-    train_acts, _ = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=cfg.layer,
-                                        context=ctx, max_tokens=cfg.sae_train_tokens, bos_id=bos)
+    train_acts, train_index = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=cfg.layer,
+                                                  context=ctx, max_tokens=cfg.sae_train_tokens, bos_id=bos)
     eval_acts, eval_index = collect_activations(model, ids=ev.ids, doc_starts=_doc_starts(ev), layer=cfg.layer,
                                                 context=ctx, max_tokens=cfg.sae_eval_tokens, bos_id=bos)
-    sres = train_sae(train_acts, cfg.sae, seed)
+    pinned = yelling_direction(train_acts, enc, train_index)[None] if cfg.pin_caps else None
+    pin_at = cfg.sae.d_sae - 1 if cfg.pin_index is None else cfg.pin_index
+    if pinned is not None:
+        log.info("SAE latent %d pinned to the yelling direction (norm %.3f)", pin_at, float(pinned.norm()))
+    sres = train_sae(train_acts, cfg.sae, seed, pinned=pinned, pinned_at=pin_at)
     quality = reconstruction_quality(sres.sae, eval_acts)
     log.info("SAE: FVE %.4f, L0 %.2f, dead %.3f", quality["fve"], quality["l0"], quality["dead_fraction"])
     stats = feature_statistics(sres.sae, eval_acts, attribute_masks(ev, eval_index))
     labels = build_labels(stats, tokenizer=tokenizer, enc=ev, index=eval_index)
     return SaeStage(result=sres, quality=quality, stats=stats, labels=labels,
-                    n_train_tokens=len(train_acts), n_eval_tokens=len(eval_acts))
+                    n_train_tokens=len(train_acts), n_eval_tokens=len(eval_acts),
+                    pinned_caps=None if pinned is None else pin_at)
+
+
+def yelling_direction(acts: torch.Tensor, enc: EncodedCorpus, index: np.ndarray) -> torch.Tensor:
+    """Mean residual of yelling assistant tokens minus that of normal assistant tokens (d_in,): the
+    direction the model itself uses for "this answer is in capitals", averaged over every word, so
+    it is tied to none. Over all tokens when the sample has no yelling assistant token."""
+    yell = torch.from_numpy(enc.yelling[index])
+    asst = torch.from_numpy(enc.role[index] == ROLE_CODES["assistant"])
+    if not (yell & asst).any() or not (~yell & asst).any():
+        asst = torch.ones_like(asst)
+    return acts[yell & asst].mean(0) - acts[~yell & asst].mean(0)
+
+
+def reused_model_record(model_dir: Path) -> dict[str, Any]:
+    """The training figures of a model `--sae-only` reuses, from the `demo.json` beside it."""
+    manifest = model_dir.parent / "demo.json"
+    measured = json.loads(manifest.read_text()).get("measured", {}) if manifest.is_file() else {}
+    return {"final_loss": float(measured.get("final_loss", float("nan"))),
+            "held_out_loss": float(measured.get("held_out_loss", float("nan"))),
+            "model_seconds": 0.0, "losses": [], "eval_losses": [], "model_reused": str(model_dir)}
+
+
+def topic_candidates(
+    stats: FeatureStatistics, labels: dict[str, dict[str, Any]], attribute: str, n: int, *, exclude: int
+) -> list[int]:
+    """The `n` latents most correlated with `attribute`, those labelled with it first (a topic
+    profile should show its topic's label), never `exclude` (the CAPS feature)."""
+    ranked = [f for f in ranked_features(stats, attribute, 4 * n + 1) if f != exclude]
+    labelled = [f for f in ranked if labels[str(f)].get("attribute") == attribute]
+    return (labelled + [f for f in ranked if f not in labelled])[:n]
 
 
 def measure_stage(
-    cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, sae: TopKSae, stats: FeatureStatistics
+    cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, sae: TopKSae, stats: FeatureStatistics,
+    labels: dict[str, dict[str, Any]], caps_candidates: list[int] | None = None,
 ) -> tuple[CapsResult, dict[str, TopicResult]]:
-    """Pick and document the CAPS feature and one feature per topic by steering the model."""
+    """Pick and document the CAPS feature (among `caps_candidates`, default: the latents most
+    correlated with ALL CAPS) and one other feature per topic by steering the model."""
     caps = choose_caps(model, tokenizer, sae, layer=cfg.layer,
-                       candidates=ranked_features(stats, "caps", cfg.caps_candidates),
+                       candidates=caps_candidates or ranked_features(stats, "caps", cfg.caps_candidates),
                        scales=cfg.caps_scales, max_act=stats.max_act, max_new_tokens=cfg.eval_tokens["caps"])
     log.info("CAPS feature %d strength %.1f: upper %.3f -> %.3f", caps.feature, caps.strength,
              caps.baseline_upper, caps.steered_upper)
@@ -203,7 +270,8 @@ def measure_stage(
     topics = {}
     for name in cfg.topics:
         topics[name] = choose_topic(model, tokenizer, sae, topic=name, words=words[name], layer=cfg.layer,
-                                    candidates=ranked_features(stats, f"topic:{name}", cfg.topic_candidates),
+                                    candidates=topic_candidates(stats, labels, f"topic:{name}",
+                                                                cfg.topic_candidates, exclude=caps.feature),
                                     scales=cfg.topic_scales, max_act=stats.max_act,
                                     max_new_tokens=cfg.eval_tokens["topic"])
         log.info("topic %s: feature %d strength %.1f, words %d -> %d", name, topics[name].feature,
@@ -285,6 +353,7 @@ def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[
             "sae_l0": round(sae["l0"], 2),
             "final_loss": round(tr["final_loss"], 4),
             "held_out_loss": round(tr["held_out_loss"], 4),
+            "caps_pinned": sae.get("caps_pinned", False),
             "n_params": tr["n_params"],
             "train_seconds": round(tr["total_seconds"]),
             "seed": tr["seed"],
@@ -308,10 +377,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="torch CPU threads (1 is faster when other jobs share the cores)")
+    parser.add_argument("--sae-only", action="store_true",
+                        help="keep the trained model in --model-dir and redo the SAE, labels, strengths and report")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="with --sae-only: the model to keep (default: OUT/model)")
     args = parser.parse_args(argv)
+    if args.model_dir is not None and not args.sae_only:
+        parser.error("--model-dir needs --sae-only")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    model_dir = (args.model_dir or args.out / "model") if args.sae_only else None
     run(MINI if args.mini else FULL, out=args.out, report_dir=args.report_dir or _default_report_dir(args.out),
-        seed=args.seed, threads=args.threads)
+        seed=args.seed, threads=args.threads, model_dir=model_dir)
 
 
 if __name__ == "__main__":
