@@ -11,6 +11,9 @@ round the two alternate (which goes first alternates too):
   tokens / seconds, prefill included;
 - TTFT: a short (32-token) and a 1,000-token prompt, `max_tokens` 1, against `generate` with one new token
   (the baseline's prefill + first token);
+- `generate` runs with 1 thread and with all cores in every round; for each figure the thread count with the
+  better median over the rounds is the baseline (not the better of the two in each round: best-of-two noisy
+  samples against the server's one would bias the ratio against the server);
 - concurrency 1, 4, 8: that many streamed requests at once, each with its own additive steering vector,
   every request's text compared with the same request run alone (after one unmeasured pass per level, in
   which the worker times its thread counts for that batch regime); beside it, `generate` on the same
@@ -169,16 +172,26 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
     return res
 
 
-def _raw(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> RequestTiming:
-    """The faster (by decode rate) of generate with each thread count."""
-    runs = [raw_bench.with_threads(n, raw_bench.generate_timed, lm, prompt, tokens) for n in raw_threads]
-    return max(runs, key=lambda r: r.decode_rate)
+def _raw(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> dict[int, RequestTiming]:
+    """generate with each thread count, by thread count."""
+    return {n: raw_bench.with_threads(n, raw_bench.generate_timed, lm, prompt, tokens) for n in raw_threads}
+
+
+def _best_threads(runs: list[dict[int, float]], *, lower: bool) -> int:
+    """The baseline's thread count: the one with the best median over the rounds (`lower`: lower is better).
+
+    Not the better of the thread counts in each round: that would give the baseline the best of two noisy samples
+    per round against the server's one, a bias of its own on a shared machine."""
+    counts = list(runs[0])
+    medians = {n: _median([r[n] for r in runs]) for n in counts}
+    return (min if lower else max)(counts, key=medians.__getitem__)
 
 
 def _decode(server: Server, lm: Any, plan: SweepPlan, prompt: list[int],
             raw_threads: tuple[int, ...]) -> dict[str, Any]:
     body = completion_body(prompt, plan.tokens, None)
     rows: list[dict[str, float]] = []
+    raws: list[dict[int, RequestTiming]] = []
     same_text = True
     for rnd in range(plan.rounds):
         log.info("decode round %d/%d", rnd + 1, plan.rounds)
@@ -186,18 +199,20 @@ def _decode(server: Server, lm: Any, plan: SweepPlan, prompt: list[int],
         row: dict[str, float] = {}
         for side in order:
             if side == "raw":
-                r = _raw(lm, prompt, plan.tokens, raw_threads)
-                row["raw_decode"] = r.decode_rate
-                row["raw_e2e"] = r.chunks / (r.last - r.sent)
-                raw_text = r.text
+                raws.append(_raw(lm, prompt, plan.tokens, raw_threads))
             else:
                 s = run_one(server, body)
                 wall, n, text = full_one(server.port, body)
                 row["server_decode"] = s.decode_rate
                 row["server_e2e"] = n / wall
                 same_text = same_text and text == s.text
-        same_text = same_text and raw_text == s.text
+        same_text = same_text and all(r.text == s.text for r in raws[-1].values())
         rows.append(row)
+    threads = _best_threads([{n: r.decode_rate for n, r in runs.items()} for runs in raws], lower=False)
+    for row, runs in zip(rows, raws, strict=True):
+        r = runs[threads]
+        row["raw_decode"] = r.decode_rate
+        row["raw_e2e"] = r.chunks / (r.last - r.sent)
     return {
         "rounds": rows,
         "raw_tok_s": _median([r["raw_decode"] for r in rows]),
@@ -207,6 +222,7 @@ def _decode(server: Server, lm: Any, plan: SweepPlan, prompt: list[int],
         "stream_ratio": _median([r["server_decode"] / r["raw_decode"] for r in rows]),
         "e2e_ratio": _median([r["server_e2e"] / r["raw_e2e"] for r in rows]),
         "same_text": same_text,
+        "raw_threads": threads,
     }
 
 
@@ -218,16 +234,20 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
             continue
         prompt = _prompt(lm.tokenizer, n, seed=1000 + n)
         body = completion_body(prompt, 1, None)
-        raw, srv = [], []
+        raws: list[dict[int, float]] = []
+        srv: list[float] = []
         for rnd in range(plan.ttft_rounds):
             log.info("TTFT %s (%d tokens) round %d/%d", label, n, rnd + 1, plan.ttft_rounds)
             for side in (("raw", "server") if rnd % 2 == 0 else ("server", "raw")):
                 if side == "raw":
-                    raw.append(min(raw_bench.with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft for t in raw_threads))
+                    raws.append({t: raw_bench.with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft
+                                 for t in raw_threads})
                 else:
                     srv.append(run_one(server, body).ttft)
+        threads = _best_threads(raws, lower=True)
+        raw = [r[threads] for r in raws]
         out[label] = {"prompt_tokens": n, "raw_ms": _median(raw) * 1e3, "server_ms": _median(srv) * 1e3,
-                      "ratio": _median([s / r for s, r in zip(srv, raw, strict=True)])}
+                      "ratio": _median([s / r for s, r in zip(srv, raw, strict=True)]), "raw_threads": threads}
     return out
 
 
@@ -287,7 +307,7 @@ def run(mode: str, *, device: str = "cpu", dtype: str | None = None, only: list[
     torch.set_num_threads(cores)
     env = environment(device, None, mode)
     env["torch_threads"] = ("server: chosen by timing on the loaded model (engine/thread_policy); raw generate: "
-                            "faster of 1 thread and all cores")
+                            "1 thread or all cores, whichever has the better median over a figure's rounds")
     results: dict[str, Any] = {"environment": env, "models": {}}
     path = out / f"benchmarks-sweep-{device}.json"
     if only and path.exists():  # a partial rerun keeps the other models' last figures

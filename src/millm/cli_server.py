@@ -25,7 +25,7 @@ def parse_features(values: tuple[str, ...] | list[str], param: str) -> list[dict
             index, strength = value.split(":")
             out.append({"index": int(index), "strength": float(strength)})
         except ValueError:
-            raise click.BadParameter(f"{value!r} is not INDEX:STRENGTH (e.g. 16:8)", param_hint=param) from None
+            raise click.BadParameter(f"{value!r} is not INDEX:STRENGTH (e.g. 16:5)", param_hint=param) from None
     return out
 
 
@@ -142,7 +142,7 @@ def _print_steering(st: dict[str, Any]) -> None:
 @click.option("--normalize", is_flag=True, help="Use unit-norm decoder rows for add (as Neuronpedia).")
 @click.pass_context
 def steer_set(ctx: click.Context, features: tuple[str, ...], mode: str, normalize: bool) -> None:
-    """Replace the server-wide steering with FEATURES, each INDEX:STRENGTH: `millm steer set 16:8 3:-2`."""
+    """Replace the server-wide steering with FEATURES, each INDEX:STRENGTH: `millm steer set 16:5 3:-2`."""
     body = {"features": parse_features(features, "FEATURES"), "mode": mode, "normalize": normalize}
     _print_steering(ctx.obj["server"].call("PUT", "/api/steering", json=body))
 
@@ -198,7 +198,7 @@ def _chat_once(server: Server, body: dict[str, Any], show_steering: bool) -> str
     return "".join(text)
 
 
-CHAT_HELP = """Commands: /bye (or Ctrl-D) quits, /clear forgets the conversation, /steer 16:8 [I:S ...] steers
+CHAT_HELP = """Commands: /bye (or Ctrl-D) quits, /clear forgets the conversation, /steer 16:5 [I:S ...] steers
 the following turns, /steer off stops steering, /profile NAME applies a profile."""
 
 
@@ -207,7 +207,7 @@ def chat_options(fn: Any) -> Any:
     for option in reversed([
         click.option("--profile", default=None, help="Apply this saved profile to every turn."),
         click.option("--steer", "steer_values", multiple=True, metavar="INDEX:STRENGTH",
-                     help="Steer every turn with this feature (repeatable), e.g. --steer 16:8."),
+                     help="Steer every turn with this feature (repeatable), e.g. --steer 16:5."),
         click.option("--mode", type=click.Choice(["add", "clamp"]), default=None,
                      help="Steering mode for --steer (default: add)."),
         click.option("--system", default=None, help="A system message to start the conversation with."),

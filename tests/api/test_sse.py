@@ -7,7 +7,7 @@ from typing import Any, AsyncIterator
 
 import pytest
 
-from millm.api.sse import EventStream, event
+from millm.api.sse import CompletionStream, EventStream, event
 
 SCOPE = {"type": "http", "method": "POST", "path": "/v1/completions", "headers": []}
 
@@ -155,3 +155,59 @@ def test_a_disconnect_as_the_stream_ends_leaves_no_cancellation_behind():
 
     client = asyncio.run(main())
     assert client.bodies()[0] == b"data: 1\n\n"
+
+
+def test_a_completion_stream_sends_its_headers_with_the_first_event_or_a_ping_or_the_end():
+    async def run(gen: Any, ping: float = 15) -> Client:
+        client = Client()
+        await CompletionStream(gen, sep="\n", ping=ping)(SCOPE, client.receive, client.send)
+        return client
+
+    async def main() -> tuple[Client, Client, Client, list[int]]:
+        seen_at_first: list[int] = []
+        first_client: list[Client] = []
+
+        async def first() -> AsyncIterator[bytes]:
+            await asyncio.sleep(0.05)  # (the first token is on its way)
+            seen_at_first.append(len(first_client[0].sent))
+            yield event("1")
+
+        c1 = Client()
+        first_client.append(c1)
+        await CompletionStream(first(), sep="\n", ping=15)(SCOPE, c1.receive, c1.send)
+
+        async def slow() -> AsyncIterator[bytes]:
+            await asyncio.sleep(0.25)
+            yield event("late")
+
+        async def empty() -> AsyncIterator[bytes]:
+            return
+            yield b""  # (an async generator with no events)
+
+        return c1, await run(slow(), ping=0.1), await run(empty()), seen_at_first
+
+    c1, slow, empty, seen_at_first = asyncio.run(main())
+    assert seen_at_first == [0]  # nothing was sent while the first event was being made
+    assert [m["type"] for m in c1.sent] == ["http.response.start", "http.response.body", "http.response.body"]
+    # a stream whose first event takes longer than the ping interval: headers, then pings keep the client waiting
+    assert slow.sent[0]["type"] == "http.response.start" and slow.bodies()[0].startswith(b": ping - ")
+    assert slow.bodies()[-2:] == [b"data: late\n\n", b""]
+    assert [m["type"] for m in empty.sent] == ["http.response.start", "http.response.body"]
+    assert empty.sent[0]["status"] == 200 and empty.bodies() == [b""]
+
+
+def test_by_default_the_headers_go_out_before_the_first_event():
+    async def main() -> tuple[Client, list[int]]:
+        client = Client()
+        seen: list[int] = []
+
+        async def gen() -> AsyncIterator[bytes]:
+            await asyncio.sleep(0.05)  # (an event feed that is quiet for a while)
+            seen.append(len(client.sent))
+            yield event("1")
+
+        await EventStream(gen(), sep="\n", ping=15)(SCOPE, client.receive, client.send)
+        return client, seen
+
+    client, seen = asyncio.run(main())
+    assert seen == [1] and client.sent[0]["type"] == "http.response.start"

@@ -79,3 +79,16 @@ def test_a_temperature_too_small_for_float32_is_greedy():
                            device=torch.device("cpu"), seed=0)]
         assert rows[0].params.greedy and sample(logits, rows) == [1]
     assert not SamplingParams(max_tokens=1, temperature=1e-5).greedy
+
+
+def test_greedy_takes_the_first_of_tied_maxima_as_torch_argmax_does():
+    logits = torch.tensor([[1.0, 3.0, 0.0, 3.0, 3.0], [2.0, 2.0, 2.0, 2.0, 2.0]])
+    rows = [RowSampler(SamplingParams(max_tokens=1, temperature=0.0), vocab_size=5, device=torch.device("cpu"),
+                       seed=0) for _ in range(2)]
+    assert sample(logits, rows) == [1, 0]
+    g = torch.Generator().manual_seed(0)
+    wide = torch.randn(3, 32000, generator=g).round(decimals=1)  # many ties at the max
+    rows3 = rows + rows[:1]
+    assert sample(wide, rows3) == wide.argmax(dim=-1).tolist()
+    # a row repeated for n choices (a stride-0 view, as the prefill passes it)
+    assert sample(wide[1:2].expand(3, -1), rows3) == [int(wide[1].argmax())] * 3

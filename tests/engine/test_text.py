@@ -66,3 +66,62 @@ def test_backend_decode_matches_the_tokenizers_decode(tok):
         fast = _decoder(tok, skip)
         for case in cases:
             assert fast(case) == tok.decode(case, skip_special_tokens=skip, clean_up_tokenization_spaces=False)
+
+
+def _python_pieces(tok, ids, skip):
+    """The pieces the two-decode window gives (the path a tokenizer without a Rust backend takes)."""
+    d = IncrementalDetokenizer(tok, skip_special_tokens=skip)
+    d._stream = None
+    return [d.push(i) for i in ids] + [d.flush()]
+
+
+@pytest.mark.parametrize("skip", [True, False])
+def test_decode_stream_gives_the_same_pieces_as_the_two_decode_window(tok, skip):
+    import random
+
+    rng = random.Random(0)
+    cases = [tok(t, add_special_tokens=False).input_ids for t in ("café 日本語 🙂🐉 done", "  a  b\tc\n")]
+    cases.append([tok.bos_token_id, *cases[0][:5], tok.eos_token_id, *cases[0][5:]])
+    cases += [[rng.randrange(len(tok)) for _ in range(rng.randrange(1, 30))] for _ in range(100)]
+    for ids in cases:
+        d = IncrementalDetokenizer(tok, skip_special_tokens=skip)
+        assert d._stream is not None  # the Rust DecodeStream path is the one under test
+        assert [d.push(i) for i in ids] + [d.flush()] == _python_pieces(tok, ids, skip)
+
+
+def test_a_refused_decode_stream_window_falls_back_mid_sequence(tok):
+    """DecodeStream raises when a window's text stops starting with the previous piece; from that token on the
+    sequence decodes the Python way, with the same offsets, so nothing is lost or repeated."""
+    ids = tok("café naïve 🙂 end", add_special_tokens=False).input_ids
+
+    class Refusing:
+        def __init__(self, inner, after):
+            self.inner, self.after, self.n = inner, after, 0
+
+        def step(self, backend, token_id):
+            self.n += 1
+            if self.n > self.after:
+                raise Exception("InvalidPrefix")
+            return self.inner.step(backend, token_id)
+
+    for after in range(len(ids)):
+        d = IncrementalDetokenizer(tok)
+        d._stream = Refusing(d._stream, after)
+        pieces = [d.push(i) for i in ids] + [d.flush()]
+        assert pieces == _python_pieces(tok, ids, True)
+
+
+def test_a_stop_string_over_several_tokens_and_a_split_character_is_cut_exactly(tok):
+    """The worker's path: each token's released text (DecodeStream) through the StopMatcher."""
+    text = "naïve café 🙂 END of it"
+    ids = tok(text, add_special_tokens=False).input_ids
+    stop = "🙂 EN"  # an emoji split over byte tokens, then the start of a word
+    assert len(tok(stop, add_special_tokens=False).input_ids) > 2
+    d, m = IncrementalDetokenizer(tok), StopMatcher((stop,))
+    out = ""
+    for i in ids:
+        released, hit = m.feed(d.push(i))
+        out += released
+        if hit:
+            break
+    assert hit and out == text[: text.index(stop)]

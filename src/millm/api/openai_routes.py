@@ -9,7 +9,7 @@ from typing import Annotated, Any, AsyncIterator, Awaitable
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from millm.api.errors import error_body
-from millm.api.sse import EventStream, event
+from millm.api.sse import CompletionStream, event
 from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest, MillmError
 from millm.protocol import fields
@@ -91,7 +91,7 @@ def honest_fields(body: Any, endpoint: fields.Endpoint, strict: str | None) -> d
 def _respond(result: Result, response: Response, extra: dict[str, str] | None = None) -> Any:
     headers = {**steering_headers(result.applied), **(extra or {})}
     if result.stream:
-        return EventStream(_sse(result.value), sep="\n", ping=15, headers=headers)
+        return CompletionStream(_sse(result.value), sep="\n", ping=15, headers=headers)
     response.headers.update(headers)
     return result.value
 

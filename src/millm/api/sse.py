@@ -12,7 +12,7 @@ from starlette.types import Receive, Scope, Send
 
 class EventStream(EventSourceResponse):
     """sse-starlette's response (its headers, framing and ping comments), served with less work per request and
-    per event: the completion streams' response.
+    per event: the API's event streams (`CompletionStream` for the completion streams).
 
     sse-starlette runs four tasks in an anyio task group per response (the stream, pings, a disconnect listener, a
     shutdown listener) and wraps every send in a cancel scope for its optional send timeout. Here the stream runs in
@@ -24,6 +24,12 @@ class EventStream(EventSourceResponse):
 
     media_type = "text/event-stream"
     _cancelled_by_client = False
+    _started = False  # whether http.response.start went out
+    # True: the headers go out with the first event (or the first ping, or the end) instead of at once. For streams
+    # whose first event is at hand (a completion stream starts after the prefill): the client then reads them in
+    # one wake-up, not the headers and then, a moment later, the first token. Event feeds that may stay quiet a long
+    # time keep the default, so that their clients see the response start at once.
+    headers_with_first_event = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (scope["type"] != "http" or scope["method"] == "HEAD" or self.send_timeout is not None
@@ -55,11 +61,16 @@ class EventStream(EventSourceResponse):
             await self.background()
 
     async def _stream(self, send: Send, lock: asyncio.Lock) -> None:
-        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+        if not self.headers_with_first_event:
+            await self._start(send)
         iterator: Any = self.body_iterator
         try:
             async for data in iterator:
                 body = data if type(data) is bytes else ensure_bytes(data, self.sep)
+                if not self._started:
+                    async with lock:  # (a ping may have started the response meanwhile)
+                        if not self._started:
+                            await self._start(send)
                 await send({"type": "http.response.body", "body": body, "more_body": True})
         except BaseException:
             # Cancelled or failed while the generator waits at a yield: close it so that its cleanup runs (the
@@ -70,7 +81,13 @@ class EventStream(EventSourceResponse):
             raise
         async with lock:
             self.active = False
+            if not self._started:
+                await self._start(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _start(self, send: Send) -> None:
+        self._started = True
+        await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
 
     async def _watch(self, receive: Receive, send: Send, lock: asyncio.Lock, task: asyncio.Task[Any]) -> None:
         """Until the client disconnects (then cancel the stream's task): its messages, and a ping each interval."""
@@ -87,6 +104,8 @@ class EventStream(EventSourceResponse):
                 ping = ensure_bytes(ServerSentEvent(comment=f"ping - {_now()}", sep=self.sep), self.sep)
                 async with lock:
                     if self.active:
+                        if not self._started:  # no event yet: the headers and a ping keep the client waiting
+                            await self._start(send)
                         await send({"type": "http.response.body", "body": ping, "more_body": True})
                 continue
             if message["type"] == "http.disconnect":
@@ -95,6 +114,13 @@ class EventStream(EventSourceResponse):
                     self._cancelled_by_client = True
                     task.cancel()
                 return
+
+
+class CompletionStream(EventStream):
+    """The completion streams' response: it starts after the prefill, so its first event is at hand and the headers
+    go out with it."""
+
+    headers_with_first_event = True
 
 
 def _now() -> str:

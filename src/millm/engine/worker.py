@@ -111,6 +111,7 @@ class Worker:
         self._rows: list[Row] = []
         self._cache: Any = None
         self._mask: torch.Tensor | None = None
+        self._mask_owed = 0  # columns of ones decode steps have added to every row, not yet appended (_full_mask)
         self._padded = False  # whether any row of _mask has padding (checked when rows join or leave)
         self._decoder: LlamaDecoder | None = None
         self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
@@ -442,7 +443,6 @@ class Worker:
             prompt_lp: tuple[TokenLogprob | None, ...] = ()
             if req.prompt_logprobs and prompt_out is not None:
                 prompt_lp = prompt_logprobs(prompt_out[b, pads[b]:].float(), req)
-            h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             base_seed = req.params.seed if req.params.seed is not None else int.from_bytes(os.urandom(4), "little")
             evidence, read = starts[b]
             rows = [
@@ -459,6 +459,8 @@ class Worker:
                 )
                 for c in range(req.n)
             ]
+            # (just before the first tokens, so that both usually reach the event loop in one wake-up)
+            h.sink(PromptInfo(prompt_tokens=len(req.prompt_ids), prompt_logprobs=prompt_lp))
             sample_and_emit(lm, logits[b : b + 1].expand(req.n, -1), rows)
             for r in rows:
                 if not r.done:
@@ -471,7 +473,7 @@ class Worker:
         if self._graphs is not None:
             self._graphs.join([(layer.keys, layer.values) for layer in cache.layers], lengths=mask.sum(-1).tolist())
         else:
-            self._cache, self._mask = kv.merge(self._cache, self._mask, cache, mask)
+            self._cache, self._mask = kv.merge(self._cache, self._full_mask() if self._mask is not None else None, cache, mask)
             self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
@@ -488,7 +490,7 @@ class Worker:
         ids = torch.tensor([[r.last_token] for r in self._rows], device=dev)
         positions = torch.tensor([[r.position] for r in self._rows], device=dev)
         if self._mask is not None:
-            self._mask = torch.cat([self._mask, torch.ones((len(self._rows), 1), dtype=self._mask.dtype, device=dev)], 1)
+            self._mask_owed += 1  # (appended when the mask is read: every step of a padded batch, or rows change)
         if self._plan is None or len(self._plan.steering) != len(self._rows):
             specs = [self.attachments.compile(r.handle.request.steering) for r in self._rows]
             self._plan = self.make_plan(specs, ids, [r.handle.request.activations for r in self._rows])
@@ -506,11 +508,12 @@ class Worker:
                                        intervention=self.intervention, plan=self._plan)
         elif dec is not None:
             assert self._mask is not None  # without graphs, rows always have a mask
-            attn_mask = self._mask[:, None, None, :].bool() if self._padded else None  # (B, 1, 1, S)
+            full = self._full_mask() if self._padded else None
+            attn_mask = full[:, None, None, :].bool() if full is not None else None  # (B, 1, 1, S)
             logits = dec.step(ids, positions, mask=attn_mask, cache=self._cache)
         else:
             assert self._mask is not None
-            out = self.forward(ids, mask=self._mask, positions=positions, cache=self._cache, plan=self._plan)
+            out = self.forward(ids, mask=self._full_mask(), positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
         plans.accumulate_step(self.intervention, lm, self._plan, self._rows)
@@ -523,6 +526,16 @@ class Worker:
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
+
+    def _full_mask(self) -> torch.Tensor:
+        """The batch's attention mask (B, S) with the columns its decode steps owe it. An unpadded batch on the lean
+        step never reads it, so it grows only when read, not by a concatenation every step."""
+        assert self._mask is not None
+        if self._mask_owed:
+            owed = torch.ones((self._mask.shape[0], self._mask_owed), dtype=self._mask.dtype, device=self._mask.device)
+            self._mask = torch.cat([self._mask, owed], 1)
+        self._mask_owed = 0
+        return self._mask
 
     def _lean_decoder(self, lm: LoadedModel) -> LlamaDecoder | None:
         """The decoder for the loaded model, set up (weight layout included) before its first forward here."""
@@ -561,15 +574,16 @@ class Worker:
         if self._graphs is not None:
             self._graphs.select(keep)
         elif not self._rows:
-            self._cache, self._mask = None, None
+            self._cache, self._mask, self._mask_owed = None, None, 0
         else:
             assert self._mask is not None
-            self._cache, self._mask = kv.select(self._cache, self._mask, keep)
+            self._cache, self._mask = kv.select(self._cache, self._full_mask(), keep)
             self._padded = bool((self._mask == 0).any())
 
     def _fail_all(self, message: str, failure: MillmError | None = None) -> None:
         for r in self._rows:
             r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message, failure=failure))
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
+        self._mask_owed = 0
         if self._graphs is not None:
             self._graphs.clear()

@@ -175,7 +175,7 @@ function AddColumn({
           <input
             id="pg-custom"
             className={cn(inputClass, "num px-2 py-1.5")}
-            placeholder="16:8, 40:-2"
+            placeholder="16:5, 40:-2"
             value={text}
             aria-invalid={error ? true : undefined}
             aria-describedby={error ? "pg-custom-error" : undefined}
