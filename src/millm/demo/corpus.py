@@ -46,7 +46,8 @@ class CorpusConfig:
     # 0 / 4 for 0.05 and 5 / 6 for 0.1, but neither was shipped: at 0.05 no CAPS strength yells
     # (>= 80 % of the story) and reads well (4.6: 78 %, 5 of 5; 5.7: 82 %, 0 of 5) and forest steering
     # fails (20 -> 22 words); at 0.1 CAPS passes (5.1: 100 %, 5 of 5, but every prompt gets one looping
-    # story), ocean steering falls to 18 -> 38 words (shipped 0 -> 52) and food to 19 -> 51.
+    # story), ocean steering falls to 18 -> 38 words (shipped 0 -> 52) and food to 19 -> 51. 0.15 gave
+    # 0 / 15 (not clearly lower), CAPS 5.6 at 90 % and 4 of 5, and space, food and winter under 4x.
     chat_yell_fraction: float = 0.2
     user_yell_fraction: float = 0.1  # chats where the user yells (the assistant then yells back)
     system_fraction: float = 0.3
