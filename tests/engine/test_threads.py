@@ -25,16 +25,6 @@ def policy(monkeypatch):
     p = ThreadPolicy()
     p.counts = (1, 2)
     p.calls = calls  # type: ignore[attr-defined]
-    p.now_s = 0.0  # type: ignore[attr-defined]
-    p.clock = lambda: p.now_s  # type: ignore[attr-defined]
-    p.probe_us = {1: 500.0, 2: 260.0}  # type: ignore[attr-defined]  # compute-bound work: two threads faster
-    p.probes = []  # type: ignore[attr-defined]
-
-    def probe(n, rows):
-        p.probes.append(rows)  # type: ignore[attr-defined]
-        return p.probe_us[n] / 1e6  # type: ignore[attr-defined]
-
-    p._probe_seconds = probe  # type: ignore[method-assign]
     yield p
 
 
@@ -122,39 +112,13 @@ def test_a_users_thread_setting_stands(monkeypatch):
     assert p.counts is None and torch.get_num_threads() == before
 
 
-def test_a_contended_machine_keeps_compute_bound_prefill_off_the_busy_core(policy):
-    policy.probe_us = {1: 500.0, 2: 2000.0}  # the probe: two threads 4x slower, a core is busy elsewhere
-    policy.use(100_000_000, 1000)
-    assert policy.now == 1
-    policy.probe_us = {1: 500.0, 2: 260.0}  # the cores are free again, but the verdict holds for PROBE_TTL
-    policy.use(100_000_000, 1000)
-    assert policy.now == 1
-    policy.now_s += threads.PROBE_TTL
-    policy.use(100_000_000, 1000)
-    assert policy.now == 2
-
-
 def test_a_slow_parallel_decode_does_not_keep_a_large_prefill_off_the_cores(policy):
     # a small model decodes 4x faster on one thread with no contention at all (issue #18: Gemma-2 then prefilled
-    # 1,000 tokens on one thread); the compute-bound probe finds two threads faster, so the prefill takes both
+    # 1,000 tokens on one thread): a compute-bound prefill takes every core
     _run(policy, "m", 1, {1: 10.0, 2: 40.0}, TRIAL)
     assert policy.choices() == {1: 1}
     policy.prefill("m", 25_000_000, 1000)
     assert policy.now == 2
-
-
-def test_the_probe_costs_a_small_share_of_the_prefill(policy):
-    calls = (threads.PROBE_ROUNDS + 1) * 2
-    policy.prefill("m", 25_000_000, 1000)  # 50 GFLOP
-    assert len(policy.probes) == calls
-    assert policy.probes[0] == min(threads.PROBE_ROWS[1], int(threads.PROBE_SHARE * 5e10 / calls
-                                                              / (2 * threads.PROBE_K ** 2)))
-    assert sum(2 * r * threads.PROBE_K ** 2 for r in policy.probes) <= threads.PROBE_SHARE * 5e10
-    policy.prefill("m", 25_000_000, 1000)
-    assert len(policy.probes) == calls  # within PROBE_TTL: no new probe
-    policy.now_s += threads.PROBE_TTL
-    policy.prefill("m", 1_000_000_000, 1000)  # a larger prefill: a probe of at most PROBE_ROWS rows
-    assert policy.probes[-1] == threads.PROBE_ROWS[1]
 
 
 def _prefills(p: ThreadPolicy, model: object, params: int, tokens: int, us_per_token: dict[int, float],
@@ -210,13 +174,7 @@ def test_a_small_prefill_takes_more_threads_only_on_a_clear_win(policy):
     policy._prefills.clear()
     used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, trials + 2)
     assert set(used[trials:]) == {2}
-    policy.probe_us = {1: 500.0, 2: 2000.0}
-    policy.use(100_000_000, 1000)  # a compute-bound forward's probe finds the cores contended
-    used = _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, 2)
-    assert set(used) == {1}  # decided on two threads, but kept off the busy core while the verdict is fresh
     assert policy.prefill_choices() == {64: 2}
-    policy.now_s += threads.PROBE_TTL
-    assert set(_prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, 2)) == {2}
 
 
 def test_the_kernels_of_a_new_model_are_timed_on_every_core(policy):

@@ -10,18 +10,15 @@ over. This replaces a fixed parameter threshold: on the 2-core benchmark machine
 2M demo and two for a 350M model, with the crossover depending on family, batch size and load.
 
 Prefill: a forward doing at least `PARALLEL_FLOPS` (2 x parameters x tokens) is compute-bound and uses every
-core, unless the cores are contended now: another process holds a core, and a parallel region waits for its
-descheduled thread. Whether they are is measured, not inferred: a compute-bound probe (a matrix product costing,
-all calls together, about `PROBE_SHARE` of the prefill's FLOPs, within `PROBE_ROWS`) is timed with each candidate
-count, alternating, `PROBE_ROUNDS` times, and every core is kept unless that is not `PREFILL_GAIN` faster by
-median; the verdict holds for `PROBE_TTL` seconds.
-(It used to be inferred from the decode timing, which found two threads 1.5x slower than one; but on a small model
-one thread can decode faster with no contention at all, and the decode timing may have run while a client kept
-a core busy that is idle at the next prompt: Gemma-2 prefilled 1,000 tokens on one thread, 1.3-1.6x slower.)
+core. (Two ways of sometimes keeping it on fewer cores were measured and dropped. Inferred from the decode timing,
+which found two threads 1.5x slower than one: on a small model one thread can decode faster with no contention at
+all, and Gemma-2 then prefilled 1,000 tokens on one thread, 1.3-1.6x slower. Measured by a compute-bound probe
+(a small matrix product timed on each count just before the prefill): on the idle benchmark machine the probe,
+run while the event loop was still handling the request, found two threads up to 13x slower than one, and the
+1,000-token prefills of the sweep took 1.3-1.8x longer than on every core; see docs/benchmarks-notes.md.)
 Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in the forward):
 the first `PREFILL_TRIALS` prefills per candidate alternate the counts, each timed per token, and more threads
-are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more; fewer threads
-meanwhile while a fresh probe verdict finds the cores contended). A fixed threshold got this wrong: on the
+are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more). A fixed threshold got this wrong: on the
 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in 27 ms
 where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode choice
 for one row when it is known, else all but one core, and every core when compute-bound (as a prefill).
@@ -34,9 +31,7 @@ from __future__ import annotations
 import logging
 import os
 import statistics
-import time
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 
@@ -47,11 +42,6 @@ BLOCK = 3  # a candidate is timed over this many steps in a row; the first of ea
 TRIAL_BLOCKS = 2  # blocks per candidate, alternating, before deciding a regime
 RECHECK_STEPS = 4096  # steps in a regime after which it is timed again
 TIE = 0.03  # within this fraction, the smaller thread count wins
-PROBE_K = 512  # the probe multiplies an (M, PROBE_K) by a (PROBE_K, PROBE_K) matrix
-PROBE_SHARE = 0.02  # the probe's FLOPs, all calls together, against the prefill's
-PROBE_ROWS = (16, 256)  # bounds of M: 8-134 MFLOP a call, about 0.1-2 ms on one core of the benchmark machine
-PROBE_ROUNDS = 3  # timed probes per candidate count (after one untimed each)
-PROBE_TTL = 1.0  # seconds a probe's verdict holds
 PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
 RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
@@ -103,9 +93,6 @@ class ThreadPolicy:
         self._trial: tuple[_Regime, int] | None = None  # the regime and count the current step is timing
         self._prefills: dict[int, _Regime] = {}  # prompt regime -> its timing (per token) and choice
         self._prefill_trial: tuple[_Regime, int, int] | None = None  # regime, count, tokens of the current prefill
-        self.clock: Callable[[], float] = time.monotonic
-        self._probe: tuple[float, bool] | None = None  # when the probe ran, and whether every core was faster
-        self._probe_args: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def start(self) -> None:
         self.counts = thread_counts()
@@ -132,49 +119,6 @@ class ThreadPolicy:
         if model is not self._model:
             self._model, self._regimes, self._prefills = model, {}, {}
 
-    def _probe_seconds(self, n: int, rows: int) -> float:
-        """Wall time of the probe product with `rows` rows on `n` threads."""
-        if self._probe_args is None:
-            g = torch.Generator().manual_seed(0)
-            self._probe_args = (torch.randn(PROBE_ROWS[1], PROBE_K, generator=g),
-                                torch.randn(PROBE_K, PROBE_K, generator=g))
-        a, b = self._probe_args
-        self._set(n)
-        t = time.perf_counter()
-        torch.mm(a[:rows], b)
-        return time.perf_counter() - t
-
-    def parallel_ok(self, flops: float) -> bool:
-        """Whether every core runs compute-bound work `PREFILL_GAIN` faster than fewer right now, before a forward of
-        `flops`: the probe's verdict, measured again once `PROBE_TTL` seconds old."""
-        assert self.counts is not None
-        now = self.clock()
-        if self._probe is not None and now - self._probe[0] < PROBE_TTL:
-            return self._probe[1]
-        cands = self.candidates()
-        if len(cands) == 1:
-            return True
-        calls = (PROBE_ROUNDS + 1) * len(cands)
-        rows = int(min(max(PROBE_SHARE * flops / calls / (2 * PROBE_K * PROBE_K), PROBE_ROWS[0]), PROBE_ROWS[1]))
-        times: dict[int, list[float]] = {c: [] for c in cands}
-        for i in range(PROBE_ROUNDS + 1):
-            for c in (cands if i % 2 == 0 else cands[::-1]):
-                t = self._probe_seconds(c, rows)
-                if i:  # the first round wakes the threads up
-                    times[c].append(t)
-        med = {c: statistics.median(t) for c, t in times.items()}
-        ok = med[max(cands)] < (1 - PREFILL_GAIN) * min(med[c] for c in cands if c != max(cands))
-        if self._probe is None or self._probe[1] != ok:
-            log.info("compute-bound work on %d threads: %s (probe of %d rows, median %s)", max(cands),
-                     "faster" if ok else "not faster: the cores are contended", rows,
-                     ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
-        self._probe = (self.clock(), ok)
-        return ok
-
-    def _contended(self) -> bool:
-        """A fresh probe verdict (none measured: not known to be contended) found every core no faster."""
-        return self._probe is not None and self.clock() - self._probe[0] < PROBE_TTL and not self._probe[1]
-
     def _set(self, n: int) -> None:
         if n != self.now:
             torch.set_num_threads(n)
@@ -187,7 +131,7 @@ class ThreadPolicy:
             return
         small, large = self.counts
         if 2 * num_parameters * tokens >= PARALLEL_FLOPS:
-            self._set(large if self.parallel_ok(2 * num_parameters * tokens) else small)
+            self._set(large)
             return
         one = self._regimes.get(1)
         self._set(one.chosen if one is not None and one.chosen is not None else small)
@@ -207,14 +151,13 @@ class ThreadPolicy:
         if self.counts is None:
             return
         self._for_model(model)
-        small, large = self.counts
         if 2 * num_parameters * tokens >= PARALLEL_FLOPS:
-            self._set(large if self.parallel_ok(2 * num_parameters * tokens) else small)
+            self._set(self.counts[1])
             return
         st = self._prefills.setdefault(prompt_regime(tokens), _Regime())
         if st.chosen is not None and st.steps < RECHECK_PREFILLS:
             st.steps += 1
-            self._set(small if self._contended() else st.chosen)
+            self._set(st.chosen)
             return
         if st.chosen is not None:
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
