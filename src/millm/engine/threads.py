@@ -18,9 +18,9 @@ run while the event loop was still handling the request, found two threads up to
 1,000-token prefills of the sweep took 1.3-1.8x longer than on every core; see docs/benchmarks-notes.md.)
 Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in the forward):
 the first `PREFILL_TRIALS` prefills per candidate alternate the counts, each timed per token, and more threads
-are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more). A fixed threshold got this wrong: on the
-2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in 27 ms
-where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode choice
+are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more). A fixed threshold
+got this wrong: on the 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on
+one thread in 27 ms where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode choice
 for one row when it is known, else all but one core, and every core when compute-bound (as a prefill).
 
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.

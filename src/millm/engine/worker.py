@@ -473,7 +473,8 @@ class Worker:
         if self._graphs is not None:
             self._graphs.join([(layer.keys, layer.values) for layer in cache.layers], lengths=mask.sum(-1).tolist())
         else:
-            self._cache, self._mask = kv.merge(self._cache, self._full_mask() if self._mask is not None else None, cache, mask)
+            held = self._full_mask() if self._mask is not None else None
+            self._cache, self._mask = kv.merge(self._cache, held, cache, mask)
             self._padded = bool((self._mask == 0).any())
         self._rows.extend(live)
         self._plan = None
