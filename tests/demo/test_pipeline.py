@@ -11,6 +11,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from millm.demo.corpus import TOPIC_NAMES, CorpusConfig, generate_corpus, render_chat
+from millm.demo.evaluate import SAMPLED_SEEDS, YELL_SAMPLES, YELL_TEMPERATURES
 from millm.demo.sae_training import SaeConfig, collect_activations, load_sae, train_sae
 from millm.demo.tokenizer import corpus_texts, encode_corpus, train_tokenizer
 from millm.demo.train import MINI, _doc_starts, run, yelling_direction
@@ -129,6 +130,13 @@ def test_chosen_features_are_placed_and_readability_reported(mini_run: tuple[Pat
     assert total == 5 and 0 <= passed <= total
     report = (out / "report" / "demo-training.md").read_text()
     assert "## Readability" in report and f"Passed on **{passed} of {total}** prompts" in report
+    sampled = demo["measured"]["sampled_repetition_passed"]
+    assert len(sampled) == len(SAMPLED_SEEDS) and all(0 <= p <= total for p in sampled)
+    assert "### Sampled" in report and f"({sum(sampled)} of {total * len(SAMPLED_SEEDS)} samples)" in report
+    yelling = demo["measured"]["unsteered_yelling"]
+    assert set(yelling) == {str(t) for t in YELL_TEMPERATURES}
+    assert all(0 <= y <= n == 5 * YELL_SAMPLES for y, n in yelling.values())
+    assert "## Unsteered yelling" in report
 
 
 def test_a_pinned_latent_keeps_its_decoder_row_and_learns_to_encode_it() -> None:

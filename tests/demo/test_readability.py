@@ -16,10 +16,16 @@ from millm.demo.evaluate import (
     REPEAT_PASS,
     REPEAT_PROMPTS,
     REPEAT_TOKENS,
+    SAMPLED_SEEDS,
+    SAMPLED_TEMPERATURE,
     Clamp,
     distinct_bigrams,
     longest_run,
+    readable,
+    recase,
+    recased_loss,
     repetition_check,
+    sampled_repetition_check,
     steering,
     unsteered_yelling,
     yelling_rates,
@@ -47,6 +53,13 @@ def test_phrase_loops_have_few_distinct_bigrams() -> None:
     assert longest_run(loop) <= MAX_RUN and distinct_bigrams(loop) < MIN_DISTINCT
 
 
+def test_readable_rejects_word_runs_and_phrase_loops() -> None:
+    assert readable("Once upon a time, there was a little fox who lived deep in the woods.")
+    assert readable("THE SNOW FELL ON THE THE THE PINE TREES.")  # three in a row is allowed
+    assert not readable("THERE WAS A WINTER WINTER WINTER WINTER WINTER NIGHT.")
+    assert not readable("A FOR A FOR A FOR A FOR A FOR A FOR A FOR")
+
+
 @pytest.fixture(scope="module")
 def shipped() -> tuple[object, object, TopKSae, dict]:
     torch.set_num_threads(1)
@@ -71,6 +84,71 @@ def test_shipped_demo_meets_the_repetition_criterion(shipped) -> None:
         assert gen <= REPEAT_TOKENS + 2  # 60 generated tokens (re-tokenising may merge differently)
     # what the pipeline measured and recorded is what the shipped files give
     assert demo["measured"]["repetition_passed"] == [result.passed, result.total]
+
+
+def test_shipped_demo_meets_the_sampled_repetition_criterion(shipped) -> None:
+    """Sampled at temperature 0.8, once per seed, the CAPS-steered and unsteered completions read well
+    on at least 4 of 5 prompts for every seed (issue 16 item 13: sampled steered text looped)."""
+    model, tok, sae, demo = shipped
+    steer = (demo["layer"], demo["caps_strength"] * sae.W_dec[demo["caps_feature"]])
+    result = sampled_repetition_check(model, tok, steer=steer)
+    assert result.temperature == SAMPLED_TEMPERATURE and result.seeds == list(SAMPLED_SEEDS)
+    assert len(result.by_seed) == len(SAMPLED_SEEDS) and result.total == len(SAMPLED_SEEDS) * len(REPEAT_PROMPTS)
+    assert result.ok, [(r["seed"], r["prompt"], r["steered"]) for r in result.record()["prompts"] if not r["passed"]]
+    assert all(p >= REPEAT_PASS for p in result.passed_by_seed)
+    rows = result.record()["prompts"]
+    for row in rows:
+        assert row["passed"] == (readable(row["unsteered"]) and readable(row["steered"]))
+    # sampled, not greedy: seeds give different completions of the same prompt, and the steered ones yell
+    story = [row["steered"] for row in rows if row["prompt"] == REPEAT_PROMPTS[0]]
+    assert len(set(story)) == len(SAMPLED_SEEDS)
+    assert result.steered_upper >= 0.8
+
+
+def test_the_sampled_criterion_fails_a_demo_that_loops(shipped, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A demo whose steered samples loop for some seeds fails, though the other seeds read well; the
+    samples are drawn per (prompt, seed) at the criterion's temperature, and the unsteered ones once."""
+    from millm.demo import evaluate
+
+    model, tok, sae, demo = shipped
+    real, first = evaluate.complete, evaluate.chat_prompt(tok, REPEAT_PROMPTS[0])
+    calls: list[tuple[float, int, bool]] = []
+
+    def looping(model, tokenizer, *, prompt, steer=None, max_new_tokens=96, temperature=0.0, seed=0):
+        calls.append((temperature, seed, steer is not None))
+        text, ids = real(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens,
+                         temperature=temperature, seed=seed)
+        if steer is not None and seed == 1:  # seed 1 loops on every prompt but the first
+            looped = not torch.equal(prompt, first)
+            return (text.split(".")[0] + ". WINTER WINTER WINTER WINTER WINTER" if looped else text), ids
+        return text, ids
+
+    monkeypatch.setattr(evaluate, "complete", looping)
+    steer = (demo["layer"], demo["caps_strength"] * sae.W_dec[demo["caps_feature"]])
+    cache: dict = {}
+    result = sampled_repetition_check(model, tok, steer=steer, prompts=REPEAT_PROMPTS[:2], seeds=(0, 1),
+                                      max_new_tokens=30, unsteered=cache)
+    assert {t for t, _, _ in calls} == {SAMPLED_TEMPERATURE} and len(calls) == 8 and len(cache) == 4
+    assert result.passed_by_seed[1] < result.passed_by_seed[0] and not result.by_seed[1].ok and not result.ok
+    rows = result.record()["prompts"]
+    assert [r["seed"] for r in rows] == [0, 0, 1, 1]
+    assert rows[3]["steered_run"] == 5 and not rows[3]["passed"]
+    sampled_repetition_check(model, tok, steer=steer, prompts=REPEAT_PROMPTS[:2], seeds=(0, 1), max_new_tokens=30,
+                             unsteered=cache)
+    assert len(calls) == 12  # the unsteered samples came from the cache
+
+
+def test_recased_loss_tells_word_salad_from_yelled_text(shipped) -> None:
+    """Steering far past the documented strength turns sampled text into word salad that the
+    repetition test lets through; the recased loss under the unsteered model shows it."""
+    model, tok, sae, demo = shipped
+    assert recase("ONCE UPON A TIME, THERE WAS A FOX. HE RAN!  THEN") == "Once upon a time, there was a fox. He ran!  Then"
+    plain = "Once upon a time, there was a little fish who lived in the deep blue sea."
+    assert recased_loss(model, tok, content=REPEAT_PROMPTS[0], text=plain.upper()) == pytest.approx(
+        recased_loss(model, tok, content=REPEAT_PROMPTS[0], text=plain))
+    steer = (demo["layer"], 2 * demo["caps_strength"] * sae.W_dec[demo["caps_feature"]])
+    salad = sampled_repetition_check(model, tok, steer=steer, prompts=REPEAT_PROMPTS[:2], seeds=(0,))
+    assert salad.unsteered_loss < 1.0 and salad.steered_loss > salad.unsteered_loss + 3, salad.record()
 
 
 def test_unsteered_yelling_counts_capital_answers(shipped) -> None:

@@ -9,6 +9,8 @@ whether the CAPS feature fires (SAE encode of the steered residual) on the gener
 `choose_caps` / `choose_topic` sweep candidate features and strengths and pick what to document.
 `python -m millm.demo.evaluate [ASSETS]` re-measures the shipped files at their documented values;
 `--yelling` measures only how often the unsteered model answers in capitals (`unsteered_yelling`).
+The readability criterion is judged twice: greedy (`repetition_check`) and sampled
+(`sampled_repetition_check`: temperature `SAMPLED_TEMPERATURE`, every seed of `SAMPLED_SEEDS`).
 """
 
 from __future__ import annotations
@@ -55,6 +57,13 @@ REPEAT_PROMPTS = (
 REPEAT_TOKENS = 60
 MAX_RUN = 3
 REPEAT_PASS = 4
+# The sampled readability criterion: the same prompts, tokens and per-prompt test, but each
+# completion (steered and unsteered) sampled at SAMPLED_TEMPERATURE (pure temperature sampling, as
+# `complete`), once per seed in SAMPLED_SEEDS; every sample is judged on its own, and the criterion
+# is met when, for every seed, at least REPEAT_PASS of the prompts pass. A model that loops in one
+# sample of three ("WINTER WINTER WINTER ...") fails it, though its greedy text reads well.
+SAMPLED_TEMPERATURE = 0.8
+SAMPLED_SEEDS = (0, 1, 2)
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -118,6 +127,28 @@ def longest_run(text: str) -> int:
     return best
 
 
+def recase(text: str) -> str:
+    """`text` in lowercase with each sentence's first letter capitalised, as the corpus writes stories:
+    "ONCE UPON A TIME, THERE WAS A FOX. HE RAN." becomes "Once upon a time, there was a fox. He ran."
+    """
+    return re.sub(r"(^\s*|[.!?]\s+)([a-z])", lambda m: m.group(1) + m.group(2).upper(), text.lower())
+
+
+@torch.no_grad()
+def recased_loss(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, *, content: str, text: str) -> float:
+    """How much a completion reads like the model's own text once its case is set aside: the mean
+    cross-entropy (nats per token) of `recase(text)` as the answer to `content`, under the model
+    without steering. The unsteered model's own samples at temperature 0.8 score about 0.3; word
+    salad ("he swam with the an one by a busy streets") scores 2 and more. A loop can score low (it
+    is predictable once started), which is what the repetition test is for."""
+    prompt = chat_prompt(tokenizer, content)
+    ids = tokenizer(recase(text), add_special_tokens=False, return_tensors="pt")["input_ids"]
+    if ids.shape[1] == 0:
+        return 0.0
+    logits = model(input_ids=torch.cat([prompt, ids], 1)).logits[0, prompt.shape[1] - 1 : -1]
+    return float(nn.functional.cross_entropy(logits.float(), ids[0]))
+
+
 def topic_word_count(text: str, words: Sequence[str]) -> int:
     vocab = set(words)
     return sum(w in vocab for w in _WORD.findall(text.lower()))
@@ -164,33 +195,118 @@ def complete(
 class RepetitionResult:
     """The readability criterion: per prompt, the unsteered and steered completions, their longest
     word runs and distinct-bigram ratios; a prompt passes when both runs are at most `MAX_RUN` and
-    both ratios at least `MIN_DISTINCT`."""
+    both ratios at least `MIN_DISTINCT`. Each row also has both completions' `recased_loss`, which
+    is measured and reported, not part of the criterion."""
 
     passed: int
     total: int
     ok: bool
     prompts: list[dict[str, Any]] = field(default_factory=list)
 
+    @property
+    def steered_loss(self) -> float:
+        """Mean `recased_loss` of the steered completions: near the unsteered figure when steering only
+        changed the case, 2 and more when it turned the text into word salad."""
+        return sum(r["steered_loss"] for r in self.prompts) / max(1, len(self.prompts))
+
+
+def readable(text: str) -> bool:
+    """One completion reads well: no word more than `MAX_RUN` times in a row, and at least
+    `MIN_DISTINCT` of its word bigrams distinct."""
+    return longest_run(text) <= MAX_RUN and distinct_bigrams(text) >= MIN_DISTINCT
+
 
 def repetition_check(
     model: nn.Module, tokenizer: PreTrainedTokenizerFast, *, steer: tuple[int, torch.Tensor | Clamp],
-    prompts: Sequence[str] = REPEAT_PROMPTS, max_new_tokens: int = REPEAT_TOKENS,
+    prompts: Sequence[str] = REPEAT_PROMPTS, max_new_tokens: int = REPEAT_TOKENS, temperature: float = 0.0,
+    seed: int = 0, unsteered: dict[tuple[str, float, int, int], str] | None = None,
 ) -> RepetitionResult:
-    """Greedy `max_new_tokens`-token chat completions of `prompts`, unsteered and with `steer`."""
+    """`max_new_tokens`-token chat completions of `prompts`, unsteered and with `steer`: greedy by
+    default, or sampled at `temperature` with `seed` (the same seed for both completions of a prompt).
+    `unsteered`, if given, caches the unsteered completions across calls (they do not depend on `steer`)."""
     rows: list[dict[str, Any]] = []
     for content in prompts:
         prompt = chat_prompt(tokenizer, content)
-        plain, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
-        steered, _ = complete(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens)
+        key = (content, temperature, seed, max_new_tokens)
+        if unsteered is not None and key in unsteered:
+            plain = unsteered[key]
+        else:
+            plain, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens,
+                                temperature=temperature, seed=seed)
+            if unsteered is not None:
+                unsteered[key] = plain
+        steered, _ = complete(model, tokenizer, prompt=prompt, steer=steer, max_new_tokens=max_new_tokens,
+                              temperature=temperature, seed=seed)
         runs = (longest_run(plain), longest_run(steered))
         distinct = (round(distinct_bigrams(plain), 3), round(distinct_bigrams(steered), 3))
         rows.append({"prompt": content, "unsteered": plain, "steered": steered, "unsteered_run": runs[0],
                      "steered_run": runs[1], "unsteered_distinct": distinct[0], "steered_distinct": distinct[1],
                      "steered_upper": round(upper_fraction(steered), 4),
-                     "passed": max(runs) <= MAX_RUN and min(distinct) >= MIN_DISTINCT})
+                     "unsteered_loss": round(recased_loss(model, tokenizer, content=content, text=plain), 3),
+                     "steered_loss": round(recased_loss(model, tokenizer, content=content, text=steered), 3),
+                     "passed": readable(plain) and readable(steered)})
     passed = sum(r["passed"] for r in rows)
     need = REPEAT_PASS * len(prompts) / len(REPEAT_PROMPTS)
     return RepetitionResult(passed=passed, total=len(rows), ok=passed >= need, prompts=rows)
+
+
+@dataclass
+class SampledRepetitionResult:
+    """The sampled readability criterion: one `RepetitionResult` per seed (`by_seed`), met (`ok`)
+    when every seed's is; `passed` counts the (prompt, seed) samples that pass, of `total`."""
+
+    temperature: float
+    seeds: list[int]
+    by_seed: list[RepetitionResult]
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.by_seed)
+
+    @property
+    def passed(self) -> int:
+        return sum(r.passed for r in self.by_seed)
+
+    @property
+    def total(self) -> int:
+        return sum(r.total for r in self.by_seed)
+
+    @property
+    def passed_by_seed(self) -> list[int]:
+        return [r.passed for r in self.by_seed]
+
+    @property
+    def steered_upper(self) -> float:
+        rows = [row for r in self.by_seed for row in r.prompts]
+        return sum(row["steered_upper"] for row in rows) / max(1, len(rows))
+
+    @property
+    def steered_loss(self) -> float:
+        return sum(r.steered_loss for r in self.by_seed) / max(1, len(self.by_seed))
+
+    @property
+    def unsteered_loss(self) -> float:
+        rows = [row for r in self.by_seed for row in r.prompts]
+        return sum(row["unsteered_loss"] for row in rows) / max(1, len(rows))
+
+    def record(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "seeds": self.seeds, "passed": self.passed, "total": self.total,
+                "passed_by_seed": self.passed_by_seed, "ok": self.ok, "steered_upper": round(self.steered_upper, 4),
+                "steered_loss": round(self.steered_loss, 3), "unsteered_loss": round(self.unsteered_loss, 3),
+                "prompts": [row | {"seed": seed} for seed, r in zip(self.seeds, self.by_seed, strict=True)
+                            for row in r.prompts]}
+
+
+def sampled_repetition_check(
+    model: nn.Module, tokenizer: PreTrainedTokenizerFast, *, steer: tuple[int, torch.Tensor | Clamp],
+    prompts: Sequence[str] = REPEAT_PROMPTS, max_new_tokens: int = REPEAT_TOKENS,
+    temperature: float = SAMPLED_TEMPERATURE, seeds: Sequence[int] = SAMPLED_SEEDS,
+    unsteered: dict[tuple[str, float, int, int], str] | None = None,
+) -> SampledRepetitionResult:
+    """`repetition_check` sampled at `temperature` once per seed in `seeds`."""
+    by_seed = [repetition_check(model, tokenizer, steer=steer, prompts=prompts, max_new_tokens=max_new_tokens,
+                                temperature=temperature, seed=seed, unsteered=unsteered) for seed in seeds]
+    return SampledRepetitionResult(temperature=temperature, seeds=list(seeds), by_seed=by_seed)
 
 
 # ----------------------------------------------------------------------------- unsteered yelling
@@ -302,30 +418,38 @@ def choose_caps(
 
     For each candidate, the strengths (multiples `scales` of the feature's largest activation) are
     swept upwards to the smallest that makes the greedy story completion `CAPS_ACCEPT` uppercase.
-    That strength times each of `multipliers` is then judged against the readability criterion
-    (`repetition_check`) and scored by (criterion met, story completion still `CAPS_ACCEPT`
-    uppercase, mean uppercase fraction of the criterion's steered completions, prompts passing,
-    distinct bigrams of the story, smaller strength); the best over all candidates is documented:
-    the loudest strength that still reads well. Trying several strengths matters because a little
+    That strength times each of `multipliers` is then judged against the readability criterion,
+    greedy (`repetition_check`) and sampled (`sampled_repetition_check`), and scored by (both met,
+    greedy met, story completion still `CAPS_ACCEPT` uppercase, mean uppercase fraction of the greedy
+    criterion's steered completions, greedy and sampled prompts passing, distinct bigrams of the
+    story, smaller strength); the best over all candidates is documented: the loudest strength that
+    still reads well, greedy and sampled. Trying several strengths matters because a little
     too much steering drowns the residual stream and the text loops ("PINE PINE PINE ..."), while a
     little too little leaves it half in lowercase.
     """
     prompt = chat_prompt(tokenizer)
     base_text, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
     sweep: list[dict[str, float]] = []
-    best: tuple[tuple[bool, bool, float, int, float, float], int, float] | None = None
+    best: tuple[tuple[bool, bool, bool, float, int, float, float], int, float] | None = None
+    unsteered: dict[tuple[str, float, int, int], str] = {}  # unsteered completions, shared by every strength
+    tokens = min(REPEAT_TOKENS, max_new_tokens)
 
-    def judge(feature: int, strength: float) -> tuple[bool, bool, float, int, float, float]:
+    def judge(feature: int, strength: float) -> tuple[bool, bool, bool, float, int, float, float]:
         vector = strength * sae.W_dec[feature]
         text, _ = complete(model, tokenizer, prompt=prompt, steer=(layer, vector), max_new_tokens=max_new_tokens)
-        rep = repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=min(REPEAT_TOKENS, max_new_tokens))
+        rep = repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=tokens, unsteered=unsteered)
+        sam = sampled_repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=tokens,
+                                       unsteered=unsteered)
         yells = sum(r["steered_upper"] for r in rep.prompts) / max(1, rep.total)
-        key = (rep.ok, upper_fraction(text) >= CAPS_ACCEPT, round(yells, 2), rep.passed,
-               round(distinct_bigrams(text), 3), -strength)
-        log.info("  CAPS %d at %.1f: upper %.3f, repetition %d/%d (upper %.2f), distinct %.3f", feature, strength,
-                 upper_fraction(text), rep.passed, rep.total, yells, key[4])
+        key = (rep.ok and sam.ok, rep.ok, upper_fraction(text) >= CAPS_ACCEPT, round(yells, 2),
+               rep.passed + sam.passed, round(distinct_bigrams(text), 3), -strength)
+        log.info("  CAPS %d at %.1f: upper %.3f, repetition %d/%d (upper %.2f, loss %.2f), sampled %s of %d each "
+                 "(loss %.2f), distinct %.3f", feature, strength, upper_fraction(text), rep.passed, rep.total, yells,
+                 rep.steered_loss, sam.passed_by_seed, rep.total, sam.steered_loss, key[5])
         sweep.append({"feature": feature, "strength": strength, "upper": round(upper_fraction(text), 4),
-                      "distinct": key[4], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3)})
+                      "distinct": key[5], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3),
+                      "repetition_loss": round(rep.steered_loss, 3), "sampled_passed": sam.passed,
+                      "sampled_total": sam.total, "sampled_ok": sam.ok, "sampled_loss": round(sam.steered_loss, 3)})
         return key
 
     for feature in candidates:
@@ -347,7 +471,7 @@ def choose_caps(
             break
     if best is None:
         top = max(sweep, key=lambda s: (s["upper"], -s["strength"]))
-        best = ((False, False, 0.0, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
+        best = ((False, False, False, 0.0, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
         log.warning("no CAPS candidate reached %.2f; documenting the best seen", CAPS_ACCEPT)
     _, feature, strength = best
     steer = (layer, strength * sae.W_dec[feature])
@@ -446,6 +570,7 @@ def check_assets(assets: Path, *, caps_clamp: float | None = None) -> dict[str, 
     }
     rep = repetition_check(model, tokenizer, steer=steer)
     out["repetition"] = {"passed": rep.passed, "total": rep.total, "ok": rep.ok, "prompts": rep.prompts}
+    out["sampled_repetition"] = sampled_repetition_check(model, tokenizer, steer=steer).record()
     if caps_clamp is not None:
         rep = repetition_check(model, tokenizer, steer=(layer, Clamp(sae, caps, caps_clamp)))
         out["repetition_clamp"] = {"value": caps_clamp, "passed": rep.passed, "total": rep.total, "ok": rep.ok,

@@ -99,6 +99,42 @@ def _repetition_lines(rep: dict[str, Any] | None) -> list[str]:
     return [*lines, ""]
 
 
+def _sampled_lines(sam: dict[str, Any] | None, yelling: dict[str, Any] | None) -> list[str]:
+    if not sam:
+        return []
+    from millm.demo.evaluate import REPEAT_PASS, REPEAT_PROMPTS, YELL_TOKENS, YELL_UPPER
+
+    verdict = "met" if sam["ok"] else "**not met**"
+    per_seed = ", ".join(f"seed {s}: {p}" for s, p in zip(sam["seeds"], sam["passed_by_seed"], strict=True))
+    lines = [
+        "### Sampled",
+        "",
+        f"The same prompts and test, each completion sampled at temperature {sam['temperature']} once per seed "
+        f"({', '.join(map(str, sam['seeds']))}); met when at least {REPEAT_PASS} of {len(REPEAT_PROMPTS)} prompts "
+        f"pass for every seed. Prompts passing: {per_seed} ({sam['passed']} of {sam['total']} samples): {verdict}. "
+        f"The steered samples are {sam['steered_upper']:.0%} uppercase on average.",
+        "",
+    ]
+    failing = [r for r in sam["prompts"] if not r["passed"]]
+    if failing:
+        lines += ["| seed | prompt | longest run, unsteered | steered | distinct, unsteered | steered | steered text |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {r['seed']} | {_md_escape(r['prompt'])} | {r['unsteered_run']} | {r['steered_run']} "
+                  f"| {r['unsteered_distinct']} | {r['steered_distinct']} | {_md_escape(r['steered'])} |"
+                  for r in failing]
+        lines.append("")
+    if yelling:
+        rates = "; ".join(f"{y['yelling']} of {y['total']} at temperature {t}" for t, y in yelling.items())
+        lines += [
+            "## Unsteered yelling",
+            "",
+            f"Sampled {YELL_TOKENS}-token answers to the readability prompts without steering that are more than "
+            f"{YELL_UPPER:.0%} uppercase (`python -m millm.demo.evaluate --yelling`): {rates}.",
+            "",
+        ]
+    return lines
+
+
 def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], plot: bool) -> str:
     tr, sae, caps = summary["training"], summary["sae"], summary["caps"]
     lines = [
@@ -168,6 +204,7 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         "",
     ]
     lines += _repetition_lines(summary.get("repetition"))
+    lines += _sampled_lines(summary.get("sampled_repetition"), summary.get("yelling"))
     lines += [
         "## Top labelled features",
         "",

@@ -37,11 +37,14 @@ from millm.demo.corpus_words import TOPICS
 from millm.demo.evaluate import (
     REPEAT_TOKENS,
     TOPIC_TARGET,
+    YELL_TEMPERATURES,
     CapsResult,
     TopicResult,
     choose_caps,
     choose_topic,
     repetition_check,
+    sampled_repetition_check,
+    unsteered_yelling,
 )
 from millm.demo.labels import FeatureStatistics, attribute_masks, build_labels, feature_statistics, ranked_features
 from millm.demo.model_training import ModelConfig, save_model, train_model
@@ -165,9 +168,14 @@ def run(
     sae = permute_sae(stage.result.sae, perm)
     labels, caps, topics = permute_results(perm, stage.labels, caps, topics)
     sae_cfg = save_sae(sae, out / "sae", model_name=DEMO_MODEL_ID, layer=cfg.layer, context=ctx)
-    repetition = repetition_check(model, tokenizer, steer=(cfg.layer, caps.strength * sae.W_dec[caps.feature]),
-                                  max_new_tokens=cfg.eval_tokens.get("repeat", REPEAT_TOKENS))
-    log.info("repetition: %d of %d prompts pass", repetition.passed, repetition.total)
+    caps_steer = (cfg.layer, caps.strength * sae.W_dec[caps.feature])
+    repeat_tokens = cfg.eval_tokens.get("repeat", REPEAT_TOKENS)
+    repetition = repetition_check(model, tokenizer, steer=caps_steer, max_new_tokens=repeat_tokens)
+    sampled = sampled_repetition_check(model, tokenizer, steer=caps_steer, max_new_tokens=repeat_tokens)
+    log.info("repetition: %d of %d prompts pass greedy, %s sampled (seeds %s)", repetition.passed, repetition.total,
+             sampled.passed_by_seed, sampled.seeds)
+    yelling = {str(t): unsteered_yelling(model, tokenizer, temperature=t) for t in YELL_TEMPERATURES}
+    log.info("unsteered yelling: %s", {t: f"{y.yelling}/{y.total}" for t, y in yelling.items()})
     quality = stage.quality
     words = {t.name: list(t.words) for t in TOPICS}
 
@@ -190,6 +198,8 @@ def run(
         "caps": asdict(caps),
         "topics": {name: asdict(t) for name, t in topics.items()},
         "repetition": asdict(repetition),
+        "sampled_repetition": sampled.record(),
+        "yelling": {t: asdict(y) for t, y in yelling.items()},
     }
     summary["training"]["total_seconds"] = time.perf_counter() - t0
     demo = demo_manifest(summary, layer=cfg.layer, words=words)
@@ -348,6 +358,10 @@ def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[
             "caps_steered_upper": round(caps["steered_upper"], 4),
             "caps_fires_on_generated": round(caps["fires_on_generated"], 4),
             "repetition_passed": [summary["repetition"]["passed"], summary["repetition"]["total"]],
+            # per seed: prompts of the sampled criterion (temperature 0.8) passing, of 5
+            "sampled_repetition_passed": summary["sampled_repetition"]["passed_by_seed"],
+            # answers over half uppercase without steering, of those sampled, per temperature
+            "unsteered_yelling": {t: [y["yelling"], y["total"]] for t, y in summary["yelling"].items()},
             "topic_word_counts": {n: [t["baseline_count"], t["steered_count"]] for n, t in topics.items()},
             "sae_fve": round(sae["fve"], 4),
             "sae_l0": round(sae["l0"], 2),
