@@ -71,6 +71,10 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _mean(rep: dict[str, Any], key: str) -> float:
+    return sum(r[key] for r in rep["prompts"]) / max(1, len(rep["prompts"]))
+
+
 def _repetition_lines(rep: dict[str, Any] | None) -> list[str]:
     if not rep:
         return []
@@ -84,7 +88,10 @@ def _repetition_lines(rep: dict[str, Any] | None) -> list[str]:
         f"documented strength. A prompt passes when neither completion repeats a word more than {MAX_RUN} times "
         f"in a row nor loops on a short phrase (distinct word bigrams at least {MIN_DISTINCT}); the criterion is "
         f"at least {REPEAT_PASS} of {len(REPEAT_PROMPTS)} prompts. "
-        f"Passed on **{rep['passed']} of {rep['total']}** prompts: {verdict}.",
+        f"Passed on **{rep['passed']} of {rep['total']}** prompts: {verdict}."
+        + (f" Mean recased loss (word salad, nats per token): unsteered {_mean(rep, 'unsteered_loss'):.2f}, "
+           f"steered {_mean(rep, 'steered_loss'):.2f}." if rep["prompts"] and "steered_loss" in rep["prompts"][0]
+           else ""),
         "",
         "| prompt | longest run, unsteered | steered | distinct bigrams, unsteered | steered | pass | unsteered "
         "| steered |",
@@ -112,7 +119,9 @@ def _sampled_lines(sam: dict[str, Any] | None, yelling: dict[str, Any] | None) -
         f"The same prompts and test, each completion sampled at temperature {sam['temperature']} once per seed "
         f"({', '.join(map(str, sam['seeds']))}); met when at least {REPEAT_PASS} of {len(REPEAT_PROMPTS)} prompts "
         f"pass for every seed. Prompts passing: {per_seed} ({sam['passed']} of {sam['total']} samples): {verdict}. "
-        f"The steered samples are {sam['steered_upper']:.0%} uppercase on average.",
+        f"The steered samples are {sam['steered_upper']:.0%} uppercase on average. Word salad, as the mean "
+        f"recased loss (nats per token under the unsteered model, see demo.md): unsteered samples "
+        f"{sam.get('unsteered_loss', float('nan')):.2f}, steered {sam.get('steered_loss', float('nan')):.2f}.",
         "",
     ]
     failing = [r for r in sam["prompts"] if not r["passed"]]
