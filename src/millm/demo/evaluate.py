@@ -420,34 +420,37 @@ def choose_caps(
     swept upwards to the smallest that makes the greedy story completion `CAPS_ACCEPT` uppercase.
     That strength times each of `multipliers` is then judged against the readability criterion,
     greedy (`repetition_check`) and sampled (`sampled_repetition_check`), and scored by (both met,
-    greedy met, story completion still `CAPS_ACCEPT` uppercase, mean uppercase fraction of the greedy
-    criterion's steered completions, greedy and sampled prompts passing, distinct bigrams of the
-    story, smaller strength); the best over all candidates is documented: the loudest strength that
-    still reads well, greedy and sampled. Trying several strengths matters because a little
+    greedy met, story completion still `CAPS_ACCEPT` uppercase, the greedy criterion's steered
+    completions `CAPS_ACCEPT` uppercase on average, least word salad (mean `recased_loss` of the
+    sampled steered completions, to 0.1), their mean uppercase fraction, greedy and sampled prompts
+    passing, distinct bigrams of the story, smaller strength); the best over all candidates is
+    documented: of the strengths that read well, greedy and sampled, and yell on every prompt, the
+    one whose sampled text is least word salad (the loudest is the most salad). Trying several strengths matters because a little
     too much steering drowns the residual stream and the text loops ("PINE PINE PINE ..."), while a
     little too little leaves it half in lowercase.
     """
     prompt = chat_prompt(tokenizer)
     base_text, _ = complete(model, tokenizer, prompt=prompt, max_new_tokens=max_new_tokens)
     sweep: list[dict[str, float]] = []
-    best: tuple[tuple[bool, bool, bool, float, int, float, float], int, float] | None = None
+    best: tuple[tuple[bool, bool, bool, bool, float, float, int, float, float], int, float] | None = None
     unsteered: dict[tuple[str, float, int, int], str] = {}  # unsteered completions, shared by every strength
     tokens = min(REPEAT_TOKENS, max_new_tokens)
 
-    def judge(feature: int, strength: float) -> tuple[bool, bool, bool, float, int, float, float]:
+    def judge(feature: int, strength: float) -> tuple[bool, bool, bool, bool, float, float, int, float, float]:
         vector = strength * sae.W_dec[feature]
         text, _ = complete(model, tokenizer, prompt=prompt, steer=(layer, vector), max_new_tokens=max_new_tokens)
         rep = repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=tokens, unsteered=unsteered)
         sam = sampled_repetition_check(model, tokenizer, steer=(layer, vector), max_new_tokens=tokens,
                                        unsteered=unsteered)
         yells = sum(r["steered_upper"] for r in rep.prompts) / max(1, rep.total)
-        key = (rep.ok and sam.ok, rep.ok, upper_fraction(text) >= CAPS_ACCEPT, round(yells, 2),
-               rep.passed + sam.passed, round(distinct_bigrams(text), 3), -strength)
+        key = (rep.ok and sam.ok, rep.ok, upper_fraction(text) >= CAPS_ACCEPT, yells >= CAPS_ACCEPT,
+               -round(sam.steered_loss, 1), round(yells, 2), rep.passed + sam.passed,
+               round(distinct_bigrams(text), 3), -strength)
         log.info("  CAPS %d at %.1f: upper %.3f, repetition %d/%d (upper %.2f, loss %.2f), sampled %s of %d each "
                  "(loss %.2f), distinct %.3f", feature, strength, upper_fraction(text), rep.passed, rep.total, yells,
-                 rep.steered_loss, sam.passed_by_seed, rep.total, sam.steered_loss, key[5])
+                 rep.steered_loss, sam.passed_by_seed, rep.total, sam.steered_loss, key[7])
         sweep.append({"feature": feature, "strength": strength, "upper": round(upper_fraction(text), 4),
-                      "distinct": key[5], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3),
+                      "distinct": key[7], "repetition_passed": rep.passed, "repetition_upper": round(yells, 3),
                       "repetition_loss": round(rep.steered_loss, 3), "sampled_passed": sam.passed,
                       "sampled_total": sam.total, "sampled_ok": sam.ok, "sampled_loss": round(sam.steered_loss, 3)})
         return key
@@ -471,7 +474,7 @@ def choose_caps(
             break
     if best is None:
         top = max(sweep, key=lambda s: (s["upper"], -s["strength"]))
-        best = ((False, False, False, 0.0, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
+        best = ((False, False, False, False, 0.0, 0.0, 0, 0.0, 0.0), int(top["feature"]), round(top["strength"] * CAPS_MARGIN, 1))
         log.warning("no CAPS candidate reached %.2f; documenting the best seen", CAPS_ACCEPT)
     _, feature, strength = best
     steer = (layer, strength * sae.W_dec[feature])
