@@ -12,7 +12,9 @@ round the two alternate (which goes first alternates too):
 - TTFT: a short (32-token) and a 1,000-token prompt, `max_tokens` 1, against `generate` with one new token
   (the baseline's prefill + first token); before a prompt whose prefill the server times per thread count (under
   `PARALLEL_FLOPS`, engine/threads.py), unmeasured requests let it finish that timing, as the concurrency pass
-  below does for batch regimes (the baseline's thread count is chosen with hindsight);
+  below does for batch regimes (the baseline's thread count is chosen with hindsight); the server's TTFT runs from
+  sending the request on an open connection to the first chunk's arrival (`first_chunk_one`: `generate`'s clock
+  has no client, and http.client's connection set-up and header parsing cost about 0.6 ms);
 - `generate` runs with 1 thread and with all cores in every round; for each figure the thread count with the
   better median over the rounds is the baseline (not the better of the two in each round: best-of-two noisy
   samples against the server's one would bias the ratio against the server);
@@ -42,7 +44,14 @@ import torch
 
 from benchmarks import raw_bench
 from benchmarks.models import OUT, BenchModel, get_model, sweep_model
-from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
+from benchmarks.server_bench import (
+    RequestTiming,
+    Server,
+    completion_body,
+    first_chunk_one,
+    run_one,
+    run_requests,
+)
 from millm.engine.threads import PARALLEL_FLOPS, PREFILL_TRIALS
 
 log = logging.getLogger("benchmarks.sweep")
@@ -254,7 +263,7 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
                     raws.append({t: raw_bench.with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft
                                  for t in raw_threads})
                 else:
-                    srv.append(run_one(server, body).ttft)
+                    srv.append(first_chunk_one(server.port, body).ttft)
         threads = _best_threads(raws, lower=True)
         raw = [r[threads] for r in raws]
         out[label] = {"prompt_tokens": n, "raw_ms": _median(raw) * 1e3, "server_ms": _median(srv) * 1e3,
