@@ -21,11 +21,16 @@ all, and Gemma-2 then prefilled 1,000 tokens on one thread, 1.3-1.6x slower. Mea
 run while the event loop was still handling the request, found two threads up to 13x slower than one, and the
 1,000-token prefills of the sweep took 1.3-1.8x longer than on every core; see docs/benchmarks-notes.md.)
 Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in the forward):
-the first `PREFILL_TRIALS` prefills per candidate alternate the counts, each timed per token, and more threads
-are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more). A fixed threshold
-got this wrong: on the 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on
-one thread in 27 ms where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode choice
-for one row when it is known, else all but one core, and every core when compute-bound (as a prefill).
+after one untimed prefill (a new server's first prefills are slow: the demo's first 64-token requests on the idle
+benchmark machine had TTFTs of 29, 27, 18, 10 and 8 ms), the next `PREFILL_TRIALS` prefills per candidate take the
+counts in A B B A order, each timed per token, and more threads are kept only when `PREFILL_GAIN` faster by median
+(re-checked after `RECHECK_PREFILLS` more). Plain alternation timed one thread first in every pair, so a warming
+server favoured two: the demo took two threads for 9-64 tokens (344 against 208 us per token) and one for 65-512
+(102 against 198 us) in the same run. With A B B A and medians of three a steady trend leans, if at all, to the
+fewer threads, as `PREFILL_GAIN` does. A fixed threshold got this wrong: on the 2-core machine a 32-token prefill
+of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in 27 ms where two took 22 ms, while one thread
+still decoded it best. Other forwards (`use`) take the decode choice for one row when it is known, else all but
+one core, and every core when compute-bound (as a prefill).
 
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.
 """
@@ -82,6 +87,7 @@ class _Regime:
     timed: int = 0  # trial steps so far
     chosen: int | None = None  # thread count
     steps: int = 0  # steps since decided
+    warmed: bool = False  # (prompt regimes) its first, untimed prefill ran
     kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
     kernel: int = 0
 
@@ -173,7 +179,12 @@ class ThreadPolicy:
         if st.chosen is not None:
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
         cands = self.candidates()
-        n = cands[st.timed % len(cands)]
+        if not st.warmed:  # cold: not timed
+            st.warmed = True
+            self._set(cands[0])
+            return
+        k = st.timed % len(cands)
+        n = cands[k if (st.timed // len(cands)) % 2 == 0 else len(cands) - 1 - k]  # A B B A ...
         self._prefill_trial = (st, n, max(1, tokens))
         self._set(n)
 
