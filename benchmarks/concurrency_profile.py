@@ -129,13 +129,12 @@ def measure(name: str, *, levels: tuple[int, ...], rounds: int, tokens: int, pro
     for c in levels:
         o = out[c]
         wall = statistics.median(o["walls"])
+        pre, steps = statistics.median(o["prefill_s"]), statistics.median(o["step_s"])
         agg = c * tokens / wall
         one = agg if one is None else one
         res["levels"][c] = {"wall_s": round(wall, 3), "aggregate_tok_s": round(agg, 2), "ratio": round(agg / one, 2),
-                            "prefill_s": round(statistics.median(o["prefill_s"]), 3),
-                            "steps_s": round(statistics.median(o["step_s"]), 3),
-                            "other_s": round(wall - statistics.median(o["prefill_s"]) - statistics.median(o["step_s"]), 3),
-                            "mismatches": o["mismatches"]}
+                            "prefill_s": round(pre, 3), "steps_s": round(steps, 3),
+                            "other_s": round(wall - pre - steps, 3), "mismatches": o["mismatches"]}
     res["median_step_ms_by_rows"] = {r: [round(statistics.median(v) * 1e3, 1), len(v), sorted(threads_by_rows[r])]
                                      for r, v in sorted(steps_by_rows.items())}
     res["prefills"] = [{"rows": r, "tokens": n, "ms": round(s * 1e3, 1), "threads": th} for r, n, s, th in prefills]

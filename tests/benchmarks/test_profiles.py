@@ -1,4 +1,4 @@
-"""The in-process profiling tools for the 350M decode work (issue #18) run on the demo model and report what they say."""
+"""The in-process profiling tools for the 350M decode work (issue #18) run on the demo model and report their parts."""
 
 from __future__ import annotations
 
