@@ -203,3 +203,41 @@ def test_a_warming_server_does_not_buy_a_second_thread_for_small_prefills(policy
 
     assert [prefill() for _ in range(7)] == [1, 1, 2, 2, 1, 1, 2]
     assert policy.prefill_choices() == {64: 1}
+
+
+def _run_kernels(p: ThreadPolicy, rows: int, kernels: tuple[str, ...], step_ms: dict[tuple[int, str], float],
+                 steps: int) -> list[tuple[int, str]]:
+    """`steps` decode steps offering `kernels`, each taking step_ms[(threads, kernel)]; the pairs they ran with."""
+    used = []
+    for _ in range(steps):
+        k = p.decode("m", rows, kernels)
+        used.append((p.now, kernels[k]))
+        p.decoded(step_ms[(p.now, kernels[k])] / 1e3)
+    return used
+
+
+def test_the_kernel_is_chosen_on_real_steps_with_the_thread_count(policy):
+    # issue #18, 350M on the loaded 2-core machine: the product timing picked oneDNN for one row, but real steps
+    # on two threads took 1.9x as long as MKL's while another process held a core (oneDNN waits for the
+    # descheduled thread at every product), and one thread then decoded faster with either kernel. Each count is
+    # timed with each kernel, and the fastest pair is kept: here one thread and MKL.
+    ms = {(1, "onednn"): 170.0, (2, "onednn"): 870.0, (1, "stored"): 160.0, (2, "stored"): 520.0}
+    trial = BLOCK * TRIAL_BLOCKS * 4
+    used = _run_kernels(policy, 1, ("onednn", "stored"), ms, trial + 5)
+    assert sorted(set(used[:trial])) == sorted(ms)  # every pair was timed, in blocks
+    assert used[:BLOCK] == [(1, "onednn")] * BLOCK  # the product timing's pick first
+    assert set(used[trial:]) == {(1, "stored")}
+    assert policy.choices() == {1: 1} and policy.kernel_choices() == {1: "stored"}
+
+
+def test_a_near_tie_keeps_fewer_threads_then_the_timed_kernel(policy):
+    ms = {(1, "onednn"): 100.0, (2, "onednn"): 60.0, (1, "stored"): 100.0, (2, "stored"): 59.0}
+    used = _run_kernels(policy, 8, ("onednn", "stored"), ms, BLOCK * TRIAL_BLOCKS * 4 + 3)
+    assert set(used[-3:]) == {(2, "onednn")}  # MKL 2% faster: within TIE, the product timing's pick stays
+    assert policy.kernel_choices() == {8: "onednn"}
+
+
+def test_one_kernel_is_timed_as_before(policy):
+    used = _run(policy, "m", 1, {1: 10.0, 2: 20.0}, TRIAL + 2)
+    assert set(used[TRIAL:]) == {1}
+    assert policy.kernel_choices() == {1: ""}
