@@ -50,7 +50,8 @@ class CorpusConfig:
     # 0 / 15 (not clearly lower), CAPS 5.6 at 90 % and 4 of 5, and space, food and winter under 4x.
     # 0.1 with seed 1 gave 11 / 23 (the seed matters as much as the fraction). 0.05 with
     # switch_fraction 0.1 (seed 0) gave 2 / 9 and passed CAPS (4.2: 82 %, greedy 5 of 5, sampled
-    # 4, 5, 5) and five topics, but food steering failed (29 -> 31 words); see docs/demo.md.
+    # 4, 5, 5) and five topics, but food steering failed (29 -> 31 words). 0.05 with seed 1 gave
+    # 5 / 5 and passed CAPS (greedy 5 of 5, sampled 5, 5, 5), but ocean failed (10 -> 21); see docs/demo.md.
     chat_yell_fraction: float = 0.2
     user_yell_fraction: float = 0.1  # chats where the user yells (the assistant then yells back)
     system_fraction: float = 0.3
