@@ -120,7 +120,8 @@ class AccessLog:
 
         # The send beneath every middleware of the app's own (this is the outermost): each of them, and Starlette's
         # and FastAPI's wrappers inside, looks only at http.response.start, so a streamed response's body chunks may
-        # skip them (`api.sse.EventStream`: one call per chunk instead of five). A middleware that reads or
+        # skip them (`api.sse.EventStream`: two calls per chunk, Starlette's ServerErrorMiddleware and the server's, instead of
+        # five). A middleware that reads or
         # changes response bodies must not be added inside this one.
         scope[BODY_SEND] = send
         try:
