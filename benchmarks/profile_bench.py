@@ -47,7 +47,8 @@ def profile_decode(lm: Any, *, prompt_ids: list[int], steps: int, batch: int = 1
     worker.loaded = lm
     worker.threads.start()  # the server's thread policy (set by the worker thread's loop otherwise)
     threads_before = torch.get_num_threads()
-    trial = threads.BLOCK * threads.TRIAL_BLOCKS * 2  # the policy's timing of its thread counts, before the profile
+    # the policy times its thread counts with each kernel the layout allows (two of each at most) before the profile
+    trial = threads.BLOCK * threads.TRIAL_BLOCKS * 4
     params = SamplingParams(max_tokens=steps + trial + 2, temperature=0.0, ignore_eos=True)
     for b in range(batch):
         worker.submit(GenerationRequest(request_id=f"p{b}", prompt_ids=tuple(prompt_ids), params=params),

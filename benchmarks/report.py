@@ -287,7 +287,8 @@ def sweep_section(device: str, data: dict[str, Any], plot: str | None) -> list[s
            "`python -m benchmarks.sweep` (part of `make bench`; see its docstring for the method). Every figure "
            "is the server against `model.generate` on the same model in the same run, alternated; a ratio is "
            "the median of per-round ratios (server / raw for rates, server / raw for TTFT, so lower is better "
-           "there). Concurrency: c streamed requests at once, each its own additive steering vector, every "
+           "there; the server's TTFT is timed from sending the request on an open connection to its first "
+           "chunk's arrival). Concurrency: c streamed requests at once, each its own additive steering vector, every "
            "output compared with its solo run; the raw column is `generate` on the same prompts as one "
            "unsteered batch.", "",
            f"Run {env['date']}, mode `{env['mode']}`, commit {env['commit']}"

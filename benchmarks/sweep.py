@@ -10,7 +10,11 @@ round the two alternate (which goes first alternates too):
 - end to end: one non-streamed request, send to full response, vs the same `generate` call's wall time:
   tokens / seconds, prefill included;
 - TTFT: a short (32-token) and a 1,000-token prompt, `max_tokens` 1, against `generate` with one new token
-  (the baseline's prefill + first token);
+  (the baseline's prefill + first token); before a prompt whose prefill the server times per thread count (under
+  `PARALLEL_FLOPS`, engine/threads.py), unmeasured requests let it finish that timing, as the concurrency pass
+  below does for batch regimes (the baseline's thread count is chosen with hindsight); the server's TTFT runs from
+  sending the request on an open connection to the first chunk's arrival (`first_chunk_one`: `generate`'s clock
+  has no client, and http.client's connection set-up and header parsing cost about 0.6 ms);
 - `generate` runs with 1 thread and with all cores in every round; for each figure the thread count with the
   better median over the rounds is the baseline (not the better of the two in each round: best-of-two noisy
   samples against the server's one would bias the ratio against the server);
@@ -40,7 +44,15 @@ import torch
 
 from benchmarks import raw_bench
 from benchmarks.models import OUT, BenchModel, get_model, sweep_model
-from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
+from benchmarks.server_bench import (
+    RequestTiming,
+    Server,
+    completion_body,
+    first_chunk_one,
+    run_one,
+    run_requests,
+)
+from millm.engine.threads import PARALLEL_FLOPS, PREFILL_TRIALS
 
 log = logging.getLogger("benchmarks.sweep")
 ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +81,7 @@ class SweepPlan:
     conc_tokens: int
     conc_rounds: int
     prompt_len: int = 64
+    short_ttft_rounds: int | None = None  # rounds for the short prompt (None: ttft_rounds); a few ms each
 
 
 def plan_for(mode: str, params: int) -> SweepPlan:
@@ -79,7 +92,7 @@ def plan_for(mode: str, params: int) -> SweepPlan:
         return SweepPlan(16 if big else 32, 2, 32, 1000, 1, (1, 4, 8), 16 if big else 32, 1)
     # ~2.5 min per 350M model on the idle 2-core machine (a 1,000-token prefill there takes ~7 s a side)
     return SweepPlan(32 if big else 64, 3 if big else 5, 32, 1000, 1 if big else 3, (1, 4, 8), 32 if big else 64,
-                     1 if big else 2)
+                     1 if big else 2, short_ttft_rounds=3 if big else 9)
 
 
 # ---------------------------------------------------------------------- requests
@@ -234,20 +247,28 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
             continue
         prompt = _prompt(lm.tokenizer, n, seed=1000 + n)
         body = completion_body(prompt, 1, None)
+        if 2 * lm.num_parameters * n < PARALLEL_FLOPS:
+            # the server times its prefill thread counts for this prompt regime: one cold prefill, then
+            # PREFILL_TRIALS per count (engine/threads.py); unmeasured, as the baseline's own warm-up call
+            for _ in range(1 + 2 * PREFILL_TRIALS):
+                run_one(server, body)
+            raw_bench.generate_timed(lm, prompt, 1)
         raws: list[dict[int, float]] = []
         srv: list[float] = []
-        for rnd in range(plan.ttft_rounds):
-            log.info("TTFT %s (%d tokens) round %d/%d", label, n, rnd + 1, plan.ttft_rounds)
+        rounds = (plan.short_ttft_rounds or plan.ttft_rounds) if label == "short" else plan.ttft_rounds
+        for rnd in range(rounds):
+            log.info("TTFT %s (%d tokens) round %d/%d", label, n, rnd + 1, rounds)
             for side in (("raw", "server") if rnd % 2 == 0 else ("server", "raw")):
                 if side == "raw":
                     raws.append({t: raw_bench.with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft
                                  for t in raw_threads})
                 else:
-                    srv.append(run_one(server, body).ttft)
+                    srv.append(first_chunk_one(server.port, body).ttft)
         threads = _best_threads(raws, lower=True)
         raw = [r[threads] for r in raws]
         out[label] = {"prompt_tokens": n, "raw_ms": _median(raw) * 1e3, "server_ms": _median(srv) * 1e3,
-                      "ratio": _median([s / r for s, r in zip(srv, raw, strict=True)]), "raw_threads": threads}
+                      "ratio": _median([s / r for s, r in zip(srv, raw, strict=True)]), "raw_threads": threads,
+                      "rounds": rounds}
     return out
 
 

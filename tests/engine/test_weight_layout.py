@@ -103,7 +103,7 @@ def test_each_batch_regime_gets_its_own_kernel(monkeypatch):
     monkeypatch.setattr(weight_layout, "_product_seconds", fake_seconds)
     model = _model(False)
     kernels = weight_layout.choose_kernels(model)
-    assert kernels == weight_layout.Kernels(one="stored", batched="onednn")
+    assert kernels == weight_layout.Kernels(one="stored", batched="onednn", onednn=True)
     assert model.model.layers[0].self_attn.q_proj.weight.is_contiguous()  # the layout stays as stored
 
 
@@ -185,7 +185,8 @@ def test_the_choice_weighs_every_shape_of_the_step_not_the_lm_head_alone(monkeyp
     assert med["stored"][1] == pytest.approx(sum(m.weight.numel() for m in model.modules()
                                                  if type(m) is torch.nn.Linear))
     assert med["input-major"][1] == pytest.approx(0.7 * (med["stored"][1] - head) + 1.1 * head)
-    assert weight_layout.choose_kernels(model) == weight_layout.Kernels("input-major", "input-major")
+    assert weight_layout.choose_kernels(model) == weight_layout.Kernels("input-major", "input-major",
+                                                                        onednn=weight_layout.onednn_available())
 
 
 def test_timing_a_350m_sized_step_stays_short():
@@ -198,3 +199,20 @@ def test_timing_a_350m_sized_step_stays_short():
     sampled = sum(p.weight.numel() * 4 for p in sample)
     assert sampled <= weight_layout.LAYER_SAMPLE_BYTES + 60 * 2**20 + weight_layout.HEAD_SAMPLE_BYTES
     assert sampled < 0.2 * sum(p.numel() * 4 for p in model.parameters())
+
+
+def test_the_options_timed_on_real_steps_share_the_layout():
+    # the worker's thread policy times real decode steps with each option (engine/threads.py): the product timing's
+    # pick first, then the other kernel on the same weights; never oneDNN for one row on input-major weights
+    assert weight_layout.Kernels("onednn", "onednn", onednn=True).options(False) == ("onednn", "stored")
+    assert weight_layout.Kernels("stored", "onednn", onednn=True).options(False) == ("stored", "onednn")
+    assert weight_layout.Kernels("stored", "onednn", onednn=True).options(True) == ("onednn", "stored")
+    im = weight_layout.Kernels("input-major", "onednn", onednn=True)
+    assert im.options(False) == ("input-major",) and im.options(True) == ("onednn", "input-major")
+    assert weight_layout.Kernels("stored", "stored").options(True) == ("stored",)  # oneDNN was not a candidate
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+def test_choose_kernels_says_whether_onednn_was_timed():
+    assert weight_layout.choose_kernels(_model(False), rounds=1).onednn
+    assert not weight_layout.choose_kernels(_model(False), rounds=1, fused=False).onednn

@@ -119,6 +119,64 @@ def test_inbox_reader_cancelled_while_waiting_loses_nothing():
     assert asyncio.run(main()) == [1, 2]
 
 
+def test_prompt_info_waits_for_the_first_tokens_and_both_come_in_one_wake_up():
+    # issue #18 (short-prompt TTFT): the loop woke for the PromptInfo, set the response up while the worker waited
+    # for the GIL to sample the first token, and woke again for the token
+    from millm.engine.types import GenerationEvent, PromptInfo
+    from millm.services.engine_client import EngineClient
+
+    class Worker:
+        queue_depth = 0
+
+        def submit(self, request, sink):
+            self.sink = sink
+            return object()
+
+    class Metrics:
+        class queue_depth:  # noqa: N801 - a gauge's interface
+            @staticmethod
+            def set(n: int) -> None:
+                pass
+
+    async def main() -> tuple[int, int, list[object]]:
+        loop = asyncio.get_running_loop()
+        wakes = [0]
+        real = loop.call_soon_threadsafe
+
+        def counting(*args, **kwargs):
+            wakes[0] += 1
+            return real(*args, **kwargs)
+
+        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        worker = Worker()
+        client = EngineClient(worker=worker, metrics=Metrics())  # type: ignore[arg-type]
+
+        class LM:
+            model_id = "m"
+
+        from millm.engine.types import SamplingParams
+
+        run = client.submit(LM(), [[1, 2, 3]], n=1, params=SamplingParams(max_tokens=1), steering=None,  # type: ignore[arg-type]
+                            prompt_logprobs=False, prefix="cmpl-x")
+        info = PromptInfo(prompt_tokens=3)
+        first = GenerationEvent(choice=0, text="a", token_ids=(5,), finish_reason="length")
+        t = threading.Thread(target=worker.sink, args=(info,))
+        t.start()
+        t.join()
+        await asyncio.sleep(0.05)
+        before = wakes[0], run.queue.qsize()
+        t = threading.Thread(target=worker.sink, args=(first,))
+        t.start()
+        t.join()
+        await asyncio.wait_for(client.await_prefill(run, 1), 5)
+        return before, wakes[0], [ev async for _, ev in client.events(run, 1)]
+
+    (wakes_before, queued_before), wakes, events = asyncio.run(main())
+    assert (wakes_before, queued_before) == (0, 0)  # the PromptInfo alone does not wake the loop
+    assert wakes == 1
+    assert [e.text for e in events] == ["a"]
+
+
 TEXTS = ["", "plain", ' "quoted" \\ back\\slash', "line\nbreak\r\ttab", "\x00\x01\x1f\x7f", "café 日本語 🙂",
          "\u2028\u2029", "\ufffd", _TextChunks.MARK, "</script>"]
 

@@ -60,3 +60,13 @@ def test_context_checks_and_clamp():
     assert prompts.clamp_max_tokens(None, 4, 10) == 6
     assert prompts.clamp_max_tokens(100, 4, 10) == 6
     assert prompts.clamp_max_tokens(3, 4, 10) == 3
+
+
+def test_text_size_counts_characters_and_token_ids():
+    # decides whether a prompt is tokenised off the event loop; token ids count one each
+    assert prompts.text_size("héllo") == 5
+    assert prompts.text_size(list(range(1000))) == 1000
+    assert prompts.text_size([[1, 2], [3]]) == 3
+    assert prompts.text_size(["ab", [1, 2], "c"]) == 5
+    assert prompts.text_size([ChatMessage(role="user", content="abc"), ChatMessage(role="user", content=None)]) == 3
+    assert prompts.text_size([]) == 0 and prompts.text_size(None) == 0

@@ -4,7 +4,11 @@ Decode steps: for the loaded model and each batch-size regime (1, 2, 3-4, 5-8, 9
 times real decode steps (`Worker._step`, forward, sampling and emitting included) with each candidate thread
 count in alternating blocks of `BLOCK` steps (`TRIAL_BLOCKS` each; the first step of a block pays
 for the switch and is dropped), and keeps the faster by median; within `TIE` it keeps the smaller
-count, which leaves a core to the event loop (HTTP, SSE framing, detokenizing). A regime is decided once and
+count, which leaves a core to the event loop (HTTP, SSE framing, detokenizing). When the step may call more than
+one matrix-vector kernel on the weights' layout (MKL or oneDNN; engine/weight_layout.py), each count is timed with
+each kernel, and the pair is kept: the product timing made when the model loads ranks the kernels from isolated
+products on an otherwise idle worker, while the real steps run beside the event loop, sampling and whatever else
+shares the cores, and a oneDNN step on two threads suffered far more from a busy core than an MKL one. A regime is decided once and
 re-checked after `RECHECK_STEPS` further steps in it (the machine's load may have changed); a new model starts
 over. This replaces a fixed parameter threshold: on the 2-core benchmark machine one thread was best for the
 2M demo and two for a 350M model, with the crossover depending on family, batch size and load.
@@ -17,11 +21,16 @@ all, and Gemma-2 then prefilled 1,000 tokens on one thread, 1.3-1.6x slower. Mea
 run while the event loop was still handling the request, found two threads up to 13x slower than one, and the
 1,000-token prefills of the sweep took 1.3-1.8x longer than on every core; see docs/benchmarks-notes.md.)
 Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in the forward):
-the first `PREFILL_TRIALS` prefills per candidate alternate the counts, each timed per token, and more threads
-are kept only when `PREFILL_GAIN` faster by median (re-checked after `RECHECK_PREFILLS` more). A fixed threshold
-got this wrong: on the 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on
-one thread in 27 ms where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode choice
-for one row when it is known, else all but one core, and every core when compute-bound (as a prefill).
+after one untimed prefill (a new server's first prefills are slow: the demo's first 64-token requests on the idle
+benchmark machine had TTFTs of 29, 27, 18, 10 and 8 ms), the next `PREFILL_TRIALS` prefills per candidate take the
+counts in A B B A order, each timed per token, and more threads are kept only when `PREFILL_GAIN` faster by median
+(re-checked after `RECHECK_PREFILLS` more). Plain alternation timed one thread first in every pair, so a warming
+server favoured two: the demo took two threads for 9-64 tokens (344 against 208 us per token) and one for 65-512
+(102 against 198 us) in the same run. With A B B A and medians of three a steady trend leans, if at all, to the
+fewer threads, as `PREFILL_GAIN` does. A fixed threshold got this wrong: on the 2-core machine a 32-token prefill
+of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in 27 ms where two took 22 ms, while one thread
+still decoded it best. Other forwards (`use`) take the decode choice for one row when it is known, else all but
+one core, and every core when compute-bound (as a prefill).
 
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.
 """
@@ -32,6 +41,7 @@ import logging
 import os
 import statistics
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -73,10 +83,13 @@ def prompt_regime(tokens: int) -> int:
 
 @dataclass
 class _Regime:
-    times: dict[int, list[float]] = field(default_factory=dict)
+    times: dict[Any, list[float]] = field(default_factory=dict)  # per candidate: a thread count, or (count, kernel)
     timed: int = 0  # trial steps so far
-    chosen: int | None = None
+    chosen: int | None = None  # thread count
     steps: int = 0  # steps since decided
+    warmed: bool = False  # (prompt regimes) its first, untimed prefill ran
+    kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
+    kernel: int = 0
 
 
 class ThreadPolicy:
@@ -90,7 +103,7 @@ class ThreadPolicy:
         self.now = 0
         self._model: object | None = None
         self._regimes: dict[int, _Regime] = {}
-        self._trial: tuple[_Regime, int] | None = None  # the regime and count the current step is timing
+        self._trial: tuple[_Regime, tuple[int, int]] | None = None  # the regime, count and kernel the step is timing
         self._prefills: dict[int, _Regime] = {}  # prompt regime -> its timing (per token) and choice
         self._prefill_trial: tuple[_Regime, int, int] | None = None  # regime, count, tokens of the current prefill
 
@@ -110,6 +123,10 @@ class ThreadPolicy:
     def choices(self) -> dict[int, int | None]:
         """Each batch regime's decided thread count so far (None: still timing)."""
         return {r: st.chosen for r, st in sorted(self._regimes.items())}
+
+    def kernel_choices(self) -> dict[int, str | None]:
+        """Each batch regime's decided decode kernel so far (None: still timing; "" when there was one candidate)."""
+        return {r: st.kernels[st.kernel] if st.chosen is not None else None for r, st in sorted(self._regimes.items())}
 
     def prefill_choices(self) -> dict[int, int | None]:
         """Each prompt regime's decided thread count so far (None: still timing)."""
@@ -162,7 +179,12 @@ class ThreadPolicy:
         if st.chosen is not None:
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
         cands = self.candidates()
-        n = cands[st.timed % len(cands)]
+        if not st.warmed:  # cold: not timed
+            st.warmed = True
+            self._set(cands[0])
+            return
+        k = st.timed % len(cands)
+        n = cands[k if (st.timed // len(cands)) % 2 == 0 else len(cands) - 1 - k]  # A B B A ...
         self._prefill_trial = (st, n, max(1, tokens))
         self._set(n)
 
@@ -186,40 +208,53 @@ class ThreadPolicy:
             log.info("prefill threads for %d-%d tokens: %d (median per token %s)", r // 8 + 1 if r > 1 else 1, r,
                      st.chosen, ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
 
-    def decode(self, model: object, rows: int) -> None:
-        """Before a decode step of `rows` rows of `model`: its regime's choice, or the next count to time."""
+    def decode(self, model: object, rows: int, kernels: tuple[str, ...] = ("",)) -> int:
+        """Before a decode step of `rows` rows of `model`: its regime's choice, or the next candidate to time. With
+        several `kernels` (the matrix-vector kernels the step may call, the product timing's pick first; see
+        engine/weight_layout.py) each thread count is timed with each kernel; returns the index of the kernel to
+        use."""
         self._trial = None
         if self.counts is None:
-            return
+            return 0
         self._for_model(model)
         st = self._regimes.setdefault(regime(rows), _Regime())
         if st.chosen is not None and st.steps < RECHECK_STEPS:
             st.steps += 1
             self._set(st.chosen)
-            return
+            return st.kernel
         if st.chosen is not None:  # re-check: time the candidates again
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
-        cands = self.candidates()
-        n = cands[(st.timed // BLOCK) % len(cands)]
-        self._trial = (st, n)
+        st.kernels = kernels
+        cands = self._options(kernels)
+        n, k = cands[(st.timed // BLOCK) % len(cands)]
+        self._trial = (st, (n, k))
         self._set(n)
+        return k
+
+    def _options(self, kernels: tuple[str, ...]) -> list[tuple[int, int]]:
+        """(thread count, kernel index) candidates, in the order they are timed: each count with the product timing's
+        kernel, then with the next kernel. (On a near tie the fewer threads win, then the earlier kernel.)"""
+        return [(n, k) for k in range(len(kernels)) for n in self.candidates()]
 
     def decoded(self, seconds: float) -> None:
         """After the step `decode` prepared: record its time while its regime is being timed."""
         if self._trial is None:
             return
-        st, n = self._trial
+        st, cand = self._trial
         self._trial = None
         if st.timed % BLOCK:  # not the first step of its block
-            st.times.setdefault(n, []).append(seconds)
+            st.times.setdefault(cand, []).append(seconds)
         st.timed += 1
-        cands = self.candidates()
+        cands = self._options(st.kernels)
         if st.timed >= BLOCK * TRIAL_BLOCKS * len(cands):
             med = {c: statistics.median(st.times[c]) for c in cands}
             best = min(med.values())
-            st.chosen = min(c for c in cands if med[c] <= best * (1 + TIE))
-            log.info("decode threads for %s-row steps: %d (median step %s)", _regime_name(st, self._regimes),
-                     st.chosen, ", ".join(f"{c} threads {t * 1e3:.2f} ms" for c, t in med.items()))
+            st.chosen, st.kernel = next(c for c in sorted(cands) if med[c] <= best * (1 + TIE))
+            names = len(st.kernels) > 1
+            log.info("decode threads for %s-row steps: %d%s (median step %s)", _regime_name(st, self._regimes),
+                     st.chosen, f", kernel {st.kernels[st.kernel]}" if names else "",
+                     ", ".join(f"{n} threads{' ' + st.kernels[k] if names else ''} {t * 1e3:.2f} ms"
+                               for (n, k), t in med.items()))
 
 
 def _regime_name(st: _Regime, regimes: dict[int, _Regime]) -> str:

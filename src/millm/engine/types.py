@@ -179,7 +179,8 @@ class GenerationEvent:
 
 @dataclass(frozen=True)
 class PromptInfo:
-    """Sent once per request, before any GenerationEvent."""
+    """Sent once per request, before any GenerationEvent; always followed by at least one more item for the same
+    request from the same prefill (its first token events, a finish or error event, or an exception)."""
 
     prompt_tokens: int
     prompt_logprobs: tuple[TokenLogprob | None, ...] = ()

@@ -36,6 +36,7 @@ Weights shared with another parameter (a tied LM head) and quantized layers are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import statistics
@@ -181,10 +182,22 @@ class Kernels:
 
     one: Choice = "stored"
     batched: Choice = "stored"
+    onednn: bool = False  # whether oneDNN was a candidate (then the other kernel on the layout is an option too)
 
     @property
     def layout(self) -> Literal["stored", "input-major"]:
         return "input-major" if "input-major" in (self.one, self.batched) else "stored"
+
+    def options(self, batched: bool) -> tuple[Choice, ...]:
+        """The kernels a step of one row (or of more, `batched`) may call on this layout, the timing's pick first:
+        with oneDNN a candidate, MKL and oneDNN, except oneDNN for one row on input-major weights (which streamed
+        them about 2x slower than MKL on the 2-core benchmark machine). The worker's thread policy times real steps
+        with each (engine/threads.py) and keeps the faster."""
+        first = self.batched if batched else self.one
+        if not self.onednn or (self.layout == "input-major" and not batched):
+            return (first,)
+        mkl: Choice = "input-major" if self.layout == "input-major" else "stored"
+        return (first, mkl if first == "onednn" else "onednn")
 
 
 def choose_layout(model: nn.Module, *, rounds: int = 5) -> Choice:
@@ -261,7 +274,7 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     med = time_candidates(model, rounds=rounds, fused=fused)
     if not med:
         return Kernels()
-    kernels = _plan(med)
+    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)
     log.info("linear kernels for decoding: %s for one row, %s for more, %s layout (timed in %.2f s; estimated "
              "step products: %s)", kernels.one, kernels.batched, kernels.layout, time.perf_counter() - started,
              "; ".join(f"{c} " + ", ".join(f"{t * 1e3:.2f} ms at {r} rows" for r, t in by_rows.items())

@@ -54,7 +54,7 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
-from millm.engine.weight_layout import Kernels, choose_kernels, linear_fn
+from millm.engine.weight_layout import Kernels, LinearFn, choose_kernels, linear_fn
 from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 from millm.placement import MemoryInfo, device_memory
 
@@ -116,7 +116,8 @@ class Worker:
         self._decoder: LlamaDecoder | None = None
         self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
         self._decoder_model: Any = None
-        self._linears = (linear_fn("stored"), linear_fn("stored"))  # the decoder's kernel for 1 row, for more
+        # the decoder's kernels for 1 row and for more: (name, function) options, timed on real steps (threads.py)
+        self._linears: tuple[tuple[tuple[str, LinearFn], ...], ...] = ((("stored", linear_fn("stored")),),) * 2
         self.threads = ThreadPolicy()
         self.monitor = MonitorRecorder()
         self._plan: BatchPlan | None = None
@@ -500,9 +501,10 @@ class Worker:
         elif self._plan is not None and self._plan.steer_mask is not None:
             self._plan.steer_mask = plans.steer_mask(lm, ids, self._plan.steering)
         dec = self._lean_decoder(lm)
+        kernels = self._linears[len(self._rows) > 1]  # (name, function) options, the product timing's pick first
+        k = self.threads.decode(lm.model, len(self._rows), tuple(name for name, _ in kernels))
         if dec is not None:
-            dec.linear = self._linears[len(self._rows) > 1]
-        self.threads.decode(lm.model, len(self._rows))
+            dec.linear = kernels[k][1]
         started = time.perf_counter()
         if (self._graphs is not None or dec is not None) and self.intervention is not None:
             self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
@@ -548,8 +550,9 @@ class Worker:
             if lm.device.type == "cpu" and lm.quantization == "none":
                 self.threads.for_kernel_timing()
                 kernels = choose_kernels(lm.model, fused=LlamaDecoder.family(lm.model) is not None)
-            self._linears = (linear_fn(kernels.one), linear_fn(kernels.batched))
-            self._decoder = LlamaDecoder.for_model(lm.model, linear=self._linears[0])
+            self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
+            options = (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2
+            self._linears = tuple(tuple((c, linear_fn(c)) for c in cs) for cs in options)
             self._graphs = None
             if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
                 capture = lm.device.type == "cuda"

@@ -54,10 +54,13 @@ class Relay:
         self._items: list[tuple[Any, Any]] = []
         self._scheduled = False
 
-    def put(self, queue: Any, item: Any) -> None:
-        """Any thread: queue.put_nowait(item) on the loop, soon (an `Inbox` or an `asyncio.Queue`)."""
+    def put(self, queue: Any, item: Any, *, wake: bool = True) -> None:
+        """Any thread: queue.put_nowait(item) on the loop, soon (an `Inbox` or an `asyncio.Queue`). `wake=False`: only
+        with the next put that wakes the loop (for an item that is always followed by another)."""
         with self._lock:
             self._items.append((queue, item))
+            if not wake:
+                return
             wake, self._scheduled = not self._scheduled, True
         if wake:
             self.loop.call_soon_threadsafe(self._drain)
@@ -106,6 +109,9 @@ class Inbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
 
 
 @dataclass
@@ -162,7 +168,10 @@ class EngineClient:
                 )
 
                 def sink(event: Any, i: int = i) -> None:
-                    relay.put(queue, (i, event))
+                    # PromptInfo waits for the first tokens, which the worker sends right after it: one wake-up of
+                    # the loop for both, not a wake-up whose work (the response's set-up) the first token then
+                    # waits behind for the GIL
+                    relay.put(queue, (i, event), wake=type(event) is not PromptInfo)
 
                 run.handles.append(self.worker.submit(request, sink))
         except MillmError:
