@@ -8,10 +8,11 @@ count, which leaves a core to the event loop (HTTP, SSE framing, detokenizing). 
 one matrix-vector kernel on the weights' layout (MKL or oneDNN; engine/weight_layout.py), each count is timed with
 each kernel, and the pair is kept: the product timing made when the model loads ranks the kernels from isolated
 products on an otherwise idle worker, while the real steps run beside the event loop, sampling and whatever else
-shares the cores, and a oneDNN step on two threads suffered far more from a busy core than an MKL one. A regime is decided once and
-re-checked after `RECHECK_STEPS` further steps in it (the machine's load may have changed); a new model starts
-over. This replaces a fixed parameter threshold: on the 2-core benchmark machine one thread was best for the
-2M demo and two for a 350M model, with the crossover depending on family, batch size and load.
+shares the cores, and a oneDNN step on two threads suffered far more from a busy core than an MKL one (350M,
+loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `RECHECK_STEPS` further steps in it
+(the machine's load may have changed); a new model starts over. This replaces a fixed parameter threshold: on the
+2-core benchmark machine one thread was best for the 2M demo and two for a 350M model, with the crossover depending
+on family, batch size and load.
 
 Prefill: a forward doing at least `PARALLEL_FLOPS` (2 x parameters x tokens) is compute-bound and uses every
 core. (Two ways of sometimes keeping it on fewer cores were measured and dropped. Inferred from the decode timing,
