@@ -15,6 +15,9 @@ detokenizing, the event's hand-off call); server = the whole process (engine, th
 SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
 thread; the generation thread's own extra in the server (server worker - engine: the hand-off to the event
 loop) is reported beside it. Rounds alternate server and engine; the medians are reported.
+Wall clock beside it: the long stream's time per token as the client read it (first chunk to last, over the
+chunks after the first) minus the in-process forward's wall time per decode step, same round. The event loop runs
+on the other core, so this counts only what delays the next forward or a chunk's delivery, not all CPU spent.
 """
 
 from __future__ import annotations
@@ -46,9 +49,10 @@ def _task_cpu_ns(pid: int) -> dict[str, int]:
     return out
 
 
-def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], int]:
+def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], int, float]:
     """Each server thread's CPU ns during one request: the generation thread (the busiest) as "millm-worker",
-    the process's first thread (the event loop) as "event loop", the rest by thread id."""
+    the process's first thread (the event loop) as "event loop", the rest by thread id; the chunks streamed, and
+    the wall-clock seconds from the first chunk to the last (as the client read them)."""
     assert server.proc is not None
     pid = server.proc.pid
     before = _task_cpu_ns(pid)
@@ -58,12 +62,13 @@ def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], i
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     busiest = max((k for k in delta if k != str(pid)), key=delta.__getitem__, default=None)
     names = {str(pid): "event loop", **({busiest: "millm-worker"} if busiest else {})}
-    return {names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks
+    span = (timing.last - timing.first) if timing.first is not None and timing.last is not None else 0.0
+    return {names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks, span
 
 
-def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int, int]:
-    """(engine thread CPU ns, decode forward CPU ns, tokens, prefill forward CPU ns) of one greedy request through a
-    synchronous Worker."""
+def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int, int, int]:
+    """(engine thread CPU ns, decode forward CPU ns, tokens, prefill forward CPU ns, decode forward wall-clock ns) of
+    one greedy request through a synchronous Worker."""
     from millm.engine.types import GenerationRequest, SamplingParams
     from millm.engine.worker import Worker
 
@@ -72,31 +77,33 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int,
     events: list[Any] = []
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     worker.submit(GenerationRequest(request_id="o", prompt_ids=tuple(prompt), params=params), events.append)
-    forward_ns = 0
+    forward_ns = wall_ns = 0
     with torch.inference_mode():
         dec = worker._lean_decoder(lm)
         if dec is not None:
             inner = dec.step
 
             def timed_step(*a: Any, **kw: Any) -> Any:
-                nonlocal forward_ns
-                t = time.thread_time_ns()
+                nonlocal forward_ns, wall_ns
+                t, w = time.thread_time_ns(), time.perf_counter_ns()
                 try:
                     return inner(*a, **kw)
                 finally:
                     forward_ns += time.thread_time_ns() - t
+                    wall_ns += time.perf_counter_ns() - w
 
             dec.step = timed_step  # type: ignore[method-assign]
         else:
             inner_fwd = worker.forward
 
             def timed_forward(*a: Any, **kw: Any) -> Any:
-                nonlocal forward_ns
-                t = time.thread_time_ns()
+                nonlocal forward_ns, wall_ns
+                t, w = time.thread_time_ns(), time.perf_counter_ns()
                 try:
                     return inner_fwd(*a, **kw)
                 finally:
                     forward_ns += time.thread_time_ns() - t
+                    wall_ns += time.perf_counter_ns() - w
 
             worker.forward = timed_forward  # type: ignore[method-assign]
         t = time.thread_time_ns()
@@ -114,11 +121,12 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int,
         worker._admit()
         worker.forward = inner_prefill  # type: ignore[method-assign]
         prefill_fwd = forward_ns
+        wall_ns = 0
         while worker._rows:
             worker._step()
         total = time.thread_time_ns() - t
     n = sum(len(getattr(e, "token_ids", ())) for e in events)
-    return total, forward_ns - prefill_fwd, n, prefill_fwd
+    return total, forward_ns - prefill_fwd, n, prefill_fwd, wall_ns
 
 
 def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work: Path) -> dict[str, Any]:
@@ -141,8 +149,8 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         rows: list[dict[str, float]] = []
         for rnd in range(rounds):
             log.info("overhead round %d/%d", rnd + 1, rounds)
-            srv: dict[int, tuple[dict[str, int], int]] = {}
-            eng: dict[int, tuple[int, int, int, int]] = {}
+            srv: dict[int, tuple[dict[str, int], int, float]] = {}
+            eng: dict[int, tuple[int, int, int, int, int]] = {}
             for side in (("server", "engine") if rnd % 2 == 0 else ("engine", "server")):
                 for n in (1, short, long):
                     if side == "server":
@@ -159,6 +167,11 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
                 "server_other_us": sum(v for k, v in per.items() if k != "millm-worker"),
                 "engine_us": (eng[long][0] - eng[short][0]) / de / 1e3,
                 "forward_us": (eng[long][1] - eng[short][1]) / de / 1e3,
+                # wall clock: the long stream's time per token as its client read it (first chunk to last) against
+                # the in-process forward's wall time per decode step in the same round; the event loop runs on the
+                # other core, so only what delays the next forward or a chunk shows here
+                "stream_ms_token": srv[long][2] / max(1, srv[long][1] - 1) * 1e3,
+                "forward_wall_ms": (eng[long][4] - eng[short][4]) / de / 1e6,
                 "threads": {k: round(v, 1) for k, v in per.items() if abs(v) >= 1},  # type: ignore[dict-item]
                 # one request with one new token: everything the server spends on it, against the prefill forward
                 "request_1_us": sum(srv[1][0].values()) / 1e3,
@@ -169,7 +182,8 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         server.stop()
         torch.set_num_threads(before)
     med = {k: statistics.median(r[k] for r in rows) for k in ("server_us", "server_worker_us", "server_other_us",
-                                                             "engine_us", "forward_us")}
+                                                             "engine_us", "forward_us", "stream_ms_token",
+                                                             "forward_wall_ms")}
     return {
         "model": bm.name, "parameters": lm.num_parameters, "tokens": [short, long], "rounds": rows, **med,
         # (engine - forward) comes from one in-process run, the other threads' time straight from the server: both
@@ -180,6 +194,7 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         "serving_overhead_us": med["server_other_us"],
         "overhead_us": statistics.median(r["engine_us"] - r["forward_us"] + r["server_other_us"] for r in rows),
         "handoff_us": statistics.median(r["server_worker_us"] - r["engine_us"] for r in rows),
+        "wall_overhead_us": statistics.median((r["stream_ms_token"] - r["forward_wall_ms"]) * 1e3 for r in rows),
         "prompt_tokens": len(prompt),
         "request_1_us": statistics.median(r["request_1_us"] for r in rows),
         "engine_1_us": statistics.median(r["engine_1_us"] for r in rows),
@@ -204,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['engine_us']:.0f} us, of which forward {res['forward_us']:.0f} us. Overhead beyond the forward "
           f"{res['overhead_us']:.0f} us (worker {res['worker_overhead_us']:.0f}, serving "
           f"{res['serving_overhead_us']:.0f}); hand-off on the generation thread {res['handoff_us']:.0f} us")
+    print(f"wall clock per token: streamed {res['stream_ms_token'] * 1e3:.0f} us, in-process forward "
+          f"{res['forward_wall_ms'] * 1e3:.0f} us: {res['wall_overhead_us']:.0f} us more")
     print(f"one {res['prompt_tokens']}-token prompt, one new token: server CPU {res['request_1_us']:.0f} us, in-process "
           f"engine {res['engine_1_us']:.0f} us, of which the prefill forward {res['prefill_us']:.0f} us")
     if args.json:

@@ -332,7 +332,10 @@ def sweep_section(device: str, data: dict[str, Any], plot: str | None) -> list[s
                 f"(worker {ov['worker_overhead_us']:.0f} us: sampling, detokenizing, events; serving "
                 f"{ov['serving_overhead_us']:.0f} us: event loop, SSE framing, socket), plus "
                 f"{ov.get('handoff_us', float('nan')):.0f} us on the generation thread for the hand-off to the event "
-                f"loop (server generation thread - engine; two runs, noisier).", ""]
+                f"loop (server generation thread - engine; two runs, noisier)."
+                + (f" Wall clock: the long stream took {ov['stream_ms_token'] * 1e3:.0f} us per token as its client "
+                   f"read it, against {ov['forward_wall_ms'] * 1e3:.0f} us for the in-process forward: "
+                   f"**{ov['wall_overhead_us']:.0f} us** more per token." if "wall_overhead_us" in ov else ""), ""]
     if plot:
         out += [f"![{plot}]({plot})", ""]
     return out

@@ -89,6 +89,9 @@ def steering_summary(applied: dict[str, Any] | None) -> str:
     return f"{applied['source']}{name} {applied.get('mode') or 'add'} {feats}"
 
 
+BODY_SEND = "millm.body_send"  # scope key: see AccessLog
+
+
 class AccessLog:
     """Pure ASGI middleware (streams pass through untouched): one `millm.access` record per HTTP request."""
 
@@ -115,6 +118,12 @@ class AccessLog:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", rid.encode("latin-1"))]
             await send(message)
 
+        # The send beneath every middleware of the app's own (this is the outermost): each of them, and Starlette's
+        # and FastAPI's wrappers inside, looks only at http.response.start, so a streamed response's body chunks may
+        # skip them (`api.sse.EventStream`: two calls per chunk, Starlette's ServerErrorMiddleware and the server's, instead of
+        # five). A middleware that reads or
+        # changes response bodies must not be added inside this one.
+        scope[BODY_SEND] = send
         try:
             await self.app(scope, receive, wrapped)
         finally:

@@ -50,6 +50,33 @@ def test_frames_events_then_ends_the_body():
     assert client.sent[-1]["more_body"] is False
 
 
+def test_events_skip_the_middleware_sends_once_started_when_the_scope_has_the_body_send():
+    """logs.AccessLog leaves the send beneath the app's middleware in the scope: the start and the end go through the
+    middleware chain (which looks at the start), each event straight to the server's send."""
+    from millm.logs import BODY_SEND
+
+    async def main() -> tuple[Client, list[str]]:
+        server = Client()
+        through: list[str] = []
+
+        async def chain(message: dict[str, Any]) -> None:  # the middleware's wrapped send
+            through.append(message["type"] + ("" if message.get("more_body", False) else " end"))
+            await server.send(message)
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield event("1")
+            yield event("2")
+
+        scope = {**SCOPE, BODY_SEND: server.send}
+        await CompletionStream(gen(), sep="\n", ping=15)(scope, server.receive, chain)
+        return server, through
+
+    server, through = asyncio.run(main())
+    assert server.sent[0]["type"] == "http.response.start"
+    assert server.bodies() == [b"data: 1\n\n", b"data: 2\n\n", b""]  # in order, all delivered
+    assert through == ["http.response.start end", "http.response.body end"]  # not the events
+
+
 def test_pings_while_the_stream_waits_and_never_after_the_end():
     async def main() -> Client:
         async def gen() -> AsyncIterator[bytes]:

@@ -51,3 +51,12 @@ def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_di
     assert r["forward_us"] > 0 and r["engine_us"] > 0 and r["server_us"] > 0
     assert r["overhead_us"] == row["engine_us"] - row["forward_us"] + row["server_other_us"]
     assert 0 < r["prefill_us"] < r["engine_1_us"] and r["request_1_us"] > 0
+    # wall clock: the long stream's per-token time as read by the client against the in-process forward's, same round
+    assert r["stream_ms_token"] > 0 and r["forward_wall_ms"] > 0
+    assert r["wall_overhead_us"] == (row["stream_ms_token"] - row["forward_wall_ms"]) * 1e3
+
+    data = {"environment": {"date": "now", "mode": "smoke", "commit": "x", "cpu": "cpu", "cores": 2,
+                            "torch": "t", "transformers": "t"}, "models": {}, "overhead": r}
+    (tmp_path / "benchmarks-sweep-cpu.json").write_text(json.dumps(data, default=float))
+    md = report.write(tmp_path).read_text()
+    assert f"**{r['overhead_us']:.0f} us**" in md and f"**{r['wall_overhead_us']:.0f} us** more per token" in md

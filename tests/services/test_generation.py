@@ -75,6 +75,50 @@ def test_relay_concurrent_producers_lose_nothing():
         assert [i for kk, i in got if kk == k] == list(range(2000))  # each producer's order kept
 
 
+def test_inbox_delivers_in_order_and_wakes_its_reader():
+    from millm.services.engine_client import Inbox
+
+    async def main() -> tuple[list[int], bool]:
+        relay = _Relay(asyncio.get_running_loop())
+        inbox = Inbox()
+        inbox.put_nowait(0)  # before anyone waits
+        got = [await inbox.get()]
+
+        async def read(n: int) -> list[int]:
+            return [await inbox.get() for _ in range(n)]
+
+        task = asyncio.ensure_future(read(4))
+        await asyncio.sleep(0)  # the reader waits on an empty inbox
+        t = threading.Thread(target=lambda: [relay.put(inbox, i) for i in range(1, 5)])
+        t.start()
+        t.join()
+        got += await asyncio.wait_for(task, 5)
+        return got, inbox.empty()
+
+    got, empty = asyncio.run(main())
+    assert got == [0, 1, 2, 3, 4] and empty
+
+
+def test_inbox_reader_cancelled_while_waiting_loses_nothing():
+    from millm.services.engine_client import Inbox
+
+    async def main() -> list[int]:
+        inbox = Inbox()
+        waiting = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)
+        waiting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await waiting
+        inbox.put_nowait(1)
+        inbox.put_nowait(2)
+        out = [await asyncio.wait_for(inbox.get(), 5), inbox.get_nowait()]
+        with pytest.raises(asyncio.QueueEmpty):
+            inbox.get_nowait()
+        return out
+
+    assert asyncio.run(main()) == [1, 2]
+
+
 def test_prompt_info_waits_for_the_first_tokens_and_both_come_in_one_wake_up():
     # issue #18 (short-prompt TTFT): the loop woke for the PromptInfo, set the response up while the worker waited
     # for the GIL to sample the first token, and woke again for the token

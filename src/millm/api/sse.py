@@ -9,6 +9,8 @@ from sse_starlette import EventSourceResponse
 from sse_starlette.sse import ServerSentEvent, ensure_bytes
 from starlette.types import Receive, Scope, Send
 
+from millm.logs import BODY_SEND
+
 
 class EventStream(EventSourceResponse):
     """sse-starlette's response (its headers, framing and ping comments), served with less work per request and
@@ -42,7 +44,7 @@ class EventStream(EventSourceResponse):
         assert task is not None
         watcher = asyncio.ensure_future(self._watch(receive, send, lock, task))
         try:
-            await self._stream(send, lock)
+            await self._stream(send, lock, scope.get(BODY_SEND, send))
         except asyncio.CancelledError:
             if not self._cancelled_by_client or task.cancelling() > 1:
                 raise  # cancelled from outside, not (only) by the client's disconnect
@@ -60,7 +62,9 @@ class EventStream(EventSourceResponse):
         if self.background is not None:
             await self.background()
 
-    async def _stream(self, send: Send, lock: asyncio.Lock) -> None:
+    async def _stream(self, send: Send, lock: asyncio.Lock, body_send: Send) -> None:
+        """body_send: where the events go once the response has started (through `send`): the send beneath the
+        app's middleware when `logs.AccessLog` left it in the scope (they only look at the start), else `send`."""
         if not self.headers_with_first_event:
             await self._start(send)
         iterator: Any = self.body_iterator
@@ -71,7 +75,7 @@ class EventStream(EventSourceResponse):
                     async with lock:  # (a ping may have started the response meanwhile)
                         if not self._started:
                             await self._start(send)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                await body_send({"type": "http.response.body", "body": body, "more_body": True})
         except BaseException:
             # Cancelled or failed while the generator waits at a yield: close it so that its cleanup runs (the
             # engine requests are cancelled, the request is logged) before the error goes on.

@@ -278,9 +278,11 @@ class Worker:
                 if self._stop:
                     break
             try:
-                self._run_calls()
+                # (the deques are read without the lock to skip the work when empty: _run_calls and _admit take it)
+                if self._calls:
+                    self._run_calls()
                 with torch.inference_mode():
-                    if not self._exclusive_waiting():
+                    if self._pending and not self._exclusive_waiting():
                         self._admit()
                     if self._rows:
                         self._step()

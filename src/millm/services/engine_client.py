@@ -13,6 +13,7 @@ client disconnect) cancels the request, which the worker drops within one decode
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextvars
 import threading
 import time
@@ -50,12 +51,12 @@ class Relay:
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
         self._lock = threading.Lock()
-        self._items: list[tuple[asyncio.Queue, Any]] = []
+        self._items: list[tuple[Any, Any]] = []
         self._scheduled = False
 
-    def put(self, queue: asyncio.Queue, item: Any, *, wake: bool = True) -> None:
-        """Any thread: queue.put_nowait(item) on the loop, soon. `wake=False`: only with the next put that wakes
-        the loop (for an item that is always followed by another)."""
+    def put(self, queue: Any, item: Any, *, wake: bool = True) -> None:
+        """Any thread: queue.put_nowait(item) on the loop, soon (an `Inbox` or an `asyncio.Queue`). `wake=False`: only
+        with the next put that wakes the loop (for an item that is always followed by another)."""
         with self._lock:
             self._items.append((queue, item))
             if not wake:
@@ -71,12 +72,54 @@ class Relay:
             queue.put_nowait(item)
 
 
+class Inbox:
+    """One run's events on the event loop, in order: what `asyncio.Queue` does here, with less per event.
+
+    The relay fills it on the loop (`put_nowait`); one task reads it (`get`). An unbounded `asyncio.Queue` also
+    keeps a task count and an `Event` for `join()`, checks for a full queue and wakes putters on every `get`,
+    none of which this needs; on a stream it runs once per token, on the event loop's thread."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: collections.deque[Any] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    async def get(self) -> Any:
+        while not self._items:
+            waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        return self._items.popleft()
+
+    def get_nowait(self) -> Any:
+        if not self._items:
+            raise asyncio.QueueEmpty
+        return self._items.popleft()
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 @dataclass
 class Run:
     """Engine requests submitted for one API request, and their merged event stream."""
 
     handles: list[Handle]
-    queue: asyncio.Queue
+    queue: Inbox
     n: int
     prompt_tokens: list[int] = field(default_factory=list)
     prompt_logprobs: list[Any] = field(default_factory=list)
@@ -111,7 +154,7 @@ class EngineClient:
         if self._relay is None or self._relay.loop is not loop:
             self._relay = Relay(loop)
         relay = self._relay
-        queue: asyncio.Queue = asyncio.Queue()
+        queue = Inbox()
         run = Run(handles=[], queue=queue, n=n, read=activations)
         try:
             for i, ids in enumerate(prompts_ids):
