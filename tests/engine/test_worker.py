@@ -322,3 +322,39 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
     assert {name for name, rows in steps if rows == 1} == {"stored"}
     assert {name for name, rows in steps if rows > 1} == {"batched"}
     assert {name for name, rows, t in used if t > 1} == {"stored"}  # prefills
+
+
+def test_a_sink_that_raises_fails_the_batch_but_not_the_generation_thread(tiny_model_dir, tiny_sae_dir):
+    # A consumer's sink that raises mid-stream (a bug on its side) failed the step; failing the batch then called
+    # the same sink again, which raised out of the worker's loop and ended the generation thread: every other
+    # request, running or still to come, waited forever.
+    w = start_worker(tiny_model_dir, tiny_sae_dir)
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=6, temperature=0.0, ignore_eos=True)
+        seen = [0]
+
+        def broken_sink(ev):
+            if isinstance(ev, GenerationEvent):
+                seen[0] += 1
+                if seen[0] >= 2:  # from the first decode step on
+                    raise RuntimeError("the consumer's bug")
+
+        other: list[object] = []
+        ended = threading.Event()
+
+        def other_sink(ev):
+            if isinstance(ev, Exception) or (isinstance(ev, GenerationEvent) and ev.finish_reason):
+                other.append(ev)
+                ended.set()
+
+        _held(w)
+        w.submit(GenerationRequest("broken", tuple(tok("Hello").input_ids), params), broken_sink)
+        w.submit(GenerationRequest("other", tuple(tok("The stars").input_ids), params), other_sink)
+        assert ended.wait(30), "the other request of the failed batch never heard of its end"
+        ev = other[0]
+        assert isinstance(ev, GenerationEvent) and ev.finish_reason == "error"
+        after = GenerationRequest("after", tuple(tok("Hello world").input_ids), params)
+        assert len(run(w, [after])["after"]) == 6  # the generation thread still serves
+    finally:
+        w.stop()

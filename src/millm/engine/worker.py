@@ -81,6 +81,16 @@ def _out_of_memory(e: BaseException, request_ids: list[str]) -> OutOfMemory:
                        "fewer choices, or retry when fewer requests are running", retry_after=1.0)
 
 
+def _tell(h: Handle, item: Any) -> None:
+    """h.sink(item) on a failure path. A sink that raises (a bug on the consumer's side) is logged instead: the
+    request cannot be told anything more, but the others in its batch still hear of their end, and the generation
+    thread goes on serving."""
+    try:
+        h.sink(item)
+    except Exception:  # noqa: BLE001 - the consumer's bug, not this request's outcome
+        log.exception("the event sink of request %s raised", h.request.request_id)
+
+
 @functools.lru_cache(maxsize=64)
 def _cache_kwarg(model_type: type[nn.Module]) -> str:
     # transformers renamed `past_key_values` to `cache` (5.2x); accept models from either side.
@@ -252,7 +262,7 @@ class Worker:
             with w._cv:
                 waiting, w._pending = list(w._pending), collections.deque()
             for h in waiting:
-                h.sink(failure)
+                _tell(h, failure)
             w._fail_all(failure.message, failure)
 
         self.call(abort, exclusive=False)
@@ -326,7 +336,7 @@ class Worker:
                 elif not isinstance(e, MillmError):
                     log.exception("prefill failed for %s", ", ".join(h.request.request_id for h in batch))
                 for h in batch:
-                    h.sink(e)
+                    _tell(h, e)
 
     def _take_pending(self) -> list[Handle]:
         """The waiting requests to prefill together: in order, while their sequences fit the free batch slots
@@ -396,14 +406,14 @@ class Worker:
         for h in handles:
             req = h.request
             if req.model is not None and req.model != lm.model_id:
-                h.sink(ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0))
+                _tell(h, ModelNotLoaded("the model was switched while this request waited; retry it", retry_after=1.0))
                 continue
             try:
                 specs.append(self.attachments.compile(req.steering))
             except Exception as e:  # noqa: BLE001 - this request's steering fails it alone
                 if not isinstance(e, MillmError):
                     log.exception("steering failed for %s", req.request_id)
-                h.sink(e)
+                _tell(h, e)
                 continue
             ok.append(h)
         if not ok:
@@ -588,7 +598,7 @@ class Worker:
 
     def _fail_all(self, message: str, failure: MillmError | None = None) -> None:
         for r in self._rows:
-            r.handle.sink(GenerationEvent(choice=r.choice, finish_reason="error", error=message, failure=failure))
+            _tell(r.handle, GenerationEvent(choice=r.choice, finish_reason="error", error=message, failure=failure))
         self._rows, self._cache, self._mask, self._plan = [], None, None, None
         self._mask_owed = 0
         if self._graphs is not None:
