@@ -12,17 +12,23 @@ from millm.services.engine_client import Relay as _Relay
 from millm.services.text_chunks import TextChunks as _TextChunks
 
 
+def _count_wake_ups(loop: asyncio.AbstractEventLoop) -> list[int]:
+    """Count the loop's wake-ups from other threads (`call_soon_threadsafe`) from now on, in the returned cell."""
+    wakes = [0]
+    real = loop.call_soon_threadsafe
+
+    def counting(*args, **kwargs):
+        wakes[0] += 1
+        return real(*args, **kwargs)
+
+    loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+    return wakes
+
+
 def test_relay_delivers_a_burst_in_order_with_one_wake_up():
     async def main() -> tuple[list[list[int]], int]:
         loop = asyncio.get_running_loop()
-        wakes = [0]
-        real = loop.call_soon_threadsafe
-
-        def counting(*args, **kwargs):
-            wakes[0] += 1
-            return real(*args, **kwargs)
-
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        wakes = _count_wake_ups(loop)
         relay = _Relay(loop)
         queues: list[asyncio.Queue] = [asyncio.Queue() for _ in range(3)]
 
@@ -140,14 +146,7 @@ def test_prompt_info_waits_for_the_first_tokens_and_both_come_in_one_wake_up():
 
     async def main() -> tuple[int, int, list[object]]:
         loop = asyncio.get_running_loop()
-        wakes = [0]
-        real = loop.call_soon_threadsafe
-
-        def counting(*args, **kwargs):
-            wakes[0] += 1
-            return real(*args, **kwargs)
-
-        loop.call_soon_threadsafe = counting  # type: ignore[method-assign]
+        wakes = _count_wake_ups(loop)
         worker = Worker()
         client = EngineClient(worker=worker, metrics=Metrics())  # type: ignore[arg-type]
 
