@@ -77,56 +77,33 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int,
     events: list[Any] = []
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
     worker.submit(GenerationRequest(request_id="o", prompt_ids=tuple(prompt), params=params), events.append)
-    forward_ns = wall_ns = 0
+    spent = [0, 0]  # the forwards' CPU ns and wall-clock ns
+
+    def timed(fn: Any) -> Any:
+        def call(*a: Any, **kw: Any) -> Any:
+            t, w = time.thread_time_ns(), time.perf_counter_ns()
+            try:
+                return fn(*a, **kw)
+            finally:
+                spent[0] += time.thread_time_ns() - t
+                spent[1] += time.perf_counter_ns() - w
+        return call
+
     with torch.inference_mode():
+        # every forward, prefill or decode, runs through the lean step or the transformers forward (neither calls
+        # the other), so timing both counts each once
         dec = worker._lean_decoder(lm)
         if dec is not None:
-            inner = dec.step
-
-            def timed_step(*a: Any, **kw: Any) -> Any:
-                nonlocal forward_ns, wall_ns
-                t, w = time.thread_time_ns(), time.perf_counter_ns()
-                try:
-                    return inner(*a, **kw)
-                finally:
-                    forward_ns += time.thread_time_ns() - t
-                    wall_ns += time.perf_counter_ns() - w
-
-            dec.step = timed_step  # type: ignore[method-assign]
-        else:
-            inner_fwd = worker.forward
-
-            def timed_forward(*a: Any, **kw: Any) -> Any:
-                nonlocal forward_ns, wall_ns
-                t, w = time.thread_time_ns(), time.perf_counter_ns()
-                try:
-                    return inner_fwd(*a, **kw)
-                finally:
-                    forward_ns += time.thread_time_ns() - t
-                    wall_ns += time.perf_counter_ns() - w
-
-            worker.forward = timed_forward  # type: ignore[method-assign]
+            dec.step = timed(dec.step)  # type: ignore[method-assign]
+        worker.forward = timed(worker.forward)  # type: ignore[method-assign]
         t = time.thread_time_ns()
-        inner_prefill = worker.forward
-
-        def timed_prefill(*a: Any, **kw: Any) -> Any:  # the prefill always runs the transformers forward
-            nonlocal forward_ns
-            t0 = time.thread_time_ns()
-            try:
-                return inner_prefill(*a, **kw)
-            finally:
-                forward_ns += time.thread_time_ns() - t0
-
-        worker.forward = timed_prefill  # type: ignore[method-assign]
         worker._admit()
-        worker.forward = inner_prefill  # type: ignore[method-assign]
-        prefill_fwd = forward_ns
-        wall_ns = 0
+        prefill_fwd, spent[1] = spent[0], 0
         while worker._rows:
             worker._step()
         total = time.thread_time_ns() - t
     n = sum(len(getattr(e, "token_ids", ())) for e in events)
-    return total, forward_ns - prefill_fwd, n, prefill_fwd, wall_ns
+    return total, spent[0] - prefill_fwd, n, prefill_fwd, spent[1]
 
 
 def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work: Path) -> dict[str, Any]:
