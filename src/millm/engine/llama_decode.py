@@ -183,6 +183,7 @@ class LlamaDecoder:
             rot = _rotary_tables(*pos_emb)
         global_hooks = _global_hooks()
         masks: dict[int | None, Tensor | None] = {}
+        scratch: dict[Any, Tensor] = {}  # attention buffers the layers reuse (Gemma-2)
         for i, layer in enumerate(self.layers):
             layer_mask = mask
             if self.gemma:  # eager attention takes an additive float mask, per window size
@@ -200,7 +201,7 @@ class LlamaDecoder:
             if layer._forward_pre_hooks:
                 h = _run_pre_hooks(layer, h)
             if self.gemma:
-                out = self._gemma_layer(i, layer, h, rot, layer_mask, cache)
+                out = self._gemma_layer(i, layer, h, rot, layer_mask, cache, scratch)
             else:
                 out = self._layer(i, layer, h, rot, layer_mask, cache)
             if layer._forward_hooks:
@@ -260,7 +261,7 @@ class LlamaDecoder:
 
 
     def _gemma_layer(self, i: int, layer: Any, x: Tensor, rot: tuple[Tensor, Tensor], mask: Tensor | None,
-                     cache: Any) -> Tensor:
+                     cache: Any, scratch: dict[Any, Tensor]) -> Tensor:
         # Gemma2DecoderLayer.forward with eager_attention_forward. x: (B, T, D): one query position, or a prefill
         attn = layer.self_attn
         b, t = x.shape[0], x.shape[1]
@@ -275,13 +276,20 @@ class LlamaDecoder:
         if nq != nk:
             k = k.repeat_interleave(nq // nk, dim=1)  # repeat_kv
             v = v.repeat_interleave(nq // nk, dim=1)
-        scores = torch.matmul(q, k.transpose(2, 3)) * attn.scaling
+        # HF's eager_attention_forward op for op, but in place and into buffers the step's layers share: the same
+        # kernels give the same bits, without a fresh (H, T, S) tensor per op (a 1,000-token prefill's scores are
+        # 64 MB per layer at 16 heads, which the allocator maps and the kernel zero-fills page by page each time:
+        # a fresh output made `x / cap` 4x and `tanh` 2x slower than the same op in place, one thread)
+        shape = (*q.shape[:-1], k.shape[-2])
+        scores = torch.matmul(q, k.transpose(2, 3), out=_scratch(scratch, "scores", shape, q.dtype, q.device))
+        scores.mul_(attn.scaling)
         cap = attn.attn_logit_softcapping
         if cap is not None:
-            scores = torch.tanh(scores / cap) * cap
+            scores.div_(cap).tanh_().mul_(cap)
         if mask is not None:
-            scores = scores + mask
-        probs = F.softmax(scores, dim=-1, dtype=torch.float32).to(q.dtype)
+            scores.add_(mask)
+        probs = torch.softmax(scores, -1, dtype=torch.float32,
+                              out=_scratch(scratch, "probs", shape, torch.float32, q.device)).to(q.dtype)
         o = torch.matmul(probs, v).transpose(1, 2).reshape(b, t, -1)
         o = self.linear(o, attn.o_proj.weight, attn.o_proj.bias)
         x = x + _gemma_norm(o, layer.post_attention_layernorm)
@@ -297,6 +305,17 @@ _FAMILIES = {
     "Qwen2ForCausalLM": ("llama", "Qwen2DecoderLayer"),  # Llama's layer with q/k/v biases
     "Gemma2ForCausalLM": ("gemma2", "Gemma2DecoderLayer"),
 }
+
+
+def _scratch(scratch: dict[Any, Tensor], name: str, shape: tuple[int, ...], dtype: torch.dtype,
+             device: torch.device) -> Tensor:
+    """The step's buffer `name` of this shape and dtype, made on first use (a sliding layer's cache may be shorter
+    than a full one's, so a step can hold one per shape)."""
+    key = (name, shape, dtype)
+    buf = scratch.get(key)
+    if buf is None:
+        buf = scratch[key] = torch.empty(shape, dtype=dtype, device=device)
+    return buf
 
 
 def _gemma_norm(x: Tensor, norm: Any) -> Tensor:
