@@ -18,6 +18,10 @@ round the two alternate (which goes first alternates too):
 - `generate` runs with 1 thread and with all cores in every round; for each figure the thread count with the
   better median over the rounds is the baseline (not the better of the two in each round: best-of-two noisy
   samples against the server's one would bias the ratio against the server);
+- before every timed side (each `generate` call, each server request or level), `settle` waits until neither this
+  process's other threads nor the server's are running: torch's OpenMP workers spin for about 5 ms after `generate`
+  on two threads, and the server request timed right after it shared the cores with them (on llama-2m every other
+  short-TTFT round, the ones where the server followed `generate`, came out about 5 ms slower);
 - concurrency 1, 4, 8: that many streamed requests at once, each with its own additive steering vector,
   every request's text compared with the same request run alone (after one unmeasured pass per level, in
   which the worker times its thread counts for that batch regime); beside it, `generate` on the same
@@ -35,6 +39,7 @@ import logging
 import os
 import statistics
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -127,6 +132,46 @@ def _median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def _running_threads(pid: int, skip: int | None = None) -> int | None:
+    """How many threads of process `pid` (but `skip`, a native thread id) are running or runnable (state R in
+    /proc); None where /proc does not say."""
+    running, found = 0, False
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        if skip is not None and task.name == str(skip):
+            continue
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:  # the thread has just ended
+            continue
+        found = True
+        running += stat[stat.rindex(")") + 2] == "R"
+    return running if found else None
+
+
+def settle(server: Server, *, poll: float = 0.001, quiet_polls: int = 2, limit: float = 0.25) -> None:
+    """Before a timed side: wait until the other side has stopped running, so each side is timed on cores the
+    benchmark itself leaves free, as a server's request or a lone `generate` call would find them.
+
+    After a parallel region, torch's OpenMP workers spin before they sleep (libgomp's default GOMP_SPINCOUNT: about
+    5 ms of CPU per worker on the 2-core benchmark machine), so right after `generate` on two threads this process
+    kept a core busy while the server took the next request (llama-2m, loaded: the worker picked the request up
+    several ms late, and the short TTFT after `generate` was about twice the TTFT after another server request; the
+    idle sweep's log shows the same alternation). The same holds the other way after a server prefill on two
+    threads. Waits until no thread of this process but the caller and no thread of the server is running or
+    runnable, `quiet_polls` polls in a row (at most `limit` seconds)."""
+    me = threading.get_native_id()
+    pids = [(os.getpid(), me)] + ([(server.proc.pid, None)] if server.proc is not None else [])
+    deadline = time.perf_counter() + limit
+    quiet = 0
+    while quiet < quiet_polls and time.perf_counter() < deadline:
+        counts = [_running_threads(pid, skip) for pid, skip in pids]
+        if any(c is None for c in counts):  # no /proc: a fixed pause, longer than the spin
+            time.sleep(0.02)
+            return
+        quiet = quiet + 1 if not any(counts) else 0
+        time.sleep(poll)
+
+
 def _raw_batch(lm: Any, prompts: list[list[int]], tokens: int) -> float:
     """Aggregate tok/s of one greedy `generate` over equal-length prompts as one batch."""
     ids = torch.tensor(prompts, device=lm.device)
@@ -185,9 +230,14 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
     return res
 
 
-def _raw(lm: Any, prompt: list[int], tokens: int, raw_threads: tuple[int, ...]) -> dict[int, RequestTiming]:
-    """generate with each thread count, by thread count."""
-    return {n: raw_bench.with_threads(n, raw_bench.generate_timed, lm, prompt, tokens) for n in raw_threads}
+def _raw(server: Server, lm: Any, prompt: list[int], tokens: int,
+         raw_threads: tuple[int, ...]) -> dict[int, RequestTiming]:
+    """generate with each thread count, by thread count (each after `settle`)."""
+    out = {}
+    for n in raw_threads:
+        settle(server)
+        out[n] = raw_bench.with_threads(n, raw_bench.generate_timed, lm, prompt, tokens)
+    return out
 
 
 def _best_threads(runs: list[dict[int, float]], *, lower: bool) -> int:
@@ -212,9 +262,11 @@ def _decode(server: Server, lm: Any, plan: SweepPlan, prompt: list[int],
         row: dict[str, float] = {}
         for side in order:
             if side == "raw":
-                raws.append(_raw(lm, prompt, plan.tokens, raw_threads))
+                raws.append(_raw(server, lm, prompt, plan.tokens, raw_threads))
             else:
+                settle(server)
                 s = run_one(server, body)
+                settle(server)
                 wall, n, text = full_one(server.port, body)
                 row["server_decode"] = s.decode_rate
                 row["server_e2e"] = n / wall
@@ -260,9 +312,9 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
             log.info("TTFT %s (%d tokens) round %d/%d", label, n, rnd + 1, rounds)
             for side in (("raw", "server") if rnd % 2 == 0 else ("server", "raw")):
                 if side == "raw":
-                    raws.append({t: raw_bench.with_threads(t, raw_bench.generate_timed, lm, prompt, 1).ttft
-                                 for t in raw_threads})
+                    raws.append({t: r.ttft for t, r in _raw(server, lm, prompt, 1, raw_threads).items()})
                 else:
+                    settle(server)
                     srv.append(first_chunk_one(server.port, body).ttft)
         threads = _best_threads(raws, lower=True)
         raw = [r[threads] for r in raws]
@@ -292,9 +344,11 @@ def _concurrency(server: Server, lm: Any, plan: SweepPlan, d_sae: int) -> dict[s
     for rnd in range(plan.conc_rounds):
         for c in plan.concurrency:
             log.info("concurrency %d (round %d/%d)", c, rnd + 1, plan.conc_rounds)
+            settle(server)
             timings, wall = run_requests(server, bodies[:c])
             walls[c].append(wall)
             mismatches[c] += sum(1 for i, t in enumerate(timings) if t.text != solo[i])
+            settle(server)
             raw[c].append(_raw_batch(lm, prompts[:c], plan.conc_tokens))
     agg1 = None
     for c in plan.concurrency:

@@ -60,3 +60,43 @@ def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_di
     (tmp_path / "benchmarks-sweep-cpu.json").write_text(json.dumps(data, default=float))
     md = report.write(tmp_path).read_text()
     assert f"**{r['overhead_us']:.0f} us**" in md and f"**{r['wall_overhead_us']:.0f} us** more per token" in md
+
+
+
+def test_settle_waits_until_neither_side_is_running() -> None:
+    # Right after `generate` on two threads, torch's OpenMP worker spins for a few ms; a server request timed then
+    # shares the cores with it. `settle` waits until no other thread of this process and none of the server's is
+    # running: here a busy thread of ours and a busy "server" process, then an idle server.
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    if not Path("/proc/self/task").exists():
+        return  # elsewhere settle is a fixed pause
+
+    class FakeServer:
+        def __init__(self, code: str) -> None:
+            self.proc = subprocess.Popen([sys.executable, "-c", code])
+
+    def spin(until: float) -> None:
+        while time.perf_counter() < until:
+            pass
+
+    busy = FakeServer("import time\nt = time.time()\nwhile time.time() - t < 0.5: pass")
+    idle = FakeServer("import time\ntime.sleep(30)")
+    spinner = threading.Thread(target=spin, args=(time.perf_counter() + 0.3,))
+    try:
+        time.sleep(0.1)  # both interpreters are up
+        spinner.start()
+        sweep.settle(busy, limit=5.0)  # type: ignore[arg-type]
+        assert not spinner.is_alive()
+        assert busy.proc.poll() is not None  # it ran to its end (a zombie is not running)
+        t = time.perf_counter()
+        sweep.settle(idle, limit=5.0)  # type: ignore[arg-type]
+        assert time.perf_counter() - t < 0.1
+    finally:
+        for s in (busy, idle):
+            s.proc.kill()
+            s.proc.wait()
+        spinner.join()
