@@ -57,7 +57,7 @@ from benchmarks.server_bench import (
     run_one,
     run_requests,
 )
-from millm.engine.threads import PARALLEL_FLOPS, PREFILL_TRIALS
+from millm.engine.threads import PREFILL_TRIALS, batch_regime_name, prefill_timed, prompt_regime_name
 
 log = logging.getLogger("benchmarks.sweep")
 ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +170,23 @@ def settle(server: Server, *, poll: float = 0.001, quiet_polls: int = 2, limit: 
             return
         quiet = quiet + 1 if not any(counts) else 0
         time.sleep(poll)
+
+
+def _decided(server: Server, lines: set[str]) -> bool:
+    """Whether the server's log shows its thread policy's decision for each regime named (engine/threads.py logs
+    "prefill threads for 9-64 tokens: ..." and "decode threads for 5-8-row steps: ...")."""
+    if not lines:
+        return True
+    text = server.log_path.read_text(errors="replace") if server.log_path and server.log_path.exists() else ""
+    return all(line in text for line in lines)
+
+
+def _prefill_line(tokens: int) -> str:
+    return f"prefill threads for {prompt_regime_name(tokens)} tokens:"
+
+
+def _decode_line(rows: int) -> str:
+    return f"decode threads for {batch_regime_name(rows)}-row steps:"
 
 
 def _raw_batch(lm: Any, prompts: list[list[int]], tokens: int) -> float:
@@ -299,10 +316,14 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
             continue
         prompt = _prompt(lm.tokenizer, n, seed=1000 + n)
         body = completion_body(prompt, 1, None)
-        if 2 * lm.num_parameters * n < PARALLEL_FLOPS:
+        if prefill_timed(lm.num_parameters, n):
             # the server times its prefill thread counts for this prompt regime: one cold prefill, then
-            # PREFILL_TRIALS per count (engine/threads.py); unmeasured, as the baseline's own warm-up call
+            # PREFILL_TRIALS per count (engine/threads.py); unmeasured requests until its log shows the decision (an
+            # earlier figure's prompts may have made it already), as the baseline gets its own warm-up call
             for _ in range(1 + 2 * PREFILL_TRIALS):
+                if _decided(server, {_prefill_line(n)}):
+                    break
+                settle(server)
                 run_one(server, body)
             raw_bench.generate_timed(lm, prompt, 1)
         raws: list[dict[int, float]] = []
@@ -337,9 +358,20 @@ def _concurrency(server: Server, lm: Any, plan: SweepPlan, d_sae: int) -> dict[s
     raw: dict[int, list[float]] = {c: [] for c in plan.concurrency}
     mismatches = {c: 0 for c in plan.concurrency}
     if plan.rounds > 1:  # not in smoke mode
-        # one unmeasured pass per level: the worker times its thread counts once per batch regime (engine/threads.py)
-        for c in plan.concurrency:
-            if c > 1:  # one row's regime was timed by the decode rounds
+        # unmeasured passes over the levels until the server's log shows its thread choice for every regime they
+        # reach (engine/threads.py): the decode steps of each batch size, and the prefill of c prompts together
+        # when it times that prefill (one cold prefill, then PREFILL_TRIALS per count). One pass used to be all,
+        # and llama-2m's 65-512-token prefill regime was then still being timed in the first measured round (idle
+        # sweep of 23:33: its decision is logged in the second), so that round's c=4 and c=8 prefills ran on the
+        # count under trial
+        multi = [c for c in plan.concurrency if c > 1]  # one row's regimes were timed by the decode rounds
+        wanted = {_decode_line(c) for c in multi} | {
+            _prefill_line(c * plan.prompt_len) for c in multi if prefill_timed(lm.num_parameters, c * plan.prompt_len)}
+        for rnd in range(1 + 2 * PREFILL_TRIALS):
+            if rnd and _decided(server, wanted):
+                break
+            for c in multi:
+                settle(server)
                 run_requests(server, bodies[:c])
     for rnd in range(plan.conc_rounds):
         for c in plan.concurrency:

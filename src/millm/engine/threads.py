@@ -82,6 +82,23 @@ def prompt_regime(tokens: int) -> int:
     return r
 
 
+def prompt_regime_name(tokens: int) -> str:
+    """How the log names the prefill regime of `tokens` positions ("9-64")."""
+    r = prompt_regime(tokens)
+    return f"{r // 8 + 1 if r > 1 else 1}-{r}"
+
+
+def batch_regime_name(rows: int) -> str:
+    """How the log names the decode regime of `rows` rows ("1", "5-8")."""
+    r = regime(rows)
+    return "1" if r == 1 else f"{r // 2 + 1}-{r}"
+
+
+def prefill_timed(num_parameters: int, tokens: int) -> bool:
+    """Whether the policy times a prefill over `tokens` positions per thread count (else it takes every core)."""
+    return 2 * num_parameters * tokens < PARALLEL_FLOPS
+
+
 @dataclass
 class _Regime:
     times: dict[Any, list[float]] = field(default_factory=dict)  # per candidate: a thread count, or (count, kernel)
@@ -169,7 +186,7 @@ class ThreadPolicy:
         if self.counts is None:
             return
         self._for_model(model)
-        if 2 * num_parameters * tokens >= PARALLEL_FLOPS:
+        if not prefill_timed(num_parameters, tokens):
             self._set(self.counts[1])
             return
         st = self._prefills.setdefault(prompt_regime(tokens), _Regime())
@@ -206,8 +223,8 @@ class ThreadPolicy:
             # that loses a core to another process loses far more than a serial one
             st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
             r = next(k for k, v in self._prefills.items() if v is st)
-            log.info("prefill threads for %d-%d tokens: %d (median per token %s)", r // 8 + 1 if r > 1 else 1, r,
-                     st.chosen, ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
+            log.info("prefill threads for %s tokens: %d (median per token %s)", prompt_regime_name(r), st.chosen,
+                     ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
 
     def decode(self, model: object, rows: int, kernels: tuple[str, ...] = ("",)) -> int:
         """Before a decode step of `rows` rows of `model`: its regime's choice, or the next candidate to time. With
@@ -252,12 +269,9 @@ class ThreadPolicy:
             best = min(med.values())
             st.chosen, st.kernel = next(c for c in sorted(cands) if med[c] <= best * (1 + TIE))
             names = len(st.kernels) > 1
-            log.info("decode threads for %s-row steps: %d%s (median step %s)", _regime_name(st, self._regimes),
+            r = next(k for k, v in self._regimes.items() if v is st)
+            log.info("decode threads for %s-row steps: %d%s (median step %s)", batch_regime_name(r),
                      st.chosen, f", kernel {st.kernels[st.kernel]}" if names else "",
                      ", ".join(f"{n} threads{' ' + st.kernels[k] if names else ''} {t * 1e3:.2f} ms"
                                for (n, k), t in med.items()))
 
-
-def _regime_name(st: _Regime, regimes: dict[int, _Regime]) -> str:
-    r = next(k for k, v in regimes.items() if v is st)
-    return "1" if r == 1 else f"{r // 2 + 1}-{r}"
