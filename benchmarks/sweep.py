@@ -192,6 +192,20 @@ def _decode_line(rows: int) -> str:
     return f"decode threads for {batch_regime_name(rows)}-row steps:"
 
 
+def _warm_prefill(server: Server, prompt: list[int], num_parameters: int) -> None:
+    """Unmeasured one-token requests on `prompt` until the server's log shows its thread choice for that prompt's
+    prefill regime, where the server times it (one cold prefill, then PREFILL_TRIALS per count: engine/threads.py),
+    so that no measured request's prefill is a trial on the count being tried."""
+    if not prefill_timed(num_parameters, len(prompt)):
+        return
+    body = completion_body(prompt, 1, None)
+    for _ in range(1 + 2 * PREFILL_TRIALS):
+        if _decided(server, {_prefill_line(len(prompt))}):
+            return
+        settle(server)
+        run_one(server, body)
+
+
 def _raw_batch(lm: Any, prompts: list[list[int]], tokens: int) -> float:
     """Aggregate tok/s of one greedy `generate` over equal-length prompts as one batch."""
     ids = torch.tensor(prompts, device=lm.device)
@@ -237,6 +251,7 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
         run_one(server, body)
         full_one(server.port, body)
         raw_bench.generate_timed(lm, prompt, min(plan.tokens, 8))
+        _warm_prefill(server, prompt, lm.num_parameters)  # the decode rounds' end-to-end figures include a prefill
         res["decode"] = _decode(server, lm, plan, prompt, raw_threads)
         res["ttft"] = _ttft(server, lm, plan, raw_threads)
         res["concurrency"] = _concurrency(server, lm, plan, d_sae)
@@ -329,14 +344,9 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
         prompt = _prompt(lm.tokenizer, n, seed=1000 + n)
         body = completion_body(prompt, 1, None)
         if prefill_timed(lm.num_parameters, n):
-            # the server times its prefill thread counts for this prompt regime: one cold prefill, then
-            # PREFILL_TRIALS per count (engine/threads.py); unmeasured requests until its log shows the decision (an
-            # earlier figure's prompts may have made it already), as the baseline gets its own warm-up call
-            for _ in range(1 + 2 * PREFILL_TRIALS):
-                if _decided(server, {_prefill_line(n)}):
-                    break
-                settle(server)
-                run_one(server, body)
+            # the server times its prefill thread counts for this prompt regime (an earlier figure's prompts may have
+            # decided it already); the baseline gets its own warm-up call
+            _warm_prefill(server, prompt, lm.num_parameters)
             raw_bench.generate_timed(lm, prompt, 1)
         raws: list[dict[int, float]] = []
         srv: list[float] = []

@@ -165,9 +165,23 @@ def test_a_prefill_regime_is_rechecked_and_a_new_model_starts_over(policy):
     assert policy.prefill_choices() == {64: None}
 
 
-def test_compute_bound_prefills_are_not_timed(policy):
+def test_long_compute_bound_prefills_are_not_timed(policy):
+    # (200 GFLOP: a trial on the slower count would cost seconds; idle, every core was 1.3-1.8x faster there)
     assert set(_prefills(policy, "m", 100_000_000, 1000, {1: 1.0, 2: 99.0}, 8)) == {2}
     assert policy.prefill_choices() == {}
+
+
+@pytest.mark.parametrize("us,chosen", [({1: 5000.0, 2: 3500.0}, 2), ({1: 5300.0, 2: 86_000.0}, 1)],
+                         ids=["idle: two threads faster", "contended: two threads 16x slower"])
+def test_short_compute_bound_prefills_are_timed_too(policy, us, chosen):
+    # issue #18: a 32-token prefill of a 100M model (6.4 GFLOP) took every core by a FLOP threshold; with the cores
+    # contended two threads took 16x one thread's time (2.8 s against 169 ms, measured on the 2-core machine)
+    assert threads.prefill_timed(100_000_000, 32) and not threads.prefill_timed(100_000_000, 1000)
+    trials = 1 + PREFILL_TRIALS * 2
+    used = _prefills(policy, "m", 100_000_000, 32, us, trials + 3)
+    assert set(used[:trials]) == {1, 2}
+    assert policy.prefill_choices() == {64: chosen}
+    assert set(used[trials:]) == {chosen}
 
 
 def test_a_small_prefill_takes_more_threads_only_on_a_clear_win(policy):

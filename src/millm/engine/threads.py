@@ -14,14 +14,17 @@ loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `REC
 2-core benchmark machine one thread was best for the 2M demo and two for a 350M model, with the crossover depending
 on family, batch size and load.
 
-Prefill: a forward doing at least `PARALLEL_FLOPS` (2 x parameters x tokens) is compute-bound and uses every
-core. (Two ways of sometimes keeping it on fewer cores were measured and dropped. Inferred from the decode timing,
+Prefill: a forward doing at least `TIMED_PREFILL_FLOPS` (2 x parameters x tokens: 1,000 tokens of a 25M model,
+about 70 of a 350M one) uses every core: on the idle benchmark machine such prefills ran 1.3-1.8x faster there, and a
+trial on the slower count would cost seconds. (Two ways of sometimes keeping it on fewer cores were measured and dropped. Inferred from the decode timing,
 which found two threads 1.5x slower than one: on a small model one thread can decode faster with no contention at
 all, and Gemma-2 then prefilled 1,000 tokens on one thread, 1.3-1.6x slower. Measured by a compute-bound probe
 (a small matrix product timed on each count just before the prefill): on the idle benchmark machine the probe,
 run while the event loop was still handling the request, found two threads up to 13x slower than one, and the
 1,000-token prefills of the sweep took 1.3-1.8x longer than on every core; see docs/benchmarks-notes.md.)
-Smaller prefills are timed like decode steps, per prompt regime (1-8, 9-64, 65-512, ... tokens in the forward):
+Smaller prefills are timed like decode steps, compute-bound or not (until the sixth session only those under
+`PARALLEL_FLOPS` were: with the cores contended a 32-token prefill on two threads took 16-25x one thread's, 1.2 s
+against 48 ms at 25M and 2.8 s against 169 ms at 100M, while idle two threads win from about 25M up), per prompt regime (1-8, 9-64, 65-512, ... tokens in the forward):
 after one untimed prefill (a new server's first prefills are slow: the demo's first 64-token requests on the idle
 benchmark machine had TTFTs of 29, 27, 18, 10 and 8 ms), the next `PREFILL_TRIALS` prefills per candidate take the
 counts in A B B A order, each timed per token, and more threads are kept only when `PREFILL_GAIN` faster by median
@@ -48,7 +51,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-PARALLEL_FLOPS = 2e9
+PARALLEL_FLOPS = 2e9  # other forwards (`use`) at or above this take every core
+TIMED_PREFILL_FLOPS = 5e10  # prefills under this are timed per thread count; larger ones take every core
 BLOCK = 3  # a candidate is timed over this many steps in a row; the first of each block is dropped (switch cost)
 TRIAL_BLOCKS = 2  # blocks per candidate, alternating, before deciding a regime
 RECHECK_STEPS = 4096  # steps in a regime after which it is timed again
@@ -96,7 +100,7 @@ def batch_regime_name(rows: int) -> str:
 
 def prefill_timed(num_parameters: int, tokens: int) -> bool:
     """Whether the policy times a prefill over `tokens` positions per thread count (else it takes every core)."""
-    return 2 * num_parameters * tokens < PARALLEL_FLOPS
+    return 2 * num_parameters * tokens < TIMED_PREFILL_FLOPS
 
 
 @dataclass
@@ -132,7 +136,7 @@ class ThreadPolicy:
         if self.counts is None:
             return str(torch.get_num_threads())
         return (f"{self.candidates()} (decode: timed per batch regime; prefill: timed per prompt regime, "
-                f"all cores from {PARALLEL_FLOPS:.0e} FLOP)")
+                f"all cores from {TIMED_PREFILL_FLOPS:.0e} FLOP)")
 
     def candidates(self) -> tuple[int, ...]:
         assert self.counts is not None
