@@ -135,7 +135,8 @@ def _wall_pairs(server: Server, lm: Any, prompt: list[int], tokens: int, pairs: 
         for side in (("server", "engine") if i % 2 == 0 else ("engine", "server")):
             if side == "server":
                 arrivals = run_one(server, body).arrivals
-                seg["stream_us"] = statistics.median(b - a for a, b in zip(arrivals, arrivals[1:])) * 1e6
+                gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]  # (one fewer than arrivals)
+                seg["stream_us"] = statistics.median(gaps) * 1e6
             else:
                 steps: list[tuple[int, int]] = []
                 _engine_cpu(lm, prompt, tokens, steps)
