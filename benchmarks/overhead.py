@@ -15,9 +15,14 @@ detokenizing, the event's hand-off call); server = the whole process (engine, th
 SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
 thread; the generation thread's own extra in the server (server worker - engine: the hand-off to the event
 loop) is reported beside it. Rounds alternate server and engine; the medians are reported.
-Wall clock beside it: the long stream's time per token as the client read it (first chunk to last, over the
-chunks after the first) minus the in-process forward's wall time per decode step, same round. The event loop runs
-on the other core, so this counts only what delays the next forward or a chunk's delivery, not all CPU spent.
+Wall clock beside it (what a client waits per token), in paired segments after the CPU rounds: a streamed request
+of `wall_tokens` tokens, then the same request through the in-process engine (the order alternates pair by pair, a
+second or so apart). Each segment gives its median per-token time (the gaps between the client's chunk arrivals;
+the engine's decode steps and their forwards), so a load burst inside a segment moves it little; each pair gives
+the stream's median minus the in-process forward's (wall beyond the forward) and minus the in-process step's
+(beyond the engine: the serving path's share). Reported: the median of those paired differences over the pairs,
+with their quartiles and range. The event loop runs on the other core, so this counts only what delays the next
+forward or a chunk's delivery, not all CPU spent.
 """
 
 from __future__ import annotations
@@ -66,9 +71,11 @@ def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], i
     return {names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks, span
 
 
-def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int, int, int]:
+def _engine_cpu(lm: Any, prompt: list[int], tokens: int,
+                steps: list[tuple[int, int]] | None = None) -> tuple[int, int, int, int, int]:
     """(engine thread CPU ns, decode forward CPU ns, tokens, prefill forward CPU ns, decode forward wall-clock ns) of
-    one greedy request through a synchronous Worker."""
+    one greedy request through a synchronous Worker; `steps`, when given, receives each decode step's (wall-clock ns,
+    its forward's wall-clock ns)."""
     from millm.engine.types import GenerationRequest, SamplingParams
     from millm.engine.worker import Worker
 
@@ -100,13 +107,59 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int) -> tuple[int, int, int,
         worker._admit()
         prefill_fwd, spent[1] = spent[0], 0
         while worker._rows:
+            if steps is None:
+                worker._step()
+                continue
+            w0, f0 = time.perf_counter_ns(), spent[1]
             worker._step()
+            steps.append((time.perf_counter_ns() - w0, spent[1] - f0))
         total = time.thread_time_ns() - t
     n = sum(len(getattr(e, "token_ids", ())) for e in events)
     return total, spent[0] - prefill_fwd, n, prefill_fwd, spent[1]
 
 
-def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work: Path) -> dict[str, Any]:
+def _quartiles(xs: list[float]) -> tuple[float, float, float]:
+    if len(xs) < 2:
+        return xs[0], xs[0], xs[0]
+    q = statistics.quantiles(xs, n=4, method="inclusive")
+    return q[0], q[1], q[2]
+
+
+def _wall_pairs(server: Server, lm: Any, prompt: list[int], tokens: int, pairs: int) -> dict[str, Any]:
+    """Paired wall-clock segments (module docstring): per pair, the stream's median gap between chunks and the
+    in-process engine's median step and forward (microseconds), and the differences."""
+    body = completion_body(prompt, tokens, None)
+    rows: list[dict[str, float]] = []
+    for i in range(pairs):
+        seg: dict[str, float] = {}
+        for side in (("server", "engine") if i % 2 == 0 else ("engine", "server")):
+            if side == "server":
+                arrivals = run_one(server, body).arrivals
+                gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]  # (one fewer than arrivals)
+                seg["stream_us"] = statistics.median(gaps) * 1e6
+            else:
+                steps: list[tuple[int, int]] = []
+                _engine_cpu(lm, prompt, tokens, steps)
+                seg["step_us"] = statistics.median(w for w, _ in steps) / 1e3
+                seg["forward_us"] = statistics.median(f for _, f in steps) / 1e3
+        seg["beyond_forward_us"] = seg["stream_us"] - seg["forward_us"]
+        seg["beyond_engine_us"] = seg["stream_us"] - seg["step_us"]
+        rows.append(seg)
+    beyond = [r["beyond_forward_us"] for r in rows]
+    serving = [r["beyond_engine_us"] for r in rows]
+    q1, med, q3 = _quartiles(beyond)
+    return {
+        "wall_pairs": rows, "wall_tokens": tokens,
+        "wall_overhead_us": med, "wall_quartiles_us": [q1, q3], "wall_range_us": [min(beyond), max(beyond)],
+        "wall_serving_us": statistics.median(serving), "wall_serving_quartiles_us": list(_quartiles(serving)[::2]),
+        "stream_ms_token": statistics.median(r["stream_us"] for r in rows) / 1e3,
+        "forward_wall_ms": statistics.median(r["forward_us"] for r in rows) / 1e3,
+        "step_wall_ms": statistics.median(r["step_us"] for r in rows) / 1e3,
+    }
+
+
+def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work: Path, wall_tokens: int = 96,
+            wall_pairs: int = 12) -> dict[str, Any]:
     from benchmarks.run import _prompt
     from millm.engine.model_loading import load_model
 
@@ -144,23 +197,19 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
                 "server_other_us": sum(v for k, v in per.items() if k != "millm-worker"),
                 "engine_us": (eng[long][0] - eng[short][0]) / de / 1e3,
                 "forward_us": (eng[long][1] - eng[short][1]) / de / 1e3,
-                # wall clock: the long stream's time per token as its client read it (first chunk to last) against
-                # the in-process forward's wall time per decode step in the same round; the event loop runs on the
-                # other core, so only what delays the next forward or a chunk shows here
-                "stream_ms_token": srv[long][2] / max(1, srv[long][1] - 1) * 1e3,
-                "forward_wall_ms": (eng[long][4] - eng[short][4]) / de / 1e6,
                 "threads": {k: round(v, 1) for k, v in per.items() if abs(v) >= 1},  # type: ignore[dict-item]
                 # one request with one new token: everything the server spends on it, against the prefill forward
                 "request_1_us": sum(srv[1][0].values()) / 1e3,
                 "engine_1_us": eng[1][0] / 1e3,
                 "prefill_us": eng[1][3] / 1e3,
             })
+        log.info("overhead: %d paired wall-clock segments of %d tokens", wall_pairs, wall_tokens)
+        wall = _wall_pairs(server, lm, prompt, wall_tokens, wall_pairs) if wall_pairs > 0 else {}
     finally:
         server.stop()
         torch.set_num_threads(before)
     med = {k: statistics.median(r[k] for r in rows) for k in ("server_us", "server_worker_us", "server_other_us",
-                                                             "engine_us", "forward_us", "stream_ms_token",
-                                                             "forward_wall_ms")}
+                                                             "engine_us", "forward_us")}
     return {
         "model": bm.name, "parameters": lm.num_parameters, "tokens": [short, long], "rounds": rows, **med,
         # (engine - forward) comes from one in-process run, the other threads' time straight from the server: both
@@ -171,7 +220,7 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         "serving_overhead_us": med["server_other_us"],
         "overhead_us": statistics.median(r["engine_us"] - r["forward_us"] + r["server_other_us"] for r in rows),
         "handoff_us": statistics.median(r["server_worker_us"] - r["engine_us"] for r in rows),
-        "wall_overhead_us": statistics.median((r["stream_ms_token"] - r["forward_wall_ms"]) * 1e3 for r in rows),
+        **wall,
         "prompt_tokens": len(prompt),
         "request_1_us": statistics.median(r["request_1_us"] for r in rows),
         "engine_1_us": statistics.median(r["engine_1_us"] for r in rows),
@@ -185,19 +234,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.overhead", description=__doc__.splitlines()[0])
     ap.add_argument("--model", default="llama-25m", help="a sweep model name (default llama-25m)")
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--wall-pairs", type=int, default=12, help="paired wall-clock segments (0: none)")
+    ap.add_argument("--wall-tokens", type=int, default=96, help="tokens per wall-clock segment")
     ap.add_argument("--json", type=Path, help="write the result here too")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="millm-overhead-") as tmp:
-        res = measure(get_sweep_model(args.model), rounds=args.rounds, work=Path(tmp))
+        res = measure(get_sweep_model(args.model), rounds=args.rounds, work=Path(tmp), wall_tokens=args.wall_tokens,
+                      wall_pairs=args.wall_pairs)
     print(f"{res['model']}: CPU per token: server {res['server_us']:.0f} us (worker thread "
           f"{res['server_worker_us']:.0f}, other threads {res['server_other_us']:.0f}); in-process engine "
           f"{res['engine_us']:.0f} us, of which forward {res['forward_us']:.0f} us. Overhead beyond the forward "
           f"{res['overhead_us']:.0f} us (worker {res['worker_overhead_us']:.0f}, serving "
           f"{res['serving_overhead_us']:.0f}); hand-off on the generation thread {res['handoff_us']:.0f} us")
-    print(f"wall clock per token: streamed {res['stream_ms_token'] * 1e3:.0f} us, in-process forward "
-          f"{res['forward_wall_ms'] * 1e3:.0f} us: {res['wall_overhead_us']:.0f} us more")
+    if "wall_overhead_us" in res:
+        q1, q3 = res["wall_quartiles_us"]
+        lo, hi = res["wall_range_us"]
+        print(f"wall clock per token ({len(res['wall_pairs'])} pairs of {res['wall_tokens']}-token segments, medians): "
+              f"streamed {res['stream_ms_token'] * 1e3:.0f} us, in-process step {res['step_wall_ms'] * 1e3:.0f} us, "
+              f"forward {res['forward_wall_ms'] * 1e3:.0f} us; beyond the forward {res['wall_overhead_us']:.0f} us "
+              f"(paired quartiles {q1:.0f} to {q3:.0f}, range {lo:.0f} to {hi:.0f}), of which beyond the in-process "
+              f"engine {res['wall_serving_us']:.0f} us")
     print(f"one {res['prompt_tokens']}-token prompt, one new token: server CPU {res['request_1_us']:.0f} us, in-process "
           f"engine {res['engine_1_us']:.0f} us, of which the prefill forward {res['prefill_us']:.0f} us")
     if args.json:

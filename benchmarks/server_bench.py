@@ -34,6 +34,7 @@ class RequestTiming:
     last: float | None = None
     chunks: int = 0
     text: str = ""
+    arrivals: list[float] = field(default_factory=list)  # each chunk's arrival (perf_counter), for per-token gaps
 
     @property
     def ttft(self) -> float:
@@ -181,6 +182,7 @@ def stream_one(port: int, body: dict[str, Any]) -> RequestTiming:
                 timing.first = now
             timing.last = now
             timing.chunks += 1
+            timing.arrivals.append(now)
             timing.text += chunk["choices"][0].get("text") or ""
     finally:
         conn.close()

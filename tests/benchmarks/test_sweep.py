@@ -43,7 +43,7 @@ def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_di
     from benchmarks import overhead
 
     bm = BenchModel("tiny", tiny_model_dir, tiny_sae_dir, "the test suite's tiny model")
-    r = overhead.measure(bm, short=4, long=12, rounds=1, work=tmp_path)
+    r = overhead.measure(bm, short=4, long=12, rounds=1, work=tmp_path, wall_tokens=8, wall_pairs=3)
     row = r["rounds"][0]
     # marginal figures (long request - short request) carry noise, so only their signs are checked here, and only
     # where the forward dominates: the event loop's per-token share is small enough to come out negative under load
@@ -51,9 +51,19 @@ def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_di
     assert r["forward_us"] > 0 and r["engine_us"] > 0 and r["server_us"] > 0
     assert r["overhead_us"] == row["engine_us"] - row["forward_us"] + row["server_other_us"]
     assert 0 < r["prefill_us"] < r["engine_1_us"] and r["request_1_us"] > 0
-    # wall clock: the long stream's per-token time as read by the client against the in-process forward's, same round
-    assert r["stream_ms_token"] > 0 and r["forward_wall_ms"] > 0
-    assert r["wall_overhead_us"] == (row["stream_ms_token"] - row["forward_wall_ms"]) * 1e3
+    # wall clock: paired segments, each the stream's median gap between chunks against the in-process engine's median
+    # forward and step; the figure is the median of the paired differences, between its quartiles and range
+    pairs = r["wall_pairs"]
+    assert len(pairs) == 3 and r["wall_tokens"] == 8
+    for seg in pairs:
+        assert seg["stream_us"] > 0 and 0 < seg["forward_us"] < seg["step_us"]
+        assert seg["beyond_forward_us"] == seg["stream_us"] - seg["forward_us"]
+        assert seg["beyond_engine_us"] == seg["stream_us"] - seg["step_us"]
+    beyond = sorted(seg["beyond_forward_us"] for seg in pairs)
+    assert r["wall_overhead_us"] == beyond[1] and r["wall_range_us"] == [beyond[0], beyond[2]]
+    assert beyond[0] <= r["wall_quartiles_us"][0] <= r["wall_overhead_us"] <= r["wall_quartiles_us"][1] <= beyond[2]
+    assert r["wall_serving_us"] == sorted(seg["beyond_engine_us"] for seg in pairs)[1]
+    assert r["stream_ms_token"] > 0 and 0 < r["forward_wall_ms"] < r["step_wall_ms"]
 
     data = {"environment": {"date": "now", "mode": "smoke", "commit": "x", "cpu": "cpu", "cores": 2,
                             "torch": "t", "transformers": "t"}, "models": {}, "overhead": r}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
-from millm.engine.types import SamplingParams
+from millm.engine.sampling import RowSampler, greedy_cpu, process_logits, sample, token_logprobs
+from millm.engine.types import GenerationEvent, SamplingParams
 
 V = 10
 
@@ -92,3 +92,31 @@ def test_greedy_takes_the_first_of_tied_maxima_as_torch_argmax_does():
     assert sample(wide, rows3) == wide.argmax(dim=-1).tolist()
     # a row repeated for n choices (a stride-0 view, as the prefill passes it)
     assert sample(wide[1:2].expand(3, -1), rows3) == [int(wide[1].argmax())] * 3
+
+
+def test_greedy_cpu_draws_what_sample_draws_for_greedy_rows():
+    inf, nan = float("inf"), float("nan")
+    odd = torch.tensor([[0.0, 2.0, 1.0], [0.0, nan, 1.0], [0.0, inf, 1.0], [-inf, -inf, -inf], [0.0, 1.0, -inf]])
+    g = torch.Generator().manual_seed(0)
+    wide = torch.randn(3, 32000, generator=g).round(decimals=1)  # ties at the max
+    for logits in (odd, wide, wide[1:2].expand(3, -1)):
+        rows = [RowSampler(SamplingParams(max_tokens=1, temperature=0.0), vocab_size=logits.shape[1],
+                           device=torch.device("cpu"), seed=0) for _ in range(logits.shape[0])]
+        assert greedy_cpu(logits) == sample(logits, rows)
+    assert greedy_cpu(odd) == [1, None, None, None, 1]
+
+
+def test_a_row_is_plain_only_without_processing_logprobs_or_grammar_state():
+    assert row(temperature=0.0).plain and row(temperature=0.7, top_p=0.9, seed=3).plain
+    assert row(temperature=0.0).greedy and not row(temperature=0.7).greedy
+    for kw in ({"logprobs": 0}, {"logit_bias": ((1, 2.0),)}, {"presence_penalty": 0.5}, {"frequency_penalty": 0.1},
+               {"allowed_token_ids": (1, 2)}):
+        assert not row(temperature=0.0, **kw).plain, kw
+
+
+def test_a_token_event_equals_the_constructors():
+    ev = GenerationEvent.token(2, "ab", 7)
+    full = GenerationEvent(choice=2, text="ab", token_ids=(7,))
+    assert ev == full and repr(ev) == repr(full) and hash(ev) == hash(full)
+    assert (ev.logprobs, ev.finish_reason, ev.error, ev.failure, ev.evidence, ev.activations) == ((), None, None,
+                                                                                                   None, None, None)

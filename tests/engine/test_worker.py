@@ -358,3 +358,27 @@ def test_a_sink_that_raises_fails_the_batch_but_not_the_generation_thread(tiny_m
         assert len(run(w, [after])["after"]) == 6  # the generation thread still serves
     finally:
         w.stop()
+
+
+def test_without_an_sae_rows_that_join_and_leave_decode_as_solo(tiny_model_dir):
+    """The plain path (no SAE, plain greedy rows): the step's ids and positions come from one buffer per batch size,
+    refilled each step; rows replacing others at the same batch size must not read a stale entry."""
+    w = Worker(max_batch_size=3)
+    w.loaded = load_model(str(tiny_model_dir))
+    w.start()
+    try:
+        tok = w.loaded.tokenizer
+        reqs = [GenerationRequest(f"p{i}", tuple(tok(p).input_ids),
+                                  SamplingParams(max_tokens=(3, 9, 14, 6, 11, 4)[i], temperature=0.0, ignore_eos=True))
+                for i, p in enumerate(PROMPTS)]
+        solo: dict[str, list[int]] = {}
+        for r in reqs:
+            solo.update(run(w, [r]))
+        events: list[GenerationEvent] = []
+        mixed = run(w, reqs, record=lambda ev, rid: events.append(ev))  # three rows at a time, refilled as they end
+        assert mixed == solo
+        assert w._inputs is not None and w._inputs[0].shape == (w._inputs[0].shape[0], 1)
+        tokens = [e for e in events if e.finish_reason is None]
+        assert tokens and all(e == GenerationEvent(choice=0, text=e.text, token_ids=e.token_ids) for e in tokens)
+    finally:
+        w.stop()

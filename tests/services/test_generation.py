@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 
 import pytest
@@ -180,7 +181,14 @@ TEXTS = ["", "plain", ' "quoted" \\ back\\slash', "line\nbreak\r\ttab", "\x00\x0
          "\u2028\u2029", "\ufffd", _TextChunks.MARK, "</script>"]
 
 
-@pytest.mark.parametrize("text", TEXTS)
+def _random_texts(n: int) -> list[str]:
+    """Seeded random strings over every plane (no lone surrogates: decoded text has none)."""
+    rnd = random.Random(0)
+    ranges = [(0, 0x80), (0x80, 0x800), (0x800, 0xD800), (0xE000, 0x110000)]
+    return ["".join(chr(rnd.randrange(*rnd.choice(ranges))) for _ in range(rnd.randrange(1, 12))) for _ in range(n)]
+
+
+@pytest.mark.parametrize("text", TEXTS + _random_texts(40))
 def test_text_chunks_are_the_models_own_json(text):
     def completion(c: int, t: str) -> p.Completion:
         return p.Completion(id="cmpl-1", created=7, model="m+prof", choices=[

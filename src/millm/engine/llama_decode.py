@@ -107,6 +107,7 @@ class LlamaDecoder:
                         for layer in self.layers]
             self.gate_up = [_fuse([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
             self.rope_table = self._rope_table(int(getattr(cfg, "max_position_embeddings", 0) or 0))
+        self._q_proj = self.layers[0].self_attn.q_proj  # (fresh)
 
     def _rope_table(self, n: int) -> tuple[Tensor, Tensor] | None:
         """cos and sign-folded sin for positions 0..n-1, (n, Dh) each, from HF's rotary module itself
@@ -121,8 +122,8 @@ class LlamaDecoder:
     def fresh(self) -> bool:
         """Whether the fused weights are still the modules' weights (a device move or reload replaces
         them; then build a new decoder)."""
-        a = self.layers[0].self_attn
-        return bool(a.q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr())
+        # (the q_proj module is held: reaching it through the layer costs two nn.Module.__getattr__ calls per step)
+        return bool(self._q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr())
 
     @staticmethod
     def family(model: nn.Module) -> str | None:

@@ -17,7 +17,7 @@ import torch
 
 from millm.engine.evidence import EvidenceAcc, ReadAcc
 from millm.engine.model_loading import LoadedModel
-from millm.engine.sampling import RowSampler, process_logits, sample, token_logprobs
+from millm.engine.sampling import RowSampler, greedy_cpu, process_logits, sample, token_logprobs
 from millm.engine.text import IncrementalDetokenizer, StopMatcher
 from millm.engine.types import FinishReason, GenerationEvent, GenerationRequest, TokenLogprob
 from millm.errors import InternalError, InvalidRequest, MillmError
@@ -58,36 +58,46 @@ class Row:
 def sample_and_emit(lm: LoadedModel, logits: torch.Tensor, rows: list[Row]) -> None:
     """Draw each row's next token from logits (B, V), and send its text (and, at the end, its finish)."""
     samplers = [r.sampler for r in rows]
-    logits = process_logits(logits, samplers)
-    drawn = sample(logits, samplers)
+    # (a batch of plain rows, the common case, skips the calls that would do nothing: this runs once per step,
+    # right after the forward, when every call costs several times what it costs in a loop)
+    plain = all(s.plain for s in samplers)
+    if not plain:
+        logits = process_logits(logits, samplers)
+    if plain and logits.is_cpu and all(s.greedy for s in samplers):
+        drawn = greedy_cpu(logits)
+    else:
+        drawn = sample(logits, samplers)
     for r, tok in zip(rows, drawn, strict=True):
         if tok is None:
             fail_row(r, lm.dtype)
     chosen = [0 if tok is None else tok for tok in drawn]
-    lps = token_logprobs(logits, chosen, samplers)
+    lps = token_logprobs(logits, chosen, samplers) if not plain else [None] * len(rows)
+    eos = lm.eos_ids
     for r, tok, lp in zip(rows, chosen, lps, strict=True):
         if r.done:
             continue
-        r.sampler.observe(tok)
-        if r.sampler.grammar_error is not None:
-            fail_grammar(r)
-            continue
+        sampler = r.sampler
+        if not sampler.plain:
+            sampler.observe(tok)
+            if sampler.grammar_error is not None:
+                fail_grammar(r)
+                continue
         r.last_token = tok
         r.generated += 1
-        p = r.sampler.params
+        p = sampler.params
         finish: FinishReason | None = None
-        if tok in lm.eos_ids and (not p.ignore_eos or r.sampler.matcher is not None):
+        if tok in eos and (not p.ignore_eos or sampler.matcher is not None):
             text = r.detok.flush()
             finish = "stop"
             lp_out: tuple[TokenLogprob, ...] = ()
         else:
             text = r.detok.push(tok)
             lp_out = (lp,) if lp is not None else ()
-        text, hit = r.stopper.feed(text)
+        text, hit = r.stopper.feed(text) if r.stopper.stops else (text, False)
         if hit:
             finish = "stop"
-        elif finish is None and r.sampler.grammar_done:  # the grammar is complete and allows nothing more
-            finish = "stop"
+        elif finish is None and sampler.matcher is not None and sampler.grammar_done:
+            finish = "stop"  # the grammar is complete and allows nothing more
             rest, hit = r.stopper.feed(r.detok.flush())
             text += rest if hit else rest + r.stopper.flush()
         elif finish is None and (r.generated >= p.max_tokens or r.position + 1 >= lm.context_length):
@@ -102,9 +112,10 @@ def sample_and_emit(lm: LoadedModel, logits: torch.Tensor, rows: list[Row]) -> N
                 choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out, finish_reason=finish,
                 evidence=r.evidence.result() if r.evidence is not None else None,
                 activations=r.reads.result() if r.reads is not None else None))
-            continue
-        r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out,
-                                      finish_reason=finish))
+        elif lp_out:
+            r.handle.sink(GenerationEvent(choice=r.choice, text=text, token_ids=(tok,), logprobs=lp_out))
+        else:
+            r.handle.sink(GenerationEvent.token(r.choice, text, tok))
 
 def fail_row(r: Row, dtype: torch.dtype) -> None:
     """End a row whose logits hold no usable distribution (NaN or inf): the request's steering when it has any,

@@ -38,6 +38,10 @@ class RowSampler:
         self.matcher = params.constraint.matcher() if params.constraint is not None else None
         self.mask_words = (torch.empty((params.constraint.tokenizer.vocab_size + 31) // 32, dtype=torch.int32)
                            if params.constraint is not None else None)
+        # Nothing to do for this row but draw a token: no logits processing, no logprobs, no state to observe
+        # (sample_and_emit skips those calls for a batch of such rows).
+        self.plain = self.bias is None and self.counts is None and self.matcher is None and params.logprobs is None
+        self.greedy = params.greedy
 
     def observe(self, token_id: int) -> None:
         if self.counts is not None:
@@ -86,6 +90,13 @@ def _filter(logits: torch.Tensor, p: SamplingParams) -> torch.Tensor:
         drop[0] = False
         logits = logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
     return logits
+
+
+def greedy_cpu(logits: torch.Tensor) -> list[int | None]:
+    """`sample` for greedy rows of CPU logits (B, V): each row's argmax, None where the row's max is not finite."""
+    arr = logits.numpy()
+    argmax: list[int] = arr.argmax(axis=-1).tolist()
+    return [j if math.isfinite(arr.item(i, j)) else None for i, j in enumerate(argmax)]
 
 
 def sample(logits: torch.Tensor, rows: list[RowSampler]) -> list[int | None]:

@@ -128,6 +128,8 @@ class Worker:
         self._decoder_model: Any = None
         # the decoder's kernels for 1 row and for more: (name, function) options, timed on real steps (threads.py)
         self._linears: tuple[tuple[tuple[str, LinearFn], ...], ...] = ((("stored", linear_fn("stored")),),) * 2
+        self._kernel_names: tuple[tuple[str, ...], ...] = (("stored",),) * 2  # the names of _linears' options
+        self._inputs: tuple[torch.Tensor, torch.Tensor, memoryview] | None = None  # (ids, positions, their memory)
         self.threads = ThreadPolicy()
         self.monitor = MonitorRecorder()
         self._plan: BatchPlan | None = None
@@ -501,26 +503,28 @@ class Worker:
         if not self._rows:
             return
         dev = lm.device
-        ids = torch.tensor([[r.last_token] for r in self._rows], device=dev)
-        positions = torch.tensor([[r.position] for r in self._rows], device=dev)
+        ids, positions = self._step_inputs(dev)
         if self._mask is not None:
             self._mask_owed += 1  # (appended when the mask is read: every step of a padded batch, or rows change)
-        if self._plan is None or len(self._plan.steering) != len(self._rows):
+        iv = self.intervention  # (read once: a property through the attachments)
+        if iv is None:
+            self._plan = None  # (without an SAE there is no plan: build_plan returns None)
+        elif self._plan is None or len(self._plan.steering) != len(self._rows):
             specs = [self.attachments.compile(r.handle.request.steering) for r in self._rows]
             self._plan = self.make_plan(specs, ids, [r.handle.request.activations for r in self._rows])
-        elif self._plan is not None and self._plan.steer_mask is not None:
+        elif self._plan.steer_mask is not None:
             self._plan.steer_mask = plans.steer_mask(lm, ids, self._plan.steering)
         dec = self._lean_decoder(lm)
         kernels = self._linears[len(self._rows) > 1]  # (name, function) options, the product timing's pick first
-        k = self.threads.decode(lm.model, len(self._rows), tuple(name for name, _ in kernels))
+        k = self.threads.decode(lm.model, len(self._rows), self._kernel_names[len(self._rows) > 1])
         if dec is not None:
             dec.linear = kernels[k][1]
         started = time.perf_counter()
-        if (self._graphs is not None or dec is not None) and self.intervention is not None:
-            self.intervention.set_plan(self._plan)  # (the transformers forward below installs it itself)
+        if (self._graphs is not None or dec is not None) and iv is not None:
+            iv.set_plan(self._plan)  # (the transformers forward below installs it itself)
         if self._graphs is not None:
             logits = self._graphs.step(ids, positions, max_position=max(r.position for r in self._rows),
-                                       intervention=self.intervention, plan=self._plan)
+                                       intervention=iv, plan=self._plan)
         elif dec is not None:
             assert self._mask is not None  # without graphs, rows always have a mask
             full = self._full_mask() if self._padded else None
@@ -531,9 +535,10 @@ class Worker:
             out = self.forward(ids, mask=self._full_mask(), positions=positions, cache=self._cache, plan=self._plan)
             logits = out.logits[:, -1, :]
         self.steps += 1
-        plans.accumulate_step(self.intervention, lm, self._plan, self._rows)
-        self.monitor.step(self.intervention, lm, [(r.handle.request.request_id, r.choice, r.position, r.last_token)
-                                                  for r in self._rows])
+        if iv is not None:  # (both have nothing to do without an SAE)
+            plans.accumulate_step(iv, lm, self._plan, self._rows)
+            self.monitor.step(iv, lm, [(r.handle.request.request_id, r.choice, r.position, r.last_token)
+                                       for r in self._rows])
         for r in self._rows:
             r.position += 1
         sample_and_emit(lm, logits.float(), self._rows)
@@ -541,6 +546,26 @@ class Worker:
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
+
+    def _step_inputs(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The next decode step's token ids and positions, (B, 1) each. On the CPU both are views of one buffer per
+        batch size, refilled in place through a memoryview (two `torch.tensor` calls from nested lists cost ~35 us right
+        after a forward, against ~1 us); the step only reads them (the lean step, the transformers forward and
+        `plans.steer_mask` make new tensors from them), and the forward is over before they are refilled."""
+        rows = self._rows
+        if dev.type != "cpu":
+            return (torch.tensor([[r.last_token] for r in rows], device=dev),
+                    torch.tensor([[r.position] for r in rows], device=dev))
+        n = len(rows)
+        buf = self._inputs
+        if buf is None or len(buf[2]) != 2 * n:
+            both = torch.empty((2, n, 1), dtype=torch.long)
+            buf = self._inputs = (both[0], both[1], both.numpy().data.cast("B").cast("q"))
+        flat = buf[2]  # ids, then positions
+        for b, r in enumerate(rows):
+            flat[b] = r.last_token
+            flat[n + b] = r.position
+        return buf[0], buf[1]
 
     def _full_mask(self) -> torch.Tensor:
         """The batch's attention mask (B, S) with the columns its decode steps owe it. An unpadded batch on the lean
@@ -563,6 +588,7 @@ class Worker:
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
             options = (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2
             self._linears = tuple(tuple((c, linear_fn(c)) for c in cs) for cs in options)
+            self._kernel_names = tuple(tuple(c for c in cs) for cs in options)
             self._graphs = None
             if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
                 capture = lm.device.type == "cuda"
