@@ -37,6 +37,7 @@ import torch
 from benchmarks import hooks_bench, profile_bench, raw_bench, report
 from benchmarks.models import BenchModel, get_model
 from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
+from millm.engine.threads import TIMED_PREFILL_FLOPS
 
 log = logging.getLogger("benchmarks")
 
@@ -330,7 +331,8 @@ def environment(device: str, threads: int | None, mode: str) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M %Z"), "mode": mode, "device": device, "cpu": cpu,
         "cores": os.cpu_count(),
         "torch_threads": f"fixed at {threads}" if threads else "server: worker's choice (decode: timed per batch regime, engine/threads.py; "
-                         "prefill of >= 2 GFLOP: all cores); raw generate: faster of 1 thread and all cores",
+                         f"prefill of >= {TIMED_PREFILL_FLOPS / 1e9:.0f} GFLOP: all cores, smaller ones timed per prompt regime); "
+                         "raw generate: faster of 1 thread and all cores",
         "torch": torch.__version__, "transformers": transformers.__version__, "python": platform.python_version(),
         "commit": _git("rev-parse", "--short", "HEAD"), "dirty": bool(_git("status", "--porcelain", "--", "src")),
     }
