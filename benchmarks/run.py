@@ -34,7 +34,7 @@ from typing import Any
 
 import torch
 
-from benchmarks import hooks_bench, profile_bench, raw_bench, report
+from benchmarks import hooks_bench, profile_bench, raw_bench, report, sweep
 from benchmarks.models import BenchModel, get_model
 from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
 from millm.engine.threads import TIMED_PREFILL_FLOPS
@@ -271,6 +271,9 @@ def _concurrency(server: Server, lm: Any, plan: Plan, d_sae: int) -> dict[str, A
     n_solo = min(plan.solo_checks, top)
     log.info("concurrency: %d solo runs", n_solo)
     solo = [run_one(server, bodies[i]).text for i in range(n_solo)]
+    if plan.conc_repeats > 1:  # not in smoke mode: no measured round runs while a regime is still being timed
+        sweep.warm_concurrency(server, bodies, levels, prompt_len=plan.prompt_len,
+                               num_parameters=lm.num_parameters)
     walls: dict[int, list[float]] = {c: [] for c in levels}
     runs: dict[int, list[RequestTiming]] = {c: [] for c in levels}
     mismatches: dict[int, int] = {c: 0 for c in levels}

@@ -43,6 +43,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,6 +205,25 @@ def _warm_prefill(server: Server, prompt: list[int], num_parameters: int) -> Non
             return
         settle(server)
         run_one(server, body)
+
+
+def warm_concurrency(server: Server, bodies: list[dict[str, Any]], levels: Iterable[int], *, prompt_len: int,
+                     num_parameters: int) -> None:
+    """Unmeasured passes over the concurrency levels (each c > 1 sends `bodies[:c]` at once) until the server's log
+    shows its thread choice for every regime they reach (engine/threads.py): the decode steps of each batch size, and
+    the prefill of c prompts together when it times that prefill (one cold prefill, then PREFILL_TRIALS per count).
+    One pass used to be all, and llama-2m's 65-512-token prefill regime was then still being timed in the first
+    measured round (idle sweep of 23:33: its decision is logged in the second), so that round's c=4 and c=8 prefills
+    ran on the count under trial. Used by the sweep and by the main section's concurrency (benchmarks/run.py)."""
+    multi = [c for c in levels if c > 1]  # one row's regimes were timed by the decode rounds
+    wanted = {_decode_line(c) for c in multi} | {
+        _prefill_line(c * prompt_len) for c in multi if prefill_timed(num_parameters, c * prompt_len)}
+    for rnd in range(1 + 2 * PREFILL_TRIALS):
+        if rnd and _decided(server, wanted):
+            return
+        for c in multi:
+            settle(server)
+            run_requests(server, bodies[:c])
 
 
 def _raw_batch(lm: Any, prompts: list[list[int]], tokens: int) -> float:
@@ -383,21 +403,8 @@ def _concurrency(server: Server, lm: Any, plan: SweepPlan, d_sae: int) -> dict[s
     raw: dict[int, list[float]] = {c: [] for c in plan.concurrency}
     mismatches = {c: 0 for c in plan.concurrency}
     if plan.rounds > 1:  # not in smoke mode
-        # unmeasured passes over the levels until the server's log shows its thread choice for every regime they
-        # reach (engine/threads.py): the decode steps of each batch size, and the prefill of c prompts together
-        # when it times that prefill (one cold prefill, then PREFILL_TRIALS per count). One pass used to be all,
-        # and llama-2m's 65-512-token prefill regime was then still being timed in the first measured round (idle
-        # sweep of 23:33: its decision is logged in the second), so that round's c=4 and c=8 prefills ran on the
-        # count under trial
-        multi = [c for c in plan.concurrency if c > 1]  # one row's regimes were timed by the decode rounds
-        wanted = {_decode_line(c) for c in multi} | {
-            _prefill_line(c * plan.prompt_len) for c in multi if prefill_timed(lm.num_parameters, c * plan.prompt_len)}
-        for rnd in range(1 + 2 * PREFILL_TRIALS):
-            if rnd and _decided(server, wanted):
-                break
-            for c in multi:
-                settle(server)
-                run_requests(server, bodies[:c])
+        warm_concurrency(server, bodies, plan.concurrency, prompt_len=plan.prompt_len,
+                         num_parameters=lm.num_parameters)
     for rnd in range(plan.conc_rounds):
         for c in plan.concurrency:
             log.info("concurrency %d (round %d/%d)", c, rnd + 1, plan.conc_rounds)
