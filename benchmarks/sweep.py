@@ -60,7 +60,7 @@ from benchmarks.server_bench import (
     run_one,
     run_requests,
 )
-from millm.engine.threads import PREFILL_TRIALS, batch_regime_name, prefill_timed, prompt_regime_name
+from millm.engine.threads import PREFILL_TRIALS, decode_decided, prefill_decided, prefill_timed
 
 log = logging.getLogger("benchmarks.sweep")
 ROOT = Path(__file__).resolve().parent.parent
@@ -185,14 +185,6 @@ def _decided(server: Server, lines: set[str]) -> bool:
     return all(line in text for line in lines)
 
 
-def _prefill_line(tokens: int) -> str:
-    return f"prefill threads for {prompt_regime_name(tokens)} tokens:"
-
-
-def _decode_line(rows: int) -> str:
-    return f"decode threads for {batch_regime_name(rows)}-row steps:"
-
-
 def _warm_prefill(server: Server, prompt: list[int], num_parameters: int) -> None:
     """Unmeasured one-token requests on `prompt` until the server's log shows its thread choice for that prompt's
     prefill regime, where the server times it (one cold prefill, then PREFILL_TRIALS per count: engine/threads.py),
@@ -201,7 +193,7 @@ def _warm_prefill(server: Server, prompt: list[int], num_parameters: int) -> Non
         return
     body = completion_body(prompt, 1, None)
     for _ in range(1 + 2 * PREFILL_TRIALS):
-        if _decided(server, {_prefill_line(len(prompt))}):
+        if _decided(server, {prefill_decided(len(prompt))}):
             return
         settle(server)
         run_one(server, body)
@@ -216,8 +208,8 @@ def warm_concurrency(server: Server, bodies: list[dict[str, Any]], levels: Itera
     measured round (idle sweep of 23:33: its decision is logged in the second), so that round's c=4 and c=8 prefills
     ran on the count under trial. Used by the sweep and by the main section's concurrency (benchmarks/run.py)."""
     multi = [c for c in levels if c > 1]  # one row's regimes were timed by the decode rounds
-    wanted = {_decode_line(c) for c in multi} | {
-        _prefill_line(c * prompt_len) for c in multi if prefill_timed(num_parameters, c * prompt_len)}
+    wanted = {decode_decided(c) for c in multi} | {
+        prefill_decided(c * prompt_len) for c in multi if prefill_timed(num_parameters, c * prompt_len)}
     for rnd in range(1 + 2 * PREFILL_TRIALS):
         if rnd and _decided(server, wanted):
             return

@@ -255,3 +255,16 @@ def test_one_kernel_is_timed_as_before(policy):
     used = _run(policy, "m", 1, {1: 10.0, 2: 20.0}, TRIAL + 2)
     assert set(used[TRIAL:]) == {1}
     assert policy.kernel_choices() == {1: ""}
+
+
+def test_each_decision_is_logged_with_the_line_the_sweep_waits_for(policy, caplog):
+    # benchmarks/sweep.py measures only once the server's log shows these lines (threads.prefill_decided /
+    # decode_decided); a decision logged any other way would leave it warming up to its limit, then measuring trials
+    caplog.set_level("INFO", logger="millm.engine.threads")
+    _prefills(policy, "m", 25_000_000, 32, {1: 1000.0, 2: 500.0}, 1 + PREFILL_TRIALS * 2)
+    _run(policy, "m", 6, {1: 3.0, 2: 2.0}, 24)
+    lines = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith(threads.prefill_decided(32) + " ") for m in lines), lines
+    assert any(m.startswith(threads.decode_decided(6) + " ") for m in lines), lines
+    assert threads.prefill_decided(40) == "prefill threads for 9-64 tokens:"
+    assert threads.decode_decided(6) == "decode threads for 5-8-row steps:"

@@ -86,16 +86,18 @@ def prompt_regime(tokens: int) -> int:
     return r
 
 
-def prompt_regime_name(tokens: int) -> str:
-    """How the log names the prefill regime of `tokens` positions ("9-64")."""
+def prefill_decided(tokens: int) -> str:
+    """How the log opens the thread decision for the prefill regime of `tokens` positions ("prefill threads for 9-64
+    tokens:"); benchmarks/sweep.py waits for this line before measuring."""
     r = prompt_regime(tokens)
-    return f"{r // 8 + 1 if r > 1 else 1}-{r}"
+    return f"prefill threads for {r // 8 + 1 if r > 1 else 1}-{r} tokens:"
 
 
-def batch_regime_name(rows: int) -> str:
-    """How the log names the decode regime of `rows` rows ("1", "5-8")."""
+def decode_decided(rows: int) -> str:
+    """How the log opens the thread decision for the decode regime of `rows` rows ("decode threads for 5-8-row
+    steps:"); benchmarks/sweep.py waits for this line before measuring."""
     r = regime(rows)
-    return "1" if r == 1 else f"{r // 2 + 1}-{r}"
+    return f"decode threads for {'1' if r == 1 else f'{r // 2 + 1}-{r}'}-row steps:"
 
 
 def prefill_timed(num_parameters: int, tokens: int) -> bool:
@@ -227,7 +229,7 @@ class ThreadPolicy:
             # that loses a core to another process loses far more than a serial one
             st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
             r = next(k for k, v in self._prefills.items() if v is st)
-            log.info("prefill threads for %s tokens: %d (median per token %s)", prompt_regime_name(r), st.chosen,
+            log.info("%s %d (median per token %s)", prefill_decided(r), st.chosen,
                      ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
 
     def decode(self, model: object, rows: int, kernels: tuple[str, ...] = ("",)) -> int:
@@ -274,7 +276,7 @@ class ThreadPolicy:
             st.chosen, st.kernel = next(c for c in sorted(cands) if med[c] <= best * (1 + TIE))
             names = len(st.kernels) > 1
             r = next(k for k, v in self._regimes.items() if v is st)
-            log.info("decode threads for %s-row steps: %d%s (median step %s)", batch_regime_name(r),
+            log.info("%s %d%s (median step %s)", decode_decided(r),
                      st.chosen, f", kernel {st.kernels[st.kernel]}" if names else "",
                      ", ".join(f"{n} threads{' ' + st.kernels[k] if names else ''} {t * 1e3:.2f} ms"
                                for (n, k), t in med.items()))

@@ -588,7 +588,7 @@ class Worker:
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
             options = (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2
             self._linears = tuple(tuple((c, linear_fn(c)) for c in cs) for cs in options)
-            self._kernel_names = tuple(tuple(c for c in cs) for cs in options)
+            self._kernel_names = tuple(tuple(cs) for cs in options)
             self._graphs = None
             if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
                 capture = lm.device.type == "cuda"
