@@ -268,3 +268,25 @@ def test_each_decision_is_logged_with_the_line_the_sweep_waits_for(policy, caplo
     assert any(m.startswith(threads.decode_decided(6) + " ") for m in lines), lines
     assert threads.prefill_decided(40) == "prefill threads for 9-64 tokens:"
     assert threads.decode_decided(6) == "decode threads for 5-8-row steps:"
+
+
+def test_a_parallel_choice_that_slows_down_is_timed_again(policy, caplog):
+    # decided on two threads; then another process takes a core and two-thread steps take 20x as long
+    _run(policy, "m", 8, {1: 12.0, 2: 10.0}, TRIAL)
+    assert policy.choices() == {8: 2}
+    with caplog.at_level("INFO", logger="millm.engine.threads"):
+        used = _run(policy, "m", 8, {1: 12.0, 2: 200.0}, threads.WATCH_STEPS + TRIAL + 5)
+    assert set(used[:threads.WATCH_STEPS]) == {2}
+    assert used[threads.WATCH_STEPS] == 1  # timed again at once, not after RECHECK_STEPS
+    assert set(used[-5:]) == {1}
+    assert policy.choices() == {8: 1}
+    assert "decode threads for 5-8-row steps slowed: 2 threads now take 200.00 ms" in caplog.text
+
+
+def test_slower_steps_on_the_fewest_threads_or_within_the_margin_are_not_retimed(policy):
+    _run(policy, "m", 8, {1: 10.0, 2: 12.0}, TRIAL)  # one thread chosen: nothing to fall back to
+    used = _run(policy, "m", 8, {1: 50.0, 2: 12.0}, 3 * threads.WATCH_STEPS)
+    assert set(used) == {1}
+    _run(policy, "m", 1, {1: 12.0, 2: 10.0}, TRIAL)  # two threads chosen, then 1.5x slower: within WATCH_SLOWDOWN
+    used = _run(policy, "m", 1, {1: 12.0, 2: 15.0}, 3 * threads.WATCH_STEPS)
+    assert set(used) == {2}

@@ -41,6 +41,7 @@ OpenMP thread counts are per thread, so the policy affects only the generation t
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import statistics
@@ -60,6 +61,8 @@ TIE = 0.03  # within this fraction, the smaller thread count wins
 PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
 RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
+WATCH_STEPS = 16  # a regime decided on more than the fewest threads: its last this many steps are watched, and
+WATCH_SLOWDOWN = 2.0  # when their median is this many times the decision's median, the regime is timed again
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -114,6 +117,8 @@ class _Regime:
     warmed: bool = False  # (prompt regimes) its first, untimed prefill ran
     kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
     kernel: int = 0
+    decided_s: float = 0.0  # decode: the chosen candidate's median step when decided
+    recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=WATCH_STEPS))
 
 
 class ThreadPolicy:
@@ -128,6 +133,7 @@ class ThreadPolicy:
         self._model: object | None = None
         self._regimes: dict[int, _Regime] = {}
         self._trial: tuple[_Regime, tuple[int, int]] | None = None  # the regime, count and kernel the step is timing
+        self._watch: _Regime | None = None  # the decided regime on more than the fewest threads the step runs in
         self._prefills: dict[int, _Regime] = {}  # prompt regime -> its timing (per token) and choice
         self._prefill_trial: tuple[_Regime, int, int] | None = None  # regime, count, tokens of the current prefill
 
@@ -237,7 +243,7 @@ class ThreadPolicy:
         several `kernels` (the matrix-vector kernels the step may call, the product timing's pick first; see
         engine/weight_layout.py) each thread count is timed with each kernel; returns the index of the kernel to
         use."""
-        self._trial = None
+        self._trial = self._watch = None
         if self.counts is None:
             return 0
         self._for_model(model)
@@ -245,9 +251,12 @@ class ThreadPolicy:
         if st.chosen is not None and st.steps < RECHECK_STEPS:
             st.steps += 1
             self._set(st.chosen)
+            if st.chosen > min(self.candidates()):
+                self._watch = st
             return st.kernel
         if st.chosen is not None:  # re-check: time the candidates again
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
+            st.recent.clear()
         st.kernels = kernels
         cands = self._options(kernels)
         n, k = cands[(st.timed // BLOCK) % len(cands)]
@@ -261,7 +270,25 @@ class ThreadPolicy:
         return [(n, k) for k in range(len(kernels)) for n in self.candidates()]
 
     def decoded(self, seconds: float) -> None:
-        """After the step `decode` prepared: record its time while its regime is being timed."""
+        """After the step `decode` prepared: record its time while its regime is being timed. A regime decided on more
+        than the fewest threads is watched: a parallel step whose threads are not all scheduled waits for the missing
+        one, so when another process takes a core after the decision, its steps can take many times the timed ones
+        (llama-2m's 5-8-row steps on two threads went from 3.3 ms in the trial to tens of ms a step, under load,
+        while one thread would have taken about 4); when the median of its last `WATCH_STEPS` steps reaches
+        `WATCH_SLOWDOWN` times the decision's median, the regime is timed again at its next step, instead of after
+        `RECHECK_STEPS` more steps."""
+        watched = self._watch
+        if watched is not None:
+            self._watch = None
+            watched.recent.append(seconds)
+            if len(watched.recent) == WATCH_STEPS and (
+                    statistics.median(watched.recent) >= WATCH_SLOWDOWN * watched.decided_s):
+                r = next(k for k, v in self._regimes.items() if v is watched)
+                log.info("%s slowed: %d threads now take %.2f ms a step (median of the last %d; %.2f ms when decided); "
+                         "timing again", decode_decided(r).removesuffix(":"), watched.chosen,
+                         statistics.median(watched.recent) * 1e3, WATCH_STEPS, watched.decided_s * 1e3)
+                watched.steps = RECHECK_STEPS
+            return
         if self._trial is None:
             return
         st, cand = self._trial
@@ -274,6 +301,8 @@ class ThreadPolicy:
             med = {c: statistics.median(st.times[c]) for c in cands}
             best = min(med.values())
             st.chosen, st.kernel = next(c for c in sorted(cands) if med[c] <= best * (1 + TIE))
+            st.decided_s = med[(st.chosen, st.kernel)]
+            st.recent.clear()
             names = len(st.kernels) > 1
             r = next(k for k, v in self._regimes.items() if v is st)
             log.info("%s %d%s (median step %s)", decode_decided(r),
