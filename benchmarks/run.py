@@ -4,7 +4,8 @@ For each model: start `millm serve` (a subprocess) and load the same model in th
 - decode: rounds that alternate raw generate with the server, unsteered and in every steering and
   monitoring mode, all batch 1 with the same prompt (ratios are taken within a round, then the median);
 - concurrency 1, 4, 8, 16: that many requests at once, each with its own steering vector, and each
-  request's text compared with the same request run alone;
+  request's text compared with the same request run alone (read and repeated as the sweep's concurrency:
+  `sweep.one_level`);
 - prefill: server TTFT and a raw forward for 64-, 512- and 2048-token prompts (those that fit);
 - hook cost (method a) and a decode profile, in-process after the server has stopped.
 Results go to docs/benchmarks-<device>.json; the report (docs/benchmarks.md and its plots) is

@@ -26,7 +26,9 @@ round the two alternate (which goes first alternates too):
 - concurrency 1, 4, 8: that many streamed requests at once, each with its own additive steering vector,
   every request's text compared with the same request run alone (after unmeasured passes over the levels until
   the server's log shows its thread choice for each regime they reach: batch decode steps, and the batched
-  prompts' prefill where it is timed); beside it, `generate` on the same
+  prompts' prefill where it is timed); the streams are read by one lean client thread (`run_concurrent`: raw
+  `recv`s, parsed after the streams end), and the one-stream level, which every ratio divides by, runs
+  `ONE_STREAM_REPEATS` times per round; beside it, `generate` on the same
   prompts as one batch (no steering), for scale, in the first round.
 Ratios are taken within a round and the median over rounds is reported. Results go to
 docs/benchmarks-sweep-<device>.json and the "Size and family sweep" section of docs/benchmarks.md.
