@@ -290,3 +290,21 @@ def test_slower_steps_on_the_fewest_threads_or_within_the_margin_are_not_retimed
     _run(policy, "m", 1, {1: 12.0, 2: 10.0}, TRIAL)  # two threads chosen, then 1.5x slower: within WATCH_SLOWDOWN
     used = _run(policy, "m", 1, {1: 12.0, 2: 15.0}, 3 * threads.WATCH_STEPS)
     assert set(used) == {2}
+
+
+def test_a_candidate_far_behind_is_not_timed_further(policy):
+    # under load two threads can take 100x one: after one such timed step their remaining trial blocks are skipped
+    used = _run(policy, "m", 8, {1: 10.0, 2: 1000.0}, TRIAL + 3)
+    assert used.count(2) == 2  # the block's first (untimed) step and the one timed step that decided against it
+    assert policy.choices() == {8: 1}
+    assert set(used[-3:]) == {1}
+
+
+def test_dropping_never_leaves_a_trial_without_a_candidate(policy):
+    # noisy steps: each count in turn looks far behind the other; the trial still ends with a choice
+    p = policy
+    times = iter([1.0, 1.0, 1.0, 50.0, 50.0, 50.0] * 10)
+    for _ in range(TRIAL * 2):
+        p.decode("m", 8)
+        p.decoded(next(times) / 1e3 * (1 if p.now == 1 else 100))
+    assert p.choices()[8] in (1, 2)

@@ -63,6 +63,7 @@ RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed aga
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
 WATCH_STEPS = 16  # a regime decided on more than the fewest threads: its last this many steps are watched, and
 WATCH_SLOWDOWN = 2.0  # when their median is this many times the decision's median, the regime is timed again
+DROP_SLOWER = 4.0  # a decode candidate whose timed step takes this many times another's median is not timed further
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -118,6 +119,7 @@ class _Regime:
     kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
     kernel: int = 0
     decided_s: float = 0.0  # decode: the chosen candidate's median step when decided
+    dropped: set[Any] = field(default_factory=set)  # decode: candidates left out of the rest of this trial
     recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=WATCH_STEPS))
 
 
@@ -257,8 +259,11 @@ class ThreadPolicy:
         if st.chosen is not None:  # re-check: time the candidates again
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
             st.recent.clear()
+            st.dropped = set()
         st.kernels = kernels
         cands = self._options(kernels)
+        while cands[(st.timed // BLOCK) % len(cands)] in st.dropped:  # skip a dropped candidate's block
+            st.timed = (st.timed // BLOCK + 1) * BLOCK
         n, k = cands[(st.timed // BLOCK) % len(cands)]
         self._trial = (st, (n, k))
         self._set(n)
@@ -295,12 +300,22 @@ class ThreadPolicy:
         self._trial = None
         if st.timed % BLOCK:  # not the first step of its block
             st.times.setdefault(cand, []).append(seconds)
+            # A candidate far behind another is not timed further: under load a two-thread step can take 100x a
+            # one-thread one (llama-2m, 5-8 rows: 954 and 1,778 ms against 30 ms), and the trial's remaining blocks
+            # on it would stall every running request for seconds; one such step already decides against it.
+            others = [statistics.median(t) for c, t in st.times.items() if c != cand and c not in st.dropped]
+            if others and seconds >= DROP_SLOWER * min(others):
+                st.dropped.add(cand)
         st.timed += 1
         cands = self._options(st.kernels)
+        while st.timed < BLOCK * TRIAL_BLOCKS * len(cands) and st.timed % BLOCK == 0 and (
+                cands[(st.timed // BLOCK) % len(cands)] in st.dropped):
+            st.timed += BLOCK  # (so that a trial whose last blocks are all dropped ends here)
         if st.timed >= BLOCK * TRIAL_BLOCKS * len(cands):
             med = {c: statistics.median(st.times[c]) for c in cands}
-            best = min(med.values())
-            st.chosen, st.kernel = next(c for c in sorted(cands) if med[c] <= best * (1 + TIE))
+            kept = [c for c in sorted(cands) if c not in st.dropped]  # (never empty: the last one is never dropped)
+            best = min(med[c] for c in kept)
+            st.chosen, st.kernel = next(c for c in kept if med[c] <= best * (1 + TIE))
             st.decided_s = med[(st.chosen, st.kernel)]
             st.recent.clear()
             names = len(st.kernels) > 1
