@@ -10,9 +10,12 @@ each kernel, and the pair is kept: the product timing made when the model loads 
 products on an otherwise idle worker, while the real steps run beside the event loop, sampling and whatever else
 shares the cores, and a oneDNN step on two threads suffered far more from a busy core than an MKL one (350M,
 loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `RECHECK_STEPS` further steps in it
-(the machine's load may have changed); a new model starts over. This replaces a fixed parameter threshold: on the
-2-core benchmark machine one thread was best for the 2M demo and two for a 350M model, with the crossover depending
-on family, batch size and load.
+(the machine's load may have changed); a new model starts over. Two guards for a loaded machine: a regime decided
+on more than the fewest threads is timed again as soon as the median of its last `WATCH_STEPS` steps reaches
+`WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core), and within a
+trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further. This replaces a
+fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
+model, with the crossover depending on family, batch size and load.
 
 Prefill: a forward doing at least `TIMED_PREFILL_FLOPS` (2 x parameters x tokens: 1,000 tokens of a 25M model,
 about 70 of a 350M one) uses every core: on the idle benchmark machine such prefills ran 1.3-1.8x faster there, and a
