@@ -308,3 +308,15 @@ def test_dropping_never_leaves_a_trial_without_a_candidate(policy):
         p.decode("m", 8)
         p.decoded(next(times) / 1e3 * (1 if p.now == 1 else 100))
     assert p.choices()[8] in (1, 2)
+
+
+def test_a_prefill_count_far_behind_decides_at_once(policy):
+    # under load a two-thread prefill took 36x one thread's per token: the trial stops at the first such prefill
+    us = {1: 500.0, 2: 18_000.0}
+    used = _prefills(policy, "m", 2_000_000, 512, us, 1 + 2 + 3)  # cold, then 1 and 2 threads, then decided
+    assert used[1:3] == [1, 2]
+    assert set(used[3:]) == {1}
+    assert policy.prefill_choices() == {512: 1}
+    # not the other way round: one thread far behind two is timed to the end of the trial before two are taken
+    used = _prefills(policy, "other", 2_000_000, 512, {1: 18_000.0, 2: 500.0}, 1 + 2 * PREFILL_TRIALS + 2)
+    assert used[1:5] == [1, 2, 2, 1] and set(used[-2:]) == {2}

@@ -13,7 +13,8 @@ loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `REC
 (the machine's load may have changed); a new model starts over. Two guards for a loaded machine: a regime decided
 on more than the fewest threads is timed again as soon as the median of its last `WATCH_STEPS` steps reaches
 `WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core), and within a
-trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further. This replaces a
+trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further (a prefill trial
+whose larger count is that far behind decides for the fewest threads at once). This replaces a
 fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
 model, with the crossover depending on family, batch size and load.
 
@@ -232,10 +233,16 @@ class ThreadPolicy:
         st.times.setdefault(n, []).append(seconds / tokens)
         st.timed += 1
         cands = self.candidates()
-        if st.timed >= PREFILL_TRIALS * len(cands):
-            med = {c: statistics.median(st.times[c]) for c in cands}
-            fewest = min(cands)
-            best = min(cands, key=med.__getitem__)
+        # more threads far behind the fewest decide for the fewest at once (as a decode candidate is dropped): under
+        # load a two-thread prefill of llama-2m's eight 64-token prompts took 18 ms a token against 0.5 on one thread,
+        # 9 s a trial. (Not the other way round: one slow serial prefill does not buy more threads before the median.)
+        meds = {c: statistics.median(t) for c, t in st.times.items() if t}
+        fewest = min(cands)
+        behind = fewest in meds and any(m >= DROP_SLOWER * meds[fewest] for c, m in meds.items() if c != fewest)
+        if behind or st.timed >= PREFILL_TRIALS * len(cands):
+            med = {c: statistics.median(st.times[c]) for c in cands if st.times.get(c)}
+            fewest = min(med)
+            best = min(med, key=med.__getitem__)
             # more threads only on a clear win: three prefills per count are a small sample, and a parallel prefill
             # that loses a core to another process loses far more than a serial one
             st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
@@ -305,8 +312,10 @@ class ThreadPolicy:
             st.times.setdefault(cand, []).append(seconds)
             # A candidate far behind another is not timed further: under load a two-thread step can take 100x a
             # one-thread one (llama-2m, 5-8 rows: 954 and 1,778 ms against 30 ms), and the trial's remaining blocks
-            # on it would stall every running request for seconds; one such step already decides against it.
-            others = [statistics.median(t) for c, t in st.times.items() if c != cand and c not in st.dropped]
+            # on it would stall every running request for seconds; one such step already decides against it. (Only
+            # against a candidate on as few threads or fewer: one slow serial step does not buy more threads.)
+            others = [statistics.median(t) for c, t in st.times.items()
+                      if c != cand and c not in st.dropped and c[0] <= cand[0]]
             if others and seconds >= DROP_SLOWER * min(others):
                 st.dropped.add(cand)
         st.timed += 1
