@@ -14,7 +14,7 @@ from millm.demo.corpus import TOPIC_NAMES, CorpusConfig, generate_corpus, render
 from millm.demo.evaluate import SAMPLED_SEEDS, YELL_SAMPLES, YELL_TEMPERATURES
 from millm.demo.sae_training import SaeConfig, collect_activations, load_sae, train_sae
 from millm.demo.tokenizer import corpus_texts, encode_corpus, train_tokenizer
-from millm.demo.train import MINI, _doc_starts, run, yelling_direction
+from millm.demo.train import MINI, _doc_starts, run, topic_direction, yelling_direction
 
 
 @pytest.fixture(scope="module")
@@ -158,21 +158,43 @@ def test_a_pinned_latent_keeps_its_decoder_row_and_learns_to_encode_it() -> None
     assert (acts[on] > 0).float().mean() > 0.9
 
 
-def test_the_caps_feature_is_pinned_to_the_yelling_direction(mini_run: tuple[Path, dict]) -> None:
-    out, demo = mini_run
-    assert demo["measured"]["caps_pinned"] is True
+def _training_residuals(out: Path) -> tuple[torch.Tensor, object, object]:
+    """The residuals the mini run's SAE was trained on, with the encoded corpus and their token indices."""
     tok = AutoTokenizer.from_pretrained(out / "model")
     model = AutoModelForCausalLM.from_pretrained(out / "model").eval()
     enc = encode_corpus(tok, generate_corpus(MINI.n_docs, 0, MINI.corpus))
     acts, index = collect_activations(model, ids=enc.ids, doc_starts=_doc_starts(enc), layer=MINI.layer,
                                       context=MINI.model.context, max_tokens=MINI.sae_train_tokens,
                                       bos_id=tok.bos_token_id)
+    return acts, enc, index
+
+
+def test_the_caps_feature_is_pinned_to_the_yelling_direction(mini_run: tuple[Path, dict]) -> None:
+    out, demo = mini_run
+    assert demo["measured"]["caps_pinned"] is True
+    acts, enc, index = _training_residuals(out)
     direction = yelling_direction(acts, enc, index)
     w_dec = load_sae(out / "sae").W_dec.detach()
     cos = torch.nn.functional.cosine_similarity(w_dec[demo["caps_feature"]], direction, dim=0)
     assert cos > 0.999
     yell = torch.from_numpy(enc.yelling[index])
     assert float((acts[yell].mean(0) - acts[~yell].mean(0)) @ direction) > 0
+
+
+def test_each_topic_has_a_latent_pinned_to_its_direction(mini_run: tuple[Path, dict]) -> None:
+    out, _ = mini_run
+    acts, enc, index = _training_residuals(out)
+    w_dec = load_sae(out / "sae").W_dec.detach()
+    for name in MINI.topics:
+        direction = topic_direction(acts, enc, index, TOPIC_NAMES.index(name))
+        cos = torch.nn.functional.cosine_similarity(w_dec, direction[None], dim=1)
+        assert cos.max() > 0.999, name  # some latent (wherever the placement moved it) decodes to it
+        topic = torch.from_numpy(enc.topic[index]).long()
+        on = topic == TOPIC_NAMES.index(name)
+        assert float((acts[on].mean(0) - acts[~on & (topic >= 0)].mean(0)) @ direction) > 0
+    untopical = index[enc.topic[index] < 0]
+    with pytest.raises(ValueError, match="no tokens of topic 'ocean'"):
+        topic_direction(acts[: len(untopical)], enc, untopical, TOPIC_NAMES.index("ocean"))
 
 
 def test_sae_only_keeps_the_model_and_redoes_the_same_sae(

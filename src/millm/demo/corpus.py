@@ -52,7 +52,8 @@ class CorpusConfig:
     # switch_fraction 0.1 (seed 0) gave 2 / 9 and passed CAPS (4.2: 82 %, greedy 5 of 5, sampled
     # 4, 5, 5) and five topics, but food steering failed (29 -> 31 words). 0.05 with seed 1 gave
     # 5 / 5 and passed CAPS (greedy 5 of 5, sampled 5, 5, 5), but ocean failed (10 -> 21); see docs/demo.md.
-    chat_yell_fraction: float = 0.2
+    # Shipped since the 1,200-step model with the SAE after layer 0 (pinned CAPS and topic directions): 5 / 7.
+    chat_yell_fraction: float = 0.05
     user_yell_fraction: float = 0.1  # chats where the user yells (the assistant then yells back)
     system_fraction: float = 0.3
     # Topic weights when a chat request names no topic: ocean, the demo's steering topic, is rare

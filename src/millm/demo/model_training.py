@@ -30,13 +30,13 @@ class ModelConfig:
     d_ff: int = 512
     context: int = 256
     batch_size: int = 16
-    steps: int = 300
+    steps: int = 1200  # 300 until the eighth retrain: the held-out loss went from 0.352 to 0.280
     lr: float = 2e-3
     min_lr_ratio: float = 0.05
-    warmup: int = 30
+    warmup: int = 60
     weight_decay: float = 0.1
     doc_aligned: float = 0.8  # fraction of windows starting at a document's BOS
-    eval_every: int = 100
+    eval_every: int = 200
     log_every: int = 10
 
 

@@ -184,6 +184,9 @@ def render_markdown(summary: dict[str, Any], labels: dict[str, dict[str, Any]], 
         *([f"- the CAPS feature ({caps['feature']}) is a pinned latent: during training its decoder row was fixed "
            "to the mean residual of yelling assistant tokens minus that of normal ones (unit norm), and only its "
            "encoder learned; see [demo.md](demo.md#sae-sae_trainingpy)"] if sae.get("caps_pinned") else []),
+        *([f"- the topic features of {', '.join(sae['topics_pinned'])} are pinned latents too: their decoder rows were "
+           "fixed to the mean residual of the topic's tokens minus that of the other topics' tokens, and steering "
+           "them brought more topic words than the learned candidates"] if sae.get("topics_pinned") else []),
         "",
         "## Acceptance figures",
         "",

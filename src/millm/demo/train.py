@@ -14,6 +14,9 @@ With `PipelineConfig.pin_caps` (on in the full configuration), the SAE's CAPS fe
 (supervised) latent: its decoder row is fixed during SAE training to the mean difference between
 the residuals of yelling and normal assistant tokens (`yelling_direction`), and only its encoder
 learns. Steering it adds that direction, which carries "yelling" without being tied to any word.
+With `PipelineConfig.pin_topics`, one more latent per topic is pinned the same way, to the mean
+difference between the residuals of that topic's tokens and the other topics' (`topic_direction`),
+and each topic's steering feature is chosen among its learned candidates and that pinned latent.
 """
 
 from __future__ import annotations
@@ -85,7 +88,7 @@ class PipelineConfig:
     caps_candidates: int = 4
     caps_scales: tuple[float, ...] = (1.0, 1.5, 2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0, 6.0)
     topic_candidates: int = 2
-    topic_scales: tuple[float, ...] = (2.0, 2.5, 3.0, 4.0, 5.0)
+    topic_scales: tuple[float, ...] = (2.0, 2.25, 2.5, 2.75, 3.0, 3.5, 4.0, 5.0)
     topics: tuple[str, ...] = TOPIC_NAMES
     eval_tokens: dict[str, int] = field(default_factory=lambda: {"caps": 96, "topic": 64})
     fixed_indices: dict[str, int] = field(default_factory=lambda: dict(FIXED_INDICES))
@@ -97,11 +100,16 @@ class PipelineConfig:
     # learned features form much as without it (pinned at 0, inside every prefix, it displaced the
     # strongest ocean feature: ocean steering fell from 0 -> 52 topic words to 0 -> 10).
     pin_index: int | None = None
+    # Also pin one latent per topic to its mean direction and offer it as that topic's candidate. At layer 0 the
+    # learned topic features steered weakly (the 1,200-step model, seed 0: space 13 -> 41, forest 12 -> 44, food
+    # 13 -> 25 and city 12 -> 12 topic words, among eight candidates each), where the mean directions, added by
+    # hand, gave space 13 -> 63, forest 12 -> 88, food 13 -> 52 and city 12 -> 55.
+    pin_topics: bool = False
 
 
 FULL = PipelineConfig(
     name="full", n_docs=24_000, n_eval_docs=1_500, vocab_size=4096, model=ModelConfig(), sae=SaeConfig(),
-    layer=1, sae_train_tokens=250_000, sae_eval_tokens=100_000, pin_caps=True,
+    layer=0, sae_train_tokens=250_000, sae_eval_tokens=100_000, pin_caps=True, pin_topics=True,
 )
 MINI = PipelineConfig(
     name="mini", n_docs=300, n_eval_docs=40, vocab_size=600,
@@ -111,6 +119,7 @@ MINI = PipelineConfig(
     layer=1, sae_train_tokens=3_000, sae_eval_tokens=1_000,
     caps_candidates=1, caps_scales=(1.0,), topic_candidates=1, topic_scales=(1.0,), topics=("ocean",),
     eval_tokens={"caps": 8, "topic": 8, "repeat": 8}, fixed_indices={"caps": 16, "ocean": 40}, pin_caps=True,
+    pin_topics=True,
 )
 
 
@@ -123,6 +132,7 @@ class SaeStage:
     n_train_tokens: int
     n_eval_tokens: int
     pinned_caps: int | None = None  # the latent pinned to the yelling direction, if any
+    pinned_topics: dict[str, int] = field(default_factory=dict)  # topic -> the latent pinned to its direction
 
 
 def _doc_starts(enc: EncodedCorpus) -> np.ndarray:
@@ -162,7 +172,9 @@ def run(
     ctx = cfg.model.context
     stage = sae_stage(cfg, model=model, tokenizer=tokenizer, enc=enc, ev=ev, seed=seed)
     caps, topics = measure_stage(cfg, model=model, tokenizer=tokenizer, sae=stage.result.sae, stats=stage.stats,
-                                 labels=stage.labels, caps_candidates=None if stage.pinned_caps is None else [stage.pinned_caps])
+                                 labels=stage.labels, caps_candidates=None if stage.pinned_caps is None else [stage.pinned_caps],
+                                 pinned_topics=stage.pinned_topics)
+    topics_pinned = [n for n, t in topics.items() if stage.pinned_topics.get(n) == t.feature]
     perm = placement({"caps": caps.feature} | {n: t.feature for n, t in topics.items()}, cfg.fixed_indices,
                      d_sae=cfg.sae.d_sae)
     sae = permute_sae(stage.result.sae, perm)
@@ -193,7 +205,8 @@ def run(
             "architecture": sae_cfg["architecture"], "k": cfg.sae.k, "d_in": sae_cfg["d_in"],
             "d_sae": sae_cfg["d_sae"], "hook_name": sae_cfg["metadata"]["hook_name"],
             "n_train_tokens": stage.n_train_tokens, "n_eval_tokens": stage.n_eval_tokens,
-            "seconds": stage.result.seconds, "caps_pinned": stage.pinned_caps is not None, **quality,
+            "seconds": stage.result.seconds, "caps_pinned": stage.pinned_caps is not None,
+            "topics_pinned": topics_pinned, **quality,
         },
         "caps": asdict(caps),
         "topics": {name: asdict(t) for name, t in topics.items()},
@@ -221,10 +234,15 @@ def sae_stage(
                                                   context=ctx, max_tokens=cfg.sae_train_tokens, bos_id=bos)
     eval_acts, eval_index = collect_activations(model, ids=ev.ids, doc_starts=_doc_starts(ev), layer=cfg.layer,
                                                 context=ctx, max_tokens=cfg.sae_eval_tokens, bos_id=bos)
-    pinned = yelling_direction(train_acts, enc, train_index)[None] if cfg.pin_caps else None
-    pin_at = cfg.sae.d_sae - 1 if cfg.pin_index is None else cfg.pin_index
-    if pinned is not None:
-        log.info("SAE latent %d pinned to the yelling direction (norm %.3f)", pin_at, float(pinned.norm()))
+    names = [f"topic:{n}" for n in cfg.topics] if cfg.pin_topics else []
+    dirs = [topic_direction(train_acts, enc, train_index, TOPIC_NAMES.index(n)) for n in cfg.topics] if names else []
+    if cfg.pin_caps:  # last, so that without topics the CAPS latent is the last latent as before
+        names.append("caps")
+        dirs.append(yelling_direction(train_acts, enc, train_index))
+    pinned = torch.stack(dirs) if dirs else None
+    pin_at = cfg.sae.d_sae - len(dirs) if cfg.pin_index is None else cfg.pin_index
+    for i, (name, d) in enumerate(zip(names, dirs, strict=True)):
+        log.info("SAE latent %d pinned to the %s direction (norm %.3f)", pin_at + i, name, float(d.norm()))
     sres = train_sae(train_acts, cfg.sae, seed, pinned=pinned, pinned_at=pin_at)
     quality = reconstruction_quality(sres.sae, eval_acts)
     log.info("SAE: FVE %.4f, L0 %.2f, dead %.3f", quality["fve"], quality["l0"], quality["dead_fraction"])
@@ -232,7 +250,8 @@ def sae_stage(
     labels = build_labels(stats, tokenizer=tokenizer, enc=ev, index=eval_index)
     return SaeStage(result=sres, quality=quality, stats=stats, labels=labels,
                     n_train_tokens=len(train_acts), n_eval_tokens=len(eval_acts),
-                    pinned_caps=None if pinned is None else pin_at)
+                    pinned_caps=pin_at + len(dirs) - 1 if cfg.pin_caps else None,
+                    pinned_topics={n: pin_at + i for i, n in enumerate(cfg.topics)} if cfg.pin_topics else {})
 
 
 def yelling_direction(acts: torch.Tensor, enc: EncodedCorpus, index: np.ndarray) -> torch.Tensor:
@@ -246,6 +265,15 @@ def yelling_direction(acts: torch.Tensor, enc: EncodedCorpus, index: np.ndarray)
     return acts[yell & asst].mean(0) - acts[~yell & asst].mean(0)
 
 
+def topic_direction(acts: torch.Tensor, enc: EncodedCorpus, index: np.ndarray, topic: int) -> torch.Tensor:
+    """Mean residual of the tokens of topic `topic` (an index into TOPIC_NAMES) minus that of the other topics'
+    tokens (d_in,); tokens without a topic are left out of both."""
+    t = torch.from_numpy(enc.topic[index]).long()
+    if not (t == topic).any() or not ((t != topic) & (t >= 0)).any():
+        raise ValueError(f"no tokens of topic {TOPIC_NAMES[topic]!r}, or of no other topic, to pin its direction")
+    return acts[t == topic].mean(0) - acts[(t != topic) & (t >= 0)].mean(0)
+
+
 def reused_model_record(model_dir: Path) -> dict[str, Any]:
     """The training figures of a model `--sae-only` reuses, from the `demo.json` beside it."""
     manifest = model_dir.parent / "demo.json"
@@ -256,11 +284,13 @@ def reused_model_record(model_dir: Path) -> dict[str, Any]:
 
 
 def topic_candidates(
-    stats: FeatureStatistics, labels: dict[str, dict[str, Any]], attribute: str, n: int, *, exclude: int
+    stats: FeatureStatistics, labels: dict[str, dict[str, Any]], attribute: str, n: int, *,
+    exclude: int | set[int],
 ) -> list[int]:
     """The `n` latents most correlated with `attribute`, those labelled with it first (a topic
-    profile should show its topic's label), never `exclude` (the CAPS feature)."""
-    ranked = [f for f in ranked_features(stats, attribute, 4 * n + 1) if f != exclude]
+    profile should show its topic's label), never one in `exclude` (the CAPS feature, pinned latents)."""
+    skip = {exclude} if isinstance(exclude, int) else exclude
+    ranked = [f for f in ranked_features(stats, attribute, 4 * n + len(skip)) if f not in skip]
     labelled = [f for f in ranked if labels[str(f)].get("attribute") == attribute]
     return (labelled + [f for f in ranked if f not in labelled])[:n]
 
@@ -268,9 +298,12 @@ def topic_candidates(
 def measure_stage(
     cfg: PipelineConfig, *, model: torch.nn.Module, tokenizer: Any, sae: TopKSae, stats: FeatureStatistics,
     labels: dict[str, dict[str, Any]], caps_candidates: list[int] | None = None,
+    pinned_topics: dict[str, int] | None = None,
 ) -> tuple[CapsResult, dict[str, TopicResult]]:
     """Pick and document the CAPS feature (among `caps_candidates`, default: the latents most
-    correlated with ALL CAPS) and one other feature per topic by steering the model."""
+    correlated with ALL CAPS) and one other feature per topic by steering the model (among its learned
+    candidates, plus its pinned latent in `pinned_topics` if any)."""
+    pinned_topics = pinned_topics or {}
     caps = choose_caps(model, tokenizer, sae, layer=cfg.layer,
                        candidates=caps_candidates or ranked_features(stats, "caps", cfg.caps_candidates),
                        scales=cfg.caps_scales, max_act=stats.max_act, max_new_tokens=cfg.eval_tokens["caps"])
@@ -280,8 +313,10 @@ def measure_stage(
     topics = {}
     for name in cfg.topics:
         topics[name] = choose_topic(model, tokenizer, sae, topic=name, words=words[name], layer=cfg.layer,
-                                    candidates=topic_candidates(stats, labels, f"topic:{name}",
-                                                                cfg.topic_candidates, exclude=caps.feature),
+                                    candidates=topic_candidates(
+                                        stats, labels, f"topic:{name}", cfg.topic_candidates,
+                                        exclude={caps.feature, *pinned_topics.values()},
+                                    ) + ([pinned_topics[name]] if name in pinned_topics else []),
                                     scales=cfg.topic_scales, max_act=stats.max_act,
                                     max_new_tokens=cfg.eval_tokens["topic"])
         log.info("topic %s: feature %d strength %.1f, words %d -> %d", name, topics[name].feature,
@@ -368,6 +403,7 @@ def demo_manifest(summary: dict[str, Any], *, layer: int, words: dict[str, list[
             "final_loss": round(tr["final_loss"], 4),
             "held_out_loss": round(tr["held_out_loss"], 4),
             "caps_pinned": sae.get("caps_pinned", False),
+            "topics_pinned": sae.get("topics_pinned", []),  # topics whose chosen feature is a pinned latent
             "n_params": tr["n_params"],
             "train_seconds": round(tr["total_seconds"]),
             "seed": tr["seed"],
