@@ -6,11 +6,11 @@ import { KEY_COMMIT_DELAY_MS, StrengthControl, snapToDetent } from "./StrengthCo
 afterEach(() => vi.useRealTimers());
 
 describe("StrengthControl", () => {
-  it("is a labelled slider from -10 to +10 showing the signed value", () => {
+  it("is a labelled slider from -25 to +25 showing the signed value", () => {
     render(<StrengthControl index={16} value={4} onCommit={() => {}} />);
     const slider = screen.getByRole("slider", { name: "Strength of feature 16" });
-    expect(slider).toHaveAttribute("aria-valuemin", "-10");
-    expect(slider).toHaveAttribute("aria-valuemax", "10");
+    expect(slider).toHaveAttribute("aria-valuemin", "-25");
+    expect(slider).toHaveAttribute("aria-valuemax", "25");
     expect(slider).toHaveAttribute("aria-valuenow", "4");
     expect(slider).toHaveAttribute("aria-valuetext", "+4.0");
     expect(screen.getByRole("textbox", { name: "Strength value of feature 16" })).toHaveValue("4");
@@ -38,7 +38,7 @@ describe("StrengthControl", () => {
     const onCommit = vi.fn();
     const { container } = render(<StrengthControl index={7} value={3} onCommit={onCommit} />);
     const root = container.querySelector("[data-orientation=horizontal]") as HTMLElement;
-    // A 200px wide track: x=0 is -10, x=100 is 0, x=200 is +10.
+    // A 200px wide track: x=0 is -25, x=100 is 0, x=200 is +25.
     root.getBoundingClientRect = () => ({
       left: 0,
       right: 200,
@@ -53,7 +53,7 @@ describe("StrengthControl", () => {
     root.hasPointerCapture = () => true;
     fireEvent.pointerDown(root, { pointerId: 1, clientX: 150, button: 0 });
     fireEvent.pointerMove(root, { pointerId: 1, clientX: 160 });
-    fireEvent.pointerMove(root, { pointerId: 1, clientX: 101 }); // +0.1: inside the detent
+    fireEvent.pointerMove(root, { pointerId: 1, clientX: 101 }); // +0.25: inside the detent
     expect(onCommit).not.toHaveBeenCalled();
     fireEvent.pointerUp(root, { pointerId: 1, clientX: 101 });
     expect(onCommit).toHaveBeenCalledTimes(1);
@@ -78,8 +78,8 @@ describe("StrengthControl", () => {
 
   it("snapToDetent", () => {
     expect(snapToDetent(0.2)).toBe(0);
-    expect(snapToDetent(-0.29)).toBe(0);
-    expect(snapToDetent(0.34)).toBe(0.3);
+    expect(snapToDetent(-0.74)).toBe(0);
+    expect(snapToDetent(0.76)).toBe(0.8);
     expect(snapToDetent(-4.26)).toBe(-4.3);
   });
 });

@@ -6,15 +6,15 @@ import { formatStrength, parseStrength, SLIDER_MAX, SLIDER_MIN } from "./feature
 
 /** Keyboard changes are sent this long after the last key press (holding an arrow key sends once). */
 export const KEY_COMMIT_DELAY_MS = 150;
-/** While dragging, values this close to 0 snap to 0 (the detent). */
-export const DETENT = 0.3;
+/** While dragging, values this close to 0 snap to 0 (the detent): 3% of the slider's half range, as 0.3 was of ±10. */
+export const DETENT = 0.03 * SLIDER_MAX;
 
 export function snapToDetent(v: number): number {
   return Math.abs(v) < DETENT ? 0 : Math.round(v * 10) / 10;
 }
 
 /**
- * A feature strength: a −10…+10 slider (step 0.1, a 0 detent while dragging, a fill that grows from the
+ * A feature strength: a −25…+25 slider (step 0.1, a 0 detent while dragging, a fill that grows from the
  * centre) and a number box for any finite value. Sends `onCommit` on pointer release, and ~150 ms after the
  * last keyboard change (arrows ±0.1, Shift+arrows and Page Up/Down ±1, Home/End), never while dragging.
  */

@@ -10,8 +10,10 @@ export interface FeatureRow {
   muted: boolean;
 }
 
-export const SLIDER_MIN = -10;
-export const SLIDER_MAX = 10;
+/** The slider's range; the number box beside it takes any finite value. ±25 holds every strength the demo documents
+ * (its CAPS feature 10.4, its topics up to 22.6). */
+export const SLIDER_MIN = -25;
+export const SLIDER_MAX = 25;
 /** Strength given to a pasted entry without one ("16"). */
 export const PASTE_DEFAULT_STRENGTH = 1;
 
