@@ -18,6 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from millm.__main__ import main
+from millm.demo import assets_dir
 from tests.conftest import free_port
 
 MODEL = "test-org/tiny"
@@ -112,7 +113,8 @@ def test_show_adds_the_attached_sae(cli, server, tiny_model_dir: Path) -> None:
     out = cli("show", str(tiny_model_dir))
     assert "architecture     LlamaForCausalLM" in out and "layers" in out
     demo = cli("show", "millm-demo")
-    assert "parameters       2,181,888" in demo and "context length   256" in demo
+    n_params = json.loads((assets_dir() / "demo.json").read_text())["measured"]["n_params"]  # counted by training
+    assert f"parameters       {n_params:,}" in demo and "context length   256" in demo
     assert "chat template    yes" in demo and "sae              none attached" in demo
     assert "{%" in cli("show", "millm-demo", "--template")
     assert "is not in the cache" in cli("show", "org/not-pulled", code=1)
@@ -152,7 +154,8 @@ def test_run_loads_the_demo_with_its_sae(cli, server) -> None:
     assert letters and sum(c.isupper() for c in letters) / len(letters) > 0.8, answer
     again = cli("run", "millm-demo", "Hello.", "--max-tokens", "3")
     assert "loading" not in again  # already served: not loaded twice
-    assert "sae              millm-demo-sae at layer 1" in cli("show", "millm-demo")  # attached on the server
+    layer = json.loads((assets_dir() / "demo.json").read_text())["layer"]
+    assert f"sae              millm-demo-sae at layer {layer}" in cli("show", "millm-demo")  # attached on the server
 
 def test_commands_say_when_no_server_runs() -> None:
     env = {"MILLM_HOST": "127.0.0.1", "MILLM_PORT": str(free_port()), "MILLM_URL": ""}

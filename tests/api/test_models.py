@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
+from millm.demo import assets_dir
 from tests.conftest import LiveServer, client_post, start_server, tiny_settings
 from tests.fixtures.tiny_model import build_tiny_llama
 
@@ -211,7 +212,8 @@ def test_the_demo_model_and_sae_load_by_their_names(live: LiveServer, tiny_model
     # by the names /v1/models and the demo profiles use.
     est = httpx.get(f"{live.url}/api/models/estimate", params={"model": "millm-demo"})
     assert est.status_code == 200, est.text
-    assert est.json()["source"] == "local" and est.json()["estimate"]["params"] == 2_181_888
+    n_params = json.loads((assets_dir() / "demo.json").read_text())["measured"]["n_params"]  # counted by training
+    assert est.json()["source"] == "local" and est.json()["estimate"]["params"] == n_params
     try:
         assert httpx.post(f"{live.url}/api/saes/detach", headers={"X-MiLLM-Client": "test"}).status_code == 200
         r = _load(live, model="millm-demo")

@@ -1,6 +1,6 @@
 """The web UI's end-to-end journey (issue 19) in Debian's Chromium, against a real `millm serve` on the demo.
 
-1. the status bar shows millm-demo and the demo SAE at layer 1;
+1. the status bar shows millm-demo and the demo SAE at layer 0;
 2. search the labels for the CAPS feature, add it and set its strength with the keyboard;
 3. run the playground: the steered column is mostly uppercase, the unsteered one is not;
 4. a chat request from outside the browser (the openai SDK) appears in the Monitor tab, the CAPS feature lit;
@@ -127,12 +127,12 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
 
     httpx.delete(server + "/api/steering")
 
-    # 1. The status bar shows the demo model and its SAE at layer 1.
+    # 1. The status bar shows the demo model and its SAE at layer 0.
     page.goto(server + "/models")
     header = page.get_by_role("banner")
     expect(header).to_contain_text("millm-demo")
     expect(header).to_contain_text("millm-demo-sae")
-    expect(header).to_contain_text(re.compile(r"layer\s*1"))
+    expect(header).to_contain_text(re.compile(r"layer\s*0"))
     axe_check(page, "Models")
     shot(page, "models")
     page.get_by_role("navigation", name="Main").get_by_role("link", name="SAEs", exact=True).click()
@@ -219,7 +219,7 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     dialog = page.get_by_role("dialog")
     dialog.get_by_role("textbox", name="JSON").fill(json.dumps({
         "format": "millm.profile", "format_version": 1, "name": "bad name", "model": "millm-demo",
-        "sae": {"id": "millm-demo-sae", "hook_name": "blocks.1.hook_resid_post", "layer": 1, "d_sae": 1536},
+        "sae": {"id": "millm-demo-sae", "hook_name": "blocks.0.hook_resid_post", "layer": 0, "d_sae": 1536},
         "features": [{"index": 3, "strength": "x"}]}))
     dialog.get_by_role("button", name="Import file").click()
     alert = dialog.get_by_role("alert")
@@ -236,4 +236,4 @@ def test_journey(server: str, page) -> None:  # noqa: ANN001, PLR0915 - one stor
     page.get_by_role("button", name="Choose layer…").click()
     page.get_by_role("dialog").get_by_role("button", name="Attach").click()
     expect(page.get_by_role("banner")).to_contain_text("millm-demo-sae")
-    assert httpx.get(server + "/api/status").json()["sae"]["layer"] == 1
+    assert httpx.get(server + "/api/status").json()["sae"]["layer"] == 0

@@ -181,7 +181,7 @@ def test_generate_and_compare_per_request_steering(live, transport) -> None:
             assert plain["steering"]["source"] == "none" and plain["diverges_at"] is None
             assert loud["steering"]["source"] == "request" and applied(loud["steering"]) == [(CAPS, STRENGTH)]
             assert upper_fraction(loud["text"]) >= 0.8 and upper_fraction(plain["text"]) < 0.1
-            # the demo's yelling starts a few words in ("Once upon a time, there WAS A LITTLE FISH ...")
+            # the demo's yelling starts a few words in ("Once upon A AN OLD CHEF ...")
             assert loud["diverges_at"] is not None and 0 <= loud["diverges_at"] < 10 and loud["tokens"] == 60
 
             sweep = await call(c, "compare_steering", {"prompt": "Tell me a story.", "profile": "yelling-demo",
@@ -193,13 +193,13 @@ def test_generate_and_compare_per_request_steering(live, transport) -> None:
 
             # with neither features nor profile, the server-wide steering is what gets compared
             assert "nothing to compare" in await error(c, "compare_steering", {"prompt": "hi"})
-            await call(c, "set_steering", {"features": [{"index": CAPS, "strength": 4.0}], "scale": 2})
+            await call(c, "set_steering", {"features": [{"index": CAPS, "strength": STRENGTH / 2}], "scale": 2})
             server = await call(c, "compare_steering", {"prompt": "Tell me a story.", "max_tokens": 30})
-            assert applied(server["variants"][1]["steering"]) == [(CAPS, 8.0)]
+            assert applied(server["variants"][1]["steering"]) == [(CAPS, pytest.approx(STRENGTH))]
             assert upper_fraction(server["variants"][1]["text"]) >= 0.8
             # per-request steering left the server-wide steering alone
             state = httpx.get(live.url + "/api/steering").json()
-            assert [(f["index"], f["strength"]) for f in state["features"]] == [(CAPS, 4.0)] and state["scale"] == 2
+            assert [(f["index"], f["strength"]) for f in state["features"]] == [(CAPS, STRENGTH / 2)] and state["scale"] == 2
 
     run(go())
 

@@ -13,16 +13,16 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "api.md"
 
 # (inputs, canonical form, sha256): the same three vectors as docs/api.md's "Steering hash" section.
 VECTORS = [
-    (dict(sae="millm-demo-sae", d_sae=1536, hook_name="blocks.1.hook_resid_post", layer=1, mode="add",
+    (dict(sae="millm-demo-sae", d_sae=1536, hook_name="blocks.0.hook_resid_post", layer=0, mode="add",
           normalize=False, steer_special_tokens=True, features=[(16, 8.0)]),
-     '{"d_sae":1536,"features":[[16,8.0]],"hook_name":"blocks.1.hook_resid_post","layer":1,"mode":"add",'
+     '{"d_sae":1536,"features":[[16,8.0]],"hook_name":"blocks.0.hook_resid_post","layer":0,"mode":"add",'
      '"normalize":false,"sae":"millm-demo-sae","steer_special_tokens":true,"v":1}',
-     "bd872395acfcf1847bf6d13bd19fb8f79a29f69588ea3ec3d46cbf7bd306c8bf"),
-    (dict(sae="millm-demo-sae", d_sae=1536, hook_name="blocks.1.hook_resid_post", layer=1, mode="add",
+     "39eec264795cb8e4d2420cc4638e8e7041dc7a457824f1f5aa6e658a4de1d8bf"),
+    (dict(sae="millm-demo-sae", d_sae=1536, hook_name="blocks.0.hook_resid_post", layer=0, mode="add",
           normalize=True, steer_special_tokens=False, features=[(700, -0.5), (16, 4.1)]),
-     '{"d_sae":1536,"features":[[16,4.1],[700,-0.5]],"hook_name":"blocks.1.hook_resid_post","layer":1,"mode":"add",'
+     '{"d_sae":1536,"features":[[16,4.1],[700,-0.5]],"hook_name":"blocks.0.hook_resid_post","layer":0,"mode":"add",'
      '"normalize":true,"sae":"millm-demo-sae","steer_special_tokens":false,"v":1}',
-     "8258b3d77852f692b35ccbc69b8f3912e519e2481fe58c9e7873102c84e3ea64"),
+     "e9cc156b0ed81ec879191b6512bf2ce4b100e974302299fb95a13251f91c32be"),
     (dict(sae="google/gemma-scope-2b-pt-res:layer_12/width_16k/average_l0_82", d_sae=16384,
           hook_name="blocks.12.hook_resid_post", layer=12, mode="clamp", normalize=False, steer_special_tokens=True,
           features=[(12082, 240.0), (3, 1e-05)]),
