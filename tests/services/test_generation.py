@@ -202,3 +202,82 @@ def test_text_chunks_are_the_models_own_json(text):
         chunks = _TextChunks(make)
         for c in (0, 3, 0):
             assert chunks(c, text) == make(c, text).model_dump_json()
+
+
+def test_a_direct_reader_takes_a_leading_run_only_while_the_reader_waits_on_an_empty_inbox():
+    from millm.services.engine_client import Inbox
+
+    async def main() -> dict[str, object]:
+        relay = _Relay(asyncio.get_running_loop())
+        inbox = Inbox()
+        calls: list[list[int]] = []
+
+        def direct(items: list[int]) -> int:  # takes the items below 100, up to the first that is not
+            calls.append(list(items))
+            n = 0
+            while n < len(items) and items[n] < 100:
+                n += 1
+            return n
+
+        inbox.direct = direct
+        inbox.put_nowait(0)  # nobody waits: queued, not offered
+        out: dict[str, object] = {"no reader": list(calls)}
+        assert await inbox.get() == 0
+        reader = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)  # the reader waits on an empty inbox
+        t = threading.Thread(target=lambda: [relay.put(inbox, i) for i in (1, 2, 100, 3)])
+        t.start()
+        t.join()  # one burst: one offer of all four
+        out["reader got"] = await asyncio.wait_for(reader, 5)
+        out["then"] = [inbox.get_nowait() for _ in range(inbox.qsize())]
+        out["calls"] = calls
+
+        def broken(items: list[int]) -> int:
+            raise RuntimeError("the ordinary way meets this")
+
+        inbox.direct = broken
+        reader = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)
+        inbox.put_all([7, 8])
+        out["after an error"] = [await asyncio.wait_for(reader, 5), inbox.get_nowait()]
+        out["cleared"] = inbox.direct is None
+        return out
+
+    out = asyncio.run(main())
+    assert out["no reader"] == []
+    assert out["calls"] == [[1, 2, 100, 3]]
+    assert out["reader got"] == 100 and out["then"] == [3]  # 1 and 2 taken; 100 and what follows it queued, in order
+    assert out["after an error"] == [7, 8] and out["cleared"]
+
+
+def test_the_relay_hands_each_queue_its_part_of_a_burst_in_one_call():
+    from millm.services.engine_client import Inbox
+
+    async def main() -> tuple[list[list[tuple[str, int]]], list[list[int]]]:
+        relay = _Relay(asyncio.get_running_loop())
+        inboxes = [Inbox(), Inbox()]
+        calls: list[list[tuple[str, int]]] = []
+        for inbox in inboxes:
+            inbox.direct = lambda items: calls.append(list(items)) or len(items)  # type: ignore[func-returns-value]
+        readers = [asyncio.ensure_future(inbox.get()) for inbox in inboxes]
+        await asyncio.sleep(0)
+        plain: asyncio.Queue[int] = asyncio.Queue()
+
+        def step() -> None:  # a step of three rows of one run (n=3), one of another, and a plain queue
+            for tok in range(2):
+                for row in range(3):
+                    relay.put(inboxes[0], ("a", tok * 3 + row))
+                relay.put(inboxes[1], ("b", tok))
+                relay.put(plain, tok)
+
+        t = threading.Thread(target=step)
+        t.start()
+        t.join()
+        await asyncio.sleep(0.01)
+        for r in readers:
+            r.cancel()
+        return calls, [[plain.get_nowait() for _ in range(plain.qsize())]]
+
+    calls, plain = asyncio.run(main())
+    assert calls == [[("a", i) for i in range(6)], [("b", 0), ("b", 1)]]
+    assert plain == [[0, 1]]

@@ -18,7 +18,7 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from millm.engine.model_loading import LoadedModel
 from millm.engine.rows import Handle
@@ -68,8 +68,26 @@ class Relay:
     def _drain(self) -> None:
         with self._lock:
             items, self._items, self._scheduled = self._items, [], False
-        for queue, item in items:
+        if len(items) == 1:
+            queue, item = items[0]
             queue.put_nowait(item)
+            return
+        # each queue's items together (in order), so that a run with several choices, or one the loop fell behind
+        # on, takes its events in one call (an `Inbox` with a direct reader writes them in one send)
+        groups: dict[int, tuple[Any, list[Any]]] = {}
+        for queue, item in items:
+            group = groups.get(id(queue))
+            if group is None:
+                groups[id(queue)] = (queue, [item])
+            else:
+                group[1].append(item)
+        for queue, group_items in groups.values():
+            put_all = getattr(queue, "put_all", None)
+            if put_all is not None:
+                put_all(group_items)
+            else:
+                for item in group_items:
+                    queue.put_nowait(item)
 
 
 class Inbox:
@@ -79,14 +97,34 @@ class Inbox:
     keeps a task count and an `Event` for `join()`, checks for a full queue and wakes putters on every `get`,
     none of which this needs; on a stream it runs once per token, on the event loop's thread."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_waiter", "direct")
 
     def __init__(self) -> None:
         self._items: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        # A direct reader (set by a stream's response, `generation.ChunkStream.bypass`): while the reading task waits
+        # on an empty inbox, which means everything before has been handled, arriving items are offered to it first,
+        # on the loop, in the relay's drain: it takes a leading run of them (returns how many) and the rest is queued
+        # for the task as usual. An item is never both taken and queued, and never taken out of order.
+        self.direct: Callable[[list[Any]], int] | None = None
 
     def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
+        self.put_all([item])
+
+    def put_all(self, items: list[Any]) -> None:
+        """put_nowait of each item, in order."""
+        direct, waiter = self.direct, self._waiter
+        if direct is not None and waiter is not None and not self._items and not waiter.done():
+            try:
+                taken = direct(items)
+            except Exception:  # noqa: BLE001 - the reader meets the same item the ordinary way, where errors belong
+                self.direct = None
+                taken = 0
+            if taken:
+                if taken == len(items):
+                    return
+                items = items[taken:]
+        self._items.extend(items)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -135,6 +173,13 @@ class Run:
     def cancel(self) -> None:
         for h in self.handles:
             h.cancel()
+
+
+def took(run: Run, ev: GenerationEvent) -> None:
+    """A token event's bookkeeping on its run (`EngineClient.events`, and a stream's direct reader)."""
+    if run.first_token_at is None:
+        run.first_token_at = time.monotonic()
+    run.completion_tokens += len(ev.token_ids)
 
 
 class EngineClient:
@@ -193,14 +238,13 @@ class EngineClient:
                     continue
                 if ev.finish_reason == "error":
                     raise ev.failure or InternalError(ev.error or "generation failed")
-                if run.first_token_at is None:
-                    run.first_token_at = time.monotonic()
-                run.completion_tokens += len(ev.token_ids)
+                took(run, ev)
                 if ev.finish_reason is not None:
                     finished += 1
                     run.finals[i * run.n + ev.choice] = ev
                 yield i * run.n + ev.choice, ev
         finally:
+            run.queue.direct = None
             if finished < want:
                 run.cancel()
 
