@@ -281,3 +281,81 @@ def test_the_relay_hands_each_queue_its_part_of_a_burst_in_one_call():
     calls, plain = asyncio.run(main())
     assert calls == [[("a", i) for i in range(6)], [("b", 0), ("b", 1)]]
     assert plain == [[0, 1]]
+
+
+def test_a_whole_response_wakes_the_loop_for_its_first_token_and_each_choice_s_last_only():
+    from millm.engine.types import GenerationEvent, PromptInfo, SamplingParams
+    from millm.errors import InternalError
+    from millm.services.engine_client import EngineClient
+
+    class Worker:
+        queue_depth = 0
+
+        def __init__(self) -> None:
+            self.sinks: list = []
+
+        def submit(self, request, sink):  # noqa: ANN001, ANN201
+            self.sinks.append(sink)
+            return Handle()
+
+    class Metrics:
+        class queue_depth:  # noqa: N801 - a gauge's interface
+            @staticmethod
+            def set(n: int) -> None:
+                pass
+
+    class LM:
+        model_id = "m"
+
+    class Handle:
+        def cancel(self) -> None:
+            pass
+
+    async def emit(sink, events) -> None:  # noqa: ANN001 - the worker thread's sends, then the loop's turn
+        t = threading.Thread(target=lambda: [sink(e) for e in events])
+        t.start()
+        t.join()
+        await asyncio.sleep(0.01)
+
+    async def main(stream: bool) -> tuple[list[int], list[str], str]:
+        loop = asyncio.get_running_loop()
+        wakes = _count_wake_ups(loop)
+        worker = Worker()
+        client = EngineClient(worker=worker, metrics=Metrics())  # type: ignore[arg-type]
+        run = client.submit(LM(), [[1, 2], [3]], n=2, params=SamplingParams(max_tokens=4), steering=None,  # type: ignore[arg-type]
+                            prompt_logprobs=False, prefix="cmpl-x", stream=stream)
+        seen = []
+        a, b = worker.sinks
+        await emit(a, [PromptInfo(prompt_tokens=2), GenerationEvent.token(0, "a", 5), GenerationEvent.token(1, "b", 6)])
+        seen.append(wakes[0])
+        await emit(b, [PromptInfo(prompt_tokens=1), GenerationEvent.token(0, "c", 7)])
+        seen.append(wakes[0])
+        await asyncio.wait_for(client.await_prefill(run, 2), 5)
+        for _ in range(3):  # tokens in between
+            await emit(a, [GenerationEvent.token(0, "d", 8), GenerationEvent.token(1, "e", 9)])
+            await emit(b, [GenerationEvent.token(0, "f", 10)])
+        seen.append(wakes[0])
+        await emit(a, [GenerationEvent(choice=0, text="!", token_ids=(1,), finish_reason="length")])
+        seen.append(wakes[0])
+        await emit(a, [GenerationEvent(choice=1, text="?", token_ids=(1,), finish_reason="stop")])
+        await emit(b, [GenerationEvent(choice=1, text="x", token_ids=(2,))])
+        seen.append(wakes[0])
+        await emit(b, [InternalError("the row failed")])
+        texts: list[str] = []
+        error = ""
+        try:
+            async for c, ev in client.events(run, 2):
+                texts.append(f"{c}{ev.text}")
+        except InternalError as e:
+            error = str(e)
+        return seen, texts, error
+
+    quiet, texts, error = asyncio.run(main(stream=False))
+    loud, loud_texts, loud_error = asyncio.run(main(stream=True))
+    # each prompt's first token wakes; the nine tokens between do not; each last event does, and so does a failure
+    assert quiet == [1, 2, 2, 3, 4]
+    assert loud[2] >= 5  # a stream: (about) a wake-up per emit
+    # nothing lost or reordered: each choice's events in order (the global choice is prompt * n + choice)
+    assert texts == loud_texts and error == loud_error == "the row failed"
+    for c, expected in (("0", "addd!"), ("1", "beee?"), ("2", "cfff"), ("3", "x")):
+        assert "".join(t[1:] for t in texts if t[0] == c) == expected

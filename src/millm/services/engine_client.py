@@ -193,8 +193,11 @@ class EngineClient:
     def submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
                 steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
                 steerings: list[SteeringSpec | None] | None = None,
-                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None) -> Run:
-        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
+                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None,
+                stream: bool = True) -> Run:
+        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`. `stream=False`
+        (the response is built at the end): a prompt's tokens between its first and each choice's last join the
+        next wake-up of the loop instead of waking it each."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = Relay(loop)
@@ -218,7 +221,17 @@ class EngineClient:
                     # waits behind for the GIL
                     relay.put(queue, (i, event), wake=type(event) is not PromptInfo)
 
-                run.handles.append(self.worker.submit(request, sink))
+                def quiet_sink(event: Any, i: int = i, woke: list[bool] = [False]) -> None:  # noqa: B006 - per prompt
+                    # Nothing reads a whole response's tokens before its end, so only the first token (its arrival is
+                    # the request's TTFT), each choice's last event and failures wake the loop: the tokens between
+                    # wait in the relay for the next wake-up (about 140 us of the loop's CPU per token less)
+                    if type(event) is GenerationEvent and event.finish_reason is None:
+                        wake, woke[0] = not woke[0], True
+                    else:
+                        wake = type(event) is not PromptInfo
+                    relay.put(queue, (i, event), wake=wake)
+
+                run.handles.append(self.worker.submit(request, sink if stream else quiet_sink))
         except MillmError:
             run.cancel()
             raise

@@ -231,7 +231,7 @@ class GenerationService:
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=logprobs, constraint=constraint)
         run = self.client.submit(lm, [ids], n=req.n, params=params, steering=spec,
                            prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
-                           prompt_top_logprobs=req.prompt_logprobs, activations=read)
+                           prompt_top_logprobs=req.prompt_logprobs, activations=read, stream=req.stream)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         info = p.MillmInfo(steering=applied)
@@ -395,7 +395,7 @@ class GenerationService:
         read = self._activation_read(req, prompt_tokens=longest, max_tokens=max(1, max_tokens),
                                      choices=len(all_ids) * req.n)
         run = self.client.submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid,
-                           activations=read)
+                           activations=read, stream=req.stream)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         created = int(time.time())
