@@ -3,7 +3,8 @@
 Every generating request (chat, completions, compare variants, batch lines) goes through `EngineClient.submit`
 into the worker's one generation path, and reads its results through `events` / `await_prefill`. Worker events
 reach the event loop through one `Relay` per loop, which wakes the loop once per burst (a decode step's events),
-not once per event.
+not once per event; a whole (non-streamed) response's tokens between its first and last wait for the next burst.
+A stream's plain tokens may be taken in the drain itself (`Inbox.direct`, set by `text_chunks.ChunkStream`).
 
 `await_prefill` waits for the worker to accept and prefill every prompt, so a failure before the first token is
 an ordinary error response; after that, errors surface as exceptions from `events`. Leaving `events` early (a
