@@ -4,7 +4,8 @@ For each model: start `millm serve` (a subprocess) and load the same model in th
 - decode: rounds that alternate raw generate with the server, unsteered and in every steering and
   monitoring mode, all batch 1 with the same prompt (ratios are taken within a round, then the median);
 - concurrency 1, 4, 8, 16: that many requests at once, each with its own steering vector, and each
-  request's text compared with the same request run alone;
+  request's text compared with the same request run alone (read and repeated as the sweep's concurrency:
+  `sweep.one_level`);
 - prefill: server TTFT and a raw forward for 64-, 512- and 2048-token prompts (those that fit);
 - hook cost (method a) and a decode profile, in-process after the server has stopped.
 Results go to docs/benchmarks-<device>.json; the report (docs/benchmarks.md and its plots) is
@@ -36,7 +37,7 @@ import torch
 
 from benchmarks import hooks_bench, profile_bench, raw_bench, report, sweep
 from benchmarks.models import BenchModel, get_model
-from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one, run_requests
+from benchmarks.server_bench import RequestTiming, Server, completion_body, run_one
 from millm.engine.threads import TIMED_PREFILL_FLOPS
 
 log = logging.getLogger("benchmarks")
@@ -277,13 +278,15 @@ def _concurrency(server: Server, lm: Any, plan: Plan, d_sae: int) -> dict[str, A
     walls: dict[int, list[float]] = {c: [] for c in levels}
     runs: dict[int, list[RequestTiming]] = {c: [] for c in levels}
     mismatches: dict[int, int] = {c: 0 for c in levels}
+    checked: dict[int, int] = {c: 0 for c in levels}
     for rep in range(plan.conc_repeats):
         for c in levels:
             log.info("concurrency %d (round %d/%d)", c, rep + 1, plan.conc_repeats)
-            timings, wall = run_requests(server, bodies[:c])
-            walls[c].append(wall)
-            runs[c].extend(timings)
-            mismatches[c] += sum(1 for i, t in enumerate(timings[:n_solo]) if t.text != solo[i])
+            for wall, timings in sweep.one_level(server, bodies[:c]):
+                walls[c].append(wall)
+                runs[c].extend(timings)
+                checked[c] += len(timings[:n_solo])
+                mismatches[c] += sum(1 for i, t in enumerate(timings[:n_solo]) if t.text != solo[i])
     out: dict[str, Any] = {"levels": {}, "solo_checked": n_solo, "tokens_per_request": plan.conc_tokens}
     agg1 = None
     for c in levels:
@@ -294,7 +297,7 @@ def _concurrency(server: Server, lm: Any, plan: Plan, d_sae: int) -> dict[str, A
             "aggregate_tok_s": agg, "speedup": agg / agg1 if agg1 else float("nan"),
             "latency_p50_ms": _pct(lat, 0.5), "latency_p99_ms": _pct(lat, 0.99),
             "ttft_p50_ms": _pct([t.ttft * 1e3 for t in runs[c]], 0.5),
-            "checked": min(c, n_solo) * plan.conc_repeats, "mismatches": mismatches[c],
+            "checked": checked[c], "mismatches": mismatches[c],
         }
     return out
 

@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import selectors
 import socket
 import subprocess
 import sys
@@ -221,6 +222,107 @@ def first_chunk_one(port: int, body: dict[str, Any]) -> RequestTiming:
     chunk = json.loads(buf[at + 6 : buf.find(b"\n\n", at)])
     text = chunk["choices"][0].get("text") or ""
     return RequestTiming(sent=sent, first=first, last=first, chunks=1, text=text)
+
+
+def _dechunk(body: bytes) -> tuple[bytes, list[int]]:
+    """An HTTP/1.1 chunked body's data, and for each byte of it the offset in `body` just past it."""
+    data = bytearray()
+    ends: list[int] = []
+    at = 0
+    while True:
+        eol = body.find(b"\r\n", at)
+        if eol < 0:
+            break
+        size = int(body[at:eol].split(b";", 1)[0] or b"0", 16)
+        if size == 0:
+            break
+        start = eol + 2
+        data += body[start : start + size]
+        ends.extend(range(start + 1, start + size + 1))
+        at = start + size + 2
+    return bytes(data), ends
+
+
+def _request_bytes(port: int, body: dict[str, Any]) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST /v1/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n").encode() + data
+
+
+def _parse_stream(sent: float, parts: list[bytes], times: list[float]) -> RequestTiming:
+    """A streamed completion's timing from the raw response `parts`, each received at `times[i]`: each chunk's arrival
+    is the time of the `recv` that completed it."""
+    timing = RequestTiming(sent=sent)
+    raw = b"".join(parts)
+    status = raw.split(b"\r\n", 1)[0]
+    if b" 200 " not in status + b" ":
+        raise RuntimeError(f"{status.decode(errors='replace')}: {raw[:500].decode(errors='replace')}")
+    body_at = raw.find(b"\r\n\r\n") + 4
+    if b"transfer-encoding: chunked" in raw[:body_at].lower():
+        payload, ends = _dechunk(raw[body_at:])
+        ends = [body_at + e for e in ends]
+    else:
+        payload, ends = raw[body_at:], list(range(body_at + 1, len(raw) + 1))
+    bounds, total = [], 0  # the end offset in `raw` of each part
+    for part in parts:
+        total += len(part)
+        bounds.append(total)
+    k = at = 0
+    while (start := payload.find(b"data: ", at)) >= 0 and (end := payload.find(b"\n\n", start)) >= 0:
+        at = end + 2
+        line = payload[start + 6 : end]
+        if line.startswith(b"[DONE]"):
+            continue
+        chunk = json.loads(line)
+        if not chunk.get("choices"):
+            continue
+        while bounds[k] < ends[end + 1]:
+            k += 1
+        now = times[k]
+        if timing.first is None:
+            timing.first = now
+        timing.last = now
+        timing.chunks += 1
+        timing.arrivals.append(now)
+        timing.text += chunk["choices"][0].get("text") or ""
+    return timing
+
+
+def run_concurrent(server: Server, bodies: list[dict[str, Any]]) -> tuple[list[RequestTiming], float]:
+    """`run_requests` with almost no client work while the streams run: one thread sends every request on its own
+    connection and reads them all with `selectors` and plain `recv` calls, keeping each call's bytes and arrival
+    time; the responses are parsed only once every connection is closed. The wall time runs from the first send to
+    the last chunk's arrival. For the concurrency levels (every level, one stream included): there 8 streams share
+    the 2 benchmark cores with the server, and `run_requests` (a thread per stream, http.client's chunked `readline`
+    in Python and a `json.loads` per chunk, eight threads taking turns at the GIL) costs the client several times
+    more CPU per token (docs/benchmarks-notes.md, "seventh session: conc5")."""
+    sel = selectors.DefaultSelector()
+    socks = [socket.create_connection(("127.0.0.1", server.port), timeout=3600) for _ in bodies]
+    parts: list[list[bytes]] = [[] for _ in bodies]
+    times: list[list[float]] = [[] for _ in bodies]
+    try:
+        for i, sock in enumerate(socks):
+            sel.register(sock, selectors.EVENT_READ, i)
+        requests = [_request_bytes(server.port, b) for b in bodies]
+        start = time.perf_counter()
+        for sock, req in zip(socks, requests, strict=True):
+            sock.sendall(req)
+        open_ = len(socks)
+        while open_:
+            for key, _ in sel.select():
+                more = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                if more:
+                    parts[key.data].append(more)
+                    times[key.data].append(time.perf_counter())
+                else:
+                    sel.unregister(key.fileobj)
+                    open_ -= 1
+    finally:
+        sel.close()
+        for sock in socks:
+            sock.close()
+    timings = [_parse_stream(start, p, t) for p, t in zip(parts, times, strict=True)]
+    return timings, max(t.last if t.last is not None else start for t in timings) - start
 
 
 def run_requests(server: Server, bodies: list[dict[str, Any]]) -> tuple[list[RequestTiming], float]:

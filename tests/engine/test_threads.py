@@ -268,3 +268,55 @@ def test_each_decision_is_logged_with_the_line_the_sweep_waits_for(policy, caplo
     assert any(m.startswith(threads.decode_decided(6) + " ") for m in lines), lines
     assert threads.prefill_decided(40) == "prefill threads for 9-64 tokens:"
     assert threads.decode_decided(6) == "decode threads for 5-8-row steps:"
+
+
+def test_a_parallel_choice_that_slows_down_is_timed_again(policy, caplog):
+    # decided on two threads; then another process takes a core and two-thread steps take 20x as long
+    _run(policy, "m", 8, {1: 12.0, 2: 10.0}, TRIAL)
+    assert policy.choices() == {8: 2}
+    with caplog.at_level("INFO", logger="millm.engine.threads"):
+        used = _run(policy, "m", 8, {1: 12.0, 2: 200.0}, threads.WATCH_STEPS + TRIAL + 5)
+    assert set(used[:threads.WATCH_STEPS]) == {2}
+    assert used[threads.WATCH_STEPS] == 1  # timed again at once, not after RECHECK_STEPS
+    assert set(used[-5:]) == {1}
+    assert policy.choices() == {8: 1}
+    assert "decode threads for 5-8-row steps slowed: 2 threads now take 200.00 ms" in caplog.text
+
+
+def test_slower_steps_on_the_fewest_threads_or_within_the_margin_are_not_retimed(policy):
+    _run(policy, "m", 8, {1: 10.0, 2: 12.0}, TRIAL)  # one thread chosen: nothing to fall back to
+    used = _run(policy, "m", 8, {1: 50.0, 2: 12.0}, 3 * threads.WATCH_STEPS)
+    assert set(used) == {1}
+    _run(policy, "m", 1, {1: 12.0, 2: 10.0}, TRIAL)  # two threads chosen, then 1.5x slower: within WATCH_SLOWDOWN
+    used = _run(policy, "m", 1, {1: 12.0, 2: 15.0}, 3 * threads.WATCH_STEPS)
+    assert set(used) == {2}
+
+
+def test_a_candidate_far_behind_is_not_timed_further(policy):
+    # under load two threads can take 100x one: after one such timed step their remaining trial blocks are skipped
+    used = _run(policy, "m", 8, {1: 10.0, 2: 1000.0}, TRIAL + 3)
+    assert used.count(2) == 2  # the block's first (untimed) step and the one timed step that decided against it
+    assert policy.choices() == {8: 1}
+    assert set(used[-3:]) == {1}
+
+
+def test_dropping_never_leaves_a_trial_without_a_candidate(policy):
+    # noisy steps: each count in turn looks far behind the other; the trial still ends with a choice
+    p = policy
+    times = iter([1.0, 1.0, 1.0, 50.0, 50.0, 50.0] * 10)
+    for _ in range(TRIAL * 2):
+        p.decode("m", 8)
+        p.decoded(next(times) / 1e3 * (1 if p.now == 1 else 100))
+    assert p.choices()[8] in (1, 2)
+
+
+def test_a_prefill_count_far_behind_decides_at_once(policy):
+    # under load a two-thread prefill took 36x one thread's per token: the trial stops at the first such prefill
+    us = {1: 500.0, 2: 18_000.0}
+    used = _prefills(policy, "m", 2_000_000, 512, us, 1 + 2 + 3)  # cold, then 1 and 2 threads, then decided
+    assert used[1:3] == [1, 2]
+    assert set(used[3:]) == {1}
+    assert policy.prefill_choices() == {512: 1}
+    # not the other way round: one thread far behind two is timed to the end of the trial before two are taken
+    used = _prefills(policy, "other", 2_000_000, 512, {1: 18_000.0, 2: 500.0}, 1 + 2 * PREFILL_TRIALS + 2)
+    assert used[1:5] == [1, 2, 2, 1] and set(used[-2:]) == {2}

@@ -10,9 +10,13 @@ each kernel, and the pair is kept: the product timing made when the model loads 
 products on an otherwise idle worker, while the real steps run beside the event loop, sampling and whatever else
 shares the cores, and a oneDNN step on two threads suffered far more from a busy core than an MKL one (350M,
 loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `RECHECK_STEPS` further steps in it
-(the machine's load may have changed); a new model starts over. This replaces a fixed parameter threshold: on the
-2-core benchmark machine one thread was best for the 2M demo and two for a 350M model, with the crossover depending
-on family, batch size and load.
+(the machine's load may have changed); a new model starts over. Two guards for a loaded machine: a regime decided
+on more than the fewest threads is timed again as soon as the median of its last `WATCH_STEPS` steps reaches
+`WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core), and within a
+trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further (a prefill trial
+whose larger count is that far behind decides for the fewest threads at once). This replaces a
+fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
+model, with the crossover depending on family, batch size and load.
 
 Prefill: a forward doing at least `TIMED_PREFILL_FLOPS` (2 x parameters x tokens: 1,000 tokens of a 25M model,
 about 70 of a 350M one) uses every core: on the idle benchmark machine such prefills ran 1.3-1.8x faster there, and a
@@ -41,6 +45,7 @@ OpenMP thread counts are per thread, so the policy affects only the generation t
 
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import statistics
@@ -60,6 +65,9 @@ TIE = 0.03  # within this fraction, the smaller thread count wins
 PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
 RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
+WATCH_STEPS = 16  # a regime decided on more than the fewest threads: its last this many steps are watched, and
+WATCH_SLOWDOWN = 2.0  # when their median is this many times the decision's median, the regime is timed again
+DROP_SLOWER = 4.0  # a decode candidate whose timed step takes this many times another's median is not timed further
 
 
 def thread_counts() -> tuple[int, int] | None:
@@ -114,6 +122,9 @@ class _Regime:
     warmed: bool = False  # (prompt regimes) its first, untimed prefill ran
     kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
     kernel: int = 0
+    decided_s: float = 0.0  # decode: the chosen candidate's median step when decided
+    dropped: set[Any] = field(default_factory=set)  # decode: candidates left out of the rest of this trial
+    recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=WATCH_STEPS))
 
 
 class ThreadPolicy:
@@ -128,6 +139,7 @@ class ThreadPolicy:
         self._model: object | None = None
         self._regimes: dict[int, _Regime] = {}
         self._trial: tuple[_Regime, tuple[int, int]] | None = None  # the regime, count and kernel the step is timing
+        self._watch: _Regime | None = None  # the decided regime on more than the fewest threads the step runs in
         self._prefills: dict[int, _Regime] = {}  # prompt regime -> its timing (per token) and choice
         self._prefill_trial: tuple[_Regime, int, int] | None = None  # regime, count, tokens of the current prefill
 
@@ -221,10 +233,16 @@ class ThreadPolicy:
         st.times.setdefault(n, []).append(seconds / tokens)
         st.timed += 1
         cands = self.candidates()
-        if st.timed >= PREFILL_TRIALS * len(cands):
-            med = {c: statistics.median(st.times[c]) for c in cands}
-            fewest = min(cands)
-            best = min(cands, key=med.__getitem__)
+        # more threads far behind the fewest decide for the fewest at once (as a decode candidate is dropped): under
+        # load a two-thread prefill of llama-2m's eight 64-token prompts took 18 ms a token against 0.5 on one thread,
+        # 9 s a trial. (Not the other way round: one slow serial prefill does not buy more threads before the median.)
+        meds = {c: statistics.median(t) for c, t in st.times.items() if t}
+        fewest = min(cands)
+        behind = fewest in meds and any(m >= DROP_SLOWER * meds[fewest] for c, m in meds.items() if c != fewest)
+        if behind or st.timed >= PREFILL_TRIALS * len(cands):
+            med = {c: statistics.median(st.times[c]) for c in cands if st.times.get(c)}
+            fewest = min(med)
+            best = min(med, key=med.__getitem__)
             # more threads only on a clear win: three prefills per count are a small sample, and a parallel prefill
             # that loses a core to another process loses far more than a serial one
             st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
@@ -237,7 +255,7 @@ class ThreadPolicy:
         several `kernels` (the matrix-vector kernels the step may call, the product timing's pick first; see
         engine/weight_layout.py) each thread count is timed with each kernel; returns the index of the kernel to
         use."""
-        self._trial = None
+        self._trial = self._watch = None
         if self.counts is None:
             return 0
         self._for_model(model)
@@ -245,11 +263,17 @@ class ThreadPolicy:
         if st.chosen is not None and st.steps < RECHECK_STEPS:
             st.steps += 1
             self._set(st.chosen)
+            if st.chosen > min(self.candidates()):
+                self._watch = st
             return st.kernel
         if st.chosen is not None:  # re-check: time the candidates again
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
+            st.recent.clear()
+            st.dropped = set()
         st.kernels = kernels
         cands = self._options(kernels)
+        while cands[(st.timed // BLOCK) % len(cands)] in st.dropped:  # skip a dropped candidate's block
+            st.timed = (st.timed // BLOCK + 1) * BLOCK
         n, k = cands[(st.timed // BLOCK) % len(cands)]
         self._trial = (st, (n, k))
         self._set(n)
@@ -261,19 +285,51 @@ class ThreadPolicy:
         return [(n, k) for k in range(len(kernels)) for n in self.candidates()]
 
     def decoded(self, seconds: float) -> None:
-        """After the step `decode` prepared: record its time while its regime is being timed."""
+        """After the step `decode` prepared: record its time while its regime is being timed. A regime decided on more
+        than the fewest threads is watched: a parallel step whose threads are not all scheduled waits for the missing
+        one, so when another process takes a core after the decision, its steps can take many times the timed ones
+        (llama-2m's 5-8-row steps on two threads went from 3.3 ms in the trial to tens of ms a step, under load,
+        while one thread would have taken about 4); when the median of its last `WATCH_STEPS` steps reaches
+        `WATCH_SLOWDOWN` times the decision's median, the regime is timed again at its next step, instead of after
+        `RECHECK_STEPS` more steps."""
+        watched = self._watch
+        if watched is not None:
+            self._watch = None
+            watched.recent.append(seconds)
+            if len(watched.recent) == WATCH_STEPS and (
+                    statistics.median(watched.recent) >= WATCH_SLOWDOWN * watched.decided_s):
+                r = next(k for k, v in self._regimes.items() if v is watched)
+                log.info("%s slowed: %d threads now take %.2f ms a step (median of the last %d; %.2f ms when decided); "
+                         "timing again", decode_decided(r).removesuffix(":"), watched.chosen,
+                         statistics.median(watched.recent) * 1e3, WATCH_STEPS, watched.decided_s * 1e3)
+                watched.steps = RECHECK_STEPS
+            return
         if self._trial is None:
             return
         st, cand = self._trial
         self._trial = None
         if st.timed % BLOCK:  # not the first step of its block
             st.times.setdefault(cand, []).append(seconds)
+            # A candidate far behind another is not timed further: under load a two-thread step can take 100x a
+            # one-thread one (llama-2m, 5-8 rows: 954 and 1,778 ms against 30 ms), and the trial's remaining blocks
+            # on it would stall every running request for seconds; one such step already decides against it. (Only
+            # against a candidate on as few threads or fewer: one slow serial step does not buy more threads.)
+            others = [statistics.median(t) for c, t in st.times.items()
+                      if c != cand and c not in st.dropped and c[0] <= cand[0]]
+            if others and seconds >= DROP_SLOWER * min(others):
+                st.dropped.add(cand)
         st.timed += 1
         cands = self._options(st.kernels)
+        while st.timed < BLOCK * TRIAL_BLOCKS * len(cands) and st.timed % BLOCK == 0 and (
+                cands[(st.timed // BLOCK) % len(cands)] in st.dropped):
+            st.timed += BLOCK  # (so that a trial whose last blocks are all dropped ends here)
         if st.timed >= BLOCK * TRIAL_BLOCKS * len(cands):
             med = {c: statistics.median(st.times[c]) for c in cands}
-            best = min(med.values())
-            st.chosen, st.kernel = next(c for c in sorted(cands) if med[c] <= best * (1 + TIE))
+            kept = [c for c in sorted(cands) if c not in st.dropped]  # (never empty: the last one is never dropped)
+            best = min(med[c] for c in kept)
+            st.chosen, st.kernel = next(c for c in kept if med[c] <= best * (1 + TIE))
+            st.decided_s = med[(st.chosen, st.kernel)]
+            st.recent.clear()
             names = len(st.kernels) > 1
             r = next(k for k, v in self._regimes.items() if v is st)
             log.info("%s %d%s (median step %s)", decode_decided(r),
