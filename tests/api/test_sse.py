@@ -238,3 +238,114 @@ def test_by_default_the_headers_go_out_before_the_first_event():
 
     client, seen = asyncio.run(main())
     assert seen == [1] and client.sent[0]["type"] == "http.response.start"
+
+
+class ShortcutBody:
+    """A body with the shortcut of `openai_routes._Sse`: events from `queue` (None ends it), and `send` once the
+    stream sets its bypass."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.send: Any = None
+        self.bypasses: list[bool] = []
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        while (item := await self.queue.get()) is not None:
+            yield item
+
+    def bypass(self, send: Any) -> None:
+        self.send = send
+        self.bypasses.append(send is not None)
+
+
+def test_a_body_shortcut_writes_in_order_with_the_events_and_waits_for_a_held_send():
+    """Once the response has started, the body gets a direct send (`EventStream._send_now`): it writes at once; when
+    the server's send waits (flow control), it says so for later direct writes, and the stream's next event waits
+    for the held one, so nothing is reordered; at the end the shortcut is taken away."""
+    from millm.logs import BODY_SEND
+
+    async def main() -> tuple[Client, list[Any], list[bool]]:
+        server = Client()
+        release = asyncio.Event()
+        hold = [False]
+
+        async def body_send(message: dict[str, Any]) -> None:  # the server's send, with flow control
+            if hold[0]:
+                hold[0] = False
+                await release.wait()
+            await server.send(message)
+
+        body = ShortcutBody()
+        scope = {**SCOPE, BODY_SEND: body_send}
+        stream = asyncio.ensure_future(CompletionStream(body, sep="\n", ping=15)(scope, server.receive, server.send))
+        results: list[Any] = []
+        body.queue.put_nowait(event("1"))
+        while body.send is None:
+            await asyncio.sleep(0)
+        send = body.send
+        results.append(body.send(event("2")))  # written at once, in this call
+        results.append(list(server.bodies()))
+        hold[0] = True
+        results.append(body.send(event("3")))  # taken, but the server's send waits
+        results.append(body.send(event("4")))  # refused while it waits: the caller sends it the ordinary way
+        body.queue.put_nowait(event("4"))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        results.append(list(server.bodies()))  # neither 3 nor 4 yet
+        release.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        results.append(body.send(event("5")))
+        hold[0], release = True, asyncio.Event()
+        results.append(body.send(event("6")))  # held as the stream ends: the end waits for it
+        body.queue.put_nowait(None)
+        for _ in range(5):
+            await asyncio.sleep(0)
+        results.append(list(server.bodies())[-1])
+        release.set()
+        await asyncio.wait_for(stream, 5)
+        results.append(send(event("7")))  # after the end (the shortcut taken away, a caller still holding it): refused
+        return server, results, body.bypasses
+
+    server, results, bypasses = asyncio.run(main())
+    assert results[0] is True and results[1] == [b"data: 1\n\n", b"data: 2\n\n"]
+    assert results[2] is True and results[3] is False
+    assert results[4] == [b"data: 1\n\n", b"data: 2\n\n"]
+    assert results[5] is True and results[6] is True and results[7] == b"data: 5\n\n" and results[8] is False
+    assert server.bodies() == [b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n", b"data: 4\n\n", b"data: 5\n\n",
+                               b"data: 6\n\n", b""]
+    assert bypasses == [True, False]
+
+
+def test_a_disconnect_while_a_direct_send_waits_cancels_it_and_the_stream():
+    from millm.logs import BODY_SEND
+
+    async def main() -> tuple[Client, Any, bool]:
+        server = Client()
+        never = asyncio.Event()
+
+        async def body_send(message: dict[str, Any]) -> None:
+            if message["body"] == b"data: held\n\n":
+                await never.wait()
+            await server.send(message)
+
+        body = ShortcutBody()
+        scope = {**SCOPE, BODY_SEND: body_send}
+        response = CompletionStream(body, sep="\n", ping=15)
+        stream = asyncio.ensure_future(response(scope, server.receive, server.send))
+        body.queue.put_nowait(event("1"))
+        while body.send is None:
+            await asyncio.sleep(0)
+        assert body.send(event("held"))
+        body.queue.put_nowait(event("2"))  # waits for the held send
+        await asyncio.sleep(0.01)
+        server.gone.set()
+        await asyncio.wait_for(stream, 5)
+        return server, response._pending, stream.cancelled()
+
+    server, held, stream_cancelled = asyncio.run(main())
+    assert server.bodies() == [b"data: 1\n\n"]
+    assert held.cancelled() and not stream_cancelled  # the client's disconnect ends the stream quietly

@@ -202,3 +202,160 @@ def test_text_chunks_are_the_models_own_json(text):
         chunks = _TextChunks(make)
         for c in (0, 3, 0):
             assert chunks(c, text) == make(c, text).model_dump_json()
+
+
+def test_a_direct_reader_takes_a_leading_run_only_while_the_reader_waits_on_an_empty_inbox():
+    from millm.services.engine_client import Inbox
+
+    async def main() -> dict[str, object]:
+        relay = _Relay(asyncio.get_running_loop())
+        inbox = Inbox()
+        calls: list[list[int]] = []
+
+        def direct(items: list[int]) -> int:  # takes the items below 100, up to the first that is not
+            calls.append(list(items))
+            n = 0
+            while n < len(items) and items[n] < 100:
+                n += 1
+            return n
+
+        inbox.direct = direct
+        inbox.put_nowait(0)  # nobody waits: queued, not offered
+        out: dict[str, object] = {"no reader": list(calls)}
+        assert await inbox.get() == 0
+        reader = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)  # the reader waits on an empty inbox
+        t = threading.Thread(target=lambda: [relay.put(inbox, i) for i in (1, 2, 100, 3)])
+        t.start()
+        t.join()  # one burst: one offer of all four
+        out["reader got"] = await asyncio.wait_for(reader, 5)
+        out["then"] = [inbox.get_nowait() for _ in range(inbox.qsize())]
+        out["calls"] = calls
+
+        def broken(items: list[int]) -> int:
+            raise RuntimeError("the ordinary way meets this")
+
+        inbox.direct = broken
+        reader = asyncio.ensure_future(inbox.get())
+        await asyncio.sleep(0)
+        inbox.put_all([7, 8])
+        out["after an error"] = [await asyncio.wait_for(reader, 5), inbox.get_nowait()]
+        out["cleared"] = inbox.direct is None
+        return out
+
+    out = asyncio.run(main())
+    assert out["no reader"] == []
+    assert out["calls"] == [[1, 2, 100, 3]]
+    assert out["reader got"] == 100 and out["then"] == [3]  # 1 and 2 taken; 100 and what follows it queued, in order
+    assert out["after an error"] == [7, 8] and out["cleared"]
+
+
+def test_the_relay_hands_each_queue_its_part_of_a_burst_in_one_call():
+    from millm.services.engine_client import Inbox
+
+    async def main() -> tuple[list[list[tuple[str, int]]], list[list[int]]]:
+        relay = _Relay(asyncio.get_running_loop())
+        inboxes = [Inbox(), Inbox()]
+        calls: list[list[tuple[str, int]]] = []
+        for inbox in inboxes:
+            inbox.direct = lambda items: calls.append(list(items)) or len(items)  # type: ignore[func-returns-value]
+        readers = [asyncio.ensure_future(inbox.get()) for inbox in inboxes]
+        await asyncio.sleep(0)
+        plain: asyncio.Queue[int] = asyncio.Queue()
+
+        def step() -> None:  # a step of three rows of one run (n=3), one of another, and a plain queue
+            for tok in range(2):
+                for row in range(3):
+                    relay.put(inboxes[0], ("a", tok * 3 + row))
+                relay.put(inboxes[1], ("b", tok))
+                relay.put(plain, tok)
+
+        t = threading.Thread(target=step)
+        t.start()
+        t.join()
+        await asyncio.sleep(0.01)
+        for r in readers:
+            r.cancel()
+        return calls, [[plain.get_nowait() for _ in range(plain.qsize())]]
+
+    calls, plain = asyncio.run(main())
+    assert calls == [[("a", i) for i in range(6)], [("b", 0), ("b", 1)]]
+    assert plain == [[0, 1]]
+
+
+def test_a_whole_response_wakes_the_loop_for_its_first_token_and_each_choice_s_last_only():
+    from millm.engine.types import GenerationEvent, PromptInfo, SamplingParams
+    from millm.errors import InternalError
+    from millm.services.engine_client import EngineClient
+
+    class Worker:
+        queue_depth = 0
+
+        def __init__(self) -> None:
+            self.sinks: list = []
+
+        def submit(self, request, sink):  # noqa: ANN001, ANN201
+            self.sinks.append(sink)
+            return Handle()
+
+    class Metrics:
+        class queue_depth:  # noqa: N801 - a gauge's interface
+            @staticmethod
+            def set(n: int) -> None:
+                pass
+
+    class LM:
+        model_id = "m"
+
+    class Handle:
+        def cancel(self) -> None:
+            pass
+
+    async def emit(sink, events) -> None:  # noqa: ANN001 - the worker thread's sends, then the loop's turn
+        t = threading.Thread(target=lambda: [sink(e) for e in events])
+        t.start()
+        t.join()
+        await asyncio.sleep(0.01)
+
+    async def main(stream: bool) -> tuple[list[int], list[str], str]:
+        loop = asyncio.get_running_loop()
+        wakes = _count_wake_ups(loop)
+        worker = Worker()
+        client = EngineClient(worker=worker, metrics=Metrics())  # type: ignore[arg-type]
+        run = client.submit(LM(), [[1, 2], [3]], n=2, params=SamplingParams(max_tokens=4), steering=None,  # type: ignore[arg-type]
+                            prompt_logprobs=False, prefix="cmpl-x", stream=stream)
+        seen = []
+        a, b = worker.sinks
+        await emit(a, [PromptInfo(prompt_tokens=2), GenerationEvent.token(0, "a", 5), GenerationEvent.token(1, "b", 6)])
+        seen.append(wakes[0])
+        await emit(b, [PromptInfo(prompt_tokens=1), GenerationEvent.token(0, "c", 7)])
+        seen.append(wakes[0])
+        await asyncio.wait_for(client.await_prefill(run, 2), 5)
+        for _ in range(3):  # tokens in between
+            await emit(a, [GenerationEvent.token(0, "d", 8), GenerationEvent.token(1, "e", 9)])
+            await emit(b, [GenerationEvent.token(0, "f", 10)])
+        seen.append(wakes[0])
+        await emit(a, [GenerationEvent(choice=0, text="!", token_ids=(1,), finish_reason="length")])
+        seen.append(wakes[0])
+        await emit(a, [GenerationEvent(choice=1, text="?", token_ids=(1,), finish_reason="stop")])
+        await emit(b, [GenerationEvent(choice=1, text="x", token_ids=(2,))])
+        seen.append(wakes[0])
+        await emit(b, [InternalError("the row failed")])
+        texts: list[str] = []
+        error = ""
+        try:
+            async for c, ev in client.events(run, 2):
+                texts.append(f"{c}{ev.text}")
+        except InternalError as e:
+            error = str(e)
+        return seen, texts, error
+
+    quiet, texts, error = asyncio.run(main(stream=False))
+    loud, loud_texts, loud_error = asyncio.run(main(stream=True))
+    # each prompt's first token wakes; the nine tokens between do not; each last event does, and so does a failure
+    assert quiet == [1, 2, 2, 3, 4]
+    assert loud[2] >= 5  # a stream: (about) a wake-up per emit
+    # nothing lost or reordered: each choice's events in order (the global choice is prompt * n + choice)
+    assert texts == loud_texts and error == loud_error == "the row failed"
+    for c, expected in (("0", "addd!"), ("1", "beee?"), ("2", "cfff"), ("3", "x")):
+        assert "".join(t[1:] for t in texts if t[0] == c) == expected

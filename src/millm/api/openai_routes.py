@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from typing import Annotated, Any, AsyncIterator, Awaitable
+from typing import Annotated, Any, AsyncGenerator, AsyncIterator, Awaitable, Callable
 
 from fastapi import APIRouter, Header, Path, Request, Response
 
@@ -31,14 +31,33 @@ def steering_header(applied: p.AppliedSteering, exclude: set[str] | None = None)
     return json.dumps(applied.model_dump(exclude_none=True, exclude=exclude), separators=(",", ":"))
 
 
-async def _sse(chunks: AsyncIterator[str]) -> AsyncIterator[bytes]:
-    try:
-        async for chunk in chunks:
-            yield event(chunk)
-    except MillmError as e:
-        yield event(json.dumps(error_body(e)))
-        return
-    yield event("[DONE]")
+class _Sse:
+    """A stream's chunks as server-sent events, ending with `data: [DONE]` (or an error's event), and the chunks'
+    shortcut (`ChunkStream.bypass`) passed on with the same framing (`api.sse.EventStream` sets it)."""
+
+    def __init__(self, chunks: Any) -> None:
+        self.chunks = chunks
+        self._events = self._frame()
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events
+
+    async def aclose(self) -> None:
+        await self._events.aclose()
+
+    async def _frame(self) -> AsyncGenerator[bytes, None]:
+        try:
+            async for chunk in self.chunks:
+                yield event(chunk)
+        except MillmError as e:
+            yield event(json.dumps(error_body(e)))
+            return
+        yield event("[DONE]")
+
+    def bypass(self, send: Callable[[bytes], bool] | None) -> None:
+        bypass = getattr(self.chunks, "bypass", None)
+        if bypass is not None:
+            bypass(None if send is None else lambda texts: send(b"".join([event(t) for t in texts])))
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[Result]) -> Result | Response:
@@ -91,7 +110,7 @@ def honest_fields(body: Any, endpoint: fields.Endpoint, strict: str | None) -> d
 def _respond(result: Result, response: Response, extra: dict[str, str] | None = None) -> Any:
     headers = {**steering_headers(result.applied), **(extra or {})}
     if result.stream:
-        return CompletionStream(_sse(result.value), sep="\n", ping=15, headers=headers)
+        return CompletionStream(_Sse(result.value), sep="\n", ping=15, headers=headers)
     response.headers.update(headers)
     return result.value
 

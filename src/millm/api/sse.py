@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 from sse_starlette import EventSourceResponse
@@ -26,6 +27,7 @@ class EventStream(EventSourceResponse):
 
     media_type = "text/event-stream"
     _cancelled_by_client = False
+    _pending: asyncio.Future[Any] | None = None  # a body message sent by `_send_now` that waits for the client
     _started = False  # whether http.response.start went out
     # True: the headers go out with the first event (or the first ping, or the end) instead of at once. For streams
     # whose first event is at hand (a completion stream starts after the prefill): the client then reads them in
@@ -68,6 +70,10 @@ class EventStream(EventSourceResponse):
         if not self.headers_with_first_event:
             await self._start(send)
         iterator: Any = self.body_iterator
+        # The body's shortcut (openai_routes._Sse, services ChunkStream), set once the response has started: plain
+        # tokens' events are then written from the relay's drain with `_send_now`, in order with everything else.
+        bypass = getattr(iterator, "bypass", None)
+        bypassed: Any = None  # bypass, once set
         try:
             async for data in iterator:
                 body = data if type(data) is bytes else ensure_bytes(data, self.sep)
@@ -75,19 +81,49 @@ class EventStream(EventSourceResponse):
                     async with lock:  # (a ping may have started the response meanwhile)
                         if not self._started:
                             await self._start(send)
+                if self._pending is not None:
+                    await self._pending
                 await body_send({"type": "http.response.body", "body": body, "more_body": True})
+                if bypass is not None and bypassed is None:
+                    bypass(functools.partial(self._send_now, body_send))
+                    bypassed = bypass
         except BaseException:
             # Cancelled or failed while the generator waits at a yield: close it so that its cleanup runs (the
             # engine requests are cancelled, the request is logged) before the error goes on.
+            self.active = False  # (no more direct writes; one that waits is dropped)
+            if self._pending is not None and not self._pending.done():
+                self._pending.cancel()
             aclose = getattr(iterator, "aclose", None)
             if aclose is not None:
                 await aclose()
             raise
+        finally:
+            if bypassed is not None:
+                bypassed(None)
         async with lock:
             self.active = False
+            if self._pending is not None:
+                await self._pending
             if not self._started:
                 await self._start(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _send_now(self, body_send: Send, body: bytes) -> bool:
+        """Send a body message from a plain callback on the loop (the body's shortcut). The server's send returns at
+        once unless the client is not keeping up (flow control): then a task finishes it, and every later message
+        waits for that task. False: nothing sent (the response has ended, or such a send is still waiting)."""
+        pending = self._pending
+        if not self.active or pending is not None and (not pending.done() or pending.cancelled()
+                                                       or pending.exception() is not None):
+            return False  # (a failed send's error is raised by the stream's task, which awaits it)
+        self._pending = None
+        sending = body_send({"type": "http.response.body", "body": body, "more_body": True})
+        try:
+            waiting = sending.send(None)  # type: ignore[attr-defined]
+        except StopIteration:
+            return True
+        self._pending = asyncio.ensure_future(_Resume(sending, waiting))
+        return True
 
     async def _start(self, send: Send) -> None:
         self._started = True
@@ -118,6 +154,30 @@ class EventStream(EventSourceResponse):
                     self._cancelled_by_client = True
                     task.cancel()
                 return
+
+
+class _Resume:
+    """Awaitable: the rest of a coroutine started by hand (`coro.send(None)` gave `waiting`), as `await coro` would
+    have run it."""
+
+    def __init__(self, coro: Any, waiting: Any) -> None:
+        self.coro, self.waiting = coro, waiting
+
+    def __await__(self) -> Any:
+        coro, value = self.coro, self.waiting
+        while True:
+            try:
+                sent = yield value
+            except BaseException as exc:  # (a cancellation: passed on into the coroutine)
+                try:
+                    value = coro.throw(exc)
+                except StopIteration as stop:
+                    return stop.value
+            else:
+                try:
+                    value = coro.send(sent)
+                except StopIteration as stop:
+                    return stop.value
 
 
 class CompletionStream(EventStream):

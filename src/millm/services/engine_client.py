@@ -3,7 +3,8 @@
 Every generating request (chat, completions, compare variants, batch lines) goes through `EngineClient.submit`
 into the worker's one generation path, and reads its results through `events` / `await_prefill`. Worker events
 reach the event loop through one `Relay` per loop, which wakes the loop once per burst (a decode step's events),
-not once per event.
+not once per event; a whole (non-streamed) response's tokens between its first and last wait for the next burst.
+A stream's plain tokens may be taken in the drain itself (`Inbox.direct`, set by `text_chunks.ChunkStream`).
 
 `await_prefill` waits for the worker to accept and prefill every prompt, so a failure before the first token is
 an ordinary error response; after that, errors surface as exceptions from `events`. Leaving `events` early (a
@@ -18,7 +19,7 @@ import contextvars
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Callable
 
 from millm.engine.model_loading import LoadedModel
 from millm.engine.rows import Handle
@@ -68,8 +69,26 @@ class Relay:
     def _drain(self) -> None:
         with self._lock:
             items, self._items, self._scheduled = self._items, [], False
-        for queue, item in items:
+        if len(items) == 1:
+            queue, item = items[0]
             queue.put_nowait(item)
+            return
+        # each queue's items together (in order), so that a run with several choices, or one the loop fell behind
+        # on, takes its events in one call (an `Inbox` with a direct reader writes them in one send)
+        groups: dict[int, tuple[Any, list[Any]]] = {}
+        for queue, item in items:
+            group = groups.get(id(queue))
+            if group is None:
+                groups[id(queue)] = (queue, [item])
+            else:
+                group[1].append(item)
+        for queue, group_items in groups.values():
+            put_all = getattr(queue, "put_all", None)
+            if put_all is not None:
+                put_all(group_items)
+            else:
+                for item in group_items:
+                    queue.put_nowait(item)
 
 
 class Inbox:
@@ -79,14 +98,34 @@ class Inbox:
     keeps a task count and an `Event` for `join()`, checks for a full queue and wakes putters on every `get`,
     none of which this needs; on a stream it runs once per token, on the event loop's thread."""
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_waiter", "direct")
 
     def __init__(self) -> None:
         self._items: collections.deque[Any] = collections.deque()
         self._waiter: asyncio.Future[None] | None = None
+        # A direct reader (set by a stream's response, `generation.ChunkStream.bypass`): while the reading task waits
+        # on an empty inbox, which means everything before has been handled, arriving items are offered to it first,
+        # on the loop, in the relay's drain: it takes a leading run of them (returns how many) and the rest is queued
+        # for the task as usual. An item is never both taken and queued, and never taken out of order.
+        self.direct: Callable[[list[Any]], int] | None = None
 
     def put_nowait(self, item: Any) -> None:
-        self._items.append(item)
+        self.put_all([item])
+
+    def put_all(self, items: list[Any]) -> None:
+        """put_nowait of each item, in order."""
+        direct, waiter = self.direct, self._waiter
+        if direct is not None and waiter is not None and not self._items and not waiter.done():
+            try:
+                taken = direct(items)
+            except Exception:  # noqa: BLE001 - the reader meets the same item the ordinary way, where errors belong
+                self.direct = None
+                taken = 0
+            if taken:
+                if taken == len(items):
+                    return
+                items = items[taken:]
+        self._items.extend(items)
         waiter = self._waiter
         if waiter is not None:
             self._waiter = None
@@ -137,6 +176,13 @@ class Run:
             h.cancel()
 
 
+def took(run: Run, ev: GenerationEvent) -> None:
+    """A token event's bookkeeping on its run (`EngineClient.events`, and a stream's direct reader)."""
+    if run.first_token_at is None:
+        run.first_token_at = time.monotonic()
+    run.completion_tokens += len(ev.token_ids)
+
+
 class EngineClient:
     """Submits engine requests to the worker for one API request and merges their events."""
 
@@ -148,8 +194,11 @@ class EngineClient:
     def submit(self, lm: LoadedModel, prompts_ids: list[list[int]], *, n: int, params: SamplingParams,
                 steering: SteeringSpec | None, prompt_logprobs: bool, prefix: str,
                 steerings: list[SteeringSpec | None] | None = None,
-                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None) -> Run:
-        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`."""
+                prompt_top_logprobs: int | None = None, activations: ActivationRead | None = None,
+                stream: bool = True) -> Run:
+        """Submit one engine request per prompt; `steerings` (one per prompt) overrides `steering`. `stream=False`
+        (the response is built at the end): a prompt's tokens between its first and each choice's last join the
+        next wake-up of the loop instead of waking it each."""
         loop = asyncio.get_running_loop()
         if self._relay is None or self._relay.loop is not loop:
             self._relay = Relay(loop)
@@ -173,7 +222,17 @@ class EngineClient:
                     # waits behind for the GIL
                     relay.put(queue, (i, event), wake=type(event) is not PromptInfo)
 
-                run.handles.append(self.worker.submit(request, sink))
+                def quiet_sink(event: Any, i: int = i, woke: list[bool] = [False]) -> None:  # noqa: B006 - per prompt
+                    # Nothing reads a whole response's tokens before its end, so only the first token (its arrival is
+                    # the request's TTFT), each choice's last event and failures wake the loop: the tokens between
+                    # wait in the relay for the next wake-up (about 140 us of the loop's CPU per token less)
+                    if type(event) is GenerationEvent and event.finish_reason is None:
+                        wake, woke[0] = not woke[0], True
+                    else:
+                        wake = type(event) is not PromptInfo
+                    relay.put(queue, (i, event), wake=wake)
+
+                run.handles.append(self.worker.submit(request, sink if stream else quiet_sink))
         except MillmError:
             run.cancel()
             raise
@@ -193,14 +252,13 @@ class EngineClient:
                     continue
                 if ev.finish_reason == "error":
                     raise ev.failure or InternalError(ev.error or "generation failed")
-                if run.first_token_at is None:
-                    run.first_token_at = time.monotonic()
-                run.completion_tokens += len(ev.token_ids)
+                took(run, ev)
                 if ev.finish_reason is not None:
                     finished += 1
                     run.finals[i * run.n + ev.choice] = ev
                 yield i * run.n + ev.choice, ev
         finally:
+            run.queue.direct = None
             if finished < want:
                 run.cancel()
 

@@ -37,7 +37,7 @@ from millm.services import prompts, structured, tools
 from millm.services.engine_client import BACKGROUND, EngineClient, Run
 from millm.services.metrics import Metrics
 from millm.services.steering import SteeringService
-from millm.services.text_chunks import TextChunks
+from millm.services.text_chunks import ChunkStream, TextChunks
 
 __all__ = ["BACKGROUND", "GenerationService", "Result"]
 
@@ -45,7 +45,7 @@ log = logging.getLogger("millm.requests")
 
 @dataclass
 class Result:
-    """A response body, or an iterator of chunk JSON texts when streaming, plus the steering receipt."""
+    """A response body, or the chunk JSON texts when streaming (a `ChunkStream`), plus the steering receipt."""
 
     value: Any
     applied: p.AppliedSteering
@@ -231,7 +231,7 @@ class GenerationService:
         params = self._params(req, max_tokens=max(1, max_tokens), logprobs=logprobs, constraint=constraint)
         run = self.client.submit(lm, [ids], n=req.n, params=params, steering=spec,
                            prompt_logprobs=req.prompt_logprobs is not None, prefix=rid,
-                           prompt_top_logprobs=req.prompt_logprobs, activations=read)
+                           prompt_top_logprobs=req.prompt_logprobs, activations=read, stream=req.stream)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         info = p.MillmInfo(steering=applied)
@@ -245,7 +245,11 @@ class GenerationService:
             run.cancel()
             return Result(self._chat_scored(req, lm, run, rid, created, info), applied, False)
         if req.stream:
-            return Result(self._chat_stream(req, lm, run, rid, created, info, plan), applied, True)
+            text_chunk = self._chat_text_chunks(req, rid, created)
+            plain = None if plan is not None else (  # what _chat_stream yields for a token without logprobs
+                lambda c, ev: None if ev.logprobs else text_chunk(c, ev.text) if ev.text else "")
+            return Result(ChunkStream(self._chat_stream(req, lm, run, rid, created, info, plan, text_chunk), run, plain),
+                          applied, True)
         result = await self._chat_full(req, lm, run, rid, created, info, plan)
         if req.prompt_logprobs is not None:
             result.prompt_logprobs = logprobs_shape.chat_prompt_logprobs(lm, run.prompt_logprobs[0])
@@ -296,17 +300,23 @@ class GenerationService:
         info = self._final_info(info, run)
         return p.ChatCompletion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
+    @staticmethod
+    def _chat_text_chunks(req: p.ChatCompletionRequest, rid: str, created: int) -> TextChunks:
+        return TextChunks(lambda c, text: p.ChatCompletionChunk(
+            id=rid, created=created, model=req.model,
+            choices=[p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text))]))
+
     async def _chat_stream(self, req: p.ChatCompletionRequest, lm: LoadedModel, run: Run, rid: str, created: int,
-                           info: p.MillmInfo, plan: tools.ToolPlan | None = None) -> AsyncIterator[str]:
+                           info: p.MillmInfo, plan: tools.ToolPlan | None = None,
+                           text_chunk: TextChunks | None = None) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
 
         def chunk(choices: list[p.ChatChunkChoice], **kw: Any) -> str:
             return p.ChatCompletionChunk(id=rid, created=created, model=req.model, choices=choices,
                                          **kw).model_dump_json()
 
-        text_chunk = TextChunks(lambda c, text: p.ChatCompletionChunk(
-            id=rid, created=created, model=req.model,
-            choices=[p.ChatChunkChoice(index=c, delta=p.ChatDelta(content=text))]))
+        if text_chunk is None:
+            text_chunk = self._chat_text_chunks(req, rid, created)
         outcome = "cancelled"
         try:
             for c in range(req.n):
@@ -385,7 +395,7 @@ class GenerationService:
         read = self._activation_read(req, prompt_tokens=longest, max_tokens=max(1, max_tokens),
                                      choices=len(all_ids) * req.n)
         run = self.client.submit(lm, all_ids, n=req.n, params=params, steering=spec, prompt_logprobs=echo_lp, prefix=rid,
-                           activations=read)
+                           activations=read, stream=req.stream)
         run.steering, run.steering_source = steering_summary(applied.model_dump()), applied.source
         run.steering_version = version
         created = int(time.time())
@@ -398,7 +408,14 @@ class GenerationService:
         if max_tokens == 0:
             run.cancel()
         if req.stream:
-            return Result(self._completion_stream(req, lm, run, rid, created, info, all_ids), applied, True)
+            text_chunk = self._completion_text_chunks(req, rid, created)
+            no_logprobs = req.logprobs is None
+
+            def plain(c: int, ev: Any) -> str | None:  # what _completion_stream yields for a token that is not the last
+                return text_chunk(c, ev.text) if no_logprobs or not ev.logprobs else None
+
+            return Result(ChunkStream(self._completion_stream(req, lm, run, rid, created, info, all_ids, text_chunk),
+                                      run, plain), applied, True)
         return Result(await self._completion_full(req, lm, run, rid, created, info, all_ids, max_tokens == 0),
                       applied, False)
 
@@ -442,9 +459,15 @@ class GenerationService:
         info = self._final_info(info, run)
         return p.Completion(id=rid, created=created, model=req.model, choices=choices, usage=usage, millm=info)
 
+    @staticmethod
+    def _completion_text_chunks(req: p.CompletionRequest, rid: str, created: int) -> TextChunks:
+        return TextChunks(lambda c, text: p.Completion(
+            id=rid, created=created, model=req.model,
+            choices=[p.CompletionChoice(index=c, text=text, finish_reason=None)]))
+
     async def _completion_stream(self, req: p.CompletionRequest, lm: LoadedModel, run: Run, rid: str,
-                                 created: int, info: p.MillmInfo,
-                                 all_ids: list[list[int]]) -> AsyncIterator[str]:
+                                 created: int, info: p.MillmInfo, all_ids: list[list[int]],
+                                 text_chunk: TextChunks | None = None) -> AsyncIterator[str]:
         include_usage = bool(req.stream_options and req.stream_options.include_usage)
         outcome = "cancelled"
         offsets = [0] * (len(all_ids) * req.n)
@@ -452,9 +475,8 @@ class GenerationService:
         def chunk(choices: list[p.CompletionChoice], **kw: Any) -> str:
             return p.Completion(id=rid, created=created, model=req.model, choices=choices, **kw).model_dump_json()
 
-        text_chunk = TextChunks(lambda c, text: p.Completion(
-            id=rid, created=created, model=req.model,
-            choices=[p.CompletionChoice(index=c, text=text, finish_reason=None)]))
+        if text_chunk is None:
+            text_chunk = self._completion_text_chunks(req, rid, created)
 
         try:
             if req.echo:
