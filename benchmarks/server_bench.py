@@ -37,6 +37,15 @@ class RequestTiming:
     text: str = ""
     arrivals: list[float] = field(default_factory=list)  # each chunk's arrival (perf_counter), for per-token gaps
 
+    def arrived(self, now: float, chunk: dict[str, Any]) -> None:
+        """A completion chunk with choices arrived at `now` (perf_counter)."""
+        if self.first is None:
+            self.first = now
+        self.last = now
+        self.chunks += 1
+        self.arrivals.append(now)
+        self.text += chunk["choices"][0].get("text") or ""
+
     @property
     def ttft(self) -> float:
         assert self.first is not None
@@ -178,13 +187,7 @@ def stream_one(port: int, body: dict[str, Any]) -> RequestTiming:
             chunk = json.loads(line[6:])
             if not chunk.get("choices"):
                 continue
-            now = time.perf_counter()
-            if timing.first is None:
-                timing.first = now
-            timing.last = now
-            timing.chunks += 1
-            timing.arrivals.append(now)
-            timing.text += chunk["choices"][0].get("text") or ""
+            timing.arrived(time.perf_counter(), chunk)
     finally:
         conn.close()
     return timing
@@ -278,13 +281,7 @@ def _parse_stream(sent: float, parts: list[bytes], times: list[float]) -> Reques
             continue
         while bounds[k] < ends[end + 1]:
             k += 1
-        now = times[k]
-        if timing.first is None:
-            timing.first = now
-        timing.last = now
-        timing.chunks += 1
-        timing.arrivals.append(now)
-        timing.text += chunk["choices"][0].get("text") or ""
+        timing.arrived(times[k], chunk)
     return timing
 
 

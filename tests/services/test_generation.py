@@ -13,6 +13,15 @@ from millm.services.engine_client import Relay as _Relay
 from millm.services.text_chunks import TextChunks as _TextChunks
 
 
+class _NoMetrics:
+    """The one metric EngineClient sets, as a no-op (tests of its wake-ups)."""
+
+    class queue_depth:  # noqa: N801 - a gauge's interface
+        @staticmethod
+        def set(n: int) -> None:
+            pass
+
+
 def _count_wake_ups(loop: asyncio.AbstractEventLoop) -> list[int]:
     """Count the loop's wake-ups from other threads (`call_soon_threadsafe`) from now on, in the returned cell."""
     wakes = [0]
@@ -139,17 +148,11 @@ def test_prompt_info_waits_for_the_first_tokens_and_both_come_in_one_wake_up():
             self.sink = sink
             return object()
 
-    class Metrics:
-        class queue_depth:  # noqa: N801 - a gauge's interface
-            @staticmethod
-            def set(n: int) -> None:
-                pass
-
     async def main() -> tuple[int, int, list[object]]:
         loop = asyncio.get_running_loop()
         wakes = _count_wake_ups(loop)
         worker = Worker()
-        client = EngineClient(worker=worker, metrics=Metrics())  # type: ignore[arg-type]
+        client = EngineClient(worker=worker, metrics=_NoMetrics())  # type: ignore[arg-type]
 
         class LM:
             model_id = "m"
@@ -298,12 +301,6 @@ def test_a_whole_response_wakes_the_loop_for_its_first_token_and_each_choice_s_l
             self.sinks.append(sink)
             return Handle()
 
-    class Metrics:
-        class queue_depth:  # noqa: N801 - a gauge's interface
-            @staticmethod
-            def set(n: int) -> None:
-                pass
-
     class LM:
         model_id = "m"
 
@@ -321,7 +318,7 @@ def test_a_whole_response_wakes_the_loop_for_its_first_token_and_each_choice_s_l
         loop = asyncio.get_running_loop()
         wakes = _count_wake_ups(loop)
         worker = Worker()
-        client = EngineClient(worker=worker, metrics=Metrics())  # type: ignore[arg-type]
+        client = EngineClient(worker=worker, metrics=_NoMetrics())  # type: ignore[arg-type]
         run = client.submit(LM(), [[1, 2], [3]], n=2, params=SamplingParams(max_tokens=4), steering=None,  # type: ignore[arg-type]
                             prompt_logprobs=False, prefix="cmpl-x", stream=stream)
         seen = []
