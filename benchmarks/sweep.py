@@ -377,9 +377,15 @@ def _ttft(server: Server, lm: Any, plan: SweepPlan, raw_threads: tuple[int, ...]
         body = completion_body(prompt, 1, None)
         if prefill_timed(lm.num_parameters, n):
             # the server times its prefill thread counts for this prompt regime (an earlier figure's prompts may have
-            # decided it already); the baseline gets its own warm-up call
+            # decided it already)
             _warm_prefill(server, prompt, lm.num_parameters)
-            raw_bench.generate_timed(lm, prompt, 1)
+        else:
+            # one unmeasured request all the same: a server's first prompt of a new length allocates for it (in the
+            # idle run of the seventh session llama-25m's first two 1,000-token TTFTs took 606 and 509 ms, the third
+            # 332, against 330 for `generate`, whose first round runs each thread count and so warms itself)
+            settle(server)
+            run_one(server, body)
+        raw_bench.generate_timed(lm, prompt, 1)  # the baseline's warm-up call
         raws: list[dict[int, float]] = []
         srv: list[float] = []
         counts = raw_threads
