@@ -284,13 +284,11 @@ def reused_model_record(model_dir: Path) -> dict[str, Any]:
 
 
 def topic_candidates(
-    stats: FeatureStatistics, labels: dict[str, dict[str, Any]], attribute: str, n: int, *,
-    exclude: int | set[int],
+    stats: FeatureStatistics, labels: dict[str, dict[str, Any]], attribute: str, n: int, *, exclude: set[int],
 ) -> list[int]:
     """The `n` latents most correlated with `attribute`, those labelled with it first (a topic
     profile should show its topic's label), never one in `exclude` (the CAPS feature, pinned latents)."""
-    skip = {exclude} if isinstance(exclude, int) else exclude
-    ranked = [f for f in ranked_features(stats, attribute, 4 * n + len(skip)) if f not in skip]
+    ranked = [f for f in ranked_features(stats, attribute, 4 * n + len(exclude)) if f not in exclude]
     labelled = [f for f in ranked if labels[str(f)].get("attribute") == attribute]
     return (labelled + [f for f in ranked if f not in labelled])[:n]
 
