@@ -296,6 +296,10 @@ def sweep_section(device: str, data: dict[str, Any], plot: str | None) -> list[s
            f"{env['torch']}, transformers {env['transformers']}"
            + (f"; load average at start {load[0]:.1f}" if load else "")
            + f". Whole sweep {env.get('total_seconds', 0):.0f} s.", ""]
+    for r in env.get("reruns", []):
+        out[-1:] = [f"Rerun alone afterwards (their rows and verdicts are from it): {', '.join(r['models'])}, "
+                    f"{r['date']}, commit {r['commit']}{' (+ local changes)' if r.get('dirty') else ''}, "
+                    f"{r['seconds']:.0f} s.", ""]
     rows = []
     for name, m in models.items():
         d, t, lv = m["decode"], m["ttft"], m["concurrency"]["levels"]

@@ -469,8 +469,9 @@ def run(mode: str, *, device: str = "cpu", dtype: str | None = None, only: list[
                             "1 thread or all cores, whichever has the better median over a figure's rounds")
     results: dict[str, Any] = {"environment": env, "models": {}}
     path = out / f"benchmarks-sweep-{device}.json"
-    if only and path.exists():  # a partial rerun keeps the other models' last figures
-        results["models"] = json.loads(path.read_text()).get("models", {})
+    previous = json.loads(path.read_text()) if only and path.exists() else None
+    if previous is not None:  # a partial rerun keeps the other models' last figures
+        results["models"] = previous.get("models", {})
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="millm-sweep-") as tmp:
         for name, family, size in SWEEP:
@@ -490,11 +491,21 @@ def run(mode: str, *, device: str = "cpu", dtype: str | None = None, only: list[
     elif only and path.exists():
         results["overhead"] = json.loads(path.read_text()).get("overhead")
     env["total_seconds"] = time.perf_counter() - t0
+    if previous is not None and previous.get("environment"):
+        results["environment"] = rerun_environment(previous["environment"], env, sorted(only or []))
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, default=float))
     md = report.write(out)
     log.info("sweep written to %s and %s in %.0f s", path, md, env["total_seconds"])
     return path
+
+
+def rerun_environment(full: dict[str, Any], rerun: dict[str, Any], models: list[str]) -> dict[str, Any]:
+    """The environment of a sweep file after a partial rerun (`--only`): the full run's, which describes the other
+    models' rows, plus the rerun (its models, date, commit and seconds) under `reruns`, which the report names."""
+    entry = {"models": models, "date": rerun["date"], "commit": rerun["commit"], "dirty": rerun.get("dirty", False),
+             "seconds": rerun.get("total_seconds", 0.0)}
+    return {**full, "reruns": [*full.get("reruns", []), entry]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -38,6 +38,15 @@ def test_sweep_measures_every_figure_and_reports_it(tmp_path: Path, tiny_model_d
     assert "| tiny |" in md and "streamed decode >= 1.0x" in md
     assert (tmp_path / "benchmarks-sweep-cpu.png").stat().st_size > 1000
 
+    # a partial rerun keeps the full run's header and says which rows come from the rerun
+    data["environment"] = sweep.rerun_environment(
+        data["environment"], {"date": "later", "commit": "y", "total_seconds": 95.0}, ["tiny"])
+    assert data["environment"]["date"] == "now" and data["environment"]["commit"] == "x"
+    (tmp_path / "benchmarks-sweep-cpu.json").write_text(json.dumps(data, default=float))
+    md = report.write(tmp_path).read_text()
+    assert "Run now, mode `smoke`, commit x" in md
+    assert "Rerun alone afterwards (their rows and verdicts are from it): tiny, later, commit y, 95 s." in md
+
 
 def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_dir: Path, tiny_sae_dir: Path) -> None:
     from benchmarks import overhead
