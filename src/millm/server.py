@@ -66,7 +66,12 @@ class DrainingServer(uvicorn.Server):
         self.loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: Any = None) -> None:
+        from millm.api.sse import RawSend
+
         self.loop = asyncio.get_running_loop()
+        if self.config.loaded and not isinstance(self.config.loaded_app, RawSend):
+            # outermost, so that a stream's response can find the connection beneath it (api.sse.Connection)
+            self.config.loaded_app = RawSend(self.config.loaded_app)
         await super().startup(sockets)
         runtime = self._runtime()
         if _gc_paused and runtime is not None:
