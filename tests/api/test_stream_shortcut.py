@@ -6,9 +6,8 @@ server."""
 from __future__ import annotations
 
 import json
-from typing import Any
-
 import time
+from typing import Any
 
 import httpx
 import pytest

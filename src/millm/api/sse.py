@@ -17,7 +17,9 @@ from millm.logs import BODY_SEND
 try:  # uvicorn's HTTP/1.1 protocol on httptools (the default where httptools is installed)
     from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 except ImportError:  # pragma: no cover - without httptools: no worker writes
-    RequestResponseCycle = None
+    RequestResponseCycle = None  # type: ignore[assignment,misc]
+
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # (Linux: a peer that went away is EPIPE, not SIGPIPE)
 
 RAW_SEND = "millm.raw_send"  # scope key: the server's own send, beneath everything (`RawSend`)
 
@@ -40,12 +42,14 @@ class Connection:
     (`services.text_chunks.WorkerWrites`), which write what uvicorn would write for a body message, straight to the
     socket, while the loop has nothing of the response to write.
 
-    Only for uvicorn's HTTP/1.1 protocol on httptools (its send is `RequestResponseCycle.send`, which frames a body
-    message as one HTTP chunk and writes it to the transport, changing nothing else of its state) over plain TCP or
-    a Unix socket: no TLS, chunked framing, not a HEAD request. The writes go through a duplicate of the socket's file
-    descriptor (closed by `close`), so that they can never reach another connection that reuses the number once the
-    loop closed its own; they never block (the socket is non-blocking) and take MSG_NOSIGNAL (a peer that went away
-    is an error, not a signal)."""
+    Only for uvicorn's protocol on httptools (its send is `RequestResponseCycle.send`, which frames a body message as
+    one HTTP chunk and writes it to the transport, changing nothing else of its state), an HTTP/1.1 request over
+    plain TCP or a Unix socket: no TLS, chunked framing, not a HEAD request. The writes go through a duplicate of the
+    socket's file descriptor (closed by `close`), so that they can never reach another connection that reuses the
+    number once the loop closed its own; they never block (the socket is non-blocking) and take MSG_NOSIGNAL (a peer
+    that went away is an error, not a signal). uvicorn writes to the connection on its own only when the client
+    breaks the protocol (a 400 for unparsable bytes sent while the response streams, then it closes the connection);
+    the worker checks for a closing transport before each write."""
 
     def __init__(self, cycle: Any, sock: socket.socket, stream: EventStream) -> None:
         self._cycle, self._transport, self._sock, self._stream = cycle, cycle.transport, sock, stream
@@ -58,7 +62,8 @@ class Connection:
         if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
             return None
         transport = cycle.transport
-        if (cycle.chunked_encoding is not True or cycle.scope.get("method") == "HEAD" or not cycle.response_started
+        if (cycle.chunked_encoding is not True or cycle.scope.get("method") == "HEAD"
+                or cycle.scope.get("http_version") != "1.1" or not cycle.response_started
                 or cycle.response_complete or cycle.disconnected or transport.is_closing()
                 or transport.get_extra_info("sslcontext") is not None):
             return None
@@ -84,7 +89,7 @@ class Connection:
     def write(self, data: bytes) -> int:
         if self._transport.is_closing() or self._cycle.disconnected:
             return 0
-        return self._sock.send(data, socket.MSG_NOSIGNAL)
+        return self._sock.send(data, _NOSIGNAL)
 
     def ready(self) -> bool:
         cycle, transport = self._cycle, self._transport
@@ -183,7 +188,7 @@ class EventStream(EventSourceResponse):
                     bypass(functools.partial(self._send_now, body_send))
                     bypassed = bypass
                     conn = Connection.open(raw_send, self) if worker_writes is not None and raw_send else None
-                    if conn is not None:
+                    if conn is not None and worker_writes is not None:
                         self._writes = worker_writes(conn)
                         if self._writes is None:
                             conn.close()

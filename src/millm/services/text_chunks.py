@@ -163,8 +163,12 @@ class WorkerWrites:
         with self._lock:
             if self._owner == _WORKER:
                 if type(ev) is GenerationEvent and ev.finish_reason is None:
-                    text = self._plain(i * self._run.n + ev.choice, ev)
-                    if text is not None and (not text or self._write(self._frame(text))):
+                    try:
+                        text = self._plain(i * self._run.n + ev.choice, ev)
+                        data = self._frame(text) if text else b""
+                    except Exception:  # noqa: BLE001 - the loop's way meets the same event, where errors belong
+                        text, self.off = None, True
+                    if text is not None and (not data or self._write(data)):
                         took(self._run, ev)
                         return
                 self._owner = _LOOP
