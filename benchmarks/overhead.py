@@ -11,10 +11,13 @@ machine move with everyone else's load; CPU time per token moves much less, so t
   forward) separately.
 Also a one-token request (TTFT's work): the server's whole CPU time for it against the engine's and the
 prefill forward's. So per token: forward = the forward alone; engine = everything the worker does (forward, sampling,
-detokenizing, the event's hand-off call); server = the whole process (engine, the event loop's relay,
-SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
-thread; the generation thread's own extra in the server (server worker - engine: the hand-off to the event
-loop) is reported beside it. Rounds alternate server and engine; the medians are reported.
+detokenizing, and what the server's worker thread does with a streamed plain token's event: it writes the chunk to
+the client's socket itself, `_StreamSink`); server = the whole process (engine, the event loop's relay for the other
+events, SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
+thread; the generation thread's own extra in the server (server worker - engine) is reported beside it. Rounds
+alternate server and engine; the medians are reported. Beside them: each thread's voluntary context switches per
+token, and the server's CPU per second with no request, with what the long-minus-short difference charges per token
+for it (the rate times the long request's extra duration, over its extra tokens).
 Wall clock beside it (what a client waits per token), in paired segments after the CPU rounds: a streamed request
 of `wall_tokens` tokens, then the same request through the in-process engine (the order alternates pair by pair, a
 second or so apart). Each segment gives its median per-token time (the gaps between the client's chunk arrivals;
