@@ -60,6 +60,10 @@ from millm.placement import MemoryInfo, device_memory
 
 log = logging.getLogger(__name__)
 
+# (compared with lm.device in the decode step: `torch.device.type` formats a new string each call, ~9 us right after a
+# forward; a device comparison is one C call)
+_CPU = torch.device("cpu")
+
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -516,7 +520,7 @@ class Worker:
         ids, positions = self._step_inputs(dev)
         if self._mask is not None:
             self._mask_owed += 1  # (appended when the mask is read: every step of a padded batch, or rows change)
-        iv = self.intervention  # (read once: a property through the attachments)
+        iv = self.attachments.intervention  # (read once: `self.intervention` is a property over it)
         if iv is None:
             self._plan = None  # (without an SAE there is no plan: build_plan returns None)
         elif self._plan is None or len(self._plan.steering) != len(self._rows):
@@ -551,7 +555,8 @@ class Worker:
                                        for r in self._rows])
         for r in self._rows:
             r.position += 1
-        logits = logits.float()
+        if logits.dtype is not torch.float32:
+            logits = logits.float()
         plain_greedy = self._plain_greedy
         if plain_greedy is None:
             plain_greedy = self._plain_greedy = greedy_plain(self._rows, logits)
@@ -567,7 +572,7 @@ class Worker:
         after a forward, against ~1 us); the step only reads them (the lean step, the transformers forward and
         `plans.steer_mask` make new tensors from them), and the forward is over before they are refilled."""
         rows = self._rows
-        if dev.type != "cpu":
+        if dev != _CPU:
             return (torch.tensor([[r.last_token] for r in rows], device=dev),
                     torch.tensor([[r.position] for r in rows], device=dev))
         n = len(rows)
