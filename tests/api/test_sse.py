@@ -421,3 +421,38 @@ def test_the_worker_s_connection_writes_what_uvicorn_writes_for_a_body_message_a
     finally:
         a.close()
         b.close()
+
+
+def test_a_ping_held_by_flow_control_keeps_the_response_busy_for_the_worker():
+    # The worker thread may take over a stream's writing only while the loop has nothing of the response being sent
+    # (`idle`, read by api.sse.Connection.ready). A ping whose send waits for the client (uvicorn's send awaits the
+    # drain before it writes) is such a write: were the worker handed the writing meanwhile (a token arriving as the
+    # buffer drains), the ping's bytes would reach the socket while the worker writes, inside its chunk when the
+    # worker's write is only partly taken.
+    async def main() -> tuple[list[bool], list[bool]]:
+        release = asyncio.Event()
+        client = Client()
+        seen_during: list[bool] = []
+        seen_after: list[bool] = []
+
+        async def send(message: dict[str, Any]) -> None:
+            if message.get("body", b"").startswith(b": ping"):
+                await release.wait()  # (held by flow control)
+            client.sent.append(message)
+
+        async def gen() -> AsyncIterator[bytes]:
+            yield event("1")
+            await asyncio.sleep(0.15)  # a ping goes out meanwhile, and waits
+            seen_during.append(stream.idle())
+            release.set()
+            await asyncio.sleep(0.02)
+            seen_after.append(stream.idle())
+            yield event("2")
+
+        stream = EventStream(gen(), sep="\n", ping=0.1)
+        await stream(SCOPE, client.receive, send)
+        return seen_during, seen_after
+
+    during, after = asyncio.run(main())
+    assert during == [False]  # busy while the ping's send waits
+    assert after == [True]  # and free again once it is out

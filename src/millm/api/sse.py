@@ -122,6 +122,7 @@ class EventStream(EventSourceResponse):
     _writes: Any = None  # the worker thread's writes of plain tokens (services WorkerWrites), once set
     _raw_send: Any = None  # the server's own send (RAW_SEND), when the app runs inside `RawSend`
     _started = False  # whether http.response.start went out
+    _pinging = False  # a ping's send is in progress (it may wait for the client: flow control)
     # True: the headers go out with the first event (or the first ping, or the end) instead of at once. For streams
     # whose first event is at hand (a completion stream starts after the prefill): the client then reads them in
     # one wake-up, not the headers and then, a moment later, the first token. Event feeds that may stay quiet a long
@@ -222,7 +223,7 @@ class EventStream(EventSourceResponse):
     def idle(self) -> bool:
         """Nothing of this response is being sent by the loop (for `Connection.ready`)."""
         pending = self._pending
-        return self.active and (pending is None or pending.done() and not pending.cancelled()
+        return self.active and not self._pinging and (pending is None or pending.done() and not pending.cancelled()
                                 and pending.exception() is None)
 
     def _send_now(self, body_send: Send, body: bytes) -> bool:
@@ -267,7 +268,11 @@ class EventStream(EventSourceResponse):
                             await self._start(send)
                         if self._writes is not None:
                             self._writes.reclaim()
-                        await send({"type": "http.response.body", "body": ping, "more_body": True})
+                        self._pinging = True  # (not `idle` until the ping is out: its send may wait for the client)
+                        try:
+                            await send({"type": "http.response.body", "body": ping, "more_body": True})
+                        finally:
+                            self._pinging = False
                 continue
             if message["type"] == "http.disconnect":
                 if self.active:
