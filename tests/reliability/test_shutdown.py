@@ -45,7 +45,12 @@ def _full(url: str, max_tokens: int, out: list) -> None:
 
 
 def test_sigterm_lets_running_requests_finish_and_ends_the_rest_with_an_error_event(tmp_path, tiny_model_dir,
-                                                                                    slow_steps):
+                                                                                    slow_steps, monkeypatch):
+    from millm.services import text_chunks
+
+    made: list = []  # the streams' worker writes (services WorkerWrites): the drain must end those too
+    init = text_chunks.WorkerWrites.__init__
+    monkeypatch.setattr(text_chunks.WorkerWrites, "__init__", lambda self, *a: (init(self, *a), made.append(self))[0])
     live = start_server(tiny_settings(tmp_path, tiny_model_dir, served_model_name=MODEL, shutdown_timeout=1.5))
     short_stream: list = []
     full: list = []
@@ -77,6 +82,8 @@ def test_sigterm_lets_running_requests_finish_and_ends_the_rest_with_an_error_ev
     assert last.startswith('data: {"error"'), long_stream[0][-3:]
     assert json.loads(last[len("data: "):])["error"]["code"] == "shutting_down"
     assert len(long_stream[0]) > 10  # it was streaming until then
+    assert len(made) == 2 and sum(w.written for w in made) > 10  # (the worker wrote most tokens, httpx parsed them)
+    assert all(w.off for w in made)  # and both were closed
     live.thread.join(timeout=30)
     assert not live.thread.is_alive()
     assert time.monotonic() - signalled < 1.5 + 10
