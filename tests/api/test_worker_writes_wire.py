@@ -260,10 +260,13 @@ def test_a_client_that_half_closes_or_sends_garbage_mid_stream_ends_its_run_and_
     assert spy.made[0].off
 
 
-def test_concurrent_streams_each_equal_their_solo_run_on_the_wire(server, monkeypatch):
+def test_concurrent_steered_streams_each_equal_their_solo_run_on_the_wire(server, monkeypatch):
     prompts = ["Hello", "The stars", "Once upon", "A cat", "Why", "Rain"]
     path = "/v1/completions"
-    bodies = [{"prompt": p, "max_tokens": 60 + 10 * i} for i, p in enumerate(prompts)]
+    # each with its own steering (none for the first), so the rows of one batch differ
+    bodies = [{"prompt": p, "max_tokens": 60 + 10 * i,
+               **({"steering": {"features": [{"index": 7 * i, "strength": 4.0 * i}]}} if i else {})}
+              for i, p in enumerate(prompts)]
     solo = [_ordinary(monkeypatch, server.url, path, b) for b in bodies]
     spy = Spy(monkeypatch)
     got: list[Any] = [None] * len(bodies)
@@ -281,5 +284,6 @@ def test_concurrent_streams_each_equal_their_solo_run_on_the_wire(server, monkey
     for t in threads:
         t.join(120)
     assert [g[0] for g in got] == [200] * len(bodies)
+    assert [json.loads(g[1][b"x-millm-steering"])["source"] for g in got] == ["none"] + ["request"] * 5
     assert [_events(g[2]) for g in got] == solo
     assert len(spy.made) == len(bodies) and spy.whole > 0
