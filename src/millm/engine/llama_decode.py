@@ -125,6 +125,15 @@ class LlamaDecoder:
         # (the q_proj module is held: reaching it through the layer costs two nn.Module.__getattr__ calls per step)
         return bool(self._q_proj.weight.data_ptr() == self.qkv[0][0].data_ptr())
 
+    def product_weights(self) -> list[Tensor]:
+        """The weights a decode step passes to `linear`: each layer's fused q/k/v, o, fused gate/up and down, and the LM
+        head's when it is a plain Linear (engine/weight_layout.py's `PackedLinear` packs these)."""
+        ws = [w for i, layer in enumerate(self.layers)
+              for w in (self.qkv[i][0], layer.self_attn.o_proj.weight, self.gate_up[i][0], layer.mlp.down_proj.weight)]
+        if type(self.lm_head) is nn.Linear:
+            ws.append(self.lm_head.weight)
+        return ws
+
     @staticmethod
     def family(model: nn.Module) -> str | None:
         """"llama" (Llama, Qwen2) or "gemma2" when the lean step serves this model, else None."""
