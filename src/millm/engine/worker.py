@@ -54,7 +54,7 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
-from millm.engine.weight_layout import PACKED, Kernels, LinearFn, PackedLinear, choose_kernels, linear_fn
+from millm.engine.weight_layout import PACKED, Choice, Kernels, LinearFn, PackedLinear, choose_kernels, linear_fn
 from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 from millm.placement import MemoryInfo, device_memory
 
@@ -591,7 +591,10 @@ class Worker:
                 kernels = choose_kernels(lm.model, fused=LlamaDecoder.family(lm.model) is not None)
             self._linears = _STORED  # (drops a previous model's packed weights before packing this one's)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
-            options = (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2
+            options: tuple[tuple[Choice, ...], ...] = (
+                (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2)
+            if self.cuda_graphs:  # (the static-cache path reads its tensors' storage; a packed weight has none)
+                options = tuple(tuple(dict.fromkeys("onednn" if c == PACKED else c for c in cs)) for cs in options)
             fns: dict[str, LinearFn] = {c: linear_fn(c) for cs in options for c in cs if c != PACKED}
             if self._decoder is not None and any(PACKED in cs for cs in options):
                 fns[PACKED] = PackedLinear(self._decoder.product_weights())
