@@ -11,10 +11,13 @@ machine move with everyone else's load; CPU time per token moves much less, so t
   forward) separately.
 Also a one-token request (TTFT's work): the server's whole CPU time for it against the engine's and the
 prefill forward's. So per token: forward = the forward alone; engine = everything the worker does (forward, sampling,
-detokenizing, the event's hand-off call); server = the whole process (engine, the event loop's relay,
-SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
-thread; the generation thread's own extra in the server (server worker - engine: the hand-off to the event
-loop) is reported beside it. Rounds alternate server and engine; the medians are reported.
+detokenizing, and what the server's worker thread does with a streamed plain token's event: it writes the chunk to
+the client's socket itself, `_StreamSink`); server = the whole process (engine, the event loop's relay for the other
+events, SSE framing, the socket). Overhead = (engine - forward) + the server's threads other than the generation
+thread; the generation thread's own extra in the server (server worker - engine) is reported beside it. Rounds
+alternate server and engine; the medians are reported. Beside them: each thread's voluntary context switches per
+token, and the server's CPU per second with no request, with what the long-minus-short difference charges per token
+for it (the rate times the long request's extra duration, over its extra tokens).
 Wall clock beside it (what a client waits per token), in paired segments after the CPU rounds: a streamed request
 of `wall_tokens` tokens, then the same request through the in-process engine (the order alternates pair by pair, a
 second or so apart). Each segment gives its median per-token time (the gaps between the client's chunk arrivals;
@@ -28,11 +31,15 @@ forward or a chunk's delivery, not all CPU spent.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import socket
 import statistics
 import tempfile
+import threading
 import time
+import types
 from pathlib import Path
 from typing import Any
 
@@ -54,21 +61,113 @@ def _task_cpu_ns(pid: int) -> dict[str, int]:
     return out
 
 
-def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], int, float]:
+def _task_switches(pid: int) -> dict[str, int]:
+    """Voluntary context switches so far of each thread of process pid (a wait: epoll, a lock, the GIL), by thread id."""
+    out: dict[str, int] = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            for line in (task / "status").read_text().splitlines():
+                if line.startswith("voluntary_ctxt_switches:"):
+                    out[task.name] = int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    return out
+
+
+def _idle_cpu(server: Server, seconds: float = 2.0) -> float:
+    """The server's CPU microseconds per second with no request (timers, periodic tasks, polling threads): what the
+    long-minus-short method charges to tokens in proportion to the long request's extra duration."""
+    assert server.proc is not None
+    before = _task_cpu_ns(server.proc.pid)
+    time.sleep(seconds)
+    after = _task_cpu_ns(server.proc.pid)
+    return sum(after.get(k, 0) - before.get(k, 0) for k in after) / seconds / 1e3
+
+
+def _server_cpu(server: Server, body: dict[str, Any]) -> tuple[dict[str, int], int, float, dict[str, int]]:
     """Each server thread's CPU ns during one request: the generation thread (the busiest) as "millm-worker",
-    the process's first thread (the event loop) as "event loop", the rest by thread id; the chunks streamed, and
-    the wall-clock seconds from the first chunk to the last (as the client read them)."""
+    the process's first thread (the event loop) as "event loop", the rest by thread id; the chunks streamed,
+    the wall-clock seconds from the first chunk to the last (as the client read them), and each thread's voluntary
+    context switches (by the same names)."""
     assert server.proc is not None
     pid = server.proc.pid
-    before = _task_cpu_ns(pid)
+    before, switched = _task_cpu_ns(pid), _task_switches(pid)
     timing = run_one(server, body)
     time.sleep(0.05)  # the response's last writes
-    after = _task_cpu_ns(pid)
+    after, switches = _task_cpu_ns(pid), _task_switches(pid)
     delta = {k: after.get(k, 0) - before.get(k, 0) for k in after}
     busiest = max((k for k in delta if k != str(pid)), key=delta.__getitem__, default=None)
     names = {str(pid): "event loop", **({busiest: "millm-worker"} if busiest else {})}
     span = (timing.last - timing.first) if timing.first is not None and timing.last is not None else 0.0
-    return {names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks, span
+    return ({names.get(k, f"thread {k}"): v for k, v in delta.items()}, timing.chunks, span,
+            {names.get(k, f"thread {k}"): v - switched.get(k, 0) for k, v in switches.items()})
+
+
+class _StreamSink:
+    """The generation thread's share of serving a stream, in this process: where the server's worker thread writes a
+    streamed plain token's chunk to the client's socket itself (`services.text_chunks.WorkerWrites`, on a server
+    with `api.sse.Connection`), the in-process engine's sink does the same (the same code: the chunk's JSON, its SSE
+    and HTTP framing, the non-blocking write) to a loopback TCP connection that a thread here reads (as the client
+    would, in another process), so that `engine_us` counts that work as the server's worker pays it. On a tree
+    without worker writes (`put` None) the sink appends to a list, as before."""
+
+    def __init__(self, events: list[Any]) -> None:
+        self.put: Any = None
+        self._socks: list[socket.socket] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        try:
+            from millm.api.openai_routes import _Sse
+            from millm.api.sse import Connection
+            from millm.services.engine_client import Inbox, Relay, Run
+            from millm.services.text_chunks import ChunkStream, TextChunks
+        except ImportError:
+            return
+        from millm.protocol import openai as p
+
+        server = socket.create_server(("127.0.0.1", 0))
+        client = socket.create_connection(server.getsockname())
+        conn, _ = server.accept()
+        server.close()
+        conn.setblocking(False)
+        client.settimeout(30)
+        self._socks = [conn, client]
+        self._reader = threading.Thread(target=self._read, args=(client,), daemon=True)
+        self._reader.start()
+        self._loop = asyncio.new_event_loop()  # (not running: only an event the worker does not write is put on it)
+        run = Run(handles=[], queue=Inbox(), n=1, relay=Relay(self._loop))
+        chunks = TextChunks(lambda c, text: p.Completion(id="cmpl-0123456789abcdef01234567", created=int(time.time()),
+                                                          model="llama-25m", choices=[p.CompletionChoice(
+                                                              index=c, text=text, finish_reason=None)]))
+
+        def plain(c: int, ev: Any) -> str | None:
+            return chunks(c, ev.text) if not ev.logprobs else None
+
+        idle = types.SimpleNamespace(is_closing=lambda: False, get_write_buffer_size=lambda: 0)
+        cycle = types.SimpleNamespace(transport=idle, disconnected=False, response_complete=False,
+                                      flow=types.SimpleNamespace(write_paused=False))
+        out = Connection(cycle, conn, types.SimpleNamespace(idle=lambda: True))  # type: ignore[arg-type]
+        writes = _Sse(ChunkStream(None, run, plain)).worker_writes(out)  # type: ignore[arg-type]
+        writes.arm()  # (what the loop does once the response has started)
+
+        def put(ev: Any) -> None:
+            events.append(ev)
+            writes.put(0, ev, True)
+
+        self.put = put
+
+    @staticmethod
+    def _read(sock: socket.socket) -> None:
+        try:
+            while sock.recv(1 << 16):
+                pass
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        for sock in self._socks:
+            sock.close()
+        if self._loop is not None:
+            self._loop.close()
 
 
 def _engine_cpu(lm: Any, prompt: list[int], tokens: int,
@@ -83,7 +182,9 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int,
     worker.loaded = lm
     events: list[Any] = []
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
-    worker.submit(GenerationRequest(request_id="o", prompt_ids=tuple(prompt), params=params), events.append)
+    stream = _StreamSink(events)
+    worker.submit(GenerationRequest(request_id="o", prompt_ids=tuple(prompt), params=params),
+                  events.append if stream.put is None else stream.put)
     spent = [0, 0]  # the forwards' CPU ns and wall-clock ns
 
     def timed(fn: Any) -> Any:
@@ -114,6 +215,7 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int,
             worker._step()
             steps.append((time.perf_counter_ns() - w0, spent[1] - f0))
         total = time.thread_time_ns() - t
+    stream.close()
     n = sum(len(getattr(e, "token_ids", ())) for e in events)
     return total, spent[0] - prefill_fwd, n, prefill_fwd, spent[1]
 
@@ -176,10 +278,11 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         for n in (short, long):  # warm-up
             run_one(server, bodies[n])
             _engine_cpu(lm, prompt, n)
+        idle = _idle_cpu(server)
         rows: list[dict[str, float]] = []
         for rnd in range(rounds):
             log.info("overhead round %d/%d", rnd + 1, rounds)
-            srv: dict[int, tuple[dict[str, int], int, float]] = {}
+            srv: dict[int, tuple[dict[str, int], int, float, dict[str, int]]] = {}
             eng: dict[int, tuple[int, int, int, int, int]] = {}
             for side in (("server", "engine") if rnd % 2 == 0 else ("engine", "server")):
                 for n in (1, short, long):
@@ -197,7 +300,16 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
                 "server_other_us": sum(v for k, v in per.items() if k != "millm-worker"),
                 "engine_us": (eng[long][0] - eng[short][0]) / de / 1e3,
                 "forward_us": (eng[long][1] - eng[short][1]) / de / 1e3,
-                "threads": {k: round(v, 1) for k, v in per.items() if abs(v) >= 1},  # type: ignore[dict-item]
+                # (the two named threads always; the event loop's share can now be well under 1 us)
+                "threads": {k: round(v, 1) for k, v in per.items()  # type: ignore[dict-item]
+                            if abs(v) >= 1 or k in ("event loop", "millm-worker")},
+                # voluntary context switches per token (long minus short), by thread
+                "switches": {k: round((srv[long][3].get(k, 0) - srv[short][3].get(k, 0)) / dn, 2)  # type: ignore[dict-item]
+                             for k in set(srv[long][3]) | set(srv[short][3])
+                             if abs(srv[long][3].get(k, 0) - srv[short][3].get(k, 0)) >= dn / 20},
+                # what the server's CPU with no request (idle_us_s) charges per token over the long request's extra
+                # duration
+                "idle_share_us": idle * (srv[long][2] - srv[short][2]) / dn,
                 # one request with one new token: everything the server spends on it, against the prefill forward
                 "request_1_us": sum(srv[1][0].values()) / 1e3,
                 "engine_1_us": eng[1][0] / 1e3,
@@ -220,6 +332,9 @@ def measure(bm: Any, *, short: int = 16, long: int = 144, rounds: int = 5, work:
         "serving_overhead_us": med["server_other_us"],
         "overhead_us": statistics.median(r["engine_us"] - r["forward_us"] + r["server_other_us"] for r in rows),
         "handoff_us": statistics.median(r["server_worker_us"] - r["engine_us"] for r in rows),
+        "idle_us_s": idle, "idle_share_us": statistics.median(r["idle_share_us"] for r in rows),
+        "loop_us": statistics.median(r["threads"].get("event loop", 0.0) for r in rows),  # type: ignore[attr-defined]
+        "loop_switches": statistics.median(r["switches"].get("event loop", 0.0) for r in rows),  # type: ignore[attr-defined]
         **wall,
         "prompt_tokens": len(prompt),
         "request_1_us": statistics.median(r["request_1_us"] for r in rows),
@@ -248,6 +363,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{res['engine_us']:.0f} us, of which forward {res['forward_us']:.0f} us. Overhead beyond the forward "
           f"{res['overhead_us']:.0f} us (worker {res['worker_overhead_us']:.0f}, serving "
           f"{res['serving_overhead_us']:.0f}); hand-off on the generation thread {res['handoff_us']:.0f} us")
+    print(f"event loop per token: {res['loop_us']:.0f} us, {res['loop_switches']:.2f} voluntary context switches; "
+          f"the server idle: {res['idle_us_s']:.0f} us CPU per second, {res['idle_share_us']:.1f} us of it charged per "
+          f"token")
     if "wall_overhead_us" in res:
         q1, q3 = res["wall_quartiles_us"]
         lo, hi = res["wall_range_us"]

@@ -333,10 +333,14 @@ def sweep_section(device: str, data: dict[str, Any], plot: str | None) -> list[s
                 f"{ov['server_worker_us']:.0f}, the other threads, event loop and SSE, {ov['server_other_us']:.0f}); "
                 f"the same requests through an in-process engine {ov['engine_us']:.0f} us, of which the forward "
                 f"{ov['forward_us']:.0f} us. Beyond the forward: **{ov['overhead_us']:.0f} us** "
-                f"(worker {ov['worker_overhead_us']:.0f} us: sampling, detokenizing, events; serving "
-                f"{ov['serving_overhead_us']:.0f} us: event loop, SSE framing, socket), plus "
+                f"(worker {ov['worker_overhead_us']:.0f} us: sampling, detokenizing, events, and a streamed plain "
+                f"token's write to the socket, which the in-process engine's sink does too; serving "
+                f"{ov['serving_overhead_us']:.0f} us: event loop, SSE framing and writes of the other events), plus "
                 f"{ov.get('handoff_us', float('nan')):.0f} us on the generation thread for the hand-off to the event "
                 f"loop (server generation thread - engine; two runs, noisier)."
+                + (f" The event loop: {ov['loop_us']:.0f} us and {ov['loop_switches']:.2f} voluntary context "
+                   f"switches per token; the server with no request: {ov['idle_us_s']:.0f} us of CPU a second, "
+                   f"{ov['idle_share_us']:.0f} us of it charged per token." if "loop_us" in ov else "")
                 + (_wall_sentence(ov) if "wall_overhead_us" in ov else ""), ""]
     if plot:
         out += [f"![{plot}]({plot})", ""]

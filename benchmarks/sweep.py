@@ -30,7 +30,9 @@ round the two alternate (which goes first alternates too):
   `recv`s, parsed after the streams end), and the one-stream level, which every ratio divides by, runs
   `ONE_STREAM_REPEATS` times per round; beside it, `generate` on the same
   prompts as one batch (no steering), for scale, in the first round.
-Ratios are taken within a round and the median over rounds is reported. Results go to
+The decode, end-to-end and TTFT ratios are taken within a round and the median over rounds is reported; a
+concurrency speedup is the level's median aggregate rate over the one-stream level's median (the levels' samples
+are not paired: the one-stream level has several per round). Results go to
 docs/benchmarks-sweep-<device>.json and the "Size and family sweep" section of docs/benchmarks.md.
 """
 

@@ -217,7 +217,9 @@ def test_sigkill_mid_batch_then_restart_resumes_without_duplicates_or_gaps(tiny_
     proc = _serve(tiny_model_dir, data, port)
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0, timeout=60)
     n = 60
-    lines = [chat_line(f"k{i}", f"Hello {i}", max_tokens=24, ignore_eos=True) for i in range(n)]
+    # 160 tokens a line, 4 rows at a time: a few seconds of work, so the kill lands mid-batch (with 24 tokens the whole
+    # batch could finish inside the half second between two saves of its counts, and `before < n` failed)
+    lines = [chat_line(f"k{i}", f"Hello {i}", max_tokens=160, ignore_eos=True) for i in range(n)]
     try:
         f = client.files.create(file=("k.jsonl", io.BytesIO(jsonl(lines))), purpose="batch")
         batch = client.batches.create(input_file_id=f.id, endpoint="/v1/chat/completions", completion_window="24h")

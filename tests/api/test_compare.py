@@ -125,7 +125,7 @@ def test_prompt_or_messages_exactly_one(server):
 
 
 def test_openapi_declares_compare(server):
-    spec = httpx.get(server.url + "/openapi.json").json()
+    spec = httpx.get(server.url + "/openapi.json", timeout=30).json()
     op = spec["paths"]["/api/compare"]["post"]
     assert op["operationId"] == "compareSteering" and op["tags"] == ["steering"]
     assert "text/event-stream" in op["responses"]["200"]["content"]

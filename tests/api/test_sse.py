@@ -349,3 +349,75 @@ def test_a_disconnect_while_a_direct_send_waits_cancels_it_and_the_stream():
     server, held, stream_cancelled = asyncio.run(main())
     assert server.bodies() == [b"data: 1\n\n"]
     assert held.cancelled() and not stream_cancelled  # the client's disconnect ends the stream quietly
+
+
+class _Transport:
+    """What uvicorn's httptools cycle writes, through an asyncio transport's interface; its socket is one end of a
+    real socket pair (for `Connection`'s duplicate)."""
+
+    def __init__(self, sock: Any, extra: dict[str, Any] | None = None) -> None:
+        self.written: list[bytes] = []
+        self.sock, self.extra = sock, {"socket": sock, **(extra or {})}
+
+    def write(self, data: bytes) -> None:
+        self.written.append(bytes(data))
+
+    def is_closing(self) -> bool:
+        return False
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self.extra.get(name, default)
+
+
+def _cycle(transport: _Transport, **scope: Any) -> Any:
+    import logging
+
+    from uvicorn.protocols.http.flow_control import FlowControl
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+
+    return RequestResponseCycle(
+        {"type": "http", "method": "POST", "http_version": "1.1", "path": "/", "query_string": b"", "headers": [],
+         **scope}, transport, FlowControl(transport), logging.getLogger("t"), logging.getLogger("t"), False,  # type: ignore[arg-type]
+        [], asyncio.Event(), False, True, lambda: None)
+
+
+def test_the_worker_s_connection_writes_what_uvicorn_writes_for_a_body_message_and_only_where_it_may():
+    import socket
+
+    from millm.api.sse import Connection
+
+    stream = EventStream(iter(()), sep="\n")
+
+    async def started(cycle: Any) -> Any:
+        await cycle.send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/x")]})
+        return cycle
+
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    try:
+        transport = _Transport(a)
+        cycle = asyncio.run(started(_cycle(transport)))
+        body = event('{"text":"é\\n"}')
+        asyncio.run(cycle.send({"type": "http.response.body", "body": body, "more_body": True}))
+        assert transport.written[-1] == Connection.chunk(body)  # uvicorn's framing of one body message
+        conn = Connection.open(cycle.send, stream)
+        assert conn is not None and conn.ready()
+        assert conn.write(Connection.chunk(body)) == len(Connection.chunk(body))
+        assert b.recv(1024) == Connection.chunk(body)  # on the socket, not through the transport
+        conn.close()
+        assert a.fileno() >= 0  # (its own duplicate closed, not the loop's socket)
+        assert Connection.open(lambda message: None, stream) is None  # not uvicorn's httptools cycle
+        assert Connection.open(_cycle(transport).send, stream) is None  # the response has not started
+        for refused in (_cycle(_Transport(a, {"sslcontext": object()})), _cycle(transport, method="HEAD"),
+                        _cycle(transport, http_version="1.0")):
+            asyncio.run(started(refused))
+            assert Connection.open(refused.send, stream) is None
+        fixed = _cycle(transport)  # a response with a length: no chunked framing
+        asyncio.run(fixed.send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"9")]}))
+        assert fixed.response_started and Connection.open(fixed.send, stream) is None
+    finally:
+        a.close()
+        b.close()

@@ -1,14 +1,18 @@
-"""The streams' shortcut for plain tokens (services/text_chunks.ChunkStream, api/sse.EventStream._send_now): the
-same events, in the same order, as the ordinary path through the async generators, on a real server."""
+"""The streams' shortcuts for plain tokens: the worker thread's own writes to the socket (services/text_chunks
+.WorkerWrites, api/sse.Connection) and the relay drain's (services/text_chunks.ChunkStream, api/sse.EventStream
+._send_now). The same events, in the same order, as the ordinary path through the async generators, on a real
+server."""
 
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import httpx
 import pytest
 
+from millm.api import openai_routes
 from millm.services import text_chunks
 
 MODEL = "test-org/tiny"
@@ -49,13 +53,53 @@ def test_the_shortcut_gives_the_ordinary_path_s_events(server, monkeypatch, path
         taken.append(n)
         return n
 
+    written: list[int] = []
+    write = text_chunks.WorkerWrites._write
+
+    def counted(self: Any, data: bytes) -> bool:
+        ok = write(self, data)
+        written.append(ok)
+        return ok
+
+    monkeypatch.setattr(text_chunks.WorkerWrites, "_write", counted)
+    by_worker = [_events(server.url, path, body) for _ in range(2)]
+    monkeypatch.setattr(openai_routes._Sse, "worker_writes", lambda self, conn: None)
     monkeypatch.setattr(text_chunks.ChunkStream, "_direct", counting)
     shortcut = [_events(server.url, path, body) for _ in range(3)]
     monkeypatch.setattr(text_chunks.ChunkStream, "bypass", lambda self, emit: None)
     ordinary = _events(server.url, path, body)
-    assert all(s == ordinary for s in shortcut)
+    assert all(s == ordinary for s in shortcut + by_worker)
     assert ordinary[-1] == "[DONE]" and len(ordinary) > 40
     if "logprobs" in body:
-        assert sum(taken) == 0  # offered, never taken
+        assert sum(taken) == 0 and not written  # offered, never taken
     else:
         assert sum(taken) > 0  # (the stream waited for a token at least once in three streams of 40 steps)
+        assert sum(written) > 0 and all(written)  # (usually most tokens of the two streams), each written whole
+
+
+def test_a_client_that_leaves_while_the_worker_writes_ends_its_run(server, monkeypatch):
+    made: list[Any] = []
+    init = text_chunks.WorkerWrites.__init__
+
+    def keep(self: Any, *args: Any) -> None:
+        init(self, *args)
+        made.append(self)
+
+    monkeypatch.setattr(text_chunks.WorkerWrites, "__init__", keep)
+    worker = server.runtime.worker
+    body = {"model": MODEL, "prompt": "Hello", "max_tokens": 240, "temperature": 0, "ignore_eos": True,
+            "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
+        lines = r.iter_lines()
+        for _ in range(200):  # (two lines an event) until the worker writes this stream's tokens
+            next(lines)
+            if made and made[0].written > 1:
+                break
+        steps_at_close = worker.steps
+        assert made and made[0].written > 1
+    deadline = time.monotonic() + 5
+    while worker.active_sequences and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert worker.active_sequences == 0  # the run was cancelled (the loop saw the client go)
+    assert worker.steps - steps_at_close < 200
+    assert made[0].off  # and the response's writes were closed

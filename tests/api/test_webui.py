@@ -79,7 +79,7 @@ def test_api_paths_are_untouched(live: LiveServer) -> None:
     assert httpx.delete(live.url + "/api/status").status_code == 405
     assert httpx.get(live.url + "/health").json() == {"status": "ok"}
     assert httpx.get(live.url + "/metrics").headers["content-type"].startswith("text/plain")
-    assert httpx.get(live.url + "/openapi.json").json()["info"]["title"] == "miLLM"
+    assert httpx.get(live.url + "/openapi.json", timeout=30).json()["info"]["title"] == "miLLM"
     assert "swagger" in httpx.get(live.url + "/docs").text.lower()
     assert httpx.get(live.url + "/api/status").json()["model"] is not None
     assert httpx.get(live.url + "/v1/models").json()["object"] == "list"

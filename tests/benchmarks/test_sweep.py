@@ -52,7 +52,7 @@ def test_overhead_splits_the_servers_cpu_per_token(tmp_path: Path, tiny_model_di
     from benchmarks import overhead
 
     bm = BenchModel("tiny", tiny_model_dir, tiny_sae_dir, "the test suite's tiny model")
-    r = overhead.measure(bm, short=4, long=12, rounds=1, work=tmp_path, wall_tokens=8, wall_pairs=3)
+    r = overhead.measure(bm, short=4, long=36, rounds=1, work=tmp_path, wall_tokens=8, wall_pairs=3)
     row = r["rounds"][0]
     # marginal figures (long request - short request) carry noise, so only their signs are checked here, and only
     # where the forward dominates: the event loop's per-token share is small enough to come out negative under load

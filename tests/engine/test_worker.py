@@ -4,13 +4,17 @@ KV cache and over the static slot cache of CUDA-graph mode."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 
 import pytest
+import torch
 
 from millm.engine import hookpoints
+from millm.engine import worker as worker_module
 from millm.engine.intervention import SaeIntervention
 from millm.engine.model_loading import load_model
+from millm.engine.rows import sample_and_emit
 from millm.engine.types import FeatureStrength, GenerationEvent, GenerationRequest, SamplingParams, SteeringSpec
 from millm.engine.worker import Worker
 from millm.errors import QueueFull
@@ -411,5 +415,99 @@ def test_without_an_sae_rows_that_join_and_leave_decode_as_solo(tiny_model_dir):
         assert w._inputs is not None and w._inputs[0].shape == (w._inputs[0].shape[0], 1)
         tokens = [e for e in events if e.finish_reason is None]
         assert tokens and all(e == GenerationEvent(choice=0, text=e.text, token_ids=e.token_ids) for e in tokens)
+    finally:
+        w.stop()
+
+
+
+def test_a_batch_whose_rows_change_kind_samples_each_row_its_own_way(tiny_model_dir, monkeypatch):
+    """The step keeps whether every row is plain and greedy per batch, not per step: a row asking for logprobs and
+    a sampled row, joining a plain greedy row mid-flight, get their logprobs and their seeded draws, the greedy row
+    decodes as solo, and once they leave the batch is plain greedy again."""
+    w = Worker(max_batch_size=4)
+    w.loaded = load_model(str(tiny_model_dir))
+    tok = w.loaded.tokenizer
+    greedy = GenerationRequest("g", tuple(tok("Hello world").input_ids),
+                               SamplingParams(max_tokens=14, temperature=0.0, ignore_eos=True))
+    lp = GenerationRequest("lp", tuple(tok("The stars").input_ids),
+                           SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True, logprobs=2))
+    seeded = GenerationRequest("t", tuple(tok("Once upon a time").input_ids),
+                               SamplingParams(max_tokens=3, temperature=1.0, seed=5, ignore_eos=True))
+
+    kinds: list[bool | None] = []  # each decode step's plain-greedy flag, as the step passed it on
+
+    def emit(*args, **kwargs):
+        if "plain_greedy" in kwargs:  # (a decode step's call; the prefill's works it out itself)
+            kinds.append(kwargs["plain_greedy"])
+        return sample_and_emit(*args, **kwargs)
+
+    monkeypatch.setattr(worker_module, "sample_and_emit", emit)
+
+    def drive(first: GenerationRequest, joining: dict[int, GenerationRequest] | None = None,
+              ) -> dict[str, list[GenerationEvent]]:
+        """Each request's events: `first` submitted, then joining[k] after k decode steps; stepped synchronously to
+        the end."""
+        joining = joining or {}
+        events: dict[str, list[GenerationEvent]] = {r.request_id: [] for r in (first, *joining.values())}
+        kinds.clear()
+
+        def sink(rid: str) -> Callable[[object], None]:
+            return lambda ev: events[rid].append(ev) if isinstance(ev, GenerationEvent) else None
+
+        with torch.inference_mode():
+            w.submit(first, sink(first.request_id))
+            w._admit()
+            while w._rows:
+                if len(kinds) in joining:
+                    r = joining[len(kinds)]
+                    w.submit(r, sink(r.request_id))
+                    w._admit()
+                w._step()
+        return events
+
+    def ids(evs: list[GenerationEvent]) -> list[int]:
+        return [t for e in evs for t in e.token_ids]
+
+    solo_g, solo_t = ids(drive(greedy)["g"]), ids(drive(seeded)["t"])
+    mixed = drive(greedy, {3: lp, 6: seeded})
+    assert ids(mixed["g"]) == solo_g
+    assert ids(mixed["t"]) == solo_t
+    assert len(ids(mixed["lp"])) == 4
+    assert all(len(e.logprobs) == 1 and len(e.logprobs[0].top) == 2 for e in mixed["lp"] if e.token_ids)
+    assert not any(e.logprobs for e in mixed["g"])
+    # lp ran in steps 3-5 (its first token came from its prefill), t in steps 6-7
+    assert kinds == [True] * 3 + [False] * 5 + [True] * 5
+
+
+def test_calls_and_requests_arriving_mid_generation_are_taken_between_steps(tiny_model_dir):
+    """The generation thread decodes steps back to back while nothing waits; a call or a request that arrives meanwhile
+    is taken between two steps, not after the running generation ends."""
+    w = Worker(max_batch_size=4)
+    w.loaded = load_model(str(tiny_model_dir))
+    w.start()
+    try:
+        tok = w.loaded.tokenizer
+        first = threading.Event()
+        order: list[str] = []
+
+        def sink(rid: str) -> Callable[[object], None]:
+            def on(ev: object) -> None:
+                if isinstance(ev, GenerationEvent):
+                    first.set()
+                    if ev.finish_reason:
+                        order.append(rid)
+            return on
+
+        w.submit(GenerationRequest("long", tuple(tok("Hello world").input_ids),
+                                   SamplingParams(max_tokens=600, temperature=0.0, ignore_eos=True)), sink("long"))
+        assert first.wait(30)
+        at_call = w.call(lambda w: w.steps, exclusive=False).result(30)
+        w.submit(GenerationRequest("short", tuple(tok("The stars").input_ids),
+                                   SamplingParams(max_tokens=2, temperature=0.0, ignore_eos=True)), sink("short"))
+        deadline = time.monotonic() + 60
+        while len(order) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert order == ["short", "long"]
+        assert at_call < w.steps - 100
     finally:
         w.stop()

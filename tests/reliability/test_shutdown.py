@@ -129,3 +129,27 @@ def test_sigterm_to_the_millm_process_drains_and_exits_cleanly(tmp_path, tiny_mo
             proc.kill()
             proc.wait()
     assert "draining" in proc.stdout.read()
+
+
+def test_the_idle_server_ticks_once_a_second_and_stops_at_once_when_told(tmp_path, tiny_model_dir, monkeypatch):
+    from millm.server import DrainingServer
+
+    ticks: list[tuple[float, int]] = []
+    on_tick = DrainingServer.on_tick
+
+    async def counted(self, counter: int) -> bool:
+        ticks.append((time.monotonic(), counter))
+        return await on_tick(self, counter)
+
+    monkeypatch.setattr(DrainingServer, "on_tick", counted)
+    live = start_server(tiny_settings(tmp_path, tiny_model_dir, served_model_name=MODEL))
+    time.sleep(2.5)
+    seen = [t for t in ticks if t[0] > ticks[0][0] + 0.5]  # (after start-up)
+    # uvicorn's own loop ticks ten times a second; each of these updates the Date header (every 10th of uvicorn's)
+    assert 1 <= len(seen) <= 3 and all(c % 10 == 0 for _, c in seen)
+    date = httpx.get(live.url + "/health").headers["date"]
+    assert date.endswith(" GMT")
+    asked = time.monotonic()
+    live.stop()  # should_exit from another thread
+    assert not live.thread.is_alive()
+    assert ticks[-1][0] - asked < 0.5  # woken at once, not at the next tick

@@ -24,9 +24,9 @@ export const demoModel: LoadedModelOut = {
 
 export const demoSae: SaeOut = {
   id: "millm-demo-sae",
-  hook_name: "blocks.1.hook_resid_post",
-  module: "model.layers.1",
-  layer: 1,
+  hook_name: "blocks.0.hook_resid_post",
+  module: "model.layers.0",
+  layer: 0,
   d_in: 192,
   d_sae: 1536,
   architecture: "standard",

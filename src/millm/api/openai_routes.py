@@ -9,7 +9,7 @@ from typing import Annotated, Any, AsyncGenerator, AsyncIterator, Awaitable, Cal
 from fastapi import APIRouter, Header, Path, Request, Response
 
 from millm.api.errors import error_body
-from millm.api.sse import CompletionStream, event
+from millm.api.sse import CompletionStream, Connection, event
 from millm.api.state import RuntimeDep
 from millm.errors import InvalidRequest, MillmError
 from millm.protocol import fields
@@ -58,6 +58,13 @@ class _Sse:
         bypass = getattr(self.chunks, "bypass", None)
         if bypass is not None:
             bypass(None if send is None else lambda texts: send(b"".join([event(t) for t in texts])))
+
+    def worker_writes(self, conn: Connection) -> Any:
+        """The chunks' worker writes (`ChunkStream.worker_writes`) on `conn`, each chunk one event in one body
+        message, as the loop would write it."""
+        writes = getattr(self.chunks, "worker_writes", None)
+        chunk = conn.chunk
+        return None if writes is None else writes(lambda text: chunk(event(text)), conn)
 
 
 async def _unless_disconnected(request: Request, work: Awaitable[Result]) -> Result | Response:

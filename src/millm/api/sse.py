@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
+import socket
 from typing import Any
 
 from sse_starlette import EventSourceResponse
@@ -11,6 +13,95 @@ from sse_starlette.sse import ServerSentEvent, ensure_bytes
 from starlette.types import Receive, Scope, Send
 
 from millm.logs import BODY_SEND
+
+try:  # uvicorn's HTTP/1.1 protocol on httptools (the default where httptools is installed)
+    from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
+except ImportError:  # pragma: no cover - without httptools: no worker writes
+    RequestResponseCycle = None  # type: ignore[assignment,misc]
+
+_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)  # (Linux: a peer that went away is EPIPE, not SIGPIPE)
+
+RAW_SEND = "millm.raw_send"  # scope key: the server's own send, beneath everything (`RawSend`)
+
+
+class RawSend:
+    """ASGI wrapper around the whole app (millm.server puts it outside the middleware that uvicorn adds): an HTTP
+    request's scope gets the server's own `send` under `RAW_SEND`, which `Connection` looks into."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[RAW_SEND] = send
+        await self.app(scope, receive, send)
+
+
+class Connection:
+    """The socket beneath a streamed response, for the worker thread's writes of plain tokens
+    (`services.text_chunks.WorkerWrites`), which write what uvicorn would write for a body message, straight to the
+    socket, while the loop has nothing of the response to write.
+
+    Only for uvicorn's protocol on httptools (its send is `RequestResponseCycle.send`, which frames a body message as
+    one HTTP chunk and writes it to the transport, changing nothing else of its state), an HTTP/1.1 request over
+    plain TCP or a Unix socket: no TLS, chunked framing, not a HEAD request. The writes go through a duplicate of the
+    socket's file descriptor (closed by `close`), so that they can never reach another connection that reuses the
+    number once the loop closed its own; they never block (the socket is non-blocking) and take MSG_NOSIGNAL (a peer
+    that went away is an error, not a signal). uvicorn writes to the connection on its own only when the client
+    breaks the protocol (a 400 for unparsable bytes sent while the response streams, then it closes the connection);
+    the worker checks for a closing transport before each write."""
+
+    def __init__(self, cycle: Any, sock: socket.socket, stream: EventStream) -> None:
+        self._cycle, self._transport, self._sock, self._stream = cycle, cycle.transport, sock, stream
+
+    @classmethod
+    def open(cls, send: Any, stream: EventStream) -> Connection | None:
+        """For a response whose server send is `send` (its scope's RAW_SEND), once the response has started; None
+        where the worker may not write (another server or protocol, TLS, no chunked framing, the client gone)."""
+        cycle = getattr(send, "__self__", None)
+        if RequestResponseCycle is None or type(cycle) is not RequestResponseCycle:
+            return None
+        transport = cycle.transport
+        if (cycle.chunked_encoding is not True or cycle.scope.get("method") == "HEAD"
+                or cycle.scope.get("http_version") != "1.1" or not cycle.response_started
+                or cycle.response_complete or cycle.disconnected or transport.is_closing()
+                or transport.get_extra_info("sslcontext") is not None):
+            return None
+        raw = transport.get_extra_info("socket")
+        try:
+            if (raw is None or raw.type != socket.SOCK_STREAM
+                    or raw.family not in (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)):
+                return None
+            sock = socket.socket(raw.family, raw.type, fileno=os.dup(raw.fileno()))
+        except (OSError, ValueError):
+            return None
+        if os.get_blocking(sock.fileno()):  # (the loop's sockets are non-blocking: one that is not is not the loop's)
+            sock.close()
+            return None
+        sock.setblocking(False)  # (the object's own mode: send never waits)
+        return cls(cycle, sock, stream)
+
+    @staticmethod
+    def chunk(body: bytes) -> bytes:
+        """The bytes uvicorn writes for a body message (`RequestResponseCycle.send` with chunked framing)."""
+        return b"%x\r\n%b\r\n" % (len(body), body)
+
+    def write(self, data: bytes) -> int:
+        if self._transport.is_closing() or self._cycle.disconnected:
+            return 0
+        return self._sock.send(data, _NOSIGNAL)
+
+    def ready(self) -> bool:
+        cycle, transport = self._cycle, self._transport
+        return (not cycle.disconnected and not cycle.response_complete and not cycle.flow.write_paused
+                and not transport.is_closing() and transport.get_write_buffer_size() == 0 and self._stream.idle())
+
+    def flush(self, rest: bytes) -> None:
+        if not self._transport.is_closing():
+            self._transport.write(rest)
+
+    def close(self) -> None:
+        self._sock.close()
 
 
 class EventStream(EventSourceResponse):
@@ -28,6 +119,8 @@ class EventStream(EventSourceResponse):
     media_type = "text/event-stream"
     _cancelled_by_client = False
     _pending: asyncio.Future[Any] | None = None  # a body message sent by `_send_now` that waits for the client
+    _writes: Any = None  # the worker thread's writes of plain tokens (services WorkerWrites), once set
+    _raw_send: Any = None  # the server's own send (RAW_SEND), when the app runs inside `RawSend`
     _started = False  # whether http.response.start went out
     # True: the headers go out with the first event (or the first ping, or the end) instead of at once. For streams
     # whose first event is at hand (a completion stream starts after the prefill): the client then reads them in
@@ -46,6 +139,7 @@ class EventStream(EventSourceResponse):
         assert task is not None
         watcher = asyncio.ensure_future(self._watch(receive, send, lock, task))
         try:
+            self._raw_send = scope.get(RAW_SEND)
             await self._stream(send, lock, scope.get(BODY_SEND, send))
         except asyncio.CancelledError:
             if not self._cancelled_by_client or task.cancelling() > 1:
@@ -74,6 +168,10 @@ class EventStream(EventSourceResponse):
         # tokens' events are then written from the relay's drain with `_send_now`, in order with everything else.
         bypass = getattr(iterator, "bypass", None)
         bypassed: Any = None  # bypass, once set
+        # And then the worker thread's own writes of plain tokens (openai_routes._Sse, services WorkerWrites), where
+        # the server's connection allows them (`Connection`)
+        worker_writes = getattr(iterator, "worker_writes", None)
+        raw_send = self._raw_send
         try:
             async for data in iterator:
                 body = data if type(data) is bytes else ensure_bytes(data, self.sep)
@@ -83,14 +181,25 @@ class EventStream(EventSourceResponse):
                             await self._start(send)
                 if self._pending is not None:
                     await self._pending
+                if self._writes is not None:
+                    self._writes.reclaim()
                 await body_send({"type": "http.response.body", "body": body, "more_body": True})
                 if bypass is not None and bypassed is None:
                     bypass(functools.partial(self._send_now, body_send))
                     bypassed = bypass
+                    conn = Connection.open(raw_send, self) if worker_writes is not None and raw_send else None
+                    if conn is not None and worker_writes is not None:
+                        self._writes = worker_writes(conn)
+                        if self._writes is None:
+                            conn.close()
+            if self._writes is not None:
+                self._writes.reclaim()  # (the rest of a partly taken write before the end)
         except BaseException:
             # Cancelled or failed while the generator waits at a yield: close it so that its cleanup runs (the
             # engine requests are cancelled, the request is logged) before the error goes on.
             self.active = False  # (no more direct writes; one that waits is dropped)
+            if self._writes is not None:
+                self._writes.close()
             if self._pending is not None and not self._pending.done():
                 self._pending.cancel()
             aclose = getattr(iterator, "aclose", None)
@@ -100,6 +209,8 @@ class EventStream(EventSourceResponse):
         finally:
             if bypassed is not None:
                 bypassed(None)
+            if self._writes is not None:
+                self._writes.close()
         async with lock:
             self.active = False
             if self._pending is not None:
@@ -107,6 +218,12 @@ class EventStream(EventSourceResponse):
             if not self._started:
                 await self._start(send)
             await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def idle(self) -> bool:
+        """Nothing of this response is being sent by the loop (for `Connection.ready`)."""
+        pending = self._pending
+        return self.active and (pending is None or pending.done() and not pending.cancelled()
+                                and pending.exception() is None)
 
     def _send_now(self, body_send: Send, body: bytes) -> bool:
         """Send a body message from a plain callback on the loop (the body's shortcut). The server's send returns at
@@ -117,6 +234,8 @@ class EventStream(EventSourceResponse):
                                                        or pending.exception() is not None):
             return False  # (a failed send's error is raised by the stream's task, which awaits it)
         self._pending = None
+        if self._writes is not None:
+            self._writes.reclaim()
         sending = body_send({"type": "http.response.body", "body": body, "more_body": True})
         try:
             waiting = sending.send(None)  # type: ignore[attr-defined]
@@ -146,6 +265,8 @@ class EventStream(EventSourceResponse):
                     if self.active:
                         if not self._started:  # no event yet: the headers and a ping keep the client waiting
                             await self._start(send)
+                        if self._writes is not None:
+                            self._writes.reclaim()
                         await send({"type": "http.response.body", "body": ping, "more_body": True})
                 continue
             if message["type"] == "http.disconnect":

@@ -7,7 +7,6 @@ and sends `GenerationEvent`s through the request's sink (on the worker thread).
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -31,11 +30,13 @@ class Handle:
 
     request: GenerationRequest
     sink: Sink
-    cancelled: threading.Event = field(default_factory=threading.Event)
+    # set by `cancel` on any thread, read by the worker between steps (a plain attribute: the decode step checks
+    # every row's, and `threading.Event.is_set`, a Python call, cost ~3 us a step right after the forward)
+    cancelled: bool = False
     submitted_at: float = field(default_factory=time.monotonic)
 
     def cancel(self) -> None:
-        self.cancelled.set()
+        self.cancelled = True
 
 
 @dataclass
@@ -55,23 +56,39 @@ class Row:
     reads: ReadAcc | None = None  # the request's own activations, when it asked for them
 
 
-def sample_and_emit(lm: LoadedModel, logits: torch.Tensor, rows: list[Row]) -> None:
-    """Draw each row's next token from logits (B, V), and send its text (and, at the end, its finish)."""
-    samplers = [r.sampler for r in rows]
+def greedy_plain(rows: list[Row], logits: torch.Tensor) -> bool:
+    """Whether every row is plain and greedy and the logits are on the CPU: `sample_and_emit` then draws through
+    `greedy_cpu` and skips the processing, logprob and observe calls (the worker works this out when its rows
+    change, not every step)."""
+    return logits.is_cpu and all(r.sampler.plain and r.sampler.greedy for r in rows)
+
+
+def sample_and_emit(lm: LoadedModel, logits: torch.Tensor, rows: list[Row], *, plain_greedy: bool | None = None,
+                    ) -> None:
+    """Draw each row's next token from logits (B, V), and send its text (and, at the end, its finish).
+    plain_greedy: `greedy_plain(rows, logits)` when the caller knows it (None: worked out here)."""
     # (a batch of plain rows, the common case, skips the calls that would do nothing: this runs once per step,
     # right after the forward, when every call costs several times what it costs in a loop)
-    plain = all(s.plain for s in samplers)
-    if not plain:
-        logits = process_logits(logits, samplers)
-    if plain and logits.is_cpu and all(s.greedy for s in samplers):
+    if plain_greedy is None:
+        plain_greedy = greedy_plain(rows, logits)
+    plain = plain_greedy
+    if plain_greedy:
         drawn = greedy_cpu(logits)
     else:
+        samplers = [r.sampler for r in rows]
+        plain = all(s.plain for s in samplers)
+        if not plain:
+            logits = process_logits(logits, samplers)
         drawn = sample(logits, samplers)
-    for r, tok in zip(rows, drawn, strict=True):
-        if tok is None:
-            fail_row(r, lm.dtype)
-    chosen = [0 if tok is None else tok for tok in drawn]
-    lps = token_logprobs(logits, chosen, samplers) if not plain else [None] * len(rows)
+    chosen: list[int]
+    if None in drawn:
+        for r, tok in zip(rows, drawn, strict=True):
+            if tok is None:
+                fail_row(r, lm.dtype)
+        chosen = [0 if tok is None else tok for tok in drawn]
+    else:
+        chosen = drawn  # type: ignore[assignment]  # (no None in it)
+    lps = token_logprobs(logits, chosen, [r.sampler for r in rows]) if not plain else [None] * len(rows)
     eos = lm.eos_ids
     for r, tok, lp in zip(rows, chosen, lps, strict=True):
         if r.done:

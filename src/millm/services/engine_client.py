@@ -66,6 +66,11 @@ class Relay:
         if wake:
             self.loop.call_soon_threadsafe(self._drain)
 
+    def holds(self, queue: Any) -> bool:
+        """Whether an item for `queue` waits here (put, not yet drained)."""
+        with self._lock:
+            return any(q is queue for q, _ in self._items)
+
     def _drain(self) -> None:
         with self._lock:
             items, self._items, self._scheduled = self._items, [], False
@@ -98,7 +103,7 @@ class Inbox:
     keeps a task count and an `Event` for `join()`, checks for a full queue and wakes putters on every `get`,
     none of which this needs; on a stream it runs once per token, on the event loop's thread."""
 
-    __slots__ = ("_items", "_waiter", "direct")
+    __slots__ = ("_items", "_waiter", "direct", "writes")
 
     def __init__(self) -> None:
         self._items: collections.deque[Any] = collections.deque()
@@ -108,6 +113,10 @@ class Inbox:
         # on the loop, in the relay's drain: it takes a leading run of them (returns how many) and the rest is queued
         # for the task as usual. An item is never both taken and queued, and never taken out of order.
         self.direct: Callable[[list[Any]], int] | None = None
+        # The worker thread's own writer for the stream's plain tokens (`text_chunks.WorkerWrites`, set by the stream's
+        # response): the stream's sink hands it every event instead of the relay, and whenever the reading task waits
+        # on an empty inbox it is told (`arm`: it may then take over the writing).
+        self.writes: Any = None
 
     def put_nowait(self, item: Any) -> None:
         self.put_all([item])
@@ -123,6 +132,8 @@ class Inbox:
                 taken = 0
             if taken:
                 if taken == len(items):
+                    if self.writes is not None:
+                        self.writes.arm()
                     return
                 items = items[taken:]
         self._items.extend(items)
@@ -135,6 +146,8 @@ class Inbox:
     async def get(self) -> Any:
         while not self._items:
             waiter = self._waiter = asyncio.get_running_loop().create_future()
+            if self.writes is not None:
+                self.writes.arm()
             try:
                 await waiter
             finally:
@@ -170,6 +183,7 @@ class Run:
     steering_version: int = 0  # the server-wide steering's version when the request was resolved
     finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
     read: ActivationRead | None = None  # the request's `activations`, when it asked for them
+    relay: Relay | None = None  # what hands its events to the loop
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -204,7 +218,7 @@ class EngineClient:
             self._relay = Relay(loop)
         relay = self._relay
         queue = Inbox()
-        run = Run(handles=[], queue=queue, n=n, read=activations)
+        run = Run(handles=[], queue=queue, n=n, read=activations, relay=relay)
         try:
             for i, ids in enumerate(prompts_ids):
                 request = GenerationRequest(
@@ -220,7 +234,11 @@ class EngineClient:
                     # PromptInfo waits for the first tokens, which the worker sends right after it: one wake-up of
                     # the loop for both, not a wake-up whose work (the response's set-up) the first token then
                     # waits behind for the GIL
-                    relay.put(queue, (i, event), wake=type(event) is not PromptInfo)
+                    writes = queue.writes
+                    if writes is not None:  # (a stream whose plain tokens the worker may write itself)
+                        writes.put(i, event, type(event) is not PromptInfo)
+                    else:
+                        relay.put(queue, (i, event), wake=type(event) is not PromptInfo)
 
                 def quiet_sink(event: Any, i: int = i, woke: list[bool] = [False]) -> None:  # noqa: B006 - per prompt
                     # Nothing reads a whole response's tokens before its end, so only the first token (its arrival is
@@ -259,6 +277,7 @@ class EngineClient:
                 yield i * run.n + ev.choice, ev
         finally:
             run.queue.direct = None
+            run.queue.writes = None
             if finished < want:
                 run.cancel()
 

@@ -3,9 +3,10 @@ streams' shortcut for plain tokens (`ChunkStream`)."""
 
 from __future__ import annotations
 
+import threading
 from functools import partial
 from json.encoder import encode_basestring
-from typing import Any, AsyncIterator, Callable
+from typing import Any, AsyncIterator, Callable, Protocol
 
 from pydantic import BaseModel
 from pydantic_core import to_json
@@ -72,6 +73,17 @@ class ChunkStream:
         if self._plain is None:
             return
         self._run.queue.direct = None if emit is None else partial(self._direct, emit)
+        if emit is None:
+            self._run.queue.writes = None
+
+    def worker_writes(self, frame: Callable[[str], bytes], out: Connection) -> WorkerWrites | None:
+        """Let the worker thread write this stream's plain tokens itself (`WorkerWrites`): `frame` gives a chunk's
+        bytes on the wire, `out` is the connection. None: this stream has no plain tokens (the ordinary path only)."""
+        if self._plain is None or self._run.relay is None:
+            return None
+        writes = WorkerWrites(self._run, self._plain, frame, out)
+        self._run.queue.writes = writes
+        return writes
 
     def _direct(self, emit: Callable[[list[str]], bool], items: list[Any]) -> int:
         run, plain = self._run, self._plain
@@ -92,3 +104,122 @@ class ChunkStream:
         for ev in taken:
             took(run, ev)
         return len(taken)
+
+
+class Connection(Protocol):
+    """What `WorkerWrites` needs of the connection beneath a response (`api.sse.Connection`)."""
+
+    def write(self, data: bytes) -> int:
+        """Any thread, never blocking: write what the socket takes now; the bytes taken (OSError: none, failed)."""
+
+    def ready(self) -> bool:
+        """The loop: nothing of the response waits to be written (the loop's own writes all reached the socket)."""
+
+    def flush(self, rest: bytes) -> None:
+        """The loop: write these bytes of the response before anything else."""
+
+    def close(self) -> None:
+        """The loop: no more writes through `write`."""
+
+
+_LOOP, _WORKER, _DONE = 0, 1, 2  # who writes the response's next bytes
+
+
+class WorkerWrites:
+    """A stream's plain tokens written by the worker thread itself, straight to the connection, without waking the
+    event loop: the stream's sink (`engine_client.EngineClient.submit`) hands every event here (`put`) instead of to
+    the relay.
+
+    The response's next bytes are the loop's to write, or the worker's. The loop hands them over (`arm`) whenever the
+    stream's task waits on an empty inbox, which means every chunk before has been sent, and only when nothing of the
+    response waits to be written (`Connection.ready`: the transport's buffer is empty, no send is held by flow
+    control, the client is connected) and no event of the run waits in the relay. From then on the worker writes each
+    plain token's chunk (what `plain` gives, framed by `frame`: the same bytes the loop would write) with one
+    non-blocking write, and does its bookkeeping (`took`). The first event it does not write (a finish, logprobs, an
+    error) hands the writing back to the loop and goes through the relay as before, after every write before it is
+    complete, so the order holds. The loop takes the writing back (`reclaim`) before it writes anything of the response
+    itself (a ping, the end). Both sides switch under one lock, which the worker holds through its write, so they never
+    write at once.
+
+    A write the socket does not take whole ends the worker's writing for good (`off`): when the socket took part of
+    it, the loop writes the rest before anything else (`reclaim`, which the relay wakes it for, and which every write of
+    the loop's calls first); when it took nothing (full, or the client is gone), the event goes the loop's way, whose
+    own write meets the same state (buffering and flow control, or the disconnect that ends the run)."""
+
+    def __init__(self, run: Run, plain: Callable[[int, GenerationEvent], str | None], frame: Callable[[str], bytes],
+                 out: Connection) -> None:
+        assert run.relay is not None
+        self._run, self._plain, self._frame, self._out = run, plain, frame, out
+        self._relay, self._queue = run.relay, run.queue
+        self._lock = threading.Lock()
+        self._owner = _LOOP
+        self._rest: bytes | None = None  # the part of a chunk the socket did not take, for the loop to write
+        self.off = False  # the worker writes no more (a write the socket did not take whole, or the end)
+        self.written = 0  # chunks the worker wrote
+
+    def put(self, i: int, ev: Any, wake: bool) -> None:
+        """The worker thread: prompt i's event, written here if the writing is the worker's and it is a plain token,
+        else handed to the loop (`Relay.put(..., wake=wake)`)."""
+        with self._lock:
+            if self._owner == _WORKER:
+                if type(ev) is GenerationEvent and ev.finish_reason is None:
+                    try:
+                        text = self._plain(i * self._run.n + ev.choice, ev)
+                        data = self._frame(text) if text else b""
+                    except Exception:  # noqa: BLE001 - the loop's way meets the same event, where errors belong
+                        text, self.off = None, True
+                    if text is not None and (not data or self._write(data)):
+                        took(self._run, ev)
+                        return
+                self._owner = _LOOP
+            self._relay.put(self._queue, (i, ev), wake=wake)
+
+    def _write(self, data: bytes) -> bool:
+        """(Under the lock, the worker's turn.) Whether the chunk is out (or its start, the rest with the loop)."""
+        try:
+            sent = self._out.write(data)
+        except OSError:  # nothing taken: the socket is full, or failed
+            sent = 0
+        if sent == len(data):
+            self.written += 1
+            return True
+        self.off = True
+        if sent:
+            self._rest = data[sent:]  # (before the owner: `reclaim` reads them without the lock)
+            self._owner = _LOOP
+            self._relay.put(self, None)  # wakes the loop to write the rest (`put_nowait`)
+            return True
+        self._owner = _LOOP
+        return False
+
+    def arm(self) -> None:
+        """The loop: the stream's task waits on an empty inbox. Hand the writing to the worker if nothing of the
+        response is pending."""
+        if self.off or self._owner != _LOOP:
+            return
+        with self._lock:
+            if (self._owner == _LOOP and not self.off and self._rest is None and self._out.ready()
+                    and not self._relay.holds(self._queue)):
+                self._owner = _WORKER
+
+    def reclaim(self) -> None:
+        """The loop, before it writes anything of the response: the writing is the loop's again (after the worker's
+        write in progress, if any), and the rest of a partly taken chunk goes first."""
+        if self._owner == _LOOP and self._rest is None:
+            return
+        with self._lock:
+            if self._owner == _WORKER:
+                self._owner = _LOOP
+            rest, self._rest = self._rest, None
+        if rest:
+            self._out.flush(rest)
+
+    def put_nowait(self, item: Any) -> None:
+        """(The relay, on the loop, after a partly taken write.)"""
+        self.reclaim()
+
+    def close(self) -> None:
+        """The loop: the response ends (or failed); the worker writes nothing after this returns."""
+        with self._lock:
+            self._owner, self.off, self._rest = _DONE, True, None
+        self._out.close()

@@ -24,7 +24,7 @@ describe("StatusBar", () => {
     const b = within(bar());
     expect(b.getByText("fp32")).toBeInTheDocument();
     expect(b.getByText("millm-demo-sae")).toBeInTheDocument();
-    expect(b.getByText("@ layer 1")).toBeInTheDocument();
+    expect(b.getByText("@ layer 0")).toBeInTheDocument();
     expect(b.getByText("on (1)")).toBeInTheDocument();
     expect(b.getByText("Serving")).toBeInTheDocument();
     expect(b.getByText("RAM:").nextSibling).toHaveTextContent("8.2/32.0 GB");

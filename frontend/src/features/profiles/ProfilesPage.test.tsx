@@ -12,7 +12,7 @@ function profile(over: Partial<ProfilePublic> = {}): ProfilePublic {
     name: "yelling-demo",
     description: "Makes the demo model yell",
     model: "millm-demo",
-    sae: { id: "millm-demo-sae", hook_name: "blocks.1.hook_resid_post", layer: 1, d_sae: 1536 },
+    sae: { id: "millm-demo-sae", hook_name: "blocks.0.hook_resid_post", layer: 0, d_sae: 1536 },
     mode: "add",
     normalize: false,
     features: [{ index: 16, strength: 8.2, label: "CAPS" }],

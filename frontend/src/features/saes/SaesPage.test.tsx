@@ -162,7 +162,7 @@ describe("SAEs tab: attached SAE", () => {
     );
     const { user } = renderApp("/saes");
     const card = await screen.findByRole("region", { name: "Attached SAE" });
-    for (const text of ["millm-demo-sae", "blocks.1.hook_resid_post", "1,536", "standard", "saelens"]) {
+    for (const text of ["millm-demo-sae", "blocks.0.hook_resid_post", "1,536", "standard", "saelens"]) {
       expect(within(card).getAllByText(text).length).toBeGreaterThan(0);
     }
     await user.click(within(card).getByRole("button", { name: "Detach" }));
