@@ -139,6 +139,7 @@ def measure(name: str, *, levels: tuple[int, ...], rounds: int, tokens: int, pro
                                      for r, v in sorted(steps_by_rows.items())}
     res["prefills"] = [{"rows": r, "tokens": n, "ms": round(s * 1e3, 1), "threads": th} for r, n, s, th in prefills]
     res["thread_choices"] = worker.threads.choices()
+    res["kernel_choices"] = worker.threads.kernel_choices()
     return res
 
 

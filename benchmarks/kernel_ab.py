@@ -4,7 +4,8 @@
 picks its matrix-vector kernels from timings of a decode step's products (`engine/weight_layout.py`). This times
 what those choices are for: whole lean decode steps (`LlamaDecoder.step`, norms, attention over the KV cache,
 greedy argmax) of the benchmark model, with each kernel and weight layout forced (MKL or oneDNN, each on the stored
-and the input-major layout: two copies of the model), at each row count and thread count, in alternated blocks of
+and the input-major layout: two copies of the model; `--kernels stored/onednn-packed` adds oneDNN on a packed copy of
+the weights, engine/weight_layout.PackedLinear), at each row count and thread count, in alternated blocks of
 `--block` steps (the first step of a block is dropped: it pays for the switch), the order reversed every round, and
 reports the median step per configuration. It also prints what `choose_kernels` picks on this model, so the two can
 be compared in one process.
@@ -26,7 +27,7 @@ from benchmarks.sweep import get_sweep_model
 from millm.engine import kv
 from millm.engine.llama_decode import LlamaDecoder
 from millm.engine.model_loading import load_model
-from millm.engine.weight_layout import _candidates, _onednn_linear, _plan, time_candidates
+from millm.engine.weight_layout import PackedLinear, _candidates, _onednn_linear, _plan, time_candidates
 
 
 def _relayout(model: torch.nn.Module) -> None:
@@ -56,9 +57,7 @@ class _Stream:
     def products(self, n: int) -> list[float]:
         """n passes over the step's matrix products alone (the decoder's own weights, as a step multiplies them)."""
         d = self.dec
-        ws = [w for i, layer in enumerate(d.layers) for w in (d.qkv[i][0], layer.self_attn.o_proj.weight,
-                                                              d.gate_up[i][0], layer.mlp.down_proj.weight)]
-        ws.append(d.lm_head.weight)
+        ws = d.product_weights()
         b = self.ids.shape[0]
         xs = {k: torch.randn(b, 1, k) for k in {w.shape[1] for w in ws}}
         times = []
@@ -98,12 +97,16 @@ def measure(name: str, *, rows: tuple[int, ...], threads: tuple[int, ...], round
         g = torch.Generator().manual_seed(0)
         vocab = stored.config.vocab_size
         streams: dict[tuple[str, str, int, int], _Stream] = {}
+        packed: dict[str, PackedLinear] = {}
         for r in rows:
             prompts = torch.randint(4, vocab, (r, prompt_len), generator=g)
             for layout, dec in decs.items():
-                for kernel, fn in (("mkl", F.linear), ("onednn", _onednn_linear)):
+                for kernel in ("mkl", "onednn", "onednn-packed"):
                     if f"{layout}/{kernel}" not in kernels:
                         continue
+                    if kernel == "onednn-packed" and layout not in packed:  # one packed copy per layout
+                        packed[layout] = PackedLinear(dec.product_weights())  # type: ignore[union-attr]
+                    fn = {"mkl": F.linear, "onednn": _onednn_linear}.get(kernel) or packed[layout]
                     for n in threads:
                         streams[(layout, kernel, r, n)] = _Stream(dec, fn, prompts, context)  # type: ignore[arg-type]
         modes = ("step", "products") if products else ("step",)
@@ -130,7 +133,7 @@ def measure(name: str, *, rows: tuple[int, ...], threads: tuple[int, ...], round
     picks = {}
     for n in threads if engine else ():
         torch.set_num_threads(n)
-        est = time_candidates(stored)
+        est = time_candidates(stored, packed=True)
         picks[n] = {"kernels": _plan(est).__dict__, "estimates_ms": {c: {r: round(t * 1e3, 2) for r, t in v.items()}
                                                                       for c, v in est.items()}}
     return {"model": name, "rows": rows, "threads": threads, "rounds": rounds, "block": block,

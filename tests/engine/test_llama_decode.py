@@ -178,14 +178,22 @@ def _family_model(family: str, *, window: int | None = None):
     return model.eval()
 
 
+PACKING = weight_layout.onednn_available() and hasattr(torch.ops.mkldnn, "_reorder_linear_weight")
+
+
 @pytest.mark.parametrize("family,window", [("qwen2", None), ("gemma2", None), ("gemma2", 5)],
                          ids=["qwen2", "gemma2", "gemma2-sliding-window-5"])
 @pytest.mark.parametrize("padded", [False, True])
-def test_qwen2_and_gemma2_steps_match_the_transformers_forward(family, window, padded):
+@pytest.mark.parametrize("packed", [False, True] if PACKING else [False], ids=lambda p: "packed" if p else "plain")
+def test_qwen2_and_gemma2_steps_match_the_transformers_forward(family, window, padded, packed):
     model = _family_model(family, window=window)
     assert LlamaDecoder.family(model) == ("gemma2" if family == "gemma2" else "llama")
     dec = LlamaDecoder.for_model(model)
     assert dec is not None
+    if packed:  # the batch regime's packed oneDNN weights (every product the step runs, the LM head included)
+        fn = weight_layout.PackedLinear(dec.product_weights())
+        assert fn.nbytes == sum(m.weight.numel() * 4 for m in model.modules() if type(m) is torch.nn.Linear)
+        dec.linear = fn
     ids, mask = _batch()
     if not padded:
         ids, mask = ids[:1], mask[:1]

@@ -216,3 +216,59 @@ def test_the_options_timed_on_real_steps_share_the_layout():
 def test_choose_kernels_says_whether_onednn_was_timed():
     assert weight_layout.choose_kernels(_model(False), rounds=1).onednn
     assert not weight_layout.choose_kernels(_model(False), rounds=1, fused=False).onednn
+
+
+# ---------------------------------------------------------------------- packed oneDNN weights for batched steps
+
+needs_packing = pytest.mark.skipif(not weight_layout.onednn_available()
+                                   or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"),
+                                   reason="torch built without oneDNN weight packing")
+
+
+def test_packed_weights_win_the_batch_regime_only_by_a_clear_margin():
+    # eight rows on packed weights clearly faster than the best plain kernel: the batch regime takes them, on the
+    # layout the one-row regime chose (packing reorders either layout)
+    ms = {c: dict(t) for c, t in TIMED_350M.items()}
+    ms[weight_layout.PACKED] = {8: 9.0}
+    assert weight_layout._plan(ms) == weight_layout.Kernels("input-major", weight_layout.PACKED)
+    del ms["input-major"]
+    assert weight_layout._plan(ms) == weight_layout.Kernels("stored", weight_layout.PACKED)
+    ms[weight_layout.PACKED] = {8: 15.0 * (1 - weight_layout.MIN_GAIN / 2)}  # within the margin: plain oneDNN stays
+    assert weight_layout._plan(ms) == weight_layout.Kernels("stored", "onednn")
+    # real steps time the packed kernel against MKL on the same layout (engine/threads.py)
+    assert weight_layout.Kernels("stored", weight_layout.PACKED, onednn=True).options(True) == (
+        weight_layout.PACKED, "stored")
+    assert weight_layout.Kernels("input-major", weight_layout.PACKED, onednn=True).options(True) == (
+        weight_layout.PACKED, "input-major")
+
+
+@needs_packing
+def test_packed_linear_gives_onednns_bits_for_batches_and_leaves_other_weights_to_it():
+    torch.manual_seed(0)
+    w, b = torch.randn(48, 32), torch.randn(48)
+    w_im = torch.randn(40, 32).t().contiguous().t()  # input-major
+    other = torch.randn(24, 32)
+    fn = weight_layout.PackedLinear([w, w_im])
+    assert fn.nbytes == (48 + 40) * 32 * 4
+    for rows in (2, 3, 8, 16):
+        x = torch.randn(rows, 1, 32)
+        assert torch.equal(fn(x, w, b), weight_layout._onednn_linear(x, w, b))
+        assert torch.equal(fn(x, w_im, None), weight_layout._onednn_linear(x, w_im, None))
+        assert torch.equal(fn(x, other, None), weight_layout._onednn_linear(x, other, None))  # not packed
+        torch.testing.assert_close(fn(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
+    x = torch.randn(1, 1, 32)  # one row: other bits than plain oneDNN, the same values
+    torch.testing.assert_close(fn(x, w, b), torch.nn.functional.linear(x, w, b), atol=1e-5, rtol=1e-5)
+
+
+@needs_packing
+def test_packing_is_timed_only_when_its_copy_fits_in_memory(monkeypatch):
+    model = _model(False)
+    weights = sum(m.weight.numel() * 4 for m in model.modules() if type(m) is torch.nn.Linear)
+    monkeypatch.setattr(weight_layout, "available_memory", lambda: int(weights / weight_layout.PACKED_MEMORY_SHARE))
+    assert weight_layout.packing_fits(model)
+    assert weight_layout.PACKED in weight_layout.time_candidates(model, rounds=1, packed=True)
+    assert weight_layout.PACKED not in weight_layout.time_candidates(model, rounds=1)
+    monkeypatch.setattr(weight_layout, "available_memory", lambda: int(weights / weight_layout.PACKED_MEMORY_SHARE) - 1)
+    assert not weight_layout.packing_fits(model)
+    monkeypatch.setattr(weight_layout, "available_memory", lambda: None)  # unknown: no second copy
+    assert not weight_layout.packing_fits(model)

@@ -328,6 +328,37 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
     assert {name for name, rows, t in used if t > 1} == {"stored"}  # prefills
 
 
+def test_batched_steps_on_packed_weights_give_the_solo_tokens(tiny_model_dir, monkeypatch):
+    # the batch regime's `onednn-packed` kernel (engine/weight_layout.PackedLinear): a packed copy of the lean
+    # decoder's weights, built when the decoder is, used for steps of two rows or more, dropped with the model
+    import torch
+
+    from millm.engine import weight_layout
+    from millm.engine import worker as worker_mod
+
+    if not weight_layout.onednn_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        pytest.skip("torch built without oneDNN weight packing")
+    monkeypatch.setattr(worker_mod, "choose_kernels",
+                        lambda model, **kw: weight_layout.Kernels("stored", weight_layout.PACKED, onednn=True))
+    w = Worker(max_batch_size=4)
+    w.loaded = load_model(str(tiny_model_dir), device="cpu")
+    w.start()
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+        reqs = [GenerationRequest(f"r{i}", tuple(tok(p).input_ids), params)
+                for i, p in enumerate(["Hello world", "The cat sat on", "One two three four five"])]
+        solo = {r.request_id: run(w, [r])[r.request_id] for r in reqs}
+        assert run(w, reqs) == solo
+        (name, fn), *_ = w._linears[1]
+        assert name == weight_layout.PACKED and isinstance(fn, weight_layout.PackedLinear)
+        assert fn.nbytes == sum(t.numel() * 4 for t in w._decoder.product_weights())
+        w.swap_model(None).result()
+        assert w._linears == worker_mod._STORED  # the packed copy goes with the model
+    finally:
+        w.stop()
+
+
 def test_a_sink_that_raises_fails_the_batch_but_not_the_generation_thread(tiny_model_dir, tiny_sae_dir):
     # A consumer's sink that raises mid-stream (a bug on its side) failed the step; failing the batch then called
     # the same sink again, which raised out of the worker's loop and ended the generation thread: every other

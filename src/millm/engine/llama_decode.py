@@ -129,6 +129,15 @@ class LlamaDecoder:
         w = self._q_params.get("weight")
         return w is not None and w.data_ptr() == self._fused_ptr
 
+    def product_weights(self) -> list[Tensor]:
+        """The weights a decode step passes to `linear`: each layer's fused q/k/v, o, fused gate/up and down, and the LM
+        head's when it is a plain Linear (engine/weight_layout.py's `PackedLinear` packs these)."""
+        ws = [w for i, layer in enumerate(self.layers)
+              for w in (self.qkv[i][0], layer.self_attn.o_proj.weight, self.gate_up[i][0], layer.mlp.down_proj.weight)]
+        if type(self.lm_head) is nn.Linear:
+            ws.append(self.lm_head.weight)
+        return ws
+
     @staticmethod
     def family(model: nn.Module) -> str | None:
         """"llama" (Llama, Qwen2) or "gemma2" when the lean step serves this model, else None."""
@@ -227,14 +236,9 @@ class LlamaDecoder:
         # LlamaDecoderLayer.forward for one query position. x: (B, 1, D)
         attn, mlp = layer.self_attn, layer.mlp
         b, t = x.shape[0], x.shape[1]
-        nq, nk = self.n_heads, self.n_kv
         hs = _rms_norm(x, layer.input_layernorm)
-        qkv = self._qkv(i, attn, hs).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
-        cos, sin = rot
-        qk = qkv[:, : nq + nk]
-        qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
-        q = qk[:, :nq]
-        k, v = cache.update(qk[:, nq:], qkv[:, nq + nk :], i)
+        q, k, v = self._attention_inputs(i, attn, hs, rot)
+        k, v = cache.update(k, v, i)
         if self.n_kv == self.n_heads:  # what sdpa_attention_forward does without GQA (causal: a prefill, no mask)
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=0.0, scale=attn.scaling,
                                                is_causal=t > 1 and mask is None)
@@ -247,16 +251,31 @@ class LlamaDecoder:
         g, u = self._gate_up(i, mlp, hs)
         return x + self.linear(F.silu(g) * u, mlp.down_proj.weight, mlp.down_proj.bias)
 
-    def _qkv(self, i: int, attn: Any, hs: Tensor) -> Tensor:
-        """(B, T, (Hq + 2 Hkv) Dh): one fused product for a decode step; for a prefill (T > 1) three, as the HF
-        modules run them (on the 2-core benchmark machine MKL ran the fused one 5-15% slower at 16-200 rows)."""
-        if hs.shape[1] == 1:
+    def _attention_inputs(self, i: int, attn: Any, hs: Tensor, rot: tuple[Tensor, Tensor]
+                          ) -> tuple[Tensor, Tensor, Tensor]:
+        """Rotated queries and keys and the values, (B, H, T, Dh) each, from the normed input hs (B, T, D).
+
+        A decode step (T = 1) runs one fused q/k/v product and rotates queries and keys in one op. A prefill runs the
+        three products as the HF modules do (on the 2-core benchmark machine MKL ran the fused one 5-15% slower at
+        16-200 rows) and rotates queries and keys apart, so that the keys the cache keeps are a tensor of their own and
+        the values a view of the v product alone, as HF's attention leaves them: views of a fused buffer would keep the
+        whole of it alive in the cache (at 1,000 tokens of a 350M model, 20 MB a layer instead of 8; the extra memory
+        came fresh from the kernel, page by page, at every prefill)."""
+        b, t = hs.shape[0], hs.shape[1]
+        nq, nk, dh = self.n_heads, self.n_kv, self.head_dim
+        cos, sin = rot
+        if t == 1:
             w, bias = self.qkv[i]
-            return self.linear(hs, w, bias)
-        return torch.cat([self.linear(hs, p.weight, p.bias) for p in (attn.q_proj, attn.k_proj, attn.v_proj)], -1)
+            qkv = self.linear(hs, w, bias).view(b, t, nq + 2 * nk, dh).transpose(1, 2)  # (B, Hq+2Hkv, T, Dh)
+            qk = qkv[:, : nq + nk]
+            qk = qk * cos + qk.roll(dh // 2, -1) * sin
+            return qk[:, :nq], qk[:, nq:], qkv[:, nq + nk :]
+        q, k, v = (self.linear(hs, p.weight, p.bias).view(b, t, -1, dh).transpose(1, 2)
+                   for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        return q * cos + q.roll(dh // 2, -1) * sin, k * cos + k.roll(dh // 2, -1) * sin, v
 
     def _gate_up(self, i: int, mlp: Any, hs: Tensor) -> tuple[Tensor, Tensor]:
-        """The gate and up projections: fused for a decode step, two products for a prefill (see `_qkv`)."""
+        """The gate and up projections: fused for a decode step, two products for a prefill (see `_attention_inputs`)."""
         if hs.shape[1] == 1:
             w, bias = self.gate_up[i]
             g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
@@ -272,12 +291,8 @@ class LlamaDecoder:
         b, t = x.shape[0], x.shape[1]
         nq, nk = self.n_heads, self.n_kv
         hs = _gemma_norm(x, layer.input_layernorm)
-        qkv = self._qkv(i, attn, hs).view(b, t, nq + 2 * nk, self.head_dim).transpose(1, 2)
-        cos, sin = rot
-        qk = qkv[:, : nq + nk]
-        qk = qk * cos + qk.roll(self.head_dim // 2, -1) * sin
-        q = qk[:, :nq]
-        k, v = cache.update(qk[:, nq:], qkv[:, nq + nk :], i)
+        q, k, v = self._attention_inputs(i, attn, hs, rot)
+        k, v = cache.update(k, v, i)
         if nq != nk:
             k = k.repeat_interleave(nq // nk, dim=1)  # repeat_kv
             v = v.repeat_interleave(nq // nk, dim=1)

@@ -17,6 +17,12 @@ clear win:
 - `onednn`: oneDNN on the weights in either layout; the lean decoder (`engine/llama_decode.py`) calls
   `linear_fn(choice)` (no packed copy, no extra memory). Prefill still runs through the HF modules (or the lean
   step, with `F.linear`) and MKL, whose large-M products are fast.
+- `onednn-packed` (steps of two or more rows only): oneDNN on a copy of each weight the decode step multiplies,
+  reordered once into oneDNN's blocked layout for 8-row products (`PackedLinear`; the same bits as `onednn` for two
+  rows or more). Plain weights make oneDNN reorder them on every call: on the 2-core benchmark machine (one thread)
+  eight rows of a 350M-sized sample took 25.6 ms packed against 49.8 plain and 59.5 with MKL, about the one-row
+  time (22.5-26.5 ms). It costs a second copy of those weights, so it is a candidate only while that copy takes at
+  most `PACKED_MEMORY_SHARE` of the memory available.
 
 What is timed (`_decode_sample`): one decode step's products, each shape as often as the model multiplies it. The
 first layers (fused q/k/v and gate/up as the lean decoder fuses them, then o and down) up to `LAYER_SAMPLE_BYTES`
@@ -50,7 +56,7 @@ from torch import Tensor, nn
 
 log = logging.getLogger(__name__)
 
-Choice = Literal["stored", "input-major", "onednn"]
+Choice = Literal["stored", "input-major", "onednn", "onednn-packed"]
 LinearFn = Callable[[Tensor, Tensor, "Tensor | None"], Tensor]
 
 LAYER_SAMPLE_BYTES = 48 * 2**20  # the first layers up to about this much weight stand for all layers
@@ -59,6 +65,8 @@ MIN_GAIN = 0.05
 ROWS = (1, 8)  # batch sizes timed: one request, and a batch of concurrent ones
 _FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
 _ONEDNN_IM = "onednn/input-major"  # oneDNN on the input-major layout: timed for the batch regime only
+PACKED = "onednn-packed"  # oneDNN on weights reordered for it once (either layout): timed for the batch regime only
+PACKED_MEMORY_SHARE = 0.25  # the packed copy of the decode weights may take at most this share of available memory
 
 
 def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -68,13 +76,68 @@ def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
     return out
 
 
+def _pack(w: Tensor, rows: int) -> Tensor:
+    """w (N, K), either layout, reordered into oneDNN's blocked layout for `rows`-row products (an opaque tensor)."""
+    packed: Tensor = torch.ops.mkldnn._reorder_linear_weight(w.detach(), rows)
+    return packed
+
+
+def _packed_product(x: Tensor, packed: Tensor, b: Tensor | None) -> Tensor:
+    out: Tensor = torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+    return out
+
+
+class PackedLinear:
+    """The `onednn-packed` kernel: x @ W^T + b by oneDNN on a copy of W packed once for `rows`-row products, for each
+    of the given weights (the tensors the lean decoder passes, looked up by identity: the decoder's fused q/k/v and
+    gate/up weights and the modules' own Parameters, which stay the same objects while the decoder is fresh); any
+    other weight goes to plain oneDNN. The same bits as `onednn` for two or more rows."""
+
+    def __init__(self, weights: list[Tensor], rows: int = ROWS[-1]) -> None:
+        with torch.no_grad(), torch.inference_mode(False):
+            self._packed = {id(w): (w, _pack(w, rows)) for w in weights}  # (the weight is kept: its id stays its own)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(w.numel() * w.element_size() for w, _ in self._packed.values())
+
+    def __call__(self, x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        hit = self._packed.get(id(w))
+        if hit is None:
+            return _onednn_linear(x, w, b)
+        return _packed_product(x, hit[1], b)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def packing_fits(model: nn.Module) -> bool:
+    """Whether a packed copy of the weights a decode step multiplies (every plain Linear's) fits in
+    `PACKED_MEMORY_SHARE` of the available memory."""
+    if not onednn_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        return False
+    avail = available_memory()
+    need = sum(w.numel() * w.element_size() for m in model.modules() if (w := _plain(m)) is not None)
+    return avail is not None and need <= PACKED_MEMORY_SHARE * avail
+
+
 def onednn_available() -> bool:
     available = bool(torch.backends.mkldnn.is_available())
     return available and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
 def linear_fn(choice: Choice) -> LinearFn:
-    """The function the lean decoder calls for x @ W^T + b under a choice."""
+    """The function the lean decoder calls for x @ W^T + b under a choice (not `onednn-packed`: that one holds the
+    packed weights, `PackedLinear`)."""
     return _onednn_linear if choice == "onednn" else F.linear
 
 
@@ -178,7 +241,7 @@ def _product_seconds(w: Tensor, x: Tensor, fn: LinearFn) -> float:
 @dataclass(frozen=True)
 class Kernels:
     """The decode kernel for one-row steps and for steps of two or more rows (one weight layout for both: input-major
-    when either is `input-major`, or `onednn` on it)."""
+    when either is `input-major`, or `onednn` or `onednn-packed` on it)."""
 
     one: Choice = "stored"
     batched: Choice = "stored"
@@ -197,7 +260,7 @@ class Kernels:
         if not self.onednn or (self.layout == "input-major" and not batched):
             return (first,)
         mkl: Choice = "input-major" if self.layout == "input-major" else "stored"
-        return (first, mkl if first == "onednn" else "onednn")
+        return (first, mkl if first in ("onednn", PACKED) else "onednn")
 
 
 def choose_layout(model: nn.Module, *, rounds: int = 5) -> Choice:
@@ -215,7 +278,8 @@ def _plan(med: dict[str, dict[int, float]]) -> Kernels:
         return a in med and med[a][rows] < (1 - MIN_GAIN) * med[b][rows]
 
     def batch_kernel(mkl: str, dnn: str) -> str:
-        return dnn if clear(dnn, mkl, many) else mkl
+        best = dnn if clear(dnn, mkl, many) else mkl
+        return PACKED if clear(PACKED, best, many) else best  # (packed from either layout: one timing for both)
 
     stored_one = "onednn" if clear("onednn", "stored", one) else "stored"
     stored_many = batch_kernel("stored", "onednn")
@@ -224,14 +288,15 @@ def _plan(med: dict[str, dict[int, float]]) -> Kernels:
         gain = med[stored_one][one] / med["input-major"][one]
         cost = med[im_many][many] / med[stored_many][many]
         if cost < gain:  # the batch regime loses less than the one-row regime gains
-            return Kernels("input-major", "onednn" if im_many == _ONEDNN_IM else "input-major")
+            return Kernels("input-major", {_ONEDNN_IM: "onednn", PACKED: PACKED}.get(im_many, "input-major"))  # type: ignore[arg-type]
     return Kernels(stored_one, stored_many)  # type: ignore[arg-type]
 
 
-def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> dict[str, dict[int, float]]:
+def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True, packed: bool = False
+                    ) -> dict[str, dict[int, float]]:
     """Median estimated step-product seconds per candidate and row count (see the module doc); {} when there is
     nothing to lay out (no plain CPU weights). Candidates: "stored", "input-major", and with `fused` and float32
-    weights "onednn" and, for the batch regime, "onednn/input-major"."""
+    weights "onednn" and, for the batch regime, "onednn/input-major" and (with `packed`) "onednn-packed"."""
     linears = _candidates(model)
     if not linears or linears[0].weight.device.type != "cpu":
         return {}
@@ -246,6 +311,8 @@ def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True) ->
         if fused and onednn_available() and stored[0].dtype == torch.float32:  # on copies of their own (see below)
             runs["onednn"] = ([w.clone() for w in stored], _onednn_linear, ROWS)
             runs[_ONEDNN_IM] = ([w.t().clone().t() for w in transposed], _onednn_linear, ROWS[1:])
+            if packed:
+                runs[PACKED] = ([_pack(w, ROWS[-1]) for w in stored], _packed_product, ROWS[1:])
         xs = {(r, k): torch.randn(r, 1, k, dtype=stored[0].dtype) for r in ROWS for k in {w.shape[1] for w in stored}}
         # Product by product, each candidate in turn on its own copy of the weight (the order reversed every round),
         # so that a burst of load from elsewhere hits every candidate alike; between two visits of one copy the
@@ -271,7 +338,7 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     `fused`: the lean decoder runs this model, with q/k/v and gate/up fused (and may call oneDNN); otherwise only
     the layout matters (the transformers modules call `F.linear`)."""
     started = time.perf_counter()
-    med = time_candidates(model, rounds=rounds, fused=fused)
+    med = time_candidates(model, rounds=rounds, fused=fused, packed=fused and packing_fits(model))
     if not med:
         return Kernels()
     kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)

@@ -54,7 +54,7 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
-from millm.engine.weight_layout import Kernels, LinearFn, choose_kernels, linear_fn
+from millm.engine.weight_layout import PACKED, Choice, Kernels, LinearFn, PackedLinear, choose_kernels, linear_fn
 from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 from millm.placement import MemoryInfo, device_memory
 
@@ -101,6 +101,9 @@ def _cache_kwarg(model_type: type[nn.Module]) -> str:
     return "cache" if "cache" in inspect.signature(model_type.forward).parameters else "past_key_values"
 
 
+# The decoder's kernels before any timing: MKL on the stored weights, for one row and for more.
+_STORED: tuple[tuple[tuple[str, LinearFn], ...], ...] = ((("stored", linear_fn("stored")),),) * 2
+
 # Waiting requests are prefilled together while their prompts, left-padded to the longest, stay within this
 # many positions in all.
 PREFILL_TOKENS = 4096
@@ -131,7 +134,7 @@ class Worker:
         self._graphs: GraphDecoder | None = None  # owns the batch's KV cache in graph mode
         self._decoder_model: Any = None
         # the decoder's kernels for 1 row and for more: (name, function) options, timed on real steps (threads.py)
-        self._linears: tuple[tuple[tuple[str, LinearFn], ...], ...] = ((("stored", linear_fn("stored")),),) * 2
+        self._linears: tuple[tuple[tuple[str, LinearFn], ...], ...] = _STORED
         self._kernel_names: tuple[tuple[str, ...], ...] = (("stored",),) * 2  # the names of _linears' options
         self._inputs: tuple[torch.Tensor, torch.Tensor, memoryview] | None = None  # (ids, positions, their memory)
         self.threads = ThreadPolicy()
@@ -228,6 +231,7 @@ class Worker:
             kept, dropped = w.attachments.move_to(model)
             w._plan = None
             w._decoder = w._graphs = w._decoder_model = None  # they hold the old model's weights
+            w._linears = _STORED  # (and packed copies of them)
             if had_model:  # (a full collection costs ~0.2 s with torch loaded: only to free a model)
                 gc.unfreeze()  # a model loaded at start-up was frozen (millm.server.resume_gc)
                 _free_memory()
@@ -608,9 +612,16 @@ class Worker:
             if lm.device.type == "cpu" and lm.quantization == "none":
                 self.threads.for_kernel_timing()
                 kernels = choose_kernels(lm.model, fused=LlamaDecoder.family(lm.model) is not None)
+            self._linears = _STORED  # (drops a previous model's packed weights before packing this one's)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
-            options = (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2
-            self._linears = tuple(tuple((c, linear_fn(c)) for c in cs) for cs in options)
+            options: tuple[tuple[Choice, ...], ...] = (
+                (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2)
+            if self.cuda_graphs:  # (the static-cache path reads its tensors' storage; a packed weight has none)
+                options = tuple(tuple(dict.fromkeys("onednn" if c == PACKED else c for c in cs)) for cs in options)
+            fns: dict[str, LinearFn] = {c: linear_fn(c) for cs in options for c in cs if c != PACKED}
+            if self._decoder is not None and any(PACKED in cs for cs in options):
+                fns[PACKED] = PackedLinear(self._decoder.product_weights())
+            self._linears = tuple(tuple((c, fns[c]) for c in cs) for cs in options)
             self._kernel_names = tuple(tuple(cs) for cs in options)
             self._graphs = None
             if self.cuda_graphs and self._decoder is not None and not self._decoder.gemma:
