@@ -2,7 +2,16 @@
 against clients that make the handover hard: a slow reader behind tiny socket buffers (the socket fills, writes are
 partly taken, flow control holds the loop's sends), HTTP/1.1 pipelining, HTTP/1.0, a client that half-closes or
 sends garbage behind its stream, and several streams at once. Every response is parsed as HTTP by h11 (so its chunked
-framing must be exact) and its SSE events must equal the ordinary path's (the worker's writes turned off)."""
+framing must be exact) and its SSE events must equal the ordinary path's (the worker's writes turned off).
+
+Not tested here, because no client can make them happen on cue:
+- a ping whose send waits for the client while a token arrives just as the buffer drains (the ping is sent only
+  after 15 s of silence); `EventStream.idle` covers it, tested at the ASGI level in test_sse.py;
+- `Connection.ready`'s empty-buffer condition on its own: the loop's buffer holds bytes only after the socket was
+  full, and by then the worker's own short write has already ended its writing for good (`WorkerWrites.off`);
+- garbage pipelined behind a stream while a worker write is only partly taken: uvicorn's 400 then lands inside the
+  chunk (on the ordinary path it lands between chunks); the client broke the protocol and the connection closes
+  either way, which the garbage case below checks."""
 
 from __future__ import annotations
 
