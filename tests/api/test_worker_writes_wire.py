@@ -5,8 +5,9 @@ sends garbage behind its stream, and several streams at once. Every response is 
 framing must be exact) and its SSE events must equal the ordinary path's (the worker's writes turned off).
 
 Not tested here, because no client can make them happen on cue:
-- a ping whose send waits for the client while a token arrives just as the buffer drains (a ping goes out
-  every 15 s, and must meet flow control at that moment); `EventStream.idle` covers it, tested at the ASGI level in test_sse.py;
+- a ping whose send waits for the client while a token arrives just as the buffer drains (a ping goes out every
+  15 s, and must meet flow control at that moment); `EventStream.idle` covers it, tested at the ASGI level in
+  test_sse.py;
 - `Connection.ready`'s empty-buffer condition on its own: the loop's buffer holds bytes only after the socket was
   full, and by then the worker's own short write has already ended its writing for good (`WorkerWrites.off`);
 - garbage pipelined behind a stream while a worker write is only partly taken: uvicorn's 400 then lands inside the
