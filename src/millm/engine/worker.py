@@ -182,7 +182,10 @@ class Worker:
             # slots between decode steps, so up to that many may be waiting for it besides the queue proper.
             # Background requests (batch lines, queued ahead so rows refill at once) do not count against live ones.
             waiting = len(self._pending) if request.background else self._live_pending()
-            if waiting >= self.queue_size + max(0, self.max_batch_size - len(self._rows)):
+            # (a finished row leaves at the end of its step, but its finish is already out: its client may be back
+            # with its next request before then, so its slot counts as free)
+            running = sum(not r.done for r in self._rows)
+            if waiting >= self.queue_size + max(0, self.max_batch_size - running):
                 raise QueueFull(
                     f"the request queue is full ({self.queue_size} waiting); retry shortly", retry_after=1.0
                 )
