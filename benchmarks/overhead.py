@@ -40,6 +40,7 @@ import tempfile
 import threading
 import time
 import types
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -50,28 +51,27 @@ from benchmarks.server_bench import Server, completion_body, run_one
 log = logging.getLogger("benchmarks.overhead")
 
 
-def _task_cpu_ns(pid: int) -> dict[str, int]:
-    """CPU nanoseconds so far of each thread of process pid, by thread id (Python 3.11 does not name OS threads)."""
+def _per_task(pid: int, read: Callable[[Path], int]) -> dict[str, int]:
+    """read(/proc/<pid>/task/<tid>) for each thread of process pid, by thread id; a thread that ended or lacks the
+    figure is left out."""
     out: dict[str, int] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
-            out[task.name] = int((task / "schedstat").read_text().split()[0])
-        except (OSError, ValueError, IndexError):
+            out[task.name] = read(task)
+        except (OSError, ValueError, IndexError, StopIteration):
             continue
     return out
+
+
+def _task_cpu_ns(pid: int) -> dict[str, int]:
+    """CPU nanoseconds so far of each thread of process pid, by thread id (Python 3.11 does not name OS threads)."""
+    return _per_task(pid, lambda task: int((task / "schedstat").read_text().split()[0]))
 
 
 def _task_switches(pid: int) -> dict[str, int]:
     """Voluntary context switches so far of each thread of process pid (a wait: epoll, a lock, the GIL), by thread id."""
-    out: dict[str, int] = {}
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            for line in (task / "status").read_text().splitlines():
-                if line.startswith("voluntary_ctxt_switches:"):
-                    out[task.name] = int(line.split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-    return out
+    return _per_task(pid, lambda task: next(int(line.split()[1]) for line in (task / "status").read_text().splitlines()
+                                            if line.startswith("voluntary_ctxt_switches:")))
 
 
 def _idle_cpu(server: Server, seconds: float = 2.0) -> float:
