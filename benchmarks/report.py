@@ -152,6 +152,10 @@ def model_section(name: str, m: dict[str, Any], device: str, plot_prefix: str) -
              _f(v["latency_p99_ms"], 0), f"{v['mismatches']}/{v['checked']}"] for k, v in c["levels"].items()]
     out += _table(["concurrency", "aggregate tok/s", "vs 1", "TTFT p50 ms", "latency p50 ms", "latency p99 ms",
                    "outputs differing from solo"], rows)
+    choices = m.get("engine_choices")
+    if choices:
+        out += ["The server's kernel and thread choices over the whole section, in order (its log):", ""]
+        out += [f"- `{line[:400]}`" for line in choices] + [""]
     out += ["#### Prefill", ""]
     rows = []
     for n, p in m["prefill"].items():

@@ -184,6 +184,7 @@ def bench_model(bm: BenchModel, plan: Plan, *, device: str, dtype: str, threads:
             logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(server.log_path, logs / f"server-{device}{'-graphs' if cuda_graphs else ''}-{bm.name}.log")
     result["server_warnings"] = server.warnings()
+    result["engine_choices"] = server.engine_choices()
     if server_only:
         result["server_only"] = True
         result["seconds"] = time.perf_counter() - t_model

@@ -26,6 +26,7 @@ import httpx
 
 log = logging.getLogger(__name__)
 _LEVEL = re.compile(r" (WARNING|ERROR|CRITICAL) ")
+_CHOICE_LOGGERS = ("millm.engine.threads", "millm.engine.weight_layout")  # (`Server.engine_choices`)
 
 
 @dataclass
@@ -145,6 +146,15 @@ class Server:
                 msg = line[m.start() + 1 :]
                 counts[msg] = counts.get(msg, 0) + 1
         return [{"message": msg, "count": n} for msg, n in counts.items()]
+
+    def engine_choices(self) -> list[str]:
+        """The engine's timed choices in the server's log so far, in order, time stamps dropped: the decode kernels
+        (engine/weight_layout.py) and each thread decision, re-timing and slowdown of a batch or prompt regime
+        (engine/threads.py), so that a report shows which thread counts and kernels served its figures."""
+        if self.log_path is None or not self.log_path.exists():
+            return []
+        return [line.split(": ", 1)[1] for line in self.log_path.read_text(errors="replace").splitlines()
+                if any(f" INFO {name}: " in line for name in _CHOICE_LOGGERS)]
 
     # ------------------------------------------------------------------ admin calls
 

@@ -295,6 +295,7 @@ def bench_one(bm: BenchModel, family: str, size: str, mode: str, *, device: str,
             logs.mkdir(parents=True, exist_ok=True)
             (logs / f"sweep-{device}-{bm.name}.log").write_text(server.log_path.read_text(errors="replace"))
     res["server_warnings"] = server.warnings()
+    res["engine_choices"] = server.engine_choices()
     res["seconds"] = time.perf_counter() - t0
     return res
 

@@ -62,3 +62,18 @@ def test_the_lean_client_reads_what_http_client_reads() -> None:
         assert t.arrivals[1] == t.arrivals[2]  # two events in one HTTP chunk arrive together
         assert t.last - t.first >= 0.03  # the server paused between chunks: arrivals are when each chunk came
     assert wall == max(t.last for t in got if t.last is not None) - got[0].sent
+
+
+def test_engine_choices_are_the_kernel_and_thread_lines_of_the_server_log(tmp_path) -> None:
+    log = tmp_path / "server.log"
+    log.write_text(
+        "2026-12-07 09:47:35,008 INFO millm.engine.worker: generation thread: torch threads (1, 2)\n"
+        "2026-12-07 09:47:42,778 INFO millm.engine.weight_layout: linear kernels for decoding: input-major\n"
+        "2026-12-07 09:47:42,808 INFO millm.engine.threads: decode threads for 1-row steps: 2 (median step ...)\n"
+        "2026-12-07 09:47:43,001 WARNING millm.engine.threads: something else\n"
+        "2026-12-07 09:47:43,677 INFO millm.engine.threads: decode threads for 1-row steps slowed: 2 threads now\n")
+    server = server_bench.Server(tmp_path, None, tmp_path, log_path=log)
+    assert server.engine_choices() == ["linear kernels for decoding: input-major",
+                                       "decode threads for 1-row steps: 2 (median step ...)",
+                                       "decode threads for 1-row steps slowed: 2 threads now"]
+    assert server_bench.Server(tmp_path, None, tmp_path).engine_choices() == []

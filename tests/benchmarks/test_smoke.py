@@ -58,6 +58,9 @@ def test_smoke_run_writes_the_report(tmp_path: Path, tiny_model_dir: Path, tiny_
     assert all(v["mismatches"] == 0 for v in m["concurrency"]["levels"].values())
     assert {h["mode"] for h in m["hooks"]} >= set(MODES)
     assert m["bound_tok_s"] > 0
+    assert all(isinstance(line, str) for line in m["engine_choices"])  # (the policy is off where threads are set)
+    if m["engine_choices"]:
+        assert "The server's kernel and thread choices" in md and m["engine_choices"][0][:50] in md
     warned = [w["message"] for w in m["server_warnings"]]
     if graphs:
         assert any("CUDA graphs need a CUDA device" in w for w in warned), warned
