@@ -320,3 +320,25 @@ def test_a_prefill_count_far_behind_decides_at_once(policy):
     # not the other way round: one thread far behind two is timed to the end of the trial before two are taken
     used = _prefills(policy, "other", 2_000_000, 512, {1: 18_000.0, 2: 500.0}, 1 + 2 * PREFILL_TRIALS + 2)
     assert used[1:5] == [1, 2, 2, 1] and set(used[-2:]) == {2}
+
+
+def test_a_parallel_prefill_choice_that_slows_down_is_timed_again(policy, caplog):
+    # decided on two threads on lone prompts; then the burst's first prompt meets the event loop on the other core
+    trials = PREFILL_TRIALS * 2
+    _prefills(policy, "m", 25_000_000, 64, {1: 127.0, 2: 99.0}, 1 + trials)
+    assert policy.prefill_choices() == {64: 2}
+    with caplog.at_level("INFO", logger="millm.engine.threads"):
+        used = _prefills(policy, "m", 25_000_000, 64, {1: 127.0, 2: 1300.0}, threads.WATCH_PREFILLS + trials + 2)
+    assert set(used[:threads.WATCH_PREFILLS]) == {2}
+    assert used[threads.WATCH_PREFILLS] == 1  # timed again at once (A B B A), not after RECHECK_PREFILLS
+    assert policy.prefill_choices() == {64: 1}
+    assert set(used[-2:]) == {1}
+    assert "prefill threads for 9-64 tokens slowed: 2 threads now take 1300 us a token" in caplog.text
+
+
+def test_slower_prefills_on_the_fewest_threads_or_within_the_margin_are_not_retimed(policy):
+    trials = PREFILL_TRIALS * 2
+    _prefills(policy, "m", 25_000_000, 64, {1: 100.0, 2: 150.0}, 1 + trials)  # one thread: nothing to fall back to
+    assert set(_prefills(policy, "m", 25_000_000, 64, {1: 900.0, 2: 150.0}, 10)) == {1}
+    _prefills(policy, "m", 25_000_000, 512, {1: 100.0, 2: 60.0}, 1 + trials)  # two threads, then 1.5x slower
+    assert set(_prefills(policy, "m", 25_000_000, 512, {1: 100.0, 2: 90.0}, 10)) == {2}

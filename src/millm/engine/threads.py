@@ -12,7 +12,8 @@ shares the cores, and a oneDNN step on two threads suffered far more from a busy
 loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `RECHECK_STEPS` further steps in it
 (the machine's load may have changed); a new model starts over. Two guards for a loaded machine: a regime decided
 on more than the fewest threads is timed again as soon as the median of its last `WATCH_STEPS` steps reaches
-`WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core), and within a
+`WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core; a prompt regime
+likewise after `WATCH_PREFILLS` prefills, per token), and within a
 trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further (a prefill trial
 whose larger count is that far behind decides for the fewest threads at once). This replaces a
 fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
@@ -67,6 +68,7 @@ RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed aga
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
 WATCH_STEPS = 16  # a regime decided on more than the fewest threads: its last this many steps are watched, and
 WATCH_SLOWDOWN = 2.0  # when their median is this many times the decision's median, the regime is timed again
+WATCH_PREFILLS = 3  # a prompt regime decided on more than the fewest threads: its last this many prefills are watched
 DROP_SLOWER = 4.0  # a decode candidate whose timed step takes this many times another's median is not timed further
 
 
@@ -122,9 +124,9 @@ class _Regime:
     warmed: bool = False  # (prompt regimes) its first, untimed prefill ran
     kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
     kernel: int = 0
-    decided_s: float = 0.0  # decode: the chosen candidate's median step when decided
+    decided_s: float = 0.0  # the chosen candidate's median when decided: a decode step, or a prefill per token
     dropped: set[Any] = field(default_factory=set)  # decode: candidates left out of the rest of this trial
-    recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=WATCH_STEPS))
+    recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=WATCH_STEPS))  # (watched: see `decoded`, `prefilled`)
 
 
 class ThreadPolicy:
@@ -142,6 +144,7 @@ class ThreadPolicy:
         self._watch: _Regime | None = None  # the decided regime on more than the fewest threads the step runs in
         self._prefills: dict[int, _Regime] = {}  # prompt regime -> its timing (per token) and choice
         self._prefill_trial: tuple[_Regime, int, int] | None = None  # regime, count, tokens of the current prefill
+        self._prefill_watch: tuple[_Regime, int] | None = None  # the decided regime (on more threads) and tokens
 
     def start(self) -> None:
         self.counts = thread_counts()
@@ -200,7 +203,7 @@ class ThreadPolicy:
     def prefill(self, model: object, num_parameters: int, tokens: int) -> None:
         """Before a prefill forward over `tokens` positions of `model`: every core when compute-bound, else its
         prompt regime's choice, or the next count to time (`prefilled` records the time)."""
-        self._prefill_trial = None
+        self._prefill_trial = self._prefill_watch = None
         if self.counts is None:
             return
         self._for_model(model)
@@ -211,9 +214,12 @@ class ThreadPolicy:
         if st.chosen is not None and st.steps < RECHECK_PREFILLS:
             st.steps += 1
             self._set(st.chosen)
+            if st.chosen > min(self.candidates()):
+                self._prefill_watch = (st, max(1, tokens))
             return
         if st.chosen is not None:
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
+            st.recent.clear()
         cands = self.candidates()
         if not st.warmed:  # cold: not timed
             st.warmed = True
@@ -225,7 +231,26 @@ class ThreadPolicy:
         self._set(n)
 
     def prefilled(self, seconds: float) -> None:
-        """After the prefill forward `prefill` prepared: record its time per token while its regime is timed."""
+        """After the prefill forward `prefill` prepared: record its time per token while its regime is timed. A regime
+        decided on more than the fewest threads is watched as a decode regime is (`decoded`): its choice was timed on
+        the prefills of that moment (a lone request's, with the event loop idle), and a parallel prefill collapses when
+        another thread takes a core (the demo's 9-64-token regime, decided on two threads at 99 against 127 us a token:
+        the first request of a burst of eight, prefilled while the event loop handled the other seven, took 13-84 ms
+        instead of about 5). When the median per token of its last `WATCH_PREFILLS` prefills reaches
+        `WATCH_SLOWDOWN` times the decision's, the regime is timed again at its next prefill."""
+        watched = self._prefill_watch
+        if watched is not None:
+            self._prefill_watch = None
+            st, tokens = watched
+            st.recent.append(seconds / tokens)
+            recent = list(st.recent)[-WATCH_PREFILLS:]
+            if len(recent) == WATCH_PREFILLS and statistics.median(recent) >= WATCH_SLOWDOWN * st.decided_s:
+                r = next(k for k, v in self._prefills.items() if v is st)
+                log.info("%s slowed: %d threads now take %.0f us a token (median of the last %d; %.0f us when "
+                         "decided); timing again", prefill_decided(r).removesuffix(":"), st.chosen,
+                         statistics.median(recent) * 1e6, WATCH_PREFILLS, st.decided_s * 1e6)
+                st.steps = RECHECK_PREFILLS
+            return
         if self._prefill_trial is None:
             return
         st, n, tokens = self._prefill_trial
@@ -246,6 +271,8 @@ class ThreadPolicy:
             # more threads only on a clear win: three prefills per count are a small sample, and a parallel prefill
             # that loses a core to another process loses far more than a serial one
             st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
+            st.decided_s = med[st.chosen]
+            st.recent.clear()
             r = next(k for k, v in self._prefills.items() if v is st)
             log.info("%s %d (median per token %s)", prefill_decided(r), st.chosen,
                      ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
