@@ -67,6 +67,8 @@ _FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.ga
 _ONEDNN_IM = "onednn/input-major"  # oneDNN on the input-major layout: timed for the batch regime only
 PACKED = "onednn-packed"  # oneDNN on weights reordered for it once (either layout): timed for the batch regime only
 PACKED_MEMORY_SHARE = 0.25  # the packed copy of the decode weights may take at most this share of available memory
+PREFILL_ROWS = (32, 512)  # prompt positions a prefill's products are timed at: a short prompt, eight 64-token ones
+PREFILL_ROUNDS = 3  # timed rounds of the prefill sample (after one warm-up round)
 
 
 def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -141,6 +143,21 @@ def linear_fn(choice: Choice) -> LinearFn:
     return _onednn_linear if choice == "onednn" else F.linear
 
 
+def _onednn_rows(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """oneDNN for a prefill, whose rows must get the same bits whether multiplied alone or with others: oneDNN's bits
+    for a row do not depend on the other rows from two rows up, but one row takes another path, so a product of one
+    row runs as two (the row twice) and keeps the first."""
+    if x.numel() != x.shape[-1]:
+        return _onednn_linear(x, w, b)
+    return _onednn_linear(torch.cat([x, x], -2), w, b)[..., :1, :]
+
+
+def prefill_fn(choice: Choice) -> LinearFn:
+    """The function the lean step calls for a prefill's products under `Kernels.prefill`: MKL (`F.linear`, as the
+    transformers modules) or oneDNN, one kernel for every prompt size (see the module doc)."""
+    return _onednn_rows if choice == "onednn" else F.linear
+
+
 def _shared(model: nn.Module) -> set[int]:
     counts: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
@@ -185,10 +202,10 @@ def _layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
-def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool) -> list[_Product]:
+def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool, head: bool = True) -> list[_Product]:
     """The products of one decode step to time (see the module doc): the first layers' weights, fused as the lean
-    decoder fuses them when `fused`, and the first rows of each weight outside the layers (the LM head), each
-    scaled to the model's count."""
+    decoder fuses them when `fused`, and (with `head`) the first rows of each weight outside the layers (the LM
+    head), each scaled to the model's count."""
     layers = _layers(model)
     inside: set[int] = set()
     sample: list[_Product] = []
@@ -222,7 +239,7 @@ def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool) -> list[
                 break
         scale = len(layers) / len(per_layer)
         sample += [_Product(w, scale * rows, True) for ps in per_layer for w, rows in ps]
-    for m in model.modules():
+    for m in model.modules() if head else ():
         w = _plain(m)
         if id(m) in inside or w is None:
             continue
@@ -246,6 +263,7 @@ class Kernels:
     one: Choice = "stored"
     batched: Choice = "stored"
     onednn: bool = False  # whether oneDNN was a candidate (then the other kernel on the layout is an option too)
+    prefill: Choice = "stored"  # the lean step's prefill products: "stored" (MKL on the weights as laid out) or "onednn"
 
     @property
     def layout(self) -> Literal["stored", "input-major"]:
@@ -333,6 +351,44 @@ def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True, pa
                 for r, per in by_rows.items()} for c, by_rows in times.items()}
 
 
+def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS) -> dict[str, dict[int, float]]:
+    """Median estimated seconds of a prefill's layer products at each of `PREFILL_ROWS` prompt positions, for MKL
+    ("stored") and oneDNN ("onednn") on the model's own stored weights (the first layers' unfused products, as the
+    lean step runs a prefill, scaled to the model's count; not the LM head, which a prefill runs on one position per
+    prompt); {} when oneDNN is no candidate (not available, weights not float32 on the CPU)."""
+    linears = _candidates(model)
+    if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32 or (
+            not onednn_available()):
+        return {}
+    fns: list[tuple[str, LinearFn]] = [("stored", F.linear), ("onednn", _onednn_linear)]
+    with torch.no_grad(), torch.inference_mode(False):
+        sample = _decode_sample(model, set(), fused=False, head=False)
+        xs = {(r, k): torch.randn(1, r, k) for r in PREFILL_ROWS for k in {p.weight.shape[1] for p in sample}}
+        times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in PREFILL_ROWS}
+                                                         for c, _ in fns}
+        for i in range(rounds + 1):  # (alternated and reversed every round as in `time_candidates`; round 0 warms up)
+            for r in PREFILL_ROWS:
+                for j, p in enumerate(sample):
+                    for c, fn in (fns if i % 2 == 0 else fns[::-1]):
+                        t = _product_seconds(p.weight, xs[(r, p.weight.shape[1])], fn)
+                        if i:
+                            times[c][r][j].append(t)
+    return {c: {r: sum(statistics.median(t) * p.scale for t, p in zip(per, sample, strict=True))
+                for r, per in by_rows.items()} for c, by_rows in times.items()}
+
+
+def _prefill_plan(med: dict[str, dict[int, float]]) -> Choice:
+    """The prefill kernel from `time_prefill`'s estimates: oneDNN when it is clearly faster (`MIN_GAIN`) on the
+    largest prompt timed and not clearly slower on the smallest (one kernel serves every prompt size, so that a
+    prompt prefilled alone and the same prompt prefilled with others get the same bits)."""
+    if "onednn" not in med:
+        return "stored"
+    small, large = min(PREFILL_ROWS), max(PREFILL_ROWS)
+    dnn, mkl = med["onednn"], med["stored"]
+    return "onednn" if dnn[large] < (1 - MIN_GAIN) * mkl[large] and dnn[small] <= (1 + MIN_GAIN) * mkl[small] \
+        else "stored"
+
+
 def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> Kernels:
     """On CPU, pick the fastest matrix-vector kernels (see the module doc) and lay the weights out for them.
     `fused`: the lean decoder runs this model, with q/k/v and gate/up fused (and may call oneDNN); otherwise only
@@ -341,11 +397,15 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     med = time_candidates(model, rounds=rounds, fused=fused, packed=fused and packing_fits(model))
     if not med:
         return Kernels()
-    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)
-    log.info("linear kernels for decoding: %s for one row, %s for more, %s layout (timed in %.2f s; estimated "
-             "step products: %s)", kernels.one, kernels.batched, kernels.layout, time.perf_counter() - started,
+    pre = time_prefill(model) if fused else {}  # (before a new layout: on the stored weights)
+    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med, prefill=_prefill_plan(pre))
+    log.info("linear kernels for decoding: %s for one row, %s for more, %s layout; for prefills: %s (timed in %.2f s; "
+             "estimated step products: %s; estimated prefill products: %s)", kernels.one, kernels.batched,
+             kernels.layout, kernels.prefill, time.perf_counter() - started,
              "; ".join(f"{c} " + ", ".join(f"{t * 1e3:.2f} ms at {r} rows" for r, t in by_rows.items())
-                       for c, by_rows in med.items()))
+                       for c, by_rows in med.items()),
+             "; ".join(f"{c} " + ", ".join(f"{t * 1e3:.1f} ms at {r} positions" for r, t in by_rows.items())
+                       for c, by_rows in pre.items()) or "not timed")
     if kernels.layout == "input-major":
         with torch.no_grad(), torch.inference_mode(False):
             for lin in _candidates(model):
