@@ -1,4 +1,4 @@
-"""The matrix-vector kernel for CPU decoding: which library computes x @ W^T, and in which weight layout.
+"""The matrix kernels for CPU decoding and prefill: which library computes x @ W^T, and in which weight layout.
 
 A one-token decode step multiplies a (B, 1, K) activation by every (N, K) weight, so on a CPU its
 time is the time to stream the weights. How fast that streams depends on the CPU and the kernel.
@@ -15,8 +15,7 @@ clear win:
   same values, no extra memory once the old storage is freed; `F.linear` accepts either layout, so
   every caller (HF modules, the lean decoder) uses it unchanged;
 - `onednn`: oneDNN on the weights in either layout; the lean decoder (`engine/llama_decode.py`) calls
-  `linear_fn(choice)` (no packed copy, no extra memory). Prefill still runs through the HF modules (or the lean
-  step, with `F.linear`) and MKL, whose large-M products are fast.
+  `linear_fn(choice)` (no packed copy, no extra memory).
 - `onednn-packed` (steps of two or more rows only): oneDNN on a copy of each weight the decode step multiplies,
   reordered once into oneDNN's blocked layout for 8-row products (`PackedLinear`; the same bits as `onednn` for two
   rows or more). Plain weights make oneDNN reorder them on every call: on the 2-core benchmark machine (one thread)
@@ -36,6 +35,19 @@ chooses it: input-major when MKL on it is clearly faster than the best kernel on
 costs the batch regime a larger factor than it gains. The batch regime then takes, on its 8-row times alone, MKL
 or oneDNN in that layout. (Comparing summed seconds let oneDNN's 8-row time, the larger number, decide the one-row
 regime's layout, and it then ran about 14% slower than it could.)
+
+The prefill kernel (`Kernels.prefill`, `time_prefill`, `_prefill_plan`): a prefill multiplies (T, K) activations by
+every weight, compute-bound. On the AMD EPYC benchmark machine MKL runs its float32 GEMM at about 100 GFLOP/s a core
+(it seems to take its AVX2 path there) and oneDNN about 240 (AVX-512): a 4096 x 1024 weight at 64 and 512 rows took
+5.4 and 38 ms with MKL, 2.5 and 17 with oneDNN on one thread. So the lean step's prefill (`prefill_fn`) is timed too,
+for the models the lean step runs: MKL (`F.linear`) and oneDNN on the first layers' unfused products (as a prefill
+runs them; the LM head, one position a prompt, is left out), at 32 and 512 prompt positions (`PREFILL_ROWS`), on the
+stored weights before any new layout, with every core, as the decode kernels. oneDNN is taken when clearly faster
+(`MIN_GAIN`) at 512 positions and not clearly slower at 32: one kernel for every prompt size, because the worker
+prefills a prompt alone or left-padded with others (the lean step takes both), and the same prompt must get the same
+bits either way; oneDNN's bits for a row do not depend on the other rows (nor on the thread count) from two rows up,
+and `prefill_fn` runs a lone row as two. A packed copy for prefill is not a candidate: on one 4096 x 1024 weight it
+won 5-12% over plain oneDNN, for a second copy of every weight.
 
 Weights shared with another parameter (a tied LM head) and quantized layers are left alone.
 """
