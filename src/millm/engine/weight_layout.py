@@ -41,8 +41,8 @@ every weight, compute-bound. On the AMD EPYC benchmark machine MKL runs its floa
 (it seems to take its AVX2 path there) and oneDNN about 240 (AVX-512): a 4096 x 1024 weight at 64 and 512 rows took
 5.4 and 38 ms with MKL, 2.5 and 17 with oneDNN on one thread. So the lean step's prefill (`prefill_fn`) is timed too,
 for the models the lean step runs: MKL (`F.linear`) and oneDNN on the first layers' unfused products (as a prefill
-runs them; the LM head, one position a prompt, is left out), at 32 and 512 prompt positions (`PREFILL_ROWS`), on the
-stored weights before any new layout, with every core, as the decode kernels. oneDNN is taken when clearly faster
+runs them, up to `PREFILL_SAMPLE_BYTES`; the LM head, one position a prompt, is left out), at 32 and 512 positions
+(`PREFILL_ROWS`), on the stored weights before any new layout, with every core, as the decode kernels. oneDNN is taken when clearly faster
 (`MIN_GAIN`) at 512 positions and not clearly slower at 32: one kernel for every prompt size, because the worker
 prefills a prompt alone or left-padded with others (the lean step takes both), and the same prompt must get the same
 bits either way; oneDNN's bits for a row do not depend on the other rows (nor on the thread count) from two rows up,
@@ -81,6 +81,7 @@ PACKED = "onednn-packed"  # oneDNN on weights reordered for it once (either layo
 PACKED_MEMORY_SHARE = 0.25  # the packed copy of the decode weights may take at most this share of available memory
 PREFILL_ROWS = (32, 512)  # prompt positions a prefill's products are timed at: a short prompt, eight 64-token ones
 PREFILL_ROUNDS = 3  # timed rounds of the prefill sample (after one warm-up round)
+PREFILL_SAMPLE_BYTES = 16 * 2**20  # the prefill's products are compute-bound: a smaller sample of the first layers
 
 
 def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -214,20 +215,22 @@ def _layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
-def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool, head: bool = True) -> list[_Product]:
-    """The products of one decode step to time (see the module doc): the first layers' weights, fused as the lean
-    decoder fuses them when `fused`, and (with `head`) the first rows of each weight outside the layers (the LM
-    head), each scaled to the model's count."""
+def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool, head: bool = True,
+                   layer_bytes: int | None = None) -> list[_Product]:
+    """The products of one decode step to time (see the module doc): the first layers' weights up to `layer_bytes`
+    (None: `LAYER_SAMPLE_BYTES`), fused as the lean decoder fuses them when `fused`, and (with `head`) the first rows
+    of each weight outside the layers (the LM head), each scaled to the model's count."""
+    layer_bytes = LAYER_SAMPLE_BYTES if layer_bytes is None else layer_bytes
     layers = _layers(model)
     inside: set[int] = set()
     sample: list[_Product] = []
     if layers is not None and len(layers):
         for layer in layers:
             inside.update(id(m) for m in layer.modules())
-        # a layer larger than LAYER_SAMPLE_BYTES (a 7B model's is about 800 MB in float32) is timed on the first
+        # a layer larger than layer_bytes (a 7B model's is about 800 MB in float32) is timed on the first
         # rows of each of its weights, so the copies the timing makes stay small
         first = sum(w.numel() * w.element_size() for m in layers[0].modules() if (w := _plain(m)) is not None)
-        frac = min(1.0, LAYER_SAMPLE_BYTES / max(first, 1))
+        frac = min(1.0, layer_bytes / max(first, 1))
 
         def cut(w: Tensor) -> Tensor:
             return w[: max(1, math.ceil(w.shape[0] * frac))]
@@ -247,7 +250,7 @@ def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool, head: bo
                             del products[n]
             per_layer.append(list(products.values()))
             nbytes += sum(w.numel() * w.element_size() for w, _ in products.values())
-            if nbytes >= LAYER_SAMPLE_BYTES:
+            if nbytes >= layer_bytes:
                 break
         scale = len(layers) / len(per_layer)
         sample += [_Product(w, scale * rows, True) for ps in per_layer for w, rows in ps]
@@ -374,7 +377,7 @@ def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS) -> dict[str,
         return {}
     fns: list[tuple[str, LinearFn]] = [("stored", F.linear), ("onednn", _onednn_linear)]
     with torch.no_grad(), torch.inference_mode(False):
-        sample = _decode_sample(model, set(), fused=False, head=False)
+        sample = _decode_sample(model, set(), fused=False, head=False, layer_bytes=PREFILL_SAMPLE_BYTES)
         xs = {(r, k): torch.randn(1, r, k) for r in PREFILL_ROWS for k in {p.weight.shape[1] for p in sample}}
         times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in PREFILL_ROWS}
                                                          for c, _ in fns}
