@@ -326,3 +326,16 @@ def test_the_onednn_prefill_gives_a_row_the_same_bits_alone_and_with_others(shap
     for rows, at in ((1, 0), (1, 9), (2, 3), (7, 1), (64, 6)):
         assert torch.equal(fn(x[:, at:at + rows].contiguous(), w, b), ref[:, at:at + rows])
     assert weight_layout.prefill_fn("stored") is torch.nn.functional.linear
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+def test_the_prefill_is_timed_in_the_layout_the_decode_plan_chose(monkeypatch):
+    layouts: set[tuple[bool, bool]] = set()  # (input-major, prefill-sized)
+
+    def fake_seconds(w, x, fn):
+        layouts.add((not w.is_contiguous(), x.shape[1] > 1))
+        return 0.5 if not w.is_contiguous() and fn is torch.nn.functional.linear and x.shape[1] == 1 else 1.0
+
+    monkeypatch.setattr(weight_layout, "_product_seconds", fake_seconds)
+    kernels = weight_layout.choose_kernels(_model(False), rounds=1)
+    assert kernels.layout == "input-major" and (True, True) in layouts and (False, True) not in layouts

@@ -42,7 +42,7 @@ every weight, compute-bound. On the AMD EPYC benchmark machine MKL runs its floa
 5.4 and 38 ms with MKL, 2.5 and 17 with oneDNN on one thread. So the lean step's prefill (`prefill_fn`) is timed too,
 for the models the lean step runs: MKL (`F.linear`) and oneDNN on the first layers' unfused products (as a prefill
 runs them, up to `PREFILL_SAMPLE_BYTES`; the LM head, one position a prompt, is left out), at 32 and 512 positions
-(`PREFILL_ROWS`), on the stored weights before any new layout, with every core, as the decode kernels. oneDNN is taken when clearly faster
+(`PREFILL_ROWS`), in the layout the decode plan chose, with every core, as the decode kernels. oneDNN is taken when clearly faster
 (`MIN_GAIN`) at 512 positions and not clearly slower at 32: one kernel for every prompt size, because the worker
 prefills a prompt alone or left-padded with others (the lean step takes both), and the same prompt must get the same
 bits either way; oneDNN's bits for a row do not depend on the other rows (nor on the thread count) from two rows up,
@@ -366,11 +366,13 @@ def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True, pa
                 for r, per in by_rows.items()} for c, by_rows in times.items()}
 
 
-def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS) -> dict[str, dict[int, float]]:
+def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS, input_major: bool = False
+                 ) -> dict[str, dict[int, float]]:
     """Median estimated seconds of a prefill's layer products at each of `PREFILL_ROWS` prompt positions, for MKL
-    ("stored") and oneDNN ("onednn") on the model's own stored weights (the first layers' unfused products, as the
-    lean step runs a prefill, scaled to the model's count; not the LM head, which a prefill runs on one position per
-    prompt); {} when oneDNN is no candidate (not available, weights not float32 on the CPU)."""
+    ("stored") and oneDNN ("onednn") on the model's stored weights, or on input-major copies of them when
+    `input_major` (the layout `choose_kernels` is about to apply); the first layers' unfused products, as the lean
+    step runs a prefill, scaled to the model's count; not the LM head, which a prefill runs on one position per
+    prompt. {} when oneDNN is no candidate (not available, weights not float32 on the CPU)."""
     linears = _candidates(model)
     if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32 or (
             not onednn_available()):
@@ -378,14 +380,15 @@ def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS) -> dict[str,
     fns: list[tuple[str, LinearFn]] = [("stored", F.linear), ("onednn", _onednn_linear)]
     with torch.no_grad(), torch.inference_mode(False):
         sample = _decode_sample(model, set(), fused=False, head=False, layer_bytes=PREFILL_SAMPLE_BYTES)
+        ws = [p.weight.t().contiguous().t() if input_major else p.weight for p in sample]
         xs = {(r, k): torch.randn(1, r, k) for r in PREFILL_ROWS for k in {p.weight.shape[1] for p in sample}}
         times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in PREFILL_ROWS}
                                                          for c, _ in fns}
         for i in range(rounds + 1):  # (alternated and reversed every round as in `time_candidates`; round 0 warms up)
             for r in PREFILL_ROWS:
-                for j, p in enumerate(sample):
+                for j, w in enumerate(ws):
                     for c, fn in (fns if i % 2 == 0 else fns[::-1]):
-                        t = _product_seconds(p.weight, xs[(r, p.weight.shape[1])], fn)
+                        t = _product_seconds(w, xs[(r, w.shape[1])], fn)
                         if i:
                             times[c][r][j].append(t)
     return {c: {r: sum(statistics.median(t) * p.scale for t, p in zip(per, sample, strict=True))
@@ -412,8 +415,9 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     med = time_candidates(model, rounds=rounds, fused=fused, packed=fused and packing_fits(model))
     if not med:
         return Kernels()
-    pre = time_prefill(model) if fused else {}  # (before a new layout: on the stored weights)
-    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med, prefill=_prefill_plan(pre))
+    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)
+    pre = time_prefill(model, input_major=kernels.layout == "input-major") if fused else {}
+    kernels = dataclasses.replace(kernels, prefill=_prefill_plan(pre))
     log.info("linear kernels for decoding: %s for one row, %s for more, %s layout; for prefills: %s (timed in %.2f s; "
              "estimated step products: %s; estimated prefill products: %s)", kernels.one, kernels.batched,
              kernels.layout, kernels.prefill, time.perf_counter() - started,
