@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from millm.engine import hookpoints, kv, weight_layout
-from millm.engine.llama_decode import LlamaDecoder
+from millm.engine.llama_decode import LlamaDecoder, prefill_mask
 from millm.engine.model_loading import load_model
 from tests.engine.test_weight_layout import force_choice
 
@@ -276,3 +276,55 @@ def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm
     for a, b in zip(seen["hf"], seen["lean"], strict=True):
         assert a.shape == b.shape == (2, ids.shape[1], a.shape[-1])
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-6)
+
+
+@pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2", "gemma2", "gemma2-sliding-window-3"])
+@pytest.mark.parametrize("site", [None, "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
+def test_a_padded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
+    # The worker prefills left-padded prompts with `step` too, with `prefill_mask` (causal over each row's real keys,
+    # as HF builds it; a pad query sees no key): with F.linear the same bits as HF's padded forward, logits and cache
+    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
+        model_name[:6], window=3 if model_name.endswith("3") else None)
+    dec = LlamaDecoder.for_model(model)
+    ids, mask = _batch()
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    hp = hookpoints.resolve_hookpoint(model, site) if site else None
+    shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0)) if hp else None
+    c_hf, c_lean = kv.new_cache(), kv.new_cache()
+    with torch.inference_mode(), (hookpoints.attached(hp, lambda h: h + shift) if hp else contextlib.nullcontext()):
+        want = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,
+                     **{_cache_kw(model): c_hf}).logits[:, -1, :]
+        got = dec.step(ids, positions, mask=prefill_mask(mask), cache=c_lean)
+    assert not got.isnan().any()
+    assert torch.equal(got, want)
+    assert all(torch.equal(a.keys, b.keys) and torch.equal(a.values, b.values)
+               for a, b in zip(c_hf.layers, c_lean.layers, strict=True))
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("model_name", ["gqa", "qwen2", "gemma2"])
+def test_a_onednn_prefill_is_close_to_the_forward_and_gives_a_row_its_bits_alone(lm, model_name):
+    # Kernels.prefill "onednn" (weight_layout.prefill_fn): the lean step's prefill on oneDNN is within float32
+    # rounding of HF's forward (MKL), padded or not, and a row's products get the same bits alone as with others,
+    # one-token prompts included (a lone row runs as two), so an unpadded prompt gets the same logits and cache
+    # prefilled alone as in a batch of unpadded prompts
+    model = lm.model if model_name == "gqa" else _family_model(model_name)
+    dec = LlamaDecoder.for_model(model, linear=weight_layout.prefill_fn("onednn"))
+    ids, mask = _batch()
+    for rows in (ids, ids[:, -1:]):  # six positions, one
+        for m in (mask[:, -rows.shape[1]:], torch.ones_like(rows)):
+            positions = (m.cumsum(-1) - 1).clamp_min(0)
+            c_hf, c_lean = kv.new_cache(), kv.new_cache()
+            with torch.inference_mode():
+                want = model(input_ids=rows, attention_mask=m, position_ids=positions, use_cache=True,
+                             logits_to_keep=1, **{_cache_kw(model): c_hf}).logits[:, -1, :]
+                got = dec.step(rows, positions, mask=None if m.all() else prefill_mask(m), cache=c_lean)
+            torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        positions = torch.arange(rows.shape[1]).expand(2, -1)
+        with torch.inference_mode():
+            together, alone = kv.new_cache(), kv.new_cache()
+            both = dec.step(rows, positions, mask=None, cache=together)
+            first = dec.step(rows[:1], positions[:1], mask=None, cache=alone)
+        assert torch.equal(first[0], both[0])
+        assert all(torch.equal(a.keys[:1], b.keys) and torch.equal(a.values[:1], b.values)
+                   for a, b in zip(together.layers, alone.layers, strict=True))

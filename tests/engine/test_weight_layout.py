@@ -272,3 +272,70 @@ def test_packing_is_timed_only_when_its_copy_fits_in_memory(monkeypatch):
     assert not weight_layout.packing_fits(model)
     monkeypatch.setattr(weight_layout, "available_memory", lambda: None)  # unknown: no second copy
     assert not weight_layout.packing_fits(model)
+
+
+# ---------------------------------------------------------------------- the prefill kernel
+
+
+def test_the_prefill_kernel_is_onednn_on_a_clear_win_at_long_prompts_without_a_loss_at_short_ones():
+    small, large = min(weight_layout.PREFILL_ROWS), max(weight_layout.PREFILL_ROWS)
+
+    def med(dnn_small: float, dnn_large: float) -> dict[str, dict[int, float]]:
+        return {"stored": {small: 1.0, large: 10.0}, "onednn": {small: dnn_small, large: dnn_large}}
+
+    assert weight_layout._prefill_plan(med(0.9, 5.0)) == "onednn"
+    assert weight_layout._prefill_plan(med(1.04, 5.0)) == "onednn"  # a tie on short prompts
+    assert weight_layout._prefill_plan(med(1.2, 5.0)) == "stored"  # clearly slower on short prompts (the demo's)
+    assert weight_layout._prefill_plan(med(0.5, 9.7)) == "stored"  # no clear win on long ones
+    assert weight_layout._prefill_plan({}) == "stored"
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+def test_the_prefill_is_timed_on_the_layers_products_at_prompt_sizes(monkeypatch):
+    seen: list[tuple[tuple[int, ...], tuple[int, ...], bool]] = []
+
+    def fake_seconds(w, x, fn):
+        seen.append((tuple(w.shape), tuple(x.shape), fn is weight_layout._onednn_linear))
+        return 0.5 if fn is weight_layout._onednn_linear and x.shape[1] > 1 else 1.0
+
+    monkeypatch.setattr(weight_layout, "_product_seconds", fake_seconds)
+    model = _model(False)
+    kernels = weight_layout.choose_kernels(model, rounds=1)
+    assert kernels.prefill == "onednn" and (kernels.one, kernels.batched) == ("stored", "stored")
+    prefill = [(w, x, dnn) for w, x, dnn in seen if x[1] > 1]
+    assert {x[1] for _, x, _ in prefill} == set(weight_layout.PREFILL_ROWS)
+    assert {w for w, _, _ in prefill} == {(32, 32), (16, 32), (48, 32), (32, 48)}  # unfused q/k/v, o, gate/up, down
+    assert {dnn for _, _, dnn in prefill} == {True, False}
+    seen.clear()
+    assert weight_layout.choose_kernels(_model(False), rounds=1, fused=False).prefill == "stored"  # HF modules
+    assert all(x[1] == 1 for _, x, _ in seen)
+    assert weight_layout.time_prefill(_model(False).to(torch.bfloat16)) == {}
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("shape", [(48, 32), (4096, 1024), (1024, 4096)])
+def test_the_onednn_prefill_gives_a_row_the_same_bits_alone_and_with_others(shape):
+    # so that a prompt prefilled alone and padded with others gets the same products (oneDNN's one-row path gives
+    # other bits: a lone row runs as two)
+    fn = weight_layout.prefill_fn("onednn")
+    torch.manual_seed(0)
+    w, b = torch.randn(*shape), torch.randn(shape[0])
+    x = torch.randn(1, 70, shape[1])
+    ref = fn(x, w, b)
+    torch.testing.assert_close(ref, torch.nn.functional.linear(x, w, b), atol=1e-3, rtol=1e-4)
+    for rows, at in ((1, 0), (1, 9), (2, 3), (7, 1), (64, 6)):
+        assert torch.equal(fn(x[:, at:at + rows].contiguous(), w, b), ref[:, at:at + rows])
+    assert weight_layout.prefill_fn("stored") is torch.nn.functional.linear
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+def test_the_prefill_is_timed_in_the_layout_the_decode_plan_chose(monkeypatch):
+    layouts: set[tuple[bool, bool]] = set()  # (input-major, prefill-sized)
+
+    def fake_seconds(w, x, fn):
+        layouts.add((not w.is_contiguous(), x.shape[1] > 1))
+        return 0.5 if not w.is_contiguous() and fn is torch.nn.functional.linear and x.shape[1] == 1 else 1.0
+
+    monkeypatch.setattr(weight_layout, "_product_seconds", fake_seconds)
+    kernels = weight_layout.choose_kernels(_model(False), rounds=1)
+    assert kernels.layout == "input-major" and (True, True) in layouts and (False, True) not in layouts

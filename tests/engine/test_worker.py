@@ -310,8 +310,8 @@ def test_a_row_whose_logits_overflow_fails_alone(tiny_model_dir, tiny_sae_dir):
 
 
 def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monkeypatch):
-    # engine/weight_layout.choose_kernels picks a kernel for one-row steps and one for more; the worker switches
-    # the lean decoder's kernel per step (and prefills with F.linear, as the transformers modules do)
+    # engine/weight_layout.choose_kernels picks a kernel for one-row steps, one for more and one for prefills; the
+    # worker switches the lean decoder's kernel per step, and prefills with the prefill kernel
     import torch
     import torch.nn.functional as F
 
@@ -327,8 +327,10 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
         return fn
 
     fns = {"stored": recording("stored"), "onednn": recording("batched")}
-    monkeypatch.setattr(worker_mod, "choose_kernels", lambda model, **kw: weight_layout.Kernels("stored", "onednn"))
+    monkeypatch.setattr(worker_mod, "choose_kernels",
+                        lambda model, **kw: weight_layout.Kernels("stored", "onednn", prefill="onednn"))
     monkeypatch.setattr(worker_mod, "linear_fn", lambda choice: fns[choice])
+    monkeypatch.setattr(worker_mod, "prefill_fn", lambda choice: recording(f"prefill {choice}"))
     w = Worker(max_batch_size=4)
     w.loaded = load_model(str(tiny_model_dir), device="cpu")
     params = SamplingParams(max_tokens=3, temperature=0.0, ignore_eos=True)
@@ -341,10 +343,11 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
         w._admit()
         while w._rows:
             w._step()
-    steps = [(name, rows) for name, rows, t in used if t == 1]
+    steps = [(name, rows) for name, rows, t in used if not name.startswith("prefill")]
     assert {name for name, rows in steps if rows == 1} == {"stored"}
     assert {name for name, rows in steps if rows > 1} == {"batched"}
-    assert {name for name, rows, t in used if t > 1} == {"stored"}  # prefills
+    assert {t for name, rows, t in used if not name.startswith("prefill")} == {1}
+    assert {name for name, rows, t in used if t > 1} == {"prefill onednn"}  # prefills (and their LM head products)
 
 
 def test_batched_steps_on_packed_weights_give_the_solo_tokens(tiny_model_dir, monkeypatch):
@@ -374,6 +377,43 @@ def test_batched_steps_on_packed_weights_give_the_solo_tokens(tiny_model_dir, mo
         assert fn.nbytes == sum(t.numel() * 4 for t in w._decoder.product_weights())
         w.swap_model(None).result()
         assert w._linears == worker_mod._STORED  # the packed copy goes with the model
+    finally:
+        w.stop()
+
+
+@pytest.mark.parametrize("prefill", ["stored", "onednn"])
+def test_prompts_of_different_lengths_prefilled_together_on_the_prefill_kernel_give_the_solo_tokens(
+        tiny_model_dir, tiny_sae_dir, monkeypatch, prefill):
+    # Kernels.prefill (MKL or oneDNN): every prefill keeping only the last logits runs on the lean step with it, the
+    # left-padded ones too (engine/llama_decode.prefill_mask), so a prompt alone and padded with others takes the
+    # same kernel; with steering and one-token prompts
+    from millm.engine import weight_layout
+
+    if prefill == "onednn" and not weight_layout.onednn_available():
+        pytest.skip("torch built without oneDNN")
+    kernel = weight_layout.prefill_fn(prefill)
+    shapes: list[tuple[int, ...]] = []
+
+    def recording(x, w, b):
+        shapes.append(tuple(x.shape[:2]))
+        return kernel(x, w, b)
+
+    monkeypatch.setattr(worker_module, "choose_kernels", lambda model, **kw: weight_layout.Kernels(prefill=prefill))
+    monkeypatch.setattr(worker_module, "prefill_fn", lambda choice: recording)
+    w = start_worker(tiny_model_dir, tiny_sae_dir)
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
+        reqs = requests(tok, params) + [GenerationRequest("one", tuple(tok("Hello").input_ids)[:1], params)]
+        solo: dict[str, list[int]] = {}
+        for r in reqs:
+            solo.update(run(w, [r]))
+        shapes.clear()
+        _held(w)
+        together = run(w, reqs)
+        assert together == solo
+        longest = max(len(r.prompt_ids) for r in reqs)
+        assert (len(reqs), longest) in shapes  # the padded prefill ran on the lean step with the prefill kernel
     finally:
         w.stop()
 

@@ -14,8 +14,9 @@ Contract:
 - Gemma-2's layer is its own: (1 + w) RMSNorms in float32 before and after attention and the MLP,
   a tanh-GELU MLP, eager attention with tanh soft-capping of the scores and, on its sliding
   layers, only the last `sliding_window` positions (left padding keeps each row's real positions
-  at the end of the cache, so that is the last `sliding_window` columns), and soft-capped logits. An unpadded
-  prefill adds HF's causal additive mask (windowed on the sliding layers), with the same bits as HF's forward.
+  at the end of the cache, so that is the last `sliding_window` columns), and soft-capped logits. A prefill adds
+  HF's causal additive mask (windowed on the sliding layers, over the real keys when padded), with the same bits as
+  HF's forward.
 - Hooks keep working. Forward hooks and pre-hooks on a decoder layer itself (the SAE's
   resid_post / resid_pre sites) are called as `Module.__call__` would call them, with the
   layer's input as the only positional argument. A layer with a hook on any of its sub-modules
@@ -184,9 +185,12 @@ class LlamaDecoder:
         """One decode step. ids, positions: (B, 1); mask: (B, 1, 1, S) bool over the cache plus this
         token (None when no row is padded). Returns logits (B, V) in the model dtype, of the last position.
 
-        Also an unpadded prefill: ids, positions (B, T) into an empty cache with mask None attend causally, as HF's
+        Also a prefill: ids, positions (B, T) into an empty cache. Unpadded (mask None) they attend causally, as HF's
         SDPA path does without padding (Llama, Qwen2), or with the causal (and, on sliding layers, windowed)
-        additive mask HF's eager path builds (Gemma-2); the worker uses it for such prompts."""
+        additive mask HF's eager path builds (Gemma-2). Left-padded, mask is (B, 1, T, T) bool, query by key: causal
+        and over each row's real keys (`prefill_mask`), as HF builds it; a pad query sees no key (SDPA gives it
+        zeros, torch 2.5 and later; Gemma-2's additive mask a uniform softmax: finite either way, and no real query
+        attends to a pad). The worker runs every prefill that keeps only the last logits through it."""
         h = self.embed(ids)  # (B, 1, D)
         pos_emb: tuple[Tensor, Tensor] | None = None
         if self.rope_table is not None:
@@ -204,7 +208,7 @@ class LlamaDecoder:
                 window = self.windows[i]
                 if window not in masks:
                     masks[window] = _additive_mask(mask, cache.get_seq_length(i) + 1, window, h) \
-                        if ids.shape[1] == 1 else _causal_mask(ids.shape[1], window, h)
+                        if ids.shape[1] == 1 else _causal_mask(ids.shape[1], window, h, mask)
                 layer_mask = masks[window]
             if global_hooks or any(self.sub_hooks[i]):
                 if pos_emb is None:
@@ -361,17 +365,27 @@ def _additive_mask(mask: Tensor | None, length: int, window: int | None, like: T
         ~allowed, torch.finfo(like.dtype).min)
 
 
-def _causal_mask(length: int, window: int | None, like: Tensor) -> Tensor:
-    """The additive (1, 1, T, T) float mask HF's eager attention adds for an unpadded prefill of T positions into an
-    empty cache (masking_utils: causal, and on a sliding layer kv > q - window; 0 where allowed, else the dtype's
-    minimum)."""
+def _causal_mask(length: int, window: int | None, like: Tensor, mask: Tensor | None = None) -> Tensor:
+    """The additive (1 or B, 1, T, T) float mask HF's eager attention adds for a prefill of T positions into an
+    empty cache (masking_utils: causal, on a sliding layer kv > q - window, and where `mask` (B, 1, T, T) bool, a
+    padded prefill's, allows; 0 where allowed, else the dtype's minimum)."""
     q = torch.arange(length, device=like.device).view(-1, 1)
     k = torch.arange(length, device=like.device).view(1, -1)
-    allowed = k <= q
+    allowed = (k <= q).view(1, 1, length, length)
     if window is not None:
         allowed = allowed & (k > q - window)
-    return torch.zeros((1, 1, length, length), dtype=like.dtype, device=like.device).masked_fill(
+    if mask is not None:
+        allowed = allowed & mask
+    return torch.zeros(allowed.shape, dtype=like.dtype, device=like.device).masked_fill(
         ~allowed, torch.finfo(like.dtype).min)
+
+
+def prefill_mask(mask: Tensor) -> Tensor:
+    """The (B, 1, T, T) bool attention mask of a left-padded prefill from its (B, T) padding mask (1 on real tokens):
+    query t attends to key s when s <= t and s is a real token, as HF's `sdpa_mask` builds it."""
+    t = mask.shape[-1]
+    causal = torch.ones((t, t), dtype=torch.bool, device=mask.device).tril()
+    return causal & mask.bool()[:, None, None, :]
 
 
 # ---------------------------------------------------------------------- fused weights

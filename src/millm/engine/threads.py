@@ -193,7 +193,7 @@ class ThreadPolicy:
         self._set(one.chosen if one is not None and one.chosen is not None else small)
 
     def for_kernel_timing(self) -> None:
-        """Before `choose_kernels` times the decode kernels of a newly loaded model: every core. The kernels rank
+        """Before `choose_kernels` times the decode and prefill kernels of a newly loaded model: every core. The kernels rank
         differently with one thread and with two (350M on 2 cores: stored MKL 8.3 ms a pass with one thread,
         8.8 with two, where oneDNN took 6.3), and one-row decoding of the models whose kernel matters runs on
         every core, while the one-row regime has not been timed yet when the kernels are chosen."""

@@ -1,4 +1,4 @@
-"""The matrix-vector kernel for CPU decoding: which library computes x @ W^T, and in which weight layout.
+"""The matrix kernels for CPU decoding and prefill: which library computes x @ W^T, and in which weight layout.
 
 A one-token decode step multiplies a (B, 1, K) activation by every (N, K) weight, so on a CPU its
 time is the time to stream the weights. How fast that streams depends on the CPU and the kernel.
@@ -15,8 +15,7 @@ clear win:
   same values, no extra memory once the old storage is freed; `F.linear` accepts either layout, so
   every caller (HF modules, the lean decoder) uses it unchanged;
 - `onednn`: oneDNN on the weights in either layout; the lean decoder (`engine/llama_decode.py`) calls
-  `linear_fn(choice)` (no packed copy, no extra memory). Prefill still runs through the HF modules (or the lean
-  step, with `F.linear`) and MKL, whose large-M products are fast.
+  `linear_fn(choice)` (no packed copy, no extra memory).
 - `onednn-packed` (steps of two or more rows only): oneDNN on a copy of each weight the decode step multiplies,
   reordered once into oneDNN's blocked layout for 8-row products (`PackedLinear`; the same bits as `onednn` for two
   rows or more). Plain weights make oneDNN reorder them on every call: on the 2-core benchmark machine (one thread)
@@ -36,6 +35,19 @@ chooses it: input-major when MKL on it is clearly faster than the best kernel on
 costs the batch regime a larger factor than it gains. The batch regime then takes, on its 8-row times alone, MKL
 or oneDNN in that layout. (Comparing summed seconds let oneDNN's 8-row time, the larger number, decide the one-row
 regime's layout, and it then ran about 14% slower than it could.)
+
+The prefill kernel (`Kernels.prefill`, `time_prefill`, `_prefill_plan`): a prefill multiplies (T, K) activations by
+every weight, compute-bound. On the AMD EPYC benchmark machine MKL runs its float32 GEMM at about 100 GFLOP/s a core
+(it seems to take its AVX2 path there) and oneDNN about 240 (AVX-512): a 4096 x 1024 weight at 64 and 512 rows took
+5.4 and 38 ms with MKL, 2.5 and 17 with oneDNN on one thread. So the lean step's prefill (`prefill_fn`) is timed too,
+for the models the lean step runs: MKL (`F.linear`) and oneDNN on the first layers' unfused products (as a prefill
+runs them, up to `PREFILL_SAMPLE_BYTES`; the LM head, one position a prompt, is left out), at 32 and 512 positions
+(`PREFILL_ROWS`), in the layout the decode plan chose, with every core, as the decode kernels. oneDNN is taken when clearly faster
+(`MIN_GAIN`) at 512 positions and not clearly slower at 32: one kernel for every prompt size, because the worker
+prefills a prompt alone or left-padded with others (the lean step takes both), and the same prompt must get the same
+bits either way; oneDNN's bits for a row do not depend on the other rows (nor on the thread count) from two rows up,
+and `prefill_fn` runs a lone row as two. A packed copy for prefill is not a candidate: on one 4096 x 1024 weight it
+won 5-12% over plain oneDNN, for a second copy of every weight.
 
 Weights shared with another parameter (a tied LM head) and quantized layers are left alone.
 """
@@ -67,6 +79,9 @@ _FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.ga
 _ONEDNN_IM = "onednn/input-major"  # oneDNN on the input-major layout: timed for the batch regime only
 PACKED = "onednn-packed"  # oneDNN on weights reordered for it once (either layout): timed for the batch regime only
 PACKED_MEMORY_SHARE = 0.25  # the packed copy of the decode weights may take at most this share of available memory
+PREFILL_ROWS = (32, 512)  # prompt positions a prefill's products are timed at: a short prompt, eight 64-token ones
+PREFILL_ROUNDS = 3  # timed rounds of the prefill sample (after one warm-up round)
+PREFILL_SAMPLE_BYTES = 16 * 2**20  # the prefill's products are compute-bound: a smaller sample of the first layers
 
 
 def _onednn_linear(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
@@ -141,6 +156,21 @@ def linear_fn(choice: Choice) -> LinearFn:
     return _onednn_linear if choice == "onednn" else F.linear
 
 
+def _onednn_rows(x: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+    """oneDNN for a prefill, whose rows must get the same bits whether multiplied alone or with others: oneDNN's bits
+    for a row do not depend on the other rows from two rows up, but one row takes another path, so a product of one
+    row runs as two (the row twice) and keeps the first."""
+    if x.numel() != x.shape[-1]:
+        return _onednn_linear(x, w, b)
+    return _onednn_linear(torch.cat([x, x], -2), w, b)[..., :1, :]
+
+
+def prefill_fn(choice: Choice) -> LinearFn:
+    """The function the lean step calls for a prefill's products under `Kernels.prefill`: MKL (`F.linear`, as the
+    transformers modules) or oneDNN, one kernel for every prompt size (see the module doc)."""
+    return _onednn_rows if choice == "onednn" else F.linear
+
+
 def _shared(model: nn.Module) -> set[int]:
     counts: dict[int, int] = {}
     for _, p in model.named_parameters(remove_duplicate=False):
@@ -185,20 +215,22 @@ def _layers(model: nn.Module) -> nn.ModuleList | None:
     return best
 
 
-def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool) -> list[_Product]:
-    """The products of one decode step to time (see the module doc): the first layers' weights, fused as the lean
-    decoder fuses them when `fused`, and the first rows of each weight outside the layers (the LM head), each
-    scaled to the model's count."""
+def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool, head: bool = True,
+                   layer_bytes: int | None = None) -> list[_Product]:
+    """The products of one decode step to time (see the module doc): the first layers' weights up to `layer_bytes`
+    (None: `LAYER_SAMPLE_BYTES`), fused as the lean decoder fuses them when `fused`, and (with `head`) the first rows
+    of each weight outside the layers (the LM head), each scaled to the model's count."""
+    layer_bytes = LAYER_SAMPLE_BYTES if layer_bytes is None else layer_bytes
     layers = _layers(model)
     inside: set[int] = set()
     sample: list[_Product] = []
     if layers is not None and len(layers):
         for layer in layers:
             inside.update(id(m) for m in layer.modules())
-        # a layer larger than LAYER_SAMPLE_BYTES (a 7B model's is about 800 MB in float32) is timed on the first
+        # a layer larger than layer_bytes (a 7B model's is about 800 MB in float32) is timed on the first
         # rows of each of its weights, so the copies the timing makes stay small
         first = sum(w.numel() * w.element_size() for m in layers[0].modules() if (w := _plain(m)) is not None)
-        frac = min(1.0, LAYER_SAMPLE_BYTES / max(first, 1))
+        frac = min(1.0, layer_bytes / max(first, 1))
 
         def cut(w: Tensor) -> Tensor:
             return w[: max(1, math.ceil(w.shape[0] * frac))]
@@ -218,11 +250,11 @@ def _decode_sample(model: nn.Module, movable: set[int], *, fused: bool) -> list[
                             del products[n]
             per_layer.append(list(products.values()))
             nbytes += sum(w.numel() * w.element_size() for w, _ in products.values())
-            if nbytes >= LAYER_SAMPLE_BYTES:
+            if nbytes >= layer_bytes:
                 break
         scale = len(layers) / len(per_layer)
         sample += [_Product(w, scale * rows, True) for ps in per_layer for w, rows in ps]
-    for m in model.modules():
+    for m in model.modules() if head else ():
         w = _plain(m)
         if id(m) in inside or w is None:
             continue
@@ -246,6 +278,7 @@ class Kernels:
     one: Choice = "stored"
     batched: Choice = "stored"
     onednn: bool = False  # whether oneDNN was a candidate (then the other kernel on the layout is an option too)
+    prefill: Choice = "stored"  # the lean step's prefill products: "stored" (MKL on the weights as laid out) or "onednn"
 
     @property
     def layout(self) -> Literal["stored", "input-major"]:
@@ -333,6 +366,47 @@ def time_candidates(model: nn.Module, *, rounds: int = 5, fused: bool = True, pa
                 for r, per in by_rows.items()} for c, by_rows in times.items()}
 
 
+def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS, input_major: bool = False
+                 ) -> dict[str, dict[int, float]]:
+    """Median estimated seconds of a prefill's layer products at each of `PREFILL_ROWS` prompt positions, for MKL
+    ("stored") and oneDNN ("onednn") on the model's stored weights, or on input-major copies of them when
+    `input_major` (the layout `choose_kernels` is about to apply); the first layers' unfused products, as the lean
+    step runs a prefill, scaled to the model's count; not the LM head, which a prefill runs on one position per
+    prompt. {} when oneDNN is no candidate (not available, weights not float32 on the CPU)."""
+    linears = _candidates(model)
+    if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32 or (
+            not onednn_available()):
+        return {}
+    fns: list[tuple[str, LinearFn]] = [("stored", F.linear), ("onednn", _onednn_linear)]
+    with torch.no_grad(), torch.inference_mode(False):
+        sample = _decode_sample(model, set(), fused=False, head=False, layer_bytes=PREFILL_SAMPLE_BYTES)
+        ws = [p.weight.t().contiguous().t() if input_major else p.weight for p in sample]
+        xs = {(r, k): torch.randn(1, r, k) for r in PREFILL_ROWS for k in {p.weight.shape[1] for p in sample}}
+        times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in PREFILL_ROWS}
+                                                         for c, _ in fns}
+        for i in range(rounds + 1):  # (alternated and reversed every round as in `time_candidates`; round 0 warms up)
+            for r in PREFILL_ROWS:
+                for j, w in enumerate(ws):
+                    for c, fn in (fns if i % 2 == 0 else fns[::-1]):
+                        t = _product_seconds(w, xs[(r, w.shape[1])], fn)
+                        if i:
+                            times[c][r][j].append(t)
+    return {c: {r: sum(statistics.median(t) * p.scale for t, p in zip(per, sample, strict=True))
+                for r, per in by_rows.items()} for c, by_rows in times.items()}
+
+
+def _prefill_plan(med: dict[str, dict[int, float]]) -> Choice:
+    """The prefill kernel from `time_prefill`'s estimates: oneDNN when it is clearly faster (`MIN_GAIN`) on the
+    largest prompt timed and not clearly slower on the smallest (one kernel serves every prompt size, so that a
+    prompt prefilled alone and the same prompt prefilled with others get the same bits)."""
+    if "onednn" not in med:
+        return "stored"
+    small, large = min(PREFILL_ROWS), max(PREFILL_ROWS)
+    dnn, mkl = med["onednn"], med["stored"]
+    return "onednn" if dnn[large] < (1 - MIN_GAIN) * mkl[large] and dnn[small] <= (1 + MIN_GAIN) * mkl[small] \
+        else "stored"
+
+
 def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> Kernels:
     """On CPU, pick the fastest matrix-vector kernels (see the module doc) and lay the weights out for them.
     `fused`: the lean decoder runs this model, with q/k/v and gate/up fused (and may call oneDNN); otherwise only
@@ -342,10 +416,15 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     if not med:
         return Kernels()
     kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)
-    log.info("linear kernels for decoding: %s for one row, %s for more, %s layout (timed in %.2f s; estimated "
-             "step products: %s)", kernels.one, kernels.batched, kernels.layout, time.perf_counter() - started,
+    pre = time_prefill(model, input_major=kernels.layout == "input-major") if fused else {}
+    kernels = dataclasses.replace(kernels, prefill=_prefill_plan(pre))
+    log.info("linear kernels for decoding: %s for one row, %s for more, %s layout; for prefills: %s (timed in %.2f s; "
+             "estimated step products: %s; estimated prefill products: %s)", kernels.one, kernels.batched,
+             kernels.layout, kernels.prefill, time.perf_counter() - started,
              "; ".join(f"{c} " + ", ".join(f"{t * 1e3:.2f} ms at {r} rows" for r, t in by_rows.items())
-                       for c, by_rows in med.items()))
+                       for c, by_rows in med.items()),
+             "; ".join(f"{c} " + ", ".join(f"{t * 1e3:.1f} ms at {r} positions" for r, t in by_rows.items())
+                       for c, by_rows in pre.items()) or "not timed")
     if kernels.layout == "input-major":
         with torch.no_grad(), torch.inference_mode(False):
             for lin in _candidates(model):

@@ -39,7 +39,7 @@ from millm.engine.attachments import Attachment, Attachments, SwapOutcome
 from millm.engine.cuda_graphs import GraphDecoder
 from millm.engine.embedding import embed_inputs
 from millm.engine.intervention import BatchPlan, MonitorConfig, SaeIntervention
-from millm.engine.llama_decode import LlamaDecoder
+from millm.engine.llama_decode import LlamaDecoder, prefill_mask
 from millm.engine.model_loading import LoadedModel
 from millm.engine.monitor_records import MonitorRecorder, MonitorSink
 from millm.engine.rows import Handle, Row, Sink, greedy_plain, sample_and_emit
@@ -54,7 +54,16 @@ from millm.engine.types import (
     PromptInfo,
     TokenLogprob,
 )
-from millm.engine.weight_layout import PACKED, Choice, Kernels, LinearFn, PackedLinear, choose_kernels, linear_fn
+from millm.engine.weight_layout import (
+    PACKED,
+    Choice,
+    Kernels,
+    LinearFn,
+    PackedLinear,
+    choose_kernels,
+    linear_fn,
+    prefill_fn,
+)
 from millm.errors import MillmError, ModelNotLoaded, OutOfMemory, QueueFull
 from millm.placement import MemoryInfo, device_memory
 
@@ -136,6 +145,7 @@ class Worker:
         # the decoder's kernels for 1 row and for more: (name, function) options, timed on real steps (threads.py)
         self._linears: tuple[tuple[tuple[str, LinearFn], ...], ...] = _STORED
         self._kernel_names: tuple[tuple[str, ...], ...] = (("stored",),) * 2  # the names of _linears' options
+        self._prefill_linear: LinearFn = prefill_fn("stored")  # the lean step's prefill kernel (Kernels.prefill)
         self._inputs: tuple[torch.Tensor, torch.Tensor, memoryview] | None = None  # (ids, positions, their memory)
         self.threads = ThreadPolicy()
         self.monitor = MonitorRecorder()
@@ -451,14 +461,17 @@ class Worker:
         cache = kv.new_cache()
         all_logits = any(r.prompt_logprobs for r in reqs)
         started = time.perf_counter()
-        if dec is not None and not any(pads) and not all_logits and self._graphs is None:
-            # Unpadded prompts, last logits only: the lean step runs the prefill too (causal SDPA, as HF's forward
-            # does without padding, or Gemma-2's eager attention with HF's causal and sliding masks; the same bits),
-            # without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token prefill).
+        if dec is not None and not all_logits and self._graphs is None:
+            # Last logits only: the lean step runs the prefill too (causal SDPA, as HF's forward does, with HF's
+            # padding mask when padded, or Gemma-2's eager attention with HF's causal, padding and sliding masks; the
+            # same bits with F.linear), without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token
+            # prefill), and with the prefill kernel the timing chose (engine/weight_layout.py; oneDNN ran a 350M
+            # model's prefill products about 2x faster than MKL on the AMD benchmark machine). Every such prefill,
+            # alone or padded with others, takes that one kernel: the same bits for a prompt either way.
             if iv is not None:
                 iv.set_plan(plan)
-            dec.linear = linear_fn("stored")  # F.linear (MKL), as the transformers modules: fast at large M
-            last = dec.step(ids, positions, mask=None, cache=cache)  # (B, V)
+            dec.linear = self._prefill_linear
+            last = dec.step(ids, positions, mask=prefill_mask(mask) if any(pads) else None, cache=cache)  # (B, V)
             prompt_out = None
         else:
             prompt_out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
@@ -616,6 +629,7 @@ class Worker:
                 self.threads.for_kernel_timing()
                 kernels = choose_kernels(lm.model, fused=LlamaDecoder.family(lm.model) is not None)
             self._linears = _STORED  # (drops a previous model's packed weights before packing this one's)
+            self._prefill_linear = prefill_fn(kernels.prefill)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
             options: tuple[tuple[Choice, ...], ...] = (
                 (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2)
