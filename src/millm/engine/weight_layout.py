@@ -257,8 +257,8 @@ class Kernels:
         with oneDNN a candidate, MKL and oneDNN, except oneDNN for one row on input-major weights (which streamed
         them about 2x slower than MKL on the 2-core benchmark machine), and for more rows `onednn-packed` too when it
         was a candidate, whatever the product timing picked. The worker's thread policy times real steps with each
-        (engine/threads.py) and keeps the faster. (Packed weights took the demo's 8-row step to 0.82-0.83x MKL's and
-        plain oneDNN's to 1.02-1.08x, loaded; a product timing disturbed by load picked plain oneDNN once in four
+        (engine/threads.py) and keeps the faster. (Packed weights took the demo's 8-row step to 0.82-0.85x MKL's and
+        plain oneDNN's to 1.02-1.08x, loaded; a product timing disturbed by load picked plain oneDNN in 2 of 7
         worker starts, and the real steps then never tried packed weights, for the model's life; ninth session,
         step7, in docs/benchmarks-notes.md.)"""
         first = self.batched if batched else self.one
