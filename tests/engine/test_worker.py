@@ -418,6 +418,35 @@ def test_prompts_of_different_lengths_prefilled_together_on_the_prefill_kernel_g
         w.stop()
 
 
+def test_batched_steps_time_packed_weights_when_the_product_timing_picked_another_kernel(tiny_model_dir, monkeypatch):
+    # packed weights were a candidate but plain oneDNN won the product timing: the batch regime's real steps still
+    # time the packed kernel (weight_layout.Kernels.options), so the worker builds the packed copy, and every kernel
+    # the trial tries gives the solo tokens
+    import torch
+
+    from millm.engine import weight_layout
+    from millm.engine import worker as worker_mod
+
+    if not weight_layout.onednn_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
+        pytest.skip("torch built without oneDNN weight packing")
+    monkeypatch.setattr(worker_mod, "choose_kernels", lambda model, **kw: weight_layout.Kernels(
+        "stored", "onednn", onednn=True, packed=True))
+    w = Worker(max_batch_size=4)
+    w.loaded = load_model(str(tiny_model_dir), device="cpu")
+    w.start()
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
+        reqs = [GenerationRequest(f"r{i}", tuple(tok(p).input_ids), params)
+                for i, p in enumerate(["Hello world", "The cat sat on", "One two three four five"])]
+        solo = {r.request_id: run(w, [r])[r.request_id] for r in reqs}
+        assert run(w, reqs) == solo
+        assert w._kernel_names[1] == ("onednn", "stored", weight_layout.PACKED)
+        assert isinstance(w._linears[1][2][1], weight_layout.PackedLinear)
+    finally:
+        w.stop()
+
+
 def test_a_sink_that_raises_fails_the_batch_but_not_the_generation_thread(tiny_model_dir, tiny_sae_dir):
     # A consumer's sink that raises mid-stream (a bug on its side) failed the step; failing the batch then called
     # the same sink again, which raised out of the worker's loop and ended the generation thread: every other

@@ -60,7 +60,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable, Final, Literal
 
 import torch
 import torch.nn.functional as F
@@ -77,7 +77,7 @@ MIN_GAIN = 0.05
 ROWS = (1, 8)  # batch sizes timed: one request, and a batch of concurrent ones
 _FUSED = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("mlp.gate_proj", "mlp.up_proj"))
 _ONEDNN_IM = "onednn/input-major"  # oneDNN on the input-major layout: timed for the batch regime only
-PACKED = "onednn-packed"  # oneDNN on weights reordered for it once (either layout): timed for the batch regime only
+PACKED: Final = "onednn-packed"  # oneDNN on weights reordered for it once (either layout): timed for the batch regime only
 PACKED_MEMORY_SHARE = 0.25  # the packed copy of the decode weights may take at most this share of available memory
 PREFILL_ROWS = (32, 512)  # prompt positions a prefill's products are timed at: a short prompt, eight 64-token ones
 PREFILL_ROUNDS = 3  # timed rounds of the prefill sample (after one warm-up round)
@@ -278,6 +278,7 @@ class Kernels:
     one: Choice = "stored"
     batched: Choice = "stored"
     onednn: bool = False  # whether oneDNN was a candidate (then the other kernel on the layout is an option too)
+    packed: bool = False  # whether `onednn-packed` was a candidate (then the batch regime's real steps time it too)
     prefill: Choice = "stored"  # the lean step's prefill products: "stored" (MKL on the weights as laid out) or "onednn"
 
     @property
@@ -287,13 +288,18 @@ class Kernels:
     def options(self, batched: bool) -> tuple[Choice, ...]:
         """The kernels a step of one row (or of more, `batched`) may call on this layout, the timing's pick first:
         with oneDNN a candidate, MKL and oneDNN, except oneDNN for one row on input-major weights (which streamed
-        them about 2x slower than MKL on the 2-core benchmark machine). The worker's thread policy times real steps
-        with each (engine/threads.py) and keeps the faster."""
+        them about 2x slower than MKL on the 2-core benchmark machine), and for more rows `onednn-packed` too when it
+        was a candidate, whatever the product timing picked. The worker's thread policy times real steps with each
+        (engine/threads.py) and keeps the faster. (Packed weights took the demo's 8-row step to 0.82-0.85x MKL's and
+        plain oneDNN's to 1.02-1.08x, loaded; a product timing disturbed by load picked plain oneDNN in 2 of 7
+        worker starts, and the real steps then never tried packed weights, for the model's life; ninth session,
+        step7, in docs/benchmarks-notes.md.)"""
         first = self.batched if batched else self.one
         if not self.onednn or (self.layout == "input-major" and not batched):
             return (first,)
         mkl: Choice = "input-major" if self.layout == "input-major" else "stored"
-        return (first, mkl if first in ("onednn", PACKED) else "onednn")
+        options: tuple[Choice, ...] = (first, mkl if first in ("onednn", PACKED) else "onednn")
+        return tuple(dict.fromkeys((*options, PACKED))) if batched and self.packed else options
 
 
 def choose_layout(model: nn.Module, *, rounds: int = 5) -> Choice:
@@ -415,7 +421,7 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     med = time_candidates(model, rounds=rounds, fused=fused, packed=fused and packing_fits(model))
     if not med:
         return Kernels()
-    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)
+    kernels = dataclasses.replace(_plan(med), onednn="onednn" in med, packed=PACKED in med)
     pre = time_prefill(model, input_major=kernels.layout == "input-major") if fused else {}
     kernels = dataclasses.replace(kernels, prefill=_prefill_plan(pre))
     log.info("linear kernels for decoding: %s for one row, %s for more, %s layout; for prefills: %s (timed in %.2f s; "
