@@ -416,7 +416,12 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     if not med:
         return Kernels()
     kernels = dataclasses.replace(_plan(med), onednn="onednn" in med)
-    pre = time_prefill(model, input_major=kernels.layout == "input-major") if fused else {}
+    pre: dict[str, dict[int, float]] = {}
+    if fused:
+        try:  # (an optional kernel: its timing failing must not fail the first request, which sets the model up)
+            pre = time_prefill(model, input_major=kernels.layout == "input-major")
+        except Exception:  # noqa: BLE001
+            log.warning("prefill kernel timing failed; prefilling with MKL (stored)", exc_info=True)
     kernels = dataclasses.replace(kernels, prefill=_prefill_plan(pre))
     log.info("linear kernels for decoding: %s for one row, %s for more, %s layout; for prefills: %s (timed in %.2f s; "
              "estimated step products: %s; estimated prefill products: %s)", kernels.one, kernels.batched,
