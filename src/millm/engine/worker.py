@@ -467,7 +467,8 @@ class Worker:
             # same bits with F.linear), without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token
             # prefill), and with the prefill kernel the timing chose (engine/weight_layout.py; oneDNN ran a 350M
             # model's prefill products about 2x faster than MKL on the AMD benchmark machine). Every such prefill,
-            # alone or padded with others, takes that one kernel: the same bits for a prompt either way.
+            # alone or padded with others, takes that one kernel: the same products for a prompt either way (its
+            # attention, over a left-padded key axis, can differ in the last bits, as HF's padded forward's does).
             if iv is not None:
                 iv.set_plan(plan)
             dec.linear = self._prefill_linear
