@@ -241,7 +241,7 @@ def test_qwen2_with_sliding_window_layers_takes_the_transformers_forward():
 @pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2", "gemma2", "gemma2-sliding-window-3"])
 @pytest.mark.parametrize("site", [None, "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
 def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
-    # The worker prefills unpadded prompts (no prompt logprobs) with `step` over all positions: causal attention
+    # The worker prefills unpadded prompts with `step` over all positions: causal attention
     # without a mask, as HF's SDPA path runs it (Gemma-2: HF's eager causal mask, windowed on its sliding layers,
     # soft-capped scores and logits). Same last logits and KV cache; hooks see the same (B, T, D) tensors.
     model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
