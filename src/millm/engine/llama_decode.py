@@ -229,10 +229,11 @@ class LlamaDecoder:
                 out = _run_hooks(layer, h, out)
             h = out
         last = self._logits(self.norm(h[:, -1:]))[:, -1, :]  # (the norm is per position)
-        if not every_position or h.shape[1] == 1:
-            return last if not every_position else last.unsqueeze(1)
-        logits = self._logits(self.norm(h[:, :-1]))
-        return torch.cat([logits, last.unsqueeze(1)], 1)
+        if not every_position:
+            return last
+        logits = self._logits(self.norm(h))  # (one (B, T, V) tensor: a long prompt's logits take the most memory)
+        logits[:, -1] = last
+        return logits
 
     def _logits(self, h: Tensor) -> Tensor:
         """The LM head (soft-capped on Gemma-2) on normed hidden states h (B, T, D): (B, T, V)."""
