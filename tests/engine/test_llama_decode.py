@@ -241,7 +241,7 @@ def test_qwen2_with_sliding_window_layers_takes_the_transformers_forward():
 @pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2", "gemma2", "gemma2-sliding-window-3"])
 @pytest.mark.parametrize("site", [None, "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
 def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
-    # The worker prefills unpadded prompts (no prompt logprobs) with `step` over all positions: causal attention
+    # The worker prefills unpadded prompts with `step` over all positions: causal attention
     # without a mask, as HF's SDPA path runs it (Gemma-2: HF's eager causal mask, windowed on its sliding layers,
     # soft-capped scores and logits). Same last logits and KV cache; hooks see the same (B, T, D) tensors.
     model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
@@ -328,3 +328,27 @@ def test_a_onednn_prefill_is_close_to_the_forward_and_gives_a_row_its_bits_alone
         assert torch.equal(first[0], both[0])
         assert all(torch.equal(a.keys[:1], b.keys) and torch.equal(a.values[:1], b.values)
                    for a, b in zip(together.layers, alone.layers, strict=True))
+
+
+@pytest.mark.parametrize("model_name", ["gqa", "gemma2"])
+@pytest.mark.parametrize("kernel", ["stored", "onednn"])
+def test_a_prefill_with_every_positions_logits_keeps_the_last_ones_bits(lm, model_name, kernel):
+    # Prompt logprobs requests prefill through the step with every_position (the worker): every position's logits,
+    # close to HF's forward, and the last position's the same bits as a prefill keeping only them; one-token prompts
+    if kernel == "onednn" and not weight_layout.onednn_available():
+        pytest.skip("torch built without oneDNN")
+    model = lm.model if model_name == "gqa" else _family_model(model_name)
+    dec = LlamaDecoder.for_model(model, linear=weight_layout.prefill_fn(kernel))
+    ids, mask = _batch()
+    for rows, m in ((ids, mask), (ids[:, -1:], mask[:, -1:])):
+        positions = (m.cumsum(-1) - 1).clamp_min(0)
+        pm = None if m.all() else prefill_mask(m)
+        with torch.inference_mode():
+            want = model(input_ids=rows, attention_mask=m, position_ids=positions, use_cache=True,
+                         **{_cache_kw(model): kv.new_cache()}).logits
+            every = dec.step(rows, positions, mask=pm, cache=kv.new_cache(), every_position=True)
+            last = dec.step(rows, positions, mask=pm, cache=kv.new_cache())
+        assert every.shape == want.shape
+        assert torch.equal(every[:, -1], last)
+        real = m.bool()
+        torch.testing.assert_close(every[real], want[real], atol=1e-5, rtol=1e-5)

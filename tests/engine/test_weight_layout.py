@@ -361,3 +361,20 @@ def test_the_prefill_is_timed_in_the_layout_the_decode_plan_chose(monkeypatch):
     monkeypatch.setattr(weight_layout, "_product_seconds", fake_seconds)
     kernels = weight_layout.choose_kernels(_model(False), rounds=1)
     assert kernels.layout == "input-major" and (True, True) in layouts and (False, True) not in layouts
+
+
+def test_a_prefill_timing_that_fails_leaves_the_decode_choice_and_the_stored_prefill(monkeypatch, caplog):
+    # time_prefill runs on the first request's prefill (Worker._lean_decoder): an exception there (oneDNN refusing a
+    # shape, memory for the 512-row sample) failed that request, and the worker, which had already noted the model
+    # as set up, then served it on the transformers forward with no kernel choice at all
+    force_choice(monkeypatch, "input-major")
+
+    def fail(*a, **kw):
+        raise RuntimeError("oneDNN refused")
+
+    monkeypatch.setattr(weight_layout, "time_prefill", fail)
+    model = _model(False)
+    kernels = weight_layout.choose_kernels(model, rounds=1)
+    assert kernels.prefill == "stored" and kernels.one == "input-major"
+    assert not model.model.layers[0].mlp.down_proj.weight.is_contiguous()  # the decode plan's layout was applied
+    assert "prefill kernel timing failed" in caplog.text

@@ -599,3 +599,34 @@ def test_calls_and_requests_arriving_mid_generation_are_taken_between_steps(tiny
         assert at_call < w.steps - 100
     finally:
         w.stop()
+
+
+
+@pytest.mark.parametrize("prefill", ["stored", "onednn"])
+def test_a_prompt_logprobs_request_gets_the_completion_of_the_same_request_without_them(tmp_path, monkeypatch,
+                                                                                         prefill):
+    # A request asking for its prompt's logprobs (echo) needs every position's logits: its prefill ran HF's forward
+    # (MKL, its LM head on every position), while the same prompt without them ran the lean step on the prefill
+    # kernel (its LM head on the last position alone), so its completion's logprobs differed from the plain
+    # request's (and a near-tie could change its tokens): on MKL, whose bits depend on the rows multiplied, and on
+    # oneDNN, a kernel of its own (a model wide enough for the kernels to differ)
+    from millm.engine import weight_layout
+    from tests.fixtures.tiny_model import build_tiny_llama
+
+    if prefill == "onednn" and not weight_layout.onednn_available():
+        pytest.skip("torch built without oneDNN")
+    monkeypatch.setattr(worker_module, "choose_kernels", lambda model, **kw: weight_layout.Kernels(prefill=prefill))
+    w = Worker(max_batch_size=4)
+    w.loaded = load_model(str(build_tiny_llama(tmp_path, hidden_size=256, num_layers=2)), device="cpu")
+    w.start()
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=1, temperature=0.0, ignore_eos=True, logprobs=3)
+        ids = tuple(tok(PROMPTS[1]).input_ids)
+        seen: dict[str, list] = {"plain": [], "echo": []}
+        for req in (GenerationRequest("plain", ids, params),
+                    GenerationRequest("echo", ids, params, prompt_logprobs=True)):
+            run(w, [req], record=lambda ev, rid: seen[rid].extend(ev.logprobs))
+        assert seen["echo"] == seen["plain"] and seen["plain"]
+    finally:
+        w.stop()

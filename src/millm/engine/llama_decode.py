@@ -181,7 +181,8 @@ class LlamaDecoder:
 
     # ------------------------------------------------------------------ step
 
-    def step(self, ids: Tensor, positions: Tensor, *, mask: Tensor | None, cache: Any) -> Tensor:
+    def step(self, ids: Tensor, positions: Tensor, *, mask: Tensor | None, cache: Any,
+             every_position: bool = False) -> Tensor:
         """One decode step. ids, positions: (B, 1); mask: (B, 1, 1, S) bool over the cache plus this
         token (None when no row is padded). Returns logits (B, V) in the model dtype, of the last position.
 
@@ -190,7 +191,9 @@ class LlamaDecoder:
         additive mask HF's eager path builds (Gemma-2). Left-padded, mask is (B, 1, T, T) bool, query by key: causal
         and over each row's real keys (`prefill_mask`), as HF builds it; a pad query sees no key (SDPA gives it
         zeros, torch 2.5 and later; Gemma-2's additive mask a uniform softmax: finite either way, and no real query
-        attends to a pad). The worker runs every prefill that keeps only the last logits through it."""
+        attends to a pad). With `every_position` a prefill returns the logits (B, T, V) of every position (a prompt
+        logprobs request's), the last position's computed as without it (the same bits: a kernel's bits can depend
+        on the rows multiplied). The worker runs every prefill through it, without CUDA graphs."""
         h = self.embed(ids)  # (B, 1, D)
         pos_emb: tuple[Tensor, Tensor] | None = None
         if self.rope_table is not None:
@@ -225,12 +228,20 @@ class LlamaDecoder:
             if layer._forward_hooks:
                 out = _run_hooks(layer, h, out)
             h = out
-        h = self.norm(h[:, -1:])  # (only the last position's logits are wanted; the norm is per position)
+        last = self._logits(self.norm(h[:, -1:]))[:, -1, :]  # (the norm is per position)
+        if not every_position:
+            return last
+        logits = self._logits(self.norm(h))  # (one (B, T, V) tensor: a long prompt's logits take the most memory)
+        logits[:, -1] = last
+        return logits
+
+    def _logits(self, h: Tensor) -> Tensor:
+        """The LM head (soft-capped on Gemma-2) on normed hidden states h (B, T, D): (B, T, V)."""
         head = self.lm_head
         if head._forward_hooks or head._forward_pre_hooks or type(head) is not nn.Linear:
-            logits: Tensor = head(h)[:, -1, :]
+            logits: Tensor = head(h)
         else:
-            logits = self.linear(h, head.weight, head.bias)[:, -1, :]
+            logits = self.linear(h, head.weight, head.bias)
         if self.final_softcap is not None:  # Gemma2ForCausalLM.forward
             logits = torch.tanh(logits / self.final_softcap) * self.final_softcap
         return logits

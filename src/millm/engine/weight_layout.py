@@ -45,8 +45,9 @@ runs them, up to `PREFILL_SAMPLE_BYTES`; the LM head, one position a prompt, is 
 (`PREFILL_ROWS`), in the layout the decode plan chose, with every core, as the decode kernels. oneDNN is taken when clearly faster
 (`MIN_GAIN`) at 512 positions and not clearly slower at 32: one kernel for every prompt size, because the worker
 prefills a prompt alone or left-padded with others (the lean step takes both), and the same prompt must get the same
-bits either way; oneDNN's bits for a row do not depend on the other rows (nor on the thread count) from two rows up,
-and `prefill_fn` runs a lone row as two. A packed copy for prefill is not a candidate: on one 4096 x 1024 weight it
+products either way; oneDNN's bits for a row do not depend on the other rows (nor on the thread count) from two rows
+up, and `prefill_fn` runs a lone row as two. (Attention over a left-padded row can still differ from its solo run in
+the last bits: SDPA's and the eager path's reductions over the longer, padded key axis are blocked differently.) A packed copy for prefill is not a candidate: on one 4096 x 1024 weight it
 won 5-12% over plain oneDNN, for a second copy of every weight.
 
 Weights shared with another parameter (a tied LM head) and quantized layers are left alone.
@@ -404,7 +405,7 @@ def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS, input_major:
 def _prefill_plan(med: dict[str, dict[int, float]]) -> Choice:
     """The prefill kernel from `time_prefill`'s estimates: oneDNN when it is clearly faster (`MIN_GAIN`) on the
     largest prompt timed and not clearly slower on the smallest (one kernel serves every prompt size, so that a
-    prompt prefilled alone and the same prompt prefilled with others get the same bits)."""
+    prompt prefilled alone and the same prompt prefilled with others get the same products)."""
     if "onednn" not in med:
         return "stored"
     small, large = min(PREFILL_ROWS), max(PREFILL_ROWS)
@@ -422,7 +423,12 @@ def choose_kernels(model: nn.Module, *, rounds: int = 5, fused: bool = True) -> 
     if not med:
         return Kernels()
     kernels = dataclasses.replace(_plan(med), onednn="onednn" in med, packed=PACKED in med)
-    pre = time_prefill(model, input_major=kernels.layout == "input-major") if fused else {}
+    pre: dict[str, dict[int, float]] = {}
+    if fused:
+        try:  # (an optional kernel: its timing failing must not fail the first request, which sets the model up)
+            pre = time_prefill(model, input_major=kernels.layout == "input-major")
+        except Exception:  # noqa: BLE001
+            log.warning("prefill kernel timing failed; prefilling with MKL (stored)", exc_info=True)
     kernels = dataclasses.replace(kernels, prefill=_prefill_plan(pre))
     log.info("linear kernels for decoding: %s for one row, %s for more, %s layout; for prefills: %s (timed in %.2f s; "
              "estimated step products: %s; estimated prefill products: %s)", kernels.one, kernels.batched,

@@ -461,18 +461,22 @@ class Worker:
         cache = kv.new_cache()
         all_logits = any(r.prompt_logprobs for r in reqs)
         started = time.perf_counter()
-        if dec is not None and not all_logits and self._graphs is None:
-            # Last logits only: the lean step runs the prefill too (causal SDPA, as HF's forward does, with HF's
-            # padding mask when padded, or Gemma-2's eager attention with HF's causal, padding and sliding masks; the
-            # same bits with F.linear), without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token
-            # prefill), and with the prefill kernel the timing chose (engine/weight_layout.py; oneDNN ran a 350M
-            # model's prefill products about 2x faster than MKL on the AMD benchmark machine). Every such prefill,
-            # alone or padded with others, takes that one kernel: the same bits for a prompt either way.
+        if dec is not None and self._graphs is None:
+            # The lean step runs the prefill too (causal SDPA, as HF's forward does, with HF's padding mask when
+            # padded, or Gemma-2's eager attention with HF's causal, padding and sliding masks; the same bits with
+            # F.linear), without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token prefill), and with
+            # the prefill kernel the timing chose (engine/weight_layout.py; oneDNN ran a 350M model's prefill products
+            # about 2x faster than MKL on the AMD benchmark machine). Every prefill, alone or padded with others, with
+            # prompt logprobs or without (every position's logits, the last one's computed as without), takes that
+            # one kernel: the same products for a prompt either way (its attention, over a left-padded key axis, can
+            # differ in the last bits, as HF's padded forward's does).
             if iv is not None:
                 iv.set_plan(plan)
             dec.linear = self._prefill_linear
-            last = dec.step(ids, positions, mask=prefill_mask(mask) if any(pads) else None, cache=cache)  # (B, V)
-            prompt_out = None
+            out = dec.step(ids, positions, mask=prefill_mask(mask) if any(pads) else None, cache=cache,
+                           every_position=all_logits)  # (B, T, V) with all_logits, else (B, V)
+            prompt_out = out if all_logits else None
+            last = out[:, -1, :] if all_logits else out
         else:
             prompt_out = self.forward(ids, mask=mask, positions=positions, cache=cache, plan=plan,
                                       logits_to_keep=0 if all_logits else 1).logits
