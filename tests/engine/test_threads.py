@@ -322,18 +322,22 @@ def test_a_prefill_count_far_behind_decides_at_once(policy):
     assert used[1:5] == [1, 2, 2, 1] and set(used[-2:]) == {2}
 
 
-def test_a_parallel_prefill_choice_that_slows_down_is_timed_again(policy, caplog):
+def test_a_parallel_prefill_choice_that_slows_down_falls_back_to_one_thread_until_its_recheck(policy, caplog):
     # decided on two threads on lone prompts; then the burst's first prompt meets the event loop on the other core
     trials = PREFILL_TRIALS * 2
     _prefills(policy, "m", 25_000_000, 64, {1: 127.0, 2: 99.0}, 1 + trials)
     assert policy.prefill_choices() == {64: 2}
     with caplog.at_level("INFO", logger="millm.engine.threads"):
-        used = _prefills(policy, "m", 25_000_000, 64, {1: 127.0, 2: 1300.0}, threads.WATCH_PREFILLS + trials + 2)
+        used = _prefills(policy, "m", 25_000_000, 64, {1: 127.0, 2: 1300.0}, threads.WATCH_PREFILLS + 5)
     assert set(used[:threads.WATCH_PREFILLS]) == {2}
-    assert used[threads.WATCH_PREFILLS] == 1  # timed again at once (A B B A), not after RECHECK_PREFILLS
+    assert set(used[threads.WATCH_PREFILLS:]) == {1}  # at once, and not timed again (no A B B A trial)
     assert policy.prefill_choices() == {64: 1}
-    assert set(used[-2:]) == {1}
     assert "prefill threads for 9-64 tokens slowed: 2 threads now take 1300 us a token" in caplog.text
+    assert "1 until the next re-check" in caplog.text
+    # the re-check, RECHECK_PREFILLS prefills later, times the regime again (lone prompts: two threads win again)
+    used = _prefills(policy, "m", 25_000_000, 64, {1: 127.0, 2: 99.0},
+                     threads.RECHECK_PREFILLS - 5 + 1 + trials + 2)
+    assert policy.prefill_choices() == {64: 2} and set(used[-2:]) == {2}
 
 
 def test_slower_prefills_on_the_fewest_threads_or_within_the_margin_are_not_retimed(policy):

@@ -13,7 +13,8 @@ loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `REC
 (the machine's load may have changed); a new model starts over. Two guards for a loaded machine: a regime decided
 on more than the fewest threads is timed again as soon as the median of its last `WATCH_STEPS` steps reaches
 `WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core; a prompt regime
-likewise after `WATCH_PREFILLS` prefills, per token), and within a
+likewise after `WATCH_PREFILLS` prefills, per token, which then falls back to the fewest threads until its re-check),
+and within a
 trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further (a prefill trial
 whose larger count is that far behind decides for the fewest threads at once). This replaces a
 fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
@@ -237,7 +238,10 @@ class ThreadPolicy:
         another thread takes a core (the demo's 9-64-token regime, decided on two threads at 99 against 127 us a token:
         the first request of a burst of eight, prefilled while the event loop handled the other seven, took 13-84 ms
         instead of about 5). When the median per token of its last `WATCH_PREFILLS` prefills reaches
-        `WATCH_SLOWDOWN` times the decision's, the regime is timed again at its next prefill."""
+        `WATCH_SLOWDOWN` times the decision's, the regime falls back to the fewest threads until its next re-check
+        (`RECHECK_PREFILLS` prefills later). Timing it again at once, as a decode regime is, chose two threads again
+        on the next lone prompts and slowed again at the next burst: the idle run after the ninth session's merges
+        logged four such rounds for the demo's 9-64-token regime in one section, each a six-prefill trial."""
         watched = self._prefill_watch
         if watched is not None:
             self._prefill_watch = None
@@ -246,10 +250,12 @@ class ThreadPolicy:
             recent = list(st.recent)[-WATCH_PREFILLS:]
             if len(recent) == WATCH_PREFILLS and statistics.median(recent) >= WATCH_SLOWDOWN * st.decided_s:
                 r = next(k for k, v in self._prefills.items() if v is st)
+                fewest = min(self.candidates())
                 log.info("%s slowed: %d threads now take %.0f us a token (median of the last %d; %.0f us when "
-                         "decided); timing again", prefill_decided(r).removesuffix(":"), st.chosen,
-                         statistics.median(recent) * 1e6, WATCH_PREFILLS, st.decided_s * 1e6)
-                st.steps = RECHECK_PREFILLS
+                         "decided); %d until the next re-check", prefill_decided(r).removesuffix(":"), st.chosen,
+                         statistics.median(recent) * 1e6, WATCH_PREFILLS, st.decided_s * 1e6, fewest)
+                st.chosen, st.steps = fewest, 0
+                st.recent.clear()
             return
         if self._prefill_trial is None:
             return
