@@ -238,21 +238,27 @@ def test_qwen2_with_sliding_window_layers_takes_the_transformers_forward():
     assert LlamaDecoder.for_model(model) is None
 
 
+def _prefill_case(lm, mha_model, model_name: str, site: str | None):
+    """The prefill tests' model (by name), its lean decoder, and the hook point at `site` with a fixed random shift to
+    add there (None, None without a site)."""
+    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
+        model_name[:6], window=3 if model_name.endswith("3") else None)
+    hp = hookpoints.resolve_hookpoint(model, site) if site else None
+    shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0)) if hp else None
+    return model, LlamaDecoder.for_model(model), hp, shift
+
+
 @pytest.mark.parametrize("model_name", ["gqa", "mha", "qwen2", "gemma2", "gemma2-sliding-window-3"])
 @pytest.mark.parametrize("site", [None, "blocks.1.hook_resid_post", "blocks.1.hook_mlp_out"])
 def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
     # The worker prefills unpadded prompts with `step` over all positions: causal attention
     # without a mask, as HF's SDPA path runs it (Gemma-2: HF's eager causal mask, windowed on its sliding layers,
     # soft-capped scores and logits). Same last logits and KV cache; hooks see the same (B, T, D) tensors.
-    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
-        model_name[:6], window=3 if model_name.endswith("3") else None)
-    dec = LlamaDecoder.for_model(model)
+    model, dec, hp, shift = _prefill_case(lm, mha_model, model_name, site)
     ids = torch.tensor([[5, 9, 30, 41, 77, 12, 3], [2, 8, 1, 60, 61, 62, 7]])
     positions = torch.arange(ids.shape[1]).expand(2, -1)
     seen: dict[str, list[torch.Tensor]] = {"hf": [], "lean": []}
     where = ["hf"]
-    hp = hookpoints.resolve_hookpoint(model, site) if site else None
-    shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0)) if hp else None
 
     def hook(h):
         seen[where[0]].append(h.clone())
@@ -283,13 +289,9 @@ def test_an_unpadded_prefill_through_the_step_equals_the_transformers_forward(lm
 def test_a_padded_prefill_through_the_step_equals_the_transformers_forward(lm, mha_model, model_name, site):
     # The worker prefills left-padded prompts with `step` too, with `prefill_mask` (causal over each row's real keys,
     # as HF builds it; a pad query sees no key): with F.linear the same bits as HF's padded forward, logits and cache
-    model = {"gqa": lm.model, "mha": mha_model}.get(model_name) or _family_model(
-        model_name[:6], window=3 if model_name.endswith("3") else None)
-    dec = LlamaDecoder.for_model(model)
+    model, dec, hp, shift = _prefill_case(lm, mha_model, model_name, site)
     ids, mask = _batch()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
-    hp = hookpoints.resolve_hookpoint(model, site) if site else None
-    shift = torch.randn(hp.d_hook, generator=torch.Generator().manual_seed(0)) if hp else None
     c_hf, c_lean = kv.new_cache(), kv.new_cache()
     with torch.inference_mode(), (hookpoints.attached(hp, lambda h: h + shift) if hp else contextlib.nullcontext()):
         want = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1,

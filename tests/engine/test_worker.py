@@ -350,33 +350,42 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
     assert {name for name, rows, t in used if t > 1} == {"prefill onednn"}  # prefills (and their LM head products)
 
 
-def test_batched_steps_on_packed_weights_give_the_solo_tokens(tiny_model_dir, monkeypatch):
-    # the batch regime's `onednn-packed` kernel (engine/weight_layout.PackedLinear): a packed copy of the lean
-    # decoder's weights, built when the decoder is, used for steps of two rows or more, dropped with the model
-    import torch
-
+def _worker_on_kernels(tiny_model_dir, monkeypatch, kernels) -> Worker:
+    """A started worker on the tiny model whose kernel timing returns `kernels` (skipped without oneDNN packing)."""
     from millm.engine import weight_layout
-    from millm.engine import worker as worker_mod
 
     if not weight_layout.onednn_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
         pytest.skip("torch built without oneDNN weight packing")
-    monkeypatch.setattr(worker_mod, "choose_kernels",
-                        lambda model, **kw: weight_layout.Kernels("stored", weight_layout.PACKED, onednn=True))
+    monkeypatch.setattr(worker_module, "choose_kernels", lambda model, **kw: kernels)
     w = Worker(max_batch_size=4)
     w.loaded = load_model(str(tiny_model_dir), device="cpu")
     w.start()
+    return w
+
+
+def _batched_equals_solo(w: Worker, max_tokens: int) -> None:
+    tok = w.loaded.tokenizer
+    params = SamplingParams(max_tokens=max_tokens, temperature=0.0, ignore_eos=True)
+    reqs = [GenerationRequest(f"r{i}", tuple(tok(p).input_ids), params)
+            for i, p in enumerate(["Hello world", "The cat sat on", "One two three four five"])]
+    solo = {r.request_id: run(w, [r])[r.request_id] for r in reqs}
+    assert run(w, reqs) == solo
+
+
+def test_batched_steps_on_packed_weights_give_the_solo_tokens(tiny_model_dir, monkeypatch):
+    # the batch regime's `onednn-packed` kernel (engine/weight_layout.PackedLinear): a packed copy of the lean
+    # decoder's weights, built when the decoder is, used for steps of two rows or more, dropped with the model
+    from millm.engine import weight_layout
+
+    w = _worker_on_kernels(tiny_model_dir, monkeypatch, weight_layout.Kernels("stored", weight_layout.PACKED,
+                                                                              onednn=True))
     try:
-        tok = w.loaded.tokenizer
-        params = SamplingParams(max_tokens=8, temperature=0.0, ignore_eos=True)
-        reqs = [GenerationRequest(f"r{i}", tuple(tok(p).input_ids), params)
-                for i, p in enumerate(["Hello world", "The cat sat on", "One two three four five"])]
-        solo = {r.request_id: run(w, [r])[r.request_id] for r in reqs}
-        assert run(w, reqs) == solo
+        _batched_equals_solo(w, 8)
         (name, fn), *_ = w._linears[1]
         assert name == weight_layout.PACKED and isinstance(fn, weight_layout.PackedLinear)
         assert fn.nbytes == sum(t.numel() * 4 for t in w._decoder.product_weights())
         w.swap_model(None).result()
-        assert w._linears == worker_mod._STORED  # the packed copy goes with the model
+        assert w._linears == worker_module._STORED  # the packed copy goes with the model
     finally:
         w.stop()
 
@@ -422,25 +431,12 @@ def test_batched_steps_time_packed_weights_when_the_product_timing_picked_anothe
     # packed weights were a candidate but plain oneDNN won the product timing: the batch regime's real steps still
     # time the packed kernel (weight_layout.Kernels.options), so the worker builds the packed copy, and every kernel
     # the trial tries gives the solo tokens
-    import torch
-
     from millm.engine import weight_layout
-    from millm.engine import worker as worker_mod
 
-    if not weight_layout.onednn_available() or not hasattr(torch.ops.mkldnn, "_reorder_linear_weight"):
-        pytest.skip("torch built without oneDNN weight packing")
-    monkeypatch.setattr(worker_mod, "choose_kernels", lambda model, **kw: weight_layout.Kernels(
-        "stored", "onednn", onednn=True, packed=True))
-    w = Worker(max_batch_size=4)
-    w.loaded = load_model(str(tiny_model_dir), device="cpu")
-    w.start()
+    w = _worker_on_kernels(tiny_model_dir, monkeypatch, weight_layout.Kernels("stored", "onednn", onednn=True,
+                                                                              packed=True))
     try:
-        tok = w.loaded.tokenizer
-        params = SamplingParams(max_tokens=24, temperature=0.0, ignore_eos=True)
-        reqs = [GenerationRequest(f"r{i}", tuple(tok(p).input_ids), params)
-                for i, p in enumerate(["Hello world", "The cat sat on", "One two three four five"])]
-        solo = {r.request_id: run(w, [r])[r.request_id] for r in reqs}
-        assert run(w, reqs) == solo
+        _batched_equals_solo(w, 24)
         assert w._kernel_names[1] == ("onednn", "stored", weight_layout.PACKED)
         assert isinstance(w._linears[1][2][1], weight_layout.PackedLinear)
     finally:
