@@ -10,13 +10,15 @@ checked against its solo run. Per variant and level (medians over the rounds): a
 ratio to one stream; the wall time split into the worker's decode steps, its prefills and the rest (the worker
 waiting: request set-up, the last chunks' trip); the median step at the level's row count; the prefills a burst
 took; each server thread's CPU per token (event loop, generation thread, the rest: OpenMP workers) and the client's;
-and, over the whole run, the worker's `sample_and_emit` by row count and its socket sends (microseconds per call).
+and, over the whole run, the server's kernel and thread choices (`Server.engine_choices`), the worker's
+`sample_and_emit` by row count and its socket sends (microseconds per call).
 CPU times come from /proc/<pid>/task; the probe's records come from the server (SIGUSR1)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import statistics
 import tempfile
@@ -68,7 +70,8 @@ def measure(name: str, *, levels: tuple[int, ...], rounds: int, variants: tuple[
     servers: dict[str, Server] = {}
     try:
         for v in variants:
-            env = {"PYTHONPATH": str(PROBE), "MILLM_PROBE_OUT": str(work / f"probe-{v}.json"), **VARIANTS[v]}
+            path = os.pathsep.join(filter(None, [str(PROBE), os.environ.get("PYTHONPATH")]))  # (ahead of the caller's)
+            env = {"PYTHONPATH": path, "MILLM_PROBE_OUT": str(work / f"probe-{v}.json"), **VARIANTS[v]}
             servers[v] = Server(bm.model_dir, bm.sae_dir, work / f"server-{v}", max_batch_size=max(levels),
                                 extra_env=env, model_arg=bm.serve_as)
             servers[v].launch()
@@ -131,9 +134,7 @@ def measure(name: str, *, levels: tuple[int, ...], rounds: int, variants: tuple[
                 "levels": summarize(raw[v]),
                 "us_per_call": {k[:-2]: round(counts[k[:-2] + "_s"] / counts[k] * 1e6, 1)
                                 for k in sorted(counts) if k.endswith("_n") and counts[k]},
-                "thread_decisions": [line.split("millm.engine.threads: ", 1)[1] for line in
-                                     (work / f"server-{v}" / "server.log").read_text().splitlines()
-                                     if "millm.engine.threads: " in line]}
+                "engine_choices": servers[v].engine_choices()}
         return out
     finally:
         for s in servers.values():
