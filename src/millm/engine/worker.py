@@ -35,6 +35,7 @@ import torch
 from torch import nn
 
 from millm.engine import kv, plans
+from millm.engine.allocator import keep_freed_memory
 from millm.engine.attachments import Attachment, Attachments, SwapOutcome
 from millm.engine.cuda_graphs import GraphDecoder
 from millm.engine.embedding import embed_inputs
@@ -303,6 +304,7 @@ class Worker:
 
     def _run(self) -> None:
         torch.set_grad_enabled(False)
+        keep_freed_memory()  # (process-wide: each forward reuses the last one's freed memory; engine/allocator.py)
         self.threads.start()
         log.info("generation thread: torch threads %s", self.threads.describe())
         while True:
