@@ -8,7 +8,7 @@ import inspect
 import pytest
 import torch
 
-from millm.engine import hookpoints, kv, weight_layout
+from millm.engine import hookpoints, kv, llama_decode, weight_layout
 from millm.engine.llama_decode import LlamaDecoder, prefill_mask
 from millm.engine.model_loading import load_model
 from tests.engine.test_weight_layout import force_choice
@@ -91,6 +91,33 @@ def test_steps_match_the_transformers_forward(lm, mha_model, padded, gqa, kernel
     for a, b in zip(c_hf.layers, c_lean.layers, strict=True):
         torch.testing.assert_close(a.keys, b.keys)
         torch.testing.assert_close(a.values, b.values)
+
+
+@pytest.mark.parametrize("gqa", [True, False])
+def test_a_padded_step_hands_sdpa_one_float_mask_with_the_bool_masks_bits(lm, mha_model, gqa, monkeypatch):
+    model = lm.model if gqa else mha_model
+    dec = LlamaDecoder.for_model(model)
+    ids, mask = _batch()
+    mask = torch.cat([mask, torch.ones(2, 1, dtype=mask.dtype)], 1)
+    positions = mask.sum(-1, keepdim=True) - 1
+    tok = torch.tensor([[3], [4]])
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    masks: list[torch.Tensor] = []
+
+    def spy(*args, **kwargs):
+        masks.append(kwargs["attn_mask"])
+        return sdpa(*args, **kwargs)
+
+    caches = [_prefill(model, ids, mask[:, :-1]) for _ in range(2)]
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    got = _lean_step(dec, caches[0], tok, mask, positions)
+    assert len(masks) == len(dec.layers) and all(m.dtype == torch.float32 for m in masks)
+    assert all(m is masks[0] for m in masks)  # made once for the step
+    monkeypatch.setattr(llama_decode, "_sdpa_mask", lambda m, dtype: m)  # SDPA converts the bool mask itself
+    masks.clear()
+    want = _lean_step(dec, caches[1], tok, mask, positions)
+    assert all(m.dtype == torch.bool for m in masks)
+    assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("site", ["blocks.1.hook_resid_post", "blocks.1.hook_resid_pre", "blocks.1.hook_mlp_out"])

@@ -203,6 +203,8 @@ class LlamaDecoder:
             pos_emb = self.rotary(h, position_ids=positions)
             rot = _rotary_tables(*pos_emb)
         global_hooks = _global_hooks()
+        if mask is not None and not self.gemma and ids.shape[1] == 1 and mask.dtype == torch.bool:
+            mask = _sdpa_mask(mask, h.dtype)  # (once a step, not in each layer's SDPA call)
         masks: dict[int | None, Tensor | None] = {}
         scratch: dict[Any, Tensor] = {}  # attention buffers the layers reuse (Gemma-2)
         for i, layer in enumerate(self.layers):
@@ -374,6 +376,14 @@ def _additive_mask(mask: Tensor | None, length: int, window: int | None, like: T
         return None
     return torch.zeros(allowed.shape, dtype=like.dtype, device=like.device).masked_fill(
         ~allowed, torch.finfo(like.dtype).min)
+
+
+def _sdpa_mask(mask: Tensor, dtype: torch.dtype) -> Tensor:
+    """The additive float mask SDPA makes of a bool one (0 where True, -inf where False: aten's
+    `convert_boolean_attn_mask`, so the same bits), made once for every layer of a decode step. Given the float mask,
+    SDPA skips that conversion in each layer; on the 2-core benchmark machine an 8-row step's attention call then took
+    36 instead of 40 us (two threads; tenth session, docs/benchmarks-notes.md)."""
+    return torch.zeros(mask.shape, dtype=dtype, device=mask.device).masked_fill_(~mask, float("-inf"))
 
 
 def _causal_mask(length: int, window: int | None, like: Tensor, mask: Tensor | None = None) -> Tensor:
