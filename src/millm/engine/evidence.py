@@ -9,8 +9,7 @@ skipped count every position the hook saw for the choice (prompt and fed-back to
 
 from __future__ import annotations
 
-import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable
 
 from millm.engine.types import (
@@ -68,7 +67,9 @@ class EvidenceAcc:
                 self.a_max[j] = a
 
     def copy(self) -> EvidenceAcc:
-        return copy.deepcopy(self)
+        # (each list copied, the rest immutable: deepcopy took about 78 us a request at admission)
+        return replace(self, skipped_at=list(self.skipped_at), b_sum=list(self.b_sum), b_max=list(self.b_max),
+                       a_sum=list(self.a_sum), a_max=list(self.a_max))
 
     def result(self) -> SteeringEvidence:
         n = self.tokens
