@@ -332,13 +332,15 @@ def test_a_padded_prefill_through_the_step_equals_the_transformers_forward(lm, m
 
 @pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
 @pytest.mark.parametrize("model_name", ["gqa", "qwen2", "gemma2"])
-def test_a_onednn_prefill_is_close_to_the_forward_and_gives_a_row_its_bits_alone(lm, model_name):
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_onednn_prefill_is_close_to_the_forward_and_gives_a_row_its_bits_alone(lm, model_name, fused):
     # Kernels.prefill "onednn" (weight_layout.prefill_fn): the lean step's prefill on oneDNN is within float32
     # rounding of HF's forward (MKL), padded or not, and a row's products get the same bits alone as with others,
     # one-token prompts included (a lone row runs as two), so an unpadded prompt gets the same logits and cache
     # prefilled alone as in a batch of unpadded prompts
     model = lm.model if model_name == "gqa" else _family_model(model_name)
     dec = LlamaDecoder.for_model(model, linear=weight_layout.prefill_fn("onednn"))
+    dec.fused_prefill = fused
     ids, mask = _batch()
     for rows in (ids, ids[:, -1:]):  # six positions, one
         for m in (mask[:, -rows.shape[1]:], torch.ones_like(rows)):
@@ -357,6 +359,40 @@ def test_a_onednn_prefill_is_close_to_the_forward_and_gives_a_row_its_bits_alone
         assert torch.equal(first[0], both[0])
         assert all(torch.equal(a.keys[:1], b.keys) and torch.equal(a.values[:1], b.values)
                    for a, b in zip(together.layers, alone.layers, strict=True))
+
+
+@pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
+@pytest.mark.parametrize("family", ["qwen2", "gemma2"])
+@pytest.mark.parametrize("input_major", [False, True])
+def test_a_fused_prefill_runs_every_product_on_onednn_and_keeps_no_fused_buffer(family, input_major, monkeypatch):
+    # On input-major weights the modules' q/k/v and gate/up weights are column slices of the fused (K, N) buffer,
+    # which oneDNN does not take (weight_layout._onednn_linear falls back to MKL); the fused weights it takes in
+    # either layout. The cache keeps keys and values of their own, not views of the fused product.
+    model = _family_model(family)
+    if input_major:
+        for m in model.modules():
+            if type(m) is torch.nn.Linear:
+                m.weight = torch.nn.Parameter(m.weight.detach().t().contiguous().t(), requires_grad=False)
+    dec = LlamaDecoder.for_model(model, linear=weight_layout.prefill_fn("onednn"))
+    ids, mask = _batch()
+    positions = (mask.cumsum(-1) - 1).clamp_min(0)
+    with torch.inference_mode():
+        want = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1).logits[:, -1, :]
+    linear = torch.nn.functional.linear
+    mkl: list[tuple[int, ...]] = []
+    monkeypatch.setattr(torch.nn.functional, "linear", lambda x, w, b=None: mkl.append(tuple(w.shape)) or linear(x, w, b))
+    for fused in (False, True):
+        dec.fused_prefill = fused
+        mkl.clear()
+        cache = kv.new_cache()
+        with torch.inference_mode():
+            got = dec.step(ids, positions, mask=prefill_mask(mask), cache=cache)
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+        # unfused on input-major weights: q, k, v, gate and up fall back to MKL in every layer
+        assert len(mkl) == (5 * len(dec.layers) if input_major and not fused else 0)
+        for layer in cache.layers:
+            for t in (layer.keys, layer.values):
+                assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
 
 
 @pytest.mark.parametrize("model_name", ["gqa", "gemma2"])

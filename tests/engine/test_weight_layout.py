@@ -95,10 +95,10 @@ def test_real_timing_picks_a_candidate():
 @pytest.mark.skipif(not weight_layout.onednn_available(), reason="torch built without oneDNN")
 def test_each_batch_regime_gets_its_own_kernel(monkeypatch):
     # oneDNN clearly faster for 8 rows only: one-row steps keep MKL on the stored weights, batched steps use oneDNN
-    def fake_seconds(w, x, fn):
+    def fake_seconds(w, x, fn):  # (by the weight's size: a prefill's fused products stand for the unfused ones)
         if fn is weight_layout._onednn_linear:
-            return 0.5 if x.shape[0] > 1 else 1.0
-        return 1.0 if w.is_contiguous() else 0.97
+            return w.numel() * (0.5 if x.shape[0] > 1 else 1.0)
+        return w.numel() * (1.0 if w.is_contiguous() else 0.97)
 
     monkeypatch.setattr(weight_layout, "_product_seconds", fake_seconds)
     model = _model(False)
@@ -326,8 +326,10 @@ def test_the_prefill_is_timed_on_the_layers_products_at_prompt_sizes(monkeypatch
     assert kernels.prefill == "onednn" and (kernels.one, kernels.batched) == ("stored", "stored")
     prefill = [(w, x, dnn) for w, x, dnn in seen if x[1] > 1]
     assert {x[1] for _, x, _ in prefill} == set(weight_layout.PREFILL_ROWS)
-    assert {w for w, _, _ in prefill} == {(32, 32), (16, 32), (48, 32), (32, 48)}  # unfused q/k/v, o, gate/up, down
-    assert {dnn for _, _, dnn in prefill} == {True, False}
+    # MKL on the modules' own products (q, k/v, o, gate/up, down), oneDNN on the fused q/k/v and gate/up (o, down), as
+    # the lean step's prefill runs each (LlamaDecoder.fused_prefill)
+    assert {w for w, _, dnn in prefill if not dnn} == {(32, 32), (16, 32), (48, 32), (32, 48)}
+    assert {w for w, _, dnn in prefill if dnn} == {(64, 32), (32, 32), (96, 32), (32, 48)}
     seen.clear()
     assert weight_layout.choose_kernels(_model(False), rounds=1, fused=False).prefill == "stored"  # HF modules
     assert all(x[1] == 1 for _, x, _ in seen)

@@ -348,6 +348,7 @@ def test_decode_steps_use_the_kernel_of_their_batch_regime(tiny_model_dir, monke
     assert {name for name, rows in steps if rows > 1} == {"batched"}
     assert {t for name, rows, t in used if not name.startswith("prefill")} == {1}
     assert {name for name, rows, t in used if t > 1} == {"prefill onednn"}  # prefills (and their LM head products)
+    assert w._decoder is not None and w._decoder.fused_prefill  # (oneDNN takes the fused weights in either layout)
 
 
 def _worker_on_kernels(tiny_model_dir, monkeypatch, kernels) -> Worker:

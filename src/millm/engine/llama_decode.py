@@ -27,8 +27,9 @@ Contract:
 - Fewer, larger ops: each layer's q/k/v and gate/up projections are fused into one weight, and
   the HF modules' own weights are rebound to views of it (same values, no extra memory; F.linear
   takes either layout), so one matrix product replaces three in a decode step, and the rotary embedding runs
-  once over the query and key heads. A prefill (T > 1) runs the modules' own products on those views instead:
-  at 16-200 rows MKL ran the fused ones 5-15% slower on the 2-core benchmark machine. cos/sin come from a table built once with HF's own rotary module
+  once over the query and key heads. A prefill (T > 1) runs the modules' own products on those views instead
+  (at 16-200 rows MKL ran the fused ones 5-15% slower on the 2-core benchmark machine), or the fused ones with
+  `fused_prefill`, which the worker sets when the prefill kernel is oneDNN. cos/sin come from a table built once with HF's own rotary module
   for static RoPE types (default, linear, llama3, yarn), else from the module every step.
 """
 
@@ -108,6 +109,12 @@ class LlamaDecoder:
                         for layer in self.layers]
             self.gate_up = [_fuse([layer.mlp.gate_proj, layer.mlp.up_proj]) for layer in self.layers]
             self.rope_table = self._rope_table(int(getattr(cfg, "max_position_embeddings", 0) or 0))
+        # A prefill's q/k/v and gate/up products: the fused weights (True) or the modules' own (False, as HF). The
+        # worker fuses them when the prefill kernel is oneDNN: oneDNN takes a weight contiguous in either layout, and
+        # on input-major weights the modules' are column slices of the fused (K, N) buffer, contiguous in neither, so
+        # five of a layer's seven products fell back to MKL (the demo's 32-token prefill 1.9-2.0 against 1.4-1.5 ms
+        # fused, one or two threads; tenth session, docs/benchmarks-notes.md).
+        self.fused_prefill = False
         # (fresh: the first q_proj's parameter dict, which torch never replaces, and the fused weight's address)
         self._q_params: dict[str, Any] = self.layers[0].self_attn.q_proj._parameters
         self._fused_ptr = self.qkv[0][0].data_ptr()
@@ -274,7 +281,8 @@ class LlamaDecoder:
 
         A decode step (T = 1) runs one fused q/k/v product and rotates queries and keys in one op. A prefill runs the
         three products as the HF modules do (on the 2-core benchmark machine MKL ran the fused one 5-15% slower at
-        16-200 rows) and rotates queries and keys apart, so that the keys the cache keeps are a tensor of their own and
+        16-200 rows), or with `fused_prefill` the fused one, whose values it copies out, and rotates queries and keys
+        apart, so that the keys the cache keeps are a tensor of their own and
         the values a view of the v product alone, as HF's attention leaves them: views of a fused buffer would keep the
         whole of it alive in the cache (at 1,000 tokens of a 350M model, 20 MB a layer instead of 8; the extra memory
         came fresh from the kernel, page by page, at every prefill)."""
@@ -287,13 +295,19 @@ class LlamaDecoder:
             qk = qkv[:, : nq + nk]
             qk = qk * cos + qk.roll(dh // 2, -1) * sin
             return qk[:, :nq], qk[:, nq:], qkv[:, nq + nk :]
-        q, k, v = (self.linear(hs, p.weight, p.bias).view(b, t, -1, dh).transpose(1, 2)
-                   for p in (attn.q_proj, attn.k_proj, attn.v_proj))
+        if self.fused_prefill:  # the values copied out, so that the cache does not keep the fused product alive
+            w, bias = self.qkv[i]
+            q, k, v = self.linear(hs, w, bias).split([nq * dh, nk * dh, nk * dh], dim=-1)
+            q, k, v = (x.view(b, t, -1, dh).transpose(1, 2) for x in (q, k, v.contiguous()))
+        else:
+            q, k, v = (self.linear(hs, p.weight, p.bias).view(b, t, -1, dh).transpose(1, 2)
+                       for p in (attn.q_proj, attn.k_proj, attn.v_proj))
         return q * cos + q.roll(dh // 2, -1) * sin, k * cos + k.roll(dh // 2, -1) * sin, v
 
     def _gate_up(self, i: int, mlp: Any, hs: Tensor) -> tuple[Tensor, Tensor]:
-        """The gate and up projections: fused for a decode step, two products for a prefill (see `_attention_inputs`)."""
-        if hs.shape[1] == 1:
+        """The gate and up projections: fused for a decode step, two products for a prefill unless `fused_prefill`
+        (see `_attention_inputs`)."""
+        if hs.shape[1] == 1 or self.fused_prefill:
             w, bias = self.gate_up[i]
             g, u = self.linear(hs, w, bias).chunk(2, dim=-1)
             return g, u

@@ -41,7 +41,8 @@ every weight, compute-bound. On the AMD EPYC benchmark machine MKL runs its floa
 (it seems to take its AVX2 path there) and oneDNN about 240 (AVX-512): a 4096 x 1024 weight at 64 and 512 rows took
 5.4 and 38 ms with MKL, 2.5 and 17 with oneDNN on one thread. So the lean step's prefill (`prefill_fn`) is timed too,
 for the models the lean step runs: MKL (`F.linear`) and oneDNN on the first layers' unfused products (as a prefill
-runs them, up to `PREFILL_SAMPLE_BYTES`; the LM head, one position a prompt, is left out), at 32 and 512 positions
+runs them, up to `PREFILL_SAMPLE_BYTES`: the modules' own products for MKL, the fused q/k/v and gate/up for
+oneDNN, as the worker then runs them, `LlamaDecoder.fused_prefill`; the LM head, one position a prompt, is left out), at 32 and 512 positions
 (`PREFILL_ROWS`), in the layout the decode plan chose, with every core, as the decode kernels. oneDNN is taken when clearly faster
 (`MIN_GAIN`) at 512 positions and not clearly slower at 32: one kernel for every prompt size, because the worker
 prefills a prompt alone or left-padded with others (the lean step takes both), and the same prompt must get the same
@@ -377,28 +378,36 @@ def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS, input_major:
                  ) -> dict[str, dict[int, float]]:
     """Median estimated seconds of a prefill's layer products at each of `PREFILL_ROWS` prompt positions, for MKL
     ("stored") and oneDNN ("onednn") on the model's stored weights, or on input-major copies of them when
-    `input_major` (the layout `choose_kernels` is about to apply); the first layers' unfused products, as the lean
-    step runs a prefill, scaled to the model's count; not the LM head, which a prefill runs on one position per
+    `input_major` (the layout `choose_kernels` is about to apply); the first layers' products as the lean step runs a
+    prefill with each (MKL the modules' own, oneDNN the fused q/k/v and gate/up: `LlamaDecoder.fused_prefill`),
+    scaled to the model's count; not the LM head, which a prefill runs on one position per
     prompt. {} when oneDNN is no candidate (not available, weights not float32 on the CPU)."""
     linears = _candidates(model)
     if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32 or (
             not onednn_available()):
         return {}
-    fns: list[tuple[str, LinearFn]] = [("stored", F.linear), ("onednn", _onednn_linear)]
     with torch.no_grad(), torch.inference_mode(False):
-        sample = _decode_sample(model, set(), fused=False, head=False, layer_bytes=PREFILL_SAMPLE_BYTES)
-        ws = [p.weight.t().contiguous().t() if input_major else p.weight for p in sample]
-        xs = {(r, k): torch.randn(1, r, k) for r in PREFILL_ROWS for k in {p.weight.shape[1] for p in sample}}
+        # MKL on the modules' own products, oneDNN on the fused ones (as the lean step's prefill runs each kernel)
+        runs: list[tuple[str, list[_Product], LinearFn]] = [
+            (c, _decode_sample(model, set(), fused=fused, head=False, layer_bytes=PREFILL_SAMPLE_BYTES), fn)
+            for c, fused, fn in (("stored", False, F.linear), ("onednn", True, _onednn_linear))]
+        runs = [(c, [dataclasses.replace(p, weight=p.weight.t().contiguous().t()) for p in sample] if input_major
+                 else sample, fn) for c, sample, fn in runs]
+        xs = {(r, p.weight.shape[1]): torch.randn(1, r, p.weight.shape[1]) for r in PREFILL_ROWS
+              for _, sample, _ in runs for p in sample}
         times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in PREFILL_ROWS}
-                                                         for c, _ in fns}
+                                                         for c, sample, _ in runs}
         for i in range(rounds + 1):  # (alternated and reversed every round as in `time_candidates`; round 0 warms up)
             for r in PREFILL_ROWS:
-                for j, w in enumerate(ws):
-                    for c, fn in (fns if i % 2 == 0 else fns[::-1]):
-                        t = _product_seconds(w, xs[(r, w.shape[1])], fn)
-                        if i:
-                            times[c][r][j].append(t)
-    return {c: {r: sum(statistics.median(t) * p.scale for t, p in zip(per, sample, strict=True))
+                for j in range(max(len(sample) for _, sample, _ in runs)):
+                    for c, sample, fn in (runs if i % 2 == 0 else runs[::-1]):
+                        if j < len(sample):
+                            w = sample[j].weight
+                            t = _product_seconds(w, xs[(r, w.shape[1])], fn)
+                            if i:
+                                times[c][r][j].append(t)
+    samples = {c: sample for c, sample, _ in runs}
+    return {c: {r: sum(statistics.median(t) * p.scale for t, p in zip(per, samples[c], strict=True))
                 for r, per in by_rows.items()} for c, by_rows in times.items()}
 
 

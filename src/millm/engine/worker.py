@@ -468,7 +468,7 @@ class Worker:
             # padded, or Gemma-2's eager attention with HF's causal, padding and sliding masks; the same bits with
             # F.linear), without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token prefill), and with
             # the prefill kernel the timing chose (engine/weight_layout.py; oneDNN ran a 350M model's prefill products
-            # about 2x faster than MKL on the AMD benchmark machine). Every prefill, alone or padded with others, with
+            # about 2x faster than MKL on the AMD benchmark machine; it takes the fused q/k/v and gate/up weights). Every prefill, alone or padded with others, with
             # prompt logprobs or without (every position's logits, the last one's computed as without), takes that
             # one kernel: the same products for a prompt either way (its attention, over a left-padded key axis, can
             # differ in the last bits, as HF's padded forward's does).
@@ -637,6 +637,8 @@ class Worker:
             self._linears = _STORED  # (drops a previous model's packed weights before packing this one's)
             self._prefill_linear = prefill_fn(kernels.prefill)
             self._decoder = LlamaDecoder.for_model(lm.model, linear=linear_fn(kernels.one))
+            if self._decoder is not None:
+                self._decoder.fused_prefill = kernels.prefill == "onednn"
             options: tuple[tuple[Choice, ...], ...] = (
                 (kernels.options(False), kernels.options(True)) if self._decoder else ((kernels.one,),) * 2)
             if self.cuda_graphs:  # (the static-cache path reads its tensors' storage; a packed weight has none)
