@@ -21,6 +21,7 @@ import ctypes
 import logging
 import os
 import platform
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _M_MMAP_THRESHOLD = -3
 _USER_TUNING = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
 
 
-def user_tuned(environ: dict[str, str] | os._Environ[str] = os.environ) -> bool:
+def user_tuned(environ: Mapping[str, str] = os.environ) -> bool:
     """Whether the environment already tunes glibc's malloc thresholds."""
     return any(k in environ for k in _USER_TUNING) or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")
 

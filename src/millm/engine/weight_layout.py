@@ -386,27 +386,30 @@ def time_prefill(model: nn.Module, *, rounds: int = PREFILL_ROUNDS, input_major:
     if not linears or linears[0].weight.device.type != "cpu" or linears[0].weight.dtype != torch.float32 or (
             not onednn_available()):
         return {}
+
+    def sample(fused: bool) -> list[_Product]:
+        products = _decode_sample(model, set(), fused=fused, head=False, layer_bytes=PREFILL_SAMPLE_BYTES)
+        if not input_major:
+            return products
+        return [dataclasses.replace(p, weight=p.weight.t().contiguous().t()) for p in products]
+
+    fns: list[tuple[str, LinearFn]] = [("stored", F.linear), ("onednn", _onednn_linear)]
     with torch.no_grad(), torch.inference_mode(False):
         # MKL on the modules' own products, oneDNN on the fused ones (as the lean step's prefill runs each kernel)
-        runs: list[tuple[str, list[_Product], LinearFn]] = [
-            (c, _decode_sample(model, set(), fused=fused, head=False, layer_bytes=PREFILL_SAMPLE_BYTES), fn)
-            for c, fused, fn in (("stored", False, F.linear), ("onednn", True, _onednn_linear))]
-        runs = [(c, [dataclasses.replace(p, weight=p.weight.t().contiguous().t()) for p in sample] if input_major
-                 else sample, fn) for c, sample, fn in runs]
+        samples = {"stored": sample(False), "onednn": sample(True)}
         xs = {(r, p.weight.shape[1]): torch.randn(1, r, p.weight.shape[1]) for r in PREFILL_ROWS
-              for _, sample, _ in runs for p in sample}
-        times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in sample] for r in PREFILL_ROWS}
-                                                         for c, sample, _ in runs}
+              for products in samples.values() for p in products}
+        times: dict[str, dict[int, list[list[float]]]] = {c: {r: [[] for _ in samples[c]] for r in PREFILL_ROWS}
+                                                         for c, _ in fns}
         for i in range(rounds + 1):  # (alternated and reversed every round as in `time_candidates`; round 0 warms up)
             for r in PREFILL_ROWS:
-                for j in range(max(len(sample) for _, sample, _ in runs)):
-                    for c, sample, fn in (runs if i % 2 == 0 else runs[::-1]):
-                        if j < len(sample):
-                            w = sample[j].weight
+                for j in range(max(len(products) for products in samples.values())):
+                    for c, fn in (fns if i % 2 == 0 else fns[::-1]):
+                        if j < len(samples[c]):
+                            w = samples[c][j].weight
                             t = _product_seconds(w, xs[(r, w.shape[1])], fn)
                             if i:
                                 times[c][r][j].append(t)
-    samples = {c: sample for c, sample, _ in runs}
     return {c: {r: sum(statistics.median(t) * p.scale for t, p in zip(per, samples[c], strict=True))
                 for r, per in by_rows.items()} for c, by_rows in times.items()}
 

@@ -468,10 +468,10 @@ class Worker:
             # padded, or Gemma-2's eager attention with HF's causal, padding and sliding masks; the same bits with
             # F.linear), without HF's per-module Python (about 1 ms of a 2M model's 4.8 ms 32-token prefill), and with
             # the prefill kernel the timing chose (engine/weight_layout.py; oneDNN ran a 350M model's prefill products
-            # about 2x faster than MKL on the AMD benchmark machine; it takes the fused q/k/v and gate/up weights). Every prefill, alone or padded with others, with
-            # prompt logprobs or without (every position's logits, the last one's computed as without), takes that
-            # one kernel: the same products for a prompt either way (its attention, over a left-padded key axis, can
-            # differ in the last bits, as HF's padded forward's does).
+            # about 2x faster than MKL on the AMD benchmark machine; it takes the fused q/k/v and gate/up weights).
+            # Every prefill, alone or padded with others, with prompt logprobs or without (every position's logits,
+            # the last one's computed as without), takes that one kernel: the same products for a prompt either way
+            # (its attention, over a left-padded key axis, can differ in the last bits, as HF's padded forward's does).
             if iv is not None:
                 iv.set_plan(plan)
             dec.linear = self._prefill_linear
