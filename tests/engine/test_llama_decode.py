@@ -370,9 +370,8 @@ def test_a_fused_prefill_runs_every_product_on_onednn_and_keeps_no_fused_buffer(
     # either layout. The cache keeps keys and values of their own, not views of the fused product.
     model = _family_model(family)
     if input_major:
-        for m in model.modules():
-            if type(m) is torch.nn.Linear:
-                m.weight = torch.nn.Parameter(m.weight.detach().t().contiguous().t(), requires_grad=False)
+        force_choice(monkeypatch, "input-major")
+        assert weight_layout.choose_layout(model) == "input-major"
     dec = LlamaDecoder.for_model(model, linear=weight_layout.prefill_fn("onednn"))
     ids, mask = _batch()
     positions = (mask.cumsum(-1) - 1).clamp_min(0)
