@@ -108,10 +108,11 @@ class _StreamSink:
     streamed plain token's chunk to the client's socket itself (`services.text_chunks.WorkerWrites`, on a server
     with `api.sse.Connection`), the in-process engine's sink does the same (the same code: the chunk's JSON, its SSE
     and HTTP framing, the non-blocking write) to a loopback TCP connection that a thread here reads (as the client
-    would, in another process), so that `engine_us` counts that work as the server's worker pays it. On a tree
-    without worker writes (`put` None) the sink appends to a list, as before."""
+    would, in another process), so that `engine_us` counts that work as the server's worker pays it (`defer`: the
+    worker's, which holds a decode step's chunk for the step's end, as on the server). On a tree without worker writes
+    (`put` None) the sink appends to a list, as before."""
 
-    def __init__(self, events: list[Any]) -> None:
+    def __init__(self, events: list[Any], defer: Any = None) -> None:
         self.put: Any = None
         self._socks: list[socket.socket] = []
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -134,7 +135,8 @@ class _StreamSink:
         self._reader = threading.Thread(target=self._read, args=(client,), daemon=True)
         self._reader.start()
         self._loop = asyncio.new_event_loop()  # (not running: only an event the worker does not write is put on it)
-        run = Run(handles=[], queue=Inbox(), n=1, relay=Relay(self._loop))
+        run = Run(handles=[], queue=Inbox(), n=1, relay=Relay(self._loop),
+                  **({"defer": defer} if defer is not None else {}))  # (a tree before `Worker.defer` has neither)
         chunks = TextChunks(lambda c, text: p.Completion(id="cmpl-0123456789abcdef01234567", created=int(time.time()),
                                                           model="llama-25m", choices=[p.CompletionChoice(
                                                               index=c, text=text, finish_reason=None)]))
@@ -182,7 +184,7 @@ def _engine_cpu(lm: Any, prompt: list[int], tokens: int,
     worker.loaded = lm
     events: list[Any] = []
     params = SamplingParams(max_tokens=tokens, temperature=0.0, ignore_eos=True)
-    stream = _StreamSink(events)
+    stream = _StreamSink(events, getattr(worker, "defer", None))
     worker.submit(GenerationRequest(request_id="o", prompt_ids=tuple(prompt), params=params),
                   events.append if stream.put is None else stream.put)
     spent = [0, 0]  # the forwards' CPU ns and wall-clock ns

@@ -627,3 +627,44 @@ def test_a_prompt_logprobs_request_gets_the_completion_of_the_same_request_witho
         assert seen["echo"] == seen["plain"] and seen["plain"]
     finally:
         w.stop()
+
+
+def test_sinks_defer_work_to_the_end_of_each_decode_step(tiny_model_dir, tiny_sae_dir, caplog):
+    # A sink may hold work (a stream's socket write) for the end of the decode step it is called in: `defer` takes it
+    # only there, and runs it on the generation thread once every row of the step has had its event, even when an
+    # earlier deferred call raised.
+    w = start_worker(tiny_model_dir, tiny_sae_dir)
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
+        timeline: list[tuple[str, str]] = []
+        accepted: dict[str, list[bool]] = {"a": [], "b": []}
+        ended = threading.Event()
+
+        def deferred(rid: str, n: int) -> None:
+            timeline.append(("deferred", rid))
+            if rid == "a" and n == 2:
+                raise RuntimeError("the consumer's bug")
+
+        def make_sink(rid: str):
+            def sink(ev):
+                if isinstance(ev, GenerationEvent):
+                    timeline.append(("event", rid))
+                    n = len(accepted[rid])
+                    accepted[rid].append(w.defer(lambda: deferred(rid, n)))
+                    if rid == "b" and ev.finish_reason:
+                        ended.set()
+            return sink
+
+        _held(w)
+        w.submit(GenerationRequest("a", tuple(tok("Hello").input_ids), params), make_sink("a"))
+        w.submit(GenerationRequest("b", tuple(tok("The stars").input_ids), params), make_sink("b"))
+        assert ended.wait(30)
+        assert not w.defer(lambda: None)  # (another thread, no step emitting)
+    finally:
+        w.stop()
+    # the first tokens come from the prefill: written at once; every decode step's are deferred
+    assert accepted == {"a": [False, True, True, True], "b": [False, True, True, True]}
+    steps = timeline[2:]
+    assert steps == [("event", "a"), ("event", "b"), ("deferred", "a"), ("deferred", "b")] * 3
+    assert "work a sink deferred to the end of the step raised" in caplog.text

@@ -144,6 +144,9 @@ def test_prompt_info_waits_for_the_first_tokens_and_both_come_in_one_wake_up():
     class Worker:
         queue_depth = 0
 
+        def defer(self, fn):  # (no decode step emitting: sinks write at once)
+            return False
+
         def submit(self, request, sink):
             self.sink = sink
             return object()
@@ -296,6 +299,9 @@ def test_a_whole_response_wakes_the_loop_for_its_first_token_and_each_choice_s_l
 
         def __init__(self) -> None:
             self.sinks: list = []
+
+        def defer(self, fn):  # noqa: ANN001, ANN201  # (no decode step emitting: sinks write at once)
+            return False
 
         def submit(self, request, sink):  # noqa: ANN001, ANN201
             self.sinks.append(sink)

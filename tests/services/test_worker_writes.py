@@ -42,6 +42,35 @@ class FakeConnection:
         self.closed = True
 
 
+class Step:
+    """A decode step's `defer` (engine `Worker.defer`): takes work while the step's events go out, runs it at `end`."""
+
+    def __init__(self) -> None:
+        self.open = False
+        self.work: list[Any] = []
+
+    def defer(self, fn: Any) -> bool:
+        if self.open:
+            self.work.append(fn)
+        return self.open
+
+    def run(self, writes: WorkerWrites, *events: GenerationEvent, end: bool = True) -> None:
+        """On a worker thread: the step's events, then (with `end`) the deferred work."""
+        def step() -> None:
+            self.open = True
+            for ev in events:
+                writes.put(0, ev, True)
+            if end:
+                self.end()
+        _on_worker(step)
+
+    def end(self) -> None:
+        self.open = False
+        work, self.work = self.work, []
+        for fn in work:
+            fn()
+
+
 def tok(text: str, choice: int = 0) -> GenerationEvent:
     return GenerationEvent.token(choice, text, 7)
 
@@ -50,9 +79,10 @@ def finish(text: str = "", choice: int = 0) -> GenerationEvent:
     return GenerationEvent(choice=choice, text=text, token_ids=(7,), finish_reason="length")
 
 
-def _setup(loop: asyncio.AbstractEventLoop) -> tuple[Run, FakeConnection, WorkerWrites]:
+def _setup(loop: asyncio.AbstractEventLoop, *, n: int = 1, step: Step | None = None
+           ) -> tuple[Run, FakeConnection, WorkerWrites]:
     relay = Relay(loop)
-    run = Run(handles=[], queue=Inbox(), n=1, relay=relay)
+    run = Run(handles=[], queue=Inbox(), n=n, relay=relay, defer=step.defer if step is not None else None)
     run.first_token_at = 0.0  # (the first token went the loop's way, as on a server)
     out = FakeConnection()
 
@@ -205,3 +235,70 @@ def test_the_loop_takes_the_writing_back_only_after_the_worker_s_write_in_progre
         return order
 
     assert asyncio.run(main()) == ["worker wrote", "loop took over"]
+
+
+def test_a_step_s_chunks_are_held_for_its_end_and_go_out_in_one_write_before_any_event_of_the_loop_s():
+    async def main() -> dict[str, Any]:
+        step = Step()
+        run, out, writes = _setup(asyncio.get_running_loop(), n=2, step=step)
+        reader = asyncio.ensure_future(run.queue.get())
+        await asyncio.sleep(0)
+        got: dict[str, Any] = {}
+        step.run(writes, tok("a", 0), tok("b", 1), end=False)
+        got["held"] = (out.wire[:], run.completion_tokens, len(step.work))
+        _on_worker(step.end)
+        got["after the step"] = (out.wire[:], run.completion_tokens, writes.written)
+        step.run(writes, tok("c", 0), tok("", 1), finish("d", 1))  # the finish: the held chunk is written first
+        got["wire"] = out.wire[:]
+        got["loop got"] = (await asyncio.wait_for(reader, 5))[1].text
+        got["tokens"] = run.completion_tokens
+        return got
+
+    got = asyncio.run(main())
+    assert got["held"] == ([], 0, 1)  # one flush asked for, by the first chunk held
+    assert got["after the step"] == ([("worker", b"<0:a><1:b>")], 2, 2)
+    assert got["wire"] == [("worker", b"<0:a><1:b>"), ("worker", b"<0:c>")]
+    assert got["loop got"] == "d" and got["tokens"] == 4
+
+
+def test_the_loop_writes_the_held_chunks_before_its_own_and_the_end_drops_them():
+    async def main() -> tuple[list[Any], list[Any]]:
+        step = Step()
+        run, out, writes = _setup(asyncio.get_running_loop(), step=step)
+        asyncio.ensure_future(run.queue.get())
+        await asyncio.sleep(0)
+        step.run(writes, tok("x"), end=False)
+        writes.reclaim()  # (a ping): the held chunk goes first, and the writing is the loop's
+        out.wire.append(("loop", b"ping"))
+        _on_worker(step.end)  # nothing left to write
+        first = out.wire[:]
+
+        run2, out2, writes2 = _setup(asyncio.get_running_loop(), step=step)
+        asyncio.ensure_future(run2.queue.get())
+        await asyncio.sleep(0)
+        step.run(writes2, tok("y"), end=False)
+        writes2.close()  # the response ended (the client went away): the held chunk is dropped
+        _on_worker(step.end)
+        return first, out2.wire
+
+    first, second = asyncio.run(main())
+    assert first == [("worker", b"<0:x>"), ("loop", b"ping")]
+    assert second == []
+
+
+def test_held_chunks_the_socket_refuses_go_the_loop_s_way_in_order():
+    async def main() -> tuple[Any, ...]:
+        step = Step()
+        run, out, writes = _setup(asyncio.get_running_loop(), step=step)
+        reader = asyncio.ensure_future(run.queue.get())
+        await asyncio.sleep(0)
+        out.take = [BlockingIOError()]
+        step.run(writes, tok("p"))
+        step.run(writes, tok("q"))  # the writing is the loop's after the refusal
+        texts = [(await asyncio.wait_for(reader, 5))[1].text]
+        await asyncio.sleep(0.01)
+        texts += [item[1].text for item in [run.queue.get_nowait() for _ in range(run.queue.qsize())]]
+        return out.wire, texts, run.completion_tokens, writes.off
+
+    wire, texts, tokens, off = asyncio.run(main())
+    assert wire == [] and texts == ["p", "q"] and tokens == 0 and off

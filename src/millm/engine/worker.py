@@ -152,6 +152,8 @@ class Worker:
         self.monitor = MonitorRecorder()
         self._plan: BatchPlan | None = None
         self._plain_greedy: bool | None = None  # rows.greedy_plain of the batch's rows (None: rows changed since)
+        self._deferred: list[Callable[[], None]] | None = None  # sinks' work for the end of a step's emitting (`defer`)
+        self._deferring = 0  # the thread emitting that step's events
         self._cv = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._run, name="millm-worker", daemon=True)
@@ -168,6 +170,21 @@ class Worker:
     @monitor_sink.setter
     def monitor_sink(self, sink: MonitorSink | None) -> None:
         self.monitor.sink = sink
+
+    def defer(self, fn: Callable[[], None]) -> bool:
+        """From a sink: have `fn` called once every row of the decode step being emitted has had its event, on the same
+        thread, before the next forward; True when it will be. Anything else (a prefill's first tokens, a failure, any
+        other thread) gets False, and does its work itself.
+
+        For work a sink would otherwise do per row, between the rows' sampling and text: a stream's socket write
+        (services `WorkerWrites`): written back to back after the step's last event, the demo's eight streams served
+        at 3-7% more tokens a second in 3 of 4 alternated server pairs (eleventh session, docs/benchmarks-notes.md).
+        A callable that raises is logged; the others still run."""
+        deferred = self._deferred
+        if deferred is None or threading.get_ident() != self._deferring:
+            return False
+        deferred.append(fn)
+        return True
 
     def start(self) -> None:
         self._thread.start()
@@ -586,11 +603,25 @@ class Worker:
         plain_greedy = self._plain_greedy
         if plain_greedy is None:
             plain_greedy = self._plain_greedy = greedy_plain(self._rows, logits)
-        sample_and_emit(lm, logits, self._rows, plain_greedy=plain_greedy)
+        self._emit_step(lm, logits, plain_greedy)
         self.threads.decoded(time.perf_counter() - started)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
+
+    def _emit_step(self, lm: LoadedModel, logits: torch.Tensor, plain_greedy: bool) -> None:
+        """sample_and_emit for the batch's rows, then the work their sinks deferred (`defer`)."""
+        deferred: list[Callable[[], None]] = []
+        self._deferred, self._deferring = deferred, threading.get_ident()
+        try:
+            sample_and_emit(lm, logits, self._rows, plain_greedy=plain_greedy)
+        finally:
+            self._deferred = None
+            for fn in deferred:
+                try:
+                    fn()
+                except Exception:  # noqa: BLE001 - the consumer's bug: the other rows' work still goes out
+                    log.exception("work a sink deferred to the end of the step raised")
 
     def _step_inputs(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The next decode step's token ids and positions, (B, 1) each. On the CPU both are views of one buffer per

@@ -184,6 +184,7 @@ class Run:
     finals: dict[int, GenerationEvent] = field(default_factory=dict)  # each choice's last event
     read: ActivationRead | None = None  # the request's `activations`, when it asked for them
     relay: Relay | None = None  # what hands its events to the loop
+    defer: Callable[[Callable[[], None]], bool] | None = None  # the worker's `defer`, for its sinks' writes
 
     def cancel(self) -> None:
         for h in self.handles:
@@ -218,7 +219,7 @@ class EngineClient:
             self._relay = Relay(loop)
         relay = self._relay
         queue = Inbox()
-        run = Run(handles=[], queue=queue, n=n, read=activations, relay=relay)
+        run = Run(handles=[], queue=queue, n=n, read=activations, relay=relay, defer=self.worker.defer)
         try:
             for i, ids in enumerate(prompts_ids):
                 request = GenerationRequest(

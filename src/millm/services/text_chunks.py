@@ -144,22 +144,29 @@ class WorkerWrites:
     A write the socket does not take whole ends the worker's writing for good (`off`): when the socket took part of
     it, the loop writes the rest before anything else (`reclaim`, which the relay wakes it for, and which every write of
     the loop's calls first); when it took nothing (full, or the client is gone), the event goes the loop's way, whose
-    own write meets the same state (buffering and flow control, or the disconnect that ends the run)."""
+    own write meets the same state (buffering and flow control, or the disconnect that ends the run).
+
+    During a decode step the chunks are held for the step's end (`Worker.defer`, given as the run's `defer`): the
+    worker writes them (`flush`) once every row of the step has had its event, so that the streams' writes go out
+    back to back instead of one between each row's sampling and text. The held chunks are written (or, when the socket
+    takes nothing, handed to the loop) before anything else of the stream: before an event the worker does not write,
+    before the loop writes (`reclaim`); the end of the response drops them (`close`)."""
 
     def __init__(self, run: Run, plain: Callable[[int, GenerationEvent], str | None], frame: Callable[[str], bytes],
                  out: Connection) -> None:
         assert run.relay is not None
         self._run, self._plain, self._frame, self._out = run, plain, frame, out
-        self._relay, self._queue = run.relay, run.queue
+        self._relay, self._queue, self._defer = run.relay, run.queue, run.defer
         self._lock = threading.Lock()
         self._owner = _LOOP
+        self._held: list[tuple[int, GenerationEvent, bytes]] = []  # (prompt, event, chunk) held for the step's end
         self._rest: bytes | None = None  # the part of a chunk the socket did not take, for the loop to write
         self.off = False  # the worker writes no more (a write the socket did not take whole, or the end)
-        self.written = 0  # chunks the worker wrote
+        self.written = 0  # chunks the worker wrote whole
 
     def put(self, i: int, ev: Any, wake: bool) -> None:
-        """The worker thread: prompt i's event, written here if the writing is the worker's and it is a plain token,
-        else handed to the loop (`Relay.put(..., wake=wake)`)."""
+        """The worker thread: prompt i's event, written here (or held for the step's end) if the writing is the
+        worker's and it is a plain token, else handed to the loop (`Relay.put(..., wake=wake)`)."""
         with self._lock:
             if self._owner == _WORKER:
                 if type(ev) is GenerationEvent and ev.finish_reason is None:
@@ -168,29 +175,53 @@ class WorkerWrites:
                         data = self._frame(text) if text else b""
                     except Exception:  # noqa: BLE001 - the loop's way meets the same event, where errors belong
                         text, self.off = None, True
-                    if text is not None and (not data or self._write(data)):
-                        took(self._run, ev)
-                        return
+                    if text is not None:
+                        if not data:
+                            took(self._run, ev)
+                            return
+                        # (held: a flush is due at this step's end, asked for with the first chunk held)
+                        if self._held or (self._defer is not None and self._defer(self.flush)):
+                            self._held.append((i, ev, data))
+                            return
+                        if self._write([(i, ev, data)]):
+                            return
+                self._send_held()
                 self._owner = _LOOP
             self._relay.put(self._queue, (i, ev), wake=wake)
 
-    def _write(self, data: bytes) -> bool:
-        """(Under the lock, the worker's turn.) Whether the chunk is out (or its start, the rest with the loop)."""
+    def flush(self) -> None:
+        """The worker, at the end of a decode step's events (`Worker.defer`): write the chunks held for it."""
+        with self._lock:
+            self._send_held()
+
+    def _send_held(self) -> None:
+        """(Under the lock.) Write the held chunks, in one write; when the socket takes none of it, their events go
+        the loop's way, in order (ahead of whatever the caller hands it next)."""
+        held, self._held = self._held, []
+        if held and not self._write(held):
+            for i, ev, _ in held:
+                self._relay.put(self._queue, (i, ev))
+
+    def _write(self, items: list[tuple[int, GenerationEvent, bytes]]) -> bool:
+        """(Under the lock, the worker's turn.) Write the items' chunks; whether they are out (or their start, the
+        rest with the loop), their events then counted (`took`)."""
+        data = items[0][2] if len(items) == 1 else b"".join(chunk for _, _, chunk in items)
         try:
             sent = self._out.write(data)
         except OSError:  # nothing taken: the socket is full, or failed
             sent = 0
         if sent == len(data):
-            self.written += 1
-            return True
-        self.off = True
-        if sent:
-            self._rest = data[sent:]  # (before the owner: `reclaim` reads them without the lock)
+            self.written += len(items)
+        else:
+            self.off = True
             self._owner = _LOOP
+            if not sent:
+                return False
+            self._rest = data[sent:]
             self._relay.put(self, None)  # wakes the loop to write the rest (`put_nowait`)
-            return True
-        self._owner = _LOOP
-        return False
+        for _, ev, _ in items:
+            took(self._run, ev)
+        return True
 
     def arm(self) -> None:
         """The loop: the stream's task waits on an empty inbox. Hand the writing to the worker if nothing of the
@@ -208,6 +239,7 @@ class WorkerWrites:
         if self._owner == _LOOP and self._rest is None:
             return
         with self._lock:
+            self._send_held()  # (the worker's, held for the step's end: they come first)
             if self._owner == _WORKER:
                 self._owner = _LOOP
             rest, self._rest = self._rest, None
@@ -221,5 +253,5 @@ class WorkerWrites:
     def close(self) -> None:
         """The loop: the response ends (or failed); the worker writes nothing after this returns."""
         with self._lock:
-            self._owner, self.off, self._rest = _DONE, True, None
+            self._owner, self.off, self._rest, self._held = _DONE, True, None, []
         self._out.close()
