@@ -346,3 +346,24 @@ def test_slower_prefills_on_the_fewest_threads_or_within_the_margin_are_not_reti
     assert set(_prefills(policy, "m", 25_000_000, 64, {1: 900.0, 2: 150.0}, 10)) == {1}
     _prefills(policy, "m", 25_000_000, 512, {1: 100.0, 2: 60.0}, 1 + trials)  # two threads, then 1.5x slower
     assert set(_prefills(policy, "m", 25_000_000, 512, {1: 100.0, 2: 90.0}, 10)) == {2}
+
+
+def test_a_choice_made_on_slow_steps_is_timed_again_once_steps_run_faster(policy, caplog):
+    # decided while another process held a core (every candidate slow, one thread least so); the load goes and
+    # steps run 2x faster: timed again, and two threads, now the faster, are taken
+    _run(policy, "m", 8, {1: 20.0, 2: 24.0}, TRIAL)
+    assert policy.choices() == {8: 1}
+    with caplog.at_level("INFO", logger="millm.engine.threads"):
+        used = _run(policy, "m", 8, {1: 10.0, 2: 7.0}, threads.WATCH_STEPS + TRIAL + 5)
+    assert set(used[:threads.WATCH_STEPS]) == {1}
+    assert used[threads.WATCH_STEPS] == 1 and 2 in used[threads.WATCH_STEPS:threads.WATCH_STEPS + TRIAL]  # a trial
+    assert set(used[-5:]) == {2}
+    assert policy.choices() == {8: 2}
+    assert "decode threads for 5-8-row steps sped up: 1 threads now take 10.00 ms" in caplog.text
+
+
+def test_steps_somewhat_faster_than_the_decision_are_not_retimed(policy):
+    # a trial right after start-up times cold steps: the steady steps a little faster do not start a new trial
+    _run(policy, "m", 8, {1: 12.0, 2: 10.0}, TRIAL)
+    used = _run(policy, "m", 8, {1: 12.0, 2: 10.0 / (threads.WATCH_SPEEDUP * 0.95)}, 4 * threads.WATCH_STEPS)
+    assert set(used) == {2}

@@ -10,12 +10,12 @@ each kernel, and the pair is kept: the product timing made when the model loads 
 products on an otherwise idle worker, while the real steps run beside the event loop, sampling and whatever else
 shares the cores, and a oneDNN step on two threads suffered far more from a busy core than an MKL one (350M,
 loaded: 1.9-2.1x MKL's step). A regime is decided once and re-checked after `RECHECK_STEPS` further steps in it
-(the machine's load may have changed); a new model starts over. Two guards for a loaded machine: a regime decided
+(the machine's load may have changed); a new model starts over. Three guards for a changing load: a regime decided
 on more than the fewest threads is timed again as soon as the median of its last `WATCH_STEPS` steps reaches
 `WATCH_SLOWDOWN` times the decision's (a parallel step collapses when another process takes a core; a prompt regime
-likewise after `WATCH_PREFILLS` prefills, per token, which then falls back to the fewest threads until its re-check),
-and within a
-trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further (a prefill trial
+likewise after `WATCH_PREFILLS` prefills, per token, which then falls back to the fewest threads until its re-check);
+any decided regime is timed again when that median is `WATCH_SPEEDUP` times faster than the decision's (the load it
+was decided under has gone); and within a trial a candidate whose timed step takes `DROP_SLOWER` times another's median is not timed further (a prefill trial
 whose larger count is that far behind decides for the fewest threads at once). This replaces a
 fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
 model, with the crossover depending on family, batch size and load.
@@ -67,8 +67,9 @@ TIE = 0.03  # within this fraction, the smaller thread count wins
 PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
 RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
-WATCH_STEPS = 16  # a regime decided on more than the fewest threads: its last this many steps are watched, and
-WATCH_SLOWDOWN = 2.0  # when their median is this many times the decision's median, the regime is timed again
+WATCH_STEPS = 16  # a decided regime's last this many steps are watched (their median checked every this many steps)
+WATCH_SLOWDOWN = 2.0  # decided on more than the fewest threads: when that median is this many times the decision's
+WATCH_SPEEDUP = 1.4  # any decided regime: when the decision's median is this many times that median
 WATCH_PREFILLS = 3  # a prompt regime decided on more than the fewest threads: its last this many prefills are watched
 DROP_SLOWER = 4.0  # a decode candidate whose timed step takes this many times another's median is not timed further
 
@@ -296,8 +297,7 @@ class ThreadPolicy:
         if st.chosen is not None and st.steps < RECHECK_STEPS:
             st.steps += 1
             self._set(st.chosen)
-            if st.chosen > min(self.candidates()):
-                self._watch = st
+            self._watch = st
             return st.kernel
         if st.chosen is not None:  # re-check: time the candidates again
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
@@ -324,18 +324,33 @@ class ThreadPolicy:
         (llama-2m's 5-8-row steps on two threads went from 3.3 ms in the trial to tens of ms a step, under load,
         while one thread would have taken about 4); when the median of its last `WATCH_STEPS` steps reaches
         `WATCH_SLOWDOWN` times the decision's median, the regime is timed again at its next step, instead of after
-        `RECHECK_STEPS` more steps."""
+        `RECHECK_STEPS` more steps.
+
+        Any decided regime is also timed again when its steps run `WATCH_SPEEDUP` times faster than the decision's
+        median: the load it was decided under has gone, and what it chose there may be the slower choice now. (Seen
+        on the idle benchmark machine: a burst of host load slowed the demo's 5-8-row steps on two threads from 1.07 to
+        2.43 ms; timed again, the slow steps chose the other kernel, whose steps then ran at 1.35 ms against 1.07, for
+        the rest of the run: concurrency 8 2.77x one stream against 3.37-3.46x in the next runs.) The median is
+        checked every `WATCH_STEPS` steps."""
         watched = self._watch
         if watched is not None:
             self._watch = None
             watched.recent.append(seconds)
-            if len(watched.recent) == WATCH_STEPS and (
-                    statistics.median(watched.recent) >= WATCH_SLOWDOWN * watched.decided_s):
-                r = next(k for k, v in self._regimes.items() if v is watched)
-                log.info("%s slowed: %d threads now take %.2f ms a step (median of the last %d; %.2f ms when decided); "
-                         "timing again", decode_decided(r).removesuffix(":"), watched.chosen,
-                         statistics.median(watched.recent) * 1e3, WATCH_STEPS, watched.decided_s * 1e3)
-                watched.steps = RECHECK_STEPS
+            if len(watched.recent) < WATCH_STEPS or watched.steps % WATCH_STEPS:
+                return
+            median = statistics.median(watched.recent)
+            if watched.chosen is not None and watched.chosen > min(self.candidates()) and (
+                    median >= WATCH_SLOWDOWN * watched.decided_s):
+                change = "slowed"
+            elif median * WATCH_SPEEDUP <= watched.decided_s:
+                change = "sped up"
+            else:
+                return
+            r = next(k for k, v in self._regimes.items() if v is watched)
+            log.info("%s %s: %d threads now take %.2f ms a step (median of the last %d; %.2f ms when decided); "
+                     "timing again", decode_decided(r).removesuffix(":"), change, watched.chosen, median * 1e3,
+                     WATCH_STEPS, watched.decided_s * 1e3)
+            watched.steps = RECHECK_STEPS
             return
         if self._trial is None:
             return
