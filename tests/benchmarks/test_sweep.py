@@ -119,3 +119,41 @@ def test_settle_waits_until_neither_side_is_running() -> None:
             s.proc.kill()
             s.proc.wait()
         spinner.join()
+
+
+def test_every_timed_ttft_request_follows_one_of_the_other_side(monkeypatch) -> None:
+    # `generate` timed right after its own other thread count found its caches warm, the server never did
+    # (docs/benchmarks-notes.md, eleventh session): each side is now timed right after the other's request
+    import types
+
+    from benchmarks.server_bench import RequestTiming
+
+    seq: list[str] = []
+    ttfts = {"server": iter([5.0, 7.0, 6.0, 4.0] * 20), 1: iter([2.4] * 20), 2: iter([2.0] * 20)}
+
+    def timing(ms: float) -> RequestTiming:
+        return RequestTiming(sent=0.0, first=ms / 1e3, last=ms / 1e3, chunks=1, text="")
+
+    def served(port: int, body: object) -> RequestTiming:
+        seq.append("S")
+        return timing(next(ttfts["server"]))
+
+    def raw(n: int, fn: object, *args: object) -> RequestTiming:
+        seq.append(f"R{n}")
+        return timing(next(ttfts[n]))
+
+    monkeypatch.setattr(sweep, "settle", lambda server: None)
+    monkeypatch.setattr(sweep, "first_chunk_one", served)
+    monkeypatch.setattr(sweep, "run_one", lambda server, body: None)
+    monkeypatch.setattr(sweep, "prefill_timed", lambda params, n: False)
+    monkeypatch.setattr(sweep.raw_bench, "with_threads", raw)
+    monkeypatch.setattr(sweep.raw_bench, "generate_timed", lambda *a: seq.append("warm-up"))
+    monkeypatch.setattr(sweep, "_prompt", lambda tok, n, seed: [1] * n)
+    lm = types.SimpleNamespace(context_length=64, tokenizer=None, num_parameters=1)
+    plan = sweep.SweepPlan(8, 1, 8, 16, 2, (1,), 8, 1)
+    out = sweep._ttft(types.SimpleNamespace(port=0), lm, plan, (1, 2))
+    short = seq[:seq.index("warm-up", 1)] if seq.count("warm-up") > 1 else seq
+    assert short == ["warm-up", "S", "R1", "S", "R2", "S", "R2", "S", "R1"]  # two rounds, the counts' order alternating
+    # per round the server's median (6.0, then 5.0) against the faster count's (2 threads, 2.0 ms)
+    assert out["short"]["server_ms"] == 5.5 and out["short"]["raw_ms"] == 2.0 and out["short"]["raw_threads"] == 2
+    assert out["short"]["ratio"] == 2.75
