@@ -367,3 +367,21 @@ def test_steps_somewhat_faster_than_the_decision_are_not_retimed(policy):
     _run(policy, "m", 8, {1: 12.0, 2: 10.0}, TRIAL)
     used = _run(policy, "m", 8, {1: 12.0, 2: 10.0 / (threads.WATCH_SPEEDUP * 0.95)}, 4 * threads.WATCH_STEPS)
     assert set(used) == {2}
+
+
+def test_a_regime_is_timed_again_for_faster_steps_once_until_its_recheck(policy, monkeypatch):
+    # should trial steps run slower than steady ones for a reason of their own, the watch does not start trial after
+    # trial: once per re-check period
+    _run(policy, "m", 8, {1: 20.0, 2: 24.0}, TRIAL)
+    _run(policy, "m", 8, {1: 10.0, 2: 12.0}, threads.WATCH_STEPS + TRIAL)  # faster: timed again (decided at 10 ms)
+    trials = []
+    original = policy.decode
+
+    def counting(model: object, rows: int, kernels: tuple[str, ...] = ("",)) -> int:
+        k = original(model, rows, kernels)
+        trials.append(policy._trial is not None)
+        return k
+
+    monkeypatch.setattr(policy, "decode", counting)
+    _run(policy, "m", 8, {1: 5.0, 2: 6.0}, 4 * threads.WATCH_STEPS)  # faster again: not timed again
+    assert not any(trials)

@@ -129,6 +129,8 @@ class _Regime:
     decided_s: float = 0.0  # the chosen candidate's median when decided: a decode step, or a prefill per token
     dropped: set[Any] = field(default_factory=set)  # decode: candidates left out of the rest of this trial
     recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=WATCH_STEPS))  # (watched: see `decoded`, `prefilled`)
+    forced: bool = False  # decode: timed again by the watch, before `RECHECK_STEPS`
+    faster_once: bool = False  # decode: timed again once already because its steps ran faster (until its re-check)
 
 
 class ThreadPolicy:
@@ -303,6 +305,9 @@ class ThreadPolicy:
             st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
             st.recent.clear()
             st.dropped = set()
+            if not st.forced:
+                st.faster_once = False
+            st.forced = False
         st.kernels = kernels
         cands = self._options(kernels)
         while cands[(st.timed // BLOCK) % len(cands)] in st.dropped:  # skip a dropped candidate's block
@@ -331,7 +336,9 @@ class ThreadPolicy:
         on the idle benchmark machine: a burst of host load slowed the demo's 5-8-row steps on two threads from 1.07 to
         2.43 ms; timed again, the slow steps chose the other kernel, whose steps then ran at 1.35 ms against 1.07, for
         the rest of the run: concurrency 8 2.77x one stream against 3.37-3.46x in the next runs.) The median is
-        checked every `WATCH_STEPS` steps."""
+        checked every `WATCH_STEPS` steps; a regime is timed again for this once until its next re-check (should the
+        trial's steps run slower than the steady ones for a reason of their own, they would not start trial after
+        trial)."""
         watched = self._watch
         if watched is not None:
             self._watch = None
@@ -342,15 +349,15 @@ class ThreadPolicy:
             if watched.chosen is not None and watched.chosen > min(self.candidates()) and (
                     median >= WATCH_SLOWDOWN * watched.decided_s):
                 change = "slowed"
-            elif median * WATCH_SPEEDUP <= watched.decided_s:
-                change = "sped up"
+            elif median * WATCH_SPEEDUP <= watched.decided_s and not watched.faster_once:
+                change, watched.faster_once = "sped up", True
             else:
                 return
             r = next(k for k, v in self._regimes.items() if v is watched)
             log.info("%s %s: %d threads now take %.2f ms a step (median of the last %d; %.2f ms when decided); "
                      "timing again", decode_decided(r).removesuffix(":"), change, watched.chosen, median * 1e3,
                      WATCH_STEPS, watched.decided_s * 1e3)
-            watched.steps = RECHECK_STEPS
+            watched.steps, watched.forced = RECHECK_STEPS, True
             return
         if self._trial is None:
             return
