@@ -212,12 +212,13 @@ class WorkerWrites:
             sent = 0
         if sent == len(data):
             self.written += len(items)
+        elif not sent:
+            self.off, self._owner = True, _LOOP
+            return False
         else:
             self.off = True
+            self._rest = data[sent:]  # (before the owner: `reclaim` reads them without the lock)
             self._owner = _LOOP
-            if not sent:
-                return False
-            self._rest = data[sent:]
             self._relay.put(self, None)  # wakes the loop to write the rest (`put_nowait`)
         for _, ev, _ in items:
             took(self._run, ev)
