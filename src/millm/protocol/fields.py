@@ -91,9 +91,11 @@ def ignored_fields(body: BaseModel, endpoint: Endpoint) -> list[str]:
     fields the table marks ignored that the request set, and fields the table does not know."""
     table = FIELDS[endpoint]
     sent = list(body.model_fields_set) + list(body.model_extra or {})
+    out = list(dict.fromkeys(name for name in sent if table.get(name, ("ignored", ""))[0] == "ignored"))
+    if len(out) < 2:  # (the order needs a dump of the request: on every request that sets no ignored field, skipped)
+        return out
     order = {name: i for i, name in enumerate(body.model_dump(exclude_unset=True))}
-    out = [name for name in sent if table.get(name, ("ignored", ""))[0] == "ignored"]
-    return sorted(dict.fromkeys(out), key=lambda name: order.get(name, len(order)))
+    return sorted(out, key=lambda name: order.get(name, len(order)))
 
 
 def header_safe(name: str) -> str:
