@@ -3,7 +3,8 @@
 `python -m benchmarks.serve_ab [--model demo] [--levels 1,4,8,16] [--rounds 6] [--variants writes,loop]
 [--tokens 128] [--prompt 64]`. Starts one `millm serve` per variant, all at once, with the probe in
 benchmarks/serve_probe on its PYTHONPATH: `writes` is the server as it is, `loop` the same with the worker's own
-writes of streamed chunks off (every chunk the event loop's way). Each level runs the main section's requests (64-token
+writes of streamed chunks off (every chunk the event loop's way), `nohold` the server with `--stream-hold-ms 0` (every
+chunk written at its step's end; engine/deferred.py). Each level runs the main section's requests (64-token
 prompts, each its own additive steering vector, read by the lean client `run_concurrent`; the one-stream level
 `ONE_STREAM_REPEATS` times, after `settle`), the variants and the levels alternated round by round, every output
 checked against its solo run. Per variant and level (medians over the rounds): aggregate tokens per second and its
@@ -33,7 +34,7 @@ from benchmarks.run import _distinct_steering, _prompt
 from benchmarks.server_bench import Server, completion_body, run_concurrent, run_one
 
 PROBE = Path(__file__).resolve().parent / "serve_probe"
-VARIANTS = {"writes": {}, "loop": {"MILLM_PROBE_WORKER_WRITES": "0"}}
+VARIANTS = {"writes": {}, "loop": {"MILLM_PROBE_WORKER_WRITES": "0"}, "nohold": {"MILLM_STREAM_HOLD_MS": "0"}}
 
 
 def _window(records: list[list[Any]], start: float, end: float) -> list[list[Any]]:

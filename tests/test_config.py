@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from millm.__main__ import main
@@ -84,3 +85,17 @@ def test_data_folder_is_the_platforms_unless_an_old_one_is_here(tmp_path, monkey
     monkeypatch.setenv("MILLM_DATA_DIR", str(tmp_path / "mine"))
     mine = Settings()
     assert mine.data_dir == tmp_path / "mine" and data_dir_origin(mine) == "set by MILLM_DATA_DIR or --data-dir"
+
+
+def test_the_stream_hold_reaches_the_worker(tmp_path):
+    from millm.services.runtime import Runtime
+
+    for ms, seconds in ((None, 0.010), (0, 0.0), (2.5, 0.0025)):
+        kw = {} if ms is None else {"stream_hold_ms": ms}
+        rt = Runtime(Settings(data_dir=tmp_path / str(ms), **kw))
+        try:
+            assert rt.worker.deferred.max_hold == pytest.approx(seconds)
+        finally:
+            rt.db.close()
+    with pytest.raises(ValueError, match="stream_hold_ms"):
+        Settings(stream_hold_ms=-1)

@@ -668,3 +668,53 @@ def test_sinks_defer_work_to_the_end_of_each_decode_step(tiny_model_dir, tiny_sa
     steps = timeline[2:]
     assert steps == [("event", "a"), ("event", "b"), ("deferred", "a"), ("deferred", "b")] * 3
     assert "work a sink deferred to the end of the step raised" in caplog.text
+
+
+def test_costly_deferred_work_waits_for_later_steps_and_is_done_before_the_worker_idles(tiny_model_dir, tiny_sae_dir):
+    # Deferred work that would take most of the worker's time (a 3 ms "write" per stream and step) runs every few
+    # steps, the streams' tokens meanwhile held (as `WorkerWrites` holds chunks), in order; what still waits when the
+    # last row finishes runs before the worker goes idle, and nothing waits much longer than the hold.
+    w = start_worker(tiny_model_dir, tiny_sae_dir)
+    try:
+        tok = w.loaded.tokenizer
+        params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
+        held: dict[str, list[int]] = {"a": [], "b": []}
+        held_at: dict[str, float] = {}
+        written: dict[str, list[list[int]]] = {"a": [], "b": []}
+        seen = {"a": 0, "b": 0}
+        waits: list[float] = []
+        ended = threading.Event()
+
+        def flush(rid: str) -> None:
+            time.sleep(0.003)
+            waits.append(time.perf_counter() - held_at[rid])
+            written[rid].append(held[rid])
+            held[rid] = []
+
+        def make_sink(rid: str):
+            def sink(ev):
+                if not isinstance(ev, GenerationEvent):
+                    return
+                seen[rid] += 1
+                if ev.finish_reason is None and (held[rid] or w.defer(lambda: flush(rid))):
+                    if not held[rid]:
+                        held_at[rid] = time.perf_counter()
+                    held[rid].append(seen[rid])
+                elif rid == "b" and ev.finish_reason:
+                    ended.set()
+            return sink
+
+        _held(w)
+        w.submit(GenerationRequest("a", tuple(tok("Hello").input_ids), params), make_sink("a"))
+        w.submit(GenerationRequest("b", tuple(tok("The stars").input_ids), params), make_sink("b"))
+        assert ended.wait(30)
+        w.call(lambda wk: None, exclusive=False).result(30)  # (the worker is past its last step)
+        assert len(w.deferred) == 0
+    finally:
+        w.stop()
+    for rid in "ab":
+        # the first token (the prefill's) and the finish are not deferred; every decode step's other event is, in order
+        assert [n for write in written[rid] for n in write] == list(range(2, 12))
+        assert held[rid] == [] and len(written[rid]) < 10  # several steps' tokens to a write
+    assert w.deferred.held > 0
+    assert max(waits) < w.deferred.max_hold + 0.1  # (the hold, plus a step and the other stream's write)

@@ -38,6 +38,7 @@ from millm.engine import kv, plans
 from millm.engine.allocator import keep_freed_memory
 from millm.engine.attachments import Attachment, Attachments, SwapOutcome
 from millm.engine.cuda_graphs import GraphDecoder
+from millm.engine.deferred import MAX_HOLD, DeferredWork
 from millm.engine.embedding import embed_inputs
 from millm.engine.intervention import BatchPlan, MonitorConfig, SaeIntervention
 from millm.engine.llama_decode import LlamaDecoder, prefill_mask
@@ -127,7 +128,8 @@ class _Call:
 
 
 class Worker:
-    def __init__(self, *, queue_size: int = 64, max_batch_size: int = 16, cuda_graphs: bool = False) -> None:
+    def __init__(self, *, queue_size: int = 64, max_batch_size: int = 16, cuda_graphs: bool = False,
+                 stream_hold: float = MAX_HOLD) -> None:
         self.queue_size = queue_size
         self.max_batch_size = max_batch_size
         self.cuda_graphs = cuda_graphs  # decode over a static slot cache, replayed from CUDA graphs on CUDA
@@ -153,6 +155,7 @@ class Worker:
         self._plan: BatchPlan | None = None
         self._plain_greedy: bool | None = None  # rows.greedy_plain of the batch's rows (None: rows changed since)
         self._deferred: list[Callable[[], None]] | None = None  # sinks' work for the end of a step's emitting (`defer`)
+        self.deferred = DeferredWork(stream_hold)  # that work, run at a step's end or a later one's
         self._deferring = 0  # the thread emitting that step's events
         self._cv = threading.Condition()
         self._stop = False
@@ -172,14 +175,17 @@ class Worker:
         self.monitor.sink = sink
 
     def defer(self, fn: Callable[[], None]) -> bool:
-        """From a sink: have `fn` called once every row of the decode step being emitted has had its event, on the same
-        thread, before the next forward; True when it will be. Anything else (a prefill's first tokens, a failure, any
+        """From a sink: have `fn` called on the worker thread once every row of the decode step being emitted has had
+        its event, at that step's end or a later one's (`deferred`, engine/deferred.py: while the deferred work would
+        take over `WRITE_SHARE` of the worker's time, for at most `stream_hold` seconds), and before the worker does
+        anything but decode steps; True when it will be. Anything else (a prefill's first tokens, a failure, any
         other thread) gets False, and does its work itself.
 
         For work a sink would otherwise do per row, between the rows' sampling and text: a stream's socket write
-        (services `WorkerWrites`): written back to back after the step's last event, the demo's eight streams served
-        at 3-7% more tokens a second in 3 of 4 alternated server pairs (eleventh session, docs/benchmarks-notes.md).
-        A callable that raises is logged; the others still run."""
+        (services `WorkerWrites`, which adds the stream's next chunks to the write while it waits). Written back to
+        back after the step's last event, the demo's eight streams served at 3-7% more tokens a second in 3 of 4
+        alternated server pairs (eleventh session); written every few steps at eight streams, 11% more (twelfth
+        session, docs/benchmarks-notes.md). A callable that raises is logged; the others still run."""
         deferred = self._deferred
         if deferred is None or threading.get_ident() != self._deferring:
             return False
@@ -344,6 +350,7 @@ class Worker:
                         self._step()
                         if self._pending or self._calls or self._stop:
                             break
+                    self.deferred.run()  # (what waits for a later step's end: before anything else)
             except Exception as e:  # a bug, or memory: fail the batch rather than the thread
                 if _is_oom(e):
                     # the rows share the batch's KV cache, which the failed step may have left half-written
@@ -603,25 +610,23 @@ class Worker:
         plain_greedy = self._plain_greedy
         if plain_greedy is None:
             plain_greedy = self._plain_greedy = greedy_plain(self._rows, logits)
-        self._emit_step(lm, logits, plain_greedy)
-        self.threads.decoded(time.perf_counter() - started)
+        written = self._emit_step(lm, logits, plain_greedy)
+        self.threads.decoded(time.perf_counter() - started - written)  # (the writes run every few steps: not timed)
         finished = [r for r in self._rows if r.done]
         if finished:
             self._drop_rows(finished, None)
 
-    def _emit_step(self, lm: LoadedModel, logits: torch.Tensor, plain_greedy: bool) -> None:
-        """sample_and_emit for the batch's rows, then the work their sinks deferred (`defer`)."""
+    def _emit_step(self, lm: LoadedModel, logits: torch.Tensor, plain_greedy: bool) -> float:
+        """sample_and_emit for the batch's rows, then the work their sinks deferred (`defer`), now or at a later step's
+        end; the seconds that work took now."""
         deferred: list[Callable[[], None]] = []
         self._deferred, self._deferring = deferred, threading.get_ident()
         try:
             sample_and_emit(lm, logits, self._rows, plain_greedy=plain_greedy)
         finally:
             self._deferred = None
-            for fn in deferred:
-                try:
-                    fn()
-                except Exception:  # noqa: BLE001 - the consumer's bug: the other rows' work still goes out
-                    log.exception("work a sink deferred to the end of the step raised")
+            spent = self.deferred.step_ended(deferred)
+        return spent
 
     def _step_inputs(self, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """The next decode step's token ids and positions, (B, 1) each. On the CPU both are views of one buffer per

@@ -56,7 +56,7 @@ class Runtime:
                  extra={"data_dir": str(settings.data_dir.expanduser().resolve())})
         self.metrics = Metrics(jobs=lambda: self.jobs.list())
         self.worker = Worker(queue_size=settings.queue_size, max_batch_size=settings.max_batch_size,
-                             cuda_graphs=settings.cuda_graphs)
+                             cuda_graphs=settings.cuda_graphs, stream_hold=settings.stream_hold_ms / 1e3)
         self.metrics.watch_worker(queue_depth=lambda: self.worker.queue_depth,
                                   active_sequences=lambda: self.worker.active_sequences)
         self.db: Database = open_database(url=settings.database_url, data_dir=settings.data_dir)
