@@ -302,3 +302,28 @@ def test_held_chunks_the_socket_refuses_go_the_loop_s_way_in_order():
 
     wire, texts, tokens, off = asyncio.run(main())
     assert wire == [] and texts == ["p", "q"] and tokens == 0 and off
+
+
+def test_while_the_flush_waits_for_a_later_step_the_next_steps_chunks_join_the_held_write():
+    # (engine/deferred.py: the worker runs a step's deferred flush at a later step's end while the writes would take
+    # too much of its time) one flush per stream is asked for; the chunks of the steps between go out with it, in order
+    async def main() -> tuple[Any, ...]:
+        step = Step()
+        run, out, writes = _setup(asyncio.get_running_loop(), n=2, step=step)
+        asyncio.ensure_future(run.queue.get())
+        await asyncio.sleep(0)
+        waiting: list[Any] = []
+        for a, b in (("a", "b"), ("c", "d"), ("e", "f")):
+            step.run(writes, tok(a, 0), tok(b, 1), end=False)  # the step ends; its work waits
+            waiting += step.work
+            step.work = []
+            step.open = False
+        held = (out.wire[:], run.completion_tokens, len(waiting))
+        for fn in waiting:
+            _on_worker(fn)
+        return held, out.wire, run.completion_tokens, writes.written
+
+    held, wire, tokens, written = asyncio.run(main())
+    assert held == ([], 0, 1)  # one flush for the stream's held chunks, asked for by the first
+    assert wire == [("worker", b"<0:a><1:b><0:c><1:d><0:e><1:f>")]
+    assert tokens == 6 and written == 6
