@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -151,6 +152,27 @@ def _held(worker: Worker, seconds: float = 0.3) -> None:
     gate = threading.Event()
     worker.call(lambda wk: gate.wait(10))
     threading.Timer(seconds, gate.set).start()
+
+
+def _two_streams(worker: Worker, params: SamplingParams, make_sink: Callable[[str], Callable[[Any], None]]) -> None:
+    """Requests "a" and "b" submitted together (so prefilled together), each one's events to `make_sink(rid)`'s sink;
+    returns once "b" has finished."""
+    ended = threading.Event()
+
+    def watched(rid: str) -> Callable[[Any], None]:
+        sink = make_sink(rid)
+
+        def watch(ev: Any) -> None:
+            sink(ev)
+            if rid == "b" and isinstance(ev, GenerationEvent) and ev.finish_reason:
+                ended.set()
+        return watch
+
+    tok = worker.loaded.tokenizer
+    _held(worker)
+    worker.submit(GenerationRequest("a", tuple(tok("Hello").input_ids), params), watched("a"))
+    worker.submit(GenerationRequest("b", tuple(tok("The stars").input_ids), params), watched("b"))
+    assert ended.wait(30)
 
 
 def test_waiting_requests_are_prefilled_together_and_equal_solo(worker):
@@ -635,11 +657,9 @@ def test_sinks_defer_work_to_the_end_of_each_decode_step(tiny_model_dir, tiny_sa
     # earlier deferred call raised.
     w = start_worker(tiny_model_dir, tiny_sae_dir)
     try:
-        tok = w.loaded.tokenizer
         params = SamplingParams(max_tokens=4, temperature=0.0, ignore_eos=True)
         timeline: list[tuple[str, str]] = []
         accepted: dict[str, list[bool]] = {"a": [], "b": []}
-        ended = threading.Event()
 
         def deferred(rid: str, n: int) -> None:
             timeline.append(("deferred", rid))
@@ -652,14 +672,9 @@ def test_sinks_defer_work_to_the_end_of_each_decode_step(tiny_model_dir, tiny_sa
                     timeline.append(("event", rid))
                     n = len(accepted[rid])
                     accepted[rid].append(w.defer(lambda: deferred(rid, n)))
-                    if rid == "b" and ev.finish_reason:
-                        ended.set()
             return sink
 
-        _held(w)
-        w.submit(GenerationRequest("a", tuple(tok("Hello").input_ids), params), make_sink("a"))
-        w.submit(GenerationRequest("b", tuple(tok("The stars").input_ids), params), make_sink("b"))
-        assert ended.wait(30)
+        _two_streams(w, params, make_sink)
         assert not w.defer(lambda: None)  # (another thread, no step emitting)
     finally:
         w.stop()
@@ -676,14 +691,12 @@ def test_costly_deferred_work_waits_for_later_steps_and_is_done_before_the_worke
     # last row finishes runs before the worker goes idle, and nothing waits much longer than the hold.
     w = start_worker(tiny_model_dir, tiny_sae_dir)
     try:
-        tok = w.loaded.tokenizer
         params = SamplingParams(max_tokens=12, temperature=0.0, ignore_eos=True)
         held: dict[str, list[int]] = {"a": [], "b": []}
         held_at: dict[str, float] = {}
         written: dict[str, list[list[int]]] = {"a": [], "b": []}
         seen = {"a": 0, "b": 0}
         waits: list[float] = []
-        ended = threading.Event()
 
         def flush(rid: str) -> None:
             time.sleep(0.003)
@@ -700,14 +713,9 @@ def test_costly_deferred_work_waits_for_later_steps_and_is_done_before_the_worke
                     if not held[rid]:
                         held_at[rid] = time.perf_counter()
                     held[rid].append(seen[rid])
-                elif rid == "b" and ev.finish_reason:
-                    ended.set()
             return sink
 
-        _held(w)
-        w.submit(GenerationRequest("a", tuple(tok("Hello").input_ids), params), make_sink("a"))
-        w.submit(GenerationRequest("b", tuple(tok("The stars").input_ids), params), make_sink("b"))
-        assert ended.wait(30)
+        _two_streams(w, params, make_sink)
         w.call(lambda wk: None, exclusive=False).result(30)  # (the worker is past its last step)
         assert len(w.deferred) == 0
     finally:

@@ -149,9 +149,10 @@ class WorkerWrites:
     During a decode step the chunks are held for the step's end (`Worker.defer`, given as the run's `defer`): the
     worker writes them (`flush`) once every row of the step has had its event, so that the streams' writes go out
     back to back instead of one between each row's sampling and text; or at a later step's end, while the writes would
-    take too much of the worker's time (engine/deferred.py), the chunks of the steps between joining the held ones. The held chunks are written (or, when the socket
-    takes nothing, handed to the loop) before anything else of the stream: before an event the worker does not write,
-    before the loop writes (`reclaim`); the end of the response drops them (`close`)."""
+    take too much of the worker's time (engine/deferred.py), the chunks of the steps between joining the held ones.
+    The held chunks are written (or, when the socket takes nothing, handed to the loop) before anything else of the
+    stream: before an event the worker does not write, before the loop writes (`reclaim`); the end of the response
+    drops them (`close`)."""
 
     def __init__(self, run: Run, plain: Callable[[int, GenerationEvent], str | None], frame: Callable[[str], bytes],
                  out: Connection) -> None:
