@@ -83,9 +83,9 @@ class Settings(BaseSettings):
     queue_size: int = Field(64, ge=1, description="Requests that may wait for a batch slot before 429.")
     max_batch_size: int = Field(16, ge=1, description="Sequences decoded together in one batch.")
     stream_hold_ms: float = Field(
-        10.0, ge=0, description="Longest a streamed token may wait to share a socket write with the stream's next ones, "
-        "when writing each at once would take over 5% of the generation thread's time (small models, many streams); "
-        "0 writes every token as soon as its step ends.")
+        10.0, ge=0, description="Longest a streamed token may wait to share a socket write with the stream's next "
+        "ones, when writing each at once would take over 5% of the generation thread's time (small models, many "
+        "streams); 0 writes every token as soon as its step ends.")
     cuda_graphs: bool = Field(
         False, description="Replay decode steps of Llama models from CUDA graphs over a static KV cache (CUDA only)."
     )

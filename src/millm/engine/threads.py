@@ -17,8 +17,8 @@ likewise after `WATCH_PREFILLS` prefills, per token, which then falls back to th
 any decided regime is timed again when that median is `WATCH_SPEEDUP` times faster than the decision's (the load it
 was decided under has gone); and within a trial a candidate whose timed step takes `DROP_SLOWER` times another's
 median is not timed further (a prefill trial whose larger count is that far behind decides for the fewest threads
-at once). This replaces a fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M demo and two for a 350M
-model, with the crossover depending on family, batch size and load.
+at once). This replaces a fixed parameter threshold: on the 2-core benchmark machine one thread was best for the 2M
+demo and two for a 350M model, with the crossover depending on family, batch size and load.
 
 Prefill: a forward doing at least `TIMED_PREFILL_FLOPS` (2 x parameters x tokens: 1,000 tokens of a 25M model,
 about 70 of a 350M one) uses every core: on the idle benchmark machine such prefills ran 1.3-1.8x faster there, and a

@@ -161,7 +161,7 @@ class WorkerWrites:
         self._relay, self._queue, self._defer = run.relay, run.queue, run.defer
         self._lock = threading.Lock()
         self._owner = _LOOP
-        self._held: list[tuple[int, GenerationEvent, bytes]] = []  # (prompt, event, chunk) held for the step's end
+        self._held: list[tuple[int, GenerationEvent, bytes]] = []  # (prompt, event, chunk) held for the flush
         self._rest: bytes | None = None  # the part of a chunk the socket did not take, for the loop to write
         self.off = False  # the worker writes no more (a write the socket did not take whole, or the end)
         self.written = 0  # chunks the worker wrote whole
@@ -181,7 +181,8 @@ class WorkerWrites:
                         if not data:
                             took(self._run, ev)
                             return
-                        # (held: a flush is due at this step's end, asked for with the first chunk held)
+                        # (held: a flush is due at this step's end or a later one's, asked for with the first chunk
+                        # held; the chunks of the steps between join it)
                         if self._held or (self._defer is not None and self._defer(self.flush)):
                             self._held.append((i, ev, data))
                             return
@@ -192,7 +193,7 @@ class WorkerWrites:
             self._relay.put(self._queue, (i, ev), wake=wake)
 
     def flush(self) -> None:
-        """The worker, at the end of a decode step's events (`Worker.defer`): write the chunks held for it."""
+        """The worker, at the end of a decode step's events or a later step's (`Worker.defer`): write the held chunks."""
         with self._lock:
             self._send_held()
 
