@@ -109,8 +109,8 @@ class _StreamSink:
     with `api.sse.Connection`), the in-process engine's sink does the same (the same code: the chunk's JSON, its SSE
     and HTTP framing, the non-blocking write) to a loopback TCP connection that a thread here reads (as the client
     would, in another process), so that `engine_us` counts that work as the server's worker pays it (`defer`: the
-    worker's, which holds a decode step's chunk for the step's end, as on the server). On a tree without worker writes
-    (`put` None) the sink appends to a list, as before."""
+    worker's, which holds a decode step's chunk for the step's end or a later one's, as on the server). On a tree
+    without worker writes (`put` None) the sink appends to a list, as before."""
 
     def __init__(self, events: list[Any], defer: Any = None) -> None:
         self.put: Any = None
