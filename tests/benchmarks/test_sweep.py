@@ -157,3 +157,11 @@ def test_every_timed_ttft_request_follows_one_of_the_other_side(monkeypatch) -> 
     # per round the server's median (6.0, then 5.0) against the faster count's (2 threads, 2.0 ms)
     assert out["short"]["server_ms"] == 5.5 and out["short"]["raw_ms"] == 2.0 and out["short"]["raw_threads"] == 2
     assert out["short"]["ratio"] == 2.75
+
+
+def test_small_models_get_more_concurrency_rounds() -> None:
+    """Their rounds take about a second, and one burst's admission moves their c=8 figure most (sweep.SMALL_PARAMS)."""
+    small, mid, big = (sweep.plan_for("full", int(n)) for n in (2e6, 100e6, 350e6))
+    assert small.conc_rounds == sweep.SMALL_CONC_ROUNDS > mid.conc_rounds == big.conc_rounds == 2
+    assert sweep.plan_for("full", int(sweep.SMALL_PARAMS) - 1).conc_rounds == sweep.SMALL_CONC_ROUNDS
+    assert sweep.plan_for("full", int(sweep.SMALL_PARAMS)).conc_rounds == 2
