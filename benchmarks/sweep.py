@@ -28,8 +28,8 @@ round the two alternate (which goes first alternates too):
   the server's log shows its thread choice for each regime they reach: batch decode steps, and the batched
   prompts' prefill where it is timed); the streams are read by one lean client thread (`run_concurrent`: raw
   `recv`s, parsed after the streams end), and the one-stream level, which every ratio divides by, runs
-  `ONE_STREAM_REPEATS` times per round; beside it, `generate` on the same
-  prompts as one batch (no steering), for scale, in the first round.
+  `ONE_STREAM_REPEATS` times per round (six rounds below 50M parameters, two above: `plan_for`); beside it,
+  `generate` on the same prompts as one batch (no steering), for scale, in the first round.
 The decode, end-to-end and TTFT ratios are taken within a round and the median over rounds is reported; a
 concurrency speedup is the level's median aggregate rate over the one-stream level's median (the levels' samples
 are not paired: the one-stream level has several per round). Results go to

@@ -34,7 +34,11 @@ against 48 ms at 25M and 2.8 s against 169 ms at 100M, while idle two threads wi
 after one untimed prefill (a new server's first prefills are slow: the demo's first 64-token requests on the idle
 benchmark machine had TTFTs of 29, 27, 18, 10 and 8 ms), the next `PREFILL_TRIALS` prefills per candidate take the
 counts in A B B A order, each timed per token, and more threads are kept only when `PREFILL_GAIN` faster by median
-(re-checked after `RECHECK_PREFILLS` more). Plain alternation timed one thread first in every pair, so a warming
+and when that saves at least `PREFILL_MIN_SAVING` (1 ms) on the regime's median prefill (re-checked after
+`RECHECK_PREFILLS` more). The trial times the forward, not the helper thread's wake-up nor the core it takes from
+the event loop, which is answering the same request: the demo's 32-64-token prefills timed 17% faster on two threads
+(48 against 58 us a token, 0.3-0.6 ms a prefill), yet served after `settle` a 32-token request's first token took
+6.9-10.6 ms with them against 3.7-4.1 ms on one thread, and one 64-token stream ran 5-15% slower. Plain alternation timed one thread first in every pair, so a warming
 server favoured two: the demo took two threads for 9-64 tokens (344 against 208 us per token) and one for 65-512
 (102 against 198 us) in the same run. With A B B A and medians of three a steady trend leans, if at all, to the
 fewer threads, as `PREFILL_GAIN` does. A fixed threshold got this wrong: on the 2-core machine a 32-token prefill
@@ -67,6 +71,7 @@ TIE = 0.03  # within this fraction, the smaller thread count wins
 PREFILL_TRIALS = 3  # timed prefills per candidate in a prompt regime before deciding it
 RECHECK_PREFILLS = 64  # prefills in a prompt regime after which it is timed again
 PREFILL_GAIN = 0.1  # more threads for a small prefill only when this much faster per token than fewer
+PREFILL_MIN_SAVING = 1e-3  # ... and when that saves at least this many seconds on the regime's median prefill
 WATCH_STEPS = 16  # a decided regime's last this many steps are watched (their median checked every this many steps)
 WATCH_SLOWDOWN = 2.0  # decided on more than the fewest threads: when that median is this many times the decision's
 WATCH_SPEEDUP = 1.4  # any decided regime: when the decision's median is this many times that median
@@ -124,6 +129,7 @@ class _Regime:
     chosen: int | None = None  # thread count
     steps: int = 0  # steps since decided
     warmed: bool = False  # (prompt regimes) its first, untimed prefill ran
+    tokens: list[int] = field(default_factory=list)  # (prompt regimes) the timed prefills' positions
     kernels: tuple[str, ...] = ("",)  # decode: the kernels timed (engine/weight_layout.py), and the one chosen
     kernel: int = 0
     decided_s: float = 0.0  # the chosen candidate's median when decided: a decode step, or a prefill per token
@@ -222,7 +228,7 @@ class ThreadPolicy:
                 self._prefill_watch = (st, max(1, tokens))
             return
         if st.chosen is not None:
-            st.times, st.timed, st.chosen, st.steps = {}, 0, None, 0
+            st.times, st.timed, st.chosen, st.steps, st.tokens = {}, 0, None, 0, []
             st.recent.clear()
         cands = self.candidates()
         if not st.warmed:  # cold: not timed
@@ -265,6 +271,7 @@ class ThreadPolicy:
         st, n, tokens = self._prefill_trial
         self._prefill_trial = None
         st.times.setdefault(n, []).append(seconds / tokens)
+        st.tokens.append(tokens)
         st.timed += 1
         cands = self.candidates()
         # more threads far behind the fewest decide for the fewest at once (as a decode candidate is dropped): under
@@ -278,13 +285,18 @@ class ThreadPolicy:
             fewest = min(med)
             best = min(med, key=med.__getitem__)
             # more threads only on a clear win: three prefills per count are a small sample, and a parallel prefill
-            # that loses a core to another process loses far more than a serial one
-            st.chosen = best if med[best] < (1 - PREFILL_GAIN) * med[fewest] else fewest
+            # that loses a core to another process loses far more than a serial one; and only when the win is worth
+            # what the trial does not see (`PREFILL_MIN_SAVING`: the helper thread's wake-up and the core it takes
+            # from the event loop, which is answering the same request)
+            saving = (med[fewest] - med[best]) * statistics.median(st.tokens)
+            clear = med[best] < (1 - PREFILL_GAIN) * med[fewest] and saving >= PREFILL_MIN_SAVING
+            st.chosen = best if clear else fewest
             st.decided_s = med[st.chosen]
             st.recent.clear()
             r = next(k for k, v in self._prefills.items() if v is st)
-            log.info("%s %d (median per token %s)", prefill_decided(r), st.chosen,
-                     ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()))
+            gain = f"; {best} threads save {saving * 1e3:.2f} ms a prefill" if best != fewest else ""
+            log.info("%s %d (median per token %s%s)", prefill_decided(r), st.chosen,
+                     ", ".join(f"{c} threads {t * 1e6:.0f} us" for c, t in med.items()), gain)
 
     def decode(self, model: object, rows: int, kernels: tuple[str, ...] = ("",)) -> int:
         """Before a decode step of `rows` rows of `model`: its regime's choice, or the next candidate to time. With
