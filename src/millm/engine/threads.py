@@ -38,13 +38,13 @@ and when that saves at least `PREFILL_MIN_SAVING` (1 ms) on the regime's median 
 `RECHECK_PREFILLS` more). The trial times the forward, not the helper thread's wake-up nor the core it takes from
 the event loop, which is answering the same request: the demo's 32-64-token prefills timed 17% faster on two threads
 (48 against 58 us a token, 0.3-0.6 ms a prefill), yet served after `settle` a 32-token request's first token took
-6.9-10.6 ms with them against 3.7-4.1 ms on one thread, and one 64-token stream ran 5-15% slower. Plain alternation timed one thread first in every pair, so a warming
-server favoured two: the demo took two threads for 9-64 tokens (344 against 208 us per token) and one for 65-512
-(102 against 198 us) in the same run. With A B B A and medians of three a steady trend leans, if at all, to the
-fewer threads, as `PREFILL_GAIN` does. A fixed threshold got this wrong: on the 2-core machine a 32-token prefill
-of a 25M model (1.8 GFLOP, under the threshold) ran on one thread in 27 ms where two took 22 ms, while one thread
-still decoded it best. Other forwards (`use`) take the decode choice for one row when it is known, else all but
-one core, and every core when compute-bound (as a prefill).
+6.9-10.6 ms with them against 3.7-4.1 ms on one thread, and one 64-token stream ran 5-15% slower. Plain
+alternation timed one thread first in every pair, so a warming server favoured two: the demo took two threads for
+9-64 tokens (344 against 208 us per token) and one for 65-512 (102 against 198 us) in the same run. With A B B A and
+medians of three a steady trend leans, if at all, to the fewer threads, as `PREFILL_GAIN` does. A fixed threshold
+got this wrong: on the 2-core machine a 32-token prefill of a 25M model (1.8 GFLOP, under the threshold) ran on one
+thread in 27 ms where two took 22 ms, while one thread still decoded it best. Other forwards (`use`) take the decode
+choice for one row when it is known, else all but one core, and every core when compute-bound (as a prefill).
 
 OpenMP thread counts are per thread, so the policy affects only the generation thread that applies it.
 """
