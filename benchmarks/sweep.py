@@ -96,6 +96,14 @@ class SweepPlan:
     short_ttft_rounds: int | None = None  # rounds for the short prompt (None: ttft_rounds); a few ms each
 
 
+# Under this many parameters a concurrency round takes about a second (llama-2m: 0.5 s, the 25M models 1-2 s; 100M
+# 8 s, 350M 25 s), while one burst of eight moves the c=8 figure most there: a burst's admission (the event loop
+# reading eight requests beside the first prefill) took 17-24 ms of llama-2m's 85 ms, and two rounds of one run
+# gave 2.98x and 3.47x (docs/benchmarks-notes.md, twelfth and thirteenth sessions). So more rounds there.
+SMALL_PARAMS = 50e6
+SMALL_CONC_ROUNDS = 6
+
+
 def plan_for(mode: str, params: int) -> SweepPlan:
     big = params >= 200e6
     if mode == "smoke":
@@ -106,14 +114,6 @@ def plan_for(mode: str, params: int) -> SweepPlan:
     # of the 1,000-token TTFT and at least two of concurrency at every size, so that no verdict rests on one round
     return SweepPlan(32 if big else 64, 3 if big else 5, 32, 1000, 3, (1, 4, 8), 32 if big else 64,
                      SMALL_CONC_ROUNDS if params < SMALL_PARAMS else 2, short_ttft_rounds=3 if big else 9)
-
-
-# Under this many parameters a concurrency round takes about a second (llama-2m: 0.5 s, the 25M models 1-2 s; 100M
-# 8 s, 350M 25 s), while one burst of eight moves the c=8 figure most there: a burst's admission (the event loop
-# reading eight requests beside the first prefill) took 17-24 ms of llama-2m's 85 ms, and two rounds of one run
-# gave 2.98x and 3.47x (docs/benchmarks-notes.md, twelfth and thirteenth sessions). So more rounds there.
-SMALL_PARAMS = 50e6
-SMALL_CONC_ROUNDS = 6
 
 
 # ---------------------------------------------------------------------- requests
